@@ -1,0 +1,82 @@
+# mnistkit: `make all` runs the pipeline, `make test` runs the tests. `make help` lists targets.
+# Offline: MNISTKIT_MIRROR=file://$PWD/../shared/mnist make all
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+MNISTKIT := $(BIN)/mnistkit
+INSTALLED := $(VENV)/.installed
+
+# Training hyperparameters; changing one retrains (make all EPOCHS=10, make all MODEL=cnn).
+MODEL ?= mlp
+EPOCHS ?=
+SEED ?= 0
+TRAIN_ARGS ?=
+train_args := --model $(MODEL) --seed $(SEED) $(if $(EPOCHS),--epochs $(EPOCHS)) $(TRAIN_ARGS)
+
+RAW := data/raw/train-images-idx3-ubyte.gz data/raw/train-labels-idx1-ubyte.gz \
+       data/raw/t10k-images-idx3-ubyte.gz data/raw/t10k-labels-idx1-ubyte.gz
+NPZ := data/mnist.npz
+CKPT := models/model.safetensors
+HISTORY := models/model.history.jsonl
+
+.DEFAULT_GOAL := all
+.DELETE_ON_ERROR:
+
+.PHONY: all help venv test test-slow lint bench clean
+
+all: reports/metrics.json reports/samples.png reports/predictions.tsv ## run the whole pipeline
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_./-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 28
+
+venv: $(INSTALLED) ## create .venv with mnistkit and its dev tools
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(RAW) &: | $(INSTALLED) ## download and verify the four MNIST files
+	$(MNISTKIT) fetch --out data/raw
+
+$(NPZ): $(RAW) | $(INSTALLED) ## parse the IDX files into one .npz
+	$(MNISTKIT) parse-to-npz data/raw -o $@
+
+# The training arguments live in a file that changes only when they do.
+models/train-args.txt: FORCE
+	@mkdir -p models
+	@echo '$(train_args)' | cmp -s - $@ || echo '$(train_args)' > $@
+
+$(CKPT) $(HISTORY) &: $(NPZ) models/train-args.txt | $(INSTALLED) ## train the model
+	$(MNISTKIT) train $(NPZ) -o $(CKPT) --history $(HISTORY) $(train_args)
+
+reports/metrics.json: $(CKPT) $(NPZ) | $(INSTALLED) ## evaluate on the test set
+	@mkdir -p reports
+	$(MNISTKIT) eval $(CKPT) $(NPZ) --json $@
+
+reports/samples.png: $(NPZ) $(CKPT) | $(INSTALLED) ## a grid of test digits with predictions
+	@mkdir -p reports/samples
+	$(MNISTKIT) render-samples $(NPZ) -o $@ --model $(CKPT) --export-dir reports/samples
+
+reports/predictions.tsv: reports/samples.png $(CKPT) | $(INSTALLED) ## predict the exported sample PNGs
+	$(MNISTKIT) predict $(CKPT) reports/samples/*.png --output $@
+
+test: $(INSTALLED) ## run the fast tests and the linter
+	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/ruff check .
+
+test-slow: $(INSTALLED) ## run the slow tests: real data, kill harness, load
+	$(BIN)/pytest -q -m slow
+
+lint: $(INSTALLED) ## ruff lint and format check
+	$(BIN)/ruff check .
+
+bench: $(INSTALLED) ## measure training and predict speed
+	$(BIN)/python scripts/bench_train.py
+
+clean: ## remove data, models, reports (keeps .venv)
+	rm -rf data models reports
+
+FORCE:

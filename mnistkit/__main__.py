@@ -1,0 +1,3 @@
+from mnistkit.cli import main
+
+main()

@@ -1,0 +1,129 @@
+"""Atomic file writes: a temp file in the target folder, fsync, then rename.
+
+An interrupted or failed write never leaves a file under the final name, so make never
+takes a half-written artifact as done. Temp names carry the writer's pid so a later run
+can remove the leftovers of a killed one without touching a live writer's file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from mnistkit.errors import MnistkitError
+
+_WRITE_ERRNOS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on device",
+    errno.EFBIG: "file too large (disk quota or size limit reached)",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EISDIR: "is a directory",
+    errno.ENOENT: "folder does not exist",
+}
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(path: Path) -> None:
+    """Delete temp files for `path` left by writers that no longer run."""
+    prefix = _temp_prefix(path)
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        pid_text = name[len(prefix) :].split(".", 1)[0]
+        if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+
+def check_writable_target(path: Path) -> None:
+    """Fail early, before any work, when `path` cannot be written."""
+    if path.is_dir():
+        raise MnistkitError(f"{path}: is a directory, expected a file path")
+    parent = path.parent
+    if not parent.is_dir():
+        raise MnistkitError(f"{path}: output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise MnistkitError(f"{path}: output folder {parent} is not writable")
+
+
+def describe_write_error(path: Path, error: OSError) -> MnistkitError:
+    reason = _WRITE_ERRNOS.get(error.errno or 0, error.strerror or str(error))
+    return MnistkitError(f"{path}: cannot write: {reason}")
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
+    """Yield a file object whose content appears at `path` only if the block succeeds."""
+    path = Path(path)
+    check_writable_target(path)
+    remove_stale_temp_files(path)
+    try:
+        fd, temp_name = tempfile.mkstemp(
+            prefix=f"{_temp_prefix(path)}{os.getpid()}.", suffix=".tmp", dir=path.parent
+        )
+    except OSError as error:
+        raise describe_write_error(path, error) from None
+    encoding = None if "b" in mode else "utf-8"
+    try:
+        with os.fdopen(fd, mode, encoding=encoding) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp_name, 0o644)
+        os.replace(temp_name, path)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            os.unlink(temp_name)
+        if isinstance(error, OSError) and error.errno in _WRITE_ERRNOS:
+            raise describe_write_error(path, error) from None
+        raise
+    _fsync_directory(path.parent)
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    with atomic_write(path, "wb") as handle:
+        handle.write(data)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    with atomic_write(path, "w") as handle:
+        handle.write(text)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable; some file systems refuse, which is harmless."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

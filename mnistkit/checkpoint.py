@@ -1,0 +1,229 @@
+"""Self-describing safetensors checkpoints, read and written without jax.
+
+All metadata lives under one `__metadata__` key, `mnistkit`, as canonical JSON (sorted
+keys): safetensors writes several metadata keys in a different order in each process,
+and one key keeps the same training run byte-identical. Tensors named `optimizer.*`
+hold optimizer state for `train --resume`; all others are model parameters.
+
+The loader checks the header itself before safetensors sees the bytes, and checks
+every tensor against the architecture, so a hostile or damaged file fails with one
+line naming the problem. Nothing here can unpickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load as load_safetensors
+from safetensors.numpy import save as save_safetensors
+
+from mnistkit import __version__
+from mnistkit.atomic import write_bytes_atomic
+from mnistkit.errors import MnistkitError
+from mnistkit.inference import param_shapes
+
+FORMAT = "mnistkit-checkpoint"
+FORMAT_VERSION = 1
+METADATA_KEY = "mnistkit"
+OPTIMIZER_PREFIX = "optimizer."
+MAX_CHECKPOINT_BYTES = 4 << 30
+MAX_HEADER_BYTES = 100 << 20
+_DTYPES = {"F32": np.float32, "I32": np.int32, "F64": np.float64, "I64": np.int64, "U32": np.uint32}
+
+
+@dataclass
+class Checkpoint:
+    params: dict[str, np.ndarray]
+    metadata: dict[str, Any]
+    optimizer_state: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def architecture(self) -> dict[str, Any]:
+        return self.metadata["architecture"]
+
+    @property
+    def normalization(self) -> dict[str, Any]:
+        return self.metadata["normalization"]
+
+    @property
+    def classes(self) -> list[int]:
+        return self.metadata["classes"]
+
+    def predict_probabilities(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        from mnistkit.inference import predict_probabilities
+
+        return predict_probabilities(
+            self.params, self.architecture, self.normalization, images, batch_size
+        )
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    params: dict[str, np.ndarray],
+    metadata: dict[str, Any],
+    optimizer_state: dict[str, np.ndarray] | None = None,
+) -> None:
+    """Write params (+ optimizer state) and metadata atomically to `path`."""
+    full_metadata = {
+        **metadata,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "mnistkit_version": __version__,
+    }
+    _check_metadata(Path(path), full_metadata)
+    _check_params(Path(path), params, full_metadata)
+    tensors = {name: np.ascontiguousarray(value) for name, value in params.items()}
+    for name, value in (optimizer_state or {}).items():
+        tensors[OPTIMIZER_PREFIX + name] = np.ascontiguousarray(value)
+    data = save_safetensors(tensors, metadata={METADATA_KEY: canonical_json(full_metadata)})
+    write_bytes_atomic(path, data)
+
+
+def read_header(path: Path, data: bytes) -> dict[str, Any]:
+    """Parse and check the safetensors header: a length, then JSON describing each tensor."""
+    if len(data) < 8:
+        raise MnistkitError(f"{path}: not a safetensors checkpoint (file is {len(data)} bytes)")
+    header_length = int.from_bytes(data[:8], "little")
+    if header_length > min(len(data) - 8, MAX_HEADER_BYTES):
+        raise MnistkitError(
+            f"{path}: not a safetensors checkpoint (header length {header_length} "
+            f"exceeds the file's {len(data)} bytes)"
+        )
+    try:
+        header = json.loads(data[8 : 8 + header_length])
+    except (UnicodeDecodeError, ValueError):
+        raise MnistkitError(f"{path}: not a safetensors checkpoint (header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise MnistkitError(f"{path}: not a safetensors checkpoint (header is not a JSON object)")
+    data_length = len(data) - 8 - header_length
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if not (
+            isinstance(info, dict)
+            and info.get("dtype") in _DTYPES
+            and isinstance(info.get("shape"), list)
+            and all(isinstance(d, int) and d >= 0 for d in info["shape"])
+            and isinstance(info.get("data_offsets"), list)
+            and len(info["data_offsets"]) == 2
+            and all(isinstance(o, int) for o in info["data_offsets"])
+        ):
+            raise MnistkitError(f"{path}: tensor {name!r} has a malformed header entry")
+        start, end = info["data_offsets"]
+        expected = int(np.prod(info["shape"], dtype=np.int64)) * np.dtype(_DTYPES[info["dtype"]]).itemsize
+        if not (0 <= start <= end <= data_length) or end - start != expected:
+            raise MnistkitError(
+                f"{path}: tensor {name!r} lies outside the file or disagrees with its shape "
+                "(truncated or corrupted checkpoint)"
+            )
+    return header
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read and fully validate a checkpoint; raise MnistkitError naming the problem."""
+    path = Path(path)
+    data = _read_file(path)
+    header = read_header(path, data)
+    raw_metadata = header.get("__metadata__")
+    if not isinstance(raw_metadata, dict) or METADATA_KEY not in raw_metadata:
+        raise MnistkitError(f"{path}: not an mnistkit checkpoint (no '{METADATA_KEY}' metadata)")
+    try:
+        metadata = json.loads(raw_metadata[METADATA_KEY])
+    except (TypeError, ValueError):
+        raise MnistkitError(f"{path}: checkpoint metadata is not valid JSON") from None
+    _check_metadata(path, metadata)
+    try:
+        tensors = load_safetensors(data)
+    except Exception as error:  # safetensors raises its own untyped errors
+        raise MnistkitError(f"{path}: corrupted checkpoint ({error})") from None
+    params = {k: v for k, v in tensors.items() if not k.startswith(OPTIMIZER_PREFIX)}
+    optimizer_state = {
+        k[len(OPTIMIZER_PREFIX) :]: v for k, v in tensors.items() if k.startswith(OPTIMIZER_PREFIX)
+    }
+    _check_params(path, params, metadata)
+    return Checkpoint(params=params, metadata=metadata, optimizer_state=optimizer_state)
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        if path.is_dir():
+            raise MnistkitError(f"{path}: is a directory, expected a checkpoint file")
+        size = path.stat().st_size
+        if size > MAX_CHECKPOINT_BYTES:
+            raise MnistkitError(f"{path}: {size} bytes is too large for an mnistkit checkpoint")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise MnistkitError(f"{path}: no such checkpoint file") from None
+    except OSError as error:
+        raise MnistkitError(f"{path}: cannot read checkpoint: {error.strerror}") from None
+
+
+def _check_metadata(path: Path, metadata: Any) -> None:
+    if not isinstance(metadata, dict):
+        raise MnistkitError(f"{path}: checkpoint metadata is not a JSON object")
+    if metadata.get("format") != FORMAT:
+        raise MnistkitError(f"{path}: not an mnistkit checkpoint (format {metadata.get('format')!r})")
+    version = metadata.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise MnistkitError(f"{path}: checkpoint has no valid format_version")
+    if version > FORMAT_VERSION:
+        raise MnistkitError(
+            f"{path}: checkpoint format version {version} is newer than this mnistkit reads "
+            f"({FORMAT_VERSION}); upgrade mnistkit"
+        )
+    for key in ("architecture", "normalization", "classes"):
+        if key not in metadata:
+            raise MnistkitError(f"{path}: checkpoint metadata lacks {key!r}")
+    classes = metadata["classes"]
+    if (
+        not isinstance(classes, list)
+        or len(classes) < 2
+        or len(set(classes)) != len(classes)
+        or not all(isinstance(c, int) and 0 <= c <= 9 for c in classes)
+    ):
+        raise MnistkitError(f"{path}: checkpoint classes {classes!r} are not distinct digits 0-9")
+    architecture = metadata["architecture"]
+    if not isinstance(architecture, dict) or architecture.get("num_classes") != len(classes):
+        raise MnistkitError(f"{path}: checkpoint architecture does not match its {len(classes)} classes")
+    normalization = metadata["normalization"]
+    kind = normalization.get("kind") if isinstance(normalization, dict) else None
+    if kind == "standard":
+        mean, std = normalization.get("mean"), normalization.get("std")
+        if not all(isinstance(v, (int, float)) for v in (mean, std)) or not std > 0:
+            raise MnistkitError(f"{path}: checkpoint normalization needs a mean and a positive std")
+    elif kind != "unit":
+        raise MnistkitError(f"{path}: unknown input normalization {normalization!r}")
+
+
+def _check_params(path: Path, params: dict[str, np.ndarray], metadata: dict[str, Any]) -> None:
+    try:
+        expected = param_shapes(metadata["architecture"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise MnistkitError(f"{path}: checkpoint architecture is malformed ({error})") from None
+    except MnistkitError as error:
+        raise MnistkitError(f"{path}: {error}") from None
+    missing = sorted(set(expected) - set(params))
+    unexpected = sorted(set(params) - set(expected))
+    if missing or unexpected:
+        raise MnistkitError(
+            f"{path}: tensors disagree with the architecture "
+            f"(missing: {', '.join(missing) or 'none'}; unexpected: {', '.join(unexpected) or 'none'})"
+        )
+    for name, shape in expected.items():
+        tensor = params[name]
+        if tuple(tensor.shape) != tuple(shape) or tensor.dtype != np.float32:
+            raise MnistkitError(
+                f"{path}: tensor {name} is {tensor.dtype}{list(tensor.shape)}, "
+                f"the architecture needs float32{list(shape)}"
+            )
+        if not np.isfinite(tensor).all():
+            raise MnistkitError(f"{path}: tensor {name} holds NaN or infinite values")

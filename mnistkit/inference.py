@@ -1,0 +1,113 @@
+"""Model inference in numpy alone, so predict and eval start fast and never import jax.
+
+Each architecture is described by a plain dict (stored in the checkpoint); `param_shapes`
+says which tensors it has, `forward` computes its logits. The JAX models in `models.py`
+compute the same functions for training; tests hold the two to 1e-5.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from mnistkit.errors import MnistkitError
+
+Params = Mapping[str, np.ndarray]
+Architecture = Mapping[str, Any]
+
+IMAGE_SHAPE = (28, 28)
+INPUT_SIZE = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
+
+
+def _dense_widths(architecture: Architecture) -> list[int]:
+    hidden = [] if architecture["model"] == "logreg" else list(architecture["hidden"])
+    return [INPUT_SIZE, *hidden, int(architecture["num_classes"])]
+
+
+def _dense_shapes(architecture: Architecture) -> dict[str, tuple[int, ...]]:
+    widths = _dense_widths(architecture)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for index, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
+        shapes[f"dense_{index}.kernel"] = (fan_in, fan_out)
+        shapes[f"dense_{index}.bias"] = (fan_out,)
+    return shapes
+
+
+def _activation(name: str) -> Callable[[np.ndarray], np.ndarray]:
+    if name == "relu":
+        return lambda x: np.maximum(x, 0.0)
+    if name == "tanh":
+        return np.tanh
+    raise MnistkitError(f"unknown activation {name!r}")
+
+
+def dense_stack(
+    params: Params, architecture: Architecture, inputs: np.ndarray, return_hidden: bool = False
+) -> np.ndarray | tuple[np.ndarray, list[np.ndarray]]:
+    """Logits of a logreg or MLP; with `return_hidden`, also every hidden layer's output."""
+    activation = _activation(architecture.get("activation", "relu"))
+    x = inputs.reshape(inputs.shape[0], -1).astype(np.float32, copy=False)
+    layers = len(_dense_widths(architecture)) - 1
+    hidden_outputs = []
+    for index in range(layers):
+        x = x @ params[f"dense_{index}.kernel"] + params[f"dense_{index}.bias"]
+        if index < layers - 1:
+            x = activation(x)
+            hidden_outputs.append(x)
+    return (x, hidden_outputs) if return_hidden else x
+
+
+SHAPES: dict[str, Callable[[Architecture], dict[str, tuple[int, ...]]]] = {
+    "logreg": _dense_shapes,
+    "mlp": _dense_shapes,
+}
+FORWARD: dict[str, Callable[[Params, Architecture, np.ndarray], np.ndarray]] = {
+    "logreg": dense_stack,
+    "mlp": dense_stack,
+}
+
+
+def param_shapes(architecture: Architecture) -> dict[str, tuple[int, ...]]:
+    """The tensor names and shapes an architecture has, in a fixed order."""
+    model = architecture.get("model")
+    if model not in SHAPES:
+        raise MnistkitError(f"unknown model architecture {model!r}")
+    return SHAPES[model](architecture)
+
+
+def forward(params: Params, architecture: Architecture, inputs: np.ndarray) -> np.ndarray:
+    """Logits for normalized float32 inputs of shape (N, 28, 28)."""
+    return FORWARD[architecture["model"]](params, architecture, inputs)
+
+
+def normalize(images: np.ndarray, normalization: Mapping[str, Any]) -> np.ndarray:
+    """uint8 pixels -> the float32 inputs the model was trained on."""
+    x = images.astype(np.float32) / np.float32(255.0)
+    if normalization["kind"] == "standard":
+        x = (x - np.float32(normalization["mean"])) / np.float32(normalization["std"])
+    return x
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def predict_probabilities(
+    params: Params,
+    architecture: Architecture,
+    normalization: Mapping[str, Any],
+    images: np.ndarray,
+    batch_size: int = 1000,
+) -> np.ndarray:
+    """Class probabilities (N, num_classes) for uint8 images (N, 28, 28), in batches."""
+    outputs = [
+        softmax(forward(params, architecture, normalize(images[start : start + batch_size], normalization)))
+        for start in range(0, len(images), batch_size)
+    ]
+    if not outputs:
+        return np.zeros((0, int(architecture["num_classes"])), np.float32)
+    return np.concatenate(outputs).astype(np.float32, copy=False)
