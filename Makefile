@@ -66,12 +66,14 @@ reports/predictions.tsv: reports/samples.png $(CKPT) | $(INSTALLED) ## predict t
 test: $(INSTALLED) ## run the fast tests and the linter
 	$(BIN)/pytest -q -m "not slow"
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-slow: $(INSTALLED) ## run the slow tests: real data, kill harness, load
 	$(BIN)/pytest -q -m slow
 
 lint: $(INSTALLED) ## ruff lint and format check
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: $(INSTALLED) ## measure training and predict speed
 	$(BIN)/python scripts/bench_train.py

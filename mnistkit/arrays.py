@@ -32,9 +32,7 @@ def check_arrays(arrays: dict[str, np.ndarray], source: str) -> None:
             if array.dtype != np.uint8:
                 raise MnistkitError(f"{source}: {key} has dtype {array.dtype}, expected uint8")
         if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
-            raise MnistkitError(
-                f"{source}: {split}_images has shape {images.shape}, expected (N, 28, 28)"
-            )
+            raise MnistkitError(f"{source}: {split}_images has shape {images.shape}, expected (N, 28, 28)")
         if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
             raise MnistkitError(
                 f"{source}: {split}_labels has shape {labels.shape}, expected ({images.shape[0]},) "

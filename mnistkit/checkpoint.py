@@ -57,9 +57,7 @@ class Checkpoint:
     def predict_probabilities(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         from mnistkit.inference import predict_probabilities
 
-        return predict_probabilities(
-            self.params, self.architecture, self.normalization, images, batch_size
-        )
+        return predict_probabilities(self.params, self.architecture, self.normalization, images, batch_size)
 
 
 def canonical_json(value: Any) -> str:

@@ -55,9 +55,7 @@ class TrainConfig:
         if self.val_size < 0:
             raise MnistkitError(f"--val-size must be non-negative, got {self.val_size}")
         digits = self.digits
-        if len(digits) < 2 or len(set(digits)) != len(digits) or any(
-            d not in range(10) for d in digits
-        ):
+        if len(digits) < 2 or len(set(digits)) != len(digits) or any(d not in range(10) for d in digits):
             raise MnistkitError(
                 f"--digits: need two or more distinct digits from 0-9, got {','.join(map(str, digits))}"
             )

@@ -7,6 +7,7 @@ compute the same functions for training; tests hold the two to 1e-5.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,7 +30,7 @@ def _dense_widths(architecture: Architecture) -> list[int]:
 def _dense_shapes(architecture: Architecture) -> dict[str, tuple[int, ...]]:
     widths = _dense_widths(architecture)
     shapes: dict[str, tuple[int, ...]] = {}
-    for index, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
+    for index, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
         shapes[f"dense_{index}.kernel"] = (fan_in, fan_out)
         shapes[f"dense_{index}.bias"] = (fan_out,)
     return shapes
