@@ -19,13 +19,14 @@ RAW := data/raw/train-images-idx3-ubyte.gz data/raw/train-labels-idx1-ubyte.gz \
 NPZ := data/mnist.npz
 CKPT := models/model.safetensors
 HISTORY := models/model.history.jsonl
+PICTURES := reports/mistakes.png reports/confusion.png reports/curves.png
 
 .DEFAULT_GOAL := all
 .DELETE_ON_ERROR:
 
-.PHONY: all help venv test test-slow lint bench clean
+.PHONY: all help venv test test-slow fuzz lint bench clean
 
-all: reports/metrics.json reports/samples.png reports/predictions.tsv ## run the whole pipeline
+all: reports/metrics.json reports/samples.png reports/predictions.tsv $(PICTURES) ## run the whole pipeline
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_./-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 28
@@ -60,6 +61,17 @@ reports/samples.png: $(NPZ) $(CKPT) | $(INSTALLED) ## a grid of test digits with
 	@mkdir -p reports/samples
 	$(MNISTKIT) render-samples $(NPZ) -o $@ --model $(CKPT) --export-dir reports/samples
 
+reports/mistakes.png: $(NPZ) $(CKPT) | $(INSTALLED) ## the model's most confident mistakes
+	@mkdir -p reports
+	$(MNISTKIT) render-samples $(NPZ) -o $@ --model $(CKPT) --select mistakes --count 32
+
+reports/confusion.png: reports/metrics.json | $(INSTALLED) ## the confusion matrix as a heat map
+	$(MNISTKIT) render-confusion --metrics reports/metrics.json -o $@
+
+reports/curves.png: $(HISTORY) | $(INSTALLED) ## loss and accuracy per epoch
+	@mkdir -p reports
+	$(MNISTKIT) render-curves $(HISTORY) -o $@
+
 reports/predictions.tsv: reports/samples.png $(CKPT) | $(INSTALLED) ## predict the exported sample PNGs
 	$(MNISTKIT) predict $(CKPT) reports/samples/*.png --output $@
 
@@ -71,12 +83,16 @@ test: $(INSTALLED) ## run the fast tests and the linter
 test-slow: $(INSTALLED) ## run the slow tests: real data, kill harness, load
 	$(BIN)/pytest -q -m slow
 
+fuzz: $(INSTALLED) ## deep fuzz: 10,000 examples for each test_fuzz_* property
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q -k fuzz
+
 lint: $(INSTALLED) ## ruff lint and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 bench: $(INSTALLED) ## measure training and predict speed
 	$(BIN)/python scripts/bench_train.py
+	$(BIN)/python scripts/bench_predict.py
 
 clean: ## remove data, models, reports (keeps .venv)
 	rm -rf data models reports

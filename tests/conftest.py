@@ -4,13 +4,23 @@ the real MNIST mirror when it is present beside the checkout."""
 from __future__ import annotations
 
 import gzip
+import hashlib
+import http.server
 import os
+import socket
 import struct
+import threading
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 from PIL import Image, ImageDraw, ImageFont
+
+from mnistkit.fetch import ExpectedFile
+from mnistkit.idx import MNIST_FILES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REAL_MNIST_DIR = Path(os.environ.get("MNISTKIT_REAL_MNIST", REPO_ROOT.parent / "shared" / "mnist"))
@@ -100,4 +110,199 @@ def synthetic_raw_dir(tmp_path: Path, synthetic_data: dict[str, np.ndarray]) -> 
     write_idx(raw / "train-labels-idx1-ubyte.gz", synthetic_data["train_labels"])
     write_idx(raw / "t10k-images-idx3-ubyte.gz", synthetic_data["test_images"])
     write_idx(raw / "t10k-labels-idx1-ubyte.gz", synthetic_data["test_labels"])
+    return raw
+
+
+# Hypothesis: a short run in `make test`; `make fuzz` sets HYPOTHESIS_PROFILE=fuzz.
+settings.register_profile("dev", max_examples=100, deadline=None)
+settings.register_profile(
+    "fuzz", max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def fetch_table(files: dict[str, bytes]) -> tuple[ExpectedFile, ...]:
+    """What fetch expects of synthetic `.gz` files: their content hash, size and a 2x cap."""
+    table = []
+    for name, gz_bytes in files.items():
+        content = gzip.decompress(gz_bytes)
+        table.append(ExpectedFile(name, hashlib.sha256(content).hexdigest(), len(content), 2 * len(gz_bytes)))
+    return tuple(table)
+
+
+@pytest.fixture(scope="session")
+def fetch_files() -> dict[str, bytes]:
+    """The four canonical names holding small synthetic IDX `.gz` files."""
+    rng = np.random.default_rng(7)
+    arrays = {
+        "train-images-idx3-ubyte.gz": rng.integers(0, 256, (30, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte.gz": rng.integers(0, 10, 30, dtype=np.uint8),
+        "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (10, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte.gz": rng.integers(0, 10, 10, dtype=np.uint8),
+    }
+    return {name: gzip.compress(idx_bytes(array), mtime=0) for name, array in arrays.items()}
+
+
+class _MirrorHandler(http.server.BaseHTTPRequestHandler):
+    """Serves /BEHAVIOUR/NAME: `good` sends the file; every other behaviour is a fault."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        server: MirrorServer = self.server
+        behaviour, _, name = self.path.lstrip("/").partition("/")
+        server.hits[behaviour] += 1
+        body = server.files.get(name)
+        if body is None or behaviour == "e404":
+            self.send_error(404)
+        elif behaviour == "e500":
+            self.send_error(500)
+        elif behaviour == "loop":
+            self._headers(302, {"Location": self.path})
+        elif behaviour == "to_file":
+            self._headers(302, {"Location": f"file://{server.redirect_dir}/{name}"})
+        elif behaviour == "html":
+            page = b"<!DOCTYPE html><html><body>Please log in</body></html>"
+            self._headers(200, {"Content-Type": "text/html", "Content-Length": str(len(page))})
+            self.wfile.write(page)
+        elif behaviour == "endless":
+            self._headers(200, {})
+            self._stream_forever()
+        else:
+            self._send_file(behaviour, body)
+
+    def _headers(self, status: int, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.flush()
+
+    def _send_file(self, behaviour: str, body: bytes) -> None:
+        announced = {"long_length": len(body) + 10, "short_length": len(body) // 2, "huge_length": 10**12}
+        self._headers(200, {"Content-Length": str(announced.get(behaviour, len(body)))})
+        if behaviour == "stall":
+            self.server.release.wait(30)
+            self.server.stall_ended.set()
+        elif behaviour == "close_mid":
+            self.wfile.write(body[: len(body) // 2])
+        elif behaviour == "corrupt":
+            middle = len(body) // 2
+            self.wfile.write(body[:middle] + bytes([body[middle] ^ 0xFF]) + body[middle + 1 :])
+        else:
+            self.wfile.write(body)
+
+    def _stream_forever(self) -> None:
+        chunk = bytes(64 << 10)
+        try:
+            while not self.server.release.is_set():
+                self.wfile.write(chunk)
+                self.server.sent_bytes += len(chunk)
+        except OSError:
+            pass
+
+
+class MirrorServer(http.server.ThreadingHTTPServer):
+    """A real HTTP mirror on 127.0.0.1 whose behaviour is chosen by the URL."""
+
+    daemon_threads = True
+
+    def __init__(self, files: dict[str, bytes], redirect_dir: Path) -> None:
+        super().__init__(("127.0.0.1", 0), _MirrorHandler)
+        self.files = files
+        self.redirect_dir = redirect_dir
+        self.hits: Counter[str] = Counter()
+        self.sent_bytes = 0
+        self.release = threading.Event()
+        self.stall_ended = threading.Event()
+
+    def url(self, behaviour: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/{behaviour}/"
+
+
+@pytest.fixture
+def mirror_server(fetch_files: dict[str, bytes], tmp_path: Path) -> Iterator[MirrorServer]:
+    server = MirrorServer(fetch_files, tmp_path / "redirect-target")
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.release.set()
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+@pytest.fixture
+def refused_url() -> str:
+    """An http URL on 127.0.0.1 where nothing listens."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+def draw_large_digit(
+    digit: int,
+    glyph_px: int = 90,
+    canvas_px: tuple[int, int] = (160, 160),
+    offset_px: tuple[int, int] = (0, 0),
+    stroke_px: int = 4,
+) -> np.ndarray:
+    """A digit drawn big the way a person's image holds one: bright ink 255 on black 0,
+    anywhere on a larger canvas (callers invert, shade or make it transparent)."""
+    width, height = canvas_px
+    image = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(image)
+    font = _font(glyph_px)
+    left, top, right, bottom = draw.textbbox((0, 0), str(digit), font=font, stroke_width=stroke_px)
+    x = (width - (right - left)) // 2 - left + offset_px[0]
+    y = (height - (bottom - top)) // 2 - top + offset_px[1]
+    draw.text((x, y), str(digit), fill=255, font=font, stroke_width=stroke_px, stroke_fill=255)
+    return np.asarray(image, dtype=np.uint8)
+
+
+@pytest.fixture(scope="session")
+def large_digit_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small MLP checkpoint trained (by mnistkit.train) on large drawn digits that went
+    through predict's preprocessing, so it recognises what preprocessing produces."""
+    from mnistkit.config import TrainConfig
+    from mnistkit.images import preprocess_digit
+    from mnistkit.train import train
+
+    rng = np.random.default_rng(7)
+    arrays = {}
+    for split, per_digit in (("train", 30), ("test", 5)):
+        labels = np.repeat(np.arange(10, dtype=np.uint8), per_digit)
+        images = []
+        for digit in labels:
+            drawn = draw_large_digit(
+                int(digit),
+                glyph_px=int(rng.integers(50, 120)),
+                offset_px=(int(rng.integers(-15, 16)), int(rng.integers(-15, 16))),
+                stroke_px=int(rng.integers(2, 7)),
+            )
+            images.append(preprocess_digit(drawn.astype(np.float32) / 255, "drawn"))
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = np.stack(images), labels
+    path = tmp_path_factory.mktemp("large-digit-model") / "model.safetensors"
+    config = TrainConfig(model="mlp", hidden=(64,), epochs=10, batch_size=32, lr=3e-3, seed=0)
+    train(arrays, config, path, log=lambda message: None, show_progress=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_data(synthetic_data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The first 50 training and 20 test digits: quick to write, spoil and parse."""
+    return {
+        key: array[:50] if key.startswith("train") else array[:20] for key, array in synthetic_data.items()
+    }
+
+
+@pytest.fixture
+def small_raw_dir(tmp_path: Path, small_data: dict[str, np.ndarray]) -> Path:
+    """The four canonical IDX .gz files holding `small_data`."""
+    raw = tmp_path / "small-raw"
+    raw.mkdir()
+    for key, name in MNIST_FILES.items():
+        write_idx(raw / name, small_data[key])
     return raw

@@ -181,7 +181,7 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
 
 
 @given(st.binary(max_size=2048))
-def test_any_bytes_load_or_raise_mnistkit_error(tmp_path_factory, data: bytes) -> None:
+def test_fuzz_any_bytes_load_or_raise_mnistkit_error(tmp_path_factory, data: bytes) -> None:
     path = tmp_path_factory.mktemp("fuzz") / "x.safetensors"
     path.write_bytes(data)
     with contextlib.suppress(MnistkitError):
@@ -189,7 +189,7 @@ def test_any_bytes_load_or_raise_mnistkit_error(tmp_path_factory, data: bytes) -
 
 
 @given(st.data())
-def test_mutated_valid_checkpoint_loads_or_raises_mnistkit_error(tmp_path_factory, data) -> None:
+def test_fuzz_mutated_checkpoint_loads_or_raises_mnistkit_error(tmp_path_factory, data) -> None:
     """Byte flips inside a real checkpoint reach deeper than random bytes do."""
     folder = tmp_path_factory.mktemp("mut")
     original = bytearray(_valid_bytes(folder))

@@ -1,0 +1,195 @@
+"""fetch against real HTTP mirrors on 127.0.0.1, local mirrors, and the real MNIST mirror."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import REAL_MNIST_DIR, MirrorServer, fetch_table, requires_real_mnist
+
+from mnistkit.cli import cli
+from mnistkit.errors import MnistkitError
+from mnistkit.fetch import DEFAULT_MIRRORS, MNIST_EXPECTED, fetch, file_problem, mirror_list
+
+NAMES = sorted(
+    [
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ]
+)
+# The decompressed SHA-256 of each real file, as issue 2 gives them.
+REAL_SHA256 = {
+    "train-images-idx3-ubyte.gz": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte.gz": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte.gz": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte.gz": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+
+
+def _assert_holds_exactly(out_dir: Path, fetch_files: dict[str, bytes]) -> None:
+    """Only the canonical names, each with the served content (no temp files left)."""
+    assert sorted(path.name for path in out_dir.iterdir()) == sorted(fetch_files)
+    for name, gz_bytes in fetch_files.items():
+        assert gzip.decompress((out_dir / name).read_bytes()) == gzip.decompress(gz_bytes)
+
+
+def _lines_naming(lines: list[str], text: str) -> list[str]:
+    return [line for line in lines if text in line]
+
+
+def test_moves_past_a_failing_and_a_corrupt_mirror_to_a_good_one(
+    tmp_path: Path, mirror_server: MirrorServer, fetch_files: dict[str, bytes]
+) -> None:
+    out_dir = tmp_path / "raw"
+    lines: list[str] = []
+    mirrors = [mirror_server.url("e500"), mirror_server.url("corrupt"), mirror_server.url("good")]
+    paths = fetch(out_dir, mirrors, files=fetch_table(fetch_files), log=lines.append)
+    assert [path.name for path in paths] == list(fetch_files)
+    _assert_holds_exactly(out_dir, fetch_files)
+    for name in fetch_files:
+        file_lines = _lines_naming(lines, name)
+        assert len(file_lines) == 3
+        assert "e500" in file_lines[0] and "HTTP 500" in file_lines[0] and "(2 attempts)" in file_lines[0]
+        assert "corrupt" in file_lines[1] and "corrupt gzip data" in file_lines[1]
+        assert f"fetched from {mirror_server.url('good')}{name}" in file_lines[2]
+    assert mirror_server.hits == {"e500": 8, "corrupt": 4, "good": 4}
+
+
+def test_a_second_run_downloads_nothing(
+    tmp_path: Path, mirror_server: MirrorServer, fetch_files: dict[str, bytes]
+) -> None:
+    out_dir = tmp_path / "raw"
+    table = fetch_table(fetch_files)
+    fetch(out_dir, [mirror_server.url("good")], files=table, log=lambda line: None)
+    before = {name: (out_dir / name).stat().st_mtime_ns for name in fetch_files}
+    lines: list[str] = []
+    fetch(out_dir, [mirror_server.url("good")], files=table, log=lines.append)
+    assert mirror_server.hits["good"] == 4
+    assert len(lines) == 4 and all("already present and valid" in line for line in lines)
+    assert {name: (out_dir / name).stat().st_mtime_ns for name in fetch_files} == before
+
+
+def test_an_invalid_file_is_replaced_and_force_downloads_again(
+    tmp_path: Path, mirror_server: MirrorServer, fetch_files: dict[str, bytes]
+) -> None:
+    out_dir = tmp_path / "raw"
+    out_dir.mkdir()
+    (out_dir / "t10k-labels-idx1-ubyte.gz").write_bytes(b"half a download")
+    table = fetch_table(fetch_files)
+    lines: list[str] = []
+    fetch(out_dir, [mirror_server.url("good")], files=table, log=lines.append)
+    _assert_holds_exactly(out_dir, fetch_files)
+    assert any("t10k-labels-idx1-ubyte.gz: present but invalid (not gzip data" in line for line in lines)
+    fetch(out_dir, [mirror_server.url("good")], files=table, force=True, log=lambda line: None)
+    assert mirror_server.hits["good"] == 8
+
+
+def test_every_mirror_failing_leaves_no_file_and_one_line_per_mirror(
+    tmp_path: Path, mirror_server: MirrorServer, fetch_files: dict[str, bytes]
+) -> None:
+    out_dir = tmp_path / "raw"
+    out_dir.mkdir()
+    (out_dir / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"not mnist"))
+    lines: list[str] = []
+    mirrors = [mirror_server.url("e500"), mirror_server.url("e404"), mirror_server.url("corrupt")]
+    with pytest.raises(MnistkitError, match=r"every mirror failed \(3 tried") as error:
+        fetch(out_dir, mirrors, files=fetch_table(fetch_files), log=lines.append)
+    assert "\n" not in str(error.value)
+    assert list(out_dir.iterdir()) == []
+    mirror_lines = [line for line in lines if "127.0.0.1" in line]
+    assert [mirror in line for mirror, line in zip(mirrors, mirror_lines, strict=True)] == [True] * 3
+    assert "HTTP 404" in mirror_lines[1]
+
+
+def test_directory_and_file_url_mirrors(tmp_path: Path, fetch_files: dict[str, bytes]) -> None:
+    mirror_dir = tmp_path / "mirror"
+    mirror_dir.mkdir()
+    for name, gz_bytes in fetch_files.items():
+        (mirror_dir / name).write_bytes(gz_bytes)
+    table = fetch_table(fetch_files)
+    lines: list[str] = []
+    fetch(tmp_path / "a", [str(tmp_path / "empty"), str(mirror_dir)], files=table, log=lines.append)
+    _assert_holds_exactly(tmp_path / "a", fetch_files)
+    assert len(_lines_naming(lines, "no such file")) == 4
+    fetch(tmp_path / "b", [mirror_dir.as_uri()], files=table, log=lines.append)
+    _assert_holds_exactly(tmp_path / "b", fetch_files)
+
+
+def test_a_local_file_over_the_cap_is_refused(tmp_path: Path, fetch_files: dict[str, bytes]) -> None:
+    name = "t10k-labels-idx1-ubyte.gz"
+    table = [entry for entry in fetch_table(fetch_files) if entry.name == name]
+    mirror_dir = tmp_path / "mirror"
+    mirror_dir.mkdir()
+    (mirror_dir / name).write_bytes(fetch_files[name] + bytes(2 * len(fetch_files[name])))
+    lines: list[str] = []
+    with pytest.raises(MnistkitError):
+        fetch(tmp_path / "out", [str(mirror_dir)], files=table, log=lines.append)
+    assert "more than the" in lines[0] and list((tmp_path / "out").iterdir()) == []
+
+
+def test_unsupported_mirror_schemes_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    for mirror in ("ftp://example.org/mnist/", "javascript:alert(1)", "https:///no-host", ""):
+        with pytest.raises(MnistkitError, match="mirror"):
+            fetch(tmp_path / "out", [mirror])
+    assert not (tmp_path / "out").exists()
+
+
+def test_mirror_order_options_then_variable_then_defaults() -> None:
+    mirrors = mirror_list(["http://a/"], " file:///b, /c ,http://a/ ")
+    assert mirrors == ["http://a/", "file:///b", "/c", *DEFAULT_MIRRORS]
+    assert mirror_list([], "http://x/", use_defaults=False) == ["http://x/"]
+
+
+def test_cli_uses_the_mirror_variable(
+    tmp_path: Path,
+    mirror_server: MirrorServer,
+    fetch_files: dict[str, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("mnistkit.fetch.MNIST_EXPECTED", fetch_table(fetch_files))
+    env = {"MNISTKIT_MIRROR": f"{mirror_server.url('e404')},{mirror_server.url('good')}"}
+    out_dir = tmp_path / "raw"
+    args = ["fetch", "--out", str(out_dir), "--no-default-mirrors"]
+    result = CliRunner().invoke(cli, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [str(out_dir / name) for name in fetch_files]
+    assert len(_lines_naming(result.stderr.splitlines(), "HTTP 404")) == 4
+    _assert_holds_exactly(out_dir, fetch_files)
+
+
+def test_cli_all_mirrors_failing_exits_non_zero(
+    tmp_path: Path,
+    mirror_server: MirrorServer,
+    fetch_files: dict[str, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("mnistkit.fetch.MNIST_EXPECTED", fetch_table(fetch_files))
+    out_dir = tmp_path / "raw"
+    args = ["fetch", "--out", str(out_dir), "--no-default-mirrors", "--mirror", mirror_server.url("html")]
+    result = CliRunner().invoke(cli, args, env={"MNISTKIT_MIRROR": mirror_server.url("e404")})
+    assert result.exit_code == 1
+    stderr_lines = result.stderr.splitlines()
+    assert stderr_lines[0].endswith("not gzip data: an HTML page")
+    assert "HTTP 404" in stderr_lines[1]
+    assert stderr_lines[2].startswith("Error: ") and "every mirror failed (2 tried" in stderr_lines[2]
+    assert result.stdout == "" and list(out_dir.iterdir()) == []
+
+
+@pytest.mark.slow
+@requires_real_mnist
+def test_fetch_from_the_real_mirror_directory(tmp_path: Path) -> None:
+    out_dir = tmp_path / "raw"
+    args = ["fetch", "--out", str(out_dir), "--no-default-mirrors", "--mirror", REAL_MNIST_DIR.as_uri()]
+    result = CliRunner().invoke(cli, args, env={"MNISTKIT_MIRROR": None})
+    assert result.exit_code == 0, result.output
+    assert sorted(path.name for path in out_dir.iterdir()) == NAMES
+    for name, sha256 in REAL_SHA256.items():
+        assert hashlib.sha256(gzip.decompress((out_dir / name).read_bytes())).hexdigest() == sha256
+    assert [file_problem(out_dir / entry.name, entry) for entry in MNIST_EXPECTED] == [None] * 4
+    again = CliRunner().invoke(cli, args, env={"MNISTKIT_MIRROR": None})
+    assert again.exit_code == 0 and again.stderr.count("already present and valid") == 4

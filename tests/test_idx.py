@@ -1,0 +1,273 @@
+"""The IDX reader: exact round trips, every corruption as one clear error, and fuzzing."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import tracemalloc
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import idx_bytes
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mnistkit.errors import MnistkitError
+from mnistkit.idx import MNIST_FILES, read_idx, read_mnist_dir
+
+
+def _gz(data: bytes) -> bytes:
+    return gzip.compress(data, mtime=0)
+
+
+def _flip(data: bytes, index: int) -> bytes:
+    changed = bytearray(data)
+    changed[index] ^= 0xFF
+    return bytes(changed)
+
+
+def _invalid_deflate_block(gz_bytes: bytes) -> bytes:
+    """Mark the first deflate block (right after the 10-byte gzip header) with the reserved type 3."""
+    changed = bytearray(gz_bytes)
+    changed[10] |= 0b110
+    return bytes(changed)
+
+
+def _with_label(labels: np.ndarray, index: int, value: int) -> np.ndarray:
+    changed = labels.copy()
+    changed[index] = value
+    return changed
+
+
+# (id, the array whose file is spoiled, its spoiled bytes, what the error says)
+Corruption = tuple[str, str, Callable[[np.ndarray], bytes], str]
+FILE_CORRUPTIONS: list[Corruption] = [
+    ("gzip-truncated", "train_images", lambda a: _gz(idx_bytes(a))[:-40], "truncated gzip data"),
+    ("gzip-crc", "train_labels", lambda a: _flip(_gz(idx_bytes(a)), -8), "CRC check failed"),
+    ("gzip-length", "train_labels", lambda a: _flip(_gz(idx_bytes(a)), -4), "length check failed"),
+    (
+        "gzip-deflate",
+        "test_images",
+        lambda a: _invalid_deflate_block(_gz(idx_bytes(a))),
+        "invalid block type",
+    ),
+    ("gzip-header", "test_labels", lambda a: b"\x1f\x8b\x09" + bytes(30), "corrupt gzip data"),
+    ("gzip-trailing", "train_labels", lambda a: _gz(idx_bytes(a)) + b"junk", "after the gzip stream"),
+    ("bad-magic", "test_images", lambda a: _gz(idx_bytes(a, magic=2052)), "magic number 2052"),
+    ("float-magic", "train_labels", lambda a: idx_bytes(a, magic=0x0D01), "magic number 3329"),
+    ("zero-dimension", "test_images", lambda a: _gz(idx_bytes(a[:0])), "zero dimension"),
+    ("header-truncated", "test_images", lambda a: _gz(idx_bytes(a)[:10]), "ends inside the IDX header"),
+    ("empty-file", "test_labels", lambda a: b"", "ends inside the IDX header (0 of 4"),
+    ("data-truncated", "train_images", lambda a: _gz(idx_bytes(a)[:-100]), "truncated: data ends after"),
+    ("data-truncated-raw", "train_labels", lambda a: idx_bytes(a)[:-3], "truncated: data ends after"),
+    ("trailing-bytes", "train_images", lambda a: _gz(idx_bytes(a) + b"\x00"), "trailing bytes after the"),
+    ("trailing-bytes-raw", "test_labels", lambda a: idx_bytes(a) + b"extra", "trailing bytes after the"),
+    (
+        "huge-declaration",
+        "test_images",
+        lambda a: struct.pack(">IIII", 2051, 2**31, 2**31, 28) + bytes(100),
+        "MiB limit",
+    ),
+]
+DIR_CORRUPTIONS: list[Corruption] = [
+    (
+        "label-out-of-range",
+        "test_labels",
+        lambda a: _gz(idx_bytes(_with_label(a, 3, 12))),
+        "label 12 at index 3",
+    ),
+    ("counts-disagree", "train_labels", lambda a: _gz(idx_bytes(a[:-1])), "labels"),
+    ("images-not-28x28", "test_images", lambda a: _gz(idx_bytes(a[:, :20, :20])), "expected 28x28"),
+    (
+        "labels-as-images",
+        "train_images",
+        lambda a: _gz(idx_bytes(np.zeros(len(a), np.uint8))),
+        "holds labels",
+    ),
+]
+CORRUPTIONS = FILE_CORRUPTIONS + DIR_CORRUPTIONS
+
+
+def _small_array(key: str) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    if key.endswith("images"):
+        return rng.integers(0, 256, (12, 28, 28), dtype=np.uint8)
+    return rng.integers(0, 10, 12, dtype=np.uint8)
+
+
+def _assert_one_line_naming(error: pytest.ExceptionInfo[MnistkitError], path: Path, problem: str) -> None:
+    message = str(error.value)
+    assert "\n" not in message
+    assert str(path) in message
+    assert problem in message
+
+
+@pytest.mark.parametrize("compress", [True, False], ids=["gz", "raw"])
+@pytest.mark.parametrize("key", ["train_images", "train_labels"])
+def test_read_idx_round_trips(tmp_path: Path, key: str, compress: bool) -> None:
+    array = _small_array(key)
+    path = tmp_path / "file.idx"
+    path.write_bytes(_gz(idx_bytes(array)) if compress else idx_bytes(array))
+    loaded = read_idx(path)
+    assert loaded.dtype == np.uint8
+    np.testing.assert_array_equal(loaded, array)
+
+
+def test_multi_member_gzip_reads_as_one_stream(tmp_path: Path) -> None:
+    data = idx_bytes(_small_array("train_images"))
+    path = tmp_path / "two-members.gz"
+    path.write_bytes(_gz(data[:1000]) + _gz(data[1000:]))
+    np.testing.assert_array_equal(read_idx(path), _small_array("train_images"))
+
+
+@pytest.mark.parametrize(
+    "case_id, key, spoil, problem", FILE_CORRUPTIONS, ids=[c[0] for c in FILE_CORRUPTIONS]
+)
+def test_each_file_corruption_is_one_line_naming_the_file(
+    tmp_path: Path, case_id: str, key: str, spoil: Callable[[np.ndarray], bytes], problem: str
+) -> None:
+    path = tmp_path / MNIST_FILES[key]
+    path.write_bytes(spoil(_small_array(key)))
+    with pytest.raises(MnistkitError) as error:
+        read_idx(path)
+    _assert_one_line_naming(error, path, problem)
+
+
+@pytest.mark.parametrize("case_id, key, spoil, problem", DIR_CORRUPTIONS, ids=[c[0] for c in DIR_CORRUPTIONS])
+def test_each_dataset_inconsistency_is_one_line(
+    small_raw_dir: Path,
+    small_data: dict[str, np.ndarray],
+    case_id: str,
+    key: str,
+    spoil: Callable[[np.ndarray], bytes],
+    problem: str,
+) -> None:
+    path = small_raw_dir / MNIST_FILES[key]
+    path.write_bytes(spoil(small_data[key]))
+    with pytest.raises(MnistkitError) as error:
+        read_mnist_dir(small_raw_dir)
+    message = str(error.value)
+    assert "\n" not in message and problem in message
+    assert path.name in message
+
+
+def test_missing_file_directory_and_folder(tmp_path: Path) -> None:
+    with pytest.raises(MnistkitError, match="no such file"):
+        read_idx(tmp_path / "absent.gz")
+    with pytest.raises(MnistkitError, match="is a directory"):
+        read_idx(tmp_path)
+    with pytest.raises(MnistkitError, match="no such folder"):
+        read_mnist_dir(tmp_path / "absent")
+    with pytest.raises(MnistkitError, match=r"train-images-idx3-ubyte\.gz: no such file"):
+        read_mnist_dir(tmp_path)
+
+
+def test_read_mnist_dir_matches_the_arrays_written(
+    small_raw_dir: Path, small_data: dict[str, np.ndarray]
+) -> None:
+    arrays = read_mnist_dir(small_raw_dir)
+    assert sorted(arrays) == sorted(small_data)
+    for key, array in small_data.items():
+        np.testing.assert_array_equal(arrays[key], array)
+
+
+def test_uncompressed_files_without_gz_suffix_are_accepted(
+    small_raw_dir: Path, small_data: dict[str, np.ndarray]
+) -> None:
+    for name in MNIST_FILES.values():
+        compressed = small_raw_dir / name
+        compressed.with_suffix("").write_bytes(gzip.decompress(compressed.read_bytes()))
+        compressed.unlink()
+    np.testing.assert_array_equal(read_mnist_dir(small_raw_dir)["test_images"], small_data["test_images"])
+
+
+def _peak_traced_bytes(action: Callable[[], object]) -> int:
+    tracemalloc.start()
+    try:
+        with pytest.raises(MnistkitError):
+            action()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_header_declaring_much_more_than_the_file_holds_allocates_only_what_is_there(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "liar.idx"
+    path.write_bytes(struct.pack(">IIII", 2051, 300_000, 28, 28) + bytes(1000))
+    assert _peak_traced_bytes(lambda: read_idx(path)) < 4 << 20
+
+
+def test_a_gzip_tail_is_never_decompressed(tmp_path: Path) -> None:
+    """40 MB of zeros behind ten declared labels: the reader stops one byte past them."""
+    deflate = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+    parts = [deflate.compress(idx_bytes(np.arange(10, dtype=np.uint8)))]
+    parts += [deflate.compress(bytes(1 << 20)) for _ in range(40)]
+    path = tmp_path / "bomb.gz"
+    path.write_bytes(b"".join(parts) + deflate.flush())
+    peak = _peak_traced_bytes(lambda: read_idx(path))
+    assert peak < 4 << 20
+    with pytest.raises(MnistkitError, match="trailing bytes"):
+        read_idx(path)
+
+
+@pytest.fixture(scope="module")
+def fuzz_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fuzz") / "input.idx"
+
+
+def _parses_or_refuses(path: Path, data: bytes) -> None:
+    """The property: an array consistent with the bytes, or a one-line MnistkitError."""
+    path.write_bytes(data)
+    try:
+        array = read_idx(path)
+    except MnistkitError as error:
+        assert "\n" not in str(error) and str(path) in str(error)
+        return
+    assert array.dtype == np.uint8 and array.ndim in (1, 3)
+    content = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+    assert content[4 + 4 * array.ndim :] == array.tobytes()
+
+
+@given(data=st.binary(max_size=4096))
+def test_fuzz_any_bytes_parse_or_raise_mnistkit_error(fuzz_path: Path, data: bytes) -> None:
+    _parses_or_refuses(fuzz_path, data)
+
+
+@st.composite
+def _mutated_idx_files(draw: st.DrawFn) -> bytes:
+    """A valid IDX file, maybe gzipped, then a few byte flips, cuts, insertions or tails."""
+    count = draw(st.integers(1, 6))
+    if draw(st.booleans()):
+        rows, columns = draw(st.integers(1, 30)), draw(st.integers(1, 30))
+        array = np.frombuffer(
+            draw(st.binary(min_size=count * rows * columns, max_size=count * rows * columns)), np.uint8
+        )
+        data = idx_bytes(array.reshape(count, rows, columns))
+    else:
+        data = idx_bytes(
+            np.array(draw(st.lists(st.integers(0, 255), min_size=count, max_size=count)), np.uint8)
+        )
+    if draw(st.booleans()):
+        data = _gz(data)
+    for _ in range(draw(st.integers(0, 3))):
+        position = draw(st.integers(0, len(data)))
+        action = draw(st.sampled_from(["flip", "cut", "insert", "append"]))
+        if action == "flip" and position < len(data):
+            data = _flip(data, position)
+        elif action == "cut":
+            data = data[:position]
+        elif action == "insert":
+            data = data[:position] + draw(st.binary(min_size=1, max_size=8)) + data[position:]
+        else:
+            data = data + draw(st.binary(min_size=1, max_size=64))
+    return data
+
+
+@given(data=_mutated_idx_files())
+def test_fuzz_mutated_idx_files_parse_or_raise_mnistkit_error(fuzz_path: Path, data: bytes) -> None:
+    _parses_or_refuses(fuzz_path, data)
