@@ -1,0 +1,605 @@
+"""The pictures: drawn from small synthetic inputs through the CLI and the library, then
+checked pixel by pixel where a property can be checked (digits in their cells, mistakes in
+confidence order, heat-map shades following the counts), and byte for byte for determinism."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import REAL_MNIST_DIR, requires_real_mnist
+from hypothesis import given
+from hypothesis import strategies as st
+from PIL import Image
+
+from mnistkit.charts import BLUE_WHITE_RED, DIGIT_COLOURS, blend, nice_ticks, tick_labels
+from mnistkit.checkpoint import load_checkpoint, save_checkpoint
+from mnistkit.cli import cli
+from mnistkit.errors import MnistkitError
+from mnistkit.inference import dense_stack, normalize
+from mnistkit.render import (
+    SampleOptions,
+    bottleneck_values,
+    confusion_cell_box,
+    head_logits,
+    parse_confusion,
+    parse_history,
+    samples_picture,
+)
+
+CLASSES = list(range(10))
+
+
+def run(*args: str, input: str | None = None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+
+
+def assert_failed_cleanly(result, output: Path, *fragments: str) -> None:
+    """Exit 1, one `Error:` line naming the problem, no traceback, no picture."""
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert not output.exists()
+    assert not list(output.parent.glob(f".{output.name}.*"))
+
+
+def fit_logreg(images: np.ndarray, labels: np.ndarray, sharpness: float = 6.0) -> dict[str, np.ndarray]:
+    """A linear classifier by ridge regression on one-hot targets: known, imperfect, instant."""
+    inputs = np.hstack([images.reshape(len(images), -1) / 255.0, np.ones((len(images), 1))])
+    targets = np.eye(10)[labels]
+    ridge = 30.0 * np.eye(inputs.shape[1])
+    solution = np.linalg.solve(inputs.T @ inputs + ridge, inputs.T @ targets) * sharpness
+    return {
+        "dense_0.kernel": solution[:-1].astype(np.float32),
+        "dense_0.bias": solution[-1].astype(np.float32),
+    }
+
+
+def write_logreg(path: Path, params: dict[str, np.ndarray], classes: list[int] = CLASSES) -> Path:
+    metadata = {
+        "architecture": {"model": "logreg", "num_classes": len(classes)},
+        "normalization": {"kind": "unit"},
+        "classes": classes,
+    }
+    save_checkpoint(path, params, metadata)
+    return path
+
+
+def write_mlp(path: Path, hidden: list[int], classes: list[int] = CLASSES, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    widths = [784, *hidden, len(classes)]
+    params = {}
+    for index, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
+        params[f"dense_{index}.kernel"] = (rng.normal(size=(fan_in, fan_out)) / np.sqrt(fan_in)).astype(
+            np.float32
+        )
+        params[f"dense_{index}.bias"] = rng.normal(scale=0.1, size=fan_out).astype(np.float32)
+    metadata = {
+        "architecture": {"model": "mlp", "hidden": hidden, "activation": "relu", "num_classes": len(classes)},
+        "normalization": {"kind": "standard", "mean": 0.13, "std": 0.31},
+        "classes": classes,
+    }
+    save_checkpoint(path, params, metadata)
+    return path
+
+
+@pytest.fixture(scope="module")
+def logreg_params(synthetic_data) -> dict[str, np.ndarray]:
+    return fit_logreg(synthetic_data["train_images"], synthetic_data["train_labels"])
+
+
+@pytest.fixture
+def logreg_path(tmp_path: Path, logreg_params) -> Path:
+    return write_logreg(tmp_path / "logreg.safetensors", logreg_params)
+
+
+def test_sample_grid_cells_hold_the_digits_pixels(synthetic_data):
+    grid, indices = samples_picture(synthetic_data, SampleOptions(count=12, columns=5, scale=2))
+    assert list(indices) == list(range(12))
+    assert grid.image.mode == "RGB"
+    pixels = np.asarray(grid.image)
+    for index, (left, top, right, bottom) in zip(indices, grid.digit_boxes, strict=True):
+        assert (right - left, bottom - top) == (56, 56)
+        cell = pixels[top:bottom, left:right]
+        assert (cell == cell[..., :1]).all(), "digit pixels are gray"
+        np.testing.assert_array_equal(cell[::2, ::2, 0], synthetic_data["test_images"][index])
+    rows = sorted({top for _, top, _, _ in grid.digit_boxes})
+    assert len(rows) == 3, "12 digits in 5 columns fill 3 rows"
+
+
+def test_render_samples_cli_writes_the_grid_and_exports_digits(tmp_path, synthetic_npz, synthetic_data):
+    output, export = tmp_path / "samples.png", tmp_path / "exported"
+    result = run("render-samples", synthetic_npz, "-o", output, "--count", 10, "--export-dir", export)
+    assert result.exit_code == 0, result.output
+    with Image.open(output) as image:
+        assert image.format == "PNG" and image.mode == "RGB"
+        assert image.width > 8 * 28 * 3
+    names = sorted(path.name for path in export.iterdir())
+    labels = synthetic_data["test_labels"]
+    assert names == [f"{i:05d}-label{labels[i]}.png" for i in range(10)]
+    for name in names:
+        with Image.open(export / name) as digit:
+            assert digit.mode == "L" and digit.size == (28, 28)
+            np.testing.assert_array_equal(np.asarray(digit), synthetic_data["test_images"][int(name[:5])])
+    assert [line for line in result.stdout.splitlines() if line.endswith(".png")] == [
+        str(export / name) for name in names
+    ]
+
+
+def test_exported_digits_are_ready_for_predict(tmp_path, synthetic_npz, logreg_path, synthetic_data):
+    export = tmp_path / "exported"
+    assert (
+        run(
+            "render-samples", synthetic_npz, "-o", tmp_path / "s.png", "--count", 5, "--export-dir", export
+        ).exit_code
+        == 0
+    )
+    paths = sorted(str(p) for p in export.iterdir())
+    result = run("predict", logreg_path, *paths)
+    assert result.exit_code == 0, result.output
+    assert [line.split("\t")[0] for line in result.stdout.splitlines()] == paths
+
+
+def test_digits_option_keeps_only_those_classes(synthetic_data):
+    options = SampleOptions(count=30, digits=(3, 8), select="random", seed=4)
+    _, indices = samples_picture(synthetic_data, options)
+    labels = synthetic_data["test_labels"]
+    assert len(indices) == 30 and set(labels[indices]) == {3, 8}
+    assert list(indices) == sorted(indices)
+    _, again = samples_picture(synthetic_data, options)
+    _, other_seed = samples_picture(
+        synthetic_data, SampleOptions(count=30, digits=(3, 8), select="random", seed=5)
+    )
+    assert list(again) == list(indices) and list(other_seed) != list(indices)
+
+
+def test_mistake_grid_holds_only_mistakes_most_confident_first(synthetic_data, logreg_params, tmp_path):
+    checkpoint = load_checkpoint(write_logreg(tmp_path / "m.safetensors", logreg_params))
+    images, labels = synthetic_data["test_images"], synthetic_data["test_labels"]
+    probabilities = checkpoint.predict_probabilities(images)
+    predicted, confidence = probabilities.argmax(axis=1), probabilities.max(axis=1)
+    all_mistakes = np.flatnonzero(predicted != labels)
+    assert 3 <= len(all_mistakes) < len(labels) // 2, "the fixture model should be good but imperfect"
+
+    grid, indices = samples_picture(synthetic_data, SampleOptions(select="mistakes", count=100), checkpoint)
+    assert sorted(indices) == sorted(all_mistakes)
+    assert (predicted[indices] != labels[indices]).all()
+    assert (np.diff(confidence[indices]) <= 0).all()
+    pixels = np.asarray(grid.image)
+    first_left, first_top, first_right, _ = grid.digit_boxes[0]
+    frame = pixels[first_top - 2, first_left:first_right]
+    assert (frame == (204, 32, 39)).all(), "a wrong digit is framed in red"
+
+    threshold = float(np.median(confidence[all_mistakes]))
+    options = SampleOptions(select="confident-mistakes", count=100, min_confidence=threshold)
+    _, confident = samples_picture(synthetic_data, options, checkpoint)
+    assert set(confident) == {i for i in all_mistakes if confidence[i] >= threshold}
+    _, top_two = samples_picture(synthetic_data, SampleOptions(select="mistakes", count=2), checkpoint)
+    assert list(top_two) == list(indices[:2])
+
+
+def test_render_samples_mistakes_cli(tmp_path, synthetic_npz, synthetic_data, logreg_path):
+    images, labels = synthetic_data["test_images"], synthetic_data["test_labels"]
+    predicted = load_checkpoint(logreg_path).predict_probabilities(images).argmax(axis=1)
+    mistakes = int((predicted != labels).sum())
+    output = tmp_path / "mistakes.png"
+    result = run(
+        "render-samples", synthetic_npz, "-o", output, "--model", logreg_path, "--select", "mistakes"
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "" and f"{min(mistakes, 64)} test digits" in result.stderr
+    with Image.open(output) as image:
+        assert image.mode == "RGB"
+
+
+def test_mistakes_need_a_model(tmp_path, synthetic_npz):
+    output = tmp_path / "mistakes.png"
+    result = run("render-samples", synthetic_npz, "-o", output, "--select", "mistakes")
+    assert_failed_cleanly(result, output, "--model")
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--digits", "3,12"], "--digits"),
+        (["--digits", "three"], "--digits"),
+        (["--count", "0"], "--count"),
+        (["--scale", "0"], "--scale"),
+        (["--min-confidence", "1.5"], "--min-confidence"),
+    ],
+)
+def test_render_samples_rejects_bad_options(tmp_path, synthetic_npz, extra, fragment):
+    output = tmp_path / "s.png"
+    assert_failed_cleanly(run("render-samples", synthetic_npz, "-o", output, *extra), output, fragment)
+
+
+def test_model_whose_digits_are_not_in_the_data(tmp_path, synthetic_data, logreg_params):
+    arrays = dict(synthetic_data)
+    for split in ("train", "test"):
+        keep = np.isin(arrays[f"{split}_labels"], [0, 1])
+        arrays[f"{split}_images"] = arrays[f"{split}_images"][keep]
+        arrays[f"{split}_labels"] = arrays[f"{split}_labels"][keep]
+    npz = tmp_path / "zeros-and-ones.npz"
+    np.savez(npz, **arrays)
+    three_v_eight = {k: v[:, [3, 8]] if v.ndim == 2 else v[[3, 8]] for k, v in logreg_params.items()}
+    model = write_logreg(tmp_path / "3v8.safetensors", three_v_eight, classes=[3, 8])
+    output = tmp_path / "out.png"
+    for command in (
+        ["render-samples", npz, "-o", output, "--model", model],
+        ["render-confusion", "--model", model, "--data", npz, "-o", output],
+    ):
+        assert_failed_cleanly(run(*command), output, "3,8", "do not occur")
+
+
+def test_data_of_the_wrong_shape(tmp_path, logreg_path):
+    npz = tmp_path / "wide.npz"
+    images = np.zeros((4, 32, 32), np.uint8)
+    labels = np.zeros(4, np.uint8)
+    np.savez(npz, train_images=images, train_labels=labels, test_images=images, test_labels=labels)
+    output = tmp_path / "out.png"
+    assert_failed_cleanly(
+        run("render-samples", npz, "-o", output, "--model", logreg_path), output, "(N, 28, 28)"
+    )
+
+
+def write_metrics(path: Path, matrix: list[list[int]], classes: list[int]) -> Path:
+    path.write_text(json.dumps({"split": "test", "classes": classes, "confusion_matrix": matrix}))
+    return path
+
+
+def test_heat_map_shades_follow_the_counts(tmp_path):
+    counts = np.array([[900, 0, 1, 3], [2, 40, 7, 0], [120, 5, 300, 11], [0, 60, 1, 700]])
+    metrics = write_metrics(tmp_path / "metrics.json", counts.tolist(), [0, 1, 7, 9])
+    output = tmp_path / "confusion.png"
+    result = run("render-confusion", "--metrics", metrics, "-o", output)
+    assert result.exit_code == 0, result.output
+    with Image.open(output) as image:
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    shades = {}
+    for (row, column), count in np.ndenumerate(counts):
+        left, top, right, _ = confusion_cell_box(4, row, column)
+        assert right - left >= 54
+        corner = pixels[top + 2 : top + 8, left + 2 : left + 8]
+        assert (corner == corner[0, 0]).all(), "a cell is one flat colour"
+        shades[int(count)] = corner[0, 0].sum()
+    ordered = [shades[count] for count in sorted(shades)]
+    assert all(darker < lighter for lighter, darker in itertools.pairwise(ordered))
+
+
+def test_confusion_from_model_matches_eval_json(tmp_path, synthetic_npz, logreg_path):
+    metrics, from_json, from_model = tmp_path / "m.json", tmp_path / "a.png", tmp_path / "b.png"
+    assert run("eval", logreg_path, synthetic_npz, "--json", metrics).exit_code == 0
+    assert run("render-confusion", "--metrics", metrics, "-o", from_json).exit_code == 0
+    result = run("render-confusion", "--model", logreg_path, "--data", synthetic_npz, "-o", from_model)
+    assert result.exit_code == 0, result.output
+    with Image.open(from_json) as a, Image.open(from_model) as b:
+        left, top, _, _ = confusion_cell_box(10, 0, 0)
+        _, _, right, bottom = confusion_cell_box(10, 9, 9)
+        assert a.size == b.size
+        np.testing.assert_array_equal(
+            np.asarray(a)[top:bottom, left:right], np.asarray(b)[top:bottom, left:right]
+        )
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("not json", "not a metrics JSON"),
+        ('{"accuracy": 0.9}', "confusion_matrix"),
+        ('{"classes": [0, 1], "confusion_matrix": [[1, 2]]}', "2 rows of 2"),
+        ('{"classes": [0, 1], "confusion_matrix": [[1, -2], [0, 3]]}', "non-negative"),
+        ('{"classes": [0, 0], "confusion_matrix": [[1, 2], [0, 3]]}', "distinct digits"),
+    ],
+)
+def test_render_confusion_rejects_bad_metrics(tmp_path, content, fragment):
+    metrics, output = tmp_path / "metrics.json", tmp_path / "confusion.png"
+    metrics.write_text(content)
+    assert_failed_cleanly(run("render-confusion", "--metrics", metrics, "-o", output), output, fragment)
+
+
+def test_render_confusion_needs_one_source(tmp_path, logreg_path):
+    result = run("render-confusion", "-o", tmp_path / "c.png", "--model", logreg_path)
+    assert result.exit_code == 2 and "either --metrics" in result.output
+
+
+def history_lines(epochs: int, with_validation: bool) -> str:
+    lines = []
+    for epoch in range(1, epochs + 1):
+        measured = 1.0 / epoch if with_validation else None
+        record = {
+            "epoch": epoch,
+            "train_loss": 2.0 / epoch,
+            "train_accuracy": 1 - 0.5 / epoch,
+            "val_loss": measured,
+            "val_accuracy": None if measured is None else 1 - 0.3 / epoch,
+            "test_loss": None,
+            "test_accuracy": None,
+            "seconds": 1.5,
+        }
+        lines.append(json.dumps(record))
+    return "\n".join(lines) + "\n"
+
+
+def colour_present(image: Image.Image, colour: tuple[int, int, int], tolerance: int = 12) -> bool:
+    pixels = np.asarray(image.convert("RGB")).astype(int)
+    return bool((np.abs(pixels - np.array(colour)).max(axis=-1) <= tolerance).any())
+
+
+def test_curves_draw_only_the_measured_splits(tmp_path):
+    both, train_only = tmp_path / "both.png", tmp_path / "train.png"
+    (tmp_path / "both.jsonl").write_text(history_lines(6, with_validation=True))
+    (tmp_path / "train.jsonl").write_text(history_lines(6, with_validation=False))
+    assert run("render-curves", tmp_path / "both.jsonl", "-o", both).exit_code == 0
+    assert run("render-curves", tmp_path / "train.jsonl", "-o", train_only).exit_code == 0
+    train_colour, validation_colour, test_colour = DIGIT_COLOURS[0], DIGIT_COLOURS[1], DIGIT_COLOURS[2]
+    with Image.open(both) as image:
+        assert image.mode == "RGB" and image.size == (1000, 456)
+        assert colour_present(image, train_colour) and colour_present(image, validation_colour)
+        assert not colour_present(image, test_colour)
+    with Image.open(train_only) as image:
+        assert colour_present(image, train_colour) and not colour_present(image, validation_colour)
+
+
+def test_curves_read_stdin_and_a_single_epoch(tmp_path):
+    output = tmp_path / "curves.png"
+    result = run("render-curves", "-", "-o", output, input=history_lines(1, with_validation=True))
+    assert result.exit_code == 0, result.output
+    with Image.open(output) as image:
+        assert colour_present(image, DIGIT_COLOURS[1])
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("", "empty history"),
+        ("\n  \n", "empty history"),
+        ('{"epoch": 1, "train_loss": 0.5}\n{"epoch": 2, "train_loss": 0.4\n', "line 2: not JSON"),
+        ("[1, 2]\n", "line 1: not a JSON object"),
+        ('{"train_loss": 0.5}\n', "'epoch'"),
+        ('{"epoch": 0, "train_loss": 0.5}\n', "'epoch'"),
+        ('{"epoch": 1, "train_loss": "low"}\n', "train_loss must be a number"),
+        ('{"epoch": 2, "train_loss": 0.5}\n{"epoch": 1, "train_loss": 0.4}\n', "epoch 1 follows epoch 2"),
+        ('{"epoch": 1, "seconds": 3}\n', "no loss or accuracy"),
+    ],
+)
+def test_render_curves_rejects_bad_history(tmp_path, content, fragment):
+    history, output = tmp_path / "history.jsonl", tmp_path / "curves.png"
+    history.write_text(content)
+    assert_failed_cleanly(run("render-curves", history, "-o", output), output, fragment)
+
+
+def test_missing_history_file(tmp_path):
+    output = tmp_path / "curves.png"
+    assert_failed_cleanly(run("render-curves", tmp_path / "nope.jsonl", "-o", output), output, "no such")
+
+
+def test_head_reproduces_the_model_from_the_two_unit_layer(tmp_path, synthetic_data):
+    for hidden, layer in (([16, 2], 1), ([2, 8], 0), ([12, 2, 6], 1)):
+        checkpoint = load_checkpoint(write_mlp(tmp_path / f"m{len(hidden)}{layer}.safetensors", hidden))
+        images = synthetic_data["test_images"][:50]
+        logits = dense_stack(
+            checkpoint.params, checkpoint.architecture, normalize(images, checkpoint.normalization)
+        )
+        values = bottleneck_values(checkpoint, layer, images)
+        assert values.shape == (50, 2)
+        np.testing.assert_allclose(head_logits(checkpoint, layer, values), logits, rtol=1e-5, atol=1e-5)
+
+
+def test_embedding_plot_shades_the_decision_regions(tmp_path, synthetic_npz, synthetic_data):
+    """Unit 2 is minus unit 1, split at the median; the head picks 3 when unit 1 is the larger
+    after ReLU, so half the plane is 3's region and half 8's."""
+    normalization = {"kind": "unit"}
+    direction = np.random.default_rng(1).normal(size=784)
+    projection = normalize(synthetic_data["test_images"], normalization).reshape(-1, 784) @ direction
+    middle = float(np.median(projection))
+    params = {
+        "dense_0.kernel": np.stack([direction, -direction], axis=1).astype(np.float32),
+        "dense_0.bias": np.array([-middle, middle], np.float32),
+        "dense_1.kernel": np.eye(2, dtype=np.float32),
+        "dense_1.bias": np.zeros(2, np.float32),
+    }
+    metadata = {
+        "architecture": {"model": "mlp", "hidden": [2], "activation": "relu", "num_classes": 2},
+        "normalization": normalization,
+        "classes": [3, 8],
+    }
+    model, output = tmp_path / "2d.safetensors", tmp_path / "embedding.png"
+    save_checkpoint(model, params, metadata)
+    result = run("render-embedding", model, synthetic_npz, "-o", output, "--count", 40)
+    assert result.exit_code == 0, result.output
+    with Image.open(output) as image:
+        assert image.mode == "RGB" and image.size == (860, 680)
+        plot = np.asarray(image)[80:600, 100:670].reshape(-1, 3)
+    colours = {tuple(int(c) for c in colour) for colour in np.unique(plot, axis=0)}
+    regions = {blend(DIGIT_COLOURS[digit], (255, 255, 255), 0.72) for digit in (3, 8)}
+    assert regions <= colours, "both classes' regions appear behind the dots"
+    others = {blend(DIGIT_COLOURS[digit], (255, 255, 255), 0.72) for digit in (0, 1, 2, 4, 5, 6, 7, 9)}
+    assert not others & colours
+
+
+@pytest.mark.parametrize(("kind", "fragment"), [("mlp", "no 2-unit hidden layer"), ("logreg", "logreg")])
+def test_embedding_needs_a_two_unit_layer(tmp_path, synthetic_npz, logreg_path, kind, fragment):
+    model = write_mlp(tmp_path / "wide.safetensors", [16, 4]) if kind == "mlp" else logreg_path
+    output = tmp_path / "embedding.png"
+    assert_failed_cleanly(run("render-embedding", model, synthetic_npz, "-o", output), output, fragment)
+
+
+def test_weight_templates_are_red_for_positive_blue_for_negative(tmp_path):
+    kernel = np.zeros((784, 10), np.float32)
+    kernel[:, 0], kernel[:, 1] = 0.5, -0.5
+    model = write_logreg(
+        tmp_path / "lr.safetensors", {"dense_0.kernel": kernel, "dense_0.bias": np.zeros(10, np.float32)}
+    )
+    output = tmp_path / "weights.png"
+    result = run("render-weights", model, "-o", output, "--scale", 3)
+    assert result.exit_code == 0, result.output
+    with Image.open(output) as image:
+        assert image.mode == "RGB"
+        pixels = np.asarray(image).reshape(-1, 3)
+
+    def count(colour):
+        return int((pixels == colour).all(axis=1).sum())
+
+    tile = (28 * 3) ** 2
+    assert count(BLUE_WHITE_RED[-1]) >= tile and count(BLUE_WHITE_RED[0]) >= tile
+    assert count(BLUE_WHITE_RED[4]) >= 8 * tile, "zero weights are the middle of the scale"
+
+
+def test_weights_need_a_logreg(tmp_path):
+    model, output = write_mlp(tmp_path / "mlp.safetensors", [8]), tmp_path / "weights.png"
+    assert_failed_cleanly(run("render-weights", model, "-o", output), output, "need a logreg")
+
+
+def test_every_picture_is_deterministic(tmp_path, synthetic_npz, logreg_path):
+    (tmp_path / "history.jsonl").write_text(history_lines(4, with_validation=True))
+    write_metrics(tmp_path / "metrics.json", [[5, 1], [2, 9]], [3, 8])
+    bottleneck = write_mlp(tmp_path / "2d.safetensors", [10, 2])
+    commands = {
+        "samples": ["render-samples", synthetic_npz, "--model", logreg_path, "--select", "random"],
+        "mistakes": ["render-samples", synthetic_npz, "--model", logreg_path, "--select", "mistakes"],
+        "confusion": ["render-confusion", "--metrics", tmp_path / "metrics.json"],
+        "curves": ["render-curves", tmp_path / "history.jsonl"],
+        "embedding": ["render-embedding", bottleneck, synthetic_npz, "--count", 50],
+        "weights": ["render-weights", logreg_path],
+    }
+    for name, command in commands.items():
+        first, second = tmp_path / f"{name}-1.png", tmp_path / f"{name}-2.png"
+        assert run(*command, "-o", first).exit_code == 0, name
+        assert run(*command, "-o", second).exit_code == 0, name
+        assert first.read_bytes() == second.read_bytes(), name
+
+
+def test_output_folder_must_exist(tmp_path, synthetic_npz):
+    output = tmp_path / "missing" / "samples.png"
+    assert_failed_cleanly(run("render-samples", synthetic_npz, "-o", output), output, "does not exist")
+
+
+def test_render_commands_do_not_import_jax(tmp_path, synthetic_npz, logreg_path):
+    output = tmp_path / "s.png"
+    code = (
+        "import sys; from click.testing import CliRunner; from mnistkit.cli import cli; "
+        f"r = CliRunner().invoke(cli, ['render-samples', {str(synthetic_npz)!r}, '-o', {str(output)!r}, "
+        f"'--model', {str(logreg_path)!r}, '--select', 'mistakes']); "
+        "assert r.exit_code == 0, r.output; print('jax' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "integer", "expected"),
+    [
+        (1, 8, True, [0, 2, 4, 6, 8]),
+        (0.004, 0.23, False, [0.0, 0.05, 0.1, 0.15, 0.2, 0.25]),
+        (92.3, 99.9, False, [92, 94, 96, 98, 100]),
+        (1, 1, True, [0, 1, 2]),
+    ],
+)
+def test_nice_ticks_cover_the_data_with_round_numbers(low, high, integer, expected):
+    assert nice_ticks(low, high, integer=integer) == pytest.approx(expected)
+
+
+def test_tick_labels_use_the_fewest_decimals():
+    assert tick_labels([0.0, 0.05, 0.1]) == ["0.00", "0.05", "0.10"]
+    assert tick_labels([-20.0, 0.0, 20.0]) == ["-20", "0", "20"]
+
+
+@pytest.mark.slow
+@requires_real_mnist
+def test_real_mnist_pictures(tmp_path):
+    npz = tmp_path / "mnist.npz"
+    assert run("parse-to-npz", REAL_MNIST_DIR, "-o", npz).exit_code == 0
+    with np.load(npz) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    model = write_logreg(
+        tmp_path / "lstsq.safetensors", fit_logreg(arrays["train_images"], arrays["train_labels"])
+    )
+    checkpoint = load_checkpoint(model)
+
+    grid, indices = samples_picture(arrays, SampleOptions(select="mistakes", count=40), checkpoint)
+    predicted = checkpoint.predict_probabilities(arrays["test_images"][indices]).argmax(axis=1)
+    assert len(indices) == 40 and (predicted != arrays["test_labels"][indices]).all()
+    left, top, right, bottom = grid.digit_boxes[0]
+    np.testing.assert_array_equal(
+        np.asarray(grid.image)[top:bottom:3, left:right:3, 0], arrays["test_images"][indices[0]]
+    )
+
+    for command in (
+        ["render-samples", npz, "-o", tmp_path / "samples.png", "--model", model],
+        ["render-confusion", "--model", model, "--data", npz, "-o", tmp_path / "confusion.png"],
+    ):
+        result = run(*command)
+        assert result.exit_code == 0, result.output
+    assert (
+        "10000 digits"
+        in run("render-confusion", "--model", model, "--data", npz, "-o", tmp_path / "c.png").output
+    )
+
+
+def test_a_model_without_mistakes_gets_a_picture_saying_so(tmp_path, synthetic_data, logreg_params):
+    model = write_logreg(tmp_path / "lr.safetensors", logreg_params)
+    arrays = dict(synthetic_data)
+    arrays["test_labels"] = load_checkpoint(model).predict_probabilities(arrays["test_images"]).argmax(axis=1)
+    arrays["test_labels"] = arrays["test_labels"].astype(np.uint8)
+    npz, output, export = tmp_path / "agreeing.npz", tmp_path / "mistakes.png", tmp_path / "none"
+    np.savez(npz, **arrays)
+    command = [
+        "render-samples",
+        npz,
+        "-o",
+        output,
+        "--model",
+        model,
+        "--select",
+        "mistakes",
+        "--export-dir",
+        export,
+    ]
+    result = run(*command)
+    assert result.exit_code == 0, result.output
+    assert "0 test digits" in result.stderr and list(export.iterdir()) == []
+    with Image.open(output) as image:
+        assert image.mode == "RGB" and image.height < 120
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+history_keys = st.sampled_from(["epoch", "train_loss", "val_accuracy", "seconds", "other"])
+
+
+@given(
+    st.lists(
+        st.dictionaries(history_keys, json_values, max_size=4).map(json.dumps) | st.text(max_size=20),
+        max_size=4,
+    )
+)
+def test_fuzz_history_parses_or_says_why(lines):
+    try:
+        records = parse_history("\n".join(lines), "history.jsonl")
+    except MnistkitError as error:
+        assert str(error).startswith("history.jsonl")
+    else:
+        assert [r["epoch"] for r in records] == sorted({r["epoch"] for r in records})
+
+
+@given(st.dictionaries(st.sampled_from(["classes", "confusion_matrix", "split"]), json_values, max_size=3))
+def test_fuzz_metrics_parse_or_say_why(metrics):
+    try:
+        confusion = parse_confusion(json.dumps(metrics), "metrics.json")
+    except MnistkitError as error:
+        assert str(error).startswith("metrics.json")
+    else:
+        assert confusion.matrix.shape == (len(confusion.classes),) * 2
