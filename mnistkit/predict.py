@@ -1,0 +1,249 @@
+"""Paths in, predictions out: image paths -> 28x28 digits -> model batches -> rows.
+
+Images are decoded and preprocessed in a process pool once there are more than a
+chunk of them (one image pays no pool start-up), in bounded chunks so that memory
+stays flat for any number of inputs read from stdin, and results keep input order.
+numpy and Pillow only: predict must start fast, so nothing here imports jax.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import itertools
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from mnistkit.atomic import write_bytes_atomic
+from mnistkit.checkpoint import Checkpoint
+from mnistkit.errors import MnistkitError
+from mnistkit.images import encode_png, load_digit
+
+CHUNK_SIZE = 256
+FORMATS = ("tsv", "csv", "jsonl")
+
+
+@dataclass
+class LoadedDigit:
+    """One input: its 28x28 image, or why it could not be read (`error` is `path: reason`)."""
+
+    path: str
+    image: np.ndarray | None
+    error: str | None
+
+
+@dataclass
+class Prediction:
+    path: str
+    digit: int
+    confidence: float
+    top: list[tuple[int, float]]
+
+
+def expand_stdin(arguments: Iterable[str], stdin: IO[str]) -> Iterator[str]:
+    """The paths given, with `-` replaced by the lines of stdin (blank lines skipped)."""
+    for argument in arguments:
+        if argument == "-":
+            for line in stdin:
+                path = line.rstrip("\r\n")
+                if path:
+                    yield path
+        else:
+            yield argument
+
+
+def _load_one(path: str, preprocess: bool) -> LoadedDigit:
+    try:
+        return LoadedDigit(path, load_digit(path, preprocess), None)
+    except MnistkitError as error:
+        return LoadedDigit(path, None, str(error))
+
+
+def _load_chunk(paths: list[str], preprocess: bool) -> list[LoadedDigit]:
+    return [_load_one(path, preprocess) for path in paths]
+
+
+def _ignore_interrupts() -> None:
+    """Workers leave SIGINT to the parent, which stops the pool and cleans up."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def worker_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def load_digits(
+    paths: Iterable[str], preprocess: bool = True, workers: int | None = None, chunk_size: int = CHUNK_SIZE
+) -> Iterator[list[LoadedDigit]]:
+    """Yield the inputs' digits in input order, one chunk at a time.
+
+    At most two chunks per worker are in flight, so memory does not grow with the
+    number of paths.
+    """
+    workers = worker_count() if workers is None else workers
+    chunks = _chunked(paths, chunk_size)
+    first = next(chunks, None)
+    if first is None:
+        return
+    second = next(chunks, None)
+    if second is None or workers < 2:
+        for chunk in itertools.chain([first], [second] if second else [], chunks):
+            yield _load_chunk(chunk, preprocess)
+        return
+    import multiprocessing  # here, not at the top: one image should not pay for the pool's imports
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context(_start_method())
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_interrupts)
+    try:
+        in_flight: collections.deque = collections.deque()
+        for chunk in itertools.chain([first, second], chunks):
+            in_flight.append(pool.submit(_load_chunk, chunk, preprocess))
+            if len(in_flight) >= 2 * workers:
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _start_method() -> str | None:
+    """fork starts workers in milliseconds; it is unsafe once jax's threads run in this process."""
+    if sys.platform != "linux":
+        return None
+    return "forkserver" if "jax" in sys.modules else "fork"
+
+
+def _chunked(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def predict_paths(
+    checkpoint: Checkpoint,
+    paths: Iterable[str],
+    *,
+    preprocess: bool = True,
+    top_k: int = 1,
+    save_dir: Path | None = None,
+    workers: int | None = None,
+) -> Iterator[Prediction | LoadedDigit]:
+    """A Prediction for each readable image and the failed LoadedDigit for each other, in order."""
+    classes = np.asarray(checkpoint.classes)
+    top_k = min(top_k, len(classes))
+    index = 0
+    for chunk in load_digits(paths, preprocess, workers):
+        good = [loaded for loaded in chunk if loaded.image is not None]
+        probabilities = (
+            checkpoint.predict_probabilities(np.stack([loaded.image for loaded in good])) if good else None
+        )
+        row = 0
+        for loaded in chunk:
+            index += 1
+            if loaded.image is None:
+                yield loaded
+                continue
+            if save_dir is not None:
+                write_bytes_atomic(save_dir / preprocessed_name(index, loaded.path), encode_png(loaded.image))
+            ranked = np.argsort(-probabilities[row], kind="stable")[:top_k]
+            top = [(int(classes[i]), float(probabilities[row, i])) for i in ranked]
+            yield Prediction(loaded.path, top[0][0], top[0][1], top)
+            row += 1
+
+
+def preprocessed_name(index: int, path: str) -> str:
+    """`--save-preprocessed` file name: the input's position (1-based) and its stem."""
+    return f"{index:06d}-{Path(path).stem}.png"
+
+
+class PredictionWriter:
+    """Rows in one of FORMATS: tsv and csv via the csv module, jsonl one object a line."""
+
+    def __init__(self, handle: IO[str], output_format: str, top_k: int) -> None:
+        if output_format not in FORMATS:
+            raise MnistkitError(f"--format: {output_format!r} is not one of {', '.join(FORMATS)}")
+        self.handle = handle
+        self.output_format = output_format
+        self.top_k = top_k
+        delimiter = "\t" if output_format == "tsv" else ","
+        self.csv_writer = csv.writer(handle, delimiter=delimiter, lineterminator="\n")
+        if output_format == "csv":
+            self.csv_writer.writerow(self.header())
+
+    def header(self) -> list[str]:
+        columns = ["path", "digit", "confidence"]
+        if self.top_k > 1:
+            for rank in range(1, self.top_k + 1):
+                columns += [f"top{rank}_digit", f"top{rank}_probability"]
+        return columns
+
+    def write(self, prediction: Prediction) -> None:
+        if self.output_format == "jsonl":
+            record = {
+                "path": prediction.path,
+                "digit": prediction.digit,
+                "confidence": round(prediction.confidence, 6),
+            }
+            if self.top_k > 1:
+                record["top"] = [{"digit": d, "probability": round(p, 6)} for d, p in prediction.top]
+            self.handle.write(json.dumps(record) + "\n")
+            return
+        fields = [prediction.path, str(prediction.digit), f"{prediction.confidence:.4f}"]
+        if self.top_k > 1:
+            for digit, probability in prediction.top:
+                fields += [str(digit), f"{probability:.4f}"]
+        self.csv_writer.writerow(fields)
+
+
+def write_predictions(
+    checkpoint: Checkpoint,
+    paths: Iterable[str],
+    output: IO[str],
+    errors: IO[str],
+    *,
+    output_format: str = "tsv",
+    top_k: int = 1,
+    preprocess: bool = True,
+    save_dir: Path | None = None,
+    workers: int | None = None,
+) -> int:
+    """One row per readable image on `output`, one `path: reason` line per bad input on
+    `errors`; returns how many inputs failed."""
+    top_k = min(top_k, len(checkpoint.classes))
+    if save_dir is not None:
+        _prepare_folder(save_dir)
+    writer = PredictionWriter(output, output_format, top_k)
+    failures = 0
+    results = predict_paths(
+        checkpoint, paths, preprocess=preprocess, top_k=top_k, save_dir=save_dir, workers=workers
+    )
+    for result in results:
+        if isinstance(result, Prediction):
+            writer.write(result)
+        else:
+            failures += 1
+            errors.write(f"{result.error}\n")
+            errors.flush()
+    return failures
+
+
+def _prepare_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise MnistkitError(f"{folder}: exists and is not a folder") from None
+    except OSError as error:
+        raise MnistkitError(f"{folder}: cannot create folder: {error.strerror}") from None

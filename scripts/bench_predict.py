@@ -1,0 +1,175 @@
+"""Benchmark predict and eval as a user runs them: whole `mnistkit` processes.
+
+Prints, for the issue's targets (one PNG in at most 0.3 s wall; at least 1,000 images/s
+for 10,000 people-sized PNGs; peak memory flat from 1,000 to 20,000 images on stdin):
+
+- wall time of `mnistkit predict CKPT one.png`, median of several runs, for an MLP and a CNN;
+- throughput of predict over 10,000 PNGs of a few hundred pixels;
+- peak RSS of predict with 1,000 and 20,000 paths on stdin (the largest single process);
+- throughput of `mnistkit eval` on 60,000 training images.
+
+Checkpoints hold random weights of the default MLP and CNN shapes (speed does not depend
+on the values), so the script needs no trained model: `python scripts/bench_predict.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from mnistkit.checkpoint import save_checkpoint
+from mnistkit.inference import param_shapes
+
+MNISTKIT = [sys.executable, "-m", "mnistkit"]
+ARCHITECTURES = {
+    "mlp": {"model": "mlp", "hidden": [512, 256], "activation": "relu", "num_classes": 10},
+    "cnn": {
+        "model": "cnn",
+        "channels": [16, 32],
+        "kernel_size": 5,
+        "hidden": [128],
+        "activation": "relu",
+        "num_classes": 10,
+    },
+}
+
+
+def random_checkpoint(folder: Path, name: str) -> Path:
+    architecture = ARCHITECTURES[name]
+    rng = np.random.default_rng(0)
+    params = {
+        tensor: (rng.standard_normal(shape) * 0.05).astype(np.float32)
+        for tensor, shape in param_shapes(architecture).items()
+    }
+    path = folder / f"{name}.safetensors"
+    metadata = {"architecture": architecture, "normalization": {"kind": "unit"}, "classes": list(range(10))}
+    save_checkpoint(path, params, metadata)
+    return path
+
+
+def people_pngs(folder: Path, count: int) -> list[Path]:
+    """Dark digits on light paper, about 300x260 pixels, at varied places and sizes."""
+    rng = np.random.default_rng(0)
+    font_sizes = (120, 150, 180)
+    fonts = {size: ImageFont.load_default(size=size) for size in font_sizes}
+    paths = []
+    for index in range(count):
+        page = Image.new(
+            "L", (int(rng.integers(260, 340)), int(rng.integers(220, 300))), int(rng.integers(200, 250))
+        )
+        draw = ImageDraw.Draw(page)
+        position = (int(rng.integers(10, 100)), int(rng.integers(0, 40)))
+        draw.text(
+            position,
+            str(index % 10),
+            fill=30,
+            font=fonts[font_sizes[index % 3]],
+            stroke_width=3,
+            stroke_fill=30,
+        )
+        path = folder / f"{index:05d}.png"
+        page.save(path)
+        paths.append(path)
+    return paths
+
+
+@dataclass
+class Run:
+    wall_s: float
+    cpu_s: float
+    peak_rss_mib: int
+
+
+def run_process(arguments: list[str], stdin_text: str | None = None) -> Run:
+    """Wall and CPU seconds (user + system) and peak RSS of one process; CPU includes its
+    pool workers, and the peak is that of its largest process."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        arguments,
+        stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    if stdin_text is not None:
+        process.stdin.write(stdin_text)
+        process.stdin.close()
+    stderr = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    wall_s = time.perf_counter() - started
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(arguments[:4])} ... failed ({process.returncode}): {stderr.strip()}")
+    return Run(wall_s, usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024)
+
+
+def throughput(count: int, run: Run) -> str:
+    """Images per second, and CPU milliseconds per image: on a busy machine the second
+    tells what an idle one would do (2 cores: 2000 / ms-per-image images/s)."""
+    return f"{count / run.wall_s:,.0f} images/s, {1000 * run.cpu_s / count:.2f} CPU ms/image"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7, help="one-PNG runs per model (median reported)")
+    parser.add_argument("--images", type=int, default=10_000, help="PNG files for the throughput run")
+    options = parser.parse_args()
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    rows = []
+    with tempfile.TemporaryDirectory() as temp:
+        folder = Path(temp)
+        checkpoints = {name: random_checkpoint(folder, name) for name in ARCHITECTURES}
+        (folder / "images").mkdir()
+        print(f"writing {options.images:,} people-sized PNGs ...", file=sys.stderr)
+        paths = [str(path) for path in people_pngs(folder / "images", options.images)]
+        predict = [*MNISTKIT, "predict"]
+        for name, checkpoint in checkpoints.items():
+            walls = [run_process([*predict, str(checkpoint), paths[0]]).wall_s for _ in range(options.runs)]
+            rows.append(
+                (f"predict one PNG, {name} (median of {options.runs})", f"{statistics.median(walls):.3f} s")
+            )
+        run = run_process([*predict, str(checkpoints["mlp"]), *paths])
+        rows.append((f"predict {len(paths):,} PNG arguments, mlp", throughput(len(paths), run)))
+        for count in (1_000, 20_000):
+            listing = "".join(f"{paths[i % len(paths)]}\n" for i in range(count))
+            run = run_process([*predict, str(checkpoints["mlp"]), "-"], listing)
+            rows.append(
+                (
+                    f"predict {count:,} paths on stdin, mlp",
+                    f"peak RSS {run.peak_rss_mib} MiB, {throughput(count, run)}",
+                )
+            )
+        npz = folder / "mnist.npz"
+        rng = np.random.default_rng(0)
+        np.savez(
+            npz,
+            train_images=rng.integers(0, 256, (60_000, 28, 28), dtype=np.uint8),
+            train_labels=rng.integers(0, 10, 60_000, dtype=np.uint8),
+            test_images=rng.integers(0, 256, (10, 28, 28), dtype=np.uint8),
+            test_labels=rng.integers(0, 10, 10, dtype=np.uint8),
+        )
+        for name, checkpoint in checkpoints.items():
+            run = run_process([*MNISTKIT, "eval", str(checkpoint), str(npz), "--split", "train"])
+            rows.append(
+                (
+                    f"eval 60,000 train images, {name}",
+                    f"peak RSS {run.peak_rss_mib} MiB, {throughput(60_000, run)}",
+                )
+            )
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"{label:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""`mnistkit eval` and `mnistkit info`: metrics that add up, the JSON contract, the CI gate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import draw_large_digit
+from PIL import Image
+
+from mnistkit.checkpoint import load_checkpoint, save_checkpoint
+from mnistkit.cli import cli
+from mnistkit.errors import MnistkitError
+from mnistkit.evaluate import Evaluation, read_labels
+from mnistkit.inference import param_shapes
+
+EVAL_KEYS = {
+    "split",
+    "count",
+    "accuracy",
+    "mean_loss",
+    "classes",
+    "confusion_matrix",
+    "per_class",
+    "top_confusions",
+    "checkpoint",
+    "data",
+}
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(arg) for arg in args])
+
+
+def test_metrics_from_a_known_confusion() -> None:
+    evaluation = Evaluation.empty([0, 1, 2])
+    true = np.array([0, 0, 0, 1, 1, 2, 2, 2, 7])
+    predicted = np.array([0, 0, 1, 1, 1, 1, 1, 2, 0])
+    log_probabilities = np.log(np.full((9, 3), 0.1))
+    log_probabilities[np.arange(9), predicted] = np.log(0.8)
+    evaluation.add(log_probabilities, true)
+    assert evaluation.skipped == 1 and evaluation.count == 8
+    assert evaluation.confusion_matrix.tolist() == [[2, 1, 0], [0, 2, 0], [0, 2, 1]]
+    assert evaluation.accuracy == pytest.approx(5 / 8)
+    assert evaluation.mean_loss == pytest.approx((5 * -np.log(0.8) + 3 * -np.log(0.1)) / 8)
+    per_class = {row["digit"]: row for row in evaluation.per_class()}
+    assert per_class[1]["precision"] == pytest.approx(2 / 5) and per_class[1]["recall"] == 1.0
+    assert per_class[2]["precision"] == 1.0 and per_class[2]["recall"] == pytest.approx(1 / 3)
+    assert per_class[2]["f1"] == pytest.approx(2 * (1 / 3) / (1 + 1 / 3))
+    assert evaluation.top_confusions() == [
+        {"true": 2, "predicted": 1, "count": 2},
+        {"true": 0, "predicted": 1, "count": 1},
+    ]
+
+
+def test_eval_table_json_and_gate(large_digit_model: Path, synthetic_npz: Path, tmp_path: Path) -> None:
+    report = tmp_path / "metrics.json"
+    result = run("eval", large_digit_model, synthetic_npz, "--json", report)
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+    metrics = json.loads(report.read_text())
+    assert set(metrics) == EVAL_KEYS
+    assert metrics["split"] == "test" and metrics["count"] == 200 and metrics["classes"] == list(range(10))
+    matrix = np.array(metrics["confusion_matrix"])
+    assert matrix.sum() == 200 and metrics["accuracy"] == pytest.approx(np.trace(matrix) / 200)
+    assert [row["support"] for row in metrics["per_class"]] == matrix.sum(axis=1).tolist()
+    assert f"accuracy {metrics['accuracy']:.2%}" in result.stdout
+    assert metrics["checkpoint"] == str(large_digit_model) and metrics["data"] == str(synthetic_npz)
+
+    assert run("eval", large_digit_model, synthetic_npz, "--min-accuracy", "0.01").exit_code == 0
+    failed = run("eval", large_digit_model, synthetic_npz, "--min-accuracy", "100")
+    if metrics["accuracy"] < 1.0:
+        assert failed.exit_code == 1 and "is below --min-accuracy 100.00%" in failed.stderr
+    bad = run("eval", large_digit_model, synthetic_npz, "--min-accuracy", "250")
+    assert bad.exit_code == 2 and "neither a fraction" in bad.stderr
+
+
+def test_eval_on_the_train_split(large_digit_model: Path, synthetic_npz: Path, tmp_path: Path) -> None:
+    report = tmp_path / "train.json"
+    result = run("eval", large_digit_model, synthetic_npz, "--split", "train", "--json", report)
+    assert result.exit_code == 0, result.output
+    assert json.loads(report.read_text())["count"] == 600
+
+
+def test_labels_outside_the_classes_are_left_out(tmp_path: Path, synthetic_npz: Path) -> None:
+    architecture = {"model": "logreg", "num_classes": 2}
+    params = {name: np.zeros(shape, np.float32) for name, shape in param_shapes(architecture).items()}
+    checkpoint = tmp_path / "3v8.safetensors"
+    metadata = {"architecture": architecture, "normalization": {"kind": "unit"}, "classes": [3, 8]}
+    save_checkpoint(checkpoint, params, metadata)
+    result = run("eval", checkpoint, synthetic_npz, "--json", tmp_path / "m.json")
+    assert result.exit_code == 0, result.output
+    assert "left out 160 images" in result.stderr
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["count"] == 40 and metrics["classes"] == [3, 8]
+
+
+@pytest.fixture
+def labelled_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    lines = ["path\tdigit"]
+    for digit in range(10):
+        Image.fromarray(255 - draw_large_digit(digit)).save(folder / f"d{digit}.png")
+        lines.append(f"d{digit}.png\t{digit}")
+    (folder / "labels.tsv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_eval_on_own_labelled_images(large_digit_model: Path, labelled_folder: Path, tmp_path: Path) -> None:
+    report = tmp_path / "mine.json"
+    result = run(
+        "eval", large_digit_model, "--images", labelled_folder, "--labels", labelled_folder / "labels.tsv",
+        "--json", report, "--min-accuracy", "1.0",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(report.read_text())
+    assert metrics["split"] == "images" and metrics["count"] == 10 and metrics["accuracy"] == 1.0
+
+
+def test_an_unreadable_labelled_image_is_reported_and_left_out(
+    large_digit_model: Path, labelled_folder: Path
+) -> None:
+    (labelled_folder / "d4.png").write_bytes(b"not a png")
+    with (labelled_folder / "labels.tsv").open("a") as labels:
+        labels.write("gone.png\t5\n")
+    result = run("eval", large_digit_model, "--labels", labelled_folder / "labels.tsv")
+    assert result.exit_code == 1
+    errors = result.stderr.splitlines()
+    assert errors[0].startswith(f"{labelled_folder / 'd4.png'}: not an image")
+    assert errors[1] == f"{labelled_folder / 'gone.png'}: no such file"
+    assert "images 9" in result.stdout
+
+
+def test_labels_file_forms(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_text("# my digits\npath,digit\na.png,3\n\nsub/b c.png,7,0.99\n")
+    assert read_labels(labels, None) == [(str(tmp_path / "a.png"), 3), (str(tmp_path / "sub/b c.png"), 7)]
+    assert read_labels(labels, "/data")[0] == ("/data/a.png", 3)
+    labels.write_text("a.png\t12\n")
+    with pytest.raises(MnistkitError, match=r"labels.csv:1: label '12' is not a digit 0-9"):
+        read_labels(labels, None)
+
+
+def test_eval_needs_exactly_one_source(large_digit_model: Path, synthetic_npz: Path, tmp_path: Path) -> None:
+    assert run("eval", large_digit_model).exit_code == 2
+    both = run("eval", large_digit_model, synthetic_npz, "--labels", tmp_path / "l.tsv")
+    assert both.exit_code == 2 and "not both" in both.stderr
+
+
+def test_info_describes_the_checkpoint(large_digit_model: Path) -> None:
+    result = run("info", large_digit_model, "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["architecture"]["model"] == "mlp" and info["classes"] == list(range(10))
+    assert info["parameters"] == 784 * 64 + 64 + 64 * 10 + 10
+    assert info["config"]["hidden"] == [64] and info["metrics"]["epochs"] == 10
+    assert info["normalization"] == load_checkpoint(large_digit_model).normalization
+    text = run("info", large_digit_model).stdout
+    assert "parameters" in text and "dense_0.kernel" in text and "784x64" in text

@@ -1,0 +1,186 @@
+"""`mnistkit predict` on PNGs the tests draw: rows, formats, stdin, bad inputs, no jax."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import draw_large_digit
+from PIL import Image
+
+from mnistkit.checkpoint import save_checkpoint
+from mnistkit.cli import cli
+from mnistkit.inference import param_shapes
+from mnistkit.predict import load_digits
+
+DIGITS = (3, 0, 7, 1, 9)
+
+
+@pytest.fixture
+def digit_files(tmp_path: Path) -> list[Path]:
+    """Dark digits on white paper, one PNG each, named by their digit."""
+    paths = []
+    for index, digit in enumerate(DIGITS):
+        path = tmp_path / f"{index}-digit{digit}.png"
+        Image.fromarray(255 - draw_large_digit(digit)).save(path)
+        paths.append(path)
+    return paths
+
+
+def run(*args: str, stdin: str | None = None):
+    return CliRunner().invoke(cli, [str(arg) for arg in args], input=stdin)
+
+
+def test_one_row_per_image_in_input_order(large_digit_model: Path, digit_files: list[Path]) -> None:
+    result = run("predict", large_digit_model, *digit_files)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(io.StringIO(result.stdout), delimiter="\t"))
+    assert [row[0] for row in rows] == [str(path) for path in digit_files]
+    assert [int(row[1]) for row in rows] == list(DIGITS)
+    assert all(0.5 < float(row[2]) <= 1.0 for row in rows)
+    assert result.stderr == ""
+
+
+def test_a_broken_file_beside_good_ones(
+    large_digit_model: Path, digit_files: list[Path], tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(digit_files[0].read_bytes()[:200])
+    missing, folder = tmp_path / "missing.png", tmp_path / "folder"
+    folder.mkdir()
+    result = run("predict", large_digit_model, digit_files[0], broken, missing, folder, digit_files[1])
+    assert result.exit_code == 1
+    rows = list(csv.reader(io.StringIO(result.stdout), delimiter="\t"))
+    assert [row[0] for row in rows] == [str(digit_files[0]), str(digit_files[1])]
+    errors = result.stderr.splitlines()
+    assert [line.split(": ", 1)[0] for line in errors] == [str(broken), str(missing), str(folder)]
+    assert "truncated" in errors[0] and "no such file" in errors[1] and "is a directory" in errors[2]
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("output_format", ["tsv", "csv", "jsonl"])
+def test_formats_parse_with_the_standard_library(
+    large_digit_model: Path, digit_files: list[Path], output_format: str
+) -> None:
+    result = run("predict", large_digit_model, *digit_files, "--format", output_format, "--top-k", "3")
+    assert result.exit_code == 0, result.output
+    if output_format == "jsonl":
+        records = [json.loads(line) for line in result.stdout.splitlines()]
+        assert [r["digit"] for r in records] == list(DIGITS)
+        for record in records:
+            assert record["top"][0]["digit"] == record["digit"] and len(record["top"]) == 3
+            probabilities = [t["probability"] for t in record["top"]]
+            assert probabilities == sorted(probabilities, reverse=True)
+        return
+    reader = csv.reader(io.StringIO(result.stdout), delimiter="," if output_format == "csv" else "\t")
+    rows = list(reader)
+    if output_format == "csv":
+        header, rows = rows[0], rows[1:]
+        assert header[:5] == ["path", "digit", "confidence", "top1_digit", "top1_probability"]
+        assert len(header) == 9
+    assert [int(row[1]) for row in rows] == list(DIGITS)
+    assert all(len(row) == 9 and row[3] == row[1] for row in rows)
+
+
+def test_paths_from_stdin_and_output_file(
+    large_digit_model: Path, digit_files: list[Path], tmp_path: Path
+) -> None:
+    output = tmp_path / "predictions.tsv"
+    stdin = "".join(f"{path}\n" for path in digit_files[1:]) + "\n"
+    result = run("predict", large_digit_model, digit_files[0], "-", "--output", output, stdin=stdin)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    rows = list(csv.reader(io.StringIO(output.read_text()), delimiter="\t"))
+    assert [row[0] for row in rows] == [str(path) for path in digit_files]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".predictions")] == []
+
+
+def test_output_into_a_missing_folder_fails_before_any_work(large_digit_model: Path, digit_files) -> None:
+    result = run("predict", large_digit_model, *digit_files, "--output", "/nonexistent/dir/p.tsv")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: /nonexistent/dir/p.tsv: output folder")
+
+
+def test_save_preprocessed_writes_what_the_model_saw(
+    large_digit_model: Path, digit_files: list[Path], tmp_path: Path
+) -> None:
+    saved = tmp_path / "seen"
+    result = run("predict", large_digit_model, *digit_files[:2], "--save-preprocessed", saved)
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in saved.iterdir())
+    assert names == ["000001-0-digit3.png", "000002-1-digit0.png"]
+    image = np.asarray(Image.open(saved / names[0]))
+    assert image.shape == (28, 28) and image.max() == 255 and image[0, 0] == 0
+
+
+def test_no_preprocess_takes_28x28_and_names_other_sizes(large_digit_model: Path, tmp_path: Path) -> None:
+    small = tmp_path / "small.png"
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(small)
+    big = tmp_path / "big.png"
+    Image.fromarray(np.zeros((40, 28), np.uint8)).save(big)
+    result = run("predict", large_digit_model, small, big, "--no-preprocess")
+    assert result.exit_code == 1
+    assert result.stdout.startswith(f"{small}\t")
+    assert result.stderr == f"{big}: image is 28x40 pixels; --no-preprocess needs 28x28 " + (
+        "(leave it out to fit the digit into 28x28)\n"
+    )
+
+
+def test_output_digits_are_the_checkpoints_classes(tmp_path: Path, digit_files: list[Path]) -> None:
+    architecture = {"model": "logreg", "num_classes": 2}
+    params = {name: np.zeros(shape, np.float32) for name, shape in param_shapes(architecture).items()}
+    params["dense_0.bias"] = np.array([0.0, 1.0], np.float32)
+    path = tmp_path / "3v8.safetensors"
+    save_checkpoint(
+        path, params, {"architecture": architecture, "normalization": {"kind": "unit"}, "classes": [3, 8]}
+    )
+    result = run("predict", path, digit_files[0], "--top-k", "5", "--format", "jsonl")
+    record = json.loads(result.stdout)
+    assert record["digit"] == 8 and [t["digit"] for t in record["top"]] == [8, 3]
+
+
+def test_a_bad_checkpoint_is_one_error_line(tmp_path: Path, digit_files: list[Path]) -> None:
+    fake = tmp_path / "model.safetensors"
+    fake.write_bytes(b"\x80\x04not a checkpoint at all")
+    result = run("predict", fake, digit_files[0])
+    assert result.exit_code == 1 and result.stderr.startswith(f"Error: {fake}: ")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_the_process_pool_keeps_input_order(digit_files: list[Path], tmp_path: Path) -> None:
+    paths = [str(p) for p in digit_files] * 5 + [str(tmp_path / "missing.png")]
+    serial = [item for chunk in load_digits(paths, workers=1) for item in chunk]
+    pooled = [item for chunk in load_digits(paths, workers=2, chunk_size=3) for item in chunk]
+    assert [item.path for item in pooled] == paths
+    for one, other in zip(serial, pooled, strict=True):
+        assert one.error == other.error
+        assert (one.image is None and other.image is None) or np.array_equal(one.image, other.image)
+
+
+def test_predict_never_imports_jax(large_digit_model: Path, digit_files: list[Path]) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "mnistkit",
+            "predict",
+            str(large_digit_model),
+            str(digit_files[0]),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "numpy" in imported and "PIL.Image" in imported
+    assert not {name for name in imported if name == "jax" or name.startswith(("jax.", "jaxlib"))}
+    assert result.stdout.startswith(f"{digit_files[0]}\t3\t")
