@@ -24,7 +24,7 @@ PICTURES := reports/mistakes.png reports/confusion.png reports/curves.png
 .DEFAULT_GOAL := all
 .DELETE_ON_ERROR:
 
-.PHONY: all help venv test test-slow fuzz lint bench clean
+.PHONY: all help venv test test-slow chaos fuzz lint bench clean
 
 all: reports/metrics.json reports/samples.png reports/predictions.tsv $(PICTURES) ## run the whole pipeline
 
@@ -83,6 +83,12 @@ test: $(INSTALLED) ## run the fast tests and the linter
 test-slow: $(INSTALLED) ## run the slow tests: real data, kill harness, load
 	$(BIN)/pytest -q -m slow
 
+# Kills per stage in `make chaos` (make chaos KILLS=100); the seed is MNISTKIT_CHAOS_SEED.
+KILLS ?= 20
+
+chaos: $(INSTALLED) ## SIGKILL each stage KILLS times at random moments, run two at once, load predict
+	MNISTKIT_CHAOS_KILLS=$(KILLS) $(BIN)/pytest -q -m slow tests/test_crash.py tests/test_concurrency.py
+
 fuzz: $(INSTALLED) ## deep fuzz: 10,000 examples for each test_fuzz_* property
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q -k fuzz
 
@@ -90,7 +96,7 @@ lint: $(INSTALLED) ## ruff lint and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: $(INSTALLED) ## measure training and predict speed
+bench: $(NPZ) | $(INSTALLED) ## measure training and predict speed
 	$(BIN)/python scripts/bench_train.py
 	$(BIN)/python scripts/bench_predict.py
 

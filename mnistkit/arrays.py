@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -64,8 +65,12 @@ def load_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         if "allow_pickle" in str(error) or "Object arrays" in str(error):
             raise MnistkitError(f"{path}: holds object arrays, which mnistkit never unpickles") from None
         raise MnistkitError(f"{path}: not a valid .npz file ({error})") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as error:
+    # zipfile raises NotImplementedError (unknown version or method), RuntimeError (encrypted)
+    # and zlib.error (corrupt deflate data) for damaged archives, besides BadZipFile.
+    except (OSError, EOFError, zipfile.BadZipFile, NotImplementedError, RuntimeError, zlib.error) as error:
         raise MnistkitError(f"{path}: not a valid .npz file ({error})") from None
+    except MemoryError:
+        raise MnistkitError(f"{path}: an array's header declares more data than fits in memory") from None
     return arrays
 
 

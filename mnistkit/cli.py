@@ -6,13 +6,25 @@ Heavy modules (jax, the trainer) are imported inside the commands that need them
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+from pathlib import Path
 
 import click
 
 from mnistkit import __version__
+from mnistkit.config import (
+    ACTIVATIONS,
+    AUGMENTATIONS,
+    MODELS,
+    NORMALIZATIONS,
+    OPTIMIZERS,
+    SCHEDULES,
+    parse_int_list,
+)
 from mnistkit.errors import Interrupted, MnistkitError
+from mnistkit.fetch import DEFAULT_TIMEOUT_S, MIRROR_ENV, fetch, mirror_list
 
 
 class MnistkitGroup(click.Group):
@@ -42,6 +54,613 @@ def cli() -> None:
 
     Offline: MNISTKIT_MIRROR=file:///path/to/mnist mnistkit fetch
     """
+
+
+def _stderr_log(on_tty: bool):
+    """Log lines for stderr; on a terminal each first clears the progress line."""
+    prefix = "\r\x1b[K" if on_tty else ""
+    return lambda message: click.echo(prefix + message, err=True)
+
+
+def _size_text(size_bytes: int) -> str:
+    return f"{size_bytes / 1e6:.1f} MB" if size_bytes >= 1e6 else f"{size_bytes / 1e3:.0f} kB"
+
+
+def _progress_line(name: str, received_bytes: int, announced_bytes: int | None) -> None:
+    total = f" of {_size_text(announced_bytes)}" if announced_bytes else ""
+    click.echo(f"\r\x1b[K{name}: {_size_text(received_bytes)}{total}", err=True, nl=False)
+
+
+@cli.command("fetch")
+@click.option(
+    "--out",
+    "out_dir",
+    default="data/raw",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Folder for the four .gz files (created if missing).",
+)
+@click.option(
+    "--mirror",
+    "mirrors",
+    multiple=True,
+    metavar="URL",
+    help="Mirror to try first: an http(s):// or file:// URL, or a directory. Repeatable.",
+)
+@click.option("--no-default-mirrors", is_flag=True, help="Try only --mirror and $MNISTKIT_MIRROR.")
+@click.option("--force", is_flag=True, help="Download every file again, even a valid one.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_TIMEOUT_S,
+    show_default=True,
+    help="Seconds a connection or a single read may stall before the mirror counts as failed.",
+)
+def fetch_command(
+    out_dir: Path, mirrors: tuple[str, ...], no_default_mirrors: bool, force: bool, timeout_s: float
+) -> None:
+    """Download the four MNIST .gz files and verify them by SHA-256.
+
+    Mirrors are tried in order: each --mirror, then those in $MNISTKIT_MIRROR (several
+    separated by spaces or commas), then the public mirrors (the ossci-datasets S3
+    bucket, Google's cvdf-datasets bucket, GitHub fgnt/mnist, yann.lecun.com). A mirror
+    that fails is retried once, then the next one is tried. A file already present and
+    valid is not downloaded again. The paths of the four files go to stdout; one line
+    per file (and per failed mirror) to stderr.
+
+    \b
+      mnistkit fetch --out data/raw
+      mnistkit fetch --mirror file:///srv/mnist --no-default-mirrors
+      MNISTKIT_MIRROR=../shared/mnist mnistkit fetch --timeout 10
+    """
+    mirror_urls = mirror_list(mirrors, os.environ.get(MIRROR_ENV), use_defaults=not no_default_mirrors)
+    on_tty = sys.stderr.isatty()
+    paths = fetch(
+        out_dir,
+        mirror_urls,
+        force=force,
+        timeout_s=timeout_s,
+        log=_stderr_log(on_tty),
+        progress=_progress_line if on_tty else None,
+    )
+    for path in paths:
+        click.echo(path)
+
+
+@cli.command("parse-to-npz")
+@click.argument("raw_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The .npz to write.")
+def parse_to_npz_command(raw_dir: Path, output: Path) -> None:
+    """Parse the four MNIST IDX files in RAW_DIR into one uncompressed .npz.
+
+    The .npz holds train_images uint8 (N, 28, 28), train_labels uint8 (N,), test_images
+    and test_labels; pixels stay raw. The IDX files may be gzip-compressed or not. Every
+    fault (broken gzip, wrong magic or dimensions, truncated or trailing data, labels
+    outside 0-9, counts that disagree) is one line naming the file, and no .npz is written.
+
+    \b
+      mnistkit parse-to-npz data/raw -o data/mnist.npz
+    """
+    from mnistkit.arrays import save_arrays
+    from mnistkit.atomic import check_writable_target
+    from mnistkit.idx import read_mnist_dir
+
+    check_writable_target(output)
+    arrays = read_mnist_dir(raw_dir)
+    save_arrays(output, arrays)
+    click.echo(
+        f"{output}: {len(arrays['train_images'])} training and {len(arrays['test_images'])} test images",
+        err=True,
+    )
+
+
+@cli.command()
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write.")
+@click.option(
+    "--preset", help="Starting settings: logreg, seed, mlp, mlp-best, cnn, 3v8 [default: the model's]."
+)
+@click.option("--model", type=click.Choice(MODELS), help="Model family [default: mlp].")
+@click.option("--hidden", help="Hidden layer widths, e.g. 128 or 1024,1024 or 100,100,2.")
+@click.option("--activation", type=click.Choice(ACTIVATIONS))
+@click.option("--epochs", type=int)
+@click.option("--batch-size", type=int)
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS))
+@click.option("--lr", type=float, help="Peak learning rate.")
+@click.option("--weight-decay", type=float)
+@click.option("--schedule", type=click.Choice(SCHEDULES))
+@click.option(
+    "--normalize", type=click.Choice(NORMALIZATIONS), help="unit: pixels/255; standard: also (x-mean)/std."
+)
+@click.option("--val-size", type=int, help="Hold out this many training images for validation.")
+@click.option("--digits", help="Train on these classes only, e.g. 3,8.")
+@click.option("--augment", type=click.Choice(AUGMENTATIONS), help="shift: random shifts of up to 2 px.")
+@click.option("--eval-test-each-epoch", is_flag=True, default=None, help="Report test accuracy every epoch.")
+@click.option("--seed", type=int)
+@click.option("--history", type=click.Path(dir_okay=False), help="Write one JSON line per epoch here.")
+@click.option("--resume", type=click.Path(dir_okay=False), help="Continue training this checkpoint.")
+def train(
+    data: str, output: str, preset: str | None, history: str | None, resume: str | None, **options
+) -> None:
+    """Train a model on an .npz from parse-to-npz and write a safetensors checkpoint.
+
+    Each option left out comes from the preset (by default the one named like --model).
+    One line per epoch goes to stderr; Ctrl-C keeps the last complete epoch.
+
+    \b
+      mnistkit train data/mnist.npz -o models/model.safetensors
+      mnistkit train data/mnist.npz -o models/cnn.safetensors --model cnn
+      mnistkit train data/mnist.npz -o models/seed.safetensors --preset seed
+      mnistkit train data/mnist.npz -o models/3v8.safetensors --digits 3,8
+      mnistkit train data/mnist.npz -o models/cnn.safetensors --resume models/cnn.safetensors --epochs 12
+    """
+    from pathlib import Path
+
+    from mnistkit.arrays import file_sha256, load_arrays
+    from mnistkit.atomic import check_writable_target
+    from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.train import config_from_options, resume_config
+    from mnistkit.train import train as run_training
+
+    for name in ("hidden", "digits"):
+        if options[name] is not None:
+            options[name] = parse_int_list(options[name], f"--{name}")
+    given = {name: value for name, value in options.items() if value is not None}
+    check_writable_target(Path(output))
+    if history is not None:
+        check_writable_target(Path(history))
+    checkpoint = None
+    if resume is not None:
+        others = sorted(f"--{name.replace('_', '-')}" for name in given if name != "epochs")
+        if others or preset:
+            dropped = ", ".join(others) or "--preset"
+            raise MnistkitError(f"--resume continues with the checkpoint's own settings; drop {dropped}")
+        checkpoint = load_checkpoint(resume)
+        config = resume_config(checkpoint, resume, given.get("epochs"))
+    else:
+        config = config_from_options(preset, given)
+    arrays = load_arrays(data)
+    run_training(
+        arrays,
+        config,
+        output,
+        history_path=history,
+        resume_from=checkpoint,
+        data_sha256=file_sha256(data),
+        data_name=data,
+    )
+
+
+@cli.command("predict")
+@click.argument("checkpoint_path", metavar="CKPT", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("images", metavar="IMAGE...", nargs=-1, required=True)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["tsv", "csv", "jsonl"]),
+    default="tsv",
+    show_default=True,
+    help="Row format; only csv has a header.",
+)
+@click.option(
+    "--top-k",
+    type=click.IntRange(1, 10),
+    default=1,
+    show_default=True,
+    help="Also list the K likeliest digits.",
+)
+@click.option(
+    "--no-preprocess", is_flag=True, help="The images are MNIST-style 28x28 already: only grayscale."
+)
+@click.option(
+    "--save-preprocessed",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write each 28x28 image the model saw into DIR as NNNNNN-STEM.png (NNNNNN: input position).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the rows to FILE (atomically).",
+)
+def predict_command(
+    checkpoint_path: Path,
+    images: tuple[str, ...],
+    output_format: str,
+    top_k: int,
+    no_preprocess: bool,
+    save_preprocessed: Path | None,
+    output: Path | None,
+) -> None:
+    """Predict the digit in each IMAGE: one row per image, in input order.
+
+    Any format Pillow reads. Each image is prepared as MNIST's digits were: upright
+    (EXIF), transparency composited, a light background inverted so ink is bright,
+    background shading removed, cropped to the ink, the longer side scaled to 20 px
+    and the centre of mass placed at the centre of 28x28. `-` reads paths from stdin,
+    one per line. Rows: path<TAB>digit<TAB>confidence (--format, --top-k). Each bad
+    input (missing, a directory, not an image, truncated, over 40 megapixels, blank)
+    is one `path: reason` line on stderr; the others are still predicted, and the
+    exit status is 1.
+
+    \b
+      mnistkit predict models/model.safetensors my-digit.png
+      find photos -name '*.png' | mnistkit predict models/model.safetensors - --format csv
+    """
+    from mnistkit.atomic import atomic_write, check_writable_target
+    from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.predict import expand_stdin, write_predictions
+
+    if output is not None:
+        check_writable_target(output)
+    checkpoint = load_checkpoint(checkpoint_path)
+    options = {
+        "output_format": output_format,
+        "top_k": top_k,
+        "preprocess": not no_preprocess,
+        "save_dir": save_preprocessed,
+    }
+    paths = expand_stdin(images, sys.stdin)
+    if output is None:
+        failures = write_predictions(checkpoint, paths, sys.stdout, sys.stderr, **options)
+    else:
+        with atomic_write(output, "w") as handle:
+            failures = write_predictions(checkpoint, paths, handle, sys.stderr, **options)
+    if failures:
+        sys.exit(1)
+
+
+@cli.command("eval")
+@click.argument("checkpoint_path", metavar="CKPT", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("data", metavar="[NPZ]", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write all metrics to FILE."
+)
+@click.option(
+    "--min-accuracy",
+    type=float,
+    help="Exit 1 when accuracy is below X (a fraction such as 0.975, or a percentage such as 97.5).",
+)
+@click.option(
+    "--images",
+    "images_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder that --labels paths are relative to [default: the labels file's folder].",
+)
+@click.option(
+    "--labels",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Evaluate on your own images: lines of path<TAB>digit or path,digit.",
+)
+def eval_command(
+    checkpoint_path: Path,
+    data: Path | None,
+    split: str,
+    json_path: Path | None,
+    min_accuracy: float | None,
+    images_dir: Path | None,
+    labels: Path | None,
+) -> None:
+    """Evaluate CKPT on a split of NPZ, or on your own labelled images.
+
+    Prints accuracy, mean loss, per-class precision, recall and F1, the confusion
+    matrix and the most frequent confusions (80 columns). With --labels, the images
+    listed there are preprocessed exactly as `predict` does; unreadable ones are
+    reported on stderr, left out, and make the exit status 1.
+
+    \b
+      mnistkit eval models/model.safetensors data/mnist.npz --json reports/metrics.json
+      mnistkit eval models/model.safetensors data/mnist.npz --min-accuracy 0.975
+      mnistkit eval models/model.safetensors --images my-digits --labels my-digits/labels.tsv
+    """
+    import json
+
+    from mnistkit.atomic import check_writable_target, write_text_atomic
+    from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.evaluate import evaluate_arrays, evaluate_images, format_table, read_labels
+
+    if (data is None) == (labels is None):
+        raise click.UsageError("give either NPZ or --labels FILE (with --images DIR), not both or neither")
+    if images_dir is not None and labels is None:
+        raise click.UsageError("--images needs --labels FILE listing each image's digit")
+    threshold = _accuracy_fraction(min_accuracy)
+    if json_path is not None:
+        check_writable_target(json_path)
+    checkpoint = load_checkpoint(checkpoint_path)
+    failures = []
+    if labels is not None:
+        split, source = "images", str(images_dir or labels)
+
+        def report(error: str) -> None:
+            failures.append(error)
+            click.echo(error, err=True)
+
+        evaluation = evaluate_images(checkpoint, read_labels(labels, images_dir), report)
+    else:
+        from mnistkit.arrays import load_arrays
+
+        arrays = load_arrays(data)
+        source = str(data)
+        evaluation = evaluate_arrays(checkpoint, arrays[f"{split}_images"], arrays[f"{split}_labels"])
+    if evaluation.skipped:
+        click.echo(
+            f"left out {evaluation.skipped} images whose digit is not among the model's classes", err=True
+        )
+    if evaluation.count == 0:
+        raise MnistkitError(f"{source}: no images to evaluate")
+    click.echo(format_table(evaluation, str(checkpoint_path), f"{source} ({split})"), nl=False)
+    if json_path is not None:
+        report_json = evaluation.to_json(split, str(checkpoint_path), source)
+        write_text_atomic(json_path, json.dumps(report_json, indent=2) + "\n")
+    if threshold is not None and evaluation.accuracy < threshold:
+        raise MnistkitError(f"accuracy {evaluation.accuracy:.2%} is below --min-accuracy {threshold:.2%}")
+    if failures:
+        sys.exit(1)
+
+
+def _accuracy_fraction(value: float | None) -> float | None:
+    """--min-accuracy as a fraction: 0-1 is a fraction, above 1 up to 100 a percentage."""
+    if value is None:
+        return None
+    if not 0 <= value <= 100:
+        raise click.BadParameter(
+            f"{value} is neither a fraction 0-1 nor a percentage", param_hint="--min-accuracy"
+        )
+    return value / 100 if value > 1 else value
+
+
+@cli.command("info")
+@click.argument("checkpoint_path", metavar="CKPT", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of aligned text.")
+def info_command(checkpoint_path: Path, as_json: bool) -> None:
+    """Describe a checkpoint: architecture, parameter count, normalization, classes,
+    training configuration and the metrics stored at the end of training.
+
+    \b
+      mnistkit info models/model.safetensors
+      mnistkit info models/model.safetensors --json
+    """
+    import json
+
+    from mnistkit.info import checkpoint_info, format_info
+
+    info = checkpoint_info(checkpoint_path)
+    click.echo(json.dumps(info, indent=2) if as_json else format_info(info), nl=as_json)
+
+
+def _png_output(function):
+    return click.option(
+        "-o",
+        "--output",
+        required=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="The PNG to write.",
+    )(function)
+
+
+def _picture_checkpoint(function):
+    return click.argument("checkpoint_path", metavar="CKPT", type=click.Path(dir_okay=False, path_type=Path))(
+        function
+    )
+
+
+def _picture_data(function):
+    return click.argument("data", metavar="NPZ", type=click.Path(dir_okay=False, path_type=Path))(function)
+
+
+def _wrote(output: Path, what: str) -> None:
+    click.echo(f"{output}: {what}", err=True)
+
+
+@cli.command("render-samples")
+@_picture_data
+@_png_output
+@click.option(
+    "--model",
+    "checkpoint_path",
+    metavar="CKPT",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Caption each digit with this model's prediction and confidence; wrong ones in red.",
+)
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option(
+    "--select",
+    type=click.Choice(["first", "random", "mistakes", "confident-mistakes"]),
+    default="first",
+    show_default=True,
+    help="first: in data order; random: a --seed sample; mistakes: the model's misclassified digits, "
+    "most confident first; confident-mistakes: only those at or above --min-confidence.",
+)
+@click.option("--count", type=int, default=64, show_default=True, help="Show at most this many digits.")
+@click.option("--digits", metavar="LIST", help="Only digits whose true label is listed, e.g. 3,8.")
+@click.option("--columns", type=int, default=8, show_default=True)
+@click.option("--scale", type=int, default=3, show_default=True, help="Screen pixels per MNIST pixel.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --select random.")
+@click.option(
+    "--min-confidence", type=float, default=0.9, show_default=True, help="Threshold of confident-mistakes."
+)
+@click.option(
+    "--export-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write each digit shown as a 28x28 PNG here, named {index:05d}-label{digit}.png "
+    "(index within the split); their paths go to stdout.",
+)
+def render_samples_command(
+    data: Path,
+    output: Path,
+    checkpoint_path: Path | None,
+    digits: str | None,
+    export_dir: Path | None,
+    **options,
+) -> None:
+    """Draw a grid of digits with their labels, and a model's predictions, as a PNG.
+
+    \b
+      mnistkit render-samples data/mnist.npz -o reports/samples.png --model models/model.safetensors
+      mnistkit render-samples data/mnist.npz -o reports/mistakes.png \\
+          --model models/model.safetensors --select mistakes --count 32
+      mnistkit render-samples data/mnist.npz -o threes-and-eights.png --digits 3,8 --select random
+      mnistkit render-samples data/mnist.npz -o samples.png --export-dir samples \\
+          | mnistkit predict models/model.safetensors -
+    """
+    from mnistkit.arrays import load_arrays
+    from mnistkit.atomic import check_writable_target
+    from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.render import SampleOptions, export_digits, samples_picture, save_png
+
+    sample_options = SampleOptions(digits=parse_int_list(digits, "--digits") if digits else None, **options)
+    check_writable_target(output)
+    arrays = load_arrays(data)
+    checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
+    model_name = checkpoint_path.name if checkpoint_path else ""
+    grid, indices = samples_picture(arrays, sample_options, checkpoint, data.name, model_name)
+    split = sample_options.split
+    exported = []
+    if export_dir is not None:
+        exported = export_digits(arrays[f"{split}_images"], arrays[f"{split}_labels"], indices, export_dir)
+    save_png(grid.image, output)
+    _wrote(output, f"{len(indices)} {split} digits")
+    for path in exported:
+        click.echo(path)
+
+
+@cli.command("render-confusion")
+@_png_output
+@click.option(
+    "--metrics",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="The JSON written by eval --json ('-' reads stdin).",
+)
+@click.option(
+    "--model",
+    "checkpoint_path",
+    metavar="CKPT",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Compute the matrix from this model on --data instead.",
+)
+@click.option(
+    "--data", metavar="NPZ", type=click.Path(dir_okay=False, path_type=Path), help="The .npz for --model."
+)
+@click.option(
+    "--split",
+    type=click.Choice(["test", "train"]),
+    default="test",
+    show_default=True,
+    help="The split of --data to evaluate.",
+)
+def render_confusion_command(
+    output: Path, metrics: str | None, checkpoint_path: Path | None, data: Path | None, split: str
+) -> None:
+    """Draw a confusion matrix as a heat map, the counts written in the cells.
+
+    Rows are the true digits, columns the predicted ones; the colour follows log(1 + count)
+    so the few mistakes show beside the large diagonal. From eval's JSON, or computed
+    from a model and an .npz.
+
+    \b
+      mnistkit render-confusion --metrics reports/metrics.json -o reports/confusion.png
+      mnistkit render-confusion --model models/model.safetensors --data data/mnist.npz -o confusion.png
+    """
+    from mnistkit.arrays import load_arrays
+    from mnistkit.atomic import check_writable_target
+    from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.render import confusion_from_model, confusion_image, parse_confusion, read_text, save_png
+
+    if not ((metrics and not checkpoint_path and not data) or (not metrics and checkpoint_path and data)):
+        raise click.UsageError("give either --metrics FILE, or --model CKPT together with --data NPZ")
+    check_writable_target(output)
+    if metrics:
+        text, source = read_text(metrics, "metrics")
+        confusion = parse_confusion(text, source)
+        source_name = Path(source).name
+    else:
+        checkpoint = load_checkpoint(checkpoint_path)
+        arrays = load_arrays(data)
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        confusion = confusion_from_model(checkpoint, images, labels, split, checkpoint_path.name, data.name)
+        source_name = f"{checkpoint_path.name} on {data.name}"
+    save_png(confusion_image(confusion, source_name), output)
+    _wrote(output, f"confusion matrix of {int(confusion.matrix.sum())} digits")
+
+
+@cli.command("render-curves")
+@click.argument("history", type=click.Path(dir_okay=False, allow_dash=True))
+@_png_output
+def render_curves_command(history: str, output: Path) -> None:
+    """Draw loss and accuracy per epoch, train, validation and test, from train --history.
+
+    Splits that were not measured (null in every line) are left out; train with
+    --val-size N and --eval-test-each-epoch to get all three.
+
+    \b
+      mnistkit render-curves models/model.history.jsonl -o reports/curves.png
+    """
+    from mnistkit.atomic import check_writable_target
+    from mnistkit.render import curves_image, parse_history, read_text, save_png
+
+    check_writable_target(output)
+    text, source = read_text(history, "history")
+    records = parse_history(text, source)
+    save_png(curves_image(records, Path(source).name), output)
+    _wrote(output, f"curves of {len(records)} epochs")
+
+
+@cli.command("render-embedding")
+@_picture_checkpoint
+@_picture_data
+@_png_output
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--count", type=click.IntRange(min=1), default=2000, show_default=True, help="Digits to plot.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the digits' sample.")
+def render_embedding_command(
+    checkpoint_path: Path, data: Path, output: Path, split: str, count: int, seed: int
+) -> None:
+    """Scatter digits in a model's 2-unit layer over its decision regions.
+
+    The model needs a hidden layer of two units (train --hidden 100,100,2). Each dot is a
+    digit placed by that layer's two values (before the activation), coloured by its true
+    class; the shading is the digit the model predicts at each point of the plane.
+
+    \b
+      mnistkit train data/mnist.npz -o models/2d.safetensors --hidden 100,100,2
+      mnistkit render-embedding models/2d.safetensors data/mnist.npz -o reports/embedding.png
+    """
+    from mnistkit.arrays import load_arrays
+    from mnistkit.atomic import check_writable_target
+    from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.render import bottleneck_layer, embedding_image, save_png
+
+    check_writable_target(output)
+    checkpoint = load_checkpoint(checkpoint_path)
+    bottleneck_layer(checkpoint, str(checkpoint_path))
+    arrays = load_arrays(data)
+    images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+    picture = embedding_image(checkpoint, images, labels, count, seed, split, str(checkpoint_path), str(data))
+    save_png(picture, output)
+    _wrote(output, f"{split} digits in the 2-unit layer of {checkpoint_path.name}")
+
+
+@cli.command("render-weights")
+@_picture_checkpoint
+@_png_output
+@click.option("--scale", type=click.IntRange(min=1), default=4, show_default=True, help="Pixels per weight.")
+def render_weights_command(checkpoint_path: Path, output: Path, scale: int) -> None:
+    """Draw a logreg model's weights as one 28x28 template per digit, red positive, blue negative.
+
+    \b
+      mnistkit train data/mnist.npz -o models/logreg.safetensors --model logreg
+      mnistkit render-weights models/logreg.safetensors -o reports/weights.png
+    """
+    from mnistkit.atomic import check_writable_target
+    from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.render import save_png, weights_image
+
+    check_writable_target(output)
+    checkpoint = load_checkpoint(checkpoint_path)
+    save_png(weights_image(checkpoint, str(checkpoint_path), scale), output)
+    _wrote(output, f"weight templates of {len(checkpoint.classes)} digits")
 
 
 def _raise_interrupted(signal_number: int, frame) -> None:

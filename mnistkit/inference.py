@@ -60,13 +60,71 @@ def dense_stack(
     return (x, hidden_outputs) if return_hidden else x
 
 
+def _cnn_layers(architecture: Architecture) -> tuple[list[int], int]:
+    """The conv channel counts and kernel size, checked: a checkpoint may come from anywhere."""
+    channels = [int(c) for c in architecture["channels"]]
+    kernel_size = int(architecture["kernel_size"])
+    if not channels or min(channels) < 1 or kernel_size < 1:
+        raise MnistkitError(f"cnn architecture needs positive channels and kernel_size, got {architecture!r}")
+    return channels, kernel_size
+
+
+def cnn_feature_size(architecture: Architecture) -> int:
+    """Inputs to the dense head: each block is a 'valid' conv then a 2x2 pool."""
+    channels, kernel_size = _cnn_layers(architecture)
+    side = IMAGE_SHAPE[0]
+    for _ in channels:
+        side = (side - kernel_size + 1) // 2
+    if side < 1:
+        raise MnistkitError(f"cnn architecture shrinks 28x28 images to nothing: {architecture!r}")
+    return side * side * channels[-1]
+
+
+def _cnn_shapes(architecture: Architecture) -> dict[str, tuple[int, ...]]:
+    channels, kernel_size = _cnn_layers(architecture)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for index, (fan_in, fan_out) in enumerate(itertools.pairwise([1, *channels])):
+        shapes[f"conv_{index}.kernel"] = (kernel_size, kernel_size, fan_in, fan_out)
+        shapes[f"conv_{index}.bias"] = (fan_out,)
+    widths = [cnn_feature_size(architecture), *architecture["hidden"], int(architecture["num_classes"])]
+    for index, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
+        shapes[f"dense_{index}.kernel"] = (int(fan_in), int(fan_out))
+        shapes[f"dense_{index}.bias"] = (int(fan_out),)
+    return shapes
+
+
+def _conv2d_valid(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """(N, H, W, C) * (k, k, C, F): patches from shifted slices, then one matmul (im2col)."""
+    size = kernel.shape[0]
+    height, width = x.shape[1] - size + 1, x.shape[2] - size + 1
+    patches = np.concatenate(
+        [x[:, i : i + height, j : j + width, :] for i, j in itertools.product(range(size), range(size))],
+        axis=-1,
+    )
+    return patches @ kernel.reshape(-1, kernel.shape[-1])
+
+
+def cnn(params: Params, architecture: Architecture, inputs: np.ndarray) -> np.ndarray:
+    """Logits of the LeNet-style CNN: blocks of valid conv, 2x2 max pool, bias, activation; then dense."""
+    activation = _activation(architecture.get("activation", "relu"))
+    x = inputs.reshape(inputs.shape[0], *IMAGE_SHAPE, 1).astype(np.float32, copy=False)
+    for index in range(len(architecture["channels"])):
+        x = _conv2d_valid(x, params[f"conv_{index}.kernel"])
+        n, h, w, c = x.shape
+        x = x[:, : h // 2 * 2, : w // 2 * 2, :].reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+        x = activation(x + params[f"conv_{index}.bias"])  # after pooling: exact, and 4x less work
+    return dense_stack(params, architecture, x)
+
+
 SHAPES: dict[str, Callable[[Architecture], dict[str, tuple[int, ...]]]] = {
     "logreg": _dense_shapes,
     "mlp": _dense_shapes,
+    "cnn": _cnn_shapes,
 }
 FORWARD: dict[str, Callable[[Params, Architecture, np.ndarray], np.ndarray]] = {
     "logreg": dense_stack,
     "mlp": dense_stack,
+    "cnn": cnn,
 }
 
 

@@ -1,0 +1,293 @@
+"""Training speed and accuracy, measured in one run on the same data (`make bench`).
+
+Prints, as tables on stdout:
+  - the float32 matmul throughput of this machine, which sets the floor;
+  - the seed trainer's loop (one jitted step per batch, dispatched from Python; reproduced
+    here as the reference) against mnistkit's compiled epochs on the same configuration:
+    steady seconds per epoch, compile time, and their ratio;
+  - each model's floor (matmul FLOPs of one epoch / throughput) and mnistkit's ratio to it;
+  - the CNN step with XLA's own convolutions against mnistkit's patches-and-matmul;
+  - every preset trained with its defaults: seconds per epoch, training time, test accuracy.
+
+Usage: python scripts/bench_train.py [data/mnist.npz] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mnistkit import models
+from mnistkit.arrays import load_arrays
+from mnistkit.train import PRESETS, TrainState, config_from_options, train
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
+    """Sustained float32 matmul throughput, the ceiling for everything below."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
+    b = jax.random.normal(jax.random.PRNGKey(1), (size, size), jnp.float32)
+    matmul = jax.jit(lambda x, y: x @ y)
+    matmul(a, b).block_until_ready()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        matmul(a, b).block_until_ready()
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+
+
+def seed_loop(arrays: dict[str, np.ndarray], epochs: int) -> dict[str, float]:
+    """The seed trainer as it was written: one jitted SGD step per batch, driven from Python."""
+    train_x = jnp.asarray(arrays["train_images"].reshape(-1, 784).astype(np.float32) / 255.0)
+    train_y = jnp.asarray(arrays["train_labels"].astype(np.int32))
+    test_x = jnp.asarray(arrays["test_images"].reshape(-1, 784).astype(np.float32) / 255.0)
+    test_y = jnp.asarray(arrays["test_labels"].astype(np.int32))
+
+    def forward(params, x):
+        hidden = jax.nn.relu(x @ params["W1"] + params["b1"])
+        return hidden @ params["W2"] + params["b2"]
+
+    def loss(params, x, y):
+        log_probs = jax.nn.log_softmax(forward(params, x))
+        return -jnp.mean(jnp.sum(jax.nn.one_hot(y, 10) * log_probs, axis=-1))
+
+    @jax.jit
+    def sgd_step(params, x, y, lr):
+        grads = jax.grad(loss)(params, x, y)
+        return {k: params[k] - lr * grads[k] for k in params}
+
+    key = jax.random.PRNGKey(0)
+    k1, k2 = jax.random.split(key)
+    params = {
+        "W1": jax.random.normal(k1, (784, 128)) * jnp.sqrt(2.0 / 784),
+        "b1": jnp.zeros((128,)),
+        "W2": jax.random.normal(k2, (128, 10)) * jnp.sqrt(2.0 / 128),
+        "b2": jnp.zeros((10,)),
+    }
+    compile_started = time.perf_counter()
+    sgd_step.lower(params, train_x[:128], train_y[:128], 0.1).compile()
+    compile_s = time.perf_counter() - compile_started
+    n = train_x.shape[0]
+    epoch_seconds = []
+    for _ in range(epochs):
+        started = time.perf_counter()
+        key, epoch_key = jax.random.split(key)
+        order = jax.random.permutation(epoch_key, n)
+        for start in range(0, n, 128):
+            batch = order[start : start + 128]
+            params = sgd_step(params, train_x[batch], train_y[batch], 0.1)
+        jax.block_until_ready(params)
+        epoch_seconds.append(time.perf_counter() - started)
+    accuracy = float(jnp.mean(jnp.argmax(forward(params, test_x), axis=-1) == test_y))
+    return {"epoch_s": _steady(epoch_seconds), "compile_s": compile_s, "accuracy": accuracy}
+
+
+def _steady(epoch_seconds: list[float]) -> float:
+    """Median of the epochs after the first (which pays for compiling)."""
+    return statistics.median(epoch_seconds[1:] or epoch_seconds)
+
+
+def matmul_flops_per_epoch(architecture: dict, examples: int) -> float:
+    """Forward, weight-gradient and input-gradient matmuls; the first layer needs no input gradient."""
+    from mnistkit.inference import cnn_feature_size
+
+    layers = []  # (rows per example, inner size, output size) of each layer's matmul
+    if architecture["model"] == "cnn":
+        side, channels = 28, 1
+        for out_channels in architecture["channels"]:
+            out_side = side - architecture["kernel_size"] + 1
+            layers.append((out_side * out_side, architecture["kernel_size"] ** 2 * channels, out_channels))
+            side, channels = out_side // 2, out_channels
+        widths = [cnn_feature_size(architecture), *architecture["hidden"], architecture["num_classes"]]
+    else:
+        hidden = architecture.get("hidden", []) if architecture["model"] == "mlp" else []
+        widths = [784, *hidden, architecture["num_classes"]]
+    layers += [(1, fan_in, fan_out) for fan_in, fan_out in itertools.pairwise(widths)]
+    macs = [rows * inner * out for rows, inner, out in layers]
+    return 2 * examples * (2 * sum(macs) + sum(macs[1:]))
+
+
+def cnn_step_seconds(conv2d, batch_size: int, steps: int) -> tuple[float, float]:
+    """Seconds per training step of the CNN inside one `lax.scan`, and the compile time."""
+    architecture = models.architecture_for(config_from_options("cnn", {}), 10)
+    params = models.init(jax.random.PRNGKey(0), architecture)
+    optimizer = optax.adam(1e-3)
+    images = jax.random.uniform(jax.random.PRNGKey(1), (steps, batch_size, 28, 28))
+    labels = jax.random.randint(jax.random.PRNGKey(2), (steps, batch_size), 0, 10)
+    weights = jnp.ones((steps, batch_size))
+
+    def loss(p, x, y, w):
+        logits = models.cnn(p, architecture, x, conv2d=conv2d)
+        log_probs = jax.nn.log_softmax(logits)
+        return -jnp.sum(jnp.take_along_axis(log_probs, y[:, None], axis=1)[:, 0] * w) / jnp.sum(w)
+
+    @jax.jit
+    def run(state, images, labels, weights):
+        def step(state, batch):
+            grads = jax.grad(loss)(state.params, *batch)
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            return TrainState(optax.apply_updates(state.params, updates), opt_state), None
+
+        return jax.lax.scan(step, state, (images, labels, weights))[0]
+
+    state = TrainState(params, optimizer.init(params))
+    started = time.perf_counter()
+    compiled = run.lower(state, images, labels, weights).compile()
+    compile_s = time.perf_counter() - started
+    jax.block_until_ready(compiled(state, images, labels, weights))
+    started = time.perf_counter()
+    jax.block_until_ready(compiled(state, images, labels, weights))
+    return (time.perf_counter() - started) / steps, compile_s
+
+
+def xla_conv2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+def train_preset(arrays, name: str, epochs: int | None, workdir: Path) -> dict:
+    options = {"epochs": epochs} if epochs else {}
+    config = config_from_options(name, options)
+    started = time.perf_counter()
+    result = train(
+        arrays, config, workdir / f"{name}.safetensors", log=lambda message: None, show_progress=False
+    )
+    seconds = [record["seconds"] for record in result.history]
+    return {
+        "config": config,
+        "epoch_s": _steady(seconds),
+        "first_epoch_s": seconds[0],
+        "train_s": sum(seconds),
+        "wall_s": time.perf_counter() - started,
+        "accuracy": result.metadata["metrics"]["test_accuracy"],
+        "architecture": result.metadata["architecture"],
+        "examples": int(sum(np.isin(arrays["train_labels"], config.digits))),
+    }
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = [
+        " | ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in [header, *rows]
+    ]
+    lines.insert(1, "-+-".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", nargs="?", default="data/mnist.npz", help="the .npz from parse-to-npz")
+    parser.add_argument("--quick", action="store_true", help="2 epochs per preset, fewer CNN steps (~2 min)")
+    args = parser.parse_args()
+    arrays = load_arrays(args.data)
+    workdir = Path("build/bench")
+    workdir.mkdir(parents=True, exist_ok=True)
+    device = jax.devices()[0]
+    print(f"# mnistkit training benchmark: jax {jax.__version__}, {device.platform} ({device.device_kind})")
+    print(f"# data: {args.data}; {'quick run' if args.quick else 'full run'}\n")
+
+    gflops = matmul_gflops()
+    print(f"float32 matmul throughput: {gflops:.0f} GFLOP/s\n", flush=True)
+
+    seed_epochs = 2 if args.quick else 5
+    reference = seed_loop(arrays, seed_epochs)
+    ours = train_preset(arrays, "seed", seed_epochs, workdir)
+    print("## The seed trainer's configuration (784-128-10, SGD 0.1, batch 128)")
+    print(
+        table(
+            ["trainer", "s/epoch", "compile s", "test acc"],
+            [
+                [
+                    "seed loop (step per batch)",
+                    f"{reference['epoch_s']:.3f}",
+                    f"{reference['compile_s']:.2f}",
+                    f"{100 * reference['accuracy']:.2f}%",
+                ],
+                [
+                    "mnistkit (compiled epoch)",
+                    f"{ours['epoch_s']:.3f}",
+                    f"{ours['first_epoch_s'] - ours['epoch_s']:.2f}",
+                    f"{100 * ours['accuracy']:.2f}%",
+                ],
+            ],
+        )
+    )
+    print(
+        f"speed-up over the seed loop: {reference['epoch_s'] / ours['epoch_s']:.2f}x "
+        f"(compile for mnistkit: first epoch minus a steady one)\n",
+        flush=True,
+    )
+
+    cnn_steps = 10 if args.quick else 40
+    xla_step, xla_compile = cnn_step_seconds(xla_conv2d, 128, max(4, cnn_steps // 4))
+    our_step, our_compile = cnn_step_seconds(models.conv2d_valid, 128, cnn_steps)
+    print("## CNN training step (batch 128) inside lax.scan")
+    print(
+        table(
+            ["convolution", "ms/step", "s/epoch (469 steps)", "compile s"],
+            [
+                [
+                    "XLA conv_general_dilated",
+                    f"{1000 * xla_step:.1f}",
+                    f"{469 * xla_step:.1f}",
+                    f"{xla_compile:.2f}",
+                ],
+                [
+                    "mnistkit patches + matmul",
+                    f"{1000 * our_step:.1f}",
+                    f"{469 * our_step:.1f}",
+                    f"{our_compile:.2f}",
+                ],
+            ],
+        )
+    )
+    print(f"mnistkit is {xla_step / our_step:.1f}x faster than XLA's own convolution\n", flush=True)
+
+    rows = []
+    results = {"seed": ours}
+    for name in PRESETS:
+        if name != "seed":
+            results[name] = train_preset(arrays, name, 2 if args.quick else None, workdir)
+        result = results[name]
+        floor_s = matmul_flops_per_epoch(result["architecture"], result["examples"]) / (gflops * 1e9)
+        config = result["config"]
+        rows.append(
+            [
+                name,
+                _describe(config),
+                str(config.epochs),
+                f"{result['epoch_s']:.2f}",
+                f"{floor_s:.2f}",
+                f"{result['epoch_s'] / floor_s:.1f}x",
+                f"{result['train_s']:.1f}",
+                f"{100 * result['accuracy']:.2f}%",
+            ]
+        )
+        print(f"  trained {name}: {100 * result['accuracy']:.2f}%", file=sys.stderr, flush=True)
+    print("## Presets with their defaults (seed 0); floor = matmul FLOPs of an epoch / measured throughput")
+    print(table(["preset", "model", "epochs", "s/epoch", "floor s", "vs floor", "train s", "test acc"], rows))
+
+
+def _describe(config) -> str:
+    if config.model == "logreg":
+        model = "logreg"
+    elif config.model == "cnn":
+        model = f"cnn 16-32 + {','.join(map(str, config.hidden))}"
+    else:
+        model = "mlp " + "-".join(map(str, config.hidden))
+    digits = "" if len(config.digits) == 10 else f" digits {','.join(map(str, config.digits))}"
+    extra = " shift" if config.augment == "shift" else ""
+    return f"{model}, {config.optimizer} {config.lr:g} {config.schedule}{extra}{digits}"
+
+
+if __name__ == "__main__":
+    main()

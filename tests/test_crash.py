@@ -1,0 +1,449 @@
+"""Killed at any moment: every stage leaves the old file or the new one, never a broken one.
+
+The kill harness (slow) runs each stage of the real CLI in a subprocess on small synthetic
+inputs, SIGKILLs it (and its workers) at seeded random moments within the time an
+uninterrupted run takes (every other kill within the part of the run that writes files,
+counted from the first new file), and after every kill checks each artifact under its final name
+with a validator of its type and against the uninterrupted run's bytes, checks that the
+only temp files left are ones of dead writers (which the next run sweeps), and that the
+inputs are untouched. Every few kills, and at the end, the stage is re-run to completion
+and must give the uninterrupted run's result, with no temp file left.
+
+MNISTKIT_CHAOS_KILLS sets the kills per stage (default 20), MNISTKIT_CHAOS_SEED the seed.
+SIGINT and SIGTERM (fast tests): exit 130 or 143 with one line, temp files removed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import MirrorServer, idx_bytes, synthetic_arrays, write_idx
+from faults import (
+    INTERRUPTED_LINE,
+    TABLE_ENV,
+    TEMP_NAME,
+    check_artifact,
+    file_digests,
+    mnistkit_command,
+    pid_alive,
+    same_as_reference,
+    temp_files,
+    write_fetch_table,
+)
+from PIL import Image
+
+from mnistkit.checkpoint import load_checkpoint
+from mnistkit.idx import MNIST_FILES
+
+KILLS = int(os.environ.get("MNISTKIT_CHAOS_KILLS", "20"))
+SEED = int(os.environ.get("MNISTKIT_CHAOS_SEED", "0"))
+COMPLETE_EVERY = 5
+PREDICT_IMAGES = 300
+STAGE_TIMEOUT_S = 300
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One CLI stage: its arguments (run in the work folder), inputs and final artifacts."""
+
+    args: tuple[str, ...]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    stdin: str | None = None
+
+
+STAGES = {
+    "fetch": Stage(
+        ("fetch", "--out", "fetched", "--mirror", "{mirror}", "--no-default-mirrors", "--timeout", "10"),
+        (),
+        tuple(f"fetched/{name}" for name in MNIST_FILES.values()),
+    ),
+    "parse-to-npz": Stage(("parse-to-npz", "raw", "-o", "mnist.npz"), ("raw",), ("mnist.npz",)),
+    "train": Stage(
+        (
+            "train",
+            "mnist.npz",
+            "-o",
+            "model.safetensors",
+            "--history",
+            "model.history.jsonl",
+            "--hidden",
+            "16",
+            "--epochs",
+            "3",
+        ),
+        ("mnist.npz",),
+        ("model.safetensors", "model.history.jsonl"),
+    ),
+    "eval": Stage(
+        ("eval", "model.safetensors", "mnist.npz", "--json", "metrics.json"),
+        ("model.safetensors", "mnist.npz"),
+        ("metrics.json",),
+    ),
+    "predict": Stage(
+        ("predict", "model.safetensors", "-", "--output", "predictions.tsv"),
+        ("model.safetensors", "digits", "digits.txt"),
+        ("predictions.tsv",),
+        stdin="digits.txt",
+    ),
+    "render-samples": Stage(
+        (
+            "render-samples",
+            "mnist.npz",
+            "-o",
+            "samples.png",
+            "--model",
+            "model.safetensors",
+            "--export-dir",
+            "samples",
+            "--count",
+            "48",
+        ),
+        ("mnist.npz", "model.safetensors"),
+        ("samples.png",),
+    ),
+}
+
+
+@dataclass
+class Reference:
+    """The uninterrupted pipeline: its folder, the mirror, and each stage's wall time."""
+
+    folder: Path
+    mirror: Path
+    table: Path
+    seconds: dict[str, float] = field(default_factory=dict)
+    writing_s: dict[str, float] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, TABLE_ENV: str(self.table)}
+
+    def outputs(self, name: str) -> list[str]:
+        """The stage's artifacts, with render's exported digits listed one by one."""
+        outputs = list(STAGES[name].outputs)
+        if name == "render-samples":
+            outputs += sorted(f"samples/{p.name}" for p in (self.folder / "samples").iterdir())
+        return outputs
+
+
+def start(reference: Reference, name: str, folder: Path) -> subprocess.Popen:
+    stage = STAGES[name]
+    args = [arg.format(mirror=reference.mirror) for arg in stage.args]
+    stdin = open(folder / stage.stdin) if stage.stdin else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        return subprocess.Popen(
+            mnistkit_command(*args),
+            cwd=folder,
+            env=reference.env(),
+            stdin=stdin,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    finally:
+        if stage.stdin:
+            stdin.close()
+
+
+def run_to_completion(reference: Reference, name: str, folder: Path) -> float:
+    started = time.perf_counter()
+    process = start(reference, name, folder)
+    _, stderr = process.communicate(timeout=STAGE_TIMEOUT_S)
+    assert process.returncode == 0, f"{name} failed: {stderr.decode()}"
+    return time.perf_counter() - started
+
+
+def timed_reference_run(reference: Reference, name: str) -> tuple[float, float]:
+    """Run a stage in the reference folder: its wall time, and when its first file appeared
+    (a temp file or an output), which is where its writing begins."""
+    folder = reference.folder
+    before = set(folder.rglob("*"))
+    started = time.perf_counter()
+    process = start(reference, name, folder)
+    writing_s = None
+    while process.poll() is None:
+        if writing_s is None and set(folder.rglob("*")) - before:
+            writing_s = time.perf_counter() - started
+        time.sleep(0.002)
+    seconds = time.perf_counter() - started
+    assert process.returncode == 0, f"{name} failed: {process.stderr.read().decode()}"
+    process.stderr.close()
+    return seconds, seconds if writing_s is None else writing_s
+
+
+def fetch_mirror_files() -> dict[str, bytes]:
+    """Noise images that gzip cannot shrink, so the downloads take a moment to write."""
+    rng = np.random.default_rng(SEED)
+    arrays = {
+        "train_images": rng.integers(0, 256, (8000, 28, 28), dtype=np.uint8),
+        "train_labels": rng.integers(0, 10, 8000, dtype=np.uint8),
+        "test_images": rng.integers(0, 256, (2000, 28, 28), dtype=np.uint8),
+        "test_labels": rng.integers(0, 10, 2000, dtype=np.uint8),
+    }
+    return {name: gzip.compress(idx_bytes(arrays[key]), 1, mtime=0) for key, name in MNIST_FILES.items()}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
+    root = tmp_path_factory.mktemp("chaos")
+    mirror = root / "mirror"
+    mirror.mkdir()
+    files = fetch_mirror_files()
+    for name, data in files.items():
+        (mirror / name).write_bytes(data)
+    folder = root / "reference"
+    folder.mkdir()
+    data = synthetic_arrays(600, 200, SEED)
+    (folder / "raw").mkdir()
+    for key, name in MNIST_FILES.items():
+        write_idx(folder / "raw" / name, data[key])
+    (folder / "digits").mkdir()
+    listing = []
+    for index in range(PREDICT_IMAGES):
+        path = f"digits/{index:04d}.png"
+        Image.fromarray(data["test_images"][index % len(data["test_images"])]).save(folder / path)
+        listing.append(path + "\n")
+    (folder / "digits.txt").write_text("".join(listing))
+    result = Reference(folder, mirror, write_fetch_table(root / "table.json", files))
+    for name in STAGES:
+        result.seconds[name], result.writing_s[name] = timed_reference_run(result, name)
+    return result
+
+
+def copy_inputs(reference: Reference, name: str, folder: Path) -> None:
+    folder.mkdir()
+    for item in STAGES[name].inputs:
+        source = reference.folder / item
+        if source.is_dir():
+            shutil.copytree(source, folder / item)
+        else:
+            shutil.copy2(source, folder / item)
+
+
+def check_folder(reference: Reference, name: str, folder: Path, complete: bool) -> list[Path]:
+    """Assert every artifact present is valid and matches the reference; return the temp
+    files left, all of them a dead writer's for one of the stage's artifacts."""
+    outputs = reference.outputs(name)
+    for output in outputs:
+        path = folder / output
+        if complete:
+            assert path.is_file(), f"{output} missing after a complete run"
+        if path.exists():
+            check_artifact(path)
+            assert same_as_reference(path, reference.folder / output, complete), f"{output} differs"
+    temps = temp_files(folder)
+    allowed = set(outputs) | set(STAGES[name].inputs) | {str(Path(o).parent) for o in outputs}
+    for path in folder.rglob("*"):
+        relative = str(path.relative_to(folder))
+        if path in temps:
+            match = TEMP_NAME.match(path.name)
+            assert str(path.parent.relative_to(folder) / match["target"]) in outputs, relative
+            assert not pid_alive(int(match["pid"])), f"{relative}: its writer still runs"
+        else:
+            top = relative.split("/")[0]
+            assert relative in allowed or top in STAGES[name].inputs, f"unexpected file {relative}"
+    return temps
+
+
+@dataclass
+class ChaosTally:
+    kills: int = 0
+    landed: int = 0
+    temps_left: int = 0
+    completions: int = 0
+
+
+def remove_outputs(reference: Reference, name: str, folder: Path) -> None:
+    for output in reference.outputs(name):
+        (folder / output).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Kill:
+    """When to kill: `delay_s` after the start, or, when `after_first_write`, after the run's
+    first new file appears (most of a short stage's run is start-up, which writes nothing).
+    `fresh`: the stage starts without its outputs; otherwise it overwrites the last run's."""
+
+    delay_s: float
+    after_first_write: bool
+    fresh: bool
+
+
+def kill_plan(name: str, seconds: float, writing_s: float) -> Iterator[Kill]:
+    rng = random.Random(f"{SEED}:{name}")
+    for number in range(KILLS):
+        after_first_write = number % 4 in (1, 2)
+        span_s = seconds - writing_s if after_first_write else seconds
+        yield Kill(rng.uniform(0, span_s), after_first_write, fresh=number % 2 == 0)
+
+
+def wait_for_first_write(process: subprocess.Popen, folder: Path, before: set[Path]) -> None:
+    while process.poll() is None and not set(folder.rglob("*")) - before:
+        time.sleep(0.001)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(STAGES))
+def test_killed_at_random_moments_leaves_old_or_new_never_broken(
+    reference: Reference, name: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder = tmp_path / "work"
+    copy_inputs(reference, name, folder)
+    inputs = file_digests([folder / item for item in STAGES[name].inputs])
+    tally = ChaosTally()
+    plan = kill_plan(name, reference.seconds[name], reference.writing_s[name])
+    for number, kill in enumerate(plan, 1):
+        if kill.fresh:
+            remove_outputs(reference, name, folder)
+        before = set(folder.rglob("*"))
+        process = start(reference, name, folder)
+        if kill.after_first_write:
+            wait_for_first_write(process, folder, before)
+        try:
+            process.wait(timeout=kill.delay_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            tally.landed += 1
+        process.stderr.close()
+        tally.kills += 1
+        tally.temps_left += len(check_folder(reference, name, folder, complete=False))
+        if number % COMPLETE_EVERY == 0 or number == KILLS:
+            run_to_completion(reference, name, folder)
+            assert check_folder(reference, name, folder, complete=True) == []
+            tally.completions += 1
+    assert file_digests([folder / item for item in STAGES[name].inputs]) == inputs
+    with capsys.disabled():
+        print(
+            f"\nchaos {name}: {tally.kills} kills ({tally.landed} mid-run; a run takes "
+            f"{reference.seconds[name]:.2f} s, writing from {reference.writing_s[name]:.2f} s): "
+            "0 bad files (all valid, old or new), "
+            f"{tally.temps_left} temp files of dead writers left and swept by the next run, "
+            f"{tally.completions} re-runs identical to an uninterrupted run",
+            file=sys.stderr,
+        )
+
+
+def interrupt_when(
+    process: subprocess.Popen,
+    ready,
+    signal_number: int,
+    timeout_s: float = 60,
+    settle_s: float = 0.0,
+    whole_group: bool = False,
+) -> None:
+    """Send the signal once `ready()` holds (and `settle_s` more seconds have passed), to the
+    process alone, or to its whole process group as a terminal's Ctrl-C does."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.monotonic() < deadline, "the command never reached the point to interrupt"
+        time.sleep(0.02)
+    time.sleep(settle_s)
+    if whole_group:
+        os.killpg(process.pid, signal_number)
+    else:
+        process.send_signal(signal_number)
+
+
+def assert_interrupted(process: subprocess.Popen, signal_number: int) -> list[str]:
+    _, stderr = process.communicate(timeout=60)
+    lines = stderr.decode().splitlines()
+    assert process.returncode == 128 + signal_number, stderr.decode()
+    assert INTERRUPTED_LINE.match(lines[-1]), lines
+    assert "Traceback" not in stderr.decode()
+    return lines
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    ("paths", "whole_group"),
+    [(3, False), (600, False), (600, True)],
+    ids=["in-process", "worker-pool", "worker-pool-whole-group"],
+)
+def test_predict_interrupted_while_writing_exits_with_one_line_and_no_temp(
+    large_digit_model: Path, tmp_path: Path, signal_number: int, paths: int, whole_group: bool
+) -> None:
+    """Predict reads paths from a stdin that stays open, holding its output's temp file."""
+    digit = tmp_path / "digit.png"
+    Image.fromarray(synthetic_arrays(1, 1)["test_images"][0]).save(digit)
+    output = tmp_path / "out" / "predictions.tsv"
+    output.parent.mkdir()
+    process = subprocess.Popen(
+        mnistkit_command("predict", large_digit_model, "-", "--output", output),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    process.stdin.write(f"{digit}\n".encode() * paths)
+    process.stdin.flush()
+    interrupt_when(
+        process, lambda: temp_files(output.parent), signal_number, settle_s=0.5, whole_group=whole_group
+    )
+    lines = assert_interrupted(process, signal_number)
+    assert lines == [lines[-1]]
+    assert list(output.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_fetch_interrupted_mid_download_exits_with_one_line_and_no_temp(
+    mirror_server: MirrorServer, tmp_path: Path, signal_number: int
+) -> None:
+    """The mirror sends headers, then stalls: fetch sits in a read with its temp file open."""
+    out_dir = tmp_path / "raw"
+    process = subprocess.Popen(
+        mnistkit_command(
+            "fetch", "--out", out_dir, "--no-default-mirrors", "--mirror", mirror_server.url("stall")
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={key: value for key, value in os.environ.items() if key != "MNISTKIT_MIRROR"},
+    )
+    interrupt_when(process, lambda: out_dir.is_dir() and temp_files(out_dir), signal_number)
+    lines = assert_interrupted(process, signal_number)
+    assert lines == [lines[-1]]
+    assert list(out_dir.iterdir()) == []
+    assert not mirror_server.stall_ended.is_set()
+
+
+@pytest.mark.slow
+def test_train_interrupted_after_an_epoch_keeps_that_epoch(tmp_path: Path, synthetic_npz: Path) -> None:
+    """Ctrl-C during training saves the last complete epoch (a valid checkpoint), then exits 130."""
+    checkpoint, history = tmp_path / "model.safetensors", tmp_path / "history.jsonl"
+    process = subprocess.Popen(
+        mnistkit_command(
+            "train",
+            synthetic_npz,
+            "-o",
+            checkpoint,
+            "--history",
+            history,
+            "--hidden",
+            "16",
+            "--epochs",
+            "400",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    interrupt_when(process, history.exists, signal.SIGINT, timeout_s=120)
+    lines = assert_interrupted(process, signal.SIGINT)
+    assert any(line.startswith("interrupted: saved the checkpoint of epoch") for line in lines)
+    check_artifact(checkpoint)
+    check_artifact(history)
+    epochs = load_checkpoint(checkpoint).metadata["metrics"]["epochs"]
+    assert 1 <= epochs < 400 and len(history.read_text().splitlines()) == epochs
+    assert temp_files(tmp_path) == []

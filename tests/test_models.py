@@ -1,0 +1,135 @@
+"""The JAX models against their numpy twins, finite differences, and the seed trainer's init."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mnistkit import inference, models
+from mnistkit.checkpoint import load_checkpoint, save_checkpoint
+
+ARCHITECTURES = {
+    "logreg": {"model": "logreg", "num_classes": 10},
+    "mlp": {"model": "mlp", "hidden": [64], "activation": "relu", "num_classes": 10},
+    "mlp-tanh-deep": {"model": "mlp", "hidden": [32, 16], "activation": "tanh", "num_classes": 10},
+    "bottleneck": {"model": "mlp", "hidden": [100, 100, 2], "activation": "relu", "num_classes": 2},
+    "cnn": {
+        "model": "cnn",
+        "channels": [4, 8],
+        "kernel_size": 5,
+        "hidden": [16],
+        "activation": "relu",
+        "num_classes": 10,
+    },
+}
+
+STANDARD = {"kind": "standard", "mean": 0.13, "std": 0.31}
+NORMALIZATIONS = {
+    "logreg": STANDARD,
+    "mlp": {"kind": "unit"},
+    "mlp-tanh-deep": STANDARD,
+    "bottleneck": {"kind": "unit"},
+    "cnn": STANDARD,
+}
+
+
+def _random_params(architecture: dict, seed: int = 0) -> dict[str, np.ndarray]:
+    """He-normal kernels and non-zero biases, drawn with numpy (jax's threefry is slow to compile)."""
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, shape in inference.param_shapes(architecture).items():
+        scale = np.sqrt(2.0 / np.prod(shape[:-1])) if name.endswith(".kernel") else 0.1
+        params[name] = (scale * rng.standard_normal(shape)).astype(np.float32)
+    return params
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_numpy_inference_matches_jax(name: str, synthetic_data) -> None:
+    architecture = ARCHITECTURES[name]
+    initialized = jax.eval_shape(lambda key: models.init(key, architecture), jax.random.PRNGKey(0))
+    assert {k: v.shape for k, v in initialized.items()} == inference.param_shapes(architecture)
+    assert all(v.dtype == jnp.float32 for v in initialized.values())
+    params = _random_params(architecture)
+    normalization = NORMALIZATIONS[name]
+    images = synthetic_data["test_images"][:64]
+    x = inference.normalize(images, normalization)
+    apply = jax.jit(lambda p, inputs: jax.nn.softmax(models.apply(p, architecture, inputs)))
+    jax_probabilities = np.asarray(apply(params, jnp.asarray(x)))
+    numpy_probabilities = inference.predict_probabilities(
+        params, architecture, normalization, images, batch_size=24
+    )
+    assert numpy_probabilities.shape == (64, architecture["num_classes"])
+    np.testing.assert_allclose(numpy_probabilities, jax_probabilities, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_gradients_match_finite_differences(name: str, synthetic_data) -> None:
+    """Directional derivatives of the loss in float64, along a random direction per tensor."""
+    architecture = ARCHITECTURES[name]
+    if architecture["model"] == "cnn":  # the same code with 3x3 kernels compiles much faster
+        architecture = {**architecture, "kernel_size": 3}
+    images = inference.normalize(synthetic_data["train_images"][:4], {"kind": "unit"})
+    labels = synthetic_data["train_labels"][:4] % architecture["num_classes"]
+    with jax.enable_x64(True):
+        params = {k: jnp.asarray(v, jnp.float64) for k, v in _random_params(architecture).items()}
+        x = jnp.asarray(images, jnp.float64)
+        y = jnp.asarray(labels, jnp.int32)
+
+        def loss(p):
+            log_probs = jax.nn.log_softmax(models.apply(p, architecture, x))
+            return -jnp.mean(jnp.take_along_axis(log_probs, y[:, None], axis=1))
+
+        @jax.jit
+        def central_difference(p, direction, eps):
+            plus = loss(jax.tree.map(lambda a, d: a + eps * d, p, direction))
+            minus = loss(jax.tree.map(lambda a, d: a - eps * d, p, direction))
+            return (plus - minus) / (2 * eps)
+
+        grads = jax.jit(jax.grad(loss))(params)
+        rng = np.random.default_rng(0)
+        zeros = {k: np.zeros(v.shape) for k, v in params.items()}
+        for tensor in params:
+            direction = {**zeros, tensor: rng.standard_normal(params[tensor].shape)}
+            numeric = float(central_difference(params, direction, 1e-6))
+            analytic = float(np.sum(np.asarray(grads[tensor]) * direction[tensor]))
+            assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-8), tensor
+
+
+def test_init_draws_what_the_seed_trainer_draws() -> None:
+    """784-128-10 from PRNGKey(0): the seed's `random.split(key)` then He-normal per layer."""
+    architecture = {"model": "mlp", "hidden": [128], "activation": "relu", "num_classes": 10}
+    params = models.init(jax.random.PRNGKey(0), architecture)
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    np.testing.assert_array_equal(
+        params["dense_0.kernel"], jax.random.normal(k1, (784, 128)) * jnp.sqrt(2.0 / 784)
+    )
+    np.testing.assert_array_equal(
+        params["dense_1.kernel"], jax.random.normal(k2, (128, 10)) * jnp.sqrt(2.0 / 128)
+    )
+    assert not np.any(params["dense_0.bias"]) and not np.any(params["dense_1.bias"])
+
+
+def test_cnn_checkpoint_round_trips_and_predicts_the_same(tmp_path, synthetic_data) -> None:
+    architecture = ARCHITECTURES["cnn"]
+    params = _random_params(architecture)
+    metadata = {"architecture": architecture, "normalization": {"kind": "unit"}, "classes": list(range(10))}
+    path = tmp_path / "cnn.safetensors"
+    save_checkpoint(path, params, metadata)
+    checkpoint = load_checkpoint(path)
+    images = synthetic_data["test_images"][:10]
+    expected = inference.predict_probabilities(params, architecture, {"kind": "unit"}, images)
+    np.testing.assert_array_equal(checkpoint.predict_probabilities(images), expected)
+
+
+@pytest.mark.parametrize(
+    "architecture",
+    [
+        {"model": "cnn", "channels": [], "kernel_size": 5, "hidden": [], "num_classes": 10},
+        {"model": "cnn", "channels": [16, 32, 64], "kernel_size": 5, "hidden": [], "num_classes": 10},
+    ],
+)
+def test_impossible_cnn_architectures_are_refused(architecture: dict) -> None:
+    with pytest.raises(inference.MnistkitError):
+        inference.param_shapes(architecture)

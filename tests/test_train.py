@@ -1,0 +1,399 @@
+"""The trainer on small synthetic data: learning, checkpoints, determinism, resume, subsets, bad input."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mnistkit import train as training
+from mnistkit.arrays import file_sha256
+from mnistkit.checkpoint import load_checkpoint
+from mnistkit.cli import cli
+from mnistkit.config import TrainConfig
+from mnistkit.errors import MnistkitError
+
+SMALL_MLP = ["--hidden", "32", "--lr", "3e-3"]
+HISTORY_KEYS = {
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "seconds",
+}
+
+
+def run_train(*args: str | Path):
+    return CliRunner().invoke(cli, ["train", *map(str, args)])
+
+
+@pytest.mark.parametrize(
+    ("options", "minimum_accuracy"),
+    [
+        ({"model": "logreg", "epochs": 10, "lr": 1e-2}, 0.6),
+        ({"model": "mlp", "hidden": (64,), "epochs": 10, "lr": 3e-3}, 0.7),
+        ({"model": "cnn", "hidden": (32,), "epochs": 6, "lr": 3e-3, "batch_size": 32}, 0.7),
+    ],
+    ids=["logreg", "mlp", "cnn"],
+)
+def test_each_model_learns_a_small_synthetic_problem(
+    tmp_path: Path, synthetic_data, options: dict, minimum_accuracy: float
+) -> None:
+    config = training.config_from_options(None, options)
+    messages: list[str] = []
+    result = training.train(synthetic_data, config, tmp_path / "model.safetensors", log=messages.append)
+    metrics = result.metadata["metrics"]
+    assert metrics["test_accuracy"] >= minimum_accuracy, messages
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    checkpoint = load_checkpoint(tmp_path / "model.safetensors")
+    probabilities = checkpoint.predict_probabilities(synthetic_data["test_images"])
+    numpy_accuracy = float(np.mean(probabilities.argmax(axis=1) == synthetic_data["test_labels"]))
+    assert numpy_accuracy == pytest.approx(metrics["test_accuracy"], abs=0.01)
+
+
+def test_train_command_writes_a_self_describing_checkpoint_and_history(
+    tmp_path: Path, synthetic_npz: Path
+) -> None:
+    output, history = tmp_path / "model.safetensors", tmp_path / "history.jsonl"
+    result = run_train(
+        synthetic_npz, "-o", output, "--history", history, "--epochs", "3", "--val-size", "100", *SMALL_MLP
+    )
+    assert result.exit_code == 0, result.output
+    epoch_lines = [line for line in result.stderr.splitlines() if line.startswith("epoch")]
+    assert len(epoch_lines) == 3 and "val acc" in epoch_lines[0] and "train loss" in epoch_lines[0]
+    assert "test accuracy" in result.stderr and result.stdout == ""
+
+    checkpoint = load_checkpoint(output)
+    metadata = checkpoint.metadata
+    assert metadata["architecture"] == {
+        "model": "mlp",
+        "hidden": [32],
+        "activation": "relu",
+        "num_classes": 10,
+    }
+    assert metadata["normalization"] == {"kind": "unit"}
+    assert metadata["classes"] == list(range(10))
+    assert TrainConfig.from_dict(metadata["config"]).epochs == 3
+    assert metadata["data_sha256"] == file_sha256(synthetic_npz)
+    assert set(metadata["metrics"]) >= {"test_accuracy", "test_loss", "val_accuracy", "train_loss", "epochs"}
+    assert metadata["metrics"]["epochs"] == 3
+    assert any(
+        name.endswith("mu.dense_0.kernel") for name in checkpoint.optimizer_state
+    )  # adam's first moment
+
+    records = [json.loads(line) for line in history.read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert all(set(r) == HISTORY_KEYS for r in records)
+    assert all(r["test_accuracy"] is None and 0 <= r["val_accuracy"] <= 1 for r in records)
+    assert records[-1]["train_loss"] == metadata["metrics"]["train_loss"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        [
+            "--model",
+            "mlp",
+            "--hidden",
+            "32",
+            "--augment",
+            "shift",
+            "--normalize",
+            "standard",
+            "--val-size",
+            "50",
+        ],
+        pytest.param(
+            ["--model", "cnn", "--hidden", "16", "--augment", "shift", "--epochs", "1"],
+            marks=pytest.mark.slow,
+        ),
+    ],
+    ids=["mlp", "cnn"],
+)
+def test_same_command_writes_the_same_bytes_in_two_processes(
+    tmp_path: Path, synthetic_npz: Path, options: list[str]
+) -> None:
+    outputs = [tmp_path / "first.safetensors", tmp_path / "second.safetensors"]
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mnistkit",
+                "train",
+                str(synthetic_npz),
+                "-o",
+                str(out),
+                "--epochs",
+                "2",
+                *options,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for out in outputs
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr.decode()
+    assert outputs[0].read_bytes() == outputs[1].read_bytes()
+
+
+def test_resume_after_an_interrupt_equals_training_in_one_go(
+    tmp_path: Path, synthetic_npz: Path, synthetic_data
+) -> None:
+    options = [
+        "--epochs",
+        "3",
+        "--schedule",
+        "cosine",
+        "--optimizer",
+        "adamw",
+        "--weight-decay",
+        "1e-3",
+        *SMALL_MLP,
+    ]
+    one_go = tmp_path / "one-go.safetensors"
+    assert run_train(synthetic_npz, "-o", one_go, *options).exit_code == 0
+
+    config = training.config_from_options(
+        None,
+        {
+            "epochs": 3,
+            "schedule": "cosine",
+            "optimizer": "adamw",
+            "weight_decay": 1e-3,
+            "hidden": (32,),
+            "lr": 3e-3,
+        },
+    )
+    resumed = tmp_path / "resumed.safetensors"
+    messages: list[str] = []
+
+    def interrupt_after_first_epoch(message: str) -> None:
+        messages.append(message)
+        if message.startswith("epoch"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        training.train(
+            synthetic_data,
+            config,
+            resumed,
+            data_sha256=file_sha256(synthetic_npz),
+            log=interrupt_after_first_epoch,
+        )
+    assert "saved the checkpoint of epoch 1 of 3" in messages[-1]
+    assert load_checkpoint(resumed).metadata["metrics"]["epochs"] == 1
+
+    history = tmp_path / "history.jsonl"
+    result = run_train(synthetic_npz, "-o", resumed, "--resume", resumed, "--history", history)
+    assert result.exit_code == 0, result.output
+    assert "resuming from 1 completed epochs of 3" in result.stderr
+    assert resumed.read_bytes() == one_go.read_bytes()
+    assert [json.loads(line)["epoch"] for line in history.read_text().splitlines()] == [1, 2, 3]
+
+
+def test_resume_can_extend_a_constant_schedule(tmp_path: Path, synthetic_npz: Path) -> None:
+    one_go, resumed = tmp_path / "one-go.safetensors", tmp_path / "resumed.safetensors"
+    options = ["--schedule", "constant", *SMALL_MLP]
+    assert run_train(synthetic_npz, "-o", one_go, "--epochs", "3", *options).exit_code == 0
+    assert run_train(synthetic_npz, "-o", resumed, "--epochs", "2", *options).exit_code == 0
+    result = run_train(synthetic_npz, "-o", resumed, "--resume", resumed, "--epochs", "3")
+    assert result.exit_code == 0, result.output
+    assert resumed.read_bytes() == one_go.read_bytes()
+
+
+def test_interrupt_before_the_first_epoch_writes_nothing(tmp_path: Path, synthetic_data, monkeypatch) -> None:
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "epoch_batches", interrupted)
+    messages: list[str] = []
+    output = tmp_path / "model.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        training.train(synthetic_data, TrainConfig(hidden=(8,)), output, log=messages.append)
+    assert messages == ["interrupted before the first epoch completed: no checkpoint written"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_digit_subset_maps_outputs_back_to_digits(
+    tmp_path: Path, synthetic_npz: Path, synthetic_data
+) -> None:
+    output = tmp_path / "8v3.safetensors"
+    result = run_train(
+        synthetic_npz, "-o", output, "--digits", "8,3", "--epochs", "15", "--batch-size", "16", *SMALL_MLP
+    )
+    assert result.exit_code == 0, result.output
+    checkpoint = load_checkpoint(output)
+    assert checkpoint.classes == [8, 3]
+    assert checkpoint.architecture["num_classes"] == 2
+    labels = synthetic_data["test_labels"]
+    keep = np.isin(labels, [3, 8])
+    probabilities = checkpoint.predict_probabilities(synthetic_data["test_images"][keep])
+    predicted_digits = np.array(checkpoint.classes)[probabilities.argmax(axis=1)]
+    accuracy = np.mean(predicted_digits == labels[keep])
+    assert accuracy >= 0.75 and set(predicted_digits.tolist()) == {3, 8}
+    assert checkpoint.metadata["metrics"]["test_accuracy"] == pytest.approx(accuracy, abs=0.03)
+
+
+def test_bottleneck_mlp_trains(tmp_path: Path, synthetic_npz: Path) -> None:
+    output = tmp_path / "bottleneck.safetensors"
+    result = run_train(synthetic_npz, "-o", output, "--hidden", "100,100,2", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    params = load_checkpoint(output).params
+    assert params["dense_2.kernel"].shape == (100, 2) and params["dense_3.kernel"].shape == (2, 10)
+
+
+def _npz(tmp_path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+BAD_ARRAYS = {
+    "missing key": (lambda a: {k: v for k, v in a.items() if k != "train_labels"}, "train_labels"),
+    "wrong dtype": (lambda a: {**a, "train_images": a["train_images"].astype(np.float32)}, "dtype"),
+    "wrong shape": (lambda a: {**a, "test_images": a["test_images"][:, :27]}, "shape"),
+    "label above 9": (
+        lambda a: {**a, "train_labels": np.where(a["train_labels"] == 0, 12, a["train_labels"])},
+        "12",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_ARRAYS)
+def test_bad_npz_is_one_line_and_no_checkpoint(tmp_path: Path, synthetic_data, case: str) -> None:
+    corrupt, expected = BAD_ARRAYS[case]
+    path = _npz(tmp_path, corrupt({k: v.astype(v.dtype) for k, v in synthetic_data.items()}).copy())
+    output = tmp_path / "model.safetensors"
+    result = run_train(path, "-o", output, "--hidden", "8")
+    assert result.exit_code == 1
+    assert (
+        result.output.count("\n") == 1 and result.output.startswith("Error: ") and expected in result.output
+    )
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["--digits", "3,11"], "--digits"),
+        (["--digits", "3"], "two or more"),
+        (["--digits", "3,x"], "--digits"),
+        (["--hidden", "32,0"], "--hidden"),
+        (["--preset", "huge"], "--preset"),
+        (["--val-size", "600"], "--val-size"),
+        (["--digits", "3,8", "--resume", "whatever.safetensors"], "--resume"),
+    ],
+)
+def test_bad_options_are_one_line_and_no_checkpoint(
+    tmp_path: Path, synthetic_npz: Path, options: list[str], expected: str
+) -> None:
+    output = tmp_path / "model.safetensors"
+    result = run_train(synthetic_npz, "-o", output, *options)
+    assert result.exit_code == 1, result.output
+    assert (
+        result.output.count("\n") == 1 and result.output.startswith("Error: ") and expected in result.output
+    )
+    assert not output.exists()
+
+
+def test_digit_absent_from_the_data_is_an_error(tmp_path: Path, synthetic_data) -> None:
+    arrays = dict(synthetic_data)
+    keep = arrays["train_labels"] != 7
+    arrays["train_images"], arrays["train_labels"] = (
+        arrays["train_images"][keep],
+        arrays["train_labels"][keep],
+    )
+    with pytest.raises(MnistkitError, match="no training images of digit 7"):
+        training.train(arrays, TrainConfig(digits=(3, 7)), tmp_path / "model.safetensors")
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_nan_loss_stops_training_without_a_checkpoint(tmp_path: Path, synthetic_npz: Path) -> None:
+    output, history = tmp_path / "model.safetensors", tmp_path / "history.jsonl"
+    result = run_train(
+        synthetic_npz,
+        "-o",
+        output,
+        "--history",
+        history,
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "1e30",
+        "--hidden",
+        "32",
+    )
+    assert result.exit_code == 1
+    assert "NaN" in result.output and "lower --lr" in result.output
+    assert not output.exists() and not history.exists()
+
+
+def test_last_partial_batch_is_trained_and_padding_is_weightless() -> None:
+    import jax
+
+    indices, weights = training.epoch_batches(jax.random.PRNGKey(0), 300, 128, chunks=2)
+    assert indices.shape == weights.shape == (2, 2, 128)
+    per_batch = weights.reshape(4, 128).sum(axis=1)
+    assert per_batch.tolist() == [128, 128, 44, 0]
+    real = indices.reshape(-1)[weights.reshape(-1) > 0]
+    assert sorted(real.tolist()) == list(range(300))
+    np.testing.assert_array_equal(real, np.asarray(jax.random.permutation(jax.random.PRNGKey(0), 300)))
+
+
+def test_presets_fill_what_the_options_leave_out() -> None:
+    seed = training.config_from_options("seed", {})
+    assert (seed.model, seed.hidden, seed.optimizer, seed.lr, seed.batch_size, seed.epochs) == (
+        "mlp",
+        (128,),
+        "sgd",
+        0.1,
+        128,
+        5,
+    )
+    assert training.config_from_options("seed", {"epochs": 2}).epochs == 2
+    assert training.config_from_options(None, {"model": "cnn"}).model == "cnn"
+    assert training.config_from_options(None, {}) == training.config_from_options("mlp", {})
+
+
+@pytest.mark.slow
+def test_sigint_keeps_the_last_complete_epoch(tmp_path: Path, synthetic_npz: Path) -> None:
+    """A real Ctrl-C to `mnistkit train`: exit 130, and the checkpoint of a complete epoch."""
+    output = tmp_path / "model.safetensors"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mnistkit",
+            "train",
+            str(synthetic_npz),
+            "-o",
+            str(output),
+            "--epochs",
+            "100000",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        if line.startswith("epoch"):
+            break
+    process.send_signal(signal.SIGINT)
+    remaining = process.stderr.read()
+    assert process.wait(timeout=120) == 130, remaining
+    assert "saved the checkpoint of epoch" in remaining
+    checkpoint = load_checkpoint(output)
+    assert 1 <= checkpoint.metadata["metrics"]["epochs"] == len(checkpoint.metadata["history"])
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
