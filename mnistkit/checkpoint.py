@@ -79,9 +79,10 @@ def save_checkpoint(
     }
     _check_metadata(Path(path), full_metadata)
     _check_params(Path(path), params, full_metadata)
-    tensors = {name: np.ascontiguousarray(value) for name, value in params.items()}
+    # reshape: ascontiguousarray turns 0-d arrays (optimizer step counts) into shape (1,).
+    tensors = {name: np.ascontiguousarray(value).reshape(np.shape(value)) for name, value in params.items()}
     for name, value in (optimizer_state or {}).items():
-        tensors[OPTIMIZER_PREFIX + name] = np.ascontiguousarray(value)
+        tensors[OPTIMIZER_PREFIX + name] = np.ascontiguousarray(value).reshape(np.shape(value))
     data = save_safetensors(tensors, metadata={METADATA_KEY: canonical_json(full_metadata)})
     write_bytes_atomic(path, data)
 

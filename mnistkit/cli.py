@@ -675,5 +675,5 @@ def main() -> None:
         cli(prog_name="mnistkit")
     except Interrupted as stop:
         name = signal.Signals(stop.signal_number).name
-        click.echo(f"mnistkit: interrupted by {name}; no partial output was kept", err=True)
+        click.echo(f"mnistkit: interrupted by {name}", err=True)
         sys.exit(stop.exit_code)
