@@ -8,11 +8,13 @@ MNISTKIT := $(BIN)/mnistkit
 INSTALLED := $(VENV)/.installed
 
 # Training hyperparameters; changing one retrains (make all EPOCHS=10, make all MODEL=cnn).
+# VAL_SIZE training images are held out for the validation curve (VAL_SIZE=0 trains on all).
 MODEL ?= mlp
 EPOCHS ?=
 SEED ?= 0
+VAL_SIZE ?= 5000
 TRAIN_ARGS ?=
-train_args := --model $(MODEL) --seed $(SEED) $(if $(EPOCHS),--epochs $(EPOCHS)) $(TRAIN_ARGS)
+train_args := --model $(MODEL) --seed $(SEED) --val-size $(VAL_SIZE) $(if $(EPOCHS),--epochs $(EPOCHS)) $(TRAIN_ARGS)
 
 RAW := data/raw/train-images-idx3-ubyte.gz data/raw/train-labels-idx1-ubyte.gz \
        data/raw/t10k-images-idx3-ubyte.gz data/raw/t10k-labels-idx1-ubyte.gz
@@ -58,8 +60,8 @@ reports/metrics.json: $(CKPT) $(NPZ) | $(INSTALLED) ## evaluate on the test set
 	$(MNISTKIT) eval $(CKPT) $(NPZ) --json $@
 
 reports/samples.png: $(NPZ) $(CKPT) | $(INSTALLED) ## a grid of test digits with predictions
-	@mkdir -p reports/samples
-	$(MNISTKIT) render-samples $(NPZ) -o $@ --model $(CKPT) --export-dir reports/samples
+	@rm -rf reports/samples && mkdir -p reports/samples
+	$(MNISTKIT) render-samples $(NPZ) -o $@ --model $(CKPT) --export-dir reports/samples > /dev/null
 
 reports/mistakes.png: $(NPZ) $(CKPT) | $(INSTALLED) ## the model's most confident mistakes
 	@mkdir -p reports
