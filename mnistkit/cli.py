@@ -24,7 +24,7 @@ from mnistkit.config import (
     parse_int_list,
 )
 from mnistkit.errors import Interrupted, MnistkitError
-from mnistkit.fetch import DEFAULT_TIMEOUT_S, MIRROR_ENV, fetch, mirror_list
+from mnistkit.mirrors import DEFAULT_TIMEOUT_S, MIRROR_ENV, mirror_list
 
 
 class MnistkitGroup(click.Group):
@@ -114,6 +114,8 @@ def fetch_command(
       mnistkit fetch --mirror file:///srv/mnist --no-default-mirrors
       MNISTKIT_MIRROR=../shared/mnist mnistkit fetch --timeout 10
     """
+    from mnistkit.fetch import fetch
+
     mirror_urls = mirror_list(mirrors, os.environ.get(MIRROR_ENV), use_defaults=not no_default_mirrors)
     on_tty = sys.stderr.isatty()
     paths = fetch(

@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import http.client
 import os
-import re
 import socket
 import ssl
 import sys
@@ -30,6 +29,7 @@ from mnistkit import __version__
 from mnistkit.atomic import atomic_write
 from mnistkit.errors import MnistkitError
 from mnistkit.gunzip import GZIP_MAGIC, CorruptGzip, GunzipStream
+from mnistkit.mirrors import DEFAULT_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -82,14 +82,6 @@ MNIST_EXPECTED = (
     ),
 )
 
-DEFAULT_MIRRORS = (
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "https://storage.googleapis.com/cvdf-datasets/mnist/",
-    "https://raw.githubusercontent.com/fgnt/mnist/master/",
-    "http://yann.lecun.com/exdb/mnist/",
-)
-MIRROR_ENV = "MNISTKIT_MIRROR"
-DEFAULT_TIMEOUT_S = 30.0
 RETRY_DELAY_S = 0.25
 _CHUNK_BYTES = 64 << 10
 _REDIRECT_SCHEMES = ("http", "https")
@@ -108,16 +100,6 @@ class _MirrorFailure(Exception):
 
 def _log_to_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def mirror_list(option_mirrors: Sequence[str], env_value: str | None, use_defaults: bool = True) -> list[str]:
-    """The mirrors in the order fetch tries them: options, then the variable, then defaults.
-
-    The variable holds one or more mirrors separated by spaces or commas.
-    """
-    env_mirrors = [mirror for mirror in re.split(r"[\s,]+", env_value or "") if mirror]
-    defaults = DEFAULT_MIRRORS if use_defaults else ()
-    return list(dict.fromkeys([*option_mirrors, *env_mirrors, *defaults]))
 
 
 def check_mirror(mirror: str) -> None:

@@ -12,7 +12,8 @@ from conftest import REAL_MNIST_DIR, MirrorServer, fetch_table, requires_real_mn
 
 from mnistkit.cli import cli
 from mnistkit.errors import MnistkitError
-from mnistkit.fetch import DEFAULT_MIRRORS, MNIST_EXPECTED, fetch, file_problem, mirror_list
+from mnistkit.fetch import MNIST_EXPECTED, fetch, file_problem
+from mnistkit.mirrors import DEFAULT_MIRRORS, mirror_list
 
 NAMES = sorted(
     [
