@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,16 @@ import numpy as np
 
 from mnistkit.checkpoint import Checkpoint
 from mnistkit.errors import MnistkitError
-from mnistkit.inference import forward, normalize
+from mnistkit.inference import (
+    average_log_probabilities,
+    ensemble_size,
+    forward,
+    log_softmax,
+    member_log_probabilities,
+    normalize,
+)
 from mnistkit.predict import load_digits
+from mnistkit.textfile import read_text
 
 BATCH_SIZE = 1000
 TOP_CONFUSIONS = 10
@@ -34,17 +42,28 @@ class Evaluation:
     confusion_matrix: np.ndarray
     loss_sum: float = 0.0
     skipped: int = 0
+    members: list[Evaluation] = field(default_factory=list)  # an ensemble's members, one by one
     _class_index: dict[int, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._class_index = {digit: index for index, digit in enumerate(self.classes)}
 
     @classmethod
-    def empty(cls, classes: list[int]) -> Evaluation:
-        return cls(list(classes), np.zeros((len(classes), len(classes)), np.int64))
+    def empty(cls, classes: list[int], members: int = 0) -> Evaluation:
+        evaluation = cls(list(classes), np.zeros((len(classes), len(classes)), np.int64))
+        evaluation.members = [cls.empty(classes) for _ in range(members)]
+        return evaluation
 
-    def add(self, log_probabilities: np.ndarray, digits: np.ndarray) -> None:
-        """Count one batch: model log-probabilities (N, classes) and the true digits (N,)."""
+    def add(
+        self,
+        log_probabilities: np.ndarray,
+        digits: np.ndarray,
+        member_log_probabilities: Sequence[np.ndarray] = (),
+    ) -> None:
+        """Count one batch: model log-probabilities (N, classes) and the true digits (N,),
+        and for an ensemble each member's log-probabilities."""
+        for member, member_log_probs in zip(self.members, member_log_probabilities, strict=True):
+            member.add(member_log_probs, digits)
         known = np.isin(digits, self.classes)
         self.skipped += int((~known).sum())
         log_probabilities = log_probabilities[known]
@@ -99,6 +118,7 @@ class Evaluation:
         ]
 
     def to_json(self, split: str, checkpoint: str, data: str) -> dict[str, Any]:
+        members = {"members": self.member_summaries()} if self.members else {}
         return {
             "split": split,
             "count": self.count,
@@ -110,26 +130,40 @@ class Evaluation:
             "top_confusions": self.top_confusions(),
             "checkpoint": checkpoint,
             "data": data,
+            **members,
         }
 
+    def member_summaries(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "member": index,
+                "count": member.count,
+                "accuracy": member.accuracy,
+                "mean_loss": member.mean_loss,
+            }
+            for index, member in enumerate(self.members)
+        ]
 
-def log_probabilities(checkpoint: Checkpoint, images: np.ndarray) -> np.ndarray:
-    """Log-softmax of the logits, computed from the logits so a confident miss costs a
-    finite loss instead of log(0)."""
-    logits = forward(checkpoint.params, checkpoint.architecture, normalize(images, checkpoint.normalization))
-    logits = logits.astype(np.float64)
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+def log_probabilities(checkpoint: Checkpoint, images: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The model's log-probabilities, and for an ensemble each member's (the model's are
+    then the log of their mean probability)."""
+    inputs = normalize(images, checkpoint.normalization)
+    if not ensemble_size(checkpoint.architecture):
+        return log_softmax(forward(checkpoint.params, checkpoint.architecture, inputs)), []
+    members = member_log_probabilities(checkpoint.params, checkpoint.architecture, inputs)
+    return average_log_probabilities(members), members
 
 
 def evaluate_arrays(
     checkpoint: Checkpoint, images: np.ndarray, digits: np.ndarray, batch_size: int = BATCH_SIZE
 ) -> Evaluation:
     """Evaluate on uint8 images (N, 28, 28) and their digits (N,), batch by batch."""
-    evaluation = Evaluation.empty(checkpoint.classes)
+    evaluation = Evaluation.empty(checkpoint.classes, ensemble_size(checkpoint.architecture))
     for start in range(0, len(images), batch_size):
         batch = slice(start, start + batch_size)
-        evaluation.add(log_probabilities(checkpoint, images[batch]), digits[batch])
+        combined, members = log_probabilities(checkpoint, images[batch])
+        evaluation.add(combined, digits[batch], members)
     return evaluation
 
 
@@ -142,7 +176,7 @@ def evaluate_images(
 ) -> Evaluation:
     """Evaluate on image files with known digits, preprocessed as predict does; each
     unreadable image is passed to `on_error` as `path: reason` and left out."""
-    evaluation = Evaluation.empty(checkpoint.classes)
+    evaluation = Evaluation.empty(checkpoint.classes, ensemble_size(checkpoint.architecture))
     digit_of: dict[int, int] = {}
 
     def paths() -> Iterator[str]:
@@ -162,7 +196,8 @@ def evaluate_images(
             images.append(loaded.image)
             digits.append(digit)
         if images:
-            evaluation.add(log_probabilities(checkpoint, np.stack(images)), np.array(digits))
+            combined, members = log_probabilities(checkpoint, np.stack(images))
+            evaluation.add(combined, np.array(digits), members)
     return evaluation
 
 
@@ -177,16 +212,7 @@ def read_labels(
     """
     labels_path = Path(labels_path)
     base = Path(images_dir) if images_dir is not None else labels_path.parent
-    try:
-        text = labels_path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise MnistkitError(f"{labels_path}: no such labels file") from None
-    except IsADirectoryError:
-        raise MnistkitError(f"{labels_path}: is a directory, expected a labels file") from None
-    except UnicodeDecodeError:
-        raise MnistkitError(f"{labels_path}: labels file is not UTF-8 text") from None
-    except OSError as error:
-        raise MnistkitError(f"{labels_path}: cannot read labels file: {error.strerror}") from None
+    text, _ = read_text(labels_path, "labels")
     labelled = []
     lines = [
         (number, line)
@@ -216,9 +242,15 @@ def format_table(evaluation: Evaluation, checkpoint: str, data: str) -> str:
         _fit(f"data        {data}"),
         f"accuracy {evaluation.accuracy:.2%}  mean loss {evaluation.mean_loss:.4f}  "
         f"images {evaluation.count}",
-        "",
-        "digit  precision  recall      f1  support",
     ]
+    if evaluation.members:
+        lines += ["", f"ensemble of {len(evaluation.members)}: the line above averages their probabilities"]
+        lines += ["member  accuracy  mean loss"]
+        lines += [
+            f"{row['member']:>6}  {row['accuracy']:>8.2%}  {row['mean_loss']:>9.4f}"
+            for row in evaluation.member_summaries()
+        ]
+    lines += ["", "digit  precision  recall      f1  support"]
     for row in evaluation.per_class():
         lines.append(
             f"{row['digit']:>5}  {row['precision']:>9.4f}  {row['recall']:>6.4f}  {row['f1']:>6.4f}"

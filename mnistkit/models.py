@@ -138,7 +138,8 @@ def conv2d_valid_chwn(x: jax.Array, kernel: jax.Array) -> jax.Array:
         [x[:, i : i + height, j : j + width, :] for i, j in itertools.product(range(size), range(size))]
     )
     matrix = kernel.reshape(-1, kernel.shape[-1]).T
-    return (matrix @ patches.reshape(matrix.shape[1], -1)).reshape(kernel.shape[-1], height, width, x.shape[-1])
+    output = matrix @ patches.reshape(matrix.shape[1], -1)
+    return output.reshape(kernel.shape[-1], height, width, x.shape[-1])
 
 
 def max_pool_2x2_chwn(x: jax.Array) -> jax.Array:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -336,22 +335,6 @@ def confusion_from_model(
     model_digits_mask(checkpoint, labels, model_name, data_name)
     evaluation = evaluate_arrays(checkpoint, images, labels)
     return Confusion(evaluation.classes, evaluation.confusion_matrix, split)
-
-
-def read_text(path: str | os.PathLike[str], what: str) -> tuple[str, str]:
-    """The text of `path` (`-` reads stdin) and a name for messages."""
-    if str(path) == "-":
-        return sys.stdin.read(), "<stdin>"
-    try:
-        return Path(path).read_text(encoding="utf-8"), str(path)
-    except FileNotFoundError:
-        raise MnistkitError(f"{path}: no such {what} file") from None
-    except IsADirectoryError:
-        raise MnistkitError(f"{path}: is a directory, expected a {what} file") from None
-    except UnicodeDecodeError:
-        raise MnistkitError(f"{path}: not a {what} file (not UTF-8 text)") from None
-    except OSError as error:
-        raise MnistkitError(f"{path}: cannot read: {error.strerror}") from None
 
 
 def parse_confusion(text: str, source: str) -> Confusion:

@@ -124,14 +124,6 @@ def temp_files(folder: Path) -> list[Path]:
     """Every atomic_write temp file under `folder`."""
     return sorted(path for path in folder.rglob("*") if TEMP_NAME.match(path.name))
 
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 

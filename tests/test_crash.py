@@ -37,13 +37,13 @@ from faults import (
     check_artifact,
     file_digests,
     mnistkit_command,
-    pid_alive,
     same_as_reference,
     temp_files,
     write_fetch_table,
 )
 from PIL import Image
 
+from mnistkit.atomic import pid_alive
 from mnistkit.checkpoint import load_checkpoint
 from mnistkit.idx import MNIST_FILES
 

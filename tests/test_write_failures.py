@@ -74,7 +74,7 @@ BATCH = f"""
 import json, os, resource, signal, sys
 from click.testing import CliRunner
 from mnistkit.cli import cli
-import encodings.cp437, mnistkit.train  # jax, and zipfile's codec: nobody cannot read /root's Python
+import encodings.cp437, mnistkit.fetch, mnistkit.train  # lazy imports: nobody cannot read /root's Python
 from PIL import Image
 Image.init()  # every image plugin, for the same reason
 cases, fault = json.loads(sys.argv[1]), sys.argv[2]
