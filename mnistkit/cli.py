@@ -180,22 +180,56 @@ def parse_to_npz_command(raw_dir: Path, output: Path) -> None:
 @click.option("--augment", type=click.Choice(AUGMENTATIONS), help="shift: random shifts of up to 2 px.")
 @click.option("--eval-test-each-epoch", is_flag=True, default=None, help="Report test accuracy every epoch.")
 @click.option("--seed", type=int)
+@click.option("--seeds", help="Train an ensemble, one model per seed, in one compiled program, e.g. 0,1,2,3.")
+@click.option("--ensemble", type=int, help="Train an ensemble of K models: seeds --seed to --seed + K - 1.")
 @click.option("--history", type=click.Path(dir_okay=False), help="Write one JSON line per epoch here.")
 @click.option("--resume", type=click.Path(dir_okay=False), help="Continue training this checkpoint.")
+@click.option(
+    "--devices",
+    type=click.IntRange(min=1),
+    help="Split each batch over N local devices (per process) [default: all that divide --batch-size].",
+)
+@click.option("--coordinator", metavar="HOST:PORT", help="Multi-process: the address of process 0.")
+@click.option("--num-processes", type=click.IntRange(min=1), help="Multi-process: how many take part.")
+@click.option("--process-id", type=click.IntRange(min=0), help="Multi-process: this one's index, from 0.")
+@click.option(
+    "--distributed",
+    is_flag=True,
+    help="Multi-process, settings left out taken from the cluster launcher (Slurm, Open MPI).",
+)
 def train(
-    data: str, output: str, preset: str | None, history: str | None, resume: str | None, **options
+    data: str,
+    output: str,
+    preset: str | None,
+    history: str | None,
+    resume: str | None,
+    devices: int | None,
+    coordinator: str | None,
+    num_processes: int | None,
+    process_id: int | None,
+    distributed: bool,
+    **options,
 ) -> None:
     """Train a model on an .npz from parse-to-npz and write a safetensors checkpoint.
 
     Each option left out comes from the preset (by default the one named like --model).
     One line per epoch goes to stderr; Ctrl-C keeps the last complete epoch.
 
+    Each batch is split over all local devices (--devices), with the same result as on
+    one. Several processes (hosts) train together with --coordinator, --num-processes and
+    --process-id, or --distributed under Slurm or Open MPI: each reads the same NPZ, and
+    process 0 writes the checkpoint, history and logs. --seeds or --ensemble trains many
+    models at once into one checkpoint that predicts with their averaged probabilities.
+
     \b
       mnistkit train data/mnist.npz -o models/model.safetensors
       mnistkit train data/mnist.npz -o models/cnn.safetensors --model cnn
       mnistkit train data/mnist.npz -o models/seed.safetensors --preset seed
-      mnistkit train data/mnist.npz -o models/3v8.safetensors --digits 3,8
+      mnistkit train data/mnist.npz -o models/3v8.safetensors --preset 3v8
       mnistkit train data/mnist.npz -o models/cnn.safetensors --resume models/cnn.safetensors --epochs 12
+      mnistkit train data/mnist.npz -o models/cnn5.safetensors --model cnn --ensemble 5
+      mnistkit train data/mnist.npz -o models/model.safetensors \\
+          --coordinator host0:8476 --num-processes 2 --process-id 0
     """
     from pathlib import Path
 
@@ -205,13 +239,19 @@ def train(
     from mnistkit.train import config_from_options, resume_config
     from mnistkit.train import train as run_training
 
-    for name in ("hidden", "digits"):
+    for name in ("hidden", "digits", "seeds"):
         if options[name] is not None:
             options[name] = parse_int_list(options[name], f"--{name}")
     given = {name: value for name, value in options.items() if value is not None}
-    check_writable_target(Path(output))
-    if history is not None:
-        check_writable_target(Path(history))
+    writer = True
+    if distributed or coordinator or num_processes or process_id is not None:
+        from mnistkit.parallel import join_cluster
+
+        writer = join_cluster(coordinator, num_processes, process_id) == 0
+    if writer:
+        check_writable_target(Path(output))
+        if history is not None:
+            check_writable_target(Path(history))
     checkpoint = None
     if resume is not None:
         others = sorted(f"--{name.replace('_', '-')}" for name in given if name != "epochs")
@@ -231,6 +271,7 @@ def train(
         resume_from=checkpoint,
         data_sha256=file_sha256(data),
         data_name=data,
+        devices=devices,
     )
 
 
@@ -568,7 +609,8 @@ def render_confusion_command(
     from mnistkit.arrays import load_arrays
     from mnistkit.atomic import check_writable_target
     from mnistkit.checkpoint import load_checkpoint
-    from mnistkit.render import confusion_from_model, confusion_image, parse_confusion, read_text, save_png
+    from mnistkit.render import confusion_from_model, confusion_image, parse_confusion, save_png
+    from mnistkit.textfile import read_text
 
     if not ((metrics and not checkpoint_path and not data) or (not metrics and checkpoint_path and data)):
         raise click.UsageError("give either --metrics FILE, or --model CKPT together with --data NPZ")
@@ -600,7 +642,8 @@ def render_curves_command(history: str, output: Path) -> None:
       mnistkit render-curves models/model.history.jsonl -o reports/curves.png
     """
     from mnistkit.atomic import check_writable_target
-    from mnistkit.render import curves_image, parse_history, read_text, save_png
+    from mnistkit.render import curves_image, parse_history, save_png
+    from mnistkit.textfile import read_text
 
     check_writable_target(output)
     text, source = read_text(history, "history")

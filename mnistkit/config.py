@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mnistkit.errors import MnistkitError
+from mnistkit.inference import MAX_ENSEMBLE_MEMBERS
 
 MODELS = ("logreg", "mlp", "cnn")
 ACTIVATIONS = ("relu", "tanh")
@@ -33,6 +34,7 @@ class TrainConfig:
     augment: str = "none"
     eval_test_each_epoch: bool = False
     seed: int = 0
+    seeds: tuple[int, ...] = ()  # an ensemble: one member per seed, trained at once
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -59,6 +61,11 @@ class TrainConfig:
             raise MnistkitError(
                 f"--digits: need two or more distinct digits from 0-9, got {','.join(map(str, digits))}"
             )
+        if self.seeds and not 2 <= len(set(self.seeds)) == len(self.seeds) <= MAX_ENSEMBLE_MEMBERS:
+            raise MnistkitError(
+                f"--seeds: an ensemble needs 2 to {MAX_ENSEMBLE_MEMBERS} distinct seeds, "
+                f"got {','.join(map(str, self.seeds))}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -70,7 +77,7 @@ class TrainConfig:
         if unknown:
             raise MnistkitError(f"unknown training settings: {', '.join(unknown)}")
         values = dict(values)
-        for name in ("hidden", "digits"):
+        for name in ("hidden", "digits", "seeds"):
             if name in values:
                 values[name] = tuple(values[name])
         return cls(**values)

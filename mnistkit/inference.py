@@ -20,6 +20,7 @@ Architecture = Mapping[str, Any]
 
 IMAGE_SHAPE = (28, 28)
 INPUT_SIZE = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
+MAX_ENSEMBLE_MEMBERS = 1024
 
 
 def _dense_widths(architecture: Architecture) -> list[int]:
@@ -116,15 +117,79 @@ def cnn(params: Params, architecture: Architecture, inputs: np.ndarray) -> np.nd
     return dense_stack(params, architecture, x)
 
 
+def member_tensor_name(index: int, name: str) -> str:
+    """An ensemble stores member i's tensor `dense_0.kernel` as `member_i.dense_0.kernel`."""
+    return f"member_{index}.{name}"
+
+
+def ensemble_layout(architecture: Architecture) -> tuple[int, Architecture]:
+    """An ensemble's member count and member architecture, checked: a checkpoint may come from anywhere."""
+    members, member = architecture["members"], architecture["member"]
+    if isinstance(members, bool) or not isinstance(members, int) or not 2 <= members <= MAX_ENSEMBLE_MEMBERS:
+        raise MnistkitError(f"an ensemble needs 2 to {MAX_ENSEMBLE_MEMBERS} members, got {members!r}")
+    if not isinstance(member, dict) or member.get("model") not in SHAPES or member["model"] == "ensemble":
+        raise MnistkitError(f"ensemble member architecture {member!r} is not a single model")
+    if member.get("num_classes") != architecture["num_classes"]:
+        raise MnistkitError("ensemble members and the ensemble disagree on the number of classes")
+    return members, member
+
+
+def ensemble_size(architecture: Architecture) -> int:
+    """The number of members of an ensemble; 0 for a single model."""
+    return int(architecture["members"]) if architecture.get("model") == "ensemble" else 0
+
+
+def member_params(params: Params, index: int) -> dict[str, np.ndarray]:
+    """Member `index`'s tensors under their own names."""
+    prefix = member_tensor_name(index, "")
+    return {name[len(prefix) :]: value for name, value in params.items() if name.startswith(prefix)}
+
+
+def _ensemble_shapes(architecture: Architecture) -> dict[str, tuple[int, ...]]:
+    members, member = ensemble_layout(architecture)
+    shapes = param_shapes(member)
+    return {member_tensor_name(i, name): shape for i in range(members) for name, shape in shapes.items()}
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """In float64, from the logits, so a confident miss costs a finite loss instead of log(0)."""
+    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def member_log_probabilities(
+    params: Params, architecture: Architecture, inputs: np.ndarray
+) -> list[np.ndarray]:
+    members, member = ensemble_layout(architecture)
+    return [log_softmax(forward(member_params(params, i), member, inputs)) for i in range(members)]
+
+
+def average_log_probabilities(member_log_probs: list[np.ndarray]) -> np.ndarray:
+    """log(mean of the members' probabilities), computed from their log-probabilities."""
+    stacked = np.stack(member_log_probs)
+    top = stacked.max(axis=0)
+    return top + np.log(np.exp(stacked - top).mean(axis=0))
+
+
+def ensemble(params: Params, architecture: Architecture, inputs: np.ndarray) -> np.ndarray:
+    """The log of the members' mean probabilities. As logits its softmax is that mean, so
+    predict, eval and render treat an ensemble like any model."""
+    return average_log_probabilities(member_log_probabilities(params, architecture, inputs)).astype(
+        np.float32
+    )
+
+
 SHAPES: dict[str, Callable[[Architecture], dict[str, tuple[int, ...]]]] = {
     "logreg": _dense_shapes,
     "mlp": _dense_shapes,
     "cnn": _cnn_shapes,
+    "ensemble": _ensemble_shapes,
 }
 FORWARD: dict[str, Callable[[Params, Architecture, np.ndarray], np.ndarray]] = {
     "logreg": dense_stack,
     "mlp": dense_stack,
     "cnn": cnn,
+    "ensemble": ensemble,
 }
 
 

@@ -9,11 +9,20 @@ and padding slots leave the state untouched.
 
 Randomness follows the seed trainer: the model is initialized from `PRNGKey(seed)`, and
 each epoch splits that key to draw its permutation, so `--preset seed` repeats its run.
+
+Scale (`parallel.py`): the chunk is compiled for a mesh of devices, possibly in several
+processes. The dataset is replicated on every device and each device gathers its own
+share of every global batch from it, so the batch is split along its batch axis while
+the global batch, and so the training, is the same on 1 device and on N. An ensemble
+(`seeds`) is the same chunk under `jax.vmap`: K models with their own init, data order and
+augmentation, stacked on a leading axis and trained by one compiled program; member i
+trains as `--seed` i alone would.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import sys
@@ -33,6 +42,8 @@ from mnistkit.atomic import check_writable_target, write_text_atomic
 from mnistkit.checkpoint import Checkpoint, save_checkpoint
 from mnistkit.config import TrainConfig
 from mnistkit.errors import Interrupted, MnistkitError
+from mnistkit.inference import ensemble_size, member_params
+from mnistkit.parallel import Placement, make_placement
 
 # Named starting points; explicit options override them. `--model X` alone means preset X.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -88,29 +99,31 @@ PRESETS: dict[str, dict[str, Any]] = {
         "schedule": "cosine",
         "augment": "shift",
     },
-    # The 3-vs-8 tutorial's task: an MLP stops near 99%, the CNN gets past 99.5%.
-    "3v8": {
-        "model": "cnn",
-        "hidden": (128,),
-        "epochs": 8,
-        "batch_size": 128,
-        "optimizer": "adam",
-        "lr": 2e-3,
-        "schedule": "cosine",
-        "augment": "shift",
-        "digits": (3, 8),
-    },
 }
+# The 3-vs-8 tutorial's task: an MLP stops near 99%, the CNN gets past 99.5%.
+PRESETS["3v8"] = {**PRESETS["cnn"], "digits": (3, 8)}
 SHIFT_PX = 2
 CHUNKS_PER_EPOCH = 8
 EVAL_BLOCK = 2000
 
 
 def config_from_options(preset: str | None, options: Mapping[str, Any]) -> TrainConfig:
-    """A preset (or the chosen model's preset) overridden by the options given explicitly."""
+    """A preset (or the chosen model's preset) overridden by the options given explicitly.
+
+    `ensemble: K` stands for `seeds` seed, seed + 1, ..., seed + K - 1.
+    """
     name = preset or options.get("model") or "mlp"
     if name not in PRESETS:
         raise MnistkitError(f"--preset: {name!r} is not one of {', '.join(PRESETS)}")
+    options = dict(options)
+    members = options.pop("ensemble", None)
+    if members is not None:
+        if "seeds" in options:
+            raise MnistkitError("give --seeds or --ensemble, not both")
+        if members < 2:
+            raise MnistkitError(f"--ensemble: an ensemble needs at least 2 members, got {members}")
+        seed = options.get("seed", TrainConfig.seed)
+        options["seeds"] = tuple(range(seed, seed + members))
     return TrainConfig(**{**PRESETS[name], **options})
 
 
@@ -121,14 +134,18 @@ class TrainState(NamedTuple):
 
 @dataclass
 class Dataset:
-    """One split on the device: uint8 images (N, 28, 28) and class indices (N,)."""
+    """One split: uint8 images (N, 28, 28) and class indices (N,), on the host or on the devices."""
 
-    images: jax.Array
-    labels: jax.Array
+    images: np.ndarray | jax.Array
+    labels: np.ndarray | jax.Array
 
     @property
     def size(self) -> int:
         return int(self.labels.shape[0])
+
+    def placed(self, placement: Placement) -> Dataset:
+        """A copy on every device of the mesh: each gathers its share of each batch from it."""
+        return Dataset(*(placement.put(array, placement.replicated) for array in (self.images, self.labels)))
 
 
 @dataclass
@@ -173,16 +190,25 @@ def prepare_data(arrays: Mapping[str, np.ndarray], config: TrainConfig, source: 
             )
         order = np.random.default_rng(config.seed).permutation(len(train_labels))
         val_rows, train_rows = np.sort(order[: config.val_size]), np.sort(order[config.val_size :])
-        val = Dataset(jnp.asarray(train_images[val_rows]), jnp.asarray(train_labels[val_rows]))
+        val = Dataset(train_images[val_rows], train_labels[val_rows])
         train_images, train_labels = train_images[train_rows], train_labels[train_rows]
     if len(train_labels) == 0:
         raise MnistkitError(f"{source}: no training images")
     return PreparedData(
-        train=Dataset(jnp.asarray(train_images), jnp.asarray(train_labels)),
+        train=Dataset(train_images, train_labels),
         val=val,
-        test=Dataset(jnp.asarray(splits["test"][0]), jnp.asarray(splits["test"][1])),
+        test=Dataset(*splits["test"]),
         classes=classes,
         normalization=_normalization(config.normalize, train_images),
+    )
+
+
+def place_data(data: PreparedData, placement: Placement) -> PreparedData:
+    return dataclasses.replace(
+        data,
+        train=data.train.placed(placement),
+        val=data.val.placed(placement) if data.val is not None else None,
+        test=data.test.placed(placement),
     )
 
 
@@ -257,12 +283,17 @@ def make_train_chunk(
     optimizer: optax.GradientTransformation,
     normalization: Mapping[str, Any],
     augment_px: int = 0,
+    *,
+    placement: Placement,
+    members: int = 0,
 ) -> Callable[..., tuple[TrainState, jax.Array]]:
     """The compiled training step over a run of batches.
 
     `train_chunk(state, images, labels, batch_indices (B, n), batch_weights (B, n), key, first_batch)`
     returns the new state and [loss sum, correct count] over the run. A batch whose weights are
-    all zero is padding: the state passes through it unchanged.
+    all zero is padding: the state passes through it unchanged. Compiled for `placement`:
+    indices and weights split along their batch axis, everything else replicated. With
+    `members`, the state, indices, weights and key carry a leading member axis.
     """
     architecture = dict(architecture)
     normalization = dict(normalization)
@@ -291,35 +322,62 @@ def make_train_chunk(
         )
         return state, totals
 
-    return jax.jit(train_chunk)
+    if members:
+        train_chunk = jax.vmap(train_chunk, in_axes=(0, None, None, 0, 0, 0, None))
+    replicated = placement.replicated
+    batches = placement.split(3 if members else 2, 2 if members else 1)
+    return jax.jit(
+        train_chunk,
+        in_shardings=(replicated, replicated, replicated, batches, batches, replicated, replicated),
+        out_shardings=replicated,
+    )
 
 
 def make_evaluate(
-    architecture: Mapping[str, Any], normalization: Mapping[str, Any]
-) -> Callable[[dict[str, jax.Array], Dataset], tuple[float, float]]:
-    """Mean loss and accuracy of params on a dataset, in fixed-size blocks (one compile for all splits)."""
+    architecture: Mapping[str, Any], normalization: Mapping[str, Any], placement: Placement
+) -> Callable[[dict[str, jax.Array], Dataset], np.ndarray]:
+    """Mean loss and accuracy of params on a dataset, as rows [loss, accuracy]: one for a
+    single model; for an ensemble one per member, then the ensemble's.
+
+    Blocks of a fixed size (one compile for all splits), split over the devices like batches.
+    """
     architecture = dict(architecture)
     normalization = dict(normalization)
+    members = ensemble_size(architecture)
 
-    @jax.jit
-    def block_totals(params, images, labels, weights):
-        _, totals = weighted_loss(params, architecture, normalize(images, normalization), labels, weights)
-        return jnp.stack(totals)
+    def log_probabilities(params: dict[str, jax.Array], x: jax.Array) -> jax.Array:
+        if members:
+            return models.ensemble_log_probabilities(params, architecture["member"], x)
+        return jax.nn.log_softmax(models.apply(params, architecture, x))[None]
 
-    def evaluate(params: dict[str, jax.Array], dataset: Dataset) -> tuple[float, float]:
-        totals = np.zeros(2, np.float64)
-        block = min(EVAL_BLOCK, dataset.size)
-        for start in range(0, dataset.size, block):
-            images = dataset.images[start : start + block]
-            labels = dataset.labels[start : start + block]
-            weights = jnp.ones(labels.shape[0], jnp.float32)
-            if labels.shape[0] < block:
-                pad = block - labels.shape[0]
-                images = jnp.pad(images, ((0, pad), (0, 0), (0, 0)))
-                labels = jnp.pad(labels, (0, pad))
-                weights = jnp.pad(weights, (0, pad))
-            totals += np.asarray(block_totals(params, images, labels, weights), np.float64)
-        return float(totals[0] / dataset.size), float(totals[1] / dataset.size)
+    replicated, split = placement.replicated, placement.split(1, 0)
+
+    @functools.partial(
+        jax.jit,
+        in_shardings=(replicated, replicated, replicated, split, split),
+        out_shardings=replicated,
+    )
+    def block_totals(params, images, labels, indices, weights):
+        log_probs = log_probabilities(params, normalize(images[indices], normalization))
+        block_labels = labels[indices]
+        nll = -jnp.take_along_axis(log_probs, block_labels[None, :, None], axis=2)[..., 0]
+        correct = (jnp.argmax(log_probs, axis=-1) == block_labels).astype(jnp.float32)
+        return jnp.stack([jnp.sum(nll * weights, axis=1), jnp.sum(correct * weights, axis=1)], axis=1)
+
+    def evaluate(params: dict[str, jax.Array], dataset: Dataset) -> np.ndarray:
+        devices = placement.device_count
+        block = -(-min(EVAL_BLOCK, dataset.size) // devices) * devices
+        blocks = -(-dataset.size // block)
+        indices = np.zeros(blocks * block, np.int32)
+        indices[: dataset.size] = np.arange(dataset.size)
+        weights = (np.arange(blocks * block) < dataset.size).astype(np.float32)
+        totals = np.zeros((members + 1 if members else 1, 2), np.float64)
+        for rows in np.split(np.arange(blocks * block), blocks):
+            block_indices, block_weights = (placement.put(a[rows], split) for a in (indices, weights))
+            totals += np.asarray(
+                block_totals(params, dataset.images, dataset.labels, block_indices, block_weights), np.float64
+            )
+        return totals / dataset.size
 
     return evaluate
 
@@ -403,6 +461,10 @@ def _log_to_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _silent(message: str) -> None:
+    pass
+
+
 def train(
     arrays: Mapping[str, np.ndarray],
     config: TrainConfig,
@@ -414,68 +476,93 @@ def train(
     data_name: str = "data",
     log: Callable[[str], None] = _log_to_stderr,
     show_progress: bool | None = None,
+    devices: int | None = None,
 ) -> TrainResult:
-    """Train per `config` and write the checkpoint (and the history) atomically.
+    """Train per `config` on `devices` local devices of every process (default: all) and
+    write the checkpoint (and the history) atomically.
 
-    Ctrl-C (KeyboardInterrupt or `Interrupted`) writes the last complete epoch's checkpoint,
-    or none before the first, says which, and re-raises. A NaN loss raises MnistkitError
-    and writes nothing.
+    In a multi-process run every process calls this with the same arguments; only process 0
+    logs and writes. Ctrl-C (KeyboardInterrupt or `Interrupted`) writes the last complete
+    epoch's checkpoint, or none before the first, says which, and re-raises. A NaN loss
+    raises MnistkitError and writes nothing.
     """
+    writer = jax.process_index() == 0
+    if not writer:
+        log, show_progress = _silent, False
     checkpoint_path = Path(checkpoint_path)
-    check_writable_target(checkpoint_path)
-    if history_path is not None:
-        check_writable_target(Path(history_path))
+    if writer:
+        check_writable_target(checkpoint_path)
+        if history_path is not None:
+            check_writable_target(Path(history_path))
     if show_progress is None:
         show_progress = sys.stderr.isatty()
-    data = prepare_data(arrays, config, data_name)
+    placement = make_placement(config.batch_size, devices, log)
+    data = place_data(prepare_data(arrays, config, data_name), placement)
     architecture = models.architecture_for(config, len(data.classes))
+    members = len(config.seeds)
+    member_architecture = architecture["member"] if members else architecture
     steps_per_epoch = -(-data.train.size // config.batch_size)
     optimizer = make_optimizer(config, steps_per_epoch)
     train_chunk = make_train_chunk(
-        architecture, optimizer, data.normalization, SHIFT_PX if config.augment == "shift" else 0
+        member_architecture,
+        optimizer,
+        data.normalization,
+        SHIFT_PX if config.augment == "shift" else 0,
+        placement=placement,
+        members=members,
     )
-    evaluate = make_evaluate(architecture, data.normalization)
+    evaluate = make_evaluate(architecture, data.normalization, placement)
     chunks = chunks_per_epoch(data.train.size, config.batch_size)
-    keys = epoch_keys(config.seed)
+    key_chains = [epoch_keys(seed) for seed in config.seeds or (config.seed,)]
+    if placement.device_count > 1:
+        processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
+        log(f"data parallel over {placement.device_count} {jax.default_backend()} devices{processes}")
+    if members:
+        log(f"training an ensemble of {members} models at once, seeds {','.join(map(str, config.seeds))}")
 
     if resume_from is None:
-        params = models.init(jax.random.PRNGKey(config.seed), architecture)
-        state = TrainState(params, optimizer.init(params))
+        params = _initial_params(config, member_architecture)
+        state = TrainState(params, _init_optimizer(optimizer, params, members))
         history: list[dict[str, Any]] = []
     else:
         state, history = _resumed_state(resume_from, optimizer, data, architecture, data_sha256)
         log(f"resuming from {len(history)} completed epochs of {config.epochs}")
+    state = placement.put_replicated(state)
 
     def finish(state: TrainState, history: list[dict[str, Any]]) -> TrainResult:
         result = _checkpoint_result(state, history, architecture, data, evaluate, config, data_sha256)
-        save_checkpoint(
-            checkpoint_path, result.params, result.metadata, flatten_optimizer_state(state.opt_state)
-        )
+        if writer:
+            save_checkpoint(
+                checkpoint_path, result.params, result.metadata, flatten_optimizer_state(state.opt_state)
+            )
         return result
 
     for _ in history:  # the keys of the epochs already trained
-        next(keys)
+        for chain in key_chains:
+            next(chain)
     completed = (state, history)  # one assignment, so an interrupt never sees the two disagree
     try:
         for epoch in range(len(history) + 1, config.epochs + 1):
             started = time.perf_counter()
-            epoch_key = next(keys)
-            indices, weights = epoch_batches(epoch_key, data.train.size, config.batch_size, chunks)
-            augment_key = jax.random.fold_in(epoch_key, 1)
-            per_chunk = indices.shape[1]
-            totals = np.zeros(2, np.float64)
+            indices, weights, augment_key = _epoch_inputs(
+                key_chains, data.train.size, config, chunks, members
+            )
+            augment_key = placement.put(augment_key, placement.replicated)
+            batches = placement.split(indices.ndim - 1, indices.ndim - 2)
+            per_chunk = indices.shape[-2]
+            totals = np.zeros((max(members, 1), 2), np.float64)
             for chunk in range(chunks):
                 state, chunk_totals = train_chunk(
                     state,
                     data.train.images,
                     data.train.labels,
-                    indices[chunk],
-                    weights[chunk],
+                    placement.put(indices[chunk], batches),
+                    placement.put(weights[chunk], batches),
                     augment_key,
-                    chunk * per_chunk,
+                    placement.put(np.int32(chunk * per_chunk), placement.replicated),
                 )
-                totals += np.asarray(chunk_totals, np.float64)
-                if not np.isfinite(totals[0]):
+                totals += np.asarray(chunk_totals, np.float64).reshape(-1, 2)
+                if not np.isfinite(totals[:, 0]).all():
                     raise MnistkitError(
                         f"training diverged: the loss became NaN or infinite in epoch {epoch} with "
                         f"--lr {config.lr:g}; try a lower --lr. No checkpoint was written."
@@ -491,11 +578,11 @@ def train(
             seconds = time.perf_counter() - started
             if show_progress:
                 print("\r", end="", file=sys.stderr)
-            record = _epoch_record(epoch, totals, data, state, evaluate, config, seconds)
+            record = _epoch_record(epoch, totals / data.train.size, data, state, evaluate, config, seconds)
             completed = (state, [*history, record])
             history = completed[1]
             log(_epoch_line(record, config.epochs))
-            if history_path is not None:
+            if history_path is not None and writer:
                 write_text_atomic(history_path, "".join(json.dumps(r) + "\n" for r in history))
     except (KeyboardInterrupt, Interrupted):
         completed_state, completed_history = completed
@@ -511,10 +598,39 @@ def train(
     result = finish(state, history)
     metrics = result.metadata["metrics"]
     log(
-        f"test accuracy {100 * metrics['test_accuracy']:.2f}%  test loss {metrics['test_loss']:.4f}  "
-        f"saved {checkpoint_path}"
+        f"test accuracy {100 * metrics['test_accuracy']:.2f}%{_members_range(metrics, 'test')}  "
+        f"test loss {metrics['test_loss']:.4f}  saved {checkpoint_path}"
     )
     return result
+
+
+def _initial_params(config: TrainConfig, member_architecture: dict[str, Any]) -> dict[str, jax.Array]:
+    """The model from `PRNGKey(seed)`; for an ensemble each member's from its own seed, stacked."""
+    if not config.seeds:
+        return models.init(jax.random.PRNGKey(config.seed), member_architecture)
+    return models.stack_members(
+        [models.init(jax.random.PRNGKey(seed), member_architecture) for seed in config.seeds]
+    )
+
+
+def _init_optimizer(
+    optimizer: optax.GradientTransformation, params: dict[str, jax.Array], members: int
+) -> Any:
+    return jax.vmap(optimizer.init)(params) if members else optimizer.init(params)
+
+
+def _epoch_inputs(
+    key_chains: list[Iterator[jax.Array]], size: int, config: TrainConfig, chunks: int, members: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The epoch's batch indices and weights (chunks, [members,] batches, batch size), and the
+    augmentation key: for an ensemble each member's own, from its own key chain."""
+    epoch_key_list = [next(chain) for chain in key_chains]
+    batches = [epoch_batches(key, size, config.batch_size, chunks) for key in epoch_key_list]
+    augment_keys = [np.asarray(jax.random.fold_in(key, 1)) for key in epoch_key_list]
+    if not members:
+        return *batches[0], augment_keys[0]
+    indices, weights = (np.stack([batch[part] for batch in batches], axis=1) for part in (0, 1))
+    return indices, weights, np.stack(augment_keys)
 
 
 def _resumed_state(
@@ -530,38 +646,75 @@ def _resumed_state(
         raise MnistkitError(f"{source}: it was trained on a different data file (SHA-256 {saved_sha[:12]}…)")
     if checkpoint.architecture != architecture or checkpoint.normalization != data.normalization:
         raise MnistkitError(f"{source}: its architecture or normalization disagrees with its own settings")
-    params = {name: jnp.asarray(value) for name, value in checkpoint.params.items()}
-    opt_state = restore_optimizer_state(optimizer.init(params), checkpoint.optimizer_state, source)
+    members = ensemble_size(architecture)
+    if members:
+        params = models.stack_members(
+            [
+                {name: jnp.asarray(value) for name, value in member_params(checkpoint.params, index).items()}
+                for index in range(members)
+            ]
+        )
+    else:
+        params = {name: jnp.asarray(value) for name, value in checkpoint.params.items()}
+    template = _init_optimizer(optimizer, params, members)
+    opt_state = restore_optimizer_state(template, checkpoint.optimizer_state, source)
     history = [dict(record, seconds=None) for record in checkpoint.metadata.get("history", [])]
     if len(history) != int(checkpoint.metadata["metrics"]["epochs"]):
         raise MnistkitError(f"{source}: its history does not match its epoch count")
     return TrainState(params, opt_state), history
 
 
+SPLITS = ("train", "val", "test")
+
+
 def _epoch_record(
     epoch: int,
-    totals: np.ndarray,
+    train_scores: np.ndarray,
     data: PreparedData,
     state: TrainState,
-    evaluate: Callable[[dict[str, jax.Array], Dataset], tuple[float, float]],
+    evaluate: Callable[[dict[str, jax.Array], Dataset], np.ndarray],
     config: TrainConfig,
     seconds: float,
 ) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "epoch": epoch,
-        "train_loss": float(totals[0] / data.train.size),
-        "train_accuracy": float(totals[1] / data.train.size),
-        "val_loss": None,
-        "val_accuracy": None,
-        "test_loss": None,
-        "test_accuracy": None,
+    """The history line of an epoch. `train_scores`: mean [loss, accuracy] over its batches, a row
+    per member. For an ensemble, train_* is the members' mean, val_* and test_* the ensemble's,
+    and `members` holds each member's."""
+    scores = {
+        "train": train_scores,
+        "val": evaluate(state.params, data.val) if data.val is not None else None,
+        "test": evaluate(state.params, data.test) if config.eval_test_each_epoch else None,
     }
-    if data.val is not None:
-        record["val_loss"], record["val_accuracy"] = evaluate(state.params, data.val)
-    if config.eval_test_each_epoch:
-        record["test_loss"], record["test_accuracy"] = evaluate(state.params, data.test)
+    record: dict[str, Any] = {"epoch": epoch}
+    for split, values in scores.items():
+        if values is None:
+            loss = accuracy = None
+        elif split == "train":
+            loss, accuracy = (float(value) for value in values.mean(axis=0))
+        else:
+            loss, accuracy = float(values[-1, 0]), float(values[-1, 1])
+        record[f"{split}_loss"], record[f"{split}_accuracy"] = loss, accuracy
+    if config.seeds:
+        record["members"] = [
+            {
+                "seed": seed,
+                **{
+                    f"{split}_{name}": None if values is None else float(values[index, column])
+                    for split, values in scores.items()
+                    for column, name in enumerate(("loss", "accuracy"))
+                },
+            }
+            for index, seed in enumerate(config.seeds)
+        ]
     record["seconds"] = round(seconds, 3)
     return record
+
+
+def _members_range(record: Mapping[str, Any], split: str) -> str:
+    """' (members 97.10-97.52%)': the spread of an ensemble's members on `split`."""
+    if "members" not in record:
+        return ""
+    accuracies = [100 * member[f"{split}_accuracy"] for member in record["members"]]
+    return f" (members {min(accuracies):.2f}-{max(accuracies):.2f}%)"
 
 
 def _epoch_line(record: Mapping[str, Any], epochs: int) -> str:
@@ -571,9 +724,9 @@ def _epoch_line(record: Mapping[str, Any], epochs: int) -> str:
         f"train acc {100 * record['train_accuracy']:.2f}%",
     ]
     if record["val_accuracy"] is not None:
-        parts.append(f"val acc {100 * record['val_accuracy']:.2f}%")
+        parts.append(f"val acc {100 * record['val_accuracy']:.2f}%{_members_range(record, 'val')}")
     if record["test_accuracy"] is not None:
-        parts.append(f"test acc {100 * record['test_accuracy']:.2f}%")
+        parts.append(f"test acc {100 * record['test_accuracy']:.2f}%{_members_range(record, 'test')}")
     parts.append(f"{record['seconds']:.2f} s")
     return "  ".join(parts)
 
@@ -583,7 +736,7 @@ def _checkpoint_result(
     history: list[dict[str, Any]],
     architecture: dict[str, Any],
     data: PreparedData,
-    evaluate: Callable[[dict[str, jax.Array], Dataset], tuple[float, float]],
+    evaluate: Callable[[dict[str, jax.Array], Dataset], np.ndarray],
     config: TrainConfig,
     data_sha256: str,
 ) -> TrainResult:
@@ -592,17 +745,22 @@ def _checkpoint_result(
     Timings stay out of the metadata (they are in the history file and on stderr) so the
     same command writes the same bytes.
     """
-    test_loss, test_accuracy = evaluate(state.params, data.test)
+    test_scores = evaluate(state.params, data.test)
     last = history[-1]
-    metrics = {
+    metrics: dict[str, Any] = {
         "epochs": len(history),
         "train_loss": last["train_loss"],
         "train_accuracy": last["train_accuracy"],
         "val_loss": last["val_loss"],
         "val_accuracy": last["val_accuracy"],
-        "test_loss": test_loss,
-        "test_accuracy": test_accuracy,
+        "test_loss": float(test_scores[-1, 0]),
+        "test_accuracy": float(test_scores[-1, 1]),
     }
+    if config.seeds:
+        metrics["members"] = [
+            {"seed": seed, "test_loss": float(loss), "test_accuracy": float(accuracy)}
+            for seed, (loss, accuracy) in zip(config.seeds, test_scores[:-1], strict=True)
+        ]
     metadata = {
         "architecture": architecture,
         "normalization": data.normalization,
@@ -613,4 +771,6 @@ def _checkpoint_result(
         "data_sha256": data_sha256,
     }
     params = {name: np.asarray(value, np.float32) for name, value in state.params.items()}
+    if config.seeds:
+        params = models.unstack_members(params)
     return TrainResult(params=params, metadata=metadata, history=history)

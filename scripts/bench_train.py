@@ -7,16 +7,26 @@ Prints, as tables on stdout:
     steady seconds per epoch, compile time, and their ratio;
   - each model's floor (matmul FLOPs of one epoch / throughput) and mnistkit's ratio to it;
   - the CNN step with XLA's own convolutions against mnistkit's patches-and-matmul;
-  - every preset trained with its defaults: seconds per epoch, training time, test accuracy.
+  - every preset trained with its defaults: seconds per epoch, training time, test accuracy;
+  - the seed configuration on 1 device and data parallel on N devices (forced CPU devices
+    when the machine has one: `mnistkit train` in a subprocess with XLA_FLAGS), with the
+    largest per-epoch loss difference between them;
+  - ensemble throughput: K models trained at once under `jax.vmap` against one, in
+    models x epochs per second (CNNs; MLPs with --quick);
+  - with --ensemble-accuracy, the test accuracy of an ensemble of 5 CNNs with the preset's
+    defaults against each of its members (each one CNN as `--seed i` trains it; ~15 min here).
 
-Usage: python scripts/bench_train.py [data/mnist.npz] [--quick]
+Usage: python scripts/bench_train.py [data/mnist.npz] [--quick] [--devices N] [--ensemble-accuracy]
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -173,6 +183,46 @@ def train_preset(arrays, name: str, epochs: int | None, workdir: Path) -> dict:
     }
 
 
+def devices_run(data: str, devices: int, epochs: int, workdir: Path) -> dict:
+    """`mnistkit train --preset seed` on `devices` devices in a fresh process: forced CPU devices
+    when the machine has a single one (the flag must be set before jax starts)."""
+    output = workdir / f"devices-{devices}.safetensors"
+    history = output.with_suffix(".jsonl")
+    environment = dict(os.environ)
+    if devices > 1 and jax.local_device_count() < devices:
+        environment["XLA_FLAGS"] = (
+            f"{environment.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
+        )
+    command = [sys.executable, "-m", "mnistkit", "train", data, "-o", str(output), "--history", str(history)]
+    command += ["--preset", "seed", "--epochs", str(epochs), "--devices", str(devices)]
+    subprocess.run(command, env=environment, check=True, stderr=subprocess.DEVNULL)
+    records = [json.loads(line) for line in history.read_text().splitlines()]
+    seconds = [record["seconds"] for record in records]
+    return {
+        "epoch_s": _steady(seconds),
+        "first_epoch_s": seconds[0],
+        "losses": [record["train_loss"] for record in records],
+        "accuracy": records[-1]["test_accuracy"],
+    }
+
+
+def ensemble_throughput(arrays, name: str, members: int, epochs: int, workdir: Path) -> list[list[str]]:
+    """Steady epochs of one model and of `members` models at once, as table rows."""
+    rows = []
+    for count in (1, members):
+        options = {"epochs": epochs, **({"ensemble": count} if count > 1 else {})}
+        config = config_from_options(name, options)
+        result = train(
+            arrays, config, workdir / f"ensemble-{count}.safetensors", log=lambda m: None, show_progress=False
+        )
+        seconds = [record["seconds"] for record in result.history]
+        epoch_s = _steady(seconds)
+        rows.append(
+            [f"{count} x {name}", f"{epoch_s:.2f}", f"{seconds[0] - epoch_s:.1f}", f"{count / epoch_s:.2f}"]
+        )
+    return rows
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     lines = [
@@ -187,6 +237,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", nargs="?", default="data/mnist.npz", help="the .npz from parse-to-npz")
     parser.add_argument("--quick", action="store_true", help="2 epochs per preset, fewer CNN steps (~2 min)")
+    parser.add_argument("--devices", type=int, default=4, help="N of the 1 vs N device comparison")
+    parser.add_argument(
+        "--ensemble-accuracy",
+        action="store_true",
+        help="also train 5 CNNs at once with the cnn preset (long)",
+    )
     args = parser.parse_args()
     arrays = load_arrays(args.data)
     workdir = Path("build/bench")
@@ -229,7 +285,8 @@ def main() -> None:
 
     cnn_steps = 10 if args.quick else 40
     xla_step, xla_compile = cnn_step_seconds(xla_conv2d, 128, max(4, cnn_steps // 4))
-    our_step, our_compile = cnn_step_seconds(models.conv2d_valid, 128, cnn_steps)
+    nhwc_step, nhwc_compile = cnn_step_seconds(models.conv2d_valid, 128, cnn_steps)
+    our_step, our_compile = cnn_step_seconds(None, 128, cnn_steps)
     print("## CNN training step (batch 128) inside lax.scan")
     print(
         table(
@@ -242,7 +299,13 @@ def main() -> None:
                     f"{xla_compile:.2f}",
                 ],
                 [
-                    "mnistkit patches + matmul",
+                    "patches + matmul, NHWC (before)",
+                    f"{1000 * nhwc_step:.1f}",
+                    f"{469 * nhwc_step:.1f}",
+                    f"{nhwc_compile:.2f}",
+                ],
+                [
+                    "mnistkit patches + matmul, (C, H, W, N)",
                     f"{1000 * our_step:.1f}",
                     f"{469 * our_step:.1f}",
                     f"{our_compile:.2f}",
@@ -275,6 +338,45 @@ def main() -> None:
         print(f"  trained {name}: {100 * result['accuracy']:.2f}%", file=sys.stderr, flush=True)
     print("## Presets with their defaults (seed 0); floor = matmul FLOPs of an epoch / measured throughput")
     print(table(["preset", "model", "epochs", "s/epoch", "floor s", "vs floor", "train s", "test acc"], rows))
+
+    device_epochs = 3
+    single = devices_run(args.data, 1, device_epochs, workdir)
+    parallel = devices_run(args.data, args.devices, device_epochs, workdir)
+    difference = max(abs(a - b) for a, b in zip(single["losses"], parallel["losses"], strict=True))
+    kind = "forced CPU devices" if device.platform == "cpu" else f"{device.platform} devices"
+    print(f"\n## Data parallel: the seed configuration, {device_epochs} epochs, 1 vs {args.devices} {kind}")
+    device_rows = [
+        [
+            str(count),
+            f"{run['epoch_s']:.3f}",
+            f"{run['first_epoch_s'] - run['epoch_s']:.2f}",
+            f"{100 * run['accuracy']:.2f}%",
+        ]
+        for count, run in ((1, single), (args.devices, parallel))
+    ]
+    print(table(["devices", "s/epoch", "compile s", "test acc"], device_rows))
+    print(f"largest per-epoch train loss difference: {difference:.2e}", flush=True)
+
+    members, name = 5, "mlp" if args.quick else "cnn"
+    print(f"\n## Ensembles: {members} models in one compiled program (jax.vmap) against one, 2 epochs")
+    throughput = ensemble_throughput(arrays, name, members, 2, workdir)
+    print(table(["models", "s/epoch", "compile s", "models x epochs / s"], throughput), flush=True)
+
+    if args.ensemble_accuracy:
+        config = config_from_options("cnn", {"ensemble": members})
+        result = train(
+            arrays, config, workdir / "cnn-ensemble.safetensors", log=lambda m: None, show_progress=False
+        )
+        metrics = result.metadata["metrics"]
+        print(f"\n## Test accuracy: an ensemble of {members} CNNs (cnn preset) against its members")
+        rows = [[f"cnn --seed {m['seed']}", f"{100 * m['test_accuracy']:.2f}%"] for m in metrics["members"]]
+        mean = statistics.mean(m["test_accuracy"] for m in metrics["members"])
+        rows += [
+            ["mean of one CNN", f"{100 * mean:.2f}%"],
+            ["ensemble", f"{100 * metrics['test_accuracy']:.2f}%"],
+        ]
+        print(table(["model", "test acc"], rows))
+        print(f"training: {sum(record['seconds'] for record in result.history):.0f} s for {members} CNNs")
 
 
 def _describe(config) -> str:
