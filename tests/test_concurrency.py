@@ -125,6 +125,7 @@ def make_folder(tmp_path: Path) -> tuple[Path, list[str], dict[str, str]]:
         f"INSTALLED={installed}",
         f"MNISTKIT={sys.executable} {launcher}",
         "EPOCHS=2",
+        "VAL_SIZE=100",
         "TRAIN_ARGS=--hidden 16",
     ]
     env = {
