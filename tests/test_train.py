@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from faults import HISTORY_KEYS
 
 from mnistkit import train as training
 from mnistkit.arrays import file_sha256
@@ -20,16 +21,6 @@ from mnistkit.config import TrainConfig
 from mnistkit.errors import MnistkitError
 
 SMALL_MLP = ["--hidden", "32", "--lr", "3e-3"]
-HISTORY_KEYS = {
-    "epoch",
-    "train_loss",
-    "train_accuracy",
-    "val_loss",
-    "val_accuracy",
-    "test_loss",
-    "test_accuracy",
-    "seconds",
-}
 
 
 def run_train(*args: str | Path):
