@@ -189,20 +189,25 @@ def peak_rss_mib(command: list[str], stdin_text: str) -> tuple[int, float]:
     return int(result.stdout) // 1024, time.perf_counter() - started
 
 
-@pytest.mark.slow
-def test_predict_memory_does_not_grow_with_the_number_of_images(
-    tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
-    """Predict streams stdin in bounded chunks: 20,000 paths peak near what 1,000 do."""
+def random_mlp_checkpoint(path: Path) -> Path:
+    """A checkpoint of the default MLP's shape with random weights: enough to measure memory."""
     architecture = {"model": "mlp", "hidden": [512, 256], "activation": "relu", "num_classes": 10}
     rng = np.random.default_rng(0)
     params = {
         name: (rng.standard_normal(shape) * 0.05).astype(np.float32)
         for name, shape in param_shapes(architecture).items()
     }
-    checkpoint = tmp_path / "model.safetensors"
     metadata = {"architecture": architecture, "normalization": {"kind": "unit"}, "classes": list(range(10))}
-    save_checkpoint(checkpoint, params, metadata)
+    save_checkpoint(path, params, metadata)
+    return path
+
+
+@pytest.mark.slow
+def test_predict_memory_does_not_grow_with_the_number_of_images(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Predict streams stdin in bounded chunks: 20,000 paths peak near what 1,000 do."""
+    checkpoint = random_mlp_checkpoint(tmp_path / "model.safetensors")
     images = tmp_path / "images"
     images.mkdir()
     digits = synthetic_arrays(10, 100, 5)["test_images"]
@@ -228,15 +233,8 @@ def test_predict_memory_does_not_grow_with_the_number_of_images(
 @pytest.mark.slow
 def test_eval_memory_grows_only_by_the_data_it_loads(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Eval goes through the images in batches: 60,000 images cost their 47 MB, not more."""
-    architecture = {"model": "mlp", "hidden": [512, 256], "activation": "relu", "num_classes": 10}
     rng = np.random.default_rng(0)
-    params = {
-        name: (rng.standard_normal(shape) * 0.05).astype(np.float32)
-        for name, shape in param_shapes(architecture).items()
-    }
-    checkpoint = tmp_path / "model.safetensors"
-    metadata = {"architecture": architecture, "normalization": {"kind": "unit"}, "classes": list(range(10))}
-    save_checkpoint(checkpoint, params, metadata)
+    checkpoint = random_mlp_checkpoint(tmp_path / "model.safetensors")
     figures = {}
     for count in (1_000, 60_000):
         npz = tmp_path / f"{count}.npz"

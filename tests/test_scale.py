@@ -185,18 +185,7 @@ def train(*args: str | Path) -> None:
     assert result.exit_code == 0, result.output
 
 
-ENSEMBLE_OPTIONS = [
-    "--hidden",
-    "16",
-    "--epochs",
-    "2",
-    "--batch-size",
-    "64",
-    "--lr",
-    "3e-3",
-    "--augment",
-    "shift",
-]
+ENSEMBLE_OPTIONS = [option for option in TRAIN_OPTIONS if option != "--eval-test-each-epoch"]
 
 
 def test_ensemble_members_train_like_single_seeds_and_eval_reports_each(
