@@ -54,6 +54,9 @@ def test_read_only_folder_is_a_clear_error(tmp_path: Path) -> None:
             "from mnistkit.atomic import write_bytes_atomic\n"
             "from mnistkit.errors import MnistkitError\n"
             "import os\n"
+            # The interpreter's own library may be unreadable to `nobody` (here it lives
+            # under /root): one write before dropping privileges does the lazy imports.
+            f"write_bytes_atomic({str(base / 'warm.bin')!r}, b'x')\n"
             "if os.geteuid() == 0:\n"
             "    os.setgid(65534)\n"
             "    os.setuid(65534)\n"
