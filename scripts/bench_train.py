@@ -6,6 +6,7 @@ Prints, as tables on stdout:
     here as the reference) against mnistkit's compiled epochs on the same configuration:
     steady seconds per epoch, compile time, and their ratio;
   - each model's floor (matmul FLOPs of one epoch / throughput) and mnistkit's ratio to it;
+    for the seed configuration also its matmuls alone in a scan, what XLA reaches at its shapes;
   - the CNN step with XLA's own convolutions against mnistkit's patches-and-matmul;
   - every preset trained with its defaults: seconds per epoch, training time, test accuracy;
   - the seed configuration on 1 device and data parallel on N devices (forced CPU devices
@@ -97,6 +98,36 @@ def seed_loop(arrays: dict[str, np.ndarray], epochs: int) -> dict[str, float]:
         epoch_seconds.append(time.perf_counter() - started)
     accuracy = float(jnp.mean(jnp.argmax(forward(params, test_x), axis=-1) == test_y))
     return {"epoch_s": _steady(epoch_seconds), "compile_s": compile_s, "accuracy": accuracy}
+
+
+def seed_matmuls_alone(arrays: dict[str, np.ndarray], epochs: int) -> float:
+    """Steady s/epoch of only the seed configuration's five matmuls per step (the floor's
+    FLOPs: x@W1, h@W2, dW2, dh, dW1) in one `lax.scan` over gathered batches, nothing else:
+    what XLA's matmuls reach at these shapes, below any real trainer."""
+    train_x = jnp.asarray(arrays["train_images"].reshape(-1, 784).astype(np.float32) / 255.0)
+    order = jax.random.permutation(jax.random.PRNGKey(0), train_x.shape[0])
+    batches = order[: order.shape[0] // 128 * 128].reshape(-1, 128)
+    w1 = jax.random.normal(jax.random.PRNGKey(1), (784, 128)) * 0.05
+    w2 = jax.random.normal(jax.random.PRNGKey(2), (128, 10)) * 0.1
+
+    @jax.jit
+    def epoch(w1, w2, images, batches):
+        def step(weights, indices):
+            w1, w2 = weights
+            x = images[indices]
+            hidden = x @ w1
+            logits = hidden @ w2
+            d_hidden = logits @ w2.T
+            return (w1 - 1e-6 * (x.T @ d_hidden), w2 - 1e-6 * (hidden.T @ logits)), None
+
+        return jax.lax.scan(step, (w1, w2), batches)[0]
+
+    epoch_seconds = []
+    for _ in range(epochs):
+        started = time.perf_counter()
+        jax.block_until_ready(epoch(w1, w2, train_x, batches))
+        epoch_seconds.append(time.perf_counter() - started)
+    return _steady(epoch_seconds)
 
 
 def _steady(epoch_seconds: list[float]) -> float:
@@ -304,6 +335,22 @@ def main() -> None:
         f"(compile for mnistkit: first epoch minus a steady one)\n",
         flush=True,
     )
+    seed_flops = matmul_flops_per_epoch(ours["architecture"], ours["examples"])
+    seed_floor = seed_flops / (gflops * 1e9)
+    alone = seed_matmuls_alone(arrays, seed_epochs + 1)
+    ours_s = ours["epoch_s"]
+    print("## The seed configuration against its floor")
+    print(
+        table(
+            ["what", "s/epoch", "vs floor"],
+            [
+                [f"floor: {seed_flops / 1e9:.1f} GFLOP at {gflops:.0f} GFLOP/s", f"{seed_floor:.3f}", "1.0x"],
+                ["its matmuls alone in lax.scan", f"{alone:.3f}", f"{alone / seed_floor:.2f}x"],
+                ["mnistkit (compiled epoch)", f"{ours_s:.3f}", f"{ours_s / seed_floor:.2f}x"],
+            ],
+        )
+    )
+    print(f"mnistkit / its matmuls alone: {ours_s / alone:.2f}x\n", flush=True)
 
     cnn_steps = 10 if args.quick else 40
     xla_step, xla_compile = cnn_step_seconds(xla_conv2d, 128, max(4, cnn_steps // 4))
