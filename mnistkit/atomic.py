@@ -71,6 +71,16 @@ def check_writable_target(path: Path) -> None:
         raise MnistkitError(f"{path}: output folder {parent} is not writable")
 
 
+def make_output_folder(folder: Path) -> None:
+    """Create `folder` (and its parents) for outputs; one-line errors when that cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise MnistkitError(f"{folder}: exists and is not a folder") from None
+    except OSError as error:
+        raise MnistkitError(f"{folder}: cannot create the folder ({error.strerror})") from None
+
+
 def describe_write_error(path: Path, error: OSError) -> MnistkitError:
     reason = _WRITE_ERRNOS.get(error.errno or 0, error.strerror or str(error))
     return MnistkitError(f"{path}: cannot write: {reason}")

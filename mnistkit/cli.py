@@ -158,8 +158,8 @@ def parse_to_npz_command(raw_dir: Path, output: Path) -> None:
 
 
 @cli.command()
-@click.argument("data", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write.")
+@click.argument("data", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(), help="Checkpoint to write.")
 @click.option(
     "--preset", help="Starting settings: logreg, seed, mlp, mlp-best, cnn, 3v8 [default: the model's]."
 )
@@ -182,8 +182,8 @@ def parse_to_npz_command(raw_dir: Path, output: Path) -> None:
 @click.option("--seed", type=int)
 @click.option("--seeds", help="Train an ensemble, one model per seed, in one compiled program, e.g. 0,1,2,3.")
 @click.option("--ensemble", type=int, help="Train an ensemble of K models: seeds --seed to --seed + K - 1.")
-@click.option("--history", type=click.Path(dir_okay=False), help="Write one JSON line per epoch here.")
-@click.option("--resume", type=click.Path(dir_okay=False), help="Continue training this checkpoint.")
+@click.option("--history", type=click.Path(), help="Write one JSON line per epoch here.")
+@click.option("--resume", type=click.Path(), help="Continue training this checkpoint.")
 @click.option(
     "--devices",
     type=click.IntRange(min=1),
@@ -276,7 +276,7 @@ def train(
 
 
 @cli.command("predict")
-@click.argument("checkpoint_path", metavar="CKPT", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("checkpoint_path", metavar="CKPT", type=click.Path(path_type=Path))
 @click.argument("images", metavar="IMAGE...", nargs=-1, required=True)
 @click.option(
     "--format",
@@ -298,13 +298,13 @@ def train(
 )
 @click.option(
     "--save-preprocessed",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     help="Write each 28x28 image the model saw into DIR as NNNNNN-STEM.png (NNNNNN: input position).",
 )
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     help="Write the rows to FILE (atomically).",
 )
 def predict_command(
@@ -355,12 +355,10 @@ def predict_command(
 
 
 @cli.command("eval")
-@click.argument("checkpoint_path", metavar="CKPT", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("data", metavar="[NPZ]", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("checkpoint_path", metavar="CKPT", type=click.Path(path_type=Path))
+@click.argument("data", metavar="[NPZ]", required=False, type=click.Path(path_type=Path))
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
-@click.option(
-    "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write all metrics to FILE."
-)
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write all metrics to FILE.")
 @click.option(
     "--min-accuracy",
     type=float,
@@ -369,12 +367,12 @@ def predict_command(
 @click.option(
     "--images",
     "images_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     help="Folder that --labels paths are relative to [default: the labels file's folder].",
 )
 @click.option(
     "--labels",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     help="Evaluate on your own images: lines of path<TAB>digit or path,digit.",
 )
 def eval_command(
@@ -455,7 +453,7 @@ def _accuracy_fraction(value: float | None) -> float | None:
 
 
 @cli.command("info")
-@click.argument("checkpoint_path", metavar="CKPT", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("checkpoint_path", metavar="CKPT", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of aligned text.")
 def info_command(checkpoint_path: Path, as_json: bool) -> None:
     """Describe a checkpoint: architecture, parameter count, normalization, classes,
@@ -478,19 +476,17 @@ def _png_output(function):
         "-o",
         "--output",
         required=True,
-        type=click.Path(dir_okay=False, path_type=Path),
+        type=click.Path(path_type=Path),
         help="The PNG to write.",
     )(function)
 
 
 def _picture_checkpoint(function):
-    return click.argument("checkpoint_path", metavar="CKPT", type=click.Path(dir_okay=False, path_type=Path))(
-        function
-    )
+    return click.argument("checkpoint_path", metavar="CKPT", type=click.Path(path_type=Path))(function)
 
 
 def _picture_data(function):
-    return click.argument("data", metavar="NPZ", type=click.Path(dir_okay=False, path_type=Path))(function)
+    return click.argument("data", metavar="NPZ", type=click.Path(path_type=Path))(function)
 
 
 def _wrote(output: Path, what: str) -> None:
@@ -504,7 +500,7 @@ def _wrote(output: Path, what: str) -> None:
     "--model",
     "checkpoint_path",
     metavar="CKPT",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     help="Caption each digit with this model's prediction and confidence; wrong ones in red.",
 )
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
@@ -526,7 +522,7 @@ def _wrote(output: Path, what: str) -> None:
 )
 @click.option(
     "--export-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     help="Also write each digit shown as a 28x28 PNG here, named {index:05d}-label{digit}.png "
     "(index within the split); their paths go to stdout.",
 )
@@ -573,19 +569,17 @@ def render_samples_command(
 @_png_output
 @click.option(
     "--metrics",
-    type=click.Path(dir_okay=False, allow_dash=True),
+    type=click.Path(allow_dash=True),
     help="The JSON written by eval --json ('-' reads stdin).",
 )
 @click.option(
     "--model",
     "checkpoint_path",
     metavar="CKPT",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     help="Compute the matrix from this model on --data instead.",
 )
-@click.option(
-    "--data", metavar="NPZ", type=click.Path(dir_okay=False, path_type=Path), help="The .npz for --model."
-)
+@click.option("--data", metavar="NPZ", type=click.Path(path_type=Path), help="The .npz for --model.")
 @click.option(
     "--split",
     type=click.Choice(["test", "train"]),
@@ -630,7 +624,7 @@ def render_confusion_command(
 
 
 @cli.command("render-curves")
-@click.argument("history", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("history", type=click.Path(allow_dash=True))
 @_png_output
 def render_curves_command(history: str, output: Path) -> None:
     """Draw loss and accuracy per epoch, train, validation and test, from train --history.

@@ -212,6 +212,8 @@ def read_labels(
     """
     labels_path = Path(labels_path)
     base = Path(images_dir) if images_dir is not None else labels_path.parent
+    if not base.is_dir():
+        raise MnistkitError(f"{base}: is not a folder (--images names the folder of the labelled images)")
     text, _ = read_text(labels_path, "labels")
     labelled = []
     lines = [

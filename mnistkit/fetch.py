@@ -26,7 +26,7 @@ from typing import BinaryIO
 from urllib.parse import urljoin, urlsplit
 
 from mnistkit import __version__
-from mnistkit.atomic import atomic_write
+from mnistkit.atomic import atomic_write, make_output_folder
 from mnistkit.errors import MnistkitError
 from mnistkit.gunzip import GZIP_MAGIC, CorruptGzip, GunzipStream
 from mnistkit.mirrors import DEFAULT_TIMEOUT_S
@@ -140,7 +140,7 @@ def fetch(
         raise MnistkitError("no mirror to fetch from")
     for mirror in mirrors:
         check_mirror(mirror)
-    _make_folder(out_dir)
+    make_output_folder(out_dir)
     opener = _opener()
     paths = []
     for expected in files:
@@ -156,15 +156,6 @@ def fetch(
         _fetch_file(target, expected, mirrors, opener, timeout_s, log, progress)
         paths.append(target)
     return paths
-
-
-def _make_folder(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise MnistkitError(f"{out_dir}: exists and is not a folder") from None
-    except OSError as error:
-        raise MnistkitError(f"{out_dir}: cannot create the output folder ({error.strerror})") from None
 
 
 def _remove_invalid(target: Path) -> None:

@@ -22,7 +22,7 @@ from typing import IO
 
 import numpy as np
 
-from mnistkit.atomic import write_bytes_atomic
+from mnistkit.atomic import make_output_folder, write_bytes_atomic
 from mnistkit.checkpoint import Checkpoint
 from mnistkit.errors import MnistkitError
 from mnistkit.images import encode_png, load_digit
@@ -224,7 +224,7 @@ def write_predictions(
     `errors`; returns how many inputs failed."""
     top_k = min(top_k, len(checkpoint.classes))
     if save_dir is not None:
-        _prepare_folder(save_dir)
+        make_output_folder(save_dir)
     writer = PredictionWriter(output, output_format, top_k)
     failures = 0
     results = predict_paths(
@@ -238,12 +238,3 @@ def write_predictions(
             errors.write(f"{result.error}\n")
             errors.flush()
     return failures
-
-
-def _prepare_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise MnistkitError(f"{folder}: exists and is not a folder") from None
-    except OSError as error:
-        raise MnistkitError(f"{folder}: cannot create folder: {error.strerror}") from None

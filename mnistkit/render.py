@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mnistkit.atomic import atomic_write
+from mnistkit.atomic import atomic_write, make_output_folder
 from mnistkit.charts import (
     BLUE_WHITE_RED,
     BLUES,
@@ -224,10 +224,7 @@ def samples_title(
 
 def export_digits(images: np.ndarray, labels: np.ndarray, indices: np.ndarray, directory: Path) -> list[Path]:
     """Each digit as its own 28x28 grayscale PNG, `{index:05d}-label{digit}.png`, ready for predict."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise MnistkitError(f"{directory}: cannot create the export folder: {error.strerror}") from None
+    make_output_folder(directory)
     paths = [directory / f"{index:05d}-label{labels[index]}.png" for index in indices]
     for index, path in zip(indices, paths, strict=True):
         save_png(Image.fromarray(images[index]), path)

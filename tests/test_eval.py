@@ -139,7 +139,11 @@ def test_labels_file_forms(tmp_path: Path) -> None:
     labels = tmp_path / "labels.csv"
     labels.write_text("# my digits\npath,digit\na.png,3\n\nsub/b c.png,7,0.99\n")
     assert read_labels(labels, None) == [(str(tmp_path / "a.png"), 3), (str(tmp_path / "sub/b c.png"), 7)]
-    assert read_labels(labels, "/data")[0] == ("/data/a.png", 3)
+    images = tmp_path / "images"
+    images.mkdir()
+    assert read_labels(labels, images)[0] == (str(images / "a.png"), 3)
+    with pytest.raises(MnistkitError, match=r"labels.csv: is not a folder"):
+        read_labels(labels, labels)
     labels.write_text("a.png\t12\n")
     with pytest.raises(MnistkitError, match=r"labels.csv:1: label '12' is not a digit 0-9"):
         read_labels(labels, None)

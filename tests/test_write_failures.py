@@ -245,6 +245,7 @@ def test_a_failed_write_is_one_line_and_leaves_nothing(
     assert outcome["exit_code"] != 0
     errors = [line for line in outcome["stderr"].splitlines() if line.startswith("Error:")]
     assert len(errors) == 1, outcome["stderr"]
+    assert "Usage:" not in outcome["stderr"], outcome["stderr"]  # one line, not click's usage block
     assert str(out) in errors[0] or str(out.parent) in errors[0], errors[0]
     assert re.search(expected_reason(fault, command), errors[0]), errors[0]
     assert "Traceback" not in outcome["stderr"]
