@@ -197,6 +197,14 @@ def parse_to_npz_command(raw_dir: Path, output: Path) -> None:
     is_flag=True,
     help="Multi-process, settings left out taken from the cluster launcher (Slurm, Open MPI).",
 )
+@click.option(
+    "--join-timeout",
+    type=click.IntRange(min=1),
+    default=300,
+    show_default=True,
+    metavar="SECONDS",
+    help="Multi-process: give up when the others have not all joined by then.",
+)
 def train(
     data: str,
     output: str,
@@ -208,6 +216,7 @@ def train(
     num_processes: int | None,
     process_id: int | None,
     distributed: bool,
+    join_timeout: int,
     **options,
 ) -> None:
     """Train a model on an .npz from parse-to-npz and write a safetensors checkpoint.
@@ -247,7 +256,7 @@ def train(
     if distributed or coordinator or num_processes or process_id is not None:
         from mnistkit.parallel import join_cluster
 
-        writer = join_cluster(coordinator, num_processes, process_id) == 0
+        writer = join_cluster(coordinator, num_processes, process_id, join_timeout) == 0
     if writer:
         check_writable_target(Path(output))
         if history is not None:

@@ -24,11 +24,14 @@ from mnistkit.errors import MnistkitError
 BATCH_AXIS = "batch"
 
 
-def join_cluster(coordinator: str | None, num_processes: int | None, process_id: int | None) -> int:
+def join_cluster(
+    coordinator: str | None, num_processes: int | None, process_id: int | None, timeout_s: int = 300
+) -> int:
     """Start JAX's distributed runtime, before any computation, and return this process's index.
 
     Settings left out come from the cluster launcher's environment (Slurm, Open MPI, ...),
     which `jax.distributed.initialize` reads. CPU processes exchange gradients through gloo.
+    A process that has not heard from all the others within `timeout_s` gives up.
     """
     if coordinator is not None and not re.fullmatch(
         r"[^\s:]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5}", coordinator
@@ -38,7 +41,7 @@ def join_cluster(coordinator: str | None, num_processes: int | None, process_id:
         raise MnistkitError(f"--process-id {process_id} must be below --num-processes {num_processes}")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
-        jax.distributed.initialize(coordinator, num_processes, process_id)
+        jax.distributed.initialize(coordinator, num_processes, process_id, initialization_timeout=timeout_s)
     except (ValueError, RuntimeError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise MnistkitError(f"cannot join the multi-process run: {first_line}") from None

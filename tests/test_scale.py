@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +179,21 @@ def test_two_processes_train_like_one_and_only_the_first_writes(
     assert "epoch 2/2" in first_log and "epoch" not in second_log
     assert not outputs[1].exists() and not outputs[1].with_suffix(".jsonl").exists()
     assert_same_training(outputs[0], one_device_run, synthetic_data["test_images"])
+
+
+def test_a_process_whose_peers_never_come_gives_up_at_join_timeout(tmp_path: Path, scale_npz: Path) -> None:
+    """JAX ends a process that cannot gather its cluster (abort, with its own message): what
+    --join-timeout sets is when, instead of JAX's 300 s."""
+    output = tmp_path / "lonely.safetensors"
+    cluster = ["--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", "2", "--process-id", "0"]
+    started = time.perf_counter()
+    process = mnistkit_process(
+        "train", scale_npz, "-o", output, *TRAIN_OPTIONS, *cluster, "--join-timeout", "2"
+    )
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0, stderr
+    assert time.perf_counter() - started < 60
+    assert not output.exists() and list(tmp_path.iterdir()) == []
 
 
 def train(*args: str | Path) -> None:
