@@ -21,6 +21,7 @@ trains as `--seed` i alone would.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import json
@@ -540,13 +541,14 @@ def train(
     for _ in history:  # the keys of the epochs already trained
         for chain in key_chains:
             next(chain)
+    epoch_inputs = _epoch_input_stream(
+        key_chains, data.train.size, config, chunks, members, config.epochs - len(history)
+    )
     completed = (state, history)  # one assignment, so an interrupt never sees the two disagree
     try:
         for epoch in range(len(history) + 1, config.epochs + 1):
             started = time.perf_counter()
-            indices, weights, augment_key = _epoch_inputs(
-                key_chains, data.train.size, config, chunks, members
-            )
+            indices, weights, augment_key = next(epoch_inputs)
             augment_key = placement.put(augment_key, placement.replicated)
             batches = placement.split(indices.ndim - 1, indices.ndim - 2)
             per_chunk = indices.shape[-2]
@@ -631,6 +633,28 @@ def _epoch_inputs(
         return *batches[0], augment_keys[0]
     indices, weights = (np.stack([batch[part] for batch in batches], axis=1) for part in (0, 1))
     return indices, weights, np.stack(augment_keys)
+
+
+def _epoch_input_stream(
+    key_chains: list[Iterator[jax.Array]],
+    size: int,
+    config: TrainConfig,
+    chunks: int,
+    members: int,
+    epochs: int,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """`_epoch_inputs` of each of `epochs` epochs, the next one drawn in a background thread
+    while the current one trains: the permutation takes about 40 ms, a tenth of a seed epoch."""
+    if epochs <= 0:
+        return
+    draw = functools.partial(_epoch_inputs, key_chains, size, config, chunks, members)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        upcoming = pool.submit(draw)
+        for remaining in range(epochs, 0, -1):
+            current = upcoming.result()
+            if remaining > 1:
+                upcoming = pool.submit(draw)
+            yield current
 
 
 def _resumed_state(
