@@ -1,3 +1,43 @@
-"""mnistkit: MNIST from download to a trained JAX model and predictions on your own digits."""
+"""mnistkit: MNIST from download to a trained JAX model and predictions on your own digits.
+
+The Python API (see `mnistkit.api`) loads on first use, so `import mnistkit` stays instant::
+
+    import mnistkit
+    arrays = mnistkit.load_mnist("data")                  # fetched and parsed once, then cached
+    model = mnistkit.train(arrays, preset="mlp", epochs=3)
+    model.predict(arrays["test_images"][:5])              # digits
+    mnistkit.evaluate(model, arrays).accuracy
+"""
 
 __version__ = "0.1.0"
+
+# The names of `mnistkit.api.__all__` (a test holds the two equal).
+_API = (
+    "PRESETS",
+    "Model",
+    "TrainConfig",
+    "download",
+    "draw_confusion",
+    "draw_curves",
+    "draw_embedding",
+    "draw_samples",
+    "draw_weights",
+    "evaluate",
+    "load",
+    "load_arrays",
+    "load_mnist",
+    "predict_images",
+    "train",
+)
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from mnistkit import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'mnistkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])

@@ -3,6 +3,7 @@
 An interrupted or failed write never leaves a file under the final name, so make never
 takes a half-written artifact as done. Temp names carry the writer's pid so a later run
 can remove the leftovers of a killed one without touching a live writer's file.
+The path `-` means standard output, as it does for every mnistkit output.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -60,8 +62,14 @@ def remove_stale_temp_files(path: Path) -> None:
                 entry.unlink()
 
 
-def check_writable_target(path: Path) -> None:
-    """Fail early, before any work, when `path` cannot be written."""
+STDOUT = "-"
+
+
+def check_writable_target(path: str | os.PathLike[str]) -> None:
+    """Fail early, before any work, when `path` cannot be written (`-`, stdout, always can)."""
+    if str(path) == STDOUT:
+        return
+    path = Path(path)
     if path.is_dir():
         raise MnistkitError(f"{path}: is a directory, expected a file path")
     parent = path.parent
@@ -88,7 +96,11 @@ def describe_write_error(path: Path, error: OSError) -> MnistkitError:
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
-    """Yield a file object whose content appears at `path` only if the block succeeds."""
+    """Yield a file object whose content appears at `path` only if the block succeeds; for `-`,
+    standard output (binary data is refused when that is a terminal)."""
+    if str(path) == STDOUT:
+        yield _stdout(mode)
+        return
     import tempfile  # here, not at the top: it costs predict's startup 7 ms when nothing is written
 
     path = Path(path)
@@ -139,3 +151,12 @@ def _fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _stdout(mode: str) -> IO:
+    if "b" not in mode:
+        return sys.stdout
+    if sys.stdout.isatty():
+        raise MnistkitError("-: refusing to write binary data to a terminal; redirect standard output")
+    sys.stdout.flush()
+    return sys.stdout.buffer

@@ -23,9 +23,10 @@ from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
 from mnistkit import __version__
+from mnistkit.architectures import check_architecture, param_shapes
 from mnistkit.atomic import write_bytes_atomic
 from mnistkit.errors import MnistkitError
-from mnistkit.inference import param_shapes
+from mnistkit.inputs import read_input, what_file_is, wrong_kind
 
 FORMAT = "mnistkit-checkpoint"
 FORMAT_VERSION = 1
@@ -33,6 +34,7 @@ METADATA_KEY = "mnistkit"
 OPTIMIZER_PREFIX = "optimizer."
 MAX_CHECKPOINT_BYTES = 4 << 30
 MAX_HEADER_BYTES = 100 << 20
+SWAPPED_HINT = " (a checkpoint is the .safetensors file `mnistkit train` writes; are two arguments swapped?)"
 _DTYPES = {"F32": np.float32, "I32": np.int32, "F64": np.float64, "I64": np.int64, "U32": np.uint32}
 
 
@@ -93,6 +95,8 @@ def read_header(path: Path, data: bytes) -> dict[str, Any]:
         raise MnistkitError(f"{path}: not a safetensors checkpoint (file is {len(data)} bytes)")
     header_length = int.from_bytes(data[:8], "little")
     if header_length > min(len(data) - 8, MAX_HEADER_BYTES):
+        if data[8:9] != b"{" and what_file_is(data[:16]):
+            raise wrong_kind(path, data[:16], "a checkpoint", SWAPPED_HINT)
         raise MnistkitError(
             f"{path}: not a safetensors checkpoint (header length {header_length} "
             f"exceeds the file's {len(data)} bytes)"
@@ -130,7 +134,7 @@ def read_header(path: Path, data: bytes) -> dict[str, Any]:
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read and fully validate a checkpoint; raise MnistkitError naming the problem."""
     path = Path(path)
-    data = _read_file(path)
+    data = read_input(path, "a checkpoint", MAX_CHECKPOINT_BYTES)
     header = read_header(path, data)
     raw_metadata = header.get("__metadata__")
     if not isinstance(raw_metadata, dict) or METADATA_KEY not in raw_metadata:
@@ -150,20 +154,6 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     }
     _check_params(path, params, metadata)
     return Checkpoint(params=params, metadata=metadata, optimizer_state=optimizer_state)
-
-
-def _read_file(path: Path) -> bytes:
-    try:
-        if path.is_dir():
-            raise MnistkitError(f"{path}: is a directory, expected a checkpoint file")
-        size = path.stat().st_size
-        if size > MAX_CHECKPOINT_BYTES:
-            raise MnistkitError(f"{path}: {size} bytes is too large for an mnistkit checkpoint")
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise MnistkitError(f"{path}: no such checkpoint file") from None
-    except OSError as error:
-        raise MnistkitError(f"{path}: cannot read checkpoint: {error.strerror}") from None
 
 
 def _check_metadata(path: Path, metadata: Any) -> None:
@@ -190,8 +180,11 @@ def _check_metadata(path: Path, metadata: Any) -> None:
         or not all(isinstance(c, int) and 0 <= c <= 9 for c in classes)
     ):
         raise MnistkitError(f"{path}: checkpoint classes {classes!r} are not distinct digits 0-9")
-    architecture = metadata["architecture"]
-    if not isinstance(architecture, dict) or architecture.get("num_classes") != len(classes):
+    try:
+        check_architecture(metadata["architecture"])
+    except MnistkitError as error:
+        raise MnistkitError(f"{path}: checkpoint architecture: {error}") from None
+    if metadata["architecture"]["num_classes"] != len(classes):
         raise MnistkitError(f"{path}: checkpoint architecture does not match its {len(classes)} classes")
     normalization = metadata["normalization"]
     kind = normalization.get("kind") if isinstance(normalization, dict) else None
@@ -204,12 +197,7 @@ def _check_metadata(path: Path, metadata: Any) -> None:
 
 
 def _check_params(path: Path, params: dict[str, np.ndarray], metadata: dict[str, Any]) -> None:
-    try:
-        expected = param_shapes(metadata["architecture"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise MnistkitError(f"{path}: checkpoint architecture is malformed ({error})") from None
-    except MnistkitError as error:
-        raise MnistkitError(f"{path}: {error}") from None
+    expected = param_shapes(metadata["architecture"])
     missing = sorted(set(expected) - set(params))
     unexpected = sorted(set(params) - set(expected))
     if missing or unexpected:

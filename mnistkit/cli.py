@@ -1,30 +1,25 @@
 """The `mnistkit` command line: a thin click skin over the library's plain functions.
 
-Heavy modules (jax, the trainer) are imported inside the commands that need them, so
-`mnistkit --help`, fetch, parse-to-npz, predict and eval start without jax.
+Every command parses its options, checks its output paths once (`_output`), and calls
+the functions a Python user calls. Heavy modules are imported inside the commands that
+need them, so `mnistkit --help` imports neither numpy nor jax, and fetch, parse-to-npz,
+predict, eval, info and the pictures start without jax.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from pathlib import Path
 
 import click
 
 from mnistkit import __version__
-from mnistkit.config import (
-    ACTIVATIONS,
-    AUGMENTATIONS,
-    MODELS,
-    NORMALIZATIONS,
-    OPTIMIZERS,
-    SCHEDULES,
-    parse_int_list,
-)
-from mnistkit.errors import Interrupted, MnistkitError
-from mnistkit.mirrors import DEFAULT_TIMEOUT_S, MIRROR_ENV, mirror_list
+from mnistkit.architectures import ACTIVATIONS, MODEL_KINDS, MODELS
+from mnistkit.atomic import STDOUT, check_writable_target
+from mnistkit.config import AUGMENTATIONS, NORMALIZATIONS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
+from mnistkit.errors import MnistkitError
+from mnistkit.mirrors import DEFAULT_TIMEOUT_S, MIRROR_ENV
 
 
 class MnistkitGroup(click.Group):
@@ -37,12 +32,15 @@ class MnistkitGroup(click.Group):
             raise click.ClickException(str(error)) from None
 
 
-@click.group(cls=MnistkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=MnistkitGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(__version__, prog_name="mnistkit")
 def cli() -> None:
     """MNIST from download to a trained JAX model and predictions on your own digits.
 
-    Each stage reads files and writes files; chain them with make or a shell:
+    Each stage reads files and writes files; chain them with make or a shell. `-` stands
+    for standard input or output wherever a file goes.
 
     \b
       mnistkit fetch --out data/raw
@@ -52,8 +50,20 @@ def cli() -> None:
       mnistkit predict models/model.safetensors my-digit.png
       mnistkit render-samples data/mnist.npz -o reports/samples.png
 
-    Offline: MNISTKIT_MIRROR=file:///path/to/mnist mnistkit fetch
+    Offline: MNISTKIT_MIRROR=/path/to/folder/with/the/four/files mnistkit fetch
     """
+
+
+def _output(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Every output path is checked here, once, before any work: its folder must exist and be
+    writable (`-` is standard output)."""
+    if value is not None:
+        check_writable_target(value)
+    return value
+
+
+def _output_option(*names: str, help: str, required: bool = False):
+    return click.option(*names, required=required, callback=_output, metavar="FILE", help=help)
 
 
 def _stderr_log(on_tty: bool):
@@ -71,7 +81,11 @@ def _progress_line(name: str, received_bytes: int, announced_bytes: int | None) 
     click.echo(f"\r\x1b[K{name}: {_size_text(received_bytes)}{total}", err=True, nl=False)
 
 
-@cli.command("fetch")
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+@cli.command("fetch", short_help="Download the four MNIST files, verified and cached.")
 @click.option(
     "--out",
     "out_dir",
@@ -112,9 +126,10 @@ def fetch_command(
     \b
       mnistkit fetch --out data/raw
       mnistkit fetch --mirror file:///srv/mnist --no-default-mirrors
-      MNISTKIT_MIRROR=../shared/mnist mnistkit fetch --timeout 10
+      MNISTKIT_MIRROR=/path/to/folder/with/the/four/files mnistkit fetch --timeout 10
     """
     from mnistkit.fetch import fetch
+    from mnistkit.mirrors import mirror_list
 
     mirror_urls = mirror_list(mirrors, os.environ.get(MIRROR_ENV), use_defaults=not no_default_mirrors)
     on_tty = sys.stderr.isatty()
@@ -130,10 +145,10 @@ def fetch_command(
         click.echo(path)
 
 
-@cli.command("parse-to-npz")
+@cli.command("parse-to-npz", short_help="Parse the IDX files into one .npz of arrays.")
 @click.argument("raw_dir", type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The .npz to write.")
-def parse_to_npz_command(raw_dir: Path, output: Path) -> None:
+@_output_option("-o", "--output", required=True, help="The .npz to write ('-': stdout).")
+def parse_to_npz_command(raw_dir: Path, output: str) -> None:
     """Parse the four MNIST IDX files in RAW_DIR into one uncompressed .npz.
 
     The .npz holds train_images uint8 (N, 28, 28), train_labels uint8 (N,), test_images
@@ -145,10 +160,8 @@ def parse_to_npz_command(raw_dir: Path, output: Path) -> None:
       mnistkit parse-to-npz data/raw -o data/mnist.npz
     """
     from mnistkit.arrays import save_arrays
-    from mnistkit.atomic import check_writable_target
     from mnistkit.idx import read_mnist_dir
 
-    check_writable_target(output)
     arrays = read_mnist_dir(raw_dir)
     save_arrays(output, arrays)
     click.echo(
@@ -157,33 +170,100 @@ def parse_to_npz_command(raw_dir: Path, output: Path) -> None:
     )
 
 
-@cli.command()
+def _preset_help() -> str:
+    lines = [f"{name}: {preset.summary}." for name, preset in PRESETS.items()]
+    return (
+        "Starting settings, overridden by the options given [default: the one named like --model]. "
+        + " ".join(lines)
+    )
+
+
+def _from_preset(name: str) -> str:
+    """What the help shows as an option's default: the `mlp` preset's value."""
+    value = getattr(TrainConfig(), name)
+    if isinstance(value, tuple):
+        value = ",".join(map(str, value)) or "none"
+    return f"from --preset; mlp: {value}"
+
+
+@cli.command(short_help="Train a model: .npz in, safetensors checkpoint out.")
 @click.argument("data", type=click.Path())
-@click.option("-o", "--output", required=True, type=click.Path(), help="Checkpoint to write.")
+@_output_option("-o", "--output", required=True, help="Checkpoint to write ('-': stdout).")
+@click.option("--preset", type=click.Choice(list(PRESETS)), help=_preset_help())
 @click.option(
-    "--preset", help="Starting settings: logreg, seed, mlp, mlp-best, cnn, 3v8 [default: the model's]."
+    "--model",
+    type=click.Choice(MODELS),
+    help="Model family: " + "; ".join(f"{name}: {kind.summary}" for name, kind in MODEL_KINDS.items()) + ".",
+    show_default=_from_preset("model"),
 )
-@click.option("--model", type=click.Choice(MODELS), help="Model family [default: mlp].")
-@click.option("--hidden", help="Hidden layer widths, e.g. 128 or 1024,1024 or 100,100,2.")
-@click.option("--activation", type=click.Choice(ACTIVATIONS))
-@click.option("--epochs", type=int)
-@click.option("--batch-size", type=int)
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS))
-@click.option("--lr", type=float, help="Peak learning rate.")
-@click.option("--weight-decay", type=float)
-@click.option("--schedule", type=click.Choice(SCHEDULES))
 @click.option(
-    "--normalize", type=click.Choice(NORMALIZATIONS), help="unit: pixels/255; standard: also (x-mean)/std."
+    "--hidden",
+    help="Hidden layer widths, e.g. 128 or 1024,1024 (for cnn: its dense head).",
+    show_default=_from_preset("hidden"),
 )
-@click.option("--val-size", type=int, help="Hold out this many training images for validation.")
-@click.option("--digits", help="Train on these classes only, e.g. 3,8.")
-@click.option("--augment", type=click.Choice(AUGMENTATIONS), help="shift: random shifts of up to 2 px.")
-@click.option("--eval-test-each-epoch", is_flag=True, default=None, help="Report test accuracy every epoch.")
-@click.option("--seed", type=int)
+@click.option("--activation", type=click.Choice(ACTIVATIONS), show_default=_from_preset("activation"))
+@click.option(
+    "--linear-last-hidden",
+    is_flag=True,
+    default=None,
+    help="No activation after the last hidden layer (a linear bottleneck; see --preset embedding).",
+)
+@click.option(
+    "--epochs", type=int, help="Passes over the training images.", show_default=_from_preset("epochs")
+)
+@click.option(
+    "--batch-size",
+    type=int,
+    help="Images per step (capped at the data size).",
+    show_default=_from_preset("batch_size"),
+)
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), show_default=_from_preset("optimizer"))
+@click.option("--lr", type=float, help="Peak learning rate.", show_default=_from_preset("lr"))
+@click.option(
+    "--weight-decay", type=float, help="L2 weight decay.", show_default=_from_preset("weight_decay")
+)
+@click.option(
+    "--schedule",
+    type=click.Choice(SCHEDULES),
+    help="Learning rate over the run.",
+    show_default=_from_preset("schedule"),
+)
+@click.option(
+    "--normalize",
+    type=click.Choice(NORMALIZATIONS),
+    help="unit: pixels/255; standard: also (x-mean)/std of the training pixels.",
+    show_default=_from_preset("normalize"),
+)
+@click.option(
+    "--val-size",
+    type=int,
+    help="Hold out this many training images for validation.",
+    show_default=_from_preset("val_size"),
+)
+@click.option("--digits", help="Train on these classes only, e.g. 3,8.", show_default="all ten")
+@click.option(
+    "--augment",
+    type=click.Choice(AUGMENTATIONS),
+    help="shift: random shifts of up to 2 px.",
+    show_default=_from_preset("augment"),
+)
+@click.option(
+    "--eval-test-each-epoch",
+    is_flag=True,
+    default=None,
+    help="Report test accuracy every epoch [default: off].",
+)
+@click.option("--seed", type=int, help="Seed of the initial weights and the data order.", show_default="0")
 @click.option("--seeds", help="Train an ensemble, one model per seed, in one compiled program, e.g. 0,1,2,3.")
 @click.option("--ensemble", type=int, help="Train an ensemble of K models: seeds --seed to --seed + K - 1.")
-@click.option("--history", type=click.Path(), help="Write one JSON line per epoch here.")
-@click.option("--resume", type=click.Path(), help="Continue training this checkpoint.")
+@_output_option("--history", help="Write one JSON line per epoch here ('-': stdout).")
+@click.option(
+    "--resume",
+    type=click.Path(),
+    metavar="CKPT",
+    help="Continue training this checkpoint (--epochs: new total).",
+)
+@click.option("--show-config", is_flag=True, help="Print the settings these options give, as JSON, and exit.")
 @click.option(
     "--devices",
     type=click.IntRange(min=1),
@@ -211,6 +291,7 @@ def train(
     preset: str | None,
     history: str | None,
     resume: str | None,
+    show_config: bool,
     devices: int | None,
     coordinator: str | None,
     num_processes: int | None,
@@ -232,59 +313,81 @@ def train(
 
     \b
       mnistkit train data/mnist.npz -o models/model.safetensors
-      mnistkit train data/mnist.npz -o models/cnn.safetensors --model cnn
+      mnistkit train data/mnist.npz -o models/cnn.safetensors --preset cnn
       mnistkit train data/mnist.npz -o models/seed.safetensors --preset seed
       mnistkit train data/mnist.npz -o models/3v8.safetensors --preset 3v8
+      mnistkit train data/mnist.npz -o models/2d.safetensors --preset embedding
       mnistkit train data/mnist.npz -o models/cnn.safetensors --resume models/cnn.safetensors --epochs 12
-      mnistkit train data/mnist.npz -o models/cnn5.safetensors --model cnn --ensemble 5
+      mnistkit train data/mnist.npz -o models/cnn5.safetensors --preset cnn --ensemble 5
+      mnistkit train data/mnist.npz -o x.safetensors --preset cnn --epochs 3 --show-config
       mnistkit train data/mnist.npz -o models/model.safetensors \\
           --coordinator host0:8476 --num-processes 2 --process-id 0
     """
-    from pathlib import Path
-
-    from mnistkit.arrays import file_sha256, load_arrays
-    from mnistkit.atomic import check_writable_target
-    from mnistkit.checkpoint import load_checkpoint
-    from mnistkit.train import config_from_options, resume_config
-    from mnistkit.train import train as run_training
+    from mnistkit.config import check_resume_options, config_from_options, parse_int_list, resume_config
+    from mnistkit.interrupts import deferred
 
     for name in ("hidden", "digits", "seeds"):
         if options[name] is not None:
             options[name] = parse_int_list(options[name], f"--{name}")
     given = {name: value for name, value in options.items() if value is not None}
-    writer = True
-    if distributed or coordinator or num_processes or process_id is not None:
-        from mnistkit.parallel import join_cluster
-
-        writer = join_cluster(coordinator, num_processes, process_id, join_timeout) == 0
-    if writer:
-        check_writable_target(Path(output))
-        if history is not None:
-            check_writable_target(Path(history))
-    checkpoint = None
     if resume is not None:
-        others = sorted(f"--{name.replace('_', '-')}" for name in given if name != "epochs")
-        if others or preset:
-            dropped = ", ".join(others) or "--preset"
-            raise MnistkitError(f"--resume continues with the checkpoint's own settings; drop {dropped}")
-        checkpoint = load_checkpoint(resume)
-        config = resume_config(checkpoint, resume, given.get("epochs"))
-    else:
-        config = config_from_options(preset, given)
-    arrays = load_arrays(data)
-    run_training(
-        arrays,
-        config,
-        output,
-        history_path=history,
-        resume_from=checkpoint,
-        data_sha256=file_sha256(data),
-        data_name=data,
-        devices=devices,
-    )
+        check_resume_options({**given, **({"preset": preset} if preset else {})})
+    config = config_from_options(preset, given) if resume is None else None
+    if show_config and config is not None:
+        import json
+
+        click.echo(json.dumps(config.to_dict(), indent=2))
+        return
+    # jax runs from here on: signals are taken between chunks of work (see interrupts.py).
+    with deferred():
+        from mnistkit.arrays import file_sha256, load_arrays
+        from mnistkit.checkpoint import load_checkpoint
+        from mnistkit.training import train as run_training
+
+        writer = True
+        if distributed or coordinator or num_processes or process_id is not None:
+            from mnistkit.parallel import join_cluster
+
+            writer = join_cluster(coordinator, num_processes, process_id, join_timeout) == 0
+        checkpoint = None
+        if resume is not None:
+            checkpoint = load_checkpoint(resume)
+            done = int(checkpoint.metadata.get("metrics", {}).get("epochs", 0))
+            config = resume_config(checkpoint.metadata.get("config", {}), resume, given, done)
+        if show_config:
+            import json
+
+            click.echo(json.dumps(config.to_dict(), indent=2))
+            return
+        arrays = load_arrays(data)
+        on_tty = sys.stderr.isatty() and writer
+        run_training(
+            arrays,
+            config,
+            output,
+            history_path=history,
+            resume_from=checkpoint,
+            data_sha256=file_sha256(data),
+            data_name=data,
+            devices=devices,
+            log=_stderr_log(on_tty),
+            progress=_training_progress(on_tty),
+        )
 
 
-@cli.command("predict")
+def _training_progress(on_tty: bool):
+    """After each chunk of batches: take a held Ctrl-C, and on a terminal show how far the epoch is."""
+    from mnistkit.interrupts import raise_if_interrupted
+
+    def progress(epoch: int, epochs: int, fraction: float) -> None:
+        raise_if_interrupted()
+        if on_tty:
+            click.echo(f"\r\x1b[Kepoch {epoch}/{epochs} {100 * fraction:3.0f}%", err=True, nl=False)
+
+    return progress
+
+
+@cli.command("predict", short_help="Predict the digit in each of your images.")
 @click.argument("checkpoint_path", metavar="CKPT", type=click.Path(path_type=Path))
 @click.argument("images", metavar="IMAGE...", nargs=-1, required=True)
 @click.option(
@@ -310,12 +413,7 @@ def train(
     type=click.Path(path_type=Path),
     help="Write each 28x28 image the model saw into DIR as NNNNNN-STEM.png (NNNNNN: input position).",
 )
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(path_type=Path),
-    help="Write the rows to FILE (atomically).",
-)
+@_output_option("-o", "--output", help="Write the rows to FILE (atomically) instead of stdout.")
 def predict_command(
     checkpoint_path: Path,
     images: tuple[str, ...],
@@ -323,7 +421,7 @@ def predict_command(
     top_k: int,
     no_preprocess: bool,
     save_preprocessed: Path | None,
-    output: Path | None,
+    output: str | None,
 ) -> None:
     """Predict the digit in each IMAGE: one row per image, in input order.
 
@@ -338,36 +436,38 @@ def predict_command(
 
     \b
       mnistkit predict models/model.safetensors my-digit.png
-      find photos -name '*.png' | mnistkit predict models/model.safetensors - --format csv
+      mnistkit predict models/model.safetensors photos/*.jpg --format csv --top-k 3
+      find photos -name '*.png' | mnistkit predict models/model.safetensors - -o predictions.tsv
     """
-    from mnistkit.atomic import atomic_write, check_writable_target
+    from mnistkit.atomic import atomic_write
     from mnistkit.checkpoint import load_checkpoint
-    from mnistkit.predict import expand_stdin, write_predictions
+    from mnistkit.image_files import expand_stdin
+    from mnistkit.predict import write_predictions
 
-    if output is not None:
-        check_writable_target(output)
     checkpoint = load_checkpoint(checkpoint_path)
-    options = {
-        "output_format": output_format,
-        "top_k": top_k,
-        "preprocess": not no_preprocess,
-        "save_dir": save_preprocessed,
-    }
     paths = expand_stdin(images, sys.stdin)
-    if output is None:
-        failures = write_predictions(checkpoint, paths, sys.stdout, sys.stderr, **options)
-    else:
-        with atomic_write(output, "w") as handle:
-            failures = write_predictions(checkpoint, paths, handle, sys.stderr, **options)
+    with atomic_write(output or STDOUT, "w") as handle:
+        failures = write_predictions(
+            checkpoint,
+            paths,
+            handle,
+            sys.stderr,
+            output_format=output_format,
+            top_k=top_k,
+            preprocess=not no_preprocess,
+            save_dir=save_preprocessed,
+        )
     if failures:
         sys.exit(1)
 
 
-@cli.command("eval")
+@cli.command("eval", short_help="Measure a checkpoint on test data or labelled images.")
 @click.argument("checkpoint_path", metavar="CKPT", type=click.Path(path_type=Path))
 @click.argument("data", metavar="[NPZ]", required=False, type=click.Path(path_type=Path))
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
-@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write all metrics to FILE.")
+@_output_option(
+    "--json", "json_path", help="Write all metrics as JSON to FILE ('-': stdout; the table goes to stderr)."
+)
 @click.option(
     "--min-accuracy",
     type=float,
@@ -388,7 +488,7 @@ def eval_command(
     checkpoint_path: Path,
     data: Path | None,
     split: str,
-    json_path: Path | None,
+    json_path: str | None,
     min_accuracy: float | None,
     images_dir: Path | None,
     labels: Path | None,
@@ -403,21 +503,21 @@ def eval_command(
     \b
       mnistkit eval models/model.safetensors data/mnist.npz --json reports/metrics.json
       mnistkit eval models/model.safetensors data/mnist.npz --min-accuracy 0.975
+      mnistkit eval models/model.safetensors data/mnist.npz --json - \\
+          | mnistkit render-confusion --metrics - -o confusion.png
       mnistkit eval models/model.safetensors --images my-digits --labels my-digits/labels.tsv
     """
     import json
 
-    from mnistkit.atomic import check_writable_target, write_text_atomic
+    from mnistkit.atomic import write_text_atomic
     from mnistkit.checkpoint import load_checkpoint
-    from mnistkit.evaluate import evaluate_arrays, evaluate_images, format_table, read_labels
+    from mnistkit.evaluation import evaluate_arrays, evaluate_images, format_table, read_labels
 
     if (data is None) == (labels is None):
         raise click.UsageError("give either NPZ or --labels FILE (with --images DIR), not both or neither")
     if images_dir is not None and labels is None:
         raise click.UsageError("--images needs --labels FILE listing each image's digit")
     threshold = _accuracy_fraction(min_accuracy)
-    if json_path is not None:
-        check_writable_target(json_path)
     checkpoint = load_checkpoint(checkpoint_path)
     failures = []
     if labels is not None:
@@ -431,16 +531,18 @@ def eval_command(
     else:
         from mnistkit.arrays import load_arrays
 
-        arrays = load_arrays(data)
+        arrays = load_arrays(data, splits=(split,))
         source = str(data)
         evaluation = evaluate_arrays(checkpoint, arrays[f"{split}_images"], arrays[f"{split}_labels"])
     if evaluation.skipped:
         click.echo(
-            f"left out {evaluation.skipped} images whose digit is not among the model's classes", err=True
+            f"left out {_count(evaluation.skipped, 'image')} whose digit is not among the model's classes",
+            err=True,
         )
     if evaluation.count == 0:
         raise MnistkitError(f"{source}: no images to evaluate")
-    click.echo(format_table(evaluation, str(checkpoint_path), f"{source} ({split})"), nl=False)
+    table = format_table(evaluation, str(checkpoint_path), f"{source} ({split})")
+    click.echo(table, nl=False, err=json_path == STDOUT)
     if json_path is not None:
         report_json = evaluation.to_json(split, str(checkpoint_path), source)
         write_text_atomic(json_path, json.dumps(report_json, indent=2) + "\n")
@@ -461,7 +563,7 @@ def _accuracy_fraction(value: float | None) -> float | None:
     return value / 100 if value > 1 else value
 
 
-@cli.command("info")
+@cli.command("info", short_help="Describe what a checkpoint holds.")
 @click.argument("checkpoint_path", metavar="CKPT", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of aligned text.")
 def info_command(checkpoint_path: Path, as_json: bool) -> None:
@@ -480,14 +582,22 @@ def info_command(checkpoint_path: Path, as_json: bool) -> None:
     click.echo(json.dumps(info, indent=2) if as_json else format_info(info), nl=as_json)
 
 
-def _png_output(function):
+def _picture_output(function):
     return click.option(
         "-o",
         "--output",
         required=True,
-        type=click.Path(path_type=Path),
-        help="The PNG to write.",
+        callback=_picture_path,
+        metavar="FILE",
+        help="The picture to write: .png or .jpg ('-': PNG on stdout).",
     )(function)
+
+
+def _picture_path(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from mnistkit.render import picture_format
+
+    picture_format(value)
+    return _output(ctx, param, value)
 
 
 def _picture_checkpoint(function):
@@ -498,13 +608,13 @@ def _picture_data(function):
     return click.argument("data", metavar="NPZ", type=click.Path(path_type=Path))(function)
 
 
-def _wrote(output: Path, what: str) -> None:
+def _wrote(output: str, what: str) -> None:
     click.echo(f"{output}: {what}", err=True)
 
 
-@cli.command("render-samples")
+@cli.command("render-samples", short_help="Draw a grid of digits, or a model's mistakes.")
 @_picture_data
-@_png_output
+@_picture_output
 @click.option(
     "--model",
     "checkpoint_path",
@@ -523,7 +633,7 @@ def _wrote(output: Path, what: str) -> None:
 )
 @click.option("--count", type=int, default=64, show_default=True, help="Show at most this many digits.")
 @click.option("--digits", metavar="LIST", help="Only digits whose true label is listed, e.g. 3,8.")
-@click.option("--columns", type=int, default=8, show_default=True)
+@click.option("--columns", type=int, default=8, show_default=True, help="Digits per row.")
 @click.option("--scale", type=int, default=3, show_default=True, help="Screen pixels per MNIST pixel.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --select random.")
 @click.option(
@@ -537,13 +647,13 @@ def _wrote(output: Path, what: str) -> None:
 )
 def render_samples_command(
     data: Path,
-    output: Path,
+    output: str,
     checkpoint_path: Path | None,
     digits: str | None,
     export_dir: Path | None,
     **options,
 ) -> None:
-    """Draw a grid of digits with their labels, and a model's predictions, as a PNG.
+    """Draw a grid of digits with their labels, and a model's predictions, as a picture.
 
     \b
       mnistkit render-samples data/mnist.npz -o reports/samples.png --model models/model.safetensors
@@ -554,13 +664,16 @@ def render_samples_command(
           | mnistkit predict models/model.safetensors -
     """
     from mnistkit.arrays import load_arrays
-    from mnistkit.atomic import check_writable_target
     from mnistkit.checkpoint import load_checkpoint
-    from mnistkit.render import SampleOptions, export_digits, samples_picture, save_png
+    from mnistkit.config import parse_int_list
+    from mnistkit.render import SampleOptions, export_digits, samples_picture, save_picture
 
+    if output == STDOUT and export_dir is not None:
+        raise click.UsageError(
+            "-o - writes the picture to stdout, where --export-dir lists its files; give -o FILE"
+        )
     sample_options = SampleOptions(digits=parse_int_list(digits, "--digits") if digits else None, **options)
-    check_writable_target(output)
-    arrays = load_arrays(data)
+    arrays = load_arrays(data, splits=(sample_options.split,))
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
     model_name = checkpoint_path.name if checkpoint_path else ""
     grid, indices = samples_picture(arrays, sample_options, checkpoint, data.name, model_name)
@@ -568,14 +681,14 @@ def render_samples_command(
     exported = []
     if export_dir is not None:
         exported = export_digits(arrays[f"{split}_images"], arrays[f"{split}_labels"], indices, export_dir)
-    save_png(grid.image, output)
-    _wrote(output, f"{len(indices)} {split} digits")
+    save_picture(grid.image, output)
+    _wrote(output, f"{_count(len(indices), f'{split} digit')}")
     for path in exported:
         click.echo(path)
 
 
-@cli.command("render-confusion")
-@_png_output
+@cli.command("render-confusion", short_help="Draw the confusion matrix as a heat map.")
+@_picture_output
 @click.option(
     "--metrics",
     type=click.Path(allow_dash=True),
@@ -597,7 +710,7 @@ def render_samples_command(
     help="The split of --data to evaluate.",
 )
 def render_confusion_command(
-    output: Path, metrics: str | None, checkpoint_path: Path | None, data: Path | None, split: str
+    output: str, metrics: str | None, checkpoint_path: Path | None, data: Path | None, split: str
 ) -> None:
     """Draw a confusion matrix as a heat map, the counts written in the cells.
 
@@ -608,34 +721,36 @@ def render_confusion_command(
     \b
       mnistkit render-confusion --metrics reports/metrics.json -o reports/confusion.png
       mnistkit render-confusion --model models/model.safetensors --data data/mnist.npz -o confusion.png
+      mnistkit eval models/model.safetensors data/mnist.npz --json - \\
+          | mnistkit render-confusion --metrics - -o confusion.png
     """
     from mnistkit.arrays import load_arrays
-    from mnistkit.atomic import check_writable_target
     from mnistkit.checkpoint import load_checkpoint
-    from mnistkit.render import confusion_from_model, confusion_image, parse_confusion, save_png
-    from mnistkit.textfile import read_text
+    from mnistkit.evaluation import read_confusion
+    from mnistkit.inputs import read_text
+    from mnistkit.plots import confusion_from_model, confusion_image
+    from mnistkit.render import save_picture
 
     if not ((metrics and not checkpoint_path and not data) or (not metrics and checkpoint_path and data)):
         raise click.UsageError("give either --metrics FILE, or --model CKPT together with --data NPZ")
-    check_writable_target(output)
     if metrics:
-        text, source = read_text(metrics, "metrics")
-        confusion = parse_confusion(text, source)
+        text, source = read_text(metrics, "a metrics file")
+        confusion = read_confusion(text, source)
         source_name = Path(source).name
     else:
         checkpoint = load_checkpoint(checkpoint_path)
-        arrays = load_arrays(data)
+        arrays = load_arrays(data, splits=(split,))
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         confusion = confusion_from_model(checkpoint, images, labels, split, checkpoint_path.name, data.name)
         source_name = f"{checkpoint_path.name} on {data.name}"
-    save_png(confusion_image(confusion, source_name), output)
-    _wrote(output, f"confusion matrix of {int(confusion.matrix.sum())} digits")
+    save_picture(confusion_image(confusion, source_name), output)
+    _wrote(output, f"confusion matrix of {_count(int(confusion.matrix.sum()), 'digit')}")
 
 
-@cli.command("render-curves")
+@cli.command("render-curves", short_help="Draw loss and accuracy per epoch.")
 @click.argument("history", type=click.Path(allow_dash=True))
-@_png_output
-def render_curves_command(history: str, output: Path) -> None:
+@_picture_output
+def render_curves_command(history: str, output: str) -> None:
     """Draw loss and accuracy per epoch, train, validation and test, from train --history.
 
     Splits that were not measured (null in every line) are left out; train with
@@ -644,84 +759,67 @@ def render_curves_command(history: str, output: Path) -> None:
     \b
       mnistkit render-curves models/model.history.jsonl -o reports/curves.png
     """
-    from mnistkit.atomic import check_writable_target
-    from mnistkit.render import curves_image, parse_history, save_png
-    from mnistkit.textfile import read_text
+    from mnistkit.history import read_history
+    from mnistkit.inputs import read_text
+    from mnistkit.plots import curves_image
+    from mnistkit.render import save_picture
 
-    check_writable_target(output)
-    text, source = read_text(history, "history")
-    records = parse_history(text, source)
-    save_png(curves_image(records, Path(source).name), output)
-    _wrote(output, f"curves of {len(records)} epochs")
+    text, source = read_text(history, "a history file")
+    records = read_history(text, source)
+    save_picture(curves_image(records, Path(source).name), output)
+    _wrote(output, f"curves of {_count(len(records), 'epoch')}")
 
 
-@cli.command("render-embedding")
+@cli.command("render-embedding", short_help="Scatter digits in a model's 2-unit layer.")
 @_picture_checkpoint
 @_picture_data
-@_png_output
+@_picture_output
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
 @click.option("--count", type=click.IntRange(min=1), default=2000, show_default=True, help="Digits to plot.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the digits' sample.")
 def render_embedding_command(
-    checkpoint_path: Path, data: Path, output: Path, split: str, count: int, seed: int
+    checkpoint_path: Path, data: Path, output: str, split: str, count: int, seed: int
 ) -> None:
     """Scatter digits in a model's 2-unit layer over its decision regions.
 
-    The model needs a hidden layer of two units (train --hidden 100,100,2). Each dot is a
-    digit placed by that layer's two values (before the activation), coloured by its true
-    class; the shading is the digit the model predicts at each point of the plane.
+    The model needs a hidden layer of two units (train --preset embedding: 784-100-100-2-10
+    with a linear 2-unit layer). Each dot is a digit placed by that layer's two values
+    (before its activation, if it has one), coloured by its true class; the shading is the
+    digit the model predicts at each point of the plane.
 
     \b
-      mnistkit train data/mnist.npz -o models/2d.safetensors --hidden 100,100,2
+      mnistkit train data/mnist.npz -o models/2d.safetensors --preset embedding
       mnistkit render-embedding models/2d.safetensors data/mnist.npz -o reports/embedding.png
     """
     from mnistkit.arrays import load_arrays
-    from mnistkit.atomic import check_writable_target
     from mnistkit.checkpoint import load_checkpoint
-    from mnistkit.render import bottleneck_layer, embedding_image, save_png
+    from mnistkit.plots import bottleneck_layer, embedding_image
+    from mnistkit.render import save_picture
 
-    check_writable_target(output)
     checkpoint = load_checkpoint(checkpoint_path)
     bottleneck_layer(checkpoint, str(checkpoint_path))
-    arrays = load_arrays(data)
+    arrays = load_arrays(data, splits=(split,))
     images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
     picture = embedding_image(checkpoint, images, labels, count, seed, split, str(checkpoint_path), str(data))
-    save_png(picture, output)
+    save_picture(picture, output)
     _wrote(output, f"{split} digits in the 2-unit layer of {checkpoint_path.name}")
 
 
-@cli.command("render-weights")
+@cli.command("render-weights", short_help="Draw a logreg model's weights as digit templates.")
 @_picture_checkpoint
-@_png_output
+@_picture_output
 @click.option("--scale", type=click.IntRange(min=1), default=4, show_default=True, help="Pixels per weight.")
-def render_weights_command(checkpoint_path: Path, output: Path, scale: int) -> None:
+def render_weights_command(checkpoint_path: Path, output: str, scale: int) -> None:
     """Draw a logreg model's weights as one 28x28 template per digit, red positive, blue negative.
 
     \b
-      mnistkit train data/mnist.npz -o models/logreg.safetensors --model logreg
+      mnistkit train data/mnist.npz -o models/logreg.safetensors --preset logreg
       mnistkit render-weights models/logreg.safetensors -o reports/weights.png
     """
-    from mnistkit.atomic import check_writable_target
     from mnistkit.checkpoint import load_checkpoint
-    from mnistkit.render import save_png, weights_image
+    from mnistkit.plots import weights_image
+    from mnistkit.render import save_picture
 
-    check_writable_target(output)
     checkpoint = load_checkpoint(checkpoint_path)
-    save_png(weights_image(checkpoint, str(checkpoint_path), scale), output)
-    _wrote(output, f"weight templates of {len(checkpoint.classes)} digits")
-
-
-def _raise_interrupted(signal_number: int, frame) -> None:
-    raise Interrupted(signal_number)
-
-
-def main() -> None:
-    """Console entry point: SIGINT/SIGTERM unwind (removing temp files) and exit 130/143."""
-    signal.signal(signal.SIGINT, _raise_interrupted)
-    signal.signal(signal.SIGTERM, _raise_interrupted)
-    try:
-        cli(prog_name="mnistkit")
-    except Interrupted as stop:
-        name = signal.Signals(stop.signal_number).name
-        click.echo(f"mnistkit: interrupted by {name}", err=True)
-        sys.exit(stop.exit_code)
+    save_picture(weights_image(checkpoint, str(checkpoint_path), scale), output)
+    _wrote(output, f"weight templates of {_count(len(checkpoint.classes), 'digit')}")

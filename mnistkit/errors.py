@@ -6,18 +6,28 @@ and exits non-zero. Anything else escaping a command is a bug and keeps its trac
 
 from __future__ import annotations
 
+import signal
+
 
 class MnistkitError(Exception):
     """A problem the user can act on; the message names the file and the problem."""
 
 
 class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived; a BaseException so that only cleanup code catches it."""
+    """SIGINT or SIGTERM arrived; a BaseException so that only cleanup code catches it.
 
-    def __init__(self, signal_number: int) -> None:
+    `outcome` says what the interrupted work kept, for the one line the CLI prints.
+    """
+
+    def __init__(self, signal_number: int, outcome: str = "") -> None:
         super().__init__(signal_number)
         self.signal_number = signal_number
+        self.outcome = outcome
 
     @property
     def exit_code(self) -> int:
         return 128 + self.signal_number
+
+    def line(self) -> str:
+        name = signal.Signals(self.signal_number).name
+        return f"mnistkit: interrupted by {name}" + (f"; {self.outcome}" if self.outcome else "")

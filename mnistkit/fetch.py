@@ -27,6 +27,7 @@ from urllib.parse import urljoin, urlsplit
 
 from mnistkit import __version__
 from mnistkit.atomic import atomic_write, make_output_folder
+from mnistkit.datasets import MNIST_FILES
 from mnistkit.errors import MnistkitError
 from mnistkit.gunzip import GZIP_MAGIC, CorruptGzip, GunzipStream
 from mnistkit.mirrors import DEFAULT_TIMEOUT_S
@@ -45,14 +46,6 @@ class ExpectedFile:
         if Path(self.name).name != self.name or self.name in ("", ".", ".."):
             raise ValueError(f"expected file name {self.name!r} must be a plain file name")
 
-
-# The four files, by the array each holds; parse-to-npz also accepts them without `.gz`.
-MNIST_FILES = {
-    "train_images": "train-images-idx3-ubyte.gz",
-    "train_labels": "train-labels-idx1-ubyte.gz",
-    "test_images": "t10k-images-idx3-ubyte.gz",
-    "test_labels": "t10k-labels-idx1-ubyte.gz",
-}
 
 # Decompressed SHA-256 and size; the download cap is twice the canonical `.gz` size.
 MNIST_EXPECTED = (

@@ -18,17 +18,18 @@ from typing import BinaryIO
 
 import numpy as np
 
+from mnistkit.datasets import IMAGE_SHAPE, MNIST_FILES
 from mnistkit.errors import MnistkitError
-from mnistkit.fetch import MNIST_FILES
 from mnistkit.gunzip import GZIP_MAGIC, CorruptGzip, GunzipStream
+from mnistkit.inputs import open_input
 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
 MAGIC_NAMES = {IMAGES_MAGIC: "images", LABELS_MAGIC: "labels"}
 MAX_DATA_BYTES = 256 << 20
-IMAGE_SIZE_PX = (28, 28)
 NUM_CLASSES = 10
 _CHUNK_BYTES = 1 << 20
+_REFETCH_HINT = "; `mnistkit fetch --out {folder}` puts a verified copy there"
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
@@ -39,14 +40,10 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """
     path = Path(path)
     try:
-        with open(path, "rb") as raw_handle:
+        with open_input(path, "an IDX file") as raw_handle:
             compressed = raw_handle.read(2) == GZIP_MAGIC
             raw_handle.seek(0)
             return _read_idx_stream(GunzipStream(raw_handle) if compressed else raw_handle, path)
-    except FileNotFoundError:
-        raise MnistkitError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise MnistkitError(f"{path}: is a directory, expected an IDX file") from None
     except CorruptGzip as error:
         raise MnistkitError(f"{path}: {error}") from None
     except OSError as error:
@@ -124,15 +121,23 @@ def read_mnist_dir(raw_dir: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     images in each split.
     """
     raw_dir = Path(raw_dir)
+    if raw_dir.is_file():
+        raise MnistkitError(
+            f"{raw_dir}: is a file; parse-to-npz reads the folder holding the four MNIST IDX files "
+            "(`mnistkit fetch --out data/raw` fills one: mnistkit parse-to-npz data/raw -o data/mnist.npz)"
+        )
     if not raw_dir.is_dir():
         raise MnistkitError(f"{raw_dir}: no such folder (expected the four MNIST IDX files in it)")
     arrays = {}
     for split in ("train", "test"):
         images_path = _mnist_file(raw_dir, MNIST_FILES[f"{split}_images"])
         labels_path = _mnist_file(raw_dir, MNIST_FILES[f"{split}_labels"])
-        images = _read_kind(images_path, IMAGES_MAGIC)
-        labels = _read_kind(labels_path, LABELS_MAGIC)
-        if images.shape[1:] != IMAGE_SIZE_PX:
+        try:
+            images = _read_kind(images_path, IMAGES_MAGIC)
+            labels = _read_kind(labels_path, LABELS_MAGIC)
+        except MnistkitError as error:
+            raise MnistkitError(f"{error}{_REFETCH_HINT.format(folder=raw_dir)}") from None
+        if images.shape[1:] != IMAGE_SHAPE:
             raise MnistkitError(
                 f"{images_path}: images are {images.shape[1]}x{images.shape[2]} pixels, expected 28x28"
             )

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mnistkit.datasets import IMAGE_SHAPE
 from mnistkit.errors import MnistkitError
 
 # The decompression-bomb guard: images with more pixels are refused from their header,
@@ -29,7 +30,7 @@ MAX_ASPECT_RATIO = 50
 # Larger images are box-averaged down to at most this longer side before the ink is
 # found: the digit ends at 20 pixels, and more pixels would only cost time and memory.
 WORK_SIDE_PX = 128
-FRAME_PX = 28
+FRAME_PX = IMAGE_SHAPE[0]
 DIGIT_BOX_PX = 20
 # MNIST's centres of mass lie at (14.0, 14.0) in pixel-index coordinates, not at 13.5.
 CENTRE_PX = 14.0
@@ -91,7 +92,10 @@ def _open_checked(path: Path) -> Image.Image:
     """Open lazily (header only) and refuse bombs and strips before any decoding."""
     try:
         if path.is_dir():
-            raise MnistkitError(f"{path}: is a directory, expected an image file")
+            raise MnistkitError(
+                f"{path}: is a directory, expected an image file; give its images ({path}/*.png) "
+                f"or their paths on stdin: find {path} -name '*.png' | mnistkit predict CKPT -"
+            )
         if path.stat().st_size == 0:
             raise MnistkitError(f"{path}: empty file")
         with warnings.catch_warnings():

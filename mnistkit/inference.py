@@ -1,8 +1,7 @@
-"""Model inference in numpy alone, so predict and eval start fast and never import jax.
+"""Model inference in numpy alone, so predict, eval and the pictures start fast and never import jax.
 
-Each architecture is described by a plain dict (stored in the checkpoint); `param_shapes`
-says which tensors it has, `forward` computes its logits. The JAX models in `models.py`
-compute the same functions for training; tests hold the two to 1e-5.
+Each model's forward is named in the table of `architectures.py`; the JAX models in
+`models.py` compute the same functions for training, and tests hold the two to 1e-5.
 """
 
 from __future__ import annotations
@@ -13,85 +12,40 @@ from typing import Any
 
 import numpy as np
 
-from mnistkit.errors import MnistkitError
+from mnistkit.architectures import (
+    MODEL_KINDS,
+    Architecture,
+    ensemble_size,
+    member_architecture,
+    member_tensor_name,
+)
+from mnistkit.datasets import IMAGE_SHAPE
 
 Params = Mapping[str, np.ndarray]
-Architecture = Mapping[str, Any]
-
-IMAGE_SHAPE = (28, 28)
-INPUT_SIZE = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
-MAX_ENSEMBLE_MEMBERS = 1024
 
 
-def _dense_widths(architecture: Architecture) -> list[int]:
-    hidden = [] if architecture["model"] == "logreg" else list(architecture["hidden"])
-    return [INPUT_SIZE, *hidden, int(architecture["num_classes"])]
-
-
-def _dense_shapes(architecture: Architecture) -> dict[str, tuple[int, ...]]:
-    widths = _dense_widths(architecture)
-    shapes: dict[str, tuple[int, ...]] = {}
-    for index, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
-        shapes[f"dense_{index}.kernel"] = (fan_in, fan_out)
-        shapes[f"dense_{index}.bias"] = (fan_out,)
-    return shapes
-
-
-def _activation(name: str) -> Callable[[np.ndarray], np.ndarray]:
-    if name == "relu":
-        return lambda x: np.maximum(x, 0.0)
-    if name == "tanh":
+def activation_function(architecture: Architecture) -> Callable[[np.ndarray], np.ndarray]:
+    if architecture.get("activation", "relu") == "tanh":
         return np.tanh
-    raise MnistkitError(f"unknown activation {name!r}")
+    return lambda x: np.maximum(x, 0.0)
 
 
 def dense_stack(
     params: Params, architecture: Architecture, inputs: np.ndarray, return_hidden: bool = False
 ) -> np.ndarray | tuple[np.ndarray, list[np.ndarray]]:
-    """Logits of a logreg or MLP; with `return_hidden`, also every hidden layer's output."""
-    activation = _activation(architecture.get("activation", "relu"))
+    """Logits of a logreg or MLP (or a CNN's head); with `return_hidden`, also every hidden
+    layer's output. `linear_last_hidden`: no activation after the last hidden layer."""
+    activation = activation_function(architecture)
+    hidden = list(architecture.get("hidden", []))
     x = inputs.reshape(inputs.shape[0], -1).astype(np.float32, copy=False)
-    layers = len(_dense_widths(architecture)) - 1
     hidden_outputs = []
-    for index in range(layers):
+    for index in range(len(hidden) + 1):
         x = x @ params[f"dense_{index}.kernel"] + params[f"dense_{index}.bias"]
-        if index < layers - 1:
-            x = activation(x)
+        if index < len(hidden):
+            if not (index == len(hidden) - 1 and architecture.get("linear_last_hidden")):
+                x = activation(x)
             hidden_outputs.append(x)
     return (x, hidden_outputs) if return_hidden else x
-
-
-def _cnn_layers(architecture: Architecture) -> tuple[list[int], int]:
-    """The conv channel counts and kernel size, checked: a checkpoint may come from anywhere."""
-    channels = [int(c) for c in architecture["channels"]]
-    kernel_size = int(architecture["kernel_size"])
-    if not channels or min(channels) < 1 or kernel_size < 1:
-        raise MnistkitError(f"cnn architecture needs positive channels and kernel_size, got {architecture!r}")
-    return channels, kernel_size
-
-
-def cnn_feature_size(architecture: Architecture) -> int:
-    """Inputs to the dense head: each block is a 'valid' conv then a 2x2 pool."""
-    channels, kernel_size = _cnn_layers(architecture)
-    side = IMAGE_SHAPE[0]
-    for _ in channels:
-        side = (side - kernel_size + 1) // 2
-    if side < 1:
-        raise MnistkitError(f"cnn architecture shrinks 28x28 images to nothing: {architecture!r}")
-    return side * side * channels[-1]
-
-
-def _cnn_shapes(architecture: Architecture) -> dict[str, tuple[int, ...]]:
-    channels, kernel_size = _cnn_layers(architecture)
-    shapes: dict[str, tuple[int, ...]] = {}
-    for index, (fan_in, fan_out) in enumerate(itertools.pairwise([1, *channels])):
-        shapes[f"conv_{index}.kernel"] = (kernel_size, kernel_size, fan_in, fan_out)
-        shapes[f"conv_{index}.bias"] = (fan_out,)
-    widths = [cnn_feature_size(architecture), *architecture["hidden"], int(architecture["num_classes"])]
-    for index, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
-        shapes[f"dense_{index}.kernel"] = (int(fan_in), int(fan_out))
-        shapes[f"dense_{index}.bias"] = (int(fan_out),)
-    return shapes
 
 
 def _conv2d_valid(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -107,7 +61,7 @@ def _conv2d_valid(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 def cnn(params: Params, architecture: Architecture, inputs: np.ndarray) -> np.ndarray:
     """Logits of the LeNet-style CNN: blocks of valid conv, 2x2 max pool, bias, activation; then dense."""
-    activation = _activation(architecture.get("activation", "relu"))
+    activation = activation_function(architecture)
     x = inputs.reshape(inputs.shape[0], *IMAGE_SHAPE, 1).astype(np.float32, copy=False)
     for index in range(len(architecture["channels"])):
         x = _conv2d_valid(x, params[f"conv_{index}.kernel"])
@@ -117,38 +71,10 @@ def cnn(params: Params, architecture: Architecture, inputs: np.ndarray) -> np.nd
     return dense_stack(params, architecture, x)
 
 
-def member_tensor_name(index: int, name: str) -> str:
-    """An ensemble stores member i's tensor `dense_0.kernel` as `member_i.dense_0.kernel`."""
-    return f"member_{index}.{name}"
-
-
-def ensemble_layout(architecture: Architecture) -> tuple[int, Architecture]:
-    """An ensemble's member count and member architecture, checked: a checkpoint may come from anywhere."""
-    members, member = architecture["members"], architecture["member"]
-    if isinstance(members, bool) or not isinstance(members, int) or not 2 <= members <= MAX_ENSEMBLE_MEMBERS:
-        raise MnistkitError(f"an ensemble needs 2 to {MAX_ENSEMBLE_MEMBERS} members, got {members!r}")
-    if not isinstance(member, dict) or member.get("model") not in SHAPES or member["model"] == "ensemble":
-        raise MnistkitError(f"ensemble member architecture {member!r} is not a single model")
-    if member.get("num_classes") != architecture["num_classes"]:
-        raise MnistkitError("ensemble members and the ensemble disagree on the number of classes")
-    return members, member
-
-
-def ensemble_size(architecture: Architecture) -> int:
-    """The number of members of an ensemble; 0 for a single model."""
-    return int(architecture["members"]) if architecture.get("model") == "ensemble" else 0
-
-
 def member_params(params: Params, index: int) -> dict[str, np.ndarray]:
-    """Member `index`'s tensors under their own names."""
+    """Member `index`'s tensors of an ensemble under their own names."""
     prefix = member_tensor_name(index, "")
     return {name[len(prefix) :]: value for name, value in params.items() if name.startswith(prefix)}
-
-
-def _ensemble_shapes(architecture: Architecture) -> dict[str, tuple[int, ...]]:
-    members, member = ensemble_layout(architecture)
-    shapes = param_shapes(member)
-    return {member_tensor_name(i, name): shape for i in range(members) for name, shape in shapes.items()}
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -157,11 +83,16 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def member_log_probabilities(
-    params: Params, architecture: Architecture, inputs: np.ndarray
-) -> list[np.ndarray]:
-    members, member = ensemble_layout(architecture)
-    return [log_softmax(forward(member_params(params, i), member, inputs)) for i in range(members)]
+def member_logits(params: Params, architecture: Architecture, inputs: np.ndarray) -> list[np.ndarray]:
+    """Each model's logits: one array for a single model, one per member of an ensemble."""
+    member = member_architecture(architecture)
+    member_forward = globals()[MODEL_KINDS[member["model"]].numpy_forward]
+    if architecture["model"] != "ensemble":
+        return [member_forward(params, member, inputs)]
+    return [
+        member_forward(member_params(params, index), member, inputs)
+        for index in range(ensemble_size(architecture))
+    ]
 
 
 def average_log_probabilities(member_log_probs: list[np.ndarray]) -> np.ndarray:
@@ -171,39 +102,14 @@ def average_log_probabilities(member_log_probs: list[np.ndarray]) -> np.ndarray:
     return top + np.log(np.exp(stacked - top).mean(axis=0))
 
 
-def ensemble(params: Params, architecture: Architecture, inputs: np.ndarray) -> np.ndarray:
-    """The log of the members' mean probabilities. As logits its softmax is that mean, so
-    predict, eval and render treat an ensemble like any model."""
-    return average_log_probabilities(member_log_probabilities(params, architecture, inputs)).astype(
-        np.float32
-    )
-
-
-SHAPES: dict[str, Callable[[Architecture], dict[str, tuple[int, ...]]]] = {
-    "logreg": _dense_shapes,
-    "mlp": _dense_shapes,
-    "cnn": _cnn_shapes,
-    "ensemble": _ensemble_shapes,
-}
-FORWARD: dict[str, Callable[[Params, Architecture, np.ndarray], np.ndarray]] = {
-    "logreg": dense_stack,
-    "mlp": dense_stack,
-    "cnn": cnn,
-    "ensemble": ensemble,
-}
-
-
-def param_shapes(architecture: Architecture) -> dict[str, tuple[int, ...]]:
-    """The tensor names and shapes an architecture has, in a fixed order."""
-    model = architecture.get("model")
-    if model not in SHAPES:
-        raise MnistkitError(f"unknown model architecture {model!r}")
-    return SHAPES[model](architecture)
-
-
 def forward(params: Params, architecture: Architecture, inputs: np.ndarray) -> np.ndarray:
-    """Logits for normalized float32 inputs of shape (N, 28, 28)."""
-    return FORWARD[architecture["model"]](params, architecture, inputs)
+    """Logits for normalized float32 inputs (N, 28, 28). An ensemble's are the log of its
+    members' mean probabilities, whose softmax is that mean, so every caller treats an
+    ensemble like any model."""
+    logits = member_logits(params, architecture, inputs)
+    if len(logits) == 1:
+        return logits[0]
+    return average_log_probabilities([log_softmax(member) for member in logits]).astype(np.float32)
 
 
 def normalize(images: np.ndarray, normalization: Mapping[str, Any]) -> np.ndarray:

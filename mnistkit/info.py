@@ -29,17 +29,31 @@ def checkpoint_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     }
 
 
+def _rounded(name: str, value: Any) -> Any:
+    """Accuracies as percentages with two decimals, other floats to four significant digits."""
+    if isinstance(value, float):
+        return f"{100 * value:.2f}%" if name.endswith("accuracy") else float(f"{value:.4g}")
+    if isinstance(value, dict):
+        return {key: _rounded(key, item) for key, item in value.items() if item not in (None, "", [], {})}
+    if isinstance(value, list):
+        return [_rounded(name, item) for item in value]
+    return value
+
+
 def format_info(info: dict[str, Any]) -> str:
-    """`key  value` lines; nested values as compact JSON so each stays on one line."""
+    """`key  value` lines, rounded, leaving out what is empty; nested values as compact JSON."""
     lines = []
     for key, value in info.items():
+        if value in (None, "", [], {}):
+            continue
         if key == "tensors":
             lines.append("tensors")
-            lines += [f"  {name:<20} {'x'.join(map(str, shape))}" for name, shape in value.items()]
+            lines += [f"  {name:<24} {'x'.join(map(str, shape))}" for name, shape in value.items()]
         elif key in ("config", "metrics") and isinstance(value, dict):
             lines.append(key)
-            lines += [f"  {name:<20} {json.dumps(item)}" for name, item in value.items()]
+            for name, item in _rounded(key, value).items():
+                text = item if isinstance(item, str) else json.dumps(item)
+                lines.append(f"  {name:<24} {text}")
         else:
-            text = value if isinstance(value, str) else json.dumps(value)
-            lines.append(f"{key:<22} {text}")
+            lines.append(f"{key:<22} {value if isinstance(value, str) else json.dumps(_rounded(key, value))}")
     return "\n".join(lines) + "\n"

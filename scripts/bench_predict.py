@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from mnistkit.architectures import param_shapes
 from mnistkit.checkpoint import save_checkpoint
-from mnistkit.inference import param_shapes
 
 MNISTKIT = [str(Path(sys.executable).with_name("mnistkit"))]
 # Python caches compiled modules in __pycache__ unless told not to; some sandboxes set this,

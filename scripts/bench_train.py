@@ -38,8 +38,11 @@ import numpy as np
 import optax
 
 from mnistkit import models
+from mnistkit.architectures import build_architecture, cnn_feature_size
 from mnistkit.arrays import load_arrays
-from mnistkit.train import PRESETS, TrainState, config_from_options, train
+from mnistkit.config import PRESETS, config_from_options
+from mnistkit.steps import TrainState
+from mnistkit.training import train
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
@@ -137,8 +140,6 @@ def _steady(epoch_seconds: list[float]) -> float:
 
 def matmul_flops_per_epoch(architecture: dict, examples: int) -> float:
     """Forward, weight-gradient and input-gradient matmuls; the first layer needs no input gradient."""
-    from mnistkit.inference import cnn_feature_size
-
     layers = []  # (rows per example, inner size, output size) of each layer's matmul
     if architecture["model"] == "cnn":
         side, channels = 28, 1
@@ -155,9 +156,32 @@ def matmul_flops_per_epoch(architecture: dict, examples: int) -> float:
     return 2 * examples * (2 * sum(macs) + sum(macs[1:]))
 
 
+def conv2d_valid_nhwc(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """mnistkit's former convolution: (N, H, W, C) * (k, k, C, F) as patches and one matmul."""
+    size = kernel.shape[0]
+    height, width = x.shape[1] - size + 1, x.shape[2] - size + 1
+    patches = jnp.stack(
+        [x[:, i : i + height, j : j + width, :] for i, j in itertools.product(range(size), range(size))],
+        axis=3,
+    )
+    return patches.reshape(*patches.shape[:3], -1) @ kernel.reshape(-1, kernel.shape[-1])
+
+
+def cnn_nhwc(params, architecture, x, conv2d):
+    """The cnn preset's model in NHWC with a given convolution, for the comparison."""
+    x = x.reshape(x.shape[0], 28, 28, 1)
+    for index in range(len(architecture["channels"])):
+        x = conv2d(x, params[f"conv_{index}.kernel"])
+        n, h, w, c = x.shape
+        x = x[:, : h // 2 * 2, : w // 2 * 2, :].reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+        x = jax.nn.relu(x + params[f"conv_{index}.bias"])
+    return models.dense_stack(params, architecture, x.reshape(x.shape[0], cnn_feature_size(architecture)))
+
+
 def cnn_step_seconds(conv2d, batch_size: int, steps: int) -> tuple[float, float]:
-    """Seconds per training step of the CNN inside one `lax.scan`, and the compile time."""
-    architecture = models.architecture_for(config_from_options("cnn", {}), 10)
+    """Seconds per training step of the CNN inside one `lax.scan`, and the compile time;
+    `conv2d` None is mnistkit's own model."""
+    architecture = build_architecture(config_from_options("cnn", {}), 10)
     params = models.init(jax.random.PRNGKey(0), architecture)
     optimizer = optax.adam(1e-3)
     images = jax.random.uniform(jax.random.PRNGKey(1), (steps, batch_size, 28, 28))
@@ -165,7 +189,7 @@ def cnn_step_seconds(conv2d, batch_size: int, steps: int) -> tuple[float, float]
     weights = jnp.ones((steps, batch_size))
 
     def loss(p, x, y, w):
-        logits = models.cnn(p, architecture, x, conv2d=conv2d)
+        logits = models.cnn(p, architecture, x) if conv2d is None else cnn_nhwc(p, architecture, x, conv2d)
         log_probs = jax.nn.log_softmax(logits)
         return -jnp.sum(jnp.take_along_axis(log_probs, y[:, None], axis=1)[:, 0] * w) / jnp.sum(w)
 
@@ -200,9 +224,7 @@ def train_preset(arrays, name: str, epochs: int | None, workdir: Path, test_each
         options["eval_test_each_epoch"] = True
     config = config_from_options(name, options)
     started = time.perf_counter()
-    result = train(
-        arrays, config, workdir / f"{name}.safetensors", log=lambda message: None, show_progress=False
-    )
+    result = train(arrays, config, workdir / f"{name}.safetensors", log=lambda message: None)
     seconds = [record["seconds"] for record in result.history]
     return {
         "config": config,
@@ -210,8 +232,8 @@ def train_preset(arrays, name: str, epochs: int | None, workdir: Path, test_each
         "first_epoch_s": seconds[0],
         "train_s": sum(seconds),
         "wall_s": time.perf_counter() - started,
-        "accuracy": result.metadata["metrics"]["test_accuracy"],
-        "architecture": result.metadata["architecture"],
+        "accuracy": result.checkpoint.metadata["metrics"]["test_accuracy"],
+        "architecture": result.checkpoint.metadata["architecture"],
         "examples": int(sum(np.isin(arrays["train_labels"], config.digits))),
         "test_curve": [(record["seconds"], record["test_accuracy"]) for record in result.history],
     }
@@ -265,9 +287,7 @@ def ensemble_throughput(arrays, name: str, members: int, epochs: int, workdir: P
     for count in (1, members):
         options = {"epochs": epochs, **({"ensemble": count} if count > 1 else {})}
         config = config_from_options(name, options)
-        result = train(
-            arrays, config, workdir / f"ensemble-{count}.safetensors", log=lambda m: None, show_progress=False
-        )
+        result = train(arrays, config, workdir / f"ensemble-{count}.safetensors", log=lambda m: None)
         seconds = [record["seconds"] for record in result.history]
         epoch_s = _steady(seconds)
         rows.append(
@@ -354,7 +374,7 @@ def main() -> None:
 
     cnn_steps = 10 if args.quick else 40
     xla_step, xla_compile = cnn_step_seconds(xla_conv2d, 128, max(4, cnn_steps // 4))
-    nhwc_step, nhwc_compile = cnn_step_seconds(models.conv2d_valid, 128, cnn_steps)
+    nhwc_step, nhwc_compile = cnn_step_seconds(conv2d_valid_nhwc, 128, cnn_steps)
     our_step, our_compile = cnn_step_seconds(None, 128, cnn_steps)
     print("## CNN training step (batch 128) inside lax.scan")
     print(
@@ -435,10 +455,8 @@ def main() -> None:
 
     if args.ensemble_accuracy:
         config = config_from_options("cnn", {"ensemble": members})
-        result = train(
-            arrays, config, workdir / "cnn-ensemble.safetensors", log=lambda m: None, show_progress=False
-        )
-        metrics = result.metadata["metrics"]
+        result = train(arrays, config, workdir / "cnn-ensemble.safetensors", log=lambda m: None)
+        metrics = result.checkpoint.metadata["metrics"]
         print(f"\n## Test accuracy: an ensemble of {members} CNNs (cnn preset) against its members")
         rows = [[f"cnn --seed {m['seed']}", f"{100 * m['test_accuracy']:.2f}%"] for m in metrics["members"]]
         mean = statistics.mean(m["test_accuracy"] for m in metrics["members"])

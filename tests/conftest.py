@@ -19,10 +19,28 @@ import pytest
 from hypothesis import HealthCheck, settings
 from PIL import Image, ImageDraw, ImageFont
 
+from mnistkit.datasets import MNIST_FILES
 from mnistkit.fetch import ExpectedFile
-from mnistkit.idx import MNIST_FILES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Python run first in a subprocess whose writes must obey file permissions: root writes into
+# read-only folders anyway, through CAP_DAC_OVERRIDE. Dropping that capability (and its two
+# siblings) keeps root's uid, so a private checkout (mode 0700) stays importable, which it is
+# not to another user such as `nobody`. An ordinary user needs nothing dropped.
+OBEY_PERMISSIONS = """
+import ctypes, os
+if os.geteuid() == 0:
+    _libc = ctypes.CDLL(None, use_errno=True)
+    _header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
+    _sets = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable; two 32-bit words each
+    if _libc.capget(_header, _sets) != 0:
+        raise OSError(ctypes.get_errno(), "capget")
+    for _index in (0, 1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER are bits 1-3
+        _sets[_index] &= ~0b1110 & 0xFFFFFFFF
+    if _libc.capset(_header, _sets) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+"""
 REAL_MNIST_DIR = Path(os.environ.get("MNISTKIT_REAL_MNIST", REPO_ROOT.parent / "shared" / "mnist"))
 REAL_MNIST_FILES = (
     "train-images-idx3-ubyte.gz",
@@ -268,7 +286,7 @@ def large_digit_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     through predict's preprocessing, so it recognises what preprocessing produces."""
     from mnistkit.config import TrainConfig
     from mnistkit.images import preprocess_digit
-    from mnistkit.train import train
+    from mnistkit.training import train
 
     rng = np.random.default_rng(7)
     arrays = {}
@@ -285,8 +303,8 @@ def large_digit_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
             images.append(preprocess_digit(drawn.astype(np.float32) / 255, "drawn"))
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = np.stack(images), labels
     path = tmp_path_factory.mktemp("large-digit-model") / "model.safetensors"
-    config = TrainConfig(model="mlp", hidden=(64,), epochs=10, batch_size=32, lr=3e-3, seed=0)
-    train(arrays, config, path, log=lambda message: None, show_progress=False)
+    config = TrainConfig(hidden=(64,), epochs=10, batch_size=32, lr=3e-3, schedule="constant")
+    train(arrays, config, path, log=lambda message: None)
     return path
 
 

@@ -32,7 +32,7 @@ if table:
     import mnistkit.fetch as fetch
     with open(table) as handle:
         fetch.MNIST_EXPECTED = tuple(fetch.ExpectedFile(**entry) for entry in json.load(handle))
-from mnistkit.cli import main
+from mnistkit.__main__ import main
 sys.argv[0] = "mnistkit"
 main()
 """
@@ -46,7 +46,7 @@ HISTORY_KEYS = {
     "test_accuracy",
     "seconds",
 }
-INTERRUPTED_LINE = re.compile(r"^mnistkit: interrupted by SIG(INT|TERM)$")
+INTERRUPTED_LINE = re.compile(r"^mnistkit: interrupted by SIG(INT|TERM)(; .+)?$")
 # atomic_write's temp names: .NAME.PID.RANDOM.tmp beside the final NAME.
 TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
 

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import OBEY_PERMISSIONS
 
 from mnistkit.atomic import atomic_write, remove_stale_temp_files, write_bytes_atomic
 from mnistkit.errors import MnistkitError
@@ -42,24 +43,17 @@ def test_missing_folder_and_directory_target_are_clear_errors(tmp_path: Path) ->
 
 
 def test_read_only_folder_is_a_clear_error(tmp_path: Path) -> None:
-    """Drops to an unprivileged user, since root writes into read-only folders anyway."""
+    """Root drops the capabilities that let it write into read-only folders anyway."""
     base = Path(tempfile.mkdtemp(prefix="mnistkit-ro-", dir="/tmp"))
     try:
         base.chmod(0o755)
         read_only = base / "ro"
         read_only.mkdir(mode=0o555)
         read_only.chmod(0o555)
-        script = (
+        script = OBEY_PERMISSIONS + (
             "import sys\n"
             "from mnistkit.atomic import write_bytes_atomic\n"
             "from mnistkit.errors import MnistkitError\n"
-            "import os\n"
-            # The interpreter's own library may be unreadable to `nobody` (here it lives
-            # under /root): one write before dropping privileges does the lazy imports.
-            f"write_bytes_atomic({str(base / 'warm.bin')!r}, b'x')\n"
-            "if os.geteuid() == 0:\n"
-            "    os.setgid(65534)\n"
-            "    os.setuid(65534)\n"
             "try:\n"
             f"    write_bytes_atomic({str(read_only / 'out.bin')!r}, b'x')\n"
             "except MnistkitError as error:\n"

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mnistkit.architectures import param_shapes
 from mnistkit.checkpoint import FORMAT_VERSION, METADATA_KEY, load_checkpoint, save_checkpoint
 from mnistkit.errors import MnistkitError
-from mnistkit.inference import param_shapes
 
 ARCHITECTURE = {"model": "mlp", "hidden": [8], "activation": "relu", "num_classes": 3}
 METADATA = {
@@ -174,7 +174,7 @@ def test_dtype_mismatch_is_refused(tmp_path: Path) -> None:
 
 
 def test_missing_file_and_directory(tmp_path: Path) -> None:
-    with pytest.raises(MnistkitError, match="no such checkpoint"):
+    with pytest.raises(MnistkitError, match="no such file"):
         load_checkpoint(tmp_path / "absent.safetensors")
     with pytest.raises(MnistkitError, match="is a directory"):
         load_checkpoint(tmp_path)

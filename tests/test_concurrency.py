@@ -21,9 +21,9 @@ from conftest import REPO_ROOT, idx_bytes, synthetic_arrays
 from faults import LAUNCHER, TABLE_ENV, check_artifact, mnistkit_command, temp_files, write_fetch_table
 from PIL import Image
 
+from mnistkit.architectures import param_shapes
 from mnistkit.checkpoint import save_checkpoint
-from mnistkit.idx import MNIST_FILES
-from mnistkit.inference import param_shapes
+from mnistkit.datasets import MNIST_FILES
 
 ROUNDS = 3
 

@@ -45,7 +45,7 @@ from PIL import Image
 
 from mnistkit.atomic import pid_alive
 from mnistkit.checkpoint import load_checkpoint
-from mnistkit.idx import MNIST_FILES
+from mnistkit.datasets import MNIST_FILES
 
 KILLS = int(os.environ.get("MNISTKIT_CHAOS_KILLS", "20"))
 SEED = int(os.environ.get("MNISTKIT_CHAOS_SEED", "0"))

@@ -11,11 +11,11 @@ from click.testing import CliRunner
 from conftest import draw_large_digit
 from PIL import Image
 
+from mnistkit.architectures import param_shapes
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint
 from mnistkit.cli import cli
 from mnistkit.errors import MnistkitError
-from mnistkit.evaluate import Evaluation, read_labels
-from mnistkit.inference import param_shapes
+from mnistkit.evaluation import Evaluation, read_labels
 
 EVAL_KEYS = {
     "split",

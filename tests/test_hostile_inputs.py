@@ -31,12 +31,12 @@ from numpy.lib import format as npy_format
 from PIL import Image
 from safetensors.numpy import save as save_safetensors
 
+from mnistkit.architectures import param_shapes
 from mnistkit.arrays import load_arrays
 from mnistkit.checkpoint import FORMAT_VERSION, METADATA_KEY, canonical_json, save_checkpoint
 from mnistkit.cli import cli
 from mnistkit.errors import MnistkitError
 from mnistkit.images import load_digit
-from mnistkit.inference import param_shapes
 
 ARCHITECTURE = {"model": "mlp", "hidden": [8], "activation": "relu", "num_classes": 10}
 METADATA = {"architecture": ARCHITECTURE, "normalization": {"kind": "unit"}, "classes": list(range(10))}
@@ -205,19 +205,21 @@ def object_array_member(marker: Path) -> bytes:
     return buffer.getvalue()
 
 
+# Each fault lies in the test arrays, which every command below reads (eval and the pictures
+# read only the split they show).
 ARRAY_FILES: dict[str, tuple[Callable[[dict, Path], dict[str, bytes | None]] | bytes, str]] = {
-    "object array": (lambda d, m: {"train_labels": object_array_member(m)}, "object arrays"),
+    "object array": (lambda d, m: {"test_labels": object_array_member(m)}, "object arrays"),
     "missing key": (lambda d, m: {"test_labels": None}, "missing arrays test_labels"),
     "wrong shape": (
-        lambda d, m: {"train_images": npy_member((50, 784), d["train_images"].tobytes())},
+        lambda d, m: {"test_images": npy_member((20, 784), d["test_images"].tobytes())},
         "expected (N, 28, 28)",
     ),
     "header declares 713 TiB": (
-        lambda d, m: {"train_images": npy_member((10**12, 28, 28), d["train_images"].tobytes())},
+        lambda d, m: {"test_images": npy_member((10**12, 28, 28), d["test_images"].tobytes())},
         "declares more data than fits in memory",
     ),
     "header declares more than the member holds": (
-        lambda d, m: {"train_images": npy_member((60000, 28, 28), d["train_images"].tobytes())},
+        lambda d, m: {"test_images": npy_member((60000, 28, 28), d["test_images"].tobytes())},
         "not a valid .npz",
     ),
     "not a zip": (b"\x93NUMPY not really", "not a valid .npz"),

@@ -15,8 +15,9 @@ from conftest import idx_bytes
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mnistkit.datasets import MNIST_FILES
 from mnistkit.errors import MnistkitError
-from mnistkit.idx import MNIST_FILES, read_idx, read_mnist_dir
+from mnistkit.idx import read_idx, read_mnist_dir
 
 
 def _gz(data: bytes) -> bytes:

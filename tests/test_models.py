@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mnistkit import inference, models
+from mnistkit import architectures, inference, models
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint
+from mnistkit.errors import MnistkitError
 
 ARCHITECTURES = {
     "logreg": {"model": "logreg", "num_classes": 10},
@@ -39,7 +40,7 @@ def _random_params(architecture: dict, seed: int = 0) -> dict[str, np.ndarray]:
     """He-normal kernels and non-zero biases, drawn with numpy (jax's threefry is slow to compile)."""
     rng = np.random.default_rng(seed)
     params = {}
-    for name, shape in inference.param_shapes(architecture).items():
+    for name, shape in architectures.param_shapes(architecture).items():
         scale = np.sqrt(2.0 / np.prod(shape[:-1])) if name.endswith(".kernel") else 0.1
         params[name] = (scale * rng.standard_normal(shape)).astype(np.float32)
     return params
@@ -49,7 +50,7 @@ def _random_params(architecture: dict, seed: int = 0) -> dict[str, np.ndarray]:
 def test_numpy_inference_matches_jax(name: str, synthetic_data) -> None:
     architecture = ARCHITECTURES[name]
     initialized = jax.eval_shape(lambda key: models.init(key, architecture), jax.random.PRNGKey(0))
-    assert {k: v.shape for k, v in initialized.items()} == inference.param_shapes(architecture)
+    assert {k: v.shape for k, v in initialized.items()} == architectures.param_shapes(architecture)
     assert all(v.dtype == jnp.float32 for v in initialized.values())
     params = _random_params(architecture)
     normalization = NORMALIZATIONS[name]
@@ -131,5 +132,5 @@ def test_cnn_checkpoint_round_trips_and_predicts_the_same(tmp_path, synthetic_da
     ],
 )
 def test_impossible_cnn_architectures_are_refused(architecture: dict) -> None:
-    with pytest.raises(inference.MnistkitError):
-        inference.param_shapes(architecture)
+    with pytest.raises(MnistkitError):
+        architectures.check_architecture(architecture)

@@ -15,7 +15,7 @@ from test_idx import CORRUPTIONS
 
 from mnistkit.arrays import load_arrays
 from mnistkit.cli import cli
-from mnistkit.idx import MNIST_FILES
+from mnistkit.datasets import MNIST_FILES
 
 
 def _parse(raw_dir: Path, output: Path):

@@ -15,10 +15,10 @@ from click.testing import CliRunner
 from conftest import draw_large_digit
 from PIL import Image
 
+from mnistkit.architectures import param_shapes
 from mnistkit.checkpoint import save_checkpoint
 from mnistkit.cli import cli
-from mnistkit.inference import param_shapes
-from mnistkit.predict import load_digits
+from mnistkit.image_files import load_digits
 
 DIGITS = (3, 0, 7, 1, 9)
 

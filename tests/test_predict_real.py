@@ -14,7 +14,7 @@ from conftest import REAL_MNIST_DIR, requires_real_mnist
 from PIL import Image
 
 from mnistkit.checkpoint import load_checkpoint
-from mnistkit.predict import load_digits
+from mnistkit.image_files import load_digits
 
 pytestmark = [pytest.mark.slow, requires_real_mnist]
 
@@ -32,11 +32,11 @@ def real_data() -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def real_model(real_data: dict[str, np.ndarray], tmp_path_factory: pytest.TempPathFactory):
     from mnistkit.config import TrainConfig
-    from mnistkit.train import train
+    from mnistkit.training import train
 
     path = tmp_path_factory.mktemp("real-model") / "mlp.safetensors"
     config = TrainConfig(model="mlp", hidden=(256,), epochs=5, lr=1e-3, schedule="cosine", seed=0)
-    train(real_data, config, path, log=lambda message: None, show_progress=False)
+    train(real_data, config, path, log=lambda message: None)
     return load_checkpoint(path)
 
 

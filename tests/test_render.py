@@ -22,16 +22,11 @@ from mnistkit.charts import BLUE_WHITE_RED, DIGIT_COLOURS, blend, nice_ticks, ti
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint
 from mnistkit.cli import cli
 from mnistkit.errors import MnistkitError
+from mnistkit.evaluation import read_confusion
+from mnistkit.history import read_history
 from mnistkit.inference import dense_stack, normalize
-from mnistkit.render import (
-    SampleOptions,
-    bottleneck_values,
-    confusion_cell_box,
-    head_logits,
-    parse_confusion,
-    parse_history,
-    samples_picture,
-)
+from mnistkit.plots import bottleneck_values, confusion_cell_box, head_logits
+from mnistkit.render import SampleOptions, samples_picture
 
 CLASSES = list(range(10))
 
@@ -588,7 +583,7 @@ history_keys = st.sampled_from(["epoch", "train_loss", "val_accuracy", "seconds"
 )
 def test_fuzz_history_parses_or_says_why(lines):
     try:
-        records = parse_history("\n".join(lines), "history.jsonl")
+        records = read_history("\n".join(lines), "history.jsonl")
     except MnistkitError as error:
         assert str(error).startswith("history.jsonl")
     else:
@@ -598,7 +593,7 @@ def test_fuzz_history_parses_or_says_why(lines):
 @given(st.dictionaries(st.sampled_from(["classes", "confusion_matrix", "split"]), json_values, max_size=3))
 def test_fuzz_metrics_parse_or_say_why(metrics):
     try:
-        confusion = parse_confusion(json.dumps(metrics), "metrics.json")
+        confusion = read_confusion(json.dumps(metrics), "metrics.json")
     except MnistkitError as error:
         assert str(error).startswith("metrics.json")
     else:

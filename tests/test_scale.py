@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from mnistkit.architectures import check_architecture
 from mnistkit.checkpoint import load_checkpoint
 from mnistkit.cli import cli
 from mnistkit.errors import MnistkitError
-from mnistkit.inference import member_params, param_shapes, predict_probabilities
+from mnistkit.inference import member_params, predict_probabilities
 
 # A small run through every path the devices share: shuffled batches, the last one partial,
 # shift augmentation, and the test set evaluated each epoch in split blocks.
@@ -306,4 +307,4 @@ MEMBER = {"model": "mlp", "hidden": [4], "activation": "relu", "num_classes": 10
 )
 def test_impossible_ensembles_are_refused(architecture: dict) -> None:
     with pytest.raises(MnistkitError):
-        param_shapes(architecture)
+        check_architecture(architecture)

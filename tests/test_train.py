@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 from faults import HISTORY_KEYS
 
-from mnistkit import train as training
+from mnistkit import train_state, training
 from mnistkit.arrays import file_sha256
 from mnistkit.checkpoint import load_checkpoint
 from mnistkit.cli import cli
-from mnistkit.config import TrainConfig
+from mnistkit.config import TrainConfig, config_from_options
 from mnistkit.errors import MnistkitError
 
 SMALL_MLP = ["--hidden", "32", "--lr", "3e-3"]
@@ -39,10 +39,10 @@ def run_train(*args: str | Path):
 def test_each_model_learns_a_small_synthetic_problem(
     tmp_path: Path, synthetic_data, options: dict, minimum_accuracy: float
 ) -> None:
-    config = training.config_from_options(None, options)
+    config = config_from_options(None, options)
     messages: list[str] = []
     result = training.train(synthetic_data, config, tmp_path / "model.safetensors", log=messages.append)
-    metrics = result.metadata["metrics"]
+    metrics = result.checkpoint.metadata["metrics"]
     assert metrics["test_accuracy"] >= minimum_accuracy, messages
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     checkpoint = load_checkpoint(tmp_path / "model.safetensors")
@@ -156,7 +156,7 @@ def test_resume_after_an_interrupt_equals_training_in_one_go(
     one_go = tmp_path / "one-go.safetensors"
     assert run_train(synthetic_npz, "-o", one_go, *options).exit_code == 0
 
-    config = training.config_from_options(
+    config = config_from_options(
         None,
         {
             "epochs": 3,
@@ -189,7 +189,7 @@ def test_resume_after_an_interrupt_equals_training_in_one_go(
     history = tmp_path / "history.jsonl"
     result = run_train(synthetic_npz, "-o", resumed, "--resume", resumed, "--history", history)
     assert result.exit_code == 0, result.output
-    assert "resuming from 1 completed epochs of 3" in result.stderr
+    assert "resuming after epoch 1 of 3" in result.stderr
     assert resumed.read_bytes() == one_go.read_bytes()
     assert [json.loads(line)["epoch"] for line in history.read_text().splitlines()] == [1, 2, 3]
 
@@ -208,12 +208,12 @@ def test_interrupt_before_the_first_epoch_writes_nothing(tmp_path: Path, synthet
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "epoch_batches", interrupted)
+    monkeypatch.setattr(train_state, "epoch_batches", interrupted)
     messages: list[str] = []
     output = tmp_path / "model.safetensors"
     with pytest.raises(KeyboardInterrupt):
         training.train(synthetic_data, TrainConfig(hidden=(8,)), output, log=messages.append)
-    assert messages == ["interrupted before the first epoch completed: no checkpoint written"]
+    assert messages == ["interrupted: no epoch completed, no checkpoint written"]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -282,7 +282,6 @@ def test_bad_npz_is_one_line_and_no_checkpoint(tmp_path: Path, synthetic_data, c
         (["--digits", "3"], "two or more"),
         (["--digits", "3,x"], "--digits"),
         (["--hidden", "32,0"], "--hidden"),
-        (["--preset", "huge"], "--preset"),
         (["--val-size", "600"], "--val-size"),
         (["--digits", "3,8", "--resume", "whatever.safetensors"], "--resume"),
     ],
@@ -297,6 +296,16 @@ def test_bad_options_are_one_line_and_no_checkpoint(
         result.output.count("\n") == 1 and result.output.startswith("Error: ") and expected in result.output
     )
     assert not output.exists()
+
+
+@pytest.mark.parametrize("option", ["--preset", "--model"])
+def test_an_unknown_preset_or_model_is_the_same_usage_error(
+    tmp_path: Path, synthetic_npz: Path, option
+) -> None:
+    result = run_train(synthetic_npz, "-o", tmp_path / "model.safetensors", option, "huge")
+    assert result.exit_code == 2
+    assert f"Invalid value for '{option}': 'huge' is not one of" in result.stderr
+    assert list(tmp_path.iterdir()) == [synthetic_npz]
 
 
 def test_digit_absent_from_the_data_is_an_error(tmp_path: Path, synthetic_data) -> None:
@@ -334,7 +343,7 @@ def test_nan_loss_stops_training_without_a_checkpoint(tmp_path: Path, synthetic_
 def test_last_partial_batch_is_trained_and_padding_is_weightless() -> None:
     import jax
 
-    indices, weights = training.epoch_batches(jax.random.PRNGKey(0), 300, 128, chunks=2)
+    indices, weights = train_state.epoch_batches(jax.random.PRNGKey(0), 300, 128, chunks=2)
     assert indices.shape == weights.shape == (2, 2, 128)
     per_batch = weights.reshape(4, 128).sum(axis=1)
     assert per_batch.tolist() == [128, 128, 44, 0]
@@ -344,7 +353,7 @@ def test_last_partial_batch_is_trained_and_padding_is_weightless() -> None:
 
 
 def test_presets_fill_what_the_options_leave_out() -> None:
-    seed = training.config_from_options("seed", {})
+    seed = config_from_options("seed", {})
     assert (seed.model, seed.hidden, seed.optimizer, seed.lr, seed.batch_size, seed.epochs) == (
         "mlp",
         (128,),
@@ -353,9 +362,9 @@ def test_presets_fill_what_the_options_leave_out() -> None:
         128,
         5,
     )
-    assert training.config_from_options("seed", {"epochs": 2}).epochs == 2
-    assert training.config_from_options(None, {"model": "cnn"}).model == "cnn"
-    assert training.config_from_options(None, {}) == training.config_from_options("mlp", {})
+    assert config_from_options("seed", {"epochs": 2}).epochs == 2
+    assert config_from_options(None, {"model": "cnn"}).model == "cnn"
+    assert config_from_options(None, {}) == config_from_options("mlp", {})
 
 
 @pytest.mark.slow

@@ -2,10 +2,11 @@
 output path that is a directory, and a full disk. Each: non-zero exit, one `Error:` line
 naming the path and the problem, no traceback, nothing partial left, inputs untouched.
 
-Root writes into read-only folders anyway, so that case runs in a subprocess that drops
-to uid 65534 after importing; the full disk is RLIMIT_FSIZE in a subprocess with SIGXFSZ
-ignored, so writes fail with EFBIG as they would with ENOSPC. Each subprocess runs every
-command once through click's CliRunner, so the two cost two interpreter starts in all.
+Root writes into read-only folders anyway, so that case runs in a subprocess that first
+drops the capabilities that allow it (conftest.OBEY_PERMISSIONS); the full disk is
+RLIMIT_FSIZE in a subprocess with SIGXFSZ ignored, so writes fail with EFBIG as they would
+with ENOSPC. Each subprocess runs every command once through click's CliRunner, so the two
+cost two interpreter starts in all.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,16 +25,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_idx
+from conftest import OBEY_PERMISSIONS, write_idx
 from faults import file_digests
 from PIL import Image
 
+from mnistkit.architectures import param_shapes
 from mnistkit.checkpoint import save_checkpoint
 from mnistkit.cli import cli
-from mnistkit.idx import MNIST_FILES
-from mnistkit.inference import param_shapes
+from mnistkit.datasets import MNIST_FILES
 
-NOBODY = 65534
 SIZE_LIMIT_BYTES = 8
 
 # Each command that writes: its arguments and whether {out} is a folder; {scratch} is a
@@ -74,13 +75,9 @@ BATCH = f"""
 import json, os, resource, signal, sys
 from click.testing import CliRunner
 from mnistkit.cli import cli
-import encodings.cp437, mnistkit.fetch, mnistkit.train  # lazy imports: nobody cannot read /root's Python
-from PIL import Image
-Image.init()  # every image plugin, for the same reason
 cases, fault = json.loads(sys.argv[1]), sys.argv[2]
-if fault == "read-only" and os.geteuid() == 0:
-    os.setgid({NOBODY})
-    os.setuid({NOBODY})
+if fault == "read-only":
+{textwrap.indent(OBEY_PERMISSIONS, "    ")}
 else:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, ({SIZE_LIMIT_BYTES}, {SIZE_LIMIT_BYTES}))
@@ -109,7 +106,7 @@ def random_checkpoint(path: Path, arch: dict) -> None:
 
 @dataclass
 class World:
-    """Inputs every command reads, in a folder that uid 65534 can read too."""
+    """Inputs every command reads, in a folder of their own."""
 
     base: Path
     inputs: Path

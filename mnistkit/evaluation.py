@@ -9,6 +9,7 @@ does not grow with the number of images. numpy only, never jax.
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,18 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from mnistkit.architectures import ensemble_size
 from mnistkit.checkpoint import Checkpoint
 from mnistkit.errors import MnistkitError
-from mnistkit.inference import (
-    average_log_probabilities,
-    ensemble_size,
-    forward,
-    log_softmax,
-    member_log_probabilities,
-    normalize,
-)
-from mnistkit.predict import load_digits
-from mnistkit.textfile import read_text
+from mnistkit.image_files import load_digits
+from mnistkit.inference import average_log_probabilities, log_softmax, member_logits, normalize
+from mnistkit.inputs import read_text
 
 BATCH_SIZE = 1000
 TOP_CONFUSIONS = 10
@@ -149,17 +144,25 @@ def log_probabilities(checkpoint: Checkpoint, images: np.ndarray) -> tuple[np.nd
     """The model's log-probabilities, and for an ensemble each member's (the model's are
     then the log of their mean probability)."""
     inputs = normalize(images, checkpoint.normalization)
-    if not ensemble_size(checkpoint.architecture):
-        return log_softmax(forward(checkpoint.params, checkpoint.architecture, inputs)), []
-    members = member_log_probabilities(checkpoint.params, checkpoint.architecture, inputs)
+    members = [
+        log_softmax(logits) for logits in member_logits(checkpoint.params, checkpoint.architecture, inputs)
+    ]
+    if len(members) == 1:
+        return members[0], []
     return average_log_probabilities(members), members
+
+
+def _tracked_members(checkpoint: Checkpoint) -> int:
+    """How many members an evaluation reports one by one: an ensemble's, none for one model."""
+    members = ensemble_size(checkpoint.architecture)
+    return members if members > 1 else 0
 
 
 def evaluate_arrays(
     checkpoint: Checkpoint, images: np.ndarray, digits: np.ndarray, batch_size: int = BATCH_SIZE
 ) -> Evaluation:
     """Evaluate on uint8 images (N, 28, 28) and their digits (N,), batch by batch."""
-    evaluation = Evaluation.empty(checkpoint.classes, ensemble_size(checkpoint.architecture))
+    evaluation = Evaluation.empty(checkpoint.classes, _tracked_members(checkpoint))
     for start in range(0, len(images), batch_size):
         batch = slice(start, start + batch_size)
         combined, members = log_probabilities(checkpoint, images[batch])
@@ -176,7 +179,7 @@ def evaluate_images(
 ) -> Evaluation:
     """Evaluate on image files with known digits, preprocessed as predict does; each
     unreadable image is passed to `on_error` as `path: reason` and left out."""
-    evaluation = Evaluation.empty(checkpoint.classes, ensemble_size(checkpoint.architecture))
+    evaluation = Evaluation.empty(checkpoint.classes, _tracked_members(checkpoint))
     digit_of: dict[int, int] = {}
 
     def paths() -> Iterator[str]:
@@ -274,3 +277,52 @@ def format_table(evaluation: Evaluation, checkpoint: str, data: str) -> str:
 def _fit(line: str, width: int = 80) -> str:
     """Long paths keep their informative end: '...' and the last columns."""
     return line if len(line) <= width else line[:12] + "..." + line[-(width - 15) :]
+
+
+# The metrics file (eval --json), read back for render-confusion --------------------
+
+
+@dataclass(frozen=True)
+class Confusion:
+    """Counts with rows = true class and columns = predicted class, in `classes` order."""
+
+    classes: list[int]
+    matrix: np.ndarray
+    split: str = ""
+
+    @property
+    def accuracy(self) -> float:
+        total = self.matrix.sum()
+        return float(np.trace(self.matrix) / total) if total else 0.0
+
+
+def read_confusion(text: str, source: str) -> Confusion:
+    """The `classes`, `confusion_matrix` and `split` of the JSON `Evaluation.to_json` wrote, checked."""
+    try:
+        metrics = json.loads(text)
+    except ValueError as error:
+        raise MnistkitError(f"{source}: not a metrics JSON file ({error})") from None
+    if not isinstance(metrics, dict) or "confusion_matrix" not in metrics or "classes" not in metrics:
+        raise MnistkitError(
+            f"{source}: no 'classes' and 'confusion_matrix' (expected the JSON of eval --json)"
+        )
+    classes, rows = metrics["classes"], metrics["confusion_matrix"]
+    if not (
+        isinstance(classes, list)
+        and classes
+        and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 9 for c in classes)
+        and len(set(classes)) == len(classes)
+    ):
+        raise MnistkitError(f"{source}: 'classes' must be a list of distinct digits 0-9, got {classes!r}")
+    size = len(classes)
+    if not (
+        isinstance(rows, list)
+        and len(rows) == size
+        and all(isinstance(row, list) and len(row) == size for row in rows)
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for row in rows for v in row)
+    ):
+        raise MnistkitError(
+            f"{source}: 'confusion_matrix' must be {size} rows of {size} non-negative integers, one per class"
+        )
+    split = metrics.get("split") if isinstance(metrics.get("split"), str) else ""
+    return Confusion(list(classes), np.array(rows, dtype=np.int64).reshape(size, size), split)

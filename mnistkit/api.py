@@ -1,0 +1,221 @@
+"""mnistkit from Python, for notebooks and scripts: the functions the commands call, with
+defaults that suit an interactive session. `import mnistkit` exposes these names.
+
+    import mnistkit
+    arrays = mnistkit.load_mnist("data")            # downloads and parses once, then cached
+    model = mnistkit.train(arrays, preset="mlp", epochs=3)
+    model.predict(arrays["test_images"][:10])      # digits, with numpy alone
+    mnistkit.evaluate(model, arrays).accuracy
+    mnistkit.predict_images(model, ["my-digit.png"])
+    mnistkit.draw_confusion(mnistkit.evaluate(model, arrays))   # a PIL image; a notebook shows it
+    model.save("models/model.safetensors")
+
+jax is imported only by `train`; everything else runs on numpy and Pillow.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from mnistkit.arrays import load_arrays, save_arrays
+from mnistkit.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from mnistkit.config import PRESETS, TrainConfig, config_from_options
+from mnistkit.datasets import IMAGE_SHAPE
+from mnistkit.evaluation import Evaluation, evaluate_arrays
+from mnistkit.mirrors import MIRROR_ENV, mirror_list
+from mnistkit.predict import Prediction, predict_paths
+
+__all__ = [
+    "PRESETS",
+    "Model",
+    "TrainConfig",
+    "download",
+    "draw_confusion",
+    "draw_curves",
+    "draw_embedding",
+    "draw_samples",
+    "draw_weights",
+    "evaluate",
+    "load",
+    "load_arrays",
+    "load_mnist",
+    "predict_images",
+    "train",
+]
+
+
+class Model:
+    """A trained model: its checkpoint in memory. It predicts with numpy alone."""
+
+    def __init__(self, checkpoint: Checkpoint, history: Sequence[Mapping[str, Any]] = ()) -> None:
+        self.checkpoint = checkpoint
+        self.history = list(history) or list(checkpoint.metadata.get("history", []))
+
+    @property
+    def classes(self) -> list[int]:
+        return list(self.checkpoint.classes)
+
+    @property
+    def architecture(self) -> dict[str, Any]:
+        return self.checkpoint.architecture
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.checkpoint.metadata.get("metrics", {})
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities (N, classes) for uint8 MNIST-style images (N, 28, 28), or one (28, 28)."""
+        return self.checkpoint.predict_probabilities(_image_batch(images))
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """The digit of each uint8 MNIST-style image (N, 28, 28), or of one (28, 28)."""
+        return np.asarray(self.classes)[self.predict_proba(images).argmax(axis=1)]
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the checkpoint (atomically), for `mnistkit predict` and friends."""
+        checkpoint = self.checkpoint
+        save_checkpoint(path, checkpoint.params, checkpoint.metadata, checkpoint.optimizer_state)
+
+    def __repr__(self) -> str:
+        accuracy = self.metrics.get("test_accuracy")
+        scored = f", test accuracy {accuracy:.2%}" if isinstance(accuracy, float) else ""
+        return f"<mnistkit.Model {self.architecture['model']}, classes {self.classes}{scored}>"
+
+
+def _image_batch(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    if images.shape == IMAGE_SHAPE:
+        images = images[None]
+    if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE or images.dtype != np.uint8:
+        raise ValueError(f"expected uint8 images of shape (N, 28, 28), got {images.dtype} {images.shape}")
+    return images
+
+
+def download(
+    folder: str | os.PathLike[str] = "data/raw",
+    mirrors: Sequence[str] = (),
+    force: bool = False,
+    timeout_s: float = 30.0,
+) -> list[Path]:
+    """`mnistkit fetch`: the four verified MNIST files in `folder` (kept if already valid).
+    Mirrors: those given, then $MNISTKIT_MIRROR, then the public ones."""
+    from mnistkit.fetch import fetch
+
+    urls = mirror_list(mirrors, os.environ.get(MIRROR_ENV))
+    return fetch(folder, urls, force=force, timeout_s=timeout_s)
+
+
+def load_mnist(folder: str | os.PathLike[str] = "data", **download_options: Any) -> dict[str, np.ndarray]:
+    """MNIST's four arrays, downloaded to `folder`/raw and parsed to `folder`/mnist.npz the
+    first time, read from there after (the same files `make all` uses)."""
+    from mnistkit.idx import read_mnist_dir
+
+    folder = Path(folder)
+    npz = folder / "mnist.npz"
+    if not npz.exists():
+        download(folder / "raw", **download_options)
+        save_arrays(npz, read_mnist_dir(folder / "raw"))
+    return load_arrays(npz)
+
+
+def train(
+    arrays: Mapping[str, np.ndarray],
+    config: TrainConfig | None = None,
+    *,
+    preset: str | None = None,
+    output: str | os.PathLike[str] | None = None,
+    verbose: bool = True,
+    **options: Any,
+) -> Model:
+    """Train a model as `mnistkit train` does: `config`, or a preset (by default the one named
+    like `model=`, else `mlp`) with `options` overriding its settings (`epochs=3`,
+    `hidden=(256,)`, `ensemble=5`, ...). With `output`, the checkpoint is written there too.
+    `verbose` prints one line per epoch to stderr."""
+    from mnistkit.training import train as run_training
+
+    if config is None:
+        config = config_from_options(preset, options)
+    elif preset or options:
+        raise ValueError("give a config, or a preset and options, not both")
+    log = (lambda message: print(message, file=sys.stderr, flush=True)) if verbose else (lambda message: None)
+    result = run_training(arrays, config, output, log=log)
+    return Model(result.checkpoint, result.history)
+
+
+def load(path: str | os.PathLike[str]) -> Model:
+    """A checkpoint written by `mnistkit train` (or `Model.save`)."""
+    return Model(load_checkpoint(path))
+
+
+def predict_images(
+    model: Model, paths: Iterable[str | os.PathLike[str]], preprocess: bool = True
+) -> list[Prediction]:
+    """`mnistkit predict`: each image file prepared as MNIST's digits were, then predicted.
+    Raises MnistkitError for the first file that cannot be read."""
+    from mnistkit.errors import MnistkitError
+
+    predictions = []
+    for result in predict_paths(
+        model.checkpoint, (str(path) for path in paths), preprocess=preprocess, top_k=10
+    ):
+        if not isinstance(result, Prediction):
+            raise MnistkitError(result.error)
+        predictions.append(result)
+    return predictions
+
+
+def evaluate(model: Model, arrays: Mapping[str, np.ndarray], split: str = "test") -> Evaluation:
+    """`mnistkit eval`: accuracy, loss, confusion matrix and per-class figures on a split."""
+    return evaluate_arrays(model.checkpoint, arrays[f"{split}_images"], arrays[f"{split}_labels"])
+
+
+def draw_samples(arrays: Mapping[str, np.ndarray], model: Model | None = None, **options: Any) -> Image.Image:
+    """`mnistkit render-samples`: a grid of digits, captioned with `model`'s predictions
+    (options as the command's: split, select, count, digits, columns, scale, seed)."""
+    from mnistkit.render import SampleOptions, samples_picture
+
+    checkpoint = model.checkpoint if model is not None else None
+    grid, _ = samples_picture(dict(arrays), SampleOptions(**options), checkpoint, "data", "model")
+    return grid.image
+
+
+def draw_confusion(evaluation: Evaluation) -> Image.Image:
+    """`mnistkit render-confusion`: the confusion matrix of an evaluation as a heat map."""
+    from mnistkit.evaluation import Confusion
+    from mnistkit.plots import confusion_image
+
+    return confusion_image(Confusion(evaluation.classes, evaluation.confusion_matrix))
+
+
+def draw_curves(history: Model | Sequence[Mapping[str, Any]]) -> Image.Image:
+    """`mnistkit render-curves`: loss and accuracy per epoch of a model's training."""
+    from mnistkit.history import METRICS
+    from mnistkit.plots import curves_image
+
+    records = history.history if isinstance(history, Model) else history
+    return curves_image([{"epoch": r["epoch"], **{key: r.get(key) for key in METRICS}} for r in records])
+
+
+def draw_embedding(
+    model: Model, arrays: Mapping[str, np.ndarray], count: int = 2000, split: str = "test"
+) -> Image.Image:
+    """`mnistkit render-embedding`: digits in the model's 2-unit layer (train it with preset="embedding")."""
+    from mnistkit.plots import embedding_image
+
+    return embedding_image(
+        model.checkpoint, arrays[f"{split}_images"], arrays[f"{split}_labels"], count, split=split
+    )
+
+
+def draw_weights(model: Model) -> Image.Image:
+    """`mnistkit render-weights`: a logreg model's weights as one template per digit."""
+    from mnistkit.plots import weights_image
+
+    return weights_image(model.checkpoint)

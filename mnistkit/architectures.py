@@ -1,0 +1,246 @@
+"""Every model mnistkit trains, in one table: how its architecture is built from the training
+settings and checked when a checkpoint brings it, which tensors it has, and the names of its
+numpy forward (`inference.py`: predict, eval, pictures) and its JAX apply (`models.py`:
+training). A new model is one entry here plus those two functions.
+
+An architecture is the plain dict a checkpoint stores, for example
+`{"model": "mlp", "hidden": [128], "activation": "relu", "num_classes": 10}`; an ensemble
+wraps one: `{"model": "ensemble", "members": 5, "member": {...}, "num_classes": 10}`, its
+tensors named `member_{i}.{name}`. Pure Python, so that the settings and `mnistkit --help`
+read this table without importing numpy or jax.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mnistkit.datasets import IMAGE_SHAPE
+from mnistkit.errors import MnistkitError
+
+Architecture = Mapping[str, Any]
+Shapes = dict[str, tuple[int, ...]]
+
+ACTIVATIONS = ("relu", "tanh")
+MAX_ENSEMBLE_MEMBERS = 1024
+MAX_CLASSES = 1000
+CNN_CHANNELS = (16, 32)
+CNN_KERNEL_SIZE = 5
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """One model family: its architecture from settings, its checks, tensors and forwards."""
+
+    summary: str
+    build: Callable[[Any, int], dict[str, Any]]
+    check: Callable[[Architecture], None]
+    param_shapes: Callable[[Architecture], Shapes]
+    numpy_forward: str
+    jax_apply: str
+
+
+def _whole(value: Any, low: int = 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _check_widths(architecture: Architecture, key: str, allow_empty: bool) -> None:
+    widths = architecture.get(key)
+    if not isinstance(widths, list) or not all(_whole(width) for width in widths):
+        raise MnistkitError(f"{key} must be a list of positive widths, got {widths!r}")
+    if not widths and not allow_empty:
+        raise MnistkitError(f"a {architecture['model']} needs at least one hidden layer")
+
+
+def _check_activation(architecture: Architecture) -> None:
+    if architecture.get("activation", "relu") not in ACTIVATIONS:
+        raise MnistkitError(f"unknown activation {architecture.get('activation')!r}")
+
+
+def dense_widths(architecture: Architecture, inputs: int) -> list[int]:
+    """Widths of a dense stack from its inputs through the hidden layers to the classes."""
+    return [inputs, *architecture.get("hidden", []), architecture["num_classes"]]
+
+
+def dense_shapes(widths: list[int]) -> Shapes:
+    shapes: Shapes = {}
+    for index, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
+        shapes[f"dense_{index}.kernel"] = (fan_in, fan_out)
+        shapes[f"dense_{index}.bias"] = (fan_out,)
+    return shapes
+
+
+INPUT_SIZE = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
+
+# logreg and mlp -----------------------------------------------------------------------
+
+
+def _build_logreg(config: Any, num_classes: int) -> dict[str, Any]:
+    return {"model": "logreg", "num_classes": num_classes}
+
+
+def _check_logreg(architecture: Architecture) -> None:
+    if architecture.get("hidden"):
+        raise MnistkitError("a logreg model has no hidden layers")
+
+
+def _build_mlp(config: Any, num_classes: int) -> dict[str, Any]:
+    architecture = {
+        "model": "mlp",
+        "hidden": list(config.hidden),
+        "activation": config.activation,
+        "num_classes": num_classes,
+    }
+    if config.linear_last_hidden:
+        architecture["linear_last_hidden"] = True
+    return architecture
+
+
+def _check_mlp(architecture: Architecture) -> None:
+    _check_widths(architecture, "hidden", allow_empty=False)
+    _check_activation(architecture)
+    if not isinstance(architecture.get("linear_last_hidden", False), bool):
+        raise MnistkitError("linear_last_hidden must be true or false")
+
+
+def _dense_model_shapes(architecture: Architecture) -> Shapes:
+    return dense_shapes(dense_widths(architecture, INPUT_SIZE))
+
+
+# cnn ----------------------------------------------------------------------------------
+
+
+def _build_cnn(config: Any, num_classes: int) -> dict[str, Any]:
+    return {
+        "model": "cnn",
+        "channels": list(CNN_CHANNELS),
+        "kernel_size": CNN_KERNEL_SIZE,
+        "hidden": list(config.hidden),
+        "activation": config.activation,
+        "num_classes": num_classes,
+    }
+
+
+def cnn_feature_size(architecture: Architecture) -> int:
+    """Inputs to the dense head: each block is a 'valid' conv then a 2x2 pool."""
+    side = IMAGE_SHAPE[0]
+    for _ in architecture["channels"]:
+        side = (side - architecture["kernel_size"] + 1) // 2
+    return side * side * architecture["channels"][-1]
+
+
+def _check_cnn(architecture: Architecture) -> None:
+    _check_widths(architecture, "channels", allow_empty=False)
+    _check_widths(architecture, "hidden", allow_empty=True)
+    _check_activation(architecture)
+    if not _whole(architecture.get("kernel_size")):
+        raise MnistkitError(
+            f"kernel_size must be a positive integer, got {architecture.get('kernel_size')!r}"
+        )
+    side = IMAGE_SHAPE[0]
+    for _ in architecture["channels"]:
+        side = (side - architecture["kernel_size"] + 1) // 2
+    if side < 1:
+        raise MnistkitError(f"the convolutions shrink 28x28 images to nothing: {dict(architecture)!r}")
+
+
+def _cnn_shapes(architecture: Architecture) -> Shapes:
+    size = architecture["kernel_size"]
+    shapes: Shapes = {}
+    for index, (fan_in, fan_out) in enumerate(itertools.pairwise([1, *architecture["channels"]])):
+        shapes[f"conv_{index}.kernel"] = (size, size, fan_in, fan_out)
+        shapes[f"conv_{index}.bias"] = (fan_out,)
+    return shapes | dense_shapes(dense_widths(architecture, cnn_feature_size(architecture)))
+
+
+MODEL_KINDS: dict[str, ModelKind] = {
+    "logreg": ModelKind(
+        "784->classes softmax regression",
+        _build_logreg,
+        _check_logreg,
+        _dense_model_shapes,
+        "dense_stack",
+        "dense_stack",
+    ),
+    "mlp": ModelKind(
+        "dense layers (--hidden) with ReLU or tanh",
+        _build_mlp,
+        _check_mlp,
+        _dense_model_shapes,
+        "dense_stack",
+        "dense_stack",
+    ),
+    "cnn": ModelKind(
+        "two 5x5 conv + max-pool blocks and a dense head", _build_cnn, _check_cnn, _cnn_shapes, "cnn", "cnn"
+    ),
+}
+MODELS = tuple(MODEL_KINDS)
+
+# Ensembles ----------------------------------------------------------------------------
+
+
+def member_tensor_name(index: int, name: str) -> str:
+    """An ensemble stores member i's tensor `dense_0.kernel` as `member_i.dense_0.kernel`."""
+    return f"member_{index}.{name}"
+
+
+def ensemble_size(architecture: Architecture) -> int:
+    """The number of members: that of an ensemble, 1 for a single model."""
+    return architecture["members"] if architecture["model"] == "ensemble" else 1
+
+
+def member_architecture(architecture: Architecture) -> Architecture:
+    return architecture["member"] if architecture["model"] == "ensemble" else architecture
+
+
+def build_architecture(config: Any, num_classes: int) -> dict[str, Any]:
+    """The architecture a TrainConfig trains: its model, or an ensemble of one per seed."""
+    member = MODEL_KINDS[config.model].build(config, num_classes)
+    if len(config.member_seeds) == 1:
+        return member
+    return {
+        "model": "ensemble",
+        "members": len(config.member_seeds),
+        "member": member,
+        "num_classes": num_classes,
+    }
+
+
+def check_architecture(architecture: Any) -> None:
+    """Raise MnistkitError unless `architecture` is one mnistkit can build: a checkpoint may
+    come from anywhere, so this is the one place an architecture read from a file is checked."""
+    if not isinstance(architecture, dict):
+        raise MnistkitError(f"architecture must be a JSON object, got {architecture!r}")
+    if not _whole(architecture.get("num_classes"), 2) or architecture["num_classes"] > MAX_CLASSES:
+        raise MnistkitError(
+            f"num_classes must be 2 to {MAX_CLASSES}, got {architecture.get('num_classes')!r}"
+        )
+    model = architecture.get("model")
+    if model == "ensemble":
+        members, member = architecture.get("members"), architecture.get("member")
+        if not _whole(members, 2) or members > MAX_ENSEMBLE_MEMBERS:
+            raise MnistkitError(f"an ensemble needs 2 to {MAX_ENSEMBLE_MEMBERS} members, got {members!r}")
+        if not isinstance(member, dict) or member.get("model") not in MODEL_KINDS:
+            raise MnistkitError(f"ensemble member architecture {member!r} is not a single model")
+        if member.get("num_classes") != architecture["num_classes"]:
+            raise MnistkitError("ensemble members and the ensemble disagree on the number of classes")
+        check_architecture(member)
+        return
+    if model not in MODEL_KINDS:
+        raise MnistkitError(f"unknown model architecture {model!r}")
+    MODEL_KINDS[model].check(architecture)
+
+
+def param_shapes(architecture: Architecture) -> Shapes:
+    """The tensor names and shapes of a checked architecture, in a fixed order."""
+    member = member_architecture(architecture)
+    shapes = MODEL_KINDS[member["model"]].param_shapes(member)
+    if architecture["model"] != "ensemble":
+        return shapes
+    return {
+        member_tensor_name(index, name): shape
+        for index in range(architecture["members"])
+        for name, shape in shapes.items()
+    }

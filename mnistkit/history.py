@@ -1,0 +1,87 @@
+"""The training history: one JSON object per epoch, written by `train --history` and read by
+`render-curves`. Both sides live here, with the one list of its fields.
+
+A record holds `epoch`, the loss and accuracy of each split (`null` where not measured),
+the epoch's `seconds`, and for an ensemble a `members` list with each member's figures
+(the splits' fields then describe the whole ensemble; `train_*` is the members' mean).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mnistkit.atomic import write_text_atomic
+from mnistkit.errors import MnistkitError
+
+SPLITS = ("train", "val", "test")
+METRICS = tuple(f"{split}_{name}" for split in SPLITS for name in ("loss", "accuracy"))
+FIELDS = ("epoch", *METRICS, "seconds")
+
+
+def history_text(records: Sequence[Mapping[str, Any]]) -> str:
+    return "".join(json.dumps(record) + "\n" for record in records)
+
+
+def write_history(path: str | os.PathLike[str], records: Sequence[Mapping[str, Any]]) -> None:
+    write_text_atomic(path, history_text(records))
+
+
+def read_history(text: str, source: str) -> list[dict[str, Any]]:
+    """The per-epoch records of a history file (epoch and METRICS), checked line by line."""
+    records: list[dict[str, Any]] = []
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{source} line {line_number}"
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise MnistkitError(f"{where}: not JSON (expected one JSON object per epoch)") from None
+        if not isinstance(record, dict):
+            raise MnistkitError(f"{where}: not a JSON object (expected one per epoch)")
+        epoch = record.get("epoch")
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+            raise MnistkitError(f"{where}: 'epoch' must be a whole number from 1, got {epoch!r}")
+        if records and epoch <= records[-1]["epoch"]:
+            raise MnistkitError(
+                f"{where}: epoch {epoch} follows epoch {records[-1]['epoch']} (two runs in one file?)"
+            )
+        for key in METRICS:
+            value = record.get(key)
+            if value is not None and (
+                not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+            ):
+                raise MnistkitError(f"{where}: {key} must be a number or null, got {value!r}")
+        records.append({"epoch": epoch, **{key: record.get(key) for key in METRICS}})
+    if not records:
+        raise MnistkitError(f"{source}: empty history, no epochs to plot")
+    if all(record[key] is None for record in records for key in METRICS):
+        raise MnistkitError(f"{source}: no loss or accuracy values to plot")
+    return records
+
+
+def members_range(record: Mapping[str, Any], split: str) -> str:
+    """' (members 97.10-97.52%)': the spread of an ensemble's members on `split`."""
+    if "members" not in record:
+        return ""
+    accuracies = [100 * member[f"{split}_accuracy"] for member in record["members"]]
+    return f" (members {min(accuracies):.2f}-{max(accuracies):.2f}%)"
+
+
+def epoch_line(record: Mapping[str, Any], epochs: int) -> str:
+    """The log line of an epoch: `epoch 3/8  train loss 0.0712  train acc 97.81%  ...  2.31 s`."""
+    parts = [
+        f"epoch {record['epoch']:>{len(str(epochs))}}/{epochs}",
+        f"train loss {record['train_loss']:.4f}",
+        f"train acc {100 * record['train_accuracy']:.2f}%",
+    ]
+    if record["val_accuracy"] is not None:
+        parts.append(f"val acc {100 * record['val_accuracy']:.2f}%{members_range(record, 'val')}")
+    if record["test_accuracy"] is not None:
+        parts.append(f"test acc {100 * record['test_accuracy']:.2f}%{members_range(record, 'test')}")
+    parts.append(f"{record['seconds']:.2f} s")
+    return "  ".join(parts)

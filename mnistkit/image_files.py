@@ -1,0 +1,118 @@
+"""Many image files to MNIST-style 28x28 digits, decoded in parallel, in input order.
+
+Images are decoded and preprocessed in a process pool once there are more than a
+chunk of them (one image pays no pool start-up), in bounded chunks so that memory
+stays flat for any number of inputs read from stdin. predict and eval share this;
+numpy and Pillow only.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import os
+import signal
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO
+
+import numpy as np
+
+from mnistkit.errors import MnistkitError
+from mnistkit.images import load_digit
+
+CHUNK_SIZE = 256
+
+
+@dataclass
+class LoadedDigit:
+    """One input: its 28x28 image, or why it could not be read (`error` is `path: reason`)."""
+
+    path: str
+    image: np.ndarray | None
+    error: str | None
+
+
+def expand_stdin(arguments: Iterable[str], stdin: IO[str]) -> Iterator[str]:
+    """The paths given, with `-` replaced by the lines of stdin (blank lines skipped)."""
+    for argument in arguments:
+        if argument == "-":
+            for line in stdin:
+                path = line.rstrip("\r\n")
+                if path:
+                    yield path
+        else:
+            yield argument
+
+
+def _load_one(path: str, preprocess: bool) -> LoadedDigit:
+    try:
+        return LoadedDigit(path, load_digit(path, preprocess), None)
+    except MnistkitError as error:
+        return LoadedDigit(path, None, str(error))
+
+
+def _load_chunk(paths: list[str], preprocess: bool) -> list[LoadedDigit]:
+    return [_load_one(path, preprocess) for path in paths]
+
+
+def _ignore_interrupts() -> None:
+    """Workers leave SIGINT to the parent, which stops the pool and cleans up."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def worker_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def load_digits(
+    paths: Iterable[str], preprocess: bool = True, workers: int | None = None, chunk_size: int = CHUNK_SIZE
+) -> Iterator[list[LoadedDigit]]:
+    """Yield the inputs' digits in input order, one chunk at a time.
+
+    At most two chunks per worker are in flight, so memory does not grow with the
+    number of paths.
+    """
+    workers = worker_count() if workers is None else workers
+    chunks = _chunked(paths, chunk_size)
+    first = next(chunks, None)
+    if first is None:
+        return
+    second = next(chunks, None)
+    if second is None or workers < 2:
+        for chunk in itertools.chain([first], [second] if second else [], chunks):
+            yield _load_chunk(chunk, preprocess)
+        return
+    import multiprocessing  # here, not at the top: one image should not pay for the pool's imports
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context(_start_method())
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_interrupts)
+    try:
+        in_flight: collections.deque = collections.deque()
+        for chunk in itertools.chain([first, second], chunks):
+            in_flight.append(pool.submit(_load_chunk, chunk, preprocess))
+            if len(in_flight) >= 2 * workers:
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _start_method() -> str | None:
+    """fork starts workers in milliseconds; it is unsafe once jax's threads run in this process."""
+    if sys.platform != "linux":
+        return None
+    return "forkserver" if "jax" in sys.modules else "fork"
+
+
+def _chunked(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk

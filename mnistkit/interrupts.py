@@ -1,0 +1,51 @@
+"""SIGINT and SIGTERM as the `Interrupted` exception, raised only where unwinding is safe.
+
+A signal handler that raises lands its exception wherever the main thread happens to be:
+inside one of jax's garbage-collector callbacks (where Python prints and swallows it, and
+training goes on) or halfway through XLA's own bookkeeping (where the process later dies
+with a segmentation fault). So commands that run jax hold signals inside `deferred()` and
+call `raise_if_interrupted()` where stopping is clean, between compiled chunks of work.
+Every other command takes the signal at once, which is safe in numpy and Pillow code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+
+from mnistkit.errors import Interrupted
+
+_held_signals: list[int] = []
+_deferring = False
+
+
+def _on_signal(signal_number: int, frame: object) -> None:
+    if _deferring:
+        _held_signals.append(signal_number)
+        return
+    raise Interrupted(signal_number)
+
+
+def install() -> None:
+    """Turn SIGINT and SIGTERM into `Interrupted` for this process (the CLI's first act)."""
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+
+
+def raise_if_interrupted() -> None:
+    """Raise `Interrupted` for the first signal held since `deferred()` began, if any."""
+    if _held_signals:
+        raise Interrupted(_held_signals[0])
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Hold signals inside the block; they surface at `raise_if_interrupted()` or at its end."""
+    global _deferring
+    outer, _deferring = _deferring, True
+    try:
+        yield
+    finally:
+        _deferring = outer
+    raise_if_interrupted()

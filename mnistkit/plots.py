@@ -1,0 +1,279 @@
+"""Pictures of a model and its training: the confusion heat map, training curves, the 2-D
+embedding with decision regions, and the weight templates of a linear model.
+
+Each is a function returning a Pillow image (save it with `render.save_picture`), made from
+the files the pipeline writes. numpy and Pillow only, never jax.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from mnistkit.charts import (
+    BLUE_WHITE_RED,
+    BLUES,
+    DIGIT_COLOURS,
+    INK,
+    LABEL_PX,
+    MUTED,
+    TICK_PX,
+    TITLE_PX,
+    WHITE,
+    Canvas,
+    Series,
+    blend,
+    colour_bar,
+    colour_ramp,
+    line_charts,
+    scatter_chart,
+)
+from mnistkit.checkpoint import Checkpoint
+from mnistkit.datasets import IMAGE_SHAPE
+from mnistkit.errors import MnistkitError
+from mnistkit.evaluation import Confusion, evaluate_arrays
+from mnistkit.inference import activation_function, dense_stack, normalize
+from mnistkit.render import model_digits_mask
+
+SPLIT_COLOURS = {"train": DIGIT_COLOURS[0], "val": DIGIT_COLOURS[1], "test": DIGIT_COLOURS[2]}
+SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
+
+
+# Confusion matrix ----------------------------------------------------------------------
+
+
+def confusion_from_model(
+    checkpoint: Checkpoint,
+    images: np.ndarray,
+    labels: np.ndarray,
+    split: str,
+    model_name: str,
+    data_name: str,
+) -> Confusion:
+    """The confusion matrix eval computes, over the images showing one of the model's digits."""
+    model_digits_mask(checkpoint, labels, model_name, data_name)
+    evaluation = evaluate_arrays(checkpoint, images, labels)
+    return Confusion(evaluation.classes, evaluation.confusion_matrix, split)
+
+
+HEAT_MAP_ORIGIN = (96, 104)
+
+
+def heat_map_cell_px(size: int) -> int:
+    """54 px cells for ten classes; fewer classes get larger cells, so the map stays legible."""
+    return max(54, 270 // size)
+
+
+def confusion_cell_box(size: int, row: int, column: int) -> tuple[int, int, int, int]:
+    """Where the heat map of `size` classes draws the cell of true `row` and predicted `column`."""
+    left, top = HEAT_MAP_ORIGIN
+    cell_px = heat_map_cell_px(size)
+    x, y = left + column * cell_px, top + row * cell_px
+    return x, y, x + cell_px, y + cell_px
+
+
+def confusion_image(confusion: Confusion, source_name: str = "") -> Image.Image:
+    """A heat map of the counts, written in the cells; colour follows log(1 + count) so that
+    the few mistakes show beside the large diagonal."""
+    matrix, classes = confusion.matrix, confusion.classes
+    size = len(classes)
+    cell_px = heat_map_cell_px(size)
+    left, top = HEAT_MAP_ORIGIN
+    plot_px = cell_px * size
+    canvas = Canvas(left + plot_px + 130, top + plot_px + 74)
+    peak = max(int(matrix.max()), 1)
+    shade = np.log1p(matrix) / np.log1p(peak)
+    colours = colour_ramp(shade, BLUES)
+    for row in range(size):
+        for column in range(size):
+            x, y, right, bottom = confusion_cell_box(size, row, column)
+            canvas.rectangle((x, y, right, bottom), fill=tuple(int(c) for c in colours[row, column]))
+            count = int(matrix[row, column])
+            fill = WHITE if shade[row, column] > 0.55 else (INK if count else (175, 175, 175))
+            canvas.text((x + cell_px / 2, y + cell_px / 2), str(count), TICK_PX, fill=fill)
+    canvas.rectangle((left, top, left + plot_px + 1, top + plot_px + 1), outline=INK)
+    for index, digit in enumerate(classes):
+        centre = index * cell_px + cell_px / 2
+        canvas.text((left + centre, top + plot_px + 8), str(digit), LABEL_PX, align="mt")
+        canvas.text((left - 10, top + centre), str(digit), LABEL_PX, align="rm")
+    canvas.text((left + plot_px / 2, top + plot_px + 34), "predicted digit", LABEL_PX, align="mt")
+    canvas.text((left - 40, top + plot_px / 2), "true digit", LABEL_PX, align="rm", vertical=True)
+    split = f"{confusion.split} split, " if confusion.split else ""
+    canvas.text((canvas.size[0] / 2, 16), "Confusion matrix", TITLE_PX, align="mt")
+    summary = f"{split}{int(matrix.sum())} digits, accuracy {confusion.accuracy:.2%}"
+    canvas.text((canvas.size[0] / 2, 48), summary, LABEL_PX, fill=MUTED, align="mt")
+    if source_name:
+        canvas.text((canvas.size[0] / 2, 70), source_name, TICK_PX, fill=MUTED, align="mt")
+    ticks = [(0.0, "0")]
+    ticks += [(math.log1p(v) / math.log1p(peak), str(v)) for v in (1, 10, 100, 1000, 10000) if v <= peak]
+    bar_left = left + plot_px + 24
+    colour_bar(canvas, (bar_left, top, bar_left + 16, top + plot_px), BLUES, ticks, "count (log scale)")
+    return canvas.finish()
+
+
+# Training curves -----------------------------------------------------------------------
+
+
+def curves_image(history: Sequence[dict[str, Any]], source_name: str = "") -> Image.Image:
+    """Loss and accuracy per epoch, one line per split that was measured."""
+    epochs = [record["epoch"] for record in history]
+    panels = []
+    for metric, panel_title, y_title, factor in (
+        ("loss", "Loss", "cross-entropy loss", 1.0),
+        ("accuracy", "Accuracy", "accuracy (%)", 100.0),
+    ):
+        series = []
+        for split, colour in SPLIT_COLOURS.items():
+            values = [record[f"{split}_{metric}"] for record in history]
+            if any(v is not None for v in values):
+                scaled = [None if v is None else v * factor for v in values]
+                series.append(Series(SPLIT_NAMES[split], epochs, scaled, colour))
+        if series:
+            panels.append((panel_title, "epoch", y_title, series))
+    noun = "epoch" if len(history) == 1 else "epochs"
+    title = f"Training curves · {len(history)} {noun}" + (f" · {source_name}" if source_name else "")
+    return line_charts(panels, title)
+
+
+# Embedding -----------------------------------------------------------------------------
+
+
+def bottleneck_layer(checkpoint: Checkpoint, model_name: str) -> int:
+    """The index of the model's last hidden layer with two units."""
+    architecture = checkpoint.architecture
+    hidden = list(architecture.get("hidden", [])) if architecture["model"] == "mlp" else []
+    two_unit = [index for index, width in enumerate(hidden) if width == 2]
+    if not two_unit:
+        widths = ",".join(map(str, hidden)) or "none"
+        raise MnistkitError(
+            f"{model_name}: no 2-unit hidden layer to plot ({architecture['model']}, "
+            f"hidden layers: {widths}); train one with --preset embedding"
+        )
+    return two_unit[-1]
+
+
+def _linear(architecture: dict[str, Any], layer: int) -> bool:
+    """Whether hidden layer `layer` has no activation (the embedding preset's bottleneck)."""
+    return bool(architecture.get("linear_last_hidden")) and layer == len(architecture["hidden"]) - 1
+
+
+def bottleneck_values(checkpoint: Checkpoint, layer: int, images: np.ndarray) -> np.ndarray:
+    """Hidden layer `layer` before its activation: with ReLU its outputs pile up on the axes,
+    while its inputs spread out, like the linear 2-unit layer of the 3-vs-8 tutorial."""
+    inputs = normalize(images, checkpoint.normalization)
+    _, hidden = dense_stack(checkpoint.params, checkpoint.architecture, inputs, return_hidden=True)
+    previous = hidden[layer - 1] if layer > 0 else inputs.reshape(len(inputs), -1)
+    kernel, bias = checkpoint.params[f"dense_{layer}.kernel"], checkpoint.params[f"dense_{layer}.bias"]
+    return np.asarray(previous @ kernel + bias, dtype=np.float64)
+
+
+def head_logits(checkpoint: Checkpoint, layer: int, values: np.ndarray) -> np.ndarray:
+    """The model's logits from hidden layer `layer`'s pre-activation values: its activation
+    (none for a linear layer), then the layers after it, as a dense stack renumbered to start there."""
+    architecture = checkpoint.architecture
+    first = layer + 1
+    head = {**architecture, "hidden": list(architecture["hidden"])[first:]}
+    params = {
+        f"dense_{index - first}.{kind}": checkpoint.params[f"dense_{index}.{kind}"]
+        for index in range(first, len(architecture["hidden"]) + 1)
+        for kind in ("kernel", "bias")
+    }
+    values = values.astype(np.float32)
+    return dense_stack(
+        params, head, values if _linear(architecture, layer) else activation_function(architecture)(values)
+    )
+
+
+def embedding_image(
+    checkpoint: Checkpoint,
+    images: np.ndarray,
+    labels: np.ndarray,
+    count: int = 2000,
+    seed: int = 0,
+    split: str = "test",
+    model_name: str = "the model",
+    data_name: str = "the data",
+) -> Image.Image:
+    """Digits scattered by the model's 2-unit layer, coloured by their true class, over the
+    class the model would predict at each point of that plane."""
+    layer = bottleneck_layer(checkpoint, model_name)
+    known = np.flatnonzero(model_digits_mask(checkpoint, labels, model_name, data_name))
+    chosen = np.random.default_rng(seed).permutation(known)[:count]
+    points = bottleneck_values(checkpoint, layer, images[chosen])
+    classes = list(checkpoint.classes)
+    region_colours = np.array([blend(DIGIT_COLOURS[d], WHITE, 0.72) for d in classes], dtype=np.uint8)
+
+    def regions(grid: np.ndarray) -> np.ndarray:
+        return region_colours[head_logits(checkpoint, layer, grid).argmax(axis=1)]
+
+    legend = [(str(digit), DIGIT_COLOURS[digit]) for digit in classes]
+    activation_name = {"relu": "ReLU"}.get(checkpoint.architecture.get("activation", "relu"), "tanh")
+    which = "(linear)" if _linear(checkpoint.architecture, layer) else f"before {activation_name}"
+    title = f"{len(chosen)} {split} digits in the 2-unit layer, over the model's decision regions"
+    return scatter_chart(
+        points,
+        [DIGIT_COLOURS[d] for d in labels[chosen]],
+        legend,
+        title,
+        f"unit 1 of hidden layer {layer + 1} {which}",
+        f"unit 2 of hidden layer {layer + 1} {which}",
+        background=regions,
+    )
+
+
+# Weights -------------------------------------------------------------------------------
+
+
+def weights_image(checkpoint: Checkpoint, model_name: str = "the model", scale: int = 4) -> Image.Image:
+    """The logreg kernel's column for each class as a 28x28 picture, red positive, blue negative,
+    on one symmetric colour scale so the templates compare; the largest 1% of weights saturate,
+    or a few extreme pixels would wash out the rest."""
+    architecture = checkpoint.architecture
+    if architecture["model"] == "ensemble" and architecture["member"]["model"] == "logreg":
+        raise MnistkitError(
+            f"{model_name}: an ensemble of {architecture['members']} logreg models (trained with --ensemble "
+            "or --seeds); weight templates show one model: train it without --ensemble"
+        )
+    if architecture["model"] != "logreg":
+        raise MnistkitError(
+            f"{model_name}: weight templates need a logreg model, this one is "
+            f"{architecture['model']} (train one with --model logreg)"
+        )
+    kernel = checkpoint.params["dense_0.kernel"]
+    classes = list(checkpoint.classes)
+    limit = float(np.percentile(np.abs(kernel), 99)) or 1.0
+    templates = colour_ramp((kernel.T.reshape(-1, *IMAGE_SHAPE) / limit + 1.0) / 2.0, BLUE_WHITE_RED)
+    tile_px, gap_px, margin = 28 * scale, 14, 24
+    width = max(len(classes) * (tile_px + gap_px) - gap_px + 2 * margin, 560)
+    top = 96
+    canvas = Canvas(width, top + tile_px + 96)
+    title = "What the linear model learned: one weight template per digit"
+    canvas.text((width / 2, 16), title, TITLE_PX, align="mt")
+    canvas.text(
+        (width / 2, 48),
+        "red: ink there raises the digit's score · blue: ink there lowers it",
+        LABEL_PX,
+        fill=MUTED,
+        align="mt",
+    )
+    row_left = (width - (len(classes) * (tile_px + gap_px) - gap_px)) / 2
+    for index, digit in enumerate(classes):
+        x = row_left + index * (tile_px + gap_px)
+        canvas.text((x + tile_px / 2, top - 6), str(digit), LABEL_PX + 3, align="mb")
+        canvas.paste_array(templates[index], (x, top, x + tile_px, top + tile_px))
+        canvas.rectangle((x - 1, top - 1, x + tile_px + 1, top + tile_px + 1), outline=MUTED)
+    bar_w = min(320, width - 2 * margin)
+    bar_left, bar_top = (width - bar_w) / 2, top + tile_px + 22
+    ticks = [(0.0, f"{-limit:.3g}"), (0.5, "0"), (1.0, f"{limit:.3g}")]
+    colour_bar(
+        canvas,
+        (bar_left, bar_top, bar_left + bar_w, bar_top + 12),
+        BLUE_WHITE_RED,
+        ticks,
+        "weight (the largest 1% saturate)",
+    )
+    return canvas.finish()

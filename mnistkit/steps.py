@@ -1,0 +1,208 @@
+"""The compiled steps of training: loss, optimizer, augmentation, a chunk of training batches,
+and evaluation.
+
+Every model trained is a member of an ensemble, possibly of one: parameters, optimizer
+state, batch orders and augmentation keys carry a leading member axis, and `over_members`
+maps a one-model function over it. The chunk is one jitted `lax.scan` over a run of
+batches, a pure function of (state, images, labels, batch indices, batch weights, key)
+with the dataset passed as arguments (closing over it would bake it into the program and
+cost seconds of compile). Every batch slot carries weights, so the last partial batch
+trains exactly like the seed trainer's, and padding slots leave the state untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mnistkit import models
+from mnistkit.architectures import Architecture
+from mnistkit.config import TrainConfig
+from mnistkit.parallel import Placement
+from mnistkit.training_data import Dataset
+
+SHIFT_PX = 2
+EVAL_BLOCK = 2000
+
+
+class TrainState(NamedTuple):
+    params: dict[str, jax.Array]
+    opt_state: Any
+
+
+def over_members(function: Callable, members: int, in_axes: tuple[int | None, ...]) -> Callable:
+    """`function` of one model, mapped over the leading member axis of the arguments marked 0
+    in `in_axes` and of every output. Several members: `jax.vmap`, one program for all. One
+    member: the function itself with the axis dropped and restored, since at size 1 vmap's
+    batched gathers and dots cost up to 1.5x and round differently from a lone model."""
+    if members > 1:
+        return jax.vmap(function, in_axes=in_axes)
+
+    def one_member(*args):
+        args = [
+            jax.tree.map(lambda a: a[0], arg) if axis == 0 else arg
+            for arg, axis in zip(args, in_axes, strict=True)
+        ]
+        return jax.tree.map(lambda a: a[None], function(*args))
+
+    return one_member
+
+
+def normalize(images: jax.Array, normalization: Mapping[str, Any]) -> jax.Array:
+    """The same float32 arithmetic as `inference.normalize`, on the device."""
+    x = images.astype(jnp.float32) / jnp.float32(255.0)
+    if normalization["kind"] == "standard":
+        x = (x - jnp.float32(normalization["mean"])) / jnp.float32(normalization["std"])
+    return x
+
+
+def random_shift(images: jax.Array, key: jax.Array, max_px: int) -> jax.Array:
+    """Shift each uint8 image by up to `max_px` pixels in each direction, filling with black."""
+    count, height, width = images.shape
+    padded = jnp.pad(images, ((0, 0), (max_px, max_px), (max_px, max_px)))
+    offsets = jax.random.randint(key, (count, 2), 0, 2 * max_px + 1)
+    crop = jax.vmap(lambda image, offset: jax.lax.dynamic_slice(image, offset, (height, width)))
+    return crop(padded, offsets)
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+    total_steps = config.epochs * steps_per_epoch
+    if config.schedule == "constant":
+        learning_rate: float | optax.Schedule = config.lr
+    elif config.schedule == "cosine":
+        learning_rate = optax.cosine_decay_schedule(config.lr, total_steps)
+    else:
+        learning_rate = optax.warmup_cosine_decay_schedule(
+            0.0, config.lr, warmup_steps=max(1, total_steps // 20), decay_steps=total_steps
+        )
+    if config.optimizer == "adamw":
+        return optax.adamw(learning_rate, weight_decay=config.weight_decay)
+    base = {
+        "sgd": lambda: optax.sgd(learning_rate),
+        "momentum": lambda: optax.sgd(learning_rate, momentum=0.9),
+        "adam": lambda: optax.adam(learning_rate),
+    }[config.optimizer]()
+    if config.weight_decay:
+        return optax.chain(optax.add_decayed_weights(config.weight_decay), base)
+    return base
+
+
+def weighted_loss(
+    params: dict[str, jax.Array],
+    architecture: Architecture,
+    x: jax.Array,
+    labels: jax.Array,
+    weights: jax.Array,
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """Mean cross-entropy over the weighted examples; also the sums for the epoch's statistics."""
+    logits = models.apply(params, architecture, x)
+    log_probs = jax.nn.log_softmax(logits)
+    nll = -jnp.take_along_axis(log_probs, labels[:, None], axis=1)[:, 0]
+    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    loss_sum = jnp.sum(nll * weights)
+    return loss_sum / jnp.maximum(jnp.sum(weights), 1.0), (loss_sum, jnp.sum(correct * weights))
+
+
+def make_train_chunk(
+    architecture: Architecture,
+    optimizer: optax.GradientTransformation,
+    normalization: Mapping[str, Any],
+    augment_px: int,
+    placement: Placement,
+    members: int,
+) -> Callable[..., tuple[TrainState, jax.Array]]:
+    """The compiled training step over a run of batches, for `members` models of `architecture`.
+
+    `train_chunk(state, images, labels, batch_indices (K, B, n), batch_weights (K, B, n), keys (K, 2),
+    first_batch)` returns the new state and each member's [loss sum, correct count] (K, 2) over
+    the run. A batch whose weights are all zero is padding: the state passes through it
+    unchanged. Indices and weights are split along their batch axis over the devices,
+    everything else replicated.
+    """
+    architecture = dict(architecture)
+    normalization = dict(normalization)
+    grad_fn = jax.grad(weighted_loss, has_aux=True)
+
+    def train_chunk(state, images, labels, batch_indices, batch_weights, key, first_batch):
+        def step(carry, batch):
+            state, totals = carry
+            batch_number, indices, weights = batch
+            batch_images = images[indices]
+            if augment_px:
+                batch_images = random_shift(batch_images, jax.random.fold_in(key, batch_number), augment_px)
+            x = normalize(batch_images, normalization)
+            grads, (loss_sum, correct) = grad_fn(state.params, architecture, x, labels[indices], weights)
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+            real = jnp.sum(weights) > 0
+            new_state = jax.tree.map(
+                lambda new, old: jnp.where(real, new, old), TrainState(params, opt_state), state
+            )
+            return (new_state, totals + jnp.stack([loss_sum, correct])), None
+
+        batch_numbers = first_batch + jnp.arange(batch_indices.shape[0])
+        (state, totals), _ = jax.lax.scan(
+            step, (state, jnp.zeros(2, jnp.float32)), (batch_numbers, batch_indices, batch_weights)
+        )
+        return state, totals
+
+    replicated, batches = placement.replicated, placement.split(3, 2)
+    return jax.jit(
+        over_members(train_chunk, members, (0, None, None, 0, 0, 0, None)),
+        in_shardings=(replicated, replicated, replicated, batches, batches, replicated, replicated),
+        out_shardings=replicated,
+    )
+
+
+def make_evaluate(
+    architecture: Architecture, members: int, normalization: Mapping[str, Any], placement: Placement
+) -> Callable[[dict[str, jax.Array], Dataset], np.ndarray]:
+    """Mean loss and accuracy of the members' params on a dataset, as rows [loss, accuracy]: one
+    per member, then the ensemble's (the log of their mean probability, as `inference` has it;
+    for one member, the same as its own row).
+
+    Blocks of a fixed size (one compile for all splits), split over the devices like batches.
+    """
+    architecture = dict(architecture)
+    normalization = dict(normalization)
+
+    def member_log_probabilities(params, x):
+        return jax.nn.log_softmax(models.apply(params, architecture, x))
+
+    log_probabilities = over_members(member_log_probabilities, members, (0, None))
+    replicated, split = placement.replicated, placement.split(1, 0)
+
+    @functools.partial(
+        jax.jit, in_shardings=(replicated, replicated, replicated, split, split), out_shardings=replicated
+    )
+    def block_totals(params, images, labels, indices, weights):
+        member_scores = log_probabilities(params, normalize(images[indices], normalization))
+        combined = jax.nn.logsumexp(member_scores, axis=0) - jnp.log(jnp.float32(members))
+        scores = jnp.concatenate([member_scores, combined[None]])
+        block_labels = labels[indices]
+        nll = -jnp.take_along_axis(scores, block_labels[None, :, None], axis=2)[..., 0]
+        correct = (jnp.argmax(scores, axis=-1) == block_labels).astype(jnp.float32)
+        return jnp.stack([jnp.sum(nll * weights, axis=1), jnp.sum(correct * weights, axis=1)], axis=1)
+
+    def evaluate(params: dict[str, jax.Array], dataset: Dataset) -> np.ndarray:
+        devices = placement.device_count
+        block = -(-min(EVAL_BLOCK, dataset.size) // devices) * devices
+        blocks = -(-dataset.size // block)
+        indices = np.zeros(blocks * block, np.int32)
+        indices[: dataset.size] = np.arange(dataset.size)
+        weights = (np.arange(blocks * block) < dataset.size).astype(np.float32)
+        totals = np.zeros((members + 1, 2), np.float64)
+        for rows in np.split(np.arange(blocks * block), blocks):
+            block_indices, block_weights = (placement.put(a[rows], split) for a in (indices, weights))
+            totals += np.asarray(
+                block_totals(params, dataset.images, dataset.labels, block_indices, block_weights), np.float64
+            )
+        return totals / dataset.size
+
+    return evaluate

@@ -1,0 +1,310 @@
+"""Training: `train(arrays, config, checkpoint_path)` runs the epochs and writes the checkpoint.
+
+The loop only orders the work: the data comes from `training_data`, the compiled steps from
+`steps`, the state and batch orders from `train_state`, the devices from `parallel`, the
+history format from `history`. Progress goes to two callbacks, `log` (whole lines: notes
+and one per epoch) and `progress` (within an epoch, after each compiled chunk); the CLI
+draws a progress line and takes Ctrl-C there.
+
+Scale (`parallel.py`): the chunk is compiled for a mesh of devices, possibly in several
+processes. The dataset is replicated on every device and each device gathers its own
+share of every global batch from it, so the batch is split along its batch axis while
+the global batch, and so the training, is the same on 1 device and on N. An ensemble
+(`seeds`) is K models with their own init, data order and augmentation, stacked on a
+leading axis and trained by one compiled program; member i trains as `--seed` i alone would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from mnistkit.architectures import build_architecture, ensemble_size, member_architecture
+from mnistkit.atomic import check_writable_target
+from mnistkit.checkpoint import Checkpoint, save_checkpoint
+from mnistkit.config import TrainConfig
+from mnistkit.errors import Interrupted, MnistkitError
+from mnistkit.history import epoch_line, members_range, write_history
+from mnistkit.parallel import make_placement
+from mnistkit.steps import SHIFT_PX, TrainState, make_evaluate, make_optimizer, make_train_chunk
+from mnistkit.train_state import EpochInputs, checkpoint_tensors, initial_state, state_from_checkpoint
+from mnistkit.training_data import Dataset, TrainingData, prepare_data
+
+Log = Callable[[str], None]
+Progress = Callable[[int, int, float], None]
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Checkpoint
+    history: list[dict[str, Any]]
+
+
+def _log_to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def train(
+    arrays: Mapping[str, np.ndarray],
+    config: TrainConfig,
+    checkpoint_path: str | Path | None = None,
+    *,
+    history_path: str | Path | None = None,
+    resume_from: Checkpoint | None = None,
+    data_sha256: str = "",
+    data_name: str = "data",
+    devices: int | None = None,
+    log: Log = _log_to_stderr,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Train per `config` on `devices` local devices of every process (default: all), write
+    the checkpoint (when a path is given) and the history atomically, and return both.
+
+    In a multi-process run every process calls this with the same arguments; only process 0
+    logs and writes. `progress(epoch, epochs, fraction)` runs after each chunk of batches in
+    every process. Ctrl-C (KeyboardInterrupt, or `Interrupted` from `progress`) writes the
+    last complete epoch's checkpoint, or none before the first, says which, and re-raises.
+    A NaN loss raises MnistkitError and writes nothing.
+    """
+    writer = jax.process_index() == 0
+    log = log if writer else (lambda message: None)
+    for path in (checkpoint_path, history_path):
+        if writer and path is not None:
+            check_writable_target(Path(path))
+    placement = make_placement(config.batch_size, devices, log)
+    data = prepare_data(arrays, config, data_name)
+    config = _batch_within_data(config, data.train.size, placement.device_count, log)
+    data = dataclasses.replace(
+        data,
+        **{
+            split: Dataset(
+                *(placement.put(array, placement.replicated) for array in (dataset.images, dataset.labels))
+            )
+            for split, dataset in (("train", data.train), ("val", data.val), ("test", data.test))
+            if dataset is not None
+        },
+    )
+    architecture = build_architecture(config, len(data.classes))
+    members = ensemble_size(architecture)
+    optimizer = make_optimizer(config, -(-data.train.size // config.batch_size))
+    augment_px = SHIFT_PX if config.augment == "shift" else 0
+    train_chunk = make_train_chunk(
+        member_architecture(architecture), optimizer, data.normalization, augment_px, placement, members
+    )
+    evaluate = make_evaluate(member_architecture(architecture), members, data.normalization, placement)
+    if placement.device_count > 1:
+        processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
+        log(f"data parallel over {placement.device_count} {jax.default_backend()} devices{processes}")
+    if len(config.seeds) > 1:
+        log(f"training an ensemble of {members} models at once, seeds {','.join(map(str, config.seeds))}")
+
+    if resume_from is None:
+        state, history = initial_state(config, member_architecture(architecture), optimizer), []
+    else:
+        state, history = _resumed(resume_from, architecture, data, data_sha256, optimizer)
+        log(f"resuming after epoch {len(history)} of {config.epochs}")
+    state = placement.put_replicated(state)
+
+    def finish(state: TrainState, history: list[dict[str, Any]]) -> TrainResult:
+        result = _result(state, history, architecture, data, evaluate, config, data_sha256)
+        if writer and checkpoint_path is not None:
+            save_checkpoint(
+                checkpoint_path,
+                result.checkpoint.params,
+                result.checkpoint.metadata,
+                result.checkpoint.optimizer_state,
+            )
+        return result
+
+    inputs = EpochInputs(config, data.train.size, first_epoch=len(history) + 1)
+    completed = (state, history)  # one assignment, so an interrupt never sees the two disagree
+    try:
+        for epoch in range(len(history) + 1, config.epochs + 1):
+            started = time.perf_counter()
+            indices, weights, augment_keys = inputs.next_epoch(more_to_come=epoch < config.epochs)
+            augment_keys = placement.put(augment_keys, placement.replicated)
+            batches, per_chunk = placement.split(3, 2), indices.shape[-2]
+            totals = np.zeros((members, 2), np.float64)
+            for chunk in range(inputs.chunks):
+                state, chunk_totals = train_chunk(
+                    state,
+                    data.train.images,
+                    data.train.labels,
+                    placement.put(indices[chunk], batches),
+                    placement.put(weights[chunk], batches),
+                    augment_keys,
+                    placement.put(np.int32(chunk * per_chunk), placement.replicated),
+                )
+                totals += np.asarray(chunk_totals, np.float64)
+                if not np.isfinite(totals[:, 0]).all():
+                    raise MnistkitError(
+                        f"training diverged: the loss became NaN or infinite in epoch {epoch} with "
+                        f"--lr {config.lr:g}; try a lower --lr. No checkpoint was written."
+                    )
+                if progress is not None:
+                    progress(epoch, config.epochs, (chunk + 1) / inputs.chunks)
+            jax.block_until_ready(state)
+            seconds = time.perf_counter() - started
+            record = _epoch_record(epoch, totals / data.train.size, data, state, evaluate, config, seconds)
+            completed = (state, [*history, record])
+            history = completed[1]
+            log(epoch_line(record, config.epochs))
+            if history_path is not None and writer:
+                write_history(history_path, history)
+    except (KeyboardInterrupt, Interrupted) as stop:
+        outcome = _save_on_interrupt(completed, resume_from, finish, checkpoint_path, config)
+        if isinstance(stop, Interrupted):
+            stop.outcome = outcome
+        else:
+            log(f"interrupted: {outcome}")
+        raise
+    finally:
+        inputs.close()
+    result = finish(state, history)
+    metrics = result.checkpoint.metadata["metrics"]
+    saved = f"  saved {checkpoint_path}" if checkpoint_path is not None else ""
+    log(
+        f"test accuracy {100 * metrics['test_accuracy']:.2f}%{members_range(metrics, 'test')}  "
+        f"test loss {metrics['test_loss']:.4f}{saved}"
+    )
+    return result
+
+
+def _batch_within_data(config: TrainConfig, size: int, device_count: int, log: Log) -> TrainConfig:
+    """A batch larger than the training set would be mostly padding: cap it at the data size
+    (a multiple of the device count, so every device keeps an equal share)."""
+    if config.batch_size <= size:
+        return config
+    capped = max(device_count, size // device_count * device_count)
+    log(f"--batch-size {config.batch_size} is larger than the {size} training images; using {capped}")
+    return dataclasses.replace(config, batch_size=capped)
+
+
+def _resumed(
+    checkpoint: Checkpoint,
+    architecture: dict[str, Any],
+    data: TrainingData,
+    data_sha256: str,
+    optimizer: Any,
+) -> tuple[TrainState, list[dict[str, Any]]]:
+    source = "--resume checkpoint"
+    saved_sha = checkpoint.metadata.get("data_sha256", "")
+    if data_sha256 and saved_sha and saved_sha != data_sha256:
+        raise MnistkitError(f"{source}: it was trained on a different data file (SHA-256 {saved_sha[:12]}…)")
+    if checkpoint.architecture != architecture or checkpoint.normalization != data.normalization:
+        raise MnistkitError(f"{source}: its architecture or normalization disagrees with its own settings")
+    state = state_from_checkpoint(
+        checkpoint.params, checkpoint.optimizer_state, ensemble_size(architecture), optimizer, source
+    )
+    history = [dict(record, seconds=None) for record in checkpoint.metadata.get("history", [])]
+    if len(history) != int(checkpoint.metadata["metrics"]["epochs"]):
+        raise MnistkitError(f"{source}: its history does not match its epoch count")
+    return state, history
+
+
+def _save_on_interrupt(
+    completed: tuple[TrainState, list[dict[str, Any]]],
+    resume_from: Checkpoint | None,
+    finish: Callable[[TrainState, list[dict[str, Any]]], TrainResult],
+    checkpoint_path: str | Path | None,
+    config: TrainConfig,
+) -> str:
+    """Write the last complete epoch's checkpoint, if there is a new one; say what was kept."""
+    state, history = completed
+    done = len(history)
+    already = int(resume_from.metadata["metrics"]["epochs"]) if resume_from is not None else 0
+    if done == 0:
+        return "no epoch completed, no checkpoint written"
+    if done == already:
+        return f"no new epoch completed, {checkpoint_path} not written"
+    finish(state, history)
+    return f"saved the checkpoint of epoch {done} of {config.epochs} to {checkpoint_path}"
+
+
+def _epoch_record(
+    epoch: int,
+    train_scores: np.ndarray,
+    data: TrainingData,
+    state: TrainState,
+    evaluate: Callable[[dict[str, jax.Array], Dataset], np.ndarray],
+    config: TrainConfig,
+    seconds: float,
+) -> dict[str, Any]:
+    """The history line of an epoch. `train_scores`: mean [loss, accuracy] over its batches, a
+    row per member; evaluations have a row per member and then the ensemble's. For an
+    ensemble, train_* is the members' mean, val_* and test_* the ensemble's, and `members`
+    holds each member's."""
+    scores = {
+        "train": np.concatenate([train_scores, train_scores.mean(axis=0, keepdims=True)]),
+        "val": evaluate(state.params, data.val) if data.val is not None else None,
+        "test": evaluate(state.params, data.test) if config.eval_test_each_epoch else None,
+    }
+    record: dict[str, Any] = {"epoch": epoch}
+    for split, values in scores.items():
+        loss, accuracy = (None, None) if values is None else (float(values[-1, 0]), float(values[-1, 1]))
+        record[f"{split}_loss"], record[f"{split}_accuracy"] = loss, accuracy
+    if len(config.seeds) > 1:
+        record["members"] = [
+            {
+                "seed": seed,
+                **{
+                    f"{split}_{name}": None if values is None else float(values[index, column])
+                    for split, values in scores.items()
+                    for column, name in enumerate(("loss", "accuracy"))
+                },
+            }
+            for index, seed in enumerate(config.seeds)
+        ]
+    record["seconds"] = round(seconds, 3)
+    return record
+
+
+def _result(
+    state: TrainState,
+    history: list[dict[str, Any]],
+    architecture: dict[str, Any],
+    data: TrainingData,
+    evaluate: Callable[[dict[str, jax.Array], Dataset], np.ndarray],
+    config: TrainConfig,
+    data_sha256: str,
+) -> TrainResult:
+    """The checkpoint of the state after the last epoch in `history`.
+
+    Timings stay out of the metadata (they are in the history file and on stderr) so the
+    same command writes the same bytes.
+    """
+    test_scores = evaluate(state.params, data.test)
+    last = history[-1]
+    metrics: dict[str, Any] = {
+        "epochs": len(history),
+        "train_loss": last["train_loss"],
+        "train_accuracy": last["train_accuracy"],
+        "val_loss": last["val_loss"],
+        "val_accuracy": last["val_accuracy"],
+        "test_loss": float(test_scores[-1, 0]),
+        "test_accuracy": float(test_scores[-1, 1]),
+    }
+    if len(config.seeds) > 1:
+        metrics["members"] = [
+            {"seed": seed, "test_loss": float(loss), "test_accuracy": float(accuracy)}
+            for seed, (loss, accuracy) in zip(config.seeds, test_scores[:-1], strict=True)
+        ]
+    metadata = {
+        "architecture": architecture,
+        "normalization": data.normalization,
+        "classes": data.classes,
+        "config": config.to_dict(),
+        "metrics": metrics,
+        "history": [{k: v for k, v in record.items() if k != "seconds"} for record in history],
+        "data_sha256": data_sha256,
+    }
+    params, optimizer_state = checkpoint_tensors(state)
+    return TrainResult(Checkpoint(params, metadata, optimizer_state), history)
