@@ -113,9 +113,10 @@ lint: $(INSTALLED) ## ruff lint and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: $(NPZ) | $(INSTALLED) ## measure training and predict speed
+bench: $(NPZ) | $(INSTALLED) ## measure training, predict and serve speed
 	$(BIN)/python scripts/bench_train.py
 	$(BIN)/python scripts/bench_predict.py
+	$(BIN)/python scripts/bench_serve.py
 
 clean: ## remove data, models, reports (keeps .venv)
 	rm -rf data models reports
