@@ -26,7 +26,7 @@ PICTURES := reports/mistakes.png reports/confusion.png reports/curves.png
 .DEFAULT_GOAL := all
 .DELETE_ON_ERROR:
 
-.PHONY: all help venv test test-slow chaos fuzz lint bench clean
+.PHONY: all help venv test test-slow test-browser serve chaos fuzz lint bench clean
 
 all: reports/metrics.json reports/samples.png reports/predictions.tsv $(PICTURES) ## run the whole pipeline
 
@@ -83,7 +83,22 @@ test: $(INSTALLED) ## run the fast tests and the linter
 	$(BIN)/ruff format --check .
 
 test-slow: $(INSTALLED) ## run the slow tests: real data, kill harness, load
-	$(BIN)/pytest -q -m slow
+	$(BIN)/pytest -q -m "slow and not browser"
+
+BROWSER_INSTALLED := $(VENV)/.installed-browser
+
+$(BROWSER_INSTALLED): $(INSTALLED)
+	$(BIN)/pip install --quiet -e '.[dev,browser]'
+	touch $@
+
+test-browser: $(BROWSER_INSTALLED) ## the serve page in headless Chromium (apt-get install chromium chromium-driver)
+	$(BIN)/pytest -q -m browser
+
+# The port of `make serve` (make serve PORT=8080).
+PORT ?= 8000
+
+serve: $(CKPT) | $(INSTALLED) ## draw a digit in the browser and watch the trained model read it (PORT=8000)
+	$(MNISTKIT) serve $(CKPT) --port $(PORT)
 
 # Kills per stage in `make chaos` (make chaos KILLS=100); the seed is MNISTKIT_CHAOS_SEED.
 KILLS ?= 20
@@ -98,9 +113,10 @@ lint: $(INSTALLED) ## ruff lint and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: $(NPZ) | $(INSTALLED) ## measure training and predict speed
+bench: $(NPZ) | $(INSTALLED) ## measure training, predict and serve speed
 	$(BIN)/python scripts/bench_train.py
 	$(BIN)/python scripts/bench_predict.py
+	$(BIN)/python scripts/bench_serve.py
 
 clean: ## remove data, models, reports (keeps .venv)
 	rm -rf data models reports

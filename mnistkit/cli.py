@@ -823,3 +823,35 @@ def render_weights_command(checkpoint_path: Path, output: str, scale: int) -> No
     checkpoint = load_checkpoint(checkpoint_path)
     save_picture(weights_image(checkpoint, str(checkpoint_path), scale), output)
     _wrote(output, f"weight templates of {_count(len(checkpoint.classes), 'digit')}")
+
+
+@cli.command("serve", short_help="Serve a page to draw digits and a JSON API.")
+@click.argument("checkpoint_path", metavar="CKPT", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: all).")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0: any free port."
+)
+@click.option(
+    "--max-body-mb",
+    type=click.FloatRange(min=0.001),
+    default=8.0,
+    show_default=True,
+    help="Refuse uploads larger than this many megabytes.",
+)
+def serve_command(checkpoint_path: Path, host: str, port: int, max_body_mb: float) -> None:
+    """Serve a page to draw a digit and watch CKPT read it, and a JSON API, until Ctrl-C.
+
+    The page (mouse, touch or pen; or drop an image) shows the ten probabilities live
+    and the 28x28 image the model saw. Images are prepared as `predict` prepares them.
+    The URL is printed on stderr. API: POST /api/predict with an image's bytes returns
+    {"digit", "confidence", "classes", "probabilities", "preprocessed_png"};
+    GET /api/model, GET /healthz. Listens on 127.0.0.1 only unless --host says otherwise.
+
+    \b
+      mnistkit serve models/model.safetensors
+      mnistkit serve models/model.safetensors --port 8080
+      curl --data-binary @my-digit.png http://127.0.0.1:8000/api/predict
+    """
+    from mnistkit.serve import Limits, serve
+
+    serve(checkpoint_path, host, port, Limits(max_body_bytes=round(max_body_mb * 1e6)))

@@ -48,14 +48,18 @@ Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 _HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 
 
-def load_digit(path: str | os.PathLike[str], preprocess: bool = True) -> np.ndarray:
+def load_digit(
+    path: str | os.PathLike[str], preprocess: bool = True, content: bytes | None = None
+) -> np.ndarray:
     """The uint8 28x28 MNIST-style image (ink bright on black) that a model should see.
 
     With `preprocess=False` the file must already be a 28x28 MNIST-style image; it is
-    only converted to grayscale. Raises MnistkitError("path: reason") for any bad input.
+    only converted to grayscale. `content` holds the image's bytes when it is in memory
+    (an upload to `mnistkit serve`); `path` then only names it in errors.
+    Raises MnistkitError("path: reason") for any bad input.
     """
     path = Path(path)
-    gray = read_grayscale(path, shrink=preprocess)
+    gray = read_grayscale(path, shrink=preprocess, content=content)
     if not preprocess:
         if gray.shape != (FRAME_PX, FRAME_PX):
             height, width = gray.shape
@@ -67,10 +71,11 @@ def load_digit(path: str | os.PathLike[str], preprocess: bool = True) -> np.ndar
     return preprocess_digit(gray, str(path))
 
 
-def read_grayscale(path: Path, shrink: bool = True) -> np.ndarray:
+def read_grayscale(path: Path, shrink: bool = True, content: bytes | None = None) -> np.ndarray:
     """Decode any image Pillow reads into float32 gray in [0, 1], upright, alpha composited,
-    and with `shrink`, box-averaged down to a longer side of at most WORK_SIDE_PX."""
-    image = _open_checked(path)
+    and with `shrink`, box-averaged down to a longer side of at most WORK_SIDE_PX.
+    The image is the file at `path`, or `content` when given."""
+    image = _open_checked(path, content)
     try:
         with image:
             if shrink and image.format == "JPEG":
@@ -88,19 +93,19 @@ def read_grayscale(path: Path, shrink: bool = True) -> np.ndarray:
     return gray
 
 
-def _open_checked(path: Path) -> Image.Image:
+def _open_checked(path: Path, content: bytes | None = None) -> Image.Image:
     """Open lazily (header only) and refuse bombs and strips before any decoding."""
     try:
-        if path.is_dir():
+        if content is None and path.is_dir():
             raise MnistkitError(
                 f"{path}: is a directory, expected an image file; give its images ({path}/*.png) "
                 f"or their paths on stdin: find {path} -name '*.png' | mnistkit predict CKPT -"
             )
-        if path.stat().st_size == 0:
+        if (path.stat().st_size if content is None else len(content)) == 0:
             raise MnistkitError(f"{path}: empty file")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(path if content is None else io.BytesIO(content))
     except MnistkitError:
         raise
     except FileNotFoundError:

@@ -1,0 +1,403 @@
+"""`mnistkit serve`: a local page to draw a digit and watch a model read it, and a JSON API.
+
+The server is the standard library's ThreadingHTTPServer with the bounds a server needs
+when any program on the machine (or, with --host, the network) can reach it:
+
+- one thread per connection, at most `max_connections` at once; further clients wait in
+  the kernel's listen queue until a thread is free;
+- every request must arrive whole before a deadline (`header_timeout_s` for the request
+  line and headers, `request_timeout_s` for all of it), however slowly the bytes trickle;
+- a body size limit, checked against Content-Length before any of the body is read
+  (and before the client sends it, when it asks with `Expect: 100-continue` as curl does);
+- one request per connection, closed with a bounded "lingering close": the server reads
+  what the client still sends for a moment, so that an early answer (a 413 to a client
+  still uploading) is not destroyed by a connection reset;
+- at most `max_predictions` images decoded at once (the CPU count), each behind
+  predict's decompression-bomb guard, so memory stays bounded under any load;
+- static files are read from the package once, at start, and served from a dict by
+  exact path: no path reaches the file system, so there is no traversal and no listing;
+- nothing is written to disk.
+
+Images go through the same `load_digit` and numpy inference as `mnistkit predict`, and
+bad ones get the same one-line reason, as JSON with a 4xx status.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import ipaddress
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnistkit import __version__
+from mnistkit.checkpoint import Checkpoint, load_checkpoint
+from mnistkit.errors import MnistkitError
+from mnistkit.image_files import worker_count
+from mnistkit.images import encode_png, load_digit
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEFAULT_MAX_BODY_BYTES = 8_000_000
+UPLOAD_NAME = "upload"
+MAX_UPLOAD_NAME_CHARS = 200
+# A closing connection reads (and drops) at most this many bodies' worth of what the client still sends.
+LINGER_BODIES = 4
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
+STATIC_FILES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
+        "form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client can cost the server."""
+
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    header_timeout_s: float = 10.0
+    request_timeout_s: float = 30.0
+    max_connections: int = 32
+    max_predictions: int = field(default_factory=worker_count)
+    linger_s: float = 2.0
+
+
+def prediction_json(checkpoint: Checkpoint, content: bytes, name: str = UPLOAD_NAME) -> dict[str, Any]:
+    """What the model reads in an image's bytes: the digit, its probability, every class's
+    probability and the 28x28 image the model saw as a base64 PNG.
+
+    Raises MnistkitError("name: reason") for an image predict would refuse.
+    """
+    image = load_digit(name, content=content)
+    probabilities = checkpoint.predict_probabilities(image[np.newaxis])[0]
+    best = int(np.argmax(probabilities))
+    return {
+        "digit": int(checkpoint.classes[best]),
+        "confidence": round(float(probabilities[best]), 6),
+        "classes": list(checkpoint.classes),
+        "probabilities": [round(float(p), 6) for p in probabilities],
+        "preprocessed_png": base64.b64encode(encode_png(image)).decode("ascii"),
+    }
+
+
+def model_json(checkpoint: Checkpoint, name: str) -> dict[str, Any]:
+    """The checkpoint's name, parameter count and metadata (no tensors)."""
+    return {
+        "name": name,
+        "parameters": sum(int(tensor.size) for tensor in checkpoint.params.values()),
+        "metadata": checkpoint.metadata,
+    }
+
+
+def _static_files() -> dict[str, tuple[bytes, str]]:
+    """The page's files, by URL path, read once from the installed package."""
+    folder = resources.files("mnistkit") / "web"
+    return {url: ((folder / name).read_bytes(), kind) for url, (name, kind) in STATIC_FILES.items()}
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's input that raises TimeoutError once `deadline` (time.monotonic) passes,
+    however slowly bytes keep arriving; a plain socket timeout restarts at every byte."""
+
+    def __init__(self, connection: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self.connection = connection
+        self.deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining_s = self.deadline - time.monotonic()
+        if remaining_s <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        self.connection.settimeout(remaining_s)
+        return self.connection.recv_into(buffer)
+
+
+class DigitServer(ThreadingHTTPServer):
+    """Serves the page and the API for one checkpoint, loaded once."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(
+        self, checkpoint: Checkpoint, model_name: str, host: str, port: int, limits: Limits | None = None
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.limits = limits or Limits()
+        self.model_body = json.dumps(model_json(checkpoint, model_name)).encode()
+        self.static_files = _static_files()
+        self.connection_slots = threading.BoundedSemaphore(self.limits.max_connections)
+        self.prediction_slots = threading.BoundedSemaphore(self.limits.max_predictions)
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            super().__init__((host, port), _RequestHandler)
+        except OSError as error:
+            raise MnistkitError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+        self.loopback_only = ipaddress.ip_address(self.server_address[0]).is_loopback
+
+    @property
+    def url(self) -> str:
+        """Where a browser on this machine finds the page."""
+        host, port = self.server_address[:2]
+        if ipaddress.ip_address(host).is_unspecified:
+            host = "127.0.0.1" if self.address_family == socket.AF_INET else "::1"
+        return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Start a thread for the connection once one of `max_connections` slots is free."""
+        self.connection_slots.acquire()
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.connection_slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.connection_slots.release()
+
+    def shutdown_request(self, request: socket.socket) -> None:
+        """Lingering close: send FIN, then drop what the client still sends until it closes
+        too (a browser or curl does at once), for at most `linger_s`. Closing with unread
+        bytes would reset the connection and could destroy the answer before it is read."""
+        try:
+            request.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + self.limits.linger_s
+            budget = LINGER_BODIES * self.limits.max_body_bytes
+            while budget > 0 and (remaining_s := deadline - time.monotonic()) > 0:
+                request.settimeout(remaining_s)
+                received = request.recv(1 << 16)
+                if not received:
+                    break
+                budget -= len(received)
+        except OSError:  # TimeoutError included
+            pass
+        self.close_request(request)
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    """One connection, one request: every response says `Connection: close`."""
+
+    server: DigitServer
+    protocol_version = "HTTP/1.1"
+    default_request_version = "HTTP/1.0"  # so that even a garbled request line gets a status line
+    server_version = f"mnistkit/{__version__}"
+    # Headers and body go out as two writes; without TCP_NODELAY the second waits for the
+    # client's delayed ACK (40 ms on Linux).
+    disable_nagle_algorithm = True
+
+    def setup(self) -> None:
+        super().setup()
+        self.started = time.monotonic()
+        self.reader = _DeadlineReader(self.connection, self.started + self.server.limits.header_timeout_s)
+        self.rfile = io.BufferedReader(self.reader)
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()  # reads the headers, under the header deadline
+        self.close_connection = True
+        self.reader.deadline = self.started + self.server.limits.request_timeout_s
+        self.connection.settimeout(self.server.limits.request_timeout_s)  # for writing the response
+        return parsed
+
+    def handle_expect_100(self) -> bool:
+        """Refuse a body that is too large before the client sends it (curl asks above 1 MB)."""
+        if self.command == "POST" and self._body_length() is None:
+            return False
+        return super().handle_expect_100()
+
+    def do_GET(self) -> None:
+        path = self._checked_path()
+        if path is None:
+            return
+        if path in self.server.static_files:
+            body, content_type = self.server.static_files[path]
+            self._send(HTTPStatus.OK, body, content_type)
+        elif path == "/api/model":
+            self._send(HTTPStatus.OK, self.server.model_body, "application/json")
+        elif path == "/healthz":
+            self._send_json(HTTPStatus.OK, {"status": "ok"})
+        elif path == "/api/predict":
+            self._send_error_json(
+                HTTPStatus.METHOD_NOT_ALLOWED, "POST an image's bytes to /api/predict", {"Allow": "POST"}
+            )
+        else:
+            self._send_error_json(HTTPStatus.NOT_FOUND, f"nothing at {path}")
+
+    def do_POST(self) -> None:
+        path = self._checked_path()
+        if path is None:
+            return
+        if path != "/api/predict":
+            if path in self.server.static_files or path in ("/api/model", "/healthz"):
+                self._send_error_json(HTTPStatus.METHOD_NOT_ALLOWED, f"{path} takes GET", {"Allow": "GET"})
+            else:
+                self._send_error_json(HTTPStatus.NOT_FOUND, f"nothing at {path}")
+            return
+        content = self._read_body()
+        if content is None:
+            return
+        try:
+            with self.server.prediction_slots:
+                result = prediction_json(self.server.checkpoint, content, self._upload_name())
+        except MnistkitError as error:
+            self._send_error_json(HTTPStatus.UNPROCESSABLE_ENTITY, str(error))
+            return
+        except Exception:
+            self._send_error_json(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error; the server logged it")
+            raise  # socketserver prints the traceback and keeps serving
+        self._send_json(HTTPStatus.OK, result)
+
+    def _checked_path(self) -> str | None:
+        """The URL's path; None (after answering 403) when the Host header names another site,
+        which is how a page elsewhere would reach a loopback server (DNS rebinding)."""
+        host = self.headers.get("Host")
+        if self.server.loopback_only and host is not None:
+            name = host[: host.index("]") + 1] if host.startswith("[") and "]" in host else host.split(":")[0]
+            if name.lower() not in LOOPBACK_NAMES:
+                self._send_error_json(HTTPStatus.FORBIDDEN, f"Host {host!r} is not this local server")
+                return None
+        return urllib.parse.urlsplit(self.path).path
+
+    def _upload_name(self) -> str:
+        """The name errors give the image: `?name=` (the page sends the file's name) or `upload`."""
+        names = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query).get("name")
+        name = names[0].strip()[:MAX_UPLOAD_NAME_CHARS] if names else ""
+        return name if name.isprintable() and name else UPLOAD_NAME
+
+    def _body_length(self) -> int | None:
+        """The announced body length, or None after answering why the body cannot be taken."""
+        limit = self.server.limits.max_body_bytes
+        length_text = self.headers.get("Content-Length")
+        if "Transfer-Encoding" in self.headers or length_text is None:
+            self._send_error_json(
+                HTTPStatus.LENGTH_REQUIRED, "send the image's bytes as the body, with a Content-Length"
+            )
+            return None
+        if not (length_text.isascii() and length_text.isdigit()):
+            self._send_error_json(
+                HTTPStatus.BAD_REQUEST, f"Content-Length {length_text!r} is not a byte count"
+            )
+            return None
+        length = int(length_text)
+        if length > limit:
+            self._send_error_json(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"{self._upload_name()}: {length:,} bytes, more than the limit of {limit:,} (--max-body-mb)",
+            )
+            return None
+        return length
+
+    def _read_body(self) -> bytes | None:
+        """The request body, or None after answering why it cannot be taken."""
+        length = self._body_length()
+        if length is None:
+            return None
+        try:
+            content = self.rfile.read(length)
+        except TimeoutError:
+            seconds = self.server.limits.request_timeout_s
+            self._send_error_json(
+                HTTPStatus.REQUEST_TIMEOUT, f"the request did not arrive within {seconds:g} s"
+            )
+            return None
+        if len(content) < length:  # the client hung up mid-body; nobody is left to answer
+            return None
+        if self.headers.get_content_type() == "multipart/form-data":
+            self._send_error_json(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                "send the image's bytes as the body (curl --data-binary @digit.png), not a form",
+            )
+            return None
+        return content
+
+    def _send(
+        self, status: HTTPStatus, body: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        for name, value in {**SECURITY_HEADERS, **(headers or {})}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _send_json(
+        self, status: HTTPStatus, payload: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
+        self._send(status, json.dumps(payload).encode(), "application/json", headers)
+
+    def _send_error_json(
+        self, status: HTTPStatus, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        self.log_message('"%s" %d %s', self.requestline, status, message)
+        self._send_json(status, {"error": message}, headers)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own errors (malformed request line, headers too long, unknown method) as JSON."""
+        status = HTTPStatus(code)
+        self._send_error_json(status, message or status.phrase)
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """Successful requests are not logged: the page predicts several times a second as
+        someone draws. Errors are, by `_send_error_json`."""
+
+
+def make_server(
+    checkpoint_path: str | os.PathLike[str],
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    limits: Limits | None = None,
+) -> DigitServer:
+    """Load the checkpoint and bind the server (port 0: any free port); serve with serve_forever()."""
+    checkpoint_path = Path(checkpoint_path)
+    return DigitServer(load_checkpoint(checkpoint_path), checkpoint_path.name, host, port, limits)
+
+
+def serve(
+    checkpoint_path: str | os.PathLike[str],
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    limits: Limits | None = None,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+) -> None:
+    """Serve the page and the API until interrupted (Ctrl-C raises out of serve_forever)."""
+    with make_server(checkpoint_path, host, port, limits) as server:
+        if server.loopback_only:
+            reach = f"listening on {server.server_address[0]} only; --host 0.0.0.0 lets other machines in"
+        else:
+            reach = f"listening on {server.server_address[0]}: other machines can reach it"
+        log(f"mnistkit serve: {server.url} ({Path(checkpoint_path).name}; {reach})")
+        server.serve_forever()

@@ -1,0 +1,277 @@
+// The page of `mnistkit serve`: draw (pointer events: mouse, touch, pen) or drop an image,
+// and show what POST /api/predict answers. Plain JavaScript, no build step.
+"use strict";
+
+const PAPER = "#ffffff";
+const INK = "#111111";
+const BRUSH_FRACTION = 0.065; // of the pad's side: thick, like MNIST's strokes
+const DEBOUNCE_MS = 120; // predict this long after the last stroke movement...
+const MAX_WAIT_MS = 350; // ...but at least this often while someone keeps drawing
+
+const pad = document.getElementById("pad");
+const context = pad.getContext("2d");
+const dropZone = document.getElementById("drop-zone");
+const hint = document.getElementById("hint");
+const seen = document.getElementById("seen");
+const seenEmpty = document.getElementById("seen-empty");
+const digitOutput = document.getElementById("digit");
+const confidenceText = document.getElementById("confidence");
+const answer = document.querySelector(".answer");
+const bars = document.getElementById("bars");
+const statusLine = document.getElementById("status");
+const fileInput = document.getElementById("file");
+
+let classes = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+let hasInk = false;
+let showingUpload = false;
+let strokePointer = null;
+let lastPoint = null;
+let timer = null;
+let firstChangeAt = null;
+let latestRequest = 0;
+
+function percent(probability) {
+  const value = probability * 100;
+  return (value >= 99.95 || value < 0.05 ? value.toFixed(0) : value.toFixed(1)) + "%";
+}
+
+function buildBars() {
+  bars.replaceChildren(
+    ...classes.map((digit) => {
+      const row = document.createElement("li");
+      row.dataset.digit = digit;
+      row.innerHTML =
+        '<span class="label"></span><span class="track"><span class="fill"></span></span><span class="value">–</span>';
+      row.querySelector(".label").textContent = digit;
+      return row;
+    }),
+  );
+}
+
+function resetReading(message) {
+  latestRequest += 1; // answers still on their way are for a picture that is gone
+  answer.classList.add("empty");
+  digitOutput.textContent = "?";
+  confidenceText.textContent = message;
+  for (const row of bars.children) {
+    row.classList.remove("top");
+    row.querySelector(".fill").style.width = "0";
+    row.querySelector(".value").textContent = "–";
+  }
+  seen.hidden = true;
+  seenEmpty.hidden = false;
+  showStatus("");
+}
+
+function showStatus(message, isError = false) {
+  statusLine.textContent = message;
+  statusLine.classList.toggle("error", isError);
+}
+
+function showReading(reading) {
+  if (reading.classes.join() !== classes.join()) {
+    classes = reading.classes;
+    buildBars();
+  }
+  answer.classList.remove("empty");
+  digitOutput.textContent = reading.digit;
+  confidenceText.textContent = percent(reading.confidence) + " sure";
+  reading.classes.forEach((digit, index) => {
+    const row = bars.children[index];
+    const probability = reading.probabilities[index];
+    row.classList.toggle("top", digit === reading.digit);
+    row.querySelector(".fill").style.width = (probability * 100).toFixed(2) + "%";
+    row.querySelector(".value").textContent = percent(probability);
+  });
+  seen.src = "data:image/png;base64," + reading.preprocessed_png;
+  seen.hidden = false;
+  seenEmpty.hidden = true;
+  showStatus("");
+}
+
+async function predict(body, name) {
+  const request = ++latestRequest;
+  let response;
+  let reply;
+  try {
+    response = await fetch("/api/predict?name=" + encodeURIComponent(name), {
+      method: "POST",
+      body,
+      headers: { "Content-Type": body.type || "application/octet-stream" },
+    });
+    reply = await response.json();
+  } catch (error) {
+    if (request === latestRequest) showStatus("No answer from the server: is mnistkit serve still running?", true);
+    return;
+  }
+  if (request !== latestRequest) return;
+  if (response.ok) {
+    showReading(reply);
+  } else {
+    resetReading("Could not read it");
+    showStatus(reply.error || response.statusText, true);
+  }
+}
+
+function clearPad() {
+  context.fillStyle = PAPER;
+  context.fillRect(0, 0, pad.width, pad.height);
+  hasInk = false;
+  showingUpload = false;
+  hint.hidden = false;
+  clearTimeout(timer);
+  timer = null;
+  firstChangeAt = null;
+  resetReading("Draw to see");
+}
+
+function padPoint(event) {
+  const box = pad.getBoundingClientRect();
+  return {
+    x: ((event.clientX - box.left) * pad.width) / box.width,
+    y: ((event.clientY - box.top) * pad.height) / box.height,
+  };
+}
+
+function strokeTo(point) {
+  context.beginPath();
+  context.moveTo(lastPoint.x, lastPoint.y);
+  context.lineTo(point.x, point.y);
+  context.stroke();
+  lastPoint = point;
+}
+
+function drawingChanged() {
+  hasInk = true;
+  hint.hidden = true;
+  const now = performance.now();
+  if (firstChangeAt === null) firstChangeAt = now;
+  clearTimeout(timer);
+  timer = setTimeout(predictDrawing, Math.max(0, Math.min(DEBOUNCE_MS, firstChangeAt + MAX_WAIT_MS - now)));
+}
+
+function predictDrawing() {
+  timer = null;
+  firstChangeAt = null;
+  if (hasInk) pad.toBlob((blob) => predict(blob, "drawing"), "image/png");
+}
+
+pad.addEventListener("pointerdown", (event) => {
+  if (event.pointerType === "mouse" && event.button !== 0) return;
+  event.preventDefault();
+  if (showingUpload) clearPad();
+  pad.setPointerCapture(event.pointerId);
+  strokePointer = event.pointerId;
+  context.strokeStyle = INK;
+  context.lineWidth = pad.width * BRUSH_FRACTION;
+  context.lineCap = "round";
+  context.lineJoin = "round";
+  lastPoint = padPoint(event);
+  context.fillStyle = INK; // a dot where the stroke starts
+  context.beginPath();
+  context.arc(lastPoint.x, lastPoint.y, context.lineWidth / 2, 0, 2 * Math.PI);
+  context.fill();
+  drawingChanged();
+});
+
+pad.addEventListener("pointermove", (event) => {
+  if (event.pointerId !== strokePointer) return;
+  const moves = event.getCoalescedEvents ? event.getCoalescedEvents() : [];
+  for (const move of moves.length ? moves : [event]) strokeTo(padPoint(move));
+  drawingChanged();
+});
+
+for (const type of ["pointerup", "pointercancel"]) {
+  pad.addEventListener(type, (event) => {
+    if (event.pointerId === strokePointer) strokePointer = null;
+  });
+}
+
+async function showImage(file) {
+  context.fillStyle = PAPER;
+  context.fillRect(0, 0, pad.width, pad.height);
+  try {
+    const bitmap = await createImageBitmap(file);
+    const scale = Math.min(pad.width / bitmap.width, pad.height / bitmap.height);
+    const width = bitmap.width * scale;
+    const height = bitmap.height * scale;
+    context.drawImage(bitmap, (pad.width - width) / 2, (pad.height - height) / 2, width, height);
+    bitmap.close();
+  } catch {
+    // A format the browser cannot show (TIFF, say) may still be one mnistkit reads.
+  }
+}
+
+function readFile(file) {
+  clearPad();
+  showingUpload = true;
+  hint.hidden = true;
+  showImage(file);
+  predict(file, file.name);
+}
+
+document.getElementById("clear").addEventListener("click", clearPad);
+document.getElementById("upload").addEventListener("click", () => fileInput.click());
+fileInput.addEventListener("change", () => {
+  if (fileInput.files.length) readFile(fileInput.files[0]);
+  fileInput.value = "";
+});
+
+// Dropping a file anywhere reads it, instead of the browser leaving the page to open it.
+document.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  dropZone.classList.add("dragging");
+});
+document.addEventListener("dragleave", (event) => {
+  if (event.relatedTarget === null) dropZone.classList.remove("dragging");
+});
+document.addEventListener("drop", (event) => {
+  event.preventDefault();
+  dropZone.classList.remove("dragging");
+  const file = event.dataTransfer.files[0];
+  if (file) readFile(file);
+});
+
+function architectureText(architecture) {
+  const layers = (hidden) => hidden.join("→");
+  switch (architecture.model) {
+    case "logreg":
+      return `logistic regression 784→${architecture.num_classes}`;
+    case "mlp":
+      return `MLP 784→${layers([...architecture.hidden, architecture.num_classes])}, ${architecture.activation}`;
+    case "cnn":
+      return `CNN, ${architecture.kernel_size}×${architecture.kernel_size} conv ${architecture.channels.join(", ")} → dense ${layers([...architecture.hidden, architecture.num_classes])}`;
+    case "ensemble":
+      return `ensemble of ${architecture.members} × ${architectureText(architecture.member)}`;
+    default:
+      return architecture.model;
+  }
+}
+
+async function showModel() {
+  const model = document.getElementById("model");
+  try {
+    const response = await fetch("/api/model");
+    const info = await response.json();
+    const metadata = info.metadata;
+    const parts = [architectureText(metadata.architecture)];
+    const accuracy = metadata.metrics && metadata.metrics.test_accuracy;
+    if (typeof accuracy === "number") parts.push(`${(accuracy * 100).toFixed(2)}% test accuracy`);
+    if (metadata.classes.length < 10) parts.push(`digits ${metadata.classes.join(", ")} only`);
+    const name = document.createElement("strong");
+    name.textContent = info.name;
+    model.replaceChildren(name, " · " + parts.join(" · "));
+    if (metadata.classes.join() !== classes.join()) {
+      classes = metadata.classes;
+      buildBars();
+    }
+  } catch {
+    model.textContent = "The model's description did not load.";
+  }
+}
+
+document.getElementById("curl").textContent =
+  `curl --data-binary @digit.png ${location.origin}/api/predict`;
+buildBars();
+clearPad();
+showModel();

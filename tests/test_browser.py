@@ -1,0 +1,252 @@
+"""`mnistkit serve` in a real browser: headless Chromium (driven by selenium) draws digits on
+the page's canvas with pointer events (mouse, pen, touch), uploads PNGs, and the page must
+show the digit the model reads, its bars and the 28x28 image the model saw; no console
+errors, usable with the keyboard and at a phone's width. It saves screenshots of the page
+in its tmp_path; MNISTKIT_SERVE_SCREENSHOT=docs/serve.png puts the desktop one there
+(docs/serve.png is made so, with MNISTKIT_SERVE_MODEL=models/model.safetensors)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REAL_MNIST_DIR, REAL_MNIST_FILES, draw_large_digit
+from PIL import Image
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+CHROMEDRIVER = shutil.which("chromedriver")
+HAS_REAL_MNIST = all((REAL_MNIST_DIR / name).is_file() for name in REAL_MNIST_FILES)
+DRAWN_DIGITS = ((7, "pen"), (4, "touch"), (2, "mouse"))  # the screenshot shows the last
+UPLOADED_DIGIT = 3
+# The image is traced on a 56x56 grid (smoother than 28x28) where it is at least this bright:
+# its stroke cores, which the page's brush widens back to about MNIST's stroke width.
+TRACE_GRID = 56
+TRACE_LEVEL = 200
+TRACE_MARGIN = 0.1  # of the canvas, on each side, as a person leaves around a digit
+DESKTOP_PX = (1100, 900)
+PHONE_PX = (390, 844)
+
+
+def _missing_browser() -> str | None:
+    if importlib.util.find_spec("selenium") is None:
+        return "selenium is not installed (pip install -e '.[browser]', or run make test-browser)"
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        return "Chromium or chromedriver not found (apt-get install chromium chromium-driver)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser_ready() -> None:
+    """Skip without a browser, unless MNISTKIT_REQUIRE_BROWSER=1 (CI) makes that a failure."""
+    missing = _missing_browser()
+    if missing is not None:
+        if os.environ.get("MNISTKIT_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"MNISTKIT_REQUIRE_BROWSER=1 but {missing}")
+        pytest.skip(missing)
+
+
+@dataclass
+class Digits:
+    """A checkpoint to serve and MNIST-like 28x28 digits (ink bright) whose answers are known."""
+
+    checkpoint: Path
+    images: dict[int, np.ndarray]
+
+
+def _fixture_digits(model: Path) -> Digits:
+    """Without real MNIST: the digits the test fixtures draw, for the model trained on them."""
+    images = {}
+    for digit in {*(d for d, _ in DRAWN_DIGITS), UPLOADED_DIGIT}:
+        drawn = Image.fromarray(draw_large_digit(digit, glyph_px=100, stroke_px=6)).crop((20, 20, 140, 140))
+        images[digit] = np.asarray(drawn.resize((28, 28), Image.Resampling.BOX))
+    return Digits(model, images)
+
+
+def _real_digits(tmp_path_factory: pytest.TempPathFactory) -> Digits:
+    """With real MNIST: the first test image of each digit that the served model reads
+    right with confidence; the model is MNISTKIT_SERVE_MODEL or a small MLP trained here."""
+    from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.idx import read_mnist_dir
+
+    arrays = read_mnist_dir(REAL_MNIST_DIR)
+    if os.environ.get("MNISTKIT_SERVE_MODEL"):
+        path = Path(os.environ["MNISTKIT_SERVE_MODEL"])
+    else:
+        from mnistkit.config import TrainConfig
+        from mnistkit.training import train
+
+        path = tmp_path_factory.mktemp("browser-model") / "mlp.safetensors"
+        config = TrainConfig(model="mlp", hidden=(256,), epochs=3, lr=1e-3, schedule="cosine", seed=0)
+        train(arrays, config, path, log=lambda message: None)
+    checkpoint = load_checkpoint(path)
+    images, labels = arrays["test_images"][:500], arrays["test_labels"][:500]
+    probabilities = checkpoint.predict_probabilities(images)
+    confident = (probabilities.argmax(axis=1) == labels) & (probabilities.max(axis=1) > 0.99)
+    wanted = {*(d for d, _ in DRAWN_DIGITS), UPLOADED_DIGIT}
+    return Digits(path, {d: images[np.flatnonzero(confident & (labels == d))[0]] for d in wanted})
+
+
+@pytest.fixture(scope="module")
+def digits(browser_ready, request: pytest.FixtureRequest, tmp_path_factory) -> Digits:
+    if HAS_REAL_MNIST:
+        return _real_digits(tmp_path_factory)
+    return _fixture_digits(request.getfixturevalue("large_digit_model"))
+
+
+@pytest.fixture(scope="module")
+def page_url(digits: Digits) -> Iterator[str]:
+    """`mnistkit serve` as a user starts it, on a free port."""
+    command = [sys.executable, "-m", "mnistkit", "serve", str(digits.checkpoint), "--port", "0"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    line = process.stderr.readline()
+    match = re.search(r"http://127\.0\.0\.1:\d+/", line)
+    assert match, f"no URL in {line!r}"
+    yield match.group(0)
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def browser(browser_ready) -> Iterator:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--hide-scrollbars"):
+        options.add_argument(argument)
+    options.add_argument(f"--window-size={DESKTOP_PX[0]},{DESKTOP_PX[1]}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    driver.implicitly_wait(0)
+    yield driver
+    driver.quit()
+
+
+def draw_strokes(driver, image: np.ndarray, pointer_kind: str) -> None:
+    """Trace the image's ink row by row, one stroke per run of ink pixels, with pointer
+    events of `pointer_kind`, scaled to the canvas."""
+    traced = Image.fromarray(image).resize((TRACE_GRID, TRACE_GRID), Image.Resampling.BILINEAR)
+    from selenium.webdriver.common.actions import interaction
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.actions.pointer_input import PointerInput
+    from selenium.webdriver.common.by import By
+
+    canvas = driver.find_element(By.ID, "pad")
+    side_px = canvas.size["width"]
+    cell_px = side_px * (1 - 2 * TRACE_MARGIN) / TRACE_GRID
+    kinds = {
+        "mouse": interaction.POINTER_MOUSE,
+        "pen": interaction.POINTER_PEN,
+        "touch": interaction.POINTER_TOUCH,
+    }
+    actions = ActionBuilder(driver, mouse=PointerInput(kinds[pointer_kind], pointer_kind), duration=0)
+
+    def offset(index: int) -> int:  # W3C actions measure from the element's centre
+        return round((index + 0.5 - TRACE_GRID / 2) * cell_px)
+
+    for row, line in enumerate(np.asarray(traced) >= TRACE_LEVEL):
+        columns = np.flatnonzero(line)
+        for run in np.split(columns, np.flatnonzero(np.diff(columns) > 1) + 1) if columns.size else []:
+            actions.pointer_action.move_to(canvas, offset(run[0]), offset(row)).pointer_down()
+            actions.pointer_action.move_to(canvas, offset(run[-1]), offset(row)).pointer_up()
+    actions.perform()
+
+
+def wait_for_reading(driver, digit: int) -> None:
+    """Until the page shows `digit` as its answer, with its bar on top and the 28x28 image loaded."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def shown(driver) -> bool:
+        return driver.execute_script(
+            "const seen = document.getElementById('seen');"
+            "const top = document.querySelector('#bars li.top');"
+            "return document.getElementById('digit').textContent === arguments[0]"
+            " && top !== null && top.dataset.digit === arguments[0]"
+            " && parseFloat(top.querySelector('.fill').style.width) > 50"
+            " && !seen.hidden && seen.complete && seen.naturalWidth === 28;",
+            str(digit),
+        )
+
+    try:
+        WebDriverWait(driver, 10, poll_frequency=0.05).until(shown)
+    except Exception:
+        shown_digit = driver.execute_script("return document.getElementById('digit').textContent")
+        status = driver.execute_script("return document.getElementById('status').textContent")
+        pytest.fail(f"the page shows {shown_digit!r} (status {status!r}), expected {digit}")
+
+
+def console_errors(driver) -> list[str]:
+    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def save_screenshot(driver, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert driver.save_screenshot(str(path))
+
+
+def test_draw_upload_keyboard_and_phone_width(browser, page_url: str, digits: Digits, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.set_window_size(*DESKTOP_PX)
+    browser.get(page_url)
+    model = browser.find_element(By.ID, "model")
+    assert model.text.startswith(digits.checkpoint.name) and "test accuracy" in model.text
+    for digit, pointer_kind in DRAWN_DIGITS:
+        browser.find_element(By.ID, "clear").click()
+        draw_strokes(browser, digits.images[digit], pointer_kind)
+        time.sleep(0.3)  # the last debounced prediction is on its way
+        wait_for_reading(browser, digit)
+    screenshot = Path(os.environ.get("MNISTKIT_SERVE_SCREENSHOT", tmp_path / "serve.png"))
+    save_screenshot(browser, screenshot)
+
+    png = tmp_path / f"digit-{UPLOADED_DIGIT}.png"
+    Image.fromarray(255 - np.kron(digits.images[UPLOADED_DIGIT], np.ones((6, 6), np.uint8))).save(png)
+    browser.find_element(By.ID, "file").send_keys(str(png))
+    wait_for_reading(browser, UPLOADED_DIGIT)
+    assert console_errors(browser) == []
+
+    browser.get(page_url)  # the keyboard from a fresh page: Tab goes first to Clear, then to Upload
+    draw_strokes(browser, digits.images[DRAWN_DIGITS[0][0]], "mouse")
+    time.sleep(0.3)
+    wait_for_reading(browser, DRAWN_DIGITS[0][0])
+    focused = []
+    for _ in range(2):
+        browser.switch_to.active_element.send_keys(Keys.TAB)
+        focused.append(browser.switch_to.active_element.get_attribute("id"))
+    assert focused == ["clear", "upload"]
+    outline = browser.execute_script("return getComputedStyle(document.activeElement).outlineStyle")
+    assert outline == "solid"  # focus is visible
+    browser.switch_to.active_element.send_keys(Keys.SHIFT, Keys.TAB)
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    assert browser.find_element(By.ID, "digit").text == "?"  # Enter on Clear cleared the reading
+
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("not a picture")
+    browser.find_element(By.ID, "file").send_keys(str(not_an_image))
+    expected = "notes.png: not an image (Pillow cannot identify the format)"
+    WebDriverWait(browser, 10).until(lambda driver: driver.find_element(By.ID, "status").text == expected)
+
+    browser.set_window_size(*PHONE_PX)
+    browser.find_element(By.ID, "clear").click()
+    draw_strokes(browser, digits.images[DRAWN_DIGITS[0][0]], "touch")
+    time.sleep(0.3)
+    wait_for_reading(browser, DRAWN_DIGITS[0][0])
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    save_screenshot(browser, tmp_path / "serve-phone.png")
+    later_errors = console_errors(browser)
+    assert len(later_errors) == 1 and "api/predict" in later_errors[0] and "422" in later_errors[0]

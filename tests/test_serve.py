@@ -1,0 +1,462 @@
+"""`mnistkit serve` over real HTTP on 127.0.0.1: the API, the page's files, hostile and slow
+clients, the limits, and the real command (its URL line, no jax, nothing on disk, Ctrl-C)."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import http.client
+import io
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import draw_large_digit
+from PIL import Image
+
+from mnistkit.architectures import param_shapes
+from mnistkit.checkpoint import load_checkpoint, save_checkpoint
+from mnistkit.cli import cli
+from mnistkit.images import load_digit
+from mnistkit.predict import predict_paths
+from mnistkit.serve import DigitServer, Limits, make_server
+
+FAST_LIMITS = Limits(
+    header_timeout_s=0.5, request_timeout_s=1.0, max_connections=8, max_predictions=2, linger_s=0.2
+)
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def digit_png(digit: int) -> bytes:
+    """A dark digit on white paper, as a person's scan or the page's canvas holds one."""
+    return png_bytes(255 - draw_large_digit(digit))
+
+
+@functools.cache
+def bomb_png(side_px: int) -> bytes:
+    """A complete, valid 8-bit gray PNG of side x side black pixels: a few kB that would
+    decode to side² bytes."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    compressor = zlib.compressobj(9)
+    row = bytes(side_px + 1)  # filter byte 0, then the row's pixels
+    pixels = b"".join(compressor.compress(row) for _ in range(side_px)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side_px, side_px, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def start_server() -> Iterator[Callable[..., DigitServer]]:
+    """Starts `make_server(checkpoint, port=0)` in a thread; every server stops after the test."""
+    servers: list[tuple[DigitServer, threading.Thread]] = []
+
+    def start(checkpoint: Path, limits: Limits = FAST_LIMITS, host: str = "127.0.0.1") -> DigitServer:
+        server = make_server(checkpoint, host, 0, limits)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        return server
+
+    yield start
+    for server, thread in servers:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def server(start_server, large_digit_model: Path) -> DigitServer:
+    return start_server(large_digit_model)
+
+
+def call(
+    server: DigitServer, method: str, path: str, body: bytes | None = None, headers: dict | None = None
+) -> tuple[int, http.client.HTTPResponse, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+    try:
+        connection.request(method, path, body, headers or {})
+        response = connection.getresponse()
+        return response.status, response, response.read()
+    finally:
+        connection.close()
+
+
+def raw_exchange(server: DigitServer, request: bytes) -> bytes:
+    """Send bytes as they are (no client normalises the path) and read until the server closes."""
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=10) as connection:
+        connection.sendall(request)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    return received
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+def predict_error(checkpoint: Path, image: Path) -> str:
+    """The one-line reason `mnistkit predict` gives for a bad image."""
+    [failed] = predict_paths(load_checkpoint(checkpoint), [str(image)], workers=1)
+    return failed.error
+
+
+def test_predict_reads_each_digit_as_predict_does(server: DigitServer, large_digit_model: Path) -> None:
+    checkpoint = load_checkpoint(large_digit_model)
+    for digit in range(10):
+        status, response, body = call(
+            server, "POST", "/api/predict", digit_png(digit), {"Content-Type": "image/png"}
+        )
+        assert status == 200 and response.getheader("Content-Type") == "application/json"
+        reading = json.loads(body)
+        assert reading["digit"] == digit
+        assert reading["classes"] == list(range(10))
+        assert len(reading["probabilities"]) == 10 and sum(reading["probabilities"]) == pytest.approx(
+            1, abs=1e-4
+        )
+        assert reading["confidence"] == max(reading["probabilities"])
+        seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(reading["preprocessed_png"]))))
+        assert seen.shape == (28, 28) and seen.dtype == np.uint8
+        assert np.array_equal(seen, load_digit("x", content=digit_png(digit)))
+        expected = checkpoint.predict_probabilities(seen[np.newaxis])[0]
+        assert reading["probabilities"] == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+def test_model_health_and_the_page(server: DigitServer, large_digit_model: Path) -> None:
+    status, _, body = call(server, "GET", "/api/model")
+    model = json.loads(body)
+    assert status == 200 and model["name"] == "model.safetensors"
+    assert model["metadata"] == load_checkpoint(large_digit_model).metadata
+    assert model["parameters"] == 784 * 64 + 64 + 64 * 10 + 10
+    assert len(body) < 10_000  # metadata only, no tensors
+    assert call(server, "GET", "/healthz")[::2] == (200, b'{"status": "ok"}')
+    status, response, page = call(server, "GET", "/")
+    assert status == 200 and response.getheader("Content-Type") == "text/html; charset=utf-8"
+    assert b'<canvas id="pad"' in page and b'src="/app.js"' in page and b'href="/style.css"' in page
+    assert "default-src 'self'" in response.getheader("Content-Security-Policy")
+    for path, kind in (("/app.js", "text/javascript"), ("/style.css", "text/css")):
+        status, response, text = call(server, "GET", path + "?v=1")
+        assert status == 200 and response.getheader("Content-Type").startswith(kind) and len(text) > 1000
+
+
+def test_a_model_of_two_digits_answers_for_its_classes(start_server, tmp_path: Path) -> None:
+    architecture = {"model": "mlp", "hidden": [16], "activation": "relu", "num_classes": 2}
+    rng = np.random.default_rng(0)
+    params = {
+        name: rng.standard_normal(shape).astype(np.float32)
+        for name, shape in param_shapes(architecture).items()
+    }
+    path = tmp_path / "3v8.safetensors"
+    save_checkpoint(
+        path, params, {"architecture": architecture, "normalization": {"kind": "unit"}, "classes": [3, 8]}
+    )
+    status, _, body = call(start_server(path), "POST", "/api/predict", digit_png(3))
+    reading = json.loads(body)
+    assert status == 200 and reading["classes"] == [3, 8] and len(reading["probabilities"]) == 2
+    assert reading["digit"] in (3, 8) and reading["confidence"] == max(reading["probabilities"])
+
+
+BAD_IMAGES = {
+    "not-an-image.png": lambda: b"hello, I am text",
+    "empty.png": lambda: b"",
+    "blank.png": lambda: png_bytes(np.full((80, 60), 240, np.uint8)),
+    "truncated.png": lambda: digit_png(4)[:300],
+    "strip.png": lambda: png_bytes(np.zeros((1, 5000), np.uint8)),
+    "bomb.png": lambda: bomb_png(8000),
+}
+
+
+@pytest.mark.parametrize("name", BAD_IMAGES)
+def test_a_bad_image_gets_predicts_reason_as_json(
+    server: DigitServer, large_digit_model: Path, tmp_path: Path, name: str
+) -> None:
+    image = tmp_path / name
+    image.write_bytes(BAD_IMAGES[name]())
+    status, response, body = call(server, "POST", f"/api/predict?name={image}", image.read_bytes())
+    assert status == 422 and response.getheader("Content-Type") == "application/json"
+    assert json.loads(body) == {"error": predict_error(large_digit_model, image)}
+    assert call(server, "POST", "/api/predict", digit_png(5))[0] == 200
+
+
+def test_errors_name_the_upload_when_no_name_is_given(server: DigitServer) -> None:
+    status, _, body = call(server, "POST", "/api/predict", b"GIF89a?")
+    assert status == 422 and json.loads(body)["error"].startswith("upload: ")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "allow"),
+    [
+        ("GET", "/api/predict", 405, "POST"),
+        ("POST", "/", 405, "GET"),
+        ("POST", "/api/model", 405, "GET"),
+        ("GET", "/nothing", 404, None),
+        ("POST", "/api/predict/extra", 404, None),
+        ("PUT", "/api/predict", 501, None),
+        ("DELETE", "/", 501, None),
+    ],
+)
+def test_wrong_methods_and_paths_get_json_errors(
+    server: DigitServer, method: str, path: str, status: int, allow: str | None
+) -> None:
+    got, response, body = call(server, method, path, b"" if method != "GET" else None)
+    assert got == status and response.getheader("Allow") == allow
+    assert json.loads(body)["error"]
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/../../../../etc/passwd",
+        "/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/..%2f..%2fmnistkit%2fserve.py",
+        "//etc/passwd",
+        "/web/",
+        "/web/index.html",
+        "/mnistkit/",
+        "/app.js/../serve.py",
+        "/index.html",
+        "/./app.js/.",
+        "/api/",
+        "http://127.0.0.1/../../etc/passwd",
+    ],
+)
+def test_no_path_reaches_the_file_system(server: DigitServer, target: str) -> None:
+    answer = raw_exchange(server, f"GET {target} HTTP/1.0\r\n\r\n".encode())
+    assert status_of(answer) == 404
+    body = answer.split(b"\r\n\r\n", 1)[1]
+    assert b"root:" not in body and b"import" not in body and b"<" not in body
+
+
+def first_answer(server: DigitServer, request: bytes) -> tuple[float, bytes]:
+    """Seconds until the server's first bytes, and those bytes; the client keeps its side open."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=10) as connection:
+        connection.sendall(request)
+        return time.monotonic() - started, connection.recv(65536)
+
+
+def test_body_limits_and_lengths(start_server, large_digit_model: Path) -> None:
+    limits = Limits(max_body_bytes=20_000, header_timeout_s=1, request_timeout_s=1, linger_s=0.2)
+    server = start_server(large_digit_model, limits)
+    status, _, body = call(server, "POST", "/api/predict", bytes(50_000))
+    assert status == 413 and "50,000 bytes, more than the limit of 20,000" in json.loads(body)["error"]
+    # A huge announced body is refused at once, before any of it is read or even sent.
+    huge = b"POST /api/predict HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10000000000\r\n"
+    seconds, answer = first_answer(server, huge + b"\r\n")
+    assert status_of(answer) == 413 and seconds < 0.5
+    seconds, answer = first_answer(server, huge + b"Expect: 100-continue\r\n\r\n")
+    assert status_of(answer) == 413 and seconds < 0.5
+    asking = (
+        b"POST /api/predict HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+    )
+    assert first_answer(server, asking)[1].startswith(b"HTTP/1.1 100 Continue\r\n")
+    assert call(server, "POST", "/api/predict", bytes(20_000))[0] == 422  # at the limit: read, not an image
+    assert status_of(raw_exchange(server, b"POST /api/predict HTTP/1.0\r\n\r\n")) == 411
+    chunked = b"POST /api/predict HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    assert status_of(raw_exchange(server, chunked)) == 411
+    for length in (b"-5", b"1_000", b"abc"):
+        request = b"POST /api/predict HTTP/1.0\r\nContent-Length: " + length + b"\r\n\r\n"
+        assert status_of(raw_exchange(server, request)) == 400
+    form = call(
+        server, "POST", "/api/predict", digit_png(1), {"Content-Type": "multipart/form-data; boundary=x"}
+    )
+    assert form[0] == 415 and "--data-binary" in json.loads(form[2])["error"]
+
+
+def _trickle(server: DigitServer, prefix: bytes, trickle: bytes, results: dict, key: str) -> None:
+    """Send `prefix`, then `trickle` one byte every 0.05 s until the server answers or closes;
+    record when that happened and what it said."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=5) as connection:
+        connection.sendall(prefix)
+        for byte in trickle:
+            if select.select([connection], [], [], 0)[0]:
+                break
+            connection.sendall(bytes([byte]))
+            time.sleep(0.05)
+        select.select([connection], [], [], 5)
+        ended_s = time.monotonic() - started
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+        results[key] = (ended_s, answer)
+
+
+def test_slow_clients_are_cut_off_and_others_still_served(server: DigitServer) -> None:
+    results: dict[str, tuple[float, bytes]] = {}
+    post = b"POST /api/predict HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n"
+    clients = {
+        "silent": (b"", b""),
+        "slow headers": (b"GET / HTTP/1.1\r\n", b"X-Slow: " + b"a" * 400),
+        "slow body": (post, b"b" * 1000),
+    }
+    threads = [
+        threading.Thread(target=_trickle, args=(server, prefix, trickle, results, key))
+        for key, (prefix, trickle) in clients.items()
+    ]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.1)
+    assert call(server, "POST", "/api/predict", digit_png(2))[0] == 200
+    for thread in threads:
+        thread.join(10)
+    silent_s, silent_answer = results["silent"]
+    assert silent_answer == b"" and 0.4 < silent_s < 1.5
+    slow_headers_s, _ = results["slow headers"]
+    assert 0.4 < slow_headers_s < 1.5  # cut at the header deadline although bytes kept coming
+    slow_body_s, slow_body_answer = results["slow body"]
+    assert status_of(slow_body_answer) == 408 and 0.9 < slow_body_s < 2.0
+
+
+def _handler_threads() -> int:
+    return sum("process_request_thread" in thread.name for thread in threading.enumerate())
+
+
+def test_concurrent_connections_are_bounded(start_server, large_digit_model: Path) -> None:
+    server = start_server(large_digit_model, Limits(header_timeout_s=0.5, max_connections=2, linger_s=0.2))
+    idle = [socket.create_connection(("127.0.0.1", server.server_address[1])) for _ in range(3)]
+    try:
+        peak = 0
+        waited: list[float] = []
+
+        def wait_for_a_slot() -> None:
+            started = time.monotonic()
+            assert call(server, "GET", "/healthz")[0] == 200
+            waited.append(time.monotonic() - started)
+
+        client = threading.Thread(target=wait_for_a_slot)
+        client.start()
+        while client.is_alive():
+            peak = max(peak, _handler_threads())
+            time.sleep(0.01)
+        assert peak == 2
+        assert waited and waited[0] > 0.4  # it waited for idle connections to time out
+    finally:
+        for connection in idle:
+            connection.close()
+
+
+def test_many_clients_at_once_each_get_their_own_answer(server: DigitServer) -> None:
+    pngs = {digit: digit_png(digit) for digit in range(10)}
+    answers: list[tuple[int, int]] = []
+
+    def client(offset: int) -> None:
+        for index in range(10):
+            digit = (offset + index) % 10
+            status, _, body = call(server, "POST", "/api/predict", pngs[digit])
+            answers.append((digit, json.loads(body)["digit"] if status == 200 else -1))
+
+    threads = [threading.Thread(target=client, args=(offset,)) for offset in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(answers) == 80 and all(sent == read for sent, read in answers)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400),  # a TLS hello
+        (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 200 + b"\r\n", 431),
+        (b"GET / HTTP/9.9\r\n\r\n", 505),
+        (b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+    ],
+)
+def test_malformed_requests_get_json_errors_and_the_server_goes_on(
+    server: DigitServer, request_bytes: bytes, status: int
+) -> None:
+    answer = raw_exchange(server, request_bytes)
+    assert status_of(answer) == status and b'{"error": ' in answer
+    assert call(server, "POST", "/api/predict", digit_png(6))[0] == 200
+
+
+def test_a_foreign_host_header_is_refused(server: DigitServer) -> None:
+    port = server.server_address[1]
+    assert call(server, "GET", "/api/model", headers={"Host": f"attacker.example:{port}"})[0] == 403
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "LOCALHOST"):
+        assert call(server, "GET", "/healthz", headers={"Host": host})[0] == 200
+
+
+def test_serve_binds_loopback_by_default_and_names_busy_ports(start_server, large_digit_model: Path) -> None:
+    server = start_server(large_digit_model)
+    assert server.server_address[0] == "127.0.0.1" and server.loopback_only
+    assert server.url == f"http://127.0.0.1:{server.server_address[1]}/"
+    result = CliRunner().invoke(
+        cli, ["serve", str(large_digit_model), "--port", str(server.server_address[1])]
+    )
+    assert result.exit_code == 1
+    assert (
+        result.output
+        == f"Error: cannot listen on 127.0.0.1:{server.server_address[1]}: Address already in use\n"
+    )
+    missing = CliRunner().invoke(cli, ["serve", "missing.safetensors"])
+    assert (
+        missing.exit_code == 1 and missing.output == "Error: missing.safetensors: no such file\n"
+    )
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the server's /proc/PID files")
+def test_the_command_prints_its_url_imports_no_jax_writes_nothing_and_stops_on_ctrl_c(
+    large_digit_model: Path, tmp_path: Path
+) -> None:
+    workdir, scratch = tmp_path / "cwd", tmp_path / "tmp"
+    workdir.mkdir()
+    scratch.mkdir()
+    environment = {**os.environ, "TMPDIR": str(scratch), "PYTHONDONTWRITEBYTECODE": "1"}
+    command = [sys.executable, "-m", "mnistkit", "serve", str(large_digit_model), "--port", "0"]
+    process = subprocess.Popen(command, cwd=workdir, env=environment, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stderr.readline()
+        assert line.startswith("mnistkit serve: http://127.0.0.1:") and "127.0.0.1 only" in line
+        port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("POST", "/api/predict", digit_png(8))
+        assert json.loads(connection.getresponse().read())["digit"] == 8
+        rss_before_bomb = _peak_rss_mib(process.pid)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("POST", "/api/predict", bomb_png(8000))  # would decode to 61 MiB
+        bomb_error = json.loads(connection.getresponse().read())["error"]
+        assert bomb_error.startswith("upload: ") and "decompression bomb guard" in bomb_error
+        assert _peak_rss_mib(process.pid) < rss_before_bomb + 20
+        libraries = Path(f"/proc/{process.pid}/maps").read_text()
+        assert "_multiarray_umath" in libraries  # the check sees Python's extension modules...
+        assert "jaxlib" not in libraries  # ...and jax's is not among them
+        process.send_signal(signal.SIGINT)
+        assert process.wait(10) == 130
+        log = process.stderr.read().splitlines()
+        assert log[-1] == "mnistkit: interrupted by SIGINT"
+        assert len(log) == 2 and log[0].endswith('"POST /api/predict HTTP/1.1" 422 ' + bomb_error)
+    finally:
+        process.kill()
+        process.wait()
+    assert list(workdir.iterdir()) == [] and list(scratch.iterdir()) == []
+    assert sorted(path.name for path in large_digit_model.parent.iterdir()) == ["model.safetensors"]
