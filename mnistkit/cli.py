@@ -178,12 +178,12 @@ def _preset_help() -> str:
     )
 
 
-def _from_preset(name: str) -> str:
-    """What the help shows as an option's default: the `mlp` preset's value."""
+def _from_preset(name: str, help: str) -> str:
+    """An option's help with its default: the preset's value, shown for the `mlp` preset."""
     value = getattr(TrainConfig(), name)
     if isinstance(value, tuple):
         value = ",".join(map(str, value)) or "none"
-    return f"from --preset; mlp: {value}"
+    return f"{help} [default: the preset's; mlp: {value}]"
 
 
 @cli.command(short_help="Train a model: .npz in, safetensors checkpoint out.")
@@ -193,59 +193,59 @@ def _from_preset(name: str) -> str:
 @click.option(
     "--model",
     type=click.Choice(MODELS),
-    help="Model family: " + "; ".join(f"{name}: {kind.summary}" for name, kind in MODEL_KINDS.items()) + ".",
-    show_default=_from_preset("model"),
+    help=_from_preset(
+        "model",
+        "Model family: " + "; ".join(f"{name}: {kind.summary}" for name, kind in MODEL_KINDS.items()) + ".",
+    ),
 )
 @click.option(
     "--hidden",
-    help="Hidden layer widths, e.g. 128 or 1024,1024 (for cnn: its dense head).",
-    show_default=_from_preset("hidden"),
+    help=_from_preset("hidden", "Hidden layer widths, e.g. 128 or 1024,1024 (for cnn: its dense head)."),
 )
-@click.option("--activation", type=click.Choice(ACTIVATIONS), show_default=_from_preset("activation"))
+@click.option(
+    "--activation",
+    type=click.Choice(ACTIVATIONS),
+    help=_from_preset("activation", "The hidden layers' nonlinearity."),
+)
 @click.option(
     "--linear-last-hidden",
     is_flag=True,
     default=None,
     help="No activation after the last hidden layer (a linear bottleneck; see --preset embedding).",
 )
-@click.option(
-    "--epochs", type=int, help="Passes over the training images.", show_default=_from_preset("epochs")
-)
+@click.option("--epochs", type=int, help=_from_preset("epochs", "Passes over the training images."))
 @click.option(
     "--batch-size",
     type=int,
-    help="Images per step (capped at the data size).",
-    show_default=_from_preset("batch_size"),
+    help=_from_preset("batch_size", "Images per step (capped at the data size)."),
 )
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), show_default=_from_preset("optimizer"))
-@click.option("--lr", type=float, help="Peak learning rate.", show_default=_from_preset("lr"))
 @click.option(
-    "--weight-decay", type=float, help="L2 weight decay.", show_default=_from_preset("weight_decay")
+    "--optimizer",
+    type=click.Choice(OPTIMIZERS),
+    help=_from_preset("optimizer", "momentum: SGD with momentum 0.9."),
 )
+@click.option("--lr", type=float, help=_from_preset("lr", "Peak learning rate."))
+@click.option("--weight-decay", type=float, help=_from_preset("weight_decay", "L2 weight decay."))
 @click.option(
     "--schedule",
     type=click.Choice(SCHEDULES),
-    help="Learning rate over the run.",
-    show_default=_from_preset("schedule"),
+    help=_from_preset("schedule", "Learning rate over the run."),
 )
 @click.option(
     "--normalize",
     type=click.Choice(NORMALIZATIONS),
-    help="unit: pixels/255; standard: also (x-mean)/std of the training pixels.",
-    show_default=_from_preset("normalize"),
+    help=_from_preset("normalize", "unit: pixels/255; standard: also (x-mean)/std of the training pixels."),
 )
 @click.option(
     "--val-size",
     type=int,
-    help="Hold out this many training images for validation.",
-    show_default=_from_preset("val_size"),
+    help=_from_preset("val_size", "Hold out this many training images for validation."),
 )
-@click.option("--digits", help="Train on these classes only, e.g. 3,8.", show_default="all ten")
+@click.option("--digits", help="Train on these classes only, e.g. 3,8 [default: all ten].")
 @click.option(
     "--augment",
     type=click.Choice(AUGMENTATIONS),
-    help="shift: random shifts of up to 2 px.",
-    show_default=_from_preset("augment"),
+    help=_from_preset("augment", "shift: random shifts of up to 2 px."),
 )
 @click.option(
     "--eval-test-each-epoch",
@@ -253,7 +253,7 @@ def _from_preset(name: str) -> str:
     default=None,
     help="Report test accuracy every epoch [default: off].",
 )
-@click.option("--seed", type=int, help="Seed of the initial weights and the data order.", show_default="0")
+@click.option("--seed", type=int, help="Seed of the initial weights and the data order [default: 0].")
 @click.option("--seeds", help="Train an ensemble, one model per seed, in one compiled program, e.g. 0,1,2,3.")
 @click.option("--ensemble", type=int, help="Train an ensemble of K models: seeds --seed to --seed + K - 1.")
 @_output_option("--history", help="Write one JSON line per epoch here ('-': stdout).")

@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mnistkit.atomic import write_text_atomic
+from mnistkit.atomic import STDOUT, write_text_atomic
 from mnistkit.errors import MnistkitError
 
 SPLITS = ("train", "val", "test")
@@ -27,7 +27,8 @@ def history_text(records: Sequence[Mapping[str, Any]]) -> str:
 
 
 def write_history(path: str | os.PathLike[str], records: Sequence[Mapping[str, Any]]) -> None:
-    write_text_atomic(path, history_text(records))
+    """The whole history so far, replacing the file; on stdout (`-`), only the newest line."""
+    write_text_atomic(path, history_text(records[-1:] if str(path) == STDOUT else records))
 
 
 def read_history(text: str, source: str) -> list[dict[str, Any]]:

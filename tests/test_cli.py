@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
+import click
 import pytest
 from click.testing import CliRunner
 
 from mnistkit.cli import cli
+from mnistkit.config import PRESETS, config_from_options
 
 JAX_FREE_COMMANDS = ("fetch", "parse-to-npz", "predict", "eval", "info", "render-samples")
 
 
 def _imports_jax(args: list[str]) -> tuple[int, bool]:
+    exit_code, modules = _run_and_list_modules(args)
+    return exit_code, "jax" not in modules
+
+
+def _run_and_list_modules(args: list[str]) -> tuple[int, set[str]]:
+    """Run `mnistkit ARGS` in a fresh interpreter; its exit code and the modules it imported."""
     code = (
         "import sys\n"
         "from mnistkit.cli import cli\n"
@@ -22,11 +31,11 @@ def _imports_jax(args: list[str]) -> tuple[int, bool]:
         f"    cli.main(args={args!r}, prog_name='mnistkit')\n"
         "except SystemExit as stop:\n"
         "    code = stop.code\n"
-        "print('JAX' if 'jax' in sys.modules else 'NOJAX', code)\n"
+        "print(code, *sys.modules, file=sys.stderr)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    verdict, exit_code = result.stdout.split()[-2:]
-    return int(exit_code), verdict == "NOJAX"
+    exit_code, *modules = result.stderr.splitlines()[-1].split()
+    return int(exit_code), set(modules)
 
 
 def test_top_level_help_lists_every_stage_without_importing_jax() -> None:
@@ -35,6 +44,52 @@ def test_top_level_help_lists_every_stage_without_importing_jax() -> None:
     for name in ("fetch", "parse-to-npz", "train", "eval", "predict", "render-samples"):
         assert name in result.output
     assert _imports_jax(["--help"]) == (0, True)
+
+
+def test_top_level_help_imports_neither_numpy_nor_jax() -> None:
+    exit_code, modules = _run_and_list_modules(["--help"])
+    assert exit_code == 0
+    assert not {"numpy", "jax", "PIL"} & modules
+
+
+def test_command_summaries_are_whole_sentences() -> None:
+    """click cuts a long first sentence at 45 characters with '...'; every summary fits."""
+    result = CliRunner().invoke(cli, ["--help"], terminal_width=80)
+    listed = result.output.split("Commands:")[1]
+    assert "..." not in listed
+    for name, command in cli.commands.items():
+        summary = " ".join(listed.split(f"  {name}  ", 1)[1].split("\n  ")[0].split())
+        assert summary == command.short_help and summary.endswith("."), name
+
+
+def test_train_help_shows_every_option_with_help_and_the_presets() -> None:
+    result = CliRunner().invoke(cli, ["train", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    context = click.Context(cli.commands["train"])
+    for param in cli.commands["train"].params:
+        if isinstance(param, click.Option) and param.name != "help":
+            _, help_text = param.get_help_record(context)
+            assert help_text, f"{param.name} has no help"
+    text = " ".join(result.output.split())
+    for name, preset in PRESETS.items():
+        assert f"{name}: {preset.summary}" in text
+    assert "--epochs INTEGER Passes over the training images. [default: the preset's; mlp: 8]" in text
+
+
+def test_show_config_prints_the_merged_settings_and_trains_nothing(tmp_path) -> None:
+    args = ["train", "data.npz", "-o", str(tmp_path / "x.safetensors"), "--preset", "cnn", "--epochs", "3"]
+    exit_code, modules = _run_and_list_modules([*args, "--show-config"])
+    assert exit_code == 0 and "jax" not in modules
+    result = CliRunner().invoke(cli, [*args, "--show-config"])
+    settings = json.loads(result.stdout)
+    assert settings == {
+        **config_from_options("cnn", {}).to_dict(),
+        "epochs": 3,
+        "hidden": [128],
+        "digits": list(range(10)),
+        "seeds": [],
+    }
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("command", sorted(cli.commands))

@@ -16,6 +16,13 @@ ARCHITECTURES = {
     "mlp": {"model": "mlp", "hidden": [64], "activation": "relu", "num_classes": 10},
     "mlp-tanh-deep": {"model": "mlp", "hidden": [32, 16], "activation": "tanh", "num_classes": 10},
     "bottleneck": {"model": "mlp", "hidden": [100, 100, 2], "activation": "relu", "num_classes": 2},
+    "linear-bottleneck": {
+        "model": "mlp",
+        "hidden": [32, 2],
+        "activation": "relu",
+        "linear_last_hidden": True,
+        "num_classes": 10,
+    },
     "cnn": {
         "model": "cnn",
         "channels": [4, 8],
@@ -32,6 +39,7 @@ NORMALIZATIONS = {
     "mlp": {"kind": "unit"},
     "mlp-tanh-deep": STANDARD,
     "bottleneck": {"kind": "unit"},
+    "linear-bottleneck": {"kind": "unit"},
     "cnn": STANDARD,
 }
 

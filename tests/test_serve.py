@@ -412,9 +412,7 @@ def test_serve_binds_loopback_by_default_and_names_busy_ports(start_server, larg
         == f"Error: cannot listen on 127.0.0.1:{server.server_address[1]}: Address already in use\n"
     )
     missing = CliRunner().invoke(cli, ["serve", "missing.safetensors"])
-    assert (
-        missing.exit_code == 1 and missing.output == "Error: missing.safetensors: no such file\n"
-    )
+    assert missing.exit_code == 1 and missing.output == "Error: missing.safetensors: no such file\n"
 
 
 def _peak_rss_mib(pid: int) -> float:

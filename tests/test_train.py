@@ -19,6 +19,7 @@ from mnistkit.checkpoint import load_checkpoint
 from mnistkit.cli import cli
 from mnistkit.config import TrainConfig, config_from_options
 from mnistkit.errors import MnistkitError
+from mnistkit.plots import bottleneck_values
 
 SMALL_MLP = ["--hidden", "32", "--lr", "3e-3"]
 
@@ -237,12 +238,73 @@ def test_digit_subset_maps_outputs_back_to_digits(
     assert checkpoint.metadata["metrics"]["test_accuracy"] == pytest.approx(accuracy, abs=0.03)
 
 
-def test_bottleneck_mlp_trains(tmp_path: Path, synthetic_npz: Path) -> None:
-    output = tmp_path / "bottleneck.safetensors"
-    result = run_train(synthetic_npz, "-o", output, "--hidden", "100,100,2", "--epochs", "1")
+def test_embedding_preset_spreads_digits_over_a_linear_two_unit_layer(
+    tmp_path: Path, synthetic_npz: Path
+) -> None:
+    """The documented 2-D embedding command: no ReLU on the 2-unit layer, so neither unit dies."""
+    output = tmp_path / "2d.safetensors"
+    result = run_train(
+        synthetic_npz, "-o", output, "--preset", "embedding", "--batch-size", "32", "--epochs", "6"
+    )
     assert result.exit_code == 0, result.output
-    params = load_checkpoint(output).params
-    assert params["dense_2.kernel"].shape == (100, 2) and params["dense_3.kernel"].shape == (2, 10)
+    checkpoint = load_checkpoint(output)
+    assert checkpoint.architecture == {
+        "model": "mlp",
+        "hidden": [100, 100, 2],
+        "activation": "relu",
+        "linear_last_hidden": True,
+        "num_classes": 10,
+    }
+    images = np.load(synthetic_npz)["test_images"]
+    points = bottleneck_values(checkpoint, 2, images)
+    assert (points < 0).any(axis=0).all() and (points > 0).any(axis=0).all()  # both units used, both signs
+    assert checkpoint.metadata["metrics"]["test_accuracy"] > 0.25  # chance is 0.1; real data: test_train_real
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["--model", "logreg", "--hidden", "128"], "--model logreg has no hidden layers; drop --hidden"),
+        (
+            ["--preset", "logreg", "--model", "mlp"],
+            "--model mlp needs hidden layers (the logreg preset has none)",
+        ),
+        (["--model", "logreg", "--activation", "tanh"], "--activation has no effect on --model logreg"),
+        (["--model", "cnn", "--linear-last-hidden"], "--linear-last-hidden needs --model mlp"),
+    ],
+)
+def test_options_that_would_be_ignored_or_harmful_are_errors(
+    tmp_path: Path, synthetic_npz: Path, options: list[str], expected: str
+) -> None:
+    result = run_train(synthetic_npz, "-o", tmp_path / "m.safetensors", *options)
+    assert result.exit_code == 1 and result.stderr.startswith(f"Error: {expected}"), result.output
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_switching_a_preset_to_logreg_drops_its_hidden_layers() -> None:
+    assert config_from_options("mlp", {"model": "logreg"}).hidden == ()
+    assert config_from_options("cnn", {"model": "mlp"}).hidden == (128,)
+
+
+def test_a_batch_larger_than_the_data_is_capped_with_a_line(tmp_path: Path, small_data) -> None:
+    data = _npz(tmp_path, small_data)
+    output = tmp_path / "m.safetensors"
+    result = run_train(data, "-o", output, "--batch-size", "100000", "--epochs", "1", "--hidden", "8")
+    assert result.exit_code == 0, result.output
+    assert "--batch-size 100000 is larger than the 50 training images; using 50" in result.stderr
+    assert load_checkpoint(output).metadata["config"]["batch_size"] == 50
+
+
+def test_sgd_resumes_and_equals_the_uninterrupted_run(tmp_path: Path, synthetic_npz: Path) -> None:
+    """Plain SGD has no optimizer state; its checkpoint resumes all the same."""
+    one_go, resumed = tmp_path / "one-go.safetensors", tmp_path / "resumed.safetensors"
+    options = ["--preset", "seed", "--hidden", "16"]
+    assert run_train(synthetic_npz, "-o", one_go, "--epochs", "3", *options).exit_code == 0
+    assert run_train(synthetic_npz, "-o", resumed, "--epochs", "2", *options).exit_code == 0
+    assert load_checkpoint(resumed).optimizer_state == {}
+    result = run_train(synthetic_npz, "-o", resumed, "--resume", resumed, "--epochs", "3")
+    assert result.exit_code == 0, result.output
+    assert resumed.read_bytes() == one_go.read_bytes()
 
 
 def _npz(tmp_path: Path, arrays: dict[str, np.ndarray]) -> Path:

@@ -1,0 +1,157 @@
+"""`-` means standard output for every output, as it means standard input for inputs, and a
+picture is written in the format its file name asks for."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pty
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from faults import mnistkit_command
+from PIL import Image
+
+from mnistkit.architectures import param_shapes
+from mnistkit.checkpoint import load_checkpoint, save_checkpoint
+from mnistkit.cli import cli
+
+ARCHITECTURE = {"model": "mlp", "hidden": [16], "activation": "relu", "num_classes": 10}
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    params = {
+        name: (0.1 * rng.standard_normal(shape)).astype(np.float32)
+        for name, shape in param_shapes(ARCHITECTURE).items()
+    }
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(
+        path,
+        params,
+        {"architecture": ARCHITECTURE, "normalization": {"kind": "unit"}, "classes": list(range(10))},
+    )
+    return path
+
+
+@dataclass
+class Ran:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+def run(*args: str | Path, stdin: bytes | None = None) -> Ran:
+    """The command in this process, its stdout bytes captured (not a terminal)."""
+    result = CliRunner().invoke(cli, [str(arg) for arg in args], input=stdin)
+    return Ran(result.exit_code, result.stdout_bytes, result.stderr_bytes)
+
+
+def only_inputs_left(folder: Path, *inputs: Path) -> bool:
+    return sorted(folder.iterdir()) == sorted(inputs)
+
+
+def test_eval_json_to_stdout_pipes_into_render_confusion(
+    tmp_path: Path, model: Path, synthetic_npz: Path
+) -> None:
+    evaluation = run("eval", model, synthetic_npz, "--json", "-")
+    assert evaluation.returncode == 0, evaluation.stderr
+    metrics = json.loads(evaluation.stdout)
+    assert metrics["count"] == 200 and "accuracy" in evaluation.stderr.decode()  # the table moved to stderr
+    picture = run("render-confusion", "--metrics", "-", "-o", tmp_path / "c.png", stdin=evaluation.stdout)
+    assert picture.returncode == 0, picture.stderr
+    with Image.open(tmp_path / "c.png") as image:
+        assert image.format == "PNG"
+    assert only_inputs_left(tmp_path, model, synthetic_npz, tmp_path / "c.png")
+
+
+def test_a_picture_to_stdout_is_png_bytes_and_no_file(tmp_path: Path, synthetic_npz: Path) -> None:
+    result = run("render-samples", synthetic_npz, "-o", "-", "--count", "8")
+    assert result.returncode == 0, result.stderr
+    with Image.open(io.BytesIO(result.stdout)) as image:
+        assert image.format == "PNG" and image.width > 100
+    assert b"-: 8 test digits" in result.stderr
+    assert only_inputs_left(tmp_path, synthetic_npz)
+
+
+def test_predictions_and_arrays_to_stdout(
+    tmp_path: Path, model: Path, synthetic_raw_dir: Path, synthetic_data
+) -> None:
+    digit = tmp_path / "digit.png"
+    Image.fromarray(synthetic_data["test_images"][0]).save(digit)
+    predicted = run("predict", model, digit, "-o", "-")
+    assert predicted.returncode == 0, predicted.stderr
+    path, label, confidence = predicted.stdout.decode().strip().split("\t")
+    assert path == str(digit) and 0 <= int(label) <= 9 and 0 < float(confidence) <= 1
+    parsed = run("parse-to-npz", synthetic_raw_dir, "-o", "-")
+    assert parsed.returncode == 0, parsed.stderr
+    with np.load(io.BytesIO(parsed.stdout), allow_pickle=False) as archive:
+        np.testing.assert_array_equal(archive["train_images"], synthetic_data["train_images"])
+    assert not (tmp_path / "-").exists()
+
+
+def test_training_history_and_checkpoint_to_stdout(tmp_path: Path, small_data) -> None:
+    data = tmp_path / "small.npz"
+    np.savez(data, **small_data)
+    history = run(
+        "train", data, "-o", tmp_path / "m.safetensors", "--history", "-", "--hidden", "8", "--epochs", "3"
+    )
+    assert history.returncode == 0, history.stderr
+    records = [json.loads(line) for line in history.stdout.decode().splitlines()]
+    assert [record["epoch"] for record in records] == [1, 2, 3]
+    checkpoint = run("train", data, "-o", "-", "--hidden", "8", "--epochs", "1")
+    assert checkpoint.returncode == 0, checkpoint.stderr
+    (tmp_path / "from-stdout.safetensors").write_bytes(checkpoint.stdout)
+    assert load_checkpoint(tmp_path / "from-stdout.safetensors").architecture["hidden"] == [8]
+    assert not (tmp_path / "-").exists()
+
+
+def test_binary_output_refuses_a_terminal(tmp_path: Path, synthetic_npz: Path) -> None:
+    """`-o -` with stdout a terminal would print PNG bytes onto the screen: refused, one line."""
+    leader, follower = pty.openpty()
+    process = subprocess.run(
+        mnistkit_command("render-samples", synthetic_npz, "-o", "-"),
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        timeout=60,
+    )
+    os.close(follower)
+    os.close(leader)
+    assert process.returncode == 1
+    assert (
+        process.stderr.decode().strip()
+        == "Error: -: refusing to write binary data to a terminal; redirect standard output"
+    )
+
+
+def test_picture_format_follows_the_file_name(tmp_path: Path, synthetic_npz: Path) -> None:
+    for name, expected in (
+        ("samples.jpg", "JPEG"),
+        ("samples.JPEG", "JPEG"),
+        ("samples.png", "PNG"),
+        ("samples", "PNG"),
+    ):
+        result = CliRunner().invoke(
+            cli, ["render-samples", str(synthetic_npz), "-o", str(tmp_path / name), "--count", "4"]
+        )
+        assert result.exit_code == 0, result.output
+        with Image.open(tmp_path / name) as image:
+            assert image.format == expected, name
+    refused = CliRunner().invoke(cli, ["render-samples", str(synthetic_npz), "-o", str(tmp_path / "s.gif")])
+    assert refused.exit_code == 1
+    assert refused.stderr == f"Error: {tmp_path / 's.gif'}: pictures are written as .png or .jpg, not .gif\n"
+    assert not (tmp_path / "s.gif").exists()
+
+
+def test_export_dir_and_a_picture_on_stdout_cannot_share_it(tmp_path: Path, synthetic_npz: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["render-samples", str(synthetic_npz), "-o", "-", "--export-dir", str(tmp_path / "e")]
+    )
+    assert result.exit_code == 2 and "--export-dir lists its files" in result.output
+    assert not (tmp_path / "e").exists()
