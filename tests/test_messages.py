@@ -1,0 +1,144 @@
+"""The usual mistakes of a first hour get errors that say what to do: one line, exit 1."""
+
+from __future__ import annotations
+
+import gzip
+import shlex
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import write_idx
+
+from mnistkit.architectures import param_shapes
+from mnistkit.checkpoint import save_checkpoint
+from mnistkit.cli import cli
+from mnistkit.datasets import MNIST_FILES
+
+MLP = {"model": "mlp", "hidden": [16], "activation": "relu", "num_classes": 10}
+UNIT = {"kind": "unit"}
+
+
+def run(*args: str | Path):
+    return CliRunner().invoke(cli, [str(arg) for arg in args])
+
+
+def one_error(result) -> str:
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    return lines[0]
+
+
+def random_checkpoint(path: Path, architecture: dict) -> Path:
+    rng = np.random.default_rng(0)
+    params = {
+        name: (0.1 * rng.standard_normal(shape)).astype(np.float32)
+        for name, shape in param_shapes(architecture).items()
+    }
+    save_checkpoint(
+        path, params, {"architecture": architecture, "normalization": UNIT, "classes": list(range(10))}
+    )
+    return path
+
+
+def test_swapped_arguments_are_named_for_what_they_are(tmp_path: Path, synthetic_npz: Path) -> None:
+    model = random_checkpoint(tmp_path / "model.safetensors", MLP)
+    line = one_error(run("eval", synthetic_npz, model))
+    assert line == (
+        f"Error: {synthetic_npz}: this is a zip archive such as an .npz data file (from parse-to-npz), "
+        "not a checkpoint (a checkpoint is the .safetensors file `mnistkit train` writes; "
+        "are two arguments swapped?)"
+    )
+    line = one_error(run("render-samples", model, "-o", tmp_path / "s.png"))
+    assert "this is a safetensors file (such as an mnistkit checkpoint), not a valid .npz file" in line
+
+
+def test_parse_to_npz_given_a_file_asks_for_the_folder(tmp_path: Path, synthetic_npz: Path) -> None:
+    line = one_error(run("parse-to-npz", synthetic_npz, "-o", tmp_path / "out.npz"))
+    assert line.startswith(
+        f"Error: {synthetic_npz}: is a file; parse-to-npz reads the folder holding the four"
+    )
+    assert "mnistkit fetch --out data/raw" in line
+
+
+def test_a_keras_npz_comes_with_a_command_that_converts_it(tmp_path: Path, synthetic_data) -> None:
+    """The suggested one-liner, run as printed, makes an .npz that mnistkit reads."""
+    keras = tmp_path / "keras-mnist.npz"
+    np.savez(
+        keras,
+        x_train=synthetic_data["train_images"],
+        y_train=synthetic_data["train_labels"],
+        x_test=synthetic_data["test_images"],
+        y_test=synthetic_data["test_labels"],
+    )
+    line = one_error(run("render-samples", keras, "-o", tmp_path / "s.png"))
+    assert line.startswith(
+        f"Error: {keras}: missing arrays test_images, test_labels (it holds x_test, x_train"
+    )
+    command = line.split("Convert it with: ", 1)[1]
+    subprocess.run(shlex.split(command), cwd=tmp_path, check=True, timeout=60)
+    assert run("render-samples", tmp_path / "mnist.npz", "-o", tmp_path / "s.png").exit_code == 0
+
+
+def test_eval_needs_only_the_test_arrays(tmp_path: Path, synthetic_data) -> None:
+    model = random_checkpoint(tmp_path / "model.safetensors", MLP)
+    test_only = tmp_path / "test-only.npz"
+    np.savez(test_only, test_images=synthetic_data["test_images"], test_labels=synthetic_data["test_labels"])
+    result = run("eval", model, test_only)
+    assert result.exit_code == 0, result.output
+    assert "images 200" in result.stdout
+    line = one_error(run("eval", model, test_only, "--split", "train"))
+    assert "missing arrays train_images, train_labels" in line
+
+
+def test_predict_on_a_folder_suggests_its_files(tmp_path: Path) -> None:
+    model = random_checkpoint(tmp_path / "model.safetensors", MLP)
+    (tmp_path / "digits").mkdir()
+    result = run("predict", model, tmp_path / "digits")
+    assert result.exit_code == 1
+    folder = tmp_path / "digits"
+    assert result.stderr == (
+        f"{folder}: is a directory, expected an image file; give its images ({folder}/*.png) "
+        f"or their paths on stdin: find {folder} -name '*.png' | mnistkit predict CKPT -\n"
+    )
+
+
+def test_weights_of_a_logreg_ensemble_say_how_it_was_trained(tmp_path: Path) -> None:
+    ensemble = {
+        "model": "ensemble",
+        "members": 3,
+        "member": {"model": "logreg", "num_classes": 10},
+        "num_classes": 10,
+    }
+    model = random_checkpoint(tmp_path / "logreg5.safetensors", ensemble)
+    line = one_error(run("render-weights", model, "-o", tmp_path / "w.png"))
+    assert "an ensemble of 3 logreg models (trained with --ensemble or --seeds)" in line
+    assert "train it without --ensemble" in line
+
+
+def test_a_damaged_download_points_at_fetch(tmp_path: Path, small_data) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for key, name in MNIST_FILES.items():
+        write_idx(raw / name, small_data[key])
+    damaged = raw / MNIST_FILES["train_images"]
+    damaged.write_bytes(gzip.compress(damaged.read_bytes())[:-20])
+    line = one_error(run("parse-to-npz", raw, "-o", tmp_path / "mnist.npz"))
+    assert line.startswith(f"Error: {damaged}: ")
+    assert line.endswith(f"; `mnistkit fetch --out {raw}` puts a verified copy there")
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "digits.png"])
+def test_info_names_what_it_was_given_instead(tmp_path: Path, synthetic_data, name: str) -> None:
+    from PIL import Image
+
+    path = tmp_path / name
+    if name.endswith(".png"):
+        Image.fromarray(synthetic_data["test_images"][0]).save(path)
+        assert "this is a PNG image, not a checkpoint" in one_error(run("info", path))
+    else:
+        random_checkpoint(path, MLP)
+        assert run("info", path).exit_code == 0
