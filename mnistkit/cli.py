@@ -24,7 +24,7 @@ from mnistkit.config import (
     parse_int_list,
 )
 from mnistkit.errors import Interrupted, MnistkitError
-from mnistkit.mirrors import DEFAULT_TIMEOUT_S, MIRROR_ENV, mirror_list
+from mnistkit.mirrors import DEFAULT_MIN_RATE_BYTES_PER_S, DEFAULT_TIMEOUT_S, MIRROR_ENV, mirror_list
 
 
 class MnistkitGroup(click.Group):
@@ -95,24 +95,44 @@ def _progress_line(name: str, received_bytes: int, announced_bytes: int | None) 
     type=click.FloatRange(min=0, min_open=True),
     default=DEFAULT_TIMEOUT_S,
     show_default=True,
-    help="Seconds a connection or a single read may stall before the mirror counts as failed.",
+    metavar="SECONDS",
+    help="Seconds a connection or a read may stall before the mirror counts as failed; also the "
+    "window over which --min-rate is measured.",
+)
+@click.option(
+    "--min-rate",
+    "min_bytes_per_s",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_MIN_RATE_BYTES_PER_S,
+    show_default=True,
+    metavar="BYTES/S",
+    help="Abandon a download that averages fewer bytes per second over a --timeout window "
+    "(a dripping mirror); 0 sets no minimum.",
 )
 def fetch_command(
-    out_dir: Path, mirrors: tuple[str, ...], no_default_mirrors: bool, force: bool, timeout_s: float
+    out_dir: Path,
+    mirrors: tuple[str, ...],
+    no_default_mirrors: bool,
+    force: bool,
+    timeout_s: float,
+    min_bytes_per_s: float,
 ) -> None:
     """Download the four MNIST .gz files and verify them by SHA-256.
 
     Mirrors are tried in order: each --mirror, then those in $MNISTKIT_MIRROR (several
     separated by spaces or commas), then the public mirrors (the ossci-datasets S3
     bucket, Google's cvdf-datasets bucket, GitHub fgnt/mnist, yann.lecun.com). A mirror
-    that fails is retried once, then the next one is tried. A file already present and
-    valid is not downloaded again. The paths of the four files go to stdout; one line
-    per file (and per failed mirror) to stderr.
+    that stalls for --timeout seconds, or brings less than --min-rate over that long, is
+    abandoned; a quick failure (refused, HTTP 500) is retried once. A mirror that failed
+    is not tried for the other files. A file already present and valid is not downloaded
+    again. The paths of the four files go to stdout; one line per file (and per failed
+    mirror) to stderr.
 
     \b
       mnistkit fetch --out data/raw
       mnistkit fetch --mirror file:///srv/mnist --no-default-mirrors
-      MNISTKIT_MIRROR=../shared/mnist mnistkit fetch --timeout 10
+      MNISTKIT_MIRROR=/path/to/folder mnistkit fetch
+      mnistkit fetch --timeout 10 --min-rate 50000
     """
     from mnistkit.fetch import fetch
 
@@ -125,6 +145,7 @@ def fetch_command(
         timeout_s=timeout_s,
         log=_stderr_log(on_tty),
         progress=_progress_line if on_tty else None,
+        min_bytes_per_s=min_bytes_per_s,
     )
     for path in paths:
         click.echo(path)
