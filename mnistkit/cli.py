@@ -266,6 +266,7 @@ def train(
     from mnistkit.arrays import file_sha256, load_arrays
     from mnistkit.atomic import check_writable_target
     from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.parallel import cluster_run, join_cluster
     from mnistkit.train import config_from_options, resume_config
     from mnistkit.train import train as run_training
 
@@ -275,8 +276,6 @@ def train(
     given = {name: value for name, value in options.items() if value is not None}
     writer = True
     if distributed or coordinator or num_processes or process_id is not None:
-        from mnistkit.parallel import join_cluster
-
         writer = join_cluster(coordinator, num_processes, process_id, join_timeout) == 0
     if writer:
         check_writable_target(Path(output))
@@ -293,16 +292,17 @@ def train(
     else:
         config = config_from_options(preset, given)
     arrays = load_arrays(data)
-    run_training(
-        arrays,
-        config,
-        output,
-        history_path=history,
-        resume_from=checkpoint,
-        data_sha256=file_sha256(data),
-        data_name=data,
-        devices=devices,
-    )
+    with cluster_run():
+        run_training(
+            arrays,
+            config,
+            output,
+            history_path=history,
+            resume_from=checkpoint,
+            data_sha256=file_sha256(data),
+            data_name=data,
+            devices=devices,
+        )
 
 
 @cli.command("predict")
