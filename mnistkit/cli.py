@@ -19,7 +19,7 @@ from mnistkit.architectures import ACTIVATIONS, MODEL_KINDS, MODELS
 from mnistkit.atomic import STDOUT, check_writable_target
 from mnistkit.config import AUGMENTATIONS, NORMALIZATIONS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
 from mnistkit.errors import MnistkitError
-from mnistkit.mirrors import DEFAULT_TIMEOUT_S, MIRROR_ENV
+from mnistkit.mirrors import DEFAULT_MIN_RATE_BYTES_PER_S, DEFAULT_TIMEOUT_S, MIRROR_ENV
 
 
 class MnistkitGroup(click.Group):
@@ -109,24 +109,44 @@ def _count(number: int, noun: str) -> str:
     type=click.FloatRange(min=0, min_open=True),
     default=DEFAULT_TIMEOUT_S,
     show_default=True,
-    help="Seconds a connection or a single read may stall before the mirror counts as failed.",
+    metavar="SECONDS",
+    help="Seconds a connection or a read may stall before the mirror counts as failed; also the "
+    "window over which --min-rate is measured.",
+)
+@click.option(
+    "--min-rate",
+    "min_bytes_per_s",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_MIN_RATE_BYTES_PER_S,
+    show_default=True,
+    metavar="BYTES/S",
+    help="Abandon a download that averages fewer bytes per second over a --timeout window "
+    "(a dripping mirror); 0 sets no minimum.",
 )
 def fetch_command(
-    out_dir: Path, mirrors: tuple[str, ...], no_default_mirrors: bool, force: bool, timeout_s: float
+    out_dir: Path,
+    mirrors: tuple[str, ...],
+    no_default_mirrors: bool,
+    force: bool,
+    timeout_s: float,
+    min_bytes_per_s: float,
 ) -> None:
     """Download the four MNIST .gz files and verify them by SHA-256.
 
     Mirrors are tried in order: each --mirror, then those in $MNISTKIT_MIRROR (several
     separated by spaces or commas), then the public mirrors (the ossci-datasets S3
     bucket, Google's cvdf-datasets bucket, GitHub fgnt/mnist, yann.lecun.com). A mirror
-    that fails is retried once, then the next one is tried. A file already present and
-    valid is not downloaded again. The paths of the four files go to stdout; one line
-    per file (and per failed mirror) to stderr.
+    that stalls for --timeout seconds, or brings less than --min-rate over that long, is
+    abandoned; a quick failure (refused, HTTP 500) is retried once. A mirror that failed
+    is not tried for the other files. A file already present and valid is not downloaded
+    again. The paths of the four files go to stdout; one line per file (and per failed
+    mirror) to stderr.
 
     \b
       mnistkit fetch --out data/raw
       mnistkit fetch --mirror file:///srv/mnist --no-default-mirrors
-      MNISTKIT_MIRROR=/path/to/folder/with/the/four/files mnistkit fetch --timeout 10
+      MNISTKIT_MIRROR=/path/to/folder/with/the/four/files mnistkit fetch
+      mnistkit fetch --timeout 10 --min-rate 50000
     """
     from mnistkit.fetch import fetch
     from mnistkit.mirrors import mirror_list
@@ -140,6 +160,7 @@ def fetch_command(
         timeout_s=timeout_s,
         log=_stderr_log(on_tty),
         progress=_progress_line if on_tty else None,
+        min_bytes_per_s=min_bytes_per_s,
     )
     for path in paths:
         click.echo(path)
@@ -342,12 +363,11 @@ def train(
     with deferred():
         from mnistkit.arrays import file_sha256, load_arrays
         from mnistkit.checkpoint import load_checkpoint
+        from mnistkit.parallel import cluster_run, join_cluster
         from mnistkit.training import train as run_training
 
         writer = True
         if distributed or coordinator or num_processes or process_id is not None:
-            from mnistkit.parallel import join_cluster
-
             writer = join_cluster(coordinator, num_processes, process_id, join_timeout) == 0
         checkpoint = None
         if resume is not None:
@@ -361,18 +381,19 @@ def train(
             return
         arrays = load_arrays(data)
         on_tty = sys.stderr.isatty() and writer
-        run_training(
-            arrays,
-            config,
-            output,
-            history_path=history,
-            resume_from=checkpoint,
-            data_sha256=file_sha256(data),
-            data_name=data,
-            devices=devices,
-            log=_stderr_log(on_tty),
-            progress=_training_progress(on_tty),
-        )
+        with cluster_run():
+            run_training(
+                arrays,
+                config,
+                output,
+                history_path=history,
+                resume_from=checkpoint,
+                data_sha256=file_sha256(data),
+                data_name=data,
+                devices=devices,
+                log=_stderr_log(on_tty),
+                progress=_training_progress(on_tty),
+            )
 
 
 def _training_progress(on_tty: bool):

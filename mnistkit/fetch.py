@@ -5,20 +5,30 @@ content, not of the `.gz`. A download streams into a temp file in the output fol
 is capped at a small multiple of the genuine file's size, is verified, and only then
 renamed to its canonical name: whatever a mirror answers, the output folder never holds
 a partial or wrong file under one of the four names, nor any other name.
+
+A bad mirror costs about one timeout, once: a download that delivers less than a minimum
+rate over a sliding window of `timeout_s` seconds is abandoned (a stalled or dripping
+mirror), only quick failures are retried, and a mirror that failed is not tried for the
+other files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import hashlib
 import http.client
+import io
 import os
 import socket
 import ssl
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +40,7 @@ from mnistkit.atomic import atomic_write, make_output_folder
 from mnistkit.datasets import MNIST_FILES
 from mnistkit.errors import MnistkitError
 from mnistkit.gunzip import GZIP_MAGIC, CorruptGzip, GunzipStream
-from mnistkit.mirrors import DEFAULT_TIMEOUT_S
+from mnistkit.mirrors import DEFAULT_MIN_RATE_BYTES_PER_S, DEFAULT_TIMEOUT_S, MIRROR_ENV
 
 
 @dataclass(frozen=True)
@@ -78,17 +88,102 @@ MNIST_EXPECTED = (
 RETRY_DELAY_S = 0.25
 _CHUNK_BYTES = 64 << 10
 _REDIRECT_SCHEMES = ("http", "https")
+# Connection errors that mean the host could not be reached at all, as when offline.
+_UNREACHABLE_ERRNOS = {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN}
+LOCAL_COPY_HINT = (
+    f"no mirror could be reached (is this machine offline?); to use a local copy, point {MIRROR_ENV} "
+    f"(or --mirror) at a folder holding the four .gz files: {MIRROR_ENV}=/path/to/folder mnistkit fetch"
+)
 
 Log = Callable[[str], None]
 Progress = Callable[[str, int, int | None], None]
 
 
 class _MirrorFailure(Exception):
-    """One mirror could not deliver one file; fetch notes why and moves on."""
+    """One mirror could not deliver one file; fetch notes why and moves on.
 
-    def __init__(self, reason: str, retryable: bool) -> None:
+    `retryable`: a second try may succeed and costs little (never after a timeout).
+    `unreachable`: no connection was made (no network, unknown host, refused).
+    """
+
+    def __init__(self, reason: str, retryable: bool, unreachable: bool = False) -> None:
         super().__init__(reason)
         self.retryable = retryable
+        self.unreachable = unreachable
+
+
+class _ProgressGuard:
+    """Abandons a download that delivers fewer than `min_bytes_per_s` over a `window_s` window.
+
+    Socket timeouts bound each read, but a mirror that sends a few bytes every second never
+    lets one expire. A thread samples the byte count; once a full window has passed with too
+    few bytes, it shuts the connection's sockets down, which ends the read blocked on them.
+    A `min_bytes_per_s` of 0 turns the guard off.
+    """
+
+    def __init__(self, window_s: float, min_bytes_per_s: float) -> None:
+        self.window_s = window_s
+        self.min_bytes_per_s = min_bytes_per_s
+        self.received_bytes = 0
+        self.failure: _MirrorFailure | None = None
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="mnistkit-fetch-guard", daemon=True)
+
+    def __enter__(self) -> _ProgressGuard:
+        if self.min_bytes_per_s > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def watch(self, sock: socket.socket) -> None:
+        """Take charge of a connection the download opened (each redirect opens one)."""
+        with self._lock:
+            self._sockets.append(sock)
+            if self.failure is not None:
+                _shut_down(sock)
+
+    def _watch(self) -> None:
+        samples = deque([(time.monotonic(), 0)])
+        tick_s = min(0.25, self.window_s / 10)
+        while not self._stop.wait(tick_s):
+            now, received_bytes = time.monotonic(), self.received_bytes
+            samples.append((now, received_bytes))
+            while samples[1][0] <= now - self.window_s:
+                samples.popleft()
+            window_start, bytes_at_start = samples[0]
+            window_bytes = received_bytes - bytes_at_start
+            if now - window_start >= self.window_s and window_bytes < self.min_bytes_per_s * self.window_s:
+                self._trip(window_bytes)
+                return
+
+    def _trip(self, window_bytes: int) -> None:
+        if window_bytes == 0:
+            reason = f"timed out (nothing received for {self.window_s:g} s)"
+        else:
+            reason = (
+                f"too slow ({window_bytes} bytes in {self.window_s:g} s, "
+                f"below the minimum of {self.min_bytes_per_s:g} bytes/s)"
+            )
+        with self._lock:
+            self.failure = _MirrorFailure(reason, retryable=False)
+            for sock in self._sockets:
+                _shut_down(sock)
+
+
+def _shut_down(sock: socket.socket) -> None:
+    """End both directions of `sock` now, from any thread: a read blocked on it returns.
+
+    socket.socket's own shutdown, not SSLSocket's, which would also drop the TLS state
+    under the reading thread's feet.
+    """
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def _log_to_stderr(message: str) -> None:
@@ -109,6 +204,10 @@ def check_mirror(mirror: str) -> None:
         )
 
 
+def _is_remote(mirror: str) -> bool:
+    return urlsplit(mirror).scheme.lower() in ("http", "https")
+
+
 def fetch(
     out_dir: str | os.PathLike[str],
     mirrors: Sequence[str],
@@ -117,15 +216,18 @@ def fetch(
     files: Sequence[ExpectedFile] | None = None,
     log: Log = _log_to_stderr,
     progress: Progress | None = None,
+    min_bytes_per_s: float = DEFAULT_MIN_RATE_BYTES_PER_S,
 ) -> list[Path]:
     """Make `out_dir` hold a verified copy of each of `files`; return their paths.
 
     A file already present and valid is kept; an invalid one is removed and fetched
     again; `force` fetches every file again (the old copy stays until a new one is
     verified). Each file comes from the first mirror that delivers it; a mirror that
-    fails gets one retry when the failure may be transient. `timeout_s` bounds the
-    connection and each read. `files` defaults to the four MNIST files. Raises
-    MnistkitError when no mirror delivers a file.
+    fails gets one retry when the failure may be transient and came quickly, and a
+    remote one is not tried again for the other files. `timeout_s` bounds the
+    connection and each read, and is the window over which a download must average
+    `min_bytes_per_s` (0: no minimum). `files` defaults to the four MNIST files.
+    Raises MnistkitError when no mirror delivers a file.
     """
     out_dir = Path(out_dir)
     files = MNIST_EXPECTED if files is None else files
@@ -134,9 +236,9 @@ def fetch(
     for mirror in mirrors:
         check_mirror(mirror)
     make_output_folder(out_dir)
-    opener = _opener()
+    failed_mirrors: set[str] = set()
     paths = []
-    for expected in files:
+    for position, expected in enumerate(files):
         target = out_dir / expected.name
         if target.exists() and not force:
             problem = file_problem(target, expected)
@@ -146,7 +248,9 @@ def fetch(
                 continue
             _remove_invalid(target)
             log(f"{target}: present but invalid ({problem}); removed, fetching a new copy")
-        _fetch_file(target, expected, mirrors, opener, timeout_s, log, progress)
+        more_files = position < len(files) - 1
+        download = _Download(expected, timeout_s, min_bytes_per_s, progress)
+        _fetch_file(target, download, mirrors, failed_mirrors, more_files, log)
         paths.append(target)
     return paths
 
@@ -160,27 +264,52 @@ def _remove_invalid(target: Path) -> None:
         raise MnistkitError(f"{target}: invalid, and cannot be removed ({error.strerror})") from None
 
 
+@dataclass(frozen=True)
+class _Download:
+    """What to download and within which bounds."""
+
+    expected: ExpectedFile
+    timeout_s: float
+    min_bytes_per_s: float
+    progress: Progress | None
+
+
 def _fetch_file(
     target: Path,
-    expected: ExpectedFile,
+    download: _Download,
     mirrors: Sequence[str],
-    opener: urllib.request.OpenerDirector,
-    timeout_s: float,
+    failed_mirrors: set[str],
+    more_files: bool,
     log: Log,
-    progress: Progress | None,
 ) -> None:
-    for mirror in mirrors:
-        source = _source(mirror, expected.name)
+    """Fetch from the first mirror that delivers; add each remote one that fails to
+    `failed_mirrors` (a local folder's failure costs nothing, and may concern one file)."""
+    candidates = [mirror for mirror in mirrors if mirror not in failed_mirrors]
+    failures = []
+    for mirror in candidates:
+        source = _source(mirror, download.expected.name)
         try:
-            received_bytes = _download_with_retry(source, target, expected, opener, timeout_s, progress)
+            received_bytes = _download_with_retry(source, target, download)
         except _MirrorFailure as failure:
             log(f"{target.name}: {source}: {failure}")
+            failures.append((mirror, failure))
             continue
         log(f"{target}: fetched from {source} ({received_bytes} bytes, content SHA-256 verified)")
+        for failed_mirror, _ in failures:
+            if _is_remote(failed_mirror):
+                failed_mirrors.add(failed_mirror)
+                if more_files:
+                    log(f"{failed_mirror}: skipped for the rest of this run")
         return
-    raise MnistkitError(
-        f"{target}: every mirror failed ({len(mirrors)} tried, one line each above); nothing was written"
-    )
+    tried = f"{len(candidates)} tried, one line each above"
+    skipped_count = len(mirrors) - len(candidates)
+    if skipped_count:
+        tried += f"; {skipped_count} skipped after failing for an earlier file"
+    message = f"{target}: every mirror failed ({tried}); nothing was written"
+    remote_failures = [failure for mirror, failure in failures if _is_remote(mirror)]
+    if remote_failures and all(failure.unreachable for failure in remote_failures):
+        message += f"; {LOCAL_COPY_HINT}"
+    raise MnistkitError(message)
 
 
 def _source(mirror: str, name: str) -> str:
@@ -189,51 +318,53 @@ def _source(mirror: str, name: str) -> str:
     return str(Path(mirror) / name)
 
 
-def _download_with_retry(
-    source: str,
-    target: Path,
-    expected: ExpectedFile,
-    opener: urllib.request.OpenerDirector,
-    timeout_s: float,
-    progress: Progress | None,
-) -> int:
+def _download_with_retry(source: str, target: Path, download: _Download) -> int:
+    """One retry for a failure that may be transient and came quickly (within half the
+    timeout): a mirror that kept fetch waiting does not get a second wait."""
+    started = time.monotonic()
     try:
-        return _download(source, target, expected, opener, timeout_s, progress)
+        return _download(source, target, download)
     except _MirrorFailure as failure:
-        if not failure.retryable:
+        quick = time.monotonic() - started < download.timeout_s / 2
+        if not (failure.retryable and quick):
             raise
         time.sleep(RETRY_DELAY_S)
     try:
-        return _download(source, target, expected, opener, timeout_s, progress)
+        return _download(source, target, download)
     except _MirrorFailure as failure:
-        raise _MirrorFailure(f"{failure} (2 attempts)", retryable=False) from None
+        raise _MirrorFailure(
+            f"{failure} (2 attempts)", retryable=False, unreachable=failure.unreachable
+        ) from None
 
 
-def _download(
-    source: str,
-    target: Path,
-    expected: ExpectedFile,
-    opener: urllib.request.OpenerDirector,
-    timeout_s: float,
-    progress: Progress | None,
-) -> int:
+def _download(source: str, target: Path, download: _Download) -> int:
     """Stream one copy into a temp file beside `target`; rename it only once verified."""
-    with (
-        _open_source(source, expected, opener, timeout_s) as (stream, announced_bytes),
-        atomic_write(target, "w+b") as handle,
-    ):
-        received_bytes = _copy_capped(stream, handle, expected, announced_bytes, timeout_s, progress)
-        handle.seek(0)
-        problem = _content_problem(handle, expected)
-        if problem is not None:
-            raise _MirrorFailure(problem, retryable=False)
+    expected = download.expected
+    with _ProgressGuard(download.timeout_s, download.min_bytes_per_s) as guard:
+        try:
+            with (
+                _open_source(source, expected, _opener(guard.watch), download.timeout_s) as (
+                    stream,
+                    announced_bytes,
+                ),
+                atomic_write(target, "w+b") as handle,
+            ):
+                received_bytes = _copy_capped(stream, handle, download, announced_bytes, guard)
+                handle.seek(0)
+                problem = _content_problem(handle, expected)
+                if problem is not None:
+                    raise _MirrorFailure(problem, retryable=False)
+        except _MirrorFailure:
+            if guard.failure is not None:
+                raise guard.failure from None
+            raise
     return received_bytes
 
 
 @contextlib.contextmanager
 def _open_source(
     source: str, expected: ExpectedFile, opener: urllib.request.OpenerDirector, timeout_s: float
-) -> Iterator[tuple[BinaryIO, int | None]]:
+) -> Iterator[tuple[io.BufferedIOBase, int | None]]:
     """Yield the source's byte stream and the size it announces (None when unknown)."""
     parts = urlsplit(source)
     if parts.scheme in ("http", "https"):
@@ -252,7 +383,7 @@ def _open_source(
 
 def _open_http(
     url: str, opener: urllib.request.OpenerDirector, timeout_s: float
-) -> tuple[BinaryIO, int | None]:
+) -> tuple[io.BufferedIOBase, int | None]:
     request = urllib.request.Request(url, headers={"User-Agent": f"mnistkit/{__version__}"})
     try:
         response = opener.open(request, timeout=timeout_s)
@@ -263,10 +394,9 @@ def _open_http(
         retryable = error.code >= 500 or error.code == 429
         raise _MirrorFailure(f"HTTP {error.code} {error.reason}", retryable=retryable) from None
     except urllib.error.URLError as error:
-        retryable = not isinstance(error.reason, ssl.SSLCertVerificationError)
-        raise _MirrorFailure(_network_reason(error.reason, timeout_s), retryable=retryable) from None
+        raise _network_failure(error.reason, timeout_s, connecting=True) from None
     except (OSError, http.client.HTTPException) as error:
-        raise _MirrorFailure(_network_reason(error, timeout_s), retryable=True) from None
+        raise _network_failure(error, timeout_s) from None
     except ValueError as error:
         raise _MirrorFailure(f"invalid URL ({error})", retryable=False) from None
     length_text = response.headers.get("Content-Length")
@@ -274,7 +404,7 @@ def _open_http(
     return response, announced_bytes
 
 
-def _open_local(source: str) -> tuple[BinaryIO, int]:
+def _open_local(source: str) -> tuple[io.BufferedIOBase, int]:
     parts = urlsplit(source)
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost"):
@@ -289,6 +419,18 @@ def _open_local(source: str) -> tuple[BinaryIO, int]:
     except OSError as error:
         raise _MirrorFailure(f"cannot read ({error.strerror or error})", retryable=False) from None
     return handle, os.fstat(handle.fileno()).st_size
+
+
+def _network_failure(
+    error: BaseException | str, timeout_s: float, connecting: bool = False, after: str = ""
+) -> _MirrorFailure:
+    """The failure for a network error; `connecting`: it came before any answer."""
+    unreachable = connecting and (
+        isinstance(error, (socket.gaierror, TimeoutError))
+        or getattr(error, "errno", None) in _UNREACHABLE_ERRNOS
+    )
+    retryable = not isinstance(error, (TimeoutError, ssl.SSLCertVerificationError))
+    return _MirrorFailure(_network_reason(error, timeout_s) + after, retryable, unreachable)
 
 
 def _network_reason(error: BaseException | str, timeout_s: float) -> str:
@@ -308,32 +450,38 @@ def _network_reason(error: BaseException | str, timeout_s: float) -> str:
 
 
 def _copy_capped(
-    stream: BinaryIO,
+    stream: io.BufferedIOBase,
     handle: BinaryIO,
-    expected: ExpectedFile,
+    download: _Download,
     announced_bytes: int | None,
-    timeout_s: float,
-    progress: Progress | None,
+    guard: _ProgressGuard,
 ) -> int:
-    """Copy to `handle`, never writing more than the file's download cap."""
+    """Copy to `handle`, never writing more than the file's download cap.
+
+    read1 returns what one read of the socket brings, so the guard counts a dripping
+    mirror's bytes as they come.
+    """
+    expected = download.expected
     received_bytes = 0
     while True:
         try:
-            chunk = stream.read(_CHUNK_BYTES)
+            chunk = stream.read1(_CHUNK_BYTES)
         except (OSError, http.client.HTTPException) as error:
-            reason = _network_reason(error, timeout_s)
-            raise _MirrorFailure(f"{reason} after {received_bytes} bytes", retryable=True) from None
+            raise _network_failure(
+                error, download.timeout_s, after=f" after {received_bytes} bytes"
+            ) from None
         if not chunk:
             break
         received_bytes += len(chunk)
+        guard.received_bytes = received_bytes
         if received_bytes > expected.max_download_bytes:
             raise _MirrorFailure(
                 f"sent more than {expected.max_download_bytes} bytes, more than any genuine copy; stopped",
                 retryable=False,
             )
         handle.write(chunk)
-        if progress is not None:
-            progress(expected.name, received_bytes, announced_bytes)
+        if download.progress is not None:
+            download.progress(expected.name, received_bytes, announced_bytes)
     if announced_bytes is not None and received_bytes != announced_bytes:
         raise _MirrorFailure(
             f"connection closed after {received_bytes} of the {announced_bytes} bytes announced",
@@ -407,13 +555,55 @@ class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
     http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
 
-def _opener() -> urllib.request.OpenerDirector:
-    """http and https only, TLS certificates and host names always verified."""
+class _ReportsItsSocket:
+    """A connection that hands each socket it connects to `on_connect`."""
+
+    def __init__(self, *args, on_connect: Callable[[socket.socket], None], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_connect = on_connect
+
+    def connect(self) -> None:
+        super().connect()
+        self._on_connect(self.sock)
+
+
+class _WatchedHTTPConnection(_ReportsItsSocket, http.client.HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_ReportsItsSocket, http.client.HTTPSConnection):
+    pass
+
+
+class _WatchedConnections(urllib.request.AbstractHTTPHandler):
+    """Opens http and https connections whose sockets go to `on_connect` once connected
+    (for https, once the TLS handshake is done, which the socket timeout bounds)."""
+
+    def __init__(self, on_connect: Callable[[socket.socket], None]) -> None:
+        super().__init__()
+        self.on_connect = on_connect
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_WatchedHTTPConnection, req, on_connect=self.on_connect)
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_WatchedHTTPSConnection, req, on_connect=self.on_connect, context=_tls_context())
+
+    http_request = https_request = urllib.request.AbstractHTTPHandler.do_request_
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    return ssl.create_default_context()
+
+
+def _opener(on_connect: Callable[[socket.socket], None]) -> urllib.request.OpenerDirector:
+    """http and https only, TLS certificates and host names always verified; each socket
+    it connects goes to `on_connect`."""
     opener = urllib.request.OpenerDirector()
     for handler in (
         urllib.request.ProxyHandler(),
-        urllib.request.HTTPHandler(),
-        urllib.request.HTTPSHandler(context=ssl.create_default_context()),
+        _WatchedConnections(on_connect),
         urllib.request.HTTPDefaultErrorHandler(),
         _HttpRedirectsOnly(),
         urllib.request.HTTPErrorProcessor(),

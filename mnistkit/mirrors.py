@@ -14,6 +14,9 @@ DEFAULT_MIRRORS = (
 )
 MIRROR_ENV = "MNISTKIT_MIRROR"
 DEFAULT_TIMEOUT_S = 30.0
+# A download averaging less than this over any --timeout window is abandoned: far below
+# any honest link (a slow mobile one brings 10,000 bytes/s), far above a dripping mirror.
+DEFAULT_MIN_RATE_BYTES_PER_S = 1000
 
 
 def mirror_list(option_mirrors: Sequence[str], env_value: str | None, use_defaults: bool = True) -> list[str]:

@@ -10,8 +10,9 @@ a kind of device.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
+import contextlib
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +21,12 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mnistkit.errors import MnistkitError
+from mnistkit.rendezvous import Membership, gather, split_address
 
 BATCH_AXIS = "batch"
+_membership: Membership | None = None
+# How long a failed collective waits for the watcher to name a peer that died.
+_PEER_DEATH_GRACE_S = 5.0
 
 
 def join_cluster(
@@ -31,21 +36,70 @@ def join_cluster(
 
     Settings left out come from the cluster launcher's environment (Slurm, Open MPI, ...),
     which `jax.distributed.initialize` reads. CPU processes exchange gradients through gloo.
-    A process that has not heard from all the others within `timeout_s` gives up.
+    The processes first meet on their own (`rendezvous.gather`), so that one whose peers
+    have not all come within `timeout_s` ends with one error line rather than JAX's
+    abort; from then on, a process that dies ends the others (see `cluster_run`).
     """
-    if coordinator is not None and not re.fullmatch(
-        r"[^\s:]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5}", coordinator
-    ):
-        raise MnistkitError(f"--coordinator: expected HOST:PORT, got {coordinator!r}")
+    global _membership
+    if coordinator is not None:
+        split_address(coordinator)
     if num_processes is not None and process_id is not None and process_id >= num_processes:
         raise MnistkitError(f"--process-id {process_id} must be below --num-processes {num_processes}")
+    coordinator, num_processes, process_id = _launcher_settings(
+        coordinator, num_processes, process_id, timeout_s
+    )
+    if coordinator is not None and num_processes is not None and process_id is not None and num_processes > 1:
+        _membership = gather(coordinator, num_processes, process_id, timeout_s)
+        _membership.watch()
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # Preemption notices are unused here; without their service, a peer's death is
+    # reported by the liveness channel's one line, not by JAX warnings as well.
+    jax.config.update("jax_enable_preemption_service", False)
     try:
         jax.distributed.initialize(coordinator, num_processes, process_id, initialization_timeout=timeout_s)
     except (ValueError, RuntimeError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise MnistkitError(f"cannot join the multi-process run: {first_line}") from None
     return jax.process_index()
+
+
+@contextlib.contextmanager
+def cluster_run() -> Iterator[None]:
+    """Around training in a multi-process run (nothing outside one): when the block ends
+    cleanly, tell the others, so that this process's exit is not taken for a death. When a
+    peer dies, a collective here may fail before the watcher has seen the death: a grace
+    period lets the watcher end the process with its one line, not a traceback."""
+    if _membership is None:
+        yield
+        return
+    try:
+        yield
+    except MnistkitError:
+        raise
+    except Exception:
+        if _membership.wait_for_a_stop(_PEER_DEATH_GRACE_S):
+            time.sleep(_PEER_DEATH_GRACE_S)  # the watcher is ending this process
+        raise
+    _membership.finish()
+
+
+def _launcher_settings(
+    coordinator: str | None, num_processes: int | None, process_id: int | None, timeout_s: int
+) -> tuple[str | None, int | None, int | None]:
+    """Fill the settings left out from the launcher's environment the way
+    `jax.distributed.initialize` will. That reader is private to JAX: where it is not as
+    expected, the settings stay unknown and JAX alone gathers the processes."""
+    if coordinator is not None and num_processes is not None and process_id is not None:
+        return coordinator, num_processes, process_id
+    try:
+        from jax._src.clusters import ClusterEnv
+
+        detected = ClusterEnv.auto_detect_unset_distributed_params(
+            coordinator, num_processes, process_id, None, None, timeout_s
+        )
+    except (ImportError, AttributeError, TypeError, ValueError, RuntimeError):
+        return coordinator, num_processes, process_id
+    return detected[0], detected[1], detected[2]
 
 
 @dataclass(frozen=True)

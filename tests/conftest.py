@@ -161,8 +161,16 @@ def fetch_files() -> dict[str, bytes]:
     return {name: gzip.compress(idx_bytes(array), mtime=0) for name, array in arrays.items()}
 
 
+# (bytes, seconds): `drip` sends 50 bytes/s, far below fetch's minimum rate; `slow` sends
+# 8,000 bytes/s, a slow but honest link that must not be cut.
+DRIP_PACE = (5, 0.1)
+SLOW_PACE = (400, 0.05)
+
+
 class _MirrorHandler(http.server.BaseHTTPRequestHandler):
-    """Serves /BEHAVIOUR/NAME: `good` sends the file; every other behaviour is a fault."""
+    """Serves /BEHAVIOUR/NAME: `good` sends the file, `slow` sends it slowly; every other
+    behaviour is a fault (`silent` sends nothing, `drip` and `drip_headers` a few bytes at
+    a time)."""
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -187,6 +195,14 @@ class _MirrorHandler(http.server.BaseHTTPRequestHandler):
         elif behaviour == "endless":
             self._headers(200, {})
             self._stream_forever()
+        elif behaviour == "silent":
+            self.server.release.wait()
+        elif behaviour == "drip_headers":
+            head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            self._pace(head + body, *DRIP_PACE)
+        elif behaviour in ("drip", "slow"):
+            self._headers(200, {"Content-Length": str(len(body))})
+            self._pace(body, *(DRIP_PACE if behaviour == "drip" else SLOW_PACE))
         else:
             self._send_file(behaviour, body)
 
@@ -210,6 +226,17 @@ class _MirrorHandler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body[:middle] + bytes([body[middle] ^ 0xFF]) + body[middle + 1 :])
         else:
             self.wfile.write(body)
+
+    def _pace(self, data: bytes, chunk_bytes: int, interval_s: float) -> None:
+        """Send `data` `chunk_bytes` at a time, one chunk per interval, until the client leaves."""
+        try:
+            for start in range(0, len(data), chunk_bytes):
+                if self.server.release.wait(interval_s):
+                    return
+                self.wfile.write(data[start : start + chunk_bytes])
+                self.wfile.flush()
+        except OSError:
+            pass
 
     def _stream_forever(self) -> None:
         chunk = bytes(64 << 10)
@@ -282,7 +309,7 @@ def draw_large_digit(
 
 @pytest.fixture(scope="session")
 def large_digit_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small MLP checkpoint trained (by mnistkit.train) on large drawn digits that went
+    """A small MLP checkpoint trained (by mnistkit.training) on large drawn digits that went
     through predict's preprocessing, so it recognises what preprocessing produces."""
     from mnistkit.config import TrainConfig
     from mnistkit.images import preprocess_digit
