@@ -174,18 +174,14 @@ def digit_grid(
     return DigitGrid(canvas.finish(), boxes)
 
 
-def floor_percent(probability: float) -> str:
-    """One decimal, rounded down, so a 0.9996 confidence reads 99.9% and only certainty reads 100%."""
-    return f"{math.floor(float(probability) * 1000 + 1e-9) / 10:.1f}%"
-
-
 def sample_captions(
     labels: np.ndarray, indices: np.ndarray, predictions: Predictions | None
 ) -> tuple[list[list[str]], list[bool]]:
     if predictions is None:
         return [[f"label {labels[i]}"] for i in indices], [False] * len(indices)
+    # Rounded as predict and eval round: 0.99996 reads 100.0% here as it reads 1.0000 there.
     captions = [
-        [f"label {labels[i]}", f"pred {predictions.digits[i]} · {floor_percent(predictions.confidence[i])}"]
+        [f"label {labels[i]}", f"pred {predictions.digits[i]} · {predictions.confidence[i]:.1%}"]
         for i in indices
     ]
     return captions, [bool(predictions.digits[i] != labels[i]) for i in indices]

@@ -441,9 +441,66 @@ def test_train_interrupted_after_an_epoch_keeps_that_epoch(tmp_path: Path, synth
     )
     interrupt_when(process, history.exists, signal.SIGINT, timeout_s=120)
     lines = assert_interrupted(process, signal.SIGINT)
-    assert any(line.startswith("interrupted: saved the checkpoint of epoch") for line in lines)
+    assert lines[-1].startswith("mnistkit: interrupted by SIGINT; saved the checkpoint of epoch")
     check_artifact(checkpoint)
     check_artifact(history)
     epochs = load_checkpoint(checkpoint).metadata["metrics"]["epochs"]
     assert 1 <= epochs < 400 and len(history.read_text().splitlines()) == epochs
     assert temp_files(tmp_path) == []
+
+
+SIGNAL_TRIES = int(os.environ.get("MNISTKIT_SIGNAL_TRIES", "50"))
+
+
+@pytest.mark.slow
+def test_a_signal_at_any_moment_of_train_ends_in_one_line_and_130_or_143(
+    tmp_path: Path, synthetic_npz: Path
+) -> None:
+    """SIGINT and SIGTERM at seeded random moments from the interpreter's start through
+    imports, compile and training, for an MLP and a CNN: always the signal's exit status and
+    one line for it, never a crash (a raised signal once landed inside jax and segfaulted),
+    never a swallowed signal, never a partial file."""
+    runs = {
+        "mlp": ("--hidden", "16", "--epochs", "3"),
+        "cnn": ("--model", "cnn", "--hidden", "16", "--epochs", "2", "--batch-size", "64"),
+    }
+    durations = {}
+    for name, options in runs.items():
+        started = time.monotonic()
+        subprocess.run(
+            mnistkit_command("train", synthetic_npz, "-o", tmp_path / "ref.safetensors", *options),
+            check=True,
+            capture_output=True,
+            timeout=STAGE_TIMEOUT_S,
+        )
+        durations[name] = time.monotonic() - started
+    (tmp_path / "ref.safetensors").unlink()
+    rng = random.Random(SEED)
+    outcomes = []
+    for attempt in range(SIGNAL_TRIES):
+        name = ("mlp", "cnn")[attempt % 2]
+        signal_number = (signal.SIGINT, signal.SIGTERM)[(attempt // 2) % 2]
+        moment_s = rng.uniform(0.05, 0.9 * durations[name])
+        output = tmp_path / f"{attempt}.safetensors"
+        process = subprocess.Popen(
+            mnistkit_command("train", synthetic_npz, "-o", output, *runs[name]),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(moment_s)
+        process.send_signal(signal_number)
+        _, stderr = process.communicate(timeout=STAGE_TIMEOUT_S)
+        lines = stderr.decode().splitlines()
+        about = f"{name} {signal.Signals(signal_number).name} at {moment_s:.2f} s: {lines}"
+        assert process.returncode == 128 + signal_number, about
+        assert INTERRUPTED_LINE.match(lines[-1]) and not any(
+            line.startswith(("Traceback", "Exception ignored", "mnistkit: interrupted"))
+            for line in lines[:-1]
+        ), about
+        if output.exists():
+            check_artifact(output)
+        outcomes.append("saved" if output.exists() else "nothing")
+        assert temp_files(tmp_path) == [], about
+    print(
+        f"{SIGNAL_TRIES} signals: each one exit 130/143 and one line; {outcomes.count('saved')} kept an epoch"
+    )

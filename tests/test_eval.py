@@ -165,3 +165,26 @@ def test_info_describes_the_checkpoint(large_digit_model: Path) -> None:
     assert info["normalization"] == load_checkpoint(large_digit_model).normalization
     text = run("info", large_digit_model).stdout
     assert "parameters" in text and "dense_0.kernel" in text and "784x64" in text
+
+
+def test_info_text_is_rounded_and_leaves_out_what_is_empty(large_digit_model: Path) -> None:
+    metrics = load_checkpoint(large_digit_model).metadata["metrics"]
+    text = run("info", large_digit_model).stdout
+    lines = {
+        line.split()[0]: line.split(maxsplit=1)[1] for line in text.splitlines() if len(line.split()) > 1
+    }
+    assert lines["test_accuracy"] == f"{100 * metrics['test_accuracy']:.2f}%"
+    assert lines["test_loss"] == str(float(format(metrics["test_loss"], ".4g")))
+    assert "val_accuracy" not in lines and "val_loss" not in lines  # not measured: null
+    assert "null" not in text and "extra" not in text
+
+
+def test_counts_are_singular_when_there_is_one(tmp_path: Path, synthetic_npz: Path) -> None:
+    picture = tmp_path / "one.png"
+    assert (
+        run("render-samples", synthetic_npz, "-o", picture, "--count", "1").stderr
+        == f"{picture}: 1 test digit\n"
+    )
+    history = tmp_path / "h.jsonl"
+    history.write_text('{"epoch": 1, "train_loss": 0.5, "train_accuracy": 0.8}\n')
+    assert run("render-curves", history, "-o", picture).stderr == f"{picture}: curves of 1 epoch\n"
