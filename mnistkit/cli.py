@@ -284,6 +284,19 @@ def _from_preset(name: str, help: str) -> str:
     metavar="CKPT",
     help="Continue training this checkpoint (--epochs: new total).",
 )
+@click.option(
+    "--restart",
+    is_flag=True,
+    help="Start from scratch even if OUTPUT.resume holds the state of an interrupted run like this one.",
+)
+@click.option(
+    "--save-every",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Save the run's state to OUTPUT.resume every N epochs, to resume exactly after a crash (0: never).",
+)
 @click.option("--show-config", is_flag=True, help="Print the settings these options give, as JSON, and exit.")
 @click.option(
     "--devices",
@@ -312,6 +325,8 @@ def train(
     preset: str | None,
     history: str | None,
     resume: str | None,
+    restart: bool,
+    save_every: int,
     show_config: bool,
     devices: int | None,
     coordinator: str | None,
@@ -324,7 +339,10 @@ def train(
     """Train a model on an .npz from parse-to-npz and write a safetensors checkpoint.
 
     Each option left out comes from the preset (by default the one named like --model).
-    One line per epoch goes to stderr; Ctrl-C keeps the last complete epoch.
+    One line per epoch goes to stderr; Ctrl-C keeps the last complete epoch. After every
+    epoch the run's state is saved to OUTPUT.resume: if the run dies (killed, out of
+    memory, power), the same command continues from the last epoch and writes what the
+    uninterrupted run would have written, byte for byte.
 
     Each batch is split over all local devices (--devices), with the same result as on
     one. Several processes (hosts) train together with --coordinator, --num-processes and
@@ -391,6 +409,8 @@ def train(
                 data_sha256=file_sha256(data),
                 data_name=data,
                 devices=devices,
+                restart=restart,
+                save_every=save_every,
                 log=_stderr_log(on_tty),
                 progress=_training_progress(on_tty),
             )

@@ -78,6 +78,26 @@ def state_from_checkpoint(
     return TrainState(stacked, _restore_leaves(template, optimizer_state, source))
 
 
+def stacked_tensors(state: TrainState) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The state's tensors as they are, member axis included (what `run_state` saves)."""
+    return {name: np.asarray(value) for name, value in state.params.items()}, _named_leaves(state.opt_state)
+
+
+def state_from_stacked(
+    params: Mapping[str, np.ndarray],
+    optimizer_state: Mapping[str, np.ndarray],
+    optimizer: optax.GradientTransformation,
+    source: str,
+    like: TrainState,
+) -> TrainState:
+    """The state `stacked_tensors` gave, checked against a state of the same run (`like`)."""
+    expected = {name: (value.shape, value.dtype) for name, value in like.params.items()}
+    if {name: (value.shape, value.dtype) for name, value in params.items()} != expected:
+        raise MnistkitError(f"{source}: its parameters do not fit this run's model")
+    stacked = {name: jnp.asarray(value) for name, value in params.items()}
+    return TrainState(stacked, _restore_leaves(jax.vmap(optimizer.init)(stacked), optimizer_state, source))
+
+
 def _named_leaves(tree: Any) -> dict[str, np.ndarray]:
     """A pytree's leaves named by their place in it (`1.0.mu.dense_0.kernel`)."""
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]

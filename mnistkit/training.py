@@ -26,16 +26,25 @@ from typing import Any
 
 import jax
 import numpy as np
+import optax
 
+from mnistkit import run_state
 from mnistkit.architectures import build_architecture, ensemble_size, member_architecture
 from mnistkit.atomic import check_writable_target
 from mnistkit.checkpoint import Checkpoint, save_checkpoint
 from mnistkit.config import TrainConfig
 from mnistkit.errors import Interrupted, MnistkitError
-from mnistkit.history import epoch_line, members_range, write_history
-from mnistkit.parallel import make_placement
+from mnistkit.history import METRICS, epoch_line, members_range, write_history
+from mnistkit.parallel import Placement, make_placement
 from mnistkit.steps import SHIFT_PX, TrainState, make_evaluate, make_optimizer, make_train_chunk
-from mnistkit.train_state import EpochInputs, checkpoint_tensors, initial_state, state_from_checkpoint
+from mnistkit.train_state import (
+    EpochInputs,
+    checkpoint_tensors,
+    initial_state,
+    stacked_tensors,
+    state_from_checkpoint,
+    state_from_stacked,
+)
 from mnistkit.training_data import Dataset, TrainingData, prepare_data
 
 Log = Callable[[str], None]
@@ -52,6 +61,24 @@ def _log_to_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+@dataclass
+class Setup:
+    """What a run decides and compiles before its first epoch."""
+
+    config: TrainConfig
+    placement: Placement
+    data: TrainingData
+    architecture: dict[str, Any]
+    optimizer: optax.GradientTransformation
+    train_chunk: Callable[..., tuple[TrainState, jax.Array]]
+    evaluate: Callable[[dict[str, jax.Array], Dataset], np.ndarray]
+    data_sha256: str
+
+    @property
+    def members(self) -> int:
+        return ensemble_size(self.architecture)
+
+
 def train(
     arrays: Mapping[str, np.ndarray],
     config: TrainConfig,
@@ -62,23 +89,88 @@ def train(
     data_sha256: str = "",
     data_name: str = "data",
     devices: int | None = None,
+    restart: bool = False,
+    save_every: int = 1,
     log: Log = _log_to_stderr,
     progress: Progress | None = None,
 ) -> TrainResult:
     """Train per `config` on `devices` local devices of every process (default: all), write
     the checkpoint (when a path is given) and the history atomically, and return both.
 
-    In a multi-process run every process calls this with the same arguments; only process 0
-    logs and writes. `progress(epoch, epochs, fraction)` runs after each chunk of batches in
-    every process. Ctrl-C (KeyboardInterrupt, or `Interrupted` from `progress`) writes the
-    last complete epoch's checkpoint, or none before the first, says which, and re-raises.
-    A NaN loss raises MnistkitError and writes nothing.
+    Every `save_every` epochs the run's state is saved beside the checkpoint (`run_state`);
+    the same call after a crash continues from it, unless `restart`. In a multi-process run
+    every process calls this with the same arguments; only process 0 logs and writes.
+    `progress(epoch, epochs, fraction)` runs after each chunk of batches in every process.
+    Ctrl-C (KeyboardInterrupt, or `Interrupted` from `progress`) writes the last complete
+    epoch's checkpoint, or none before the first, says which, and re-raises. A NaN loss
+    raises MnistkitError and writes no checkpoint.
     """
     writer = jax.process_index() == 0
     log = log if writer else (lambda message: None)
     for path in (checkpoint_path, history_path):
         if writer and path is not None:
             check_writable_target(Path(path))
+    setup = _set_up(arrays, config, data_name, data_sha256, devices, log)
+    config = setup.config
+    state_file = run_state.state_path(checkpoint_path) if save_every > 0 else None
+    run_fingerprint = run_state.fingerprint(config, data_sha256, setup.placement.device_count)
+    state, history = _starting_point(setup, resume_from, state_file, run_fingerprint, restart, log)
+    state = setup.placement.put_replicated(state)
+
+    def finish(state: TrainState, history: list[dict[str, Any]]) -> TrainResult:
+        result = _result(setup, state, history)
+        if writer and checkpoint_path is not None:
+            checkpoint = result.checkpoint
+            save_checkpoint(
+                checkpoint_path, checkpoint.params, checkpoint.metadata, checkpoint.optimizer_state
+            )
+        return result
+
+    inputs = EpochInputs(config, setup.data.train.size, first_epoch=len(history) + 1)
+    completed = (state, history)  # one assignment, so an interrupt never sees the two disagree
+    try:
+        for epoch in range(len(history) + 1, config.epochs + 1):
+            state, record = _train_epoch(setup, state, epoch, inputs, progress)
+            completed = (state, [*history, record])
+            history = completed[1]
+            if writer and state_file is not None and (epoch % save_every == 0 or epoch == config.epochs):
+                params, optimizer_state = stacked_tensors(state)
+                run_state.save_state(
+                    state_file, run_state.RunState(epoch, params, optimizer_state, history), run_fingerprint
+                )
+            if writer and history_path is not None:
+                write_history(history_path, history)
+            log(epoch_line(record, config.epochs))  # last: an epoch reported is an epoch kept
+    except (KeyboardInterrupt, Interrupted) as stop:
+        outcome = _save_on_interrupt(completed, resume_from, finish, checkpoint_path, config)
+        if isinstance(stop, Interrupted):
+            stop.outcome = outcome
+        else:
+            log(f"interrupted: {outcome}")
+        raise
+    finally:
+        inputs.close()
+    result = finish(state, history)
+    if writer:
+        run_state.remove_state(state_file)
+    metrics = result.checkpoint.metadata["metrics"]
+    saved = f"  saved {checkpoint_path}" if checkpoint_path is not None else ""
+    log(
+        f"test accuracy {100 * metrics['test_accuracy']:.2f}%{members_range(metrics, 'test')}  "
+        f"test loss {metrics['test_loss']:.4f}{saved}"
+    )
+    return result
+
+
+def _set_up(
+    arrays: Mapping[str, np.ndarray],
+    config: TrainConfig,
+    data_name: str,
+    data_sha256: str,
+    devices: int | None,
+    log: Log,
+) -> Setup:
+    """The devices, the data on them, the architecture, the optimizer and the compiled steps."""
     placement = make_placement(config.batch_size, devices, log)
     data = prepare_data(arrays, config, data_name)
     config = _batch_within_data(config, data.train.size, placement.device_count, log)
@@ -93,89 +185,109 @@ def train(
         },
     )
     architecture = build_architecture(config, len(data.classes))
-    members = ensemble_size(architecture)
+    members, member = ensemble_size(architecture), member_architecture(architecture)
     optimizer = make_optimizer(config, -(-data.train.size // config.batch_size))
     augment_px = SHIFT_PX if config.augment == "shift" else 0
-    train_chunk = make_train_chunk(
-        member_architecture(architecture), optimizer, data.normalization, augment_px, placement, members
-    )
-    evaluate = make_evaluate(member_architecture(architecture), members, data.normalization, placement)
     if placement.device_count > 1:
         processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
         log(f"data parallel over {placement.device_count} {jax.default_backend()} devices{processes}")
     if len(config.seeds) > 1:
         log(f"training an ensemble of {members} models at once, seeds {','.join(map(str, config.seeds))}")
-
-    if resume_from is None:
-        state, history = initial_state(config, member_architecture(architecture), optimizer), []
-    else:
-        state, history = _resumed(resume_from, architecture, data, data_sha256, optimizer)
-        log(f"resuming after epoch {len(history)} of {config.epochs}")
-    state = placement.put_replicated(state)
-
-    def finish(state: TrainState, history: list[dict[str, Any]]) -> TrainResult:
-        result = _result(state, history, architecture, data, evaluate, config, data_sha256)
-        if writer and checkpoint_path is not None:
-            save_checkpoint(
-                checkpoint_path,
-                result.checkpoint.params,
-                result.checkpoint.metadata,
-                result.checkpoint.optimizer_state,
-            )
-        return result
-
-    inputs = EpochInputs(config, data.train.size, first_epoch=len(history) + 1)
-    completed = (state, history)  # one assignment, so an interrupt never sees the two disagree
-    try:
-        for epoch in range(len(history) + 1, config.epochs + 1):
-            started = time.perf_counter()
-            indices, weights, augment_keys = inputs.next_epoch(more_to_come=epoch < config.epochs)
-            augment_keys = placement.put(augment_keys, placement.replicated)
-            batches, per_chunk = placement.split(3, 2), indices.shape[-2]
-            totals = np.zeros((members, 2), np.float64)
-            for chunk in range(inputs.chunks):
-                state, chunk_totals = train_chunk(
-                    state,
-                    data.train.images,
-                    data.train.labels,
-                    placement.put(indices[chunk], batches),
-                    placement.put(weights[chunk], batches),
-                    augment_keys,
-                    placement.put(np.int32(chunk * per_chunk), placement.replicated),
-                )
-                totals += np.asarray(chunk_totals, np.float64)
-                if not np.isfinite(totals[:, 0]).all():
-                    raise MnistkitError(
-                        f"training diverged: the loss became NaN or infinite in epoch {epoch} with "
-                        f"--lr {config.lr:g}; try a lower --lr. No checkpoint was written."
-                    )
-                if progress is not None:
-                    progress(epoch, config.epochs, (chunk + 1) / inputs.chunks)
-            jax.block_until_ready(state)
-            seconds = time.perf_counter() - started
-            record = _epoch_record(epoch, totals / data.train.size, data, state, evaluate, config, seconds)
-            completed = (state, [*history, record])
-            history = completed[1]
-            log(epoch_line(record, config.epochs))
-            if history_path is not None and writer:
-                write_history(history_path, history)
-    except (KeyboardInterrupt, Interrupted) as stop:
-        outcome = _save_on_interrupt(completed, resume_from, finish, checkpoint_path, config)
-        if isinstance(stop, Interrupted):
-            stop.outcome = outcome
-        else:
-            log(f"interrupted: {outcome}")
-        raise
-    finally:
-        inputs.close()
-    result = finish(state, history)
-    metrics = result.checkpoint.metadata["metrics"]
-    saved = f"  saved {checkpoint_path}" if checkpoint_path is not None else ""
-    log(
-        f"test accuracy {100 * metrics['test_accuracy']:.2f}%{members_range(metrics, 'test')}  "
-        f"test loss {metrics['test_loss']:.4f}{saved}"
+    return Setup(
+        config,
+        placement,
+        data,
+        architecture,
+        optimizer,
+        make_train_chunk(member, optimizer, data.normalization, augment_px, placement, members),
+        make_evaluate(member, members, data.normalization, placement),
+        data_sha256,
     )
-    return result
+
+
+def _starting_point(
+    setup: Setup,
+    resume_from: Checkpoint | None,
+    state_file: Path | None,
+    run_fingerprint: dict[str, Any],
+    restart: bool,
+    log: Log,
+) -> tuple[TrainState, list[dict[str, Any]]]:
+    """Fresh models, a `--resume` checkpoint's, or (newer than either) the saved state of this
+    very run; in a multi-process run, process 0 decides and the others receive its choice."""
+    if resume_from is None:
+        state = initial_state(setup.config, member_architecture(setup.architecture), setup.optimizer)
+        history: list[dict[str, Any]] = []
+    else:
+        state, history = _resumed(resume_from, setup)
+        log(f"resuming after epoch {len(history)} of {setup.config.epochs}")
+    saved = None
+    if state_file is not None and jax.process_index() == 0:
+        if restart:
+            run_state.remove_state(state_file)
+        else:
+            saved, line = run_state.load_state(state_file, run_fingerprint)
+            if saved is not None and saved.epochs_done <= len(history):
+                saved, line = None, ""  # the checkpoint given to --resume is as far along
+            if line:
+                log(line)
+    if saved is not None:
+        try:
+            state = state_from_stacked(
+                saved.params, saved.optimizer_state, setup.optimizer, str(state_file), state
+            )
+            history = saved.history
+        except MnistkitError as error:
+            log(f"{error}; starting over")
+    if jax.process_count() > 1:
+        state, history = _as_process_zero(state, history)
+    return state, history
+
+
+def _as_process_zero(
+    state: TrainState, history: list[dict[str, Any]]
+) -> tuple[TrainState, list[dict[str, Any]]]:
+    """Process 0's starting point in every process (only process 0 reads the saved state; the
+    others need its tensors and how many epochs are done, not its history's figures)."""
+    from jax.experimental import multihost_utils
+
+    done, state = multihost_utils.broadcast_one_to_all((np.int32(len(history)), state))
+    if jax.process_index() != 0:
+        history = [{"epoch": epoch, **dict.fromkeys(METRICS)} for epoch in range(1, int(done) + 1)]
+    return state, history
+
+
+def _train_epoch(
+    setup: Setup, state: TrainState, epoch: int, inputs: EpochInputs, progress: Progress | None
+) -> tuple[TrainState, dict[str, Any]]:
+    """One epoch, chunk by chunk; the new state and the epoch's history record."""
+    config, placement, data = setup.config, setup.placement, setup.data
+    started = time.perf_counter()
+    indices, weights, augment_keys = inputs.next_epoch(more_to_come=epoch < config.epochs)
+    augment_keys = placement.put(augment_keys, placement.replicated)
+    batches, per_chunk = placement.split(3, 2), indices.shape[-2]
+    totals = np.zeros((setup.members, 2), np.float64)
+    for chunk in range(inputs.chunks):
+        state, chunk_totals = setup.train_chunk(
+            state,
+            data.train.images,
+            data.train.labels,
+            placement.put(indices[chunk], batches),
+            placement.put(weights[chunk], batches),
+            augment_keys,
+            placement.put(np.int32(chunk * per_chunk), placement.replicated),
+        )
+        totals += np.asarray(chunk_totals, np.float64)
+        if not np.isfinite(totals[:, 0]).all():
+            raise MnistkitError(
+                f"training diverged: the loss became NaN or infinite in epoch {epoch} with "
+                f"--lr {config.lr:g}; try a lower --lr. No checkpoint was written."
+            )
+        if progress is not None:
+            progress(epoch, config.epochs, (chunk + 1) / inputs.chunks)
+    jax.block_until_ready(state)
+    seconds = time.perf_counter() - started
+    return state, _epoch_record(setup, epoch, totals / data.train.size, state, seconds)
 
 
 def _batch_within_data(config: TrainConfig, size: int, device_count: int, log: Log) -> TrainConfig:
@@ -188,21 +300,15 @@ def _batch_within_data(config: TrainConfig, size: int, device_count: int, log: L
     return dataclasses.replace(config, batch_size=capped)
 
 
-def _resumed(
-    checkpoint: Checkpoint,
-    architecture: dict[str, Any],
-    data: TrainingData,
-    data_sha256: str,
-    optimizer: Any,
-) -> tuple[TrainState, list[dict[str, Any]]]:
+def _resumed(checkpoint: Checkpoint, setup: Setup) -> tuple[TrainState, list[dict[str, Any]]]:
     source = "--resume checkpoint"
     saved_sha = checkpoint.metadata.get("data_sha256", "")
-    if data_sha256 and saved_sha and saved_sha != data_sha256:
+    if setup.data_sha256 and saved_sha and saved_sha != setup.data_sha256:
         raise MnistkitError(f"{source}: it was trained on a different data file (SHA-256 {saved_sha[:12]}…)")
-    if checkpoint.architecture != architecture or checkpoint.normalization != data.normalization:
+    if checkpoint.architecture != setup.architecture or checkpoint.normalization != setup.data.normalization:
         raise MnistkitError(f"{source}: its architecture or normalization disagrees with its own settings")
     state = state_from_checkpoint(
-        checkpoint.params, checkpoint.optimizer_state, ensemble_size(architecture), optimizer, source
+        checkpoint.params, checkpoint.optimizer_state, setup.members, setup.optimizer, source
     )
     history = [dict(record, seconds=None) for record in checkpoint.metadata.get("history", [])]
     if len(history) != int(checkpoint.metadata["metrics"]["epochs"]):
@@ -230,18 +336,13 @@ def _save_on_interrupt(
 
 
 def _epoch_record(
-    epoch: int,
-    train_scores: np.ndarray,
-    data: TrainingData,
-    state: TrainState,
-    evaluate: Callable[[dict[str, jax.Array], Dataset], np.ndarray],
-    config: TrainConfig,
-    seconds: float,
+    setup: Setup, epoch: int, train_scores: np.ndarray, state: TrainState, seconds: float
 ) -> dict[str, Any]:
     """The history line of an epoch. `train_scores`: mean [loss, accuracy] over its batches, a
     row per member; evaluations have a row per member and then the ensemble's. For an
     ensemble, train_* is the members' mean, val_* and test_* the ensemble's, and `members`
     holds each member's."""
+    config, data, evaluate = setup.config, setup.data, setup.evaluate
     scores = {
         "train": np.concatenate([train_scores, train_scores.mean(axis=0, keepdims=True)]),
         "val": evaluate(state.params, data.val) if data.val is not None else None,
@@ -267,21 +368,14 @@ def _epoch_record(
     return record
 
 
-def _result(
-    state: TrainState,
-    history: list[dict[str, Any]],
-    architecture: dict[str, Any],
-    data: TrainingData,
-    evaluate: Callable[[dict[str, jax.Array], Dataset], np.ndarray],
-    config: TrainConfig,
-    data_sha256: str,
-) -> TrainResult:
+def _result(setup: Setup, state: TrainState, history: list[dict[str, Any]]) -> TrainResult:
     """The checkpoint of the state after the last epoch in `history`.
 
     Timings stay out of the metadata (they are in the history file and on stderr) so the
     same command writes the same bytes.
     """
-    test_scores = evaluate(state.params, data.test)
+    config, data = setup.config, setup.data
+    test_scores = setup.evaluate(state.params, data.test)
     last = history[-1]
     metrics: dict[str, Any] = {
         "epochs": len(history),
@@ -298,13 +392,13 @@ def _result(
             for seed, (loss, accuracy) in zip(config.seeds, test_scores[:-1], strict=True)
         ]
     metadata = {
-        "architecture": architecture,
+        "architecture": setup.architecture,
         "normalization": data.normalization,
         "classes": data.classes,
         "config": config.to_dict(),
         "metrics": metrics,
         "history": [{k: v for k, v in record.items() if k != "seconds"} for record in history],
-        "data_sha256": data_sha256,
+        "data_sha256": setup.data_sha256,
     }
     params, optimizer_state = checkpoint_tensors(state)
     return TrainResult(Checkpoint(params, metadata, optimizer_state), history)

@@ -24,6 +24,13 @@ from mnistkit.fetch import ExpectedFile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# The tests train the same small models again and again, in this process and in the
+# subprocesses they start: JAX's persistent compilation cache compiles each program once
+# (identical programs give identical executables, so results are unchanged).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO_ROOT / "build" / "jax-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
 # Python run first in a subprocess whose writes must obey file permissions: root writes into
 # read-only folders anyway, through CAP_DAC_OVERRIDE. Dropping that capability (and its two
 # siblings) keeps root's uid, so a private checkout (mode 0700) stays importable, which it is
@@ -351,3 +358,19 @@ def small_raw_dir(tmp_path: Path, small_data: dict[str, np.ndarray]) -> Path:
     for key, name in MNIST_FILES.items():
         write_idx(raw / name, small_data[key])
     return raw
+
+
+# Figures a test measured (kills survived, epochs lost, ...), printed after the run's summary.
+_FIGURES: list[str] = []
+
+
+@pytest.fixture
+def report_figure():
+    return _FIGURES.append
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _FIGURES:
+        terminalreporter.section("figures measured")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)

@@ -18,10 +18,10 @@ from __future__ import annotations
 import gzip
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,6 +36,7 @@ from faults import (
     TEMP_NAME,
     check_artifact,
     file_digests,
+    history_records,
     mnistkit_command,
     same_as_reference,
     temp_files,
@@ -45,7 +46,9 @@ from PIL import Image
 
 from mnistkit.atomic import pid_alive
 from mnistkit.checkpoint import load_checkpoint
+from mnistkit.config import TrainConfig
 from mnistkit.datasets import MNIST_FILES
+from mnistkit.run_state import fingerprint, load_state
 
 KILLS = int(os.environ.get("MNISTKIT_CHAOS_KILLS", "20"))
 SEED = int(os.environ.get("MNISTKIT_CHAOS_SEED", "0"))
@@ -62,6 +65,7 @@ class Stage:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     stdin: str | None = None
+    states: tuple[str, ...] = ()  # what a killed run leaves to continue from (train's .resume)
 
 
 STAGES = {
@@ -86,6 +90,7 @@ STAGES = {
         ),
         ("mnist.npz",),
         ("model.safetensors", "model.history.jsonl"),
+        states=("model.safetensors.resume",),
     ),
     "eval": Stage(
         ("eval", "model.safetensors", "mnist.npz", "--json", "metrics.json"),
@@ -126,6 +131,7 @@ class Reference:
     table: Path
     seconds: dict[str, float] = field(default_factory=dict)
     writing_s: dict[str, float] = field(default_factory=dict)
+    fingerprints: dict[str, dict] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
         return {**os.environ, TABLE_ENV: str(self.table)}
@@ -219,6 +225,9 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
     result = Reference(folder, mirror, write_fetch_table(root / "table.json", files))
     for name in STAGES:
         result.seconds[name], result.writing_s[name] = timed_reference_run(result, name)
+    checkpoint = load_checkpoint(folder / "model.safetensors")
+    config = TrainConfig.from_dict(checkpoint.metadata["config"])
+    result.fingerprints["train"] = fingerprint(config, checkpoint.metadata["data_sha256"], 1)
     return result
 
 
@@ -243,13 +252,21 @@ def check_folder(reference: Reference, name: str, folder: Path, complete: bool) 
         if path.exists():
             check_artifact(path)
             assert same_as_reference(path, reference.folder / output, complete), f"{output} differs"
+    states = STAGES[name].states
+    for state in states:
+        if complete:
+            assert not (folder / state).exists(), f"{state} left after a complete run"
+        elif (folder / state).exists():
+            assert load_state(folder / state, reference.fingerprints[name])[0] is not None, (
+                f"{state} unusable"
+            )
     temps = temp_files(folder)
-    allowed = set(outputs) | set(STAGES[name].inputs) | {str(Path(o).parent) for o in outputs}
+    allowed = set(outputs) | set(states) | set(STAGES[name].inputs) | {str(Path(o).parent) for o in outputs}
     for path in folder.rglob("*"):
         relative = str(path.relative_to(folder))
         if path in temps:
             match = TEMP_NAME.match(path.name)
-            assert str(path.parent.relative_to(folder) / match["target"]) in outputs, relative
+            assert str(path.parent.relative_to(folder) / match["target"]) in (*outputs, *states), relative
             assert not pid_alive(int(match["pid"])), f"{relative}: its writer still runs"
         else:
             top = relative.split("/")[0]
@@ -266,7 +283,7 @@ class ChaosTally:
 
 
 def remove_outputs(reference: Reference, name: str, folder: Path) -> None:
-    for output in reference.outputs(name):
+    for output in [*reference.outputs(name), *STAGES[name].states]:
         (folder / output).unlink(missing_ok=True)
 
 
@@ -297,7 +314,7 @@ def wait_for_first_write(process: subprocess.Popen, folder: Path, before: set[Pa
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(STAGES))
 def test_killed_at_random_moments_leaves_old_or_new_never_broken(
-    reference: Reference, name: str, tmp_path: Path, capsys: pytest.CaptureFixture
+    reference: Reference, name: str, tmp_path: Path, report_figure
 ) -> None:
     folder = tmp_path / "work"
     copy_inputs(reference, name, folder)
@@ -325,15 +342,13 @@ def test_killed_at_random_moments_leaves_old_or_new_never_broken(
             assert check_folder(reference, name, folder, complete=True) == []
             tally.completions += 1
     assert file_digests([folder / item for item in STAGES[name].inputs]) == inputs
-    with capsys.disabled():
-        print(
-            f"\nchaos {name}: {tally.kills} kills ({tally.landed} mid-run; a run takes "
-            f"{reference.seconds[name]:.2f} s, writing from {reference.writing_s[name]:.2f} s): "
-            "0 bad files (all valid, old or new), "
-            f"{tally.temps_left} temp files of dead writers left and swept by the next run, "
-            f"{tally.completions} re-runs identical to an uninterrupted run",
-            file=sys.stderr,
-        )
+    report_figure(
+        f"chaos {name}: {tally.kills} kills ({tally.landed} mid-run; a run takes "
+        f"{reference.seconds[name]:.2f} s, writing from {reference.writing_s[name]:.2f} s): "
+        "0 bad files (all valid, old or new), "
+        f"{tally.temps_left} temp files of dead writers left and swept by the next run, "
+        f"{tally.completions} re-runs identical to an uninterrupted run"
+    )
 
 
 def interrupt_when(
@@ -454,7 +469,7 @@ SIGNAL_TRIES = int(os.environ.get("MNISTKIT_SIGNAL_TRIES", "50"))
 
 @pytest.mark.slow
 def test_a_signal_at_any_moment_of_train_ends_in_one_line_and_130_or_143(
-    tmp_path: Path, synthetic_npz: Path
+    tmp_path: Path, synthetic_npz: Path, report_figure
 ) -> None:
     """SIGINT and SIGTERM at seeded random moments from the interpreter's start through
     imports, compile and training, for an MLP and a CNN: always the signal's exit status and
@@ -501,6 +516,70 @@ def test_a_signal_at_any_moment_of_train_ends_in_one_line_and_130_or_143(
             check_artifact(output)
         outcomes.append("saved" if output.exists() else "nothing")
         assert temp_files(tmp_path) == [], about
-    print(
-        f"{SIGNAL_TRIES} signals: each one exit 130/143 and one line; {outcomes.count('saved')} kept an epoch"
+    report_figure(
+        f"signals: {SIGNAL_TRIES} SIGINT/SIGTERM at random moments of train (start-up and compile "
+        f"included): each one exit 130/143 and one line; {outcomes.count('saved')} kept an epoch"
+    )
+
+
+RESUME_EPOCHS = 10
+RESUMING = re.compile(r"^resuming from .*: epoch (\d+) of \d+ was done$")
+EPOCH_LINE = re.compile(r"^epoch +(\d+)/\d+ ")
+
+
+@pytest.mark.slow
+def test_train_killed_again_and_again_resumes_to_the_uninterrupted_bytes(
+    reference: Reference, tmp_path: Path, report_figure
+) -> None:
+    """SIGKILL `train` at seeded random moments, rerun the same command each time: it
+    continues from its last complete epoch (none of them is lost), and every run that gets
+    to the end writes the uninterrupted run's checkpoint and history, byte for byte."""
+    args = ("train", "mnist.npz", "-o", "model.safetensors", "--history", "history.jsonl", "--hidden", "32")
+    args += ("--epochs", str(RESUME_EPOCHS), "--batch-size", "16", "--augment", "shift", "--val-size", "50")
+    once = tmp_path / "once"
+    copy_inputs(reference, "train", once)
+    started = time.monotonic()
+    subprocess.run(
+        mnistkit_command(*args), cwd=once, check=True, capture_output=True, timeout=STAGE_TIMEOUT_S
+    )
+    run_s = time.monotonic() - started
+    folder = tmp_path / "killed"
+    copy_inputs(reference, "train", folder)
+    rng = random.Random(f"{SEED}:resume")
+    kills = finished = 0
+    lost_epochs: list[int] = []
+    reported = 0  # the last epoch a run reported done before it was killed
+    while kills < KILLS or finished == 0:
+        process = subprocess.Popen(mnistkit_command(*args), cwd=folder, stderr=subprocess.PIPE, text=True)
+        try:
+            _, stderr = process.communicate(
+                timeout=rng.uniform(0.05, run_s) if kills < KILLS else STAGE_TIMEOUT_S
+            )
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, stderr = process.communicate()
+        lines = stderr.splitlines()
+        resumed = [int(m[1]) for m in map(RESUMING.match, lines) if m]
+        start_epoch = resumed[0] if resumed else 0
+        if kills:  # the epochs this run could continue from, against those reported before the kill
+            lost_epochs.append(max(0, reported - start_epoch))
+        done = [int(m[1]) for m in map(EPOCH_LINE.match, lines) if m]
+        reported = max([start_epoch, *done])
+        if process.returncode == 0:
+            finished += 1
+            assert (folder / "model.safetensors").read_bytes() == (once / "model.safetensors").read_bytes()
+            assert history_records(folder / "history.jsonl") == history_records(once / "history.jsonl")
+            assert not (folder / "model.safetensors.resume").exists()
+            for output in ("model.safetensors", "history.jsonl"):
+                (folder / output).unlink()
+            reported = 0
+        else:
+            assert process.returncode == -signal.SIGKILL, stderr
+            kills += 1
+    assert max(lost_epochs) == 0
+    report_figure(
+        f"kill and resume: {kills} SIGKILLs of a {RESUME_EPOCHS}-epoch train (a run takes {run_s:.1f} s), "
+        f"each rerun with the same command; completed epochs lost per kill: max {max(lost_epochs)}, "
+        f"the epoch in progress redone; {finished} runs finished, each byte-identical to the "
+        "uninterrupted run (checkpoint and history): yes"
     )

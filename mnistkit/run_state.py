@@ -1,0 +1,151 @@
+"""A training run's resumable state, written after every epoch beside the output, so that a
+run killed by anything (SIGKILL, the OOM killer, a closed laptop) continues where it was.
+
+`models/model.safetensors` trains with its state in `models/model.safetensors.resume`: a
+safetensors file of the parameters and optimizer state (with their member axis), and as
+metadata the epochs done, the history so far and the run's fingerprint: the data file's
+SHA-256, every training setting, the device count and the checkpoint format. Rerunning
+the same command finds the state, checks the fingerprint and continues; the batch orders
+and augmentation keys of the remaining epochs follow from the seed and the epoch number,
+so the result is the uninterrupted run's, byte for byte. A state with another fingerprint
+is never mixed in: training starts over and says why. The final checkpoint's writer
+removes the state. numpy and safetensors only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load as load_safetensors
+from safetensors.numpy import save as save_safetensors
+
+from mnistkit import __version__
+from mnistkit.atomic import STDOUT, write_bytes_atomic
+from mnistkit.checkpoint import FORMAT_VERSION, canonical_json
+from mnistkit.config import TrainConfig
+from mnistkit.errors import MnistkitError
+
+SUFFIX = ".resume"
+FORMAT = "mnistkit-run-state"
+METADATA_KEY = "mnistkit-run-state"
+PARAMS_PREFIX = "params."
+OPTIMIZER_PREFIX = "optimizer."
+MAX_STATE_BYTES = 16 << 30
+
+
+@dataclass
+class RunState:
+    """Where a run stood after `epochs_done` epochs: tensors stacked by member, and its history."""
+
+    epochs_done: int
+    params: dict[str, np.ndarray]
+    optimizer_state: dict[str, np.ndarray]
+    history: list[dict[str, Any]]
+
+
+def state_path(checkpoint_path: str | os.PathLike[str] | None) -> Path | None:
+    """Where the state of a run writing `checkpoint_path` lives (none for stdout or no file)."""
+    if checkpoint_path is None or str(checkpoint_path) == STDOUT:
+        return None
+    path = Path(checkpoint_path)
+    return path.with_name(path.name + SUFFIX)
+
+
+def fingerprint(config: TrainConfig, data_sha256: str, device_count: int) -> dict[str, Any]:
+    """What must be equal for a state to continue a run exactly, as it reads back from JSON."""
+    return json.loads(
+        canonical_json(
+            {
+                "checkpoint_format_version": FORMAT_VERSION,
+                "config": config.to_dict(),
+                "data_sha256": data_sha256,
+                "devices": device_count,
+            }
+        )
+    )
+
+
+def save_state(path: Path, state: RunState, run_fingerprint: dict[str, Any]) -> None:
+    metadata = {
+        "format": FORMAT,
+        "mnistkit_version": __version__,
+        "fingerprint": run_fingerprint,
+        "epochs_done": state.epochs_done,
+        "history": state.history,
+    }
+    tensors = {PARAMS_PREFIX + name: np.ascontiguousarray(value) for name, value in state.params.items()}
+    for name, value in state.optimizer_state.items():
+        tensors[OPTIMIZER_PREFIX + name] = np.ascontiguousarray(value).reshape(np.shape(value))
+    write_bytes_atomic(path, save_safetensors(tensors, metadata={METADATA_KEY: canonical_json(metadata)}))
+
+
+def load_state(path: Path, run_fingerprint: dict[str, Any]) -> tuple[RunState | None, str]:
+    """The state at `path` if it continues this run, else None; and a line saying which."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, ""
+    except OSError as error:
+        raise MnistkitError(f"{path}: cannot read the saved training state: {error.strerror}") from None
+    try:
+        tensors = load_safetensors(data)
+        header_length = int.from_bytes(data[:8], "little")
+        metadata = json.loads(json.loads(data[8 : 8 + header_length])["__metadata__"][METADATA_KEY])
+        if metadata.get("format") != FORMAT:
+            raise ValueError("not a run state")
+        saved_fingerprint, epochs_done = metadata["fingerprint"], int(metadata["epochs_done"])
+        history = list(metadata["history"])
+    except Exception:  # any damage at all: this state cannot be trusted
+        return None, f"{path}: unreadable training state, starting over"
+    different = _differences(saved_fingerprint, run_fingerprint)
+    if different:
+        return None, f"{path}: written by a run with another {different}; starting over"
+    state = RunState(
+        epochs_done,
+        {
+            name[len(PARAMS_PREFIX) :]: value
+            for name, value in tensors.items()
+            if name.startswith(PARAMS_PREFIX)
+        },
+        {
+            name[len(OPTIMIZER_PREFIX) :]: value
+            for name, value in tensors.items()
+            if name.startswith(OPTIMIZER_PREFIX)
+        },
+        history,
+    )
+    total = run_fingerprint["config"]["epochs"]
+    return state, f"resuming from {path}: epoch {epochs_done} of {total} was done"
+
+
+def _differences(saved: Any, current: dict[str, Any]) -> str:
+    """What differs between two fingerprints, in words ("" when they are equal)."""
+    if not isinstance(saved, dict):
+        return "format"
+    if saved.get("checkpoint_format_version") != current["checkpoint_format_version"]:
+        return "mnistkit checkpoint format"
+    if saved.get("data_sha256") != current["data_sha256"]:
+        return "data file"
+    if saved.get("devices") != current["devices"]:
+        return f"device count ({saved.get('devices')} then, {current['devices']} now)"
+    saved_config = saved.get("config")
+    if saved_config != current["config"]:
+        changed = sorted(
+            name
+            for name in set(current["config"]) | set(saved_config if isinstance(saved_config, dict) else {})
+            if not isinstance(saved_config, dict) or saved_config.get(name) != current["config"].get(name)
+        )
+        return "setting: " + ", ".join(f"--{name.replace('_', '-')}" for name in changed)
+    return ""
+
+
+def remove_state(path: Path | None) -> None:
+    if path is not None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()

@@ -1,0 +1,155 @@
+"""A run that dies continues from its last epoch when the same command runs again, and ends
+with the uninterrupted run's bytes; a state that belongs to another run is never mixed in.
+
+The crash here is an exception thrown from the progress callback in the middle of an epoch,
+which leaves what a SIGKILL leaves: the state of the last complete epoch beside the output,
+and no checkpoint. The kill harness (tests/test_crash.py, slow) does it with real SIGKILLs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnistkit.arrays import file_sha256
+from mnistkit.config import config_from_options
+from mnistkit.training import train
+
+OPTIONS = {"hidden": (16,), "epochs": 4, "batch_size": 64, "val_size": 100, "augment": "shift"}
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_in_epoch(doomed_epoch: int):
+    def progress(epoch: int, epochs: int, fraction: float) -> None:
+        if epoch == doomed_epoch and fraction >= 0.5:
+            raise Crash
+
+    return progress
+
+
+def run(arrays, tmp_path: Path, data_sha256: str, messages: list[str] | None = None, **changes):
+    options = {**OPTIONS, **changes.pop("options", {})}
+    output = tmp_path / "model.safetensors"
+    log = messages.append if messages is not None else (lambda message: None)
+    return train(
+        arrays,
+        config_from_options(None, options),
+        output,
+        history_path=tmp_path / "history.jsonl",
+        data_sha256=data_sha256,
+        log=log,
+        **changes,
+    )
+
+
+def timeless(history: Path) -> list[dict]:
+    return [
+        {k: v for k, v in json.loads(line).items() if k != "seconds"}
+        for line in history.read_text().splitlines()
+    ]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, synthetic_data) -> tuple[bytes, list[dict]]:
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    run(synthetic_data, folder, "data-hash")
+    assert not (folder / "model.safetensors.resume").exists()
+    return (folder / "model.safetensors").read_bytes(), timeless(folder / "history.jsonl")
+
+
+@pytest.mark.parametrize("doomed_epoch", [1, 3, 4])
+def test_a_crashed_run_resumes_to_the_same_bytes(
+    tmp_path: Path, synthetic_data, reference, doomed_epoch
+) -> None:
+    with pytest.raises(Crash):
+        run(synthetic_data, tmp_path, "data-hash", progress=crash_in_epoch(doomed_epoch))
+    state = tmp_path / "model.safetensors.resume"
+    assert not (tmp_path / "model.safetensors").exists()
+    assert state.exists() == (doomed_epoch > 1)
+    messages: list[str] = []
+    run(synthetic_data, tmp_path, "data-hash", messages)
+    if doomed_epoch > 1:
+        assert f"resuming from {state}: epoch {doomed_epoch - 1} of 4 was done" in messages
+    assert (tmp_path / "model.safetensors").read_bytes() == reference[0]
+    assert timeless(tmp_path / "history.jsonl") == reference[1]
+    assert not state.exists()
+
+
+def test_an_ensemble_resumes_to_the_same_bytes(tmp_path: Path, synthetic_data) -> None:
+    ensemble = {"options": {"ensemble": 2, "epochs": 3}}
+    (tmp_path / "once").mkdir()
+    run(synthetic_data, tmp_path / "once", "data-hash", **ensemble)
+    with pytest.raises(Crash):
+        run(synthetic_data, tmp_path, "data-hash", progress=crash_in_epoch(3), **ensemble)
+    run(synthetic_data, tmp_path, "data-hash", **ensemble)
+    assert (tmp_path / "model.safetensors").read_bytes() == (
+        tmp_path / "once" / "model.safetensors"
+    ).read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"options": {"lr": 3e-3}}, "another setting: --lr"),
+        ({"options": {"epochs": 5}}, "another setting: --epochs"),
+        ({"data_sha256": "other-data"}, "another data file"),
+    ],
+)
+def test_a_state_of_another_run_is_not_mixed_in(tmp_path: Path, synthetic_data, change, reason) -> None:
+    with pytest.raises(Crash):
+        run(synthetic_data, tmp_path, "data-hash", progress=crash_in_epoch(3))
+    messages: list[str] = []
+    sha = change.pop("data_sha256", "data-hash")
+    run(synthetic_data, tmp_path, sha, messages, **change)
+    state = tmp_path / "model.safetensors.resume"
+    assert f"{state}: written by a run with {reason}; starting over" in messages
+    assert not any(message.startswith("resuming") for message in messages)
+
+
+def test_restart_ignores_the_state_and_a_damaged_state_starts_over(
+    tmp_path: Path, synthetic_data, reference
+) -> None:
+    state = tmp_path / "model.safetensors.resume"
+    with pytest.raises(Crash):
+        run(synthetic_data, tmp_path, "data-hash", progress=crash_in_epoch(3))
+    messages: list[str] = []
+    run(synthetic_data, tmp_path, "data-hash", messages, restart=True)
+    assert not any("resum" in message for message in messages)
+    assert (tmp_path / "model.safetensors").read_bytes() == reference[0]
+    with pytest.raises(Crash):
+        run(synthetic_data, tmp_path, "data-hash", progress=crash_in_epoch(3))
+    state.write_bytes(state.read_bytes()[:-100])
+    messages = []
+    run(synthetic_data, tmp_path, "data-hash", messages)
+    assert f"{state}: unreadable training state, starting over" in messages
+    assert (tmp_path / "model.safetensors").read_bytes() == reference[0]
+
+
+def test_the_cli_resumes_by_itself_and_reports_it(tmp_path: Path, synthetic_npz: Path) -> None:
+    """`mnistkit train` twice, the first one dead after two epochs: the second says so and finishes."""
+    from click.testing import CliRunner
+
+    from mnistkit.cli import cli
+
+    output = tmp_path / "model.safetensors"
+    args = ["train", str(synthetic_npz), "-o", str(output), "--hidden", "16", "--epochs", "3"]
+    config = config_from_options(None, {"hidden": (16,), "epochs": 3})
+    with pytest.raises(Crash):
+        train(
+            np.load(synthetic_npz),
+            config,
+            output,
+            data_sha256=file_sha256(synthetic_npz),
+            log=lambda m: None,
+            progress=crash_in_epoch(3),
+        )
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert f"resuming from {output}.resume: epoch 2 of 3 was done" in result.stderr
+    assert [line.split()[1] for line in result.stderr.splitlines() if line.startswith("epoch")] == ["3/3"]
