@@ -531,3 +531,51 @@ MEMBER = {"model": "mlp", "hidden": [4], "activation": "relu", "num_classes": 10
 def test_impossible_ensembles_are_refused(architecture: dict) -> None:
     with pytest.raises(MnistkitError):
         check_architecture(architecture)
+
+
+def wait_for(path: Path, processes: list[subprocess.Popen], timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        assert all(process.poll() is None for process in processes), (
+            "the run ended before its state was saved"
+        )
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["two devices", "two processes"])
+def test_a_killed_parallel_run_resumes_to_the_uninterrupted_bytes(
+    tmp_path: Path, scale_npz: Path, layout
+) -> None:
+    """Two forced devices, or two processes (one SIGKILLed, which ends the other): the same
+    commands again continue from the saved epoch and write the uninterrupted run's bytes."""
+    options = [*TRAIN_OPTIONS, "--epochs", "4"]
+
+    def start(folder: Path) -> list[subprocess.Popen]:
+        folder.mkdir(exist_ok=True)
+        args = ["train", scale_npz, "-o", folder / "model.safetensors", "--history", folder / "history.jsonl"]
+        if layout == "two devices":
+            return [mnistkit_process(*args, *options, "--devices", "2", xla_flags=FORCE_4_DEVICES)]
+        cluster = ["--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", "2"]
+        return [mnistkit_process(*args, *options, *cluster, "--process-id", str(index)) for index in (0, 1)]
+
+    for process in start(tmp_path / "once"):
+        finish(process)
+    processes = start(tmp_path / "killed")
+    wait_for(tmp_path / "killed" / "model.safetensors.resume", processes)
+    processes[-1].kill()
+    stderrs = [process.communicate(timeout=120)[1] for process in processes]
+    if layout == "two processes":  # the survivor stops at once, with one line and no checkpoint
+        assert processes[0].returncode == 1
+        assert stderrs[0].splitlines()[-1].startswith("Error: process 1 of 2 stopped"), stderrs[0]
+    assert not (tmp_path / "killed" / "model.safetensors").exists()
+    logs = [finish(process) for process in start(tmp_path / "killed")]
+    assert re.search(r"resuming from .*: epoch [1-3] of 4 was done", logs[0]), logs[0]
+    for name in ("model.safetensors",):
+        assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "once" / name).read_bytes()
+    assert [
+        {k: v for k, v in r.items() if k != "seconds"} for r in history(tmp_path / "killed" / "history.jsonl")
+    ] == [
+        {k: v for k, v in r.items() if k != "seconds"} for r in history(tmp_path / "once" / "history.jsonl")
+    ]
