@@ -133,13 +133,11 @@ def train(
             state, record = _train_epoch(setup, state, epoch, inputs, progress)
             completed = (state, [*history, record])
             history = completed[1]
-            if writer and state_file is not None and (epoch % save_every == 0 or epoch == config.epochs):
-                params, optimizer_state = stacked_tensors(state)
-                run_state.save_state(
-                    state_file, run_state.RunState(epoch, params, optimizer_state, history), run_fingerprint
+            if writer:
+                saves_state = epoch % save_every == 0 or epoch == config.epochs
+                _keep_epoch(
+                    state, history, state_file if saves_state else None, run_fingerprint, history_path
                 )
-            if writer and history_path is not None:
-                write_history(history_path, history)
             log(epoch_line(record, config.epochs))  # last: an epoch reported is an epoch kept
     except (KeyboardInterrupt, Interrupted) as stop:
         outcome = _save_on_interrupt(completed, resume_from, finish, checkpoint_path, config)
@@ -160,6 +158,24 @@ def train(
         f"test loss {metrics['test_loss']:.4f}{saved}"
     )
     return result
+
+
+def _keep_epoch(
+    state: TrainState,
+    history: list[dict[str, Any]],
+    state_file: Path | None,
+    run_fingerprint: dict[str, Any],
+    history_path: str | Path | None,
+) -> None:
+    """Write what an epoch leaves: the run's state (first, so that a history line never
+    outruns it) and the history file."""
+    if state_file is not None:
+        params, optimizer_state = stacked_tensors(state)
+        run_state.save_state(
+            state_file, run_state.RunState(len(history), params, optimizer_state, history), run_fingerprint
+        )
+    if history_path is not None:
+        write_history(history_path, history)
 
 
 def _set_up(
