@@ -36,7 +36,7 @@ from mnistkit.config import TrainConfig
 from mnistkit.errors import Interrupted, MnistkitError
 from mnistkit.history import METRICS, epoch_line, members_range, write_history
 from mnistkit.parallel import Placement, make_placement
-from mnistkit.steps import SHIFT_PX, TrainState, make_evaluate, make_optimizer, make_train_chunk
+from mnistkit.steps import TrainState, make_evaluate, make_optimizer, make_train_chunk
 from mnistkit.train_state import (
     EpochInputs,
     checkpoint_tensors,
@@ -203,7 +203,6 @@ def _set_up(
     architecture = build_architecture(config, len(data.classes))
     members, member = ensemble_size(architecture), member_architecture(architecture)
     optimizer = make_optimizer(config, -(-data.train.size // config.batch_size))
-    augment_px = SHIFT_PX if config.augment == "shift" else 0
     if placement.device_count > 1:
         processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
         log(f"data parallel over {placement.device_count} {jax.default_backend()} devices{processes}")
@@ -215,7 +214,7 @@ def _set_up(
         data,
         architecture,
         optimizer,
-        make_train_chunk(member, optimizer, data.normalization, augment_px, placement, members),
+        make_train_chunk(member, optimizer, data.normalization, config.augment, placement, members),
         make_evaluate(member, members, data.normalization, placement),
         data_sha256,
     )
