@@ -265,6 +265,7 @@ def write_people_style(
     their paths and labels. The same seed gives the same files, and a larger count adds
     images after the same first ones; styles take turns, so each has a sixth of them."""
     chosen = choose_digits(len(images), seed, count)
+    folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for index, source in enumerate(chosen):
         style = STYLES[index % len(STYLES)]
@@ -338,7 +339,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     images, labels = arrays["test_images"][chosen], arrays["test_labels"][chosen]
     with tempfile.TemporaryDirectory() as temporary:
         folder = options.keep or Path(temporary)
-        folder.mkdir(parents=True, exist_ok=True)
         print(f"rendering {options.count} people-style images into {folder} ...", file=sys.stderr)
         paths, _ = write_people_style(
             arrays["test_images"], arrays["test_labels"], folder, options.seed, options.count
