@@ -271,6 +271,7 @@ def _ink_map(gray: np.ndarray, source: str) -> np.ndarray:
 def _ink_bright(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, bool]:
     """The picture turned so that the ink is bright; in a photo of a sheet on a desk, where
     the sheet lies (less its edge), else None; and whether the picture was inverted."""
+    # Every other pixel each way tells the picture's levels as well, at a quarter of the cost.
     cumulative = _cumulative_histogram(gray[::2, ::2])
     paper = _find_paper(gray, cumulative)
     if paper is None:
@@ -286,7 +287,8 @@ def _ink_and_mask(
     bright: np.ndarray, square_px: float, on_paper: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ink above the background found under a square of `square_px`, ruled lines taken
-    out; where it stands out (Otsu's threshold); and the background."""
+    out; where it stands out (Otsu's threshold, from every other pixel each way); and the
+    background."""
     background = _background_map(bright, square_px)
     ink = bright - background
     ink = ink - _faint_ruled_lines(ink)
@@ -325,9 +327,7 @@ def _stroke_width_px(mask: np.ndarray) -> float:
 
 
 def _cumulative_histogram(values: np.ndarray) -> np.ndarray:
-    """How many values lie at or below each of 256 levels: quantiles without a sort (of
-    every other pixel, where a whole picture's levels are wanted: that is as good, at a
-    quarter of the cost)."""
+    """How many values lie at or below each of 256 levels: quantiles without a sort."""
     return np.cumsum(np.bincount(to_uint8(values).ravel(), minlength=256))
 
 
@@ -418,13 +418,9 @@ def _label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     parent = list(range(rows.size))
     for run, first, last in zip(range(rows.size), lo.tolist(), hi.tolist(), strict=True):
         for other in range(first, last):
-            root, other_root = run, other
-            while parent[root] != root:
-                root = parent[root]
-            while parent[other_root] != other_root:
-                other_root = parent[other_root]
-            # Every run points to an earlier one or to itself, so one pass in order resolves all.
+            root, other_root = _root(parent, run), _root(parent, other)
             parent[max(root, other_root)] = min(root, other_root)
+    # Every run points to an earlier one or to itself, so one pass in order resolves all.
     for run in range(rows.size):
         parent[run] = parent[parent[run]]
     roots = np.array(parent)
@@ -435,6 +431,14 @@ def _label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     pixels = np.repeat(first_pixels, lengths) + np.arange(lengths.sum())
     labels.ravel()[pixels] = np.repeat(run_labels, lengths)
     return labels, int(np.count_nonzero(is_root))
+
+
+def _root(parent: list[int], node: int) -> int:
+    """Union-find's root of `node`, halving the path on the way."""
+    while parent[node] != node:
+        parent[node] = parent[parent[node]]
+        node = parent[node]
+    return node
 
 
 def _sliding_extreme(values: np.ndarray, size: int, pick: np.ufunc, axis: int) -> np.ndarray:
@@ -467,6 +471,7 @@ def _square_extreme(values: np.ndarray, size: int, pick: np.ufunc) -> np.ndarray
 
 
 def _erode(mask: np.ndarray, size: int) -> np.ndarray:
+    """The pixels of `mask` whose centred size x size square lies wholly in it."""
     return _square_extreme(mask, size, np.minimum)
 
 
@@ -533,7 +538,9 @@ def _without_clutter(ink: np.ndarray, on_paper: np.ndarray | None) -> np.ndarray
     """Drop ink that touches the picture's border or the sheet's edge when a digit is
     elsewhere: the edge of a desk or of a shadow, a pen or a finger reaching in.
 
-    A digit cut by the border stays: nothing else is there, or too little to be the digit.
+    A digit cut by the border stays when nothing else is there, or when what is elsewhere
+    is too small to be a digit: it spans under DIGIT_MIN_SPAN of the picture both ways and
+    weighs under CLUTTER_MIN_DIGIT_MASS of the ink at the border.
     """
     mask = ink > 0
     if on_paper is None and not _ring(mask).any():

@@ -20,7 +20,7 @@ from PIL import Image
 
 from mnistkit.checkpoint import load_checkpoint
 from mnistkit.errors import MnistkitError
-from mnistkit.images import MAX_IMAGE_PIXELS, load_digit, preprocess_digit
+from mnistkit.images import MAX_IMAGE_PIXELS, _label_components, load_digit, preprocess_digit
 
 
 def centre_of_mass(image: np.ndarray) -> tuple[float, float]:
@@ -307,6 +307,46 @@ def test_a_digit_cut_by_the_border_is_still_all_ink(tmp_path: Path) -> None:
     whole = preprocess_digit(drawn.astype(np.float32) / 255, "whole")
     score = correlation(load_digit(save(cropped, tmp_path / "5.png")), whole)
     assert score > 0.9, f"correlation {score:.2f}"
+
+
+def flood_fill_regions(mask: np.ndarray) -> list[set[tuple[int, int]]]:
+    """The 8-connected regions of `mask`, found pixel by pixel."""
+    regions, seen = [], np.zeros_like(mask)
+    for start in zip(*np.nonzero(mask), strict=True):
+        if seen[start]:
+            continue
+        region, stack = set(), [start]
+        seen[start] = True
+        while stack:
+            row, column = stack.pop()
+            region.add((int(row), int(column)))
+            for next_row in range(max(row - 1, 0), min(row + 2, mask.shape[0])):
+                for next_column in range(max(column - 1, 0), min(column + 2, mask.shape[1])):
+                    if mask[next_row, next_column] and not seen[next_row, next_column]:
+                        seen[next_row, next_column] = True
+                        stack.append((next_row, next_column))
+        regions.append(region)
+    return regions
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    height=st.integers(1, 48),
+    width=st.integers(1, 48),
+    seed=st.integers(0, 2**32 - 1),
+    density=st.floats(0.05, 0.8),
+)
+def test_connected_regions_are_those_a_flood_fill_finds(
+    height: int, width: int, seed: int, density: float
+) -> None:
+    """The run-based labelling behind the clutter and paper rules, against the obvious way."""
+    mask = np.random.default_rng(seed).random((height, width)) < density
+    labels, count = _label_components(mask)
+    regions = [
+        {(int(r), int(c)) for r, c in zip(*np.nonzero(labels == k), strict=True)} for k in range(1, count + 1)
+    ]
+    assert not (labels[~mask]).any()
+    assert sorted(map(sorted, regions)) == sorted(map(sorted, flood_fill_regions(mask)))
 
 
 @settings(max_examples=25, deadline=None)
