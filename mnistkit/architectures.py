@@ -120,6 +120,8 @@ def _build_cnn(config: Any, num_classes: int) -> dict[str, Any]:
         architecture["kernel_size"] = sizes[0]
     else:
         architecture["kernel_sizes"] = sizes
+    if any(stride != 1 for stride in config.strides):
+        architecture["strides"] = list(config.strides)
     if config.batch_norm:
         architecture["batch_norm"] = True
     return architecture | {
@@ -135,11 +137,18 @@ def cnn_kernel_sizes(architecture: Architecture) -> list[int]:
     return [architecture["kernel_size"]] * len(architecture["channels"])
 
 
+def cnn_strides(architecture: Architecture) -> list[int]:
+    return list(architecture.get("strides", [1] * len(architecture["channels"])))
+
+
 def cnn_feature_size(architecture: Architecture) -> int:
-    """Inputs to the dense head: each block is a 'valid' conv then a 2x2 pool."""
+    """Inputs to the dense head. Each block halves the image: a 'valid' conv of stride 1 and a
+    2x2 max pool, or a 'valid' conv of stride 2 alone."""
     side = IMAGE_SHAPE[0]
-    for size in cnn_kernel_sizes(architecture):
-        side = (side - size + 1) // 2
+    for size, stride in zip(cnn_kernel_sizes(architecture), cnn_strides(architecture), strict=True):
+        side = (side - size) // stride + 1
+        if stride == 1:
+            side //= 2
     return side * side * architecture["channels"][-1]
 
 
@@ -156,6 +165,11 @@ def _check_cnn(architecture: Architecture) -> None:
         )
     if "kernel_sizes" in architecture and len(sizes) != len(architecture["channels"]):
         raise MnistkitError("kernel_sizes must name one size per entry of channels")
+    strides = architecture.get("strides", [1] * len(architecture["channels"]))
+    if not (isinstance(strides, list) and len(strides) == len(architecture["channels"])) or not all(
+        stride in (1, 2) and not isinstance(stride, bool) for stride in strides
+    ):
+        raise MnistkitError("strides must name 1 or 2 for each entry of channels")
     if not isinstance(architecture.get("batch_norm", False), bool):
         raise MnistkitError("batch_norm must be true or false")
     if cnn_feature_size(architecture) < 1:

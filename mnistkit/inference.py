@@ -16,6 +16,7 @@ from mnistkit.architectures import (
     BATCH_NORM_EPSILON,
     MODEL_KINDS,
     Architecture,
+    cnn_strides,
     ensemble_size,
     member_architecture,
     member_tensor_name,
@@ -49,26 +50,30 @@ def dense_stack(
     return (x, hidden_outputs) if return_hidden else x
 
 
-def _conv2d_valid(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """(N, H, W, C) * (k, k, C, F): patches from shifted slices, then one matmul (im2col)."""
+def _conv2d_valid(x: np.ndarray, kernel: np.ndarray, stride: int = 1) -> np.ndarray:
+    """(N, H, W, C) * (k, k, C, F): patches from shifted, stepped slices, then one matmul (im2col)."""
     size = kernel.shape[0]
-    height, width = x.shape[1] - size + 1, x.shape[2] - size + 1
+    height, width = (x.shape[1] - size) // stride + 1, (x.shape[2] - size) // stride + 1
     patches = np.concatenate(
-        [x[:, i : i + height, j : j + width, :] for i, j in itertools.product(range(size), range(size))],
+        [
+            x[:, i : i + stride * (height - 1) + 1 : stride, j : j + stride * (width - 1) + 1 : stride, :]
+            for i, j in itertools.product(range(size), range(size))
+        ],
         axis=-1,
     )
     return patches @ kernel.reshape(-1, kernel.shape[-1])
 
 
 def cnn(params: Params, architecture: Architecture, inputs: np.ndarray) -> np.ndarray:
-    """Logits of the CNN: blocks of valid conv, 2x2 max pool, bias (or batch norm with its
-    running statistics) and activation; then the dense head."""
+    """Logits of the CNN: blocks of valid conv, 2x2 max pool (or a stride of 2 instead), bias
+    (or batch norm with its running statistics) and activation; then the dense head."""
     activation = activation_function(architecture)
     x = inputs.reshape(inputs.shape[0], *IMAGE_SHAPE, 1).astype(np.float32, copy=False)
-    for index in range(len(architecture["channels"])):
-        x = _conv2d_valid(x, params[f"conv_{index}.kernel"])
-        n, h, w, c = x.shape
-        x = x[:, : h // 2 * 2, : w // 2 * 2, :].reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+    for index, stride in enumerate(cnn_strides(architecture)):
+        x = _conv2d_valid(x, params[f"conv_{index}.kernel"], stride)
+        if stride == 1:
+            n, h, w, c = x.shape
+            x = x[:, : h // 2 * 2, : w // 2 * 2, :].reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
         if architecture.get("batch_norm"):
             bn = {name: params[f"bn_{index}.{name}"] for name in ("scale", "offset", "mean", "var")}
             factor = bn["scale"] / np.sqrt(bn["var"] + np.float32(BATCH_NORM_EPSILON))

@@ -23,6 +23,7 @@ from mnistkit.architectures import (
     MODEL_KINDS,
     Architecture,
     cnn_feature_size,
+    cnn_strides,
     param_shapes,
 )
 from mnistkit.datasets import IMAGE_SHAPE
@@ -30,15 +31,18 @@ from mnistkit.datasets import IMAGE_SHAPE
 Params = dict[str, jax.Array]
 
 
-def init(key: jax.Array, architecture: Architecture) -> Params:
-    """He-normal kernels (std sqrt(2 / fan_in)), zero biases, batch norms the identity; one key
-    per layer, in layer order.
+def init(key: jax.Array, architecture: Architecture, scheme: str = "he") -> Params:
+    """The initial parameters; batch norms start as the identity.
 
-    With two dense layers this draws exactly what the seed trainer draws from the same key.
-    The draws compile as one program (op by op, each shape would compile its own); the
-    scaling stays outside it, where XLA cannot fuse it and round differently from the seed.
+    "he": He-normal kernels (std sqrt(2 / fan_in)) and zero biases, one key per layer in layer
+    order: with two dense layers, exactly what the seed trainer draws from the same key. The
+    draws compile as one program (op by op, each shape would compile its own); the scaling
+    stays outside it, where XLA cannot fuse it and round differently from the seed.
+    "uniform": PyTorch's default, kernels and biases uniform in +-1/sqrt(fan_in).
     """
     shapes = param_shapes(architecture)
+    if scheme == "uniform":
+        return _uniform_init(key, shapes)
     kernel_shapes = {name: shape for name, shape in shapes.items() if name.endswith(".kernel")}
     draws = _normal_draws(key, tuple(kernel_shapes.values()))
     params: Params = {}
@@ -46,11 +50,26 @@ def init(key: jax.Array, architecture: Architecture) -> Params:
         if name in kernel_shapes:
             fan_in = math.prod(shape[:-1])
             params[name] = draws[list(kernel_shapes).index(name)] * jnp.sqrt(2.0 / fan_in)
-        elif name.endswith((".scale", ".var")):
-            params[name] = jnp.ones(shape, jnp.float32)
         else:
-            params[name] = jnp.zeros(shape, jnp.float32)
+            params[name] = _identity_norm(name, shape)
     return params
+
+
+def _uniform_init(key: jax.Array, shapes: dict[str, tuple[int, ...]]) -> Params:
+    params: Params = {}
+    for (name, shape), tensor_key in zip(shapes.items(), jax.random.split(key, len(shapes)), strict=True):
+        layer = name.rsplit(".", 1)[0]
+        if f"{layer}.kernel" in shapes:
+            bound = 1.0 / math.sqrt(math.prod(shapes[f"{layer}.kernel"][:-1]))
+            params[name] = jax.random.uniform(tensor_key, shape, jnp.float32, -bound, bound)
+        else:
+            params[name] = _identity_norm(name, shape)
+    return params
+
+
+def _identity_norm(name: str, shape: tuple[int, ...]) -> jax.Array:
+    """Zero biases and offsets and running means; unit scales and running variances."""
+    return (jnp.ones if name.endswith((".scale", ".var")) else jnp.zeros)(shape, jnp.float32)
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -82,30 +101,63 @@ def dense_stack(
     return x, {}
 
 
-def conv2d_valid_chwn(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def conv2d_valid_chwn(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
     """A 'valid' convolution in batch-last layout: (C, H, W, N) * (k, k, C, F) -> (F, H', W', N).
 
-    Patches from shifted slices (each a copy of contiguous runs of N), then one matmul
-    (F, k*k*C) @ (k*k*C, H'*W'*N). XLA:CPU emits the gradients of its own convolutions in a
-    slow layout inside `lax.scan`; slices and a dot differentiate into pads, adds and dots.
-    With the batch innermost, the weight gradient contracts the long axis of both operands
-    and the input gradient's col2im adds whole rows, so no large array is transposed.
+    Patches from shifted (and, for a stride, stepped) slices, each a copy of contiguous runs
+    of N, then one matmul (F, k*k*C) @ (k*k*C, H'*W'*N). XLA:CPU emits the gradients of its own
+    convolutions in a slow layout inside `lax.scan`; slices and a dot differentiate into pads,
+    adds and dots. With the batch innermost, the weight gradient contracts the long axis of
+    both operands and the input gradient's col2im adds whole rows, so no large array is
+    transposed.
     """
     size = kernel.shape[0]
-    height, width = x.shape[1] - size + 1, x.shape[2] - size + 1
+    height, width = (x.shape[1] - size) // stride + 1, (x.shape[2] - size) // stride + 1
     patches = jnp.stack(
-        [x[:, i : i + height, j : j + width, :] for i, j in itertools.product(range(size), range(size))]
+        [
+            x[:, i : i + stride * (height - 1) + 1 : stride, j : j + stride * (width - 1) + 1 : stride, :]
+            for i, j in itertools.product(range(size), range(size))
+        ]
     )
     matrix = kernel.reshape(-1, kernel.shape[-1]).T
     output = matrix @ patches.reshape(matrix.shape[1], -1)
     return output.reshape(kernel.shape[-1], height, width, x.shape[-1])
 
 
+@jax.custom_vjp
 def max_pool_2x2_chwn(x: jax.Array) -> jax.Array:
-    """2x2 max pooling, stride 2 (odd edges dropped), of (C, H, W, N)."""
+    """2x2 max pooling, stride 2 (odd edges dropped), of (C, H, W, N).
+
+    Its gradient goes to the first maximum of each window, as PyTorch's does, in one select;
+    jnp.max's own gradient, which splits ties, takes three passes over the net's largest
+    activation (about 15% of a CNN step on a CPU).
+    """
     c, h, w, n = x.shape
-    x = x[:, : h // 2 * 2, : w // 2 * 2, :]
-    return x.reshape(c, h // 2, 2, w // 2, 2, n).max(axis=(2, 4))
+    return x[:, : h // 2 * 2, : w // 2 * 2, :].reshape(c, h // 2, 2, w // 2, 2, n).max(axis=(2, 4))
+
+
+def _pool_forward(x: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    pooled = max_pool_2x2_chwn(x)
+    return pooled, (x, pooled)
+
+
+def _pool_backward(residuals: tuple[jax.Array, jax.Array], gradient: jax.Array) -> tuple[jax.Array]:
+    x, pooled = residuals
+    c, h, w, n = x.shape
+    windows = x[:, : h // 2 * 2, : w // 2 * 2, :].reshape(c, h // 2, 2, w // 2, 2, n)
+    hit = windows == pooled[:, :, None, :, None, :]
+    first = hit[:, :, 0:1, :, 0:1]
+    second = hit[:, :, 0:1, :, 1:2] & ~first
+    third = hit[:, :, 1:2, :, 0:1] & ~(first | second)
+    fourth = ~(first | second | third)
+    mask = jnp.concatenate(
+        [jnp.concatenate([first, second], axis=4), jnp.concatenate([third, fourth], axis=4)], axis=2
+    )
+    routed = jnp.where(mask, gradient[:, :, None, :, None, :], 0.0).reshape(c, h // 2 * 2, w // 2 * 2, n)
+    return (jnp.pad(routed, ((0, 0), (0, h % 2), (0, w % 2), (0, 0))),)
+
+
+max_pool_2x2_chwn.defvjp(_pool_forward, _pool_backward)
 
 
 BATCH_NORM_MOMENTUM = 0.9
@@ -142,8 +194,8 @@ def cnn(
     training: bool = False,
     weights: jax.Array | None = None,
 ) -> tuple[jax.Array, Params]:
-    """LeNet-style: per entry of `channels` a valid conv, 2x2 max pool, then bias (or batch
-    norm) and activation; then the dense head.
+    """LeNet-style: per entry of `channels` a valid conv, a 2x2 max pool (or a stride of 2
+    instead), then bias (or batch norm) and activation; then the dense head.
 
     Pooling first is exact for a bias (max commutes with a monotone activation and a
     per-channel shift) and leaves a quarter of the elements for what follows, forward and
@@ -152,8 +204,10 @@ def cnn(
     activation = _activation(architecture)
     x = x.reshape(x.shape[0], *IMAGE_SHAPE).transpose(1, 2, 0)[None]
     statistics: Params = {}
-    for index in range(len(architecture["channels"])):
-        x = max_pool_2x2_chwn(conv2d_valid_chwn(x, params[f"conv_{index}.kernel"]))
+    for index, stride in enumerate(cnn_strides(architecture)):
+        x = conv2d_valid_chwn(x, params[f"conv_{index}.kernel"], stride)
+        if stride == 1:
+            x = max_pool_2x2_chwn(x)
         if architecture.get("batch_norm"):
             x, updated = batch_norm(x, params, index, training, weights)
             statistics |= updated

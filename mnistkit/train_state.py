@@ -36,7 +36,9 @@ def initial_state(
     config: TrainConfig, architecture: Architecture, optimizer: optax.GradientTransformation
 ) -> TrainState:
     """Each member's model from `PRNGKey(its seed)`, stacked, and fresh optimizer state."""
-    members = [models.init(jax.random.PRNGKey(seed), architecture) for seed in config.member_seeds]
+    members = [
+        models.init(jax.random.PRNGKey(seed), architecture, config.init) for seed in config.member_seeds
+    ]
     params = {name: jnp.stack([member[name] for member in members]) for name in members[0]}
     return TrainState(params, jax.vmap(optimizer.init)(trainable(params)))
 

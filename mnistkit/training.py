@@ -134,7 +134,7 @@ def train(
             completed = (state, [*history, record])
             history = completed[1]
             if writer:
-                saves_state = epoch % save_every == 0 or epoch == config.epochs
+                saves_state = save_every > 0 and (epoch % save_every == 0 or epoch == config.epochs)
                 _keep_epoch(
                     state, history, state_file if saves_state else None, run_fingerprint, history_path
                 )
@@ -215,7 +215,14 @@ def _set_up(
         architecture,
         optimizer,
         make_train_chunk(
-            member, optimizer, data.normalization, config.augment, config.label_smoothing, placement, members
+            member,
+            optimizer,
+            data.normalization,
+            config.augment,
+            config.label_smoothing,
+            config.batch_size,
+            placement,
+            members,
         ),
         make_evaluate(member, members, data.normalization, placement),
         data_sha256,

@@ -31,6 +31,15 @@ ARCHITECTURES = {
         "activation": "relu",
         "num_classes": 10,
     },
+    "cnn-stride-2": {
+        "model": "cnn",
+        "channels": [6, 8],
+        "kernel_sizes": [6, 3],
+        "strides": [2, 1],
+        "hidden": [16],
+        "activation": "relu",
+        "num_classes": 10,
+    },
     "cnn-batch-norm": {
         "model": "cnn",
         "channels": [4, 8],
@@ -50,6 +59,7 @@ NORMALIZATIONS = {
     "bottleneck": {"kind": "unit"},
     "linear-bottleneck": {"kind": "unit"},
     "cnn": STANDARD,
+    "cnn-stride-2": STANDARD,
     "cnn-batch-norm": STANDARD,
 }
 
@@ -203,3 +213,32 @@ def test_a_batch_norm_cnn_trains_and_predicts_with_numpy_alone(tmp_path, synthet
     accuracy = float(np.mean(probabilities.argmax(axis=1) == synthetic_data["test_labels"]))
     assert accuracy == pytest.approx(result.checkpoint.metadata["metrics"]["test_accuracy"], abs=1e-6)
     assert accuracy > 0.3  # chance is 0.1; four epochs of a tiny net on 600 shifted digits
+
+
+def test_max_pool_gradient_goes_to_the_first_maximum_of_each_window() -> None:
+    """Where a window has one maximum, the same gradient as jnp.max's; where it ties (a
+    blank background), all of it to the first one, as PyTorch does."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((3, 6, 7, 4)), jnp.float32)
+    weights = jnp.asarray(rng.standard_normal((3, 3, 3, 4)), jnp.float32)
+
+    def plain_pool(values):
+        c, n = values.shape[0], values.shape[-1]
+        return values[:, :6, :6].reshape(c, 3, 2, 3, 2, n).max(axis=(2, 4))
+
+    ours = jax.grad(lambda v: jnp.sum(models.max_pool_2x2_chwn(v) * weights))(x)
+    expected = jax.grad(lambda v: jnp.sum(plain_pool(v) * weights))(x)
+    np.testing.assert_allclose(ours, expected, atol=1e-6)
+    assert not np.any(ours[:, :, 6])  # the odd column is dropped by the pool
+    tied = jax.grad(lambda v: jnp.sum(models.max_pool_2x2_chwn(v)))(jnp.zeros((1, 2, 2, 1)))
+    assert tied[0, :, :, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
+
+
+def test_uniform_init_is_pytorchs_default() -> None:
+    architecture = ARCHITECTURES["cnn-stride-2"]
+    params = models.init(jax.random.PRNGKey(0), architecture, "uniform")
+    for name, value in params.items():
+        layer = name.rsplit(".", 1)[0]
+        fan_in = np.prod(params[f"{layer}.kernel"].shape[:-1])
+        bound = 1 / np.sqrt(fan_in)
+        assert float(jnp.abs(value).max()) <= bound and float(jnp.abs(value).max()) > 0.8 * bound, name

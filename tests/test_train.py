@@ -457,3 +457,15 @@ def test_sigint_keeps_the_last_complete_epoch(tmp_path: Path, synthetic_npz: Pat
     checkpoint = load_checkpoint(output)
     assert 1 <= checkpoint.metadata["metrics"]["epochs"] == len(checkpoint.metadata["history"])
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_epoch_cycles_anneal_every_epoch() -> None:
+    """One learning-rate cycle per epoch: each starts low, peaks at lr x 0.3^epoch 30% into
+    the epoch and ends near zero, so the model after every epoch is a finished one."""
+    from mnistkit.steps import learning_rate
+
+    schedule = learning_rate(config_from_options("fast", {"epochs": 3, "lr": 0.01}), steps_per_epoch=100)
+    rates = np.array([float(schedule(step)) for step in range(300)]).reshape(3, 100)
+    np.testing.assert_allclose(rates.max(axis=1), [0.01, 0.003, 0.0009], rtol=1e-3)
+    assert rates.argmax(axis=1).tolist() == [30, 30, 30]
+    assert (rates[:, 0] < rates.max(axis=1) / 20).all() and (rates[:, -1] < 1e-5).all()
