@@ -17,7 +17,7 @@ import click
 from mnistkit import __version__
 from mnistkit.architectures import ACTIVATIONS, MODEL_KINDS, MODELS
 from mnistkit.atomic import STDOUT, check_writable_target
-from mnistkit.config import AUGMENTATIONS, NORMALIZATIONS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
+from mnistkit.config import AUGMENTATIONS, INITS, NORMALIZATIONS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
 from mnistkit.errors import MnistkitError
 from mnistkit.mirrors import DEFAULT_MIN_RATE_BYTES_PER_S, DEFAULT_TIMEOUT_S, MIRROR_ENV
 
@@ -293,6 +293,11 @@ def _from_preset(name: str, help: str) -> str:
     is_flag=True,
     default=None,
     help="Report test accuracy every epoch [default: off].",
+)
+@click.option(
+    "--init",
+    type=click.Choice(INITS),
+    help=_from_preset("init", "he: He-normal kernels, zero biases; uniform: PyTorch's default."),
 )
 @click.option("--seed", type=int, help="Seed of the initial weights and the data order [default: 0].")
 @click.option("--seeds", help="Train an ensemble, one model per seed, in one compiled program, e.g. 0,1,2,3.")

@@ -1,23 +1,21 @@
 """Training speed and accuracy, measured in one run on the same data (`make bench`).
 
 Prints, as tables on stdout:
-  - the float32 matmul throughput of this machine, which sets the floor;
-  - the seed trainer's loop (one jitted step per batch, dispatched from Python; reproduced
-    here as the reference) against mnistkit's compiled epochs on the same configuration:
-    steady seconds per epoch, compile time, and their ratio;
-  - each model's floor (matmul FLOPs of one epoch / throughput) and mnistkit's ratio to it;
-    for the seed configuration also its matmuls alone in a scan, what XLA reaches at its shapes;
-  - the CNN step with XLA's own convolutions against mnistkit's patches-and-matmul;
-  - every preset trained with its defaults: seconds per epoch, training time, test accuracy;
-  - the seed configuration on 1 device and data parallel on N devices (forced CPU devices
-    when the machine has one: `mnistkit train` in a subprocess with XLA_FLAGS), with the
-    largest per-epoch loss difference between them;
-  - ensemble throughput: K models trained at once under `jax.vmap` against one, in
-    models x epochs per second (CNNs; MLPs with --quick);
-  - with --ensemble-accuracy, the test accuracy of an ensemble of 5 CNNs with the preset's
-    defaults against each of its members (each one CNN as `--seed i` trains it; ~15 min here).
+  - the float32 matmul throughput of this machine, and the seed configuration against the
+    tutorial's own loop, against its floor, and against its five matmuls alone;
+  - ms per training step of mnistkit against PyTorch's eager loop on the same nets, batch
+    sizes, optimizers and thread count, side by side: the seed MLP, the `cnn` and the `fast`
+    presets' nets (PyTorch's side needs `--torch-python PATH`, an interpreter with torch;
+    without it that column says so);
+  - the `fast` preset on several seeds: the training seconds (compile included) until the test
+    accuracy first reaches 99.0% and 99.2%;
+  - every preset with its defaults: seconds per epoch, training time, test accuracy, the
+    accuracy on people-style images of the same test digits and the gap, and what saving the
+    resumable state after each epoch costs against an epoch;
+  - the seed configuration on 1 device and on N forced CPU devices, and ensemble throughput.
 
-Usage: python scripts/bench_train.py [data/mnist.npz] [--quick] [--devices N] [--ensemble-accuracy]
+Usage: python scripts/bench_train.py [data/mnist.npz] [--raw data/raw] [--torch-python PATH]
+       [--quick] [--seeds 0,1,2] [--skip-best]
 """
 
 from __future__ import annotations
@@ -29,20 +27,32 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from mnistkit import models
-from mnistkit.architectures import build_architecture, cnn_feature_size
+from mnistkit import run_state, training
+from mnistkit.architectures import (
+    build_architecture,
+    cnn_feature_size,
+    cnn_kernel_sizes,
+    cnn_strides,
+    member_architecture,
+)
 from mnistkit.arrays import load_arrays
-from mnistkit.config import PRESETS, config_from_options
-from mnistkit.steps import TrainState
+from mnistkit.config import PRESETS, TrainConfig, config_from_options
+from mnistkit.steps import make_optimizer
+from mnistkit.train_state import EpochInputs, initial_state, stacked_tensors
 from mnistkit.training import train
+
+REPO = Path(__file__).resolve().parent.parent
+TORCH_REFERENCE = REPO.parent / "shared" / "bench" / "torch_reference.py"
+TORCH_PEER = REPO / "scripts" / "torch_peer.py"
+sys.path.insert(0, str(REPO / "scripts"))
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
@@ -61,8 +71,6 @@ def seed_loop(arrays: dict[str, np.ndarray], epochs: int) -> dict[str, float]:
     """The seed trainer as it was written: one jitted SGD step per batch, driven from Python."""
     train_x = jnp.asarray(arrays["train_images"].reshape(-1, 784).astype(np.float32) / 255.0)
     train_y = jnp.asarray(arrays["train_labels"].astype(np.int32))
-    test_x = jnp.asarray(arrays["test_images"].reshape(-1, 784).astype(np.float32) / 255.0)
-    test_y = jnp.asarray(arrays["test_labels"].astype(np.int32))
 
     def forward(params, x):
         hidden = jax.nn.relu(x @ params["W1"] + params["b1"])
@@ -77,36 +85,31 @@ def seed_loop(arrays: dict[str, np.ndarray], epochs: int) -> dict[str, float]:
         grads = jax.grad(loss)(params, x, y)
         return {k: params[k] - lr * grads[k] for k in params}
 
-    key = jax.random.PRNGKey(0)
-    k1, k2 = jax.random.split(key)
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
     params = {
         "W1": jax.random.normal(k1, (784, 128)) * jnp.sqrt(2.0 / 784),
         "b1": jnp.zeros((128,)),
         "W2": jax.random.normal(k2, (128, 10)) * jnp.sqrt(2.0 / 128),
         "b2": jnp.zeros((10,)),
     }
-    compile_started = time.perf_counter()
     sgd_step.lower(params, train_x[:128], train_y[:128], 0.1).compile()
-    compile_s = time.perf_counter() - compile_started
-    n = train_x.shape[0]
-    epoch_seconds = []
+    key, seconds = jax.random.PRNGKey(0), []
     for _ in range(epochs):
         started = time.perf_counter()
         key, epoch_key = jax.random.split(key)
-        order = jax.random.permutation(epoch_key, n)
-        for start in range(0, n, 128):
+        order = jax.random.permutation(epoch_key, train_x.shape[0])
+        for start in range(0, train_x.shape[0], 128):
             batch = order[start : start + 128]
             params = sgd_step(params, train_x[batch], train_y[batch], 0.1)
         jax.block_until_ready(params)
-        epoch_seconds.append(time.perf_counter() - started)
-    accuracy = float(jnp.mean(jnp.argmax(forward(params, test_x), axis=-1) == test_y))
-    return {"epoch_s": _steady(epoch_seconds), "compile_s": compile_s, "accuracy": accuracy}
+        seconds.append(time.perf_counter() - started)
+    return {"epoch_s": steady(seconds)}
 
 
 def seed_matmuls_alone(arrays: dict[str, np.ndarray], epochs: int) -> float:
-    """Steady s/epoch of only the seed configuration's five matmuls per step (the floor's
-    FLOPs: x@W1, h@W2, dW2, dh, dW1) in one `lax.scan` over gathered batches, nothing else:
-    what XLA's matmuls reach at these shapes, below any real trainer."""
+    """Steady s/epoch of only the seed configuration's five matmuls per step (x@W1, h@W2, dW2,
+    dh, dW1) in one `lax.scan` over gathered batches, nothing else: what XLA's matmuls reach
+    at these shapes, below any real trainer."""
     train_x = jnp.asarray(arrays["train_images"].reshape(-1, 784).astype(np.float32) / 255.0)
     order = jax.random.permutation(jax.random.PRNGKey(0), train_x.shape[0])
     batches = order[: order.shape[0] // 128 * 128].reshape(-1, 128)
@@ -125,17 +128,17 @@ def seed_matmuls_alone(arrays: dict[str, np.ndarray], epochs: int) -> float:
 
         return jax.lax.scan(step, (w1, w2), batches)[0]
 
-    epoch_seconds = []
+    seconds = []
     for _ in range(epochs):
         started = time.perf_counter()
         jax.block_until_ready(epoch(w1, w2, train_x, batches))
-        epoch_seconds.append(time.perf_counter() - started)
-    return _steady(epoch_seconds)
+        seconds.append(time.perf_counter() - started)
+    return steady(seconds)
 
 
-def _steady(epoch_seconds: list[float]) -> float:
+def steady(seconds: list[float]) -> float:
     """Median of the epochs after the first (which pays for compiling)."""
-    return statistics.median(epoch_seconds[1:] or epoch_seconds)
+    return statistics.median(seconds[1:] or seconds)
 
 
 def matmul_flops_per_epoch(architecture: dict, examples: int) -> float:
@@ -143,157 +146,183 @@ def matmul_flops_per_epoch(architecture: dict, examples: int) -> float:
     layers = []  # (rows per example, inner size, output size) of each layer's matmul
     if architecture["model"] == "cnn":
         side, channels = 28, 1
-        for out_channels in architecture["channels"]:
-            out_side = side - architecture["kernel_size"] + 1
-            layers.append((out_side * out_side, architecture["kernel_size"] ** 2 * channels, out_channels))
-            side, channels = out_side // 2, out_channels
+        for out, size, stride in zip(
+            architecture["channels"], cnn_kernel_sizes(architecture), cnn_strides(architecture), strict=True
+        ):
+            out_side = (side - size) // stride + 1
+            layers.append((out_side * out_side, size * size * channels, out))
+            side, channels = (out_side // 2 if stride == 1 else out_side), out
         widths = [cnn_feature_size(architecture), *architecture["hidden"], architecture["num_classes"]]
     else:
-        hidden = architecture.get("hidden", []) if architecture["model"] == "mlp" else []
-        widths = [784, *hidden, architecture["num_classes"]]
+        widths = [784, *architecture.get("hidden", []), architecture["num_classes"]]
     layers += [(1, fan_in, fan_out) for fan_in, fan_out in itertools.pairwise(widths)]
     macs = [rows * inner * out for rows, inner, out in layers]
     return 2 * examples * (2 * sum(macs) + sum(macs[1:]))
 
 
-def conv2d_valid_nhwc(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """mnistkit's former convolution: (N, H, W, C) * (k, k, C, F) as patches and one matmul."""
-    size = kernel.shape[0]
-    height, width = x.shape[1] - size + 1, x.shape[2] - size + 1
-    patches = jnp.stack(
-        [x[:, i : i + height, j : j + width, :] for i, j in itertools.product(range(size), range(size))],
-        axis=3,
-    )
-    return patches.reshape(*patches.shape[:3], -1) @ kernel.reshape(-1, kernel.shape[-1])
+# Per-step speed against PyTorch ----------------------------------------------------------
 
 
-def cnn_nhwc(params, architecture, x, conv2d):
-    """The cnn preset's model in NHWC with a given convolution, for the comparison."""
-    x = x.reshape(x.shape[0], 28, 28, 1)
-    for index in range(len(architecture["channels"])):
-        x = conv2d(x, params[f"conv_{index}.kernel"])
-        n, h, w, c = x.shape
-        x = x[:, : h // 2 * 2, : w // 2 * 2, :].reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
-        x = jax.nn.relu(x + params[f"conv_{index}.bias"])
-    return models.dense_stack(params, architecture, x.reshape(x.shape[0], cnn_feature_size(architecture)))
+def mnistkit_ms_per_step(arrays: dict[str, np.ndarray], config: TrainConfig, rounds: int = 5) -> float:
+    """Median ms per step of mnistkit's compiled chunk on real shuffled batches, as it trains."""
+    setup = training._set_up(arrays, config, "data", "", None, lambda message: None)
+    placement = setup.placement
+    architecture = member_architecture(setup.architecture)
+    state = placement.put_replicated(initial_state(setup.config, architecture, setup.optimizer))
+    inputs = EpochInputs(setup.config, setup.data.train.size, first_epoch=1)
+    indices, weights, keys = inputs.next_epoch(more_to_come=False)
+    inputs.close()
+    keys, batches = placement.put(keys, placement.replicated), placement.split(3, 2)
+    times = []
+    for chunk in [0, *range(min(rounds, indices.shape[0]))]:  # the first call compiles
+        started = time.perf_counter()
+        state, totals = setup.train_chunk(
+            state,
+            setup.data.train.images,
+            setup.data.train.labels,
+            placement.put(indices[chunk], batches),
+            placement.put(weights[chunk], batches),
+            keys,
+            placement.put(np.int32(0), placement.replicated),
+        )
+        np.asarray(totals)
+        times.append((time.perf_counter() - started) / indices.shape[-2] * 1e3)
+    return statistics.median(times[1:])
 
 
-def cnn_step_seconds(conv2d, batch_size: int, steps: int) -> tuple[float, float]:
-    """Seconds per training step of the CNN inside one `lax.scan`, and the compile time;
-    `conv2d` None is mnistkit's own model."""
-    architecture = build_architecture(config_from_options("cnn", {}), 10)
-    params = models.init(jax.random.PRNGKey(0), architecture)
-    optimizer = optax.adam(1e-3)
-    images = jax.random.uniform(jax.random.PRNGKey(1), (steps, batch_size, 28, 28))
-    labels = jax.random.randint(jax.random.PRNGKey(2), (steps, batch_size), 0, 10)
-    weights = jnp.ones((steps, batch_size))
-
-    def loss(p, x, y, w):
-        logits = models.cnn(p, architecture, x) if conv2d is None else cnn_nhwc(p, architecture, x, conv2d)
-        log_probs = jax.nn.log_softmax(logits)
-        return -jnp.sum(jnp.take_along_axis(log_probs, y[:, None], axis=1)[:, 0] * w) / jnp.sum(w)
-
-    @jax.jit
-    def run(state, images, labels, weights):
-        def step(state, batch):
-            grads = jax.grad(loss)(state.params, *batch)
-            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-            return TrainState(optax.apply_updates(state.params, updates), opt_state), None
-
-        return jax.lax.scan(step, state, (images, labels, weights))[0]
-
-    state = TrainState(params, optimizer.init(params))
-    started = time.perf_counter()
-    compiled = run.lower(state, images, labels, weights).compile()
-    compile_s = time.perf_counter() - started
-    jax.block_until_ready(compiled(state, images, labels, weights))
-    started = time.perf_counter()
-    jax.block_until_ready(compiled(state, images, labels, weights))
-    return (time.perf_counter() - started) / steps, compile_s
+def torch_ms_per_step(torch_python: str | None, config: TrainConfig, raw: Path | None) -> str:
+    """PyTorch's median ms per step on the same net: torch_reference.py where it can describe
+    the net, otherwise scripts/torch_peer.py, the same loop for any mnistkit net."""
+    if torch_python is None:
+        return "skipped: no --torch-python"
+    architecture = build_architecture(config, 10)
+    threads = ["--threads", str(len(os.sched_getaffinity(0)))]
+    data = ["--mnist", str(raw)] if raw else []
+    optimizer = ["--optimizer", "sgd" if config.optimizer == "sgd" else "adam", "--lr", str(config.lr)]
+    if architecture["model"] == "mlp" and TORCH_REFERENCE.exists():
+        command = [str(TORCH_REFERENCE), "--mlp", ",".join(map(str, architecture["hidden"]))]
+    elif architecture["model"] == "cnn" and "strides" not in architecture and TORCH_REFERENCE.exists():
+        convs = ",".join(
+            f"{c}:{k}" for c, k in zip(architecture["channels"], cnn_kernel_sizes(architecture), strict=True)
+        )
+        command = [
+            str(TORCH_REFERENCE),
+            "--conv",
+            convs,
+            "--hidden",
+            ",".join(map(str, architecture["hidden"])),
+        ]
+    else:
+        betas = ["--betas", ",".join(map(str, config.adam_betas))]
+        command = [str(TORCH_PEER), "--architecture", json.dumps(architecture), *betas]
+    command = [torch_python, *command, "--batch", str(config.batch_size), *optimizer, *threads, *data]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        return f"failed: {result.stderr.strip().splitlines()[-1]}"
+    return f"{json.loads(result.stdout)['ms_per_step']:.2f}"
 
 
-def xla_conv2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    return jax.lax.conv_general_dilated(
-        x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
+def per_step_rows(arrays, torch_python: str | None, raw: Path | None) -> list[list[str]]:
+    """Each net timed twice in turn, mnistkit then PyTorch, the better of each kept."""
+    rows = []
+    for name in ("seed", "cnn", "fast"):
+        config = config_from_options(name, {})
+        ours, theirs = [], []
+        for _ in range(2):
+            ours.append(mnistkit_ms_per_step(arrays, config))
+            theirs.append(torch_ms_per_step(torch_python, config, raw))
+        mnistkit_ms = min(ours)
+        torch_values = [float(value) for value in theirs if value.replace(".", "", 1).isdigit()]
+        torch_cell = f"{min(torch_values):.2f}" if torch_values else theirs[0]
+        ratio = f"{mnistkit_ms / min(torch_values):.2f}" if torch_values else "-"
+        net = describe(config)
+        rows.append([name, net, str(config.batch_size), f"{mnistkit_ms:.2f}", torch_cell, ratio])
+        print(f"  per step {name}: mnistkit {ours}, torch {theirs}", file=sys.stderr, flush=True)
+    return rows
 
 
-def train_preset(arrays, name: str, epochs: int | None, workdir: Path, test_each_epoch: bool = False) -> dict:
-    options = {"epochs": epochs} if epochs else {}
-    if test_each_epoch:
-        options["eval_test_each_epoch"] = True
-    config = config_from_options(name, options)
-    started = time.perf_counter()
-    result = train(arrays, config, workdir / f"{name}.safetensors", log=lambda message: None)
+# Presets ------------------------------------------------------------------------------------
+
+
+def train_preset(arrays, name: str, workdir: Path, **options) -> dict:
+    config = config_from_options(name, {"eval_test_each_epoch": True, **options})
+    path = workdir / f"{name}-{options.get('seed', 0)}.safetensors"
+    result = train(arrays, config, path, save_every=0, log=lambda message: None)
     seconds = [record["seconds"] for record in result.history]
     return {
         "config": config,
-        "epoch_s": _steady(seconds),
-        "first_epoch_s": seconds[0],
+        "path": path,
+        "epoch_s": steady(seconds),
         "train_s": sum(seconds),
-        "wall_s": time.perf_counter() - started,
         "accuracy": result.checkpoint.metadata["metrics"]["test_accuracy"],
-        "architecture": result.checkpoint.metadata["architecture"],
-        "examples": int(sum(np.isin(arrays["train_labels"], config.digits))),
-        "test_curve": [(record["seconds"], record["test_accuracy"]) for record in result.history],
+        "curve": [(record["seconds"], record["test_accuracy"]) for record in result.history],
+        "examples": int(np.isin(arrays["train_labels"], config.digits).sum()),
+        "architecture": result.checkpoint.architecture,
+        "state_save_s": state_save_seconds(config, workdir),
     }
 
 
-def time_to_accuracy(result: dict, targets: tuple[float, ...] = (0.99, 0.992)) -> list[list[str]]:
-    """Training seconds until the test accuracy first reaches each target, with and without compile."""
-    compile_s = result["first_epoch_s"] - result["epoch_s"]
-    rows = []
-    for target in targets:
-        elapsed, reached = 0.0, None
-        for epoch, (seconds, accuracy) in enumerate(result["test_curve"], 1):
-            elapsed += seconds
-            if accuracy is not None and accuracy >= target:
-                reached = epoch
-                break
-        if reached is None:
-            rows.append([f"{100 * target:.1f}%", "not reached", "-", "-"])
-        else:
-            without_compile = elapsed - compile_s
-            rows.append([f"{100 * target:.1f}%", str(reached), f"{elapsed:.1f}", f"{without_compile:.1f}"])
-    return rows
+def state_save_seconds(config: TrainConfig, workdir: Path) -> float:
+    """What writing the resumable state after an epoch costs (median of 3 writes)."""
+    architecture = member_architecture(build_architecture(config, len(config.digits)))
+    state = initial_state(config, architecture, make_optimizer(config, 1))
+    params, optimizer_state = stacked_tensors(state)
+    history = [{"epoch": epoch, "train_loss": 0.1} for epoch in range(config.epochs)]
+    fingerprint = run_state.fingerprint(config, "0" * 64, 1)
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        saved = run_state.RunState(1, params, optimizer_state, history)
+        run_state.save_state(workdir / "bench.resume", saved, fingerprint)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
-def devices_run(data: str, devices: int, epochs: int, workdir: Path) -> dict:
-    """`mnistkit train --preset seed` on `devices` devices in a fresh process: forced CPU devices
-    when the machine has a single one (the flag must be set before jax starts)."""
-    output = workdir / f"devices-{devices}.safetensors"
-    history = output.with_suffix(".jsonl")
-    environment = dict(os.environ)
-    if devices > 1 and jax.local_device_count() < devices:
-        environment["XLA_FLAGS"] = (
-            f"{environment.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
+def seconds_to(curve: list[tuple[float, float]], target: float) -> float | None:
+    """Training seconds (compile included) until the test accuracy first reaches `target`."""
+    elapsed = 0.0
+    for seconds, accuracy in curve:
+        elapsed += seconds
+        if accuracy >= target:
+            return elapsed
+    return None
+
+
+def people_gaps(paths: dict[str, Path], raw: Path | None, workdir: Path) -> dict[str, str]:
+    """Each checkpoint's accuracy on people-style images of 3000 test digits (made once by
+    scripts/people_style.py), and the gap to the same digits as MNIST gives them."""
+    if raw is None:
+        return dict.fromkeys(paths, "skipped: no --raw folder")
+    from people_style import choose_digits, gap_row, write_people_style
+
+    from mnistkit.idx import read_mnist_dir
+
+    arrays = read_mnist_dir(raw)
+    chosen = choose_digits(len(arrays["test_images"]), 0, 3000)
+    images, labels = arrays["test_images"][chosen], arrays["test_labels"][chosen]
+    people_paths, _ = write_people_style(
+        arrays["test_images"], arrays["test_labels"], workdir / "people", 0, 3000
+    )
+    gaps = {}
+    for name, path in paths.items():
+        _, _, people, gap, *_ = gap_row(path, images, labels, people_paths)
+        gaps[name] = f"{people} ({gap})"
+    return gaps
+
+
+def describe(config: TrainConfig) -> str:
+    if config.model == "logreg":
+        model = "logreg"
+    elif config.model == "cnn":
+        convs = "-".join(
+            f"{c}:{k}" + ("/2" if s == 2 else "")
+            for c, k, s in zip(config.channels, config.kernel_sizes, config.strides, strict=True)
         )
-    command = [sys.executable, "-m", "mnistkit", "train", data, "-o", str(output), "--history", str(history)]
-    command += ["--preset", "seed", "--epochs", str(epochs), "--devices", str(devices)]
-    subprocess.run(command, env=environment, check=True, stderr=subprocess.DEVNULL)
-    records = [json.loads(line) for line in history.read_text().splitlines()]
-    seconds = [record["seconds"] for record in records]
-    return {
-        "epoch_s": _steady(seconds),
-        "first_epoch_s": seconds[0],
-        "losses": [record["train_loss"] for record in records],
-        "accuracy": records[-1]["test_accuracy"],
-    }
-
-
-def ensemble_throughput(arrays, name: str, members: int, epochs: int, workdir: Path) -> list[list[str]]:
-    """Steady epochs of one model and of `members` models at once, as table rows."""
-    rows = []
-    for count in (1, members):
-        options = {"epochs": epochs, **({"ensemble": count} if count > 1 else {})}
-        config = config_from_options(name, options)
-        result = train(arrays, config, workdir / f"ensemble-{count}.safetensors", log=lambda m: None)
-        seconds = [record["seconds"] for record in result.history]
-        epoch_s = _steady(seconds)
-        rows.append(
-            [f"{count} x {name}", f"{epoch_s:.2f}", f"{seconds[0] - epoch_s:.1f}", f"{count / epoch_s:.2f}"]
-        )
-    return rows
+        model = f"cnn {convs} + {','.join(map(str, config.hidden))}" + (" bn" if config.batch_norm else "")
+    else:
+        model = "mlp " + "-".join(map(str, config.hidden))
+    extra = f" {config.augment}" if config.augment != "none" else ""
+    return f"{model}, {config.optimizer} {config.lr:g} {config.schedule}{extra}"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -306,178 +335,160 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+# Scale ----------------------------------------------------------------------------------------
+
+
+def devices_run(data: str, devices: int, epochs: int, workdir: Path) -> dict:
+    """`mnistkit train --preset seed` on `devices` forced CPU devices in a fresh process."""
+    output = workdir / f"devices-{devices}.safetensors"
+    history = output.with_suffix(".jsonl")
+    environment = dict(os.environ)
+    if devices > 1 and jax.local_device_count() < devices:
+        environment["XLA_FLAGS"] = (
+            f"{environment.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
+        )
+    command = [sys.executable, "-m", "mnistkit", "train", data, "-o", str(output), "--history", str(history)]
+    command += ["--preset", "seed", "--epochs", str(epochs), "--devices", str(devices), "--save-every", "0"]
+    subprocess.run(command, env=environment, check=True, stderr=subprocess.DEVNULL)
+    records = [json.loads(line) for line in history.read_text().splitlines()]
+    return {"epoch_s": steady([r["seconds"] for r in records]), "losses": [r["train_loss"] for r in records]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", nargs="?", default="data/mnist.npz", help="the .npz from parse-to-npz")
-    parser.add_argument("--quick", action="store_true", help="2 epochs per preset, fewer CNN steps (~2 min)")
-    parser.add_argument("--devices", type=int, default=4, help="N of the 1 vs N device comparison")
     parser.add_argument(
-        "--ensemble-accuracy",
-        action="store_true",
-        help="also train 5 CNNs at once with the cnn preset (long)",
+        "--raw", type=Path, default=Path("data/raw"), help="the four .gz files (people-style images)"
     )
+    parser.add_argument("--torch-python", help="an interpreter with torch, for PyTorch's side")
+    parser.add_argument("--seeds", default="0,1,2", help="seeds of the fast preset's runs")
+    parser.add_argument("--quick", action="store_true", help="one fast seed; no mlp-best, cnn-best, scale")
+    parser.add_argument("--skip-best", action="store_true", help="leave out cnn-best (15 minutes)")
     args = parser.parse_args()
     arrays = load_arrays(args.data)
-    workdir = Path("build/bench")
-    workdir.mkdir(parents=True, exist_ok=True)
+    raw = args.raw if (args.raw / "t10k-images-idx3-ubyte.gz").exists() else None
+    workdir = Path(tempfile.mkdtemp(prefix="mnistkit-bench-"))
     device = jax.devices()[0]
-    print(f"# mnistkit training benchmark: jax {jax.__version__}, {device.platform} ({device.device_kind})")
-    print(f"# data: {args.data}; {'quick run' if args.quick else 'full run'}\n")
-
+    print(
+        f"# mnistkit training benchmark: jax {jax.__version__}, {device.platform} ({device.device_kind}), "
+        f"{len(os.sched_getaffinity(0))} CPUs, load average {os.getloadavg()[0]:.2f}"
+    )
     gflops = matmul_gflops()
     print(f"float32 matmul throughput: {gflops:.0f} GFLOP/s\n", flush=True)
 
-    seed_epochs = 2 if args.quick else 5
-    reference = seed_loop(arrays, seed_epochs)
-    ours = train_preset(arrays, "seed", seed_epochs, workdir)
-    print("## The seed trainer's configuration (784-128-10, SGD 0.1, batch 128)")
+    reference = seed_loop(arrays, 3)
+    seed = train_preset(arrays, "seed", workdir)
+    alone = seed_matmuls_alone(arrays, 4)
+    floor = matmul_flops_per_epoch(seed["architecture"], seed["examples"]) / (gflops * 1e9)
+    print("## The seed configuration (784-128-10, SGD 0.1, batch 128): seconds per epoch")
     print(
         table(
-            ["trainer", "s/epoch", "compile s", "test acc"],
+            ["what", "s/epoch", "mnistkit is"],
             [
                 [
-                    "seed loop (step per batch)",
+                    "the tutorial's loop, one jitted step per batch",
                     f"{reference['epoch_s']:.3f}",
-                    f"{reference['compile_s']:.2f}",
-                    f"{100 * reference['accuracy']:.2f}%",
+                    f"{reference['epoch_s'] / seed['epoch_s']:.2f}x faster",
                 ],
                 [
-                    "mnistkit (compiled epoch)",
-                    f"{ours['epoch_s']:.3f}",
-                    f"{ours['first_epoch_s'] - ours['epoch_s']:.2f}",
-                    f"{100 * ours['accuracy']:.2f}%",
+                    "its five matmuls alone in a lax.scan",
+                    f"{alone:.3f}",
+                    f"{seed['epoch_s'] / alone:.2f}x their time",
                 ],
+                [
+                    f"floor: its matmul FLOPs at {gflops:.0f} GFLOP/s",
+                    f"{floor:.3f}",
+                    f"{seed['epoch_s'] / floor:.2f}x",
+                ],
+                ["mnistkit (compiled epoch)", f"{seed['epoch_s']:.3f}", ""],
             ],
         )
-    )
-    print(
-        f"speed-up over the seed loop: {reference['epoch_s'] / ours['epoch_s']:.2f}x "
-        f"(compile for mnistkit: first epoch minus a steady one)\n",
+        + "\n",
         flush=True,
     )
-    seed_flops = matmul_flops_per_epoch(ours["architecture"], ours["examples"])
-    seed_floor = seed_flops / (gflops * 1e9)
-    alone = seed_matmuls_alone(arrays, seed_epochs + 1)
-    ours_s = ours["epoch_s"]
-    print("## The seed configuration against its floor")
+
+    print(
+        "## ms per training step, mnistkit against PyTorch's eager loop, "
+        f"{len(os.sched_getaffinity(0))} threads each"
+    )
     print(
         table(
-            ["what", "s/epoch", "vs floor"],
-            [
-                [f"floor: {seed_flops / 1e9:.1f} GFLOP at {gflops:.0f} GFLOP/s", f"{seed_floor:.3f}", "1.0x"],
-                ["its matmuls alone in lax.scan", f"{alone:.3f}", f"{alone / seed_floor:.2f}x"],
-                ["mnistkit (compiled epoch)", f"{ours_s:.3f}", f"{ours_s / seed_floor:.2f}x"],
-            ],
+            ["preset", "net", "batch", "mnistkit ms", "PyTorch ms", "ratio"],
+            per_step_rows(arrays, args.torch_python, raw),
         )
+        + "\n",
+        flush=True,
     )
-    print(f"mnistkit / its matmuls alone: {ours_s / alone:.2f}x\n", flush=True)
 
-    cnn_steps = 10 if args.quick else 40
-    xla_step, xla_compile = cnn_step_seconds(xla_conv2d, 128, max(4, cnn_steps // 4))
-    nhwc_step, nhwc_compile = cnn_step_seconds(conv2d_valid_nhwc, 128, cnn_steps)
-    our_step, our_compile = cnn_step_seconds(None, 128, cnn_steps)
-    print("## CNN training step (batch 128) inside lax.scan")
-    print(
-        table(
-            ["convolution", "ms/step", "s/epoch (469 steps)", "compile s"],
-            [
-                [
-                    "XLA conv_general_dilated",
-                    f"{1000 * xla_step:.1f}",
-                    f"{469 * xla_step:.1f}",
-                    f"{xla_compile:.2f}",
-                ],
-                [
-                    "patches + matmul, NHWC (before)",
-                    f"{1000 * nhwc_step:.1f}",
-                    f"{469 * nhwc_step:.1f}",
-                    f"{nhwc_compile:.2f}",
-                ],
-                [
-                    "mnistkit patches + matmul, (C, H, W, N)",
-                    f"{1000 * our_step:.1f}",
-                    f"{469 * our_step:.1f}",
-                    f"{our_compile:.2f}",
-                ],
-            ],
-        )
-    )
-    print(f"mnistkit is {xla_step / our_step:.1f}x faster than XLA's own convolution\n", flush=True)
+    seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
+    fast_rows, reached = [], {0.99: [], 0.992: []}
+    for seed_number in seeds:
+        run = train_preset(arrays, "fast", workdir, seed=seed_number)
+        row = [str(seed_number)]
+        for target in reached:
+            seconds = seconds_to(run["curve"], target)
+            reached[target].append(seconds)
+            row.append("not reached" if seconds is None else f"{seconds:.1f}")
+        fast_rows.append([*row, " / ".join(f"{100 * a:.2f}%" for _, a in run["curve"])])
+    means = [statistics.mean(v) if None not in v else None for v in reached.values()]
+    fast_rows.append(["mean", *("-" if m is None else f"{m:.1f}" for m in means), ""])
+    print("## The fast preset: training seconds (compile included) until the test accuracy reaches")
+    print(table(["seed", "99.0%", "99.2%", "test accuracy after each epoch"], fast_rows) + "\n", flush=True)
 
-    rows = []
-    results = {"seed": ours}
-    for name in PRESETS:
+    names = [
+        n
+        for n in PRESETS
+        if not (args.quick and n in ("mlp-best", "cnn-best")) and not (args.skip_best and n == "cnn-best")
+    ]
+    results = {"seed": seed}
+    for name in names:
         if name != "seed":
-            results[name] = train_preset(arrays, name, 2 if args.quick else None, workdir, name == "cnn")
+            results[name] = train_preset(arrays, name, workdir)
+        print(f"  trained {name}: {100 * results[name]['accuracy']:.2f}%", file=sys.stderr, flush=True)
+    gaps = people_gaps({name: results[name]["path"] for name in names if name != "3v8"}, raw, workdir)
+    rows = []
+    for name in names:
         result = results[name]
-        floor_s = matmul_flops_per_epoch(result["architecture"], result["examples"]) / (gflops * 1e9)
-        config = result["config"]
         rows.append(
             [
                 name,
-                _describe(config),
-                str(config.epochs),
+                describe(result["config"]),
+                str(result["config"].epochs),
                 f"{result['epoch_s']:.2f}",
-                f"{floor_s:.2f}",
-                f"{result['epoch_s'] / floor_s:.1f}x",
                 f"{result['train_s']:.1f}",
                 f"{100 * result['accuracy']:.2f}%",
+                gaps.get(name, "-"),
+                f"{1e3 * result['state_save_s']:.0f} ms "
+                f"({100 * result['state_save_s'] / result['epoch_s']:.1f}%)",
             ]
         )
-        print(f"  trained {name}: {100 * result['accuracy']:.2f}%", file=sys.stderr, flush=True)
-    print("## Presets with their defaults (seed 0); floor = matmul FLOPs of an epoch / measured throughput")
-    print(table(["preset", "model", "epochs", "s/epoch", "floor s", "vs floor", "train s", "test acc"], rows))
-    print("\n## CNN (cnn preset): training time until the test accuracy first reaches a target")
-    print(table(["target", "epoch", "s with compile", "s without"], time_to_accuracy(results["cnn"])))
+    print("## Presets with their defaults (seed 0)")
+    print(
+        table(
+            [
+                "preset",
+                "model",
+                "epochs",
+                "s/epoch",
+                "train s",
+                "test acc",
+                "people-style (gap)",
+                "state save",
+            ],
+            rows,
+        )
+        + "\n",
+        flush=True,
+    )
 
-    device_epochs = 3
-    single = devices_run(args.data, 1, device_epochs, workdir)
-    parallel = devices_run(args.data, args.devices, device_epochs, workdir)
-    difference = max(abs(a - b) for a, b in zip(single["losses"], parallel["losses"], strict=True))
-    kind = "forced CPU devices" if device.platform == "cpu" else f"{device.platform} devices"
-    print(f"\n## Data parallel: the seed configuration, {device_epochs} epochs, 1 vs {args.devices} {kind}")
-    device_rows = [
-        [
-            str(count),
-            f"{run['epoch_s']:.3f}",
-            f"{run['first_epoch_s'] - run['epoch_s']:.2f}",
-            f"{100 * run['accuracy']:.2f}%",
-        ]
-        for count, run in ((1, single), (args.devices, parallel))
-    ]
-    print(table(["devices", "s/epoch", "compile s", "test acc"], device_rows))
-    print(f"largest per-epoch train loss difference: {difference:.2e}", flush=True)
-
-    members, name = 5, "mlp" if args.quick else "cnn"
-    print(f"\n## Ensembles: {members} models in one compiled program (jax.vmap) against one, 2 epochs")
-    throughput = ensemble_throughput(arrays, name, members, 2, workdir)
-    print(table(["models", "s/epoch", "compile s", "models x epochs / s"], throughput), flush=True)
-
-    if args.ensemble_accuracy:
-        config = config_from_options("cnn", {"ensemble": members})
-        result = train(arrays, config, workdir / "cnn-ensemble.safetensors", log=lambda m: None)
-        metrics = result.checkpoint.metadata["metrics"]
-        print(f"\n## Test accuracy: an ensemble of {members} CNNs (cnn preset) against its members")
-        rows = [[f"cnn --seed {m['seed']}", f"{100 * m['test_accuracy']:.2f}%"] for m in metrics["members"]]
-        mean = statistics.mean(m["test_accuracy"] for m in metrics["members"])
-        rows += [
-            ["mean of one CNN", f"{100 * mean:.2f}%"],
-            ["ensemble", f"{100 * metrics['test_accuracy']:.2f}%"],
-        ]
-        print(table(["model", "test acc"], rows))
-        print(f"training: {sum(record['seconds'] for record in result.history):.0f} s for {members} CNNs")
-
-
-def _describe(config) -> str:
-    if config.model == "logreg":
-        model = "logreg"
-    elif config.model == "cnn":
-        model = f"cnn 16-32 + {','.join(map(str, config.hidden))}"
-    else:
-        model = "mlp " + "-".join(map(str, config.hidden))
-    digits = "" if len(config.digits) == 10 else f" digits {','.join(map(str, config.digits))}"
-    extra = " shift" if config.augment == "shift" else ""
-    return f"{model}, {config.optimizer} {config.lr:g} {config.schedule}{extra}{digits}"
+    if not args.quick:
+        single, parallel = devices_run(args.data, 1, 3, workdir), devices_run(args.data, 4, 3, workdir)
+        difference = max(abs(a - b) for a, b in zip(single["losses"], parallel["losses"], strict=True))
+        print("## Data parallel: the seed configuration, 1 against 4 forced CPU devices (3 epochs)")
+        print(
+            f"s/epoch {single['epoch_s']:.3f} against {parallel['epoch_s']:.3f}; "
+            f"largest train loss difference {difference:.1e}\n"
+        )
 
 
 if __name__ == "__main__":
