@@ -3,6 +3,7 @@ the real MNIST mirror when it is present beside the checkout."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import http.server
@@ -19,8 +20,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from PIL import Image, ImageDraw, ImageFont
 
-from mnistkit.datasets import MNIST_FILES
-from mnistkit.fetch import ExpectedFile
+from mnistkit.datasets import DATASETS, MNIST_FILES, ExpectedFile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -153,6 +153,13 @@ def fetch_table(files: dict[str, bytes]) -> tuple[ExpectedFile, ...]:
         content = gzip.decompress(gz_bytes)
         table.append(ExpectedFile(name, hashlib.sha256(content).hexdigest(), len(content), 2 * len(gz_bytes)))
     return tuple(table)
+
+
+def use_fetch_table(
+    monkeypatch: pytest.MonkeyPatch, table: tuple[ExpectedFile, ...], dataset: str = "mnist"
+) -> None:
+    """Make fetch expect `table` for `dataset` (its real checksums would refuse synthetic files)."""
+    monkeypatch.setitem(DATASETS, dataset, dataclasses.replace(DATASETS[dataset], downloads=table))
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
 `mnistkit_command` runs `mnistkit.cli.main` exactly as the console script does. Fetch
 verifies against MNIST's real SHA-256s, so for synthetic mirrors the launcher first
 swaps in the table named by $MNISTKIT_TEST_FETCH_TABLE (a JSON list of ExpectedFile
-fields); nothing else differs from `mnistkit ...`.
+fields) as MNIST's downloads; nothing else differs from `mnistkit ...`.
 """
 
 from __future__ import annotations
@@ -22,16 +22,18 @@ from PIL import Image
 
 from mnistkit.arrays import load_arrays
 from mnistkit.checkpoint import load_checkpoint
-from mnistkit.fetch import ExpectedFile
+from mnistkit.datasets import ExpectedFile
 
 TABLE_ENV = "MNISTKIT_TEST_FETCH_TABLE"
 LAUNCHER = f"""
 import json, os, sys
 table = os.environ.get({TABLE_ENV!r})
 if table:
-    import mnistkit.fetch as fetch
+    import dataclasses
+    from mnistkit import datasets
     with open(table) as handle:
-        fetch.MNIST_EXPECTED = tuple(fetch.ExpectedFile(**entry) for entry in json.load(handle))
+        downloads = tuple(datasets.ExpectedFile(**entry) for entry in json.load(handle))
+    datasets.DATASETS["mnist"] = dataclasses.replace(datasets.DATASETS["mnist"], downloads=downloads)
 from mnistkit.__main__ import main
 sys.argv[0] = "mnistkit"
 main()
