@@ -49,7 +49,7 @@ PICTURES := $(REPORTS)/mistakes.png $(REPORTS)/confusion.png $(REPORTS)/curves.p
 .DEFAULT_GOAL := all
 .DELETE_ON_ERROR:
 
-.PHONY: all help venv test test-slow test-browser serve chaos fuzz lint bench clean
+.PHONY: all help venv test test-slow test-browser serve chaos fuzz lint bench docs clean
 
 all: $(REPORTS)/metrics.json $(REPORTS)/samples.png $(REPORTS)/predictions.tsv $(PICTURES) ## run the whole pipeline (DATASET=mnist)
 
@@ -141,6 +141,15 @@ bench: $(NPZ) | $(INSTALLED) ## measure training, predict and serve speed
 	$(BIN)/python scripts/bench_train.py
 	$(BIN)/python scripts/bench_predict.py
 	$(BIN)/python scripts/bench_serve.py
+
+docs: all ## redraw the README's pictures (docs/*.png) with the commands it documents
+	cp reports/mistakes.png reports/confusion.png reports/curves.png reports/samples.png docs/
+	$(MNISTKIT) train $(NPZ) -o models/2d.safetensors --preset embedding
+	$(MNISTKIT) render-embedding models/2d.safetensors $(NPZ) -o docs/embedding.png
+	$(MNISTKIT) train $(NPZ) -o models/2d-3v8.safetensors --preset embedding --digits 3,8
+	$(MNISTKIT) render-embedding models/2d-3v8.safetensors $(NPZ) -o docs/embedding-3v8.png
+	$(MNISTKIT) train $(NPZ) -o models/logreg.safetensors --preset logreg
+	$(MNISTKIT) render-weights models/logreg.safetensors -o docs/weights.png
 
 clean: ## remove data, models, reports (keeps .venv)
 	rm -rf data models reports

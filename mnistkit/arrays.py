@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
+import sys
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -127,8 +129,8 @@ def _other_layout(source: str, found: list[str], splits: Sequence[str]) -> Mnist
     if set(KERAS_KEYS) <= set(found):
         renames = ", ".join(f"{new}=a[{old!r}]" for old, new in KERAS_KEYS.items())
         message += (
-            "; it looks like Keras' mnist.npz. Convert it with: python -c \"import numpy as np; "
-            f"a = np.load('{source}'); np.savez('mnist.npz', {renames})\""
+            f"; it looks like Keras' mnist.npz. Convert it with: {shlex.quote(sys.executable)} -c "
+            f"\"import numpy as np; a = np.load('{source}'); np.savez('mnist.npz', {renames})\""
         )
     else:
         message += "; make one with `mnistkit parse-to-npz`"

@@ -444,13 +444,7 @@ def train(
       mnistkit train data/mnist.npz -o models/model.safetensors \\
           --coordinator host0:8476 --num-processes 2 --process-id 0
     """
-    from mnistkit.config import (
-        check_resume_options,
-        config_from_options,
-        parse_int_list,
-        parse_name_list,
-        resume_config,
-    )
+    from mnistkit.config import check_resume_options, config_from_options, parse_int_list, parse_name_list
     from mnistkit.interrupts import deferred
 
     for name in ("hidden", "seeds"):
@@ -463,47 +457,76 @@ def train(
         check_resume_options({**given, **({"preset": preset} if preset else {})})
     config = config_from_options(preset, given) if resume is None else None
     if show_config and config is not None:
-        import json
-
-        click.echo(json.dumps(config.to_dict(), indent=2))
+        _print_config(config)
         return
     # jax runs from here on: signals are taken between chunks of work (see interrupts.py).
     with deferred():
-        from mnistkit.arrays import file_sha256, load_arrays
-        from mnistkit.checkpoint import load_checkpoint
-        from mnistkit.parallel import cluster_run, join_cluster
-        from mnistkit.training import train as run_training
-
         writer = True
         if distributed or coordinator or num_processes or process_id is not None:
-            writer = join_cluster(coordinator, num_processes, process_id, join_timeout) == 0
-        checkpoint = None
-        if resume is not None:
-            checkpoint = load_checkpoint(resume)
-            done = int(checkpoint.metadata.get("metrics", {}).get("epochs", 0))
-            config = resume_config(checkpoint.metadata.get("config", {}), resume, given, done)
-        if show_config:
-            import json
+            from mnistkit.parallel import join_cluster
 
-            click.echo(json.dumps(config.to_dict(), indent=2))
-            return
-        arrays = load_arrays(data)
-        on_tty = sys.stderr.isatty() and writer
-        with cluster_run():
-            run_training(
-                arrays,
-                config,
-                output,
-                history_path=history,
-                resume_from=checkpoint,
-                data_sha256=file_sha256(data),
-                data_name=data,
-                devices=devices,
-                restart=restart,
-                save_every=save_every,
-                log=_stderr_log(on_tty),
-                progress=_training_progress(on_tty),
-            )
+            writer = join_cluster(coordinator, num_processes, process_id, join_timeout) == 0
+        _train_files(
+            data,
+            output,
+            config,
+            given,
+            resume,
+            show_config,
+            writer,
+            history=history,
+            devices=devices,
+            restart=restart,
+            save_every=save_every,
+        )
+
+
+def _train_files(
+    data: str,
+    output: str,
+    config,
+    given: dict,
+    resume: str | None,
+    show_config: bool,
+    writer: bool,
+    **train_options,
+) -> None:
+    """The files around `training.train`: the arrays, the checkpoint to --resume, the progress."""
+    from mnistkit.arrays import file_sha256, load_arrays
+    from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.config import resume_config
+    from mnistkit.parallel import cluster_run
+    from mnistkit.training import train as run_training
+
+    checkpoint = None
+    if resume is not None:
+        checkpoint = load_checkpoint(resume)
+        done = int(checkpoint.metadata.get("metrics", {}).get("epochs", 0))
+        config = resume_config(checkpoint.metadata.get("config", {}), resume, given, done)
+    if show_config:
+        _print_config(config)
+        return
+    arrays = load_arrays(data)
+    on_tty = sys.stderr.isatty() and writer
+    with cluster_run():
+        run_training(
+            arrays,
+            config,
+            output,
+            resume_from=checkpoint,
+            data_sha256=file_sha256(data),
+            data_name=data,
+            log=_stderr_log(on_tty),
+            progress=_training_progress(on_tty),
+            history_path=train_options.pop("history"),
+            **train_options,
+        )
+
+
+def _print_config(config) -> None:
+    import json
+
+    click.echo(json.dumps(config.to_dict(), indent=2))
 
 
 def _training_progress(on_tty: bool):

@@ -19,7 +19,7 @@ from mnistkit.errors import MnistkitError
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "warmup-cosine")
 NORMALIZATIONS = ("unit", "standard")
-AUGMENTATIONS = ("none", "shift")
+AUGMENTATIONS = ("none", "shift", "distort")
 # Settings of checkpoints written by earlier versions that no longer exist; ignored on resume.
 RETIRED_SETTINGS = ("extra",)
 # Settings earlier versions wrote under another name: `digits` [3, 8] is `classes` ["3", "8"].

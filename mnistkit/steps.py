@@ -23,11 +23,11 @@ import optax
 
 from mnistkit import models
 from mnistkit.architectures import Architecture
+from mnistkit.augment import make_augment
 from mnistkit.config import TrainConfig
 from mnistkit.parallel import Placement
 from mnistkit.training_data import Dataset
 
-SHIFT_PX = 2
 EVAL_BLOCK = 2000
 
 
@@ -60,15 +60,6 @@ def normalize(images: jax.Array, normalization: Mapping[str, Any]) -> jax.Array:
     if normalization["kind"] == "standard":
         x = (x - jnp.float32(normalization["mean"])) / jnp.float32(normalization["std"])
     return x
-
-
-def random_shift(images: jax.Array, key: jax.Array, max_px: int) -> jax.Array:
-    """Shift each uint8 image by up to `max_px` pixels in each direction, filling with black."""
-    count, height, width = images.shape
-    padded = jnp.pad(images, ((0, 0), (max_px, max_px), (max_px, max_px)))
-    offsets = jax.random.randint(key, (count, 2), 0, 2 * max_px + 1)
-    crop = jax.vmap(lambda image, offset: jax.lax.dynamic_slice(image, offset, (height, width)))
-    return crop(padded, offsets)
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
@@ -113,7 +104,7 @@ def make_train_chunk(
     architecture: Architecture,
     optimizer: optax.GradientTransformation,
     normalization: Mapping[str, Any],
-    augment_px: int,
+    augmentation: str,
     placement: Placement,
     members: int,
 ) -> Callable[..., tuple[TrainState, jax.Array]]:
@@ -128,14 +119,15 @@ def make_train_chunk(
     architecture = dict(architecture)
     normalization = dict(normalization)
     grad_fn = jax.grad(weighted_loss, has_aux=True)
+    augment = make_augment(augmentation)
 
     def train_chunk(state, images, labels, batch_indices, batch_weights, key, first_batch):
         def step(carry, batch):
             state, totals = carry
             batch_number, indices, weights = batch
             batch_images = images[indices]
-            if augment_px:
-                batch_images = random_shift(batch_images, jax.random.fold_in(key, batch_number), augment_px)
+            if augment is not None:
+                batch_images = augment(batch_images, jax.random.fold_in(key, batch_number))
             x = normalize(batch_images, normalization)
             grads, (loss_sum, correct) = grad_fn(state.params, architecture, x, labels[indices], weights)
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

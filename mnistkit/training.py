@@ -36,7 +36,7 @@ from mnistkit.config import TrainConfig
 from mnistkit.errors import Interrupted, MnistkitError
 from mnistkit.history import METRICS, epoch_line, members_range, write_history
 from mnistkit.parallel import Placement, make_placement
-from mnistkit.steps import SHIFT_PX, TrainState, make_evaluate, make_optimizer, make_train_chunk
+from mnistkit.steps import TrainState, make_evaluate, make_optimizer, make_train_chunk
 from mnistkit.train_state import (
     EpochInputs,
     checkpoint_tensors,
@@ -133,13 +133,11 @@ def train(
             state, record = _train_epoch(setup, state, epoch, inputs, progress)
             completed = (state, [*history, record])
             history = completed[1]
-            if writer and state_file is not None and (epoch % save_every == 0 or epoch == config.epochs):
-                params, optimizer_state = stacked_tensors(state)
-                run_state.save_state(
-                    state_file, run_state.RunState(epoch, params, optimizer_state, history), run_fingerprint
+            if writer:
+                saves_state = epoch % save_every == 0 or epoch == config.epochs
+                _keep_epoch(
+                    state, history, state_file if saves_state else None, run_fingerprint, history_path
                 )
-            if writer and history_path is not None:
-                write_history(history_path, history)
             log(epoch_line(record, config.epochs))  # last: an epoch reported is an epoch kept
     except (KeyboardInterrupt, Interrupted) as stop:
         outcome = _save_on_interrupt(completed, resume_from, finish, checkpoint_path, config)
@@ -160,6 +158,24 @@ def train(
         f"test loss {metrics['test_loss']:.4f}{saved}"
     )
     return result
+
+
+def _keep_epoch(
+    state: TrainState,
+    history: list[dict[str, Any]],
+    state_file: Path | None,
+    run_fingerprint: dict[str, Any],
+    history_path: str | Path | None,
+) -> None:
+    """Write what an epoch leaves: the run's state (first, so that a history line never
+    outruns it) and the history file."""
+    if state_file is not None:
+        params, optimizer_state = stacked_tensors(state)
+        run_state.save_state(
+            state_file, run_state.RunState(len(history), params, optimizer_state, history), run_fingerprint
+        )
+    if history_path is not None:
+        write_history(history_path, history)
 
 
 def _set_up(
@@ -187,7 +203,6 @@ def _set_up(
     architecture = build_architecture(config, len(data.classes))
     members, member = ensemble_size(architecture), member_architecture(architecture)
     optimizer = make_optimizer(config, -(-data.train.size // config.batch_size))
-    augment_px = SHIFT_PX if config.augment == "shift" else 0
     if placement.device_count > 1:
         processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
         log(f"data parallel over {placement.device_count} {jax.default_backend()} devices{processes}")
@@ -199,7 +214,7 @@ def _set_up(
         data,
         architecture,
         optimizer,
-        make_train_chunk(member, optimizer, data.normalization, augment_px, placement, members),
+        make_train_chunk(member, optimizer, data.normalization, config.augment, placement, members),
         make_evaluate(member, members, data.normalization, placement),
         data_sha256,
     )

@@ -99,6 +99,7 @@ def one_device_run(scale_npz: Path) -> Path:
     return output
 
 
+@pytest.mark.slow
 def test_four_devices_train_like_one(tmp_path: Path, scale_npz: Path, one_device_run: Path, synthetic_data):
     output = tmp_path / "four-devices.safetensors"
     process = mnistkit_process(
@@ -124,6 +125,7 @@ def test_four_devices_train_like_one(tmp_path: Path, scale_npz: Path, one_device
     assert settings[0] == settings[1]  # the device count is no training setting
 
 
+@pytest.mark.slow
 def test_devices_that_do_not_divide_the_batch_are_refused(tmp_path: Path, scale_npz: Path) -> None:
     output = tmp_path / "model.safetensors"
     runs = {

@@ -89,6 +89,7 @@ def test_train_command_writes_a_self_describing_checkpoint_and_history(
     assert records[-1]["train_loss"] == metadata["metrics"]["train_loss"]
 
 
+@pytest.mark.slow  # two jax processes; the in-process resume tests check the same bytes quickly
 @pytest.mark.parametrize(
     "options",
     [
@@ -104,10 +105,7 @@ def test_train_command_writes_a_self_describing_checkpoint_and_history(
             "--val-size",
             "50",
         ],
-        pytest.param(
-            ["--model", "cnn", "--hidden", "16", "--augment", "shift", "--epochs", "1"],
-            marks=pytest.mark.slow,
-        ),
+        ["--model", "cnn", "--hidden", "16", "--augment", "shift", "--epochs", "1"],
     ],
     ids=["mlp", "cnn"],
 )

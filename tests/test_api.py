@@ -1,0 +1,77 @@
+"""The Python API: the README's notebook example runs as written, and `import mnistkit` is light."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from conftest import REPO_ROOT, draw_large_digit
+from PIL import Image
+
+import mnistkit
+from mnistkit import api
+
+
+def readme_python_example() -> str:
+    blocks = re.findall(r"```python\n(.*?)```", (REPO_ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) == 1, "the README has one Python example"
+    return blocks[0]
+
+
+def test_the_readme_notebook_example_runs(tmp_path: Path, synthetic_data, monkeypatch, capsys) -> None:
+    """In a folder where `make all` already made data/mnist.npz (here: the synthetic digits)."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "models").mkdir()
+    np.savez(tmp_path / "data" / "mnist.npz", **synthetic_data)
+    Image.fromarray(255 - draw_large_digit(7)).save(tmp_path / "my-digit.png")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(readme_python_example(), "README.md", "exec"), namespace)
+    assert isinstance(namespace["model"], mnistkit.Model)
+    assert namespace["evaluation"].count == 200
+    assert namespace["picture"].size[0] > 300
+    assert mnistkit.load("models/notebook.safetensors").architecture["hidden"] == [512, 256]
+    out = capsys.readouterr()
+    assert "test accuracy" in out.out and "Prediction(path='my-digit.png', digit=" in out.out
+    assert "epoch 3/3" in out.err
+
+
+def test_load_mnist_fetches_and_parses_once(tmp_path: Path, fetch_files, monkeypatch) -> None:
+    from conftest import fetch_table
+
+    import mnistkit.fetch
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for name, data in fetch_files.items():
+        (mirror / name).write_bytes(data)
+    monkeypatch.setattr(mnistkit.fetch, "MNIST_EXPECTED", fetch_table(fetch_files))
+    monkeypatch.setenv("MNISTKIT_MIRROR", str(mirror))
+    arrays = mnistkit.load_mnist(tmp_path / "data")
+    assert arrays["train_images"].shape == (30, 28, 28)
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["mnist.npz", "raw"]
+    for name in fetch_files:
+        (mirror / name).unlink()
+    assert mnistkit.load_mnist(tmp_path / "data")["test_labels"].shape == (10,)  # cached, no fetch
+
+
+def test_the_package_names_the_api_and_stays_light() -> None:
+    assert sorted(mnistkit._API) == sorted(api.__all__)
+    assert callable(mnistkit.train) and callable(mnistkit.evaluate)
+    code = "import sys, mnistkit; print(sorted(m for m in ('numpy', 'jax', 'PIL') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "[]"
+
+
+def test_model_predicts_single_images_and_batches(large_digit_model: Path, synthetic_data) -> None:
+    model = mnistkit.load(large_digit_model)
+    images = synthetic_data["test_images"][:5]
+    assert model.predict(images).shape == (5,)
+    assert model.predict(images[0]).shape == (1,)
+    np.testing.assert_allclose(model.predict_proba(images).sum(axis=1), 1.0, rtol=1e-5)
+    assert repr(model).startswith(
+        "<mnistkit.Model mlp, classes [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], test accuracy "
+    )
