@@ -15,6 +15,9 @@ GZIP_MAGIC = b"\x1f\x8b"
 XZ_MAGIC = b"\xfd7zXZ\x00"
 _INPUT_BYTES = 64 << 10
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
+# xz's decoder allocates the dictionary its header declares (8 MiB for `xz -6`, 64 MiB for
+# `xz -9`); a hostile header may declare 1.5 GiB. Files needing more than this are refused.
+XZ_MEMORY_LIMIT_BYTES = 128 << 20
 
 
 class CorruptData(Exception):
@@ -78,7 +81,7 @@ class UnxzStream:
 
     def __init__(self, handle: BinaryIO) -> None:
         self._handle = handle
-        self._decompressor = lzma.LZMADecompressor(lzma.FORMAT_XZ)
+        self._decompressor = lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=XZ_MEMORY_LIMIT_BYTES)
 
     def read(self, size: int) -> bytes:
         if size <= 0:
@@ -96,6 +99,9 @@ class UnxzStream:
             try:
                 output = self._decompressor.decompress(data, size)
             except lzma.LZMAError as error:
+                if "memory usage limit" in str(error).lower():
+                    limit_mib = XZ_MEMORY_LIMIT_BYTES >> 20
+                    raise CorruptData(f"xz data that needs more than {limit_mib} MiB to decompress") from None
                 raise CorruptData(f"corrupt xz data ({str(error).lower()})") from None
             if output:
                 return output
