@@ -3,7 +3,8 @@
 `mnistkit_command` runs `mnistkit.cli.main` exactly as the console script does. Fetch
 verifies against MNIST's real SHA-256s, so for synthetic mirrors the launcher first
 swaps in the table named by $MNISTKIT_TEST_FETCH_TABLE (a JSON list of ExpectedFile
-fields) as MNIST's downloads; nothing else differs from `mnistkit ...`.
+fields: MNIST's downloads; or an object of such lists by dataset name); nothing else
+differs from `mnistkit ...`.
 """
 
 from __future__ import annotations
@@ -32,8 +33,13 @@ if table:
     import dataclasses
     from mnistkit import datasets
     with open(table) as handle:
-        downloads = tuple(datasets.ExpectedFile(**entry) for entry in json.load(handle))
-    datasets.DATASETS["mnist"] = dataclasses.replace(datasets.DATASETS["mnist"], downloads=downloads)
+        tables = json.load(handle)
+    for name, entries in (tables if isinstance(tables, dict) else {{"mnist": tables}}).items():
+        downloads = tuple(
+            datasets.ExpectedFile(**{{**entry, "published": entry["published"] and datasets.Published(**entry["published"])}})
+            for entry in entries
+        )
+        datasets.DATASETS[name] = dataclasses.replace(datasets.DATASETS[name], downloads=downloads)
 from mnistkit.__main__ import main
 sys.argv[0] = "mnistkit"
 main()
