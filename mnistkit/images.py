@@ -198,19 +198,22 @@ def preprocess_digit(gray: np.ndarray, source: str, style: ImageStyle = MNIST_ST
 
     Raises MnistkitError("source: blank image ...") when no ink stands out.
     """
-    ink = _ink_map(gray, source, style.saturate_ink)
-    rows = np.flatnonzero(ink.any(axis=1))
+    if style.saturate_ink:
+        ink = _ink_map(gray, source)
+        mask = ink > 0
+    else:
+        ink, mask = _object_map(gray, source)
+    rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
         raise MnistkitError(f"{source}: blank image (only isolated specks, no stroke)")
-    columns = np.flatnonzero(ink.any(axis=0))
+    columns = np.flatnonzero(mask.any(axis=0))
     cropped = ink[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
     return to_uint8(_fit_and_centre(cropped, style))
 
 
-def _ink_map(gray: np.ndarray, source: str, saturate: bool = True) -> np.ndarray:
-    """Ink intensity in [0, 1] where the stroke is, exactly 0 on the background. `saturate`
-    stretches the stroke's levels so its core is 1, as a pen stroke in MNIST; otherwise the
-    shades stay as they are (a photo's), only the faint background is cleared."""
+def _ink_map(gray: np.ndarray, source: str) -> np.ndarray:
+    """Ink intensity in [0, 1] where the stroke is, exactly 0 on the background; the stroke's
+    levels stretched so that its core is 1, as a pen stroke's in MNIST."""
     if _median(gray) > 0.5:
         gray = np.float32(1.0) - gray
     ink = gray - _background_map(gray)
@@ -222,11 +225,27 @@ def _ink_map(gray: np.ndarray, source: str, saturate: bool = True) -> np.ndarray
     if level < MIN_INK_CONTRAST:
         raise MnistkitError(f"{source}: blank image (nothing stands out from the background)")
     low, high = INK_LOW_FRACTION * level, INK_HIGH_FRACTION * level
-    if saturate:
-        ink = np.clip((ink - np.float32(low)) / np.float32(high - low), 0.0, 1.0)
-    else:
-        ink = np.where(ink > low, np.clip(ink, 0.0, 1.0), np.float32(0.0))
+    ink = np.clip((ink - np.float32(low)) / np.float32(high - low), 0.0, 1.0)
     return _remove_isolated_pixels(ink)
+
+
+def _object_map(gray: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """A photographed object's shades, bright on black, and where the object is.
+
+    The backdrop is what lines the border (a product shot's plain background): it is
+    inverted when light and subtracted, and the object's shades stay as they are, as
+    Fashion-MNIST keeps a product's, faint and dark parts included.
+    """
+    border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
+    backdrop = float(np.partition(border, border.size // 2)[border.size // 2])
+    if backdrop > 0.5:
+        gray, backdrop = np.float32(1.0) - gray, 1.0 - backdrop
+    shades = np.clip(gray - np.float32(backdrop), 0.0, 1.0)
+    rank = shades.size * 99 // 100
+    if float(np.partition(shades.ravel(), rank)[rank]) < MIN_INK_CONTRAST:
+        raise MnistkitError(f"{source}: blank image (nothing stands out from the background)")
+    mask = shades > _otsu_threshold(shades) / 2
+    return shades, _remove_isolated_pixels(mask.astype(np.float32)) > 0
 
 
 def _median(gray: np.ndarray) -> float:
@@ -290,8 +309,8 @@ def _remove_isolated_pixels(ink: np.ndarray) -> np.ndarray:
 
 
 def _fit_and_centre(ink: np.ndarray, style: ImageStyle) -> np.ndarray:
-    """Scale the longer side to the style's size (anti-aliased, brightest pixel 1) and place
-    the centre of mass at (14, 14), or the box in the middle."""
+    """Scale the longer side to the style's size (anti-aliased; a pen stroke's brightest pixel
+    made 1) and place the centre of mass at (14, 14), or the box in the middle."""
     height, width = ink.shape
     scale = style.side_px / max(height, width)
     new_height, new_width = max(1, round(height * scale)), max(1, round(width * scale))
@@ -300,7 +319,7 @@ def _fit_and_centre(ink: np.ndarray, style: ImageStyle) -> np.ndarray:
     )
     digit = np.clip(digit, 0.0, 1.0)
     peak = digit.max()
-    if peak > 0:
+    if style.saturate_ink and peak > 0:
         digit = digit / peak
     if style.by_centre_of_mass:
         mass = digit.sum()
