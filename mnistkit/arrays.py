@@ -22,7 +22,7 @@ import numpy as np
 
 from mnistkit.architectures import MAX_CLASSES
 from mnistkit.atomic import atomic_write
-from mnistkit.datasets import DEFAULT_DATASET, DIGIT_NAMES, IMAGE_SHAPE
+from mnistkit.datasets import DEFAULT_DATASET, DIGIT_NAMES, IMAGE_SHAPE, named_by_digits
 from mnistkit.errors import MnistkitError
 from mnistkit.inputs import open_input, wrong_kind
 
@@ -56,8 +56,8 @@ def class_labels(requested: Sequence[str], names: Sequence[str], dataset: str) -
             labels.append(list(names).index(item))
         elif item.isdigit() and int(item) < len(names):
             labels.append(int(item))
-        elif list(names) == list(DIGIT_NAMES):
-            raise MnistkitError(f"--classes: {item!r} is not a class of {dataset} (0-9)")
+        elif named_by_digits(range(len(names)), names):
+            raise MnistkitError(f"--classes: {item!r} is not a class of {dataset} (0-{len(names) - 1})")
         else:
             shown = ", ".join(names) if len(names) <= 12 else f"{', '.join(names[:10])}, ..."
             raise MnistkitError(

@@ -33,7 +33,7 @@ from safetensors.numpy import save as save_safetensors
 from mnistkit import __version__
 from mnistkit.architectures import MAX_CLASSES, check_architecture, param_shapes
 from mnistkit.atomic import write_bytes_atomic
-from mnistkit.datasets import DEFAULT_DATASET, IMAGE_STYLES, dataset_spec
+from mnistkit.datasets import DEFAULT_DATASET, IMAGE_STYLES, dataset_spec, named_by_digits
 from mnistkit.errors import MnistkitError
 from mnistkit.inputs import read_input, what_file_is, wrong_kind
 
@@ -76,6 +76,11 @@ class Checkpoint:
     @property
     def dataset(self) -> str:
         return self.metadata["dataset"]
+
+    @property
+    def digit_classes(self) -> bool:
+        """Whether each class is named by its label (MNIST's digits)."""
+        return named_by_digits(self.classes, self.class_names)
 
     @property
     def preprocessing(self) -> str:

@@ -18,7 +18,7 @@ from mnistkit import __version__
 from mnistkit.architectures import ACTIVATIONS, MODEL_KINDS, MODELS
 from mnistkit.atomic import STDOUT, check_writable_target
 from mnistkit.config import AUGMENTATIONS, NORMALIZATIONS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
-from mnistkit.datasets import DATASET_NAMES, DEFAULT_DATASET
+from mnistkit.datasets import DATASET_NAMES, DEFAULT_DATASET, named_by_digits
 from mnistkit.errors import MnistkitError
 from mnistkit.mirrors import DEFAULT_CACHE_DIR, DEFAULT_MIN_RATE_BYTES_PER_S, DEFAULT_TIMEOUT_S, MIRROR_ENV
 
@@ -577,16 +577,18 @@ def predict_command(
     save_preprocessed: Path | None,
     output: str | None,
 ) -> None:
-    """Predict the digit in each IMAGE: one row per image, in input order.
+    """Predict the digit (or class) in each IMAGE: one row per image, in input order.
 
-    Any format Pillow reads. Each image is prepared as MNIST's digits were: upright
-    (EXIF), transparency composited, a light background inverted so ink is bright,
-    background shading removed, cropped to the ink, the longer side scaled to 20 px
-    and the centre of mass placed at the centre of 28x28. `-` reads paths from stdin,
-    one per line. Rows: path<TAB>digit<TAB>confidence (--format, --top-k). Each bad
-    input (missing, a directory, not an image, truncated, over 40 megapixels, blank)
-    is one `path: reason` line on stderr; the others are still predicted, and the
-    exit status is 1.
+    Any format Pillow reads. Each image is prepared as the model's dataset made its
+    images (the checkpoint says which); for MNIST's digits: upright (EXIF), transparency
+    composited, a light background inverted so ink is bright, background shading
+    removed, cropped to the ink, the longer side scaled to 20 px and the centre of mass
+    placed at the centre of 28x28 (Fashion-MNIST: the longer side to 28 px, centred,
+    shades kept). `-` reads paths from stdin, one per line. Rows:
+    path<TAB>digit<TAB>confidence (--format, --top-k); for classes with names, the
+    column is `label` and holds the name. Each bad input (missing, a directory, not an
+    image, truncated, over 40 megapixels, blank) is one `path: reason` line on stderr;
+    the others are still predicted, and the exit status is 1.
 
     \b
       mnistkit predict models/model.safetensors my-digit.png
@@ -852,7 +854,9 @@ def render_samples_command(
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         exported = export_digits(images, labels, indices, export_dir, class_names(arrays))
     save_picture(grid.image, output)
-    _wrote(output, f"{_count(len(indices), f'{split} digit')}")
+    names = class_names(arrays)
+    noun = "digit" if named_by_digits(range(len(names)), names) else "image"
+    _wrote(output, f"{_count(len(indices), f'{split} {noun}')}")
     for path in exported:
         click.echo(path)
 
@@ -914,7 +918,8 @@ def render_confusion_command(
         confusion = confusion_from_model(checkpoint, images, labels, split, checkpoint_path.name, data.name)
         source_name = f"{checkpoint_path.name} on {data.name}"
     save_picture(confusion_image(confusion, source_name), output)
-    _wrote(output, f"confusion matrix of {_count(int(confusion.matrix.sum()), 'digit')}")
+    noun = "digit" if named_by_digits(confusion.classes, confusion.names) else "image"
+    _wrote(output, f"confusion matrix of {_count(int(confusion.matrix.sum()), noun)}")
 
 
 @cli.command("render-curves", short_help="Draw loss and accuracy per epoch.")
@@ -992,7 +997,8 @@ def render_weights_command(checkpoint_path: Path, output: str, scale: int) -> No
 
     checkpoint = load_checkpoint(checkpoint_path)
     save_picture(weights_image(checkpoint, str(checkpoint_path), scale), output)
-    _wrote(output, f"weight templates of {_count(len(checkpoint.classes), 'digit')}")
+    noun = "digit" if checkpoint.digit_classes else "class"
+    _wrote(output, f"weight templates of {_count(len(checkpoint.classes), noun)}")
 
 
 @cli.command("serve", short_help="Serve a page to draw digits and a JSON API.")

@@ -12,7 +12,7 @@ Pure data, no numpy: the IDX reader, fetch, the checkpoint and the CLI (`--help`
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,10 +136,11 @@ class DatasetSpec:
         sizes = [entry.published.size_bytes if entry.published else None for entry in self.downloads]
         return None if None in sizes else sum(sizes)
 
-    @property
-    def has_digit_classes(self) -> bool:
-        """Whether its classes are the digits 0-9 in order, so outputs name them as MNIST's."""
-        return self.class_names == DIGIT_NAMES
+
+def named_by_digits(labels: Iterable[int], names: Iterable[str]) -> bool:
+    """Whether each class is named by its label, as MNIST's digits are: outputs then call the
+    classes digits, as they always have; other classes are shown by name."""
+    return all(name == str(label) for label, name in zip(labels, names, strict=True))
 
 
 def _idx_names(prefix: str, labels_suffix: str = "labels-idx1-ubyte", test: str = "t10k") -> dict[str, str]:

@@ -20,7 +20,7 @@ import numpy as np
 
 from mnistkit.architectures import MAX_CLASSES, ensemble_size
 from mnistkit.checkpoint import Checkpoint
-from mnistkit.datasets import DATASETS
+from mnistkit.datasets import DATASETS, named_by_digits
 from mnistkit.errors import MnistkitError
 from mnistkit.image_files import load_digits
 from mnistkit.inference import average_log_probabilities, log_softmax, member_logits, normalize
@@ -30,11 +30,6 @@ BATCH_SIZE = 1000
 TOP_CONFUSIONS = 10
 TABLE_WIDTH = 80
 NAME_COLUMN_CHARS = 20
-
-
-def digit_names(classes: Sequence[int], class_names: Sequence[str]) -> bool:
-    """Whether each class is named by its label, as MNIST's digits are: reports then call them digits."""
-    return all(name == str(label) for label, name in zip(classes, class_names, strict=True))
 
 
 @dataclass
@@ -268,7 +263,7 @@ def read_labels(
 
 
 def _classes_text(names: dict[int, str]) -> str:
-    if digit_names(list(names), list(names.values())):
+    if named_by_digits(names, names.values()):
         return f"a digit {min(names)}-{max(names)}"
     shown = ", ".join(names.values()) if len(names) <= 12 else f"{', '.join(list(names.values())[:10])}, ..."
     return f"a class's name or number ({shown})"
@@ -304,7 +299,7 @@ def format_table(evaluation: Evaluation, checkpoint: str, data: str) -> str:
             f"{row['member']:>6}  {row['accuracy']:>8.2%}  {row['mean_loss']:>9.4f}"
             for row in evaluation.member_summaries()
         ]
-    digits = digit_names(evaluation.classes, evaluation.class_names)
+    digits = named_by_digits(evaluation.classes, evaluation.class_names)
     name_of = dict(zip(evaluation.classes, evaluation.class_names, strict=True))
     name_px = max(len("name"), *(len(_short(name)) for name in evaluation.class_names))
     lines += [

@@ -34,7 +34,7 @@ from mnistkit.charts import (
     text_width,
 )
 from mnistkit.checkpoint import Checkpoint
-from mnistkit.datasets import IMAGE_SHAPE
+from mnistkit.datasets import IMAGE_SHAPE, named_by_digits
 from mnistkit.errors import MnistkitError
 from mnistkit.evaluation import Confusion, evaluate_arrays
 from mnistkit.inference import activation_function, dense_stack, normalize
@@ -117,7 +117,7 @@ def confusion_image(confusion: Confusion, source_name: str = "") -> Image.Image:
         centre = index * cell_px + cell_px / 2
         canvas.text((left + centre, top + plot_px + 8), name, LABEL_PX, align="mt", vertical=upright)
         canvas.text((left - 10, top + centre), name, LABEL_PX, align="rm")
-    kind = "digit" if names == [str(label) for label in confusion.classes] else "class"
+    kind = "digit" if named_by_digits(confusion.classes, names) else "class"
     canvas.text(
         (left + plot_px / 2, top + plot_px + names_px + 19), f"predicted {kind}", LABEL_PX, align="mt"
     )
@@ -243,7 +243,7 @@ def embedding_image(
     ]
     activation_name = {"relu": "ReLU"}.get(checkpoint.architecture.get("activation", "relu"), "tanh")
     which = "(linear)" if _linear(checkpoint.architecture, layer) else f"before {activation_name}"
-    digits = checkpoint.class_names == [str(label) for label in classes]
+    digits = checkpoint.digit_classes
     noun = "digits" if digits else "images"
     title = f"{len(chosen)} {split} {noun} in the 2-unit layer, over the model's decision regions"
     return scatter_chart(
@@ -284,7 +284,7 @@ def weights_image(checkpoint: Checkpoint, model_name: str = "the model", scale: 
     width = max(len(classes) * (tile_px + gap_px) - gap_px + 2 * margin, 560)
     top = 96
     canvas = Canvas(width, top + tile_px + 96)
-    kind = "digit" if checkpoint.class_names == [str(label) for label in classes] else "class"
+    kind = "digit" if checkpoint.digit_classes else "class"
     title = f"What the linear model learned: one weight template per {kind}"
     canvas.text((width / 2, 16), title, TITLE_PX, align="mt")
     canvas.text(

@@ -35,14 +35,6 @@ class Prediction:
     top: list[tuple[int, str, float]]
 
 
-def names_digits(checkpoint: Checkpoint) -> bool:
-    """Whether the model's classes are digits named by their label (MNIST's), so that outputs
-    call them digits, as they always have; other classes are labels shown by name."""
-    return all(
-        name == str(label) for label, name in zip(checkpoint.classes, checkpoint.class_names, strict=True)
-    )
-
-
 def predict_paths(
     checkpoint: Checkpoint,
     paths: Iterable[str],
@@ -148,7 +140,7 @@ def write_predictions(
     top_k = min(top_k, len(checkpoint.classes))
     if save_dir is not None:
         make_output_folder(save_dir)
-    writer = PredictionWriter(output, output_format, top_k, names_digits(checkpoint))
+    writer = PredictionWriter(output, output_format, top_k, checkpoint.digit_classes)
     failures = 0
     results = predict_paths(
         checkpoint, paths, preprocess=preprocess, top_k=top_k, save_dir=save_dir, workers=workers

@@ -28,7 +28,7 @@ from mnistkit.charts import (
     text_width,
 )
 from mnistkit.checkpoint import Checkpoint
-from mnistkit.datasets import DIGIT_NAMES
+from mnistkit.datasets import DIGIT_NAMES, named_by_digits
 from mnistkit.errors import MnistkitError
 
 SELECTIONS = ("first", "random", "mistakes", "confident-mistakes")
@@ -314,7 +314,7 @@ def samples_picture(
         subset,
         mistakes,
         options.min_confidence,
-        "digits" if names == list(DIGIT_NAMES) else "images",
+        "digits" if named_by_digits(range(len(names)), names) else "images",
     )
     if predictions is None:
         subtitle = f"{data_name} · caption: the true label"

@@ -14,7 +14,7 @@ import numpy as np
 
 from mnistkit.arrays import class_labels, class_names, dataset_name
 from mnistkit.config import TrainConfig
-from mnistkit.datasets import DATASETS, DEFAULT_DATASET
+from mnistkit.datasets import DATASETS, DEFAULT_DATASET, named_by_digits
 from mnistkit.errors import MnistkitError
 
 
@@ -67,7 +67,7 @@ def prepare_data(arrays: Mapping[str, np.ndarray], config: TrainConfig, source: 
     absent = sorted(set(range(len(classes))) - set(np.unique(splits["train"].labels).tolist()))
     if absent:
         missing = ", ".join(names[classes[index]] for index in absent)
-        kind = "digit" if names == [str(digit) for digit in range(10)] else "class"
+        kind = "digit" if named_by_digits(range(len(names)), names) else "class"
         raise MnistkitError(f"{source}: no training images of {kind} {missing}")
     train, val = splits["train"], None
     if config.val_size:
