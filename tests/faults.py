@@ -35,9 +35,10 @@ if table:
     with open(table) as handle:
         tables = json.load(handle)
     for name, entries in (tables if isinstance(tables, dict) else {{"mnist": tables}}).items():
+        published = [entry.pop("published") for entry in entries]
         downloads = tuple(
-            datasets.ExpectedFile(**{{**entry, "published": entry["published"] and datasets.Published(**entry["published"])}})
-            for entry in entries
+            datasets.ExpectedFile(**entry, published=checksum and datasets.Published(**checksum))
+            for entry, checksum in zip(entries, published)
         )
         datasets.DATASETS[name] = dataclasses.replace(datasets.DATASETS[name], downloads=downloads)
 from mnistkit.__main__ import main
