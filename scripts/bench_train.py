@@ -234,7 +234,7 @@ def train_preset(arrays, name: str, epochs: int | None, workdir: Path, test_each
         "wall_s": time.perf_counter() - started,
         "accuracy": result.checkpoint.metadata["metrics"]["test_accuracy"],
         "architecture": result.checkpoint.metadata["architecture"],
-        "examples": int(sum(np.isin(arrays["train_labels"], config.digits))),
+        "examples": int(np.isin(arrays["train_labels"], result.checkpoint.classes).sum()),
         "test_curve": [(record["seconds"], record["test_accuracy"]) for record in result.history],
     }
 
@@ -475,7 +475,7 @@ def _describe(config) -> str:
         model = f"cnn 16-32 + {','.join(map(str, config.hidden))}"
     else:
         model = "mlp " + "-".join(map(str, config.hidden))
-    digits = "" if len(config.digits) == 10 else f" digits {','.join(map(str, config.digits))}"
+    digits = f" digits {','.join(config.classes)}" if config.classes else ""
     extra = " shift" if config.augment == "shift" else ""
     return f"{model}, {config.optimizer} {config.lr:g} {config.schedule}{extra}{digits}"
 

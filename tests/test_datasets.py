@@ -345,3 +345,20 @@ def test_a_damaged_member_is_one_line_and_leaves_no_file(tmp_path: Path, monkeyp
     assert "damaged archive (Bad CRC-32" in str(error.value) and "\n" not in str(error.value)
     assert not (tmp_path / "raw" / Path(name).name).exists()
     assert not [path for path in (tmp_path / "raw").iterdir() if path.name.endswith(".tmp")]
+
+
+def test_load_dataset_keeps_each_dataset_where_make_does(tmp_path: Path, monkeypatch) -> None:
+    import mnistkit
+
+    fashion = _idx_files(DATASETS["fashion-mnist"].files, seed=6)
+    use_fetch_table(monkeypatch, fetch_table(fashion), "fashion-mnist")
+    (tmp_path / "mirror").mkdir()
+    for name, data in fashion.items():
+        (tmp_path / "mirror" / name).write_bytes(data)
+    monkeypatch.setenv("MNISTKIT_MIRROR", str(tmp_path / "mirror"))
+    arrays = mnistkit.load_dataset("fashion-mnist", tmp_path / "data")
+    assert sorted(path.name for path in (tmp_path / "data" / "fashion-mnist").iterdir()) == [
+        "fashion-mnist.npz",
+        "raw",
+    ]
+    assert str(arrays["dataset"]) == "fashion-mnist" and list(arrays["class_names"])[9] == "Ankle boot"
