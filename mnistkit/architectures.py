@@ -26,8 +26,8 @@ Shapes = dict[str, tuple[int, ...]]
 ACTIVATIONS = ("relu", "tanh")
 MAX_ENSEMBLE_MEMBERS = 1024
 MAX_CLASSES = 1000
-CNN_CHANNELS = (16, 32)
-CNN_KERNEL_SIZE = 5
+RUNNING_STATISTICS = ("mean", "var")
+BATCH_NORM_EPSILON = 1e-5  # the same in the JAX model and the numpy forward
 
 
 @dataclass(frozen=True)
@@ -113,21 +113,33 @@ def _dense_model_shapes(architecture: Architecture) -> Shapes:
 
 
 def _build_cnn(config: Any, num_classes: int) -> dict[str, Any]:
-    return {
-        "model": "cnn",
-        "channels": list(CNN_CHANNELS),
-        "kernel_size": CNN_KERNEL_SIZE,
+    """One `kernel_size` when every conv has the same (the form of earlier checkpoints)."""
+    sizes = list(config.kernel_sizes)
+    architecture: dict[str, Any] = {"model": "cnn", "channels": list(config.channels)}
+    if len(set(sizes)) == 1:
+        architecture["kernel_size"] = sizes[0]
+    else:
+        architecture["kernel_sizes"] = sizes
+    if config.batch_norm:
+        architecture["batch_norm"] = True
+    return architecture | {
         "hidden": list(config.hidden),
         "activation": config.activation,
         "num_classes": num_classes,
     }
 
 
+def cnn_kernel_sizes(architecture: Architecture) -> list[int]:
+    if "kernel_sizes" in architecture:
+        return list(architecture["kernel_sizes"])
+    return [architecture["kernel_size"]] * len(architecture["channels"])
+
+
 def cnn_feature_size(architecture: Architecture) -> int:
     """Inputs to the dense head: each block is a 'valid' conv then a 2x2 pool."""
     side = IMAGE_SHAPE[0]
-    for _ in architecture["channels"]:
-        side = (side - architecture["kernel_size"] + 1) // 2
+    for size in cnn_kernel_sizes(architecture):
+        side = (side - size + 1) // 2
     return side * side * architecture["channels"][-1]
 
 
@@ -135,24 +147,41 @@ def _check_cnn(architecture: Architecture) -> None:
     _check_widths(architecture, "channels", allow_empty=False)
     _check_widths(architecture, "hidden", allow_empty=True)
     _check_activation(architecture)
-    if not _whole(architecture.get("kernel_size")):
+    sizes = architecture.get("kernel_sizes", [architecture.get("kernel_size")])
+    if ("kernel_size" in architecture) == ("kernel_sizes" in architecture) or not (
+        isinstance(sizes, list) and sizes and all(_whole(size) for size in sizes)
+    ):
         raise MnistkitError(
-            f"kernel_size must be a positive integer, got {architecture.get('kernel_size')!r}"
+            "a cnn needs kernel_size, or kernel_sizes with one per conv, as positive integers"
         )
-    side = IMAGE_SHAPE[0]
-    for _ in architecture["channels"]:
-        side = (side - architecture["kernel_size"] + 1) // 2
-    if side < 1:
+    if "kernel_sizes" in architecture and len(sizes) != len(architecture["channels"]):
+        raise MnistkitError("kernel_sizes must name one size per entry of channels")
+    if not isinstance(architecture.get("batch_norm", False), bool):
+        raise MnistkitError("batch_norm must be true or false")
+    if cnn_feature_size(architecture) < 1:
         raise MnistkitError(f"the convolutions shrink 28x28 images to nothing: {dict(architecture)!r}")
 
 
 def _cnn_shapes(architecture: Architecture) -> Shapes:
-    size = architecture["kernel_size"]
+    """Per block a kernel and a bias, or with batch norm (which has its own offset) a kernel and
+    the norm's scale, offset and running mean and variance; then the dense head."""
     shapes: Shapes = {}
-    for index, (fan_in, fan_out) in enumerate(itertools.pairwise([1, *architecture["channels"]])):
+    channels = [1, *architecture["channels"]]
+    for index, size in enumerate(cnn_kernel_sizes(architecture)):
+        fan_in, fan_out = channels[index], channels[index + 1]
         shapes[f"conv_{index}.kernel"] = (size, size, fan_in, fan_out)
-        shapes[f"conv_{index}.bias"] = (fan_out,)
+        if architecture.get("batch_norm"):
+            for name in ("scale", "offset", *RUNNING_STATISTICS):
+                shapes[f"bn_{index}.{name}"] = (fan_out,)
+        else:
+            shapes[f"conv_{index}.bias"] = (fan_out,)
     return shapes | dense_shapes(dense_widths(architecture, cnn_feature_size(architecture)))
+
+
+def is_running_statistic(name: str) -> bool:
+    """Tensors the forward pass keeps up to date (batch norm's mean and variance), which no
+    optimizer trains."""
+    return name.rsplit(".", 1)[-1] in RUNNING_STATISTICS
 
 
 MODEL_KINDS: dict[str, ModelKind] = {
@@ -173,7 +202,12 @@ MODEL_KINDS: dict[str, ModelKind] = {
         "dense_stack",
     ),
     "cnn": ModelKind(
-        "two 5x5 conv + max-pool blocks and a dense head", _build_cnn, _check_cnn, _cnn_shapes, "cnn", "cnn"
+        "conv + max-pool blocks (--channels, --kernel-sizes) and a dense head",
+        _build_cnn,
+        _check_cnn,
+        _cnn_shapes,
+        "cnn",
+        "cnn",
     ),
 }
 MODELS = tuple(MODEL_KINDS)

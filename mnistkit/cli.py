@@ -310,6 +310,18 @@ def _from_preset(name: str, help: str) -> str:
     default=None,
     help="No activation after the last hidden layer (a linear bottleneck; see --preset embedding).",
 )
+@click.option(
+    "--channels", help=_from_preset("channels", "cnn: the channels of each conv layer, e.g. 24,32.")
+)
+@click.option(
+    "--kernel-sizes", help=_from_preset("kernel_sizes", "cnn: the kernel side of each conv layer, e.g. 5,3.")
+)
+@click.option(
+    "--batch-norm",
+    is_flag=True,
+    default=None,
+    help="cnn: batch normalization in each conv block [default: off].",
+)
 @click.option("--epochs", type=int, help=_from_preset("epochs", "Passes over the training images."))
 @click.option(
     "--batch-size",
@@ -322,11 +334,19 @@ def _from_preset(name: str, help: str) -> str:
     help=_from_preset("optimizer", "momentum: SGD with momentum 0.9."),
 )
 @click.option("--lr", type=float, help=_from_preset("lr", "Peak learning rate."))
+@click.option(
+    "--adam-betas", metavar="B1,B2", help=_from_preset("adam_betas", "Adam's and AdamW's moment decays.")
+)
 @click.option("--weight-decay", type=float, help=_from_preset("weight_decay", "L2 weight decay."))
 @click.option(
     "--schedule",
     type=click.Choice(SCHEDULES),
     help=_from_preset("schedule", "Learning rate over the run."),
+)
+@click.option(
+    "--label-smoothing",
+    type=float,
+    help=_from_preset("label_smoothing", "Train on targets with this share spread over all classes."),
 )
 @click.option(
     "--normalize",
@@ -444,12 +464,20 @@ def train(
       mnistkit train data/mnist.npz -o models/model.safetensors \\
           --coordinator host0:8476 --num-processes 2 --process-id 0
     """
-    from mnistkit.config import check_resume_options, config_from_options, parse_int_list, parse_name_list
+    from mnistkit.config import (
+        check_resume_options,
+        config_from_options,
+        parse_float_list,
+        parse_int_list,
+        parse_name_list,
+    )
     from mnistkit.interrupts import deferred
 
-    for name in ("hidden", "seeds"):
+    for name in ("hidden", "channels", "kernel_sizes", "seeds"):
         if options[name] is not None:
-            options[name] = parse_int_list(options[name], f"--{name}")
+            options[name] = parse_int_list(options[name], f"--{name.replace('_', '-')}")
+    if options["adam_betas"] is not None:
+        options["adam_betas"] = parse_float_list(options["adam_betas"], "--adam-betas")
     if options["classes"] is not None:
         options["classes"] = parse_name_list(options["classes"], "--classes")
     given = {name: value for name, value in options.items() if value is not None}

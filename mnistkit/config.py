@@ -17,9 +17,11 @@ from mnistkit.architectures import ACTIVATIONS, MAX_ENSEMBLE_MEMBERS, MODELS
 from mnistkit.errors import MnistkitError
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "warmup-cosine")
+SCHEDULES = ("constant", "cosine", "warmup-cosine", "one-cycle")
 NORMALIZATIONS = ("unit", "standard")
 AUGMENTATIONS = ("none", "shift", "distort")
+TUPLE_SETTINGS = ("hidden", "channels", "kernel_sizes", "adam_betas", "classes", "seeds")
+CNN_SETTINGS = ("channels", "kernel_sizes", "batch_norm")
 # Settings of checkpoints written by earlier versions that no longer exist; ignored on resume.
 RETIRED_SETTINGS = ("extra",)
 # Settings earlier versions wrote under another name: `digits` [3, 8] is `classes` ["3", "8"].
@@ -34,12 +36,17 @@ class TrainConfig:
     hidden: tuple[int, ...] = (512, 256)
     activation: str = "relu"
     linear_last_hidden: bool = False
+    channels: tuple[int, ...] = (16, 32)  # cnn: the conv layers' channels
+    kernel_sizes: tuple[int, ...] = (5, 5)  # cnn: their kernels' sides
+    batch_norm: bool = False  # cnn: batch normalization after each conv block
     epochs: int = 8
     batch_size: int = 128
     optimizer: str = "adam"
     lr: float = 1e-3
+    adam_betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     schedule: str = "cosine"
+    label_smoothing: float = 0.0
     normalize: str = "unit"
     val_size: int = 0
     classes: tuple[str, ...] = ()  # names or label numbers of the classes to train on; () is all
@@ -67,6 +74,20 @@ class TrainConfig:
             raise MnistkitError("--model mlp needs hidden layers: give --hidden, e.g. --hidden 128")
         if self.linear_last_hidden and self.model != "mlp":
             raise MnistkitError("--linear-last-hidden needs --model mlp")
+        if (
+            len(self.channels) != len(self.kernel_sizes)
+            or min(self.channels + self.kernel_sizes, default=0) < 1
+        ):
+            raise MnistkitError(
+                f"--channels and --kernel-sizes: one positive size each per conv layer, "
+                f"got {_listed(self.channels)} and {_listed(self.kernel_sizes)}"
+            )
+        if self.batch_norm and self.model != "cnn":
+            raise MnistkitError("--batch-norm needs --model cnn")
+        if not (len(self.adam_betas) == 2 and all(0 <= beta < 1 for beta in self.adam_betas)):
+            raise MnistkitError(f"--adam-betas: two numbers in [0, 1), got {self.adam_betas}")
+        if not 0 <= self.label_smoothing < 1:
+            raise MnistkitError(f"--label-smoothing must lie in [0, 1), got {self.label_smoothing}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise MnistkitError(f"--{_option(name)} must be at least 1, got {getattr(self, name)}")
@@ -106,7 +127,7 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise MnistkitError(f"unknown training settings: {', '.join(unknown)}")
-        for name in ("hidden", "seeds"):
+        for name in TUPLE_SETTINGS:
             if name in values:
                 values[name] = tuple(values[name])
         return cls(**values)
@@ -197,7 +218,10 @@ def config_from_options(preset: str | None, options: Mapping[str, Any]) -> Train
         if options.get("activation"):
             raise MnistkitError("--activation has no effect on --model logreg, which has no hidden layers")
         options.setdefault("hidden", ())
-    if options.get("model", base.model) == "mlp" and not options.get("hidden", base.hidden):
+    model = options.get("model", base.model)
+    if model != "cnn" and (given := [name for name in CNN_SETTINGS if name in options]):
+        raise MnistkitError(f"--{_option(given[0])} applies to --model cnn, not {model}")
+    if model == "mlp" and not options.get("hidden", base.hidden):
         raise MnistkitError(
             f"--model mlp needs hidden layers (the {name} preset has none): give --hidden, e.g. --hidden 128"
         )
@@ -232,12 +256,21 @@ def check_resume_options(given: Mapping[str, Any]) -> None:
 
 def parse_int_list(text: str, what: str) -> tuple[int, ...]:
     """'100,200' -> (100, 200); the error names the option."""
+    return _parse_list(text, what, int, "integers")
+
+
+def parse_float_list(text: str, what: str) -> tuple[float, ...]:
+    """'0.7,0.9' -> (0.7, 0.9); the error names the option."""
+    return _parse_list(text, what, float, "numbers")
+
+
+def _parse_list(text: str, what: str, kind: type, kinds: str) -> tuple:
     try:
-        values = tuple(int(part) for part in text.split(",") if part.strip() != "")
+        values = tuple(kind(part) for part in text.split(",") if part.strip() != "")
     except ValueError:
-        raise MnistkitError(f"{what}: expected comma-separated integers, got {text!r}") from None
+        raise MnistkitError(f"{what}: expected comma-separated {kinds}, got {text!r}") from None
     if not values:
-        raise MnistkitError(f"{what}: expected at least one integer, got {text!r}")
+        raise MnistkitError(f"{what}: expected at least one of them, got {text!r}")
     return values
 
 

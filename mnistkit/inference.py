@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from mnistkit.architectures import (
+    BATCH_NORM_EPSILON,
     MODEL_KINDS,
     Architecture,
     ensemble_size,
@@ -60,14 +61,21 @@ def _conv2d_valid(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 
 def cnn(params: Params, architecture: Architecture, inputs: np.ndarray) -> np.ndarray:
-    """Logits of the LeNet-style CNN: blocks of valid conv, 2x2 max pool, bias, activation; then dense."""
+    """Logits of the CNN: blocks of valid conv, 2x2 max pool, bias (or batch norm with its
+    running statistics) and activation; then the dense head."""
     activation = activation_function(architecture)
     x = inputs.reshape(inputs.shape[0], *IMAGE_SHAPE, 1).astype(np.float32, copy=False)
     for index in range(len(architecture["channels"])):
         x = _conv2d_valid(x, params[f"conv_{index}.kernel"])
         n, h, w, c = x.shape
         x = x[:, : h // 2 * 2, : w // 2 * 2, :].reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
-        x = activation(x + params[f"conv_{index}.bias"])  # after pooling: exact, and 4x less work
+        if architecture.get("batch_norm"):
+            bn = {name: params[f"bn_{index}.{name}"] for name in ("scale", "offset", "mean", "var")}
+            factor = bn["scale"] / np.sqrt(bn["var"] + np.float32(BATCH_NORM_EPSILON))
+            x = x * factor + (bn["offset"] - bn["mean"] * factor)
+        else:
+            x = x + params[f"conv_{index}.bias"]  # after pooling: exact, and 4x less work
+        x = activation(x)
     return dense_stack(params, architecture, x)
 
 

@@ -1,6 +1,7 @@
 """The models in JAX, for training: `init(key, architecture) -> params` and
 `apply(params, architecture, x) -> logits`, for a single model (ensembles are a member axis
-added by the training steps).
+added by the training steps). With `training=True`, apply also returns the new running
+statistics of its batch norms, computed on the batch (an empty dict without batch norm).
 
 Params are flat dicts named like the checkpoint's tensors (`dense_0.kernel`, `conv_0.bias`),
 and each model computes exactly the function of its numpy twin in `inference.py`, so a
@@ -17,14 +18,21 @@ import math
 import jax
 import jax.numpy as jnp
 
-from mnistkit.architectures import MODEL_KINDS, Architecture, cnn_feature_size, param_shapes
+from mnistkit.architectures import (
+    BATCH_NORM_EPSILON,
+    MODEL_KINDS,
+    Architecture,
+    cnn_feature_size,
+    param_shapes,
+)
 from mnistkit.datasets import IMAGE_SHAPE
 
 Params = dict[str, jax.Array]
 
 
 def init(key: jax.Array, architecture: Architecture) -> Params:
-    """He-normal kernels (std sqrt(2 / fan_in)), zero biases; one key per layer, in layer order.
+    """He-normal kernels (std sqrt(2 / fan_in)), zero biases, batch norms the identity; one key
+    per layer, in layer order.
 
     With two dense layers this draws exactly what the seed trainer draws from the same key.
     The draws compile as one program (op by op, each shape would compile its own); the
@@ -38,6 +46,8 @@ def init(key: jax.Array, architecture: Architecture) -> Params:
         if name in kernel_shapes:
             fan_in = math.prod(shape[:-1])
             params[name] = draws[list(kernel_shapes).index(name)] * jnp.sqrt(2.0 / fan_in)
+        elif name.endswith((".scale", ".var")):
+            params[name] = jnp.ones(shape, jnp.float32)
         else:
             params[name] = jnp.zeros(shape, jnp.float32)
     return params
@@ -53,7 +63,13 @@ def _activation(architecture: Architecture):
     return jnp.tanh if architecture.get("activation", "relu") == "tanh" else jax.nn.relu
 
 
-def dense_stack(params: Params, architecture: Architecture, x: jax.Array) -> jax.Array:
+def dense_stack(
+    params: Params,
+    architecture: Architecture,
+    x: jax.Array,
+    training: bool = False,
+    weights: jax.Array | None = None,
+) -> tuple[jax.Array, Params]:
     """Logits of logreg or an MLP (or a CNN's dense head), for inputs (N, 28, 28) or (N, features).
     `linear_last_hidden`: no activation after the last hidden layer (a linear bottleneck)."""
     activation = _activation(architecture)
@@ -63,7 +79,7 @@ def dense_stack(params: Params, architecture: Architecture, x: jax.Array) -> jax
         x = x @ params[f"dense_{index}.kernel"] + params[f"dense_{index}.bias"]
         if index < len(hidden) and not (index == len(hidden) - 1 and architecture.get("linear_last_hidden")):
             x = activation(x)
-    return x
+    return x, {}
 
 
 def conv2d_valid_chwn(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -92,21 +108,73 @@ def max_pool_2x2_chwn(x: jax.Array) -> jax.Array:
     return x.reshape(c, h // 2, 2, w // 2, 2, n).max(axis=(2, 4))
 
 
-def cnn(params: Params, architecture: Architecture, x: jax.Array) -> jax.Array:
-    """LeNet-style: per entry of `channels` a valid conv, 2x2 max pool, bias, activation; then dense.
+BATCH_NORM_MOMENTUM = 0.9
 
-    Pooling first is exact (max commutes with a monotone activation and a per-channel bias)
-    and leaves a quarter of the elements for the bias and activation, forward and backward.
+
+def batch_norm(
+    x: jax.Array, params: Params, index: int, training: bool, weights: jax.Array | None
+) -> tuple[jax.Array, Params]:
+    """Batch norm of (C, H, W, N) per channel: on the batch's statistics in training (padding
+    slots, weight 0, left out), on the running ones otherwise; and the updated running ones."""
+    prefix = f"bn_{index}"
+    statistics: Params = {}
+    if training:
+        example_weights = jnp.ones(x.shape[-1]) if weights is None else weights
+        count = jnp.maximum(jnp.sum(example_weights), 1.0) * x.shape[1] * x.shape[2]
+        mean = jnp.einsum("chwn,n->c", x, example_weights) / count
+        var = jnp.einsum("chwn,n->c", jnp.square(x - mean[:, None, None, None]), example_weights) / count
+        momentum = jnp.float32(BATCH_NORM_MOMENTUM)
+        for name, value in (("mean", mean), ("var", var * count / jnp.maximum(count - 1, 1.0))):
+            statistics[f"{prefix}.{name}"] = momentum * params[f"{prefix}.{name}"] + (
+                1 - momentum
+            ) * jax.lax.stop_gradient(value)
+    else:
+        mean, var = params[f"{prefix}.mean"], params[f"{prefix}.var"]
+    factor = params[f"{prefix}.scale"] * jax.lax.rsqrt(var + jnp.float32(BATCH_NORM_EPSILON))
+    shift = params[f"{prefix}.offset"] - mean * factor
+    return x * factor[:, None, None, None] + shift[:, None, None, None], statistics
+
+
+def cnn(
+    params: Params,
+    architecture: Architecture,
+    x: jax.Array,
+    training: bool = False,
+    weights: jax.Array | None = None,
+) -> tuple[jax.Array, Params]:
+    """LeNet-style: per entry of `channels` a valid conv, 2x2 max pool, then bias (or batch
+    norm) and activation; then the dense head.
+
+    Pooling first is exact for a bias (max commutes with a monotone activation and a
+    per-channel shift) and leaves a quarter of the elements for what follows, forward and
+    backward; batch norm, when there is one, is defined on the pooled values.
     """
     activation = _activation(architecture)
     x = x.reshape(x.shape[0], *IMAGE_SHAPE).transpose(1, 2, 0)[None]
+    statistics: Params = {}
     for index in range(len(architecture["channels"])):
         x = max_pool_2x2_chwn(conv2d_valid_chwn(x, params[f"conv_{index}.kernel"]))
-        x = activation(x + params[f"conv_{index}.bias"][:, None, None, None])
+        if architecture.get("batch_norm"):
+            x, updated = batch_norm(x, params, index, training, weights)
+            statistics |= updated
+        else:
+            x = x + params[f"conv_{index}.bias"][:, None, None, None]
+        x = activation(x)
     x = x.transpose(3, 1, 2, 0)  # (N, H, W, C): the dense kernel's input order
-    return dense_stack(params, architecture, x.reshape(x.shape[0], cnn_feature_size(architecture)))
+    logits, _ = dense_stack(params, architecture, x.reshape(x.shape[0], cnn_feature_size(architecture)))
+    return logits, statistics
 
 
-def apply(params: Params, architecture: Architecture, x: jax.Array) -> jax.Array:
-    """Logits (N, num_classes) of a single model for normalized inputs (N, 28, 28)."""
-    return globals()[MODEL_KINDS[architecture["model"]].jax_apply](params, architecture, x)
+def apply(
+    params: Params,
+    architecture: Architecture,
+    x: jax.Array,
+    training: bool = False,
+    weights: jax.Array | None = None,
+):
+    """Logits (N, num_classes) of a single model for normalized inputs (N, 28, 28); with
+    `training`, (logits, the new running statistics); `weights` mark padding examples (0)."""
+    logits, statistics = globals()[MODEL_KINDS[architecture["model"]].jax_apply](
+        params, architecture, x, training, weights
+    )
+    return (logits, statistics) if training else logits

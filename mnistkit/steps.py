@@ -22,7 +22,7 @@ import numpy as np
 import optax
 
 from mnistkit import models
-from mnistkit.architectures import Architecture
+from mnistkit.architectures import Architecture, is_running_statistic
 from mnistkit.augment import make_augment
 from mnistkit.config import TrainConfig
 from mnistkit.parallel import Placement
@@ -63,41 +63,62 @@ def normalize(images: jax.Array, normalization: Mapping[str, Any]) -> jax.Array:
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+    """The optax optimizer of the settings, its learning rate over the run's steps."""
     total_steps = config.epochs * steps_per_epoch
-    if config.schedule == "constant":
-        learning_rate: float | optax.Schedule = config.lr
-    elif config.schedule == "cosine":
-        learning_rate = optax.cosine_decay_schedule(config.lr, total_steps)
-    else:
-        learning_rate = optax.warmup_cosine_decay_schedule(
+    schedules = {
+        "constant": lambda: config.lr,
+        "cosine": lambda: optax.cosine_decay_schedule(config.lr, total_steps),
+        "warmup-cosine": lambda: optax.warmup_cosine_decay_schedule(
             0.0, config.lr, warmup_steps=max(1, total_steps // 20), decay_steps=total_steps
-        )
+        ),
+        # Smith's one cycle, as PyTorch's OneCycleLR: from lr/25 up for 30% of the steps, down to lr/25e4.
+        "one-cycle": lambda: optax.cosine_onecycle_schedule(
+            total_steps, config.lr, pct_start=0.3, div_factor=25.0, final_div_factor=1e4
+        ),
+    }
+    learning_rate = schedules[config.schedule]()
+    beta1, beta2 = config.adam_betas
     if config.optimizer == "adamw":
-        return optax.adamw(learning_rate, weight_decay=config.weight_decay)
+        return optax.adamw(learning_rate, b1=beta1, b2=beta2, weight_decay=config.weight_decay)
     base = {
         "sgd": lambda: optax.sgd(learning_rate),
         "momentum": lambda: optax.sgd(learning_rate, momentum=0.9),
-        "adam": lambda: optax.adam(learning_rate),
+        "adam": lambda: optax.adam(learning_rate, b1=beta1, b2=beta2),
     }[config.optimizer]()
     if config.weight_decay:
         return optax.chain(optax.add_decayed_weights(config.weight_decay), base)
     return base
 
 
+def trainable(params: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """The tensors an optimizer trains: all but the running statistics of batch norms."""
+    return {name: value for name, value in params.items() if not is_running_statistic(name)}
+
+
 def weighted_loss(
     params: dict[str, jax.Array],
+    statistics: dict[str, jax.Array],
     architecture: Architecture,
     x: jax.Array,
     labels: jax.Array,
     weights: jax.Array,
-) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    """Mean cross-entropy over the weighted examples; also the sums for the epoch's statistics."""
-    logits = models.apply(params, architecture, x)
+    label_smoothing: float,
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array, dict[str, jax.Array]]]:
+    """Mean cross-entropy over the weighted examples, with labels smoothed by `label_smoothing`;
+    also, for the epoch's figures, the sums of the plain cross-entropy and of the correct
+    answers, and the batch norms' new running statistics."""
+    logits, new_statistics = models.apply(
+        params | statistics, architecture, x, training=True, weights=weights
+    )
     log_probs = jax.nn.log_softmax(logits)
     nll = -jnp.take_along_axis(log_probs, labels[:, None], axis=1)[:, 0]
+    objective = nll
+    if label_smoothing:
+        objective = (1 - label_smoothing) * nll - label_smoothing * jnp.mean(log_probs, axis=-1)
     correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
     loss_sum = jnp.sum(nll * weights)
-    return loss_sum / jnp.maximum(jnp.sum(weights), 1.0), (loss_sum, jnp.sum(correct * weights))
+    mean_objective = jnp.sum(objective * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+    return mean_objective, (loss_sum, jnp.sum(correct * weights), new_statistics)
 
 
 def make_train_chunk(
@@ -105,6 +126,7 @@ def make_train_chunk(
     optimizer: optax.GradientTransformation,
     normalization: Mapping[str, Any],
     augmentation: str,
+    label_smoothing: float,
     placement: Placement,
     members: int,
 ) -> Callable[..., tuple[TrainState, jax.Array]]:
@@ -129,9 +151,13 @@ def make_train_chunk(
             if augment is not None:
                 batch_images = augment(batch_images, jax.random.fold_in(key, batch_number))
             x = normalize(batch_images, normalization)
-            grads, (loss_sum, correct) = grad_fn(state.params, architecture, x, labels[indices], weights)
-            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-            params = optax.apply_updates(state.params, updates)
+            trained = trainable(state.params)
+            statistics = {name: value for name, value in state.params.items() if name not in trained}
+            grads, (loss_sum, correct, new_statistics) = grad_fn(
+                trained, statistics, architecture, x, labels[indices], weights, label_smoothing
+            )
+            updates, opt_state = optimizer.update(grads, state.opt_state, trained)
+            params = optax.apply_updates(trained, updates) | new_statistics
             real = jnp.sum(weights) > 0
             new_state = jax.tree.map(
                 lambda new, old: jnp.where(real, new, old), TrainState(params, opt_state), state

@@ -27,7 +27,7 @@ from mnistkit.architectures import Architecture, member_tensor_name
 from mnistkit.config import TrainConfig
 from mnistkit.errors import MnistkitError
 from mnistkit.inference import member_params
-from mnistkit.steps import TrainState
+from mnistkit.steps import TrainState, trainable
 
 CHUNKS_PER_EPOCH = 8
 
@@ -38,7 +38,7 @@ def initial_state(
     """Each member's model from `PRNGKey(its seed)`, stacked, and fresh optimizer state."""
     members = [models.init(jax.random.PRNGKey(seed), architecture) for seed in config.member_seeds]
     params = {name: jnp.stack([member[name] for member in members]) for name in members[0]}
-    return TrainState(params, jax.vmap(optimizer.init)(params))
+    return TrainState(params, jax.vmap(optimizer.init)(trainable(params)))
 
 
 def checkpoint_tensors(state: TrainState) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -71,7 +71,7 @@ def state_from_checkpoint(
     else:
         per_member = [member_params(params, index) for index in range(members)]
         stacked = {name: jnp.stack([member[name] for member in per_member]) for name in per_member[0]}
-    template = jax.vmap(optimizer.init)(stacked)
+    template = jax.vmap(optimizer.init)(trainable(stacked))
     if members == 1:
         restored = _restore_leaves(jax.tree.map(lambda leaf: leaf[0], template), optimizer_state, source)
         return TrainState(stacked, jax.tree.map(lambda leaf: leaf[None], restored))
@@ -95,7 +95,9 @@ def state_from_stacked(
     if {name: (value.shape, value.dtype) for name, value in params.items()} != expected:
         raise MnistkitError(f"{source}: its parameters do not fit this run's model")
     stacked = {name: jnp.asarray(value) for name, value in params.items()}
-    return TrainState(stacked, _restore_leaves(jax.vmap(optimizer.init)(stacked), optimizer_state, source))
+    return TrainState(
+        stacked, _restore_leaves(jax.vmap(optimizer.init)(trainable(stacked)), optimizer_state, source)
+    )
 
 
 def _named_leaves(tree: Any) -> dict[str, np.ndarray]:

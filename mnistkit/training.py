@@ -214,7 +214,9 @@ def _set_up(
         data,
         architecture,
         optimizer,
-        make_train_chunk(member, optimizer, data.normalization, config.augment, placement, members),
+        make_train_chunk(
+            member, optimizer, data.normalization, config.augment, config.label_smoothing, placement, members
+        ),
         make_evaluate(member, members, data.normalization, placement),
         data_sha256,
     )

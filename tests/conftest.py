@@ -10,6 +10,7 @@ import http.server
 import os
 import socket
 import struct
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -48,6 +49,8 @@ if os.geteuid() == 0:
     if _libc.capset(_header, _sets) != 0:
         raise OSError(ctypes.get_errno(), "capset")
 """
+# scripts/people_style.py draws people-style photos; the tests build theirs with it too.
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
 REAL_MNIST_DIR = Path(os.environ.get("MNISTKIT_REAL_MNIST", REPO_ROOT.parent / "shared" / "mnist"))
 REAL_MNIST_FILES = (
     "train-images-idx3-ubyte.gz",

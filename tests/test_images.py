@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import io
 import os
 import struct
 import zlib
@@ -9,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import people_style
 import pytest
 from conftest import draw_large_digit
 from hypothesis import given, settings
@@ -17,7 +20,7 @@ from PIL import Image
 
 from mnistkit.checkpoint import load_checkpoint
 from mnistkit.errors import MnistkitError
-from mnistkit.images import MAX_IMAGE_PIXELS, load_digit, preprocess_digit
+from mnistkit.images import MAX_IMAGE_PIXELS, _label_components, load_digit, preprocess_digit
 
 
 def centre_of_mass(image: np.ndarray) -> tuple[float, float]:
@@ -123,6 +126,227 @@ def test_preprocessing_is_close_to_the_clean_image_pixel_for_pixel(tmp_path: Pat
     for variant in ("moved", "transparent", "shaded", "exif-rotated"):
         varied = load_digit(VARIANTS[variant](4, tmp_path)).astype(float)
         assert np.abs(varied - clean).mean() < 20, variant
+
+
+PAGE_PX = (240, 200)
+DESK_PX = (320, 260)
+
+
+def photo(
+    digit: int,
+    desk: str | None = None,
+    area: float = 0.7,
+    angle_deg: float = 0.0,
+    centre: tuple[float, float] = (0.5, 0.5),
+    rules: str | None = None,
+    shadow: tuple[float, float, float] | None = None,
+    shading: float = 0.0,
+    pen: str = "black",
+    stroke_px: int = 4,
+    glyph_px: int = 110,
+) -> np.ndarray:
+    """A phone photo (RGB) of `digit` drawn with `pen` (strokes `stroke_px` wider than the
+    font's) on white paper, drawn with scripts/people_style.py: the sheet lying on a `desk`
+    and covering `area` of the frame, ruled lines, a hard `shadow` (darkening, angle,
+    offset) across the picture, light falling off by `shading`."""
+    rng = np.random.default_rng(digit)
+    page = people_style.sheet(PAGE_PX, people_style.PAPERS["white"], rng)
+    if rules is not None:
+        people_style.rule_lines(page, 22, people_style.RULE_COLOURS[rules], 2, 9)
+    coverage = draw_large_digit(digit, glyph_px, PAGE_PX, stroke_px=stroke_px) / 255
+    people_style.put_ink(page, coverage, people_style.PENS[pen], (0, 0))
+    if desk is not None:
+        surface = people_style.desk_surface(DESK_PX, people_style.DESKS[desk], rng)
+        page = people_style.on_desk(page, surface, area, angle_deg, centre)
+    if shadow is not None:
+        page = people_style.cast_shadow(page, *shadow, softness_px=1.5)
+    if shading:
+        page = people_style.shade(page, shading, 30)
+    return people_style.to_uint8(page)
+
+
+PHOTOS: dict[str, dict] = {
+    "walnut desk, paper 50% of the frame": {"desk": "walnut", "area": 0.5},
+    "black desk, paper 90%, rotated 4 degrees": {"desk": "black", "area": 0.9, "angle_deg": 4},
+    "slate desk, paper 70% off-centre, rotated -6": {
+        "desk": "slate",
+        "area": 0.7,
+        "angle_deg": -6,
+        "centre": (0.46, 0.54),
+    },
+    "grained oak desk, light falling off": {"desk": "oak", "area": 0.6, "angle_deg": 2, "shading": 0.3},
+    "walnut desk on two sides, the paper running out of the frame": {
+        "desk": "walnut",
+        "area": 0.9,
+        "centre": (0.6, 0.6),
+    },
+    "slate desk on one side, blue pen": {
+        "desk": "slate",
+        "area": 0.85,
+        "centre": (0.6, 0.45),
+        "angle_deg": 3,
+        "pen": "blue",
+        "stroke_px": 1,
+    },
+    "hard shadow across the digit": {"shadow": (0.45, 25, 0.02)},
+    "hard shadow on a desk": {"desk": "walnut", "area": 0.75, "shadow": (0.4, 110, -0.05)},
+    "most of the page in shadow": {"shadow": (0.5, 20, -0.15)},
+    "thin pencil, a hard shadow, light falling off": {
+        "shadow": (0.55, 20, -0.2),
+        "shading": 0.3,
+        "pen": "pencil",
+        "stroke_px": 0,
+        "glyph_px": 80,
+    },
+    "blue ruled paper, thin pencil": {"rules": "blue", "pen": "pencil", "stroke_px": 0, "glyph_px": 60},
+    "grey ruled paper on a desk, turned 3 degrees, pencil": {
+        "rules": "grey",
+        "pen": "pencil",
+        "stroke_px": 0,
+        "glyph_px": 60,
+        "desk": "slate",
+        "area": 0.8,
+        "angle_deg": 3,
+    },
+    "grey ruled paper on a desk, blue pen": {
+        "rules": "grey",
+        "pen": "blue",
+        "stroke_px": 0,
+        "glyph_px": 70,
+        "desk": "walnut",
+        "area": 0.8,
+        "angle_deg": -2,
+    },
+}
+
+
+@functools.cache
+def clean_digit(digit: int, stroke_px: int = 4, pen: str = "black", glyph_px: int = 110) -> np.ndarray:
+    """What preprocessing makes of the photo of `digit` on plain white paper, and nothing else."""
+    page = people_style.sheet(PAGE_PX, people_style.PAPERS["white"], np.random.default_rng(digit))
+    coverage = draw_large_digit(digit, glyph_px, PAGE_PX, stroke_px=stroke_px) / 255
+    people_style.put_ink(page, coverage, people_style.PENS[pen], (0, 0))
+    buffer = io.BytesIO()
+    Image.fromarray(people_style.to_uint8(page)).save(buffer, format="JPEG", quality=90)
+    return preprocess_digit(np.asarray(Image.open(buffer).convert("L"), np.float32) / 255, "clean")
+
+
+def clean_version(name: str, digit: int) -> np.ndarray:
+    """`clean_digit` drawn with the same pen, stroke and size as photo `name`."""
+    drawing = {key: PHOTOS[name][key] for key in ("pen", "stroke_px", "glyph_px") if key in PHOTOS[name]}
+    return clean_digit(digit, **drawing)
+
+
+@pytest.fixture(scope="module")
+def photographed(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, int], np.ndarray]:
+    """`load_digit` of photo `name` of `digit`, saved as a JPEG; each made once per module."""
+    folder = tmp_path_factory.mktemp("photos")
+
+    @functools.cache
+    def load(name: str, digit: int) -> np.ndarray:
+        path = folder / f"{list(PHOTOS).index(name)}-{digit}.jpg"
+        return load_digit(save(photo(digit, **PHOTOS[name]), path, quality=90))
+
+    return load
+
+
+def correlation(one: np.ndarray, other: np.ndarray) -> float:
+    return float(np.corrcoef(one.ravel().astype(float), other.ravel().astype(float))[0, 1])
+
+
+def similarity(image: np.ndarray, reference: np.ndarray) -> float:
+    """Correlation with `reference`, the best over shifts of up to a pixel (a thin stroke
+    one pixel over correlates poorly and still looks the same)."""
+    return max(
+        correlation(np.roll(image, (rows, columns), axis=(0, 1)), reference)
+        for rows in (-1, 0, 1)
+        for columns in (-1, 0, 1)
+    )
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_photos_of_paper_come_out_like_the_digit_on_clean_paper(name: str, photographed) -> None:
+    """No desk edge, shadow edge or ruled line in the 28x28 image: it matches the clean digit."""
+    for digit in range(10):
+        image = photographed(name, digit)
+        assert_mnist_shaped(image)
+        score = similarity(image, clean_version(name, digit))
+        assert score > 0.75, f"digit {digit}: correlation {score:.2f}"
+
+
+def test_photos_of_paper_are_predicted_like_the_clean_digit(model, photographed) -> None:
+    """Every digit the model reads right on clean paper it reads right in each photo (of
+    the photos drawn like the digits it was trained on: black, strokes 2-7 px, large)."""
+    names = [name for name in PHOTOS if not {"pen", "stroke_px", "glyph_px"} & set(PHOTOS[name])]
+    photos = [photographed(name, digit) for name in names for digit in range(10)]
+    cleans = [clean_version(name, digit) for name in names for digit in range(10)]
+    digits = np.tile(np.arange(10), len(names))
+    photo_right = model.predict_probabilities(np.stack(photos)).argmax(axis=1) == digits
+    clean_right = model.predict_probabilities(np.stack(cleans)).argmax(axis=1) == digits
+    assert clean_right.mean() > 0.9
+    assert photo_right[clean_right].all(), [
+        names[i // 10] for i in np.flatnonzero(clean_right & ~photo_right)
+    ]
+
+
+def test_something_touching_the_border_is_not_ink_when_the_digit_is_elsewhere(tmp_path: Path) -> None:
+    """A pen lying into the picture and a dark corner of the desk stay out of the digit."""
+    page = 255 - draw_large_digit(5, glyph_px=110, canvas_px=PAGE_PX)
+    page[150:160, :70] = 40
+    page[:30, 215:] = 60
+    score = correlation(load_digit(save(page, tmp_path / "5.png")), clean_digit(5))
+    assert score > 0.95, f"correlation {score:.2f}"
+
+
+def test_a_digit_cut_by_the_border_is_still_all_ink(tmp_path: Path) -> None:
+    """A tight crop: the strokes touch the border and nothing else is there."""
+    drawn = 255 - draw_large_digit(5, glyph_px=110, canvas_px=PAGE_PX, stroke_px=1)
+    rows = np.flatnonzero(drawn.min(axis=1) < 128)
+    columns = np.flatnonzero(drawn.min(axis=0) < 128)
+    cropped = drawn[rows[0] + 2 : rows[-1] - 1, columns[0] + 2 : columns[-1] - 1]
+    whole = preprocess_digit(drawn.astype(np.float32) / 255, "whole")
+    score = correlation(load_digit(save(cropped, tmp_path / "5.png")), whole)
+    assert score > 0.9, f"correlation {score:.2f}"
+
+
+def flood_fill_regions(mask: np.ndarray) -> list[set[tuple[int, int]]]:
+    """The 8-connected regions of `mask`, found pixel by pixel."""
+    regions, seen = [], np.zeros_like(mask)
+    for start in zip(*np.nonzero(mask), strict=True):
+        if seen[start]:
+            continue
+        region, stack = set(), [start]
+        seen[start] = True
+        while stack:
+            row, column = stack.pop()
+            region.add((int(row), int(column)))
+            for next_row in range(max(row - 1, 0), min(row + 2, mask.shape[0])):
+                for next_column in range(max(column - 1, 0), min(column + 2, mask.shape[1])):
+                    if mask[next_row, next_column] and not seen[next_row, next_column]:
+                        seen[next_row, next_column] = True
+                        stack.append((next_row, next_column))
+        regions.append(region)
+    return regions
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    height=st.integers(1, 48),
+    width=st.integers(1, 48),
+    seed=st.integers(0, 2**32 - 1),
+    density=st.floats(0.05, 0.8),
+)
+def test_connected_regions_are_those_a_flood_fill_finds(
+    height: int, width: int, seed: int, density: float
+) -> None:
+    """The run-based labelling behind the clutter and paper rules, against the obvious way."""
+    mask = np.random.default_rng(seed).random((height, width)) < density
+    labels, count = _label_components(mask)
+    regions = [
+        {(int(r), int(c)) for r, c in zip(*np.nonzero(labels == k), strict=True)} for k in range(1, count + 1)
+    ]
+    assert not (labels[~mask]).any()
+    assert sorted(map(sorted, regions)) == sorted(map(sorted, flood_fill_regions(mask)))
 
 
 @settings(max_examples=25, deadline=None)

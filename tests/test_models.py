@@ -31,6 +31,15 @@ ARCHITECTURES = {
         "activation": "relu",
         "num_classes": 10,
     },
+    "cnn-batch-norm": {
+        "model": "cnn",
+        "channels": [4, 8],
+        "kernel_sizes": [5, 3],
+        "batch_norm": True,
+        "hidden": [16],
+        "activation": "relu",
+        "num_classes": 10,
+    },
 }
 
 STANDARD = {"kind": "standard", "mean": 0.13, "std": 0.31}
@@ -41,6 +50,7 @@ NORMALIZATIONS = {
     "bottleneck": {"kind": "unit"},
     "linear-bottleneck": {"kind": "unit"},
     "cnn": STANDARD,
+    "cnn-batch-norm": STANDARD,
 }
 
 
@@ -51,6 +61,8 @@ def _random_params(architecture: dict, seed: int = 0) -> dict[str, np.ndarray]:
     for name, shape in architectures.param_shapes(architecture).items():
         scale = np.sqrt(2.0 / np.prod(shape[:-1])) if name.endswith(".kernel") else 0.1
         params[name] = (scale * rng.standard_normal(shape)).astype(np.float32)
+        if name.endswith(".var"):
+            params[name] = 0.5 + np.abs(params[name])
     return params
 
 
@@ -77,7 +89,7 @@ def test_numpy_inference_matches_jax(name: str, synthetic_data) -> None:
 def test_gradients_match_finite_differences(name: str, synthetic_data) -> None:
     """Directional derivatives of the loss in float64, along a random direction per tensor."""
     architecture = ARCHITECTURES[name]
-    if architecture["model"] == "cnn":  # the same code with 3x3 kernels compiles much faster
+    if "kernel_size" in architecture:  # the same code with 3x3 kernels compiles much faster
         architecture = {**architecture, "kernel_size": 3}
     images = inference.normalize(synthetic_data["train_images"][:4], {"kind": "unit"})
     labels = synthetic_data["train_labels"][:4] % architecture["num_classes"]
@@ -87,7 +99,9 @@ def test_gradients_match_finite_differences(name: str, synthetic_data) -> None:
         y = jnp.asarray(labels, jnp.int32)
 
         def loss(p):
-            log_probs = jax.nn.log_softmax(models.apply(p, architecture, x))
+            # Batch norm in training mode, where its gradient flows through the batch's statistics.
+            logits = models.apply(p, architecture, x, training=True)[0]
+            log_probs = jax.nn.log_softmax(logits)
             return -jnp.mean(jnp.take_along_axis(log_probs, y[:, None], axis=1))
 
         @jax.jit
@@ -142,3 +156,50 @@ def test_cnn_checkpoint_round_trips_and_predicts_the_same(tmp_path, synthetic_da
 def test_impossible_cnn_architectures_are_refused(architecture: dict) -> None:
     with pytest.raises(MnistkitError):
         architectures.check_architecture(architecture)
+
+
+def test_batch_norm_learns_from_the_batch_without_its_padding() -> None:
+    """In training, each channel is normalized by the batch's own statistics, padding slots
+    (weight 0) left out, and the running statistics move toward them by 1 - momentum."""
+    architecture = ARCHITECTURES["cnn-batch-norm"]
+    params = {k: jnp.asarray(v) for k, v in _random_params(architecture).items()}
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((6, 28, 28)), jnp.float32)
+    weights = jnp.asarray([1, 1, 1, 1, 0, 0], jnp.float32)
+    padded_logits, padded = models.apply(params, architecture, x, training=True, weights=weights)
+    logits, statistics = models.apply(params, architecture, x[:4], training=True)
+    np.testing.assert_allclose(padded_logits[:4], logits, atol=1e-5)
+    assert set(statistics) == {"bn_0.mean", "bn_0.var", "bn_1.mean", "bn_1.var"}
+    for name, value in statistics.items():
+        np.testing.assert_allclose(padded[name], value, atol=1e-6)
+        assert not np.allclose(value, params[name])
+    first = models.max_pool_2x2_chwn(
+        models.conv2d_valid_chwn(x[:4].transpose(1, 2, 0)[None], params["conv_0.kernel"])
+    )
+    expected_mean = 0.9 * params["bn_0.mean"] + 0.1 * first.mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(statistics["bn_0.mean"], expected_mean, rtol=1e-5, atol=1e-6)
+
+
+def test_a_batch_norm_cnn_trains_and_predicts_with_numpy_alone(tmp_path, synthetic_data) -> None:
+    from mnistkit.config import config_from_options
+    from mnistkit.training import train
+
+    config = config_from_options(
+        "cnn",
+        {
+            "channels": (4, 8),
+            "kernel_sizes": (5, 3),
+            "batch_norm": True,
+            "hidden": (16,),
+            "epochs": 4,
+            "batch_size": 32,
+        },
+    )
+    result = train(synthetic_data, config, tmp_path / "bn.safetensors", log=lambda message: None)
+    checkpoint = load_checkpoint(tmp_path / "bn.safetensors")
+    assert checkpoint.architecture["batch_norm"] and checkpoint.architecture["kernel_sizes"] == [5, 3]
+    assert not np.allclose(checkpoint.params["bn_0.var"], 1.0)  # the running statistics were kept
+    assert not any(name.endswith((".mean", ".var")) for name in checkpoint.optimizer_state)
+    probabilities = checkpoint.predict_probabilities(synthetic_data["test_images"])
+    accuracy = float(np.mean(probabilities.argmax(axis=1) == synthetic_data["test_labels"]))
+    assert accuracy == pytest.approx(result.checkpoint.metadata["metrics"]["test_accuracy"], abs=1e-6)
+    assert accuracy > 0.3  # chance is 0.1; four epochs of a tiny net on 600 shifted digits
