@@ -60,6 +60,10 @@ function setClasses(newClasses, newNames) {
   if (newClasses.join() === classes.join() && newNames.join() === names.join()) return;
   classes = newClasses;
   names = newNames;
+  // Room for the longest name ("Ankle boot") in the bars' label column; a digit's is 1.2em.
+  const longest = Math.max(...names.map((name) => name.length));
+  bars.style.setProperty("--label-width", `${Math.max(1.2, 0.62 * longest + 0.4).toFixed(2)}em`);
+  bars.classList.toggle("named", names.some((name, index) => name !== String(classes[index])));
   buildBars();
 }
 
@@ -277,6 +281,10 @@ async function showModel() {
     model.replaceChildren(name, " · " + parts.join(" · "));
     const preparation = PREPARATION[metadata.preprocessing];
     if (preparation) document.getElementById("preparation").textContent = preparation;
+    if (metadata.dataset !== "mnist") {
+      document.querySelector("h1").textContent = "Draw or drop a picture";
+      document.getElementById("drawing-title").textContent = "Your picture";
+    }
     setClasses(metadata.classes, metadata.class_names);
   } catch {
     model.textContent = "The model's description did not load.";
