@@ -9,9 +9,9 @@ Format version 2 names what the model tells apart: the `dataset` it was trained 
 name of each class (`class_names`, beside `classes`, their labels in that dataset) and how
 a person's image must be prepared for it (`preprocessing`, one of `datasets.IMAGE_STYLES`).
 Without those three a checkpoint means MNIST's digits, as every version 1 checkpoint does,
-so a model of MNIST digits is still written as version 1, byte for byte as before, and an
-older mnistkit reads it; one of another dataset is version 2, which an older one refuses
-rather than take its classes for digits.
+so a model of MNIST digits is still written as version 1, without them, and an older
+mnistkit predicts and evaluates with it; one of another dataset is version 2, which an
+older one refuses rather than take its classes for digits.
 
 The loader checks the header itself before safetensors sees the bytes, and checks
 every tensor against the architecture, so a hostile or damaged file fails with one
