@@ -1,5 +1,6 @@
 # mnistkit: `make all` runs the pipeline, `make test` runs the tests. `make help` lists targets.
 # Offline: MNISTKIT_MIRROR=file://$PWD/../shared/mnist make all
+# Another dataset: make all DATASET=fashion-mnist (`mnistkit datasets` lists them)
 
 PYTHON ?= python3
 VENV := .venv
@@ -16,22 +17,45 @@ VAL_SIZE ?= 5000
 TRAIN_ARGS ?=
 train_args := --model $(MODEL) --seed $(SEED) --val-size $(VAL_SIZE) $(if $(EPOCHS),--epochs $(EPOCHS)) $(TRAIN_ARGS)
 
-RAW := data/raw/train-images-idx3-ubyte.gz data/raw/train-labels-idx1-ubyte.gz \
-       data/raw/t10k-images-idx3-ubyte.gz data/raw/t10k-labels-idx1-ubyte.gz
+# The dataset: MNIST's files stay where they always were; every other dataset has its own
+# data/NAME/, models/NAME/ and reports/NAME/, so datasets never overwrite each other.
+DATASET ?= mnist
+ifeq ($(DATASET),mnist)
+RAW_DIR := data/raw
 NPZ := data/mnist.npz
-CKPT := models/model.safetensors
-HISTORY := models/model.history.jsonl
-PICTURES := reports/mistakes.png reports/confusion.png reports/curves.png
+MODELS := models
+REPORTS := reports
+else
+RAW_DIR := data/$(DATASET)/raw
+NPZ := data/$(DATASET)/$(DATASET).npz
+MODELS := models/$(DATASET)
+REPORTS := reports/$(DATASET)
+endif
+# Each dataset's four files by their canonical names (as `mnistkit datasets NAME` lists them).
+ifneq ($(filter emnist-%,$(DATASET)),)
+RAW_NAMES := $(foreach split,train test,$(DATASET)-$(split)-images-idx3-ubyte.gz $(DATASET)-$(split)-labels-idx1-ubyte.gz)
+else ifeq ($(DATASET),qmnist)
+RAW_NAMES := $(foreach split,train test,qmnist-$(split)-images-idx3-ubyte.gz qmnist-$(split)-labels-idx2-int.gz)
+else
+RAW_NAMES := train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz
+endif
+RAW := $(addprefix $(RAW_DIR)/,$(RAW_NAMES))
+# EMNIST's 562 MB zip, which holds every EMNIST split, is kept here and downloaded once.
+CACHE := data/cache
+CKPT := $(MODELS)/model.safetensors
+HISTORY := $(MODELS)/model.history.jsonl
+PICTURES := $(REPORTS)/mistakes.png $(REPORTS)/confusion.png $(REPORTS)/curves.png
 
 .DEFAULT_GOAL := all
 .DELETE_ON_ERROR:
 
 .PHONY: all help venv test test-slow test-browser serve chaos fuzz lint bench docs clean
 
-all: reports/metrics.json reports/samples.png reports/predictions.tsv $(PICTURES) ## run the whole pipeline
+all: $(REPORTS)/metrics.json $(REPORTS)/samples.png $(REPORTS)/predictions.tsv $(PICTURES) ## run the whole pipeline (DATASET=mnist)
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_./-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 28
+	@grep -E '^[a-zA-Z_./$$()-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/; s|$$(REPORTS)|$(REPORTS)|; s|$$(NPZ)|$(NPZ)|' \
+		| expand -t 28
 
 venv: $(INSTALLED) ## create .venv with mnistkit and its dev tools
 
@@ -41,41 +65,41 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-$(RAW) &: | $(INSTALLED) ## download and verify the four MNIST files
-	$(MNISTKIT) fetch --out data/raw
+$(RAW) &: | $(INSTALLED) ## download and verify the dataset's four files
+	$(MNISTKIT) fetch --dataset $(DATASET) --out $(RAW_DIR) --cache $(CACHE)
 
 $(NPZ): $(RAW) | $(INSTALLED) ## parse the IDX files into one .npz
-	$(MNISTKIT) parse-to-npz data/raw -o $@
+	$(MNISTKIT) parse-to-npz $(RAW_DIR) --dataset $(DATASET) -o $@
 
 # The training arguments live in a file that changes only when they do.
-models/train-args.txt: FORCE
-	@mkdir -p models
+$(MODELS)/train-args.txt: FORCE
+	@mkdir -p $(MODELS)
 	@echo '$(train_args)' | cmp -s - $@ || echo '$(train_args)' > $@
 
-$(CKPT) $(HISTORY) &: $(NPZ) models/train-args.txt | $(INSTALLED) ## train the model
+$(CKPT) $(HISTORY) &: $(NPZ) $(MODELS)/train-args.txt | $(INSTALLED) ## train the model
 	$(MNISTKIT) train $(NPZ) -o $(CKPT) --history $(HISTORY) $(train_args)
 
-reports/metrics.json: $(CKPT) $(NPZ) | $(INSTALLED) ## evaluate on the test set
-	@mkdir -p reports
+$(REPORTS)/metrics.json: $(CKPT) $(NPZ) | $(INSTALLED) ## evaluate on the test set
+	@mkdir -p $(REPORTS)
 	$(MNISTKIT) eval $(CKPT) $(NPZ) --json $@
 
-reports/samples.png: $(NPZ) $(CKPT) | $(INSTALLED) ## a grid of test digits with predictions
-	@rm -rf reports/samples && mkdir -p reports/samples
-	$(MNISTKIT) render-samples $(NPZ) -o $@ --model $(CKPT) --export-dir reports/samples > /dev/null
+$(REPORTS)/samples.png: $(NPZ) $(CKPT) | $(INSTALLED) ## a grid of test images with predictions
+	@rm -rf $(REPORTS)/samples && mkdir -p $(REPORTS)/samples
+	$(MNISTKIT) render-samples $(NPZ) -o $@ --model $(CKPT) --export-dir $(REPORTS)/samples > /dev/null
 
-reports/mistakes.png: $(NPZ) $(CKPT) | $(INSTALLED) ## the model's most confident mistakes
-	@mkdir -p reports
+$(REPORTS)/mistakes.png: $(NPZ) $(CKPT) | $(INSTALLED) ## the model's most confident mistakes
+	@mkdir -p $(REPORTS)
 	$(MNISTKIT) render-samples $(NPZ) -o $@ --model $(CKPT) --select mistakes --count 32
 
-reports/confusion.png: reports/metrics.json | $(INSTALLED) ## the confusion matrix as a heat map
-	$(MNISTKIT) render-confusion --metrics reports/metrics.json -o $@
+$(REPORTS)/confusion.png: $(REPORTS)/metrics.json | $(INSTALLED) ## the confusion matrix as a heat map
+	$(MNISTKIT) render-confusion --metrics $(REPORTS)/metrics.json -o $@
 
-reports/curves.png: $(HISTORY) | $(INSTALLED) ## loss and accuracy per epoch
-	@mkdir -p reports
+$(REPORTS)/curves.png: $(HISTORY) | $(INSTALLED) ## loss and accuracy per epoch
+	@mkdir -p $(REPORTS)
 	$(MNISTKIT) render-curves $(HISTORY) -o $@
 
-reports/predictions.tsv: reports/samples.png $(CKPT) | $(INSTALLED) ## predict the exported sample PNGs
-	$(MNISTKIT) predict $(CKPT) reports/samples/*.png --output $@
+$(REPORTS)/predictions.tsv: $(REPORTS)/samples.png $(CKPT) | $(INSTALLED) ## predict the exported sample PNGs
+	$(MNISTKIT) predict $(CKPT) $(REPORTS)/samples/*.png --output $@
 
 test: $(INSTALLED) ## run the fast tests and the linter
 	$(BIN)/pytest -q -m "not slow"

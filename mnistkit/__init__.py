@@ -25,6 +25,7 @@ _API = (
     "evaluate",
     "load",
     "load_arrays",
+    "load_dataset",
     "load_mnist",
     "predict_images",
     "train",

@@ -3,6 +3,7 @@ defaults that suit an interactive session. `import mnistkit` exposes these names
 
     import mnistkit
     arrays = mnistkit.load_mnist("data")            # downloads and parses once, then cached
+    fashion = mnistkit.load_dataset("fashion-mnist")  # data/fashion-mnist/, as make all keeps it
     model = mnistkit.train(arrays, preset="mlp", epochs=3)
     model.predict(arrays["test_images"][:10])      # digits, with numpy alone
     mnistkit.evaluate(model, arrays).accuracy
@@ -27,9 +28,9 @@ from PIL import Image
 from mnistkit.arrays import load_arrays, save_arrays
 from mnistkit.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from mnistkit.config import PRESETS, TrainConfig, config_from_options
-from mnistkit.datasets import IMAGE_SHAPE
+from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE
 from mnistkit.evaluation import Evaluation, evaluate_arrays
-from mnistkit.mirrors import MIRROR_ENV, mirror_list
+from mnistkit.mirrors import DEFAULT_CACHE_DIR, MIRROR_ENV, mirror_list
 from mnistkit.predict import Prediction, predict_paths
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "evaluate",
     "load",
     "load_arrays",
+    "load_dataset",
     "load_mnist",
     "predict_images",
     "train",
@@ -60,7 +62,13 @@ class Model:
 
     @property
     def classes(self) -> list[int]:
+        """Each output's label in its dataset (MNIST: the digit)."""
         return list(self.checkpoint.classes)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Each output's name: "7", "Ankle boot", "k"."""
+        return list(self.checkpoint.class_names)
 
     @property
     def architecture(self) -> dict[str, Any]:
@@ -75,7 +83,7 @@ class Model:
         return self.checkpoint.predict_probabilities(_image_batch(images))
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        """The digit of each uint8 MNIST-style image (N, 28, 28), or of one (28, 28)."""
+        """The label (MNIST: the digit) of each uint8 image (N, 28, 28), or of one (28, 28)."""
         return np.asarray(self.classes)[self.predict_proba(images).argmax(axis=1)]
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -86,7 +94,9 @@ class Model:
     def __repr__(self) -> str:
         accuracy = self.metrics.get("test_accuracy")
         scored = f", test accuracy {accuracy:.2%}" if isinstance(accuracy, float) else ""
-        return f"<mnistkit.Model {self.architecture['model']}, classes {self.classes}{scored}>"
+        dataset = self.checkpoint.dataset
+        of = "" if dataset == DEFAULT_DATASET else f" of {dataset}"
+        return f"<mnistkit.Model {self.architecture['model']}{of}, classes {self.classes}{scored}>"
 
 
 def _image_batch(images: np.ndarray) -> np.ndarray:
@@ -103,26 +113,37 @@ def download(
     mirrors: Sequence[str] = (),
     force: bool = False,
     timeout_s: float = 30.0,
+    dataset: str = DEFAULT_DATASET,
+    cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR,
 ) -> list[Path]:
-    """`mnistkit fetch`: the four verified MNIST files in `folder` (kept if already valid).
-    Mirrors: those given, then $MNISTKIT_MIRROR, then the public ones."""
+    """`mnistkit fetch`: a dataset's four verified files in `folder` (kept if already valid).
+    Mirrors: those given, then $MNISTKIT_MIRROR, then the dataset's public ones."""
     from mnistkit.fetch import fetch
 
-    urls = mirror_list(mirrors, os.environ.get(MIRROR_ENV))
-    return fetch(folder, urls, force=force, timeout_s=timeout_s)
+    urls = mirror_list(mirrors, os.environ.get(MIRROR_ENV), dataset=dataset)
+    return fetch(folder, urls, force=force, timeout_s=timeout_s, dataset=dataset, cache_dir=cache_dir)
+
+
+def load_dataset(
+    name: str = DEFAULT_DATASET, folder: str | os.PathLike[str] = "data", **download_options: Any
+) -> dict[str, np.ndarray]:
+    """A dataset's arrays (and its `dataset` and `class_names`), downloaded and parsed the first
+    time, read from there after, in the files `make all DATASET=name` uses: `folder`/raw and
+    `folder`/mnist.npz for MNIST, `folder`/NAME/raw and `folder`/NAME/NAME.npz for the others."""
+    from mnistkit.idx import read_mnist_dir
+
+    folder = Path(folder) if name == DEFAULT_DATASET else Path(folder) / name
+    npz = folder / f"{name}.npz"
+    if not npz.exists():
+        download(folder / "raw", dataset=name, cache_dir=folder.parent / "cache", **download_options)
+        save_arrays(npz, read_mnist_dir(folder / "raw", name))
+    return load_arrays(npz)
 
 
 def load_mnist(folder: str | os.PathLike[str] = "data", **download_options: Any) -> dict[str, np.ndarray]:
     """MNIST's four arrays, downloaded to `folder`/raw and parsed to `folder`/mnist.npz the
     first time, read from there after (the same files `make all` uses)."""
-    from mnistkit.idx import read_mnist_dir
-
-    folder = Path(folder)
-    npz = folder / "mnist.npz"
-    if not npz.exists():
-        download(folder / "raw", **download_options)
-        save_arrays(npz, read_mnist_dir(folder / "raw"))
-    return load_arrays(npz)
+    return load_dataset(DEFAULT_DATASET, folder, **download_options)
 
 
 def train(
@@ -157,8 +178,8 @@ def load(path: str | os.PathLike[str]) -> Model:
 def predict_images(
     model: Model, paths: Iterable[str | os.PathLike[str]], preprocess: bool = True
 ) -> list[Prediction]:
-    """`mnistkit predict`: each image file prepared as MNIST's digits were, then predicted.
-    Raises MnistkitError for the first file that cannot be read."""
+    """`mnistkit predict`: each image file prepared as the model's dataset made its images, then
+    predicted. Raises MnistkitError for the first file that cannot be read."""
     from mnistkit.errors import MnistkitError
 
     predictions = []
@@ -178,7 +199,7 @@ def evaluate(model: Model, arrays: Mapping[str, np.ndarray], split: str = "test"
 
 def draw_samples(arrays: Mapping[str, np.ndarray], model: Model | None = None, **options: Any) -> Image.Image:
     """`mnistkit render-samples`: a grid of digits, captioned with `model`'s predictions
-    (options as the command's: split, select, count, digits, columns, scale, seed)."""
+    (options as the command's: split, select, count, classes, columns, scale, seed)."""
     from mnistkit.render import SampleOptions, samples_picture
 
     checkpoint = model.checkpoint if model is not None else None
@@ -191,7 +212,9 @@ def draw_confusion(evaluation: Evaluation) -> Image.Image:
     from mnistkit.evaluation import Confusion
     from mnistkit.plots import confusion_image
 
-    return confusion_image(Confusion(evaluation.classes, evaluation.confusion_matrix))
+    return confusion_image(
+        Confusion(evaluation.classes, evaluation.confusion_matrix, class_names=evaluation.class_names)
+    )
 
 
 def draw_curves(history: Model | Sequence[Mapping[str, Any]]) -> Image.Image:

@@ -1,7 +1,11 @@
 """The `.npz` array file between parse-to-npz and everything after it.
 
-Four uint8 arrays under fixed keys, uncompressed, pixels raw. Loading validates keys,
-dtypes, shapes and label range, and never unpickles (`allow_pickle=False`).
+Four uint8 arrays under fixed keys, uncompressed, pixels raw; a label is a class's index.
+Every dataset but MNIST also records its name (`dataset`, a 0-d unicode array) and its
+`class_names` (1-d unicode), so a file without them holds MNIST's digits. QMNIST's whole
+label table may come along (`{split}_label_columns` int32, `label_column_names`).
+Loading validates keys, dtypes, shapes and label range, and never unpickles
+(`allow_pickle=False`): names are plain unicode arrays.
 """
 
 from __future__ import annotations
@@ -16,13 +20,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mnistkit.architectures import MAX_CLASSES
 from mnistkit.atomic import atomic_write
-from mnistkit.datasets import IMAGE_SHAPE
+from mnistkit.datasets import DEFAULT_DATASET, DIGIT_NAMES, IMAGE_SHAPE, named_by_digits
 from mnistkit.errors import MnistkitError
 from mnistkit.inputs import open_input, wrong_kind
 
 SPLITS = ("train", "test")
 KEYS = ("train_images", "train_labels", "test_images", "test_labels")
+NAME_KEYS = ("dataset", "class_names", "label_column_names")
+MAX_NAME_CHARS = 100
 KERAS_KEYS = {
     "x_train": "train_images",
     "y_train": "train_labels",
@@ -31,12 +38,64 @@ KERAS_KEYS = {
 }
 
 
+def dataset_name(arrays: dict[str, np.ndarray]) -> str:
+    """The dataset `arrays` holds: its recorded name, MNIST when none is recorded."""
+    return str(arrays["dataset"]) if "dataset" in arrays else DEFAULT_DATASET
+
+
+def class_names(arrays: dict[str, np.ndarray]) -> list[str]:
+    """The name of each class, by label: the recorded ones, MNIST's digits when none are."""
+    return [str(name) for name in arrays["class_names"]] if "class_names" in arrays else list(DIGIT_NAMES)
+
+
+def class_labels(requested: Sequence[str], names: Sequence[str], dataset: str) -> list[int]:
+    """The label of each requested class, given by its name or its number (`--classes`)."""
+    labels = []
+    for item in requested:
+        if item in names:
+            labels.append(list(names).index(item))
+        elif item.isdigit() and int(item) < len(names):
+            labels.append(int(item))
+        elif named_by_digits(range(len(names)), names):
+            raise MnistkitError(f"--classes: {item!r} is not a class of {dataset} (0-{len(names) - 1})")
+        else:
+            shown = ", ".join(names) if len(names) <= 12 else f"{', '.join(names[:10])}, ..."
+            raise MnistkitError(
+                f"--classes: {item!r} is neither a class of {dataset} ({shown}) nor a class number "
+                f"0-{len(names) - 1}"
+            )
+    if len(set(labels)) != len(labels):
+        raise MnistkitError(f"--classes: {','.join(requested)} names a class twice")
+    return labels
+
+
+def _check_names(arrays: dict[str, np.ndarray], source: str) -> None:
+    for key, ndim in (("dataset", 0), ("class_names", 1), ("label_column_names", 1)):
+        if key not in arrays:
+            continue
+        array = arrays[key]
+        if array.dtype.kind != "U" or array.ndim != ndim:
+            wanted = "a unicode string" if ndim == 0 else "a 1-d array of unicode strings"
+            raise MnistkitError(f"{source}: {key} is {array.dtype} {array.shape}, expected {wanted}")
+        names = [str(name) for name in array.ravel()]
+        if not all(0 < len(name) <= MAX_NAME_CHARS and name.isprintable() for name in names):
+            raise MnistkitError(f"{source}: {key} holds an empty, unprintable or overlong name")
+    names = class_names(arrays)
+    if not 2 <= len(names) <= MAX_CLASSES or len(set(names)) != len(names):
+        raise MnistkitError(
+            f"{source}: class_names must be 2 to {MAX_CLASSES} distinct names, got {len(names)}"
+        )
+
+
 def check_arrays(arrays: dict[str, np.ndarray], source: str, splits: Sequence[str] = SPLITS) -> None:
-    """Raise MnistkitError unless `arrays` holds well-formed MNIST arrays of `splits`."""
+    """Raise MnistkitError unless `arrays` holds well-formed arrays of `splits`, labels within
+    its classes."""
     wanted = [f"{split}_{kind}" for split in splits for kind in ("images", "labels")]
     missing = [key for key in wanted if key not in arrays]
     if missing:
         raise MnistkitError(f"{source}: missing arrays {', '.join(missing)} (expected {', '.join(wanted)})")
+    _check_names(arrays, source)
+    top = len(class_names(arrays)) - 1
     for split in splits:
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         for key, array in ((f"{split}_images", images), (f"{split}_labels", labels)):
@@ -49,8 +108,16 @@ def check_arrays(arrays: dict[str, np.ndarray], source: str, splits: Sequence[st
                 f"{source}: {split}_labels has shape {labels.shape}, expected ({images.shape[0]},) "
                 f"to match {split}_images"
             )
-        if labels.size and int(labels.max()) > 9:
-            raise MnistkitError(f"{source}: {split}_labels holds {int(labels.max())}, outside 0-9")
+        if labels.size and int(labels.max()) > top:
+            raise MnistkitError(f"{source}: {split}_labels holds {int(labels.max())}, outside 0-{top}")
+        columns = arrays.get(f"{split}_label_columns")
+        if columns is not None and (
+            columns.dtype != np.int32 or columns.ndim != 2 or columns.shape[0] != labels.shape[0]
+        ):
+            raise MnistkitError(
+                f"{source}: {split}_label_columns is {columns.dtype} {columns.shape}, "
+                f"expected int32 ({labels.shape[0]}, columns)"
+            )
 
 
 def _other_layout(source: str, found: list[str], splits: Sequence[str]) -> MnistkitError:
@@ -70,16 +137,23 @@ def _other_layout(source: str, found: list[str], splits: Sequence[str]) -> Mnist
     return MnistkitError(message)
 
 
+def _stored_keys(keys: Sequence[str], splits: Sequence[str]) -> list[str]:
+    """The keys of `keys` an .npz keeps for `splits`: images, labels, names, label columns."""
+    wanted = [f"{split}_{kind}" for split in splits for kind in ("images", "labels", "label_columns")]
+    return [key for key in [*wanted, *NAME_KEYS] if key in keys]
+
+
 def save_arrays(path: str | os.PathLike[str], arrays: dict[str, np.ndarray]) -> None:
-    """Validate and write the four arrays atomically as an uncompressed .npz."""
+    """Validate and write the arrays atomically as an uncompressed .npz: the four of KEYS,
+    and the dataset's names and label columns when `arrays` has them."""
     check_arrays(arrays, str(path))
     with atomic_write(path, "wb") as handle:
-        np.savez(handle, **{key: arrays[key] for key in KEYS})
+        np.savez(handle, **{key: arrays[key] for key in _stored_keys(list(arrays), SPLITS)})
 
 
 def load_arrays(path: str | os.PathLike[str], splits: Sequence[str] = SPLITS) -> dict[str, np.ndarray]:
-    """Load and validate the arrays of `splits` from an mnistkit `.npz`; object arrays are
-    refused, never unpickled."""
+    """Load and validate the arrays of `splits` from an mnistkit `.npz`, with the dataset's
+    names when it records them; object arrays are refused, never unpickled."""
     try:
         with open_input(path, "an .npz file") as handle:
             start = handle.read(16)
@@ -90,7 +164,7 @@ def load_arrays(path: str | os.PathLike[str], splits: Sequence[str] = SPLITS) ->
                 wanted = [f"{split}_{kind}" for split in splits for kind in ("images", "labels")]
                 if not set(wanted) <= set(archive.files):
                     raise _other_layout(str(path), sorted(archive.files), splits)
-                arrays = {key: archive[key] for key in wanted}
+                arrays = {key: archive[key] for key in _stored_keys(archive.files, splits)}
         check_arrays(arrays, str(path), splits)
     except ValueError as error:
         if "allow_pickle" in str(error) or "Object arrays" in str(error):

@@ -331,6 +331,7 @@ def scatter_chart(
     x_title: str,
     y_title: str,
     background: Callable[[np.ndarray], np.ndarray] | None = None,
+    legend_title: str = "digit",
 ) -> Image.Image:
     """Dots at `points` (N, 2) in data units, in order, so later dots lie on top.
 
@@ -355,7 +356,7 @@ def scatter_chart(
         canvas.dot(axes.to_px(float(x), float(y)), 2.6, colour, outline=blend(colour, INK, 0.5))
     canvas.rectangle((box[0], box[1], box[2] + 1, box[3] + 1), outline=INK)
     canvas.text((canvas.size[0] / 2, 16), title, TITLE_PX, align="mt")
-    legend_column(canvas, (box[2] + 28, box[1]), legend, title="digit")
+    legend_column(canvas, (box[2] + 28, box[1]), legend, title=legend_title)
     return canvas.finish()
 
 

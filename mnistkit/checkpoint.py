@@ -5,6 +5,14 @@ keys): safetensors writes several metadata keys in a different order in each pro
 and one key keeps the same training run byte-identical. Tensors named `optimizer.*`
 hold optimizer state for `train --resume`; all others are model parameters.
 
+Format version 2 names what the model tells apart: the `dataset` it was trained on, the
+name of each class (`class_names`, beside `classes`, their labels in that dataset) and how
+a person's image must be prepared for it (`preprocessing`, one of `datasets.IMAGE_STYLES`).
+Without those three a checkpoint means MNIST's digits, as every version 1 checkpoint does,
+so a model of MNIST digits is still written as version 1, without them, and an older
+mnistkit predicts and evaluates with it; one of another dataset is version 2, which an
+older one refuses rather than take its classes for digits.
+
 The loader checks the header itself before safetensors sees the bytes, and checks
 every tensor against the architecture, so a hostile or damaged file fails with one
 line naming the problem. Nothing here can unpickle.
@@ -23,13 +31,16 @@ from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
 from mnistkit import __version__
-from mnistkit.architectures import check_architecture, param_shapes
+from mnistkit.architectures import MAX_CLASSES, check_architecture, param_shapes
 from mnistkit.atomic import write_bytes_atomic
+from mnistkit.datasets import DEFAULT_DATASET, IMAGE_STYLES, dataset_spec, named_by_digits
 from mnistkit.errors import MnistkitError
 from mnistkit.inputs import read_input, what_file_is, wrong_kind
 
 FORMAT = "mnistkit-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this version reads and writes
+NAME_KEYS = ("dataset", "class_names", "preprocessing")
+MAX_NAME_CHARS = 100
 METADATA_KEY = "mnistkit"
 OPTIMIZER_PREFIX = "optimizer."
 MAX_CHECKPOINT_BYTES = 4 << 30
@@ -54,7 +65,27 @@ class Checkpoint:
 
     @property
     def classes(self) -> list[int]:
+        """Each output's label in its dataset (MNIST: the digit)."""
         return self.metadata["classes"]
+
+    @property
+    def class_names(self) -> list[str]:
+        """Each output's name: "7", "Ankle boot", "k"."""
+        return self.metadata["class_names"]
+
+    @property
+    def dataset(self) -> str:
+        return self.metadata["dataset"]
+
+    @property
+    def digit_classes(self) -> bool:
+        """Whether each class is named by its label (MNIST's digits)."""
+        return named_by_digits(self.classes, self.class_names)
+
+    @property
+    def preprocessing(self) -> str:
+        """How `predict` prepares a person's image for this model: a key of IMAGE_STYLES."""
+        return self.metadata["preprocessing"]
 
     def predict_probabilities(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         from mnistkit.inference import predict_probabilities
@@ -72,11 +103,15 @@ def save_checkpoint(
     metadata: dict[str, Any],
     optimizer_state: dict[str, np.ndarray] | None = None,
 ) -> None:
-    """Write params (+ optimizer state) and metadata atomically to `path`."""
+    """Write params (+ optimizer state) and metadata atomically to `path`. Metadata without a
+    dataset means MNIST's digits; metadata that names MNIST's digits is written without the
+    names, as version 1."""
+    named = {key: metadata[key] for key in NAME_KEYS if key in metadata}
+    mnist_digits = {**named_classes(metadata), **named} == named_classes(metadata)
     full_metadata = {
-        **metadata,
+        **{key: value for key, value in metadata.items() if not (mnist_digits and key in NAME_KEYS)},
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": 1 if mnist_digits else FORMAT_VERSION,
         "mnistkit_version": __version__,
     }
     _check_metadata(Path(path), full_metadata)
@@ -144,6 +179,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     except (TypeError, ValueError):
         raise MnistkitError(f"{path}: checkpoint metadata is not valid JSON") from None
     _check_metadata(path, metadata)
+    if metadata["format_version"] == 1:  # MNIST's digits, whatever else it holds
+        metadata = {**metadata, **named_classes(metadata)}
+    else:
+        metadata = {**named_classes(metadata), **metadata}
     try:
         tensors = load_safetensors(data)
     except Exception as error:  # safetensors raises its own untyped errors
@@ -173,19 +212,23 @@ def _check_metadata(path: Path, metadata: Any) -> None:
         if key not in metadata:
             raise MnistkitError(f"{path}: checkpoint metadata lacks {key!r}")
     classes = metadata["classes"]
+    top = 9 if version == 1 else MAX_CLASSES - 1
     if (
         not isinstance(classes, list)
         or len(classes) < 2
         or len(set(classes)) != len(classes)
-        or not all(isinstance(c, int) and 0 <= c <= 9 for c in classes)
+        or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= top for c in classes)
     ):
-        raise MnistkitError(f"{path}: checkpoint classes {classes!r} are not distinct digits 0-9")
+        what = "digits 0-9" if version == 1 else f"labels 0-{top}"
+        raise MnistkitError(f"{path}: checkpoint classes {classes!r} are not distinct {what}")
     try:
         check_architecture(metadata["architecture"])
     except MnistkitError as error:
         raise MnistkitError(f"{path}: checkpoint architecture: {error}") from None
     if metadata["architecture"]["num_classes"] != len(classes):
         raise MnistkitError(f"{path}: checkpoint architecture does not match its {len(classes)} classes")
+    if version >= 2:
+        _check_names(path, {**named_classes(metadata), **metadata}, len(classes))
     normalization = metadata["normalization"]
     kind = normalization.get("kind") if isinstance(normalization, dict) else None
     if kind == "standard":
@@ -194,6 +237,38 @@ def _check_metadata(path: Path, metadata: Any) -> None:
             raise MnistkitError(f"{path}: checkpoint normalization needs a mean and a positive std")
     elif kind != "unit":
         raise MnistkitError(f"{path}: unknown input normalization {normalization!r}")
+
+
+def named_classes(metadata: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint without names means (all of version 1, or metadata without them):
+    MNIST, each class named by its digit, images prepared as MNIST's."""
+    return {
+        "dataset": DEFAULT_DATASET,
+        "class_names": [str(digit) for digit in metadata.get("classes", [])],
+        "preprocessing": dataset_spec(DEFAULT_DATASET).image_style,
+    }
+
+
+def _check_names(path: Path, metadata: dict[str, Any], count: int) -> None:
+    dataset, names = metadata["dataset"], metadata["class_names"]
+    if not _is_name(dataset):
+        raise MnistkitError(f"{path}: checkpoint dataset {dataset!r} is not a name")
+    if (
+        not isinstance(names, list)
+        or len(names) != count
+        or not all(_is_name(name) for name in names)
+        or len(set(names)) != count
+    ):
+        raise MnistkitError(f"{path}: checkpoint class_names must be {count} distinct names, one per class")
+    if metadata["preprocessing"] not in IMAGE_STYLES:
+        raise MnistkitError(
+            f"{path}: checkpoint preprocessing {metadata['preprocessing']!r} is not one of "
+            f"{', '.join(IMAGE_STYLES)}"
+        )
+
+
+def _is_name(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_NAME_CHARS and value.isprintable()
 
 
 def _check_params(path: Path, params: dict[str, np.ndarray], metadata: dict[str, Any]) -> None:

@@ -18,8 +18,9 @@ from mnistkit import __version__
 from mnistkit.architectures import ACTIVATIONS, MODEL_KINDS, MODELS
 from mnistkit.atomic import STDOUT, check_writable_target
 from mnistkit.config import AUGMENTATIONS, INITS, NORMALIZATIONS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
+from mnistkit.datasets import DATASET_NAMES, DEFAULT_DATASET, named_by_digits
 from mnistkit.errors import MnistkitError
-from mnistkit.mirrors import DEFAULT_MIN_RATE_BYTES_PER_S, DEFAULT_TIMEOUT_S, MIRROR_ENV
+from mnistkit.mirrors import DEFAULT_CACHE_DIR, DEFAULT_MIN_RATE_BYTES_PER_S, DEFAULT_TIMEOUT_S, MIRROR_ENV
 
 
 class MnistkitGroup(click.Group):
@@ -85,21 +86,70 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
-@cli.command("fetch", short_help="Download the four MNIST files, verified and cached.")
+def _dataset_option(function):
+    return click.option(
+        "--dataset",
+        type=click.Choice(DATASET_NAMES),
+        default=DEFAULT_DATASET,
+        show_default=True,
+        help="Which dataset: MNIST or one of its siblings (`mnistkit datasets` lists them).",
+    )(function)
+
+
+def _dataset_folder(dataset: str) -> str:
+    """Where make keeps a dataset's raw files: data/raw for MNIST, data/NAME/raw for the others."""
+    return "data/raw" if dataset == DEFAULT_DATASET else f"data/{dataset}/raw"
+
+
+@cli.command("datasets", short_help="List the datasets mnistkit fetches and trains on.")
+@click.argument("name", required=False, type=click.Choice(DATASET_NAMES), metavar="[NAME]")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: every fact mnistkit has of each.")
+def datasets_command(name: str | None, as_json: bool) -> None:
+    """List MNIST and its siblings: classes, images, download size, host. With NAME, that
+    dataset's class names, files, mirrors and how its images were made.
+
+    \b
+      mnistkit datasets
+      mnistkit datasets fashion-mnist
+      mnistkit datasets --json
+    """
+    import json
+
+    from mnistkit.catalog import dataset_details, dataset_facts, datasets_table
+    from mnistkit.datasets import DATASETS
+
+    if as_json:
+        chosen = [DATASETS[name]] if name else list(DATASETS.values())
+        click.echo(json.dumps([dataset_facts(spec) for spec in chosen], indent=2))
+    else:
+        click.echo(dataset_details(DATASETS[name]) if name else datasets_table(), nl=False)
+
+
+@cli.command("fetch", short_help="Download a dataset's four files, verified and cached.")
+@_dataset_option
 @click.option(
     "--out",
     "out_dir",
-    default="data/raw",
+    type=click.Path(path_type=Path),
+    help="Folder for the four .gz files (created if missing) [default: data/raw for mnist, "
+    "data/NAME/raw for another --dataset].",
+)
+@click.option(
+    "--cache",
+    "cache_dir",
+    default=DEFAULT_CACHE_DIR,
     show_default=True,
     type=click.Path(path_type=Path),
-    help="Folder for the four .gz files (created if missing).",
+    help="Folder that keeps an archive holding several datasets (EMNIST's 562 MB zip), so that "
+    "each split is extracted from one download.",
 )
 @click.option(
     "--mirror",
     "mirrors",
     multiple=True,
     metavar="URL",
-    help="Mirror to try first: an http(s):// or file:// URL, or a directory. Repeatable.",
+    help="Mirror to try first: an http(s):// or file:// URL, or a directory, holding the dataset's "
+    "files by their canonical names; {dataset} stands for the dataset's name. Repeatable.",
 )
 @click.option("--no-default-mirrors", is_flag=True, help="Try only --mirror and $MNISTKIT_MIRROR.")
 @click.option("--force", is_flag=True, help="Download every file again, even a valid one.")
@@ -124,43 +174,59 @@ def _count(number: int, noun: str) -> str:
     "(a dripping mirror); 0 sets no minimum.",
 )
 def fetch_command(
-    out_dir: Path,
+    dataset: str,
+    out_dir: Path | None,
+    cache_dir: Path,
     mirrors: tuple[str, ...],
     no_default_mirrors: bool,
     force: bool,
     timeout_s: float,
     min_bytes_per_s: float,
 ) -> None:
-    """Download the four MNIST .gz files and verify them by SHA-256.
+    """Download a dataset's four .gz files and verify them: MNIST by default.
+
+    Each file is verified by the SHA-256 of its decompressed content where that is known
+    (MNIST, Fashion-MNIST: it holds whichever mirror recompressed it), else by the official
+    host's checksum of the file itself (KMNIST, QMNIST, EMNIST's zip: only the official
+    bytes pass). EMNIST's splits come in one 562 MB zip, kept in --cache and downloaded
+    once; each split's four files are extracted from it.
 
     Mirrors are tried in order: each --mirror, then those in $MNISTKIT_MIRROR (several
-    separated by spaces or commas), then the public mirrors (the ossci-datasets S3
-    bucket, Google's cvdf-datasets bucket, GitHub fgnt/mnist, yann.lecun.com). A mirror
-    that stalls for --timeout seconds, or brings less than --min-rate over that long, is
-    abandoned; a quick failure (refused, HTTP 500) is retried once. A mirror that failed
-    is not tried for the other files. A file already present and valid is not downloaded
-    again. The paths of the four files go to stdout; one line per file (and per failed
-    mirror) to stderr.
+    separated by spaces or commas), then the dataset's public mirrors (for MNIST: the
+    ossci-datasets S3 bucket, Google's cvdf-datasets bucket, GitHub fgnt/mnist,
+    yann.lecun.com). A mirror is a folder or URL holding the dataset's files under their
+    canonical names; `{dataset}` in it stands for the dataset's name. A mirror that stalls
+    for --timeout seconds, or brings less than --min-rate over that long, is abandoned; a
+    quick failure (refused, HTTP 500) is retried once. A mirror that failed is not tried
+    for the other files. A file already present and valid is not downloaded again. The
+    paths of the four files go to stdout; one line per file (and per failed mirror) to stderr.
 
     \b
       mnistkit fetch --out data/raw
+      mnistkit fetch --dataset fashion-mnist
+      mnistkit fetch --dataset emnist-letters --cache data/cache
       mnistkit fetch --mirror file:///srv/mnist --no-default-mirrors
       MNISTKIT_MIRROR=/path/to/folder/with/the/four/files mnistkit fetch
+      MNISTKIT_MIRROR=/srv/datasets/{dataset} mnistkit fetch --dataset kmnist
       mnistkit fetch --timeout 10 --min-rate 50000
     """
     from mnistkit.fetch import fetch
     from mnistkit.mirrors import mirror_list
 
-    mirror_urls = mirror_list(mirrors, os.environ.get(MIRROR_ENV), use_defaults=not no_default_mirrors)
+    mirror_urls = mirror_list(
+        mirrors, os.environ.get(MIRROR_ENV), use_defaults=not no_default_mirrors, dataset=dataset
+    )
     on_tty = sys.stderr.isatty()
     paths = fetch(
-        out_dir,
+        out_dir or _dataset_folder(dataset),
         mirror_urls,
         force=force,
         timeout_s=timeout_s,
         log=_stderr_log(on_tty),
         progress=_progress_line if on_tty else None,
         min_bytes_per_s=min_bytes_per_s,
+        dataset=dataset,
+        cache_dir=cache_dir,
     )
     for path in paths:
         click.echo(path)
@@ -169,26 +235,36 @@ def fetch_command(
 @cli.command("parse-to-npz", short_help="Parse the IDX files into one .npz of arrays.")
 @click.argument("raw_dir", type=click.Path(path_type=Path))
 @_output_option("-o", "--output", required=True, help="The .npz to write ('-': stdout).")
-def parse_to_npz_command(raw_dir: Path, output: str) -> None:
-    """Parse the four MNIST IDX files in RAW_DIR into one uncompressed .npz.
+@_dataset_option
+@click.option(
+    "--label-columns",
+    is_flag=True,
+    help="Keep QMNIST's whole label table (writer, NIST series, ...) as {split}_label_columns.",
+)
+def parse_to_npz_command(raw_dir: Path, output: str, dataset: str, label_columns: bool) -> None:
+    """Parse a dataset's four IDX files in RAW_DIR into one uncompressed .npz.
 
     The .npz holds train_images uint8 (N, 28, 28), train_labels uint8 (N,), test_images
-    and test_labels; pixels stay raw. The IDX files may be gzip-compressed or not. Every
-    fault (broken gzip, wrong magic or dimensions, truncated or trailing data, labels
-    outside 0-9, counts that disagree) is one line naming the file, and no .npz is written.
+    and test_labels; pixels stay raw, a label is a class's number. For every dataset but
+    MNIST it also records the dataset's name and its class names (plain unicode arrays).
+    EMNIST's images are turned upright and its letters numbered from 0 ('a'); QMNIST's
+    class is the first of its eight label columns. The IDX files may be gzip- or
+    xz-compressed or not. Every fault (broken compression, wrong magic or dimensions,
+    truncated or trailing data, labels outside the classes, counts that disagree) is one
+    line naming the file, and no .npz is written.
 
     \b
       mnistkit parse-to-npz data/raw -o data/mnist.npz
+      mnistkit parse-to-npz data/fashion-mnist/raw --dataset fashion-mnist -o data/fashion.npz
+      mnistkit parse-to-npz data/qmnist/raw --dataset qmnist --label-columns -o data/qmnist/qmnist.npz
     """
     from mnistkit.arrays import save_arrays
     from mnistkit.idx import read_mnist_dir
 
-    arrays = read_mnist_dir(raw_dir)
+    arrays = read_mnist_dir(raw_dir, dataset, label_columns)
     save_arrays(output, arrays)
-    click.echo(
-        f"{output}: {len(arrays['train_images'])} training and {len(arrays['test_images'])} test images",
-        err=True,
-    )
+    counts = f"{len(arrays['train_images'])} training and {len(arrays['test_images'])} test images"
+    click.echo(f"{output}: {counts}" + ("" if dataset == DEFAULT_DATASET else f" of {dataset}"), err=True)
 
 
 def _preset_help() -> str:
@@ -282,7 +358,13 @@ def _from_preset(name: str, help: str) -> str:
     type=int,
     help=_from_preset("val_size", "Hold out this many training images for validation."),
 )
-@click.option("--digits", help="Train on these classes only, e.g. 3,8 [default: all ten].")
+@click.option(
+    "--classes",
+    "--digits",
+    "classes",
+    help="Train on these classes only, by name or number: 3,8 (MNIST's digits), 'Shirt,T-shirt/top' "
+    "or 0,6 (Fashion-MNIST) [default: all of the data's classes].",
+)
 @click.option(
     "--augment",
     type=click.Choice(AUGMENTATIONS),
@@ -387,14 +469,22 @@ def train(
       mnistkit train data/mnist.npz -o models/model.safetensors \\
           --coordinator host0:8476 --num-processes 2 --process-id 0
     """
-    from mnistkit.config import check_resume_options, config_from_options, parse_float_list, parse_int_list
+    from mnistkit.config import (
+        check_resume_options,
+        config_from_options,
+        parse_float_list,
+        parse_int_list,
+        parse_name_list,
+    )
     from mnistkit.interrupts import deferred
 
-    for name in ("hidden", "channels", "kernel_sizes", "digits", "seeds"):
+    for name in ("hidden", "channels", "kernel_sizes", "seeds"):
         if options[name] is not None:
             options[name] = parse_int_list(options[name], f"--{name.replace('_', '-')}")
     if options["adam_betas"] is not None:
         options["adam_betas"] = parse_float_list(options["adam_betas"], "--adam-betas")
+    if options["classes"] is not None:
+        options["classes"] = parse_name_list(options["classes"], "--classes")
     given = {name: value for name, value in options.items() if value is not None}
     if resume is not None:
         check_resume_options({**given, **({"preset": preset} if preset else {})})
@@ -520,16 +610,18 @@ def predict_command(
     save_preprocessed: Path | None,
     output: str | None,
 ) -> None:
-    """Predict the digit in each IMAGE: one row per image, in input order.
+    """Predict the digit (or class) in each IMAGE: one row per image, in input order.
 
-    Any format Pillow reads. Each image is prepared as MNIST's digits were: upright
-    (EXIF), transparency composited, a light background inverted so ink is bright,
-    background shading removed, cropped to the ink, the longer side scaled to 20 px
-    and the centre of mass placed at the centre of 28x28. `-` reads paths from stdin,
-    one per line. Rows: path<TAB>digit<TAB>confidence (--format, --top-k). Each bad
-    input (missing, a directory, not an image, truncated, over 40 megapixels, blank)
-    is one `path: reason` line on stderr; the others are still predicted, and the
-    exit status is 1.
+    Any format Pillow reads. Each image is prepared as the model's dataset made its
+    images (the checkpoint says which); for MNIST's digits: upright (EXIF), transparency
+    composited, a light background inverted so ink is bright, background shading
+    removed, cropped to the ink, the longer side scaled to 20 px and the centre of mass
+    placed at the centre of 28x28 (Fashion-MNIST: the longer side to 28 px, centred,
+    shades kept). `-` reads paths from stdin, one per line. Rows:
+    path<TAB>digit<TAB>confidence (--format, --top-k); for classes with names, the
+    column is `label` and holds the name. Each bad input (missing, a directory, not an
+    image, truncated, over 40 megapixels, blank) is one `path: reason` line on stderr;
+    the others are still predicted, and the exit status is 1.
 
     \b
       mnistkit predict models/model.safetensors my-digit.png
@@ -579,7 +671,8 @@ def predict_command(
 @click.option(
     "--labels",
     type=click.Path(path_type=Path),
-    help="Evaluate on your own images: lines of path<TAB>digit or path,digit.",
+    help="Evaluate on your own images: lines of path<TAB>label or path,label (a digit, or a class's "
+    "name or number).",
 )
 def eval_command(
     checkpoint_path: Path,
@@ -608,7 +701,13 @@ def eval_command(
 
     from mnistkit.atomic import write_text_atomic
     from mnistkit.checkpoint import load_checkpoint
-    from mnistkit.evaluation import evaluate_arrays, evaluate_images, format_table, read_labels
+    from mnistkit.evaluation import (
+        dataset_class_names,
+        evaluate_arrays,
+        evaluate_images,
+        format_table,
+        read_labels,
+    )
 
     if (data is None) == (labels is None):
         raise click.UsageError("give either NPZ or --labels FILE (with --images DIR), not both or neither")
@@ -624,7 +723,8 @@ def eval_command(
             failures.append(error)
             click.echo(error, err=True)
 
-        evaluation = evaluate_images(checkpoint, read_labels(labels, images_dir), report)
+        labelled = read_labels(labels, images_dir, dataset_class_names(checkpoint))
+        evaluation = evaluate_images(checkpoint, labelled, report)
     else:
         from mnistkit.arrays import load_arrays
 
@@ -633,7 +733,7 @@ def eval_command(
         evaluation = evaluate_arrays(checkpoint, arrays[f"{split}_images"], arrays[f"{split}_labels"])
     if evaluation.skipped:
         click.echo(
-            f"left out {_count(evaluation.skipped, 'image')} whose digit is not among the model's classes",
+            f"left out {_count(evaluation.skipped, 'image')} whose class is not among the model's classes",
             err=True,
         )
     if evaluation.count == 0:
@@ -729,7 +829,13 @@ def _wrote(output: str, what: str) -> None:
     "most confident first; confident-mistakes: only those at or above --min-confidence.",
 )
 @click.option("--count", type=int, default=64, show_default=True, help="Show at most this many digits.")
-@click.option("--digits", metavar="LIST", help="Only digits whose true label is listed, e.g. 3,8.")
+@click.option(
+    "--classes",
+    "--digits",
+    "classes",
+    metavar="LIST",
+    help="Only images of these classes, by name or number, e.g. 3,8 or 'Shirt,T-shirt/top'.",
+)
 @click.option("--columns", type=int, default=8, show_default=True, help="Digits per row.")
 @click.option("--scale", type=int, default=3, show_default=True, help="Screen pixels per MNIST pixel.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --select random.")
@@ -746,7 +852,7 @@ def render_samples_command(
     data: Path,
     output: str,
     checkpoint_path: Path | None,
-    digits: str | None,
+    classes: str | None,
     export_dir: Path | None,
     **options,
 ) -> None:
@@ -756,20 +862,21 @@ def render_samples_command(
       mnistkit render-samples data/mnist.npz -o reports/samples.png --model models/model.safetensors
       mnistkit render-samples data/mnist.npz -o reports/mistakes.png \\
           --model models/model.safetensors --select mistakes --count 32
-      mnistkit render-samples data/mnist.npz -o threes-and-eights.png --digits 3,8 --select random
+      mnistkit render-samples data/mnist.npz -o threes-and-eights.png --classes 3,8 --select random
       mnistkit render-samples data/mnist.npz -o samples.png --export-dir samples \\
           | mnistkit predict models/model.safetensors -
     """
-    from mnistkit.arrays import load_arrays
+    from mnistkit.arrays import class_names, load_arrays
     from mnistkit.checkpoint import load_checkpoint
-    from mnistkit.config import parse_int_list
+    from mnistkit.config import parse_name_list
     from mnistkit.render import SampleOptions, export_digits, samples_picture, save_picture
 
     if output == STDOUT and export_dir is not None:
         raise click.UsageError(
             "-o - writes the picture to stdout, where --export-dir lists its files; give -o FILE"
         )
-    sample_options = SampleOptions(digits=parse_int_list(digits, "--digits") if digits else None, **options)
+    chosen = parse_name_list(classes, "--classes") if classes else None
+    sample_options = SampleOptions(classes=chosen, **options)
     arrays = load_arrays(data, splits=(sample_options.split,))
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
     model_name = checkpoint_path.name if checkpoint_path else ""
@@ -777,9 +884,12 @@ def render_samples_command(
     split = sample_options.split
     exported = []
     if export_dir is not None:
-        exported = export_digits(arrays[f"{split}_images"], arrays[f"{split}_labels"], indices, export_dir)
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        exported = export_digits(images, labels, indices, export_dir, class_names(arrays))
     save_picture(grid.image, output)
-    _wrote(output, f"{_count(len(indices), f'{split} digit')}")
+    names = class_names(arrays)
+    noun = "digit" if named_by_digits(range(len(names)), names) else "image"
+    _wrote(output, f"{_count(len(indices), f'{split} {noun}')}")
     for path in exported:
         click.echo(path)
 
@@ -841,7 +951,8 @@ def render_confusion_command(
         confusion = confusion_from_model(checkpoint, images, labels, split, checkpoint_path.name, data.name)
         source_name = f"{checkpoint_path.name} on {data.name}"
     save_picture(confusion_image(confusion, source_name), output)
-    _wrote(output, f"confusion matrix of {_count(int(confusion.matrix.sum()), 'digit')}")
+    noun = "digit" if named_by_digits(confusion.classes, confusion.names) else "image"
+    _wrote(output, f"confusion matrix of {_count(int(confusion.matrix.sum()), noun)}")
 
 
 @cli.command("render-curves", short_help="Draw loss and accuracy per epoch.")
@@ -919,7 +1030,8 @@ def render_weights_command(checkpoint_path: Path, output: str, scale: int) -> No
 
     checkpoint = load_checkpoint(checkpoint_path)
     save_picture(weights_image(checkpoint, str(checkpoint_path), scale), output)
-    _wrote(output, f"weight templates of {_count(len(checkpoint.classes), 'digit')}")
+    noun = "digit" if checkpoint.digit_classes else "class"
+    _wrote(output, f"weight templates of {_count(len(checkpoint.classes), noun)}")
 
 
 @cli.command("serve", short_help="Serve a page to draw digits and a JSON API.")

@@ -21,10 +21,12 @@ SCHEDULES = ("constant", "cosine", "warmup-cosine", "one-cycle", "epoch-cycles")
 INITS = ("he", "uniform")
 NORMALIZATIONS = ("unit", "standard")
 AUGMENTATIONS = ("none", "shift", "distort")
-TUPLE_SETTINGS = ("hidden", "channels", "kernel_sizes", "strides", "adam_betas", "digits", "seeds")
+TUPLE_SETTINGS = ("hidden", "channels", "kernel_sizes", "strides", "adam_betas", "classes", "seeds")
 CNN_SETTINGS = ("channels", "kernel_sizes", "strides", "batch_norm")
 # Settings of checkpoints written by earlier versions that no longer exist; ignored on resume.
 RETIRED_SETTINGS = ("extra",)
+# Settings earlier versions wrote under another name: `digits` [3, 8] is `classes` ["3", "8"].
+RENAMED_SETTINGS = {"digits": "classes"}
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class TrainConfig:
     init: str = "he"  # he: He-normal kernels, zero biases; uniform: PyTorch's default, U(+-1/sqrt(fan_in))
     normalize: str = "unit"
     val_size: int = 0
-    digits: tuple[int, ...] = tuple(range(10))
+    classes: tuple[str, ...] = ()  # names or label numbers of the classes to train on; () is all
     augment: str = "none"
     eval_test_each_epoch: bool = False
     seed: int = 0
@@ -99,9 +101,9 @@ class TrainConfig:
             raise MnistkitError(f"--weight-decay must be non-negative, got {self.weight_decay}")
         if self.val_size < 0:
             raise MnistkitError(f"--val-size must be non-negative, got {self.val_size}")
-        digits = self.digits
-        if len(digits) < 2 or len(set(digits)) != len(digits) or any(d not in range(10) for d in digits):
-            raise MnistkitError(f"--digits: need two or more distinct digits from 0-9, got {_listed(digits)}")
+        classes = self.classes
+        if classes and (len(classes) < 2 or len(set(classes)) != len(classes) or not all(classes)):
+            raise MnistkitError(f"--classes: need two or more distinct classes, got {_listed(classes)}")
         if self.seeds and not 2 <= len(set(self.seeds)) == len(self.seeds) <= MAX_ENSEMBLE_MEMBERS:
             raise MnistkitError(
                 f"--seeds: an ensemble needs 2 to {MAX_ENSEMBLE_MEMBERS} distinct seeds, "
@@ -119,7 +121,13 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
-        values = {name: value for name, value in values.items() if name not in RETIRED_SETTINGS}
+        values = {
+            RENAMED_SETTINGS.get(name, name): value
+            for name, value in values.items()
+            if name not in RETIRED_SETTINGS
+        }
+        if "classes" in values:
+            values["classes"] = tuple(str(value) for value in values["classes"])
         unknown = sorted(set(values) - known)
         if unknown:
             raise MnistkitError(f"unknown training settings: {', '.join(unknown)}")
@@ -201,7 +209,7 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 # The 3-vs-8 tutorial's task: an MLP stops near 99%, the CNN gets past 99.5%.
-PRESETS["3v8"] = Preset("the CNN on digits 3 and 8 only", {**PRESETS["cnn"].settings, "digits": (3, 8)})
+PRESETS["3v8"] = Preset("the CNN on digits 3 and 8 only", {**PRESETS["cnn"].settings, "classes": ("3", "8")})
 
 
 def preset_config(name: str) -> TrainConfig:
@@ -298,5 +306,13 @@ def _option(name: str) -> str:
     return name.replace("_", "-")
 
 
-def _listed(values: tuple[int, ...]) -> str:
+def parse_name_list(text: str, what: str) -> tuple[str, ...]:
+    """'3,8' -> ('3', '8'); 'Shirt, T-shirt/top' -> ('Shirt', 'T-shirt/top'); the error names the option."""
+    values = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not values:
+        raise MnistkitError(f"{what}: expected comma-separated class names or numbers, got {text!r}")
+    return values
+
+
+def _listed(values: tuple[int | str, ...]) -> str:
     return ",".join(map(str, values))

@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from mnistkit.architectures import ensemble_size
+from mnistkit.architectures import MAX_CLASSES, ensemble_size
 from mnistkit.checkpoint import Checkpoint
+from mnistkit.datasets import DATASETS, named_by_digits
 from mnistkit.errors import MnistkitError
 from mnistkit.image_files import load_digits
 from mnistkit.inference import average_log_probabilities, log_softmax, member_logits, normalize
@@ -27,26 +28,32 @@ from mnistkit.inputs import read_text
 
 BATCH_SIZE = 1000
 TOP_CONFUSIONS = 10
+TABLE_WIDTH = 80
+NAME_COLUMN_CHARS = 20
 
 
 @dataclass
 class Evaluation:
-    """Counts from which every metric follows; `skipped` = labels outside the classes."""
+    """Counts from which every metric follows; `skipped` = labels outside the classes.
+    `classes` are the model's labels, `class_names` their names (the labels as text by default)."""
 
     classes: list[int]
     confusion_matrix: np.ndarray
     loss_sum: float = 0.0
     skipped: int = 0
     members: list[Evaluation] = field(default_factory=list)  # an ensemble's members, one by one
+    class_names: list[str] = field(default_factory=list)
     _class_index: dict[int, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._class_index = {digit: index for index, digit in enumerate(self.classes)}
+        self.class_names = list(self.class_names) or [str(label) for label in self.classes]
 
     @classmethod
-    def empty(cls, classes: list[int], members: int = 0) -> Evaluation:
+    def empty(cls, classes: list[int], members: int = 0, class_names: Sequence[str] = ()) -> Evaluation:
         evaluation = cls(list(classes), np.zeros((len(classes), len(classes)), np.int64))
-        evaluation.members = [cls.empty(classes) for _ in range(members)]
+        evaluation.class_names = list(class_names) or evaluation.class_names
+        evaluation.members = [cls.empty(classes, class_names=class_names) for _ in range(members)]
         return evaluation
 
     def add(
@@ -86,13 +93,14 @@ class Evaluation:
         support = self.confusion_matrix.sum(axis=1)
         predicted = self.confusion_matrix.sum(axis=0)
         rows = []
-        for index, digit in enumerate(self.classes):
+        for index, (label, name) in enumerate(zip(self.classes, self.class_names, strict=True)):
             precision = correct[index] / predicted[index] if predicted[index] else 0.0
             recall = correct[index] / support[index] if support[index] else 0.0
             f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
             rows.append(
                 {
-                    "digit": digit,
+                    "class": label,
+                    "name": name,
                     "precision": float(precision),
                     "recall": float(recall),
                     "f1": float(f1),
@@ -120,6 +128,7 @@ class Evaluation:
             "accuracy": self.accuracy,
             "mean_loss": self.mean_loss,
             "classes": self.classes,
+            "class_names": self.class_names,
             "confusion_matrix": self.confusion_matrix.tolist(),
             "per_class": self.per_class(),
             "top_confusions": self.top_confusions(),
@@ -152,17 +161,17 @@ def log_probabilities(checkpoint: Checkpoint, images: np.ndarray) -> tuple[np.nd
     return average_log_probabilities(members), members
 
 
-def _tracked_members(checkpoint: Checkpoint) -> int:
-    """How many members an evaluation reports one by one: an ensemble's, none for one model."""
+def _empty_for(checkpoint: Checkpoint) -> Evaluation:
+    """No counts yet, for the model's classes and, for an ensemble, each member one by one."""
     members = ensemble_size(checkpoint.architecture)
-    return members if members > 1 else 0
+    return Evaluation.empty(checkpoint.classes, members if members > 1 else 0, checkpoint.class_names)
 
 
 def evaluate_arrays(
     checkpoint: Checkpoint, images: np.ndarray, digits: np.ndarray, batch_size: int = BATCH_SIZE
 ) -> Evaluation:
-    """Evaluate on uint8 images (N, 28, 28) and their digits (N,), batch by batch."""
-    evaluation = Evaluation.empty(checkpoint.classes, _tracked_members(checkpoint))
+    """Evaluate on uint8 images (N, 28, 28) and their labels (N,), batch by batch."""
+    evaluation = _empty_for(checkpoint)
     for start in range(0, len(images), batch_size):
         batch = slice(start, start + batch_size)
         combined, members = log_probabilities(checkpoint, images[batch])
@@ -177,9 +186,9 @@ def evaluate_images(
     preprocess: bool = True,
     workers: int | None = None,
 ) -> Evaluation:
-    """Evaluate on image files with known digits, preprocessed as predict does; each
+    """Evaluate on image files with known labels, preprocessed as predict does; each
     unreadable image is passed to `on_error` as `path: reason` and left out."""
-    evaluation = Evaluation.empty(checkpoint.classes, _tracked_members(checkpoint))
+    evaluation = _empty_for(checkpoint)
     digit_of: dict[int, int] = {}
 
     def paths() -> Iterator[str]:
@@ -188,7 +197,7 @@ def evaluate_images(
             yield path
 
     position = 0
-    for chunk in load_digits(paths(), preprocess, workers):
+    for chunk in load_digits(paths(), preprocess, workers, style=checkpoint.preprocessing):
         images, digits = [], []
         for loaded in chunk:
             digit = digit_of.pop(position)
@@ -204,15 +213,28 @@ def evaluate_images(
     return evaluation
 
 
+def dataset_class_names(checkpoint: Checkpoint) -> dict[int, str]:
+    """The name of every class of the model's dataset, by label: the registry's when mnistkit
+    knows the dataset (a labels file may name classes the model leaves out), else the model's."""
+    spec = DATASETS.get(checkpoint.dataset)
+    names = dict(enumerate(spec.class_names)) if spec is not None else {}
+    return {**names, **dict(zip(checkpoint.classes, checkpoint.class_names, strict=True))}
+
+
 def read_labels(
-    labels_path: str | os.PathLike[str], images_dir: str | os.PathLike[str] | None
+    labels_path: str | os.PathLike[str],
+    images_dir: str | os.PathLike[str] | None,
+    names: dict[int, str] | None = None,
 ) -> list[tuple[str, int]]:
-    """Read a labels file: one `path<TAB>digit` or `path,digit` line per image.
+    """Read a labels file: one `path<TAB>label` or `path,label` line per image, the label a
+    class's number or name (`names`, by label; MNIST's digits by default).
 
     Extra columns are ignored (so predict's own TSV, corrected by hand, is a labels
     file), as are blank lines, `#` comments and a `path,digit` header. Relative paths
     are resolved against `images_dir`, or against the labels file's folder without one.
     """
+    names = names if names is not None else {digit: str(digit) for digit in range(10)}
+    label_of = {**{str(label): label for label in names}, **{name: label for label, name in names.items()}}
     labels_path = Path(labels_path)
     base = Path(images_dir) if images_dir is not None else labels_path.parent
     if not base.is_dir():
@@ -229,15 +251,37 @@ def read_labels(
         fields = next(csv.reader([line], delimiter=delimiter))
         if len(fields) < 2:
             raise MnistkitError(f"{labels_path}:{number}: expected 'path<TAB>digit' or 'path,digit'")
-        path, digit_text = fields[0], fields[1].strip()
-        if index == 0 and digit_text.lower() in ("digit", "label"):
+        path, label_text = fields[0], fields[1].strip()
+        if index == 0 and label_text.lower() in ("digit", "label", "class"):
             continue
-        if digit_text not in {str(d) for d in range(10)}:
-            raise MnistkitError(f"{labels_path}:{number}: label {digit_text!r} is not a digit 0-9")
-        labelled.append((str(base / path), int(digit_text)))
+        if label_text not in label_of:
+            raise MnistkitError(f"{labels_path}:{number}: label {label_text!r} is not {_classes_text(names)}")
+        labelled.append((str(base / path), label_of[label_text]))
     if not labelled:
         raise MnistkitError(f"{labels_path}: no labelled images in the file")
     return labelled
+
+
+def _classes_text(names: dict[int, str]) -> str:
+    if named_by_digits(names, names.values()):
+        return f"a digit {min(names)}-{max(names)}"
+    shown = ", ".join(names.values()) if len(names) <= 12 else f"{', '.join(list(names.values())[:10])}, ..."
+    return f"a class's name or number ({shown})"
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= NAME_COLUMN_CHARS else name[: NAME_COLUMN_CHARS - 3] + "..."
+
+
+def _wrapped(items: list[str], width: int = TABLE_WIDTH, most: int = 5) -> list[str]:
+    """Items three spaces apart, indented by two, at most `most` a line, lines within `width`."""
+    lines: list[list[str]] = []
+    for item in items:
+        if lines and len(lines[-1]) < most and 2 + len("   ".join([*lines[-1], item])) <= width:
+            lines[-1].append(item)
+        else:
+            lines.append([item])
+    return ["  " + "   ".join(line) for line in lines]
 
 
 def format_table(evaluation: Evaluation, checkpoint: str, data: str) -> str:
@@ -255,22 +299,40 @@ def format_table(evaluation: Evaluation, checkpoint: str, data: str) -> str:
             f"{row['member']:>6}  {row['accuracy']:>8.2%}  {row['mean_loss']:>9.4f}"
             for row in evaluation.member_summaries()
         ]
-    lines += ["", "digit  precision  recall      f1  support"]
+    digits = named_by_digits(evaluation.classes, evaluation.class_names)
+    name_of = dict(zip(evaluation.classes, evaluation.class_names, strict=True))
+    name_px = max(len("name"), *(len(_short(name)) for name in evaluation.class_names))
+    lines += [
+        "",
+        "digit  precision  recall      f1  support"
+        if digits
+        else f"class  {'name':<{name_px}}  precision  recall      f1  support",
+    ]
     for row in evaluation.per_class():
-        lines.append(
-            f"{row['digit']:>5}  {row['precision']:>9.4f}  {row['recall']:>6.4f}  {row['f1']:>6.4f}"
-            f"  {row['support']:>7}"
-        )
+        label = f"{row['class']:>5}" + ("" if digits else f"  {_short(row['name']):<{name_px}}")
+        scores = f"{row['precision']:>9.4f}  {row['recall']:>6.4f}  {row['f1']:>6.4f}"
+        lines.append(f"{label}  {scores}  {row['support']:>7}")
     width = max(3, len(str(int(evaluation.confusion_matrix.max(initial=0))))) + 1
-    lines += ["", "confusion matrix (rows: true digit, columns: predicted)"]
-    lines.append("true" + "".join(f"{digit:>{width}}" for digit in evaluation.classes))
-    for digit, counts in zip(evaluation.classes, evaluation.confusion_matrix, strict=True):
-        lines.append(f"{digit:>4}" + "".join(f"{int(count):>{width}}" for count in counts))
+    kind = "digit" if digits else "class"
+    if 4 + width * len(evaluation.classes) <= TABLE_WIDTH:
+        lines += ["", f"confusion matrix (rows: true {kind}, columns: predicted)"]
+        lines.append("true" + "".join(f"{label:>{width}}" for label in evaluation.classes))
+        for label, counts in zip(evaluation.classes, evaluation.confusion_matrix, strict=True):
+            lines.append(f"{label:>4}" + "".join(f"{int(count):>{width}}" for count in counts))
+    else:
+        lines += [
+            "",
+            f"confusion matrix: {len(evaluation.classes)} classes are too many for 80 columns; "
+            "see --json or render-confusion",
+        ]
     confusions = evaluation.top_confusions()
     if confusions:
         lines += ["", "most frequent confusions (true -> predicted: count)"]
-        pairs = [f"{c['true']}->{c['predicted']}: {c['count']}" for c in confusions]
-        lines += ["  " + "   ".join(pairs[start : start + 5]) for start in range(0, len(pairs), 5)]
+        pairs = [
+            f"{_short(name_of[c['true']])}->{_short(name_of[c['predicted']])}: {c['count']}"
+            for c in confusions
+        ]
+        lines += _wrapped(pairs)
     return "\n".join(lines) + "\n"
 
 
@@ -284,11 +346,17 @@ def _fit(line: str, width: int = 80) -> str:
 
 @dataclass(frozen=True)
 class Confusion:
-    """Counts with rows = true class and columns = predicted class, in `classes` order."""
+    """Counts with rows = true class and columns = predicted class, in `classes` order;
+    `class_names` name them (empty: the labels as text)."""
 
     classes: list[int]
     matrix: np.ndarray
     split: str = ""
+    class_names: list[str] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        return self.class_names or [str(label) for label in self.classes]
 
     @property
     def accuracy(self) -> float:
@@ -297,7 +365,8 @@ class Confusion:
 
 
 def read_confusion(text: str, source: str) -> Confusion:
-    """The `classes`, `confusion_matrix` and `split` of the JSON `Evaluation.to_json` wrote, checked."""
+    """The `classes`, `class_names`, `confusion_matrix` and `split` of the JSON `Evaluation.to_json`
+    wrote, checked (`class_names` may be missing, in files of earlier versions)."""
     try:
         metrics = json.loads(text)
     except ValueError as error:
@@ -310,11 +379,20 @@ def read_confusion(text: str, source: str) -> Confusion:
     if not (
         isinstance(classes, list)
         and classes
-        and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 9 for c in classes)
+        and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < MAX_CLASSES for c in classes)
         and len(set(classes)) == len(classes)
     ):
-        raise MnistkitError(f"{source}: 'classes' must be a list of distinct digits 0-9, got {classes!r}")
+        raise MnistkitError(
+            f"{source}: 'classes' must be a list of distinct labels 0-{MAX_CLASSES - 1}, got {classes!r}"
+        )
     size = len(classes)
+    names = metrics.get("class_names", [str(label) for label in classes])
+    if not (
+        isinstance(names, list)
+        and len(names) == size
+        and all(isinstance(name, str) and 0 < len(name) <= 100 for name in names)
+    ):
+        raise MnistkitError(f"{source}: 'class_names' must be {size} names, one per class")
     if not (
         isinstance(rows, list)
         and len(rows) == size
@@ -325,4 +403,4 @@ def read_confusion(text: str, source: str) -> Confusion:
             f"{source}: 'confusion_matrix' must be {size} rows of {size} non-negative integers, one per class"
         )
     split = metrics.get("split") if isinstance(metrics.get("split"), str) else ""
-    return Confusion(list(classes), np.array(rows, dtype=np.int64).reshape(size, size), split)
+    return Confusion(list(classes), np.array(rows, dtype=np.int64).reshape(size, size), split, list(names))

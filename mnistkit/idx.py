@@ -1,11 +1,13 @@
-"""The IDX file format of MNIST, read strictly.
+"""The IDX file format of MNIST and its siblings, read strictly.
 
 An IDX file is a big-endian header (two zero bytes, a type code, the number of
 dimensions, then each dimension as a uint32) followed by exactly the data it declares.
-Files may be gzip-compressed (detected by the gzip magic, not the name). Decompression
-streams and stops one byte past what the header declares, so a gzip bomb or an endless
-tail costs at most that byte; any fault is a one-line `MnistkitError` naming the file.
-Payloads above MAX_DATA_BYTES (256 MiB, five times MNIST's largest) are refused.
+The type codes are 0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32, 0x0D float32 and
+0x0E float64; MNIST uses uint8 only, QMNIST's labels are int32 with two dimensions.
+Files may be gzip- or xz-compressed (detected by their magic bytes, not the name).
+Decompression streams and stops one byte past what the header declares, so a bomb or
+an endless tail costs at most that byte; any fault is a one-line `MnistkitError` naming
+the file. Payloads above MAX_DATA_BYTES (1 GiB, twice EMNIST's largest) are refused.
 """
 
 from __future__ import annotations
@@ -13,45 +15,49 @@ from __future__ import annotations
 import math
 import os
 import struct
+from collections.abc import Collection
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-from mnistkit.datasets import IMAGE_SHAPE, MNIST_FILES
+from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE, DatasetSpec, dataset_spec
+from mnistkit.decompress import CorruptData, GunzipStream, UnxzStream, decompressed
 from mnistkit.errors import MnistkitError
-from mnistkit.gunzip import GZIP_MAGIC, CorruptGzip, GunzipStream
 from mnistkit.inputs import open_input
 
-IMAGES_MAGIC = 2051
-LABELS_MAGIC = 2049
-MAGIC_NAMES = {IMAGES_MAGIC: "images", LABELS_MAGIC: "labels"}
-MAX_DATA_BYTES = 256 << 20
-NUM_CLASSES = 10
+# Each IDX type code and the big-endian dtype of its values.
+IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+IMAGES_MAGIC = 0x0803  # 2051: uint8, (count, rows, columns)
+LABELS_MAGIC = 0x0801  # 2049: uint8, (count,)
+TABLE_LABELS_MAGIC = 0x0C02  # 3074: int32, (count, columns), QMNIST's
+MAGIC_NAMES = {IMAGES_MAGIC: "images", LABELS_MAGIC: "labels", TABLE_LABELS_MAGIC: "int32 label columns"}
+MNIST_MAGICS = (IMAGES_MAGIC, LABELS_MAGIC)
+MAX_DATA_BYTES = 1 << 30
 _CHUNK_BYTES = 1 << 20
-_REFETCH_HINT = "; `mnistkit fetch --out {folder}` puts a verified copy there"
+Stream = BinaryIO | GunzipStream | UnxzStream
 
 
-def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an MNIST IDX file (images, magic 2051, or labels, magic 2049), `.gz` or raw.
+def read_idx(path: str | os.PathLike[str], magics: Collection[int] | None = MNIST_MAGICS) -> np.ndarray:
+    """Read an IDX file, compressed (gzip, xz) or raw, whose magic number is one of `magics`:
+    MNIST's by default (images 2051, labels 2049); None takes every IDX type code and any
+    number of dimensions.
 
-    Returns a uint8 array shaped as the header declares: (count, rows, columns) for
-    images, (count,) for labels.
+    Returns an array shaped as the header declares, in native byte order: uint8 (count,
+    rows, columns) for images, (count,) for labels.
     """
     path = Path(path)
     try:
         with open_input(path, "an IDX file") as raw_handle:
-            compressed = raw_handle.read(2) == GZIP_MAGIC
-            raw_handle.seek(0)
-            return _read_idx_stream(GunzipStream(raw_handle) if compressed else raw_handle, path)
-    except CorruptGzip as error:
+            return _read_idx_stream(decompressed(raw_handle), path, magics)
+    except CorruptData as error:
         raise MnistkitError(f"{path}: {error}") from None
     except OSError as error:
         raise MnistkitError(f"{path}: cannot read: {error.strerror or error}") from None
 
 
-def _read_exactly(stream: BinaryIO | GunzipStream, size: int) -> bytearray:
-    """Up to `size` bytes, fewer only at the end of the stream (gzip reads come in pieces)."""
+def _read_exactly(stream: Stream, size: int) -> bytearray:
+    """Up to `size` bytes, fewer only at the end of the stream (decompressed reads come in pieces)."""
     data = bytearray()
     while len(data) < size:
         chunk = stream.read(min(_CHUNK_BYTES, size - len(data)))
@@ -61,16 +67,36 @@ def _read_exactly(stream: BinaryIO | GunzipStream, size: int) -> bytearray:
     return data
 
 
-def _read_idx_stream(stream: BinaryIO | GunzipStream, path: Path) -> np.ndarray:
+def magic_of(array: np.ndarray) -> int:
+    """The IDX magic number of an array: its type code and number of dimensions."""
+    codes = {np.dtype(dtype).newbyteorder("="): code for code, dtype in IDX_TYPES.items()}
+    return codes[array.dtype.newbyteorder("=")] << 8 | array.ndim
+
+
+def _magic_problem(magic: int, magics: Collection[int] | None) -> str | None:
+    if magics is not None:
+        if magic in magics:
+            return None
+        expected = " or ".join(f"{m} ({MAGIC_NAMES.get(m, f'0x{m:08x}')})" for m in magics)
+        kind = "an MNIST IDX file" if tuple(magics) == MNIST_MAGICS else "an IDX file of the kind expected"
+        return f"is not {kind}; expected {expected}"
+    if magic >> 16 or (magic >> 8) not in IDX_TYPES or magic & 0xFF == 0:
+        return (
+            "is not an IDX file (expected two zero bytes, a type code "
+            f"{', '.join(f'0x{code:02X}' for code in IDX_TYPES)} and one or more dimensions)"
+        )
+    return None
+
+
+def _read_idx_stream(stream: Stream, path: Path, magics: Collection[int] | None) -> np.ndarray:
     magic_bytes = _read_exactly(stream, 4)
     if len(magic_bytes) < 4:
         raise MnistkitError(f"{path}: file ends inside the IDX header ({len(magic_bytes)} of 4 magic bytes)")
     (magic,) = struct.unpack(">I", magic_bytes)
-    if magic not in MAGIC_NAMES:
-        raise MnistkitError(
-            f"{path}: magic number {magic} (0x{magic:08x}) is not an MNIST IDX file; "
-            f"expected {IMAGES_MAGIC} (images) or {LABELS_MAGIC} (labels)"
-        )
+    problem = _magic_problem(magic, magics)
+    if problem is not None:
+        raise MnistkitError(f"{path}: magic number {magic} (0x{magic:08x}) {problem}")
+    dtype = np.dtype(IDX_TYPES[magic >> 8])
     ndim = magic & 0xFF
     header_bytes = _read_exactly(stream, 4 * ndim)
     if len(header_bytes) < 4 * ndim:
@@ -80,7 +106,7 @@ def _read_idx_stream(stream: BinaryIO | GunzipStream, path: Path) -> np.ndarray:
     shape = struct.unpack(f">{ndim}I", header_bytes)
     if 0 in shape:
         raise MnistkitError(f"{path}: header declares a zero dimension {shape}")
-    data_bytes = math.prod(shape)
+    data_bytes = math.prod(shape) * dtype.itemsize
     if data_bytes > MAX_DATA_BYTES:
         raise MnistkitError(
             f"{path}: header declares {shape} = {data_bytes} bytes of data, "
@@ -93,10 +119,11 @@ def _read_idx_stream(stream: BinaryIO | GunzipStream, path: Path) -> np.ndarray:
         )
     if stream.read(1):
         raise MnistkitError(f"{path}: trailing bytes after the {data_bytes} data bytes the header declares")
-    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
+    array = np.frombuffer(data, dtype=dtype).reshape(shape)
+    return array if dtype.itemsize == 1 else array.astype(dtype.newbyteorder("="))
 
 
-def _mnist_file(raw_dir: Path, name: str) -> Path:
+def _idx_file(raw_dir: Path, name: str) -> Path:
     compressed = raw_dir / name
     uncompressed = raw_dir / name.removesuffix(".gz")
     if not compressed.exists() and uncompressed.exists():
@@ -105,8 +132,9 @@ def _mnist_file(raw_dir: Path, name: str) -> Path:
 
 
 def _read_kind(path: Path, magic: int) -> np.ndarray:
-    array = read_idx(path)
-    found = IMAGES_MAGIC if array.ndim == 3 else LABELS_MAGIC
+    """Read an IDX file that must hold `magic`'s kind; naming the kind it holds instead."""
+    array = read_idx(path, tuple(dict.fromkeys([*MNIST_MAGICS, magic])))
+    found = magic_of(array)
     if found != magic:
         raise MnistkitError(
             f"{path}: holds {MAGIC_NAMES[found]} (magic {found}), not {MAGIC_NAMES[magic]} (magic {magic})"
@@ -114,44 +142,82 @@ def _read_kind(path: Path, magic: int) -> np.ndarray:
     return array
 
 
-def read_mnist_dir(raw_dir: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Read the four MNIST IDX files of `raw_dir` into the arrays of the `.npz` file.
+def _refetch_hint(raw_dir: Path, spec: DatasetSpec) -> str:
+    option = "" if spec.name == DEFAULT_DATASET else f" --dataset {spec.name}"
+    return f"; `mnistkit fetch{option} --out {raw_dir}` puts a verified copy there"
 
-    Checks what a single file cannot: 28x28 images, labels 0-9, and as many labels as
-    images in each split.
+
+def _class_labels(labels_path: Path, table: np.ndarray, spec: DatasetSpec) -> np.ndarray:
+    """The class of each image, numbered from 0: QMNIST's first label column, EMNIST letters' label - 1."""
+    if spec.label_columns:
+        if table.shape[1] != len(spec.label_columns):
+            raise MnistkitError(
+                f"{labels_path}: labels have {table.shape[1]} columns, expected {len(spec.label_columns)} "
+                f"({', '.join(spec.label_columns)})"
+            )
+        table = table[:, 0]
+    low, high = spec.label_offset, spec.label_offset + len(spec.class_names) - 1
+    out_of_range = np.flatnonzero((table < low) | (table > high))
+    if out_of_range.size:
+        index = int(out_of_range[0])
+        raise MnistkitError(
+            f"{labels_path}: label {int(table[index])} at index {index} is outside {low}-{high} "
+            f"({out_of_range.size} such labels)"
+        )
+    return (table - spec.label_offset).astype(np.uint8)
+
+
+def read_mnist_dir(
+    raw_dir: str | os.PathLike[str], dataset: str = DEFAULT_DATASET, label_columns: bool = False
+) -> dict[str, np.ndarray]:
+    """Read a dataset's four IDX files in `raw_dir` into the arrays of the `.npz` file.
+
+    Checks what a single file cannot: 28x28 images, labels within the dataset's classes,
+    and as many labels as images in each split. EMNIST's images are turned upright, and its
+    letters numbered from 0. Every dataset but MNIST also gets its name (`dataset`) and its
+    `class_names`; an `.npz` without them holds MNIST. With `label_columns`, QMNIST's whole
+    label table is kept too (`{split}_label_columns`, int32, named by `label_column_names`).
     """
+    spec = dataset_spec(dataset)
     raw_dir = Path(raw_dir)
     if raw_dir.is_file():
+        option = "" if spec.name == DEFAULT_DATASET else f" --dataset {spec.name}"
         raise MnistkitError(
-            f"{raw_dir}: is a file; parse-to-npz reads the folder holding the four MNIST IDX files "
-            "(`mnistkit fetch --out data/raw` fills one: mnistkit parse-to-npz data/raw -o data/mnist.npz)"
+            f"{raw_dir}: is a file; parse-to-npz reads the folder holding the four {spec.title} IDX files "
+            f"(`mnistkit fetch{option} --out data/raw` fills one: "
+            f"mnistkit parse-to-npz{option} data/raw -o data/{spec.name}.npz)"
         )
     if not raw_dir.is_dir():
-        raise MnistkitError(f"{raw_dir}: no such folder (expected the four MNIST IDX files in it)")
+        raise MnistkitError(f"{raw_dir}: no such folder (expected the four {spec.title} IDX files in it)")
+    if label_columns and not spec.label_columns:
+        raise MnistkitError(f"--label-columns: {spec.name} has one label per image and no other columns")
     arrays = {}
     for split in ("train", "test"):
-        images_path = _mnist_file(raw_dir, MNIST_FILES[f"{split}_images"])
-        labels_path = _mnist_file(raw_dir, MNIST_FILES[f"{split}_labels"])
+        images_path = _idx_file(raw_dir, spec.files[f"{split}_images"])
+        labels_path = _idx_file(raw_dir, spec.files[f"{split}_labels"])
         try:
             images = _read_kind(images_path, IMAGES_MAGIC)
-            labels = _read_kind(labels_path, LABELS_MAGIC)
+            table = _read_kind(labels_path, TABLE_LABELS_MAGIC if spec.label_columns else LABELS_MAGIC)
         except MnistkitError as error:
-            raise MnistkitError(f"{error}{_REFETCH_HINT.format(folder=raw_dir)}") from None
+            raise MnistkitError(f"{error}{_refetch_hint(raw_dir, spec)}") from None
         if images.shape[1:] != IMAGE_SHAPE:
             raise MnistkitError(
                 f"{images_path}: images are {images.shape[1]}x{images.shape[2]} pixels, expected 28x28"
             )
-        out_of_range = np.flatnonzero(labels >= NUM_CLASSES)
-        if out_of_range.size:
-            index = int(out_of_range[0])
-            raise MnistkitError(
-                f"{labels_path}: label {int(labels[index])} at index {index} is outside 0-9 "
-                f"({out_of_range.size} such labels)"
-            )
+        labels = _class_labels(labels_path, table, spec)
         if len(images) != len(labels):
             raise MnistkitError(
                 f"{images_path} holds {len(images)} images but {labels_path.name} holds {len(labels)} labels"
             )
-        arrays[f"{split}_images"] = images
+        arrays[f"{split}_images"] = (
+            np.ascontiguousarray(images.transpose(0, 2, 1)) if spec.transposed else images
+        )
         arrays[f"{split}_labels"] = labels
+        if label_columns:
+            arrays[f"{split}_label_columns"] = table
+    if spec.name != DEFAULT_DATASET:
+        arrays["dataset"] = np.array(spec.name)
+        arrays["class_names"] = np.array(spec.class_names)
+    if label_columns:
+        arrays["label_column_names"] = np.array(spec.label_columns)
     return arrays

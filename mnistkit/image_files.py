@@ -1,4 +1,5 @@
-"""Many image files to MNIST-style 28x28 digits, decoded in parallel, in input order.
+"""Many image files to 28x28 images as a model's dataset made them, decoded in parallel, in
+input order.
 
 Images are decoded and preprocessed in a process pool once there are more than a
 chunk of them (one image pays no pool start-up), in bounded chunks so that memory
@@ -19,6 +20,7 @@ from typing import IO
 
 import numpy as np
 
+from mnistkit.datasets import DEFAULT_DATASET
 from mnistkit.errors import MnistkitError
 from mnistkit.images import load_digit
 
@@ -46,15 +48,15 @@ def expand_stdin(arguments: Iterable[str], stdin: IO[str]) -> Iterator[str]:
             yield argument
 
 
-def _load_one(path: str, preprocess: bool) -> LoadedDigit:
+def _load_one(path: str, preprocess: bool, style: str) -> LoadedDigit:
     try:
-        return LoadedDigit(path, load_digit(path, preprocess), None)
+        return LoadedDigit(path, load_digit(path, preprocess, style=style), None)
     except MnistkitError as error:
         return LoadedDigit(path, None, str(error))
 
 
-def _load_chunk(paths: list[str], preprocess: bool) -> list[LoadedDigit]:
-    return [_load_one(path, preprocess) for path in paths]
+def _load_chunk(paths: list[str], preprocess: bool, style: str) -> list[LoadedDigit]:
+    return [_load_one(path, preprocess, style) for path in paths]
 
 
 def _ignore_interrupts() -> None:
@@ -71,9 +73,14 @@ def worker_count() -> int:
 
 
 def load_digits(
-    paths: Iterable[str], preprocess: bool = True, workers: int | None = None, chunk_size: int = CHUNK_SIZE
+    paths: Iterable[str],
+    preprocess: bool = True,
+    workers: int | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    style: str = DEFAULT_DATASET,
 ) -> Iterator[list[LoadedDigit]]:
-    """Yield the inputs' digits in input order, one chunk at a time.
+    """Yield the inputs' images in input order, one chunk at a time, prepared as the dataset
+    named by `style` made its images.
 
     At most two chunks per worker are in flight, so memory does not grow with the
     number of paths.
@@ -86,7 +93,7 @@ def load_digits(
     second = next(chunks, None)
     if second is None or workers < 2:
         for chunk in itertools.chain([first], [second] if second else [], chunks):
-            yield _load_chunk(chunk, preprocess)
+            yield _load_chunk(chunk, preprocess, style)
         return
     import multiprocessing  # here, not at the top: one image should not pay for the pool's imports
     from concurrent.futures import ProcessPoolExecutor
@@ -96,7 +103,7 @@ def load_digits(
     try:
         in_flight: collections.deque = collections.deque()
         for chunk in itertools.chain([first, second], chunks):
-            in_flight.append(pool.submit(_load_chunk, chunk, preprocess))
+            in_flight.append(pool.submit(_load_chunk, chunk, preprocess, style))
             if len(in_flight) >= 2 * workers:
                 yield in_flight.popleft().result()
         while in_flight:

@@ -1,4 +1,4 @@
-"""People's digit images, read with Pillow and prepared the way MNIST prepared its digits.
+"""People's images, read with Pillow and prepared the way a dataset prepared its own.
 
 MNIST fitted each digit's ink into a 20x20 box (aspect ratio kept, anti-aliased) and
 placed it in a 28x28 frame so that its centre of mass sits at pixel (14, 14). A photo
@@ -6,7 +6,10 @@ or a canvas drawing looks nothing like that, so `preprocess_digit` finds the ink
 composites transparency so that what is opaque is ink, finds the sheet in a photo of paper
 lying on a desk, turns a light page dark, subtracts the page's brightness (uneven shading and
 hard shadows alike) and faint ruled lines, drops what touches the border when the digit is
-elsewhere, crops to the ink and then does what MNIST did.
+elsewhere, crops to the ink and then does what MNIST did. Other datasets made their images
+otherwise (`datasets.IMAGE_STYLES`, chosen by the checkpoint): EMNIST centred each
+character's box, nearly filling the frame; Fashion-MNIST scaled each product photo's longer
+side to 28 px, centred it and kept its shades, which `_object_map` finds against the backdrop.
 
 Pillow and numpy only: predict imports this module and must start without jax.
 """
@@ -22,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mnistkit.datasets import IMAGE_SHAPE
+from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE, IMAGE_STYLES, ImageStyle
 from mnistkit.errors import MnistkitError
 
 # The decompression-bomb guard: images with more pixels are refused from their header,
@@ -34,7 +37,7 @@ MAX_ASPECT_RATIO = 50
 # found: the digit ends at 20 pixels, and more pixels would only cost time and memory.
 WORK_SIDE_PX = 128
 FRAME_PX = IMAGE_SHAPE[0]
-DIGIT_BOX_PX = 20
+MNIST_STYLE = IMAGE_STYLES[DEFAULT_DATASET]
 # MNIST's centres of mass lie at (14.0, 14.0) in pixel-index coordinates, not at 13.5.
 CENTRE_PX = 14.0
 # Ink must stand out from the background by this much (0-1 scale; for dark ink, this
@@ -82,9 +85,13 @@ _HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 
 
 def load_digit(
-    path: str | os.PathLike[str], preprocess: bool = True, content: bytes | None = None
+    path: str | os.PathLike[str],
+    preprocess: bool = True,
+    content: bytes | None = None,
+    style: str = DEFAULT_DATASET,
 ) -> np.ndarray:
-    """The uint8 28x28 MNIST-style image (ink bright on black) that a model should see.
+    """The uint8 28x28 image (ink bright on black) that a model should see, prepared as the
+    dataset named by `style` (a key of IMAGE_STYLES) prepared its images.
 
     With `preprocess=False` the file must already be a 28x28 MNIST-style image; it is
     only converted to grayscale. `content` holds the image's bytes when it is in memory
@@ -101,7 +108,7 @@ def load_digit(
                 "(leave it out to fit the digit into 28x28)"
             )
         return to_uint8(gray)
-    return preprocess_digit(gray, str(path))
+    return preprocess_digit(gray, str(path), IMAGE_STYLES[style])
 
 
 def read_grayscale(path: Path, shrink: bool = True, content: bytes | None = None) -> np.ndarray:
@@ -219,17 +226,22 @@ def _composite(gray: np.ndarray, alpha: np.ndarray, path: Path) -> np.ndarray:
     return alpha * gray + (np.float32(1.0) - alpha) * background
 
 
-def preprocess_digit(gray: np.ndarray, source: str) -> np.ndarray:
-    """Float gray [0, 1] of any size -> uint8 28x28, ink bright, MNIST-style.
+def preprocess_digit(gray: np.ndarray, source: str, style: ImageStyle = MNIST_STYLE) -> np.ndarray:
+    """Float gray [0, 1] of any size -> uint8 28x28, ink bright, as `style` says (MNIST's by default).
 
     Raises MnistkitError("source: blank image ...") when no ink stands out.
     """
-    ink = _ink_map(gray, source)
-    if not ink.any():
-        raise MnistkitError(f"{source}: blank image (only isolated specks, no stroke)")
-    top, bottom = _extent(ink.sum(axis=1))
-    left, right = _extent(ink.sum(axis=0))
-    return to_uint8(_fit_and_centre(ink[top:bottom, left:right]))
+    if style.saturate_ink:
+        ink = _ink_map(gray, source)
+        if not ink.any():
+            raise MnistkitError(f"{source}: blank image (only isolated specks, no stroke)")
+        top, bottom = _extent(ink.sum(axis=1))
+        left, right = _extent(ink.sum(axis=0))
+    else:
+        ink, mask = _object_map(gray, source)
+        rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        top, bottom, left, right = rows[0], rows[-1] + 1, columns[0], columns[-1] + 1
+    return to_uint8(_fit_and_centre(ink[top:bottom, left:right], style))
 
 
 def _extent(profile: np.ndarray) -> tuple[int, int]:
@@ -275,6 +287,27 @@ def _ink_map(gray: np.ndarray, source: str) -> np.ndarray:
     low, high = INK_LOW_FRACTION * level, INK_HIGH_FRACTION * level
     ink = np.clip((ink - np.float32(low)) / np.float32(high - low), 0.0, 1.0)
     return _without_clutter(_remove_isolated_pixels(ink), on_paper)
+
+
+def _object_map(gray: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """A photographed object's shades, bright on black, and where the object is.
+
+    The backdrop is what lines the border (a product shot's plain background): it is
+    inverted when light and subtracted, and the object's shades stay as they are, as
+    Fashion-MNIST keeps a product's, faint and dark parts included.
+    """
+    border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
+    backdrop = float(np.partition(border, border.size // 2)[border.size // 2])
+    if backdrop > 0.5:
+        gray, backdrop = np.float32(1.0) - gray, 1.0 - backdrop
+    shades = np.clip(gray - np.float32(backdrop), 0.0, 1.0)
+    rank = shades.size * 99 // 100
+    if float(np.partition(shades.ravel(), rank)[rank]) < MIN_INK_CONTRAST:
+        raise MnistkitError(f"{source}: blank image (nothing stands out from the background)")
+    mask = _remove_isolated_pixels((shades > _otsu_threshold(shades) / 2).astype(np.float32)) > 0
+    if not mask.any():
+        raise MnistkitError(f"{source}: blank image (only isolated specks, no object)")
+    return shades, mask
 
 
 def _ink_bright(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, bool]:
@@ -575,23 +608,27 @@ def _without_clutter(ink: np.ndarray, on_paper: np.ndarray | None) -> np.ndarray
     return np.where(clutter[labels], np.float32(0.0), ink)
 
 
-def _fit_and_centre(ink: np.ndarray) -> np.ndarray:
-    """Scale the longer side to 20 px (anti-aliased) and place the centre of mass at (14, 14)."""
+def _fit_and_centre(ink: np.ndarray, style: ImageStyle) -> np.ndarray:
+    """Scale the longer side to the style's size (anti-aliased; a pen stroke's brightest pixel
+    made 1) and place the centre of mass at (14, 14), or the box in the middle."""
     height, width = ink.shape
-    scale = DIGIT_BOX_PX / max(height, width)
+    scale = style.side_px / max(height, width)
     new_height, new_width = max(1, round(height * scale)), max(1, round(width * scale))
     digit = np.asarray(
         Image.fromarray(np.ascontiguousarray(ink)).resize((new_width, new_height), Image.Resampling.BILINEAR)
     )
     digit = np.clip(digit, 0.0, 1.0)
     peak = digit.max()
-    if peak > 0:
+    if style.saturate_ink and peak > 0:
         digit = digit / peak
-    mass = digit.sum()
-    centre_y = float((digit.sum(axis=1) * np.arange(new_height)).sum() / mass)
-    centre_x = float((digit.sum(axis=0) * np.arange(new_width)).sum() / mass)
-    top = min(max(round(CENTRE_PX - centre_y), 0), FRAME_PX - new_height)
-    left = min(max(round(CENTRE_PX - centre_x), 0), FRAME_PX - new_width)
+    if style.by_centre_of_mass:
+        mass = digit.sum()
+        centre_y = float((digit.sum(axis=1) * np.arange(new_height)).sum() / mass)
+        centre_x = float((digit.sum(axis=0) * np.arange(new_width)).sum() / mass)
+        top = min(max(round(CENTRE_PX - centre_y), 0), FRAME_PX - new_height)
+        left = min(max(round(CENTRE_PX - centre_x), 0), FRAME_PX - new_width)
+    else:
+        top, left = (FRAME_PX - new_height) // 2, (FRAME_PX - new_width) // 2
     frame = np.zeros((FRAME_PX, FRAME_PX), np.float32)
     frame[top : top + new_height, left : left + new_width] = digit
     return frame

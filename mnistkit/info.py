@@ -10,7 +10,8 @@ from mnistkit.checkpoint import load_checkpoint
 
 
 def checkpoint_info(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Architecture, parameter count, normalization, classes, training config and metrics."""
+    """Architecture, parameter count, normalization, dataset and classes (labels and names),
+    how predict prepares images for it, training config and metrics."""
     checkpoint = load_checkpoint(path)
     metadata = checkpoint.metadata
     return {
@@ -21,7 +22,10 @@ def checkpoint_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         "parameters": sum(int(tensor.size) for tensor in checkpoint.params.values()),
         "tensors": {name: list(tensor.shape) for name, tensor in sorted(checkpoint.params.items())},
         "normalization": checkpoint.normalization,
+        "dataset": checkpoint.dataset,
         "classes": checkpoint.classes,
+        "class_names": checkpoint.class_names,
+        "preprocessing": checkpoint.preprocessing,
         "config": metadata.get("config"),
         "metrics": metadata.get("metrics"),
         "data_sha256": metadata.get("data_sha256"),

@@ -31,9 +31,10 @@ from mnistkit.charts import (
     colour_ramp,
     line_charts,
     scatter_chart,
+    text_width,
 )
 from mnistkit.checkpoint import Checkpoint
-from mnistkit.datasets import IMAGE_SHAPE
+from mnistkit.datasets import IMAGE_SHAPE, named_by_digits
 from mnistkit.errors import MnistkitError
 from mnistkit.evaluation import Confusion, evaluate_arrays
 from mnistkit.inference import activation_function, dense_stack, normalize
@@ -54,23 +55,34 @@ def confusion_from_model(
     model_name: str,
     data_name: str,
 ) -> Confusion:
-    """The confusion matrix eval computes, over the images showing one of the model's digits."""
+    """The confusion matrix eval computes, over the images showing one of the model's classes."""
     model_digits_mask(checkpoint, labels, model_name, data_name)
     evaluation = evaluate_arrays(checkpoint, images, labels)
-    return Confusion(evaluation.classes, evaluation.confusion_matrix, split)
+    return Confusion(evaluation.classes, evaluation.confusion_matrix, split, evaluation.class_names)
 
 
 HEAT_MAP_ORIGIN = (96, 104)
+MANY_CLASSES = 20
 
 
 def heat_map_cell_px(size: int) -> int:
-    """54 px cells for ten classes; fewer classes get larger cells, so the map stays legible."""
-    return max(54, 270 // size)
+    """54 px cells for ten classes; fewer classes get larger cells, so the map stays legible,
+    and many (EMNIST's 47 or 62) smaller ones, so it stays on a screen."""
+    return max(54, 270 // size) if size <= MANY_CLASSES else 36
 
 
-def confusion_cell_box(size: int, row: int, column: int) -> tuple[int, int, int, int]:
-    """Where the heat map of `size` classes draws the cell of true `row` and predicted `column`."""
+def heat_map_origin(names: Sequence[str]) -> tuple[int, int]:
+    """The heat map's top left corner: room on the left for the widest class name."""
     left, top = HEAT_MAP_ORIGIN
+    return max(left, 66 + max(text_width(name, LABEL_PX) for name in names)), top
+
+
+def confusion_cell_box(
+    size: int, row: int, column: int, origin: tuple[int, int] = HEAT_MAP_ORIGIN
+) -> tuple[int, int, int, int]:
+    """Where the heat map of `size` classes (`origin`: that of their names) draws the cell of
+    true `row` and predicted `column`."""
+    left, top = origin
     cell_px = heat_map_cell_px(size)
     x, y = left + column * cell_px, top + row * cell_px
     return x, y, x + cell_px, y + cell_px
@@ -78,33 +90,43 @@ def confusion_cell_box(size: int, row: int, column: int) -> tuple[int, int, int,
 
 def confusion_image(confusion: Confusion, source_name: str = "") -> Image.Image:
     """A heat map of the counts, written in the cells; colour follows log(1 + count) so that
-    the few mistakes show beside the large diagonal."""
-    matrix, classes = confusion.matrix, confusion.classes
-    size = len(classes)
+    the few mistakes show beside the large diagonal. Classes are named on both axes; names
+    wider than a cell stand upright under the columns."""
+    matrix, names = confusion.matrix, confusion.names
+    size = len(names)
     cell_px = heat_map_cell_px(size)
-    left, top = HEAT_MAP_ORIGIN
+    count_px = TICK_PX if size <= MANY_CLASSES else TICK_PX - 3
+    left, top = heat_map_origin(names)
     plot_px = cell_px * size
-    canvas = Canvas(left + plot_px + 130, top + plot_px + 74)
+    widest_px = max(text_width(name, LABEL_PX) for name in names)
+    upright = widest_px > cell_px - 6
+    names_px = widest_px + 4 if upright else LABEL_PX
+    canvas = Canvas(left + plot_px + 130, top + plot_px + names_px + 59)
     peak = max(int(matrix.max()), 1)
     shade = np.log1p(matrix) / np.log1p(peak)
     colours = colour_ramp(shade, BLUES)
     for row in range(size):
         for column in range(size):
-            x, y, right, bottom = confusion_cell_box(size, row, column)
+            x, y, right, bottom = confusion_cell_box(size, row, column, (left, top))
             canvas.rectangle((x, y, right, bottom), fill=tuple(int(c) for c in colours[row, column]))
             count = int(matrix[row, column])
             fill = WHITE if shade[row, column] > 0.55 else (INK if count else (175, 175, 175))
-            canvas.text((x + cell_px / 2, y + cell_px / 2), str(count), TICK_PX, fill=fill)
+            canvas.text((x + cell_px / 2, y + cell_px / 2), str(count), count_px, fill=fill)
     canvas.rectangle((left, top, left + plot_px + 1, top + plot_px + 1), outline=INK)
-    for index, digit in enumerate(classes):
+    for index, name in enumerate(names):
         centre = index * cell_px + cell_px / 2
-        canvas.text((left + centre, top + plot_px + 8), str(digit), LABEL_PX, align="mt")
-        canvas.text((left - 10, top + centre), str(digit), LABEL_PX, align="rm")
-    canvas.text((left + plot_px / 2, top + plot_px + 34), "predicted digit", LABEL_PX, align="mt")
-    canvas.text((left - 40, top + plot_px / 2), "true digit", LABEL_PX, align="rm", vertical=True)
+        canvas.text((left + centre, top + plot_px + 8), name, LABEL_PX, align="mt", vertical=upright)
+        canvas.text((left - 10, top + centre), name, LABEL_PX, align="rm")
+    kind = "digit" if named_by_digits(confusion.classes, names) else "class"
+    canvas.text(
+        (left + plot_px / 2, top + plot_px + names_px + 19), f"predicted {kind}", LABEL_PX, align="mt"
+    )
+    title_x = left - 40 - max(0, widest_px - 10)
+    canvas.text((title_x, top + plot_px / 2), f"true {kind}", LABEL_PX, align="rm", vertical=True)
     split = f"{confusion.split} split, " if confusion.split else ""
     canvas.text((canvas.size[0] / 2, 16), "Confusion matrix", TITLE_PX, align="mt")
-    summary = f"{split}{int(matrix.sum())} digits, accuracy {confusion.accuracy:.2%}"
+    noun = "digits" if kind == "digit" else "images"
+    summary = f"{split}{int(matrix.sum())} {noun}, accuracy {confusion.accuracy:.2%}"
     canvas.text((canvas.size[0] / 2, 48), summary, LABEL_PX, fill=MUTED, align="mt")
     if source_name:
         canvas.text((canvas.size[0] / 2, 70), source_name, TICK_PX, fill=MUTED, align="mt")
@@ -140,6 +162,12 @@ def curves_image(history: Sequence[dict[str, Any]], source_name: str = "") -> Im
 
 
 # Embedding -----------------------------------------------------------------------------
+
+
+def class_colour(label: int) -> tuple[int, int, int]:
+    """The colour of a class by its label: each digit's own, the same in every picture; the ten
+    colours again from label 10 on (a scatter of more classes than that needs names anyway)."""
+    return DIGIT_COLOURS[label % len(DIGIT_COLOURS)]
 
 
 def bottleneck_layer(checkpoint: Checkpoint, model_name: str) -> int:
@@ -205,23 +233,28 @@ def embedding_image(
     chosen = np.random.default_rng(seed).permutation(known)[:count]
     points = bottleneck_values(checkpoint, layer, images[chosen])
     classes = list(checkpoint.classes)
-    region_colours = np.array([blend(DIGIT_COLOURS[d], WHITE, 0.72) for d in classes], dtype=np.uint8)
+    region_colours = np.array([blend(class_colour(d), WHITE, 0.72) for d in classes], dtype=np.uint8)
 
     def regions(grid: np.ndarray) -> np.ndarray:
         return region_colours[head_logits(checkpoint, layer, grid).argmax(axis=1)]
 
-    legend = [(str(digit), DIGIT_COLOURS[digit]) for digit in classes]
+    legend = [
+        (name, class_colour(label)) for label, name in zip(classes, checkpoint.class_names, strict=True)
+    ]
     activation_name = {"relu": "ReLU"}.get(checkpoint.architecture.get("activation", "relu"), "tanh")
     which = "(linear)" if _linear(checkpoint.architecture, layer) else f"before {activation_name}"
-    title = f"{len(chosen)} {split} digits in the 2-unit layer, over the model's decision regions"
+    digits = checkpoint.digit_classes
+    noun = "digits" if digits else "images"
+    title = f"{len(chosen)} {split} {noun} in the 2-unit layer, over the model's decision regions"
     return scatter_chart(
         points,
-        [DIGIT_COLOURS[d] for d in labels[chosen]],
+        [class_colour(d) for d in labels[chosen]],
         legend,
         title,
         f"unit 1 of hidden layer {layer + 1} {which}",
         f"unit 2 of hidden layer {layer + 1} {which}",
         background=regions,
+        legend_title="digit" if digits else "class",
     )
 
 
@@ -251,19 +284,20 @@ def weights_image(checkpoint: Checkpoint, model_name: str = "the model", scale: 
     width = max(len(classes) * (tile_px + gap_px) - gap_px + 2 * margin, 560)
     top = 96
     canvas = Canvas(width, top + tile_px + 96)
-    title = "What the linear model learned: one weight template per digit"
+    kind = "digit" if checkpoint.digit_classes else "class"
+    title = f"What the linear model learned: one weight template per {kind}"
     canvas.text((width / 2, 16), title, TITLE_PX, align="mt")
     canvas.text(
         (width / 2, 48),
-        "red: ink there raises the digit's score · blue: ink there lowers it",
+        f"red: ink there raises the {kind}'s score · blue: ink there lowers it",
         LABEL_PX,
         fill=MUTED,
         align="mt",
     )
     row_left = (width - (len(classes) * (tile_px + gap_px) - gap_px)) / 2
-    for index, digit in enumerate(classes):
+    for index, name in enumerate(checkpoint.class_names):
         x = row_left + index * (tile_px + gap_px)
-        canvas.text((x + tile_px / 2, top - 6), str(digit), LABEL_PX + 3, align="mb")
+        canvas.text((x + tile_px / 2, top - 6), name, LABEL_PX + 3, align="mb")
         canvas.paste_array(templates[index], (x, top, x + tile_px, top + tile_px))
         canvas.rectangle((x - 1, top - 1, x + tile_px + 1, top + tile_px + 1), outline=MUTED)
     bar_w = min(320, width - 2 * margin)

@@ -25,10 +25,14 @@ FORMATS = ("tsv", "csv", "jsonl")
 
 @dataclass
 class Prediction:
+    """The likeliest class of an image: its label (MNIST: the digit) and name ("7", "Ankle boot"),
+    its probability, and the `top` (label, name, probability) in order."""
+
     path: str
-    digit: int
+    label: int
+    name: str
     confidence: float
-    top: list[tuple[int, float]]
+    top: list[tuple[int, str, float]]
 
 
 def predict_paths(
@@ -41,10 +45,10 @@ def predict_paths(
     workers: int | None = None,
 ) -> Iterator[Prediction | LoadedDigit]:
     """A Prediction for each readable image and the failed LoadedDigit for each other, in order."""
-    classes = np.asarray(checkpoint.classes)
+    classes, names = checkpoint.classes, checkpoint.class_names
     top_k = min(top_k, len(classes))
     index = 0
-    for chunk in load_digits(paths, preprocess, workers):
+    for chunk in load_digits(paths, preprocess, workers, style=checkpoint.preprocessing):
         good = [loaded for loaded in chunk if loaded.image is not None]
         probabilities = (
             checkpoint.predict_probabilities(np.stack([loaded.image for loaded in good])) if good else None
@@ -58,8 +62,8 @@ def predict_paths(
             if save_dir is not None:
                 write_bytes_atomic(save_dir / preprocessed_name(index, loaded.path), encode_png(loaded.image))
             ranked = np.argsort(-probabilities[row], kind="stable")[:top_k]
-            top = [(int(classes[i]), float(probabilities[row, i])) for i in ranked]
-            yield Prediction(loaded.path, top[0][0], top[0][1], top)
+            top = [(classes[i], names[i], float(probabilities[row, i])) for i in ranked]
+            yield Prediction(loaded.path, *top[0], top)
             row += 1
 
 
@@ -69,41 +73,53 @@ def preprocessed_name(index: int, path: str) -> str:
 
 
 class PredictionWriter:
-    """Rows in one of FORMATS: tsv and csv via the csv module, jsonl one object a line."""
+    """Rows in one of FORMATS: tsv and csv via the csv module, jsonl one object a line.
 
-    def __init__(self, handle: IO[str], output_format: str, top_k: int) -> None:
+    With `digits` the column is `digit` and holds the digit, as for MNIST; otherwise it is
+    `label` and holds the class's name, and jsonl adds the class's number as `class`.
+    """
+
+    def __init__(self, handle: IO[str], output_format: str, top_k: int, digits: bool = True) -> None:
         if output_format not in FORMATS:
             raise MnistkitError(f"--format: {output_format!r} is not one of {', '.join(FORMATS)}")
         self.handle = handle
         self.output_format = output_format
         self.top_k = top_k
+        self.digits = digits
+        self.column = "digit" if digits else "label"
         delimiter = "\t" if output_format == "tsv" else ","
         self.csv_writer = csv.writer(handle, delimiter=delimiter, lineterminator="\n")
         if output_format == "csv":
             self.csv_writer.writerow(self.header())
 
     def header(self) -> list[str]:
-        columns = ["path", "digit", "confidence"]
+        columns = ["path", self.column, "confidence"]
         if self.top_k > 1:
             for rank in range(1, self.top_k + 1):
-                columns += [f"top{rank}_digit", f"top{rank}_probability"]
+                columns += [f"top{rank}_{self.column}", f"top{rank}_probability"]
         return columns
+
+    def _class_json(self, label: int, name: str) -> dict[str, object]:
+        return {"digit": label} if self.digits else {"label": name, "class": label}
 
     def write(self, prediction: Prediction) -> None:
         if self.output_format == "jsonl":
             record = {
                 "path": prediction.path,
-                "digit": prediction.digit,
+                **self._class_json(prediction.label, prediction.name),
                 "confidence": round(prediction.confidence, 6),
             }
             if self.top_k > 1:
-                record["top"] = [{"digit": d, "probability": round(p, 6)} for d, p in prediction.top]
+                record["top"] = [
+                    {**self._class_json(label, name), "probability": round(probability, 6)}
+                    for label, name, probability in prediction.top
+                ]
             self.handle.write(json.dumps(record) + "\n")
             return
-        fields = [prediction.path, str(prediction.digit), f"{prediction.confidence:.4f}"]
+        fields = [prediction.path, prediction.name, f"{prediction.confidence:.4f}"]
         if self.top_k > 1:
-            for digit, probability in prediction.top:
-                fields += [str(digit), f"{probability:.4f}"]
+            for _, name, probability in prediction.top:
+                fields += [name, f"{probability:.4f}"]
         self.csv_writer.writerow(fields)
 
 
@@ -124,7 +140,7 @@ def write_predictions(
     top_k = min(top_k, len(checkpoint.classes))
     if save_dir is not None:
         make_output_folder(save_dir)
-    writer = PredictionWriter(output, output_format, top_k)
+    writer = PredictionWriter(output, output_format, top_k, checkpoint.digit_classes)
     failures = 0
     results = predict_paths(
         checkpoint, paths, preprocess=preprocess, top_k=top_k, save_dir=save_dir, workers=workers

@@ -1,5 +1,6 @@
 """Digit grids (samples, a model's mistakes), the digits exported one by one, and how every
 picture is saved (`save_picture`: PNG or JPEG by the file's extension, PNG on stdout).
+Captions name the classes ("label 7", "pred Ankle boot").
 
 The other pictures are in `plots.py`. numpy and Pillow only, never jax.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mnistkit.arrays import class_labels, class_names, dataset_name
 from mnistkit.atomic import STDOUT, atomic_write, make_output_folder
 from mnistkit.charts import (
     INK,
@@ -26,6 +28,7 @@ from mnistkit.charts import (
     text_width,
 )
 from mnistkit.checkpoint import Checkpoint
+from mnistkit.datasets import DIGIT_NAMES, named_by_digits
 from mnistkit.errors import MnistkitError
 
 SELECTIONS = ("first", "random", "mistakes", "confident-mistakes")
@@ -58,7 +61,8 @@ def save_picture(image: Image.Image, path: str | os.PathLike[str]) -> None:
 
 @dataclass(frozen=True)
 class Predictions:
-    """The model's answer for each image: the digit (not the class index) and its probability."""
+    """The model's answer for each image: the label in the dataset (MNIST: the digit; not the
+    model's output index) and its probability."""
 
     digits: np.ndarray
     confidence: np.ndarray
@@ -79,8 +83,8 @@ def model_digits_mask(
     """Which images show a digit the model knows; none at all means model and data do not match."""
     known = np.isin(labels, checkpoint.classes)
     if not known.any():
-        classes = ",".join(map(str, checkpoint.classes))
-        raise MnistkitError(f"{model_name}: the model's digits {classes} do not occur in {data_name}")
+        classes = ",".join(checkpoint.class_names)
+        raise MnistkitError(f"{model_name}: the model's classes {classes} do not occur in {data_name}")
     return known
 
 
@@ -175,13 +179,20 @@ def digit_grid(
 
 
 def sample_captions(
-    labels: np.ndarray, indices: np.ndarray, predictions: Predictions | None
+    labels: np.ndarray,
+    indices: np.ndarray,
+    predictions: Predictions | None,
+    names: Sequence[str] = DIGIT_NAMES,
 ) -> tuple[list[list[str]], list[bool]]:
+    """Each image's true class and the model's, by name (`names`, by label)."""
     if predictions is None:
-        return [[f"label {labels[i]}"] for i in indices], [False] * len(indices)
+        return [[f"label {names[labels[i]]}"] for i in indices], [False] * len(indices)
     # Rounded as predict and eval round: 0.99996 reads 100.0% here as it reads 1.0000 there.
     captions = [
-        [f"label {labels[i]}", f"pred {predictions.digits[i]} · {predictions.confidence[i]:.1%}"]
+        [
+            f"label {names[labels[i]]}",
+            f"pred {names[predictions.digits[i]]} · {predictions.confidence[i]:.1%}",
+        ]
         for i in indices
     ]
     return captions, [bool(predictions.digits[i] != labels[i]) for i in indices]
@@ -192,11 +203,13 @@ def samples_title(
     shown: int,
     split: str,
     total: int,
-    digits: Sequence[int] | None,
+    digits: Sequence[str] | None,
     mistakes: int | None,
     min_confidence: float,
+    noun: str = "digits",
 ) -> str:
-    which = f"{split} digits" if not digits else f"{split} digits {', '.join(map(str, digits))}"
+    """`digits`: the names of the classes shown when not all are; `noun`: what the images are."""
+    which = f"{split} {noun}" if not digits else f"{split} {noun} {', '.join(digits)}"
     if select == "first":
         return f"The first {shown} of {total} {which}"
     if select == "random":
@@ -213,10 +226,30 @@ def samples_title(
     return f"{shown} mistakes made with at least {min_confidence:.0%} confidence, on {total} {which}"
 
 
-def export_digits(images: np.ndarray, labels: np.ndarray, indices: np.ndarray, directory: Path) -> list[Path]:
-    """Each digit as its own 28x28 grayscale PNG, `{index:05d}-label{digit}.png`, ready for predict."""
+def _file_word(name: str) -> str:
+    """A class name as part of a file name: 'T-shirt/top' -> 'T-shirt-top', 'Ankle boot' -> 'Ankle-boot'."""
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+
+
+def export_digits(
+    images: np.ndarray,
+    labels: np.ndarray,
+    indices: np.ndarray,
+    directory: Path,
+    names: Sequence[str] = DIGIT_NAMES,
+) -> list[Path]:
+    """Each image as its own 28x28 grayscale PNG, ready for predict: `{index:05d}-label{digit}.png`,
+    or `{index:05d}-label{label}-{name}.png` for classes named otherwise than by their label."""
     make_output_folder(directory)
-    paths = [directory / f"{index:05d}-label{labels[index]}.png" for index in indices]
+    paths = [
+        directory
+        / (
+            f"{index:05d}-label{labels[index]}.png"
+            if names[labels[index]] == str(labels[index])
+            else f"{index:05d}-label{labels[index]}-{_file_word(names[labels[index]])}.png"
+        )
+        for index in indices
+    ]
     for index, path in zip(indices, paths, strict=True):
         save_picture(Image.fromarray(images[index]), path)
     return paths
@@ -229,15 +262,13 @@ class SampleOptions:
     split: str = "test"
     select: str = "first"
     count: int = 64
-    digits: tuple[int, ...] | None = None
+    classes: tuple[str, ...] | None = None  # names or numbers, as train's --classes
     scale: int = 3
     columns: int = 8
     seed: int = 0
     min_confidence: float = 0.9
 
     def __post_init__(self) -> None:
-        if self.digits is not None and any(d not in range(10) for d in self.digits):
-            raise MnistkitError(f"--digits: expected digits 0-9, got {','.join(map(str, self.digits))}")
         for name, value in (("count", self.count), ("scale", self.scale), ("columns", self.columns)):
             if value < 1:
                 raise MnistkitError(f"--{name} must be at least 1, got {value}")
@@ -254,12 +285,13 @@ def samples_picture(
 ) -> tuple[DigitGrid, np.ndarray]:
     """The digit grid `render-samples` draws, and the indices of the digits in it."""
     images, labels = arrays[f"{options.split}_images"], arrays[f"{options.split}_labels"]
+    names = class_names(arrays)
     eligible = np.ones(len(labels), bool)
-    if options.digits:
-        eligible &= np.isin(labels, options.digits)
+    if options.classes:
+        eligible &= np.isin(labels, class_labels(options.classes, names, dataset_name(arrays)))
         if not eligible.any():
-            wanted = ",".join(map(str, options.digits))
-            raise MnistkitError(f"{data_name}: no {options.split} digits {wanted} to show")
+            wanted = ",".join(options.classes)
+            raise MnistkitError(f"{data_name}: no {options.split} images of {wanted} to show")
     predictions = None
     if checkpoint is not None:
         eligible &= model_digits_mask(checkpoint, labels, model_name, data_name)
@@ -272,8 +304,8 @@ def samples_picture(
     mistakes = None
     if predictions is not None:
         mistakes = int(np.count_nonzero(eligible & (predictions.digits != labels)))
-    shown_digits = [int(d) for d in np.unique(labels[eligible])]
-    subset = shown_digits if len(shown_digits) < len(np.unique(labels)) else None
+    shown_labels = [int(d) for d in np.unique(labels[eligible])]
+    subset = [names[label] for label in shown_labels] if len(shown_labels) < len(np.unique(labels)) else None
     title = samples_title(
         options.select,
         len(indices),
@@ -282,6 +314,7 @@ def samples_picture(
         subset,
         mistakes,
         options.min_confidence,
+        "digits" if named_by_digits(range(len(names)), names) else "images",
     )
     if predictions is None:
         subtitle = f"{data_name} · caption: the true label"
@@ -289,6 +322,6 @@ def samples_picture(
         subtitle = f"{model_name} · caption: true label, prediction · confidence; wrong in red"
     if len(indices) == 0:
         subtitle = model_name
-    captions, wrong = sample_captions(labels, indices, predictions)
+    captions, wrong = sample_captions(labels, indices, predictions, names)
     grid = digit_grid(images[indices], captions, wrong, title, subtitle, options.scale, options.columns)
     return grid, indices

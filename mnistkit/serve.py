@@ -87,18 +87,21 @@ class Limits:
 
 
 def prediction_json(checkpoint: Checkpoint, content: bytes, name: str = UPLOAD_NAME) -> dict[str, Any]:
-    """What the model reads in an image's bytes: the digit, its probability, every class's
-    probability and the 28x28 image the model saw as a base64 PNG.
+    """What the model reads in an image's bytes: the likeliest class (`digit`, its label; `label`,
+    its name), its probability, every class's probability and the 28x28 image the model saw
+    as a base64 PNG. The image is prepared as the model's dataset made its images.
 
     Raises MnistkitError("name: reason") for an image predict would refuse.
     """
-    image = load_digit(name, content=content)
+    image = load_digit(name, content=content, style=checkpoint.preprocessing)
     probabilities = checkpoint.predict_probabilities(image[np.newaxis])[0]
     best = int(np.argmax(probabilities))
     return {
         "digit": int(checkpoint.classes[best]),
+        "label": checkpoint.class_names[best],
         "confidence": round(float(probabilities[best]), 6),
         "classes": list(checkpoint.classes),
+        "class_names": list(checkpoint.class_names),
         "probabilities": [round(float(p), 6) for p in probabilities],
         "preprocessed_png": base64.b64encode(encode_png(image)).decode("ascii"),
     }

@@ -418,7 +418,7 @@ def _result(setup: Setup, state: TrainState, history: list[dict[str, Any]]) -> T
     metadata = {
         "architecture": setup.architecture,
         "normalization": data.normalization,
-        "classes": data.classes,
+        **data.class_metadata(),
         "config": config.to_dict(),
         "metrics": metrics,
         "history": [{k: v for k, v in record.items() if k != "seconds"} for record in history],

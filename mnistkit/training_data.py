@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from mnistkit.arrays import class_labels, class_names, dataset_name
 from mnistkit.config import TrainConfig
+from mnistkit.datasets import DATASETS, DEFAULT_DATASET, named_by_digits
 from mnistkit.errors import MnistkitError
 
 
@@ -33,14 +35,29 @@ class TrainingData:
     train: Dataset
     val: Dataset | None
     test: Dataset
-    classes: list[int]
+    classes: list[int]  # each output's label in the dataset
     normalization: dict[str, Any]
+    class_names: list[str]
+    dataset: str
+
+    def class_metadata(self) -> dict[str, Any]:
+        """What the checkpoint says of the classes: labels, names, dataset, and how to prepare
+        a person's image for them (as the dataset's images were made; MNIST's for a dataset
+        mnistkit does not know)."""
+        spec = DATASETS.get(self.dataset, DATASETS[DEFAULT_DATASET])
+        return {
+            "classes": self.classes,
+            "class_names": self.class_names,
+            "dataset": self.dataset,
+            "preprocessing": spec.image_style,
+        }
 
 
 def prepare_data(arrays: Mapping[str, np.ndarray], config: TrainConfig, source: str = "data") -> TrainingData:
-    """Select `--digits`, map labels to class indices, carve the validation split, fix normalization."""
-    classes = list(config.digits)
-    lookup = np.full(10, -1, np.int32)
+    """Select `--classes`, map labels to class indices, carve the validation split, fix normalization."""
+    names, dataset = class_names(arrays), dataset_name(arrays)
+    classes = class_labels(config.classes, names, dataset) if config.classes else list(range(len(names)))
+    lookup = np.full(len(names), -1, np.int32)
     lookup[classes] = np.arange(len(classes), dtype=np.int32)
     splits = {}
     for split in ("train", "test"):
@@ -49,10 +66,9 @@ def prepare_data(arrays: Mapping[str, np.ndarray], config: TrainConfig, source: 
         splits[split] = Dataset(images[keep], lookup[labels[keep]])
     absent = sorted(set(range(len(classes))) - set(np.unique(splits["train"].labels).tolist()))
     if absent:
-        missing = ",".join(str(classes[index]) for index in absent)
-        raise MnistkitError(
-            f"{source}: --digits {','.join(map(str, classes))}: no training images of digit {missing}"
-        )
+        missing = ", ".join(names[classes[index]] for index in absent)
+        kind = "digit" if named_by_digits(range(len(names)), names) else "class"
+        raise MnistkitError(f"{source}: no training images of {kind} {missing}")
     train, val = splits["train"], None
     if config.val_size:
         if config.val_size >= train.size:
@@ -63,7 +79,10 @@ def prepare_data(arrays: Mapping[str, np.ndarray], config: TrainConfig, source: 
         val_rows, train_rows = np.sort(order[: config.val_size]), np.sort(order[config.val_size :])
         val = Dataset(train.images[val_rows], train.labels[val_rows])
         train = Dataset(train.images[train_rows], train.labels[train_rows])
-    return TrainingData(train, val, splits["test"], classes, normalization_of(config.normalize, train.images))
+    normalization = normalization_of(config.normalize, train.images)
+    return TrainingData(
+        train, val, splits["test"], classes, normalization, [names[label] for label in classes], dataset
+    )
 
 
 def normalization_of(kind: str, train_images: np.ndarray) -> dict[str, Any]:

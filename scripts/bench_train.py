@@ -256,7 +256,7 @@ def train_preset(arrays, name: str, workdir: Path, **options) -> dict:
         "train_s": sum(seconds),
         "accuracy": result.checkpoint.metadata["metrics"]["test_accuracy"],
         "curve": [(record["seconds"], record["test_accuracy"]) for record in result.history],
-        "examples": int(np.isin(arrays["train_labels"], config.digits).sum()),
+        "examples": int(np.isin(arrays["train_labels"], result.checkpoint.classes).sum()),
         "architecture": result.checkpoint.architecture,
         "state_save_s": state_save_seconds(config, workdir),
     }
@@ -264,7 +264,7 @@ def train_preset(arrays, name: str, workdir: Path, **options) -> dict:
 
 def state_save_seconds(config: TrainConfig, workdir: Path) -> float:
     """What writing the resumable state after an epoch costs (median of 3 writes)."""
-    architecture = member_architecture(build_architecture(config, len(config.digits)))
+    architecture = member_architecture(build_architecture(config, len(config.classes) or 10))
     state = initial_state(config, architecture, make_optimizer(config, 1))
     params, optimizer_state = stacked_tensors(state)
     history = [{"epoch": epoch, "train_loss": 0.1} for epoch in range(config.epochs)]

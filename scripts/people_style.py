@@ -291,7 +291,7 @@ def people_style_accuracy(
     unreadable = 0
     for index, result in enumerate(predict_paths(checkpoint, map(str, paths))):
         if isinstance(result, Prediction):
-            correct[index] = result.digit == labels[index]
+            correct[index] = result.label == labels[index]
         else:
             unreadable += 1
             print(f"unreadable: {result.error}", file=sys.stderr)

@@ -3,6 +3,7 @@ the real MNIST mirror when it is present beside the checkout."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import http.server
@@ -20,8 +21,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from PIL import Image, ImageDraw, ImageFont
 
-from mnistkit.datasets import MNIST_FILES
-from mnistkit.fetch import ExpectedFile
+from mnistkit.datasets import DATASETS, MNIST_FILES, ExpectedFile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,11 +65,19 @@ requires_real_mnist = pytest.mark.skipif(
 )
 
 
+# IDX type codes by dtype; any other array is written as uint8.
+IDX_CODES = {np.dtype(np.int8): 0x09, np.dtype(np.int16): 0x0B, np.dtype(np.int32): 0x0C}
+IDX_CODES |= {np.dtype(np.float32): 0x0D, np.dtype(np.float64): 0x0E}
+
+
 def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:
-    """The IDX encoding of a uint8 array: magic, big-endian dimensions, raw data."""
-    array = np.asarray(array, dtype=np.uint8)
+    """The IDX encoding of an array: magic, big-endian dimensions, big-endian data. int8,
+    int16, int32, float32 and float64 arrays keep their type; anything else becomes uint8."""
+    array = np.asarray(array)
+    code = IDX_CODES.get(array.dtype, 0x08)
+    array = array.astype(array.dtype.newbyteorder(">")) if code != 0x08 else array.astype(np.uint8)
     if magic is None:
-        magic = 0x800 + array.ndim
+        magic = code << 8 | array.ndim
     header = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape)
     return header + array.tobytes()
 
@@ -156,6 +164,13 @@ def fetch_table(files: dict[str, bytes]) -> tuple[ExpectedFile, ...]:
         content = gzip.decompress(gz_bytes)
         table.append(ExpectedFile(name, hashlib.sha256(content).hexdigest(), len(content), 2 * len(gz_bytes)))
     return tuple(table)
+
+
+def use_fetch_table(
+    monkeypatch: pytest.MonkeyPatch, table: tuple[ExpectedFile, ...], dataset: str = "mnist"
+) -> None:
+    """Make fetch expect `table` for `dataset` (its real checksums would refuse synthetic files)."""
+    monkeypatch.setitem(DATASETS, dataset, dataclasses.replace(DATASETS[dataset], downloads=table))
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,8 @@
 `mnistkit_command` runs `mnistkit.cli.main` exactly as the console script does. Fetch
 verifies against MNIST's real SHA-256s, so for synthetic mirrors the launcher first
 swaps in the table named by $MNISTKIT_TEST_FETCH_TABLE (a JSON list of ExpectedFile
-fields); nothing else differs from `mnistkit ...`.
+fields: MNIST's downloads; or an object of such lists by dataset name); nothing else
+differs from `mnistkit ...`.
 """
 
 from __future__ import annotations
@@ -22,16 +23,24 @@ from PIL import Image
 
 from mnistkit.arrays import load_arrays
 from mnistkit.checkpoint import load_checkpoint
-from mnistkit.fetch import ExpectedFile
+from mnistkit.datasets import ExpectedFile
 
 TABLE_ENV = "MNISTKIT_TEST_FETCH_TABLE"
 LAUNCHER = f"""
 import json, os, sys
 table = os.environ.get({TABLE_ENV!r})
 if table:
-    import mnistkit.fetch as fetch
+    import dataclasses
+    from mnistkit import datasets
     with open(table) as handle:
-        fetch.MNIST_EXPECTED = tuple(fetch.ExpectedFile(**entry) for entry in json.load(handle))
+        tables = json.load(handle)
+    for name, entries in (tables if isinstance(tables, dict) else {{"mnist": tables}}).items():
+        published = [entry.pop("published") for entry in entries]
+        downloads = tuple(
+            datasets.ExpectedFile(**entry, published=checksum and datasets.Published(**checksum))
+            for entry, checksum in zip(entries, published)
+        )
+        datasets.DATASETS[name] = dataclasses.replace(datasets.DATASETS[name], downloads=downloads)
 from mnistkit.__main__ import main
 sys.argv[0] = "mnistkit"
 main()

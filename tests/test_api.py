@@ -35,20 +35,18 @@ def test_the_readme_notebook_example_runs(tmp_path: Path, synthetic_data, monkey
     assert namespace["picture"].size[0] > 300
     assert mnistkit.load("models/notebook.safetensors").architecture["hidden"] == [512, 256]
     out = capsys.readouterr()
-    assert "test accuracy" in out.out and "Prediction(path='my-digit.png', digit=" in out.out
+    assert "test accuracy" in out.out and "Prediction(path='my-digit.png', label=" in out.out
     assert "epoch 3/3" in out.err
 
 
 def test_load_mnist_fetches_and_parses_once(tmp_path: Path, fetch_files, monkeypatch) -> None:
-    from conftest import fetch_table
-
-    import mnistkit.fetch
+    from conftest import fetch_table, use_fetch_table
 
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     for name, data in fetch_files.items():
         (mirror / name).write_bytes(data)
-    monkeypatch.setattr(mnistkit.fetch, "MNIST_EXPECTED", fetch_table(fetch_files))
+    use_fetch_table(monkeypatch, fetch_table(fetch_files))
     monkeypatch.setenv("MNISTKIT_MIRROR", str(mirror))
     arrays = mnistkit.load_mnist(tmp_path / "data")
     assert arrays["train_images"].shape == (30, 28, 28)

@@ -82,13 +82,8 @@ def test_show_config_prints_the_merged_settings_and_trains_nothing(tmp_path) -> 
     assert exit_code == 0 and "jax" not in modules
     result = CliRunner().invoke(cli, [*args, "--show-config"])
     settings = json.loads(result.stdout)
-    assert settings == {
-        **config_from_options("cnn", {}).to_dict(),
-        "epochs": 3,
-        "hidden": [128],
-        "digits": list(range(10)),
-        "seeds": [],
-    }
+    assert settings == json.loads(json.dumps(config_from_options("cnn", {"epochs": 3}).to_dict()))
+    assert settings["epochs"] == 3 and settings["hidden"] == [128] and settings["classes"] == []
     assert list(tmp_path.iterdir()) == []
 
 

@@ -23,6 +23,7 @@ EVAL_KEYS = {
     "accuracy",
     "mean_loss",
     "classes",
+    "class_names",
     "confusion_matrix",
     "per_class",
     "top_confusions",
@@ -46,7 +47,7 @@ def test_metrics_from_a_known_confusion() -> None:
     assert evaluation.confusion_matrix.tolist() == [[2, 1, 0], [0, 2, 0], [0, 2, 1]]
     assert evaluation.accuracy == pytest.approx(5 / 8)
     assert evaluation.mean_loss == pytest.approx((5 * -np.log(0.8) + 3 * -np.log(0.1)) / 8)
-    per_class = {row["digit"]: row for row in evaluation.per_class()}
+    per_class = {row["class"]: row for row in evaluation.per_class()}
     assert per_class[1]["precision"] == pytest.approx(2 / 5) and per_class[1]["recall"] == 1.0
     assert per_class[2]["precision"] == 1.0 and per_class[2]["recall"] == pytest.approx(1 / 3)
     assert per_class[2]["f1"] == pytest.approx(2 * (1 / 3) / (1 + 1 / 3))

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import REAL_MNIST_DIR, MirrorServer, fetch_table, requires_real_mnist
+from conftest import REAL_MNIST_DIR, MirrorServer, fetch_table, requires_real_mnist, use_fetch_table
 
 from mnistkit.cli import cli
+from mnistkit.datasets import MNIST
 from mnistkit.errors import MnistkitError
-from mnistkit.fetch import MNIST_EXPECTED, fetch, file_problem
+from mnistkit.fetch import fetch, file_problem
 from mnistkit.mirrors import DEFAULT_MIRRORS, mirror_list
 
 NAMES = sorted(
@@ -156,7 +157,7 @@ def test_cli_uses_the_mirror_variable(
     fetch_files: dict[str, bytes],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("mnistkit.fetch.MNIST_EXPECTED", fetch_table(fetch_files))
+    use_fetch_table(monkeypatch, fetch_table(fetch_files))
     env = {"MNISTKIT_MIRROR": f"{mirror_server.url('e404')},{mirror_server.url('good')}"}
     out_dir = tmp_path / "raw"
     args = ["fetch", "--out", str(out_dir), "--no-default-mirrors"]
@@ -173,7 +174,7 @@ def test_cli_all_mirrors_failing_exits_non_zero(
     fetch_files: dict[str, bytes],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("mnistkit.fetch.MNIST_EXPECTED", fetch_table(fetch_files))
+    use_fetch_table(monkeypatch, fetch_table(fetch_files))
     out_dir = tmp_path / "raw"
     args = ["fetch", "--out", str(out_dir), "--no-default-mirrors", "--mirror", mirror_server.url("html")]
     result = CliRunner().invoke(cli, args, env={"MNISTKIT_MIRROR": mirror_server.url("e404")})
@@ -195,6 +196,6 @@ def test_fetch_from_the_real_mirror_directory(tmp_path: Path) -> None:
     assert sorted(path.name for path in out_dir.iterdir()) == NAMES
     for name, sha256 in REAL_SHA256.items():
         assert hashlib.sha256(gzip.decompress((out_dir / name).read_bytes())).hexdigest() == sha256
-    assert [file_problem(out_dir / entry.name, entry) for entry in MNIST_EXPECTED] == [None] * 4
+    assert [file_problem(out_dir / entry.name, entry) for entry in MNIST.downloads] == [None] * 4
     again = CliRunner().invoke(cli, args, env={"MNISTKIT_MIRROR": None})
     assert again.exit_code == 0 and again.stderr.count("already present and valid") == 4

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import lzma
 import struct
 import tracemalloc
 import zlib
@@ -272,3 +274,210 @@ def _mutated_idx_files(draw: st.DrawFn) -> bytes:
 @given(data=_mutated_idx_files())
 def test_fuzz_mutated_idx_files_parse_or_raise_mnistkit_error(fuzz_path: Path, data: bytes) -> None:
     _parses_or_refuses(fuzz_path, data)
+
+
+# Every IDX type code, xz, and the layouts of MNIST's siblings ------------------------------
+
+TYPED_ARRAYS = {
+    "uint8": np.arange(24, dtype=np.uint8).reshape(2, 3, 4),
+    "int8": np.array([-128, -1, 0, 127], np.int8),
+    "int16": np.array([[-32768, 7], [300, 32767]], np.int16),
+    "int32": np.array([[3, 1, 2_000_000_000, -5, 0, 9, 1, 0]] * 3, np.int32),
+    "float32": np.array([0.5, -1.25, np.inf], np.float32),
+    "float64": np.array([[1e300, -0.0]], np.float64),
+}
+
+
+@pytest.mark.parametrize("compression", ["raw", "gz", "xz"])
+@pytest.mark.parametrize("kind", sorted(TYPED_ARRAYS))
+def test_every_type_code_round_trips(tmp_path: Path, kind: str, compression: str) -> None:
+    array = TYPED_ARRAYS[kind]
+    data = idx_bytes(array)
+    data = {"raw": data, "gz": _gz(data), "xz": lzma.compress(data)}[compression]
+    path = tmp_path / "typed.idx"
+    path.write_bytes(data)
+    loaded = read_idx(path, magics=None)
+    assert loaded.dtype == array.dtype and loaded.dtype.isnative
+    np.testing.assert_array_equal(loaded, array)
+    with pytest.raises(MnistkitError, match=r"is not an MNIST IDX file") if kind != "uint8" else _no_error():
+        read_idx(path)  # MNIST's reader takes uint8 images or labels only
+
+
+@contextlib.contextmanager
+def _no_error():
+    yield
+
+
+XZ_CORRUPTIONS = [
+    ("xz-truncated", lambda xz: xz[:-12], "truncated xz data"),
+    ("xz-trailing", lambda xz: xz + b"junk", "trailing bytes after the xz stream"),
+    ("xz-flipped", lambda xz: _flip(xz, len(xz) // 2), "corrupt xz data"),
+    ("xz-second-stream", lambda xz: xz + xz, "trailing bytes after the xz stream"),
+]
+
+
+@pytest.mark.parametrize("case_id, spoil, problem", XZ_CORRUPTIONS, ids=[c[0] for c in XZ_CORRUPTIONS])
+def test_each_xz_corruption_is_one_line_naming_the_file(
+    tmp_path: Path, case_id: str, spoil: Callable[[bytes], bytes], problem: str
+) -> None:
+    path = tmp_path / "labels.xz"
+    path.write_bytes(spoil(lzma.compress(idx_bytes(TYPED_ARRAYS["int32"]))))
+    with pytest.raises(MnistkitError) as error:
+        read_idx(path, magics=None)
+    _assert_one_line_naming(error, path, problem)
+
+
+@pytest.mark.parametrize(
+    "magic, problem",
+    [(0x0A01, "is not an IDX file"), (0x01080100, "is not an IDX file"), (0x0800, "is not an IDX file")],
+    ids=["unknown-type", "nonzero-first-bytes", "no-dimensions"],
+)
+def test_any_type_still_needs_a_valid_magic(tmp_path: Path, magic: int, problem: str) -> None:
+    path = tmp_path / "bad.idx"
+    path.write_bytes(struct.pack(">II", magic, 1) + bytes(8))
+    with pytest.raises(MnistkitError) as error:
+        read_idx(path, magics=None)
+    _assert_one_line_naming(error, path, problem)
+
+
+def test_an_xz_bomb_is_never_decompressed(tmp_path: Path) -> None:
+    """40 MB of zeros behind ten declared labels, xz-compressed (1 MiB dictionary): the reader
+    stops one byte past them."""
+    path = tmp_path / "bomb.xz"
+    path.write_bytes(lzma.compress(idx_bytes(np.arange(10, dtype=np.uint8)) + bytes(40 << 20), preset=1))
+    assert _peak_traced_bytes(lambda: read_idx(path)) < 4 << 20
+
+
+def test_an_xz_file_declaring_a_huge_dictionary_is_refused(tmp_path: Path, monkeypatch) -> None:
+    """The decoder would allocate the dictionary the header declares; the limit (128 MiB, here
+    lowered to 1 MiB against `xz -6`'s 8 MiB) refuses it before any allocation."""
+    monkeypatch.setattr("mnistkit.decompress.XZ_MEMORY_LIMIT_BYTES", 1 << 20)
+    path = tmp_path / "big-dictionary.xz"
+    path.write_bytes(lzma.compress(idx_bytes(np.arange(10, dtype=np.uint8))))
+    with pytest.raises(MnistkitError) as error:
+        read_idx(path)
+    _assert_one_line_naming(error, path, "xz data that needs more than 1 MiB to decompress")
+
+
+def _qmnist_dir(tmp_path: Path, train_table: np.ndarray, test_table: np.ndarray) -> Path:
+    raw = tmp_path / "qmnist"
+    raw.mkdir()
+    rng = np.random.default_rng(3)
+    for split, table in (("train", train_table), ("test", test_table)):
+        images = rng.integers(0, 256, (len(table), 28, 28), dtype=np.uint8)
+        (raw / f"qmnist-{split}-images-idx3-ubyte.gz").write_bytes(_gz(idx_bytes(images)))
+        (raw / f"qmnist-{split}-labels-idx2-int.gz").write_bytes(_gz(idx_bytes(table)))
+    return raw
+
+
+def _qmnist_table(count: int, seed: int = 0) -> np.ndarray:
+    """QMNIST's eight label columns, the first the digit."""
+    rng = np.random.default_rng(seed)
+    table = rng.integers(0, 100_000, (count, 8)).astype(np.int32)
+    table[:, 0] = rng.integers(0, 10, count)
+    return table
+
+
+def test_qmnist_labels_are_the_first_of_eight_int32_columns(tmp_path: Path) -> None:
+    train, test = _qmnist_table(12), _qmnist_table(5, seed=1)
+    raw = _qmnist_dir(tmp_path, train, test)
+    arrays = read_mnist_dir(raw, "qmnist")
+    assert arrays["train_labels"].dtype == np.uint8
+    np.testing.assert_array_equal(arrays["train_labels"], train[:, 0])
+    assert "train_label_columns" not in arrays and str(arrays["dataset"]) == "qmnist"
+    kept = read_mnist_dir(raw, "qmnist", label_columns=True)
+    np.testing.assert_array_equal(kept["test_label_columns"], test)
+    assert list(kept["label_column_names"])[:3] == ["class", "hsf_series", "writer_id"]
+    with pytest.raises(MnistkitError, match="has one label per image"):
+        read_mnist_dir(raw, "mnist", label_columns=True)
+
+
+@pytest.mark.parametrize(
+    "table, problem",
+    [
+        (_qmnist_table(12)[:, :7], "labels have 7 columns, expected 8"),
+        (
+            np.where(np.arange(8) == 0, 10, _qmnist_table(12)).astype(np.int32),
+            "label 10 at index 0 is outside 0-9",
+        ),
+        (_qmnist_table(12)[:, 0].astype(np.uint8), "holds labels (magic 2049), not int32 label columns"),
+    ],
+    ids=["seven-columns", "class-out-of-range", "one-dimensional"],
+)
+def test_qmnist_label_faults_are_one_line(tmp_path: Path, table: np.ndarray, problem: str) -> None:
+    raw = _qmnist_dir(tmp_path, table, _qmnist_table(5))
+    with pytest.raises(MnistkitError) as error:
+        read_mnist_dir(raw, "qmnist")
+    _assert_one_line_naming(error, raw / "qmnist-train-labels-idx2-int.gz", problem)
+
+
+def test_emnist_images_turn_upright_and_letters_count_from_zero(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    upright = {
+        split: rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
+        for split, count in (("train", 9), ("test", 4))
+    }
+    labels = {"train": np.arange(1, 10, dtype=np.uint8), "test": np.array([26, 1, 2, 3], np.uint8)}
+    raw = tmp_path / "letters"
+    raw.mkdir()
+    for split in ("train", "test"):
+        stored = upright[split].transpose(0, 2, 1)  # as EMNIST stores them
+        (raw / f"emnist-letters-{split}-images-idx3-ubyte.gz").write_bytes(_gz(idx_bytes(stored)))
+        (raw / f"emnist-letters-{split}-labels-idx1-ubyte.gz").write_bytes(_gz(idx_bytes(labels[split])))
+    arrays = read_mnist_dir(raw, "emnist-letters")
+    np.testing.assert_array_equal(arrays["train_images"], upright["train"])
+    assert arrays["test_labels"].tolist() == [25, 0, 1, 2]
+    names = [str(name) for name in arrays["class_names"]]
+    assert names[0] == "a" and names[25] == "z" and len(names) == 26
+    (raw / "emnist-letters-test-labels-idx1-ubyte.gz").write_bytes(
+        _gz(idx_bytes(np.array([0, 1, 2, 3], np.uint8)))
+    )
+    with pytest.raises(MnistkitError, match="label 0 at index 0 is outside 1-26"):
+        read_mnist_dir(raw, "emnist-letters")
+
+
+def _parses_any_type_or_refuses(path: Path, data: bytes) -> None:
+    """The property for every type code: an array consistent with the bytes, or one line."""
+    path.write_bytes(data)
+    try:
+        array = read_idx(path, magics=None)
+    except MnistkitError as error:
+        assert "\n" not in str(error) and str(path) in str(error)
+        return
+    content = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+    content = lzma.decompress(content) if content[:6] == b"\xfd7zXZ\x00" else content
+    assert (
+        array.dtype.isnative
+        and content[4 + 4 * array.ndim :] == array.astype(array.dtype.newbyteorder(">")).tobytes()
+    )
+
+
+@given(data=st.binary(max_size=4096))
+def test_fuzz_any_bytes_parse_as_any_type_or_raise_mnistkit_error(fuzz_path: Path, data: bytes) -> None:
+    _parses_any_type_or_refuses(fuzz_path, data)
+
+
+@st.composite
+def _mutated_typed_files(draw: st.DrawFn) -> bytes:
+    """A valid IDX file of any type code and 1-3 dimensions, maybe gzip or xz, then a few mutations."""
+    dtype = draw(st.sampled_from([np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]))
+    shape = tuple(draw(st.lists(st.integers(1, 6), min_size=1, max_size=3)))
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    array = np.frombuffer(draw(st.binary(min_size=size, max_size=size)), dtype).reshape(shape)
+    data = idx_bytes(array)
+    data = draw(st.sampled_from([lambda d: d, _gz, lzma.compress]))(data)
+    for _ in range(draw(st.integers(0, 3))):
+        position = draw(st.integers(0, len(data)))
+        action = draw(st.sampled_from(["flip", "cut", "append"]))
+        if action == "flip" and position < len(data):
+            data = _flip(data, position)
+        elif action == "cut":
+            data = data[:position]
+        else:
+            data = data + draw(st.binary(min_size=1, max_size=16))
+    return data
+
+
+@given(data=_mutated_typed_files())
+def test_fuzz_mutated_typed_files_parse_or_raise_mnistkit_error(fuzz_path: Path, data: bytes) -> None:
+    _parses_any_type_or_refuses(fuzz_path, data)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import SLOW_PACE, MirrorServer, fetch_table
+from conftest import SLOW_PACE, MirrorServer, fetch_table, use_fetch_table
 
 from mnistkit.cli import cli
 from mnistkit.errors import MnistkitError
@@ -127,7 +127,7 @@ def test_cli_timeout_option_moves_past_a_stalled_mirror(
     fetch_files: dict[str, bytes],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("mnistkit.fetch.MNIST_EXPECTED", fetch_table(fetch_files))
+    use_fetch_table(monkeypatch, fetch_table(fetch_files))
     out_dir = tmp_path / "raw"
     args = ["fetch", "--out", str(out_dir), "--no-default-mirrors", "--timeout", "0.2"]
     args += ["--mirror", mirror_server.url("stall"), "--mirror", mirror_server.url("good")]
@@ -219,7 +219,7 @@ def test_cli_min_rate_option_abandons_a_mirror_below_it(
     fetch_files: dict[str, bytes],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("mnistkit.fetch.MNIST_EXPECTED", fetch_table(fetch_files))
+    use_fetch_table(monkeypatch, fetch_table(fetch_files))
     out_dir = tmp_path / "raw"
     args = ["fetch", "--out", str(out_dir), "--no-default-mirrors", "--timeout", "0.3"]
     args += [

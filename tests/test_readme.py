@@ -11,6 +11,8 @@ the README shows.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import json
 import os
 import re
@@ -18,6 +20,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +29,7 @@ from conftest import REPO_ROOT, draw_large_digit, fetch_table, idx_bytes, synthe
 from faults import LAUNCHER, TABLE_ENV
 from PIL import Image
 
-from mnistkit.datasets import MNIST_FILES
+from mnistkit.datasets import DATASETS, MNIST_FILES, ExpectedFile, Published
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +60,8 @@ def readme_commands() -> list[str]:
 @pytest.fixture
 def after_make_all(tmp_path: Path, synthetic_data) -> dict[str, str]:
     """A folder as `make all` leaves one (models/, reports/, data/raw from the mirror), the
-    user's own images, and a home with a copy of the four files; the environment to run in."""
+    user's own images, and a home with a copy of the four files (and of two of MNIST's siblings,
+    in `~/datasets/{dataset}`); the environment to run in."""
     home = tmp_path / "home"
     mirror = home / "datasets" / "mnist"
     mirror.mkdir(parents=True)
@@ -82,8 +86,16 @@ def after_make_all(tmp_path: Path, synthetic_data) -> dict[str, str]:
         image.save(work / "my-digits" / f"{index}.png")
         labels.append(f"{index}.png\t{digit}\n")
     (work / "my-digits" / "labels.tsv").write_text("".join(labels))
+    Image.fromarray(255 - small["test_images"][0]).resize((140, 140)).convert("RGB").save(
+        work / "my-shoe.jpg"
+    )
+    tables = {"mnist": fetch_table(files), **sibling_mirrors(home / "datasets", small)}
     table = tmp_path / "table.json"
-    table.write_text(json.dumps([dataclasses.asdict(entry) for entry in fetch_table(files)]))
+    table.write_text(
+        json.dumps(
+            {name: [dataclasses.asdict(entry) for entry in entries] for name, entries in tables.items()}
+        )
+    )
     env = {
         **os.environ,
         "HOME": str(home),
@@ -97,6 +109,32 @@ def after_make_all(tmp_path: Path, synthetic_data) -> dict[str, str]:
             ["bash", "-c", command], cwd=work, env=env, check=True, capture_output=True, timeout=600
         )
     return env
+
+
+def sibling_mirrors(datasets: Path, small: dict[str, np.ndarray]) -> dict[str, tuple[ExpectedFile, ...]]:
+    """`~/datasets/{dataset}` for the README's siblings: the small digits under Fashion-MNIST's
+    names, and an EMNIST zip holding them as the letters split (labels from 1); what fetch must
+    expect of each."""
+    fashion = {name: idx_gz(small[key]) for key, name in DATASETS["fashion-mnist"].files.items()}
+    (datasets / "fashion-mnist").mkdir()
+    for name, data in fashion.items():
+        (datasets / "fashion-mnist" / name).write_bytes(data)
+    # EMNIST stores its images transposed and numbers its letters from 1.
+    letters = {
+        key: array + 1 if key.endswith("labels") else array.transpose(0, 2, 1) for key, array in small.items()
+    }
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for key, name in DATASETS["emnist-letters"].files.items():
+            archive.writestr(f"gzip/{name}", idx_gz(letters[key]))
+    (datasets / "emnist-letters").mkdir()
+    (datasets / "emnist-letters" / "gzip.zip").write_bytes(buffer.getvalue())
+    digest = hashlib.sha256(buffer.getvalue()).hexdigest()
+    size = len(buffer.getvalue())
+    return {
+        "fashion-mnist": fetch_table(fashion),
+        "emnist-letters": (ExpectedFile("gzip.zip", "", size, size, Published("sha256", digest, size)),),
+    }
 
 
 def idx_gz(array: np.ndarray) -> bytes:

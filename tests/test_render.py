@@ -144,14 +144,14 @@ def test_exported_digits_are_ready_for_predict(tmp_path, synthetic_npz, logreg_p
 
 
 def test_digits_option_keeps_only_those_classes(synthetic_data):
-    options = SampleOptions(count=30, digits=(3, 8), select="random", seed=4)
+    options = SampleOptions(count=30, classes=("3", "8"), select="random", seed=4)
     _, indices = samples_picture(synthetic_data, options)
     labels = synthetic_data["test_labels"]
     assert len(indices) == 30 and set(labels[indices]) == {3, 8}
     assert list(indices) == sorted(indices)
     _, again = samples_picture(synthetic_data, options)
     _, other_seed = samples_picture(
-        synthetic_data, SampleOptions(count=30, digits=(3, 8), select="random", seed=5)
+        synthetic_data, SampleOptions(count=30, classes=("3", "8"), select="random", seed=5)
     )
     assert list(again) == list(indices) and list(other_seed) != list(indices)
 
@@ -204,8 +204,8 @@ def test_mistakes_need_a_model(tmp_path, synthetic_npz):
 @pytest.mark.parametrize(
     ("extra", "fragment"),
     [
-        (["--digits", "3,12"], "--digits"),
-        (["--digits", "three"], "--digits"),
+        (["--digits", "3,12"], "--classes: '12' is not a class of mnist (0-9)"),
+        (["--classes", "three"], "--classes"),
         (["--count", "0"], "--count"),
         (["--scale", "0"], "--scale"),
         (["--min-confidence", "1.5"], "--min-confidence"),
@@ -291,7 +291,7 @@ def test_confusion_from_model_matches_eval_json(tmp_path, synthetic_npz, logreg_
         ('{"accuracy": 0.9}', "confusion_matrix"),
         ('{"classes": [0, 1], "confusion_matrix": [[1, 2]]}', "2 rows of 2"),
         ('{"classes": [0, 1], "confusion_matrix": [[1, -2], [0, 3]]}', "non-negative"),
-        ('{"classes": [0, 0], "confusion_matrix": [[1, 2], [0, 3]]}', "distinct digits"),
+        ('{"classes": [0, 0], "confusion_matrix": [[1, 2], [0, 3]]}', "distinct labels"),
     ],
 )
 def test_render_confusion_rejects_bad_metrics(tmp_path, content, fragment):

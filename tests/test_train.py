@@ -338,9 +338,9 @@ def test_bad_npz_is_one_line_and_no_checkpoint(tmp_path: Path, synthetic_data, c
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
-        (["--digits", "3,11"], "--digits"),
+        (["--digits", "3,11"], "--classes: '11' is not a class of mnist (0-9)"),
         (["--digits", "3"], "two or more"),
-        (["--digits", "3,x"], "--digits"),
+        (["--classes", "3,x"], "--classes"),
         (["--hidden", "32,0"], "--hidden"),
         (["--val-size", "600"], "--val-size"),
         (["--digits", "3,8", "--resume", "whatever.safetensors"], "--resume"),
@@ -376,7 +376,7 @@ def test_digit_absent_from_the_data_is_an_error(tmp_path: Path, synthetic_data) 
         arrays["train_labels"][keep],
     )
     with pytest.raises(MnistkitError, match="no training images of digit 7"):
-        training.train(arrays, TrainConfig(digits=(3, 7)), tmp_path / "model.safetensors")
+        training.train(arrays, TrainConfig(classes=("3", "7")), tmp_path / "model.safetensors")
     assert not (tmp_path / "model.safetensors").exists()
 
 

@@ -22,6 +22,14 @@ const statusLine = document.getElementById("status");
 const fileInput = document.getElementById("file");
 
 let classes = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+let names = classes.map(String); // each class's name: the digit, or "Ankle boot", "k"
+// How each dataset made its images, so how the server prepares a drawing (checkpoint's `preprocessing`).
+const PREPARATION = {
+  mnist: "It is prepared as MNIST's digits were: fitted into 20×20 pixels and centred by its mass in 28×28.",
+  emnist: "It is prepared as EMNIST's characters were: its longer side fitted to 26 pixels, centred in 28×28.",
+  "fashion-mnist":
+    "It is prepared as Fashion-MNIST's photos were: its longer side fitted to 28 pixels, centred, shades kept.",
+};
 let hasInk = false;
 let showingUpload = false;
 let strokePointer = null;
@@ -37,15 +45,26 @@ function percent(probability) {
 
 function buildBars() {
   bars.replaceChildren(
-    ...classes.map((digit) => {
+    ...classes.map((digit, index) => {
       const row = document.createElement("li");
       row.dataset.digit = digit;
       row.innerHTML =
         '<span class="label"></span><span class="track"><span class="fill"></span></span><span class="value">–</span>';
-      row.querySelector(".label").textContent = digit;
+      row.querySelector(".label").textContent = names[index];
       return row;
     }),
   );
+}
+
+function setClasses(newClasses, newNames) {
+  if (newClasses.join() === classes.join() && newNames.join() === names.join()) return;
+  classes = newClasses;
+  names = newNames;
+  // Room for the longest name ("Ankle boot") in the bars' label column; a digit's is 1.2em.
+  const longest = Math.max(...names.map((name) => name.length));
+  bars.style.setProperty("--label-width", `${Math.max(1.2, 0.62 * longest + 0.4).toFixed(2)}em`);
+  bars.classList.toggle("named", names.some((name, index) => name !== String(classes[index])));
+  buildBars();
 }
 
 function resetReading(message) {
@@ -69,12 +88,10 @@ function showStatus(message, isError = false) {
 }
 
 function showReading(reading) {
-  if (reading.classes.join() !== classes.join()) {
-    classes = reading.classes;
-    buildBars();
-  }
+  setClasses(reading.classes, reading.class_names);
   answer.classList.remove("empty");
-  digitOutput.textContent = reading.digit;
+  digitOutput.textContent = reading.label;
+  digitOutput.classList.toggle("word", reading.label.length > 2);
   confidenceText.textContent = percent(reading.confidence) + " sure";
   reading.classes.forEach((digit, index) => {
     const row = bars.children[index];
@@ -257,14 +274,18 @@ async function showModel() {
     const parts = [architectureText(metadata.architecture)];
     const accuracy = metadata.metrics && metadata.metrics.test_accuracy;
     if (typeof accuracy === "number") parts.push(`${(accuracy * 100).toFixed(2)}% test accuracy`);
-    if (metadata.classes.length < 10) parts.push(`digits ${metadata.classes.join(", ")} only`);
+    if (metadata.dataset !== "mnist") parts.push(metadata.dataset);
+    if (metadata.classes.length < 10) parts.push(`${metadata.class_names.join(", ")} only`);
     const name = document.createElement("strong");
     name.textContent = info.name;
     model.replaceChildren(name, " · " + parts.join(" · "));
-    if (metadata.classes.join() !== classes.join()) {
-      classes = metadata.classes;
-      buildBars();
+    const preparation = PREPARATION[metadata.preprocessing];
+    if (preparation) document.getElementById("preparation").textContent = preparation;
+    if (metadata.dataset !== "mnist") {
+      document.querySelector("h1").textContent = "Draw or drop a picture";
+      document.getElementById("drawing-title").textContent = "Your picture";
     }
+    setClasses(metadata.classes, metadata.class_names);
   } catch {
     model.textContent = "The model's description did not load.";
   }

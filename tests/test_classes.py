@@ -1,0 +1,282 @@
+"""Class names from the data to every output: a small Fashion-MNIST-named dataset trained with
+`--classes` by name, then checkpoint, info, eval, render-samples, predict and serve; the
+checkpoint's format versions; how predict prepares an image for each dataset's models."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageDraw
+
+from mnistkit.architectures import param_shapes
+from mnistkit.arrays import save_arrays
+from mnistkit.checkpoint import FORMAT_VERSION, METADATA_KEY, canonical_json, load_checkpoint, save_checkpoint
+from mnistkit.cli import cli
+from mnistkit.config import TrainConfig
+from mnistkit.datasets import FASHION_MNIST, IMAGE_STYLES
+from mnistkit.errors import MnistkitError
+from mnistkit.evaluation import Confusion, Evaluation
+from mnistkit.images import load_digit, preprocess_digit
+from mnistkit.plots import confusion_image, heat_map_origin
+from mnistkit.serve import prediction_json
+
+NAMES = list(FASHION_MNIST.class_names)
+CHOSEN = ("T-shirt/top", "Trouser", "Bag")
+
+
+def run(*args: object):
+    return CliRunner().invoke(cli, [str(arg) for arg in args])
+
+
+def draw_product(label: int, rng: np.random.Generator) -> np.ndarray:
+    """A 28x28 Fashion-MNIST-like picture, bright on black: a T-shirt's T, a trouser's two legs, a bag."""
+    image = Image.new("L", (28, 28), 0)
+    draw = ImageDraw.Draw(image)
+    dx, dy, shade = int(rng.integers(-2, 3)), int(rng.integers(-2, 3)), int(rng.integers(150, 256))
+    if label == 0:
+        draw.rectangle((4 + dx, 5 + dy, 23 + dx, 10 + dy), fill=shade)
+        draw.rectangle((10 + dx, 5 + dy, 17 + dx, 24 + dy), fill=shade)
+    elif label == 1:
+        draw.rectangle((7 + dx, 3 + dy, 12 + dx, 25 + dy), fill=shade)
+        draw.rectangle((15 + dx, 3 + dy, 20 + dx, 25 + dy), fill=shade)
+    else:
+        draw.rectangle((4 + dx, 11 + dy, 23 + dx, 24 + dy), fill=shade)
+        draw.arc((8 + dx, 3 + dy, 19 + dx, 16 + dy), 180, 360, fill=shade, width=2)
+    return np.asarray(image, dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def fashion_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An .npz that says it holds Fashion-MNIST, with three of its classes drawn."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, count in (("train", 240), ("test", 60)):
+        labels = np.resize(np.array([0, 1, 8], np.uint8), count)
+        arrays[f"{split}_images"] = np.stack([draw_product(int(label), rng) for label in labels])
+        arrays[f"{split}_labels"] = labels
+    arrays["dataset"], arrays["class_names"] = np.array("fashion-mnist"), np.array(NAMES)
+    path = tmp_path_factory.mktemp("fashion") / "fashion.npz"
+    save_arrays(path, arrays)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fashion_model(fashion_npz: Path) -> Path:
+    output = fashion_npz.with_name("model.safetensors")
+    result = run(
+        "train", fashion_npz, "-o", output, "--classes", ",".join(CHOSEN),
+        "--hidden", "16", "--epochs", "4", "--batch-size", "32", "--lr", "0.01",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return output
+
+
+def test_the_checkpoint_names_its_dataset_classes_and_preprocessing(fashion_model: Path) -> None:
+    checkpoint = load_checkpoint(fashion_model)
+    assert checkpoint.metadata["format_version"] == FORMAT_VERSION == 2
+    assert checkpoint.classes == [0, 1, 8] and checkpoint.class_names == list(CHOSEN)
+    assert checkpoint.dataset == "fashion-mnist" and checkpoint.preprocessing == "fashion-mnist"
+    assert checkpoint.architecture["num_classes"] == 3
+    assert checkpoint.metadata["config"]["classes"] == list(CHOSEN)
+    info = json.loads(run("info", fashion_model, "--json").stdout)
+    assert (info["dataset"], info["class_names"], info["preprocessing"]) == (
+        "fashion-mnist", list(CHOSEN), "fashion-mnist",
+    )  # fmt: skip
+
+
+def test_eval_names_the_classes(fashion_model: Path, fashion_npz: Path, tmp_path: Path) -> None:
+    result = run("eval", fashion_model, fashion_npz, "--json", tmp_path / "metrics.json")
+    assert result.exit_code == 0, result.output
+    assert "class  name         precision" in result.stdout and "    8  Bag" in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["class_names"] == list(CHOSEN) and metrics["accuracy"] >= 0.9
+    assert [row["name"] for row in metrics["per_class"]] == list(CHOSEN)
+    picture = tmp_path / "confusion.png"
+    assert run("render-confusion", "--metrics", tmp_path / "metrics.json", "-o", picture).exit_code == 0
+    with Image.open(picture) as image:
+        assert image.size[0] > heat_map_origin(CHOSEN)[0] > 96  # room for "T-shirt/top" on the left
+
+
+def test_predict_on_exported_images_prints_names(
+    fashion_model: Path, fashion_npz: Path, tmp_path: Path
+) -> None:
+    exported = tmp_path / "samples"
+    shown = run(
+        "render-samples", fashion_npz, "-o", tmp_path / "samples.png", "--model", fashion_model,
+        "--count", "6", "--export-dir", exported,
+    )  # fmt: skip
+    assert shown.exit_code == 0, shown.output
+    paths = shown.stdout.split()
+    names = ["00000-label0-T-shirt-top.png", "00001-label1-Trouser.png", "00002-label8-Bag.png"]
+    assert [Path(path).name for path in paths][:3] == names
+    rows = list(
+        csv.reader(
+            io.StringIO(run("predict", fashion_model, *paths, "--no-preprocess").stdout), delimiter="\t"
+        )
+    )
+    truth = {"0": "T-shirt/top", "1": "Trouser", "8": "Bag"}
+    right = sum(row[1] == truth[Path(row[0]).name.split("-")[1].removeprefix("label")] for row in rows)
+    assert len(rows) == 6 and right >= 5, rows
+    table = run(
+        "predict", fashion_model, *paths[:2], "--format", "csv", "--top-k", "2", "--no-preprocess"
+    ).stdout
+    assert (
+        table.splitlines()[0]
+        == "path,label,confidence,top1_label,top1_probability,top2_label,top2_probability"
+    )
+    record = json.loads(
+        run("predict", fashion_model, paths[2], "--format", "jsonl", "--no-preprocess").stdout
+    )
+    assert set(record) == {"path", "label", "class", "confidence"}
+    assert NAMES[record["class"]] == record["label"]
+
+
+def test_serve_answers_with_the_name(fashion_model: Path, tmp_path: Path) -> None:
+    bag = 255 - np.kron(draw_product(8, np.random.default_rng(1)), np.ones((6, 6), np.uint8))
+    buffer = io.BytesIO()
+    Image.fromarray(bag).save(buffer, format="PNG")
+    reading = prediction_json(load_checkpoint(fashion_model), buffer.getvalue())
+    assert (
+        reading["class_names"] == list(CHOSEN)
+        and reading["label"] == CHOSEN[reading["classes"].index(reading["digit"])]
+    )
+
+
+def test_classes_by_name_or_number_and_a_clear_error(fashion_npz: Path, tmp_path: Path) -> None:
+    from mnistkit.arrays import load_arrays
+    from mnistkit.training_data import prepare_data
+
+    arrays = load_arrays(fashion_npz)
+    data = prepare_data(arrays, TrainConfig(classes=("Bag", "0")))
+    assert data.classes == [8, 0] and data.class_names == ["Bag", "T-shirt/top"]
+    with pytest.raises(
+        MnistkitError, match=r"--classes: 'Sandle' is neither a class of fashion-mnist \(T-shirt/top"
+    ):
+        prepare_data(arrays, TrainConfig(classes=("Bag", "Sandle")))
+    with pytest.raises(MnistkitError, match="no training images of class Dress"):
+        prepare_data(arrays, TrainConfig(classes=("Bag", "Dress")))
+    assert TrainConfig.from_dict({"digits": [3, 8]}).classes == ("3", "8")  # a checkpoint from before
+
+
+# Checkpoint format versions --------------------------------------------------------------
+
+ARCHITECTURE = {"model": "logreg", "num_classes": 3}
+
+
+def _params() -> dict[str, np.ndarray]:
+    return {name: np.zeros(shape, np.float32) for name, shape in param_shapes(ARCHITECTURE).items()}
+
+
+def test_mnist_digits_are_still_written_as_version_1(tmp_path: Path) -> None:
+    metadata = {"architecture": ARCHITECTURE, "normalization": {"kind": "unit"}, "classes": [3, 5, 8]}
+    named = {**metadata, "dataset": "mnist", "class_names": ["3", "5", "8"], "preprocessing": "mnist"}
+    save_checkpoint(tmp_path / "a.safetensors", _params(), metadata)
+    save_checkpoint(tmp_path / "b.safetensors", _params(), named)
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+    loaded = load_checkpoint(tmp_path / "b.safetensors")
+    assert loaded.metadata["format_version"] == 1 and loaded.class_names == ["3", "5", "8"]
+    assert loaded.dataset == "mnist" and loaded.preprocessing == "mnist"
+
+
+def _raw_checkpoint(path: Path, metadata: dict) -> Path:
+    from safetensors.numpy import save
+
+    full = {"format": "mnistkit-checkpoint", "architecture": ARCHITECTURE, "normalization": {"kind": "unit"},
+            **metadata}  # fmt: skip
+    path.write_bytes(save(_params(), metadata={METADATA_KEY: canonical_json(full)}))
+    return path
+
+
+def test_a_version_1_checkpoint_means_mnist_digits_whatever_else_it_holds(tmp_path: Path) -> None:
+    path = _raw_checkpoint(
+        tmp_path / "old.safetensors",
+        {"format_version": 1, "classes": [1, 2, 7], "class_names": ["x", "y", "z"], "dataset": "kmnist"},
+    )
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.class_names == ["1", "2", "7"] and checkpoint.dataset == "mnist"
+
+
+VERSION_2 = {"format_version": 2, "classes": [0, 1, 30], "dataset": "emnist-balanced",
+             "class_names": ["0", "1", "U"], "preprocessing": "emnist"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        ({"class_names": ["0", "1"]}, "class_names must be 3 distinct names, one per class"),
+        ({"class_names": ["0", "0", "U"]}, "class_names must be 3 distinct names"),
+        ({"class_names": ["0", "1", "\n"]}, "class_names must be 3 distinct names"),
+        ({"dataset": 7}, "checkpoint dataset 7 is not a name"),
+        (
+            {"preprocessing": "polaroid"},
+            "preprocessing 'polaroid' is not one of mnist, emnist, fashion-mnist",
+        ),
+        ({"classes": [0, 1, 1000]}, "are not distinct labels 0-999"),
+        ({"format_version": 1}, "are not distinct digits 0-9"),
+    ],
+)
+def test_version_2_names_are_checked(tmp_path: Path, change: dict, problem: str) -> None:
+    assert load_checkpoint(_raw_checkpoint(tmp_path / "ok.safetensors", VERSION_2)).class_names[2] == "U"
+    path = _raw_checkpoint(tmp_path / "bad.safetensors", {**VERSION_2, **change})
+    with pytest.raises(MnistkitError) as error:
+        load_checkpoint(path)
+    assert problem in str(error.value) and str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+# How a person's image is prepared for each dataset's models ------------------------------
+
+
+def product_photo() -> np.ndarray:
+    """A dark, shaded, wide object (120x50 px) off-centre on a white 200x160 photo, gray in [0, 1]."""
+    photo = np.ones((160, 200), np.float32)
+    shades = np.linspace(0.05, 0.45, 120, dtype=np.float32)
+    photo[20:70, 60:180] = shades[None, :]
+    return photo
+
+
+def ink_rows_and_columns(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.flatnonzero(image.any(axis=1)), np.flatnonzero(image.any(axis=0))
+
+
+@pytest.mark.parametrize("style, side_px", [("fashion-mnist", 28), ("emnist", 26), ("mnist", 20)])
+def test_each_style_sizes_and_places_the_object_as_its_dataset_did(style: str, side_px: int) -> None:
+    image = preprocess_digit(product_photo(), "photo.png", IMAGE_STYLES[style])
+    rows, columns = ink_rows_and_columns(image)
+    assert len(columns) == side_px and abs(len(rows) - round(side_px * 50 / 120)) <= 1
+    weights = image.astype(np.float64)
+    centre_y = (weights.sum(axis=1) * np.arange(28)).sum() / weights.sum()
+    if style == "mnist":  # the centre of mass at the centre
+        assert abs(centre_y - 14) <= 0.5
+    else:  # the box in the middle
+        assert abs(rows[0] - (27 - rows[-1])) <= 1 and abs(columns[0] - (27 - columns[-1])) <= 1
+    levels = len(np.unique(image[image > 0]))
+    if style == "fashion-mnist":  # a photo's shades kept: no saturated core
+        assert levels > 20 and (image == 255).mean() < 0.05
+    else:  # a pen stroke's core saturates
+        assert (image[image > 0] >= 240).mean() > 0.5
+
+
+def test_predict_prepares_an_image_by_the_checkpoint_s_dataset(fashion_model: Path, tmp_path: Path) -> None:
+    photo = tmp_path / "photo.png"
+    Image.fromarray((product_photo() * 255).astype(np.uint8)).save(photo)
+    saved = tmp_path / "seen"
+    assert run("predict", fashion_model, photo, "--save-preprocessed", saved).exit_code == 0
+    with Image.open(next(saved.iterdir())) as seen:
+        np.testing.assert_array_equal(np.asarray(seen), load_digit(photo, style="fashion-mnist"))
+    assert not np.array_equal(load_digit(photo, style="fashion-mnist"), load_digit(photo))
+
+
+def test_pictures_of_many_named_classes() -> None:
+    """EMNIST balanced's 47 classes: a heat map of smaller cells, the names on both axes."""
+    names = ["0", "1", "A", "a", "T-shirt/top"] + [f"c{index}" for index in range(42)]
+    evaluation = Evaluation.empty(list(range(47)), class_names=names)
+    evaluation.confusion_matrix += np.eye(47, dtype=np.int64) * 400
+    picture = confusion_image(Confusion(evaluation.classes, evaluation.confusion_matrix, "test", names))
+    assert picture.size[0] < 47 * 54 and picture.size[1] > 47 * 36
