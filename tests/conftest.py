@@ -337,7 +337,7 @@ def large_digit_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small MLP checkpoint trained (by mnistkit.training) on large drawn digits that went
     through predict's preprocessing, so it recognises what preprocessing produces."""
     from mnistkit.config import TrainConfig
-    from mnistkit.images import preprocess_digit
+    from mnistkit.preprocess import preprocess_digit
     from mnistkit.training import train
 
     rng = np.random.default_rng(7)

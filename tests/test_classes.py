@@ -22,8 +22,9 @@ from mnistkit.config import TrainConfig
 from mnistkit.datasets import FASHION_MNIST, IMAGE_STYLES
 from mnistkit.errors import MnistkitError
 from mnistkit.evaluation import Confusion, Evaluation
-from mnistkit.images import load_digit, preprocess_digit
+from mnistkit.images import load_digit
 from mnistkit.plots import confusion_image, heat_map_origin
+from mnistkit.preprocess import preprocess_digit
 from mnistkit.serve import prediction_json
 
 NAMES = list(FASHION_MNIST.class_names)

@@ -23,7 +23,7 @@ from mnistkit.checkpoint import load_checkpoint
 from mnistkit.cli import cli
 from mnistkit.datasets import FASHION_MNIST, IMAGE_STYLES
 from mnistkit.errors import MnistkitError
-from mnistkit.images import preprocess_digit
+from mnistkit.preprocess import preprocess_digit
 from mnistkit.verify import file_problem
 
 REAL_FASHION_DIR = Path(

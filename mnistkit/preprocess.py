@@ -1,0 +1,377 @@
+"""A person's picture of a digit -> the 28x28 image a model expects, prepared the way the
+model's dataset prepared its own.
+
+MNIST fitted each digit's ink into a 20x20 box (aspect ratio kept, anti-aliased) and placed
+it in a 28x28 frame so that its centre of mass sits at pixel (14, 14). A photo or a canvas
+drawing looks nothing like that, so `preprocess_digit` finds the ink first: it finds the sheet
+in a photo of paper lying on a desk, turns a light page dark, subtracts the page's brightness
+(uneven shading and hard shadows alike) and faint ruled lines, drops what touches the border
+when the digit is elsewhere, crops to the ink and then does what MNIST did. Other datasets
+made their images otherwise (`datasets.IMAGE_STYLES`, chosen by the checkpoint): EMNIST
+centred each character's box, nearly filling the frame; Fashion-MNIST scaled each product
+photo's longer side to 28 px, centred it and kept its shades, which `_object_map` finds
+against the backdrop.
+
+numpy and Pillow only.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from PIL import Image
+
+from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE, IMAGE_STYLES, ImageStyle
+from mnistkit.errors import MnistkitError
+from mnistkit.morphology import (
+    cumulative_histogram,
+    erode,
+    fill_spans,
+    label_components,
+    narrow,
+    otsu_threshold,
+    quantile,
+    ring,
+    sliding_extreme,
+    square_extreme,
+    to_uint8,
+)
+
+FRAME_PX = IMAGE_SHAPE[0]
+MNIST_STYLE = IMAGE_STYLES[DEFAULT_DATASET]
+# MNIST's centres of mass lie at (14.0, 14.0) in pixel-index coordinates, not at 13.5.
+CENTRE_PX = 14.0
+# Ink must stand out from the background by this much (0-1 scale; for dark ink, this
+# fraction of the paper's brightness), or the image is blank.
+MIN_INK_CONTRAST = 0.15
+# Stroke pixels below this fraction of the typical ink level are background noise;
+# those above this fraction are saturated like MNIST's stroke cores.
+INK_LOW_FRACTION = 0.25
+INK_HIGH_FRACTION = 0.75
+# The page's brightness is found under a square this fraction of the picture's longer side
+# (wider than pen strokes, narrower than shadows), or this many times the strokes' width.
+BACKGROUND_SQUARE_FRACTION = 1 / 4
+STROKES_PER_SQUARE = 3
+# Ruled lines are at least this fraction of the picture's width long and fainter than this
+# fraction of the darkest ink. They are looked for in the picture narrowed this many times,
+# and only when some row holds that much faint ink above this fraction of the darkest.
+RULED_LINE_FRACTION = 1 / 3
+RULED_LINE_MAX_INK = 0.5
+LINE_NARROWING = 4
+RULED_LINE_MIN_INK = 0.1
+# A photo of a sheet of paper on a desk: the desk is at most this bright relative to the
+# paper and takes at least this fraction of the picture's outermost pixels; the sheet is
+# what is lighter than this fraction of the way from the desk's level to the paper's, takes
+# at least this fraction of the picture, and is light over at least this fraction of it;
+# ink within this many pixels of its edge (paper and desk blended) is not on the sheet.
+DESK_MAX_BRIGHTNESS = 0.7
+DESK_MIN_BORDER = 0.75
+DESK_TO_PAPER_THRESHOLD = 0.25
+PAPER_MIN_AREA = 0.3
+PAPER_MIN_BLANK = 0.85
+PAPER_EDGE_PX = 2
+# Marks darker or lighter than the page that cover less than this fraction of it are noise
+# when the ink's colour is decided.
+POLARITY_MIN_MARKS = 0.002
+# Ink past a gap at either end of the digit holding less than this fraction of all ink is a speck.
+SPECK_FRACTION = 0.05
+# Ink touching the border is dropped when the ink elsewhere is a digit: it spans at least this
+# fraction of the picture's height or width, or weighs at least this fraction of that ink.
+DIGIT_MIN_SPAN = 0.25
+CLUTTER_MIN_DIGIT_MASS = 0.2
+
+
+def preprocess_digit(gray: np.ndarray, source: str, style: ImageStyle = MNIST_STYLE) -> np.ndarray:
+    """Float gray [0, 1] of any size -> uint8 28x28, ink bright, as `style` says (MNIST's by default).
+
+    Raises MnistkitError("source: blank image ...") when no ink stands out.
+    """
+    if style.saturate_ink:
+        ink = _ink_map(gray, source)
+        if not ink.any():
+            raise MnistkitError(f"{source}: blank image (only isolated specks, no stroke)")
+        top, bottom = _extent(ink.sum(axis=1))
+        left, right = _extent(ink.sum(axis=0))
+    else:
+        ink, mask = _object_map(gray, source)
+        rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        top, bottom, left, right = rows[0], rows[-1] + 1, columns[0], columns[-1] + 1
+    return to_uint8(_fit_and_centre(ink[top:bottom, left:right], style))
+
+
+def _extent(profile: np.ndarray) -> tuple[int, int]:
+    """Where the digit lies along one axis, from the ink's profile on it: from the first to
+    the last inked position, less specks beyond a gap at either end (runs of the profile
+    that hold under SPECK_FRACTION of the ink), which would otherwise stretch the box."""
+    inked = profile > 0
+    positions = np.flatnonzero(inked)
+    if positions[-1] - positions[0] + 1 == positions.size:
+        return int(positions[0]), int(positions[-1]) + 1
+    changes = np.flatnonzero(inked[1:] != inked[:-1]) + 1
+    bounds = np.concatenate([[0], changes, [profile.size]])
+    runs = [(start, end) for start, end in itertools.pairwise(bounds.tolist()) if inked[start]]
+    total = profile.sum()
+    mass = [profile[start:end].sum() for start, end in runs]
+    first, last = 0, len(runs) - 1
+    while first < last and mass[first] < SPECK_FRACTION * total:
+        first += 1
+    while last > first and mass[last] < SPECK_FRACTION * total:
+        last -= 1
+    return int(runs[first][0]), int(runs[last][1])
+
+
+def _ink_map(gray: np.ndarray, source: str, look_for_paper: bool = True) -> np.ndarray:
+    """Ink intensity in [0, 1] where the stroke is, exactly 0 on the background.
+
+    What looks like a sheet on a desk but holds no ink was a bold light digit on a dark
+    canvas: it is read again as one.
+    """
+    bright, on_paper, inverted = _ink_bright(gray, look_for_paper)
+    try:
+        return _ink_on(bright, on_paper, inverted, gray, source)
+    except MnistkitError:
+        if on_paper is None:
+            raise
+        return _ink_map(gray, source, look_for_paper=False)
+
+
+def _ink_on(
+    bright: np.ndarray, on_paper: np.ndarray | None, inverted: bool, gray: np.ndarray, source: str
+) -> np.ndarray:
+    """The ink of a picture turned so that the ink is bright (see `_ink_map`)."""
+    square_px = BACKGROUND_SQUARE_FRACTION * max(gray.shape)
+    ink, ink_mask, background = _ink_and_mask(bright, square_px, on_paper)
+    # Strokes so thick that the square cannot pass under their junctions (a marker, a tight
+    # crop) would lose their middles to the background: look again under a larger square.
+    stroke_px = _stroke_width_px(ink_mask)
+    if STROKES_PER_SQUARE * stroke_px > square_px:
+        ink, ink_mask, background = _ink_and_mask(bright, STROKES_PER_SQUARE * stroke_px, on_paper)
+    if not ink_mask.any():
+        raise MnistkitError(f"{source}: blank image (no ink found)")
+    stroke = ink[ink_mask]
+    level = float(np.partition(stroke, stroke.size // 2)[stroke.size // 2])
+    # Dark ink stands out against the paper around it: a page in shadow or in dim light is
+    # darker, and so is the difference.
+    page = 1.0 - float(background[ink_mask].mean()) if inverted else 1.0
+    if level < MIN_INK_CONTRAST * page:
+        raise MnistkitError(f"{source}: blank image (nothing stands out from the background)")
+    low, high = INK_LOW_FRACTION * level, INK_HIGH_FRACTION * level
+    ink = np.clip((ink - np.float32(low)) / np.float32(high - low), 0.0, 1.0)
+    return _without_clutter(_remove_isolated_pixels(ink), on_paper)
+
+
+def _object_map(gray: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """A photographed object's shades, bright on black, and where the object is.
+
+    The backdrop is what lines the border (a product shot's plain background): it is
+    inverted when light and subtracted, and the object's shades stay as they are, as
+    Fashion-MNIST keeps a product's, faint and dark parts included.
+    """
+    border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
+    backdrop = float(np.partition(border, border.size // 2)[border.size // 2])
+    if backdrop > 0.5:
+        gray, backdrop = np.float32(1.0) - gray, 1.0 - backdrop
+    shades = np.clip(gray - np.float32(backdrop), 0.0, 1.0)
+    rank = shades.size * 99 // 100
+    if float(np.partition(shades.ravel(), rank)[rank]) < MIN_INK_CONTRAST:
+        raise MnistkitError(f"{source}: blank image (nothing stands out from the background)")
+    mask = _remove_isolated_pixels((shades > otsu_threshold(shades) / 2).astype(np.float32)) > 0
+    if not mask.any():
+        raise MnistkitError(f"{source}: blank image (only isolated specks, no object)")
+    return shades, mask
+
+
+def _ink_bright(gray: np.ndarray, look_for_paper: bool) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """The picture turned so that the ink is bright; in a photo of a sheet on a desk, where
+    the sheet lies (less its edge), else None; and whether the picture was inverted."""
+    # Every other pixel each way tells the picture's levels as well, at a quarter of the cost.
+    cumulative = cumulative_histogram(gray[::2, ::2])
+    paper = _find_paper(gray, cumulative) if look_for_paper else None
+    if paper is None:
+        dark_ink = _ink_is_dark(gray, quantile(cumulative, 0.5))
+        return (np.float32(1.0) - gray if dark_ink else gray), None, dark_ink
+    # The desk takes the paper's colour, so that nothing beyond the sheet's edge is ink.
+    paper_level = np.float32(quantile(cumulative_histogram(gray[paper]), 0.5))
+    on_paper = erode(paper, 2 * PAPER_EDGE_PX + 1)
+    return np.float32(1.0) - np.where(paper, gray, paper_level), on_paper, True
+
+
+def _ink_and_mask(
+    bright: np.ndarray, square_px: float, on_paper: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ink above the background found under a square of `square_px`, ruled lines taken
+    out; where it stands out (Otsu's threshold, from every other pixel each way); and the
+    background."""
+    background = _background_map(bright, square_px)
+    ink = bright - background
+    ink = ink - _faint_ruled_lines(ink)
+    if on_paper is not None:
+        ink = np.where(on_paper, ink, np.float32(0.0))
+    return ink, ink > otsu_threshold(ink[::2, ::2]), background
+
+
+def _ink_is_dark(gray: np.ndarray, median: float) -> bool:
+    """Whether the ink is darker than the page.
+
+    A light picture has dark ink. In a dark one the ink may still be dark: a dim photo, or
+    a page mostly in shadow. Of the marks darker and lighter than the picture's typical
+    level, the ink is then the thinner (a lit part of the page is wide, strokes are thin).
+    """
+    if median > 0.5:
+        return True
+    dark = gray < np.float32(median - MIN_INK_CONTRAST)
+    light = gray > np.float32(median + MIN_INK_CONTRAST)
+    least = POLARITY_MIN_MARKS * gray.size
+    dark_count, light_count = np.count_nonzero(dark), np.count_nonzero(light)
+    if dark_count < least or light_count < least:
+        return dark_count > light_count
+    return _stroke_width_px(dark) < _stroke_width_px(light)
+
+
+def _stroke_width_px(mask: np.ndarray) -> float:
+    """Typical stroke width in `mask`: twice its area over its outline's length, the outline
+    counted in row and column steps (which overstate a curved outline by about 4/pi; steps
+    across the ends of rows, counted too, are few)."""
+    flat = np.ascontiguousarray(mask).ravel()
+    outline = np.count_nonzero(flat[1:] ^ flat[:-1]) + np.count_nonzero(
+        flat[mask.shape[1] :] ^ flat[: -mask.shape[1]]
+    )
+    return 2.0 * (4.0 / np.pi) * np.count_nonzero(flat) / max(outline, 1)
+
+
+def _find_paper(gray: np.ndarray, cumulative: np.ndarray) -> np.ndarray | None:
+    """Where the sheet lies in a photo of a sheet of paper on a darker desk, or None when
+    the picture is not one.
+
+    The desk is much darker than the paper and surrounds it (it takes most of the
+    picture's outermost pixels). The sheet is the largest light region, filled along its
+    rows and columns (the ink on it becomes part of it); it is large, and light over most of
+    that area: blank paper with straight sides, which a bright digit on a dark canvas is not.
+    """
+    outer = ring(gray)
+    desk_level = float(np.partition(outer, outer.size // 2)[outer.size // 2])
+    paper_level = quantile(cumulative, 1.0 - PAPER_MIN_AREA / 2)
+    if desk_level > DESK_MAX_BRIGHTNESS * paper_level or paper_level - desk_level < MIN_INK_CONTRAST:
+        return None
+    light = gray > np.float32(desk_level + DESK_TO_PAPER_THRESHOLD * (paper_level - desk_level))
+    labels, count = label_components(light)
+    if count == 0:
+        return None
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    sheet = labels == int(np.argmax(sizes))
+    paper = fill_spans(sheet) & fill_spans(sheet.T).T
+    area = np.count_nonzero(paper)
+    if (
+        np.count_nonzero(ring(paper)) > (1 - DESK_MIN_BORDER) * outer.size
+        or area < PAPER_MIN_AREA * paper.size
+        or np.count_nonzero(sheet) < PAPER_MIN_BLANK * area
+    ):
+        return None
+    return paper
+
+
+def _background_map(bright: np.ndarray, square_px: float) -> np.ndarray:
+    """The page's level under the ink (ink bright): a grey-level opening, the highest level
+    at each pixel that a square wider than any pen stroke fits under.
+
+    It follows the edges of shadows and of a desk exactly, where averaging blocks would
+    smear them into bands of false ink, and it passes under every stroke narrower than the
+    square. Computed on 8-bit levels, which are as good for this and cheaper to move.
+    """
+    size = max(3, round(square_px)) | 1
+    levels = to_uint8(bright)
+    opened = square_extreme(square_extreme(levels, size, np.minimum), size, np.maximum)
+    return opened * np.float32(1 / 255)
+
+
+def _faint_ruled_lines(ink: np.ndarray) -> np.ndarray:
+    """Ruled lines: faint horizontal lines across a third of the picture or more.
+
+    A horizontal opening of the ink keeps what is at least that long (neighbouring rows
+    merged, for a page turned a few degrees); what it keeps is a ruled line, not a digit's
+    stroke, where it is fainter than half the darkest ink. Lines stay lines when the picture
+    is narrowed four times, so the opening runs on that, and only where some row holds
+    enough faint ink for a line (most pictures have none).
+    """
+    width = ink.shape[1]
+    narrowed = narrow(ink, LINE_NARROWING)
+    length = max(3, round(narrowed.shape[1] * RULED_LINE_FRACTION)) | 1
+    thickened = sliding_extreme(narrowed, 3, np.maximum, 0)
+    darkest = ink.max()
+    faint = (thickened > RULED_LINE_MIN_INK * darkest) & (thickened < RULED_LINE_MAX_INK * darkest)
+    if np.count_nonzero(faint, axis=1).max() < length:
+        return np.zeros_like(ink)
+    lines = sliding_extreme(sliding_extreme(thickened, length, np.minimum, 1), length, np.maximum, 1)
+    lines = np.repeat(lines, LINE_NARROWING, axis=1)[:, :width]
+    return np.where(lines < RULED_LINE_MAX_INK * darkest, np.maximum(lines, 0.0), np.float32(0.0))
+
+
+def _remove_isolated_pixels(ink: np.ndarray) -> np.ndarray:
+    """Drop single specks of noise, which would otherwise stretch the ink's bounding box."""
+    mask = ink > 0
+    framed = np.zeros((mask.shape[0] + 2, mask.shape[1] + 2), np.uint8)
+    framed[1:-1, 1:-1] = mask
+    # Inked pixels in each 3x3 square, as sums along rows and then along columns.
+    across = framed[:, :-2] + framed[:, 1:-1] + framed[:, 2:]
+    square = across[:-2] + across[1:-1] + across[2:]
+    return np.where(mask & (square == 1), np.float32(0.0), ink)
+
+
+def _without_clutter(ink: np.ndarray, on_paper: np.ndarray | None) -> np.ndarray:
+    """Drop ink that touches the picture's border or the sheet's edge when a digit is
+    elsewhere: the edge of a desk or of a shadow, a pen or a finger reaching in.
+
+    A digit cut by the border stays when nothing else is there, or when what is elsewhere
+    is too small to be a digit: it spans under DIGIT_MIN_SPAN of the picture both ways and
+    weighs under CLUTTER_MIN_DIGIT_MASS of the ink at the border.
+    """
+    mask = ink > 0
+    if on_paper is None and not ring(mask).any():
+        return ink
+    edge = np.zeros(mask.shape, bool)
+    edge[0], edge[-1], edge[:, 0], edge[:, -1] = True, True, True, True
+    if on_paper is not None:
+        edge |= ~erode(on_paper, 3)
+    touching = mask & edge
+    if not touching.any():
+        return ink
+    labels, count = label_components(mask)
+    clutter = np.zeros(count + 1, bool)
+    clutter[labels[touching]] = True
+    mass = np.bincount(labels.ravel(), ink.ravel(), count + 1)
+    digit = ~clutter[labels] & mask
+    if not digit.any():
+        return ink
+    rows, columns = np.flatnonzero(digit.any(axis=1)), np.flatnonzero(digit.any(axis=0))
+    span = max((rows[-1] - rows[0] + 1) / mask.shape[0], (columns[-1] - columns[0] + 1) / mask.shape[1])
+    if span < DIGIT_MIN_SPAN and mass[~clutter].sum() < CLUTTER_MIN_DIGIT_MASS * mass[clutter].sum():
+        return ink
+    return np.where(clutter[labels], np.float32(0.0), ink)
+
+
+def _fit_and_centre(ink: np.ndarray, style: ImageStyle) -> np.ndarray:
+    """Scale the longer side to the style's size (anti-aliased; a pen stroke's brightest pixel
+    made 1) and place the centre of mass at (14, 14), or the box in the middle."""
+    height, width = ink.shape
+    scale = style.side_px / max(height, width)
+    new_height, new_width = max(1, round(height * scale)), max(1, round(width * scale))
+    digit = np.asarray(
+        Image.fromarray(np.ascontiguousarray(ink)).resize((new_width, new_height), Image.Resampling.BILINEAR)
+    )
+    digit = np.clip(digit, 0.0, 1.0)
+    peak = digit.max()
+    if style.saturate_ink and peak > 0:
+        digit = digit / peak
+    if style.by_centre_of_mass:
+        mass = digit.sum()
+        centre_y = float((digit.sum(axis=1) * np.arange(new_height)).sum() / mass)
+        centre_x = float((digit.sum(axis=0) * np.arange(new_width)).sum() / mass)
+        top = min(max(round(CENTRE_PX - centre_y), 0), FRAME_PX - new_height)
+        left = min(max(round(CENTRE_PX - centre_x), 0), FRAME_PX - new_width)
+    else:
+        top, left = (FRAME_PX - new_height) // 2, (FRAME_PX - new_width) // 2
+    frame = np.zeros((FRAME_PX, FRAME_PX), np.float32)
+    frame[top : top + new_height, left : left + new_width] = digit
+    return frame
