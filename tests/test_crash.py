@@ -480,22 +480,23 @@ def test_a_signal_at_any_moment_of_train_ends_in_one_line_and_130_or_143(
         "cnn": ("--model", "cnn", "--hidden", "16", "--epochs", "2", "--batch-size", "64"),
     }
     durations = {}
-    for name, options in runs.items():
-        started = time.monotonic()
-        subprocess.run(
-            mnistkit_command("train", synthetic_npz, "-o", tmp_path / "ref.safetensors", *options),
-            check=True,
-            capture_output=True,
-            timeout=STAGE_TIMEOUT_S,
-        )
-        durations[name] = time.monotonic() - started
+    for name, options in runs.items():  # the shorter of two runs: the second compiles from the cache
+        for _ in range(2):
+            started = time.monotonic()
+            subprocess.run(
+                mnistkit_command("train", synthetic_npz, "-o", tmp_path / "ref.safetensors", *options),
+                check=True,
+                capture_output=True,
+                timeout=STAGE_TIMEOUT_S,
+            )
+            durations[name] = min(durations.get(name, STAGE_TIMEOUT_S), time.monotonic() - started)
     (tmp_path / "ref.safetensors").unlink()
     rng = random.Random(SEED)
     outcomes = []
     for attempt in range(SIGNAL_TRIES):
         name = ("mlp", "cnn")[attempt % 2]
         signal_number = (signal.SIGINT, signal.SIGTERM)[(attempt // 2) % 2]
-        moment_s = rng.uniform(0.05, 0.9 * durations[name])
+        moment_s = rng.uniform(0.05, 0.8 * durations[name])
         output = tmp_path / f"{attempt}.safetensors"
         process = subprocess.Popen(
             mnistkit_command("train", synthetic_npz, "-o", output, *runs[name]),
@@ -565,7 +566,10 @@ def test_train_killed_again_and_again_resumes_to_the_uninterrupted_bytes(
             lost_epochs.append(max(0, reported - start_epoch))
         done = [int(m[1]) for m in map(EPOCH_LINE.match, lines) if m]
         reported = max([start_epoch, *done])
-        if process.returncode == 0:
+        finished_its_work = (folder / "model.safetensors").exists() and not (
+            folder / "model.safetensors.resume"
+        ).exists()
+        if process.returncode == 0 or finished_its_work:  # a kill after the last write changes nothing
             finished += 1
             assert (folder / "model.safetensors").read_bytes() == (once / "model.safetensors").read_bytes()
             assert history_records(folder / "history.jsonl") == history_records(once / "history.jsonl")
@@ -573,6 +577,7 @@ def test_train_killed_again_and_again_resumes_to_the_uninterrupted_bytes(
             for output in ("model.safetensors", "history.jsonl"):
                 (folder / output).unlink()
             reported = 0
+            kills += process.returncode != 0
         else:
             assert process.returncode == -signal.SIGKILL, stderr
             kills += 1
