@@ -475,8 +475,8 @@ def test_a_signal_at_any_moment_of_train_ends_in_one_line_and_130_or_143(
     imports, compile and training, for an MLP and a CNN: always the signal's exit status and
     one line for it, never a crash (a raised signal once landed inside jax and segfaulted),
     never a swallowed signal, never a partial file."""
-    runs = {
-        "mlp": ("--hidden", "16", "--epochs", "3"),
+    runs = {  # long enough that start-up, compile and training each take a share of the run
+        "mlp": ("--hidden", "16", "--epochs", "150"),
         "cnn": ("--model", "cnn", "--hidden", "16", "--epochs", "2", "--batch-size", "64"),
     }
     durations = {}
@@ -561,11 +561,12 @@ def test_train_killed_again_and_again_resumes_to_the_uninterrupted_bytes(
             _, stderr = process.communicate()
         lines = stderr.splitlines()
         resumed = [int(m[1]) for m in map(RESUMING.match, lines) if m]
-        start_epoch = resumed[0] if resumed else 0
-        if kills:  # the epochs this run could continue from, against those reported before the kill
-            lost_epochs.append(max(0, reported - start_epoch))
         done = [int(m[1]) for m in map(EPOCH_LINE.match, lines) if m]
-        reported = max([start_epoch, *done])
+        if resumed or done:  # the run got as far as saying where it started
+            start_epoch = resumed[0] if resumed else 0
+            if kills:  # the epochs it continued from, against those reported before the last kill
+                lost_epochs.append(max(0, reported - start_epoch))
+            reported = max([start_epoch, *done])
         finished_its_work = (folder / "model.safetensors").exists() and not (
             folder / "model.safetensors.resume"
         ).exists()
