@@ -8,14 +8,17 @@ BIN := $(VENV)/bin
 MNISTKIT := $(BIN)/mnistkit
 INSTALLED := $(VENV)/.installed
 
-# Training hyperparameters; changing one retrains (make all EPOCHS=10, make all MODEL=cnn).
+# Training settings; changing one retrains (make all PRESET=cnn, make all EPOCHS=4).
+# MODEL=X alone means the preset named X, as `mnistkit train --model X` does.
 # VAL_SIZE training images are held out for the validation curve (VAL_SIZE=0 trains on all).
-MODEL ?= mlp
+PRESET ?= fast
+MODEL ?=
 EPOCHS ?=
 SEED ?= 0
 VAL_SIZE ?= 5000
 TRAIN_ARGS ?=
-train_args := --model $(MODEL) --seed $(SEED) --val-size $(VAL_SIZE) $(if $(EPOCHS),--epochs $(EPOCHS)) $(TRAIN_ARGS)
+train_args := $(if $(MODEL),--model $(MODEL),--preset $(PRESET)) --seed $(SEED) --val-size $(VAL_SIZE) \
+	$(if $(EPOCHS),--epochs $(EPOCHS)) $(TRAIN_ARGS)
 
 # The dataset: MNIST's files stay where they always were; every other dataset has its own
 # data/NAME/, models/NAME/ and reports/NAME/, so datasets never overwrite each other.

@@ -83,7 +83,7 @@ def test_show_config_prints_the_merged_settings_and_trains_nothing(tmp_path) -> 
     result = CliRunner().invoke(cli, [*args, "--show-config"])
     settings = json.loads(result.stdout)
     assert settings == json.loads(json.dumps(config_from_options("cnn", {"epochs": 3}).to_dict()))
-    assert settings["epochs"] == 3 and settings["hidden"] == [128] and settings["classes"] == []
+    assert settings["epochs"] == 3 and settings["hidden"] == [256] and settings["classes"] == []
     assert list(tmp_path.iterdir()) == []
 
 

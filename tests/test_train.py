@@ -281,7 +281,7 @@ def test_options_that_would_be_ignored_or_harmful_are_errors(
 
 def test_switching_a_preset_to_logreg_drops_its_hidden_layers() -> None:
     assert config_from_options("mlp", {"model": "logreg"}).hidden == ()
-    assert config_from_options("cnn", {"model": "mlp"}).hidden == (128,)
+    assert config_from_options("cnn", {"model": "mlp"}).hidden == (256,)
 
 
 def test_a_batch_larger_than_the_data_is_capped_with_a_line(tmp_path: Path, small_data) -> None:
