@@ -56,15 +56,25 @@ def init(key: jax.Array, architecture: Architecture, scheme: str = "he") -> Para
 
 
 def _uniform_init(key: jax.Array, shapes: dict[str, tuple[int, ...]]) -> Params:
-    params: Params = {}
-    for (name, shape), tensor_key in zip(shapes.items(), jax.random.split(key, len(shapes)), strict=True):
+    bounds = {}
+    for name in shapes:
         layer = name.rsplit(".", 1)[0]
         if f"{layer}.kernel" in shapes:
-            bound = 1.0 / math.sqrt(math.prod(shapes[f"{layer}.kernel"][:-1]))
-            params[name] = jax.random.uniform(tensor_key, shape, jnp.float32, -bound, bound)
-        else:
-            params[name] = _identity_norm(name, shape)
-    return params
+            bounds[name] = 1.0 / math.sqrt(math.prod(shapes[f"{layer}.kernel"][:-1]))
+    draws = _uniform_draws(key, tuple(shapes.values()))
+    return {
+        name: draw * bounds[name] if name in bounds else _identity_norm(name, shape)
+        for (name, shape), draw in zip(shapes.items(), draws, strict=True)
+    }
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _uniform_draws(key: jax.Array, shapes: tuple[tuple[int, ...], ...]) -> list[jax.Array]:
+    """Uniform in [-1, 1], one key per tensor, in one compiled program."""
+    keys = jax.random.split(key, len(shapes))
+    return [
+        jax.random.uniform(k, shape, jnp.float32, -1.0, 1.0) for k, shape in zip(keys, shapes, strict=True)
+    ]
 
 
 def _identity_norm(name: str, shape: tuple[int, ...]) -> jax.Array:

@@ -63,7 +63,9 @@ def reference(tmp_path_factory, synthetic_data) -> tuple[bytes, list[dict]]:
     return (folder / "model.safetensors").read_bytes(), timeless(folder / "history.jsonl")
 
 
-@pytest.mark.parametrize("doomed_epoch", [1, 3, 4])
+@pytest.mark.parametrize(
+    "doomed_epoch", [pytest.param(1, marks=pytest.mark.slow), 3, pytest.param(4, marks=pytest.mark.slow)]
+)
 def test_a_crashed_run_resumes_to_the_same_bytes(
     tmp_path: Path, synthetic_data, reference, doomed_epoch
 ) -> None:
@@ -97,8 +99,8 @@ def test_an_ensemble_resumes_to_the_same_bytes(tmp_path: Path, synthetic_data) -
     ("change", "reason"),
     [
         ({"options": {"lr": 3e-3}}, "another setting: --lr"),
-        ({"options": {"epochs": 5}}, "another setting: --epochs"),
-        ({"data_sha256": "other-data"}, "another data file"),
+        pytest.param({"options": {"epochs": 5}}, "another setting: --epochs", marks=pytest.mark.slow),
+        pytest.param({"data_sha256": "other-data"}, "another data file", marks=pytest.mark.slow),
     ],
 )
 def test_a_state_of_another_run_is_not_mixed_in(tmp_path: Path, synthetic_data, change, reason) -> None:

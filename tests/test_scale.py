@@ -430,6 +430,7 @@ def train(*args: str | Path) -> None:
 ENSEMBLE_OPTIONS = [option for option in TRAIN_OPTIONS if option != "--eval-test-each-epoch"]
 
 
+@pytest.mark.slow  # ensembles also train, resume and save in the fast test_resume
 def test_ensemble_members_train_like_single_seeds_and_eval_reports_each(
     tmp_path: Path, synthetic_npz: Path, synthetic_data
 ) -> None:

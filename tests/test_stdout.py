@@ -96,6 +96,7 @@ def test_predictions_and_arrays_to_stdout(
     assert not (tmp_path / "-").exists()
 
 
+@pytest.mark.slow  # two trainings; the history on stdout alone is in test_train
 def test_training_history_and_checkpoint_to_stdout(tmp_path: Path, small_data) -> None:
     data = tmp_path / "small.npz"
     np.savez(data, **small_data)

@@ -33,7 +33,11 @@ def run_train(*args: str | Path):
     [
         ({"model": "logreg", "epochs": 10, "lr": 1e-2}, 0.6),
         ({"model": "mlp", "hidden": (64,), "epochs": 10, "lr": 3e-3}, 0.7),
-        ({"model": "cnn", "hidden": (32,), "epochs": 6, "lr": 3e-3, "batch_size": 32}, 0.7),
+        pytest.param(
+            {"model": "cnn", "hidden": (32,), "epochs": 6, "lr": 3e-3, "batch_size": 32},
+            0.7,
+            marks=pytest.mark.slow,  # a CNN also trains in test_models' batch norm test
+        ),
     ],
     ids=["logreg", "mlp", "cnn"],
 )
