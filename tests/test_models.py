@@ -245,3 +245,14 @@ def test_uniform_init_is_pytorchs_default() -> None:
         layer = name.rsplit(".", 1)[0]
         bound = 1 / np.sqrt(np.prod(params[f"{layer}.kernel"].shape[:-1]))
         assert 0.8 * bound < np.abs(value).max() <= bound, name
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_xla_convolution_for_accelerators_computes_the_same(stride: int) -> None:
+    """On a GPU the CNN takes XLA's own convolution (cuDNN); here both run on the CPU."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((3, 12, 12, 5)), jnp.float32)
+    kernel = jnp.asarray(rng.standard_normal((4, 4, 3, 6)), jnp.float32)
+    np.testing.assert_allclose(
+        models.conv2d_xla_chwn(x, kernel, stride), models.conv2d_valid_chwn(x, kernel, stride), atol=1e-5
+    )
