@@ -317,6 +317,10 @@ def _from_preset(name: str, help: str) -> str:
     "--kernel-sizes", help=_from_preset("kernel_sizes", "cnn: the kernel side of each conv layer, e.g. 5,3.")
 )
 @click.option(
+    "--strides",
+    help=_from_preset("strides", "cnn: per conv layer, 1 (then a 2x2 max pool) or 2 (no pool), e.g. 2,1."),
+)
+@click.option(
     "--batch-norm",
     is_flag=True,
     default=None,
@@ -478,7 +482,7 @@ def train(
     )
     from mnistkit.interrupts import deferred
 
-    for name in ("hidden", "channels", "kernel_sizes", "seeds"):
+    for name in ("hidden", "channels", "kernel_sizes", "strides", "seeds"):
         if options[name] is not None:
             options[name] = parse_int_list(options[name], f"--{name.replace('_', '-')}")
     if options["adam_betas"] is not None:

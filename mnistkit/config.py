@@ -86,6 +86,11 @@ class TrainConfig:
                 f"--channels and --kernel-sizes: one positive size each per conv layer, "
                 f"got {_listed(self.channels)} and {_listed(self.kernel_sizes)}"
             )
+        if len(self.strides) != len(self.channels) or any(stride not in (1, 2) for stride in self.strides):
+            raise MnistkitError(
+                f"--strides: 1 (then a 2x2 max pool) or 2 (no pool) per conv layer ({len(self.channels)}), "
+                f"got {_listed(self.strides)}"
+            )
         if self.batch_norm and self.model != "cnn":
             raise MnistkitError("--batch-norm needs --model cnn")
         if not (len(self.adam_betas) == 2 and all(0 <= beta < 1 for beta in self.adam_betas)):

@@ -87,6 +87,32 @@ def test_show_config_prints_the_merged_settings_and_trains_nothing(tmp_path) -> 
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("strides", "expected"),
+    [
+        ("2,1", None),
+        ("2,2,1", "--strides: 1 (then a 2x2 max pool) or 2 (no pool) per conv layer (2), got 2,2,1"),
+        ("3,1", "got 3,1"),
+    ],
+)
+def test_strides_are_one_per_conv_layer_and_each_one_or_two(tmp_path, strides, expected) -> None:
+    args = [
+        "train",
+        "data.npz",
+        "-o",
+        str(tmp_path / "x.safetensors"),
+        "--preset",
+        "cnn",
+        "--strides",
+        strides,
+    ]
+    result = CliRunner().invoke(cli, [*args, "--show-config"])
+    if expected is None:
+        assert result.exit_code == 0 and json.loads(result.stdout)["strides"] == [2, 1]
+    else:
+        assert result.exit_code != 0 and expected in result.output
+
+
 @pytest.mark.parametrize("command", sorted(cli.commands))
 def test_every_command_has_help_with_an_example(command: str) -> None:
     result = CliRunner().invoke(cli, [command, "--help"])
