@@ -105,7 +105,7 @@ $(REPORTS)/predictions.tsv: $(REPORTS)/samples.png $(CKPT) | $(INSTALLED) ## pre
 	$(MNISTKIT) predict $(CKPT) $(REPORTS)/samples/*.png --output $@
 
 test: $(INSTALLED) ## run the fast tests and the linter
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow" -n auto
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
