@@ -122,6 +122,8 @@ def _build_cnn(config: Any, num_classes: int) -> dict[str, Any]:
         architecture["kernel_sizes"] = sizes
     if any(stride != 1 for stride in config.strides):
         architecture["strides"] = list(config.strides)
+    if config.pools:
+        architecture["pools"] = [bool(pool) for pool in config.pools]
     if config.batch_norm:
         architecture["batch_norm"] = True
     return architecture | {
@@ -141,13 +143,21 @@ def cnn_strides(architecture: Architecture) -> list[int]:
     return list(architecture.get("strides", [1] * len(architecture["channels"])))
 
 
+def cnn_layers(architecture: Architecture) -> list[tuple[int, int, bool]]:
+    """Each conv's kernel side, stride, and whether a 2x2 max pool follows it: by default one
+    after each conv of stride 1."""
+    strides = cnn_strides(architecture)
+    pools = architecture.get("pools", [stride == 1 for stride in strides])
+    return list(zip(cnn_kernel_sizes(architecture), strides, pools, strict=True))
+
+
 def cnn_feature_size(architecture: Architecture) -> int:
-    """Inputs to the dense head. Each block halves the image: a 'valid' conv of stride 1 and a
-    2x2 max pool, or a 'valid' conv of stride 2 alone."""
+    """Inputs to the dense head: each 'valid' conv shrinks the image by its kernel (less one)
+    and divides it by its stride, each 2x2 max pool halves it."""
     side = IMAGE_SHAPE[0]
-    for size, stride in zip(cnn_kernel_sizes(architecture), cnn_strides(architecture), strict=True):
+    for size, stride, pool in cnn_layers(architecture):
         side = (side - size) // stride + 1
-        if stride == 1:
+        if pool:
             side //= 2
     return side * side * architecture["channels"][-1]
 
@@ -170,6 +180,11 @@ def _check_cnn(architecture: Architecture) -> None:
         stride in (1, 2) and not isinstance(stride, bool) for stride in strides
     ):
         raise MnistkitError("strides must name 1 or 2 for each entry of channels")
+    pools = architecture.get("pools", [])
+    if not (isinstance(pools, list) and all(isinstance(pool, bool) for pool in pools)) or (
+        "pools" in architecture and len(pools) != len(architecture["channels"])
+    ):
+        raise MnistkitError("pools must say true or false for each entry of channels")
     if not isinstance(architecture.get("batch_norm", False), bool):
         raise MnistkitError("batch_norm must be true or false")
     if cnn_feature_size(architecture) < 1:
@@ -216,7 +231,7 @@ MODEL_KINDS: dict[str, ModelKind] = {
         "dense_stack",
     ),
     "cnn": ModelKind(
-        "conv + max-pool blocks (--channels, --kernel-sizes) and a dense head",
+        "conv + max-pool blocks (--channels, --kernel-sizes, --pools) and a dense head",
         _build_cnn,
         _check_cnn,
         _cnn_shapes,

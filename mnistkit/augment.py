@@ -6,7 +6,9 @@
   distortion (a random displacement field smoothed by a Gaussian of 4 px, about 0.7 px on
   average), resampled bilinearly; then strokes thickened or thinned, as a marker's or a
   pencil's are. People's digits vary in stroke more than MNIST's: a model trained so reads
-  the people-style images of scripts/people_style.py about a point better.
+  the people-style images of scripts/people_style.py about a point better;
+- `shift-mirror`: half the images mirrored left to right, then shifted as `shift`: for
+  clothes (Fashion-MNIST), which look the same either way round, unlike digits and letters.
 
 Each image's randomness comes from the batch key, so a run repeats exactly.
 """
@@ -37,6 +39,13 @@ def random_shift(images: jax.Array, key: jax.Array, max_px: int = SHIFT_PX) -> j
     offsets = jax.random.randint(key, (count, 2), 0, 2 * max_px + 1)
     crop = jax.vmap(lambda image, offset: jax.lax.dynamic_slice(image, offset, (height, width)))
     return crop(padded, offsets)
+
+
+def random_mirror_shift(images: jax.Array, key: jax.Array) -> jax.Array:
+    """Mirror each uint8 image left to right with probability 1/2, then `random_shift` it."""
+    mirror_key, shift_key = jax.random.split(key)
+    mirrored = jax.random.bernoulli(mirror_key, 0.5, (images.shape[0], 1, 1))
+    return random_shift(jnp.where(mirrored, images[:, :, ::-1], images), shift_key)
 
 
 def _gaussian_matrix(size: int, sigma: float) -> np.ndarray:
@@ -94,4 +103,5 @@ def _bilinear(image: jax.Array, rows: jax.Array, columns: jax.Array) -> jax.Arra
 
 def make_augment(kind: str) -> Callable[[jax.Array, jax.Array], jax.Array] | None:
     """The augmentation named `kind` as a function of (uint8 images, key); None for "none"."""
-    return {"none": None, "shift": random_shift, "distort": random_distortion}[kind]
+    augmentations = {"shift": random_shift, "distort": random_distortion, "shift-mirror": random_mirror_shift}
+    return augmentations.get(kind)

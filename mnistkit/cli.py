@@ -321,6 +321,12 @@ def _from_preset(name: str, help: str) -> str:
     help=_from_preset("strides", "cnn: per conv layer, 1 (then a 2x2 max pool) or 2 (no pool), e.g. 2,1."),
 )
 @click.option(
+    "--pools",
+    metavar="0,1,...",
+    help="cnn: per conv layer, 1 for a 2x2 max pool after it, 0 for none, e.g. 0,1,0,1 for two convs "
+    "per pool [default: the preset's; otherwise a pool after each conv of stride 1].",
+)
+@click.option(
     "--batch-norm",
     is_flag=True,
     default=None,
@@ -372,7 +378,11 @@ def _from_preset(name: str, help: str) -> str:
 @click.option(
     "--augment",
     type=click.Choice(AUGMENTATIONS),
-    help=_from_preset("augment", "shift: random shifts of up to 2 px."),
+    help=_from_preset(
+        "augment",
+        "shift: random shifts of up to 2 px; distort: rotation, scale, elastic and stroke "
+        "changes (handwriting); shift-mirror: shifts and left-right mirrors (clothes).",
+    ),
 )
 @click.option(
     "--eval-test-each-epoch",
@@ -476,6 +486,7 @@ def train(
     from mnistkit.config import (
         check_resume_options,
         config_from_options,
+        parse_flag_list,
         parse_float_list,
         parse_int_list,
         parse_name_list,
@@ -485,6 +496,8 @@ def train(
     for name in ("hidden", "channels", "kernel_sizes", "strides", "seeds"):
         if options[name] is not None:
             options[name] = parse_int_list(options[name], f"--{name.replace('_', '-')}")
+    if options["pools"] is not None:
+        options["pools"] = parse_flag_list(options["pools"], "--pools")
     if options["adam_betas"] is not None:
         options["adam_betas"] = parse_float_list(options["adam_betas"], "--adam-betas")
     if options["classes"] is not None:

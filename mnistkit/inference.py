@@ -16,7 +16,7 @@ from mnistkit.architectures import (
     BATCH_NORM_EPSILON,
     MODEL_KINDS,
     Architecture,
-    cnn_strides,
+    cnn_layers,
     ensemble_size,
     member_architecture,
     member_tensor_name,
@@ -65,13 +65,13 @@ def _conv2d_valid(x: np.ndarray, kernel: np.ndarray, stride: int = 1) -> np.ndar
 
 
 def cnn(params: Params, architecture: Architecture, inputs: np.ndarray) -> np.ndarray:
-    """Logits of the CNN: blocks of valid conv, 2x2 max pool (or a stride of 2 instead), bias
-    (or batch norm with its running statistics) and activation; then the dense head."""
+    """Logits of the CNN: blocks of valid conv (of stride 1 or 2), 2x2 max pool where `pools` has
+    one, bias (or batch norm with its running statistics) and activation; then the dense head."""
     activation = activation_function(architecture)
     x = inputs.reshape(inputs.shape[0], *IMAGE_SHAPE, 1).astype(np.float32, copy=False)
-    for index, stride in enumerate(cnn_strides(architecture)):
+    for index, (_, stride, pool) in enumerate(cnn_layers(architecture)):
         x = _conv2d_valid(x, params[f"conv_{index}.kernel"], stride)
-        if stride == 1:
+        if pool:
             n, h, w, c = x.shape
             x = x[:, : h // 2 * 2, : w // 2 * 2, :].reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
         if architecture.get("batch_norm"):

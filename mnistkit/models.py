@@ -23,7 +23,7 @@ from mnistkit.architectures import (
     MODEL_KINDS,
     Architecture,
     cnn_feature_size,
-    cnn_strides,
+    cnn_layers,
     param_shapes,
 )
 from mnistkit.datasets import IMAGE_SHAPE
@@ -217,8 +217,9 @@ def cnn(
     training: bool = False,
     weights: jax.Array | None = None,
 ) -> tuple[jax.Array, Params]:
-    """LeNet-style: per entry of `channels` a valid conv, a 2x2 max pool (or a stride of 2
-    instead), then bias (or batch norm) and activation; then the dense head.
+    """LeNet-style: per entry of `channels` a valid conv (of stride 1 or 2), a 2x2 max pool where
+    `pools` has one (by default after each conv of stride 1), then bias (or batch norm) and
+    activation; then the dense head.
 
     Pooling first is exact for a bias (max commutes with a monotone activation and a
     per-channel shift) and leaves a quarter of the elements for what follows, forward and
@@ -228,9 +229,9 @@ def cnn(
     x = x.reshape(x.shape[0], *IMAGE_SHAPE).transpose(1, 2, 0)[None]
     statistics: Params = {}
     convolve = conv2d_valid_chwn if jax.default_backend() == "cpu" else conv2d_xla_chwn
-    for index, stride in enumerate(cnn_strides(architecture)):
+    for index, (_, stride, pool) in enumerate(cnn_layers(architecture)):
         x = convolve(x, params[f"conv_{index}.kernel"], stride)
-        if stride == 1:
+        if pool:
             x = max_pool_2x2_chwn(x)
         if architecture.get("batch_norm"):
             x, updated = batch_norm(x, params, index, training, weights)

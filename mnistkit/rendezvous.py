@@ -82,6 +82,9 @@ class _Channel:
 def _stop_this_process(message: str) -> None:
     """os._exit, not an exception: the main thread may be blocked inside a collective."""
     print(f"Error: {message}", file=sys.stderr, flush=True)
+    # JAX's client may be logging the lost peer from C++ at this very moment: its lines must
+    # not follow and bury the one that explains.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
     os._exit(1)
 
 

@@ -472,9 +472,10 @@ def test_a_signal_at_any_moment_of_train_ends_in_one_line_and_130_or_143(
     tmp_path: Path, synthetic_npz: Path, report_figure
 ) -> None:
     """SIGINT and SIGTERM at seeded random moments from the interpreter's start through
-    imports, compile and training, for an MLP and a CNN: always the signal's exit status and
-    one line for it, never a crash (a raised signal once landed inside jax and segfaulted),
-    never a swallowed signal, never a partial file."""
+    imports, compile and training, for an MLP and a CNN: the signal's exit status and one line
+    for it once mnistkit's entry point runs, until its final line; Python's own handling
+    (death by the signal) before and after; never a crash (a raised signal once landed inside
+    jax and segfaulted), never a swallowed signal, never a partial file."""
     runs = {  # long enough that start-up, compile and training each take a share of the run
         "mlp": ("--hidden", "16", "--epochs", "150"),
         "cnn": ("--model", "cnn", "--hidden", "16", "--epochs", "2", "--batch-size", "64"),
@@ -510,36 +511,50 @@ def test_a_signal_at_any_moment_of_train_ends_in_one_line_and_130_or_143(
         _, stderr = process.communicate(timeout=STAGE_TIMEOUT_S)
         lines = stderr.decode().splitlines()
         about = f"{name} {signal.Signals(signal_number).name} at {moment_s:.2f} s: {lines}"
-        if ended_before:
-            assert process.returncode == 0, about
-            check_artifact(output)
-            outcomes.append("ended before")
-            continue
-        if process.returncode == -signal_number:
-            # Past its last line, in the interpreter's shutdown, Python has given the signals
-            # back to the system: the process dies of the signal (the shell's status 130 or 143)
-            # with its work complete.
-            assert lines[-1].startswith("test accuracy") and " saved " in lines[-1], about
-            assert not any(line.startswith(("Traceback", "Exception ignored")) for line in lines), about
-            check_artifact(output)
-            assert temp_files(tmp_path) == [], about
-            outcomes.append("finished")
-            continue
-        assert process.returncode == 128 + signal_number, about
-        assert INTERRUPTED_LINE.match(lines[-1]) and not any(
-            line.startswith(("Traceback", "Exception ignored", "mnistkit: interrupted"))
-            for line in lines[:-1]
-        ), about
-        if output.exists():
-            check_artifact(output)
-        outcomes.append("saved" if output.exists() else "nothing")
+        outcomes.append(
+            _signal_outcome(process.returncode, signal_number, ended_before, lines, output, about)
+        )
         assert temp_files(tmp_path) == [], about
     report_figure(
         f"signals: {SIGNAL_TRIES} SIGINT/SIGTERM at random moments of train (start-up and compile "
-        f"included): each one exit 130/143 and one line; {outcomes.count('saved')} kept an epoch; "
-        f"{outcomes.count('finished')} came in the shutdown after the final checkpoint and killed it; "
-        f"{outcomes.count('ended before')} runs ended before their moment"
+        f"included): {outcomes.count('saved') + outcomes.count('nothing')} exit 130/143 with one line "
+        f"({outcomes.count('saved')} kept an epoch); {outcomes.count('before')} came before mnistkit's "
+        f"entry point ran and {outcomes.count('after')} in Python's shutdown after the final "
+        f"checkpoint, and ended the process by the signal itself; {outcomes.count('ended')} runs ended "
+        "before their moment"
     )
+
+
+def _signal_outcome(
+    returncode: int, signal_number: int, ended_before: bool, lines: list[str], output: Path, about: str
+) -> str:
+    """What one signalled train did, after checking that it is one of the allowed outcomes."""
+    if ended_before:
+        assert returncode == 0, about
+        check_artifact(output)
+        return "ended"
+    if returncode == -signal_number and not any(EPOCH_LINE.match(line) for line in lines):
+        # Python's own handling before mnistkit's entry point ran: a KeyboardInterrupt raised
+        # while a module was being imported, or SIGTERM's silent default.
+        frames = [line.strip() for line in lines if line.strip().startswith("File ")]
+        assert all("mnistkit" not in frame or frame.endswith("in <module>") for frame in frames), about
+        assert not output.exists(), about
+        return "before"
+    if returncode == -signal_number:
+        # Past its last line, in the interpreter's shutdown, Python has given the signals back
+        # to the system: the process dies of the signal with its work complete.
+        assert lines[-1].startswith("test accuracy") and " saved " in lines[-1], about
+        assert not any(line.startswith(("Traceback", "Exception ignored")) for line in lines), about
+        check_artifact(output)
+        return "after"
+    assert returncode == 128 + signal_number, about
+    assert INTERRUPTED_LINE.match(lines[-1]) and not any(
+        line.startswith(("Traceback", "Exception ignored", "mnistkit: interrupted")) for line in lines[:-1]
+    ), about
+    if output.exists():
+        check_artifact(output)
+        return "saved"
+    return "nothing"
 
 
 RESUME_EPOCHS = 10

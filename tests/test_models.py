@@ -49,6 +49,16 @@ ARCHITECTURES = {
         "activation": "relu",
         "num_classes": 10,
     },
+    "cnn-two-convs-per-pool": {
+        "model": "cnn",
+        "channels": [4, 6, 8],
+        "kernel_sizes": [3, 3, 3],
+        "pools": [False, True, True],
+        "batch_norm": True,
+        "hidden": [16],
+        "activation": "relu",
+        "num_classes": 10,
+    },
 }
 
 STANDARD = {"kind": "standard", "mean": 0.13, "std": 0.31}
@@ -61,6 +71,7 @@ NORMALIZATIONS = {
     "cnn": STANDARD,
     "cnn-stride-2": STANDARD,
     "cnn-batch-norm": STANDARD,
+    "cnn-two-convs-per-pool": STANDARD,
 }
 
 
@@ -166,6 +177,19 @@ def test_cnn_checkpoint_round_trips_and_predicts_the_same(tmp_path, synthetic_da
 def test_impossible_cnn_architectures_are_refused(architecture: dict) -> None:
     with pytest.raises(MnistkitError):
         architectures.check_architecture(architecture)
+
+
+def test_pools_say_where_the_image_halves() -> None:
+    """Without `pools`, a pool follows each conv of stride 1; with it, exactly where it says."""
+    lenet = {"model": "cnn", "channels": [16, 32], "kernel_size": 5, "hidden": [], "num_classes": 10}
+    assert architectures.cnn_layers(lenet) == [(5, 1, True), (5, 1, True)]
+    assert architectures.cnn_feature_size(lenet) == 4 * 4 * 32  # 28 -> 24 -> 12 -> 8 -> 4
+    two_per_pool = {**lenet, "channels": [8, 8, 16, 16], "kernel_size": 3, "pools": [False, True] * 2}
+    architectures.check_architecture(two_per_pool)
+    assert architectures.cnn_feature_size(two_per_pool) == 4 * 4 * 16  # 28 -> 26 -> 24 -> 12 -> 10 -> 8 -> 4
+    for pools in ([True], [1, 0], True, [False, False, False]):
+        with pytest.raises(MnistkitError, match="pools"):
+            architectures.check_architecture({**lenet, "channels": [8, 8], "pools": pools})
 
 
 def test_batch_norm_learns_from_the_batch_without_its_padding() -> None:

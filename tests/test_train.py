@@ -14,10 +14,11 @@ from click.testing import CliRunner
 from faults import HISTORY_KEYS
 
 from mnistkit import train_state, training
+from mnistkit.architectures import build_architecture, check_architecture, param_shapes
 from mnistkit.arrays import file_sha256
 from mnistkit.checkpoint import load_checkpoint
 from mnistkit.cli import cli
-from mnistkit.config import TrainConfig, config_from_options
+from mnistkit.config import PRESETS, TrainConfig, config_from_options
 from mnistkit.errors import MnistkitError
 from mnistkit.plots import bottleneck_values
 
@@ -273,6 +274,9 @@ def test_embedding_preset_spreads_digits_over_a_linear_two_unit_layer(
         ),
         (["--model", "logreg", "--activation", "tanh"], "--activation has no effect on --model logreg"),
         (["--model", "cnn", "--linear-last-hidden"], "--linear-last-hidden needs --model mlp"),
+        (["--model", "cnn", "--pools", "0,2"], "--pools: expected comma-separated 0s and 1s, got '0,2'"),
+        (["--model", "cnn", "--pools", "0,1,0"], "--pools: one 0 or 1 per conv layer (2), got 0,1,0"),
+        (["--pools", "0,1"], "--pools applies to --model cnn, not mlp"),
     ],
 )
 def test_options_that_would_be_ignored_or_harmful_are_errors(
@@ -281,6 +285,22 @@ def test_options_that_would_be_ignored_or_harmful_are_errors(
     result = run_train(synthetic_npz, "-o", tmp_path / "m.safetensors", *options)
     assert result.exit_code == 1 and result.stderr.startswith(f"Error: {expected}"), result.output
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_pools_are_read_per_conv_layer_and_follow_a_new_number_of_layers(tmp_path: Path) -> None:
+    options = ["--model", "cnn", "--channels", "8,8,16,16", "--kernel-sizes", "3,3,3,3", "--pools", "0,1,0,1"]
+    result = run_train(tmp_path / "unread.npz", "-o", tmp_path / "m.safetensors", *options, "--show-config")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["pools"] == [False, True, False, True]
+    assert config_from_options("cnn-best", {"channels": (8, 16, 32)}).pools == ()
+    assert config_from_options("cnn-best", {"channels": (8, 8, 16, 16)}).pools == (False, True) * 2
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_builds_an_architecture_that_a_checkpoint_may_hold(name: str) -> None:
+    architecture = build_architecture(config_from_options(name, {}), 10)
+    check_architecture(architecture)
+    assert param_shapes(architecture)
 
 
 def test_switching_a_preset_to_logreg_drops_its_hidden_layers() -> None:
