@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mnistkit.arrays import load_arrays, save_arrays
+from mnistkit.arrays import dataset_name, load_arrays, save_arrays
 from mnistkit.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from mnistkit.config import PRESETS, TrainConfig, config_from_options
 from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE
@@ -156,13 +156,13 @@ def train(
     **options: Any,
 ) -> Model:
     """Train a model as `mnistkit train` does: `config`, or a preset (by default the one named
-    like `model=`, else `mlp`) with `options` overriding its settings (`epochs=3`,
-    `hidden=(256,)`, `ensemble=5`, ...). With `output`, the checkpoint is written there too.
-    `verbose` prints one line per epoch to stderr."""
+    like `model=`, else `mlp`; as it is for the arrays' dataset) with `options` overriding its
+    settings (`epochs=3`, `hidden=(256,)`, `ensemble=5`, ...). With `output`, the checkpoint is
+    written there too. `verbose` prints one line per epoch to stderr."""
     from mnistkit.training import train as run_training
 
     if config is None:
-        config = config_from_options(preset, options)
+        config = config_from_options(preset, options, dataset_name(arrays))
     elif preset or options:
         raise ValueError("give a config, or a preset and options, not both")
     log = (lambda message: print(message, file=sys.stderr, flush=True)) if verbose else (lambda message: None)

@@ -43,6 +43,16 @@ def dataset_name(arrays: dict[str, np.ndarray]) -> str:
     return str(arrays["dataset"]) if "dataset" in arrays else DEFAULT_DATASET
 
 
+def recorded_dataset(path: str | os.PathLike[str]) -> str:
+    """The dataset an `.npz` file records, read without its arrays, so that a preset can take
+    that dataset's settings; MNIST when it records none or cannot be read (`load_arrays` says why)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return dataset_name({"dataset": archive["dataset"]} if "dataset" in archive.files else {})
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, NotImplementedError, RuntimeError, zlib.error):
+        return DEFAULT_DATASET
+
+
 def class_names(arrays: dict[str, np.ndarray]) -> list[str]:
     """The name of each class, by label: the recorded ones, MNIST's digits when none are."""
     return [str(name) for name in arrays["class_names"]] if "class_names" in arrays else list(DIGIT_NAMES)

@@ -7,8 +7,8 @@
   average), resampled bilinearly; then strokes thickened or thinned, as a marker's or a
   pencil's are. People's digits vary in stroke more than MNIST's: a model trained so reads
   the people-style images of scripts/people_style.py about a point better;
-- `shift-mirror`: half the images mirrored left to right, then shifted as `shift`: for
-  clothes (Fashion-MNIST), which look the same either way round, unlike digits and letters.
+- `mirror`: half the images mirrored left to right: for clothes (Fashion-MNIST), which look
+  the same either way round, unlike digits and letters.
 
 Each image's randomness comes from the batch key, so a run repeats exactly.
 """
@@ -41,11 +41,10 @@ def random_shift(images: jax.Array, key: jax.Array, max_px: int = SHIFT_PX) -> j
     return crop(padded, offsets)
 
 
-def random_mirror_shift(images: jax.Array, key: jax.Array) -> jax.Array:
-    """Mirror each uint8 image left to right with probability 1/2, then `random_shift` it."""
-    mirror_key, shift_key = jax.random.split(key)
-    mirrored = jax.random.bernoulli(mirror_key, 0.5, (images.shape[0], 1, 1))
-    return random_shift(jnp.where(mirrored, images[:, :, ::-1], images), shift_key)
+def random_mirror(images: jax.Array, key: jax.Array) -> jax.Array:
+    """Mirror each uint8 image left to right with probability 1/2."""
+    mirrored = jax.random.bernoulli(key, 0.5, (images.shape[0], 1, 1))
+    return jnp.where(mirrored, images[:, :, ::-1], images)
 
 
 def _gaussian_matrix(size: int, sigma: float) -> np.ndarray:
@@ -103,5 +102,4 @@ def _bilinear(image: jax.Array, rows: jax.Array, columns: jax.Array) -> jax.Arra
 
 def make_augment(kind: str) -> Callable[[jax.Array, jax.Array], jax.Array] | None:
     """The augmentation named `kind` as a function of (uint8 images, key); None for "none"."""
-    augmentations = {"shift": random_shift, "distort": random_distortion, "shift-mirror": random_mirror_shift}
-    return augmentations.get(kind)
+    return {"none": None, "shift": random_shift, "distort": random_distortion, "mirror": random_mirror}[kind]

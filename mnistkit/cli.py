@@ -268,10 +268,18 @@ def parse_to_npz_command(raw_dir: Path, output: str, dataset: str, label_columns
 
 
 def _preset_help() -> str:
-    lines = [f"{name}: {preset.summary}." for name, preset in PRESETS.items()]
+    lines = [
+        f"{name}: {preset.summary}"
+        + "".join(
+            f" (on {dataset}: " + ", ".join(f"{key} {value}" for key, value in changes.items()) + ")"
+            for dataset, changes in preset.on_dataset.items()
+        )
+        + "."
+        for name, preset in PRESETS.items()
+    ]
     return (
-        "Starting settings, overridden by the options given [default: the one named like --model]. "
-        + " ".join(lines)
+        "Starting settings, overridden by the options given [default: the one named like --model]; "
+        "a preset may differ on the data's dataset, as it says. " + " ".join(lines)
     )
 
 
@@ -381,7 +389,7 @@ def _from_preset(name: str, help: str) -> str:
     help=_from_preset(
         "augment",
         "shift: random shifts of up to 2 px; distort: rotation, scale, elastic and stroke "
-        "changes (handwriting); shift-mirror: shifts and left-right mirrors (clothes).",
+        "changes (handwriting); mirror: half the images mirrored left to right (clothes).",
     ),
 )
 @click.option(
@@ -483,6 +491,7 @@ def train(
       mnistkit train data/mnist.npz -o models/model.safetensors \\
           --coordinator host0:8476 --num-processes 2 --process-id 0
     """
+    from mnistkit.arrays import recorded_dataset
     from mnistkit.config import (
         check_resume_options,
         config_from_options,
@@ -505,7 +514,7 @@ def train(
     given = {name: value for name, value in options.items() if value is not None}
     if resume is not None:
         check_resume_options({**given, **({"preset": preset} if preset else {})})
-    config = config_from_options(preset, given) if resume is None else None
+    config = config_from_options(preset, given, recorded_dataset(data)) if resume is None else None
     if show_config and config is not None:
         _print_config(config)
         return

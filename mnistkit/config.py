@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from mnistkit.architectures import ACTIVATIONS, MAX_ENSEMBLE_MEMBERS, MODELS
+from mnistkit.datasets import DEFAULT_DATASET
 from mnistkit.errors import MnistkitError
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "warmup-cosine", "one-cycle", "epoch-cycles")
 INITS = ("he", "uniform")
 NORMALIZATIONS = ("unit", "standard")
-AUGMENTATIONS = ("none", "shift", "distort", "shift-mirror")
+AUGMENTATIONS = ("none", "shift", "distort", "mirror")
 TUPLE_SETTINGS = ("hidden", "channels", "kernel_sizes", "strides", "pools", "adam_betas", "classes", "seeds")
 CNN_SETTINGS = ("channels", "kernel_sizes", "strides", "pools", "batch_norm")
 # Settings of checkpoints written by earlier versions that no longer exist; ignored on resume.
@@ -151,6 +152,15 @@ class TrainConfig:
 class Preset:
     summary: str
     settings: dict[str, Any]
+    # Settings that differ on another dataset: clothes are mirrored, not distorted like handwriting.
+    on_dataset: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def settings_for(self, dataset: str) -> dict[str, Any]:
+        return self.settings | self.on_dataset.get(dataset, {})
+
+
+# What a handwriting preset does on Fashion-MNIST instead (chosen on its validation split).
+CLOTHES = {"fashion-mnist": {"augment": "mirror", "batch_norm": True}}
 
 
 # Named starting points; explicit options override them. `--model X` alone means preset X.
@@ -208,6 +218,7 @@ PRESETS: dict[str, Preset] = {
             "normalize": "standard",
             "augment": "distort",
         },
+        CLOTHES,
     ),
     "fast": Preset(
         "make all's default, the fastest way past 99%: a stride-2 conv net, 2 epochs, about 99.3%",
@@ -245,6 +256,7 @@ PRESETS: dict[str, Preset] = {
             "augment": "distort",
             "normalize": "standard",
         },
+        CLOTHES,
     ),
     "embedding": Preset(
         "the 3-vs-8 tutorial's net: 784-100-100-2 (linear) -10, for render-embedding",
@@ -255,22 +267,25 @@ PRESETS: dict[str, Preset] = {
 PRESETS["3v8"] = Preset("the CNN on digits 3 and 8 only", {**PRESETS["cnn"].settings, "classes": ("3", "8")})
 
 
-def preset_config(name: str) -> TrainConfig:
+def preset_config(name: str, dataset: str = DEFAULT_DATASET) -> TrainConfig:
     if name not in PRESETS:
         raise MnistkitError(f"--preset: {name!r} is not one of {', '.join(PRESETS)}")
-    return TrainConfig(**PRESETS[name].settings)
+    return TrainConfig(**PRESETS[name].settings_for(dataset))
 
 
-def config_from_options(preset: str | None, options: Mapping[str, Any]) -> TrainConfig:
-    """A preset (by default the one named like `--model`, else `mlp`) overridden by the options
-    given explicitly. `ensemble: K` stands for seeds `seed` to `seed + K - 1`.
+def config_from_options(
+    preset: str | None, options: Mapping[str, Any], dataset: str = DEFAULT_DATASET
+) -> TrainConfig:
+    """A preset (by default the one named like `--model`, else `mlp`), as it is for `dataset`,
+    overridden by the options given explicitly. `ensemble: K` stands for seeds `seed` to
+    `seed + K - 1`.
 
     Switching the model keeps the preset's other settings; a hidden layer the preset had
     is dropped for logreg, which has none.
     """
     options = dict(options)
     name = preset or options.get("model") or "mlp"
-    base = preset_config(name)
+    base = preset_config(name, dataset)
     members = options.pop("ensemble", None)
     if members is not None:
         if "seeds" in options:
@@ -294,6 +309,8 @@ def config_from_options(preset: str | None, options: Mapping[str, Any]) -> Train
     model = options.get("model", base.model)
     if model != "cnn" and (given := [name for name in CNN_SETTINGS if name in options]):
         raise MnistkitError(f"--{_option(given[0])} applies to --model cnn, not {model}")
+    if model != "cnn":  # a CNN preset's batch norm goes with its convolutions
+        options.setdefault("batch_norm", False)
     if model == "mlp" and not options.get("hidden", base.hidden):
         raise MnistkitError(
             f"--model mlp needs hidden layers (the {name} preset has none): give --hidden, e.g. --hidden 128"

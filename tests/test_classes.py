@@ -91,6 +91,32 @@ def test_the_checkpoint_names_its_dataset_classes_and_preprocessing(fashion_mode
     )  # fmt: skip
 
 
+@pytest.mark.parametrize("preset", ["cnn", "cnn-best"])
+def test_a_handwriting_preset_mirrors_clothes_instead_of_distorting_them(
+    preset: str, fashion_npz: Path, synthetic_npz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def settings(data: Path, *options: str) -> dict:
+        output = tmp_path / "m.safetensors"
+        result = run("train", data, "-o", output, "--preset", preset, *options, "--show-config")
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    assert [settings(fashion_npz)[name] for name in ("augment", "batch_norm")] == ["mirror", True]
+    assert settings(synthetic_npz)["augment"] == "distort"
+    assert settings(fashion_npz, "--augment", "distort")["augment"] == "distort"
+    assert settings(fashion_npz, "--model", "mlp")["batch_norm"] is False
+
+    import mnistkit
+    from mnistkit import training
+
+    def stop_at_the_settings(arrays, config, output, log):
+        raise LookupError(config.augment)
+
+    monkeypatch.setattr(training, "train", stop_at_the_settings)
+    with pytest.raises(LookupError, match=r"^mirror$"):
+        mnistkit.train(mnistkit.load_arrays(fashion_npz), preset=preset)
+
+
 def test_eval_names_the_classes(fashion_model: Path, fashion_npz: Path, tmp_path: Path) -> None:
     result = run("eval", fashion_model, fashion_npz, "--json", tmp_path / "metrics.json")
     assert result.exit_code == 0, result.output
