@@ -270,10 +270,7 @@ def parse_to_npz_command(raw_dir: Path, output: str, dataset: str, label_columns
 def _preset_help() -> str:
     lines = [
         f"{name}: {preset.summary}"
-        + "".join(
-            f" (on {dataset}: " + ", ".join(f"{key} {value}" for key, value in changes.items()) + ")"
-            for dataset, changes in preset.on_dataset.items()
-        )
+        + "".join(f" (on {data}: {_as_options(changes)})" for data, changes in preset.on_dataset.items())
         + "."
         for name, preset in PRESETS.items()
     ]
@@ -283,12 +280,25 @@ def _preset_help() -> str:
     )
 
 
+def _as_options(settings: dict) -> str:
+    """{"channels": (32, 64), "batch_norm": True} as `--channels 32,64 --batch-norm`."""
+    options = []
+    for name, value in settings.items():
+        option = "--" + name.replace("_", "-")
+        options.append(option if value is True else f"{option} {_shown(value)}")
+    return " ".join(options)
+
+
 def _from_preset(name: str, help: str) -> str:
     """An option's help with its default: the preset's value, shown for the `mlp` preset."""
-    value = getattr(TrainConfig(), name)
+    return f"{help} [default: the preset's; mlp: {_shown(getattr(TrainConfig(), name))}]"
+
+
+def _shown(value: object) -> str:
+    """A setting as its option takes it: 32,64 for (32, 64)."""
     if isinstance(value, tuple):
-        value = ",".join(map(str, value)) or "none"
-    return f"{help} [default: the preset's; mlp: {value}]"
+        return ",".join(map(str, value)) or "none"
+    return str(value)
 
 
 @cli.command(short_help="Train a model: .npz in, safetensors checkpoint out.")

@@ -314,9 +314,10 @@ def describe(config: TrainConfig) -> str:
     if config.model == "logreg":
         model = "logreg"
     elif config.model == "cnn":
-        convs = "-".join(
-            f"{c}:{k}" + ("/2" if s == 2 else "")
-            for c, k, s in zip(config.channels, config.kernel_sizes, config.strides, strict=True)
+        pools = config.pools or tuple(stride == 1 for stride in config.strides)
+        convs = "-".join(  # 24:5/2 a conv of 24 5x5 kernels at stride 2, then p a 2x2 max pool
+            f"{c}:{k}" + ("/2" if s == 2 else "") + ("p" if pool else "")
+            for c, k, s, pool in zip(config.channels, config.kernel_sizes, config.strides, pools, strict=True)
         )
         model = f"cnn {convs} + {','.join(map(str, config.hidden))}" + (" bn" if config.batch_norm else "")
     else:

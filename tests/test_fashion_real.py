@@ -36,8 +36,9 @@ pytestmark = [
         reason=f"real Fashion-MNIST not found at {REAL_FASHION_DIR} (set MNISTKIT_REAL_FASHION_MNIST)",
     ),
 ]
-# The cnn preset with make all's 5,000 validation images held out: 89.70% measured (README).
-MINIMUM_ACCURACY = 0.89
+# The cnn preset as it is for Fashion-MNIST (mirrored images, batch norm) with make all's 5,000
+# validation images held out: 91.97% measured (README).
+MINIMUM_ACCURACY = 0.91
 
 
 def test_fetch_verifies_the_recompressed_files_by_their_content(tmp_path: Path) -> None:
