@@ -21,6 +21,8 @@ def main() -> None:
     except Interrupted as stop:
         print(stop.line(), file=sys.stderr, flush=True)
         sys.exit(stop.exit_code)
+    finally:
+        interrupts.uninstall()
 
 
 if __name__ == "__main__":

@@ -33,6 +33,14 @@ def install() -> None:
     signal.signal(signal.SIGTERM, _on_signal)
 
 
+def uninstall() -> None:
+    """Give SIGINT and SIGTERM back their default action (the CLI's last act): a signal in the
+    interpreter's shutdown, inside jax's exit hooks, then ends the process rather than raising
+    in a hook, where Python would print and swallow it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def raise_if_interrupted() -> None:
     """Raise `Interrupted` for the first signal held since `deferred()` began, if any."""
     if _held_signals:
