@@ -80,11 +80,15 @@ class _Channel:
 
 
 def _stop_this_process(message: str) -> None:
-    """os._exit, not an exception: the main thread may be blocked inside a collective."""
-    print(f"Error: {message}", file=sys.stderr, flush=True)
-    # JAX's client may be logging the lost peer from C++ at this very moment: its lines must
-    # not follow and bury the one that explains.
+    """os._exit, not an exception: the main thread may be blocked inside a collective.
+
+    JAX's client may be logging the lost peer from C++ at this very moment. Its stderr goes to
+    os.devnull first and this line to the stderr saved before, so that JAX's lines can come
+    before it but never follow and bury it."""
+    sys.stderr.flush()
+    saved_stderr = os.dup(2)
     os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+    os.write(saved_stderr, f"Error: {message}\n".encode())
     os._exit(1)
 
 
