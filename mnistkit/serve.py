@@ -146,6 +146,7 @@ class DigitServer(ThreadingHTTPServer):
     """Serves the page and the API for one checkpoint, loaded once."""
 
     daemon_threads = True
+    block_on_close = False  # Ctrl-C stops at once, not after the slowest connection's deadline
     request_queue_size = 128
 
     def __init__(

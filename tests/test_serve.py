@@ -448,8 +448,13 @@ def test_the_command_prints_its_url_imports_no_jax_writes_nothing_and_stops_on_c
         libraries = Path(f"/proc/{process.pid}/maps").read_text()
         assert "_multiarray_umath" in libraries  # the check sees Python's extension modules...
         assert "jaxlib" not in libraries  # ...and jax's is not among them
+        silent = socket.create_connection(("127.0.0.1", port))  # its headers are due in 10 s
+        time.sleep(0.2)
         process.send_signal(signal.SIGINT)
+        started = time.monotonic()
         assert process.wait(10) == 130
+        assert time.monotonic() - started < 5  # Ctrl-C waits for no connection
+        silent.close()
         log = process.stderr.read().splitlines()
         assert log[-1] == "mnistkit: interrupted by SIGINT"
         assert len(log) == 2 and log[0].endswith('"POST /api/predict HTTP/1.1" 422 ' + bomb_error)
