@@ -20,16 +20,16 @@ pytestmark = [pytest.mark.slow, requires_real_mnist]
 
 COUNT = 3000
 SEED = 0
-# `make all`'s model (--model mlp --seed 0 --val-size 5000) reads 98.57% of these 3000 digits
-# as MNIST gives them and 93.30% as people's images: a gap of 5.27 points (scan 94.0%,
-# phone 93.2%, desk 92.6%, ruled 93.8%, shadow 93.0%, transparent 93.2%; one faint pencil
+# `make all`'s model (the fast preset, --seed 0 --val-size 5000) reads 99.40% of these 3000
+# digits as MNIST gives them and 95.77% as people's images: a gap of 3.63 points (scan 95.4%,
+# phone 96.4%, desk 95.0%, ruled 96.4%, shadow 94.6%, transparent 96.8%; one faint pencil
 # digit is too faint to read), printed by `python scripts/people_style.py
 # models/model.safetensors --mnist ../shared/mnist`. The photos (desk, shadow, ruled) are
-# read within 1.4 points of the scans, the least disturbed images, so most of the gap is the
-# model's, which has never seen a rotated digit or a pencil line: training-side augmentation
-# is to bring it within 0.5 points. Until then the bound sits just above today's gap, so that
-# a change that widens it fails here.
-MAX_GAP_POINTS = 6.0
+# read as well as the scans, the least disturbed images, so the gap is the model's, which has
+# never seen a rotated digit or a pencil line (the distorting cnn preset halves it). The aim
+# is 0.5 points; until then the bound sits just above today's gap, so that a change that
+# widens it fails here.
+MAX_GAP_POINTS = 4.0
 MAX_UNREADABLE = 5
 
 
@@ -47,7 +47,7 @@ def default_model(real_data: dict[str, np.ndarray], tmp_path_factory: pytest.Tem
     from mnistkit.training import train
 
     path = tmp_path_factory.mktemp("default-model") / "model.safetensors"
-    config = config_from_options(None, {"model": "mlp", "seed": 0, "val_size": 5000})
+    config = config_from_options("fast", {"seed": 0, "val_size": 5000})
     train(real_data, config, path, log=lambda message: None)
     return load_checkpoint(path)
 
@@ -77,5 +77,5 @@ def test_people_style_digits_come_within_the_measured_gap_of_mnist_accuracy(
     by_style = {style: f"{100 * people[i :: len(STYLES)].mean():.1f}%" for i, style in enumerate(STYLES)}
     print(f"MNIST {plain.mean():.2%}  people-style {people.mean():.2%}  gap {gap_points:.2f}  {by_style}")
     assert unreadable <= MAX_UNREADABLE
-    assert plain.mean() > 0.975
+    assert plain.mean() > 0.99
     assert gap_points <= MAX_GAP_POINTS
