@@ -241,7 +241,7 @@ PRESETS: dict[str, Preset] = {
     ),
     "cnn-best": Preset(
         "the most accurate single model: 3x3 convs 24,24 -> pool -> 48,48 -> pool, batch norm, "
-        "distortions, one-cycle Adam, label smoothing, 20 epochs",
+        "distortions, one-cycle Adam, label smoothing, 20 epochs, about 99.6%",
         {
             "model": "cnn",
             "channels": (24, 24, 48, 48),
