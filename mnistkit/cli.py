@@ -17,7 +17,7 @@ import click
 from mnistkit import __version__
 from mnistkit.architectures import ACTIVATIONS, MODEL_KINDS, MODELS
 from mnistkit.atomic import STDOUT, check_writable_target
-from mnistkit.config import AUGMENTATIONS, INITS, NORMALIZATIONS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
+from mnistkit.config import INITS, NORMALIZATIONS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
 from mnistkit.datasets import DATASET_NAMES, DEFAULT_DATASET, named_by_digits
 from mnistkit.errors import MnistkitError
 from mnistkit.mirrors import DEFAULT_CACHE_DIR, DEFAULT_MIN_RATE_BYTES_PER_S, DEFAULT_TIMEOUT_S, MIRROR_ENV
@@ -395,11 +395,12 @@ def _shown(value: object) -> str:
 )
 @click.option(
     "--augment",
-    type=click.Choice(AUGMENTATIONS),
+    metavar="KIND[+KIND...]",
     help=_from_preset(
         "augment",
-        "shift: random shifts of up to 2 px; distort: rotation, scale, elastic and stroke "
-        "changes (handwriting); mirror: half the images mirrored left to right (clothes).",
+        "none; shift: random shifts of up to 2 px; distort: rotation, scale, elastic and stroke "
+        "changes (handwriting); mirror: half the images mirrored left to right (clothes); "
+        "erase: a random rectangle blanked in half the images. Combine with +: mirror+shift.",
     ),
 )
 @click.option(

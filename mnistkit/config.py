@@ -21,7 +21,7 @@ OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "warmup-cosine", "one-cycle", "epoch-cycles")
 INITS = ("he", "uniform")
 NORMALIZATIONS = ("unit", "standard")
-AUGMENTATIONS = ("none", "shift", "distort", "mirror")
+AUGMENT_KINDS = ("shift", "distort", "mirror", "erase")  # combined with +: mirror+shift
 TUPLE_SETTINGS = ("hidden", "channels", "kernel_sizes", "strides", "pools", "adam_betas", "classes", "seeds")
 CNN_SETTINGS = ("channels", "kernel_sizes", "strides", "pools", "batch_norm")
 # Settings of checkpoints written by earlier versions that no longer exist; ignored on resume.
@@ -68,10 +68,16 @@ class TrainConfig:
             ("schedule", SCHEDULES),
             ("init", INITS),
             ("normalize", NORMALIZATIONS),
-            ("augment", AUGMENTATIONS),
         ):
             if getattr(self, name) not in choices:
                 raise MnistkitError(f"--{name}: {getattr(self, name)!r} is not one of {', '.join(choices)}")
+        kinds = self.augment.split("+")
+        known_once = set(kinds) <= set(AUGMENT_KINDS) and len(set(kinds)) == len(kinds)
+        if self.augment != "none" and not known_once:
+            raise MnistkitError(
+                f"--augment: {self.augment!r} is not none or one or more of {', '.join(AUGMENT_KINDS)} "
+                "joined by +, each once"
+            )
         if any(width < 1 for width in self.hidden):
             raise MnistkitError(f"--hidden: layer widths must be positive, got {_listed(self.hidden)}")
         if self.model == "logreg" and self.hidden:

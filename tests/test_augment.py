@@ -6,7 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from mnistkit.augment import SHIFT_PX, make_augment
+from mnistkit.augment import AUGMENT_FUNCTIONS, ERASE_AREA, SHIFT_PX, make_augment
+from mnistkit.config import AUGMENT_KINDS, TrainConfig
+from mnistkit.errors import MnistkitError
 
 
 def _asymmetric_images(count: int) -> np.ndarray:
@@ -40,7 +42,39 @@ def test_shift_moves_each_image_by_at_most_two_pixels_and_keeps_its_ink() -> Non
     assert (out.astype(int).sum(axis=(1, 2)) == images.astype(int).sum(axis=(1, 2))).all()
 
 
-@pytest.mark.parametrize("kind", ["shift", "distort", "mirror"])
+def test_erase_blanks_one_rectangle_of_2_to_40_percent_in_about_half_the_images() -> None:
+    images = np.full((200, 28, 28), 200, np.uint8)
+    out = np.asarray(make_augment("erase")(images, jax.random.key(5)))
+    assert out.dtype == np.uint8 and set(np.unique(out)) <= {0, 200}
+    erased = 0
+    for result in out:
+        rows, columns = np.nonzero(result == 0)
+        if rows.size == 0:
+            continue
+        erased += 1
+        box = (rows.max() - rows.min() + 1) * (columns.max() - columns.min() + 1)
+        assert box == rows.size  # one filled rectangle
+        assert ERASE_AREA[0] * 784 * 0.5 <= rows.size <= ERASE_AREA[1] * 784 * 1.5
+    assert 70 <= erased <= 130
+
+
+def test_combined_kinds_apply_each_in_turn() -> None:
+    images = _asymmetric_images(200)
+    out = np.asarray(make_augment("mirror+erase")(images, jax.random.key(6)))
+    ink_on_the_right = (out[:, :, 14:] > 0).any(axis=(1, 2))
+    assert 70 <= ink_on_the_right.sum() <= 130  # mirrored
+    assert ((out > 0).sum(axis=(1, 2)) < (images > 0).sum(axis=(1, 2))).sum() > 40  # and erased
+
+
+def test_the_kinds_config_accepts_are_the_ones_augment_knows() -> None:
+    assert set(AUGMENT_KINDS) == set(AUGMENT_FUNCTIONS)
+    assert TrainConfig(augment="mirror+shift+erase").augment == "mirror+shift+erase"
+    for wrong in ("mirror+mirror", "mirror+", "tilt", "none+shift"):
+        with pytest.raises(MnistkitError, match="--augment"):
+            TrainConfig(augment=wrong)
+
+
+@pytest.mark.parametrize("kind", ["shift", "distort", "mirror", "erase", "mirror+shift+erase"])
 def test_an_augmentation_repeats_exactly_for_a_key_and_differs_for_another(kind: str) -> None:
     images = _asymmetric_images(16)
     augment = make_augment(kind)
