@@ -262,7 +262,8 @@ PRESETS: dict[str, Preset] = {
             "augment": "distort",
             "normalize": "standard",
         },
-        {"fashion-mnist": MIRRORED_CLOTHES},
+        # Clothes: wider (the net underfits them), mirrored and shifted; chosen on validation.
+        {"fashion-mnist": {"augment": "mirror+shift", "channels": (32, 32, 64, 64)}},
     ),
     "embedding": Preset(
         "the 3-vs-8 tutorial's net: 784-100-100-2 (linear) -10, for render-embedding",
