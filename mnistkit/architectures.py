@@ -6,8 +6,9 @@ training). A new model is one entry here plus those two functions.
 An architecture is the plain dict a checkpoint stores, for example
 `{"model": "mlp", "hidden": [128], "activation": "relu", "num_classes": 10}`; an ensemble
 wraps one: `{"model": "ensemble", "members": 5, "member": {...}, "num_classes": 10}`, its
-tensors named `member_{i}.{name}`. Pure Python, so that the settings and `mnistkit --help`
-read this table without importing numpy or jax.
+tensors named `member_{i}.{name}`. Any single model may say `"mirror_average": true`: it
+predicts with the mean of an image's and its mirror image's probabilities. Pure Python, so
+that the settings and `mnistkit --help` read this table without importing numpy or jax.
 """
 
 from __future__ import annotations
@@ -261,6 +262,8 @@ def member_architecture(architecture: Architecture) -> Architecture:
 def build_architecture(config: Any, num_classes: int) -> dict[str, Any]:
     """The architecture a TrainConfig trains: its model, or an ensemble of one per seed."""
     member = MODEL_KINDS[config.model].build(config, num_classes)
+    if config.mirror_average:
+        member["mirror_average"] = True
     if len(config.member_seeds) == 1:
         return member
     return {
@@ -293,6 +296,8 @@ def check_architecture(architecture: Any) -> None:
         return
     if model not in MODEL_KINDS:
         raise MnistkitError(f"unknown model architecture {model!r}")
+    if not isinstance(architecture.get("mirror_average", False), bool):
+        raise MnistkitError("mirror_average must be true or false")
     MODEL_KINDS[model].check(architecture)
 
 

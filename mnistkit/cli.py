@@ -350,6 +350,15 @@ def _shown(value: object) -> str:
     default=None,
     help="cnn: batch normalization in each conv block [default: off].",
 )
+@click.option(
+    "--mirror-average/--no-mirror-average",
+    default=None,
+    help=_from_preset(
+        "mirror_average",
+        "Predict from the mean of each image's and its mirror image's probabilities (test-time "
+        "augmentation: twice the work per image), for classes that look alike either way round.",
+    ),
+)
 @click.option("--epochs", type=int, help=_from_preset("epochs", "Passes over the training images."))
 @click.option(
     "--batch-size",

@@ -43,6 +43,7 @@ class TrainConfig:
     strides: tuple[int, ...] = (1, 1)  # cnn: 1 (then a 2x2 max pool) or 2 (no pool) per layer
     pools: tuple[bool, ...] = ()  # cnn: whether a 2x2 max pool follows each conv; () as the strides say
     batch_norm: bool = False  # cnn: batch normalization after each conv block
+    mirror_average: bool = False  # predict with the mean of each image's and its mirror image's probabilities
     epochs: int = 8
     batch_size: int = 128
     optimizer: str = "adam"
@@ -228,8 +229,15 @@ PRESETS: dict[str, Preset] = {
             "augment": "distort",
         },
         # Clothes, chosen on validation: mirrored, not distorted like handwriting, and the small
-        # net needs more channels and batch norm to fit them.
-        {"fashion-mnist": {"augment": "mirror", "channels": (32, 64), "batch_norm": True}},
+        # net needs more channels and batch norm to fit them; read both ways round, as cnn-best.
+        {
+            "fashion-mnist": {
+                "augment": "mirror",
+                "channels": (32, 64),
+                "batch_norm": True,
+                "mirror_average": True,
+            }
+        },
     ),
     "fast": Preset(
         "make all's default, the fastest way past 99%: a stride-2 conv net, 2 epochs, about 99.3%",
@@ -259,9 +267,17 @@ PRESETS: dict[str, Preset] = {
             "augment": "distort",
             "normalize": "standard",
         },
-        # Clothes, chosen on validation: shifts curb the overfitting mirroring alone leaves, and
-        # wider convolutions then gain.
-        {"fashion-mnist": {"augment": "mirror+shift", "channels": (32, 32, 64, 64)}},
+        # Clothes, chosen on validation: shifts curb the overfitting mirroring alone leaves, wider
+        # convolutions then gain, and a narrow first one buys the epochs that pay more; averaging
+        # each image's prediction with its mirror image's gained 0.3 points on average.
+        {
+            "fashion-mnist": {
+                "augment": "mirror+shift",
+                "channels": (16, 32, 64, 64),
+                "epochs": 32,
+                "mirror_average": True,
+            }
+        },
     ),
     "embedding": Preset(
         "the 3-vs-8 tutorial's net: 784-100-100-2 (linear) -10, for render-embedding",

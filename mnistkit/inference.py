@@ -100,12 +100,27 @@ def member_logits(params: Params, architecture: Architecture, inputs: np.ndarray
     """Each model's logits: one array for a single model, one per member of an ensemble."""
     member = member_architecture(architecture)
     member_forward = globals()[MODEL_KINDS[member["model"]].numpy_forward]
+    if member.get("mirror_average"):
+        member_forward = _mirror_averaged(member_forward)
     if architecture["model"] != "ensemble":
         return [member_forward(params, member, inputs)]
     return [
         member_forward(member_params(params, index), member, inputs)
         for index in range(ensemble_size(architecture))
     ]
+
+
+def _mirror_averaged(member_forward: Callable) -> Callable:
+    """The forward of a model that predicts from each image and its mirror image: the log of
+    their mean probabilities, logits whose softmax is that mean."""
+
+    def averaged(params: Params, architecture: Architecture, inputs: np.ndarray) -> np.ndarray:
+        images = inputs.reshape(inputs.shape[0], *IMAGE_SHAPE)
+        views = (images, images[:, :, ::-1])
+        log_probs = [log_softmax(member_forward(params, architecture, view)) for view in views]
+        return average_log_probabilities(log_probs).astype(np.float32)
+
+    return averaged
 
 
 def average_log_probabilities(member_log_probs: list[np.ndarray]) -> np.ndarray:

@@ -257,7 +257,11 @@ def make_evaluate(
     normalization = dict(normalization)
 
     def member_log_probabilities(params, x):
-        return jax.nn.log_softmax(models.apply(params, architecture, x))
+        log_probabilities = jax.nn.log_softmax(models.apply(params, architecture, x))
+        if not architecture.get("mirror_average"):
+            return log_probabilities
+        mirrored = jax.nn.log_softmax(models.apply(params, architecture, x[:, :, ::-1]))
+        return jnp.logaddexp(log_probabilities, mirrored) - jnp.log(jnp.float32(2))
 
     log_probabilities = over_members(member_log_probabilities, members, (0, None))
     replicated, split = placement.replicated, placement.split(1, 0)

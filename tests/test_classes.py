@@ -118,6 +118,21 @@ def test_a_handwriting_preset_mirrors_clothes_instead_of_distorting_them(
         mnistkit.train(mnistkit.load_arrays(fashion_npz), preset=preset)
 
 
+def test_the_best_preset_reads_clothes_both_ways_round_and_digits_one_way(
+    fashion_npz: Path, synthetic_npz: Path, tmp_path: Path
+) -> None:
+    def mirror_average(data: Path, *options: str) -> bool:
+        output = tmp_path / "m.safetensors"
+        result = run("train", data, "-o", output, "--preset", "cnn-best", *options, "--show-config")
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["mirror_average"]
+
+    assert mirror_average(fashion_npz) is True
+    assert mirror_average(fashion_npz, "--no-mirror-average") is False
+    assert mirror_average(synthetic_npz) is False
+    assert mirror_average(synthetic_npz, "--mirror-average") is True
+
+
 def test_eval_names_the_classes(fashion_model: Path, fashion_npz: Path, tmp_path: Path) -> None:
     result = run("eval", fashion_model, fashion_npz, "--json", tmp_path / "metrics.json")
     assert result.exit_code == 0, result.output

@@ -280,3 +280,36 @@ def test_xla_convolution_for_accelerators_computes_the_same(stride: int) -> None
     np.testing.assert_allclose(
         models.conv2d_xla_chwn(x, kernel, stride), models.conv2d_valid_chwn(x, kernel, stride), atol=1e-5
     )
+
+
+def test_a_mirror_averaged_model_predicts_the_mean_of_each_image_and_its_mirror(
+    tmp_path, synthetic_data
+) -> None:
+    """Training's evaluation (JAX) and numpy's predictions agree, for each member of an ensemble."""
+    from mnistkit.config import config_from_options
+    from mnistkit.training import train
+
+    options = {"channels": (4, 8), "hidden": (16,), "epochs": 2, "batch_size": 32, "augment": "mirror"}
+    config = config_from_options("cnn", {**options, "mirror_average": True, "seeds": (0, 1)})
+    result = train(synthetic_data, config, tmp_path / "m.safetensors", log=lambda message: None)
+    checkpoint = load_checkpoint(tmp_path / "m.safetensors")
+    assert checkpoint.architecture["member"]["mirror_average"] is True
+    images = synthetic_data["test_images"]
+    probabilities = checkpoint.predict_probabilities(images)
+    accuracy = float(np.mean(probabilities.argmax(axis=1) == synthetic_data["test_labels"]))
+    assert accuracy == pytest.approx(result.checkpoint.metadata["metrics"]["test_accuracy"], abs=1e-6)
+    np.testing.assert_allclose(checkpoint.predict_probabilities(images[:, :, ::-1]), probabilities, atol=1e-6)
+
+    member = dict(checkpoint.architecture["member"], mirror_average=False)
+    plain = {**checkpoint.architecture, "member": member}
+    views = [
+        inference.predict_probabilities(checkpoint.params, plain, checkpoint.normalization, view)
+        for view in (images, images[:, :, ::-1])
+    ]
+    assert not np.allclose(views[0], views[1], atol=1e-3)  # the model alone tells them apart
+    np.testing.assert_allclose(probabilities, (views[0] + views[1]) / 2, atol=1e-5)
+
+
+def test_mirror_average_must_be_a_boolean() -> None:
+    with pytest.raises(MnistkitError, match="mirror_average must be true or false"):
+        architectures.check_architecture({**ARCHITECTURES["mlp"], "mirror_average": "yes"})
