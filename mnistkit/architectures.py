@@ -285,6 +285,8 @@ def check_architecture(architecture: Any) -> None:
         )
     model = architecture.get("model")
     if model == "ensemble":
+        if "mirror_average" in architecture:
+            raise MnistkitError("mirror_average belongs to an ensemble's member, not to the ensemble")
         members, member = architecture.get("members"), architecture.get("member")
         if not _whole(members, 2) or members > MAX_ENSEMBLE_MEMBERS:
             raise MnistkitError(f"an ensemble needs 2 to {MAX_ENSEMBLE_MEMBERS} members, got {members!r}")

@@ -298,6 +298,8 @@ def _shown(value: object) -> str:
     """A setting as its option takes it: 32,64 for (32, 64)."""
     if isinstance(value, tuple):
         return ",".join(map(str, value)) or "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
     return str(value)
 
 

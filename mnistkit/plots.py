@@ -175,6 +175,11 @@ def bottleneck_layer(checkpoint: Checkpoint, model_name: str) -> int:
     architecture = checkpoint.architecture
     hidden = list(architecture.get("hidden", [])) if architecture["model"] == "mlp" else []
     two_unit = [index for index, width in enumerate(hidden) if width == 2]
+    if architecture.get("mirror_average"):
+        raise MnistkitError(
+            f"{model_name}: predicts from each image and its mirror image, which one map of the "
+            "2-unit layer cannot show; train it without --mirror-average"
+        )
     if not two_unit:
         widths = ",".join(map(str, hidden)) or "none"
         raise MnistkitError(

@@ -124,6 +124,9 @@ def load_state(path: Path, run_fingerprint: dict[str, Any]) -> tuple[RunState | 
     return state, f"resuming from {path}: epoch {epochs_done} of {total} was done"
 
 
+_DEFAULT_SETTINGS = json.loads(canonical_json(TrainConfig().to_dict()))
+
+
 def _differences(saved: Any, current: dict[str, Any]) -> str:
     """What differs between two fingerprints, in words ("" when they are equal)."""
     if not isinstance(saved, dict):
@@ -135,6 +138,8 @@ def _differences(saved: Any, current: dict[str, Any]) -> str:
     if saved.get("devices") != current["devices"]:
         return f"device count ({saved.get('devices')} then, {current['devices']} now)"
     saved_config = saved.get("config")
+    if isinstance(saved_config, dict):  # settings added since ran at their defaults, which keep old behaviour
+        saved_config = {**_DEFAULT_SETTINGS, **saved_config}
     if saved_config != current["config"]:
         changed = sorted(
             name

@@ -296,8 +296,13 @@ def test_a_mirror_averaged_model_predicts_the_mean_of_each_image_and_its_mirror(
     assert checkpoint.architecture["member"]["mirror_average"] is True
     images = synthetic_data["test_images"]
     probabilities = checkpoint.predict_probabilities(images)
-    accuracy = float(np.mean(probabilities.argmax(axis=1) == synthetic_data["test_labels"]))
-    assert accuracy == pytest.approx(result.checkpoint.metadata["metrics"]["test_accuracy"], abs=1e-6)
+    labels = synthetic_data["test_labels"]
+    metrics = result.checkpoint.metadata["metrics"]
+    assert float(np.mean(probabilities.argmax(axis=1) == labels)) == pytest.approx(
+        metrics["test_accuracy"], abs=1e-6
+    )
+    loss = -np.mean(np.log(probabilities[np.arange(len(labels)), labels]))
+    assert loss == pytest.approx(metrics["test_loss"], abs=1e-5)
     np.testing.assert_allclose(checkpoint.predict_probabilities(images[:, :, ::-1]), probabilities, atol=1e-6)
 
     member = dict(checkpoint.architecture["member"], mirror_average=False)
@@ -310,6 +315,10 @@ def test_a_mirror_averaged_model_predicts_the_mean_of_each_image_and_its_mirror(
     np.testing.assert_allclose(probabilities, (views[0] + views[1]) / 2, atol=1e-5)
 
 
-def test_mirror_average_must_be_a_boolean() -> None:
+def test_mirror_average_is_a_boolean_of_a_single_model() -> None:
     with pytest.raises(MnistkitError, match="mirror_average must be true or false"):
         architectures.check_architecture({**ARCHITECTURES["mlp"], "mirror_average": "yes"})
+    ensemble = {"model": "ensemble", "members": 2, "member": ARCHITECTURES["mlp"], "num_classes": 10}
+    architectures.check_architecture(ensemble)
+    with pytest.raises(MnistkitError, match="belongs to an ensemble's member"):
+        architectures.check_architecture({**ensemble, "mirror_average": True})

@@ -68,7 +68,9 @@ def write_logreg(path: Path, params: dict[str, np.ndarray], classes: list[int] =
     return path
 
 
-def write_mlp(path: Path, hidden: list[int], classes: list[int] = CLASSES, seed: int = 0) -> Path:
+def write_mlp(
+    path: Path, hidden: list[int], classes: list[int] = CLASSES, seed: int = 0, mirror_average: bool = False
+) -> Path:
     rng = np.random.default_rng(seed)
     widths = [784, *hidden, len(classes)]
     params = {}
@@ -82,6 +84,8 @@ def write_mlp(path: Path, hidden: list[int], classes: list[int] = CLASSES, seed:
         "normalization": {"kind": "standard", "mean": 0.13, "std": 0.31},
         "classes": classes,
     }
+    if mirror_average:
+        metadata["architecture"]["mirror_average"] = True
     save_checkpoint(path, params, metadata)
     return path
 
@@ -420,9 +424,17 @@ def test_embedding_plot_shades_the_decision_regions(tmp_path, synthetic_npz, syn
     assert not others & colours
 
 
-@pytest.mark.parametrize(("kind", "fragment"), [("mlp", "no 2-unit hidden layer"), ("logreg", "logreg")])
-def test_embedding_needs_a_two_unit_layer(tmp_path, synthetic_npz, logreg_path, kind, fragment):
-    model = write_mlp(tmp_path / "wide.safetensors", [16, 4]) if kind == "mlp" else logreg_path
+@pytest.mark.parametrize(
+    ("kind", "fragment"),
+    [("mlp", "no 2-unit hidden layer"), ("logreg", "logreg"), ("mirrored", "its mirror image")],
+)
+def test_embedding_needs_a_two_unit_layer_of_one_view(tmp_path, synthetic_npz, logreg_path, kind, fragment):
+    models = {
+        "mlp": lambda: write_mlp(tmp_path / "wide.safetensors", [16, 4]),
+        "logreg": lambda: logreg_path,
+        "mirrored": lambda: write_mlp(tmp_path / "2d.safetensors", [16, 2], mirror_average=True),
+    }
+    model = models[kind]()
     output = tmp_path / "embedding.png"
     assert_failed_cleanly(run("render-embedding", model, synthetic_npz, "-o", output), output, fragment)
 

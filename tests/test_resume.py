@@ -16,6 +16,7 @@ import pytest
 
 from mnistkit.arrays import file_sha256
 from mnistkit.config import config_from_options
+from mnistkit.run_state import METADATA_KEY
 from mnistkit.training import train
 
 OPTIONS = {"hidden": (16,), "epochs": 4, "batch_size": 64, "val_size": 100, "augment": "shift"}
@@ -155,3 +156,22 @@ def test_the_cli_resumes_by_itself_and_reports_it(tmp_path: Path, synthetic_npz:
     assert result.exit_code == 0, result.output
     assert f"resuming from {output}.resume: epoch 2 of 3 was done" in result.stderr
     assert [line.split()[1] for line in result.stderr.splitlines() if line.startswith("epoch")] == ["3/3"]
+
+
+def test_a_state_from_before_a_setting_existed_resumes(tmp_path: Path, synthetic_data, reference) -> None:
+    """A state an earlier mnistkit saved lacks the settings added since; it ran at their defaults."""
+    with pytest.raises(Crash):
+        run(synthetic_data, tmp_path, "data-hash", progress=crash_in_epoch(3))
+    state = tmp_path / "model.safetensors.resume"
+    data = state.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    metadata = json.loads(header["__metadata__"][METADATA_KEY])
+    del metadata["fingerprint"]["config"]["mirror_average"]
+    header["__metadata__"][METADATA_KEY] = json.dumps(metadata)
+    text = json.dumps(header).encode()
+    state.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + length :])
+    messages: list[str] = []
+    run(synthetic_data, tmp_path, "data-hash", messages)
+    assert f"resuming from {state}: epoch 2 of 4 was done" in messages
+    assert (tmp_path / "model.safetensors").read_bytes() == reference[0]
