@@ -173,13 +173,13 @@ def class_colour(label: int) -> tuple[int, int, int]:
 def bottleneck_layer(checkpoint: Checkpoint, model_name: str) -> int:
     """The index of the model's last hidden layer with two units."""
     architecture = checkpoint.architecture
-    hidden = list(architecture.get("hidden", [])) if architecture["model"] == "mlp" else []
-    two_unit = [index for index, width in enumerate(hidden) if width == 2]
     if architecture.get("mirror_average"):
         raise MnistkitError(
             f"{model_name}: predicts from each image and its mirror image, which one map of the "
             "2-unit layer cannot show; train it without --mirror-average"
         )
+    hidden = list(architecture.get("hidden", [])) if architecture["model"] == "mlp" else []
+    two_unit = [index for index, width in enumerate(hidden) if width == 2]
     if not two_unit:
         widths = ",".join(map(str, hidden)) or "none"
         raise MnistkitError(
