@@ -1,9 +1,11 @@
 """Pixel operations on numpy arrays that finding the ink in a picture needs: levels and
 quantiles from histograms, Otsu's threshold, connected regions, sliding minima and maxima
-(grey-level opening, erosion), without scipy or OpenCV.
+(grey-level opening, erosion, a round pen's dilation), stroke widths, without scipy or OpenCV.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -123,6 +125,31 @@ def square_extreme(values: np.ndarray, size: int, pick: np.ufunc) -> np.ndarray:
 def erode(mask: np.ndarray, size: int) -> np.ndarray:
     """The pixels of `mask` whose centred size x size square lies wholly in it."""
     return square_extreme(mask, size, np.minimum)
+
+
+def stroke_width_px(mask: np.ndarray) -> float:
+    """Typical stroke width in `mask`: twice its area over its outline's length, the outline
+    counted in row and column steps (which overstate a curved outline by about 4/pi; steps
+    across the ends of rows, counted too, are few)."""
+    flat = np.ascontiguousarray(mask).ravel()
+    outline = np.count_nonzero(flat[1:] ^ flat[:-1]) + np.count_nonzero(
+        flat[mask.shape[1] :] ^ flat[: -mask.shape[1]]
+    )
+    return 2.0 * (4.0 / np.pi) * np.count_nonzero(flat) / max(outline, 1)
+
+
+def dilate_disc(values: np.ndarray, radius: int) -> np.ndarray:
+    """Grey dilation by a disc of `radius` pixels (a round pen tip), the result framed
+    `radius` pixels larger each way: for each row of the disc, a sliding maximum along the
+    rows as wide as the disc is there, moved up or down into place."""
+    padded = np.pad(values, radius)
+    result = padded.copy()
+    for offset in range(-radius, radius + 1):
+        half = math.isqrt(radius * radius - offset * offset)
+        # The frame's zero rows are what np.roll brings round from the other end.
+        spread = np.roll(sliding_extreme(padded, 2 * half + 1, np.maximum, 1), offset, axis=0)
+        np.maximum(result, spread, out=result)
+    return result
 
 
 def narrow(values: np.ndarray, factor: int) -> np.ndarray:

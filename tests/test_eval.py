@@ -162,7 +162,7 @@ def test_info_describes_the_checkpoint(large_digit_model: Path) -> None:
     info = json.loads(result.stdout)
     assert info["architecture"]["model"] == "mlp" and info["classes"] == list(range(10))
     assert info["parameters"] == 784 * 64 + 64 + 64 * 10 + 10
-    assert info["config"]["hidden"] == [64] and info["metrics"]["epochs"] == 10
+    assert info["config"]["hidden"] == [64] and info["metrics"]["epochs"] == 20
     assert info["normalization"] == load_checkpoint(large_digit_model).normalization
     text = run("info", large_digit_model).stdout
     assert "parameters" in text and "dense_0.kernel" in text and "784x64" in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import os
@@ -16,12 +17,13 @@ import pytest
 from conftest import draw_large_digit
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from mnistkit.checkpoint import load_checkpoint
+from mnistkit.datasets import IMAGE_STYLES
 from mnistkit.errors import MnistkitError
 from mnistkit.images import MAX_IMAGE_PIXELS, load_digit
-from mnistkit.morphology import label_components
+from mnistkit.morphology import dilate_disc, label_components, stroke_width_px
 from mnistkit.preprocess import preprocess_digit
 
 
@@ -349,6 +351,62 @@ def test_connected_regions_are_those_a_flood_fill_finds(
     ]
     assert not (labels[~mask]).any()
     assert sorted(map(sorted, regions)) == sorted(map(sorted, flood_fill_regions(mask)))
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    height=st.integers(1, 30),
+    width=st.integers(1, 30),
+    radius=st.integers(1, 6),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_a_round_pen_dilates_as_the_maximum_over_a_disc(
+    height: int, width: int, radius: int, seed: int
+) -> None:
+    """The stroke-thickening dilation, against the maximum over every offset within the radius."""
+    values = np.random.default_rng(seed).random((height, width)).astype(np.float32)
+    values[values < 0.7] = 0
+    framed = np.pad(values, radius)
+    expected = framed.copy()
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            if dy * dy + dx * dx <= radius * radius:
+                shifted = np.roll(framed, (dy, dx), axis=(0, 1))
+                expected = np.maximum(expected, shifted)
+    np.testing.assert_array_equal(dilate_disc(values, radius), expected)
+
+
+def frame_stroke_px(image: np.ndarray) -> float:
+    """Stroke width in a 28x28 frame, measured as MNIST's was for the style's `stroke_px`:
+    enlarged 4 times, the area at half the peak twice over its outline."""
+    enlarged = np.asarray(Image.fromarray(image).resize((112, 112), Image.Resampling.BILINEAR))
+    return stroke_width_px(enlarged >= 128) / 4
+
+
+@pytest.mark.parametrize("line_px", [2, 4])
+def test_a_fine_pen_comes_out_as_thick_as_mnist_strokes(line_px: int) -> None:
+    """A fine pen line, scaled alone into the 20 px box, would be a hairline no MNIST digit
+    is: it is drawn thicker to MNIST's typical width, and the digit keeps its shape."""
+    page = Image.new("L", (300, 300), 255)
+    ImageDraw.Draw(page).ellipse((90, 40, 210, 260), outline=0, width=line_px)
+    gray = np.asarray(page, np.float32) / 255
+    mnist = IMAGE_STYLES["mnist"]
+    hairline = preprocess_digit(gray, "zero.png", dataclasses.replace(mnist, stroke_px=None))
+    thickened = preprocess_digit(gray, "zero.png", mnist)
+    assert frame_stroke_px(hairline) < 1.6
+    assert abs(frame_stroke_px(thickened) - mnist.stroke_px) < 0.4
+    assert_mnist_shaped(thickened)
+    assert thickened[14, 14] == 0  # the zero's hole stays open
+
+
+def test_strokes_as_thick_as_mnist_are_left_as_they_are() -> None:
+    drawn = draw_large_digit(3, glyph_px=120, canvas_px=(220, 220), stroke_px=6).astype(np.float32) / 255
+    mnist = IMAGE_STYLES["mnist"]
+    assert frame_stroke_px(preprocess_digit(drawn, "three.png")) > mnist.stroke_px
+    np.testing.assert_array_equal(
+        preprocess_digit(drawn, "three.png", mnist),
+        preprocess_digit(drawn, "three.png", dataclasses.replace(mnist, stroke_px=None)),
+    )
 
 
 @settings(max_examples=25, deadline=None)
