@@ -269,13 +269,16 @@ PRESETS: dict[str, Preset] = {
         },
         # Clothes, chosen on validation: shifts curb the overfitting mirroring alone leaves, wider
         # convolutions then gain, and a narrow first one buys the epochs that pay more; averaging
-        # each image's prediction with its mirror image's gained 0.3 points on average.
+        # each image's prediction with its mirror image's gained 0.3 points on average, and
+        # AdamW's weight decay 0.05 another 0.3 (0.2 gained less).
         {
             "fashion-mnist": {
                 "augment": "mirror+shift",
                 "channels": (16, 32, 64, 64),
                 "epochs": 32,
                 "mirror_average": True,
+                "optimizer": "adamw",
+                "weight_decay": 0.05,
             }
         },
     ),
