@@ -27,7 +27,7 @@ MAX_ASPECT_RATIO = 50
 # Larger images are box-averaged down to at most this longer side before the ink is
 # found: the digit ends at 20 pixels, but a pencil line on a digit a third of the page high
 # must stay a few pixels wide to be found whole (at 128 px, people-style digits drawn with
-# the finest pens were read 3 points worse; each image takes about 1.6 times as long here).
+# the finest pens were read 3 points worse; predict reads 12-18% fewer images a second).
 WORK_SIDE_PX = 256
 FRAME_PX = IMAGE_SHAPE[0]
 
