@@ -139,17 +139,18 @@ def stroke_width_px(mask: np.ndarray) -> float:
 
 
 def dilate_disc(values: np.ndarray, radius: int) -> np.ndarray:
-    """Grey dilation by a disc of `radius` pixels (a round pen tip), the result framed
-    `radius` pixels larger each way: for each row of the disc, a sliding maximum along the
-    rows as wide as the disc is there, moved up or down into place."""
+    """Dilation of non-negative `values` by a disc of `radius` pixels (a round pen tip), the
+    result framed `radius` pixels larger each way: for each row offset within the disc, a
+    sliding maximum along the rows as wide as the disc is there, moved into place."""
     padded = np.pad(values, radius)
     result = padded.copy()
-    for offset in range(-radius, radius + 1):
+    height = padded.shape[0]
+    for offset in range(1, radius + 1):
         half = math.isqrt(radius * radius - offset * offset)
-        # The frame's zero rows are what np.roll brings round from the other end.
-        spread = np.roll(sliding_extreme(padded, 2 * half + 1, np.maximum, 1), offset, axis=0)
-        np.maximum(result, spread, out=result)
-    return result
+        spread = sliding_extreme(padded, 2 * half + 1, np.maximum, 1)
+        np.maximum(result[offset:], spread[: height - offset], out=result[offset:])
+        np.maximum(result[: height - offset], spread[offset:], out=result[: height - offset])
+    return np.maximum(result, sliding_extreme(padded, 2 * radius + 1, np.maximum, 1))
 
 
 def narrow(values: np.ndarray, factor: int) -> np.ndarray:

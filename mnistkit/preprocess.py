@@ -86,6 +86,7 @@ CLUTTER_MIN_DIGIT_MASS = 0.2
 
 def preprocess_digit(gray: np.ndarray, source: str, style: ImageStyle = MNIST_STYLE) -> np.ndarray:
     """Float gray [0, 1] of any size -> uint8 28x28, ink bright, as `style` says (MNIST's by default).
+    (Thickening thin strokes costs more the larger the picture: `images` hands it at most 256 px.)
 
     Raises MnistkitError("source: blank image ...") when no ink stands out.
     """
@@ -96,7 +97,7 @@ def preprocess_digit(gray: np.ndarray, source: str, style: ImageStyle = MNIST_ST
         top, bottom = _extent(ink.sum(axis=1))
         left, right = _extent(ink.sum(axis=0))
         ink = ink[top:bottom, left:right]
-        if style.stroke_px:
+        if style.stroke_px is not None:
             ink = _thickened(ink, style.stroke_px / style.side_px)
         return to_uint8(_fit_and_centre(ink, style))
     ink, mask = _object_map(gray, source)
@@ -117,7 +118,8 @@ def _thickened(ink: np.ndarray, stroke_fraction: float) -> np.ndarray:
     cores = ink > 0.5
     if not cores.any():
         return ink
-    width_px = stroke_width_px(cores)
+    # Framed, so that a stroke along the crop's edge (an upright 1) has its outline counted.
+    width_px = stroke_width_px(np.pad(cores, 1))
     radius = round((stroke_fraction * max(ink.shape) - width_px) / (2 * (1 - stroke_fraction)))
     return dilate_disc(ink, radius) if radius > 0 else ink
 

@@ -383,20 +383,40 @@ def frame_stroke_px(image: np.ndarray) -> float:
     return stroke_width_px(enlarged >= 128) / 4
 
 
+FINE_PEN_DIGITS = {
+    "zero": lambda draw, width: draw.ellipse((90, 40, 210, 260), outline=0, width=width),
+    # Upright, its strokes all along the crop's edges.
+    "one": lambda draw, width: draw.line((150, 40, 150, 260), fill=0, width=width),
+}
+
+
 @pytest.mark.parametrize("line_px", [2, 4])
-def test_a_fine_pen_comes_out_as_thick_as_mnist_strokes(line_px: int) -> None:
+@pytest.mark.parametrize("digit", FINE_PEN_DIGITS)
+def test_a_fine_pen_comes_out_as_thick_as_mnist_strokes(digit: str, line_px: int) -> None:
     """A fine pen line, scaled alone into the 20 px box, would be a hairline no MNIST digit
     is: it is drawn thicker to MNIST's typical width, and the digit keeps its shape."""
     page = Image.new("L", (300, 300), 255)
-    ImageDraw.Draw(page).ellipse((90, 40, 210, 260), outline=0, width=line_px)
+    FINE_PEN_DIGITS[digit](ImageDraw.Draw(page), line_px)
     gray = np.asarray(page, np.float32) / 255
     mnist = IMAGE_STYLES["mnist"]
-    hairline = preprocess_digit(gray, "zero.png", dataclasses.replace(mnist, stroke_px=None))
-    thickened = preprocess_digit(gray, "zero.png", mnist)
+    hairline = preprocess_digit(gray, f"{digit}.png", dataclasses.replace(mnist, stroke_px=None))
+    thickened = preprocess_digit(gray, f"{digit}.png", mnist)
     assert frame_stroke_px(hairline) < 1.6
     assert abs(frame_stroke_px(thickened) - mnist.stroke_px) < 0.4
     assert_mnist_shaped(thickened)
-    assert thickened[14, 14] == 0  # the zero's hole stays open
+    if digit == "zero":
+        assert thickened[14, 14] == 0  # its hole stays open
+
+
+@pytest.mark.parametrize("width", [1, 3, 6])
+def test_the_stroke_width_of_bars_and_rings_is_their_width(width: int) -> None:
+    bar = np.zeros((80, 80), bool)
+    bar[10:70, 30 : 30 + width] = True
+    ring = np.hypot(*np.mgrid[-40:41, -40:41]) <= 30
+    ring &= ~(np.hypot(*np.mgrid[-40:41, -40:41]) <= 30 - width)
+    # The bar's ends add to its outline: 2 steps over 60 rows.
+    assert stroke_width_px(bar) == pytest.approx(width * 4 / np.pi / (1 + width / 60), rel=0.01)
+    assert stroke_width_px(ring) == pytest.approx(width, rel=0.15)
 
 
 def test_strokes_as_thick_as_mnist_are_left_as_they_are() -> None:
