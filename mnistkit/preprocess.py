@@ -4,13 +4,13 @@ model's dataset prepared its own.
 MNIST fitted each digit's ink into a 20x20 box (aspect ratio kept, anti-aliased) and placed
 it in a 28x28 frame so that its centre of mass sits at pixel (14, 14). A photo or a canvas
 drawing looks nothing like that, so `preprocess_digit` finds the ink first: it finds the sheet
-in a photo of paper lying on a desk, turns a light page dark, subtracts the page's brightness
-(uneven shading and hard shadows alike) and faint ruled lines, drops what touches the border
-when the digit is elsewhere, crops to the ink and then does what MNIST did. Other datasets
-made their images otherwise (`datasets.IMAGE_STYLES`, chosen by the checkpoint): EMNIST
-centred each character's box, nearly filling the frame; Fashion-MNIST scaled each product
-photo's longer side to 28 px, centred it and kept its shades, which `_object_map` finds
-against the backdrop.
+in a photo of paper lying on a desk, turns a light page dark, measures the ink against the
+page's brightness under it (uneven shading and hard shadows alike), takes out faint ruled
+lines, drops what touches the border when the digit is elsewhere, crops to the ink and then
+does what MNIST did. Other datasets made their images otherwise (`datasets.IMAGE_STYLES`,
+chosen by the checkpoint): EMNIST centred each character's box, nearly filling the frame;
+Fashion-MNIST scaled each product photo's longer side to 28 px, centred it and kept its
+shades, which `_object_map` finds against the backdrop.
 
 numpy and Pillow only.
 """
@@ -47,12 +47,15 @@ CENTRE_PX = 14.0
 # Ink must stand out from the background by this much (0-1 scale; for dark ink, this
 # fraction of the paper's brightness), or the image is blank.
 MIN_INK_CONTRAST = 0.15
+# Dark ink is measured against its paper's brightness, taken as at least this (a page in
+# deep shadow is not made to look as bright as a lit one).
+MIN_PAPER_BRIGHTNESS = 0.25
 # Stroke pixels below this fraction of the typical ink level are background noise;
 # those above this fraction are saturated like MNIST's stroke cores.
 INK_LOW_FRACTION = 0.25
 INK_HIGH_FRACTION = 0.75
-# The page's brightness is found under a square this fraction of the picture's longer side
-# (wider than pen strokes, narrower than shadows), or this many times the strokes' width.
+# The page's brightness is first found under a square this fraction of the picture's longer
+# side (wider than pen strokes), then under one this many times the strokes' width.
 BACKGROUND_SQUARE_FRACTION = 1 / 4
 STROKES_PER_SQUARE = 3
 # Ruled lines are at least this fraction of the picture's width long and fainter than this
@@ -165,20 +168,19 @@ def _ink_on(
 ) -> np.ndarray:
     """The ink of a picture turned so that the ink is bright (see `_ink_map`)."""
     square_px = BACKGROUND_SQUARE_FRACTION * max(gray.shape)
-    ink, ink_mask, background = _ink_and_mask(bright, square_px, on_paper)
-    # Strokes so thick that the square cannot pass under their junctions (a marker, a tight
-    # crop) would lose their middles to the background: look again under a larger square.
-    stroke_px = stroke_width_px(ink_mask)
-    if STROKES_PER_SQUARE * stroke_px > square_px:
-        ink, ink_mask, background = _ink_and_mask(bright, STROKES_PER_SQUARE * stroke_px, on_paper)
+    ink, ink_mask = _ink_and_mask(bright, square_px, on_paper, inverted)
+    # That square tells the strokes' width; the ink is found again under a square a few
+    # strokes wide. Strokes so thick that the first square cannot pass under their
+    # junctions (a marker, a tight crop) would lose their middles to the background, and a
+    # shadow's corner narrower than the first square would be taken for ink.
+    if ink_mask.any():
+        stroke_px = stroke_width_px(ink_mask)
+        ink, ink_mask = _ink_and_mask(bright, STROKES_PER_SQUARE * stroke_px, on_paper, inverted)
     if not ink_mask.any():
         raise MnistkitError(f"{source}: blank image (no ink found)")
     stroke = ink[ink_mask]
     level = float(np.partition(stroke, stroke.size // 2)[stroke.size // 2])
-    # Dark ink stands out against the paper around it: a page in shadow or in dim light is
-    # darker, and so is the difference.
-    page = 1.0 - float(background[ink_mask].mean()) if inverted else 1.0
-    if level < MIN_INK_CONTRAST * page:
+    if level < MIN_INK_CONTRAST:
         raise MnistkitError(f"{source}: blank image (nothing stands out from the background)")
     low, high = INK_LOW_FRACTION * level, INK_HIGH_FRACTION * level
     ink = np.clip((ink - np.float32(low)) / np.float32(high - low), 0.0, 1.0)
@@ -222,17 +224,23 @@ def _ink_bright(gray: np.ndarray, look_for_paper: bool) -> tuple[np.ndarray, np.
 
 
 def _ink_and_mask(
-    bright: np.ndarray, square_px: float, on_paper: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    bright: np.ndarray, square_px: float, on_paper: np.ndarray | None, dark_ink: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Ink above the background found under a square of `square_px`, ruled lines taken
-    out; where it stands out (Otsu's threshold, from every other pixel each way); and the
-    background."""
+    out, and where it stands out (Otsu's threshold, from every other pixel each way).
+
+    Dark ink is measured against the paper's brightness under it: light falls on ink and
+    paper alike, so a stroke in shadow or dim light differs from its paper by less, in
+    proportion, and would otherwise come out fainter than the same pen's stroke in the light.
+    """
     background = _background_map(bright, square_px)
     ink = bright - background
+    if dark_ink:
+        ink = ink / np.maximum(np.float32(1.0) - background, np.float32(MIN_PAPER_BRIGHTNESS))
     ink = ink - _faint_ruled_lines(ink)
     if on_paper is not None:
         ink = np.where(on_paper, ink, np.float32(0.0))
-    return ink, ink > otsu_threshold(ink[::2, ::2]), background
+    return ink, ink > otsu_threshold(ink[::2, ::2])
 
 
 def _ink_is_dark(gray: np.ndarray, median: float) -> bool:

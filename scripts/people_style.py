@@ -66,6 +66,10 @@ def pen_strokes(
     if stroke_px is not None:
         radius = round((stroke_px - stroke_width(coverage)) / 2)
         coverage = _grow(coverage, radius)
+        if radius < 0:
+            # Thinning erases the parts of a stroke narrower than the cut, where a finer pen
+            # still draws a line: the centre line drawn with the pen keeps every stroke whole.
+            coverage = np.maximum(coverage, _pen_along(_centre_line(enlarged > 127.5), stroke_px))
     image = Image.fromarray(coverage).rotate(angle_deg, Image.Resampling.BICUBIC, expand=True)
     coverage = np.clip(np.asarray(image), 0.0, 1.0)
     rows, columns = np.flatnonzero(coverage.max(axis=1) > 0.05), np.flatnonzero(coverage.max(axis=0) > 0.05)
@@ -93,6 +97,48 @@ def _grow(coverage: np.ndarray, radius: int) -> np.ndarray:
             corners = pick(pick(padded[:-2, :-2], padded[:-2, 2:]), pick(padded[2:, :-2], padded[2:, 2:]))
             result = pick(result, corners)
     return result
+
+
+def _centre_line(mask: np.ndarray) -> np.ndarray:
+    """The one-pixel centre line of `mask`'s strokes, its branches and holes kept: Zhang and
+    Suen's thinning (1984), which peels boundary pixels whose removal splits nothing."""
+    skeleton = np.pad(mask, 1).astype(np.uint8)
+    while True:
+        changed = False
+        for first_pass in (True, False):
+            p = skeleton
+            # The eight neighbours clockwise from north: P2 ... P9 in the paper's names.
+            north, south = p[:-2, 1:-1], p[2:, 1:-1]
+            east, west = p[1:-1, 2:], p[1:-1, :-2]
+            ring = [north, p[:-2, 2:], east, p[2:, 2:], south, p[2:, :-2], west, p[:-2, :-2]]
+            neighbours = sum(n.astype(np.int32) for n in ring)
+            crossings = sum((a == 0) & (b == 1) for a, b in zip(ring, ring[1:] + ring[:1], strict=True))
+            if first_pass:
+                spare = (north * east * south == 0) & (east * south * west == 0)
+            else:
+                spare = (north * east * west == 0) & (north * south * west == 0)
+            peel = (p[1:-1, 1:-1] == 1) & (neighbours >= 2) & (neighbours <= 6) & (crossings == 1) & spare
+            if peel.any():
+                skeleton[1:-1, 1:-1][peel] = 0
+                changed = True
+        if not changed:
+            return skeleton[1:-1, 1:-1].astype(bool)
+
+
+def _pen_along(line: np.ndarray, stroke_px: float) -> np.ndarray:
+    """Coverage of a round pen `stroke_px` wide drawn along `line`, its edge antialiased."""
+    radius = stroke_px / 2
+    reach = int(np.ceil(radius + 0.5))
+    padded = np.pad(line.astype(np.float32), reach)
+    coverage = np.zeros(line.shape, np.float32)
+    height, width = line.shape
+    for dy in range(-reach, reach + 1):
+        for dx in range(-reach, reach + 1):
+            weight = np.float32(np.clip(radius + 0.5 - np.hypot(dy, dx), 0.0, 1.0))
+            if weight > 0:
+                shifted = padded[reach + dy : reach + dy + height, reach + dx : reach + dx + width]
+                np.maximum(coverage, shifted * weight, out=coverage)
+    return coverage
 
 
 def sheet(

@@ -278,6 +278,25 @@ def test_photos_of_paper_come_out_like_the_digit_on_clean_paper(name: str, photo
         assert score > 0.75, f"digit {digit}: correlation {score:.2f}"
 
 
+@pytest.mark.parametrize("digit", range(10))
+def test_ink_in_a_shadow_comes_out_as_strong_as_in_the_light(digit: int, tmp_path: Path) -> None:
+    """A hard shadow halving the light on the left half of the page: the same digit as in
+    full light, level for level (the shadowed strokes came out grey when measured against
+    the paper's level rather than its brightness)."""
+    lit = load_digit(save(photo(digit), tmp_path / "lit.png")).astype(float)
+    shadowed = load_digit(save(photo(digit, shadow=(0.5, 90, 0.0)), tmp_path / "shadow.png"))
+    assert np.abs(shadowed - lit).mean() < 1.0
+
+
+@pytest.mark.parametrize("digit", range(10))
+def test_the_corner_of_a_shadow_beside_the_digit_is_not_ink(digit: int, tmp_path: Path) -> None:
+    """A shadow cutting across a corner of the picture in a long, thin wedge, its point at
+    the digit: a square as wide as a quarter of the picture cannot fit into the point and
+    took it for ink."""
+    path = save(photo(digit, shadow=(0.45, 165, 0.2)), tmp_path / "wedge.jpg", quality=90)
+    assert similarity(load_digit(path), clean_digit(digit)) > 0.95
+
+
 def test_photos_of_paper_are_predicted_like_the_clean_digit(model, photographed) -> None:
     """Every digit the model reads right on clean paper it reads right in each photo (of
     the photos drawn like the digits it was trained on: black, strokes 2-7 px, large)."""
@@ -417,6 +436,24 @@ def test_the_stroke_width_of_bars_and_rings_is_their_width(width: int) -> None:
     # The bar's ends add to its outline: 2 steps over 60 rows.
     assert stroke_width_px(bar) == pytest.approx(width * 4 / np.pi / (1 + width / 60), rel=0.01)
     assert stroke_width_px(ring) == pytest.approx(width, rel=0.15)
+
+
+@pytest.mark.parametrize("stroke_fraction", [0.035, 0.06])
+def test_the_people_style_fine_pen_draws_every_stroke_whole(stroke_fraction: float) -> None:
+    """A 28x28 ring 1 px thin on one side and 4 px on the other, as MNIST strokes vary: the
+    people-style set's fine pen thins it to the pen's width without cutting the thin side,
+    as thinning alone (eroding the enlarged digit) does."""
+    rows, columns = np.mgrid[0:28, 0:28]
+    distance = np.hypot(rows - 14, columns - 14)
+    thickness = np.where(columns < 14, 4.0, 1.0)
+    digit = np.where(np.abs(distance - 8) <= thickness / 2, 255, 0).astype(np.uint8)
+    height_px = 200
+    coverage = people_style.pen_strokes(digit, height_px, stroke_px=stroke_fraction * height_px)
+    inked = coverage > 0.5
+    assert label_components(inked)[1] == 1
+    assert label_components(~np.pad(inked, 1))[1] == 2  # a closed ring: its hole apart from the outside
+    thin_side = inked[:, inked.shape[1] * 3 // 4 :]
+    assert stroke_width_px(thin_side) == pytest.approx(stroke_fraction * height_px, rel=0.35)
 
 
 def test_strokes_as_thick_as_mnist_are_left_as_they_are() -> None:
