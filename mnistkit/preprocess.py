@@ -167,15 +167,14 @@ def _ink_on(
     bright: np.ndarray, on_paper: np.ndarray | None, inverted: bool, gray: np.ndarray, source: str
 ) -> np.ndarray:
     """The ink of a picture turned so that the ink is bright (see `_ink_map`)."""
-    square_px = BACKGROUND_SQUARE_FRACTION * max(gray.shape)
-    ink, ink_mask = _ink_and_mask(bright, square_px, on_paper, inverted)
+    ink, ink_mask = _ink_and_mask(bright, BACKGROUND_SQUARE_FRACTION * max(gray.shape), on_paper)
     # That square tells the strokes' width; the ink is found again under a square a few
     # strokes wide. Strokes so thick that the first square cannot pass under their
     # junctions (a marker, a tight crop) would lose their middles to the background, and a
     # shadow's corner narrower than the first square would be taken for ink.
     if ink_mask.any():
-        stroke_px = stroke_width_px(ink_mask)
-        ink, ink_mask = _ink_and_mask(bright, STROKES_PER_SQUARE * stroke_px, on_paper, inverted)
+        square_px = STROKES_PER_SQUARE * stroke_width_px(ink_mask)
+        ink, ink_mask = _ink_and_mask(bright, square_px, on_paper, against_paper=inverted)
     if not ink_mask.any():
         raise MnistkitError(f"{source}: blank image (no ink found)")
     stroke = ink[ink_mask]
@@ -224,23 +223,48 @@ def _ink_bright(gray: np.ndarray, look_for_paper: bool) -> tuple[np.ndarray, np.
 
 
 def _ink_and_mask(
-    bright: np.ndarray, square_px: float, on_paper: np.ndarray | None, dark_ink: bool
+    bright: np.ndarray, square_px: float, on_paper: np.ndarray | None, against_paper: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Ink above the background found under a square of `square_px`, ruled lines taken
     out, and where it stands out (Otsu's threshold, from every other pixel each way).
 
-    Dark ink is measured against the paper's brightness under it: light falls on ink and
-    paper alike, so a stroke in shadow or dim light differs from its paper by less, in
-    proportion, and would otherwise come out fainter than the same pen's stroke in the light.
+    With `against_paper` (dark ink), the ink is measured against the paper's brightness
+    under it: light falls on ink and paper alike, so a stroke in shadow or dim light differs
+    from its paper by less, in proportion, and would otherwise come out fainter than the same
+    pen's stroke in the light.
     """
     background = _background_map(bright, square_px)
     ink = bright - background
-    if dark_ink:
-        ink = ink / np.maximum(np.float32(1.0) - background, np.float32(MIN_PAPER_BRIGHTNESS))
+    if against_paper:
+        paper = np.maximum(np.float32(1.0) - background, np.float32(MIN_PAPER_BRIGHTNESS))
+        ink = ink / paper
     ink = ink - _faint_ruled_lines(ink)
     if on_paper is not None:
         ink = np.where(on_paper, ink, np.float32(0.0))
-    return ink, ink > otsu_threshold(ink[::2, ::2])
+    mask = ink > otsu_threshold(ink[::2, ::2])
+    if against_paper:
+        return _without_desk_grain(ink, mask, paper)
+    return ink, mask
+
+
+def _without_desk_grain(
+    relative: np.ndarray, mask: np.ndarray, paper: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ink measured against the paper's brightness, less what only that measure finds.
+
+    A dark desk beside the sheet is no paper in shadow: its grain, divided by its darkness,
+    stands out. Ink is what also stands out from the background as it is, or continues it
+    (a stroke running into a shadow); beyond the strokes, nothing is divided.
+    """
+    absolute = relative * paper
+    stands_out = absolute > otsu_threshold(absolute[::2, ::2])
+    if (mask & ~stands_out).any():
+        labels, count = label_components(mask)
+        continued = np.zeros(count + 1, bool)
+        continued[labels[mask & stands_out]] = True
+        continued[0] = False
+        mask = continued[labels]
+    return np.where(square_extreme(mask, 5, np.maximum), relative, absolute), mask
 
 
 def _ink_is_dark(gray: np.ndarray, median: float) -> bool:

@@ -285,7 +285,13 @@ def test_ink_in_a_shadow_comes_out_as_strong_as_in_the_light(digit: int, tmp_pat
     the paper's level rather than its brightness)."""
     lit = load_digit(save(photo(digit), tmp_path / "lit.png")).astype(float)
     shadowed = load_digit(save(photo(digit, shadow=(0.5, 90, 0.0)), tmp_path / "shadow.png"))
-    assert np.abs(shadowed - lit).mean() < 1.0
+    # Placed by its centre of mass, rounded: a pixel over is the same digit.
+    difference = min(
+        np.abs(np.roll(shadowed, (rows, columns), axis=(0, 1)) - lit).mean()
+        for rows in (-1, 0, 1)
+        for columns in (-1, 0, 1)
+    )
+    assert difference < 1.0
 
 
 @pytest.mark.parametrize("digit", range(10))
@@ -295,6 +301,23 @@ def test_the_corner_of_a_shadow_beside_the_digit_is_not_ink(digit: int, tmp_path
     took it for ink."""
     path = save(photo(digit, shadow=(0.45, 165, 0.2)), tmp_path / "wedge.jpg", quality=90)
     assert similarity(load_digit(path), clean_digit(digit)) > 0.95
+
+
+@pytest.mark.parametrize("desk", ["walnut", "oak"])
+def test_a_grained_desk_along_one_side_adds_no_ink(desk: str) -> None:
+    """The sheet runs out of the photo on three sides, so it is not found as a sheet on a
+    desk: the desk's dark, grained strip is background however dark it is (measuring ink
+    against the paper's brightness there once made its grain as strong as a pen's)."""
+    for digit in range(10):
+        rng = np.random.default_rng(digit)
+        page = people_style.sheet(PAGE_PX, people_style.PAPERS["white"], rng)
+        coverage = draw_large_digit(digit, 110, PAGE_PX, stroke_px=4) / 255
+        people_style.put_ink(page, coverage, people_style.PENS["black"], (0, 0))
+        strip = people_style.desk_surface((PAGE_PX[0] // 4, PAGE_PX[1]), people_style.DESKS[desk], rng)
+        photo_rgb = people_style.to_uint8(np.concatenate([page, strip], axis=1))
+        gray = np.asarray(Image.fromarray(photo_rgb).convert("L"), np.float32) / 255
+        score = similarity(preprocess_digit(gray, "desk.png"), clean_digit(digit))
+        assert score > 0.85, f"digit {digit}: correlation {score:.2f}"
 
 
 def test_photos_of_paper_are_predicted_like_the_clean_digit(model, photographed) -> None:
