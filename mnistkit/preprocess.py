@@ -45,19 +45,23 @@ MNIST_STYLE = IMAGE_STYLES[DEFAULT_DATASET]
 # MNIST's centres of mass lie at (14.0, 14.0) in pixel-index coordinates, not at 13.5.
 CENTRE_PX = 14.0
 # Ink must stand out from the background by this much (0-1 scale; for dark ink, this
-# fraction of the paper's brightness), or the image is blank.
+# fraction of the paper's brightness, taken as at least MIN_PAPER_BRIGHTNESS), or the image
+# is blank.
 MIN_INK_CONTRAST = 0.15
-# Dark ink is measured against its paper's brightness, taken as at least this (a page in
-# deep shadow is not made to look as bright as a lit one).
+# Dark ink is measured against its paper's brightness, taken as at least this, within this
+# many pixels of where it stands out (a stroke's antialiased edge).
 MIN_PAPER_BRIGHTNESS = 0.25
+STROKE_EDGE_PX = 2
 # Stroke pixels below this fraction of the typical ink level are background noise;
 # those above this fraction are saturated like MNIST's stroke cores.
 INK_LOW_FRACTION = 0.25
 INK_HIGH_FRACTION = 0.75
 # The page's brightness is first found under a square this fraction of the picture's longer
-# side (wider than pen strokes), then under one this many times the strokes' width.
+# side (wider than pen strokes), then under one this many times the strokes' width, unless
+# that one leaves out more than this fraction of the ink as bright as the strokes.
 BACKGROUND_SQUARE_FRACTION = 1 / 4
 STROKES_PER_SQUARE = 3
+HOLLOWED_FRACTION = 0.05
 # Ruled lines are at least this fraction of the picture's width long and fainter than this
 # fraction of the darkest ink. They are looked for in the picture narrowed this many times,
 # and only when some row holds that much faint ink above this fraction of the darkest.
@@ -167,14 +171,18 @@ def _ink_on(
     bright: np.ndarray, on_paper: np.ndarray | None, inverted: bool, gray: np.ndarray, source: str
 ) -> np.ndarray:
     """The ink of a picture turned so that the ink is bright (see `_ink_map`)."""
-    ink, ink_mask = _ink_and_mask(bright, BACKGROUND_SQUARE_FRACTION * max(gray.shape), on_paper)
+    square_px = BACKGROUND_SQUARE_FRACTION * max(gray.shape)
+    ink, ink_mask = _ink_and_mask(bright, square_px, on_paper)
     # That square tells the strokes' width; the ink is found again under a square a few
     # strokes wide. Strokes so thick that the first square cannot pass under their
     # junctions (a marker, a tight crop) would lose their middles to the background, and a
     # shadow's corner narrower than the first square would be taken for ink.
     if ink_mask.any():
-        square_px = STROKES_PER_SQUARE * stroke_width_px(ink_mask)
-        ink, ink_mask = _ink_and_mask(bright, square_px, on_paper, against_paper=inverted)
+        stroke_square_px = STROKES_PER_SQUARE * stroke_width_px(ink_mask)
+        found = _ink_and_mask(bright, stroke_square_px, on_paper, against_paper=inverted)
+        if _hollowed(bright, ink_mask, found[1]):
+            found = _ink_and_mask(bright, max(square_px, stroke_square_px), on_paper, against_paper=inverted)
+        ink, ink_mask = found
     if not ink_mask.any():
         raise MnistkitError(f"{source}: blank image (no ink found)")
     stroke = ink[ink_mask]
@@ -229,21 +237,23 @@ def _ink_and_mask(
     out, and where it stands out (Otsu's threshold, from every other pixel each way).
 
     With `against_paper` (dark ink), the ink is measured against the paper's brightness
-    under it: light falls on ink and paper alike, so a stroke in shadow or dim light differs
-    from its paper by less, in proportion, and would otherwise come out fainter than the same
-    pen's stroke in the light.
+    under it, where it is ink (see `_without_desk_grain`): light falls on ink and paper
+    alike, so a stroke in shadow or dim light differs from its paper by less, in proportion,
+    and would otherwise come out fainter than the same pen's stroke in the light.
     """
     background = _background_map(bright, square_px)
     ink = bright - background
-    if against_paper:
-        paper = np.maximum(np.float32(1.0) - background, np.float32(MIN_PAPER_BRIGHTNESS))
+    paper = (
+        np.maximum(np.float32(1.0) - background, np.float32(MIN_PAPER_BRIGHTNESS)) if against_paper else None
+    )
+    if paper is not None:
         ink = ink / paper
     ink = ink - _faint_ruled_lines(ink)
     if on_paper is not None:
         ink = np.where(on_paper, ink, np.float32(0.0))
     mask = ink > otsu_threshold(ink[::2, ::2])
-    if against_paper:
-        return _without_desk_grain(ink, mask, paper)
+    if paper is not None:
+        ink, mask = _without_desk_grain(ink, mask, paper)
     return ink, mask
 
 
@@ -254,7 +264,7 @@ def _without_desk_grain(
 
     A dark desk beside the sheet is no paper in shadow: its grain, divided by its darkness,
     stands out. Ink is what also stands out from the background as it is, or continues it
-    (a stroke running into a shadow); beyond the strokes, nothing is divided.
+    (a stroke running into a shadow); beyond the strokes' edges nothing is divided.
     """
     absolute = relative * paper
     stands_out = absolute > otsu_threshold(absolute[::2, ::2])
@@ -262,9 +272,21 @@ def _without_desk_grain(
         labels, count = label_components(mask)
         continued = np.zeros(count + 1, bool)
         continued[labels[mask & stands_out]] = True
-        continued[0] = False
         mask = continued[labels]
-    return np.where(square_extreme(mask, 5, np.maximum), relative, absolute), mask
+    edges = square_extreme(mask, 2 * STROKE_EDGE_PX + 1, np.maximum)
+    return np.where(edges, relative, absolute), mask
+
+
+def _hollowed(bright: np.ndarray, first_mask: np.ndarray, mask: np.ndarray) -> bool:
+    """Whether the square a few strokes wide took ink for the page: what the first square
+    found as ink, as bright as the strokes (a filled loop, a blot wider than the square),
+    and the second left out."""
+    if not mask.any():
+        return True
+    strokes = bright[mask]
+    level = np.partition(strokes, strokes.size // 2)[strokes.size // 2]
+    lost = first_mask & ~mask & (bright >= level)
+    return np.count_nonzero(lost) > HOLLOWED_FRACTION * strokes.size
 
 
 def _ink_is_dark(gray: np.ndarray, median: float) -> bool:
@@ -319,7 +341,7 @@ def _find_paper(gray: np.ndarray, cumulative: np.ndarray) -> np.ndarray | None:
 
 def _background_map(bright: np.ndarray, square_px: float) -> np.ndarray:
     """The page's level under the ink (ink bright): a grey-level opening, the highest level
-    at each pixel that a square wider than any pen stroke fits under.
+    at each pixel that a square wider than the pen strokes fits under.
 
     It follows the edges of shadows and of a desk exactly, where averaging blocks would
     smear them into bands of false ink, and it passes under every stroke narrower than the

@@ -67,7 +67,7 @@ def pen_strokes(
         radius = round((stroke_px - stroke_width(coverage)) / 2)
         coverage = _grow(coverage, radius)
         if radius < 0:
-            # Thinning erases the parts of a stroke narrower than the cut, where a finer pen
+            # Eroding takes away the parts of a stroke narrower than the cut, where a finer pen
             # still draws a line: the centre line drawn with the pen keeps every stroke whole.
             coverage = np.maximum(coverage, _pen_along(_centre_line(enlarged > 127.5), stroke_px))
     image = Image.fromarray(coverage).rotate(angle_deg, Image.Resampling.BICUBIC, expand=True)
