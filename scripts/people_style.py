@@ -2,9 +2,9 @@
 on them falls below its accuracy on the same digits as MNIST gives them.
 
 Each digit is enlarged into a pen drawing (crisp strokes, rotated within about 12 degrees,
-thinned to a pencil line or thickened to a marker), inked in black, blue, red or pencil grey
-on white or cream paper with grain and shading, 30-70% of the page's height and off-centre,
-and saved the way people's images arrive, one style each:
+thinned to a pencil line along the strokes' centre line or thickened to a marker), inked in
+black, blue, red or pencil grey on white or cream paper with grain and shading, 30-70% of the
+page's height and off-centre, and saved the way people's images arrive, one style each:
 
   scan         a flatbed scan or screenshot of the page (PNG)
   phone        a phone photo of the page: light falling off, blur, noise, JPEG
