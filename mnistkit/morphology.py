@@ -1,5 +1,5 @@
-"""Pixel operations on numpy arrays that finding the ink in a picture needs: levels and
-quantiles from histograms, Otsu's threshold, connected regions, sliding minima and maxima
+"""Pixel operations on numpy arrays that finding the ink in a picture needs: medians, levels
+and quantiles from histograms, Otsu's threshold, connected regions, sliding minima and maxima
 (grey-level opening, erosion, a round pen's dilation), stroke widths, without scipy or OpenCV.
 """
 
@@ -18,6 +18,12 @@ def cumulative_histogram(values: np.ndarray) -> np.ndarray:
 def quantile(cumulative: np.ndarray, fraction: float) -> float:
     """The level in [0, 1] below which `fraction` of the values lie."""
     return float(np.searchsorted(cumulative, cumulative[-1] * fraction)) / 255.0
+
+
+def median(values: np.ndarray) -> float:
+    """The middle value (the upper one of an even count), found by partition, not a sort."""
+    flat = values.ravel()
+    return float(np.partition(flat, flat.size // 2)[flat.size // 2])
 
 
 def to_uint8(values: np.ndarray) -> np.ndarray:

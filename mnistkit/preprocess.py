@@ -30,6 +30,7 @@ from mnistkit.morphology import (
     erode,
     fill_spans,
     label_components,
+    median,
     narrow,
     otsu_threshold,
     quantile,
@@ -186,7 +187,7 @@ def _ink_on(
     if not ink_mask.any():
         raise MnistkitError(f"{source}: blank image (no ink found)")
     stroke = ink[ink_mask]
-    level = float(np.partition(stroke, stroke.size // 2)[stroke.size // 2])
+    level = median(stroke)
     if level < MIN_INK_CONTRAST:
         raise MnistkitError(f"{source}: blank image (nothing stands out from the background)")
     low, high = INK_LOW_FRACTION * level, INK_HIGH_FRACTION * level
@@ -202,7 +203,7 @@ def _object_map(gray: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
     Fashion-MNIST keeps a product's, faint and dark parts included.
     """
     border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
-    backdrop = float(np.partition(border, border.size // 2)[border.size // 2])
+    backdrop = median(border)
     if backdrop > 0.5:
         gray, backdrop = np.float32(1.0) - gray, 1.0 - backdrop
     shades = np.clip(gray - np.float32(backdrop), 0.0, 1.0)
@@ -284,7 +285,7 @@ def _hollowed(bright: np.ndarray, first_mask: np.ndarray, mask: np.ndarray) -> b
     if not mask.any():
         return True
     strokes = bright[mask]
-    level = np.partition(strokes, strokes.size // 2)[strokes.size // 2]
+    level = median(strokes)
     lost = first_mask & ~mask & (bright >= level)
     return np.count_nonzero(lost) > HOLLOWED_FRACTION * strokes.size
 
@@ -317,7 +318,7 @@ def _find_paper(gray: np.ndarray, cumulative: np.ndarray) -> np.ndarray | None:
     that area: blank paper with straight sides, which a bright digit on a dark canvas is not.
     """
     outer = ring(gray)
-    desk_level = float(np.partition(outer, outer.size // 2)[outer.size // 2])
+    desk_level = median(outer)
     paper_level = quantile(cumulative, 1.0 - PAPER_MIN_AREA / 2)
     if desk_level > DESK_MAX_BRIGHTNESS * paper_level or paper_level - desk_level < MIN_INK_CONTRAST:
         return None
