@@ -344,23 +344,34 @@ def people_style_accuracy(
     return correct, unreadable
 
 
+def paired_gap_points(plain: np.ndarray, people: np.ndarray) -> tuple[float, float]:
+    """The gap in points between two right/wrong arrays over the same digits, and its 95%
+    interval's half-width. The digits both read alike add nothing but the count: the
+    interval comes from those only one of them reads (a paired difference of proportions)."""
+    difference = plain.astype(np.float64) - people.astype(np.float64)
+    count = difference.size
+    spread = np.sqrt(max(np.mean(difference**2) - np.mean(difference) ** 2, 0.0) / count)
+    return 100 * float(np.mean(difference)), 100 * 1.96 * float(spread)
+
+
 def gap_row(
     checkpoint_path: Path, images: np.ndarray, labels: np.ndarray, paths: Sequence[Path]
 ) -> list[str]:
     """One table row: accuracy on the digits as MNIST gives them and as people's images (the
-    paths, made from the same digits), the gap in points, and the accuracy in each style."""
+    paths, made from the same digits), the gap in points with its 95% interval, and the
+    accuracy in each style."""
     checkpoint = load_checkpoint(checkpoint_path)
     plain = checkpoint.predict_probabilities(images).argmax(axis=1) == labels
     people, unreadable = people_style_accuracy(checkpoint, paths, labels)
     if unreadable:
         print(f"{checkpoint_path}: {unreadable} images unreadable (counted as wrong)", file=sys.stderr)
     by_style = [f"{people[index :: len(STYLES)].mean():.1%}" for index in range(len(STYLES))]
-    gap_points = 100 * (plain.mean() - people.mean())
+    gap_points, half_width = paired_gap_points(plain, people)
     return [
         str(checkpoint_path),
         f"{plain.mean():.2%}",
         f"{people.mean():.2%}",
-        f"{gap_points:.2f}",
+        f"{gap_points:.2f} ± {half_width:.2f}",
         *by_style,
     ]
 
@@ -392,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows = [gap_row(path, images, labels, paths) for path in options.checkpoints]
     header = ["checkpoint", "MNIST", "people", "gap", *STYLES]
     widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
-    print(f"{options.count} MNIST test digits (seed {options.seed}); gap in points")
+    print(f"{options.count} MNIST test digits (seed {options.seed}); gap in points, ± its 95% interval")
     for row in [header, *rows]:
         cells = [row[0].ljust(widths[0])]
         cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
