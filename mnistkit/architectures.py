@@ -6,9 +6,10 @@ training). A new model is one entry here plus those two functions.
 An architecture is the plain dict a checkpoint stores, for example
 `{"model": "mlp", "hidden": [128], "activation": "relu", "num_classes": 10}`; an ensemble
 wraps one: `{"model": "ensemble", "members": 5, "member": {...}, "num_classes": 10}`, its
-tensors named `member_{i}.{name}`. Any single model may say `"mirror_average": true`: it
-predicts with the mean of an image's and its mirror image's probabilities. Pure Python, so
-that the settings and `mnistkit --help` read this table without importing numpy or jax.
+tensors named `member_{i}.{name}`. Any single model may say `"mirror_average": true` or
+`"shift_average": true`: it predicts with the mean probabilities of several views of each image
+(`image_views`). Pure Python, so that the settings and `mnistkit --help` read this table
+without importing numpy or jax.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ Architecture = Mapping[str, Any]
 Shapes = dict[str, tuple[int, ...]]
 
 ACTIVATIONS = ("relu", "tanh")
+# The settings of a single model that make it predict from several views of each image.
+VIEW_FLAGS = ("mirror_average", "shift_average")
+# A pixel down, up, right and left: (pixels, axis) of images (N, height, width).
+ONE_PIXEL_SHIFTS = ((1, 1), (-1, 1), (1, 2), (-1, 2))
 MAX_ENSEMBLE_MEMBERS = 1024
 MAX_CLASSES = 1000
 RUNNING_STATISTICS = ("mean", "var")
@@ -262,8 +267,9 @@ def member_architecture(architecture: Architecture) -> Architecture:
 def build_architecture(config: Any, num_classes: int) -> dict[str, Any]:
     """The architecture a TrainConfig trains: its model, or an ensemble of one per seed."""
     member = MODEL_KINDS[config.model].build(config, num_classes)
-    if config.mirror_average:
-        member["mirror_average"] = True
+    for flag in VIEW_FLAGS:
+        if getattr(config, flag):
+            member[flag] = True
     if len(config.member_seeds) == 1:
         return member
     return {
@@ -285,8 +291,9 @@ def check_architecture(architecture: Any) -> None:
         )
     model = architecture.get("model")
     if model == "ensemble":
-        if "mirror_average" in architecture:
-            raise MnistkitError("mirror_average belongs to an ensemble's member, not to the ensemble")
+        for flag in VIEW_FLAGS:
+            if flag in architecture:
+                raise MnistkitError(f"{flag} belongs to an ensemble's member, not to the ensemble")
         members, member = architecture.get("members"), architecture.get("member")
         if not _whole(members, 2) or members > MAX_ENSEMBLE_MEMBERS:
             raise MnistkitError(f"an ensemble needs 2 to {MAX_ENSEMBLE_MEMBERS} members, got {members!r}")
@@ -298,9 +305,29 @@ def check_architecture(architecture: Any) -> None:
         return
     if model not in MODEL_KINDS:
         raise MnistkitError(f"unknown model architecture {model!r}")
-    if not isinstance(architecture.get("mirror_average", False), bool):
-        raise MnistkitError("mirror_average must be true or false")
+    for flag in VIEW_FLAGS:
+        if not isinstance(architecture.get(flag, False), bool):
+            raise MnistkitError(f"{flag} must be true or false")
     MODEL_KINDS[model].check(architecture)
+
+
+def image_views(images: Any, architecture: Architecture, xp: Any) -> list[Any]:
+    """The views of images (N, height, width) that a single model predicts from, with `xp`
+    numpy or jax.numpy: the images; their mirror images with mirror_average; and each of those
+    moved a pixel each way with shift_average (the edge row repeated, where MNIST's border is
+    blank), as a digit may sit a pixel off where its centre of mass put it."""
+    views = [images]
+    if architecture.get("mirror_average"):
+        views.append(images[:, :, ::-1])
+    if architecture.get("shift_average"):
+        views += [_shifted(view, pixels, axis, xp) for view in views for pixels, axis in ONE_PIXEL_SHIFTS]
+    return views
+
+
+def _shifted(images: Any, pixels: int, axis: int, xp: Any) -> Any:
+    """Images moved `pixels` along `axis`, the edge row or column repeated."""
+    size = images.shape[axis]
+    return xp.take(images, xp.clip(xp.arange(size) - pixels, 0, size - 1), axis=axis)
 
 
 def param_shapes(architecture: Architecture) -> Shapes:

@@ -281,11 +281,15 @@ def _preset_help() -> str:
 
 
 def _as_options(settings: dict) -> str:
-    """{"channels": (32, 64), "batch_norm": True} as `--channels 32,64 --batch-norm`."""
+    """{"channels": (32, 64), "batch_norm": True, "shift_average": False} as
+    `--channels 32,64 --batch-norm --no-shift-average`."""
     options = []
     for name, value in settings.items():
-        option = "--" + name.replace("_", "-")
-        options.append(option if value is True else f"{option} {_shown(value)}")
+        option = name.replace("_", "-")
+        if isinstance(value, bool):
+            options.append(f"--{option}" if value else f"--no-{option}")
+        else:
+            options.append(f"--{option} {_shown(value)}")
     return " ".join(options)
 
 
@@ -359,6 +363,15 @@ def _shown(value: object) -> str:
         "mirror_average",
         "Predict from the mean of each image's and its mirror image's probabilities (test-time "
         "augmentation: twice the work per image), for classes that look alike either way round.",
+    ),
+)
+@click.option(
+    "--shift-average/--no-shift-average",
+    default=None,
+    help=_from_preset(
+        "shift_average",
+        "Predict from the mean of the probabilities of each image and of it moved a pixel up, "
+        "down, left and right (test-time augmentation: five times the work per image).",
     ),
 )
 @click.option("--epochs", type=int, help=_from_preset("epochs", "Passes over the training images."))

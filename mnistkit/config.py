@@ -44,6 +44,7 @@ class TrainConfig:
     pools: tuple[bool, ...] = ()  # cnn: whether a 2x2 max pool follows each conv; () as the strides say
     batch_norm: bool = False  # cnn: batch normalization after each conv block
     mirror_average: bool = False  # predict with the mean of each image's and its mirror image's probabilities
+    shift_average: bool = False  # ... and of each image moved a pixel each way (architectures.image_views)
     epochs: int = 8
     batch_size: int = 128
     optimizer: str = "adam"
@@ -266,6 +267,10 @@ PRESETS: dict[str, Preset] = {
             "label_smoothing": 0.1,
             "augment": "distort",
             "normalize": "standard",
+            # Chosen on validation (three nets, 5,000 held-out digits): averaging each digit's
+            # prediction with those of it moved a pixel each way took each net's errors from
+            # 36, 33 and 28 to 34, 31 and 26, and their ensemble's from 32 to 29.
+            "shift_average": True,
         },
         # Clothes, chosen on validation: shifts curb the overfitting mirroring alone leaves, wider
         # convolutions then gain, and a narrow first one buys the epochs that pay more; averaging
@@ -277,6 +282,7 @@ PRESETS: dict[str, Preset] = {
                 "channels": (16, 32, 64, 64),
                 "epochs": 32,
                 "mirror_average": True,
+                "shift_average": False,
                 "optimizer": "adamw",
                 "weight_decay": 0.05,
             }

@@ -15,9 +15,11 @@ import numpy as np
 from mnistkit.architectures import (
     BATCH_NORM_EPSILON,
     MODEL_KINDS,
+    VIEW_FLAGS,
     Architecture,
     cnn_layers,
     ensemble_size,
+    image_views,
     member_architecture,
     member_tensor_name,
 )
@@ -100,8 +102,8 @@ def member_logits(params: Params, architecture: Architecture, inputs: np.ndarray
     """Each model's logits: one array for a single model, one per member of an ensemble."""
     member = member_architecture(architecture)
     member_forward = globals()[MODEL_KINDS[member["model"]].numpy_forward]
-    if member.get("mirror_average"):
-        member_forward = _mirror_averaged(member_forward)
+    if any(member.get(flag) for flag in VIEW_FLAGS):
+        member_forward = _view_averaged(member_forward)
     if architecture["model"] != "ensemble":
         return [member_forward(params, member, inputs)]
     return [
@@ -110,13 +112,13 @@ def member_logits(params: Params, architecture: Architecture, inputs: np.ndarray
     ]
 
 
-def _mirror_averaged(member_forward: Callable) -> Callable:
-    """The forward of a model that predicts from each image and its mirror image: the log of
-    their mean probabilities, logits whose softmax is that mean."""
+def _view_averaged(member_forward: Callable) -> Callable:
+    """The forward of a model that predicts from several views of each image (`image_views`):
+    the log of their mean probabilities, logits whose softmax is that mean."""
 
     def averaged(params: Params, architecture: Architecture, inputs: np.ndarray) -> np.ndarray:
         images = inputs.reshape(inputs.shape[0], *IMAGE_SHAPE)
-        views = (images, images[:, :, ::-1])
+        views = image_views(images, architecture, np)
         log_probs = [log_softmax(member_forward(params, architecture, view)) for view in views]
         return average_log_probabilities(log_probs).astype(np.float32)
 

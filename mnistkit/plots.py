@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from mnistkit.architectures import VIEW_FLAGS
 from mnistkit.charts import (
     BLUE_WHITE_RED,
     BLUES,
@@ -173,10 +174,12 @@ def class_colour(label: int) -> tuple[int, int, int]:
 def bottleneck_layer(checkpoint: Checkpoint, model_name: str) -> int:
     """The index of the model's last hidden layer with two units."""
     architecture = checkpoint.architecture
-    if architecture.get("mirror_average"):
+    views = [flag for flag in VIEW_FLAGS if architecture.get(flag)]
+    if views:
+        option = "--" + views[0].replace("_", "-")
         raise MnistkitError(
-            f"{model_name}: predicts from each image and its mirror image, which one map of the "
-            "2-unit layer cannot show; train it without --mirror-average"
+            f"{model_name}: predicts from several views of each image ({', '.join(views)}), which "
+            f"one map of the 2-unit layer cannot show; train it without {option}"
         )
     hidden = list(architecture.get("hidden", [])) if architecture["model"] == "mlp" else []
     two_unit = [index for index, width in enumerate(hidden) if width == 2]

@@ -22,7 +22,7 @@ import numpy as np
 import optax
 
 from mnistkit import models
-from mnistkit.architectures import Architecture, is_running_statistic
+from mnistkit.architectures import Architecture, image_views, is_running_statistic
 from mnistkit.augment import make_augment
 from mnistkit.config import TrainConfig
 from mnistkit.parallel import Placement
@@ -257,11 +257,11 @@ def make_evaluate(
     normalization = dict(normalization)
 
     def member_log_probabilities(params, x):
-        log_probabilities = jax.nn.log_softmax(models.apply(params, architecture, x))
-        if not architecture.get("mirror_average"):
-            return log_probabilities
-        mirrored = jax.nn.log_softmax(models.apply(params, architecture, x[:, :, ::-1]))
-        return jnp.logaddexp(log_probabilities, mirrored) - jnp.log(jnp.float32(2))
+        views = image_views(x, architecture, jnp)
+        if len(views) == 1:
+            return jax.nn.log_softmax(models.apply(params, architecture, x))
+        scores = jnp.stack([jax.nn.log_softmax(models.apply(params, architecture, view)) for view in views])
+        return jax.nn.logsumexp(scores, axis=0) - jnp.log(jnp.float32(len(views)))
 
     log_probabilities = over_members(member_log_probabilities, members, (0, None))
     replicated, split = placement.replicated, placement.split(1, 0)

@@ -315,10 +315,57 @@ def test_a_mirror_averaged_model_predicts_the_mean_of_each_image_and_its_mirror(
     np.testing.assert_allclose(probabilities, (views[0] + views[1]) / 2, atol=1e-5)
 
 
-def test_mirror_average_is_a_boolean_of_a_single_model() -> None:
-    with pytest.raises(MnistkitError, match="mirror_average must be true or false"):
-        architectures.check_architecture({**ARCHITECTURES["mlp"], "mirror_average": "yes"})
+def test_a_shift_averaged_model_predicts_the_mean_of_each_image_moved_a_pixel_each_way(
+    tmp_path, synthetic_data
+) -> None:
+    """Training's evaluation (JAX) and numpy's predictions agree; the views are the image and
+    it moved one pixel down, up, right and left, with the edge repeated."""
+    from mnistkit.config import config_from_options
+    from mnistkit.training import train
+
+    options = {"channels": (4, 8), "hidden": (16,), "epochs": 2, "batch_size": 32, "shift_average": True}
+    result = train(
+        synthetic_data,
+        config_from_options("cnn", options),
+        tmp_path / "m.safetensors",
+        log=lambda message: None,
+    )
+    checkpoint = load_checkpoint(tmp_path / "m.safetensors")
+    assert checkpoint.architecture["shift_average"] is True
+    images, labels = synthetic_data["test_images"], synthetic_data["test_labels"]
+    probabilities = checkpoint.predict_probabilities(images)
+    metrics = result.checkpoint.metadata["metrics"]
+    assert float(np.mean(probabilities.argmax(axis=1) == labels)) == pytest.approx(
+        metrics["test_accuracy"], abs=1e-6
+    )
+    loss = -np.mean(np.log(probabilities[np.arange(len(labels)), labels]))
+    assert loss == pytest.approx(metrics["test_loss"], abs=1e-5)
+
+    plain = dict(checkpoint.architecture, shift_average=False)
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    moved = [
+        padded[:, 1 - dy : 29 - dy, 1 - dx : 29 - dx] for dy, dx in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+    ]
+    views = [
+        inference.predict_probabilities(checkpoint.params, plain, checkpoint.normalization, v) for v in moved
+    ]
+    assert not np.allclose(views[0], views[1], atol=1e-3)  # the model alone tells them apart
+    np.testing.assert_allclose(probabilities, np.mean(views, axis=0), atol=1e-5)
+
+
+@pytest.mark.parametrize("flag", architectures.VIEW_FLAGS)
+def test_a_view_setting_is_a_boolean_of_a_single_model(flag: str) -> None:
+    with pytest.raises(MnistkitError, match=f"{flag} must be true or false"):
+        architectures.check_architecture({**ARCHITECTURES["mlp"], flag: "yes"})
     ensemble = {"model": "ensemble", "members": 2, "member": ARCHITECTURES["mlp"], "num_classes": 10}
     architectures.check_architecture(ensemble)
     with pytest.raises(MnistkitError, match="belongs to an ensemble's member"):
-        architectures.check_architecture({**ensemble, "mirror_average": True})
+        architectures.check_architecture({**ensemble, flag: True})
+
+
+def test_the_best_preset_predicts_from_shifted_digits_but_not_from_shifted_clothes() -> None:
+    from mnistkit.config import preset_config
+
+    assert preset_config("cnn-best").shift_average is True
+    clothes = preset_config("cnn-best", "fashion-mnist")
+    assert clothes.shift_average is False and clothes.mirror_average is True

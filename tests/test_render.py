@@ -426,7 +426,7 @@ def test_embedding_plot_shades_the_decision_regions(tmp_path, synthetic_npz, syn
 
 @pytest.mark.parametrize(
     ("kind", "fragment"),
-    [("mlp", "no 2-unit hidden layer"), ("logreg", "logreg"), ("mirrored", "its mirror image")],
+    [("mlp", "no 2-unit hidden layer"), ("logreg", "logreg"), ("mirrored", "--mirror-average")],
 )
 def test_embedding_needs_a_two_unit_layer_of_one_view(tmp_path, synthetic_npz, logreg_path, kind, fragment):
     models = {
