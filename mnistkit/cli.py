@@ -371,7 +371,8 @@ def _shown(value: object) -> str:
     help=_from_preset(
         "shift_average",
         "Predict from the mean of the probabilities of each image and of it moved a pixel up, "
-        "down, left and right (test-time augmentation: five times the work per image).",
+        "down, left and right (test-time augmentation: five times the work per image; with "
+        "--mirror-average, both views are moved: ten times).",
     ),
 )
 @click.option("--epochs", type=int, help=_from_preset("epochs", "Passes over the training images."))

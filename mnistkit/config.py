@@ -44,7 +44,7 @@ class TrainConfig:
     pools: tuple[bool, ...] = ()  # cnn: whether a 2x2 max pool follows each conv; () as the strides say
     batch_norm: bool = False  # cnn: batch normalization after each conv block
     mirror_average: bool = False  # predict with the mean of each image's and its mirror image's probabilities
-    shift_average: bool = False  # ... and of each image moved a pixel each way (architectures.image_views)
+    shift_average: bool = False  # ... of each image and it moved a pixel each way (architectures.image_views)
     epochs: int = 8
     batch_size: int = 128
     optimizer: str = "adam"

@@ -176,10 +176,10 @@ def bottleneck_layer(checkpoint: Checkpoint, model_name: str) -> int:
     architecture = checkpoint.architecture
     views = [flag for flag in VIEW_FLAGS if architecture.get(flag)]
     if views:
-        option = "--" + views[0].replace("_", "-")
+        options = " and ".join("--" + flag.replace("_", "-") for flag in views)
         raise MnistkitError(
-            f"{model_name}: predicts from several views of each image ({', '.join(views)}), which "
-            f"one map of the 2-unit layer cannot show; train it without {option}"
+            f"{model_name}: predicts from several views of each image, which one map of the "
+            f"2-unit layer cannot show; train it without {options}"
         )
     hidden = list(architecture.get("hidden", [])) if architecture["model"] == "mlp" else []
     two_unit = [index for index, width in enumerate(hidden) if width == 2]

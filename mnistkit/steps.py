@@ -258,10 +258,10 @@ def make_evaluate(
 
     def member_log_probabilities(params, x):
         views = image_views(x, architecture, jnp)
-        if len(views) == 1:
-            return jax.nn.log_softmax(models.apply(params, architecture, x))
-        scores = jnp.stack([jax.nn.log_softmax(models.apply(params, architecture, view)) for view in views])
-        return jax.nn.logsumexp(scores, axis=0) - jnp.log(jnp.float32(len(views)))
+        scores = [jax.nn.log_softmax(models.apply(params, architecture, view)) for view in views]
+        if len(scores) == 1:
+            return scores[0]
+        return functools.reduce(jnp.logaddexp, scores) - jnp.log(jnp.float32(len(scores)))
 
     log_probabilities = over_members(member_log_probabilities, members, (0, None))
     replicated, split = placement.replicated, placement.split(1, 0)

@@ -348,6 +348,8 @@ def paired_gap_points(plain: np.ndarray, people: np.ndarray) -> tuple[float, flo
     """The gap in points between two right/wrong arrays over the same digits, and its 95%
     interval's half-width. The digits both read alike add nothing but the count: the
     interval comes from those only one of them reads (a paired difference of proportions)."""
+    if plain.shape != people.shape:
+        raise ValueError(f"{plain.shape} readings against {people.shape}: not the same digits")
     difference = plain.astype(np.float64) - people.astype(np.float64)
     count = difference.size
     spread = np.sqrt(max(np.mean(difference**2) - np.mean(difference) ** 2, 0.0) / count)

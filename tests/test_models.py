@@ -315,23 +315,23 @@ def test_a_mirror_averaged_model_predicts_the_mean_of_each_image_and_its_mirror(
     np.testing.assert_allclose(probabilities, (views[0] + views[1]) / 2, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [{"shift_average": True}, {"shift_average": True, "mirror_average": True, "seeds": (0, 1)}],
+    ids=["shifts", "mirrored-and-shifted-ensemble"],
+)
 def test_a_shift_averaged_model_predicts_the_mean_of_each_image_moved_a_pixel_each_way(
-    tmp_path, synthetic_data
+    tmp_path, synthetic_data, settings
 ) -> None:
-    """Training's evaluation (JAX) and numpy's predictions agree; the views are the image and
-    it moved one pixel down, up, right and left, with the edge repeated."""
+    """Training's evaluation (JAX) and numpy's predictions agree; the views are the image (and
+    its mirror image) and each moved one pixel down, up, right and left, the edge repeated."""
     from mnistkit.config import config_from_options
     from mnistkit.training import train
 
-    options = {"channels": (4, 8), "hidden": (16,), "epochs": 2, "batch_size": 32, "shift_average": True}
-    result = train(
-        synthetic_data,
-        config_from_options("cnn", options),
-        tmp_path / "m.safetensors",
-        log=lambda message: None,
-    )
+    options = {"channels": (4, 8), "hidden": (16,), "epochs": 2, "batch_size": 32, **settings}
+    config = config_from_options("cnn", options)
+    result = train(synthetic_data, config, tmp_path / "m.safetensors", log=lambda message: None)
     checkpoint = load_checkpoint(tmp_path / "m.safetensors")
-    assert checkpoint.architecture["shift_average"] is True
     images, labels = synthetic_data["test_images"], synthetic_data["test_labels"]
     probabilities = checkpoint.predict_probabilities(images)
     metrics = result.checkpoint.metadata["metrics"]
@@ -341,16 +341,45 @@ def test_a_shift_averaged_model_predicts_the_mean_of_each_image_moved_a_pixel_ea
     loss = -np.mean(np.log(probabilities[np.arange(len(labels)), labels]))
     assert loss == pytest.approx(metrics["test_loss"], abs=1e-5)
 
-    plain = dict(checkpoint.architecture, shift_average=False)
-    padded = np.pad(images, ((0, 0), (1, 1), (1, 1)), mode="edge")
-    moved = [
-        padded[:, 1 - dy : 29 - dy, 1 - dx : 29 - dx] for dy, dx in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
-    ]
+    member = architectures.member_architecture(checkpoint.architecture)
+    plain_member = dict(member, shift_average=False, mirror_average=False)
+    plain = (
+        {**checkpoint.architecture, "member": plain_member}
+        if checkpoint.architecture["model"] == "ensemble"
+        else plain_member
+    )
+    unmoved = [images, images[:, :, ::-1]] if settings.get("mirror_average") else [images]
+    moved = []
+    for view in unmoved:
+        padded = np.pad(view, ((0, 0), (1, 1), (1, 1)), mode="edge")
+        moved += [
+            padded[:, 1 - dy : 29 - dy, 1 - dx : 29 - dx]
+            for dy, dx in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+        ]
+    assert len(moved) == 5 * len(unmoved)
     views = [
         inference.predict_probabilities(checkpoint.params, plain, checkpoint.normalization, v) for v in moved
     ]
     assert not np.allclose(views[0], views[1], atol=1e-3)  # the model alone tells them apart
-    np.testing.assert_allclose(probabilities, np.mean(views, axis=0), atol=1e-5)
+    if checkpoint.architecture["model"] != "ensemble":
+        np.testing.assert_allclose(probabilities, np.mean(views, axis=0), atol=1e-5)
+    else:  # an ensemble averages its members' view-averaged probabilities
+        per_member = [
+            np.mean(
+                [
+                    inference.predict_probabilities(
+                        inference.member_params(checkpoint.params, index),
+                        plain_member,
+                        checkpoint.normalization,
+                        v,
+                    )
+                    for v in moved
+                ],
+                axis=0,
+            )
+            for index in range(2)
+        ]
+        np.testing.assert_allclose(probabilities, np.mean(per_member, axis=0), atol=1e-5)
 
 
 @pytest.mark.parametrize("flag", architectures.VIEW_FLAGS)
@@ -364,8 +393,11 @@ def test_a_view_setting_is_a_boolean_of_a_single_model(flag: str) -> None:
 
 
 def test_the_best_preset_predicts_from_shifted_digits_but_not_from_shifted_clothes() -> None:
+    from mnistkit.cli import _preset_help
     from mnistkit.config import preset_config
 
     assert preset_config("cnn-best").shift_average is True
     clothes = preset_config("cnn-best", "fashion-mnist")
     assert clothes.shift_average is False and clothes.mirror_average is True
+    # The help says so in options the command takes.
+    assert "--mirror-average --no-shift-average" in _preset_help()

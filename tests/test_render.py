@@ -69,7 +69,7 @@ def write_logreg(path: Path, params: dict[str, np.ndarray], classes: list[int] =
 
 
 def write_mlp(
-    path: Path, hidden: list[int], classes: list[int] = CLASSES, seed: int = 0, mirror_average: bool = False
+    path: Path, hidden: list[int], classes: list[int] = CLASSES, seed: int = 0, views: tuple[str, ...] = ()
 ) -> Path:
     rng = np.random.default_rng(seed)
     widths = [784, *hidden, len(classes)]
@@ -84,8 +84,7 @@ def write_mlp(
         "normalization": {"kind": "standard", "mean": 0.13, "std": 0.31},
         "classes": classes,
     }
-    if mirror_average:
-        metadata["architecture"]["mirror_average"] = True
+    metadata["architecture"].update(dict.fromkeys(views, True))
     save_checkpoint(path, params, metadata)
     return path
 
@@ -426,13 +425,21 @@ def test_embedding_plot_shades_the_decision_regions(tmp_path, synthetic_npz, syn
 
 @pytest.mark.parametrize(
     ("kind", "fragment"),
-    [("mlp", "no 2-unit hidden layer"), ("logreg", "logreg"), ("mirrored", "--mirror-average")],
+    [
+        ("mlp", "no 2-unit hidden layer"),
+        ("logreg", "logreg"),
+        ("mirrored", "train it without --mirror-average"),
+        ("shifted", "without --mirror-average and --shift-average"),
+    ],
 )
 def test_embedding_needs_a_two_unit_layer_of_one_view(tmp_path, synthetic_npz, logreg_path, kind, fragment):
     models = {
         "mlp": lambda: write_mlp(tmp_path / "wide.safetensors", [16, 4]),
         "logreg": lambda: logreg_path,
-        "mirrored": lambda: write_mlp(tmp_path / "2d.safetensors", [16, 2], mirror_average=True),
+        "mirrored": lambda: write_mlp(tmp_path / "2d.safetensors", [16, 2], views=("mirror_average",)),
+        "shifted": lambda: write_mlp(
+            tmp_path / "2d.safetensors", [16, 2], views=("mirror_average", "shift_average")
+        ),
     }
     model = models[kind]()
     output = tmp_path / "embedding.png"
