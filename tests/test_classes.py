@@ -118,19 +118,22 @@ def test_a_handwriting_preset_mirrors_clothes_instead_of_distorting_them(
         mnistkit.train(mnistkit.load_arrays(fashion_npz), preset=preset)
 
 
-def test_the_best_preset_reads_clothes_both_ways_round_and_digits_one_way(
+def test_the_best_preset_reads_clothes_both_ways_round_and_digits_a_pixel_each_way(
     fashion_npz: Path, synthetic_npz: Path, tmp_path: Path
 ) -> None:
-    def mirror_average(data: Path, *options: str) -> bool:
+    def views(data: Path, *options: str) -> tuple[bool, bool]:
+        """The preset's (mirror_average, shift_average) for the data, after the options."""
         output = tmp_path / "m.safetensors"
         result = run("train", data, "-o", output, "--preset", "cnn-best", *options, "--show-config")
         assert result.exit_code == 0, result.output
-        return json.loads(result.stdout)["mirror_average"]
+        config = json.loads(result.stdout)
+        return config["mirror_average"], config["shift_average"]
 
-    assert mirror_average(fashion_npz) is True
-    assert mirror_average(fashion_npz, "--no-mirror-average") is False
-    assert mirror_average(synthetic_npz) is False
-    assert mirror_average(synthetic_npz, "--mirror-average") is True
+    assert views(fashion_npz) == (True, False)
+    assert views(fashion_npz, "--no-mirror-average") == (False, False)
+    assert views(fashion_npz, "--shift-average") == (True, True)
+    assert views(synthetic_npz) == (False, True)
+    assert views(synthetic_npz, "--mirror-average", "--no-shift-average") == (True, False)
 
 
 def test_eval_names_the_classes(fashion_model: Path, fashion_npz: Path, tmp_path: Path) -> None:
