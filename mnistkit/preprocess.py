@@ -244,10 +244,9 @@ def _ink_and_mask(
     """
     background = _background_map(bright, square_px)
     ink = bright - background
-    paper = (
-        np.maximum(np.float32(1.0) - background, np.float32(MIN_PAPER_BRIGHTNESS)) if against_paper else None
-    )
-    if paper is not None:
+    paper = None
+    if against_paper:
+        paper = np.maximum(np.float32(1.0) - background, np.float32(MIN_PAPER_BRIGHTNESS))
         ink = ink / paper
     ink = ink - _faint_ruled_lines(ink)
     if on_paper is not None:
@@ -290,17 +289,17 @@ def _hollowed(bright: np.ndarray, first_mask: np.ndarray, mask: np.ndarray) -> b
     return np.count_nonzero(lost) > HOLLOWED_FRACTION * strokes.size
 
 
-def _ink_is_dark(gray: np.ndarray, median: float) -> bool:
+def _ink_is_dark(gray: np.ndarray, typical_level: float) -> bool:
     """Whether the ink is darker than the page.
 
     A light picture has dark ink. In a dark one the ink may still be dark: a dim photo, or
     a page mostly in shadow. Of the marks darker and lighter than the picture's typical
     level, the ink is then the thinner (a lit part of the page is wide, strokes are thin).
     """
-    if median > 0.5:
+    if typical_level > 0.5:
         return True
-    dark = gray < np.float32(median - MIN_INK_CONTRAST)
-    light = gray > np.float32(median + MIN_INK_CONTRAST)
+    dark = gray < np.float32(typical_level - MIN_INK_CONTRAST)
+    light = gray > np.float32(typical_level + MIN_INK_CONTRAST)
     least = POLARITY_MIN_MARKS * gray.size
     dark_count, light_count = np.count_nonzero(dark), np.count_nonzero(light)
     if dark_count < least or light_count < least:

@@ -351,8 +351,7 @@ def paired_gap_points(plain: np.ndarray, people: np.ndarray) -> tuple[float, flo
     if plain.shape != people.shape:
         raise ValueError(f"{plain.shape} readings against {people.shape}: not the same digits")
     difference = plain.astype(np.float64) - people.astype(np.float64)
-    count = difference.size
-    spread = np.sqrt(max(np.mean(difference**2) - np.mean(difference) ** 2, 0.0) / count)
+    spread = np.sqrt(np.var(difference) / difference.size)
     return 100 * float(np.mean(difference)), 100 * 1.96 * float(spread)
 
 
