@@ -228,6 +228,10 @@ PRESETS: dict[str, Preset] = {
             "epochs": 10,
             "schedule": "one-cycle",
             "augment": "distort",
+            # Chosen on validation (three seeds, 5,000 held-out digits): predicting from each
+            # digit moved a pixel each way too took their errors from 136 to 121 together and
+            # their people-style readings from 98.62% to 98.77% on average.
+            "shift_average": True,
         },
         # Clothes, chosen on validation: mirrored, not distorted like handwriting, and the small
         # net needs more channels and batch norm to fit them; read both ways round, as cnn-best.
@@ -237,18 +241,24 @@ PRESETS: dict[str, Preset] = {
                 "channels": (32, 64),
                 "batch_norm": True,
                 "mirror_average": True,
+                "shift_average": False,
             }
         },
     ),
     "fast": Preset(
-        "make all's default, the fastest way past 99%: a stride-2 conv net, 2 epochs, about 99.3%",
+        "make all's default, the fastest way past 99%: a stride-2 conv net, 2 epochs, about 99.4%",
         {
             **SMALL_CNN_RECIPE,
             "kernel_sizes": (6, 3),
             "strides": (2, 1),
             "epochs": 2,
             "schedule": "epoch-cycles",
+            # Chosen on validation (five seeds, 5,000 held-out digits): predicting from each digit
+            # moved a pixel each way too took their errors from 234 to 222 together and their
+            # people-style readings from 98.28% to 98.41% on average. Clothes gained nothing.
+            "shift_average": True,
         },
+        {"fashion-mnist": {"shift_average": False}},
     ),
     "cnn-best": Preset(
         "the most accurate single model: 3x3 convs 24,24 -> pool -> 48,48 -> pool, batch norm, "
