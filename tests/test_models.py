@@ -95,15 +95,46 @@ def test_numpy_inference_matches_jax(name: str, synthetic_data) -> None:
     assert all(v.dtype == jnp.float32 for v in initialized.values())
     params = _random_params(architecture)
     normalization = NORMALIZATIONS[name]
-    images = synthetic_data["test_images"][:64]
+    images = synthetic_data["test_images"][:150]
     x = inference.normalize(images, normalization)
     apply = jax.jit(lambda p, inputs: jax.nn.softmax(models.apply(p, architecture, inputs)))
     jax_probabilities = np.asarray(apply(params, jnp.asarray(x)))
+    # Batches of 100 and 50: a CNN's first batch is cut again into inference.CNN_CHUNK (64).
     numpy_probabilities = inference.predict_probabilities(
-        params, architecture, normalization, images, batch_size=24
+        params, architecture, normalization, images, batch_size=100
     )
-    assert numpy_probabilities.shape == (64, architecture["num_classes"])
+    assert numpy_probabilities.shape == (150, architecture["num_classes"])
     np.testing.assert_allclose(numpy_probabilities, jax_probabilities, atol=1e-5, rtol=0)
+
+
+def test_training_evaluation_agrees_with_numpy_over_blocks_chunks_and_padding(
+    monkeypatch, synthetic_data
+) -> None:
+    """250 images in blocks of 200 (EVAL_BLOCK rounded up to whole chunks of 100), the second
+    block padded with 150 rows that must count for nothing."""
+    from mnistkit import steps
+    from mnistkit.parallel import make_placement
+    from mnistkit.training_data import Dataset
+
+    monkeypatch.setattr(steps, "EVAL_BLOCK", 120)
+    architecture, normalization = ARCHITECTURES["cnn"], NORMALIZATIONS["cnn"]
+    params = _random_params(architecture)
+    images, labels = (
+        synthetic_data["train_images"][:250],
+        synthetic_data["train_labels"][:250].astype(np.int32),
+    )
+    placement = make_placement(32)
+    evaluate = steps.make_evaluate(architecture, 1, normalization, placement)
+    dataset = Dataset(*(placement.put(array, placement.replicated) for array in (images, labels)))
+    rows = evaluate({name: jnp.asarray(value)[None] for name, value in params.items()}, dataset)
+
+    probabilities = inference.predict_probabilities(params, architecture, normalization, images)
+    loss = -np.mean(np.log(probabilities[np.arange(len(labels)), labels]))
+    accuracy = np.mean(probabilities.argmax(axis=1) == labels)
+    assert 0.05 < accuracy < 0.95  # random weights: some right, some wrong
+    for member_or_ensemble in rows:
+        assert member_or_ensemble[0] == pytest.approx(loss, rel=1e-5)
+        assert member_or_ensemble[1] == pytest.approx(accuracy, abs=1e-9)
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
