@@ -110,8 +110,8 @@ def test_numpy_inference_matches_jax(name: str, synthetic_data) -> None:
 def test_training_evaluation_agrees_with_numpy_over_blocks_chunks_and_padding(
     monkeypatch, synthetic_data
 ) -> None:
-    """250 images in blocks of 200 (EVAL_BLOCK rounded up to whole chunks of 100), the second
-    block padded with 150 rows that must count for nothing."""
+    """On one CPU device, 250 images in blocks of 200 (EVAL_BLOCK rounded up to whole steps of
+    100), the second block padded with 150 rows that must count for nothing."""
     from mnistkit import steps
     from mnistkit.parallel import make_placement
     from mnistkit.training_data import Dataset

@@ -126,6 +126,35 @@ def test_four_devices_train_like_one(tmp_path: Path, scale_npz: Path, one_device
 
 
 @pytest.mark.slow
+def test_evaluation_split_over_three_devices_agrees_with_numpy(
+    tmp_path: Path, scale_npz: Path, synthetic_data
+) -> None:
+    """Evaluation steps of 300 rows, 100 a device; the 200 test digits padded to one block; a
+    CNN reading each digit five times."""
+    output = tmp_path / "three-devices.safetensors"
+    options = ["--model", "cnn", "--channels", "4,8", "--hidden", "16", "--epochs", "1", "--batch-size", "48"]
+    process = mnistkit_process(
+        "train",
+        scale_npz,
+        "-o",
+        output,
+        *options,
+        "--shift-average",
+        xla_flags="--xla_force_host_platform_device_count=3",
+    )
+    assert "data parallel over 3 cpu devices" in finish(process)
+    checkpoint = load_checkpoint(output)
+    labels = synthetic_data["test_labels"]
+    probabilities = checkpoint.predict_probabilities(synthetic_data["test_images"])
+    metrics = checkpoint.metadata["metrics"]
+    assert metrics["test_accuracy"] == pytest.approx(
+        np.mean(probabilities.argmax(axis=1) == labels), abs=1e-9
+    )
+    loss = -np.mean(np.log(probabilities[np.arange(len(labels)), labels]))
+    assert metrics["test_loss"] == pytest.approx(loss, rel=1e-5)
+
+
+@pytest.mark.slow
 def test_devices_that_do_not_divide_the_batch_are_refused(tmp_path: Path, scale_npz: Path) -> None:
     output = tmp_path / "model.safetensors"
     runs = {
