@@ -113,6 +113,12 @@ def draw_digit(digit: int, rng: np.random.Generator, canvas: int = 28, jitter: b
     return np.asarray(image, dtype=np.uint8)
 
 
+def loss_and_accuracy(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Mean negative log-likelihood and accuracy of predicted probabilities, as training reports them."""
+    loss = -np.mean(np.log(probabilities[np.arange(len(labels)), labels]))
+    return float(loss), float(np.mean(probabilities.argmax(axis=1) == labels))
+
+
 def synthetic_arrays(n_train: int = 600, n_test: int = 200, seed: int = 0) -> dict[str, np.ndarray]:
     """A small learnable MNIST look-alike with the real `.npz` keys and dtypes."""
     rng = np.random.default_rng(seed)

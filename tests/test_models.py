@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import loss_and_accuracy
 
 from mnistkit import architectures, inference, models
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint
@@ -129,8 +130,7 @@ def test_training_evaluation_agrees_with_numpy_over_blocks_chunks_and_padding(
     rows = evaluate({name: jnp.asarray(value)[None] for name, value in params.items()}, dataset)
 
     probabilities = inference.predict_probabilities(params, architecture, normalization, images)
-    loss = -np.mean(np.log(probabilities[np.arange(len(labels)), labels]))
-    accuracy = np.mean(probabilities.argmax(axis=1) == labels)
+    loss, accuracy = loss_and_accuracy(probabilities, labels)
     assert 0.05 < accuracy < 0.95  # random weights: some right, some wrong
     for member_or_ensemble in rows:
         assert member_or_ensemble[0] == pytest.approx(loss, rel=1e-5)
@@ -329,10 +329,8 @@ def test_a_mirror_averaged_model_predicts_the_mean_of_each_image_and_its_mirror(
     probabilities = checkpoint.predict_probabilities(images)
     labels = synthetic_data["test_labels"]
     metrics = result.checkpoint.metadata["metrics"]
-    assert float(np.mean(probabilities.argmax(axis=1) == labels)) == pytest.approx(
-        metrics["test_accuracy"], abs=1e-6
-    )
-    loss = -np.mean(np.log(probabilities[np.arange(len(labels)), labels]))
+    loss, accuracy = loss_and_accuracy(probabilities, labels)
+    assert accuracy == pytest.approx(metrics["test_accuracy"], abs=1e-6)
     assert loss == pytest.approx(metrics["test_loss"], abs=1e-5)
     np.testing.assert_allclose(checkpoint.predict_probabilities(images[:, :, ::-1]), probabilities, atol=1e-6)
 
@@ -366,10 +364,8 @@ def test_a_shift_averaged_model_predicts_the_mean_of_each_image_moved_a_pixel_ea
     images, labels = synthetic_data["test_images"], synthetic_data["test_labels"]
     probabilities = checkpoint.predict_probabilities(images)
     metrics = result.checkpoint.metadata["metrics"]
-    assert float(np.mean(probabilities.argmax(axis=1) == labels)) == pytest.approx(
-        metrics["test_accuracy"], abs=1e-6
-    )
-    loss = -np.mean(np.log(probabilities[np.arange(len(labels)), labels]))
+    loss, accuracy = loss_and_accuracy(probabilities, labels)
+    assert accuracy == pytest.approx(metrics["test_accuracy"], abs=1e-6)
     assert loss == pytest.approx(metrics["test_loss"], abs=1e-5)
 
     member = architectures.member_architecture(checkpoint.architecture)
