@@ -57,7 +57,9 @@ PICTURES := $(REPORTS)/mistakes.png $(REPORTS)/confusion.png $(REPORTS)/curves.p
 all: $(REPORTS)/metrics.json $(REPORTS)/samples.png $(REPORTS)/predictions.tsv $(PICTURES) ## run the whole pipeline (DATASET=mnist)
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_./$$()-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/; s|$$(REPORTS)|$(REPORTS)|; s|$$(NPZ)|$(NPZ)|' \
+	@grep -E '^[a-zA-Z_./$$() -]+&?:.*## ' $(MAKEFILE_LIST) | sed -e 's/ *&\?:.*## /\t/' \
+		-e 's|$$(RAW)|$(RAW_DIR)/*.gz|; s|$$(CKPT) $$(HISTORY)|$(CKPT)|' \
+		-e 's|$$(REPORTS)|$(REPORTS)|; s|$$(NPZ)|$(NPZ)|' \
 		| expand -t 28
 
 venv: $(INSTALLED) ## create .venv with mnistkit and its dev tools

@@ -71,6 +71,11 @@ def dataset_details(spec: DatasetSpec) -> str:
         algorithm = spec.downloads[0].published.algorithm_name
         verified = f"the official file's {algorithm} (only the official bytes pass)"
     lines.append(f"verified by {verified}")
+    for entry in spec.downloads:
+        sums = [f"content SHA-256 {entry.sha256}"] if entry.sha256 else []
+        if entry.published:
+            sums.append(f"official {entry.published.algorithm_name} {entry.published.digest}")
+        lines.append(f"checksum    {entry.name}: {', '.join(sums)}")
     lines += [f"mirror      {mirror}" for mirror in spec.mirrors]
     lines.append(
         f"predict     prepares an image as its images were made: {IMAGE_STYLES[spec.image_style].summary}"

@@ -162,7 +162,7 @@ def _class_labels(labels_path: Path, table: np.ndarray, spec: DatasetSpec) -> np
         index = int(out_of_range[0])
         raise MnistkitError(
             f"{labels_path}: label {int(table[index])} at index {index} is outside {low}-{high} "
-            f"({out_of_range.size} such labels)"
+            f"({out_of_range.size} of {table.size} labels out of range)"
         )
     return (table - spec.label_offset).astype(np.uint8)
 

@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -94,6 +95,16 @@ def test_datasets_lists_every_dataset_and_imports_no_numpy() -> None:
     facts = json.loads(run("datasets", "--json").stdout)
     assert [fact["name"] for fact in facts] == list(DATASETS)
     assert "Ankle boot" in run("datasets", "fashion-mnist").stdout
+    details = run("datasets", "emnist-balanced").stdout.splitlines()
+    archive = DATASETS["emnist-balanced"].downloads[0]
+    assert f"checksum    {archive.name}: official SHA-256 {archive.published.digest}" in details
+    mnist_labels = next(
+        entry for entry in DATASETS["mnist"].downloads if entry.name.startswith("t10k-labels")
+    )
+    assert any(
+        line.startswith(f"checksum    {mnist_labels.name}: content SHA-256 {mnist_labels.sha256}")
+        for line in run("datasets", "mnist").stdout.splitlines()
+    )
     code = (
         "import sys\nfrom mnistkit.cli import cli\n"
         "cli.main(args=['datasets'], prog_name='mnistkit', standalone_mode=False)\n"
@@ -137,6 +148,31 @@ def test_make_gives_each_dataset_its_own_files() -> None:
             )
         every_file += [*raw, npz, checkpoint]
     assert len(set(every_file)) == len(every_file)
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
+def test_make_help_lists_every_commented_target_by_its_files(dataset: str) -> None:
+    """`make help` names every target the Makefile describes, grouped recipes too, by the
+    files that target builds for the dataset."""
+    described = [
+        line for line in (REPO_ROOT / "Makefile").read_text().splitlines() if re.match(r"^\S.*:.*## ", line)
+    ]
+    result = subprocess.run(
+        ["make", "-s", "--no-print-directory", "help", f"DATASET={dataset}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    targets = [line.split()[0] for line in result.stdout.splitlines()]
+    assert len(targets) == len(described)
+    raw, npz, checkpoint = (
+        _make_values(dataset, "$(RAW_DIR)"),
+        _make_values(dataset, "$(NPZ)"),
+        _make_values(dataset, "$(CKPT)"),
+    )
+    assert {f"{raw[0]}/*.gz", npz[0], checkpoint[0], "all", "test"} <= set(targets)
+    assert not any("$" in target or "&" in target for target in targets)
 
 
 def test_fashion_mnist_from_a_mirror_that_serves_mnist_under_the_same_names(

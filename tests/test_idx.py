@@ -398,7 +398,7 @@ def test_qmnist_labels_are_the_first_of_eight_int32_columns(tmp_path: Path) -> N
         (_qmnist_table(12)[:, :7], "labels have 7 columns, expected 8"),
         (
             np.where(np.arange(8) == 0, 10, _qmnist_table(12)).astype(np.int32),
-            "label 10 at index 0 is outside 0-9",
+            "label 10 at index 0 is outside 0-9 (12 of 12 labels out of range)",
         ),
         (_qmnist_table(12)[:, 0].astype(np.uint8), "holds labels (magic 2049), not int32 label columns"),
     ],
