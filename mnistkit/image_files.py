@@ -16,15 +16,20 @@ import signal
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
+from mnistkit import interrupts
 from mnistkit.datasets import DEFAULT_DATASET
 from mnistkit.errors import MnistkitError
 from mnistkit.images import load_digit
 
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
 CHUNK_SIZE = 256
+POOL_POLL_S = 0.05  # how often a wait for the pool looks for a held Ctrl-C or SIGTERM
 
 
 @dataclass
@@ -100,16 +105,30 @@ def load_digits(
 
     context = multiprocessing.get_context(_start_method())
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_interrupts)
+    # Ctrl-C or SIGTERM raising inside the pool's own locks and queues can leave one held and
+    # hang the shutdown, so signals are held while the pool is called and taken between calls.
     try:
         in_flight: collections.deque = collections.deque()
         for chunk in itertools.chain([first, second], chunks):
-            in_flight.append(pool.submit(_load_chunk, chunk, preprocess, style))
+            with interrupts.deferred():
+                in_flight.append(pool.submit(_load_chunk, chunk, preprocess, style))
             if len(in_flight) >= 2 * workers:
-                yield in_flight.popleft().result()
+                yield _result(in_flight.popleft())
         while in_flight:
-            yield in_flight.popleft().result()
+            yield _result(in_flight.popleft())
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        with interrupts.deferred():
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _result(future: Future) -> list[LoadedDigit]:
+    """The future's result, waited for with signals held and taken every POOL_POLL_S."""
+    with interrupts.deferred():
+        while True:
+            try:
+                return future.result(timeout=POOL_POLL_S)
+            except TimeoutError:
+                interrupts.raise_if_interrupted()
 
 
 def _start_method() -> str | None:
