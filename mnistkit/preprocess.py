@@ -84,6 +84,10 @@ PAPER_EDGE_PX = 2
 # Marks darker or lighter than the page that cover less than this fraction of it are noise
 # when the ink's colour is decided.
 POLARITY_MIN_MARKS = 0.002
+# Light marks along at least this fraction of the picture's border are a lit part of a page
+# in shadow, not a light digit's strokes: dark ink is then also looked for against the page
+# around it.
+LIT_BORDER_FRACTION = 0.1
 # Ink past a gap at either end of the digit holding less than this fraction of all ink is a speck.
 SPECK_FRACTION = 0.05
 # Ink touching the border is dropped when the ink elsewhere is a digit: it spans at least this
@@ -295,6 +299,9 @@ def _ink_is_dark(gray: np.ndarray, typical_level: float) -> bool:
     A light picture has dark ink. In a dark one the ink may still be dark: a dim photo, or
     a page mostly in shadow. Of the marks darker and lighter than the picture's typical
     level, the ink is then the thinner (a lit part of the page is wide, strokes are thin).
+    A pencil on the shadowed part, or in a lit patch, is no darker than that typical level:
+    where the light marks line the border (a lit part of the page), dark marks are those
+    darker than the page around them.
     """
     if typical_level > 0.5:
         return True
@@ -302,9 +309,21 @@ def _ink_is_dark(gray: np.ndarray, typical_level: float) -> bool:
     light = gray > np.float32(typical_level + MIN_INK_CONTRAST)
     least = POLARITY_MIN_MARKS * gray.size
     dark_count, light_count = np.count_nonzero(dark), np.count_nonzero(light)
+    lit_border = ring(light)
+    if dark_count < least and np.count_nonzero(lit_border) > LIT_BORDER_FRACTION * lit_border.size:
+        dark = _darker_than_the_page_around(gray)
+        dark_count = np.count_nonzero(dark)
     if dark_count < least or light_count < least:
         return dark_count > light_count
     return stroke_width_px(dark) < stroke_width_px(light)
+
+
+def _darker_than_the_page_around(gray: np.ndarray) -> np.ndarray:
+    """Marks darker than the page's level around them (under a square a quarter of the
+    picture wide) by MIN_INK_CONTRAST of that level's brightness, as dark ink is measured."""
+    square_px = BACKGROUND_SQUARE_FRACTION * max(gray.shape)
+    page = np.float32(1.0) - _background_map(np.float32(1.0) - gray, square_px)
+    return page - gray > np.float32(MIN_INK_CONTRAST) * np.maximum(page, np.float32(MIN_PAPER_BRIGHTNESS))
 
 
 def _find_paper(gray: np.ndarray, cumulative: np.ndarray) -> np.ndarray | None:

@@ -17,7 +17,7 @@ import pytest
 from conftest import draw_large_digit
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from mnistkit.checkpoint import load_checkpoint
 from mnistkit.datasets import IMAGE_STYLES
@@ -301,6 +301,40 @@ def test_the_corner_of_a_shadow_beside_the_digit_is_not_ink(digit: int, tmp_path
     took it for ink."""
     path = save(photo(digit, shadow=(0.45, 165, 0.2)), tmp_path / "wedge.jpg", quality=90)
     assert similarity(load_digit(path), clean_digit(digit)) > 0.95
+
+
+def faint_pencil_photo(
+    digit: int, shadow: tuple[float, float, float] | None, offset_px: tuple[int, int]
+) -> np.ndarray:
+    """A light pencil's grainy `digit` (placed `offset_px` from the middle) on white paper
+    under a hard `shadow`, slightly blurred as a phone takes it; gray in [0, 1]."""
+    rng = np.random.default_rng(digit)
+    page = people_style.sheet(PAGE_PX, people_style.PAPERS["white"], rng)
+    coverage = draw_large_digit(digit, 70, PAGE_PX, offset_px, stroke_px=0) / 255
+    people_style.put_ink(page, coverage, people_style.PENS["pencil"], (0, 0), rng, opacity=0.7)
+    if shadow is not None:
+        page = people_style.cast_shadow(page, *shadow, softness_px=1.5)
+    image = Image.fromarray(people_style.to_uint8(page)).filter(ImageFilter.GaussianBlur(1.0))
+    return np.asarray(image.convert("L"), np.float32) / 255
+
+
+@pytest.mark.parametrize(
+    ("place", "shadow", "offset_px"),
+    [
+        ("in the shadow, a lit strip along one side", (0.55, 60, -0.3), (0, 0)),
+        ("in the lit corner", (0.55, 45, -0.2), (50, -50)),
+    ],
+)
+@pytest.mark.parametrize("digit", range(10))
+def test_faint_pencil_on_a_page_mostly_in_shadow_is_dark_ink(
+    place: str, shadow: tuple[float, float, float], offset_px: tuple[int, int], digit: int
+) -> None:
+    """The page's typical level is the shadow's, and a light pencil there, or in the lit
+    part, is no darker than it: the lit part was taken for light ink on a dark page, and the
+    28x28 image was the shadow's edge (correlation 0.1 to 0.5 with the digit)."""
+    lit = preprocess_digit(faint_pencil_photo(digit, None, offset_px), "lit.png")
+    shadowed = preprocess_digit(faint_pencil_photo(digit, shadow, offset_px), "shadowed.png")
+    assert similarity(shadowed, lit) > 0.7, place
 
 
 @pytest.mark.parametrize("loop_px", [100, 140])
