@@ -123,11 +123,14 @@ def load_digits(
 
 def _result(future: Future) -> list[LoadedDigit]:
     """The future's result, waited for with signals held and taken every POOL_POLL_S."""
+    # Not the builtin TimeoutError: Python 3.10's futures raise their own.
+    from concurrent.futures import TimeoutError as WaitTimedOut
+
     with interrupts.deferred():
         while True:
             try:
                 return future.result(timeout=POOL_POLL_S)
-            except TimeoutError:
+            except WaitTimedOut:
                 interrupts.raise_if_interrupted()
 
 
