@@ -35,12 +35,16 @@ CHUNKS_PER_EPOCH = 8
 def initial_state(
     config: TrainConfig, architecture: Architecture, optimizer: optax.GradientTransformation
 ) -> TrainState:
-    """Each member's model from `PRNGKey(its seed)`, stacked, and fresh optimizer state."""
+    """Each member's model from `PRNGKey(its seed)`, stacked, and fresh optimizer state.
+
+    Stacked by numpy and the optimizer's state made in one compiled program: op by op, every
+    tensor's shape compiled its own small programs, a second of a 2-core machine.
+    """
     members = [
         models.init(jax.random.PRNGKey(seed), architecture, config.init) for seed in config.member_seeds
     ]
-    params = {name: jnp.stack([member[name] for member in members]) for name in members[0]}
-    return TrainState(params, jax.vmap(optimizer.init)(trainable(params)))
+    params = {name: jnp.asarray(np.stack([member[name] for member in members])) for name in members[0]}
+    return TrainState(params, jax.jit(jax.vmap(optimizer.init))(trainable(params)))
 
 
 def checkpoint_tensors(state: TrainState) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -167,18 +171,30 @@ class EpochInputs:
     members' augmentation keys (members, 2), from each member's own key chain.
 
     The next epoch's are drawn in a background thread while the current one trains: the
-    permutation takes about 40 ms, a tenth of a seed epoch. `close()` ends the thread.
+    permutation takes about 40 ms, a tenth of a seed epoch. The first epoch's is drawn from
+    the start, while the models are made: compiling the random functions takes most of a
+    second. `close()` ends the thread.
     """
 
-    def __init__(self, config: TrainConfig, size: int, first_epoch: int) -> None:
-        self._chains = [epoch_keys(seed) for seed in config.member_seeds]
-        for _ in range(first_epoch - 1):
-            for chain in self._chains:
-                next(chain)
+    def __init__(self, config: TrainConfig, size: int) -> None:
+        self._seeds = config.member_seeds
         self._size, self._batch_size = size, config.batch_size
         self.chunks = chunks_per_epoch(size, config.batch_size)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self._begin_at(1)
+
+    def _begin_at(self, first_epoch: int) -> None:
+        self._chains = [epoch_keys(seed) for seed in self._seeds]
+        for _ in range(first_epoch - 1):
+            for chain in self._chains:
+                next(chain)
         self._upcoming = self._pool.submit(self._draw)
+
+    def start_at(self, first_epoch: int) -> None:
+        """Begin at `first_epoch` instead of the first (a resumed run)."""
+        if first_epoch > 1:
+            self._upcoming.result()
+            self._begin_at(first_epoch)
 
     def _draw(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         keys = [next(chain) for chain in self._chains]

@@ -114,7 +114,13 @@ def train(
     config = setup.config
     state_file = run_state.state_path(checkpoint_path) if save_every > 0 else None
     run_fingerprint = run_state.fingerprint(config, data_sha256, setup.placement.device_count)
-    state, history = _starting_point(setup, resume_from, state_file, run_fingerprint, restart, log)
+    inputs = EpochInputs(config, setup.data.train.size)
+    try:
+        state, history = _starting_point(setup, resume_from, state_file, run_fingerprint, restart, log)
+        inputs.start_at(len(history) + 1)
+    except BaseException:
+        inputs.close()
+        raise
     state = setup.placement.put_replicated(state)
 
     def finish(state: TrainState, history: list[dict[str, Any]]) -> TrainResult:
@@ -126,7 +132,6 @@ def train(
             )
         return result
 
-    inputs = EpochInputs(config, setup.data.train.size, first_epoch=len(history) + 1)
     completed = (state, history)  # one assignment, so an interrupt never sees the two disagree
     try:
         for epoch in range(len(history) + 1, config.epochs + 1):

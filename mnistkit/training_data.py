@@ -17,6 +17,10 @@ from mnistkit.config import TrainConfig
 from mnistkit.datasets import DATASETS, DEFAULT_DATASET, named_by_digits
 from mnistkit.errors import MnistkitError
 
+# np.bincount widens its input to int64 first: 60,000 images at once took 1.2 s of a 2-core
+# machine, a million pixels at a time 0.1 s.
+HISTOGRAM_CHUNK = 1 << 20
+
 
 @dataclass
 class Dataset:
@@ -89,7 +93,11 @@ def normalization_of(kind: str, train_images: np.ndarray) -> dict[str, Any]:
     """Unit scaling, or the training pixels' mean and std (exact, from a histogram) after /255."""
     if kind == "unit":
         return {"kind": "unit"}
-    counts = np.bincount(train_images.ravel(), minlength=256).astype(np.float64)
+    counts = np.zeros(256, np.int64)
+    flat = train_images.ravel()
+    for start in range(0, flat.size, HISTOGRAM_CHUNK):
+        counts += np.bincount(flat[start : start + HISTOGRAM_CHUNK], minlength=256)
+    counts = counts.astype(np.float64)
     values = np.arange(256, dtype=np.float64) / 255.0
     mean = float((counts * values).sum() / counts.sum())
     std = float(math.sqrt((counts * (values - mean) ** 2).sum() / counts.sum()))

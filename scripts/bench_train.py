@@ -169,7 +169,7 @@ def mnistkit_ms_per_step(arrays: dict[str, np.ndarray], config: TrainConfig, rou
     placement = setup.placement
     architecture = member_architecture(setup.architecture)
     state = placement.put_replicated(initial_state(setup.config, architecture, setup.optimizer))
-    inputs = EpochInputs(setup.config, setup.data.train.size, first_epoch=1)
+    inputs = EpochInputs(setup.config, setup.data.train.size)
     indices, weights, keys = inputs.next_epoch(more_to_come=False)
     inputs.close()
     keys, batches = placement.put(keys, placement.replicated), placement.split(3, 2)

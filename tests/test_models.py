@@ -290,16 +290,23 @@ def test_max_pool_gradient_goes_to_the_first_maximum_of_each_window() -> None:
     assert tied[0, :, :, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
 
 
-def test_uniform_init_is_pytorchs_default() -> None:
+@pytest.mark.parametrize("seed", [0, 3])
+def test_uniform_init_is_pytorchs_default(seed: int) -> None:
+    """Each tensor is its own key's draw (`split(key, tensors)`) as drawing it alone gives,
+    though all are drawn as one row per key."""
     architecture = ARCHITECTURES["cnn-stride-2"]
     params = {
         name: np.asarray(value)
-        for name, value in models.init(jax.random.PRNGKey(0), architecture, "uniform").items()
+        for name, value in models.init(jax.random.PRNGKey(seed), architecture, "uniform").items()
     }
-    for name, value in params.items():
+    assert list(params) == list(architectures.param_shapes(architecture))  # the keys' order
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(params))
+    for key, (name, value) in zip(keys, params.items(), strict=True):
         layer = name.rsplit(".", 1)[0]
         bound = 1 / np.sqrt(np.prod(params[f"{layer}.kernel"].shape[:-1]))
         assert 0.8 * bound < np.abs(value).max() <= bound, name
+        alone = np.asarray(jax.random.uniform(key, value.shape, jnp.float32, -1.0, 1.0)) * np.float32(bound)
+        np.testing.assert_array_equal(value, alone, err_msg=name)
 
 
 @pytest.mark.parametrize("stride", [1, 2])

@@ -424,6 +424,19 @@ def test_nan_loss_stops_training_without_a_checkpoint(tmp_path: Path, synthetic_
     assert not output.exists() and not history.exists()
 
 
+def test_standard_normalization_is_the_pixels_exact_mean_and_std() -> None:
+    """Counted a chunk of pixels at a time: more pixels than one chunk, one chunk's worth of
+    them bright, so a chunk counted twice or left out moves the mean."""
+    from mnistkit.training_data import HISTOGRAM_CHUNK, normalization_of
+
+    images = np.random.default_rng(0).integers(0, 60, (3 * HISTOGRAM_CHUNK // 784 + 5, 28, 28), np.uint8)
+    images.reshape(-1)[HISTOGRAM_CHUNK : 2 * HISTOGRAM_CHUNK] = 255
+    pixels = images.astype(np.float64) / 255.0
+    normalization = normalization_of("standard", images)
+    assert normalization["mean"] == pytest.approx(pixels.mean(), rel=1e-12)
+    assert normalization["std"] == pytest.approx(pixels.std(), rel=1e-12)
+
+
 def test_last_partial_batch_is_trained_and_padding_is_weightless() -> None:
     import jax
 
