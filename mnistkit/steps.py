@@ -266,10 +266,14 @@ def make_evaluate(
 
     def member_log_probabilities(params, x):
         views = image_views(x, architecture, jnp)
-        scores = [jax.nn.log_softmax(models.apply(params, architecture, view)) for view in views]
-        if len(scores) == 1:
-            return scores[0]
-        return functools.reduce(jnp.logaddexp, scores) - jnp.log(jnp.float32(len(scores)))
+        if len(views) == 1:
+            return jax.nn.log_softmax(models.apply(params, architecture, views[0]))
+        # The views take turns through one copy of the model: a copy per view compiled ~2 s
+        # longer for `fast`'s five, and ran no faster.
+        scores = jax.lax.map(
+            lambda view: jax.nn.log_softmax(models.apply(params, architecture, view)), jnp.stack(views)
+        )
+        return functools.reduce(jnp.logaddexp, list(scores)) - jnp.log(jnp.float32(len(views)))
 
     log_probabilities = over_members(member_log_probabilities, members, (0, None))
     replicated, split, split_images = placement.replicated, placement.split(1, 0), placement.split(3, 0)
