@@ -290,23 +290,32 @@ def test_max_pool_gradient_goes_to_the_first_maximum_of_each_window() -> None:
     assert tied[0, :, :, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
 
 
+@pytest.mark.parametrize("partitionable", [True, False], ids=["partitionable", "classic threefry"])
 @pytest.mark.parametrize("seed", [0, 3])
-def test_uniform_init_is_pytorchs_default(seed: int) -> None:
+def test_uniform_init_is_pytorchs_default(seed: int, partitionable: bool) -> None:
     """Each tensor is its own key's draw (`split(key, tensors)`) as drawing it alone gives,
-    though all are drawn as one row per key."""
+    though all are drawn as one row per key (or one by one, where JAX's classic threefry
+    makes an element's bits depend on the shape)."""
     architecture = ARCHITECTURES["cnn-stride-2"]
-    params = {
-        name: np.asarray(value)
-        for name, value in models.init(jax.random.PRNGKey(seed), architecture, "uniform").items()
-    }
+    default = jax.config.jax_threefry_partitionable
+    jax.config.update("jax_threefry_partitionable", partitionable)
+    try:
+        params = {
+            name: np.asarray(value)
+            for name, value in models.init(jax.random.PRNGKey(seed), architecture, "uniform").items()
+        }
+        keys = jax.random.split(jax.random.PRNGKey(seed), len(params))
+        alone = [
+            jax.random.uniform(key, value.shape, jnp.float32, -1.0, 1.0)
+            for key, value in zip(keys, params.values())
+        ]
+    finally:
+        jax.config.update("jax_threefry_partitionable", default)
     assert list(params) == list(architectures.param_shapes(architecture))  # the keys' order
-    keys = jax.random.split(jax.random.PRNGKey(seed), len(params))
-    for key, (name, value) in zip(keys, params.items(), strict=True):
+    for draw, (name, value) in zip(alone, params.items(), strict=True):
         layer = name.rsplit(".", 1)[0]
         bound = 1 / np.sqrt(np.prod(params[f"{layer}.kernel"].shape[:-1]))
-        assert 0.8 * bound < np.abs(value).max() <= bound, name
-        alone = np.asarray(jax.random.uniform(key, value.shape, jnp.float32, -1.0, 1.0)) * np.float32(bound)
-        np.testing.assert_array_equal(value, alone, err_msg=name)
+        np.testing.assert_array_equal(value, np.asarray(draw) * np.float32(bound), err_msg=name)
 
 
 @pytest.mark.parametrize("stride", [1, 2])
