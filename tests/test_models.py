@@ -307,7 +307,7 @@ def test_uniform_init_is_pytorchs_default(seed: int, partitionable: bool) -> Non
         keys = jax.random.split(jax.random.PRNGKey(seed), len(params))
         alone = [
             jax.random.uniform(key, value.shape, jnp.float32, -1.0, 1.0)
-            for key, value in zip(keys, params.values())
+            for key, value in zip(keys, params.values(), strict=True)
         ]
     finally:
         jax.config.update("jax_threefry_partitionable", default)
