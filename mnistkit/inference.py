@@ -6,11 +6,11 @@ Each model's forward is named in the table of `architectures.py`; the JAX models
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from mnistkit.architectures import (
     BATCH_NORM_EPSILON,
@@ -54,17 +54,16 @@ def dense_stack(
 
 
 def _conv2d_valid(x: np.ndarray, kernel: np.ndarray, stride: int = 1) -> np.ndarray:
-    """(N, H, W, C) * (k, k, C, F): patches from shifted, stepped slices, then one matmul (im2col)."""
-    size = kernel.shape[0]
-    height, width = (x.shape[1] - size) // stride + 1, (x.shape[2] - size) // stride + 1
-    patches = np.concatenate(
-        [
-            x[:, i : i + stride * (height - 1) + 1 : stride, j : j + stride * (width - 1) + 1 : stride, :]
-            for i, j in itertools.product(range(size), range(size))
-        ],
-        axis=-1,
-    )
-    return patches @ kernel.reshape(-1, kernel.shape[-1])
+    """(N, H, W, C) * (k, k, C, F): every patch laid out as a row (im2col), then one matmul.
+
+    The rows are copied once from a strided window view; on 4-D patches numpy's matmul would
+    run one small product per image row, four times slower for the `fast` net's second layer.
+    """
+    size, features = kernel.shape[0], kernel.shape[-1]
+    windows = sliding_window_view(x, (size, size), axis=(1, 2))[:, ::stride, ::stride]
+    count, height, width, channels = windows.shape[:4]
+    patches = windows.transpose(0, 1, 2, 4, 5, 3).reshape(count * height * width, size * size * channels)
+    return (patches @ kernel.reshape(-1, features)).reshape(count, height, width, features)
 
 
 def cnn(params: Params, architecture: Architecture, inputs: np.ndarray) -> np.ndarray:
