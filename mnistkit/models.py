@@ -31,23 +31,28 @@ from mnistkit.datasets import IMAGE_SHAPE
 
 Params = dict[str, jax.Array]
 
+# Elements the initial draws may make beyond the tensors' own to draw them as one row per key
+# (16 MB): the `fast` net's eight tensors are one row each of its largest, 200k.
+ROW_SLACK = 1 << 22
+
 
 def init(key: jax.Array, architecture: Architecture, scheme: str = "he") -> Params:
     """The initial parameters; batch norms start as the identity.
 
-    "he": He-normal kernels (std sqrt(2 / fan_in)) and zero biases, one key per layer in layer
-    order: with two dense layers, exactly what the seed trainer draws from the same key.
-    "uniform": PyTorch's default, kernels and biases uniform in +-1/sqrt(fan_in).
+    "he": He-normal kernels (std sqrt(2 / fan_in)) and zero biases, one key per kernel in
+    layer order: with two dense layers, exactly what the seed trainer draws from the same key.
+    "uniform": PyTorch's default, kernels and biases uniform in +-1/sqrt(fan_in), one key per
+    tensor in layer order (a batch norm's tensors take theirs, undrawn).
     The draws compile as one program and the scaling as another (op by op, each shape would
     compile its own; in one program, XLA could fuse the two and round differently).
     """
     shapes = param_shapes(architecture)
     scales = _uniform_bounds(shapes) if scheme == "uniform" else _he_scales(shapes)
-    drawn = [name for name in shapes if name in scales]
-    distribution = "uniform" if scheme == "uniform" else "normal"
-    draws = _draws(key, tuple(shapes[name] for name in drawn), distribution)
+    keyed = list(shapes) if scheme == "uniform" else list(scales)
+    slots = tuple(shapes[name] if name in scales else None for name in keyed)
+    draws = _draws(key, slots, "uniform" if scheme == "uniform" else "normal")
     layout = tuple((name, shape, scales.get(name)) for name, shape in shapes.items())
-    params = _scaled(dict(zip(drawn, draws, strict=True)), layout)
+    params = _scaled(dict(zip([name for name in keyed if name in scales], draws, strict=True)), layout)
     return {name: params[name] for name in shapes}  # in layer order, not jit's sorted one
 
 
@@ -84,24 +89,50 @@ def _scaled(
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
-def _draws(key: jax.Array, shapes: tuple[tuple[int, ...], ...], distribution: str) -> list[jax.Array]:
-    """One draw per tensor from its own key (`split(key, len(shapes))`), in one program:
-    standard normal, or uniform in [-1, 1].
+def _draws(key: jax.Array, slots: tuple[tuple[int, ...] | None, ...], distribution: str) -> list[jax.Array]:
+    """A draw of each shape in `slots` from its slot's key (`split(key, len(slots))`; a None
+    slot takes its key and draws nothing), standard normal or uniform in [-1, 1], in one program.
 
     With JAX's partitionable threefry (its default), an element's random bits depend only on
-    its key and its index, so each tensor is the head of one row drawn for all keys at once:
-    the very numbers of drawing each shape on its own, but one random-number kernel to
-    compile instead of one per shape (XLA:CPU took 2.5 s for the `fast` net's eight).
+    its key and its index, so a tensor is the head of a longer row drawn from its key: tensors
+    of similar sizes (`_row_groups`) are drawn as one row per key, the very numbers of drawing
+    each on its own, with a random-number kernel to compile per group instead of per shape
+    (XLA:CPU took 2.5 s for the `fast` net's eight).
     """
-    keys = jax.random.split(key, len(shapes))
+    keys = jax.random.split(key, len(slots))
     if distribution == "normal":
         sample = functools.partial(jax.random.normal, dtype=jnp.float32)
     else:
         sample = functools.partial(jax.random.uniform, dtype=jnp.float32, minval=-1.0, maxval=1.0)
+    drawn = [slot for slot, shape in enumerate(slots) if shape is not None]
     if not jax.config.jax_threefry_partitionable:
-        return [sample(k, shape) for k, shape in zip(keys, shapes, strict=True)]
-    rows = jax.vmap(lambda k: sample(k, (max(math.prod(shape) for shape in shapes),)))(keys)
-    return [row[: math.prod(shape)].reshape(shape) for row, shape in zip(rows, shapes, strict=True)]
+        return [sample(keys[slot], slots[slot]) for slot in drawn]
+    sizes = [math.prod(slots[slot]) for slot in drawn]
+    draws = {}
+    for group in _row_groups(sizes):
+        row_shape = (sizes[group[0]],)
+        rows = jax.vmap(functools.partial(sample, shape=row_shape))(
+            keys[np.asarray([drawn[i] for i in group])]
+        )
+        for row, i in zip(rows, group, strict=True):
+            draws[i] = row[: sizes[i]].reshape(slots[drawn[i]])
+    return [draws[i] for i in range(len(drawn))]
+
+
+def _row_groups(sizes: list[int]) -> list[list[int]]:
+    """The tensors (indices into `sizes`) drawn together, as rows as long as each group's
+    largest: largest first, each joining the last group while the rows hold at most a quarter
+    more elements than its tensors, or at most ROW_SLACK more."""
+    groups: list[list[int]] = []
+    for index in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
+        if groups:
+            group = groups[-1]
+            total = sum(sizes[i] for i in group) + sizes[index]
+            if (len(group) + 1) * sizes[group[0]] <= max(1.25 * total, total + ROW_SLACK):
+                group.append(index)
+                continue
+        groups.append([index])
+    return groups
 
 
 def _activation(architecture: Architecture):

@@ -193,7 +193,7 @@ class EpochInputs:
     def start_at(self, first_epoch: int) -> None:
         """Begin at `first_epoch` instead of the first (a resumed run)."""
         if first_epoch > 1:
-            self._upcoming.result()
+            concurrent.futures.wait([self._upcoming])  # its chains' turn is over; its draw unused
             self._begin_at(first_epoch)
 
     def _draw(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

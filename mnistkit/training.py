@@ -118,10 +118,10 @@ def train(
     try:
         state, history = _starting_point(setup, resume_from, state_file, run_fingerprint, restart, log)
         inputs.start_at(len(history) + 1)
+        state = setup.placement.put_replicated(state)
     except BaseException:
         inputs.close()
         raise
-    state = setup.placement.put_replicated(state)
 
     def finish(state: TrainState, history: list[dict[str, Any]]) -> TrainResult:
         result = _result(setup, state, history)

@@ -290,32 +290,44 @@ def test_max_pool_gradient_goes_to_the_first_maximum_of_each_window() -> None:
     assert tied[0, :, :, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
 
 
+WIDE_MLP = {"model": "mlp", "hidden": [1500, 1500], "activation": "relu", "num_classes": 10}
+
+
 @pytest.mark.parametrize("partitionable", [True, False], ids=["partitionable", "classic threefry"])
-@pytest.mark.parametrize("seed", [0, 3])
-def test_uniform_init_is_pytorchs_default(seed: int, partitionable: bool) -> None:
-    """Each tensor is its own key's draw (`split(key, tensors)`) as drawing it alone gives,
-    though all are drawn as one row per key (or one by one, where JAX's classic threefry
-    makes an element's bits depend on the shape)."""
-    architecture = ARCHITECTURES["cnn-stride-2"]
+@pytest.mark.parametrize(
+    "architecture",
+    [ARCHITECTURES["cnn-stride-2"], ARCHITECTURES["cnn-batch-norm"], WIDE_MLP],
+    ids=["cnn", "batch norm", "rows in two groups"],
+)
+def test_uniform_init_is_pytorchs_default(architecture: dict, partitionable: bool) -> None:
+    """Each tensor is its own key's draw (`split(key, tensors)`, a batch norm's tensors taking
+    theirs undrawn) as drawing it alone gives, though tensors of similar sizes are drawn as one
+    row per key (one by one where JAX's classic threefry makes an element's bits depend on the
+    shape); a batch norm starts as the identity."""
+    shapes = architectures.param_shapes(architecture)
     default = jax.config.jax_threefry_partitionable
     jax.config.update("jax_threefry_partitionable", partitionable)
     try:
         params = {
             name: np.asarray(value)
-            for name, value in models.init(jax.random.PRNGKey(seed), architecture, "uniform").items()
+            for name, value in models.init(jax.random.PRNGKey(3), architecture, "uniform").items()
         }
-        keys = jax.random.split(jax.random.PRNGKey(seed), len(params))
-        alone = [
-            jax.random.uniform(key, value.shape, jnp.float32, -1.0, 1.0)
-            for key, value in zip(keys, params.values(), strict=True)
-        ]
+        keys = jax.random.split(jax.random.PRNGKey(3), len(shapes))
+        alone = {
+            name: np.asarray(jax.random.uniform(key, shape, jnp.float32, -1.0, 1.0))
+            for key, (name, shape) in zip(keys, shapes.items(), strict=True)
+        }
     finally:
         jax.config.update("jax_threefry_partitionable", default)
-    assert list(params) == list(architectures.param_shapes(architecture))  # the keys' order
-    for draw, (name, value) in zip(alone, params.items(), strict=True):
-        layer = name.rsplit(".", 1)[0]
-        bound = 1 / np.sqrt(np.prod(params[f"{layer}.kernel"].shape[:-1]))
-        np.testing.assert_array_equal(value, np.asarray(draw) * np.float32(bound), err_msg=name)
+    assert list(params) == list(shapes)  # in layer order
+    for name, value in params.items():
+        layer, kind = name.rsplit(".", 1)
+        if f"{layer}.kernel" in shapes:
+            bound = 1 / np.sqrt(np.prod(shapes[f"{layer}.kernel"][:-1]))
+            np.testing.assert_array_equal(value, alone[name] * np.float32(bound), err_msg=name)
+        else:
+            identity = np.full(shapes[name], kind in ("scale", "var"), np.float32)
+            np.testing.assert_array_equal(value, identity, err_msg=name)
 
 
 @pytest.mark.parametrize("stride", [1, 2])
