@@ -3,7 +3,10 @@
 An interrupted or failed write never leaves a file under the final name, so make never
 takes a half-written artifact as done. Temp names carry the writer's pid so a later run
 can remove the leftovers of a killed one without touching a live writer's file.
-The path `-` means standard output, as it does for every mnistkit output.
+The path `-` means standard output, as it does for every mnistkit output. A device, a pipe
+or /dev/stdout is written in place (a rename would put a plain file where it was); a link
+to a file has its file replaced, the link kept. New files get the umask's permissions and
+a replaced file keeps its own.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +22,7 @@ from typing import IO
 
 from mnistkit.errors import MnistkitError
 
-_WRITE_ERRNOS = {
+WRITE_ERRNOS = {
     errno.EACCES: "permission denied",
     errno.EPERM: "permission denied",
     errno.EROFS: "read-only file system",
@@ -65,6 +69,28 @@ def remove_stale_temp_files(path: Path) -> None:
 STDOUT = "-"
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()  # read once, at import, before any thread could create a file
+
+
+def written_in_place(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is a device or a stream rather than a file to replace: /dev/null, a
+    pipe, /dev/stdout, a shell's process substitution (/dev/fd/N)."""
+    absolute = os.path.abspath(path)
+    if absolute.startswith(("/proc/", "/dev/")) and not absolute.startswith("/dev/shm/"):
+        return True
+    try:
+        mode = os.stat(absolute).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 def check_writable_target(path: str | os.PathLike[str]) -> None:
     """Fail early, before any work, when `path` cannot be written (`-`, stdout, always can)."""
     if str(path) == STDOUT:
@@ -72,7 +98,11 @@ def check_writable_target(path: str | os.PathLike[str]) -> None:
     path = Path(path)
     if path.is_dir():
         raise MnistkitError(f"{path}: is a directory, expected a file path")
-    parent = path.parent
+    if written_in_place(path):
+        if path.exists() and not os.access(path, os.W_OK):
+            raise MnistkitError(f"{path}: is not writable")
+        return
+    parent = Path(os.path.realpath(path)).parent
     if not parent.is_dir():
         raise MnistkitError(f"{path}: output folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
@@ -90,7 +120,7 @@ def make_output_folder(folder: Path) -> None:
 
 
 def describe_write_error(path: Path, error: OSError) -> MnistkitError:
-    reason = _WRITE_ERRNOS.get(error.errno or 0, error.strerror or str(error))
+    reason = WRITE_ERRNOS.get(error.errno or 0, error.strerror or str(error))
     return MnistkitError(f"{path}: cannot write: {reason}")
 
 
@@ -101,10 +131,24 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
     if str(path) == STDOUT:
         yield _stdout(mode)
         return
+    check_writable_target(path)
+    encoding, errors = (None, None) if "b" in mode else ("utf-8", "surrogateescape")
+    if written_in_place(path):
+        try:
+            with open(path, mode, encoding=encoding, errors=errors) as handle:
+                yield handle
+        except OSError as error:
+            if error.errno in WRITE_ERRNOS:
+                raise describe_write_error(Path(path), error) from None
+            raise
+        return
     import tempfile  # here, not at the top: it costs predict's startup 7 ms when nothing is written
 
-    path = Path(path)
-    check_writable_target(path)
+    path = Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
+    try:
+        permissions = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        permissions = 0o666 & ~_UMASK
     remove_stale_temp_files(path)
     try:
         fd, temp_name = tempfile.mkstemp(
@@ -112,18 +156,17 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
         )
     except OSError as error:
         raise describe_write_error(path, error) from None
-    encoding = None if "b" in mode else "utf-8"
     try:
-        with os.fdopen(fd, mode, encoding=encoding) as handle:
+        with os.fdopen(fd, mode, encoding=encoding, errors=errors) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temp_name, 0o644)
+        os.chmod(temp_name, permissions)
         os.replace(temp_name, path)
     except BaseException as error:
         with contextlib.suppress(OSError):
             os.unlink(temp_name)
-        if isinstance(error, OSError) and error.errno in _WRITE_ERRNOS:
+        if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
             raise describe_write_error(path, error) from None
         raise
     _fsync_directory(path.parent)

@@ -16,21 +16,57 @@ import click
 
 from mnistkit import __version__
 from mnistkit.architectures import ACTIVATIONS, MODEL_KINDS, MODELS
-from mnistkit.atomic import STDOUT, check_writable_target
+from mnistkit.atomic import (
+    STDOUT,
+    WRITE_ERRNOS,
+    check_writable_target,
+    describe_write_error,
+    written_in_place,
+)
 from mnistkit.config import INITS, NORMALIZATIONS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
 from mnistkit.datasets import DATASET_NAMES, DEFAULT_DATASET, named_by_digits
-from mnistkit.errors import MnistkitError
+from mnistkit.errors import EXIT_BROKEN_PIPE, MnistkitError
 from mnistkit.mirrors import DEFAULT_CACHE_DIR, DEFAULT_MIN_RATE_BYTES_PER_S, DEFAULT_TIMEOUT_S, MIRROR_ENV
 
 
+class MnistkitCommand(click.Command):
+    """A command whose output paths are checked, before it runs, against its inputs and each
+    other: `train data.npz -o data.npz` would replace the data with the model."""
+
+    def invoke(self, ctx: click.Context):
+        _check_outputs_apart(ctx)
+        return super().invoke(ctx)
+
+
 class MnistkitGroup(click.Group):
-    """Turns MnistkitError into one line on stderr and exit status 1, never a traceback."""
+    """Turns MnistkitError into one line on stderr and exit status 1, never a traceback; so
+    too a standard output that cannot be written (a full disk). A reader that stops early
+    (`| head`) ends the command quietly with 141, as SIGPIPE ends other tools."""
+
+    command_class = MnistkitCommand
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # so that a failed write shows here, not as Python exits
+            return result
         except MnistkitError as error:
             raise click.ClickException(str(error)) from None
+        except BrokenPipeError:
+            _stdout_to_devnull()
+            raise SystemExit(EXIT_BROKEN_PIPE) from None
+        except OSError as error:
+            if error.filename is not None or error.errno not in WRITE_ERRNOS:
+                raise
+            _stdout_to_devnull()
+            raise click.ClickException(str(describe_write_error(Path(STDOUT), error))) from None
+
+
+def _stdout_to_devnull() -> None:
+    """What Python has yet to flush to a closed or full standard output goes nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 @click.group(
@@ -61,6 +97,36 @@ def _output(ctx: click.Context, param: click.Parameter, value: str | None) -> st
     if value is not None:
         check_writable_target(value)
     return value
+
+
+def _check_outputs_apart(ctx: click.Context) -> None:
+    """No output may be one of the command's input files (except `train --resume CKPT -o
+    CKPT`, which continues a model in its own file), nor another output's path."""
+    outputs, inputs = [], []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name) if param.name else None
+        if param.callback in (_output, _picture_path) and value is not None:
+            outputs.append((param.opts[0], str(value)))
+        elif param.name == "resume":
+            continue
+        elif isinstance(value, str | Path):
+            inputs.append(str(value))
+        elif isinstance(value, tuple | list):
+            inputs.extend(str(item) for item in value if isinstance(item, str | Path))
+    for index, (option, path) in enumerate(outputs):
+        for other_option, other_path in outputs[:index]:
+            if path == other_path or _same_file(path, other_path):
+                where = "standard output" if path == STDOUT else path
+                raise MnistkitError(f"{path}: {other_option} and {option} would both write to {where}")
+        if path != STDOUT and any(_same_file(path, given) for given in inputs if given != STDOUT):
+            raise MnistkitError(f"{path}: {option} would overwrite an input of this command")
+
+
+def _same_file(path: str, other: str) -> bool:
+    try:
+        return os.path.samefile(path, other)
+    except (OSError, ValueError):
+        return False
 
 
 def _output_option(*names: str, help: str, required: bool = False):
@@ -708,8 +774,17 @@ def predict_command(
             preprocess=not no_preprocess,
             save_dir=save_preprocessed,
         )
+        _keep_only_if_complete(output, failures)
     if failures:
         sys.exit(1)
+
+
+def _keep_only_if_complete(output: str | None, failures: int) -> None:
+    """An output FILE is written only when every image was read (its temp file is dropped
+    otherwise), so that make never takes it as done; rows on stdout or into a pipe stream
+    as they come."""
+    if failures and output is not None and output != STDOUT and not written_in_place(output):
+        raise MnistkitError(f"{output}: not written, since {_count(failures, 'image')} could not be read")
 
 
 @cli.command("eval", short_help="Measure a checkpoint on test data or labelled images.")
@@ -803,6 +878,7 @@ def eval_command(
     table = format_table(evaluation, str(checkpoint_path), f"{source} ({split})")
     click.echo(table, nl=False, err=json_path == STDOUT)
     if json_path is not None:
+        _keep_only_if_complete(json_path, len(failures))
         report_json = evaluation.to_json(split, str(checkpoint_path), source)
         write_text_atomic(json_path, json.dumps(report_json, indent=2) + "\n")
     if threshold is not None and evaluation.accuracy < threshold:

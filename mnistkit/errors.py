@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import signal
 
+# A reader that stops early (`mnistkit predict ... | head -1`) ends the command as SIGPIPE ends
+# other tools, with 128 + SIGPIPE; the command keeps SIGPIPE ignored, as Python does, so that
+# `serve` outlives a client that goes away.
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+
 
 class MnistkitError(Exception):
     """A problem the user can act on; the message names the file and the problem."""

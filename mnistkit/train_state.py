@@ -14,11 +14,11 @@ each epoch splits that key to draw its permutation, so `--preset seed` repeats i
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Iterator, Mapping
+import functools
+from collections.abc import Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -43,7 +43,7 @@ def initial_state(
     members = [
         models.init(jax.random.PRNGKey(seed), architecture, config.init) for seed in config.member_seeds
     ]
-    params = {name: jnp.asarray(np.stack([member[name] for member in members])) for name in members[0]}
+    params = {name: jax.device_put(np.stack([member[name] for member in members])) for name in members[0]}
     return TrainState(params, jax.jit(jax.vmap(optimizer.init))(trainable(params)))
 
 
@@ -71,17 +71,19 @@ def state_from_checkpoint(
     optimizer: optax.GradientTransformation,
     source: str,
 ) -> TrainState:
-    """The training state a checkpoint holds, its optimizer state checked against `optimizer`."""
+    """The training state a checkpoint holds, its optimizer state checked against `optimizer`.
+
+    Made in numpy and placed as it is (as are the other restored states below): op by op in
+    JAX, every tensor's shape compiled its own small programs."""
+    per_member = [member_params(params, index) for index in range(members)] if members > 1 else [params]
+    stacked = {name: np.stack([np.asarray(member[name]) for member in per_member]) for name in per_member[0]}
     if members == 1:
-        stacked = {name: jnp.asarray(value)[None] for name, value in params.items()}
+        template = jax.eval_shape(optimizer.init, trainable(params))
+        restored = jax.tree.map(lambda leaf: leaf[None], _restore_leaves(template, optimizer_state, source))
     else:
-        per_member = [member_params(params, index) for index in range(members)]
-        stacked = {name: jnp.stack([member[name] for member in per_member]) for name in per_member[0]}
-    template = jax.vmap(optimizer.init)(trainable(stacked))
-    if members == 1:
-        restored = _restore_leaves(jax.tree.map(lambda leaf: leaf[0], template), optimizer_state, source)
-        return TrainState(stacked, jax.tree.map(lambda leaf: leaf[None], restored))
-    return TrainState(stacked, _restore_leaves(template, optimizer_state, source))
+        template = jax.eval_shape(jax.vmap(optimizer.init), trainable(stacked))
+        restored = _restore_leaves(template, optimizer_state, source)
+    return jax.device_put(TrainState(stacked, restored))
 
 
 def stacked_tensors(state: TrainState) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -100,10 +102,8 @@ def state_from_stacked(
     expected = {name: (value.shape, value.dtype) for name, value in like.params.items()}
     if {name: (value.shape, value.dtype) for name, value in params.items()} != expected:
         raise MnistkitError(f"{source}: its parameters do not fit this run's model")
-    stacked = {name: jnp.asarray(value) for name, value in params.items()}
-    return TrainState(
-        stacked, _restore_leaves(jax.vmap(optimizer.init)(trainable(stacked)), optimizer_state, source)
-    )
+    template = jax.eval_shape(jax.vmap(optimizer.init), trainable(params))
+    return jax.device_put(TrainState(dict(params), _restore_leaves(template, optimizer_state, source)))
 
 
 def _named_leaves(tree: Any) -> dict[str, np.ndarray]:
@@ -113,7 +113,7 @@ def _named_leaves(tree: Any) -> dict[str, np.ndarray]:
 
 
 def _restore_leaves(template: Any, saved: Mapping[str, np.ndarray], source: str) -> Any:
-    """`template` with every leaf replaced by the saved array of its name, each checked."""
+    """`template` (the state's shapes) with every leaf the saved array of its name, checked."""
     paths_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
     names = [jax.tree_util.keystr(path, simple=True, separator=".") for path, _ in paths_and_leaves]
     if sorted(names) != sorted(saved):
@@ -127,19 +127,21 @@ def _restore_leaves(template: Any, saved: Mapping[str, np.ndarray], source: str)
         # Scalars (step counts) may come back with shape (1,) from older checkpoints.
         if value.size != leaf.size or value.dtype != leaf.dtype:
             raise MnistkitError(f"{source}: optimizer tensor {name} has the wrong shape or dtype")
-        leaves.append(jnp.asarray(value).reshape(leaf.shape))
+        leaves.append(np.asarray(value).reshape(leaf.shape))
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 # Batch orders and augmentation keys ---------------------------------------------------
 
 
-def epoch_keys(seed: int) -> Iterator[jax.Array]:
-    """The seed trainer's key chain: `key, epoch_key = split(key)` once per epoch."""
-    key = jax.random.PRNGKey(seed)
-    while True:
-        key, epoch_key = jax.random.split(key)
-        yield epoch_key
+@functools.partial(jax.jit, static_argnames="size")
+def _epoch_draw(key: jax.Array, size: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One turn of the seed trainer's key chain (`key, epoch_key = split(key)`) and what the
+    epoch draws from its key: the permutation of `size` examples and the augmentation key
+    `fold_in(epoch_key, 1)`. One compiled program: called op by op, the random functions
+    compiled seven, a second of a 2-core machine. Their values are the same either way."""
+    key, epoch_key = jax.random.split(key)
+    return key, jax.random.permutation(epoch_key, size), jax.random.fold_in(epoch_key, 1)
 
 
 def chunks_per_epoch(size: int, batch_size: int) -> int:
@@ -148,13 +150,13 @@ def chunks_per_epoch(size: int, batch_size: int) -> int:
     return -(-batches // per_chunk)
 
 
-def epoch_batches(key: jax.Array, size: int, batch_size: int, chunks: int) -> tuple[np.ndarray, np.ndarray]:
+def epoch_batches(order: np.ndarray, batch_size: int, chunks: int) -> tuple[np.ndarray, np.ndarray]:
     """The epoch's shuffled indices as (chunks, batches per chunk, batch_size), with weights.
 
-    The order is `jax.random.permutation(key, size)` cut into batches as the seed trainer does,
+    `order` (the permutation of the examples) is cut into batches as the seed trainer does,
     the last batch partial; the slots past the end have weight 0.
     """
-    order = np.asarray(jax.random.permutation(key, size), np.int32)
+    size = len(order)
     batches = -(-size // batch_size)
     per_chunk = -(-batches // chunks)
     slots = chunks * per_chunk * batch_size
@@ -184,10 +186,9 @@ class EpochInputs:
         self._begin_at(1)
 
     def _begin_at(self, first_epoch: int) -> None:
-        self._chains = [epoch_keys(seed) for seed in self._seeds]
+        self._keys = [jax.random.PRNGKey(seed) for seed in self._seeds]
         for _ in range(first_epoch - 1):
-            for chain in self._chains:
-                next(chain)
+            self._keys = [jax.random.split(key)[0] for key in self._keys]
         self._upcoming = self._pool.submit(self._draw)
 
     def start_at(self, first_epoch: int) -> None:
@@ -197,10 +198,12 @@ class EpochInputs:
             self._begin_at(first_epoch)
 
     def _draw(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        keys = [next(chain) for chain in self._chains]
-        batches = [epoch_batches(key, self._size, self._batch_size, self.chunks) for key in keys]
+        draws = [_epoch_draw(key, self._size) for key in self._keys]
+        self._keys = [key for key, _, _ in draws]
+        orders = [np.asarray(order, np.int32) for _, order, _ in draws]
+        batches = [epoch_batches(order, self._batch_size, self.chunks) for order in orders]
         indices, weights = (np.stack([batch[part] for batch in batches], axis=1) for part in (0, 1))
-        return indices, weights, np.stack([np.asarray(jax.random.fold_in(key, 1)) for key in keys])
+        return indices, weights, np.stack([np.asarray(augment_key) for _, _, augment_key in draws])
 
     def next_epoch(self, more_to_come: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         current = self._upcoming.result()

@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 from conftest import OBEY_PERMISSIONS
 
-from mnistkit.atomic import atomic_write, remove_stale_temp_files, write_bytes_atomic
+from mnistkit.atomic import (
+    atomic_write,
+    remove_stale_temp_files,
+    write_bytes_atomic,
+    write_text_atomic,
+    written_in_place,
+)
 from mnistkit.errors import MnistkitError
 
 
@@ -100,3 +106,44 @@ def test_stale_temp_of_dead_writer_is_swept_live_one_kept(tmp_path: Path) -> Non
     remove_stale_temp_files(target)
     assert not stale.exists()
     assert live.exists()
+
+
+def test_a_pipe_is_written_in_place_and_stays_a_pipe(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    try:
+        write_bytes_atomic(fifo, b"through the pipe")
+        assert reader.communicate(timeout=30)[0] == b"through the pipe"
+    finally:
+        reader.kill()
+    assert fifo.is_fifo()
+    assert written_in_place("/dev/null") and written_in_place("/dev/stdout")
+    assert not written_in_place(tmp_path / "file") and not written_in_place(tmp_path)
+
+
+def test_a_link_keeps_pointing_at_its_file_which_gets_the_new_content(tmp_path: Path) -> None:
+    (tmp_path / "real.json").write_text("{}")
+    link = tmp_path / "link.json"
+    link.symlink_to("real.json")
+    write_text_atomic(link, '{"new": 1}')
+    assert link.is_symlink() and os.readlink(link) == "real.json"
+    assert (tmp_path / "real.json").read_text() == '{"new": 1}'
+
+
+def test_new_files_follow_the_umask_and_replaced_files_keep_their_mode(tmp_path: Path) -> None:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    write_bytes_atomic(tmp_path / "new.bin", b"x")
+    assert (tmp_path / "new.bin").stat().st_mode & 0o777 == 0o666 & ~mask
+    secret = tmp_path / "secret.tsv"
+    secret.write_text("old")
+    secret.chmod(0o600)
+    write_text_atomic(secret, "new")
+    assert secret.read_text() == "new" and secret.stat().st_mode & 0o777 == 0o600
+
+
+def test_text_keeps_the_bytes_of_a_file_name_that_is_not_utf8(tmp_path: Path) -> None:
+    name = os.fsdecode(b"caf\xe9.png")  # a Latin-1 name, as an old camera or zip might give
+    write_text_atomic(tmp_path / "out.tsv", f"{name}\t7\n")
+    assert (tmp_path / "out.tsv").read_bytes() == b"caf\xe9.png\t7\n"

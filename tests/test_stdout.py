@@ -156,3 +156,79 @@ def test_export_dir_and_a_picture_on_stdout_cannot_share_it(tmp_path: Path, synt
     )
     assert result.exit_code == 2 and "--export-dir lists its files" in result.output
     assert not (tmp_path / "e").exists()
+
+
+def test_an_output_never_overwrites_an_input_or_another_output(
+    tmp_path: Path, model: Path, synthetic_npz: Path, synthetic_data
+) -> None:
+    data_bytes, model_bytes = synthetic_npz.read_bytes(), model.read_bytes()
+    digit = tmp_path / "digit.png"
+    Image.fromarray(synthetic_data["test_images"][0]).save(digit)
+    digit_bytes = digit.read_bytes()
+    for args, line in (
+        (("train", synthetic_npz, "-o", synthetic_npz), f"{synthetic_npz}: -o would overwrite an input"),
+        (("predict", model, digit, "-o", digit), f"{digit}: -o would overwrite an input"),
+        (("eval", model, synthetic_npz, "--json", model), f"{model}: --json would overwrite an input"),
+        (
+            ("train", synthetic_npz, "-o", "-", "--history", "-"),
+            "-: -o and --history would both write to standard output",
+        ),
+    ):
+        result = run(*args)
+        assert result.returncode == 1 and result.stderr.decode().startswith(f"Error: {line}"), args
+        assert result.stdout == b""
+    assert (synthetic_npz.read_bytes(), model.read_bytes(), digit.read_bytes()) == (
+        data_bytes,
+        model_bytes,
+        digit_bytes,
+    )
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly_with_141(
+    tmp_path: Path, model: Path, synthetic_data
+) -> None:
+    digit = tmp_path / "digit.png"
+    Image.fromarray(synthetic_data["test_images"][0]).save(digit)
+    paths = tmp_path / "paths.txt"
+    paths.write_text(f"{digit}\n" * 20000)  # far more rows than a pipe holds
+    with paths.open("rb") as stdin:
+        process = subprocess.Popen(
+            mnistkit_command("predict", model, "-"),
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        first = process.stdout.readline()
+        process.stdout.close()  # as `| head -1` does
+        assert process.wait(timeout=120) == 141
+    assert first.decode().startswith(f"{digit}\t") and process.stderr.read() == b""
+
+
+def test_a_full_standard_output_is_one_line(model: Path) -> None:
+    with open("/dev/full", "wb") as full:  # Linux's device that refuses every write: ENOSPC
+        process = subprocess.run(
+            mnistkit_command("info", model), stdout=full, stderr=subprocess.PIPE, timeout=60
+        )
+    assert process.returncode == 1
+    assert process.stderr.decode() == "Error: -: cannot write: no space left on device\n"
+
+
+def test_an_output_file_is_written_only_when_every_image_was_read(
+    tmp_path: Path, model: Path, synthetic_data
+) -> None:
+    digit = tmp_path / "digit.png"
+    Image.fromarray(synthetic_data["test_images"][0]).save(digit)
+    output = tmp_path / "predictions.tsv"
+    result = run("predict", model, digit, tmp_path / "missing.png", "-o", output)
+    assert result.returncode == 1 and not output.exists()
+    assert (
+        result.stderr.decode().splitlines()[-1]
+        == f"Error: {output}: not written, since 1 image could not be read"
+    )
+    streamed = run("predict", model, digit, tmp_path / "missing.png")
+    assert streamed.returncode == 1 and streamed.stdout.decode().startswith(f"{digit}\t")
+    labels = tmp_path / "labels.tsv"
+    labels.write_text("digit.png\t7\nmissing.png\t3\n")
+    report = tmp_path / "report.json"
+    evaluated = run("eval", model, "--labels", labels, "--json", report)
+    assert evaluated.returncode == 1 and not report.exists()

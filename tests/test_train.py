@@ -440,13 +440,45 @@ def test_standard_normalization_is_the_pixels_exact_mean_and_std() -> None:
 def test_last_partial_batch_is_trained_and_padding_is_weightless() -> None:
     import jax
 
-    indices, weights = train_state.epoch_batches(jax.random.PRNGKey(0), 300, 128, chunks=2)
+    order = np.asarray(jax.random.permutation(jax.random.PRNGKey(0), 300))
+    indices, weights = train_state.epoch_batches(order, 128, chunks=2)
     assert indices.shape == weights.shape == (2, 2, 128)
     per_batch = weights.reshape(4, 128).sum(axis=1)
     assert per_batch.tolist() == [128, 128, 44, 0]
     real = indices.reshape(-1)[weights.reshape(-1) > 0]
-    assert sorted(real.tolist()) == list(range(300))
-    np.testing.assert_array_equal(real, np.asarray(jax.random.permutation(jax.random.PRNGKey(0), 300)))
+    np.testing.assert_array_equal(real, order)
+
+
+def test_epochs_follow_the_seed_trainers_key_chain_also_when_resumed() -> None:
+    """Epoch k shuffles by `permutation(epoch_key)` after k turns of `key, epoch_key =
+    split(key)` from PRNGKey(seed), as the seed trainer; its augmentation key is
+    `fold_in(epoch_key, 1)`. A run resumed at epoch 3 draws what epoch 3 drew."""
+    import jax
+
+    key, expected = jax.random.PRNGKey(7), []
+    for _ in range(3):
+        key, epoch_key = jax.random.split(key)
+        order = np.asarray(jax.random.permutation(epoch_key, 300))
+        expected.append((order, np.asarray(jax.random.fold_in(epoch_key, 1))))
+
+    def drawn(inputs: train_state.EpochInputs, more_to_come: bool) -> tuple[np.ndarray, np.ndarray]:
+        indices, weights, keys = inputs.next_epoch(more_to_come)
+        return indices[:, 0].reshape(-1)[weights[:, 0].reshape(-1) > 0], keys[0]
+
+    inputs = train_state.EpochInputs(TrainConfig(seed=7, batch_size=128), 300)
+    resumed = train_state.EpochInputs(TrainConfig(seed=7, batch_size=128), 300)
+    try:
+        resumed.start_at(3)
+        for epoch, (order, augment_key) in enumerate(expected, start=1):
+            real, key_drawn = drawn(inputs, more_to_come=epoch < 3)
+            np.testing.assert_array_equal(real, order)
+            np.testing.assert_array_equal(key_drawn, augment_key)
+        real, key_drawn = drawn(resumed, more_to_come=False)
+        np.testing.assert_array_equal(real, expected[2][0])
+        np.testing.assert_array_equal(key_drawn, expected[2][1])
+    finally:
+        inputs.close()
+        resumed.close()
 
 
 def test_presets_fill_what_the_options_leave_out() -> None:
