@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mnistkit.arrays import dataset_name, load_arrays, save_arrays
+from mnistkit.arrays import SPLITS, check_arrays, dataset_name, load_arrays, save_arrays
 from mnistkit.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from mnistkit.config import PRESETS, TrainConfig, config_from_options
 from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE
@@ -146,9 +146,34 @@ def load_mnist(folder: str | os.PathLike[str] = "data", **download_options: Any)
     return load_dataset(DEFAULT_DATASET, folder, **download_options)
 
 
+def _checked(arrays: Mapping[str, np.ndarray] | str | os.PathLike[str], splits: Sequence[str]) -> dict:
+    """The arrays, or those of an .npz given by its path, checked as `mnistkit` checks an
+    .npz: float images in [0, 1] would otherwise train a model that guesses."""
+    if isinstance(arrays, str | os.PathLike):
+        return load_arrays(arrays, splits=splits)
+    arrays = {
+        key: value.astype(np.uint8) if _small_integer_labels(key, value) else value
+        for key, value in arrays.items()
+    }
+    check_arrays(arrays, "arrays", splits)
+    return arrays
+
+
+def _small_integer_labels(key: str, value: Any) -> bool:
+    """Integer labels that fit in uint8 (a keras or torchvision habit), kept as they are."""
+    value = np.asarray(value)
+    if not key.endswith("_labels") or value.dtype == np.uint8 or value.dtype.kind not in "iu":
+        return False
+    return not value.size or (int(value.min()) >= 0 and int(value.max()) <= 255)
+
+
+def _model(model: Model | str | os.PathLike[str]) -> Model:
+    return model if isinstance(model, Model) else load(model)
+
+
 def train(
-    arrays: Mapping[str, np.ndarray],
-    config: TrainConfig | None = None,
+    arrays: Mapping[str, np.ndarray] | str | os.PathLike[str],
+    config: TrainConfig | str | None = None,
     *,
     preset: str | None = None,
     output: str | os.PathLike[str] | None = None,
@@ -157,10 +182,14 @@ def train(
 ) -> Model:
     """Train a model as `mnistkit train` does: `config`, or a preset (by default the one named
     like `model=`, else `mlp`; as it is for the arrays' dataset) with `options` overriding its
-    settings (`epochs=3`, `hidden=(256,)`, `ensemble=5`, ...). With `output`, the checkpoint is
-    written there too. `verbose` prints one line per epoch to stderr."""
+    settings (`epochs=3`, `hidden=(256,)`, `ensemble=5`, ...); `train(arrays, "fast")` names the
+    preset. `arrays` may be an .npz's path. With `output`, the checkpoint is written there too.
+    `verbose` prints one line per epoch to stderr."""
     from mnistkit.training import train as run_training
 
+    arrays = _checked(arrays, ("train", "test"))
+    if isinstance(config, str):
+        config, preset = None, preset or config
     if config is None:
         config = config_from_options(preset, options, dataset_name(arrays))
     elif preset or options:
@@ -176,15 +205,19 @@ def load(path: str | os.PathLike[str]) -> Model:
 
 
 def predict_images(
-    model: Model, paths: Iterable[str | os.PathLike[str]], preprocess: bool = True
+    model: Model | str | os.PathLike[str],
+    paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
+    preprocess: bool = True,
 ) -> list[Prediction]:
-    """`mnistkit predict`: each image file prepared as the model's dataset made its images, then
-    predicted. Raises MnistkitError for the first file that cannot be read."""
+    """`mnistkit predict`: each image file (or the one given) prepared as the model's dataset
+    made its images, then predicted. Raises MnistkitError for the first that cannot be read."""
     from mnistkit.errors import MnistkitError
 
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
     predictions = []
     for result in predict_paths(
-        model.checkpoint, (str(path) for path in paths), preprocess=preprocess, top_k=10
+        _model(model).checkpoint, (str(path) for path in paths), preprocess=preprocess, top_k=10
     ):
         if not isinstance(result, Prediction):
             raise MnistkitError(result.error)
@@ -192,9 +225,17 @@ def predict_images(
     return predictions
 
 
-def evaluate(model: Model, arrays: Mapping[str, np.ndarray], split: str = "test") -> Evaluation:
-    """`mnistkit eval`: accuracy, loss, confusion matrix and per-class figures on a split."""
-    return evaluate_arrays(model.checkpoint, arrays[f"{split}_images"], arrays[f"{split}_labels"])
+def evaluate(
+    model: Model | str | os.PathLike[str],
+    arrays: Mapping[str, np.ndarray] | str | os.PathLike[str],
+    split: str = "test",
+) -> Evaluation:
+    """`mnistkit eval`: accuracy, loss, confusion matrix and per-class figures on a split (of
+    the arrays, or of an .npz given by its path; the model may be given by its path too)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    arrays = _checked(arrays, (split,))
+    return evaluate_arrays(_model(model).checkpoint, arrays[f"{split}_images"], arrays[f"{split}_labels"])
 
 
 def draw_samples(arrays: Mapping[str, np.ndarray], model: Model | None = None, **options: Any) -> Image.Image:

@@ -108,9 +108,11 @@ def check_arrays(arrays: dict[str, np.ndarray], source: str, splits: Sequence[st
     top = len(class_names(arrays)) - 1
     for split in splits:
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        for key, array in ((f"{split}_images", images), (f"{split}_labels", labels)):
+        for kind, array in (("images", images), ("labels", labels)):
+            key = f"{split}_{kind}"
             if array.dtype != np.uint8:
-                raise MnistkitError(f"{source}: {key} has dtype {array.dtype}, expected uint8")
+                pixels = " (pixels 0-255, as MNIST's files hold them)" if kind == "images" else ""
+                raise MnistkitError(f"{source}: {key} has dtype {array.dtype}, expected uint8{pixels}")
         if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
             raise MnistkitError(f"{source}: {split}_images has shape {images.shape}, expected (N, 28, 28)")
         if labels.ndim != 1 or labels.shape[0] != images.shape[0]:

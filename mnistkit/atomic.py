@@ -92,7 +92,8 @@ def written_in_place(path: str | os.PathLike[str]) -> bool:
 
 
 def check_writable_target(path: str | os.PathLike[str]) -> None:
-    """Fail early, before any work, when `path` cannot be written (`-`, stdout, always can)."""
+    """Fail early, before any work, when `path` cannot be written (`-`, stdout, always can).
+    Missing folders on the way are fine: the write creates them."""
     if str(path) == STDOUT:
         return
     path = Path(path)
@@ -102,19 +103,28 @@ def check_writable_target(path: str | os.PathLike[str]) -> None:
         if path.exists() and not os.access(path, os.W_OK):
             raise MnistkitError(f"{path}: is not writable")
         return
-    parent = Path(os.path.realpath(path)).parent
-    if not parent.is_dir():
-        raise MnistkitError(f"{path}: output folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise MnistkitError(f"{path}: output folder {parent} is not writable")
+    _check_folder_can_be(path, Path(os.path.realpath(path)).parent)
+
+
+def _check_folder_can_be(path: Path, folder: Path) -> None:
+    """`folder` exists, or its nearest existing ancestor is a folder it can be made in."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise MnistkitError(f"{path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise MnistkitError(f"{path}: output folder {existing} is not writable")
 
 
 def make_output_folder(folder: Path) -> None:
     """Create `folder` (and its parents) for outputs; one-line errors when that cannot be."""
+    if folder.exists() and not folder.is_dir():
+        raise MnistkitError(f"{folder}: exists and is not a folder")
+    if not folder.is_dir():
+        _check_folder_can_be(folder, folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise MnistkitError(f"{folder}: exists and is not a folder") from None
     except OSError as error:
         raise MnistkitError(f"{folder}: cannot create the folder ({error.strerror})") from None
 
@@ -149,6 +159,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
         permissions = stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
         permissions = 0o666 & ~_UMASK
+    make_output_folder(path.parent)
     remove_stale_temp_files(path)
     try:
         fd, temp_name = tempfile.mkstemp(

@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import REPO_ROOT, draw_large_digit
 from PIL import Image
 
 import mnistkit
 from mnistkit import api
+from mnistkit.errors import MnistkitError
 
 
 def readme_python_example() -> str:
@@ -73,3 +75,41 @@ def test_model_predicts_single_images_and_batches(large_digit_model: Path, synth
     assert repr(model).startswith(
         "<mnistkit.Model mlp, classes [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], test accuracy "
     )
+
+
+def test_arrays_a_model_would_misread_are_refused_as_an_npz_would_be(
+    large_digit_model: Path, synthetic_data
+) -> None:
+    """Float images in [0, 1] (a notebook habit) would train a model that guesses; they, and
+    arrays of the wrong shape or missing a split, get the .npz's one-line reasons instead."""
+    images, labels = synthetic_data["train_images"], synthetic_data["train_labels"]
+    no_test = {key: value for key, value in synthetic_data.items() if not key.startswith("test_")}
+    for bad_images, reason in (
+        (images.astype(np.float32) / 255, "has dtype float32, expected uint8 (pixels 0-255"),
+        (images.reshape(-1, 784), "has shape (600, 784), expected (N, 28, 28)"),
+    ):
+        with pytest.raises(MnistkitError, match=re.escape(f"arrays: train_images {reason}")):
+            mnistkit.train({**synthetic_data, "train_images": bad_images}, "logreg", epochs=1, verbose=False)
+        with pytest.raises(MnistkitError, match=re.escape(f"arrays: test_images {reason}")):
+            mnistkit.evaluate(large_digit_model, {"test_images": bad_images, "test_labels": labels})
+    with pytest.raises(MnistkitError, match="arrays: missing arrays test_images, test_labels"):
+        mnistkit.train(no_test, "logreg", epochs=1, verbose=False)
+
+
+def test_paths_names_and_integer_labels_are_taken_as_a_notebook_gives_them(
+    tmp_path: Path, large_digit_model: Path, synthetic_data, synthetic_npz: Path
+) -> None:
+    int64_labels = {
+        key: value.astype(np.int64) if key.endswith("labels") else value
+        for key, value in synthetic_data.items()
+    }
+    model = mnistkit.train(int64_labels, "logreg", epochs=1, verbose=False)
+    assert model.architecture["model"] == "logreg"
+    assert (
+        mnistkit.evaluate(model, synthetic_npz).accuracy == mnistkit.evaluate(model, synthetic_data).accuracy
+    )
+    digit = tmp_path / "digit.png"
+    Image.fromarray(synthetic_data["test_images"][0]).save(digit)
+    one = mnistkit.predict_images(large_digit_model, digit)
+    assert [prediction.path for prediction in one] == [str(digit)]
+    assert one == mnistkit.predict_images(mnistkit.load(large_digit_model), [str(digit)])

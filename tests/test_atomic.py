@@ -41,9 +41,14 @@ def test_failure_keeps_old_content_and_removes_temp(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
 
 
-def test_missing_folder_and_directory_target_are_clear_errors(tmp_path: Path) -> None:
-    with pytest.raises(MnistkitError, match="does not exist"):
-        write_bytes_atomic(tmp_path / "nope" / "out.bin", b"x")
+def test_missing_folders_are_made_and_a_file_in_the_way_is_a_clear_error(tmp_path: Path) -> None:
+    write_bytes_atomic(tmp_path / "models" / "mnist" / "out.bin", b"x")
+    assert (tmp_path / "models" / "mnist" / "out.bin").read_bytes() == b"x"
+    (tmp_path / "a-file").write_bytes(b"")
+    with pytest.raises(
+        MnistkitError, match=f"^{tmp_path / 'a-file' / 'out.bin'}: {tmp_path / 'a-file'} is a file"
+    ):
+        write_bytes_atomic(tmp_path / "a-file" / "out.bin", b"x")
     with pytest.raises(MnistkitError, match="is a directory"):
         write_bytes_atomic(tmp_path, b"x")
 

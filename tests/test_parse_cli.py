@@ -73,8 +73,9 @@ def test_an_existing_output_survives_a_failed_parse(small_raw_dir: Path, out_dir
 
 
 def test_bad_paths_are_one_line_errors(small_raw_dir: Path, out_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_bytes(b"")
     cases = [
-        (small_raw_dir, tmp_path / "missing" / "mnist.npz", "does not exist"),
+        (small_raw_dir, tmp_path / "a-file" / "mnist.npz", "is a file, not a folder"),
         (small_raw_dir, out_dir, "is a directory"),
         (tmp_path / "no-raw", out_dir / "mnist.npz", "no such folder"),
     ]

@@ -491,9 +491,16 @@ def test_every_picture_is_deterministic(tmp_path, synthetic_npz, logreg_path):
         assert first.read_bytes() == second.read_bytes(), name
 
 
-def test_output_folder_must_exist(tmp_path, synthetic_npz):
-    output = tmp_path / "missing" / "samples.png"
-    assert_failed_cleanly(run("render-samples", synthetic_npz, "-o", output), output, "does not exist")
+def test_missing_output_folders_are_made(tmp_path, synthetic_npz):
+    output = tmp_path / "reports" / "mnist" / "samples.png"
+    assert run("render-samples", synthetic_npz, "-o", output, "--count", "4").exit_code == 0
+    assert Image.open(output).format == "PNG"
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_bytes(b"")
+    output = in_the_way / "samples.png"
+    assert_failed_cleanly(
+        run("render-samples", synthetic_npz, "-o", output), output, "is a file, not a folder"
+    )
 
 
 def test_render_commands_do_not_import_jax(tmp_path, synthetic_npz, logreg_path):

@@ -1,6 +1,7 @@
-"""Writes fail: every command that writes, against a read-only folder, a missing folder, an
-output path that is a directory, and a full disk. Each: non-zero exit, one `Error:` line
-naming the path and the problem, no traceback, nothing partial left, inputs untouched.
+"""Writes fail: every command that writes, against a read-only folder, a file where a folder
+of the output's path should be, an output path that is a directory, and a full disk. Each:
+non-zero exit, one `Error:` line naming the path and the problem, no traceback, nothing
+partial left, inputs untouched.
 
 Root writes into read-only folders anyway, so that case runs in a subprocess that first
 drops the capabilities that allow it (conftest.OBEY_PERMISSIONS); the full disk is
@@ -123,8 +124,8 @@ class World:
         or, for `directory`, onto a folder (or, for a folder output, onto a file)."""
         folder = self.case_folder(fault, command)
         is_folder = COMMANDS[command][1]
-        if fault == "missing":
-            return folder / "absent" / "output"
+        if fault == "under-a-file":
+            return folder / "a-file" / "output"
         if fault == "directory":
             return folder / ("a-file" if is_folder else "a-folder")
         return folder if is_folder else folder / "output"
@@ -169,6 +170,8 @@ def prepare(world: World, fault: str, command: str) -> Path:
     folder = world.case_folder(fault, command)
     folder.mkdir(parents=True)
     out = world.out_path(fault, command)
+    if fault == "under-a-file":
+        out.parent.write_text("a file where a folder should be")
     if fault == "directory":
         if COMMANDS[command][1]:
             out.write_text("a file where a folder should be")
@@ -203,7 +206,7 @@ def subprocess_results(world: World) -> dict[str, dict[str, dict]]:
 
 REASONS = {
     "read-only": "is not writable",
-    "missing": "does not exist",
+    "under-a-file": "is a file, not a folder",
     "directory": "is a directory",
     "full-disk": "cannot write: file too large",
 }
@@ -220,7 +223,6 @@ CASES = [
     for fault in REASONS
     for command in COMMANDS
     if not (fault == "full-disk" and command in FULL_DISK_SKIPS)
-    and not (fault == "missing" and COMMANDS[command][1])
 ]
 
 
@@ -248,7 +250,7 @@ def test_a_failed_write_is_one_line_and_leaves_nothing(
     assert "Traceback" not in outcome["stderr"]
     folder = world.case_folder(fault, command)
     left = sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
-    expected_left = [] if fault != "directory" else [out.name]
+    expected_left = {"directory": [out.name], "under-a-file": [out.parent.name]}.get(fault, [])
     assert left == expected_left, f"left behind: {left}"
     assert file_digests([world.inputs]) == inputs_before
     assert list(world.scratch.iterdir()) == []
