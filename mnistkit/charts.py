@@ -16,7 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from mnistkit.errors import MnistkitError
+
 RGB = tuple[int, int, int]
+# A picture larger than this (300 MB as RGB) is refused before it is made.
+MAX_PICTURE_PIXELS = 100_000_000
 WHITE: RGB = (255, 255, 255)
 INK: RGB = (33, 33, 33)
 MUTED: RGB = (105, 105, 105)
@@ -96,6 +100,12 @@ class Canvas:
     """A white RGB image addressed in final pixels, drawn `supersample` times larger."""
 
     def __init__(self, width_px: int, height_px: int, supersample: int = 1) -> None:
+        if width_px * height_px * supersample**2 > MAX_PICTURE_PIXELS:
+            raise MnistkitError(
+                f"the picture would be {int(width_px)}x{int(height_px)} pixels, over "
+                f"{MAX_PICTURE_PIXELS // 1_000_000} megapixels; draw fewer or smaller digits "
+                "(--count, --scale)"
+            )
         self.size = (int(width_px), int(height_px))
         self.supersample = supersample
         self.image = Image.new("RGB", (self.size[0] * supersample, self.size[1] * supersample), WHITE)

@@ -8,6 +8,7 @@ predict, eval, info and the pictures start without jax.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -133,6 +134,13 @@ def _output_option(*names: str, help: str, required: bool = False):
     return click.option(*names, required=required, callback=_output, metavar="FILE", help=help)
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """NaN and infinity pass click's float ranges (every comparison with NaN is false)."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number", ctx, param)
+    return value
+
+
 def _stderr_log(on_tty: bool):
     """Log lines for stderr; on a terminal each first clears the progress line."""
     prefix = "\r\x1b[K" if on_tty else ""
@@ -223,6 +231,7 @@ def datasets_command(name: str | None, as_json: bool) -> None:
     "--timeout",
     "timeout_s",
     type=click.FloatRange(min=0, min_open=True),
+    callback=_finite,
     default=DEFAULT_TIMEOUT_S,
     show_default=True,
     metavar="SECONDS",
@@ -233,6 +242,7 @@ def datasets_command(name: str | None, as_json: bool) -> None:
     "--min-rate",
     "min_bytes_per_s",
     type=click.FloatRange(min=0),
+    callback=_finite,
     default=DEFAULT_MIN_RATE_BYTES_PER_S,
     show_default=True,
     metavar="BYTES/S",
@@ -452,11 +462,13 @@ def _shown(value: object) -> str:
     type=click.Choice(OPTIMIZERS),
     help=_from_preset("optimizer", "momentum: SGD with momentum 0.9."),
 )
-@click.option("--lr", type=float, help=_from_preset("lr", "Peak learning rate."))
+@click.option("--lr", type=float, callback=_finite, help=_from_preset("lr", "Peak learning rate."))
 @click.option(
     "--adam-betas", metavar="B1,B2", help=_from_preset("adam_betas", "Adam's and AdamW's moment decays.")
 )
-@click.option("--weight-decay", type=float, help=_from_preset("weight_decay", "L2 weight decay."))
+@click.option(
+    "--weight-decay", type=float, callback=_finite, help=_from_preset("weight_decay", "L2 weight decay.")
+)
 @click.option(
     "--schedule",
     type=click.Choice(SCHEDULES),
@@ -465,6 +477,7 @@ def _shown(value: object) -> str:
 @click.option(
     "--label-smoothing",
     type=float,
+    callback=_finite,
     help=_from_preset("label_smoothing", "Train on targets with this share spread over all classes."),
 )
 @click.option(
@@ -797,6 +810,7 @@ def _keep_only_if_complete(output: str | None, failures: int) -> None:
 @click.option(
     "--min-accuracy",
     type=float,
+    callback=_finite,
     help="Exit 1 when accuracy is below X (a fraction such as 0.975, or a percentage such as 97.5).",
 )
 @click.option(
@@ -976,9 +990,16 @@ def _wrote(output: str, what: str) -> None:
 )
 @click.option("--columns", type=int, default=8, show_default=True, help="Digits per row.")
 @click.option("--scale", type=int, default=3, show_default=True, help="Screen pixels per MNIST pixel.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --select random.")
 @click.option(
-    "--min-confidence", type=float, default=0.9, show_default=True, help="Threshold of confident-mistakes."
+    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of --select random."
+)
+@click.option(
+    "--min-confidence",
+    type=float,
+    callback=_finite,
+    default=0.9,
+    show_default=True,
+    help="Threshold of confident-mistakes.",
 )
 @click.option(
     "--export-dir",
@@ -1122,7 +1143,9 @@ def render_curves_command(history: str, output: str) -> None:
 @_picture_output
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
 @click.option("--count", type=click.IntRange(min=1), default=2000, show_default=True, help="Digits to plot.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the digits' sample.")
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the digits' sample."
+)
 def render_embedding_command(
     checkpoint_path: Path, data: Path, output: str, split: str, count: int, seed: int
 ) -> None:
@@ -1181,6 +1204,7 @@ def render_weights_command(checkpoint_path: Path, output: str, scale: int) -> No
 @click.option(
     "--max-body-mb",
     type=click.FloatRange(min=0.001),
+    callback=_finite,
     default=8.0,
     show_default=True,
     help="Refuse uploads larger than this many megabytes.",

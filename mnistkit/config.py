@@ -9,6 +9,7 @@ settings in a blink, and a notebook can build a config before anything heavy is 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -114,10 +115,10 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise MnistkitError(f"--{_option(name)} must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise MnistkitError(f"--lr must be positive, got {self.lr}")
-        if self.weight_decay < 0:
-            raise MnistkitError(f"--weight-decay must be non-negative, got {self.weight_decay}")
+        if not 0 < self.lr < math.inf:
+            raise MnistkitError(f"--lr must be a positive number, got {self.lr}")
+        if not 0 <= self.weight_decay < math.inf:
+            raise MnistkitError(f"--weight-decay must be a non-negative number, got {self.weight_decay}")
         if self.val_size < 0:
             raise MnistkitError(f"--val-size must be non-negative, got {self.val_size}")
         classes = self.classes

@@ -174,20 +174,20 @@ def class_colour(label: int) -> tuple[int, int, int]:
 def bottleneck_layer(checkpoint: Checkpoint, model_name: str) -> int:
     """The index of the model's last hidden layer with two units."""
     architecture = checkpoint.architecture
+    hidden = list(architecture.get("hidden", [])) if architecture["model"] == "mlp" else []
+    two_unit = [index for index, width in enumerate(hidden) if width == 2]
+    if not two_unit:
+        layers = f"hidden layers: {','.join(map(str, hidden))}" if hidden else "no 2-unit layer"
+        raise MnistkitError(
+            f"{model_name}: no 2-unit hidden layer to plot ({architecture['model']}, {layers}); "
+            "train one with --preset embedding"
+        )
     views = [flag for flag in VIEW_FLAGS if architecture.get(flag)]
     if views:
         options = " and ".join("--" + flag.replace("_", "-") for flag in views)
         raise MnistkitError(
             f"{model_name}: predicts from several views of each image, which one map of the "
             f"2-unit layer cannot show; train it without {options}"
-        )
-    hidden = list(architecture.get("hidden", [])) if architecture["model"] == "mlp" else []
-    two_unit = [index for index, width in enumerate(hidden) if width == 2]
-    if not two_unit:
-        widths = ",".join(map(str, hidden)) or "none"
-        raise MnistkitError(
-            f"{model_name}: no 2-unit hidden layer to plot ({architecture['model']}, "
-            f"hidden layers: {widths}); train one with --preset embedding"
         )
     return two_unit[-1]
 

@@ -427,6 +427,10 @@ def test_embedding_plot_shades_the_decision_regions(tmp_path, synthetic_npz, syn
     ("kind", "fragment"),
     [
         ("mlp", "no 2-unit hidden layer"),
+        (
+            "wide-shifted",
+            "no 2-unit hidden layer to plot (mlp, hidden layers: 16,4); train one with --preset",
+        ),
         ("logreg", "logreg"),
         ("mirrored", "train it without --mirror-average"),
         ("shifted", "without --mirror-average and --shift-average"),
@@ -435,6 +439,7 @@ def test_embedding_plot_shades_the_decision_regions(tmp_path, synthetic_npz, syn
 def test_embedding_needs_a_two_unit_layer_of_one_view(tmp_path, synthetic_npz, logreg_path, kind, fragment):
     models = {
         "mlp": lambda: write_mlp(tmp_path / "wide.safetensors", [16, 4]),
+        "wide-shifted": lambda: write_mlp(tmp_path / "wide.safetensors", [16, 4], views=("shift_average",)),
         "logreg": lambda: logreg_path,
         "mirrored": lambda: write_mlp(tmp_path / "2d.safetensors", [16, 2], views=("mirror_average",)),
         "shifted": lambda: write_mlp(
@@ -624,3 +629,9 @@ def test_fuzz_metrics_parse_or_say_why(metrics):
         assert str(error).startswith("metrics.json")
     else:
         assert confusion.matrix.shape == (len(confusion.classes),) * 2
+
+
+def test_a_picture_too_large_to_make_is_refused_before_it_is_made(tmp_path, synthetic_npz):
+    output = tmp_path / "samples.png"
+    result = run("render-samples", synthetic_npz, "-o", output, "--scale", "100000")
+    assert_failed_cleanly(result, output, "over 100 megapixels; draw fewer or smaller digits")

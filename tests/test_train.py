@@ -538,3 +538,17 @@ def test_epoch_cycles_anneal_every_epoch() -> None:
     np.testing.assert_allclose(rates.max(axis=1), [0.01, 0.003, 0.0009], rtol=1e-3)
     assert rates.argmax(axis=1).tolist() == [30, 30, 30]
     assert (rates[:, 0] < rates.max(axis=1) / 20).all() and (rates[:, -1] < 1e-5).all()
+
+
+def test_numbers_that_are_not_finite_are_refused_before_any_work(tmp_path: Path, synthetic_npz: Path) -> None:
+    """NaN passes every range check (each comparison with it is false): refused by name."""
+    for option, value in (("--lr", "inf"), ("--weight-decay", "nan"), ("--label-smoothing", "nan")):
+        result = run_train(synthetic_npz, "-o", tmp_path / "m.safetensors", option, value, "--show-config")
+        assert (
+            result.exit_code == 2
+            and f"Invalid value for '{option}': {value} is not a finite number" in result.output
+        )
+    with pytest.raises(MnistkitError, match="--lr must be a positive number, got inf"):
+        TrainConfig(lr=float("inf"))
+    with pytest.raises(MnistkitError, match="--weight-decay must be a non-negative number, got nan"):
+        TrainConfig(weight_decay=float("nan"))
