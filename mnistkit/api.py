@@ -132,6 +132,8 @@ def load_dataset(
     `folder`/mnist.npz for MNIST, `folder`/NAME/raw and `folder`/NAME/NAME.npz for the others."""
     from mnistkit.idx import read_mnist_dir
 
+    if Path(folder).is_file():
+        raise ValueError(f"{folder} is a file: give the folder that holds it, or read it with load_arrays")
     folder = Path(folder) if name == DEFAULT_DATASET else Path(folder) / name
     npz = folder / f"{name}.npz"
     if not npz.exists():

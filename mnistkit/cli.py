@@ -77,8 +77,9 @@ def _stdout_to_devnull() -> None:
 def cli() -> None:
     """MNIST from download to a trained JAX model and predictions on your own digits.
 
-    Each stage reads files and writes files; chain them with make or a shell. `-` stands
-    for standard input or output wherever a file goes.
+    Each stage reads files and writes files; chain them with make or a shell. `-` is
+    standard output wherever a file is written, and standard input for predict's list of
+    image paths, eval's --labels, render-confusion's --metrics and render-curves' history.
 
     \b
       mnistkit fetch --out data/raw
@@ -739,6 +740,7 @@ def _training_progress(on_tty: bool):
 @click.option(
     "--save-preprocessed",
     type=click.Path(path_type=Path),
+    metavar="DIR",
     help="Write each 28x28 image the model saw into DIR as NNNNNN-STEM.png (NNNNNN: input position).",
 )
 @_output_option("-o", "--output", help="Write the rows to FILE (atomically) instead of stdout.")

@@ -24,6 +24,7 @@ from mnistkit import interrupts
 from mnistkit.datasets import DEFAULT_DATASET
 from mnistkit.errors import MnistkitError
 from mnistkit.images import load_digit
+from mnistkit.inputs import what_file_is
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -45,12 +46,31 @@ def expand_stdin(arguments: Iterable[str], stdin: IO[str]) -> Iterator[str]:
     """The paths given, with `-` replaced by the lines of stdin (blank lines skipped)."""
     for argument in arguments:
         if argument == "-":
-            for line in stdin:
-                path = line.rstrip("\r\n")
-                if path:
-                    yield path
+            try:
+                for number, line in enumerate(stdin):
+                    if number == 0:
+                        _check_paths_not_bytes(line)
+                    path = line.rstrip("\r\n")
+                    if path:
+                        yield path
+            except UnicodeDecodeError:
+                _check_paths_not_bytes("\x00")
         else:
             yield argument
+
+
+def _check_paths_not_bytes(first_line: str) -> None:
+    """`cat digit.png | mnistkit predict CKPT -` sends the image, where paths belong. A path
+    list is text: no NUL, and no line starting with a control character or a byte that is
+    not UTF-8 (PNG, JPEG, gzip and zip files all start so)."""
+    first = first_line[:1]
+    control = first < " " and first not in "\t\r\n"
+    if "\x00" in first_line or (first and (control or "\udc80" <= first <= "\udcff")):
+        kind = what_file_is(first_line.encode("utf-8", "surrogateescape")[:16]) or "binary data"
+        raise MnistkitError(
+            f"-: standard input holds {kind}, not image paths; `-` reads paths, one per line "
+            "(give an image by its path: mnistkit predict CKPT my-digit.png)"
+        )
 
 
 def _load_one(path: str, preprocess: bool, style: str) -> LoadedDigit:

@@ -66,16 +66,17 @@ def read_input(path: str | os.PathLike[str], what: str, max_bytes: int) -> bytes
 
 
 def read_text(path: str | os.PathLike[str], what: str) -> tuple[str, str]:
-    """The UTF-8 text of `path` (`-` reads stdin) and a name for messages."""
+    """The UTF-8 text of `path` (`-` reads stdin) and a name for messages; a byte-order mark
+    (as spreadsheets write one at the start of a CSV) is dropped."""
     if str(path) == "-":
-        return sys.stdin.read(), "<stdin>"
+        return sys.stdin.read().removeprefix("\ufeff"), "<stdin>"
     with open_input(path, what) as handle:
         try:
             data = handle.read()
         except OSError as error:
             raise MnistkitError(f"{path}: cannot read: {error.strerror or error}") from None
     try:
-        return data.decode("utf-8"), str(path)
+        return data.decode("utf-8-sig"), str(path)
     except UnicodeDecodeError:
         kind = what_file_is(data[:16])
         found = f"it is {kind}" if kind else "not UTF-8 text"

@@ -145,6 +145,8 @@ def test_labels_file_forms(tmp_path: Path) -> None:
     assert read_labels(labels, images)[0] == (str(images / "a.png"), 3)
     with pytest.raises(MnistkitError, match=r"labels.csv: is not a folder"):
         read_labels(labels, labels)
+    labels.write_bytes(b"\xef\xbb\xbfa.png,3\r\n")  # a spreadsheet's CSV: byte-order mark, CRLF
+    assert read_labels(labels, None) == [(str(tmp_path / "a.png"), 3)]
     labels.write_text("a.png\t12\n")
     with pytest.raises(MnistkitError, match=r"labels.csv:1: label '12' is not a digit 0-9"):
         read_labels(labels, None)

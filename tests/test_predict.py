@@ -102,10 +102,26 @@ def test_paths_from_stdin_and_output_file(
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".predictions")] == []
 
 
-def test_output_into_a_missing_folder_fails_before_any_work(large_digit_model: Path, digit_files) -> None:
-    result = run("predict", large_digit_model, *digit_files, "--output", "/nonexistent/dir/p.tsv")
+def test_an_output_under_a_file_fails_before_any_work(
+    large_digit_model: Path, digit_files, tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    output = tmp_path / "a-file" / "dir" / "p.tsv"
+    result = run("predict", large_digit_model, *digit_files, "--output", output)
     assert result.exit_code == 1
-    assert result.stderr.startswith("Error: /nonexistent/dir/p.tsv: output folder")
+    assert result.stderr == f"Error: {output}: {tmp_path / 'a-file'} is a file, not a folder\n"
+
+
+def test_image_bytes_on_stdin_are_one_line_not_a_path_each(large_digit_model: Path, digit_files) -> None:
+    """`cat digit.png | mnistkit predict CKPT -`: the image where its path belongs."""
+    result = CliRunner().invoke(
+        cli, ["predict", str(large_digit_model), "-"], input=digit_files[0].read_bytes()
+    )
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == (
+        "Error: -: standard input holds binary data, not image paths; `-` reads paths, one per line "
+        "(give an image by its path: mnistkit predict CKPT my-digit.png)\n"
+    )
 
 
 def test_save_preprocessed_writes_what_the_model_saw(
