@@ -11,6 +11,7 @@ Pure data, no numpy: the IDX reader, fetch, the checkpoint and the CLI (`--help`
 
 from __future__ import annotations
 
+import functools
 import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -408,3 +409,18 @@ def dataset_spec(name: str) -> DatasetSpec:
         return DATASETS[name]
     except KeyError:
         raise MnistkitError(f"--dataset: {name!r} is not one of {', '.join(DATASETS)}") from None
+
+
+@functools.cache
+def _published_contents() -> dict[str, tuple[str, str]]:
+    return {
+        entry.sha256: (spec.name, entry.name)
+        for spec in DATASETS.values()
+        for entry in spec.downloads
+        if entry.sha256
+    }
+
+
+def known_content(sha256: str) -> tuple[str, str] | None:
+    """The dataset and file name whose decompressed content has this SHA-256, if any does."""
+    return _published_contents().get(sha256)

@@ -36,7 +36,7 @@ from mnistkit.transport import (
     open_source,
     opener,
 )
-from mnistkit.verify import copy_problem, file_problem, verified_by
+from mnistkit.verify import ANOTHER_DATASETS, copy_problem, file_problem, verified_by
 
 RETRY_DELAY_S = 0.25
 Log = Callable[[str], None]
@@ -140,6 +140,11 @@ def _fetch_all(
                 log(f"{target}: already present and valid, not downloaded again")
                 paths.append(target)
                 continue
+            if problem.startswith(ANOTHER_DATASETS):
+                raise MnistkitError(
+                    f"{target}: {problem}, not this dataset's; fetch into another folder "
+                    "(as make all does: data/NAME/raw), or give --force to replace it"
+                )
             _remove_invalid(target)
             log(f"{target}: present but invalid ({problem}); removed, fetching a new copy")
         more_files = position < len(downloads) - 1

@@ -12,6 +12,7 @@ the file. Payloads above MAX_DATA_BYTES (1 GiB, twice EMNIST's largest) are refu
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import struct
@@ -21,7 +22,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE, DatasetSpec, dataset_spec
+from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE, DatasetSpec, dataset_spec, known_content
 from mnistkit.decompress import CorruptData, GunzipStream, UnxzStream, decompressed
 from mnistkit.errors import MnistkitError
 from mnistkit.inputs import open_input
@@ -142,6 +143,22 @@ def _read_kind(path: Path, magic: int) -> np.ndarray:
     return array
 
 
+def _check_whose(path: Path, array: np.ndarray, spec: DatasetSpec) -> None:
+    """Refuse another dataset's file under this one's name (MNIST's digits parsed as
+    Fashion-MNIST would be clothes labelled with digits' classes). Unknown files are the
+    user's own data, and pass."""
+    content = hashlib.sha256(struct.pack(">I", magic_of(array)))
+    content.update(struct.pack(f">{array.ndim}I", *array.shape))
+    content.update(np.ascontiguousarray(array, array.dtype.newbyteorder(">")).data)
+    known = known_content(content.hexdigest())
+    if known is not None and known[0] != spec.name:
+        option = "" if known[0] == DEFAULT_DATASET else f" --dataset {known[0]}"
+        raise MnistkitError(
+            f"{path}: holds {dataset_spec(known[0]).title}'s {known[1]}, not {spec.title}'s; "
+            f"parse it with `mnistkit parse-to-npz{option}`, or fetch {spec.title} into another folder"
+        )
+
+
 def _refetch_hint(raw_dir: Path, spec: DatasetSpec) -> str:
     option = "" if spec.name == DEFAULT_DATASET else f" --dataset {spec.name}"
     return f"; `mnistkit fetch{option} --out {raw_dir}` puts a verified copy there"
@@ -204,6 +221,8 @@ def read_mnist_dir(
             raise MnistkitError(
                 f"{images_path}: images are {images.shape[1]}x{images.shape[2]} pixels, expected 28x28"
             )
+        _check_whose(images_path, images, spec)
+        _check_whose(labels_path, table, spec)
         labels = _class_labels(labels_path, table, spec)
         if len(images) != len(labels):
             raise MnistkitError(

@@ -12,7 +12,7 @@ import hashlib
 import os
 from typing import BinaryIO
 
-from mnistkit.datasets import ExpectedFile, Published
+from mnistkit.datasets import ExpectedFile, Published, dataset_spec, known_content
 from mnistkit.decompress import GZIP_MAGIC, XZ_MAGIC, CorruptData, decompressed
 
 _CHUNK_BYTES = 64 << 10
@@ -30,6 +30,10 @@ def copy_problem(handle: BinaryIO, expected: ExpectedFile) -> str | None:
     if expected.sha256:
         return _content_problem(handle, expected)
     return _published_problem(handle, expected.published)
+
+
+# How a problem begins when the file is another dataset's genuine file: fetch keeps it.
+ANOTHER_DATASETS = "it holds "
 
 
 def file_problem(path: str | os.PathLike[str], expected: ExpectedFile) -> str | None:
@@ -66,6 +70,9 @@ def _content_problem(handle: BinaryIO, expected: ExpectedFile) -> str | None:
     if size_bytes != expected.size_bytes:
         return f"decompresses to {size_bytes} bytes, expected {expected.size_bytes}"
     if digest.hexdigest() != expected.sha256:
+        known = known_content(digest.hexdigest())
+        if known is not None:
+            return f"{ANOTHER_DATASETS}{dataset_spec(known[0]).title}'s {known[1]}"
         return f"content SHA-256 {digest.hexdigest()[:16]}... is not the expected {expected.sha256[:16]}..."
     return None
 

@@ -51,11 +51,39 @@ def test_fetch_verifies_the_recompressed_files_by_their_content(tmp_path: Path) 
     assert result.stderr.count("content SHA-256 verified") == 4
     assert [file_problem(out / entry.name, entry) for entry in FASHION_MNIST.downloads] == [None] * 4
     mnist_folder = REPO_ROOT.parent / "shared" / "mnist"
-    if mnist_folder.is_dir():  # MNIST's files under the same names are refused
+    if mnist_folder.is_dir():  # MNIST's files under the same names are refused, and named
         wrong = CliRunner().invoke(
             cli, [*args, "--force", "--mirror", str(mnist_folder)], env={"MNISTKIT_MIRROR": None}
         )
-        assert wrong.exit_code == 1 and "is not the expected" in wrong.stderr
+        assert wrong.exit_code == 1 and "it holds MNIST's train-images-idx3-ubyte.gz" in wrong.stderr
+
+
+@pytest.mark.skipif(not (REPO_ROOT.parent / "shared" / "mnist").is_dir(), reason="needs ../shared/mnist too")
+def test_another_datasets_files_are_named_and_kept(tmp_path: Path) -> None:
+    """MNIST's files where Fashion-MNIST's belong (the same names): fetch keeps them and says
+    whose they are, parse-to-npz refuses to call digits clothes."""
+    mnist = tmp_path / "raw"
+    shutil.copytree(REPO_ROOT.parent / "shared" / "mnist", mnist)
+    before = {path.name: path.read_bytes() for path in mnist.iterdir()}
+    fetched = CliRunner().invoke(
+        cli,
+        ["fetch", "--dataset", "fashion-mnist", "--out", str(mnist), "--no-default-mirrors"],
+        env={"MNISTKIT_MIRROR": str(REAL_FASHION_DIR)},
+    )
+    assert fetched.exit_code == 1
+    assert fetched.stderr.splitlines()[-1] == (
+        f"Error: {mnist / 'train-images-idx3-ubyte.gz'}: it holds MNIST's train-images-idx3-ubyte.gz, "
+        "not this dataset's; fetch into another folder (as make all does: data/NAME/raw), or give "
+        "--force to replace it"
+    )
+    assert {path.name: path.read_bytes() for path in mnist.iterdir()} == before
+    parsed = CliRunner().invoke(
+        cli, ["parse-to-npz", str(mnist), "--dataset", "fashion-mnist", "-o", str(tmp_path / "f.npz")]
+    )
+    assert parsed.exit_code == 1 and not (tmp_path / "f.npz").exists()
+    assert "train-images-idx3-ubyte.gz: holds MNIST's train-images-idx3-ubyte.gz, not Fashion-MNIST's" in (
+        parsed.stderr
+    )
 
 
 def test_make_all_on_real_fashion_mnist(tmp_path: Path, report_figure) -> None:

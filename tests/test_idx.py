@@ -481,3 +481,21 @@ def _mutated_typed_files(draw: st.DrawFn) -> bytes:
 @given(data=_mutated_typed_files())
 def test_fuzz_mutated_typed_files_parse_or_raise_mnistkit_error(fuzz_path: Path, data: bytes) -> None:
     _parses_any_type_or_refuses(fuzz_path, data)
+
+
+def test_another_datasets_file_is_known_by_its_content(synthetic_raw_dir: Path, monkeypatch) -> None:
+    """The content's SHA-256 is taken from the parsed array (header and data as the IDX file
+    has them): the same as the decompressed file's, so a file published for one dataset is
+    refused under another's name, and passes under its own."""
+    import hashlib
+
+    from mnistkit import idx
+
+    name = MNIST_FILES["train_images"]
+    content = hashlib.sha256(gzip.decompress((synthetic_raw_dir / name).read_bytes())).hexdigest()
+    monkeypatch.setattr(idx, "known_content", lambda digest: ("mnist", name) if digest == content else None)
+    with pytest.raises(
+        MnistkitError, match=f"{name}: holds MNIST's {name}, not Fashion-MNIST's; parse it with"
+    ):
+        read_mnist_dir(synthetic_raw_dir, "fashion-mnist")
+    assert read_mnist_dir(synthetic_raw_dir, "mnist")["train_images"].shape[1:] == (28, 28)
