@@ -325,7 +325,10 @@ def config_from_options(
     Switching the model keeps the preset's other settings; a hidden layer the preset had
     is dropped for logreg, which has none.
     """
-    options = dict(options)
+    options = {  # one width, from Python, is a list of one: hidden=64
+        key: (value,) if key in TUPLE_SETTINGS and isinstance(value, int | float | str) else value
+        for key, value in options.items()
+    }
     name = preset or options.get("model") or "mlp"
     base = preset_config(name, dataset)
     members = options.pop("ensemble", None)

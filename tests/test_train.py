@@ -494,6 +494,7 @@ def test_presets_fill_what_the_options_leave_out() -> None:
     assert config_from_options("seed", {"epochs": 2}).epochs == 2
     assert config_from_options(None, {"model": "cnn"}).model == "cnn"
     assert config_from_options(None, {}) == config_from_options("mlp", {})
+    assert config_from_options("mlp", {"hidden": 64}).hidden == (64,)  # from Python: one width
 
 
 @pytest.mark.slow
