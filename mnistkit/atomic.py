@@ -16,10 +16,12 @@ import errno
 import os
 import stat
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from mnistkit import interrupts
 from mnistkit.errors import MnistkitError
 
 WRITE_ERRNOS = {
@@ -31,6 +33,7 @@ WRITE_ERRNOS = {
     errno.EDQUOT: "disk quota exceeded",
     errno.EISDIR: "is a directory",
     errno.ENOENT: "folder does not exist",
+    errno.ENXIO: "nothing reads it (a pipe without a reader, or a socket)",
 }
 
 
@@ -67,15 +70,29 @@ def remove_stale_temp_files(path: Path) -> None:
 
 
 STDOUT = "-"
+PIPE_READER_POLL_S = 0.05  # how often a write into a named pipe looks for its reader
 
 
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _umask() -> int:
+    """The process's umask, read where Linux shows it (setting it to read it would change it
+    for every thread for a moment); 022 where it cannot be read."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
 
 
-_UMASK = _current_umask()  # read once, at import, before any thread could create a file
+# Paths that name this process's standard output: written as `-` is (a file opened anew
+# through them would be truncated under the shell's redirection).
+STDOUT_ALIASES = ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1")
+
+
+def is_stdout(path: str | os.PathLike[str]) -> bool:
+    return str(path) == STDOUT or os.path.abspath(path) in STDOUT_ALIASES
 
 
 def written_in_place(path: str | os.PathLike[str]) -> bool:
@@ -94,16 +111,19 @@ def written_in_place(path: str | os.PathLike[str]) -> bool:
 def check_writable_target(path: str | os.PathLike[str]) -> None:
     """Fail early, before any work, when `path` cannot be written (`-`, stdout, always can).
     Missing folders on the way are fine: the write creates them."""
-    if str(path) == STDOUT:
+    if is_stdout(path):
         return
     path = Path(path)
-    if path.is_dir():
-        raise MnistkitError(f"{path}: is a directory, expected a file path")
+    try:
+        if path.is_dir():
+            raise MnistkitError(f"{path}: is a directory, expected a file path")
+    except PermissionError as error:
+        raise MnistkitError(f"{path}: cannot reach its folder ({error.strerror})") from None
     if written_in_place(path):
         if path.exists() and not os.access(path, os.W_OK):
             raise MnistkitError(f"{path}: is not writable")
         return
-    _check_folder_can_be(path, Path(os.path.realpath(path)).parent)
+    _check_folder_can_be(path, _followed_link(path).parent)
 
 
 def _check_folder_can_be(path: Path, folder: Path) -> None:
@@ -138,14 +158,14 @@ def describe_write_error(path: Path, error: OSError) -> MnistkitError:
 def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
     """Yield a file object whose content appears at `path` only if the block succeeds; for `-`,
     standard output (binary data is refused when that is a terminal)."""
-    if str(path) == STDOUT:
+    if is_stdout(path):
         yield _stdout(mode)
         return
     check_writable_target(path)
     encoding, errors = (None, None) if "b" in mode else ("utf-8", "surrogateescape")
     if written_in_place(path):
         try:
-            with open(path, mode, encoding=encoding, errors=errors) as handle:
+            with _open_in_place(Path(path), mode, encoding, errors) as handle:
                 yield handle
         except OSError as error:
             if error.errno in WRITE_ERRNOS:
@@ -154,11 +174,11 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
         return
     import tempfile  # here, not at the top: it costs predict's startup 7 ms when nothing is written
 
-    path = Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
+    path = _followed_link(Path(path))
     try:
-        permissions = stat.S_IMODE(os.stat(path).st_mode)
+        permissions = stat.S_IMODE(os.stat(path).st_mode) & 0o777
     except OSError:
-        permissions = 0o666 & ~_UMASK
+        permissions = 0o666 & ~_umask()
     make_output_folder(path.parent)
     remove_stale_temp_files(path)
     try:
@@ -181,6 +201,43 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
             raise describe_write_error(path, error) from None
         raise
     _fsync_directory(path.parent)
+
+
+def _open_in_place(path: Path, mode: str, encoding: str | None, errors: str | None) -> IO:
+    """A device or a pipe, opened to append (a redirected /dev/stderr keeps what it holds)."""
+    if stat.S_ISFIFO(os.stat(path).st_mode):
+        fd = _open_pipe(path)
+    else:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    return os.fdopen(fd, mode.replace("w", "a"), encoding=encoding, errors=errors)
+
+
+def _open_pipe(path: Path) -> int:
+    """A named pipe's writing end, once a reader has opened it, as a blocking open waits; but
+    a Ctrl-C that training holds back still ends this wait."""
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK)
+        except OSError as error:
+            if error.errno != errno.ENXIO:
+                raise
+            interrupts.raise_if_interrupted()
+            time.sleep(PIPE_READER_POLL_S)
+        else:
+            os.set_blocking(fd, True)
+            return fd
+
+
+def _followed_link(path: Path) -> Path:
+    """The file a link names, to replace it and keep the link, when the link is the caller's
+    (or its folder owner's, as Linux's protected_symlinks has it) and names a file; otherwise
+    the path itself, whose rename replaces the link."""
+    if not path.is_symlink():
+        return path
+    target = Path(os.path.realpath(path))
+    link_owner = os.lstat(path).st_uid
+    trusted = link_owner in (os.geteuid(), os.stat(path.parent).st_uid)
+    return target if trusted and target.is_file() else path
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:

@@ -19,8 +19,9 @@ from PIL import Image, ImageDraw, ImageFont
 from mnistkit.errors import MnistkitError
 
 RGB = tuple[int, int, int]
-# A picture larger than this (300 MB as RGB) is refused before it is made.
-MAX_PICTURE_PIXELS = 100_000_000
+# A picture larger than this (600 MB as RGB) is refused before it is made; the whole test set
+# at the default scale is 120 million.
+MAX_PICTURE_PIXELS = 200_000_000
 WHITE: RGB = (255, 255, 255)
 INK: RGB = (33, 33, 33)
 MUTED: RGB = (105, 105, 105)

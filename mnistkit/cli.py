@@ -22,6 +22,7 @@ from mnistkit.atomic import (
     WRITE_ERRNOS,
     check_writable_target,
     describe_write_error,
+    is_stdout,
     written_in_place,
 )
 from mnistkit.config import INITS, NORMALIZATIONS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
@@ -49,7 +50,8 @@ class MnistkitGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             result = super().invoke(ctx)
-            sys.stdout.flush()  # so that a failed write shows here, not as Python exits
+            if sys.stdout is not None:  # None when the command ran with stdout closed
+                sys.stdout.flush()  # so that a failed write shows here, not as Python exits
             return result
         except MnistkitError as error:
             raise click.ClickException(str(error)) from None
@@ -65,6 +67,8 @@ class MnistkitGroup(click.Group):
 
 def _stdout_to_devnull() -> None:
     """What Python has yet to flush to a closed or full standard output goes nowhere."""
+    if sys.stdout is None:
+        return
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
@@ -102,33 +106,38 @@ def _output(ctx: click.Context, param: click.Parameter, value: str | None) -> st
 
 
 def _check_outputs_apart(ctx: click.Context) -> None:
-    """No output may be one of the command's input files (except `train --resume CKPT -o
-    CKPT`, which continues a model in its own file), nor another output's path."""
+    """No output may be one of the command's input files, nor another output's path; only
+    `train --resume CKPT -o CKPT` continues a model in its own file."""
     outputs, inputs = [], []
     for param in ctx.command.params:
         value = ctx.params.get(param.name) if param.name else None
-        if param.callback in (_output, _picture_path) and value is not None:
-            outputs.append((param.opts[0], str(value)))
-        elif param.name == "resume":
+        if value is None:
             continue
-        elif isinstance(value, str | Path):
-            inputs.append(str(value))
-        elif isinstance(value, tuple | list):
-            inputs.extend(str(item) for item in value if isinstance(item, str | Path))
+        if param.callback in (_output, _picture_path):
+            outputs.append((param.opts[0], str(value)))
+        elif isinstance(param.type, click.Path) or isinstance(param, click.Argument):
+            values = value if isinstance(value, tuple | list) else [value]
+            inputs.extend((param.name, str(item)) for item in values if isinstance(item, str | Path))
     for index, (option, path) in enumerate(outputs):
         for other_option, other_path in outputs[:index]:
-            if path == other_path or _same_file(path, other_path):
-                where = "standard output" if path == STDOUT else path
+            if _same_path(path, other_path):
+                where = "standard output" if is_stdout(path) else path
                 raise MnistkitError(f"{path}: {other_option} and {option} would both write to {where}")
-        if path != STDOUT and any(_same_file(path, given) for given in inputs if given != STDOUT):
-            raise MnistkitError(f"{path}: {option} would overwrite an input of this command")
+        if is_stdout(path) or written_in_place(path):
+            continue
+        for name, given in inputs:
+            if given != STDOUT and _same_path(path, given) and not (name == "resume" and option == "-o"):
+                raise MnistkitError(f"{path}: {option} would overwrite an input of this command")
 
 
-def _same_file(path: str, other: str) -> bool:
+def _same_path(path: str, other: str) -> bool:
+    """The same file, or (where one does not exist yet) the same path however spelled."""
+    if is_stdout(path) or is_stdout(other):
+        return is_stdout(path) and is_stdout(other)
     try:
         return os.path.samefile(path, other)
     except (OSError, ValueError):
-        return False
+        return os.path.realpath(path) == os.path.realpath(other)
 
 
 def _output_option(*names: str, help: str, required: bool = False):
@@ -798,7 +807,7 @@ def _keep_only_if_complete(output: str | None, failures: int) -> None:
     """An output FILE is written only when every image was read (its temp file is dropped
     otherwise), so that make never takes it as done; rows on stdout or into a pipe stream
     as they come."""
-    if failures and output is not None and output != STDOUT and not written_in_place(output):
+    if failures and output is not None and not is_stdout(output) and not written_in_place(output):
         raise MnistkitError(f"{output}: not written, since {_count(failures, 'image')} could not be read")
 
 

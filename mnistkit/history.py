@@ -12,9 +12,10 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from mnistkit.atomic import STDOUT, write_text_atomic
+from mnistkit.atomic import is_stdout, write_text_atomic, written_in_place
 from mnistkit.errors import MnistkitError
 
 SPLITS = ("train", "val", "test")
@@ -26,9 +27,21 @@ def history_text(records: Sequence[Mapping[str, Any]]) -> str:
     return "".join(json.dumps(record) + "\n" for record in records)
 
 
+def check_history_target(path: str | os.PathLike[str]) -> None:
+    """The history is written after every epoch: a pipe's reader would take the first and
+    leave, and the second would find no one to read it."""
+    if not is_stdout(path) and Path(path).is_fifo():
+        raise MnistkitError(
+            f"{path}: --history is written after every epoch, which a pipe takes once; "
+            "give a file, or - for standard output"
+        )
+
+
 def write_history(path: str | os.PathLike[str], records: Sequence[Mapping[str, Any]]) -> None:
-    """The whole history so far, replacing the file; on stdout (`-`), only the newest line."""
-    write_text_atomic(path, history_text(records[-1:] if str(path) == STDOUT else records))
+    """The whole history so far, replacing the file; on stdout (`-`) or a device, only the
+    newest line."""
+    newest_only = is_stdout(path) or written_in_place(path)
+    write_text_atomic(path, history_text(records[-1:] if newest_only else records))
 
 
 def read_history(text: str, source: str) -> list[dict[str, Any]]:

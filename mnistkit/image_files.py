@@ -43,29 +43,33 @@ class LoadedDigit:
 
 
 def expand_stdin(arguments: Iterable[str], stdin: IO[str]) -> Iterator[str]:
-    """The paths given, with `-` replaced by the lines of stdin (blank lines skipped)."""
+    """The paths given, with `-` replaced by the lines of stdin (blank lines skipped). Bytes
+    that are not UTF-8 stay as they are, as in a path given as an argument."""
     for argument in arguments:
         if argument == "-":
-            try:
-                for number, line in enumerate(stdin):
-                    if number == 0:
-                        _check_paths_not_bytes(line)
-                    path = line.rstrip("\r\n")
-                    if path:
-                        yield path
-            except UnicodeDecodeError:
-                _check_paths_not_bytes("\x00")
+            if hasattr(stdin, "reconfigure"):
+                stdin.reconfigure(errors="surrogateescape")
+            for number, line in enumerate(stdin):
+                if number == 0:
+                    _check_paths_not_bytes(line)
+                path = line.rstrip("\r\n")
+                if path:
+                    yield path
         else:
             yield argument
 
 
+# How images begin, as stdin's text shows them: PNG, JPEG.
+_IMAGE_STARTS = ("\udc89PNG", "\udcff\udcd8\udcff")
+
+
 def _check_paths_not_bytes(first_line: str) -> None:
     """`cat digit.png | mnistkit predict CKPT -` sends the image, where paths belong. A path
-    list is text: no NUL, and no line starting with a control character or a byte that is
-    not UTF-8 (PNG, JPEG, gzip and zip files all start so)."""
+    list is text: no NUL, no control character first (gzip and zip files start with one), and
+    not an image's first bytes."""
     first = first_line[:1]
     control = first < " " and first not in "\t\r\n"
-    if "\x00" in first_line or (first and (control or "\udc80" <= first <= "\udcff")):
+    if "\x00" in first_line or (first and control) or first_line.startswith(_IMAGE_STARTS):
         kind = what_file_is(first_line.encode("utf-8", "surrogateescape")[:16]) or "binary data"
         raise MnistkitError(
             f"-: standard input holds {kind}, not image paths; `-` reads paths, one per line "

@@ -34,7 +34,7 @@ from mnistkit.atomic import check_writable_target
 from mnistkit.checkpoint import Checkpoint, save_checkpoint
 from mnistkit.config import TrainConfig
 from mnistkit.errors import Interrupted, MnistkitError
-from mnistkit.history import METRICS, epoch_line, members_range, write_history
+from mnistkit.history import METRICS, check_history_target, epoch_line, members_range, write_history
 from mnistkit.parallel import Placement, make_placement
 from mnistkit.steps import TrainState, make_evaluate, make_optimizer, make_train_chunk
 from mnistkit.train_state import (
@@ -110,6 +110,8 @@ def train(
     for path in (checkpoint_path, history_path):
         if writer and path is not None:
             check_writable_target(Path(path))
+    if writer and history_path is not None:
+        check_history_target(history_path)
     setup = _set_up(arrays, config, data_name, data_sha256, devices, log)
     config = setup.config
     state_file = run_state.state_path(checkpoint_path) if save_every > 0 else None

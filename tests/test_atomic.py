@@ -137,10 +137,12 @@ def test_a_link_keeps_pointing_at_its_file_which_gets_the_new_content(tmp_path: 
 
 
 def test_new_files_follow_the_umask_and_replaced_files_keep_their_mode(tmp_path: Path) -> None:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    write_bytes_atomic(tmp_path / "new.bin", b"x")
-    assert (tmp_path / "new.bin").stat().st_mode & 0o777 == 0o666 & ~mask
+    mask = os.umask(0o077)
+    try:
+        write_bytes_atomic(tmp_path / "new.bin", b"x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "new.bin").stat().st_mode & 0o777 == 0o600
     secret = tmp_path / "secret.tsv"
     secret.write_text("old")
     secret.chmod(0o600)
@@ -152,3 +154,22 @@ def test_text_keeps_the_bytes_of_a_file_name_that_is_not_utf8(tmp_path: Path) ->
     name = os.fsdecode(b"caf\xe9.png")  # a Latin-1 name, as an old camera or zip might give
     write_text_atomic(tmp_path / "out.tsv", f"{name}\t7\n")
     assert (tmp_path / "out.tsv").read_bytes() == b"caf\xe9.png\t7\n"
+
+
+def test_a_dangling_link_is_replaced_and_no_folder_made_for_it(tmp_path: Path) -> None:
+    link = tmp_path / "out.json"
+    link.symlink_to(tmp_path / "nowhere" / "out.json")
+    write_text_atomic(link, "{}")
+    assert not link.is_symlink() and link.read_text() == "{}"
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_standard_output_by_its_device_name_is_standard_output(tmp_path: Path) -> None:
+    """`--json /dev/stdout >> log`: written as `-` is, so the shell's log keeps what it held
+    (a file opened anew through /dev/stdout would be truncated)."""
+    log = tmp_path / "log"
+    log.write_text("before\n")
+    script = "from mnistkit.atomic import write_text_atomic; write_text_atomic('/dev/stdout', 'after\\n')"
+    with log.open("a") as stdout:
+        subprocess.run([sys.executable, "-c", script], stdout=stdout, check=True, timeout=60)
+    assert log.read_text() == "before\nafter\n"

@@ -232,3 +232,41 @@ def test_an_output_file_is_written_only_when_every_image_was_read(
     report = tmp_path / "report.json"
     evaluated = run("eval", model, "--labels", labels, "--json", report)
     assert evaluated.returncode == 1 and not report.exists()
+
+
+def test_outputs_are_compared_as_paths_and_options_that_name_no_file_are_not_inputs(
+    tmp_path: Path, synthetic_npz: Path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    spelled_twice = run("train", synthetic_npz, "-o", "./h.jsonl", "--history", "h.jsonl", "--show-config")
+    assert spelled_twice.returncode == 1
+    assert spelled_twice.stderr.decode() == "Error: h.jsonl: -o and --history would both write to h.jsonl\n"
+    keep = tmp_path / "keep.safetensors"
+    keep.write_bytes(b"a checkpoint")
+    history_over_resume = run(
+        "train", synthetic_npz, "--resume", keep, "-o", "out.safetensors", "--history", keep
+    )
+    assert (
+        history_over_resume.returncode == 1
+        and "--history would overwrite an input" in history_over_resume.stderr.decode()
+    )
+    assert keep.read_bytes() == b"a checkpoint"
+    Path("logreg").write_text("a file named like the preset")
+    named_like_a_preset = run("train", synthetic_npz, "-o", "logreg", "--preset", "logreg", "--show-config")
+    assert named_like_a_preset.returncode == 0, named_like_a_preset.stderr
+
+
+def test_a_history_into_a_pipe_is_refused_since_it_is_written_every_epoch(
+    tmp_path: Path, synthetic_npz: Path
+) -> None:
+    fifo = tmp_path / "history"
+    os.mkfifo(fifo)
+    result = run("train", synthetic_npz, "-o", tmp_path / "m.safetensors", "--history", fifo, "--hidden", "8")
+    assert result.returncode == 1 and not (tmp_path / "m.safetensors").exists()
+    assert result.stderr.decode().startswith(f"Error: {fifo}: --history is written after every epoch")
+
+
+def test_a_closed_standard_output_is_no_traceback(model: Path) -> None:
+    closed = ["bash", "-c", 'exec "$@" >&-', "bash", *mnistkit_command("info", model)]  # `>&-`: fd 1 closed
+    process = subprocess.run(closed, stderr=subprocess.PIPE, timeout=60)
+    assert process.returncode == 0 and process.stderr == b""
