@@ -412,15 +412,15 @@ def dataset_spec(name: str) -> DatasetSpec:
 
 
 @functools.cache
-def _published_contents() -> dict[str, tuple[str, str]]:
-    return {
-        entry.sha256: (spec.name, entry.name)
-        for spec in DATASETS.values()
-        for entry in spec.downloads
-        if entry.sha256
-    }
+def _published_contents() -> dict[str, tuple[tuple[str, str], ...]]:
+    contents: dict[str, tuple[tuple[str, str], ...]] = {}
+    for spec in DATASETS.values():
+        for entry in spec.downloads:
+            if entry.sha256:
+                contents[entry.sha256] = (*contents.get(entry.sha256, ()), (spec.name, entry.name))
+    return contents
 
 
-def known_content(sha256: str) -> tuple[str, str] | None:
-    """The dataset and file name whose decompressed content has this SHA-256, if any does."""
-    return _published_contents().get(sha256)
+def known_content(sha256: str) -> tuple[tuple[str, str], ...]:
+    """Each (dataset, file name) whose published decompressed content has this SHA-256."""
+    return _published_contents().get(sha256, ())

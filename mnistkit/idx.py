@@ -151,10 +151,11 @@ def _check_whose(path: Path, array: np.ndarray, spec: DatasetSpec) -> None:
     content.update(struct.pack(f">{array.ndim}I", *array.shape))
     content.update(np.ascontiguousarray(array, array.dtype.newbyteorder(">")).data)
     known = known_content(content.hexdigest())
-    if known is not None and known[0] != spec.name:
-        option = "" if known[0] == DEFAULT_DATASET else f" --dataset {known[0]}"
+    if known and spec.name not in {dataset for dataset, _ in known}:
+        dataset, name = known[0]
+        option = "" if dataset == DEFAULT_DATASET else f" --dataset {dataset}"
         raise MnistkitError(
-            f"{path}: holds {dataset_spec(known[0]).title}'s {known[1]}, not {spec.title}'s; "
+            f"{path}: holds {dataset_spec(dataset).title}'s {name}, not {spec.title}'s; "
             f"parse it with `mnistkit parse-to-npz{option}`, or fetch {spec.title} into another folder"
         )
 

@@ -70,9 +70,12 @@ def _content_problem(handle: BinaryIO, expected: ExpectedFile) -> str | None:
     if size_bytes != expected.size_bytes:
         return f"decompresses to {size_bytes} bytes, expected {expected.size_bytes}"
     if digest.hexdigest() != expected.sha256:
-        known = known_content(digest.hexdigest())
-        if known is not None:
-            return f"{ANOTHER_DATASETS}{dataset_spec(known[0]).title}'s {known[1]}"
+        named_alike = [
+            (dataset, name) for dataset, name in known_content(digest.hexdigest()) if name == expected.name
+        ]
+        if named_alike:  # another dataset's genuine file of the same name
+            dataset, name = named_alike[0]
+            return f"{ANOTHER_DATASETS}{dataset_spec(dataset).title}'s {name}"
         return f"content SHA-256 {digest.hexdigest()[:16]}... is not the expected {expected.sha256[:16]}..."
     return None
 

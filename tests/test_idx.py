@@ -493,7 +493,7 @@ def test_another_datasets_file_is_known_by_its_content(synthetic_raw_dir: Path, 
 
     name = MNIST_FILES["train_images"]
     content = hashlib.sha256(gzip.decompress((synthetic_raw_dir / name).read_bytes())).hexdigest()
-    monkeypatch.setattr(idx, "known_content", lambda digest: ("mnist", name) if digest == content else None)
+    monkeypatch.setattr(idx, "known_content", lambda digest: (("mnist", name),) if digest == content else ())
     with pytest.raises(
         MnistkitError, match=f"{name}: holds MNIST's {name}, not Fashion-MNIST's; parse it with"
     ):
