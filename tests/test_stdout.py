@@ -40,6 +40,14 @@ def model(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def digit(tmp_path: Path, synthetic_data) -> Path:
+    """One test digit as a PNG file."""
+    path = tmp_path / "digit.png"
+    Image.fromarray(synthetic_data["test_images"][0]).save(path)
+    return path
+
+
 @dataclass
 class Ran:
     returncode: int
@@ -81,10 +89,8 @@ def test_a_picture_to_stdout_is_png_bytes_and_no_file(tmp_path: Path, synthetic_
 
 
 def test_predictions_and_arrays_to_stdout(
-    tmp_path: Path, model: Path, synthetic_raw_dir: Path, synthetic_data
+    tmp_path: Path, model: Path, synthetic_raw_dir: Path, synthetic_data, digit: Path
 ) -> None:
-    digit = tmp_path / "digit.png"
-    Image.fromarray(synthetic_data["test_images"][0]).save(digit)
     predicted = run("predict", model, digit, "-o", "-")
     assert predicted.returncode == 0, predicted.stderr
     path, label, confidence = predicted.stdout.decode().strip().split("\t")
@@ -159,11 +165,9 @@ def test_export_dir_and_a_picture_on_stdout_cannot_share_it(tmp_path: Path, synt
 
 
 def test_an_output_never_overwrites_an_input_or_another_output(
-    tmp_path: Path, model: Path, synthetic_npz: Path, synthetic_data
+    tmp_path: Path, model: Path, synthetic_npz: Path, digit: Path
 ) -> None:
     data_bytes, model_bytes = synthetic_npz.read_bytes(), model.read_bytes()
-    digit = tmp_path / "digit.png"
-    Image.fromarray(synthetic_data["test_images"][0]).save(digit)
     digit_bytes = digit.read_bytes()
     for args, line in (
         (("train", synthetic_npz, "-o", synthetic_npz), f"{synthetic_npz}: -o would overwrite an input"),
@@ -185,10 +189,8 @@ def test_an_output_never_overwrites_an_input_or_another_output(
 
 
 def test_a_reader_that_stops_early_ends_the_command_quietly_with_141(
-    tmp_path: Path, model: Path, synthetic_data
+    tmp_path: Path, model: Path, digit: Path
 ) -> None:
-    digit = tmp_path / "digit.png"
-    Image.fromarray(synthetic_data["test_images"][0]).save(digit)
     paths = tmp_path / "paths.txt"
     paths.write_text(f"{digit}\n" * 20000)  # far more rows than a pipe holds
     with paths.open("rb") as stdin:
@@ -214,10 +216,8 @@ def test_a_full_standard_output_is_one_line(model: Path) -> None:
 
 
 def test_an_output_file_is_written_only_when_every_image_was_read(
-    tmp_path: Path, model: Path, synthetic_data
+    tmp_path: Path, model: Path, digit: Path
 ) -> None:
-    digit = tmp_path / "digit.png"
-    Image.fromarray(synthetic_data["test_images"][0]).save(digit)
     output = tmp_path / "predictions.tsv"
     result = run("predict", model, digit, tmp_path / "missing.png", "-o", output)
     assert result.returncode == 1 and not output.exists()
