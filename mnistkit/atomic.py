@@ -96,8 +96,10 @@ def is_stdout(path: str | os.PathLike[str]) -> bool:
 
 
 def written_in_place(path: str | os.PathLike[str]) -> bool:
-    """Whether `path` is a device or a stream rather than a file to replace: /dev/null, a
-    pipe, /dev/stdout, a shell's process substitution (/dev/fd/N)."""
+    """Whether `path` is a stream or a device rather than a file to replace: `-` and
+    /dev/stdout, /dev/null, a pipe, a shell's process substitution (/dev/fd/N)."""
+    if is_stdout(path):
+        return True
     absolute = os.path.abspath(path)
     if absolute.startswith(("/proc/", "/dev/")) and not absolute.startswith("/dev/shm/"):
         return True

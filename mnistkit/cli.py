@@ -123,10 +123,10 @@ def _check_outputs_apart(ctx: click.Context) -> None:
             if _same_path(path, other_path):
                 where = "standard output" if is_stdout(path) else path
                 raise MnistkitError(f"{path}: {other_option} and {option} would both write to {where}")
-        if is_stdout(path) or written_in_place(path):
+        if written_in_place(path):
             continue
         for name, given in inputs:
-            if given != STDOUT and _same_path(path, given) and not (name == "resume" and option == "-o"):
+            if _same_path(path, given) and not (name == "resume" and option == "-o"):
                 raise MnistkitError(f"{path}: {option} would overwrite an input of this command")
 
 
@@ -807,7 +807,7 @@ def _keep_only_if_complete(output: str | None, failures: int) -> None:
     """An output FILE is written only when every image was read (its temp file is dropped
     otherwise), so that make never takes it as done; rows on stdout or into a pipe stream
     as they come."""
-    if failures and output is not None and not is_stdout(output) and not written_in_place(output):
+    if failures and output is not None and not written_in_place(output):
         raise MnistkitError(f"{output}: not written, since {_count(failures, 'image')} could not be read")
 
 

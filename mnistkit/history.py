@@ -40,8 +40,7 @@ def check_history_target(path: str | os.PathLike[str]) -> None:
 def write_history(path: str | os.PathLike[str], records: Sequence[Mapping[str, Any]]) -> None:
     """The whole history so far, replacing the file; on stdout (`-`) or a device, only the
     newest line."""
-    newest_only = is_stdout(path) or written_in_place(path)
-    write_text_atomic(path, history_text(records[-1:] if newest_only else records))
+    write_text_atomic(path, history_text(records[-1:] if written_in_place(path) else records))
 
 
 def read_history(text: str, source: str) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
 from mnistkit import __version__
-from mnistkit.atomic import is_stdout, write_bytes_atomic, written_in_place
+from mnistkit.atomic import write_bytes_atomic, written_in_place
 from mnistkit.checkpoint import FORMAT_VERSION, canonical_json
 from mnistkit.config import TrainConfig
 from mnistkit.errors import MnistkitError
@@ -52,7 +52,7 @@ class RunState:
 def state_path(checkpoint_path: str | os.PathLike[str] | None) -> Path | None:
     """Where the state of a run writing `checkpoint_path` lives (none for stdout, a device or a
     pipe, or no file)."""
-    if checkpoint_path is None or is_stdout(checkpoint_path) or written_in_place(checkpoint_path):
+    if checkpoint_path is None or written_in_place(checkpoint_path):
         return None
     path = Path(checkpoint_path)
     return path.with_name(path.name + SUFFIX)
