@@ -604,6 +604,9 @@ def train(
     process 0 writes the checkpoint, history and logs. --seeds or --ensemble trains many
     models at once into one checkpoint that predicts with their averaged probabilities.
 
+    Compiled programs are kept in ~/.cache/mnistkit/xla, so a rerun with the same settings
+    skips compiling; MNISTKIT_COMPILE_CACHE names another folder, or 'off'.
+
     \b
       mnistkit train data/mnist.npz -o models/model.safetensors
       mnistkit train data/mnist.npz -o models/cnn.safetensors --preset cnn

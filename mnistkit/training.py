@@ -32,6 +32,7 @@ from mnistkit import run_state
 from mnistkit.architectures import build_architecture, ensemble_size, member_architecture
 from mnistkit.atomic import check_writable_target
 from mnistkit.checkpoint import Checkpoint, save_checkpoint
+from mnistkit.compile_cache import use_compile_cache
 from mnistkit.config import TrainConfig
 from mnistkit.errors import Interrupted, MnistkitError
 from mnistkit.history import METRICS, check_history_target, epoch_line, members_range, write_history
@@ -103,8 +104,10 @@ def train(
     `progress(epoch, epochs, fraction)` runs after each chunk of batches in every process.
     Ctrl-C (KeyboardInterrupt, or `Interrupted` from `progress`) writes the last complete
     epoch's checkpoint, or none before the first, says which, and re-raises. A NaN loss
-    raises MnistkitError and writes no checkpoint.
+    raises MnistkitError and writes no checkpoint. Compiled programs are kept on disk for the
+    next run (`compile_cache`).
     """
+    use_compile_cache()
     writer = jax.process_index() == 0
     log = log if writer else (lambda message: None)
     for path in (checkpoint_path, history_path):

@@ -1,0 +1,76 @@
+"""The compiled programs kept between training runs (compile_cache.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mnistkit import compile_cache
+
+
+def train_fresh(npz: Path, output: Path, cache_setting: str | None) -> subprocess.CompletedProcess:
+    """`mnistkit train` in a fresh process with no JAX cache setting of its own (the tests'
+    conftest gives them one), and MNISTKIT_COMPILE_CACHE as given."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    environment.pop(compile_cache.CACHE_ENV, None)
+    environment["HOME"] = str(output.parent / "home")
+    environment.pop("XDG_CACHE_HOME", None)
+    if cache_setting is not None:
+        environment[compile_cache.CACHE_ENV] = cache_setting
+    command = [sys.executable, "-m", "mnistkit", "train", str(npz), "-o", str(output)]
+    command += ["--model", "mlp", "--hidden", "16", "--epochs", "1", "--save-every", "0"]
+    return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=120)
+
+
+def entries(folder: Path) -> list[Path]:
+    return [path for path in folder.rglob("*") if path.is_file()]
+
+
+def test_the_folder_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv(compile_cache.CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert compile_cache.cache_folder() == tmp_path / "xdg" / "mnistkit" / "xla"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert compile_cache.cache_folder() == tmp_path / "home" / ".cache" / "mnistkit" / "xla"
+    monkeypatch.setenv(compile_cache.CACHE_ENV, str(tmp_path / "mine"))
+    assert compile_cache.cache_folder() == tmp_path / "mine"
+    for off in ("off", "OFF", "0", ""):
+        monkeypatch.setenv(compile_cache.CACHE_ENV, off)
+        assert compile_cache.cache_folder() is None
+
+
+def test_a_rerun_loads_the_programs_and_trains_the_same_model(synthetic_npz, tmp_path):
+    cached = tmp_path / "home" / ".cache" / "mnistkit" / "xla"
+    first = train_fresh(synthetic_npz, tmp_path / "first.safetensors", None)
+    assert first.returncode == 0, first.stderr
+    assert cached.is_dir() and (cached.stat().st_mode & 0o777) == 0o700
+    written = {path: path.stat().st_mtime_ns for path in entries(cached)}
+    assert written, "the first run kept no program"
+    second = train_fresh(synthetic_npz, tmp_path / "second.safetensors", None)
+    assert second.returncode == 0, second.stderr
+    assert {path: path.stat().st_mtime_ns for path in entries(cached)} == written  # all loaded, none new
+    uncached = train_fresh(synthetic_npz, tmp_path / "uncached.safetensors", "off")
+    assert uncached.returncode == 0, uncached.stderr
+    model = (tmp_path / "uncached.safetensors").read_bytes()
+    assert (tmp_path / "first.safetensors").read_bytes() == model
+    assert (tmp_path / "second.safetensors").read_bytes() == model
+    assert "cache" not in first.stderr + second.stderr  # no warning from jax's cache
+
+
+def test_a_folder_under_a_file_leaves_training_as_it_was(synthetic_npz, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    result = train_fresh(synthetic_npz, tmp_path / "model.safetensors", str(tmp_path / "a-file" / "xla"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "model.safetensors").exists()
+
+
+def test_a_folder_others_can_write_is_not_trusted(synthetic_npz, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    result = train_fresh(synthetic_npz, tmp_path / "model.safetensors", str(shared))
+    assert result.returncode == 0, result.stderr
+    assert entries(shared) == []
