@@ -28,7 +28,7 @@ from PIL import Image
 from mnistkit.arrays import SPLITS, check_arrays, dataset_name, load_arrays, save_arrays
 from mnistkit.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from mnistkit.config import PRESETS, TrainConfig, config_from_options
-from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE
+from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE, dataset_spec
 from mnistkit.evaluation import Evaluation, evaluate_arrays
 from mnistkit.mirrors import DEFAULT_CACHE_DIR, MIRROR_ENV, mirror_list
 from mnistkit.predict import Prediction, predict_paths
@@ -129,11 +129,17 @@ def load_dataset(
 ) -> dict[str, np.ndarray]:
     """A dataset's arrays (and its `dataset` and `class_names`), downloaded and parsed the first
     time, read from there after, in the files `make all DATASET=name` uses: `folder`/raw and
-    `folder`/mnist.npz for MNIST, `folder`/NAME/raw and `folder`/NAME/NAME.npz for the others."""
+    `folder`/mnist.npz for MNIST, `folder`/NAME/raw and `folder`/NAME/NAME.npz for the others.
+    A folder that holds the dataset's IDX files itself (such as data/raw) is read as it is."""
     from mnistkit.idx import read_mnist_dir
 
     if Path(folder).is_file():
         raise ValueError(f"{folder} is a file: give the folder that holds it, or read it with load_arrays")
+    if any(
+        (Path(folder) / file).exists() or (Path(folder) / file.removesuffix(".gz")).exists()
+        for file in dataset_spec(name).files.values()
+    ):
+        return read_mnist_dir(folder, name)
     folder = Path(folder) if name == DEFAULT_DATASET else Path(folder) / name
     npz = folder / f"{name}.npz"
     if not npz.exists():

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from mnistkit.errors import MnistkitError
+from mnistkit.errors import PictureTooLarge
 
 RGB = tuple[int, int, int]
 # A picture larger than this (600 MB as RGB) is refused before it is made; the whole test set
@@ -102,7 +102,7 @@ class Canvas:
 
     def __init__(self, width_px: int, height_px: int, supersample: int = 1) -> None:
         if width_px * height_px * supersample**2 > MAX_PICTURE_PIXELS:
-            raise MnistkitError(
+            raise PictureTooLarge(
                 f"the picture would be {int(width_px)}x{int(height_px)} pixels, over "
                 f"{MAX_PICTURE_PIXELS // 1_000_000} megapixels; draw fewer or smaller digits "
                 "(--count, --scale)"

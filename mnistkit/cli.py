@@ -8,6 +8,7 @@ predict, eval, info and the pictures start without jax.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -27,7 +28,7 @@ from mnistkit.atomic import (
 )
 from mnistkit.config import INITS, NORMALIZATIONS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
 from mnistkit.datasets import DATASET_NAMES, DEFAULT_DATASET, named_by_digits
-from mnistkit.errors import EXIT_BROKEN_PIPE, MnistkitError
+from mnistkit.errors import EXIT_BROKEN_PIPE, MnistkitError, PictureTooLarge
 from mnistkit.mirrors import DEFAULT_CACHE_DIR, DEFAULT_MIN_RATE_BYTES_PER_S, DEFAULT_TIMEOUT_S, MIRROR_ENV
 
 
@@ -772,7 +773,7 @@ def predict_command(
     composited, a light background inverted so ink is bright, background shading
     removed, cropped to the ink, the longer side scaled to 20 px and the centre of mass
     placed at the centre of 28x28 (Fashion-MNIST: the longer side to 28 px, centred,
-    shades kept). `-` reads paths from stdin, one per line. Rows:
+    shades kept). `-` reads paths from stdin, one per line (none: no rows, exit 0). Rows:
     path<TAB>digit<TAB>confidence (--format, --top-k); for classes with names, the
     column is `label` and holds the name. Each bad input (missing, a directory, not an
     image, truncated, over 40 megapixels, blank) is one `path: reason` line on stderr;
@@ -946,6 +947,13 @@ def info_command(checkpoint_path: Path, as_json: bool) -> None:
 
 
 def _picture_output(function):
+    @functools.wraps(function)
+    def naming_the_picture(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except PictureTooLarge as error:
+            raise PictureTooLarge(f"{kwargs['output']}: {error}") from None
+
     return click.option(
         "-o",
         "--output",
@@ -953,7 +961,7 @@ def _picture_output(function):
         callback=_picture_path,
         metavar="FILE",
         help="The picture to write: .png or .jpg ('-': PNG on stdout).",
-    )(function)
+    )(naming_the_picture)
 
 
 def _picture_path(ctx: click.Context, param: click.Parameter, value: str) -> str:

@@ -25,8 +25,12 @@ def cache_folder() -> Path | None:
     setting = os.environ.get(CACHE_ENV)
     if setting is not None:
         return None if setting.strip().lower() in OFF else Path(setting).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "mnistkit" / "xla"
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "mnistkit" / "xla"
+    try:
+        return Path.home() / ".cache" / "mnistkit" / "xla"
+    except RuntimeError:  # no home to be found: compile every time
+        return None
 
 
 def use_compile_cache() -> Path | None:

@@ -18,6 +18,10 @@ class MnistkitError(Exception):
     """A problem the user can act on; the message names the file and the problem."""
 
 
+class PictureTooLarge(MnistkitError):
+    """A picture refused before it is drawn; the command names its output file."""
+
+
 class Interrupted(BaseException):
     """SIGINT or SIGTERM arrived; a BaseException so that only cleanup code catches it.
 

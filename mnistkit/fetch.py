@@ -15,10 +15,11 @@ tried for the other files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -111,14 +112,31 @@ def fetch(
         check_mirror(mirror)
     archive = spec.archive if files is None else None
     folder = out_dir if archive is None else Path(cache_dir) / spec.cache_folder
-    make_output_folder(folder)
-    downloads = spec.downloads if files is None else files
-    bounds = (timeout_s, min_bytes_per_s, progress)
-    paths = _fetch_all(folder, downloads, mirrors, force, bounds, local_copy_hint(spec), log)
-    if archive is None:
-        return paths
-    make_output_folder(out_dir)
-    return extract_members(paths[0], spec.archive_prefix, list(spec.files.values()), out_dir, force, log)
+    with _removed_if_left_empty(folder), _removed_if_left_empty(out_dir):
+        make_output_folder(folder)
+        downloads = spec.downloads if files is None else files
+        bounds = (timeout_s, min_bytes_per_s, progress)
+        paths = _fetch_all(folder, downloads, mirrors, force, bounds, local_copy_hint(spec), log)
+        if archive is None:
+            return paths
+        make_output_folder(out_dir)
+        return extract_members(paths[0], spec.archive_prefix, list(spec.files.values()), out_dir, force, log)
+
+
+@contextlib.contextmanager
+def _removed_if_left_empty(folder: Path) -> Iterator[None]:
+    """The folders a failed fetch made go again while nothing is in them, so a later `make`
+    or script does not take an empty data/raw for a fetched one."""
+    made = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
+    try:
+        yield
+    except BaseException:
+        for path in made:
+            try:
+                path.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def _fetch_all(

@@ -58,6 +58,17 @@ def test_load_mnist_fetches_and_parses_once(tmp_path: Path, fetch_files, monkeyp
     assert mnistkit.load_mnist(tmp_path / "data")["test_labels"].shape == (10,)  # cached, no fetch
 
 
+def test_load_mnist_reads_a_folder_of_the_raw_files_as_it_is(
+    synthetic_raw_dir: Path, synthetic_data, monkeypatch
+) -> None:
+    monkeypatch.setenv("MNISTKIT_MIRROR", str(synthetic_raw_dir / "nowhere"))
+    before = sorted(path.name for path in synthetic_raw_dir.iterdir())
+    arrays = mnistkit.load_mnist(synthetic_raw_dir)
+    for key, array in synthetic_data.items():
+        np.testing.assert_array_equal(arrays[key], array)
+    assert sorted(path.name for path in synthetic_raw_dir.iterdir()) == before  # no raw/ inside raw/
+
+
 def test_the_package_names_the_api_and_stays_light() -> None:
     assert sorted(mnistkit._API) == sorted(api.__all__)
     assert callable(mnistkit.train) and callable(mnistkit.evaluate)

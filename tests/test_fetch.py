@@ -145,6 +145,16 @@ def test_unsupported_mirror_schemes_are_refused_before_anything_is_written(tmp_p
     assert not (tmp_path / "out").exists()
 
 
+def test_a_failed_fetch_takes_away_the_folders_it_made(tmp_path: Path, fetch_files, refused_url) -> None:
+    with pytest.raises(MnistkitError):
+        fetch(tmp_path / "new" / "raw", [refused_url], files=fetch_table(fetch_files), timeout_s=2)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(MnistkitError):
+        fetch(tmp_path / "mine" / "raw", [refused_url], files=fetch_table(fetch_files), timeout_s=2)
+    assert list(tmp_path.iterdir()) == [tmp_path / "mine"]  # a folder that was there stays
+
+
 def test_mirror_order_options_then_variable_then_defaults() -> None:
     mirrors = mirror_list(["http://a/"], " file:///b, /c ,http://a/ ")
     assert mirrors == ["http://a/", "file:///b", "/c", *DEFAULT_MIRRORS]

@@ -124,6 +124,14 @@ def test_image_bytes_on_stdin_are_one_line_not_a_path_each(large_digit_model: Pa
     )
 
 
+def test_no_paths_on_stdin_is_no_rows_and_success(large_digit_model: Path, tmp_path: Path) -> None:
+    """`find ... | mnistkit predict CKPT -` that finds nothing: as `xargs -r`, nothing to do."""
+    output = tmp_path / "predictions.csv"
+    result = run("predict", large_digit_model, "-", "--format", "csv", "-o", output, stdin="")
+    assert result.exit_code == 0 and result.stdout == "" and result.stderr == ""
+    assert output.read_text() == "path,digit,confidence\n"
+
+
 def test_save_preprocessed_writes_what_the_model_saw(
     large_digit_model: Path, digit_files: list[Path], tmp_path: Path
 ) -> None:
