@@ -130,12 +130,13 @@ def load_dataset(
     """A dataset's arrays (and its `dataset` and `class_names`), downloaded and parsed the first
     time, read from there after, in the files `make all DATASET=name` uses: `folder`/raw and
     `folder`/mnist.npz for MNIST, `folder`/NAME/raw and `folder`/NAME/NAME.npz for the others.
-    A folder that holds the dataset's IDX files itself (such as data/raw) is read as it is."""
+    A folder that holds the dataset's four IDX files itself (such as data/raw) is read as it
+    is; files published for another dataset are refused by their content."""
     from mnistkit.idx import read_mnist_dir
 
     if Path(folder).is_file():
         raise ValueError(f"{folder} is a file: give the folder that holds it, or read it with load_arrays")
-    if any(
+    if all(
         (Path(folder) / file).exists() or (Path(folder) / file.removesuffix(".gz")).exists()
         for file in dataset_spec(name).files.values()
     ):

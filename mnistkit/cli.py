@@ -952,7 +952,8 @@ def _picture_output(function):
         try:
             return function(*args, **kwargs)
         except PictureTooLarge as error:
-            raise PictureTooLarge(f"{kwargs['output']}: {error}") from None
+            picture = "standard output" if kwargs["output"] == "-" else kwargs["output"]
+            raise PictureTooLarge(f"{picture}: {error}") from None
 
     return click.option(
         "-o",

@@ -32,7 +32,7 @@ from mnistkit import run_state
 from mnistkit.architectures import build_architecture, ensemble_size, member_architecture
 from mnistkit.atomic import check_writable_target
 from mnistkit.checkpoint import Checkpoint, save_checkpoint
-from mnistkit.compile_cache import use_compile_cache
+from mnistkit.compile_cache import compile_cache
 from mnistkit.config import TrainConfig
 from mnistkit.errors import Interrupted, MnistkitError
 from mnistkit.history import METRICS, check_history_target, epoch_line, members_range, write_history
@@ -107,67 +107,67 @@ def train(
     raises MnistkitError and writes no checkpoint. Compiled programs are kept on disk for the
     next run (`compile_cache`).
     """
-    use_compile_cache()
     writer = jax.process_index() == 0
     log = log if writer else (lambda message: None)
-    for path in (checkpoint_path, history_path):
-        if writer and path is not None:
-            check_writable_target(Path(path))
-    if writer and history_path is not None:
-        check_history_target(history_path)
-    setup = _set_up(arrays, config, data_name, data_sha256, devices, log)
-    config = setup.config
-    state_file = run_state.state_path(checkpoint_path) if save_every > 0 else None
-    run_fingerprint = run_state.fingerprint(config, data_sha256, setup.placement.device_count)
-    inputs = EpochInputs(config, setup.data.train.size)
-    try:
-        state, history = _starting_point(setup, resume_from, state_file, run_fingerprint, restart, log)
-        inputs.start_at(len(history) + 1)
-        state = setup.placement.put_replicated(state)
-    except BaseException:
-        inputs.close()
-        raise
+    with compile_cache(log):
+        for path in (checkpoint_path, history_path):
+            if writer and path is not None:
+                check_writable_target(Path(path))
+        if writer and history_path is not None:
+            check_history_target(history_path)
+        setup = _set_up(arrays, config, data_name, data_sha256, devices, log)
+        config = setup.config
+        state_file = run_state.state_path(checkpoint_path) if save_every > 0 else None
+        run_fingerprint = run_state.fingerprint(config, data_sha256, setup.placement.device_count)
+        inputs = EpochInputs(config, setup.data.train.size)
+        try:
+            state, history = _starting_point(setup, resume_from, state_file, run_fingerprint, restart, log)
+            inputs.start_at(len(history) + 1)
+            state = setup.placement.put_replicated(state)
+        except BaseException:
+            inputs.close()
+            raise
 
-    def finish(state: TrainState, history: list[dict[str, Any]]) -> TrainResult:
-        result = _result(setup, state, history)
-        if writer and checkpoint_path is not None:
-            checkpoint = result.checkpoint
-            save_checkpoint(
-                checkpoint_path, checkpoint.params, checkpoint.metadata, checkpoint.optimizer_state
-            )
-        return result
-
-    completed = (state, history)  # one assignment, so an interrupt never sees the two disagree
-    try:
-        for epoch in range(len(history) + 1, config.epochs + 1):
-            state, record = _train_epoch(setup, state, epoch, inputs, progress)
-            completed = (state, [*history, record])
-            history = completed[1]
-            if writer:
-                saves_state = save_every > 0 and (epoch % save_every == 0 or epoch == config.epochs)
-                _keep_epoch(
-                    state, history, state_file if saves_state else None, run_fingerprint, history_path
+        def finish(state: TrainState, history: list[dict[str, Any]]) -> TrainResult:
+            result = _result(setup, state, history)
+            if writer and checkpoint_path is not None:
+                checkpoint = result.checkpoint
+                save_checkpoint(
+                    checkpoint_path, checkpoint.params, checkpoint.metadata, checkpoint.optimizer_state
                 )
-            log(epoch_line(record, config.epochs))  # last: an epoch reported is an epoch kept
-    except (KeyboardInterrupt, Interrupted) as stop:
-        outcome = _save_on_interrupt(completed, resume_from, finish, checkpoint_path, config)
-        if isinstance(stop, Interrupted):
-            stop.outcome = outcome
-        else:
-            log(f"interrupted: {outcome}")
-        raise
-    finally:
-        inputs.close()
-    result = finish(state, history)
-    if writer:
-        run_state.remove_state(state_file)
-    metrics = result.checkpoint.metadata["metrics"]
-    saved = f"  saved {checkpoint_path}" if checkpoint_path is not None else ""
-    log(
-        f"test accuracy {100 * metrics['test_accuracy']:.2f}%{members_range(metrics, 'test')}  "
-        f"test loss {metrics['test_loss']:.4f}{saved}"
-    )
-    return result
+            return result
+
+        completed = (state, history)  # one assignment, so an interrupt never sees the two disagree
+        try:
+            for epoch in range(len(history) + 1, config.epochs + 1):
+                state, record = _train_epoch(setup, state, epoch, inputs, progress)
+                completed = (state, [*history, record])
+                history = completed[1]
+                if writer:
+                    saves_state = save_every > 0 and (epoch % save_every == 0 or epoch == config.epochs)
+                    _keep_epoch(
+                        state, history, state_file if saves_state else None, run_fingerprint, history_path
+                    )
+                log(epoch_line(record, config.epochs))  # last: an epoch reported is an epoch kept
+        except (KeyboardInterrupt, Interrupted) as stop:
+            outcome = _save_on_interrupt(completed, resume_from, finish, checkpoint_path, config)
+            if isinstance(stop, Interrupted):
+                stop.outcome = outcome
+            else:
+                log(f"interrupted: {outcome}")
+            raise
+        finally:
+            inputs.close()
+        result = finish(state, history)
+        if writer:
+            run_state.remove_state(state_file)
+        metrics = result.checkpoint.metadata["metrics"]
+        saved = f"  saved {checkpoint_path}" if checkpoint_path is not None else ""
+        log(
+            f"test accuracy {100 * metrics['test_accuracy']:.2f}%{members_range(metrics, 'test')}  "
+            f"test loss {metrics['test_loss']:.4f}{saved}"
+        )
+        return result
 
 
 def _keep_epoch(

@@ -52,8 +52,11 @@ from mnistkit.steps import make_optimizer
 from mnistkit.train_state import EpochInputs, initial_state, stacked_tensors
 from mnistkit.training import train
 
-# Every figure below but the rerun's is a first run's, compiling everything.
+# Every figure below but the rerun's is a first run's, compiling everything: no cache, not
+# even one the environment names for jax.
 os.environ[compile_cache.CACHE_ENV] = "off"
+jax.config.update("jax_compilation_cache_dir", None)
+WITHOUT_JAX_CACHE = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
 REPO = Path(__file__).resolve().parent.parent
 TORCH_REFERENCE = REPO.parent / "shared" / "bench" / "torch_reference.py"
 TORCH_PEER = REPO / "scripts" / "torch_peer.py"
@@ -369,8 +372,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 def fresh_runs_with_cache(data: str, workdir: Path) -> list[list[tuple[float, float]]]:
     """`mnistkit train --preset fast` in a fresh process twice over one new compile cache, as a
     user reruns it: each run's (seconds, test accuracy) per epoch."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
-    environment[compile_cache.CACHE_ENV] = str(workdir / "xla")
+    environment = {**WITHOUT_JAX_CACHE, compile_cache.CACHE_ENV: str(workdir / "xla")}
     curves = []
     for run in ("first", "rerun"):
         history = workdir / f"fast-{run}.jsonl"
@@ -394,7 +396,7 @@ def devices_run(data: str, devices: int, epochs: int, workdir: Path) -> dict:
     """`mnistkit train --preset seed` on `devices` forced CPU devices in a fresh process."""
     output = workdir / f"devices-{devices}.safetensors"
     history = output.with_suffix(".jsonl")
-    environment = dict(os.environ)
+    environment = dict(WITHOUT_JAX_CACHE)
     if devices > 1 and jax.local_device_count() < devices:
         environment["XLA_FLAGS"] = (
             f"{environment.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"

@@ -62,9 +62,14 @@ def test_a_rerun_loads_the_programs_and_trains_the_same_model(synthetic_npz, tmp
 
 def test_a_folder_under_a_file_leaves_training_as_it_was(synthetic_npz, tmp_path):
     (tmp_path / "a-file").write_text("")
-    result = train_fresh(synthetic_npz, tmp_path / "model.safetensors", str(tmp_path / "a-file" / "xla"))
+    folder = tmp_path / "a-file" / "xla"
+    result = train_fresh(synthetic_npz, tmp_path / "model.safetensors", str(folder))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "model.safetensors").exists()
+    assert result.stderr.splitlines()[0] == (
+        f"compile cache {folder}: cannot be made (Not a directory); compiling every time "
+        f"(set {compile_cache.CACHE_ENV})"
+    )
 
 
 def test_a_folder_others_can_write_is_not_trusted(synthetic_npz, tmp_path):
@@ -74,3 +79,32 @@ def test_a_folder_others_can_write_is_not_trusted(synthetic_npz, tmp_path):
     result = train_fresh(synthetic_npz, tmp_path / "model.safetensors", str(shared))
     assert result.returncode == 0, result.stderr
     assert entries(shared) == []
+    assert f"compile cache {shared}: others may write to it (chmod go-w {shared})" in result.stderr
+
+
+def test_a_link_is_followed_to_the_folder_it_names(synthetic_npz, tmp_path):
+    (tmp_path / "real").mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    result = train_fresh(synthetic_npz, tmp_path / "model.safetensors", str(tmp_path / "link"))
+    assert result.returncode == 0, result.stderr
+    assert entries(tmp_path / "real") and (tmp_path / "link").is_symlink()
+
+
+def test_jax_settings_are_as_they_were_after_training(synthetic_npz, tmp_path):
+    """A notebook's own programs after `mnistkit.train` are not kept in mnistkit's folder."""
+    script = f"""
+import jax, jax.numpy as jnp, mnistkit
+mnistkit.train({str(synthetic_npz)!r}, model="mlp", hidden=(16,), epochs=1)
+print(jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # any program would be kept
+jax.jit(lambda x: jnp.sin(x) * 3)(jnp.ones(7)).block_until_ready()
+"""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    environment[compile_cache.CACHE_ENV] = str(tmp_path / "xla")
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["None", "1.0"]
+    kept = [path.name for path in entries(tmp_path / "xla")]
+    assert kept and not any("lambda" in name for name in kept), kept

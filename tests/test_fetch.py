@@ -146,13 +146,17 @@ def test_unsupported_mirror_schemes_are_refused_before_anything_is_written(tmp_p
 
 
 def test_a_failed_fetch_takes_away_the_folders_it_made(tmp_path: Path, fetch_files, refused_url) -> None:
+    table = fetch_table(fetch_files)
     with pytest.raises(MnistkitError):
-        fetch(tmp_path / "new" / "raw", [refused_url], files=fetch_table(fetch_files), timeout_s=2)
+        fetch(tmp_path / "new" / "raw", [refused_url], files=table, timeout_s=2)
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "mine").mkdir()
     with pytest.raises(MnistkitError):
-        fetch(tmp_path / "mine" / "raw", [refused_url], files=fetch_table(fetch_files), timeout_s=2)
+        fetch(tmp_path / "mine" / "raw", [refused_url], files=table, timeout_s=2)
     assert list(tmp_path.iterdir()) == [tmp_path / "mine"]  # a folder that was there stays
+    with pytest.raises(MnistkitError):
+        fetch(tmp_path / "missing" / ".." / "mine", [refused_url], files=table, timeout_s=2)
+    assert (tmp_path / "mine").is_dir()
 
 
 def test_mirror_order_options_then_variable_then_defaults() -> None:
