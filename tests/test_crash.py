@@ -430,7 +430,7 @@ def test_fetch_interrupted_mid_download_exits_with_one_line_and_no_temp(
     interrupt_when(process, lambda: out_dir.is_dir() and temp_files(out_dir), signal_number)
     lines = assert_interrupted(process, signal_number)
     assert lines == [lines[-1]]
-    assert list(out_dir.iterdir()) == []
+    assert not out_dir.exists()  # the folder it made goes too
     assert not mirror_server.stall_ended.is_set()
 
 
