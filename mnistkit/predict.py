@@ -73,7 +73,8 @@ def preprocessed_name(index: int, path: str) -> str:
 
 
 class PredictionWriter:
-    """Rows in one of FORMATS: tsv and csv via the csv module, jsonl one object a line.
+    """Rows in one of FORMATS: csv via the csv module, jsonl one object a line, tsv as it is
+    but for a field that needs a CSV reader's quotes.
 
     With `digits` the column is `digit` and holds the digit, as for MNIST; otherwise it is
     `label` and holds the class's name, and jsonl adds the class's number as `class`.
@@ -120,7 +121,15 @@ class PredictionWriter:
         if self.top_k > 1:
             for _, name, probability in prediction.top:
                 fields += [name, f"{probability:.4f}"]
-        self.csv_writer.writerow(fields)
+        if self.output_format == "tsv" and not any(map(_needs_quotes, fields)):
+            self.handle.write("\t".join(fields) + "\n")  # as `cut -f1` and `awk` want them
+        else:
+            self.csv_writer.writerow(fields)
+
+
+def _needs_quotes(field: str) -> bool:
+    """A TSV field that would break its row, or that a CSV reader would take for quoted."""
+    return field.startswith('"') or any(character in field for character in "\t\r\n")
 
 
 def write_predictions(

@@ -48,6 +48,21 @@ def test_one_row_per_image_in_input_order(large_digit_model: Path, digit_files: 
     assert result.stderr == ""
 
 
+def test_tsv_paths_stay_as_they_are_unless_a_reader_needs_quotes(
+    large_digit_model: Path, digit_files: list[Path], tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    names = ['say "7".png', '"quoted".png', "tab\there.png"]
+    for name in names:
+        Path(name).write_bytes(digit_files[0].read_bytes())
+    result = run("predict", large_digit_model, *names)
+    assert result.exit_code == 0, result.output
+    fields = [line.split("\t")[0] for line in result.stdout.splitlines()]
+    assert fields[:2] == ['say "7".png', '"""quoted"".png"']  # `cut -f1` gives the first as it is
+    rows = list(csv.reader(io.StringIO(result.stdout), delimiter="\t"))
+    assert [row[0] for row in rows] == names
+
+
 def test_a_broken_file_beside_good_ones(
     large_digit_model: Path, digit_files: list[Path], tmp_path: Path
 ) -> None:
