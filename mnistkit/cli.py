@@ -122,13 +122,18 @@ def _check_outputs_apart(ctx: click.Context) -> None:
     for index, (option, path) in enumerate(outputs):
         for other_option, other_path in outputs[:index]:
             if _same_path(path, other_path):
-                where = "standard output" if is_stdout(path) else path
-                raise MnistkitError(f"{path}: {other_option} and {option} would both write to {where}")
+                raise MnistkitError(
+                    f"{path}: {other_option} and {option} would both write to {_shown_output(path)}"
+                )
         if written_in_place(path):
             continue
         for name, given in inputs:
             if _same_path(path, given) and not (name == "resume" and option == "-o"):
                 raise MnistkitError(f"{path}: {option} would overwrite an input of this command")
+
+
+def _shown_output(path: str) -> str:
+    return "standard output" if is_stdout(path) else path
 
 
 def _same_path(path: str, other: str) -> bool:
@@ -952,8 +957,7 @@ def _picture_output(function):
         try:
             return function(*args, **kwargs)
         except PictureTooLarge as error:
-            picture = "standard output" if kwargs["output"] == "-" else kwargs["output"]
-            raise PictureTooLarge(f"{picture}: {error}") from None
+            raise PictureTooLarge(f"{_shown_output(kwargs['output'])}: {error}") from None
 
     return click.option(
         "-o",

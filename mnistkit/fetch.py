@@ -37,7 +37,7 @@ from mnistkit.transport import (
     open_source,
     opener,
 )
-from mnistkit.verify import ANOTHER_DATASETS, copy_problem, file_problem, verified_by
+from mnistkit.verify import AnotherDatasetsFile, copy_problem, file_problem, verified_by
 
 RETRY_DELAY_S = 0.25
 Log = Callable[[str], None]
@@ -159,7 +159,7 @@ def _fetch_all(
                 log(f"{target}: already present and valid, not downloaded again")
                 paths.append(target)
                 continue
-            if problem.startswith(ANOTHER_DATASETS):
+            if isinstance(problem, AnotherDatasetsFile):
                 raise MnistkitError(
                     f"{target}: {problem}, not this dataset's; fetch into another folder "
                     "(as make all does: data/NAME/raw), or give --force to replace it"

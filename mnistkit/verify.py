@@ -32,8 +32,9 @@ def copy_problem(handle: BinaryIO, expected: ExpectedFile) -> str | None:
     return _published_problem(handle, expected.published)
 
 
-# How a problem begins when the file is another dataset's genuine file: fetch keeps it.
-ANOTHER_DATASETS = "it holds "
+class AnotherDatasetsFile(str):
+    """The problem when the file is another dataset's genuine file of the same name, which
+    fetch keeps rather than deletes."""
 
 
 def file_problem(path: str | os.PathLike[str], expected: ExpectedFile) -> str | None:
@@ -75,7 +76,7 @@ def _content_problem(handle: BinaryIO, expected: ExpectedFile) -> str | None:
         ]
         if named_alike:  # another dataset's genuine file of the same name
             dataset, name = named_alike[0]
-            return f"{ANOTHER_DATASETS}{dataset_spec(dataset).title}'s {name}"
+            return AnotherDatasetsFile(f"it holds {dataset_spec(dataset).title}'s {name}")
         return f"content SHA-256 {digest.hexdigest()[:16]}... is not the expected {expected.sha256[:16]}..."
     return None
 

@@ -318,6 +318,16 @@ def seconds_to(curve: list[tuple[float, float]], target: float) -> float | None:
     return None
 
 
+def curve_row(name: str, curve: list[tuple[float, float]], targets: tuple[float, ...]) -> list[str]:
+    """A run's seconds to each target accuracy, then each epoch's accuracy and seconds."""
+    reached = [seconds_to(curve, target) for target in targets]
+    return [
+        name,
+        *("not reached" if seconds is None else f"{seconds:.1f}" for seconds in reached),
+        " / ".join(f"{100 * accuracy:.2f}% ({seconds:.2f} s)" for seconds, accuracy in curve),
+    ]
+
+
 def people_gaps(paths: dict[str, Path], raw: Path | None, workdir: Path) -> dict[str, str]:
     """Each checkpoint's accuracy on people-style images of 3000 test digits (made once by
     scripts/people_style.py), and the gap to the same digits as MNIST gives them."""
@@ -485,24 +495,16 @@ def main() -> None:
     )
 
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
-    fast_rows, reached = [], {0.99: [], 0.992: []}
-    for seed_number in seeds:
-        run = train_preset(arrays, "fast", workdir, seed=seed_number)
-        row = [str(seed_number)]
-        for target in reached:
-            seconds = seconds_to(run["curve"], target)
-            reached[target].append(seconds)
-            row.append("not reached" if seconds is None else f"{seconds:.1f}")
-        fast_rows.append([*row, " / ".join(f"{100 * a:.2f}% ({s:.2f} s)" for s, a in run["curve"])])
-    means = [statistics.mean(v) if None not in v else None for v in reached.values()]
+    targets = (0.99, 0.992)
+    curves = [train_preset(arrays, "fast", workdir, seed=seed)["curve"] for seed in seeds]
+    fast_rows = [curve_row(str(seed), curve, targets) for seed, curve in zip(seeds, curves, strict=True)]
+    reached = [[seconds_to(curve, target) for curve in curves] for target in targets]
+    means = [statistics.mean(v) if None not in v else None for v in reached]
     fast_rows.append(["mean", *("-" if m is None else f"{m:.1f}" for m in means), ""])
     for run, curve in zip(
         ("a fresh process", "its rerun"), fresh_runs_with_cache(args.data, workdir), strict=True
     ):
-        reached_at = [
-            "not reached" if (t := seconds_to(curve, target)) is None else f"{t:.1f}" for target in reached
-        ]
-        fast_rows.append([run, *reached_at, " / ".join(f"{100 * a:.2f}% ({s:.2f} s)" for s, a in curve)])
+        fast_rows.append(curve_row(run, curve, targets))
     print(
         "## The fast preset: training seconds (compile included) until the test accuracy reaches; "
         "seed 0 again as `mnistkit train` in a fresh process, then rerun with its compiled programs kept"
