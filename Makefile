@@ -50,7 +50,11 @@ HISTORY := $(MODELS)/model.history.jsonl
 PICTURES := $(REPORTS)/mistakes.png $(REPORTS)/confusion.png $(REPORTS)/curves.png
 
 .DEFAULT_GOAL := all
+# A failed recipe's changed targets are deleted, so that no half-made file looks up to date;
+# the history is kept: train rewrites it whole after each epoch (its lines match the run's
+# saved state), and make would delete it even when a run failed before touching it.
 .DELETE_ON_ERROR:
+.PRECIOUS: $(HISTORY)
 
 .PHONY: all help venv test test-slow test-browser serve chaos fuzz lint bench docs clean
 
