@@ -4,7 +4,9 @@ A rerun with the same settings and data shapes then loads its programs instead o
 them again: 2 to 3 s of the `fast` preset's first epoch on a 2-core CPU, and 3.7 s down to
 0.46 s on an H200 (fresh processes). The programs are jax's persistent compilation cache; they
 change no result. `MNISTKIT_COMPILE_CACHE` names another folder, or `off` (or empty) turns the
-cache off; a `JAX_COMPILATION_CACHE_DIR` of your own takes precedence.
+cache off; a `JAX_COMPILATION_CACHE_DIR` of your own takes precedence. mnistkit's folder is
+kept under LIMIT_BYTES (jax never deletes a program, and its own bound needs the filelock
+package): a run that finds it larger first deletes the programs used longest ago.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from jax.experimental.compilation_cache import compilation_cache
 
 CACHE_ENV = "MNISTKIT_COMPILE_CACHE"
 OFF = ("", "0", "off", "no", "false")
+# A preset's programs take 0.1 to 1 MB, so this keeps hundreds of settings' worth.
+LIMIT_BYTES = 256 << 20
+PROGRAM_SUFFIX = "-cache"  # how jax names the files it writes; no other file is deleted
 
 
 def cache_folder() -> Path | None:
@@ -56,6 +61,12 @@ def compile_cache(log: Callable[[str], None]) -> Iterator[Path | None]:
         yield None
         return
     folder = folder.resolve()
+    removed = _trim(folder, LIMIT_BYTES)
+    if removed:
+        log(
+            f"compile cache {folder}: deleted {removed} programs used longest ago, to keep it under "
+            f"{LIMIT_BYTES >> 20} MB"
+        )
     minimum_seconds = jax.config.jax_persistent_cache_min_compile_time_secs
     compilation_cache.reset_cache()  # an earlier compile in this process decided "no cache"
     jax.config.update("jax_compilation_cache_dir", str(folder))
@@ -83,3 +94,29 @@ def _problem(folder: Path) -> str | None:
     if status.st_mode & 0o022:
         return f"others may write to it (chmod go-w {folder.resolve()})"
     return None
+
+
+def _trim(folder: Path, limit: int) -> int:
+    """Delete jax's programs in `folder`, used longest ago first, from over `limit` bytes down
+    to three quarters of it; how many went. "Used" is a file's last read or write, whichever
+    came later (most Linux mounts note reads about once a day). A program deleted while
+    another run reads it costs that run a warning from jax and a compile."""
+    programs = []
+    with os.scandir(folder) as found:
+        for entry in found:
+            if entry.name.endswith(PROGRAM_SUFFIX) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    status = entry.stat(follow_symlinks=False)
+                    programs.append((max(status.st_atime_ns, status.st_mtime_ns), status.st_size, entry.path))
+    total = sum(size for _, size, _ in programs)
+    if total <= limit:
+        return 0
+    removed = 0
+    for _, size, path in sorted(programs):
+        if total <= limit * 3 // 4:
+            break
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            removed += 1
+        total -= size
+    return removed

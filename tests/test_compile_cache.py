@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+
 from mnistkit import compile_cache
 
 
@@ -108,3 +110,38 @@ jax.jit(lambda x: jnp.sin(x) * 3)(jnp.ones(7)).block_until_ready()
     assert result.stdout.split() == ["None", "1.0"]
     kept = [path.name for path in entries(tmp_path / "xla")]
     assert kept and not any("lambda" in name for name in kept), kept
+
+
+def test_a_full_folder_loses_its_programs_used_longest_ago(tmp_path, monkeypatch):
+    folder = tmp_path / "xla"
+    folder.mkdir(mode=0o700)
+    for age, name in enumerate(["newest", "recent", "older", "old", "oldest"]):
+        program = folder / f"jit_{name}-{age}{compile_cache.PROGRAM_SUFFIX}"
+        program.write_bytes(bytes(100))
+        when = 1_700_000_000 - age * 86_400
+        os.utime(program, (when, when))
+    read_today = folder / f"jit_read-9{compile_cache.PROGRAM_SUFFIX}"  # written long ago, read lately
+    read_today.write_bytes(bytes(100))
+    os.utime(read_today, (1_700_000_000 + 60, 1_600_000_000))
+    (folder / "notes.txt").write_bytes(bytes(1000))  # not jax's: neither counted nor deleted
+    (folder / f"elsewhere{compile_cache.PROGRAM_SUFFIX}").symlink_to(tmp_path / "missing")
+    monkeypatch.setenv(compile_cache.CACHE_ENV, str(folder))
+    monkeypatch.setattr(compile_cache, "LIMIT_BYTES", 450)
+    lines = []
+    users_own = jax.config.jax_compilation_cache_dir  # the tests' conftest sets one
+    jax.config.update("jax_compilation_cache_dir", None)
+    try:
+        with compile_cache.compile_cache(lines.append):
+            pass
+    finally:
+        jax.config.update("jax_compilation_cache_dir", users_own)
+    assert sorted(path.name.split("-")[0] for path in folder.iterdir()) == [
+        "elsewhere",
+        "jit_newest",
+        "jit_read",
+        "jit_recent",
+        "notes.txt",
+    ]  # 600 bytes of programs, down to 300 (at most three quarters of 450)
+    assert lines == [f"compile cache {folder}: deleted 3 programs used longest ago, to keep it under 0 MB"]
+    assert compile_cache._trim(folder, 450) == 0  # under the limit: nothing more goes
+    assert len(list(folder.iterdir())) == 5
