@@ -247,13 +247,19 @@ def evaluate(
     return evaluate_arrays(_model(model).checkpoint, arrays[f"{split}_images"], arrays[f"{split}_labels"])
 
 
-def draw_samples(arrays: Mapping[str, np.ndarray], model: Model | None = None, **options: Any) -> Image.Image:
+def draw_samples(
+    arrays: Mapping[str, np.ndarray] | str | os.PathLike[str],
+    model: Model | str | os.PathLike[str] | None = None,
+    **options: Any,
+) -> Image.Image:
     """`mnistkit render-samples`: a grid of digits, captioned with `model`'s predictions
     (options as the command's: split, select, count, classes, columns, scale, seed)."""
     from mnistkit.render import SampleOptions, samples_picture
 
-    checkpoint = model.checkpoint if model is not None else None
-    grid, _ = samples_picture(dict(arrays), SampleOptions(**options), checkpoint, "data", "model")
+    sample_options = SampleOptions(**options)
+    arrays = _checked(arrays, (sample_options.split,))
+    checkpoint = _model(model).checkpoint if model is not None else None
+    grid, _ = samples_picture(arrays, sample_options, checkpoint, "data", "model")
     return grid.image
 
 
@@ -267,28 +273,37 @@ def draw_confusion(evaluation: Evaluation) -> Image.Image:
     )
 
 
-def draw_curves(history: Model | Sequence[Mapping[str, Any]]) -> Image.Image:
-    """`mnistkit render-curves`: loss and accuracy per epoch of a model's training."""
-    from mnistkit.history import METRICS
+def draw_curves(history: Model | Sequence[Mapping[str, Any]] | str | os.PathLike[str]) -> Image.Image:
+    """`mnistkit render-curves`: loss and accuracy per epoch of a model's training (a model,
+    its history's records, or a `--history` file's path)."""
+    from mnistkit.history import METRICS, read_history
+    from mnistkit.inputs import read_text
     from mnistkit.plots import curves_image
 
-    records = history.history if isinstance(history, Model) else history
+    if isinstance(history, str | os.PathLike):
+        records = read_history(*read_text(history, "a history file"))
+    else:
+        records = history.history if isinstance(history, Model) else history
     return curves_image([{"epoch": r["epoch"], **{key: r.get(key) for key in METRICS}} for r in records])
 
 
 def draw_embedding(
-    model: Model, arrays: Mapping[str, np.ndarray], count: int = 2000, split: str = "test"
+    model: Model | str | os.PathLike[str],
+    arrays: Mapping[str, np.ndarray] | str | os.PathLike[str],
+    count: int = 2000,
+    split: str = "test",
 ) -> Image.Image:
     """`mnistkit render-embedding`: digits in the model's 2-unit layer (train it with preset="embedding")."""
     from mnistkit.plots import embedding_image
 
+    arrays = _checked(arrays, (split,))
     return embedding_image(
-        model.checkpoint, arrays[f"{split}_images"], arrays[f"{split}_labels"], count, split=split
+        _model(model).checkpoint, arrays[f"{split}_images"], arrays[f"{split}_labels"], count, split=split
     )
 
 
-def draw_weights(model: Model) -> Image.Image:
+def draw_weights(model: Model | str | os.PathLike[str]) -> Image.Image:
     """`mnistkit render-weights`: a logreg model's weights as one template per digit."""
     from mnistkit.plots import weights_image
 
-    return weights_image(model.checkpoint)
+    return weights_image(_model(model).checkpoint)

@@ -168,6 +168,20 @@ def cnn_feature_size(architecture: Architecture) -> int:
     return side * side * architecture["channels"][-1]
 
 
+def cnn_shrink_problem(architecture: Architecture) -> str | None:
+    """Why the convolutions leave nothing of a 28x28 image, or None: a kernel wider than the
+    image it slides over, or a pool over a 1x1 one."""
+    side = IMAGE_SHAPE[0]
+    for index, (size, stride, pool) in enumerate(cnn_layers(architecture), start=1):
+        if size > side:
+            return f"conv {index}'s {size}x{size} kernel is wider than the {side}x{side} image it gets"
+        side = (side - size) // stride + 1
+        if pool and side < 2:
+            return f"conv {index} leaves a 1x1 image, too small for its 2x2 pool"
+        side = side // 2 if pool else side
+    return None
+
+
 def _check_cnn(architecture: Architecture) -> None:
     _check_widths(architecture, "channels", allow_empty=False)
     _check_widths(architecture, "hidden", allow_empty=True)
@@ -193,8 +207,9 @@ def _check_cnn(architecture: Architecture) -> None:
         raise MnistkitError("pools must say true or false for each entry of channels")
     if not isinstance(architecture.get("batch_norm", False), bool):
         raise MnistkitError("batch_norm must be true or false")
-    if cnn_feature_size(architecture) < 1:
-        raise MnistkitError(f"the convolutions shrink 28x28 images to nothing: {dict(architecture)!r}")
+    problem = cnn_shrink_problem(architecture)
+    if problem is not None:
+        raise MnistkitError(f"the convolutions shrink 28x28 images to nothing: {problem}")
 
 
 def _cnn_shapes(architecture: Architecture) -> Shapes:

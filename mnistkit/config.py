@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mnistkit.architectures import ACTIVATIONS, MAX_ENSEMBLE_MEMBERS, MODELS
+from mnistkit.architectures import ACTIVATIONS, MAX_ENSEMBLE_MEMBERS, MODEL_KINDS, MODELS, cnn_shrink_problem
 from mnistkit.datasets import DEFAULT_DATASET
 from mnistkit.errors import MnistkitError
 
@@ -64,6 +65,8 @@ class TrainConfig:
     seeds: tuple[int, ...] = ()  # an ensemble: one member per seed, trained at once
 
     def __post_init__(self) -> None:
+        for name in TUPLE_SETTINGS:  # from Python: hidden=[64, 32], classes=(3, 8), hidden="64,32"
+            object.__setattr__(self, name, listed_setting(name, getattr(self, name)))
         for name, choices in (
             ("model", MODELS),
             ("activation", ACTIVATIONS),
@@ -106,6 +109,10 @@ class TrainConfig:
             raise MnistkitError(
                 f"--pools: one 0 or 1 per conv layer ({len(self.channels)}), got {_listed(self.pools)}"
             )
+        if self.model == "cnn":
+            problem = cnn_shrink_problem(MODEL_KINDS["cnn"].build(self, 10))
+            if problem is not None:
+                raise MnistkitError(f"--channels, --kernel-sizes, --strides, --pools: {problem}")
         if self.batch_norm and self.model != "cnn":
             raise MnistkitError("--batch-norm needs --model cnn")
         if not (len(self.adam_betas) == 2 and all(0 <= beta < 1 for beta in self.adam_betas)):
@@ -315,6 +322,35 @@ def preset_config(name: str, dataset: str = DEFAULT_DATASET) -> TrainConfig:
     return TrainConfig(**PRESETS[name].settings_for(dataset))
 
 
+def listed_setting(name: str, value: Any) -> tuple:
+    """A list-valued setting as TrainConfig holds it, however Python gave it: hidden=64,
+    hidden=[64, 32] and hidden="64,32" alike; classes by name or label number, (3, 8) or "3,8"."""
+    if isinstance(value, str):
+        items = [item.strip() for item in value.split(",")] if value else []
+    else:
+        items = list(value) if isinstance(value, list | tuple) else [value]
+    convert = {"adam_betas": float, "classes": str, "pools": lambda item: bool(_whole(item))}.get(
+        name, _whole
+    )
+    try:
+        return tuple(convert(item) for item in items)
+    except (TypeError, ValueError):
+        raise MnistkitError(
+            f"--{_option(name)}: expected {_SETTING_ITEMS.get(name, 'whole numbers')}, got {value!r}"
+        ) from None
+
+
+_SETTING_ITEMS = {
+    "adam_betas": "two numbers",
+    "classes": "class names or label numbers",
+    "pools": "0s and 1s",
+}
+
+
+def _whole(item: Any) -> int:
+    return int(item) if isinstance(item, str) else operator.index(item)
+
+
 def config_from_options(
     preset: str | None, options: Mapping[str, Any], dataset: str = DEFAULT_DATASET
 ) -> TrainConfig:
@@ -325,9 +361,8 @@ def config_from_options(
     Switching the model keeps the preset's other settings; a hidden layer the preset had
     is dropped for logreg, which has none.
     """
-    options = {  # one width, from Python, is a list of one: hidden=64
-        key: (value,) if key in TUPLE_SETTINGS and isinstance(value, int | float | str) else value
-        for key, value in options.items()
+    options = {
+        key: listed_setting(key, value) if key in TUPLE_SETTINGS else value for key, value in options.items()
     }
     name = preset or options.get("model") or "mlp"
     base = preset_config(name, dataset)
@@ -354,6 +389,9 @@ def config_from_options(
     model = options.get("model", base.model)
     if model != "cnn" and (given := [name for name in CNN_SETTINGS if name in options]):
         raise MnistkitError(f"--{_option(given[0])} applies to --model cnn, not {model}")
+    optimizer = options.get("optimizer", base.optimizer)
+    if "adam_betas" in options and optimizer not in ("adam", "adamw"):
+        raise MnistkitError(f"--adam-betas applies to --optimizer adam or adamw, not {optimizer}")
     if model != "cnn":  # a CNN preset's batch norm goes with its convolutions
         options.setdefault("batch_norm", False)
     if model == "mlp" and not options.get("hidden", base.hidden):

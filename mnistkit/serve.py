@@ -248,22 +248,17 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.OK, self.server.model_body, "application/json")
         elif path == "/healthz":
             self._send_json(HTTPStatus.OK, {"status": "ok"})
-        elif path == "/api/predict":
-            self._send_error_json(
-                HTTPStatus.METHOD_NOT_ALLOWED, "POST an image's bytes to /api/predict", {"Allow": "POST"}
-            )
         else:
-            self._send_error_json(HTTPStatus.NOT_FOUND, f"nothing at {path}")
+            self._refuse_method(path)
+
+    do_HEAD = do_GET  # `_send` leaves out the body
 
     def do_POST(self) -> None:
         path = self._checked_path()
         if path is None:
             return
         if path != "/api/predict":
-            if path in self.server.static_files or path in ("/api/model", "/healthz"):
-                self._send_error_json(HTTPStatus.METHOD_NOT_ALLOWED, f"{path} takes GET", {"Allow": "GET"})
-            else:
-                self._send_error_json(HTTPStatus.NOT_FOUND, f"nothing at {path}")
+            self._refuse_method(path)
             return
         content = self._read_body()
         if content is None:
@@ -278,6 +273,40 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._send_error_json(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error; the server logged it")
             raise  # socketserver prints the traceback and keeps serving
         self._send_json(HTTPStatus.OK, result)
+
+    def do_OPTIONS(self) -> None:
+        path = self._checked_path()
+        allowed = self._allowed_methods(path) if path is not None else None
+        if allowed is not None:
+            self._send(HTTPStatus.NO_CONTENT, b"", "text/plain", {"Allow": allowed})
+        elif path is not None:
+            self._send_error_json(HTTPStatus.NOT_FOUND, f"nothing at {path}")
+
+    def _other_method(self) -> None:
+        path = self._checked_path()
+        if path is not None:
+            self._refuse_method(path)
+
+    do_PUT = do_DELETE = do_PATCH = _other_method  # methods no path here takes (unknown ones get 501)
+
+    def _allowed_methods(self, path: str) -> str | None:
+        if path == "/api/predict":
+            return "POST, OPTIONS"
+        if path in self.server.static_files or path in ("/api/model", "/healthz"):
+            return "GET, HEAD, OPTIONS"
+        return None
+
+    def _refuse_method(self, path: str) -> None:
+        """405 naming the methods `path` takes, or 404 where nothing is."""
+        allowed = self._allowed_methods(path)
+        if allowed is None:
+            self._send_error_json(HTTPStatus.NOT_FOUND, f"nothing at {path}")
+        elif path == "/api/predict":
+            self._send_error_json(
+                HTTPStatus.METHOD_NOT_ALLOWED, "POST an image's bytes to /api/predict", {"Allow": allowed}
+            )
+        else:
+            self._send_error_json(HTTPStatus.METHOD_NOT_ALLOWED, f"{path} takes GET", {"Allow": allowed})
 
     def _checked_path(self) -> str | None:
         """The URL's path; None (after answering 403) when the Host header names another site,

@@ -124,3 +124,37 @@ def test_paths_names_and_integer_labels_are_taken_as_a_notebook_gives_them(
     one = mnistkit.predict_images(large_digit_model, digit)
     assert [prediction.path for prediction in one] == [str(digit)]
     assert one == mnistkit.predict_images(mnistkit.load(large_digit_model), [str(digit)])
+
+
+def test_list_settings_are_taken_as_python_gives_them(synthetic_data) -> None:
+    """classes=(3, 8), hidden="64,32", channels=[8, 8]: as the command's options would read."""
+    three_eight = mnistkit.train(synthetic_data, "logreg", epochs=1, classes=(3, 8), verbose=False)
+    assert three_eight.classes == [3, 8]
+    config = api.config_from_options("fast", {"channels": [8, 8], "hidden": "64,32", "classes": "3,8"})
+    assert (config.channels, config.hidden, config.classes) == ((8, 8), (64, 32), ("3", "8"))
+    assert mnistkit.TrainConfig(classes=(3, 8), hidden=[16]).classes == ("3", "8")
+    with pytest.raises(MnistkitError, match=r"^--hidden: expected whole numbers, got 'a,b'$"):
+        api.config_from_options("mlp", {"hidden": "a,b"})
+
+
+def test_pictures_take_paths_as_the_other_functions_do(
+    tmp_path: Path, large_digit_model: Path, synthetic_npz: Path
+) -> None:
+    model = mnistkit.load(large_digit_model)
+    arrays = mnistkit.load_arrays(synthetic_npz)
+    assert (
+        mnistkit.draw_samples(synthetic_npz, large_digit_model, count=8).tobytes()
+        == mnistkit.draw_samples(arrays, model, count=8).tobytes()
+    )
+    history = tmp_path / "h.jsonl"
+    history.write_text("".join(f'{{"epoch": {epoch}, "train_loss": {1 / epoch}}}\n' for epoch in (1, 2)))
+    assert (
+        mnistkit.draw_curves(history).tobytes()
+        == mnistkit.draw_curves([{"epoch": 1, "train_loss": 1.0}, {"epoch": 2, "train_loss": 0.5}]).tobytes()
+    )
+    logreg = mnistkit.train(
+        synthetic_npz, "logreg", epochs=1, verbose=False, output=tmp_path / "l.safetensors"
+    )
+    assert (
+        mnistkit.draw_weights(tmp_path / "l.safetensors").tobytes() == mnistkit.draw_weights(logreg).tobytes()
+    )

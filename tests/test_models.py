@@ -210,6 +210,29 @@ def test_impossible_cnn_architectures_are_refused(architecture: dict) -> None:
         architectures.check_architecture(architecture)
 
 
+@pytest.mark.parametrize(
+    ("channels", "kernel_size", "problem"),
+    [
+        # 28 -> 26 -> 13 -> 11 -> 5 -> 3 -> 1, then a -1 pixel wide image, whose square, 1,
+        # once passed for a size
+        ([8] * 5, 3, "conv 4's 3x3 kernel is wider than the 1x1 image it gets"),
+        ([8], 29, "conv 1's 29x29 kernel is wider than the 28x28 image it gets"),
+        ([8], 28, "conv 1 leaves a 1x1 image, too small for its 2x2 pool"),
+    ],
+)
+def test_convolutions_that_leave_no_image_are_named(channels: list, kernel_size: int, problem: str) -> None:
+    architecture = {
+        "model": "cnn",
+        "channels": channels,
+        "kernel_size": kernel_size,
+        "hidden": [],
+        "num_classes": 10,
+    }
+    with pytest.raises(MnistkitError, match=f"^the convolutions shrink 28x28 images to nothing: {problem}$"):
+        architectures.check_architecture(architecture)
+    architectures.check_architecture({**architecture, "channels": [8], "kernel_size": 27})  # 2 -> 1
+
+
 def test_pools_say_where_the_image_halves() -> None:
     """Without `pools`, a pool follows each conv of stride 1; with it, exactly where it says."""
     lenet = {"model": "cnn", "channels": [16, 32], "kernel_size": 5, "hidden": [], "num_classes": 10}

@@ -206,13 +206,15 @@ def test_errors_name_the_upload_when_no_name_is_given(server: DigitServer) -> No
 @pytest.mark.parametrize(
     ("method", "path", "status", "allow"),
     [
-        ("GET", "/api/predict", 405, "POST"),
-        ("POST", "/", 405, "GET"),
-        ("POST", "/api/model", 405, "GET"),
+        ("GET", "/api/predict", 405, "POST, OPTIONS"),
+        ("POST", "/", 405, "GET, HEAD, OPTIONS"),
+        ("POST", "/api/model", 405, "GET, HEAD, OPTIONS"),
         ("GET", "/nothing", 404, None),
         ("POST", "/api/predict/extra", 404, None),
-        ("PUT", "/api/predict", 501, None),
-        ("DELETE", "/", 501, None),
+        ("PUT", "/api/predict", 405, "POST, OPTIONS"),
+        ("DELETE", "/", 405, "GET, HEAD, OPTIONS"),
+        ("PATCH", "/nothing", 404, None),
+        ("BREW", "/", 501, None),  # a method HTTP does not have
     ],
 )
 def test_wrong_methods_and_paths_get_json_errors(
@@ -221,6 +223,19 @@ def test_wrong_methods_and_paths_get_json_errors(
     got, response, body = call(server, method, path, b"" if method != "GET" else None)
     assert got == status and response.getheader("Allow") == allow
     assert json.loads(body)["error"]
+
+
+def test_head_and_options_answer_as_http_clients_expect(server: DigitServer) -> None:
+    """HEAD (a health check's habit) gets GET's status and headers and no body; OPTIONS names
+    the methods a path takes."""
+    status, response, body = call(server, "HEAD", "/healthz")
+    assert status == 200 and body == b"" and response.getheader("Content-Type") == "application/json"
+    assert int(response.getheader("Content-Length")) == len(call(server, "GET", "/healthz")[2])
+    assert call(server, "HEAD", "/nothing")[0] == 404
+    for path, allow in (("/api/predict", "POST, OPTIONS"), ("/", "GET, HEAD, OPTIONS")):
+        status, response, body = call(server, "OPTIONS", path)
+        assert (status, response.getheader("Allow"), body) == (204, allow, b"")
+    assert call(server, "OPTIONS", "/nothing")[0] == 404
 
 
 @pytest.mark.parametrize(

@@ -277,6 +277,18 @@ def test_embedding_preset_spreads_digits_over_a_linear_two_unit_layer(
         (["--model", "cnn", "--pools", "0,2"], "--pools: expected comma-separated 0s and 1s, got '0,2'"),
         (["--model", "cnn", "--pools", "0,1,0"], "--pools: one 0 or 1 per conv layer (2), got 0,1,0"),
         (["--pools", "0,1"], "--pools applies to --model cnn, not mlp"),
+        (
+            ["--model", "cnn", "--channels", "8,8,8,8,8", "--kernel-sizes", "3,3,3,3,3"],
+            "--channels, --kernel-sizes, --strides, --pools: conv 4's 3x3 kernel is wider than the 1x1 image",
+        ),
+        (
+            ["--model", "cnn", "--channels", "8", "--kernel-sizes", "29"],
+            "--channels, --kernel-sizes, --strides, --pools: conv 1's 29x29 kernel is wider than the 28x28",
+        ),
+        (
+            ["--preset", "seed", "--optimizer", "sgd", "--adam-betas", "0.9,0.99"],
+            "--adam-betas applies to --optimizer adam or adamw, not sgd",
+        ),
     ],
 )
 def test_options_that_would_be_ignored_or_harmful_are_errors(
