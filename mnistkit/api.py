@@ -224,6 +224,13 @@ def predict_images(
 
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
+    paths = list(paths)
+    for path in paths:
+        if not isinstance(path, str | os.PathLike):
+            raise TypeError(
+                f"predict_images reads image files, given by their paths, not a {type(path).__name__}: "
+                "save the image first, or give model.predict 28x28 digits already prepared"
+            )
     predictions = []
     for result in predict_paths(
         _model(model).checkpoint, (str(path) for path in paths), preprocess=preprocess, top_k=10

@@ -34,6 +34,7 @@ WRITE_ERRNOS = {
     errno.EISDIR: "is a directory",
     errno.ENOENT: "folder does not exist",
     errno.ENXIO: "nothing reads it (a pipe without a reader, or a socket)",
+    errno.EBADF: "it is closed (the command was started with >&-)",
 }
 
 

@@ -70,8 +70,12 @@ def _stdout_to_devnull() -> None:
     """What Python has yet to flush to a closed or full standard output goes nowhere."""
     if sys.stdout is None:
         return
+    try:
+        descriptor = sys.stdout.fileno()
+    except (OSError, ValueError):  # the stand-in for a closed standard output (__main__)
+        return
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    os.dup2(devnull, descriptor)
     os.close(devnull)
 
 

@@ -58,6 +58,17 @@ def join_cluster(
     try:
         jax.distributed.initialize(coordinator, num_processes, process_id, initialization_timeout=timeout_s)
     except (ValueError, RuntimeError) as error:
+        settings = (
+            ("--coordinator", coordinator),
+            ("--num-processes", num_processes),
+            ("--process-id", process_id),
+        )
+        missing = [option for option, value in settings if value is None]
+        if missing:  # JAX names its own arguments; say which options would have given them
+            raise MnistkitError(
+                f"cannot join the multi-process run: give {' and '.join(missing)} as well, or start "
+                "it under a cluster launcher that sets them (Slurm, Open MPI)"
+            ) from None
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise MnistkitError(f"cannot join the multi-process run: {first_line}") from None
     return jax.process_index()

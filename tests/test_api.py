@@ -124,6 +124,10 @@ def test_paths_names_and_integer_labels_are_taken_as_a_notebook_gives_them(
     one = mnistkit.predict_images(large_digit_model, digit)
     assert [prediction.path for prediction in one] == [str(digit)]
     assert one == mnistkit.predict_images(mnistkit.load(large_digit_model), [str(digit)])
+    with pytest.raises(
+        TypeError, match="predict_images reads image files, given by their paths, not a PngImage"
+    ):
+        mnistkit.predict_images(large_digit_model, [Image.open(digit)])
 
 
 def test_list_settings_are_taken_as_python_gives_them(synthetic_data) -> None:

@@ -532,6 +532,32 @@ def test_bad_scale_options_are_one_line(
     assert not output.exists()
 
 
+def test_a_multi_process_option_alone_names_the_options_missing(tmp_path: Path, synthetic_npz: Path):
+    """JAX's own words name its arguments (`coordinator_address should be defined`)."""
+    output = tmp_path / "model.safetensors"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnistkit",
+            "train",
+            str(synthetic_npz),
+            "-o",
+            str(output),
+            "--process-id",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and not output.exists()
+    assert result.stderr == (
+        "Error: cannot join the multi-process run: give --coordinator and --num-processes as well, "
+        "or start it under a cluster launcher that sets them (Slurm, Open MPI)\n"
+    )
+
+
 MEMBER = {"model": "mlp", "hidden": [4], "activation": "relu", "num_classes": 10}
 
 

@@ -266,7 +266,26 @@ def test_a_history_into_a_pipe_is_refused_since_it_is_written_every_epoch(
     assert result.stderr.decode().startswith(f"Error: {fifo}: --history is written after every epoch")
 
 
-def test_a_closed_standard_output_is_no_traceback(model: Path) -> None:
-    closed = ["bash", "-c", 'exec "$@" >&-', "bash", *mnistkit_command("info", model)]  # `>&-`: fd 1 closed
-    process = subprocess.run(closed, stderr=subprocess.PIPE, timeout=60)
-    assert process.returncode == 0 and process.stderr == b""
+def with_closed(stream: str, *args: str | Path) -> subprocess.CompletedProcess:
+    """The command with standard output (`>&-`) or input (`<&-`) closed, as a shell can start it."""
+    shell = ["bash", "-c", f'exec "$@" {stream}&-', "bash", *mnistkit_command(*args)]
+    return subprocess.run(shell, stderr=subprocess.PIPE, text=True, timeout=120)
+
+
+def test_a_closed_standard_stream_is_one_line_when_data_would_be_lost(
+    tmp_path: Path, model: Path, digit: Path, synthetic_npz: Path
+) -> None:
+    """As `ls >&-` fails: data that has nowhere to go is an error, never a traceback or exit 0."""
+    closed_output = "Error: -: cannot write: it is closed (the command was started with >&-)\n"
+    for args in (("info", model), ("predict", model, digit), ("render-samples", synthetic_npz, "-o", "-")):
+        process = with_closed(">", *args)
+        assert (process.returncode, process.stderr) == (1, closed_output), args
+    process = with_closed("<", "predict", model, "-")
+    assert process.returncode == 1
+    assert (
+        process.stderr
+        == "Error: -: cannot read: standard input is closed (the command was started with <&-)\n"
+    )
+    picture = tmp_path / "samples.png"
+    quiet = with_closed(">", "render-samples", synthetic_npz, "-o", picture)  # writes nothing on stdout
+    assert quiet.returncode == 0 and picture.exists(), quiet.stderr
