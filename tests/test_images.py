@@ -690,3 +690,32 @@ def test_bold_light_digits_on_a_dark_canvas_are_never_taken_for_a_sheet(
         path = tmp_path / f"{index}.png"
         Image.fromarray(image).save(path)
         assert load_digit(path).max() == 255, index
+
+
+def drawn_lines(path: Path, size: tuple[int, int], points: list, width: int, paper: int, ink: int) -> Path:
+    image = Image.new("L", size, paper)
+    ImageDraw.Draw(image).line(points, fill=ink, width=width)
+    image.save(path)
+    return path
+
+
+@pytest.mark.parametrize(("paper", "ink"), [(250, 30), (5, 240)])
+def test_a_fine_pen_on_a_large_canvas_keeps_every_stroke(tmp_path: Path, paper: int, ink: int) -> None:
+    """A 4 px line in a 1000 px picture straddles two of the boxes that shrink it to the
+    working size: averaged, its bar faded to half its contrast and the 7 was read as a 1;
+    a lone 4 px stroke in 2000 px kept an eighth and a quarter, and the 1 was blank."""
+    seven = [(340, 135), (660, 135), (460, 655)]
+    small_seven = [(85, 34), (165, 34), (115, 164)]
+    reference = load_digit(drawn_lines(tmp_path / "s7.png", (250, 188), small_seven, 1, paper, ink))
+    large = load_digit(drawn_lines(tmp_path / "7.png", (1000, 750), seven, 4, paper, ink))
+    assert similarity(large, reference) > 0.95
+    one = load_digit(
+        drawn_lines(tmp_path / "1.png", (2000, 1500), [(1000, 420), (1000, 1080)], 4, paper, ink)
+    )
+    assert (
+        similarity(
+            one,
+            load_digit(drawn_lines(tmp_path / "s1.png", (250, 188), [(125, 52), (125, 135)], 1, paper, ink)),
+        )
+        > 0.75
+    )
