@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +104,20 @@ def test_formats_parse_with_the_standard_library(
         assert len(header) == 9
     assert [int(row[1]) for row in rows] == list(DIGITS)
     assert all(len(row) == 9 and row[3] == row[1] for row in rows)
+
+
+def test_jsonl_holds_a_file_name_that_is_not_utf8_as_strict_json_readers_take_it(
+    large_digit_model: Path, digit_files: list[Path], tmp_path: Path
+) -> None:
+    odd = tmp_path / os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes, not UTF-8
+    odd.write_bytes(digit_files[2].read_bytes())  # a 7
+    result = run("predict", large_digit_model, odd, digit_files[3], "--format", "jsonl")
+    assert result.exit_code == 0, result.output
+    first, second = (json.loads(line) for line in result.stdout.splitlines())
+    assert first["path"] == f"{tmp_path}/caf\ufffd.png" and first["digit"] == 7
+    first["path"].encode("utf-8")  # no lone surrogate, which a strict reader refuses
+    assert base64.b64decode(first["path_bytes"]) == os.fsencode(odd)
+    assert second == {"path": str(digit_files[3]), "digit": 1, "confidence": second["confidence"]}
 
 
 def test_paths_from_stdin_and_output_file(
