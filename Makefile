@@ -50,11 +50,13 @@ HISTORY := $(MODELS)/model.history.jsonl
 PICTURES := $(REPORTS)/mistakes.png $(REPORTS)/confusion.png $(REPORTS)/curves.png
 
 .DEFAULT_GOAL := all
-# A failed recipe's changed targets are deleted, so that no half-made file looks up to date;
-# the history is kept: train rewrites it whole after each epoch (its lines match the run's
-# saved state), and make would delete it even when a run failed before touching it.
+# A failed recipe's changed targets are deleted, so that no half-made file looks up to date.
+# Not train's: make deleted the checkpoint or the history of a run that failed before touching
+# them (`make all PRESET=nope`). A run that stops midway (Ctrl-C) leaves the checkpoint of its
+# last epoch and its state beside it; while that state is there, train runs again and resumes.
 .DELETE_ON_ERROR:
-.PRECIOUS: $(HISTORY)
+.PRECIOUS: $(CKPT) $(HISTORY)
+UNFINISHED := $(if $(wildcard $(CKPT).resume),FORCE)
 
 .PHONY: all help venv test test-slow test-browser serve chaos fuzz lint bench docs clean
 
@@ -85,7 +87,7 @@ $(MODELS)/train-args.txt: FORCE
 	@mkdir -p $(MODELS)
 	@echo '$(train_args)' | cmp -s - $@ || echo '$(train_args)' > $@
 
-$(CKPT) $(HISTORY) &: $(NPZ) $(MODELS)/train-args.txt | $(INSTALLED) ## train the model
+$(CKPT) $(HISTORY) &: $(NPZ) $(MODELS)/train-args.txt $(UNFINISHED) | $(INSTALLED) ## train the model
 	$(MNISTKIT) train $(NPZ) -o $(CKPT) --history $(HISTORY) $(train_args)
 
 $(REPORTS)/metrics.json: $(CKPT) $(NPZ) | $(INSTALLED) ## evaluate on the test set

@@ -10,6 +10,7 @@ import errno
 import io
 import os
 import sys
+from pathlib import Path
 
 
 class _ClosedStream(io.RawIOBase):
@@ -48,6 +49,13 @@ def main() -> None:
     except Interrupted as stop:
         print(stop.line(), file=sys.stderr, flush=True)
         sys.exit(stop.exit_code)
+    except OSError as error:  # `mnistkit --help >&-`: the group's own options write before its handler
+        if error.errno != errno.EBADF or error.filename is not None:
+            raise
+        from mnistkit.atomic import STDOUT, describe_write_error
+
+        print(f"Error: {describe_write_error(Path(STDOUT), error)}", file=sys.stderr, flush=True)
+        sys.exit(1)
     finally:
         interrupts.uninstall()
 

@@ -222,8 +222,10 @@ def predict_images(
     made its images, then predicted. Raises MnistkitError for the first that cannot be read."""
     from mnistkit.errors import MnistkitError
 
-    if isinstance(paths, str | os.PathLike):
-        paths = [paths]
+    if isinstance(paths, str | os.PathLike | bytes | np.ndarray | Image.Image) or not isinstance(
+        paths, Iterable
+    ):
+        paths = [paths]  # one path; anything else is refused below
     paths = list(paths)
     for path in paths:
         if not isinstance(path, str | os.PathLike):

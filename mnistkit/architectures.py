@@ -160,26 +160,27 @@ def cnn_layers(architecture: Architecture) -> list[tuple[int, int, bool]]:
 def cnn_feature_size(architecture: Architecture) -> int:
     """Inputs to the dense head: each 'valid' conv shrinks the image by its kernel (less one)
     and divides it by its stride, each 2x2 max pool halves it."""
-    side = IMAGE_SHAPE[0]
-    for size, stride, pool in cnn_layers(architecture):
-        side = (side - size) // stride + 1
-        if pool:
-            side //= 2
+    side, _ = _cnn_walk(architecture)
     return side * side * architecture["channels"][-1]
 
 
 def cnn_shrink_problem(architecture: Architecture) -> str | None:
-    """Why the convolutions leave nothing of a 28x28 image, or None: a kernel wider than the
-    image it slides over, or a pool over a 1x1 one."""
+    """Why the convolutions leave nothing of a 28x28 image, or None."""
+    return _cnn_walk(architecture)[1]
+
+
+def _cnn_walk(architecture: Architecture) -> tuple[int, str | None]:
+    """The image's side after the conv blocks, and the problem that stops them short, if one
+    does: a kernel wider than the image it slides over, or a pool over a 1x1 image."""
     side = IMAGE_SHAPE[0]
     for index, (size, stride, pool) in enumerate(cnn_layers(architecture), start=1):
         if size > side:
-            return f"conv {index}'s {size}x{size} kernel is wider than the {side}x{side} image it gets"
+            return side, f"conv {index}'s {size}x{size} kernel is wider than the {side}x{side} image it gets"
         side = (side - size) // stride + 1
         if pool and side < 2:
-            return f"conv {index} leaves a 1x1 image, too small for its 2x2 pool"
+            return side, f"conv {index} leaves a 1x1 image, too small for its 2x2 pool"
         side = side // 2 if pool else side
-    return None
+    return side, None
 
 
 def _check_cnn(architecture: Architecture) -> None:

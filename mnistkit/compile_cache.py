@@ -102,12 +102,17 @@ def _trim(folder: Path, limit: int) -> int:
     came later (most Linux mounts note reads about once a day). A program deleted while
     another run reads it costs that run a warning from jax and a compile."""
     programs = []
-    with os.scandir(folder) as found:
-        for entry in found:
-            if entry.name.endswith(PROGRAM_SUFFIX) and entry.is_file(follow_symlinks=False):
-                with contextlib.suppress(OSError):
-                    status = entry.stat(follow_symlinks=False)
-                    programs.append((max(status.st_atime_ns, status.st_mtime_ns), status.st_size, entry.path))
+    try:
+        with os.scandir(folder) as found:
+            for entry in found:
+                if entry.name.endswith(PROGRAM_SUFFIX) and entry.is_file(follow_symlinks=False):
+                    with contextlib.suppress(OSError):
+                        status = entry.stat(follow_symlinks=False)
+                        programs.append(
+                            (max(status.st_atime_ns, status.st_mtime_ns), status.st_size, entry.path)
+                        )
+    except OSError:  # gone or unreadable since it was checked: jax will say so if it matters
+        return 0
     total = sum(size for _, size, _ in programs)
     if total <= limit:
         return 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import operator
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -324,20 +324,30 @@ def preset_config(name: str, dataset: str = DEFAULT_DATASET) -> TrainConfig:
 
 def listed_setting(name: str, value: Any) -> tuple:
     """A list-valued setting as TrainConfig holds it, however Python gave it: hidden=64,
-    hidden=[64, 32] and hidden="64,32" alike; classes by name or label number, (3, 8) or "3,8"."""
+    hidden=[64, 32], a numpy array or "64,32" (read as the option reads it) alike; classes by
+    name or label number, (3, 8) or "3,8"; pools as 0s and 1s or bools."""
+    what = f"--{_option(name)}"
     if isinstance(value, str):
-        items = [item.strip() for item in value.split(",")] if value else []
-    else:
-        items = list(value) if isinstance(value, list | tuple) else [value]
-    convert = {"adam_betas": float, "classes": str, "pools": lambda item: bool(_whole(item))}.get(
-        name, _whole
-    )
+        parse = {"pools": parse_flag_list, "adam_betas": parse_float_list, "classes": parse_name_list}
+        return parse.get(name, parse_int_list)(value, what) if value.strip() else ()
+    items = list(value) if isinstance(value, Iterable) else [value]
     try:
-        return tuple(convert(item) for item in items)
+        if name == "classes":
+            return tuple(item if isinstance(item, str) else str(operator.index(item)) for item in items)
+        if name == "adam_betas":
+            return tuple(float(item) for item in items)
+        whole = tuple(operator.index(item) for item in items)
     except (TypeError, ValueError):
         raise MnistkitError(
-            f"--{_option(name)}: expected {_SETTING_ITEMS.get(name, 'whole numbers')}, got {value!r}"
+            f"{what}: expected {_SETTING_ITEMS.get(name, 'whole numbers')}, got {value!r}"
         ) from None
+    if name == "pools":
+        if any(item not in (0, 1) for item in whole):
+            raise MnistkitError(f"{what}: expected 0s and 1s, got {value!r}")
+        return tuple(item == 1 for item in whole)
+    if any(isinstance(item, bool) for item in items):
+        raise MnistkitError(f"{what}: expected whole numbers, got {value!r}")
+    return whole
 
 
 _SETTING_ITEMS = {
@@ -345,10 +355,6 @@ _SETTING_ITEMS = {
     "classes": "class names or label numbers",
     "pools": "0s and 1s",
 }
-
-
-def _whole(item: Any) -> int:
-    return int(item) if isinstance(item, str) else operator.index(item)
 
 
 def config_from_options(

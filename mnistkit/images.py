@@ -168,35 +168,54 @@ def _shrink_to_work_size(image: Image.Image) -> Image.Image:
 
 
 def _thin_strokes_kept(image: Image.Image, averaged: Image.Image, factor: int) -> Image.Image:
-    """`averaged`, unless it fades the strokes: a box averages a stroke thinner than itself
-    into the paper (a 4 px pen line on a 2000 px canvas keeps a quarter of its contrast, or
-    two eighths side by side, and a faint line is no ink). Where the ink's boxes typically
-    keep less than THIN_STROKE_KEPT of it, each box is its most ink-like pixel instead (the
-    darkest for dark ink, the lightest for light): the strokes keep their contrast, one
-    working pixel wide at least, and preprocessing thickens them as it does a fine pen's."""
+    """`averaged`, unless it fades the digit's strokes: a box averages a stroke thinner than
+    itself into the paper (a 4 px pen line on a 2000 px canvas keeps a quarter of its
+    contrast, or two eighths side by side, and a faint line is no ink). The strongest marks
+    of `averaged` are the digit's; where their boxes typically keep less than
+    THIN_STROKE_KEPT of their ink's contrast, each box becomes its `factor`-th most ink-like
+    pixel instead: the strokes keep their contrast, one working pixel wide at least (and
+    preprocessing thickens them as it does a fine pen's), while a speck of dust covering
+    fewer pixels stays paper. A thick digit beside ruled lines or dust keeps `averaged`."""
     mean = np.asarray(averaged, np.float32)
     paper = float(np.median(mean))
     dark_ink = paper - float(mean.min()) >= float(mean.max()) - paper  # the ink lies farther off
-    extreme = _box_extreme(np.asarray(image), mean.shape, factor, np.minimum if dark_ink else np.maximum)
-    full = np.abs(extreme.astype(np.float32) - np.float32(paper))
-    ink = full > full.max() / 2
-    if not ink.any():
+    contrast = np.abs(mean - np.float32(paper))
+    if contrast.max() == 0:
         return averaged
-    kept = float(np.median(np.abs(mean[ink] - np.float32(paper)) / full[ink]))
-    if kept >= THIN_STROKE_KEPT:
-        return averaged
-    return Image.fromarray(extreme, averaged.mode)
-
-
-def _box_extreme(values: np.ndarray, shape: tuple[int, ...], factor: int, extreme: np.ufunc) -> np.ndarray:
-    """`extreme` (np.minimum or np.maximum) over each `factor`-square box, as `Image.reduce`
-    lays its boxes out (the last ones partial), reduced along rows first: contiguous, fast."""
-    rows, columns = shape
-    padded = np.pad(
-        values, ((0, rows * factor - values.shape[0]), (0, columns * factor - values.shape[1])), "edge"
+    strongest = contrast >= contrast.max() / 2
+    rows, columns = np.nonzero(strongest)
+    top, left, bottom, right = rows.min(), columns.min(), rows.max() + 1, columns.max() + 1
+    region = image.crop(
+        (left * factor, top * factor, min(right * factor, image.width), min(bottom * factor, image.height))
     )
-    across_rows = extreme.reduce(padded.reshape(rows, factor, columns * factor), axis=1)
-    return extreme.reduce(across_rows.reshape(rows, columns, factor), axis=2)
+    candidates = _boxes(np.asarray(region), (bottom - top, right - left), factor)[
+        rows - top, :, columns - left, :
+    ]
+    full = np.abs(
+        _ink_like(candidates.reshape(len(rows), -1), factor, dark_ink).astype(np.float32) - np.float32(paper)
+    )
+    kept = np.divide(contrast[strongest], full, out=np.full_like(full, np.inf), where=full > 0)
+    if float(np.median(kept)) >= THIN_STROKE_KEPT:
+        return averaged
+    every_box = _boxes(np.asarray(image), mean.shape, factor).transpose(0, 2, 1, 3).reshape(mean.size, -1)
+    return Image.fromarray(_ink_like(every_box, factor, dark_ink).reshape(mean.shape), averaged.mode)
+
+
+def _boxes(values: np.ndarray, shape: tuple[int, ...], factor: int) -> np.ndarray:
+    """`values` as (rows, factor, columns, factor) boxes, laid out as `Image.reduce` lays out
+    its own (the last ones padded with their edge)."""
+    rows, columns = shape
+    padding = ((0, rows * factor - values.shape[0]), (0, columns * factor - values.shape[1]))
+    if padding != ((0, 0), (0, 0)):
+        values = np.pad(values, padding, "edge")
+    return values.reshape(rows, factor, columns, factor)
+
+
+def _ink_like(pixels: np.ndarray, rank: int, dark_ink: bool) -> np.ndarray:
+    """Each row's `rank`-th darkest pixel (`rank`-th lightest for light ink): a line a pixel
+    wide or more that crosses a box covers `rank` (its side) of its pixels, a speck fewer."""
+    index = rank - 1 if dark_ink else pixels.shape[1] - rank
+    return np.partition(pixels, index, axis=1)[:, index]
 
 
 def _gray_and_alpha(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:

@@ -375,8 +375,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self, status: HTTPStatus, body: bytes, content_type: str, headers: dict[str, str] | None = None
     ) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        if status != HTTPStatus.NO_CONTENT:  # which has neither (RFC 9110)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
         self.send_header("Connection", "close")
         for name, value in {**SECURITY_HEADERS, **(headers or {})}.items():
             self.send_header(name, value)

@@ -124,10 +124,9 @@ def test_paths_names_and_integer_labels_are_taken_as_a_notebook_gives_them(
     one = mnistkit.predict_images(large_digit_model, digit)
     assert [prediction.path for prediction in one] == [str(digit)]
     assert one == mnistkit.predict_images(mnistkit.load(large_digit_model), [str(digit)])
-    with pytest.raises(
-        TypeError, match="predict_images reads image files, given by their paths, not a PngImage"
-    ):
-        mnistkit.predict_images(large_digit_model, [Image.open(digit)])
+    for not_a_path in ([Image.open(digit)], Image.open(digit), digit.read_bytes(), np.zeros((28, 28))):
+        with pytest.raises(TypeError, match="predict_images reads image files, given by their paths, not a"):
+            mnistkit.predict_images(large_digit_model, not_a_path)
 
 
 def test_list_settings_are_taken_as_python_gives_them(synthetic_data) -> None:
@@ -137,8 +136,12 @@ def test_list_settings_are_taken_as_python_gives_them(synthetic_data) -> None:
     config = api.config_from_options("fast", {"channels": [8, 8], "hidden": "64,32", "classes": "3,8"})
     assert (config.channels, config.hidden, config.classes) == ((8, 8), (64, 32), ("3", "8"))
     assert mnistkit.TrainConfig(classes=(3, 8), hidden=[16]).classes == ("3", "8")
-    with pytest.raises(MnistkitError, match=r"^--hidden: expected whole numbers, got 'a,b'$"):
-        api.config_from_options("mlp", {"hidden": "a,b"})
+    with pytest.raises(MnistkitError, match=r"^--hidden: expected comma-separated integers, got 'a,b'$"):
+        api.config_from_options("mlp", {"hidden": "a,b"})  # as `--hidden a,b` is refused
+    with pytest.raises(MnistkitError, match=r"^--pools: expected comma-separated 0s and 1s, got '0,2'$"):
+        api.config_from_options("cnn", {"pools": "0,2"})
+    with pytest.raises(MnistkitError, match=r"^--hidden: expected whole numbers, got True$"):
+        api.config_from_options("mlp", {"hidden": True})
 
 
 def test_pictures_take_paths_as_the_other_functions_do(

@@ -719,3 +719,27 @@ def test_a_fine_pen_on_a_large_canvas_keeps_every_stroke(tmp_path: Path, paper: 
         )
         > 0.75
     )
+
+
+def test_marks_beside_a_thick_digit_or_dust_on_a_thin_one_change_nothing(tmp_path: Path) -> None:
+    """Only the digit's strokes decide whether the boxes keep their most ink-like pixel: the
+    thin ruled lines beside a thick 7, or its dust, once made every box do so (the lines at
+    full strength, the dust a field of ink), and the 7 read as a 0. Dust on a thin 7 stays
+    paper: a box keeps the pixel that as many pixels as its side are as dark as."""
+    seven = [(800, 400), (1200, 400), (900, 1600)]
+    for width in (30, 4):
+        page = Image.new("L", (2000, 2000), 250)
+        ImageDraw.Draw(page).line(seven, fill=20, width=width)
+        clean = load_digit(save(np.asarray(page), tmp_path / f"clean{width}.png"))
+        ruled = page.copy()
+        for y in range(100, 2000, 120):
+            ImageDraw.Draw(ruled).line([(0, y), (2000, y)], fill=120, width=2)
+        ImageDraw.Draw(ruled).line(seven, fill=20, width=width)
+        dusty = np.asarray(page).copy()
+        dusty[np.random.default_rng(1).random(dusty.shape) < 0.002] = 0
+        # Beside a thin 7, whose boxes do keep their most ink-like pixel, ruled lines come out
+        # at full strength too, and are read as strokes: not handled yet.
+        marked = [("ruled", np.asarray(ruled))] if width > 4 else []
+        for name, picture in [*marked, ("dusty", dusty)]:
+            score = similarity(load_digit(save(picture, tmp_path / f"{name}{width}.png")), clean)
+            assert score > 0.9, f"{name}, {width} px strokes: similarity {score:.2f}"

@@ -235,6 +235,7 @@ def test_head_and_options_answer_as_http_clients_expect(server: DigitServer) -> 
     for path, allow in (("/api/predict", "POST, OPTIONS"), ("/", "GET, HEAD, OPTIONS")):
         status, response, body = call(server, "OPTIONS", path)
         assert (status, response.getheader("Allow"), body) == (204, allow, b"")
+        assert response.getheader("Content-Length") is None and response.getheader("Content-Type") is None
     assert call(server, "OPTIONS", "/nothing")[0] == 404
 
 

@@ -277,7 +277,12 @@ def test_a_closed_standard_stream_is_one_line_when_data_would_be_lost(
 ) -> None:
     """As `ls >&-` fails: data that has nowhere to go is an error, never a traceback or exit 0."""
     closed_output = "Error: -: cannot write: it is closed (the command was started with >&-)\n"
-    for args in (("info", model), ("predict", model, digit), ("render-samples", synthetic_npz, "-o", "-")):
+    for args in (
+        ("info", model),
+        ("predict", model, digit),
+        ("render-samples", synthetic_npz, "-o", "-"),
+        ("--help",),  # the group's own option, which writes before the commands' handler
+    ):
         process = with_closed(">", *args)
         assert (process.returncode, process.stderr) == (1, closed_output), args
     process = with_closed("<", "predict", model, "-")
