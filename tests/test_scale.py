@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import loss_and_accuracy
+from faults import mnistkit_command
 
 from mnistkit.architectures import check_architecture
 from mnistkit.checkpoint import load_checkpoint
@@ -536,17 +537,7 @@ def test_a_multi_process_option_alone_names_the_options_missing(tmp_path: Path, 
     """JAX's own words name its arguments (`coordinator_address should be defined`)."""
     output = tmp_path / "model.safetensors"
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mnistkit",
-            "train",
-            str(synthetic_npz),
-            "-o",
-            str(output),
-            "--process-id",
-            "1",
-        ],
+        mnistkit_command("train", synthetic_npz, "-o", output, "--process-id", "1"),
         capture_output=True,
         text=True,
         timeout=120,
