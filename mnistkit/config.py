@@ -153,15 +153,10 @@ class TrainConfig:
             for name, value in values.items()
             if name not in RETIRED_SETTINGS
         }
-        if "classes" in values:
-            values["classes"] = tuple(str(value) for value in values["classes"])
         unknown = sorted(set(values) - known)
         if unknown:
             raise MnistkitError(f"unknown training settings: {', '.join(unknown)}")
-        for name in TUPLE_SETTINGS:
-            if name in values:
-                values[name] = tuple(values[name])
-        return cls(**values)
+        return cls(**values)  # JSON's lists, and `digits`' numbers, become tuples in __post_init__
 
 
 @dataclass(frozen=True)
