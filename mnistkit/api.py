@@ -29,9 +29,12 @@ from mnistkit.arrays import SPLITS, check_arrays, dataset_name, load_arrays, sav
 from mnistkit.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from mnistkit.config import PRESETS, TrainConfig, config_from_options
 from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE, dataset_spec
+from mnistkit.errors import MnistkitError
 from mnistkit.evaluation import Evaluation, evaluate_arrays
+from mnistkit.image_files import LoadedDigit
+from mnistkit.images import load_digit
 from mnistkit.mirrors import DEFAULT_CACHE_DIR, MIRROR_ENV, mirror_list
-from mnistkit.predict import Prediction, predict_paths
+from mnistkit.predict import Prediction, predict_loaded, predict_paths
 
 __all__ = [
     "PRESETS",
@@ -215,32 +218,82 @@ def load(path: str | os.PathLike[str]) -> Model:
 
 def predict_images(
     model: Model | str | os.PathLike[str],
-    paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
+    images: Iterable[ImageSource] | ImageSource,
     preprocess: bool = True,
 ) -> list[Prediction]:
-    """`mnistkit predict`: each image file (or the one given) prepared as the model's dataset
-    made its images, then predicted. Raises MnistkitError for the first that cannot be read."""
-    from mnistkit.errors import MnistkitError
-
-    if isinstance(paths, str | os.PathLike | bytes | np.ndarray | Image.Image) or not isinstance(
-        paths, Iterable
-    ):
-        paths = [paths]  # one path; anything else is refused below
-    paths = list(paths)
-    for path in paths:
-        if not isinstance(path, str | os.PathLike):
+    """`mnistkit predict`: each image (or the one given) prepared as the model's dataset made
+    its images, then predicted. An image is a file's path, a file's bytes (an upload widget's),
+    a PIL image, or a numpy array of any size: gray (H, W) or colour (H, W, 3 or 4), uint8 or
+    floats in [0, 1]. Those in memory are named `<image N>` (N their place in the list, from 0)
+    in `Prediction.path` and in errors. Raises MnistkitError for the first that cannot be read."""
+    if isinstance(images, np.ndarray) and (images.ndim == 4 or (images.ndim == 3 and images.shape[2] > 4)):
+        images = list(images)  # a stack of images, as test_images[:8]
+    elif _is_image_source(images) or not isinstance(images, Iterable):
+        images = [images]  # one image; anything else is refused below
+    images = list(images)
+    for image in images:
+        if not _is_image_source(image):
             raise TypeError(
-                f"predict_images reads image files, given by their paths, not a {type(path).__name__}: "
-                "save the image first, or give model.predict 28x28 digits already prepared"
+                f"predict_images reads image files' paths or bytes, PIL images and numpy arrays, "
+                f"not a {type(image).__name__}"
             )
+    checkpoint = _model(model).checkpoint
+    if all(isinstance(image, str | os.PathLike) for image in images):
+        results = predict_paths(checkpoint, map(str, images), preprocess=preprocess, top_k=10)
+    else:  # read here, one after the other: a notebook's images are few
+        loaded = [
+            _load_image(image, place, preprocess, checkpoint.preprocessing)
+            for place, image in enumerate(images)
+        ]
+        results = predict_loaded(checkpoint, [loaded], top_k=10)
     predictions = []
-    for result in predict_paths(
-        _model(model).checkpoint, (str(path) for path in paths), preprocess=preprocess, top_k=10
-    ):
+    for result in results:
         if not isinstance(result, Prediction):
             raise MnistkitError(result.error)
         predictions.append(result)
     return predictions
+
+
+ImageSource = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray
+
+
+def _is_image_source(value: Any) -> bool:
+    return isinstance(value, str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray)
+
+
+def _load_image(image: ImageSource, place: int, preprocess: bool, style: str) -> LoadedDigit:
+    """One image of `predict_images`, read as `predict` reads a file."""
+    name = str(image) if isinstance(image, str | os.PathLike) else f"<image {place}>"
+    try:
+        if isinstance(image, bytes | bytearray | memoryview):
+            digit = load_digit(name, preprocess, content=bytes(image), style=style)
+        elif isinstance(image, Image.Image | np.ndarray):
+            picture = image if isinstance(image, Image.Image) else _array_picture(image, name)
+            digit = load_digit(name, preprocess, style=style, picture=picture)
+        else:
+            digit = load_digit(name, preprocess, style=style)
+    except MnistkitError as error:
+        return LoadedDigit(name, None, str(error))
+    return LoadedDigit(name, digit, None)
+
+
+def _array_picture(array: np.ndarray, name: str) -> Image.Image:
+    """A numpy image as Pillow holds it: uint8 as it is, floats in [0, 1] scaled to 255."""
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))) or array.size == 0:
+        raise MnistkitError(
+            f"{name}: array of shape {array.shape}, expected (H, W) gray or (H, W, 3 or 4) colour"
+        )
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif np.issubdtype(array.dtype, np.floating):
+        if not (np.isfinite(array).all() and array.min() >= 0 and array.max() <= 1):
+            raise MnistkitError(f"{name}: float pixels must lie in [0, 1] (or give uint8 pixels, 0 to 255)")
+        array = np.round(array * 255)
+    elif not np.issubdtype(array.dtype, np.integer) or array.min() < 0 or array.max() > 255:
+        raise MnistkitError(f"{name}: {array.dtype} pixels must be uint8, 0 to 255, or floats in [0, 1]")
+    return Image.fromarray(array.astype(np.uint8), "L" if array.ndim == 2 else "RGBA"[: array.shape[2]])
 
 
 def evaluate(

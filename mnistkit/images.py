@@ -46,17 +46,22 @@ def load_digit(
     preprocess: bool = True,
     content: bytes | None = None,
     style: str = DEFAULT_DATASET,
+    picture: Image.Image | None = None,
 ) -> np.ndarray:
     """The uint8 28x28 image (ink bright on black) that a model should see, prepared as the
     dataset named by `style` (a key of IMAGE_STYLES) prepared its images.
 
     With `preprocess=False` the file must already be a 28x28 MNIST-style image; it is
-    only converted to grayscale. `content` holds the image's bytes when it is in memory
-    (an upload to `mnistkit serve`); `path` then only names it in errors.
+    only converted to grayscale. When the image is in memory, `content` holds its bytes (an
+    upload to `mnistkit serve`) or `picture` the image itself (a notebook's, left as it is),
+    and `path` only names it in errors.
     Raises MnistkitError("path: reason") for any bad input.
     """
     path = Path(path)
-    gray = read_grayscale(path, shrink=preprocess, content=content)
+    if picture is None:
+        gray = read_grayscale(path, shrink=preprocess, content=content)
+    else:
+        gray = _picture_grayscale(picture, path, shrink=preprocess)
     if not preprocess:
         if gray.shape != (FRAME_PX, FRAME_PX):
             height, width = gray.shape
@@ -90,12 +95,29 @@ def read_grayscale(path: Path, shrink: bool = True, content: bytes | None = None
                 image.draft(image.mode, (WORK_SIDE_PX, WORK_SIDE_PX))
             image.load()
             ImageOps.exif_transpose(image, in_place=True)
-            gray_image = _to_gray_mode(image)
-            gray, alpha = _gray_and_alpha(_shrink_to_work_size(gray_image) if shrink else gray_image)
+            return _grayscale(image, path, shrink)
     except MnistkitError:
         raise
     except Exception as error:  # Pillow's decoders raise many untyped errors on bad data
         raise MnistkitError(f"{path}: truncated or corrupted image ({error})") from None
+
+
+def _picture_grayscale(picture: Image.Image, path: Path, shrink: bool) -> np.ndarray:
+    """`read_grayscale` of an image already decoded, which is left as it is."""
+    problem = _size_problem(picture.width, picture.height)
+    if problem:
+        raise MnistkitError(f"{path}: {problem}")
+    try:
+        return _grayscale(ImageOps.exif_transpose(picture), path, shrink)
+    except MnistkitError:
+        raise
+    except Exception as error:  # a lazily opened image may still fail to decode
+        raise MnistkitError(f"{path}: truncated or corrupted image ({error})") from None
+
+
+def _grayscale(image: Image.Image, path: Path, shrink: bool) -> np.ndarray:
+    gray_image = _to_gray_mode(image)
+    gray, alpha = _gray_and_alpha(_shrink_to_work_size(gray_image) if shrink else gray_image)
     if alpha is not None:
         gray = _composite(gray, alpha, path)
     return gray

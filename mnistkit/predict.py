@@ -47,10 +47,22 @@ def predict_paths(
     workers: int | None = None,
 ) -> Iterator[Prediction | LoadedDigit]:
     """A Prediction for each readable image and the failed LoadedDigit for each other, in order."""
+    chunks = load_digits(paths, preprocess, workers, style=checkpoint.preprocessing)
+    return predict_loaded(checkpoint, chunks, top_k=top_k, save_dir=save_dir)
+
+
+def predict_loaded(
+    checkpoint: Checkpoint,
+    chunks: Iterable[list[LoadedDigit]],
+    *,
+    top_k: int = 1,
+    save_dir: Path | None = None,
+) -> Iterator[Prediction | LoadedDigit]:
+    """`predict_paths` of images already read, a chunk (one batch of the model) at a time."""
     classes, names = checkpoint.classes, checkpoint.class_names
     top_k = min(top_k, len(classes))
     index = 0
-    for chunk in load_digits(paths, preprocess, workers, style=checkpoint.preprocessing):
+    for chunk in chunks:
         good = [loaded for loaded in chunk if loaded.image is not None]
         probabilities = (
             checkpoint.predict_probabilities(np.stack([loaded.image for loaded in good])) if good else None

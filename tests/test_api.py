@@ -29,6 +29,7 @@ def test_the_readme_notebook_example_runs(tmp_path: Path, synthetic_data, monkey
     (tmp_path / "models").mkdir()
     np.savez(tmp_path / "data" / "mnist.npz", **synthetic_data)
     Image.fromarray(255 - draw_large_digit(7)).save(tmp_path / "my-digit.png")
+    Image.fromarray(255 - draw_large_digit(7)).save(tmp_path / "my-digit.jpg")
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(compile(readme_python_example(), "README.md", "exec"), namespace)
@@ -38,6 +39,7 @@ def test_the_readme_notebook_example_runs(tmp_path: Path, synthetic_data, monkey
     assert mnistkit.load("models/notebook.safetensors").architecture["hidden"] == [512, 256]
     out = capsys.readouterr()
     assert "test accuracy" in out.out and "Prediction(path='my-digit.png', label=" in out.out
+    assert out.out.splitlines()[-1] in {str(digit) for digit in range(10)}  # the photo's digit
     assert "epoch 3/3" in out.err
 
 
@@ -124,9 +126,59 @@ def test_paths_names_and_integer_labels_are_taken_as_a_notebook_gives_them(
     one = mnistkit.predict_images(large_digit_model, digit)
     assert [prediction.path for prediction in one] == [str(digit)]
     assert one == mnistkit.predict_images(mnistkit.load(large_digit_model), [str(digit)])
-    for not_a_path in ([Image.open(digit)], Image.open(digit), digit.read_bytes(), np.zeros((28, 28))):
-        with pytest.raises(TypeError, match="predict_images reads image files, given by their paths, not a"):
-            mnistkit.predict_images(large_digit_model, not_a_path)
+
+
+def test_images_in_memory_are_read_as_their_files_are(tmp_path: Path, large_digit_model: Path) -> None:
+    """A notebook holds its digits as PIL images, arrays or an upload's bytes, not files."""
+    ink = draw_large_digit(4, canvas_px=(200, 150), stroke_px=5)
+    paper = Image.fromarray(255 - ink)  # dark ink on white
+    paper.save(tmp_path / "four.png")
+    before = (paper.size, paper.mode, paper.tobytes())
+    from_file = mnistkit.predict_images(large_digit_model, tmp_path / "four.png")[0]
+    assert from_file.name == "4"
+    colour = np.stack([255 - ink, 255 - ink, np.full_like(ink, 255)], axis=-1)  # blue ink
+    transparent = np.stack([np.zeros_like(ink)] * 3 + [ink], axis=-1)  # strokes on nothing
+    in_memory = [
+        paper,
+        np.asarray(paper),
+        np.asarray(paper)[..., None],
+        np.asarray(paper) / 255.0,
+        (tmp_path / "four.png").read_bytes(),
+        colour,
+        transparent,
+        tmp_path / "four.png",
+    ]
+    predictions = mnistkit.predict_images(large_digit_model, in_memory)
+    assert [p.path for p in predictions] == [f"<image {n}>" for n in range(7)] + [str(tmp_path / "four.png")]
+    assert [p.name for p in predictions] == ["4"] * 8
+    for same_pixels in predictions[:5]:
+        np.testing.assert_allclose(
+            [probability for *_, probability in sorted(same_pixels.top)],
+            [probability for *_, probability in sorted(from_file.top)],
+            atol=1e-6,
+        )
+    assert (paper.size, paper.mode, paper.tobytes()) == before  # the caller's image is left as it was
+
+    stack = mnistkit.predict_images(large_digit_model, np.stack([np.asarray(paper)] * 3))
+    assert [p.path for p in stack] == ["<image 0>", "<image 1>", "<image 2>"]
+
+    for bad, reason in (
+        (
+            np.zeros((30, 30, 2), np.uint8),
+            "array of shape (30, 30, 2), expected (H, W) gray or (H, W, 3 or 4)",
+        ),
+        (np.full((30, 30), 2.0), "float pixels must lie in [0, 1]"),
+        (np.full((30, 30), np.nan), "float pixels must lie in [0, 1]"),
+        (np.full((30, 30), 300, np.int32), "int32 pixels must be uint8, 0 to 255, or floats in [0, 1]"),
+        (np.zeros((30, 30), np.uint8), "blank image"),
+        (np.zeros((1, 100), np.uint8), "image is 100x1 pixels, too elongated for a digit"),
+        (b"not an image", "not an image"),
+    ):
+        with pytest.raises(MnistkitError, match=re.escape(f"<image 1>: {reason}")):
+            mnistkit.predict_images(large_digit_model, [paper, bad])
+    for not_an_image in (7, [{"path": "four.png"}], None):
+        with pytest.raises(TypeError, match="predict_images reads image files' paths or bytes, PIL images"):
+            mnistkit.predict_images(large_digit_model, not_an_image)
 
 
 def test_list_settings_are_taken_as_python_gives_them(synthetic_data) -> None:
