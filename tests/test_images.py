@@ -699,18 +699,22 @@ def drawn_lines(path: Path, size: tuple[int, int], points: list, width: int, pap
     return path
 
 
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
 @pytest.mark.parametrize(("paper", "ink"), [(250, 30), (5, 240)])
-def test_a_fine_pen_on_a_large_canvas_keeps_every_stroke(tmp_path: Path, paper: int, ink: int) -> None:
+def test_a_fine_pen_on_a_large_canvas_keeps_every_stroke(
+    tmp_path: Path, paper: int, ink: int, suffix: str
+) -> None:
     """A 4 px line in a 1000 px picture straddles two of the boxes that shrink it to the
     working size: averaged, its bar faded to half its contrast and the 7 was read as a 1;
-    a lone 4 px stroke in 2000 px kept an eighth and a quarter, and the 1 was blank."""
+    a lone 4 px stroke in 2000 px kept an eighth and a quarter, and the 1 was blank (as a
+    JPEG too, which was decoded at an eighth of its size)."""
     seven = [(340, 135), (660, 135), (460, 655)]
     small_seven = [(85, 34), (165, 34), (115, 164)]
     reference = load_digit(drawn_lines(tmp_path / "s7.png", (250, 188), small_seven, 1, paper, ink))
-    large = load_digit(drawn_lines(tmp_path / "7.png", (1000, 750), seven, 4, paper, ink))
+    large = load_digit(drawn_lines(tmp_path / f"7{suffix}", (1000, 750), seven, 4, paper, ink))
     assert similarity(large, reference) > 0.95
     one = load_digit(
-        drawn_lines(tmp_path / "1.png", (2000, 1500), [(1000, 420), (1000, 1080)], 4, paper, ink)
+        drawn_lines(tmp_path / f"1{suffix}", (2000, 1500), [(1000, 420), (1000, 1080)], 4, paper, ink)
     )
     assert (
         similarity(
