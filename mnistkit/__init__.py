@@ -32,6 +32,9 @@ _API = (
 )
 
 
+__all__ = list(_API)  # `from mnistkit import *`, as the fast.ai lessons import their library
+
+
 def __getattr__(name: str):
     if name in _API:
         from mnistkit import api

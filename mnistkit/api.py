@@ -9,7 +9,7 @@ defaults that suit an interactive session. `import mnistkit` exposes these names
     mnistkit.evaluate(model, arrays).accuracy
     mnistkit.predict_images(model, ["my-digit.png"])
     mnistkit.draw_confusion(mnistkit.evaluate(model, arrays))   # a PIL image; a notebook shows it
-    model.save("models/model.safetensors")
+    model.save("models/notebook.safetensors")    # for mnistkit predict, eval, serve
 
 jax is imported only by `train`; everything else runs on numpy and Pillow.
 """
@@ -25,15 +25,23 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mnistkit.arrays import SPLITS, check_arrays, dataset_name, load_arrays, save_arrays
+from mnistkit.arrays import (
+    SPLITS,
+    arrays_sha256,
+    check_arrays,
+    dataset_name,
+    file_sha256,
+    load_arrays,
+    save_arrays,
+)
 from mnistkit.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from mnistkit.config import PRESETS, TrainConfig, config_from_options
 from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE, dataset_spec
 from mnistkit.errors import MnistkitError
-from mnistkit.evaluation import Evaluation, evaluate_arrays
+from mnistkit.evaluation import Evaluation, check_same_classes, evaluate_arrays
 from mnistkit.image_files import LoadedDigit
 from mnistkit.images import load_digit
-from mnistkit.mirrors import DEFAULT_CACHE_DIR, MIRROR_ENV, mirror_list
+from mnistkit.mirrors import DEFAULT_CACHE_DIR, MIRROR_ENV, mirror_list, split_mirrors
 from mnistkit.predict import Prediction, predict_loaded, predict_paths
 
 __all__ = [
@@ -113,16 +121,21 @@ def _image_batch(images: np.ndarray) -> np.ndarray:
 
 def download(
     folder: str | os.PathLike[str] = "data/raw",
-    mirrors: Sequence[str] = (),
+    mirrors: Sequence[str] | str | os.PathLike[str] = (),
     force: bool = False,
     timeout_s: float = 30.0,
     dataset: str = DEFAULT_DATASET,
     cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR,
 ) -> list[Path]:
     """`mnistkit fetch`: a dataset's four verified files in `folder` (kept if already valid).
-    Mirrors: those given, then $MNISTKIT_MIRROR, then the dataset's public ones."""
+    Mirrors: those given (a list, or one string of them separated as $MNISTKIT_MIRROR's are),
+    then $MNISTKIT_MIRROR, then the dataset's public ones."""
     from mnistkit.fetch import fetch
 
+    if isinstance(mirrors, str):
+        mirrors = split_mirrors(mirrors)
+    elif isinstance(mirrors, os.PathLike):
+        mirrors = [os.fspath(mirrors)]
     urls = mirror_list(mirrors, os.environ.get(MIRROR_ENV), dataset=dataset)
     return fetch(folder, urls, force=force, timeout_s=timeout_s, dataset=dataset, cache_dir=cache_dir)
 
@@ -160,23 +173,49 @@ def load_mnist(folder: str | os.PathLike[str] = "data", **download_options: Any)
 
 def _checked(arrays: Mapping[str, np.ndarray] | str | os.PathLike[str], splits: Sequence[str]) -> dict:
     """The arrays, or those of an .npz given by its path, checked as `mnistkit` checks an
-    .npz: float images in [0, 1] would otherwise train a model that guesses."""
+    .npz: float images in [0, 1] would otherwise train a model that guesses. Keras'
+    `load_data()` pairs ((x_train, y_train), (x_test, y_test)) are taken too."""
     if isinstance(arrays, str | os.PathLike):
         return load_arrays(arrays, splits=splits)
-    arrays = {
-        key: value.astype(np.uint8) if _small_integer_labels(key, value) else value
-        for key, value in arrays.items()
-    }
+    if _is_keras_pairs(arrays):
+        (train_images, train_labels), (test_images, test_labels) = arrays
+        arrays = {
+            "train_images": train_images,
+            "train_labels": train_labels,
+            "test_images": test_images,
+            "test_labels": test_labels,
+        }
+    if not isinstance(arrays, Mapping):
+        raise TypeError(
+            f"expected a dict of arrays (train_images, train_labels, test_images, test_labels), "
+            f"an .npz's path or Keras' ((x_train, y_train), (x_test, y_test)), not a {type(arrays).__name__}"
+        )
+    arrays = {key: _labels_as_uint8(key, np.asarray(value)) for key, value in arrays.items()}
     check_arrays(arrays, "arrays", splits)
     return arrays
 
 
-def _small_integer_labels(key: str, value: Any) -> bool:
-    """Integer labels that fit in uint8 (a keras or torchvision habit), kept as they are."""
-    value = np.asarray(value)
-    if not key.endswith("_labels") or value.dtype == np.uint8 or value.dtype.kind not in "iu":
-        return False
-    return not value.size or (int(value.min()) >= 0 and int(value.max()) <= 255)
+def _is_keras_pairs(arrays: Any) -> bool:
+    return (
+        isinstance(arrays, tuple | list)
+        and len(arrays) == 2
+        and all(isinstance(pair, tuple | list) and len(pair) == 2 for pair in arrays)
+    )
+
+
+def _labels_as_uint8(key: str, value: np.ndarray) -> np.ndarray:
+    """Integer labels of any type (a keras or torchvision habit) as uint8, when they fit."""
+    if (
+        not key.endswith("_labels")
+        or value.dtype == np.uint8
+        or value.dtype.kind not in "iu"
+        or not value.size
+    ):
+        return value
+    low, high = int(value.min()), int(value.max())
+    if low < 0 or high > 255:
+        raise MnistkitError(f"arrays: {key} holds {low if low < 0 else high}, not a class number (0 to 255)")
+    return value.astype(np.uint8)
 
 
 def _model(model: Model | str | os.PathLike[str]) -> Model:
@@ -189,17 +228,25 @@ def train(
     *,
     preset: str | None = None,
     output: str | os.PathLike[str] | None = None,
+    restart: bool = False,
     verbose: bool = True,
     **options: Any,
 ) -> Model:
     """Train a model as `mnistkit train` does: `config`, or a preset (by default the one named
     like `model=`, else `mlp`; as it is for the arrays' dataset) with `options` overriding its
     settings (`epochs=3`, `hidden=(256,)`, `ensemble=5`, ...); `train(arrays, "fast")` names the
-    preset. `arrays` may be an .npz's path. With `output`, the checkpoint is written there too.
-    `verbose` prints one line per epoch to stderr."""
+    preset. `arrays` may be an .npz's path. With `output`, the checkpoint is written there too,
+    and a run stopped midway (Ctrl-C, the notebook's Stop) continues when called again with
+    the same data and settings, unless `restart`. `verbose` prints one line per epoch to stderr."""
     from mnistkit.training import train as run_training
 
-    arrays = _checked(arrays, ("train", "test"))
+    checked = _checked(arrays, ("train", "test"))
+    # What the saved state of a run stopped midway is matched by, as the command's `.npz`.
+    is_file = isinstance(arrays, str | os.PathLike)
+    data_name, data_sha256 = (
+        (str(arrays), file_sha256(arrays)) if is_file else ("arrays", arrays_sha256(checked))
+    )
+    arrays = checked
     if isinstance(config, str):
         config, preset = None, preset or config
     if config is None:
@@ -207,7 +254,9 @@ def train(
     elif preset or options:
         raise ValueError("give a config, or a preset and options, not both")
     log = (lambda message: print(message, file=sys.stderr, flush=True)) if verbose else (lambda message: None)
-    result = run_training(arrays, config, output, log=log)
+    result = run_training(
+        arrays, config, output, data_sha256=data_sha256, data_name=data_name, restart=restart, log=log
+    )
     return Model(result.checkpoint, result.history)
 
 
@@ -302,11 +351,23 @@ def evaluate(
     split: str = "test",
 ) -> Evaluation:
     """`mnistkit eval`: accuracy, loss, confusion matrix and per-class figures on a split (of
-    the arrays, or of an .npz given by its path; the model may be given by its path too)."""
+    the arrays, or of an .npz given by its path; the model may be given by its path too).
+    Images of classes the model has not are left out, with a line on stderr, as the command
+    does; with nothing left to score, MnistkitError."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    arrays = _checked(arrays, (split,))
-    return evaluate_arrays(_model(model).checkpoint, arrays[f"{split}_images"], arrays[f"{split}_labels"])
+    arrays, checkpoint = _checked(arrays, (split,)), _model(model).checkpoint
+    check_same_classes(checkpoint, arrays, "arrays")
+    evaluation = evaluate_arrays(checkpoint, arrays[f"{split}_images"], arrays[f"{split}_labels"])
+    if evaluation.skipped:
+        noun = "image" if evaluation.skipped == 1 else "images"
+        print(
+            f"left out {evaluation.skipped} {noun} whose class is not among the model's classes",
+            file=sys.stderr,
+        )
+    if evaluation.count == 0:
+        raise MnistkitError(f"arrays: no {split} images to evaluate")
+    return evaluation
 
 
 def draw_samples(
@@ -358,9 +419,10 @@ def draw_embedding(
     """`mnistkit render-embedding`: digits in the model's 2-unit layer (train it with preset="embedding")."""
     from mnistkit.plots import embedding_image
 
-    arrays = _checked(arrays, (split,))
+    arrays, checkpoint = _checked(arrays, (split,)), _model(model).checkpoint
+    check_same_classes(checkpoint, arrays, "arrays")
     return embedding_image(
-        _model(model).checkpoint, arrays[f"{split}_images"], arrays[f"{split}_labels"], count, split=split
+        checkpoint, arrays[f"{split}_images"], arrays[f"{split}_labels"], count, split=split
     )
 
 

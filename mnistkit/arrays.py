@@ -16,7 +16,7 @@ import shlex
 import sys
 import zipfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -189,6 +189,17 @@ def load_arrays(path: str | os.PathLike[str], splits: Sequence[str] = SPLITS) ->
     except MemoryError:
         raise MnistkitError(f"{path}: an array's header declares more data than fits in memory") from None
     return arrays
+
+
+def arrays_sha256(arrays: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 of arrays in memory (each one's name, dtype, shape and bytes), which stands for
+    an `.npz`'s `file_sha256` when the data never was a file (a notebook's)."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name} {array.dtype.str} {array.shape}\n".encode())
+        digest.update(array)  # its buffer, not a copy
+    return digest.hexdigest()
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

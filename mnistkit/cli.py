@@ -12,6 +12,7 @@ import functools
 import math
 import os
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import click
@@ -134,6 +135,20 @@ def _check_outputs_apart(ctx: click.Context) -> None:
         for name, given in inputs:
             if _same_path(path, given) and not (name == "resume" and option == "-o"):
                 raise MnistkitError(f"{path}: {option} would overwrite an input of this command")
+
+
+def _refuse_overwriting(output: str | None, option: str, given: str | Path) -> None:
+    """`_check_outputs_apart` for an input the command line names only through another: a
+    folder's files, a list's or stdin's paths."""
+    if output is not None and not written_in_place(output) and _same_path(output, str(given)):
+        spelled = "" if str(given) == output else f", {given}"
+        raise MnistkitError(f"{output}: {option} would overwrite an input of this command{spelled}")
+
+
+def _not_overwritten(paths: Iterable[str], output: str | None, option: str) -> Iterator[str]:
+    for path in paths:
+        _refuse_overwriting(output, option, path)
+        yield path
 
 
 def _shown_output(path: str) -> str:
@@ -355,8 +370,10 @@ def parse_to_npz_command(raw_dir: Path, output: str, dataset: str, label_columns
       mnistkit parse-to-npz data/qmnist/raw --dataset qmnist --label-columns -o data/qmnist/qmnist.npz
     """
     from mnistkit.arrays import save_arrays
-    from mnistkit.idx import read_mnist_dir
+    from mnistkit.idx import idx_files, read_mnist_dir
 
+    for path in idx_files(raw_dir, dataset):
+        _refuse_overwriting(output, "-o", path)
     arrays = read_mnist_dir(raw_dir, dataset, label_columns)
     save_arrays(output, arrays)
     counts = f"{len(arrays['train_images'])} training and {len(arrays['test_images'])} test images"
@@ -799,7 +816,7 @@ def predict_command(
     from mnistkit.predict import write_predictions
 
     checkpoint = load_checkpoint(checkpoint_path)
-    paths = expand_stdin(images, sys.stdin)
+    paths = _not_overwritten(expand_stdin(images, sys.stdin), output, "-o")
     with atomic_write(output or STDOUT, "w") as handle:
         failures = write_predictions(
             checkpoint,
@@ -877,6 +894,7 @@ def eval_command(
     from mnistkit.atomic import write_text_atomic
     from mnistkit.checkpoint import load_checkpoint
     from mnistkit.evaluation import (
+        check_same_classes,
         dataset_class_names,
         evaluate_arrays,
         evaluate_images,
@@ -899,12 +917,15 @@ def eval_command(
             click.echo(error, err=True)
 
         labelled = read_labels(labels, images_dir, dataset_class_names(checkpoint))
+        for path, _ in labelled:
+            _refuse_overwriting(json_path, "--json", path)
         evaluation = evaluate_images(checkpoint, labelled, report)
     else:
         from mnistkit.arrays import load_arrays
 
         arrays = load_arrays(data, splits=(split,))
         source = str(data)
+        check_same_classes(checkpoint, arrays, source)
         evaluation = evaluate_arrays(checkpoint, arrays[f"{split}_images"], arrays[f"{split}_labels"])
     if evaluation.skipped:
         click.echo(
@@ -1058,15 +1079,13 @@ def render_samples_command(
     """
     from mnistkit.arrays import class_names, load_arrays
     from mnistkit.checkpoint import load_checkpoint
-    from mnistkit.config import parse_name_list
     from mnistkit.render import SampleOptions, export_digits, samples_picture, save_picture
 
     if output == STDOUT and export_dir is not None:
         raise click.UsageError(
             "-o - writes the picture to stdout, where --export-dir lists its files; give -o FILE"
         )
-    chosen = parse_name_list(classes, "--classes") if classes else None
-    sample_options = SampleOptions(classes=chosen, **options)
+    sample_options = SampleOptions(classes=classes or None, **options)
     arrays = load_arrays(data, splits=(sample_options.split,))
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
     model_name = checkpoint_path.name if checkpoint_path else ""
@@ -1123,7 +1142,7 @@ def render_confusion_command(
     """
     from mnistkit.arrays import load_arrays
     from mnistkit.checkpoint import load_checkpoint
-    from mnistkit.evaluation import read_confusion
+    from mnistkit.evaluation import check_same_classes, read_confusion
     from mnistkit.inputs import read_text
     from mnistkit.plots import confusion_from_model, confusion_image
     from mnistkit.render import save_picture
@@ -1137,6 +1156,7 @@ def render_confusion_command(
     else:
         checkpoint = load_checkpoint(checkpoint_path)
         arrays = load_arrays(data, splits=(split,))
+        check_same_classes(checkpoint, arrays, str(data))
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         confusion = confusion_from_model(checkpoint, images, labels, split, checkpoint_path.name, data.name)
         source_name = f"{checkpoint_path.name} on {data.name}"
@@ -1193,12 +1213,14 @@ def render_embedding_command(
     """
     from mnistkit.arrays import load_arrays
     from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.evaluation import check_same_classes
     from mnistkit.plots import bottleneck_layer, embedding_image
     from mnistkit.render import save_picture
 
     checkpoint = load_checkpoint(checkpoint_path)
     bottleneck_layer(checkpoint, str(checkpoint_path))
     arrays = load_arrays(data, splits=(split,))
+    check_same_classes(checkpoint, arrays, str(data))
     images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
     picture = embedding_image(checkpoint, images, labels, count, seed, split, str(checkpoint_path), str(data))
     save_picture(picture, output)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -65,6 +66,9 @@ class TrainConfig:
     seeds: tuple[int, ...] = ()  # an ensemble: one member per seed, trained at once
 
     def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):  # from Python: epochs=np.int64(3), lr=1, seed="1"
+            if field.name not in TUPLE_SETTINGS:
+                object.__setattr__(self, field.name, scalar_setting(field.name, getattr(self, field.name)))
         for name in TUPLE_SETTINGS:  # from Python: hidden=[64, 32], classes=(3, 8), hidden="64,32"
             object.__setattr__(self, name, listed_setting(name, getattr(self, name)))
         for name, choices in (
@@ -317,6 +321,40 @@ def preset_config(name: str, dataset: str = DEFAULT_DATASET) -> TrainConfig:
     return TrainConfig(**PRESETS[name].settings_for(dataset))
 
 
+def scalar_setting(name: str, value: Any, kind: type | None = None) -> Any:
+    """A one-valued setting as TrainConfig holds it, however Python gave it: numpy's numbers,
+    an int where a float goes, or text read as the option reads it (epochs="3"); anything else
+    (epochs=1.5, val_size=0.1, shift_average="no", augment=None) is refused with one line."""
+    kind, what = kind or type(TrainConfig.__dataclass_fields__[name].default), f"--{_option(name)}"
+    if kind is bool:
+        if isinstance(value, bool) or _is_numpy_bool(value):
+            return bool(value)
+        raise MnistkitError(f"{what}: expected True or False, got {value!r}")
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise MnistkitError(f"{what}: expected text, got {value!r}")
+    if isinstance(value, str):
+        try:
+            return kind(value.strip())
+        except ValueError:
+            pass
+    elif isinstance(value, numbers.Integral if kind is int else numbers.Real) and not isinstance(value, bool):
+        return kind(value)  # numpy's numbers too (not its bools, which are no numbers.Number)
+    expected = (
+        "a whole number" + (" of images, not a fraction" if name == "val_size" else "")
+        if kind is int
+        else "a number"
+    )
+    raise MnistkitError(f"{what}: expected {expected}, got {value!r}")
+
+
+def _is_numpy_bool(value: Any) -> bool:
+    """np.True_ (from a comparison), told apart without importing numpy: --help must not."""
+    dtype = getattr(value, "dtype", None)
+    return getattr(dtype, "kind", None) == "b" and getattr(value, "shape", None) == ()
+
+
 def listed_setting(name: str, value: Any) -> tuple:
     """A list-valued setting as TrainConfig holds it, however Python gave it: hidden=64,
     hidden=[64, 32], a numpy array or "64,32" (read as the option reads it) alike; classes by
@@ -362,13 +400,20 @@ def config_from_options(
     Switching the model keeps the preset's other settings; a hidden layer the preset had
     is dropped for logreg, which has none.
     """
+    settings = TrainConfig.__dataclass_fields__
     options = {
-        key: listed_setting(key, value) if key in TUPLE_SETTINGS else value for key, value in options.items()
+        key: listed_setting(key, value)
+        if key in TUPLE_SETTINGS
+        else scalar_setting(key, value)
+        if key in settings
+        else value
+        for key, value in options.items()
     }
     name = preset or options.get("model") or "mlp"
     base = preset_config(name, dataset)
     members = options.pop("ensemble", None)
     if members is not None:
+        members = scalar_setting("ensemble", members, int)
         if "seeds" in options:
             raise MnistkitError("give --seeds or --ensemble, not both")
         if members < 2:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from mnistkit.architectures import MAX_CLASSES, ensemble_size
+from mnistkit.arrays import class_names, dataset_name
 from mnistkit.checkpoint import Checkpoint
 from mnistkit.datasets import DATASETS, named_by_digits
 from mnistkit.errors import MnistkitError
@@ -165,6 +166,22 @@ def _empty_for(checkpoint: Checkpoint) -> Evaluation:
     """No counts yet, for the model's classes and, for an ensemble, each member one by one."""
     members = ensemble_size(checkpoint.architecture)
     return Evaluation.empty(checkpoint.classes, members if members > 1 else 0, checkpoint.class_names)
+
+
+def check_same_classes(checkpoint: Checkpoint, arrays: dict[str, np.ndarray], source: str) -> None:
+    """Refuse arrays whose classes are not the model's: a Fashion-MNIST model read 10% of
+    MNIST's digits without a word. Another dataset of the same classes (QMNIST's digits for
+    an MNIST model) is welcome."""
+    names = class_names(arrays)
+    if any(
+        label >= len(names) or names[label] != name
+        for label, name in zip(checkpoint.classes, checkpoint.class_names, strict=True)
+    ):
+        model_names = ", ".join(checkpoint.class_names[:3])
+        raise MnistkitError(
+            f"{source}: holds {dataset_name(arrays)} ({', '.join(names[:3])}, ...), "
+            f"but the model was trained on {checkpoint.dataset} ({model_names}, ...)"
+        )
 
 
 def evaluate_arrays(

@@ -124,6 +124,11 @@ def _read_idx_stream(stream: Stream, path: Path, magics: Collection[int] | None)
     return array if dtype.itemsize == 1 else array.astype(dtype.newbyteorder("="))
 
 
+def idx_files(raw_dir: str | os.PathLike[str], dataset: str = DEFAULT_DATASET) -> list[Path]:
+    """The four files `read_mnist_dir` reads in `raw_dir`, each compressed or not as found."""
+    return [_idx_file(Path(raw_dir), name) for name in dataset_spec(dataset).files.values()]
+
+
 def _idx_file(raw_dir: Path, name: str) -> Path:
     compressed = raw_dir / name
     uncompressed = raw_dir / name.removesuffix(".gz")

@@ -26,6 +26,11 @@ DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MIN_RATE_BYTES_PER_S = 1000
 
 
+def split_mirrors(text: str) -> list[str]:
+    """The mirrors in one string, separated by spaces or commas (as $MNISTKIT_MIRROR holds them)."""
+    return [mirror for mirror in re.split(r"[\s,]+", text) if mirror]
+
+
 def mirror_list(
     option_mirrors: Sequence[str],
     env_value: str | None,
@@ -37,7 +42,7 @@ def mirror_list(
 
     The variable holds one or more mirrors separated by spaces or commas.
     """
-    env_mirrors = [mirror for mirror in re.split(r"[\s,]+", env_value or "") if mirror]
+    env_mirrors = split_mirrors(env_value or "")
     defaults = dataset_spec(dataset).mirrors if use_defaults else ()
     given = [mirror.replace(DATASET_PLACEHOLDER, dataset) for mirror in [*option_mirrors, *env_mirrors]]
     return list(dict.fromkeys([*given, *defaults]))

@@ -28,8 +28,10 @@ from mnistkit.charts import (
     text_width,
 )
 from mnistkit.checkpoint import Checkpoint
+from mnistkit.config import listed_setting
 from mnistkit.datasets import DIGIT_NAMES, named_by_digits
 from mnistkit.errors import MnistkitError
+from mnistkit.evaluation import check_same_classes
 
 SELECTIONS = ("first", "random", "mistakes", "confident-mistakes")
 CAPTION_PX = 13
@@ -269,6 +271,8 @@ class SampleOptions:
     min_confidence: float = 0.9
 
     def __post_init__(self) -> None:
+        if self.classes is not None:  # (3, 8) or "3,8" from Python, as train's classes=
+            object.__setattr__(self, "classes", listed_setting("classes", self.classes) or None)
         for name, value in (("count", self.count), ("scale", self.scale), ("columns", self.columns)):
             if value < 1:
                 raise MnistkitError(f"--{name} must be at least 1, got {value}")
@@ -294,6 +298,7 @@ def samples_picture(
             raise MnistkitError(f"{data_name}: no {options.split} images of {wanted} to show")
     predictions = None
     if checkpoint is not None:
+        check_same_classes(checkpoint, arrays, data_name)
         eligible &= model_digits_mask(checkpoint, labels, model_name, data_name)
         if not eligible.any():
             raise MnistkitError(f"{model_name}: the model knows none of the digits asked for")

@@ -365,6 +365,11 @@ def _save_on_interrupt(
         return "no epoch completed, no checkpoint written"
     if done == already:
         return f"no new epoch completed, {checkpoint_path} not written"
+    if checkpoint_path is None:
+        return (
+            f"epoch {done} of {config.epochs} was done, but nothing is saved without a checkpoint "
+            "path (from Python: train(..., output=PATH) keeps each epoch and continues from it)"
+        )
     finish(state, history)
     return f"saved the checkpoint of epoch {done} of {config.epochs} to {checkpoint_path}"
 

@@ -73,6 +73,9 @@ def prepare_data(arrays: Mapping[str, np.ndarray], config: TrainConfig, source: 
         missing = ", ".join(names[classes[index]] for index in absent)
         kind = "digit" if named_by_digits(range(len(names)), names) else "class"
         raise MnistkitError(f"{source}: no training images of {kind} {missing}")
+    if splits["test"].size == 0:
+        among = " of the classes trained on" if config.classes else ""
+        raise MnistkitError(f"{source}: no test images{among}, which each epoch's figures need")
     train, val = splits["train"], None
     if config.val_size:
         if config.val_size >= train.size:

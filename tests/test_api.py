@@ -55,6 +55,12 @@ def test_load_mnist_fetches_and_parses_once(tmp_path: Path, fetch_files, monkeyp
     arrays = mnistkit.load_mnist(tmp_path / "data")
     assert arrays["train_images"].shape == (30, 28, 28)
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["mnist.npz", "raw"]
+    monkeypatch.delenv("MNISTKIT_MIRROR")
+    for number, mirrors in enumerate(
+        (f"{tmp_path / 'nowhere'}, {mirror}", mirror)
+    ):  # as the variable has them
+        again = mnistkit.load_mnist(tmp_path / f"data{number}", mirrors=mirrors)
+        assert again["train_images"].shape == (30, 28, 28)
     for name in fetch_files:
         (mirror / name).unlink()
     assert mnistkit.load_mnist(tmp_path / "data")["test_labels"].shape == (10,)  # cached, no fetch
@@ -77,6 +83,9 @@ def test_the_package_names_the_api_and_stays_light() -> None:
     code = "import sys, mnistkit; print(sorted(m for m in ('numpy', 'jax', 'PIL') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]"
+    star: dict = {}
+    exec("from mnistkit import *", star)  # as the fast.ai lessons import their library
+    assert {name for name in star if not name.startswith("__")} == set(api.__all__)
 
 
 def test_model_predicts_single_images_and_batches(large_digit_model: Path, synthetic_data) -> None:
@@ -121,6 +130,17 @@ def test_paths_names_and_integer_labels_are_taken_as_a_notebook_gives_them(
     assert (
         mnistkit.evaluate(model, synthetic_npz).accuracy == mnistkit.evaluate(model, synthetic_data).accuracy
     )
+    keras_pairs = (  # keras.datasets.mnist.load_data(), labels as a list for good measure
+        (synthetic_data["train_images"], list(synthetic_data["train_labels"])),
+        (synthetic_data["test_images"], synthetic_data["test_labels"].astype(np.int64)),
+    )
+    assert mnistkit.train(keras_pairs, "logreg", epochs=1, verbose=False).metrics == model.metrics
+    with pytest.raises(
+        MnistkitError, match=r"^arrays: test_labels holds -1, not a class number \(0 to 255\)$"
+    ):
+        mnistkit.evaluate(model, {**synthetic_data, "test_labels": np.full(200, -1)})
+    with pytest.raises(TypeError, match=r"expected a dict of arrays .* not a list"):
+        mnistkit.evaluate(model, [synthetic_data["test_images"], synthetic_data["test_labels"]])
     digit = tmp_path / "digit.png"
     Image.fromarray(synthetic_data["test_images"][0]).save(digit)
     one = mnistkit.predict_images(large_digit_model, digit)
@@ -181,6 +201,44 @@ def test_images_in_memory_are_read_as_their_files_are(tmp_path: Path, large_digi
             mnistkit.predict_images(large_digit_model, not_an_image)
 
 
+def test_one_valued_settings_are_read_as_their_options_or_refused_in_one_line() -> None:
+    """epochs="3" or np.int64(3) is 3, as `--epochs 3`; epochs=1.5 or val_size=0.1 (a fraction,
+    as other libraries take) once reached jax or numpy as a traceback."""
+    config = api.config_from_options(
+        "seed",
+        {
+            "epochs": "3",
+            "batch_size": np.int64(64),
+            "lr": 1,
+            "seed": "2",
+            "shift_average": np.True_,
+            "ensemble": "2",
+        },
+    )
+    assert (config.epochs, config.batch_size, config.lr, config.seeds, config.shift_average) == (
+        3,
+        64,
+        1.0,
+        (2, 3),
+        True,
+    )
+    assert type(config.lr) is float and type(config.batch_size) is int
+    for setting, value, reason in (
+        ("epochs", 1.5, "--epochs: expected a whole number, got 1.5"),
+        ("epochs", True, "--epochs: expected a whole number, got True"),
+        ("seed", "1.5", "--seed: expected a whole number, got '1.5'"),
+        ("val_size", 0.1, "--val-size: expected a whole number of images, not a fraction, got 0.1"),
+        ("ensemble", 2.0, "--ensemble: expected a whole number, got 2.0"),
+        ("label_smoothing", "x", "--label-smoothing: expected a number, got 'x'"),
+        ("shift_average", "no", "--shift-average: expected True or False, got 'no'"),
+        ("augment", None, "--augment: expected text, got None"),
+    ):
+        with pytest.raises(MnistkitError, match=f"^{re.escape(reason)}$"):
+            api.config_from_options("seed", {setting: value})
+    with pytest.raises(MnistkitError, match=r"^--epochs: expected a whole number, got 2\.0$"):
+        mnistkit.TrainConfig(epochs=2.0)
+
+
 def test_list_settings_are_taken_as_python_gives_them(synthetic_data) -> None:
     """classes=(3, 8), hidden="64,32", channels=[8, 8]: as the command's options would read."""
     three_eight = mnistkit.train(synthetic_data, "logreg", epochs=1, classes=(3, 8), verbose=False)
@@ -190,6 +248,13 @@ def test_list_settings_are_taken_as_python_gives_them(synthetic_data) -> None:
     assert mnistkit.TrainConfig(classes=(3, 8), hidden=[16]).classes == ("3", "8")
     with pytest.raises(MnistkitError, match=r"^--hidden: expected comma-separated integers, got 'a,b'$"):
         api.config_from_options("mlp", {"hidden": "a,b"})  # as `--hidden a,b` is refused
+    pictures = [
+        np.asarray(mnistkit.draw_samples(synthetic_data, classes=classes, count=8))
+        for classes in ((3, 8), "3,8", ["3", "8"], np.array([3, 8]))
+    ]
+    assert all(np.array_equal(picture, pictures[0]) for picture in pictures)
+    assert not np.array_equal(pictures[0], np.asarray(mnistkit.draw_samples(synthetic_data, count=8)))
+    assert np.asarray(mnistkit.draw_samples(synthetic_data, classes=[3], count=8)).shape[0] > 0
     with pytest.raises(MnistkitError, match=r"^--pools: expected comma-separated 0s and 1s, got '0,2'$"):
         api.config_from_options("cnn", {"pools": "0,2"})
     with pytest.raises(MnistkitError, match=r"^--hidden: expected whole numbers, got True$"):
@@ -217,3 +282,80 @@ def test_pictures_take_paths_as_the_other_functions_do(
     assert (
         mnistkit.draw_weights(tmp_path / "l.safetensors").tobytes() == mnistkit.draw_weights(logreg).tobytes()
     )
+
+
+def test_a_notebook_run_stopped_midway_continues_on_the_same_data_only(
+    tmp_path: Path, synthetic_data, monkeypatch, capsys
+) -> None:
+    """The notebook's Stop in epoch 2 keeps epoch 1 beside `output`; the same call continues
+    from it, to the bytes of a run never stopped, but other arrays (another dataset, a
+    notebook's edited copy) or `restart=True` start over."""
+    from mnistkit import training
+
+    real_epoch = training._train_epoch
+    epochs_begun: list[int] = []
+
+    def stopped_in_epoch_two(*args, **kwargs):
+        epochs_begun.append(1)
+        if len(epochs_begun) == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    def stopped_run(arrays, output) -> str:
+        epochs_begun.clear()
+        monkeypatch.setattr(training, "_train_epoch", stopped_in_epoch_two)
+        with pytest.raises(KeyboardInterrupt):
+            mnistkit.train(arrays, "logreg", epochs=3, output=output)
+        monkeypatch.setattr(training, "_train_epoch", real_epoch)
+        return capsys.readouterr().err
+
+    one_go = tmp_path / "one-go.safetensors"
+    mnistkit.train(synthetic_data, "logreg", epochs=3, output=one_go, verbose=False)
+    output = tmp_path / "stopped.safetensors"
+    assert "saved the checkpoint of epoch 1 of 3" in stopped_run(synthetic_data, output)
+    mnistkit.train(synthetic_data, "logreg", epochs=3, output=output)
+    assert "epoch 1 of 3 was done" in capsys.readouterr().err
+    assert output.read_bytes() == one_go.read_bytes()
+
+    edited = {**synthetic_data, "train_images": 255 - synthetic_data["train_images"]}
+    for arrays, restart in ((edited, False), (synthetic_data, True)):
+        stopped_run(synthetic_data, output)
+        mnistkit.train(arrays, "logreg", epochs=3, output=output, restart=restart)
+        err = capsys.readouterr().err
+        assert "was done" not in err
+        assert ("written by a run with another data file; starting over" in err) is not restart
+        assert [record["epoch"] for record in mnistkit.load(output).history] == [1, 2, 3]
+    assert output.read_bytes() == one_go.read_bytes()  # restarted on the same data
+
+    stopped = stopped_run(synthetic_data, None)
+    assert "epoch 1 of 3 was done, but nothing is saved without a checkpoint path" in stopped
+    assert "None" not in stopped
+
+
+def test_nothing_to_score_is_an_error_not_a_zero(large_digit_model: Path, synthetic_data, capsys) -> None:
+    """As `mnistkit eval` says: an evaluation with no images, or none of the model's classes,
+    read 0% accuracy and 0 loss; and training without test images divided by zero."""
+    images, labels = synthetic_data["test_images"], synthetic_data["test_labels"]
+    with pytest.raises(MnistkitError, match=r"^arrays: no test images to evaluate$"):
+        mnistkit.evaluate(large_digit_model, {"test_images": images[:0], "test_labels": labels[:0]})
+    three_eight = mnistkit.train(synthetic_data, "logreg", epochs=1, classes=(3, 8), verbose=False)
+    capsys.readouterr()
+    not_three_or_eight = np.flatnonzero(~np.isin(labels, [3, 8]))[:5]
+    with pytest.raises(MnistkitError, match=r"^arrays: no test images to evaluate$"):
+        mnistkit.evaluate(
+            three_eight,
+            {"test_images": images[not_three_or_eight], "test_labels": labels[not_three_or_eight]},
+        )
+    assert "left out 5 images whose class is not among the model's classes" in capsys.readouterr().err
+    with pytest.raises(MnistkitError, match=r"^arrays: no test images, which each epoch's figures need$"):
+        mnistkit.train({**synthetic_data, "test_images": images[:0], "test_labels": labels[:0]}, "logreg")
+    with pytest.raises(MnistkitError, match=r"^arrays: no test images of the classes trained on"):
+        mnistkit.train(
+            {
+                **synthetic_data,
+                "test_images": images[not_three_or_eight],
+                "test_labels": labels[not_three_or_eight],
+            },
+            "logreg",
+            classes=(3, 8),
+        )

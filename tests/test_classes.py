@@ -110,7 +110,7 @@ def test_a_handwriting_preset_mirrors_clothes_instead_of_distorting_them(
     import mnistkit
     from mnistkit import training
 
-    def stop_at_the_settings(arrays, config, output, log):
+    def stop_at_the_settings(arrays, config, output, **options):
         raise LookupError(config.augment)
 
     monkeypatch.setattr(training, "train", stop_at_the_settings)

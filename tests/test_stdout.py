@@ -188,6 +188,25 @@ def test_an_output_never_overwrites_an_input_or_another_output(
     )
 
 
+def test_an_input_named_through_another_is_never_overwritten(
+    tmp_path: Path, model: Path, digit: Path, synthetic_raw_dir: Path
+) -> None:
+    """A raw folder's file, a labels file's image, a path on stdin: each was overwritten."""
+    first_file = synthetic_raw_dir / "train-images-idx3-ubyte.gz"
+    labels = tmp_path / "labels.tsv"
+    labels.write_text(f"{digit}\t7\n")
+    before = {path: path.read_bytes() for path in (first_file, digit)}
+    for args, stdin, line in (
+        (("parse-to-npz", synthetic_raw_dir, "-o", first_file), None, f"{first_file}: -o would overwrite"),
+        (("eval", model, "--labels", labels, "--json", digit), None, f"{digit}: --json would overwrite"),
+        (("predict", model, "-", "-o", digit), f"{digit}\n".encode(), f"{digit}: -o would overwrite"),
+    ):
+        result = run(*args, stdin=stdin)
+        assert result.returncode == 1 and result.stderr.decode().startswith(f"Error: {line}"), args
+        assert " an input of this command" in result.stderr.decode()
+    assert {path: path.read_bytes() for path in before} == before
+
+
 def test_a_reader_that_stops_early_ends_the_command_quietly_with_141(
     tmp_path: Path, model: Path, digit: Path
 ) -> None:
