@@ -82,13 +82,17 @@ $(RAW) &: | $(INSTALLED) ## download and verify the dataset's four files
 $(NPZ): $(RAW) | $(INSTALLED) ## parse the IDX files into one .npz
 	$(MNISTKIT) parse-to-npz $(RAW_DIR) --dataset $(DATASET) -o $@
 
-# The training arguments live in a file that changes only when they do.
-$(MODELS)/train-args.txt: FORCE
-	@mkdir -p $(MODELS)
-	@echo '$(train_args)' | cmp -s - $@ || echo '$(train_args)' > $@
+# The arguments a model was trained with are written beside it once training has finished;
+# other arguments, or none recorded, train again. They are compared as make reads this file,
+# not by a rule that always runs, so that `make -n` and `make -q` say truly what would run.
+TRAIN_ARGS_FILE := $(MODELS)/train-args.txt
+kept_args := $(strip $(shell cat $(TRAIN_ARGS_FILE) 2>/dev/null))
+new_args := $(strip $(train_args))
+ARGS_CHANGED := $(if $(subst $(kept_args),,$(new_args))$(subst $(new_args),,$(kept_args)),FORCE)
 
-$(CKPT) $(HISTORY) &: $(NPZ) $(MODELS)/train-args.txt $(UNFINISHED) | $(INSTALLED) ## train the model
+$(CKPT) $(HISTORY) &: $(NPZ) $(ARGS_CHANGED) $(UNFINISHED) | $(INSTALLED) ## train the model
 	$(MNISTKIT) train $(NPZ) -o $(CKPT) --history $(HISTORY) $(train_args)
+	@echo '$(new_args)' > $(TRAIN_ARGS_FILE)
 
 $(REPORTS)/metrics.json: $(CKPT) $(NPZ) | $(INSTALLED) ## evaluate on the test set
 	@mkdir -p $(REPORTS)

@@ -10,7 +10,6 @@ import errno
 import io
 import os
 import sys
-from pathlib import Path
 
 
 class _ClosedStream(io.RawIOBase):
@@ -33,10 +32,27 @@ class _ClosedStream(io.RawIOBase):
         raise OSError(errno.EBADF, os.strerror(errno.EBADF))
 
 
+def _hold_closed_descriptors() -> None:
+    """Put /dev/null on the standard descriptors the command was started without, so that no
+    file it opens takes their number, and C code writing to them writes nowhere, not into
+    the checkpoint. Python's own streams for them stay as below."""
+    for descriptor in (0, 1, 2):
+        try:
+            os.fstat(descriptor)
+        except OSError:
+            devnull = os.open(os.devnull, os.O_RDWR)
+            if devnull != descriptor:
+                os.dup2(devnull, descriptor)
+                os.close(devnull)
+
+
 def main() -> None:
     from mnistkit import interrupts
     from mnistkit.errors import Interrupted
 
+    _hold_closed_descriptors()
+    if sys.stderr is None:  # `2>&-`: messages go nowhere, exit statuses still tell
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the process's own stream)
     if sys.stdout is None:
         sys.stdout = io.TextIOWrapper(_ClosedStream(), write_through=True)  # unbuffered: fails at once
     if sys.stdin is None:
@@ -49,13 +65,6 @@ def main() -> None:
     except Interrupted as stop:
         print(stop.line(), file=sys.stderr, flush=True)
         sys.exit(stop.exit_code)
-    except OSError as error:  # `mnistkit --help >&-`: the group's own options write before its handler
-        if error.errno != errno.EBADF or error.filename is not None:
-            raise
-        from mnistkit.atomic import STDOUT, describe_write_error
-
-        print(f"Error: {describe_write_error(Path(STDOUT), error)}", file=sys.stderr, flush=True)
-        sys.exit(1)
     finally:
         interrupts.uninstall()
 

@@ -8,6 +8,7 @@ predict, eval, info and the pictures start without jax.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -49,22 +50,33 @@ class MnistkitGroup(click.Group):
 
     command_class = MnistkitCommand
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        with _failures_as_lines():  # the group's own --help and --version write here
+            return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context):
-        try:
-            result = super().invoke(ctx)
-            if sys.stdout is not None:  # None when the command ran with stdout closed
-                sys.stdout.flush()  # so that a failed write shows here, not as Python exits
-            return result
-        except MnistkitError as error:
-            raise click.ClickException(str(error)) from None
-        except BrokenPipeError:
-            _stdout_to_devnull()
-            raise SystemExit(EXIT_BROKEN_PIPE) from None
-        except OSError as error:
-            if error.filename is not None or error.errno not in WRITE_ERRNOS:
-                raise
-            _stdout_to_devnull()
-            raise click.ClickException(str(describe_write_error(Path(STDOUT), error))) from None
+        with _failures_as_lines():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _failures_as_lines() -> Iterator[None]:
+    """MnistkitError and a standard output that fails: one line and exit 1, or 141 for a
+    reader that stopped."""
+    try:
+        yield
+        if sys.stdout is not None:  # None when the command ran with stdout closed
+            sys.stdout.flush()  # so that a failed write shows here, not as Python exits
+    except MnistkitError as error:
+        raise click.ClickException(str(error)) from None
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        raise SystemExit(EXIT_BROKEN_PIPE) from None
+    except OSError as error:
+        if error.filename is not None or error.errno not in WRITE_ERRNOS:
+            raise
+        _stdout_to_devnull()
+        raise click.ClickException(str(describe_write_error(Path(STDOUT), error))) from None
 
 
 def _stdout_to_devnull() -> None:
@@ -576,7 +588,8 @@ def _shown(value: object) -> str:
     default=1,
     show_default=True,
     metavar="N",
-    help="Save the run's state to OUTPUT.resume every N epochs, to resume exactly after a crash (0: never).",
+    help="Save the run's state to OUTPUT.resume every N epochs, to resume exactly after a crash "
+    "(0: only when interrupted, Ctrl-C or SIGTERM).",
 )
 @click.option("--show-config", is_flag=True, help="Print the settings these options give, as JSON, and exit.")
 @click.option(

@@ -98,8 +98,9 @@ def train(
     """Train per `config` on `devices` local devices of every process (default: all), write
     the checkpoint (when a path is given) and the history atomically, and return both.
 
-    Every `save_every` epochs the run's state is saved beside the checkpoint (`run_state`);
-    the same call after a crash continues from it, unless `restart`. In a multi-process run
+    Every `save_every` epochs (with 0, only when interrupted) the run's state is saved
+    beside the checkpoint (`run_state`); the same call after a crash continues from it, unless
+    `restart`. In a multi-process run
     every process calls this with the same arguments; only process 0 logs and writes.
     `progress(epoch, epochs, fraction)` runs after each chunk of batches in every process.
     Ctrl-C (KeyboardInterrupt, or `Interrupted` from `progress`) writes the last complete
@@ -117,7 +118,7 @@ def train(
             check_history_target(history_path)
         setup = _set_up(arrays, config, data_name, data_sha256, devices, log)
         config = setup.config
-        state_file = run_state.state_path(checkpoint_path) if save_every > 0 else None
+        state_file = run_state.state_path(checkpoint_path)
         run_fingerprint = run_state.fingerprint(config, data_sha256, setup.placement.device_count)
         inputs = EpochInputs(config, setup.data.train.size)
         try:
@@ -150,6 +151,9 @@ def train(
                     )
                 log(epoch_line(record, config.epochs))  # last: an epoch reported is an epoch kept
         except (KeyboardInterrupt, Interrupted) as stop:
+            if writer and completed[1] and not save_every:  # with no state after each epoch, one now,
+                # so that the same call continues (and make, seeing it, runs it again)
+                _keep_epoch(*completed, state_file, run_fingerprint, None)
             outcome = _save_on_interrupt(completed, resume_from, finish, checkpoint_path, config)
             if isinstance(stop, Interrupted):
                 stop.outcome = outcome

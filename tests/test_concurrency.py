@@ -165,8 +165,18 @@ def test_make_j4_all_builds_everything_once(tmp_path: Path) -> None:
     again = subprocess.run([*make, "all"], env=env, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and "run_mnistkit.py" not in again.stdout, again.stdout
     assert {artifact: (folder / artifact).stat().st_mtime_ns for artifact in ARTIFACTS} == built
-    # Without -j, make deleted the history of a run that failed before touching it.
     serial = [part for part in make if part != "-j4"]
+    # A rule that always ran made `make -q` and `make -n` say that training would run again.
+    up_to_date = subprocess.run([*serial, "-q", "all"], env=env, capture_output=True, timeout=60)
+    dry = subprocess.run([*serial, "-n", "all"], env=env, capture_output=True, text=True, timeout=60)
+    assert up_to_date.returncode == 0 and "run_mnistkit.py" not in dry.stdout, dry.stdout
+    more = subprocess.run(
+        [*serial, "-n", "all", "EPOCHS=3"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert "run_mnistkit.py train" in more.stdout and "--epochs 3" in more.stdout, more.stdout
+    assert subprocess.run([*serial, "-q", "all"], env=env, capture_output=True, timeout=60).returncode == 0
+    assert {artifact: (folder / artifact).stat().st_mtime_ns for artifact in ARTIFACTS} == built
+    # Without -j, make deleted the history of a run that failed before touching it.
     for target in ("all", "models/model.history.jsonl"):  # reached through either of its files
         refused = subprocess.run(
             [*serial, target, "PRESET=nope"], env=env, capture_output=True, text=True, timeout=60

@@ -226,12 +226,11 @@ def test_a_reader_that_stops_early_ends_the_command_quietly_with_141(
 
 
 def test_a_full_standard_output_is_one_line(model: Path) -> None:
-    with open("/dev/full", "wb") as full:  # Linux's device that refuses every write: ENOSPC
-        process = subprocess.run(
-            mnistkit_command("info", model), stdout=full, stderr=subprocess.PIPE, timeout=60
-        )
-    assert process.returncode == 1
-    assert process.stderr.decode() == "Error: -: cannot write: no space left on device\n"
+    for args in (("info", model), ("--help",), ("--version",)):  # the group's own options too
+        with open("/dev/full", "wb") as full:  # Linux's device that refuses every write: ENOSPC
+            process = subprocess.run(mnistkit_command(*args), stdout=full, stderr=subprocess.PIPE, timeout=60)
+        assert process.returncode == 1, args
+        assert process.stderr.decode() == "Error: -: cannot write: no space left on device\n", args
 
 
 def test_an_output_file_is_written_only_when_every_image_was_read(
@@ -300,7 +299,8 @@ def test_a_closed_standard_stream_is_one_line_when_data_would_be_lost(
         ("info", model),
         ("predict", model, digit),
         ("render-samples", synthetic_npz, "-o", "-"),
-        ("--help",),  # the group's own option, which writes before the commands' handler
+        ("--help",),  # the group's own options, which write before its commands run
+        ("--version",),
     ):
         process = with_closed(">", *args)
         assert (process.returncode, process.stderr) == (1, closed_output), args
@@ -313,3 +313,29 @@ def test_a_closed_standard_stream_is_one_line_when_data_would_be_lost(
     picture = tmp_path / "samples.png"
     quiet = with_closed(">", "render-samples", synthetic_npz, "-o", picture)  # writes nothing on stdout
     assert quiet.returncode == 0 and picture.exists(), quiet.stderr
+
+
+def test_a_closed_standard_error_leaves_the_work_and_the_exit_status_as_they_are(
+    tmp_path: Path, model: Path, synthetic_npz: Path
+) -> None:
+    """`2>&-`: train wrote nothing and exited 1 (isatty on None), and an error line took the
+    place of data on stdout. Messages now go nowhere; data and statuses are as ever."""
+    trained = tmp_path / "trained.safetensors"
+    process = subprocess.run(
+        [
+            "bash",
+            "-c",
+            'exec "$@" 2>&-',
+            "bash",
+            *mnistkit_command("train", synthetic_npz, "-o", trained, "--hidden", "8", "--epochs", "1"),
+        ],
+        capture_output=True,
+        timeout=300,
+    )
+    assert process.returncode == 0 and trained.exists() and process.stdout == b""
+    failed = subprocess.run(
+        ["bash", "-c", 'exec "$@" 2>&-', "bash", *mnistkit_command("eval", model, tmp_path / "nowhere.npz")],
+        capture_output=True,
+        timeout=120,
+    )
+    assert failed.returncode == 1 and failed.stdout == b""
