@@ -166,10 +166,20 @@ def read_header(path: Path, data: bytes) -> dict[str, Any]:
     return header
 
 
+def _check_start(path: Path, start: bytes) -> None:
+    """A checkpoint begins with its header's length, then the header's `{`: anything else is
+    refused before more is read (a pipe or a device has no size to check first)."""
+    if len(start) >= 9 and not (
+        0 < int.from_bytes(start[:8], "little") <= MAX_HEADER_BYTES and start[8:9] == b"{"
+    ):
+        read_header(path, start)  # says what it is, as for a whole file
+        raise MnistkitError(f"{path}: not a safetensors checkpoint")
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read and fully validate a checkpoint; raise MnistkitError naming the problem."""
     path = Path(path)
-    data = read_input(path, "a checkpoint", MAX_CHECKPOINT_BYTES)
+    data = read_input(path, "a checkpoint", MAX_CHECKPOINT_BYTES, lambda start: _check_start(path, start))
     header = read_header(path, data)
     raw_metadata = header.get("__metadata__")
     if not isinstance(raw_metadata, dict) or METADATA_KEY not in raw_metadata:

@@ -123,6 +123,10 @@ def _output(ctx: click.Context, param: click.Parameter, value: str | None) -> st
     return value
 
 
+# Options that name a folder the command writes into.
+OUTPUT_FOLDERS = ("export_dir", "save_preprocessed")
+
+
 def _check_outputs_apart(ctx: click.Context) -> None:
     """No output may be one of the command's input files, nor another output's path; only
     `train --resume CKPT -o CKPT` continues a model in its own file."""
@@ -131,7 +135,7 @@ def _check_outputs_apart(ctx: click.Context) -> None:
         value = ctx.params.get(param.name) if param.name else None
         if value is None:
             continue
-        if param.callback in (_output, _picture_path):
+        if param.callback in (_output, _picture_path) or param.name in OUTPUT_FOLDERS:
             outputs.append((param.opts[0], str(value)))
         elif isinstance(param.type, click.Path) or isinstance(param, click.Argument):
             values = value if isinstance(value, tuple | list) else [value]

@@ -24,7 +24,17 @@ FIELDS = ("epoch", *METRICS, "seconds")
 
 
 def history_text(records: Sequence[Mapping[str, Any]]) -> str:
-    return "".join(json.dumps(record) + "\n" for record in records)
+    """One JSON line per epoch, its keys in the order a run writes them (FIELDS', an
+    ensemble's `members` before `seconds`): the records a resumed run brings back from its
+    saved state had their keys sorted."""
+    return "".join(json.dumps(_in_field_order(record)) + "\n" for record in records)
+
+
+def _in_field_order(record: Mapping[str, Any]) -> dict[str, Any]:
+    first, last = FIELDS[:-1], FIELDS[-1:]
+    ordered = {name: record[name] for name in first if name in record}
+    ordered |= {name: value for name, value in record.items() if name not in (*first, *last)}
+    return ordered | {name: record[name] for name in last if name in record}
 
 
 def check_history_target(path: str | os.PathLike[str]) -> None:

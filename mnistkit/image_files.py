@@ -52,6 +52,7 @@ def expand_stdin(arguments: Iterable[str], stdin: IO[str]) -> Iterator[str]:
             for number, line in enumerate(stdin):
                 if number == 0:
                     _check_paths_not_bytes(line)
+                    line = line.removeprefix("\ufeff")  # as a spreadsheet saves a list
                 path = line.rstrip("\r\n")
                 if path:
                     yield path

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -53,34 +53,61 @@ def open_input(path: str | os.PathLike[str], what: str) -> Iterator[BinaryIO]:
         yield handle
 
 
-def read_input(path: str | os.PathLike[str], what: str, max_bytes: int) -> bytes:
-    """The bytes of `path`, refusing files larger than `max_bytes` before reading them."""
+# Text inputs (histories, metrics, labels files) larger than this are no such file: without a
+# bound, `/dev/zero` or an endless pipe given as one filled the memory until the kernel killed
+# the process (or another).
+MAX_TEXT_BYTES = 512 << 20
+READ_BLOCK_BYTES = 16 << 20
+
+
+def read_input(
+    path: str | os.PathLike[str],
+    what: str,
+    max_bytes: int,
+    check_start: Callable[[bytes], None] | None = None,
+) -> bytes:
+    """The bytes of `path`, refusing files larger than `max_bytes`: before reading them where
+    their size is known, and as soon as they pass it where not (a pipe, a device).
+    `check_start` sees the first block (up to 16 MiB) before the rest is read, to refuse
+    what is no such file early (`/dev/zero` as a checkpoint)."""
     with open_input(path, what) as handle:
         size = os.fstat(handle.fileno()).st_size
         if size > max_bytes:
             raise MnistkitError(f"{path}: {size} bytes is too large for {what}")
+        data = bytearray()
         try:
-            return handle.read()
+            while block := handle.read(min(READ_BLOCK_BYTES, max_bytes + 1 - len(data))):
+                if not data and check_start is not None:
+                    check_start(block)
+                data += block
+                if len(data) > max_bytes:
+                    raise MnistkitError(f"{path}: more than {max_bytes} bytes, too large for {what}")
         except OSError as error:
             raise MnistkitError(f"{path}: cannot read: {error.strerror or error}") from None
+        return bytes(data)
 
 
 def read_text(path: str | os.PathLike[str], what: str) -> tuple[str, str]:
     """The UTF-8 text of `path` (`-` reads stdin) and a name for messages; a byte-order mark
     (as spreadsheets write one at the start of a CSV) is dropped."""
     if str(path) == "-":
-        return sys.stdin.read().removeprefix("\ufeff"), "<stdin>"
-    with open_input(path, what) as handle:
-        try:
-            data = handle.read()
-        except OSError as error:
-            raise MnistkitError(f"{path}: cannot read: {error.strerror or error}") from None
+        text = sys.stdin.read(MAX_TEXT_BYTES + 1)
+        if len(text) > MAX_TEXT_BYTES:
+            raise MnistkitError(f"-: more than {MAX_TEXT_BYTES} characters on stdin, too large for {what}")
+        return text.removeprefix("\ufeff"), "<stdin>"
+    data = read_input(path, what, MAX_TEXT_BYTES, lambda start: _check_text_start(path, start, what))
     try:
         return data.decode("utf-8-sig"), str(path)
     except UnicodeDecodeError:
         kind = what_file_is(data[:16])
         found = f"it is {kind}" if kind else "not UTF-8 text"
         raise MnistkitError(f"{path}: not {what} ({found})") from None
+
+
+def _check_text_start(path: str | os.PathLike[str], start: bytes, what: str) -> None:
+    if b"\x00" in start:  # no text holds NUL: binary data, or a device such as /dev/zero
+        kind = what_file_is(start[:16])
+        raise MnistkitError(f"{path}: not {what} (it is {kind or 'binary data'})")
 
 
 def wrong_kind(path: str | os.PathLike[str], start: bytes, what: str, hint: str = "") -> MnistkitError:

@@ -476,3 +476,28 @@ def test_fuzz_npz_loader_mutated_files_load_or_raise_mnistkit_error(
     with contextlib.suppress(MnistkitError):
         arrays = load_arrays(path)
         assert all(array.dtype == np.uint8 for array in arrays.values())
+
+
+def test_an_endless_input_is_refused_from_its_first_bytes(tmp_path: Path, synthetic_npz: Path) -> None:
+    """A device or a pipe has no size to check: `mnistkit info /dev/zero` read until the
+    kernel killed it (24 GB), and the text inputs had no limit at all."""
+    checkpoint = tmp_path / "model.safetensors"
+    result = CliRunner().invoke(
+        cli, ["train", str(synthetic_npz), "-o", str(checkpoint), "--model", "logreg", "--epochs", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    for args, line in (
+        (["info", "/dev/zero"], "/dev/zero: not a safetensors checkpoint"),
+        (
+            ["render-curves", "/dev/zero", "-o", str(tmp_path / "c.png")],
+            "/dev/zero: not a history file (it is binary data)",
+        ),
+        (
+            ["render-confusion", "--metrics", "/dev/zero", "-o", str(tmp_path / "c.png")],
+            "/dev/zero: not a metrics file",
+        ),
+        (["eval", str(checkpoint), "--labels", "/dev/zero"], "/dev/zero: not labels (it is binary data)"),
+    ):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 1 and result.stderr.startswith(f"Error: {line}"), (args, result.stderr)
+    assert not (tmp_path / "c.png").exists()

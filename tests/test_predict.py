@@ -124,7 +124,8 @@ def test_paths_from_stdin_and_output_file(
     large_digit_model: Path, digit_files: list[Path], tmp_path: Path
 ) -> None:
     output = tmp_path / "predictions.tsv"
-    stdin = "".join(f"{path}\n" for path in digit_files[1:]) + "\n"
+    # A byte-order mark first, as a spreadsheet saves a list of paths.
+    stdin = "\ufeff" + "".join(f"{path}\n" for path in digit_files[1:]) + "\n"
     result = run("predict", large_digit_model, digit_files[0], "-", "--output", output, stdin=stdin)
     assert result.exit_code == 0, result.output
     assert result.stdout == ""

@@ -177,6 +177,10 @@ def test_an_output_never_overwrites_an_input_or_another_output(
             ("train", synthetic_npz, "-o", "-", "--history", "-"),
             "-: -o and --history would both write to standard output",
         ),
+        (  # a folder written into is an output too, not "an input"
+            ("render-samples", synthetic_npz, "-o", tmp_path / "s.png", "--export-dir", tmp_path / "s.png"),
+            f"{tmp_path / 's.png'}: -o and --export-dir would both write to",
+        ),
     ):
         result = run(*args)
         assert result.returncode == 1 and result.stderr.decode().startswith(f"Error: {line}"), args

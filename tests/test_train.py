@@ -20,6 +20,7 @@ from mnistkit.checkpoint import load_checkpoint
 from mnistkit.cli import cli
 from mnistkit.config import PRESETS, TrainConfig, config_from_options
 from mnistkit.errors import MnistkitError
+from mnistkit.history import FIELDS
 from mnistkit.plots import bottleneck_values
 
 SMALL_MLP = ["--hidden", "32", "--lr", "3e-3"]
@@ -196,6 +197,8 @@ def test_resume_after_an_interrupt_equals_training_in_one_go(
     assert "resuming after epoch 1 of 3" in result.stderr
     assert resumed.read_bytes() == one_go.read_bytes()
     assert [json.loads(line)["epoch"] for line in history.read_text().splitlines()] == [1, 2, 3]
+    # The lines brought back from the saved state in the order a run writes them, not sorted.
+    assert all(list(json.loads(line)) == list(FIELDS) for line in history.read_text().splitlines())
 
 
 def test_resume_can_extend_a_constant_schedule(tmp_path: Path, synthetic_npz: Path) -> None:
