@@ -115,7 +115,15 @@ def _image_batch(images: np.ndarray) -> np.ndarray:
     if images.shape == IMAGE_SHAPE:
         images = images[None]
     if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE or images.dtype != np.uint8:
-        raise ValueError(f"expected uint8 images of shape (N, 28, 28), got {images.dtype} {images.shape}")
+        hints = []
+        if images.shape[-1:] == (784,):  # the tutorials' flat vectors
+            hints.append("images.reshape(-1, 28, 28)")
+        if np.issubdtype(images.dtype, np.floating):  # the tutorials' pixels in [0, 1]
+            hints.append("(images * 255).round().astype(np.uint8) for pixels in [0, 1]")
+        hint = f" (give {' and '.join(hints)})" if hints else ""
+        raise ValueError(
+            f"expected uint8 images of shape (N, 28, 28), got {images.dtype} {images.shape}{hint}"
+        )
     return images
 
 
@@ -391,6 +399,11 @@ def draw_confusion(evaluation: Evaluation) -> Image.Image:
     from mnistkit.evaluation import Confusion
     from mnistkit.plots import confusion_image
 
+    if not isinstance(evaluation, Evaluation):
+        raise TypeError(
+            f"draw_confusion draws an evaluation, not a {type(evaluation).__name__}: "
+            "draw_confusion(mnistkit.evaluate(model, arrays))"
+        )
     return confusion_image(
         Confusion(evaluation.classes, evaluation.confusion_matrix, class_names=evaluation.class_names)
     )
@@ -407,6 +420,8 @@ def draw_curves(history: Model | Sequence[Mapping[str, Any]] | str | os.PathLike
         records = read_history(*read_text(history, "a history file"))
     else:
         records = history.history if isinstance(history, Model) else history
+    if not records:
+        raise MnistkitError("history: empty history, no epochs to plot")
     return curves_image([{"epoch": r["epoch"], **{key: r.get(key) for key in METRICS}} for r in records])
 
 

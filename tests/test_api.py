@@ -94,6 +94,12 @@ def test_model_predicts_single_images_and_batches(large_digit_model: Path, synth
     assert model.predict(images).shape == (5,)
     assert model.predict(images[0]).shape == (1,)
     np.testing.assert_allclose(model.predict_proba(images).sum(axis=1), 1.0, rtol=1e-5)
+    tutorial_vectors = images.reshape(-1, 784) / 255.0  # the tutorials' flat floats in [0, 1]
+    with pytest.raises(ValueError, match=re.escape("(give images.reshape(-1, 28, 28) and (images * 255)")):
+        model.predict(tutorial_vectors)
+    assert list(model.predict((tutorial_vectors.reshape(-1, 28, 28) * 255).round().astype(np.uint8))) == list(
+        model.predict(images)
+    )
     assert repr(model).startswith(
         "<mnistkit.Model mlp, classes [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], test accuracy "
     )
@@ -359,3 +365,10 @@ def test_nothing_to_score_is_an_error_not_a_zero(large_digit_model: Path, synthe
             "logreg",
             classes=(3, 8),
         )
+
+
+def test_pictures_of_the_wrong_thing_say_what_they_draw(large_digit_model: Path) -> None:
+    with pytest.raises(TypeError, match=r"^draw_confusion draws an evaluation, not a Model: "):
+        mnistkit.draw_confusion(mnistkit.load(large_digit_model))
+    with pytest.raises(MnistkitError, match=r"^history: empty history, no epochs to plot$"):
+        mnistkit.draw_curves([])
