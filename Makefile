@@ -66,7 +66,8 @@ help: ## list the targets
 	@grep -E '^[a-zA-Z_./$$() -]+&?:.*## ' $(MAKEFILE_LIST) | sed -e 's/ *&\?:.*## /\t/' \
 		-e 's|$$(RAW)|$(RAW_DIR)/*.gz|; s|$$(CKPT) $$(HISTORY)|$(CKPT)|' \
 		-e 's|$$(REPORTS)|$(REPORTS)|; s|$$(NPZ)|$(NPZ)|' \
-		| expand -t 28
+		| awk -F '\t' '{ name[NR] = $$1; what[NR] = $$2; if (length($$1) > width) width = length($$1) } \
+		END { for (i = 1; i <= NR; i++) printf "%-" width + 2 "s%s\n", name[i], what[i] }'
 
 venv: $(INSTALLED) ## create .venv with mnistkit and its dev tools
 
