@@ -89,11 +89,11 @@ $(NPZ): $(RAW) | $(INSTALLED) ## parse the IDX files into one .npz
 TRAIN_ARGS_FILE := $(MODELS)/train-args.txt
 kept_args := $(strip $(shell cat $(TRAIN_ARGS_FILE) 2>/dev/null))
 new_args := $(strip $(train_args))
-ARGS_CHANGED := $(if $(subst $(kept_args),,$(new_args))$(subst $(new_args),,$(kept_args)),FORCE)
+RETRAIN := $(if $(subst $(kept_args),,$(new_args))$(subst $(new_args),,$(kept_args)),FORCE)
 
-$(CKPT) $(HISTORY) &: $(NPZ) $(ARGS_CHANGED) $(UNFINISHED) | $(INSTALLED) ## train the model
+$(CKPT) $(HISTORY) &: $(NPZ) $(RETRAIN) $(UNFINISHED) | $(INSTALLED) ## train the model
 	$(MNISTKIT) train $(NPZ) -o $(CKPT) --history $(HISTORY) $(train_args)
-	@echo '$(new_args)' > $(TRAIN_ARGS_FILE)
+	@printf '%s\n' '$(subst ','\'',$(new_args))' > $(TRAIN_ARGS_FILE)
 
 $(REPORTS)/metrics.json: $(CKPT) $(NPZ) | $(INSTALLED) ## evaluate on the test set
 	@mkdir -p $(REPORTS)

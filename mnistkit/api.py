@@ -36,7 +36,7 @@ from mnistkit.arrays import (
 )
 from mnistkit.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from mnistkit.config import PRESETS, TrainConfig, config_from_options
-from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE, dataset_spec
+from mnistkit.datasets import DATASETS, DEFAULT_DATASET, IMAGE_SHAPE, dataset_spec
 from mnistkit.errors import MnistkitError
 from mnistkit.evaluation import Evaluation, check_same_classes, evaluate_arrays
 from mnistkit.image_files import LoadedDigit
@@ -203,6 +203,21 @@ def _checked(arrays: Mapping[str, np.ndarray] | str | os.PathLike[str], splits: 
     return arrays
 
 
+def _checked_for(
+    checkpoint: Checkpoint, arrays: Mapping[str, np.ndarray] | str | os.PathLike[str], splits: Sequence[str]
+) -> dict:
+    """`_checked` arrays that hold the model's classes. Arrays that name no dataset (Keras'
+    `fashion_mnist.load_data()`, a dict of one's own) are taken as the model's; an `.npz`
+    names its dataset, MNIST when it records none."""
+    source = str(arrays) if isinstance(arrays, str | os.PathLike) else "arrays"
+    checked = _checked(arrays, splits)
+    spec = DATASETS.get(checkpoint.dataset)
+    if source == "arrays" and "class_names" not in checked and "dataset" not in checked and spec is not None:
+        checked = {**checked, "dataset": np.array(spec.name), "class_names": np.array(spec.class_names)}
+    check_same_classes(checkpoint, checked, source)
+    return checked
+
+
 def _is_keras_pairs(arrays: Any) -> bool:
     return (
         isinstance(arrays, tuple | list)
@@ -249,11 +264,11 @@ def train(
     from mnistkit.training import train as run_training
 
     checked = _checked(arrays, ("train", "test"))
-    # What the saved state of a run stopped midway is matched by, as the command's `.npz`.
+    # What the saved state of a run stopped midway is matched by: the `.npz`'s SHA-256, as the
+    # command's (recorded in the checkpoint), or the arrays' own.
     is_file = isinstance(arrays, str | os.PathLike)
-    data_name, data_sha256 = (
-        (str(arrays), file_sha256(arrays)) if is_file else ("arrays", arrays_sha256(checked))
-    )
+    data_name = str(arrays) if is_file else "arrays"
+    file_hash, array_hash = (file_sha256(arrays), "") if is_file else ("", arrays_sha256(checked))
     arrays = checked
     if isinstance(config, str):
         config, preset = None, preset or config
@@ -263,7 +278,14 @@ def train(
         raise ValueError("give a config, or a preset and options, not both")
     log = (lambda message: print(message, file=sys.stderr, flush=True)) if verbose else (lambda message: None)
     result = run_training(
-        arrays, config, output, data_sha256=data_sha256, data_name=data_name, restart=restart, log=log
+        arrays,
+        config,
+        output,
+        data_sha256=file_hash,
+        arrays_sha256=array_hash,
+        data_name=data_name,
+        restart=restart,
+        log=log,
     )
     return Model(result.checkpoint, result.history)
 
@@ -271,6 +293,10 @@ def train(
 def load(path: str | os.PathLike[str]) -> Model:
     """A checkpoint written by `mnistkit train` (or `Model.save`)."""
     return Model(load_checkpoint(path))
+
+
+# What predict_images reads: a file's path or bytes, a PIL image, a numpy array.
+ImageSource = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray
 
 
 def predict_images(
@@ -285,11 +311,11 @@ def predict_images(
     in `Prediction.path` and in errors. Raises MnistkitError for the first that cannot be read."""
     if isinstance(images, np.ndarray) and (images.ndim == 4 or (images.ndim == 3 and images.shape[2] > 4)):
         images = list(images)  # a stack of images, as test_images[:8]
-    elif _is_image_source(images) or not isinstance(images, Iterable):
+    elif isinstance(images, ImageSource) or not isinstance(images, Iterable):
         images = [images]  # one image; anything else is refused below
     images = list(images)
     for image in images:
-        if not _is_image_source(image):
+        if not isinstance(image, ImageSource):
             raise TypeError(
                 f"predict_images reads image files' paths or bytes, PIL images and numpy arrays, "
                 f"not a {type(image).__name__}"
@@ -309,13 +335,6 @@ def predict_images(
             raise MnistkitError(result.error)
         predictions.append(result)
     return predictions
-
-
-ImageSource = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray
-
-
-def _is_image_source(value: Any) -> bool:
-    return isinstance(value, str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray)
 
 
 def _load_image(image: ImageSource, place: int, preprocess: bool, style: str) -> LoadedDigit:
@@ -364,8 +383,8 @@ def evaluate(
     does; with nothing left to score, MnistkitError."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    arrays, checkpoint = _checked(arrays, (split,)), _model(model).checkpoint
-    check_same_classes(checkpoint, arrays, "arrays")
+    checkpoint = _model(model).checkpoint
+    arrays = _checked_for(checkpoint, arrays, (split,))
     evaluation = evaluate_arrays(checkpoint, arrays[f"{split}_images"], arrays[f"{split}_labels"])
     if evaluation.skipped:
         noun = "image" if evaluation.skipped == 1 else "images"
@@ -388,8 +407,9 @@ def draw_samples(
     from mnistkit.render import SampleOptions, samples_picture
 
     sample_options = SampleOptions(**options)
-    arrays = _checked(arrays, (sample_options.split,))
     checkpoint = _model(model).checkpoint if model is not None else None
+    splits = (sample_options.split,)
+    arrays = _checked(arrays, splits) if checkpoint is None else _checked_for(checkpoint, arrays, splits)
     grid, _ = samples_picture(arrays, sample_options, checkpoint, "data", "model")
     return grid.image
 
@@ -434,8 +454,8 @@ def draw_embedding(
     """`mnistkit render-embedding`: digits in the model's 2-unit layer (train it with preset="embedding")."""
     from mnistkit.plots import embedding_image
 
-    arrays, checkpoint = _checked(arrays, (split,)), _model(model).checkpoint
-    check_same_classes(checkpoint, arrays, "arrays")
+    checkpoint = _model(model).checkpoint
+    arrays = _checked_for(checkpoint, arrays, (split,))
     return embedding_image(
         checkpoint, arrays[f"{split}_images"], arrays[f"{split}_labels"], count, split=split
     )

@@ -453,7 +453,7 @@ def resume_config(saved: Mapping[str, Any], source: str, given: Mapping[str, Any
     check_resume_options(given)
     try:
         config = TrainConfig.from_dict(saved)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, MnistkitError) as error:
         raise MnistkitError(f"{source}: checkpoint has no usable training settings ({error})") from None
     if "epochs" in given:
         config = dataclasses.replace(config, epochs=given["epochs"])

@@ -34,6 +34,13 @@ def _in_field_order(record: Mapping[str, Any]) -> dict[str, Any]:
     first, last = FIELDS[:-1], FIELDS[-1:]
     ordered = {name: record[name] for name in first if name in record}
     ordered |= {name: value for name, value in record.items() if name not in (*first, *last)}
+    if isinstance(ordered.get("members"), list):  # each member's: its seed, then FIELDS' order
+        ordered["members"] = [
+            {"seed": member["seed"], **_in_field_order(member)}
+            if isinstance(member, dict) and "seed" in member
+            else member
+            for member in ordered["members"]
+        ]
     return ordered | {name: record[name] for name in last if name in record}
 
 

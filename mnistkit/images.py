@@ -222,7 +222,7 @@ def _thin_strokes_kept(image: Image.Image, averaged: Image.Image, factor: int) -
     contrast = np.abs(mean - np.float32(paper))
     if contrast.max() == 0:
         return averaged
-    strongest = contrast >= contrast.max() / 3
+    strongest = contrast >= contrast.max() / 2
     rows, columns = np.nonzero(strongest)
     top, left, bottom, right = rows.min(), columns.min(), rows.max() + 1, columns.max() + 1
     region = image.crop(

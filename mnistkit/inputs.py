@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -76,6 +77,13 @@ def read_input(
             raise MnistkitError(f"{path}: {size} bytes is too large for {what}")
         data = bytearray()
         try:
+            if stat.S_ISREG(os.fstat(handle.fileno()).st_mode):  # its size is known: one read, one copy
+                data = handle.read()
+                if check_start is not None and data:
+                    check_start(data[:READ_BLOCK_BYTES])
+                if len(data) > max_bytes:  # it grew since
+                    raise MnistkitError(f"{path}: more than {max_bytes} bytes, too large for {what}")
+                return data
             while block := handle.read(min(READ_BLOCK_BYTES, max_bytes + 1 - len(data))):
                 if not data and check_start is not None:
                     check_start(block)
@@ -91,7 +99,10 @@ def read_text(path: str | os.PathLike[str], what: str) -> tuple[str, str]:
     """The UTF-8 text of `path` (`-` reads stdin) and a name for messages; a byte-order mark
     (as spreadsheets write one at the start of a CSV) is dropped."""
     if str(path) == "-":
-        text = sys.stdin.read(MAX_TEXT_BYTES + 1)
+        text = sys.stdin.read(READ_BLOCK_BYTES)
+        if "\x00" in text:  # as for a file: refused from its first bytes
+            raise MnistkitError(f"-: not {what} (it is binary data)")
+        text += sys.stdin.read(MAX_TEXT_BYTES + 1 - len(text))
         if len(text) > MAX_TEXT_BYTES:
             raise MnistkitError(f"-: more than {MAX_TEXT_BYTES} characters on stdin, too large for {what}")
         return text.removeprefix("\ufeff"), "<stdin>"
@@ -105,6 +116,8 @@ def read_text(path: str | os.PathLike[str], what: str) -> tuple[str, str]:
 
 
 def _check_text_start(path: str | os.PathLike[str], start: bytes, what: str) -> None:
+    if start.startswith((b"\xff\xfe", b"\xfe\xff")):  # Windows Notepad's "Unicode"
+        raise MnistkitError(f"{path}: not {what} in UTF-8 (it is UTF-16 text: save it as UTF-8)")
     if b"\x00" in start:  # no text holds NUL: binary data, or a device such as /dev/zero
         kind = what_file_is(start[:16])
         raise MnistkitError(f"{path}: not {what} (it is {kind or 'binary data'})")

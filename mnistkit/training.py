@@ -16,6 +16,7 @@ leading axis and trained by one compiled program; member i trains as `--seed` i 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import time
@@ -88,6 +89,7 @@ def train(
     history_path: str | Path | None = None,
     resume_from: Checkpoint | None = None,
     data_sha256: str = "",
+    arrays_sha256: str = "",
     data_name: str = "data",
     devices: int | None = None,
     restart: bool = False,
@@ -98,6 +100,8 @@ def train(
     """Train per `config` on `devices` local devices of every process (default: all), write
     the checkpoint (when a path is given) and the history atomically, and return both.
 
+    `data_sha256` is the data file's, recorded in the checkpoint; arrays that never were a
+    file give `arrays_sha256` instead, which only tells a saved state of the same run.
     Every `save_every` epochs (with 0, only when interrupted) the run's state is saved
     beside the checkpoint (`run_state`); the same call after a crash continues from it, unless
     `restart`. In a multi-process run
@@ -119,7 +123,9 @@ def train(
         setup = _set_up(arrays, config, data_name, data_sha256, devices, log)
         config = setup.config
         state_file = run_state.state_path(checkpoint_path)
-        run_fingerprint = run_state.fingerprint(config, data_sha256, setup.placement.device_count)
+        run_fingerprint = run_state.fingerprint(
+            config, data_sha256 or arrays_sha256, setup.placement.device_count
+        )
         inputs = EpochInputs(config, setup.data.train.size)
         try:
             state, history = _starting_point(setup, resume_from, state_file, run_fingerprint, restart, log)
@@ -139,6 +145,7 @@ def train(
             return result
 
         completed = (state, history)  # one assignment, so an interrupt never sees the two disagree
+        started_at = saved_at = len(history)
         try:
             for epoch in range(len(history) + 1, config.epochs + 1):
                 state, record = _train_epoch(setup, state, epoch, inputs, progress)
@@ -149,12 +156,16 @@ def train(
                     _keep_epoch(
                         state, history, state_file if saves_state else None, run_fingerprint, history_path
                     )
+                    saved_at = epoch if saves_state else saved_at
                 log(epoch_line(record, config.epochs))  # last: an epoch reported is an epoch kept
         except (KeyboardInterrupt, Interrupted) as stop:
-            if writer and completed[1] and not save_every:  # with no state after each epoch, one now,
-                # so that the same call continues (and make, seeing it, runs it again)
-                _keep_epoch(*completed, state_file, run_fingerprint, None)
             outcome = _save_on_interrupt(completed, resume_from, finish, checkpoint_path, config)
+            if writer and started_at < len(completed[1]) > saved_at:
+                # The epochs since the last state saved (every one, with --save-every 0): kept
+                # too, so that the same call continues from the checkpoint just written (and
+                # make, seeing the state, runs it again).
+                with contextlib.suppress(OSError, MnistkitError):  # the interrupt stays the news
+                    _keep_epoch(*completed, state_file, run_fingerprint, None)
             if isinstance(stop, Interrupted):
                 stop.outcome = outcome
             else:

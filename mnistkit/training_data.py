@@ -75,7 +75,7 @@ def prepare_data(arrays: Mapping[str, np.ndarray], config: TrainConfig, source: 
         raise MnistkitError(f"{source}: no training images of {kind} {missing}")
     if splits["test"].size == 0:
         among = " of the classes trained on" if config.classes else ""
-        raise MnistkitError(f"{source}: no test images{among}, which each epoch's figures need")
+        raise MnistkitError(f"{source}: no test images{among} to measure the model on")
     train, val = splits["train"], None
     if config.val_size:
         if config.val_size >= train.size:

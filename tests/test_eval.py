@@ -220,7 +220,27 @@ def test_data_of_other_classes_than_the_models_is_refused(
         result = run(*args)
         assert result.exit_code == 1 and result.stderr.endswith(f"fashion-mnist.npz: {refused}\n"), args
     assert not list(tmp_path.glob("*.png"))
-    with pytest.raises(MnistkitError, match=re.escape(f"arrays: {refused}")):
+    with pytest.raises(MnistkitError, match=re.escape(f"{fashion}: {refused}")):
         mnistkit.evaluate(large_digit_model, fashion)
     assert run("eval", large_digit_model, qmnist).exit_code == 0
     assert mnistkit.evaluate(large_digit_model, qmnist).count == len(synthetic_data["test_labels"])
+
+
+def test_arrays_that_name_no_dataset_are_taken_as_the_models(
+    synthetic_data, synthetic_npz: Path, tmp_path
+) -> None:
+    """Keras' `fashion_mnist.load_data()` names no classes: in Python such arrays are the
+    model's dataset's, while an `.npz` without names holds MNIST's digits, as ever."""
+    from mnistkit.datasets import DATASETS
+
+    fashion_npz = tmp_path / "fashion.npz"
+    names = np.array(DATASETS["fashion-mnist"].class_names)
+    np.savez(fashion_npz, **synthetic_data, dataset=np.array("fashion-mnist"), class_names=names)
+    clothes = mnistkit.train(fashion_npz, "logreg", epochs=1, verbose=False)
+    keras_pairs = tuple(
+        (synthetic_data[f"{split}_images"], synthetic_data[f"{split}_labels"]) for split in ("train", "test")
+    )
+    assert mnistkit.evaluate(clothes, keras_pairs).count == len(synthetic_data["test_labels"])
+    assert mnistkit.draw_samples(keras_pairs, clothes, count=4).size[0] > 0
+    with pytest.raises(MnistkitError, match=f"^{re.escape(str(synthetic_npz))}: holds mnist"):
+        mnistkit.evaluate(clothes, synthetic_npz)

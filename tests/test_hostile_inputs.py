@@ -481,7 +481,8 @@ def test_fuzz_npz_loader_mutated_files_load_or_raise_mnistkit_error(
 def test_an_endless_input_is_refused_from_its_first_bytes(tmp_path: Path, synthetic_npz: Path) -> None:
     """A device or a pipe has no size to check: `mnistkit info /dev/zero` read until the
     kernel killed it (24 GB), and the text inputs had no limit at all."""
-    checkpoint = tmp_path / "model.safetensors"
+    checkpoint, utf16 = tmp_path / "model.safetensors", tmp_path / "labels.tsv"
+    utf16.write_bytes("digit.png\t7\n".encode("utf-16"))  # Windows Notepad's "Unicode"
     result = CliRunner().invoke(
         cli, ["train", str(synthetic_npz), "-o", str(checkpoint), "--model", "logreg", "--epochs", "1"]
     )
@@ -497,6 +498,10 @@ def test_an_endless_input_is_refused_from_its_first_bytes(tmp_path: Path, synthe
             "/dev/zero: not a metrics file",
         ),
         (["eval", str(checkpoint), "--labels", "/dev/zero"], "/dev/zero: not labels (it is binary data)"),
+        (
+            ["eval", str(checkpoint), "--labels", str(utf16)],
+            f"{utf16}: not labels in UTF-8 (it is UTF-16 text",
+        ),
     ):
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 1 and result.stderr.startswith(f"Error: {line}"), (args, result.stderr)

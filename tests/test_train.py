@@ -211,14 +211,16 @@ def test_resume_can_extend_a_constant_schedule(tmp_path: Path, synthetic_npz: Pa
     assert resumed.read_bytes() == one_go.read_bytes()
 
 
+@pytest.mark.parametrize("save_every", [0, 5])
 def test_an_interrupted_run_without_saved_states_keeps_one_to_continue(
-    tmp_path: Path, synthetic_data
+    tmp_path: Path, synthetic_data, save_every: int
 ) -> None:
-    """With --save-every 0, Ctrl-C left the last epoch's checkpoint at the output and no state:
-    the next run started over, and `make`, seeing a fresh checkpoint, took it as finished."""
+    """With --save-every 0 (or before its first state), Ctrl-C left the last epoch's checkpoint
+    at the output and no state: the next run started over, and `make`, seeing a fresh
+    checkpoint, took it as finished."""
     config = TrainConfig(hidden=(16,), epochs=3, lr=3e-3)
     one_go = tmp_path / "one-go.safetensors"
-    training.train(synthetic_data, config, one_go, save_every=0, log=lambda message: None)
+    training.train(synthetic_data, config, one_go, save_every=save_every, log=lambda message: None)
     stopped = tmp_path / "stopped.safetensors"
 
     def interrupt_after_first_epoch(message: str) -> None:
@@ -226,10 +228,12 @@ def test_an_interrupted_run_without_saved_states_keeps_one_to_continue(
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        training.train(synthetic_data, config, stopped, save_every=0, log=interrupt_after_first_epoch)
+        training.train(
+            synthetic_data, config, stopped, save_every=save_every, log=interrupt_after_first_epoch
+        )
     assert stopped.with_name(stopped.name + ".resume").exists()
     messages: list[str] = []
-    training.train(synthetic_data, config, stopped, save_every=0, log=messages.append)
+    training.train(synthetic_data, config, stopped, save_every=save_every, log=messages.append)
     assert any("epoch 1 of 3 was done" in message for message in messages)
     assert stopped.read_bytes() == one_go.read_bytes()
     assert not stopped.with_name(stopped.name + ".resume").exists()
