@@ -62,7 +62,12 @@ def main() -> None:
         from mnistkit.cli import cli
 
         cli(prog_name="mnistkit")
-    except Interrupted as stop:
+    except (Interrupted, RuntimeError) as error:
+        # Python 3.11 wraps what a class's __set_name__ raises in a RuntimeError: a signal that
+        # lands while a dataclass is being made, as the modules load, arrives wrapped.
+        stop = error if isinstance(error, Interrupted) else error.__cause__
+        if not isinstance(stop, Interrupted):
+            raise
         print(stop.line(), file=sys.stderr, flush=True)
         sys.exit(stop.exit_code)
     finally:

@@ -22,6 +22,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -638,3 +639,26 @@ def test_train_killed_again_and_again_resumes_to_the_uninterrupted_bytes(
         f"the epoch in progress redone; {finished} runs finished, each byte-identical to the "
         "uninterrupted run (checkpoint and history): yes"
     )
+
+
+def test_a_signal_wrapped_by_python_as_the_modules_load_is_one_line_and_143() -> None:
+    """Python 3.11 wraps what a class's __set_name__ raises in a RuntimeError: SIGTERM landing
+    while config.py made a dataclass gave a traceback and exit 1 (the signal harness, once)."""
+    code = """
+import signal, sys, types
+from mnistkit import __main__
+from mnistkit.errors import Interrupted
+
+def wrapped(name):
+    try:
+        raise Interrupted(signal.SIGTERM)
+    except Interrupted as stop:
+        raise RuntimeError("Error calling __set_name__ on 'Field' instance") from stop
+
+sys.modules["mnistkit.cli"] = types.ModuleType("mnistkit.cli")
+sys.modules["mnistkit.cli"].__getattr__ = wrapped
+__main__.main()
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 143, result.stderr
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
