@@ -39,8 +39,7 @@ from mnistkit.config import PRESETS, TrainConfig, config_from_options
 from mnistkit.datasets import DATASETS, DEFAULT_DATASET, IMAGE_SHAPE, dataset_spec
 from mnistkit.errors import MnistkitError
 from mnistkit.evaluation import Evaluation, check_same_classes, evaluate_arrays
-from mnistkit.image_files import LoadedDigit
-from mnistkit.images import load_digit
+from mnistkit.image_files import LoadedDigit, load_one
 from mnistkit.mirrors import DEFAULT_CACHE_DIR, MIRROR_ENV, mirror_list, split_mirrors
 from mnistkit.predict import Prediction, predict_loaded, predict_paths
 
@@ -339,18 +338,16 @@ def predict_images(
 
 def _load_image(image: ImageSource, place: int, preprocess: bool, style: str) -> LoadedDigit:
     """One image of `predict_images`, read as `predict` reads a file."""
-    name = str(image) if isinstance(image, str | os.PathLike) else f"<image {place}>"
+    if isinstance(image, str | os.PathLike):
+        return load_one(str(image), preprocess, style)
+    name = f"<image {place}>"
+    if isinstance(image, bytes | bytearray | memoryview):
+        return load_one(name, preprocess, style, content=bytes(image))
     try:
-        if isinstance(image, bytes | bytearray | memoryview):
-            digit = load_digit(name, preprocess, content=bytes(image), style=style)
-        elif isinstance(image, Image.Image | np.ndarray):
-            picture = image if isinstance(image, Image.Image) else _array_picture(image, name)
-            digit = load_digit(name, preprocess, style=style, picture=picture)
-        else:
-            digit = load_digit(name, preprocess, style=style)
+        picture = image if isinstance(image, Image.Image) else _array_picture(image, name)
     except MnistkitError as error:
         return LoadedDigit(name, None, str(error))
-    return LoadedDigit(name, digit, None)
+    return load_one(name, preprocess, style, picture=picture)
 
 
 def _array_picture(array: np.ndarray, name: str) -> Image.Image:

@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -78,15 +78,17 @@ def _check_paths_not_bytes(first_line: str) -> None:
         )
 
 
-def _load_one(path: str, preprocess: bool, style: str) -> LoadedDigit:
+def load_one(path: str, preprocess: bool, style: str, **in_memory: Any) -> LoadedDigit:
+    """One input as a LoadedDigit; `in_memory` is load_digit's `content` or `picture`, which
+    `path` then names."""
     try:
-        return LoadedDigit(path, load_digit(path, preprocess, style=style), None)
+        return LoadedDigit(path, load_digit(path, preprocess, style=style, **in_memory), None)
     except MnistkitError as error:
         return LoadedDigit(path, None, str(error))
 
 
 def _load_chunk(paths: list[str], preprocess: bool, style: str) -> list[LoadedDigit]:
-    return [_load_one(path, preprocess, style) for path in paths]
+    return [load_one(path, preprocess, style) for path in paths]
 
 
 def _ignore_interrupts() -> None:

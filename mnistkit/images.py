@@ -58,10 +58,7 @@ def load_digit(
     Raises MnistkitError("path: reason") for any bad input.
     """
     path = Path(path)
-    if picture is None:
-        gray = read_grayscale(path, shrink=preprocess, content=content)
-    else:
-        gray = _picture_grayscale(picture, path, shrink=preprocess)
+    gray = read_grayscale(path, shrink=preprocess, content=content, picture=picture)
     if not preprocess:
         if gray.shape != (FRAME_PX, FRAME_PX):
             height, width = gray.shape
@@ -84,12 +81,20 @@ def load_digit(
     )
 
 
-def read_grayscale(path: Path, shrink: bool = True, content: bytes | None = None) -> np.ndarray:
+def read_grayscale(
+    path: Path, shrink: bool = True, content: bytes | None = None, picture: Image.Image | None = None
+) -> np.ndarray:
     """Decode any image Pillow reads into float32 gray in [0, 1], upright, alpha composited,
     and with `shrink`, box-averaged down to a longer side of at most WORK_SIDE_PX.
-    The image is the file at `path`, or `content` when given."""
-    image = _open_checked(path, content)
+    The image is the file at `path`, or `content` when given, or `picture` (left as it is)."""
+    if picture is not None:
+        problem = _size_problem(picture.width, picture.height)
+        if problem:
+            raise MnistkitError(f"{path}: {problem}")
+    image = _open_checked(path, content) if picture is None else picture
     try:
+        if picture is not None:  # a copy, turned upright; a lazily opened one decodes here
+            return _grayscale(ImageOps.exif_transpose(picture), path, shrink)
         with image:
             if shrink and image.format == "JPEG":
                 _draft(image)
@@ -113,19 +118,6 @@ def _draft(image: Image.Image) -> None:
     if longer > side:
         mode = "L" if image.mode == "RGB" else image.mode  # the luma Pillow's own "L" computes
         image.draft(mode, (image.width * side // longer, image.height * side // longer))
-
-
-def _picture_grayscale(picture: Image.Image, path: Path, shrink: bool) -> np.ndarray:
-    """`read_grayscale` of an image already decoded, which is left as it is."""
-    problem = _size_problem(picture.width, picture.height)
-    if problem:
-        raise MnistkitError(f"{path}: {problem}")
-    try:
-        return _grayscale(ImageOps.exif_transpose(picture), path, shrink)
-    except MnistkitError:
-        raise
-    except Exception as error:  # a lazily opened image may still fail to decode
-        raise MnistkitError(f"{path}: truncated or corrupted image ({error})") from None
 
 
 def _grayscale(image: Image.Image, path: Path, shrink: bool) -> np.ndarray:
