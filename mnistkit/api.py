@@ -43,6 +43,8 @@ from mnistkit.image_files import LoadedDigit, load_one
 from mnistkit.mirrors import DEFAULT_CACHE_DIR, MIRROR_ENV, mirror_list, split_mirrors
 from mnistkit.predict import Prediction, predict_loaded, predict_paths
 
+FLAT_PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]  # a digit as the tutorials keep it: one row of 784
+
 __all__ = [
     "PRESETS",
     "Model",
@@ -115,7 +117,7 @@ def _image_batch(images: np.ndarray) -> np.ndarray:
         images = images[None]
     if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE or images.dtype != np.uint8:
         hints = []
-        if images.shape[-1:] == (784,):  # the tutorials' flat vectors
+        if images.shape[-1:] == (FLAT_PIXELS,):  # the tutorials' flat vectors
             hints.append("images.reshape(-1, 28, 28)")
         if np.issubdtype(images.dtype, np.floating):  # the tutorials' pixels in [0, 1]
             hints.append("(images * 255).round().astype(np.uint8) for pixels in [0, 1]")
@@ -178,10 +180,15 @@ def load_mnist(folder: str | os.PathLike[str] = "data", **download_options: Any)
     return load_dataset(DEFAULT_DATASET, folder, **download_options)
 
 
-def _checked(arrays: Mapping[str, np.ndarray] | str | os.PathLike[str], splits: Sequence[str]) -> dict:
+def _checked(
+    arrays: Mapping[str, np.ndarray] | str | os.PathLike[str],
+    splits: Sequence[str],
+    dataset: str | None = None,
+) -> dict:
     """The arrays, or those of an .npz given by its path, checked as `mnistkit` checks an
     .npz: float images in [0, 1] would otherwise train a model that guesses. Keras'
-    `load_data()` pairs ((x_train, y_train), (x_test, y_test)) are taken too."""
+    `load_data()` pairs ((x_train, y_train), (x_test, y_test)) are taken too. Arrays that name
+    no dataset (those pairs, a dict of one's own) are named `dataset`'s, when it is given."""
     if isinstance(arrays, str | os.PathLike):
         return load_arrays(arrays, splits=splits)
     if _is_keras_pairs(arrays):
@@ -198,8 +205,15 @@ def _checked(arrays: Mapping[str, np.ndarray] | str | os.PathLike[str], splits: 
             f"an .npz's path or Keras' ((x_train, y_train), (x_test, y_test)), not a {type(arrays).__name__}"
         )
     arrays = {key: _labels_as_uint8(key, np.asarray(value)) for key, value in arrays.items()}
+    if dataset is not None and not _names_dataset(arrays):
+        spec = dataset_spec(dataset)
+        arrays = {**arrays, "dataset": np.array(spec.name), "class_names": np.array(spec.class_names)}
     check_arrays(arrays, "arrays", splits)
     return arrays
+
+
+def _names_dataset(arrays: Mapping[str, np.ndarray]) -> bool:
+    return "dataset" in arrays or "class_names" in arrays
 
 
 def _checked_for(
@@ -209,10 +223,7 @@ def _checked_for(
     `fashion_mnist.load_data()`, a dict of one's own) are taken as the model's; an `.npz`
     names its dataset, MNIST when it records none."""
     source = str(arrays) if isinstance(arrays, str | os.PathLike) else "arrays"
-    checked = _checked(arrays, splits)
-    spec = DATASETS.get(checkpoint.dataset)
-    if source == "arrays" and "class_names" not in checked and "dataset" not in checked and spec is not None:
-        checked = {**checked, "dataset": np.array(spec.name), "class_names": np.array(spec.class_names)}
+    checked = _checked(arrays, splits, checkpoint.dataset if checkpoint.dataset in DATASETS else None)
     check_same_classes(checkpoint, checked, source)
     return checked
 
@@ -252,6 +263,7 @@ def train(
     output: str | os.PathLike[str] | None = None,
     restart: bool = False,
     verbose: bool = True,
+    dataset: str | None = None,
     **options: Any,
 ) -> Model:
     """Train a model as `mnistkit train` does: `config`, or a preset (by default the one named
@@ -259,14 +271,23 @@ def train(
     settings (`epochs=3`, `hidden=(256,)`, `ensemble=5`, ...); `train(arrays, "fast")` names the
     preset. `arrays` may be an .npz's path. With `output`, the checkpoint is written there too,
     and a run stopped midway (Ctrl-C, the notebook's Stop) continues when called again with
-    the same data and settings, unless `restart`. `verbose` prints one line per epoch to stderr."""
+    the same data and settings, unless `restart`. `verbose` prints one line per epoch to stderr.
+    `dataset` names the dataset of arrays that name none (Keras' `fashion_mnist.load_data()`:
+    `dataset="fashion-mnist"`); without it they are taken as MNIST's digits, with a line saying so."""
     from mnistkit.training import train as run_training
 
-    checked = _checked(arrays, ("train", "test"))
-    # What the saved state of a run stopped midway is matched by: the `.npz`'s SHA-256, as the
-    # command's (recorded in the checkpoint), or the arrays' own.
+    log = (lambda message: print(message, file=sys.stderr, flush=True)) if verbose else (lambda message: None)
     is_file = isinstance(arrays, str | os.PathLike)
     data_name = str(arrays) if is_file else "arrays"
+    if dataset is not None:
+        dataset_spec(dataset)  # one of those there are
+    checked = _checked(arrays, ("train", "test"), dataset)
+    if dataset is not None and dataset_name(checked) != dataset:
+        raise MnistkitError(f"{data_name}: holds {dataset_name(checked)}, not dataset={dataset!r}")
+    if not is_file and not _names_dataset(checked):
+        log(f"arrays name no dataset: taken as {DEFAULT_DATASET}'s digits (dataset= names another)")
+    # What the saved state of a run stopped midway is matched by: the `.npz`'s SHA-256, as the
+    # command's (recorded in the checkpoint), or the arrays' own.
     file_hash, array_hash = (file_sha256(arrays), "") if is_file else ("", arrays_sha256(checked))
     arrays = checked
     if isinstance(config, str):
@@ -275,7 +296,6 @@ def train(
         config = config_from_options(preset, options, dataset_name(arrays))
     elif preset or options:
         raise ValueError("give a config, or a preset and options, not both")
-    log = (lambda message: print(message, file=sys.stderr, flush=True)) if verbose else (lambda message: None)
     result = run_training(
         arrays,
         config,
@@ -354,6 +374,11 @@ def _array_picture(array: np.ndarray, name: str) -> Image.Image:
     """A numpy image as Pillow holds it: uint8 as it is, floats in [0, 1] scaled to 255."""
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
+    if array.ndim in (1, 2) and array.shape[-1] == FLAT_PIXELS:  # no guess: a picture may be 784 wide
+        raise MnistkitError(
+            f"{name}: array of shape {array.shape}: flat digits, as the tutorials keep them? Give "
+            f"images.reshape(-1, 28, 28); a picture {FLAT_PIXELS} pixels wide, give as a PIL image"
+        )
     if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))) or array.size == 0:
         raise MnistkitError(
             f"{name}: array of shape {array.shape}, expected (H, W) gray or (H, W, 3 or 4) colour"

@@ -156,6 +156,36 @@ def test_paths_names_and_integer_labels_are_taken_as_a_notebook_gives_them(
     assert one == mnistkit.predict_images(mnistkit.load(large_digit_model), [str(digit)])
 
 
+def test_arrays_that_name_no_dataset_are_named_by_dataset_or_said_to_be_mnist(
+    synthetic_data, synthetic_npz: Path, capsys
+) -> None:
+    """Keras' `fashion_mnist.load_data()` holds bare arrays: trained as MNIST, such a model
+    recorded digit names and read people's pictures as digits."""
+    keras_pairs = (
+        (synthetic_data["train_images"], synthetic_data["train_labels"]),
+        (synthetic_data["test_images"], synthetic_data["test_labels"]),
+    )
+    as_mnist = mnistkit.train(keras_pairs, "logreg", epochs=1)
+    assert (
+        "arrays name no dataset: taken as mnist's digits (dataset= names another)" in capsys.readouterr().err
+    )
+    assert (as_mnist.checkpoint.dataset, as_mnist.checkpoint.preprocessing) == ("mnist", "mnist")
+    fashion = mnistkit.train(keras_pairs, "logreg", epochs=1, dataset="fashion-mnist")
+    assert "name no dataset" not in capsys.readouterr().err
+    assert (fashion.checkpoint.dataset, fashion.checkpoint.preprocessing) == (
+        "fashion-mnist",
+        "fashion-mnist",
+    )
+    assert fashion.checkpoint.class_names[:2] == ["T-shirt/top", "Trouser"]
+    assert mnistkit.evaluate(fashion, keras_pairs).count == 200  # bare arrays: the model's dataset
+    with pytest.raises(
+        MnistkitError, match=f"^{re.escape(str(synthetic_npz))}: holds mnist, not dataset='kmnist'$"
+    ):
+        mnistkit.train(synthetic_npz, "logreg", epochs=1, dataset="kmnist")
+    with pytest.raises(MnistkitError, match=r"^--dataset: 'digits' is not one of mnist, fashion-mnist"):
+        mnistkit.train(synthetic_npz, "logreg", epochs=1, dataset="digits")
+
+
 def test_images_in_memory_are_read_as_their_files_are(tmp_path: Path, large_digit_model: Path) -> None:
     """A notebook holds its digits as PIL images, arrays or an upload's bytes, not files."""
     ink = draw_large_digit(4, canvas_px=(200, 150), stroke_px=5)
@@ -200,6 +230,12 @@ def test_images_in_memory_are_read_as_their_files_are(tmp_path: Path, large_digi
         (np.full((30, 30), 300, np.int32), "int32 pixels must be uint8, 0 to 255, or floats in [0, 1]"),
         (np.zeros((30, 30), np.uint8), "blank image"),
         (np.zeros((1, 100), np.uint8), "image is 100x1 pixels, too elongated for a digit"),
+        (
+            np.zeros((100, 784)),
+            "array of shape (100, 784): flat digits, as the tutorials keep them? "
+            "Give images.reshape(-1, 28, 28)",
+        ),
+        (np.zeros(784, np.uint8), "array of shape (784,): flat digits"),
         (b"not an image", "not an image"),
     ):
         with pytest.raises(MnistkitError, match=re.escape(f"<image 1>: {reason}")):
