@@ -212,6 +212,11 @@ def _checked(
     return arrays
 
 
+def _source(arrays: Any) -> str:
+    """What errors call the arrays: the .npz's path, or "arrays"."""
+    return str(arrays) if isinstance(arrays, str | os.PathLike) else "arrays"
+
+
 def _names_dataset(arrays: Mapping[str, np.ndarray]) -> bool:
     return "dataset" in arrays or "class_names" in arrays
 
@@ -222,7 +227,7 @@ def _checked_for(
     """`_checked` arrays that hold the model's classes. Arrays that name no dataset (Keras'
     `fashion_mnist.load_data()`, a dict of one's own) are taken as the model's; an `.npz`
     names its dataset, MNIST when it records none."""
-    source = str(arrays) if isinstance(arrays, str | os.PathLike) else "arrays"
+    source = _source(arrays)
     checked = _checked(arrays, splits, checkpoint.dataset if checkpoint.dataset in DATASETS else None)
     check_same_classes(checkpoint, checked, source)
     return checked
@@ -277,8 +282,7 @@ def train(
     from mnistkit.training import train as run_training
 
     log = (lambda message: print(message, file=sys.stderr, flush=True)) if verbose else (lambda message: None)
-    is_file = isinstance(arrays, str | os.PathLike)
-    data_name = str(arrays) if is_file else "arrays"
+    is_file, data_name = isinstance(arrays, str | os.PathLike), _source(arrays)
     if dataset is not None:
         dataset_spec(dataset)  # one of those there are
     checked = _checked(arrays, ("train", "test"), dataset)
@@ -406,6 +410,7 @@ def evaluate(
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     checkpoint = _model(model).checkpoint
+    source = _source(arrays)
     arrays = _checked_for(checkpoint, arrays, (split,))
     evaluation = evaluate_arrays(checkpoint, arrays[f"{split}_images"], arrays[f"{split}_labels"])
     if evaluation.skipped:
@@ -415,7 +420,7 @@ def evaluate(
             file=sys.stderr,
         )
     if evaluation.count == 0:
-        raise MnistkitError(f"arrays: no {split} images to evaluate")
+        raise MnistkitError(f"{source}: no {split} images to evaluate")
     return evaluation
 
 

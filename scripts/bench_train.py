@@ -5,8 +5,9 @@ Prints, as tables on stdout:
     tutorial's own loop, against its floor, and against its five matmuls alone;
   - ms per training step of mnistkit against PyTorch's eager loop on the same nets, batch
     sizes, optimizers and thread count, side by side: the seed MLP, the `cnn` and the `fast`
-    presets' nets (PyTorch's side needs `--torch-python PATH`, an interpreter with torch;
-    without it that column says so);
+    presets' nets, `cnn` with its on-device distortions and without them, as PyTorch's loop
+    trains (PyTorch's side needs `--torch-python PATH`, an interpreter with torch; without it
+    that column says so);
   - ms per step of the conv nets with each formulation of the convolution (patches and one
     matmul, or XLA's own) on this backend, and which one the model code takes here;
   - the `fast` preset on several seeds: the training seconds (compile included) until the test
@@ -235,20 +236,28 @@ def torch_ms_per_step(torch_python: str | None, config: TrainConfig, raw: Path |
 
 
 def per_step_rows(arrays, torch_python: str | None, raw: Path | None) -> list[list[str]]:
-    """Each net timed twice in turn, mnistkit then PyTorch, the better of each kept."""
+    """Each net timed twice in turn, mnistkit then PyTorch, the better of each kept. A preset
+    that distorts its digits on the device is timed without them too: PyTorch's loop does not
+    augment, so that row is the same work on both sides."""
     rows = []
     for name in ("seed", "cnn", "fast"):
-        config = config_from_options(name, {})
-        ours, theirs = [], []
+        configs = [config_from_options(name, {})]
+        if configs[0].augment != "none":
+            configs.append(config_from_options(name, {"augment": "none"}))
+        ours: list[list[float]] = [[] for _ in configs]
+        theirs = []
         for _ in range(2):
-            ours.append(mnistkit_ms_per_step(arrays, config))
-            theirs.append(torch_ms_per_step(torch_python, config, raw))
-        mnistkit_ms = min(ours)
+            for times, config in zip(ours, configs, strict=True):
+                times.append(mnistkit_ms_per_step(arrays, config))
+            theirs.append(torch_ms_per_step(torch_python, configs[0], raw))
         torch_values = [float(value) for value in theirs if value.replace(".", "", 1).isdigit()]
         torch_cell = f"{min(torch_values):.2f}" if torch_values else theirs[0]
-        ratio = f"{mnistkit_ms / min(torch_values):.2f}" if torch_values else "-"
-        net = describe(config)
-        rows.append([name, net, str(config.batch_size), f"{mnistkit_ms:.2f}", torch_cell, ratio])
+        for times, config in zip(ours, configs, strict=True):
+            mnistkit_ms = min(times)
+            ratio = f"{mnistkit_ms / min(torch_values):.2f}" if torch_values else "-"
+            label = name if config is configs[0] else f"{name} (as PyTorch's: no {configs[0].augment})"
+            mnistkit_cell = f"{mnistkit_ms:.2f}"
+            rows.append([label, describe(config), str(config.batch_size), mnistkit_cell, torch_cell, ratio])
         print(f"  per step {name}: mnistkit {ours}, torch {theirs}", file=sys.stderr, flush=True)
     return rows
 

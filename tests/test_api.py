@@ -389,7 +389,9 @@ def test_a_notebook_run_stopped_midway_continues_on_the_same_data_only(
     assert "None" not in stopped
 
 
-def test_nothing_to_score_is_an_error_not_a_zero(large_digit_model: Path, synthetic_data, capsys) -> None:
+def test_nothing_to_score_is_an_error_not_a_zero(
+    tmp_path: Path, large_digit_model: Path, synthetic_data, capsys
+) -> None:
     """As `mnistkit eval` says: an evaluation with no images, or none of the model's classes,
     read 0% accuracy and 0 loss; and training without test images divided by zero."""
     images, labels = synthetic_data["test_images"], synthetic_data["test_labels"]
@@ -403,6 +405,11 @@ def test_nothing_to_score_is_an_error_not_a_zero(large_digit_model: Path, synthe
             three_eight,
             {"test_images": images[not_three_or_eight], "test_labels": labels[not_three_or_eight]},
         )
+    no_test_digits = tmp_path / "no-test-digits.npz"
+    np.savez(no_test_digits, test_images=images[:0], test_labels=labels[:0])
+    named = f"^{re.escape(str(no_test_digits))}: no test images to evaluate$"
+    with pytest.raises(MnistkitError, match=named):
+        mnistkit.evaluate(large_digit_model, no_test_digits)
     assert "left out 5 images whose class is not among the model's classes" in capsys.readouterr().err
     with pytest.raises(MnistkitError, match=r"^arrays: no test images to measure the model on$"):
         mnistkit.train({**synthetic_data, "test_images": images[:0], "test_labels": labels[:0]}, "logreg")
