@@ -68,7 +68,10 @@ def main() -> None:
         stop = error if isinstance(error, Interrupted) else error.__cause__
         if not isinstance(stop, Interrupted):
             raise
-        print(stop.line(), file=sys.stderr, flush=True)
+        try:
+            print(stop.line(), file=sys.stderr, flush=True)
+        except OSError:  # stderr's reader is gone (`2>&1 | head -1`): the status still tells
+            sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (so that exiting flushes nothing there)
         sys.exit(stop.exit_code)
     finally:
         interrupts.uninstall()

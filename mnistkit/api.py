@@ -32,6 +32,9 @@ from mnistkit.arrays import (
     dataset_name,
     file_sha256,
     load_arrays,
+    named_as,
+    names_dataset,
+    recognised_dataset,
     save_arrays,
 )
 from mnistkit.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -188,10 +191,12 @@ def _checked(
     """The arrays, or those of an .npz given by its path, checked as `mnistkit` checks an
     .npz: float images in [0, 1] would otherwise train a model that guesses. Keras'
     `load_data()` pairs ((x_train, y_train), (x_test, y_test)) are taken too. Arrays that name
-    no dataset (those pairs, a dict of one's own) are named `dataset`'s, when it is given."""
+    no dataset are named after the published dataset whose labels they hold; if none, bare
+    ones (those pairs, a dict of one's own) are named `dataset`'s when it is given."""
+    source = _source(arrays)
     if isinstance(arrays, str | os.PathLike):
-        return load_arrays(arrays, splits=splits)
-    if _is_keras_pairs(arrays):
+        arrays = load_arrays(arrays, splits=splits)
+    elif _is_keras_pairs(arrays):
         (train_images, train_labels), (test_images, test_labels) = arrays
         arrays = {
             "train_images": train_images,
@@ -199,26 +204,22 @@ def _checked(
             "test_images": test_images,
             "test_labels": test_labels,
         }
-    if not isinstance(arrays, Mapping):
+    elif not isinstance(arrays, Mapping):
         raise TypeError(
             f"expected a dict of arrays (train_images, train_labels, test_images, test_labels), "
             f"an .npz's path or Keras' ((x_train, y_train), (x_test, y_test)), not a {type(arrays).__name__}"
         )
     arrays = {key: _labels_as_uint8(key, np.asarray(value)) for key, value in arrays.items()}
-    if dataset is not None and not _names_dataset(arrays):
-        spec = dataset_spec(dataset)
-        arrays = {**arrays, "dataset": np.array(spec.name), "class_names": np.array(spec.class_names)}
-    check_arrays(arrays, "arrays", splits)
+    if not names_dataset(arrays):  # an .npz without names holds MNIST, unless it holds another's labels
+        found = recognised_dataset(arrays) or (dataset if source == "arrays" else None)
+        arrays = arrays if found is None else named_as(arrays, found)
+    check_arrays(arrays, source, splits)
     return arrays
 
 
 def _source(arrays: Any) -> str:
     """What errors call the arrays: the .npz's path, or "arrays"."""
     return str(arrays) if isinstance(arrays, str | os.PathLike) else "arrays"
-
-
-def _names_dataset(arrays: Mapping[str, np.ndarray]) -> bool:
-    return "dataset" in arrays or "class_names" in arrays
 
 
 def _checked_for(
@@ -288,7 +289,7 @@ def train(
     checked = _checked(arrays, ("train", "test"), dataset)
     if dataset is not None and dataset_name(checked) != dataset:
         raise MnistkitError(f"{data_name}: holds {dataset_name(checked)}, not dataset={dataset!r}")
-    if not is_file and not _names_dataset(checked):
+    if not is_file and not names_dataset(checked):
         log(f"arrays name no dataset: taken as {DEFAULT_DATASET}'s digits (dataset= names another)")
     # What the saved state of a run stopped midway is matched by: the `.npz`'s SHA-256, as the
     # command's (recorded in the checkpoint), or the arrays' own.

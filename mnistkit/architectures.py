@@ -157,6 +157,30 @@ def cnn_layers(architecture: Architecture) -> list[tuple[int, int, bool]]:
     return list(zip(cnn_kernel_sizes(architecture), strides, pools, strict=True))
 
 
+def describe(architecture: Architecture) -> str:
+    """One line a person reads: `CNN, conv 24 6x6 stride 2, 32 3x3 pool -> dense 256->10`."""
+    outputs = "→".join(map(str, [*architecture.get("hidden", []), architecture["num_classes"]]))
+    model = architecture["model"]
+    if model == "ensemble":
+        return f"ensemble of {architecture['members']} × {describe(architecture['member'])}"
+    if model == "logreg":
+        return f"logistic regression 784→{outputs}"
+    if model == "mlp":
+        return f"MLP 784→{outputs}, {architecture['activation']}"
+    if model == "cnn":
+        convs = ", ".join(
+            f"{channels} {kernel}×{kernel}"
+            + (f" stride {stride}" if stride != 1 else "")
+            + (" pool" if pool else "")
+            for channels, (kernel, stride, pool) in zip(
+                architecture["channels"], cnn_layers(architecture), strict=True
+            )
+        )
+        norm = ", batch norm" if architecture.get("batch_norm") else ""
+        return f"CNN, conv {convs}{norm} → dense {outputs}"
+    return str(model)
+
+
 def cnn_feature_size(architecture: Architecture) -> int:
     """Inputs to the dense head: each 'valid' conv shrinks the image by its kernel (less one)
     and divides it by its stride, each 2x2 max pool halves it."""

@@ -2,7 +2,8 @@
 
 Four uint8 arrays under fixed keys, uncompressed, pixels raw; a label is a class's index.
 Every dataset but MNIST also records its name (`dataset`, a 0-d unicode array) and its
-`class_names` (1-d unicode), so a file without them holds MNIST's digits. QMNIST's whole
+`class_names` (1-d unicode), so a file without them holds MNIST's digits, unless its labels
+are a published dataset's (Fashion-MNIST saved by Keras' loader or `np.savez`), which names it. QMNIST's whole
 label table may come along (`{split}_label_columns` int32, `label_column_names`).
 Loading validates keys, dtypes, shapes and label range, and never unpickles
 (`allow_pickle=False`): names are plain unicode arrays.
@@ -22,8 +23,9 @@ import numpy as np
 
 from mnistkit.architectures import MAX_CLASSES
 from mnistkit.atomic import atomic_write
-from mnistkit.datasets import DEFAULT_DATASET, DIGIT_NAMES, IMAGE_SHAPE, named_by_digits
+from mnistkit.datasets import DEFAULT_DATASET, DIGIT_NAMES, IMAGE_SHAPE, dataset_spec, named_by_digits
 from mnistkit.errors import MnistkitError
+from mnistkit.idx import published_as
 from mnistkit.inputs import open_input, wrong_kind
 
 SPLITS = ("train", "test")
@@ -43,12 +45,39 @@ def dataset_name(arrays: dict[str, np.ndarray]) -> str:
     return str(arrays["dataset"]) if "dataset" in arrays else DEFAULT_DATASET
 
 
+def names_dataset(arrays: Mapping[str, np.ndarray]) -> bool:
+    return "dataset" in arrays or "class_names" in arrays
+
+
+def recognised_dataset(arrays: Mapping[str, np.ndarray]) -> str | None:
+    """The published dataset whose whole test (or training) labels `arrays` holds, for arrays
+    that record no name: Keras' `fashion_mnist.load_data()`, an `np.savez` of it."""
+    for key in ("test_labels", "train_labels"):
+        labels = arrays.get(key)
+        if isinstance(labels, np.ndarray) and labels.dtype == np.uint8 and labels.ndim == 1:
+            for dataset, _ in published_as(labels):
+                return dataset
+    return None
+
+
+def named_as(arrays: Mapping[str, np.ndarray], dataset: str) -> dict[str, np.ndarray]:
+    """`arrays` with `dataset`'s name and class names recorded."""
+    spec = dataset_spec(dataset)
+    return {**arrays, "dataset": np.array(spec.name), "class_names": np.array(spec.class_names)}
+
+
 def recorded_dataset(path: str | os.PathLike[str]) -> str:
-    """The dataset an `.npz` file records, read without its arrays, so that a preset can take
-    that dataset's settings; MNIST when it records none or cannot be read (`load_arrays` says why)."""
+    """The dataset an `.npz` file records (or holds the published labels of), read without its
+    images, so that a preset can take that dataset's settings; MNIST when it records none or
+    cannot be read (`load_arrays` says why)."""
     try:
         with np.load(path, allow_pickle=False) as archive:
-            return dataset_name({"dataset": archive["dataset"]} if "dataset" in archive.files else {})
+            if "dataset" in archive.files:
+                return dataset_name({"dataset": archive["dataset"]})
+            if "class_names" in archive.files:
+                return DEFAULT_DATASET
+            labels = {key: archive[key] for key in ("test_labels", "train_labels") if key in archive.files}
+            return recognised_dataset(labels) or DEFAULT_DATASET
     except (OSError, EOFError, ValueError, zipfile.BadZipFile, NotImplementedError, RuntimeError, zlib.error):
         return DEFAULT_DATASET
 
@@ -177,6 +206,9 @@ def load_arrays(path: str | os.PathLike[str], splits: Sequence[str] = SPLITS) ->
                 if not set(wanted) <= set(archive.files):
                     raise _other_layout(str(path), sorted(archive.files), splits)
                 arrays = {key: archive[key] for key in _stored_keys(archive.files, splits)}
+        recognised = None if names_dataset(arrays) else recognised_dataset(arrays)
+        if recognised not in (None, DEFAULT_DATASET):  # MNIST's is what a file without names holds
+            arrays = named_as(arrays, recognised)
         check_arrays(arrays, str(path), splits)
     except ValueError as error:
         if "allow_pickle" in str(error) or "Object arrays" in str(error):

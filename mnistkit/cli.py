@@ -208,7 +208,7 @@ def _progress_line(name: str, received_bytes: int, announced_bytes: int | None) 
 
 
 def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}{'es' if noun.endswith('s') else 's'}"
 
 
 def _dataset_option(function):
@@ -1241,7 +1241,8 @@ def render_embedding_command(
     images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
     picture = embedding_image(checkpoint, images, labels, count, seed, split, str(checkpoint_path), str(data))
     save_picture(picture, output)
-    _wrote(output, f"{split} digits in the 2-unit layer of {checkpoint_path.name}")
+    noun = "digits" if checkpoint.digit_classes else "images"
+    _wrote(output, f"{split} {noun} in the 2-unit layer of {checkpoint_path.name}")
 
 
 @cli.command("render-weights", short_help="Draw a logreg model's weights as digit templates.")

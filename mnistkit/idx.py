@@ -148,21 +148,37 @@ def _read_kind(path: Path, magic: int) -> np.ndarray:
     return array
 
 
-def _check_whose(path: Path, array: np.ndarray, spec: DatasetSpec) -> None:
-    """Refuse another dataset's file under this one's name (MNIST's digits parsed as
-    Fashion-MNIST would be clothes labelled with digits' classes). Unknown files are the
-    user's own data, and pass."""
+def published_as(array: np.ndarray) -> tuple[tuple[str, str], ...]:
+    """Each (dataset, file name) whose published file holds `array`: the SHA-256 of the array
+    written as an IDX file, against the published decompressed contents' hashes."""
     content = hashlib.sha256(struct.pack(">I", magic_of(array)))
     content.update(struct.pack(f">{array.ndim}I", *array.shape))
     content.update(np.ascontiguousarray(array, array.dtype.newbyteorder(">")).data)
-    known = known_content(content.hexdigest())
-    if known and spec.name not in {dataset for dataset, _ in known}:
-        dataset, name = known[0]
-        option = "" if dataset == DEFAULT_DATASET else f" --dataset {dataset}"
+    return known_content(content.hexdigest())
+
+
+def _check_whose(path: Path, array: np.ndarray, spec: DatasetSpec, expected_name: str) -> None:
+    """Refuse another dataset's file under this one's name (MNIST's digits parsed as
+    Fashion-MNIST would be clothes labelled with digits' classes), and the test split's file
+    under the training split's name or the other way round (a model would train on the test
+    digits). Unknown files are the user's own data, and pass."""
+    known = published_as(array)
+    if not known or (spec.name, expected_name) in known:
+        return
+    named = "" if spec.name == DEFAULT_DATASET else f" --dataset {spec.name}"
+    refetch = f"mnistkit fetch{named} --force --out {path.parent}"
+    dataset, name = next(((d, n) for d, n in known if d == spec.name), known[0])
+    if dataset == spec.name:
         raise MnistkitError(
-            f"{path}: holds {dataset_spec(dataset).title}'s {name}, not {spec.title}'s; "
-            f"parse it with `mnistkit parse-to-npz{option}`, or fetch {spec.title} into another folder"
+            f"{path}: holds {spec.title}'s {name}, not its {expected_name}: are the training and "
+            f"test files swapped? (`{refetch}` puts verified copies there)"
         )
+    option = "" if dataset == DEFAULT_DATASET else f" --dataset {dataset}"
+    raise MnistkitError(
+        f"{path}: holds {dataset_spec(dataset).title}'s {name}, not {spec.title}'s; parse it with "
+        f"`mnistkit parse-to-npz{option}`, or fetch {spec.title} into another folder (or over these "
+        f"files: `{refetch}`)"
+    )
 
 
 def _refetch_hint(raw_dir: Path, spec: DatasetSpec) -> str:
@@ -227,8 +243,8 @@ def read_mnist_dir(
             raise MnistkitError(
                 f"{images_path}: images are {images.shape[1]}x{images.shape[2]} pixels, expected 28x28"
             )
-        _check_whose(images_path, images, spec)
-        _check_whose(labels_path, table, spec)
+        _check_whose(images_path, images, spec, spec.files[f"{split}_images"])
+        _check_whose(labels_path, table, spec, spec.files[f"{split}_labels"])
         labels = _class_labels(labels_path, table, spec)
         if len(images) != len(labels):
             raise MnistkitError(

@@ -25,6 +25,7 @@ bad ones get the same one-line reason, as JSON with a 4xx status.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import ipaddress
 import json
@@ -45,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from mnistkit import __version__
+from mnistkit.architectures import describe
 from mnistkit.checkpoint import Checkpoint, load_checkpoint
 from mnistkit.errors import MnistkitError
 from mnistkit.image_files import worker_count
@@ -108,12 +110,26 @@ def prediction_json(checkpoint: Checkpoint, content: bytes, name: str = UPLOAD_N
 
 
 def model_json(checkpoint: Checkpoint, name: str) -> dict[str, Any]:
-    """The checkpoint's name, parameter count and metadata (no tensors)."""
+    """The checkpoint's name, its net in words, parameter count and metadata (no tensors)."""
     return {
         "name": name,
+        "description": describe(checkpoint.architecture),
         "parameters": sum(int(tensor.size) for tensor in checkpoint.params.values()),
         "metadata": checkpoint.metadata,
     }
+
+
+def _names_this_machine(name: str) -> bool:
+    """Whether a Host header's name is this machine: localhost, its host name, or a loopback
+    address (127.0.0.2 too). A page elsewhere reaches a loopback server under its own
+    domain's name (DNS rebinding), never one of these."""
+    name = name.lower()
+    if name in LOOPBACK_NAMES or name == socket.gethostname().lower():
+        return True
+    try:
+        return ipaddress.ip_address(name.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _static_files() -> dict[str, tuple[bytes, str]]:
@@ -187,6 +203,15 @@ class DigitServer(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self.connection_slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (a closed tab, `curl --max-time`) is nothing to report; any
+        other failure is one line, not socketserver's traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError | TimeoutError):
+            return
+        with contextlib.suppress(OSError):  # a broken stderr takes no message
+            print(f"mnistkit serve: {client_address[0]}: {type(error).__name__}: {error}", file=sys.stderr)
 
     def shutdown_request(self, request: socket.socket) -> None:
         """Lingering close: send FIN, then drop what the client still sends until it closes
@@ -314,10 +339,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
         host = self.headers.get("Host")
         if self.server.loopback_only and host is not None:
             name = host[: host.index("]") + 1] if host.startswith("[") and "]" in host else host.split(":")[0]
-            if name.lower() not in LOOPBACK_NAMES:
+            if not _names_this_machine(name):
                 self._send_error_json(HTTPStatus.FORBIDDEN, f"Host {host!r} is not this local server")
                 return None
         return urllib.parse.urlsplit(self.path).path
+
+    def log_message(self, format: str, *args: Any) -> None:
+        with contextlib.suppress(OSError):  # a closed or broken stderr (`2>&1 | head -1`): answers go on
+            super().log_message(format, *args)
 
     def _upload_name(self) -> str:
         """The name errors give the image: `?name=` (the page sends the file's name) or `upload`."""
@@ -393,8 +422,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _send_error_json(
         self, status: HTTPStatus, message: str, headers: dict[str, str] | None = None
     ) -> None:
-        self.log_message('"%s" %d %s', self.requestline, status, message)
-        self._send_json(status, {"error": message}, headers)
+        try:
+            self._send_json(status, {"error": message}, headers)
+        finally:  # answered first, so that a stalled log never holds the answer back
+            self.log_message('"%s" %d %s', self.requestline, status, message)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own errors (malformed request line, headers too long, unknown method) as JSON."""

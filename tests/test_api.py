@@ -186,6 +186,41 @@ def test_arrays_that_name_no_dataset_are_named_by_dataset_or_said_to_be_mnist(
         mnistkit.train(synthetic_npz, "logreg", epochs=1, dataset="digits")
 
 
+def test_arrays_holding_a_published_datasets_labels_are_named_after_it(
+    synthetic_data, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Keras' `fashion_mnist.load_data()` is Fashion-MNIST's published arrays: known by its
+    labels, it trains a clothes model without `dataset=`, and MNIST's own arrays are refused
+    as clothes (here the synthetic labels stand in for the published ones)."""
+    import hashlib
+    import struct
+
+    from mnistkit import idx
+    from mnistkit.arrays import load_arrays, recorded_dataset
+
+    labels = synthetic_data["test_labels"]
+    content = hashlib.sha256(struct.pack(">II", 2049, labels.size) + labels.tobytes()).hexdigest()
+    published = {content: (("fashion-mnist", "t10k-labels-idx1-ubyte.gz"),)}
+    monkeypatch.setattr(idx, "known_content", lambda digest: published.get(digest, ()))
+    keras_pairs = (
+        (synthetic_data["train_images"], synthetic_data["train_labels"]),
+        (synthetic_data["test_images"], labels.astype(np.int64)),
+    )
+    clothes = mnistkit.train(keras_pairs, "logreg", epochs=1)
+    assert "name no dataset" not in capsys.readouterr().err
+    assert clothes.checkpoint.dataset == clothes.checkpoint.preprocessing == "fashion-mnist"
+    with pytest.raises(MnistkitError, match=r"^arrays: holds fashion-mnist, not dataset='mnist'$"):
+        mnistkit.train(keras_pairs, "logreg", epochs=1, dataset="mnist")
+    digits = mnistkit.train({**synthetic_data, "test_labels": labels[::-1].copy()}, "logreg", epochs=1)
+    with pytest.raises(
+        MnistkitError, match=r"^arrays: holds fashion-mnist \(T-shirt/top, .* trained on mnist"
+    ):
+        mnistkit.evaluate(digits, keras_pairs)  # bare arrays are the model's dataset, unless known
+    np.savez(tmp_path / "saved.npz", **synthetic_data)  # names nothing, as an np.savez of them
+    assert str(load_arrays(tmp_path / "saved.npz")["dataset"]) == "fashion-mnist"
+    assert recorded_dataset(tmp_path / "saved.npz") == "fashion-mnist"
+
+
 def test_images_in_memory_are_read_as_their_files_are(tmp_path: Path, large_digit_model: Path) -> None:
     """A notebook holds its digits as PIL images, arrays or an upload's bytes, not files."""
     ink = draw_large_digit(4, canvas_px=(200, 150), stroke_px=5)

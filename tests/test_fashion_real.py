@@ -150,3 +150,33 @@ def assert_predict_prepares_test_images_as_they_were(checkpoint, data_folder: Pa
     )
     assert accuracy["fashion-mnist"] >= accuracy["as they are"] - 0.01
     assert accuracy["mnist"] < accuracy["as they are"] - 0.2
+
+
+def test_the_published_arrays_are_known_without_names_and_swapped_files_are_refused(tmp_path: Path) -> None:
+    """Keras' `fashion_mnist.load_data()`, or an `np.savez` of it, names no dataset: such an
+    .npz trained a digit model on clothes. And the test files under the training files' names
+    parsed silently, to a model trained on the test images."""
+    from mnistkit.arrays import KEYS, recorded_dataset
+    from mnistkit.idx import read_mnist_dir
+
+    arrays = read_mnist_dir(REAL_FASHION_DIR, "fashion-mnist")
+    np.savez(tmp_path / "bare.npz", **{key: arrays[key] for key in KEYS})
+    assert str(load_arrays(tmp_path / "bare.npz")["dataset"]) == "fashion-mnist"
+    assert recorded_dataset(tmp_path / "bare.npz") == "fashion-mnist"  # the preset's settings for clothes
+
+    swapped = tmp_path / "swapped"
+    swapped.mkdir()
+    for kind in ("images", "labels"):
+        train, test = FASHION_MNIST.files[f"train_{kind}"], FASHION_MNIST.files[f"test_{kind}"]
+        shutil.copyfile(REAL_FASHION_DIR / train, swapped / test)
+        shutil.copyfile(REAL_FASHION_DIR / test, swapped / train)
+    out = tmp_path / "swapped.npz"
+    result = CliRunner().invoke(
+        cli, ["parse-to-npz", "--dataset", "fashion-mnist", str(swapped), "-o", str(out)]
+    )
+    assert result.exit_code == 1 and not out.exists()
+    assert result.stderr == (
+        f"Error: {swapped / 'train-images-idx3-ubyte.gz'}: holds Fashion-MNIST's t10k-images-idx3-ubyte.gz, "
+        f"not its train-images-idx3-ubyte.gz: are the training and test files swapped? "
+        f"(`mnistkit fetch --dataset fashion-mnist --force --out {swapped}` puts verified copies there)\n"
+    )

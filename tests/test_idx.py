@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import lzma
 import struct
 import tracemalloc
@@ -499,3 +500,22 @@ def test_another_datasets_file_is_known_by_its_content(synthetic_raw_dir: Path, 
     ):
         read_mnist_dir(synthetic_raw_dir, "fashion-mnist")
     assert read_mnist_dir(synthetic_raw_dir, "mnist")["train_images"].shape[1:] == (28, 28)
+
+
+def test_the_test_splits_file_under_the_training_splits_name_is_refused(
+    synthetic_raw_dir: Path, monkeypatch
+) -> None:
+    """Swapped train and test files parsed silently: a model then trained on the 10,000 test
+    digits and was scored on the 60,000 training digits."""
+    from mnistkit import idx
+
+    name, test_name = MNIST_FILES["train_images"], MNIST_FILES["test_images"]
+    content = hashlib.sha256(gzip.decompress((synthetic_raw_dir / name).read_bytes())).hexdigest()
+    published = {content: (("mnist", test_name),)}
+    monkeypatch.setattr(idx, "known_content", lambda digest: published.get(digest, ()))
+    with pytest.raises(MnistkitError) as refused:
+        read_mnist_dir(synthetic_raw_dir, "mnist")
+    assert str(refused.value) == (
+        f"{synthetic_raw_dir / name}: holds MNIST's {test_name}, not its {name}: are the training and test "
+        f"files swapped? (`mnistkit fetch --force --out {synthetic_raw_dir}` puts verified copies there)"
+    )

@@ -21,6 +21,7 @@ from PIL import Image
 from mnistkit.charts import BLUE_WHITE_RED, DIGIT_COLOURS, blend, nice_ticks, tick_labels
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint
 from mnistkit.cli import cli
+from mnistkit.datasets import DATASETS
 from mnistkit.errors import MnistkitError
 from mnistkit.evaluation import read_confusion
 from mnistkit.history import read_history
@@ -58,12 +59,17 @@ def fit_logreg(images: np.ndarray, labels: np.ndarray, sharpness: float = 6.0) -
     }
 
 
-def write_logreg(path: Path, params: dict[str, np.ndarray], classes: list[int] = CLASSES) -> Path:
+def write_logreg(
+    path: Path, params: dict[str, np.ndarray], classes: list[int] = CLASSES, dataset: str = "mnist"
+) -> Path:
     metadata = {
         "architecture": {"model": "logreg", "num_classes": len(classes)},
         "normalization": {"kind": "unit"},
         "classes": classes,
     }
+    if dataset != "mnist":
+        spec = DATASETS[dataset]
+        metadata |= {"dataset": dataset, "class_names": [spec.class_names[c] for c in classes]}
     save_checkpoint(path, params, metadata)
     return path
 
@@ -470,6 +476,14 @@ def test_weight_templates_are_red_for_positive_blue_for_negative(tmp_path):
     tile = (28 * 3) ** 2
     assert count(BLUE_WHITE_RED[-1]) >= tile and count(BLUE_WHITE_RED[0]) >= tile
     assert count(BLUE_WHITE_RED[4]) >= 8 * tile, "zero weights are the middle of the scale"
+    assert result.stderr.endswith(": weight templates of 10 digits\n")
+    clothes = write_logreg(
+        tmp_path / "clothes.safetensors", dict(load_checkpoint(model).params), dataset="fashion-mnist"
+    )
+    result = run("render-weights", clothes, "-o", output)
+    assert result.exit_code == 0 and result.stderr.endswith(": weight templates of 10 classes\n"), (
+        result.output
+    )
 
 
 def test_weights_need_a_logreg(tmp_path):

@@ -148,6 +148,7 @@ def test_model_health_and_the_page(server: DigitServer, large_digit_model: Path)
     assert status == 200 and model["name"] == "model.safetensors"
     assert model["metadata"] == load_checkpoint(large_digit_model).metadata
     assert model["parameters"] == 784 * 64 + 64 + 64 * 10 + 10
+    assert model["description"] == "MLP 784→64→10, relu"
     assert len(body) < 10_000  # metadata only, no tensors
     assert call(server, "GET", "/healthz")[::2] == (200, b'{"status": "ok"}')
     status, response, page = call(server, "GET", "/")
@@ -157,6 +158,25 @@ def test_model_health_and_the_page(server: DigitServer, large_digit_model: Path)
     for path, kind in (("/app.js", "text/javascript"), ("/style.css", "text/css")):
         status, response, text = call(server, "GET", path + "?v=1")
         assert status == 200 and response.getheader("Content-Type").startswith(kind) and len(text) > 1000
+
+
+def test_the_page_names_each_presets_net_in_words() -> None:
+    """The page once read `CNN, undefined×undefined conv 24, 32` for `make all`'s model: it
+    looked for one kernel size where the checkpoint records one per conv."""
+    from mnistkit.architectures import build_architecture, describe
+    from mnistkit.config import config_from_options
+
+    def described(preset: str, **options) -> str:
+        return describe(build_architecture(config_from_options(preset, options), 10))
+
+    assert described("fast") == "CNN, conv 24 6×6 stride 2, 32 3×3 pool → dense 256→10"
+    assert described("cnn") == "CNN, conv 24 5×5 pool, 32 3×3 pool → dense 256→10"
+    assert described("cnn-best", ensemble=5) == (
+        "ensemble of 5 × CNN, conv 24 3×3, 24 3×3 pool, 48 3×3, 48 3×3 pool, batch norm → dense 256→10"
+    )
+    assert described("logreg") == "logistic regression 784→10"
+    old_cnn = {"model": "cnn", "channels": [8], "kernel_size": 5, "hidden": [], "num_classes": 2}
+    assert describe(old_cnn) == "CNN, conv 8 5×5 pool → dense 2"
 
 
 def test_a_model_of_two_digits_answers_for_its_classes(start_server, tmp_path: Path) -> None:
@@ -411,8 +431,17 @@ def test_malformed_requests_get_json_errors_and_the_server_goes_on(
 def test_a_foreign_host_header_is_refused(server: DigitServer) -> None:
     port = server.server_address[1]
     assert call(server, "GET", "/api/model", headers={"Host": f"attacker.example:{port}"})[0] == 403
-    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "LOCALHOST"):
+    for host in (
+        f"localhost:{port}",
+        f"127.0.0.1:{port}",
+        f"[::1]:{port}",
+        "LOCALHOST",
+        "127.0.1.1",
+        socket.gethostname(),
+    ):
         assert call(server, "GET", "/healthz", headers={"Host": host})[0] == 200
+    for foreign in ("127.0.0.1.attacker.example", "localhost.example", f"[::2]:{port}", "10.0.0.1"):
+        assert call(server, "GET", "/healthz", headers={"Host": foreign})[0] == 403, foreign
 
 
 def test_serve_binds_loopback_by_default_and_names_busy_ports(start_server, large_digit_model: Path) -> None:
@@ -479,3 +508,40 @@ def test_the_command_prints_its_url_imports_no_jax_writes_nothing_and_stops_on_c
         process.wait()
     assert list(workdir.iterdir()) == [] and list(scratch.iterdir()) == []
     assert sorted(path.name for path in large_digit_model.parent.iterdir()) == ["model.safetensors"]
+
+
+def test_a_client_that_hangs_up_leaves_no_traceback(server: DigitServer, capfd) -> None:
+    """A closed tab or `curl --max-time` mid-answer printed socketserver's 20-line traceback."""
+    body = digit_png(3)
+    for _ in range(3):
+        with socket.create_connection(server.server_address[:2]) as client:
+            client.sendall(b"POST /api/predict HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            client.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )  # closes with a reset
+    deadline = time.monotonic() + 10
+    while server.connection_slots._value < server.limits.max_connections and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the three connections' threads are done
+    assert call(server, "GET", "/healthz")[0] == 200
+    assert capfd.readouterr().err == ""
+
+
+def test_a_closed_log_reader_holds_back_no_answer(large_digit_model: Path) -> None:
+    """`mnistkit serve ... 2>&1 | head -1` keeps the URL and closes the pipe: an error's log
+    line was written before its answer, failed, and the client got no answer; Ctrl-C then
+    exited 1."""
+    command = [sys.executable, "-m", "mnistkit", "serve", str(large_digit_model), "--port", "0"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        port = int(process.stderr.readline().split("http://127.0.0.1:")[1].split("/")[0])
+        process.stderr.close()
+        for method, path, body, status in (("GET", "/nope", None, 404), ("POST", "/api/predict", b"x", 422)):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            connection.request(method, path, body)
+            response = connection.getresponse()
+            assert response.status == status and "error" in json.loads(response.read())
+        process.send_signal(signal.SIGINT)
+        assert process.wait(10) == 130
+    finally:
+        process.kill()
+        process.wait()

@@ -249,29 +249,13 @@ document.addEventListener("drop", (event) => {
   if (file) readFile(file);
 });
 
-function architectureText(architecture) {
-  const layers = (hidden) => hidden.join("→");
-  switch (architecture.model) {
-    case "logreg":
-      return `logistic regression 784→${architecture.num_classes}`;
-    case "mlp":
-      return `MLP 784→${layers([...architecture.hidden, architecture.num_classes])}, ${architecture.activation}`;
-    case "cnn":
-      return `CNN, ${architecture.kernel_size}×${architecture.kernel_size} conv ${architecture.channels.join(", ")} → dense ${layers([...architecture.hidden, architecture.num_classes])}`;
-    case "ensemble":
-      return `ensemble of ${architecture.members} × ${architectureText(architecture.member)}`;
-    default:
-      return architecture.model;
-  }
-}
-
 async function showModel() {
   const model = document.getElementById("model");
   try {
     const response = await fetch("/api/model");
     const info = await response.json();
     const metadata = info.metadata;
-    const parts = [architectureText(metadata.architecture)];
+    const parts = [info.description];
     const accuracy = metadata.metrics && metadata.metrics.test_accuracy;
     if (typeof accuracy === "number") parts.push(`${(accuracy * 100).toFixed(2)}% test accuracy`);
     if (metadata.dataset !== "mnist") parts.push(metadata.dataset);
@@ -282,8 +266,14 @@ async function showModel() {
     const preparation = PREPARATION[metadata.preprocessing];
     if (preparation) document.getElementById("preparation").textContent = preparation;
     if (metadata.dataset !== "mnist") {
+      document.title = "Draw a picture · mnistkit";
       document.querySelector("h1").textContent = "Draw or drop a picture";
       document.getElementById("drawing-title").textContent = "Your picture";
+      document.getElementById("hint").firstChild.textContent = "Draw here";
+      pad.setAttribute("aria-label", "Drawing area: draw with a mouse, a finger or a pen");
+      document.getElementById("bars").setAttribute("aria-label", "Probability of each class");
+      document.getElementById("curl").textContent =
+        `curl --data-binary @picture.png ${location.origin}/api/predict`;
     }
     setClasses(metadata.classes, metadata.class_names);
   } catch {
