@@ -162,6 +162,16 @@ def _open_checked(path: Path, content: bytes | None = None) -> Image.Image:
     return image
 
 
+def declared_pixels(content: bytes) -> int:
+    """The pixels an image's header declares, read without decoding; 0 for an image that
+    `load_digit` refuses before decoding (it says why)."""
+    try:
+        with _open_checked(Path("image"), content) as image:
+            return image.width * image.height
+    except MnistkitError:
+        return 0
+
+
 def _size_problem(width: int, height: int) -> str | None:
     if width < 1 or height < 1:
         return f"image is {width}x{height} pixels, nothing to read"

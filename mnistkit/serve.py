@@ -13,7 +13,8 @@ when any program on the machine (or, with --host, the network) can reach it:
   what the client still sends for a moment, so that an early answer (a 413 to a client
   still uploading) is not destroyed by a connection reset;
 - at most `max_predictions` images decoded at once (the CPU count), each behind
-  predict's decompression-bomb guard, so memory stays bounded under any load;
+  predict's decompression-bomb guard, and together at most `max_decoding_pixels` (one
+  guard's worth), so memory stays bounded under any load, whatever the core count;
 - static files are read from the package once, at start, and served from a dict by
   exact path: no path reaches the file system, so there is no traversal and no listing;
 - nothing is written to disk.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import io
 import ipaddress
 import json
@@ -35,7 +37,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,13 +52,14 @@ from mnistkit.architectures import describe
 from mnistkit.checkpoint import Checkpoint, load_checkpoint
 from mnistkit.errors import MnistkitError
 from mnistkit.image_files import worker_count
-from mnistkit.images import encode_png, load_digit
+from mnistkit.images import MAX_IMAGE_PIXELS, declared_pixels, encode_png, load_digit
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_MAX_BODY_BYTES = 8_000_000
 UPLOAD_NAME = "upload"
 MAX_UPLOAD_NAME_CHARS = 200
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 # A closing connection reads (and drops) at most this many bodies' worth of what the client still sends.
 LINGER_BODIES = 4
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
@@ -85,7 +88,31 @@ class Limits:
     request_timeout_s: float = 30.0
     max_connections: int = 32
     max_predictions: int = field(default_factory=worker_count)
+    max_decoding_pixels: int = MAX_IMAGE_PIXELS  # of the images decoded at once, together
     linger_s: float = 2.0
+
+
+class _PixelBudget:
+    """Images being decoded, counted by their pixels: one near predict's 40-megapixel guard
+    takes about half a gigabyte until it is read, so the pixels decoded at once stay within
+    one such image's. People-sized pictures go side by side; a huge one waits for room."""
+
+    def __init__(self, pixels: int) -> None:
+        self.capacity = self.available = pixels
+        self.changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def held(self, pixels: int) -> Iterator[None]:
+        pixels = min(pixels, self.capacity)  # a larger one goes alone (and is refused by the guard)
+        with self.changed:
+            self.changed.wait_for(lambda: self.available >= pixels)
+            self.available -= pixels
+        try:
+            yield
+        finally:
+            with self.changed:
+                self.available += pixels
+                self.changed.notify_all()
 
 
 def prediction_json(checkpoint: Checkpoint, content: bytes, name: str = UPLOAD_NAME) -> dict[str, Any]:
@@ -174,6 +201,7 @@ class DigitServer(ThreadingHTTPServer):
         self.static_files = _static_files()
         self.connection_slots = threading.BoundedSemaphore(self.limits.max_connections)
         self.prediction_slots = threading.BoundedSemaphore(self.limits.max_predictions)
+        self.decoding_pixels = _PixelBudget(self.limits.max_decoding_pixels)
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
             super().__init__((host, port), _RequestHandler)
@@ -205,13 +233,12 @@ class DigitServer(ThreadingHTTPServer):
             self.connection_slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that hung up (a closed tab, `curl --max-time`) is nothing to report; any
-        other failure is one line, not socketserver's traceback."""
-        error = sys.exc_info()[1]
-        if isinstance(error, ConnectionError | TimeoutError):
+        """A client that hung up (a closed tab, `curl --max-time`) is nothing to report; a
+        failure of the server's own is, with its traceback (socketserver's)."""
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
             return
-        with contextlib.suppress(OSError):  # a broken stderr takes no message
-            print(f"mnistkit serve: {client_address[0]}: {type(error).__name__}: {error}", file=sys.stderr)
+        with contextlib.suppress(OSError):  # a broken stderr takes no traceback
+            super().handle_error(request, client_address)
 
     def shutdown_request(self, request: socket.socket) -> None:
         """Lingering close: send FIN, then drop what the client still sends until it closes
@@ -289,7 +316,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if content is None:
             return
         try:
-            with self.server.prediction_slots:
+            with self.server.prediction_slots, self.server.decoding_pixels.held(declared_pixels(content)):
                 result = prediction_json(self.server.checkpoint, content, self._upload_name())
         except MnistkitError as error:
             self._send_error_json(HTTPStatus.UNPROCESSABLE_ENTITY, str(error))
@@ -451,6 +478,14 @@ def make_server(
     return DigitServer(load_checkpoint(checkpoint_path), checkpoint_path.name, host, port, limits)
 
 
+def _give_back_freed_memory() -> None:
+    """glibc keeps what a thread freed for its next allocations, so each thread that once
+    decoded a huge picture would hold on to its half gigabyte: allocations of a megabyte and
+    more are mapped on their own instead, and go back to the system when freed."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: its own ways
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 1 << 20)
+
+
 def serve(
     checkpoint_path: str | os.PathLike[str],
     host: str = DEFAULT_HOST,
@@ -459,6 +494,7 @@ def serve(
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
 ) -> None:
     """Serve the page and the API until interrupted (Ctrl-C raises out of serve_forever)."""
+    _give_back_freed_memory()
     with make_server(checkpoint_path, host, port, limits) as server:
         if server.loopback_only:
             reach = f"listening on {server.server_address[0]} only; --host 0.0.0.0 lets other machines in"

@@ -4,6 +4,7 @@ clients, the limits, and the real command (its URL line, no jax, nothing on disk
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import functools
 import http.client
 import io
@@ -25,7 +26,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import draw_large_digit
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from mnistkit.architectures import param_shapes
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint
@@ -542,6 +543,68 @@ def test_a_closed_log_reader_holds_back_no_answer(large_digit_model: Path) -> No
             assert response.status == status and "error" in json.loads(response.read())
         process.send_signal(signal.SIGINT)
         assert process.wait(10) == 130
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_a_failure_of_the_servers_own_is_a_500_and_its_traceback(
+    server: DigitServer, capfd, monkeypatch
+) -> None:
+    """Unlike a client hanging up, a bug is logged whole, and the server goes on."""
+    from mnistkit import serve
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(serve, "prediction_json", broken)
+    status, _, body = call(server, "POST", "/api/predict", digit_png(3))
+    assert status == 500 and json.loads(body) == {"error": "internal error; the server logged it"}
+    monkeypatch.undo()
+    assert call(server, "POST", "/api/predict", digit_png(3))[0] == 200
+    logged, deadline = "", time.monotonic() + 10
+    while "ValueError: a bug" not in logged and time.monotonic() < deadline:
+        logged += capfd.readouterr().err
+        time.sleep(0.01)
+    assert "Traceback" in logged and "ValueError: a bug" in logged
+
+
+def _rss_mib(pid: int, field: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the server's /proc/PID files")
+def test_huge_pictures_are_decoded_one_at_a_time_and_their_memory_given_back(
+    large_digit_model: Path, tmp_path: Path
+) -> None:
+    """A 170 KB PNG of 6300x6300 pixels took half a gigabyte to decode: one per core at once,
+    and glibc kept each thread's, so eight of them left the server at 1.5 GB (1.0 GB after)."""
+    picture = Image.new("RGBA", (4600, 4600), "white")  # two would pass 40 megapixels
+    ImageDraw.Draw(picture).line((2000, 600, 2000, 3400), fill="black", width=240)
+    huge = io.BytesIO()
+    picture.save(huge, "PNG")
+    command = [sys.executable, "-m", "mnistkit", "serve", str(large_digit_model), "--port", "0"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+
+    def predict(body: bytes) -> int:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        connection.request("POST", "/api/predict", body)
+        return connection.getresponse().status
+
+    try:
+        port = int(process.stderr.readline().split("http://127.0.0.1:")[1].split("/")[0])
+        assert predict(digit_png(1)) == 200
+        resting = _rss_mib(process.pid, "VmRSS")
+        assert predict(huge.getvalue()) == 200
+        one_at_a_time = _rss_mib(process.pid, "VmHWM")
+        with concurrent.futures.ThreadPoolExecutor(4) as clients:
+            assert list(clients.map(predict, [huge.getvalue()] * 4)) == [200] * 4
+        assert _rss_mib(process.pid, "VmHWM") < one_at_a_time + 50
+        assert _rss_mib(process.pid, "VmRSS") < resting + 50
+        assert one_at_a_time > resting + 150  # the picture does cost what the check is about
     finally:
         process.kill()
         process.wait()
