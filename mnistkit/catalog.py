@@ -94,7 +94,9 @@ def dataset_facts(spec: DatasetSpec) -> dict[str, Any]:
         "train_images": spec.counts[0],
         "test_images": spec.counts[1],
         "files": dict(spec.files),
-        "downloads": [dataclasses.asdict(entry) for entry in spec.downloads],
+        "downloads": [
+            {**dataclasses.asdict(entry), "sha256": entry.sha256 or None} for entry in spec.downloads
+        ],
         "download_bytes": spec.download_bytes,
         "archive": spec.archive.name if spec.archive else None,
         "mirrors": list(spec.mirrors),

@@ -216,7 +216,10 @@ def _fetch_file(
         tried += f"; {skipped_count} skipped after failing for an earlier file"
     message = f"{target}: every mirror failed ({tried}); nothing was written"
     remote_failures = [failure for mirror, failure in failures if _is_remote(mirror)]
-    if remote_failures and all(failure.unreachable for failure in remote_failures):
+    local_wrong = [mirror for mirror, failure in failures if not _is_remote(mirror) and failure.wrong_file]
+    if local_wrong:  # the local copy was found, and is not this dataset's: no word of being offline
+        message += f"; {local_wrong[0]} holds another file under this name (its line above says which)"
+    elif remote_failures and all(failure.unreachable for failure in remote_failures):
         message += f"; {hint}"
     raise MnistkitError(message)
 
@@ -262,7 +265,7 @@ def _download(source: str, target: Path, download: Download) -> int:
                 handle.seek(0)
                 problem = copy_problem(handle, expected)
                 if problem is not None:
-                    raise MirrorFailure(problem, retryable=False)
+                    raise MirrorFailure(problem, retryable=False, wrong_file=True)
         except MirrorFailure:
             if guard.failure is not None:
                 raise guard.failure from None

@@ -45,12 +45,16 @@ class MirrorFailure(Exception):
 
     `retryable`: a second try may succeed and costs little (never after a timeout).
     `unreachable`: no connection was made (no network, unknown host, refused).
+    `wrong_file`: the mirror has a file by that name, but not the one (another dataset's).
     """
 
-    def __init__(self, reason: str, retryable: bool, unreachable: bool = False) -> None:
+    def __init__(
+        self, reason: str, retryable: bool, unreachable: bool = False, wrong_file: bool = False
+    ) -> None:
         super().__init__(reason)
         self.retryable = retryable
         self.unreachable = unreachable
+        self.wrong_file = wrong_file
 
 
 class ProgressGuard:
@@ -153,6 +157,7 @@ def open_source(
                 f"announces {announced_bytes} bytes, more than the {expected.max_download_bytes} "
                 "any genuine copy may have",
                 retryable=False,
+                wrong_file=True,
             )
         yield stream, announced_bytes
 

@@ -94,6 +94,9 @@ def test_datasets_lists_every_dataset_and_imports_no_numpy() -> None:
     assert rows["fashion-mnist"][-1] == "fashion-mnist.s3-website.eu-central-1.amazonaws.com"
     facts = json.loads(run("datasets", "--json").stdout)
     assert [fact["name"] for fact in facts] == list(DATASETS)
+    content_sums = {fact["name"]: {entry["sha256"] for entry in fact["downloads"]} for fact in facts}
+    assert content_sums["qmnist"] == {None}  # no one has published them: null, not ""
+    assert all(len(digest) == 64 for digest in content_sums["fashion-mnist"])
     assert "Ankle boot" in run("datasets", "fashion-mnist").stdout
     details = run("datasets", "emnist-balanced").stdout.splitlines()
     archive = DATASETS["emnist-balanced"].downloads[0]

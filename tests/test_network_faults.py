@@ -259,8 +259,8 @@ def test_without_a_network_the_last_line_says_how_to_use_a_local_copy(
 
 @pytest.mark.parametrize(
     "kinds, hint",
-    [(["empty folder", "refused"], True), (["refused", "e404"], False)],
-    ids=["refused everywhere", "one mirror answered"],
+    [(["empty folder", "refused"], True), (["refused", "e404"], False), (["wrong file", "refused"], False)],
+    ids=["refused everywhere", "one mirror answered", "the local copy is another file"],
 )
 def test_the_local_copy_hint_comes_only_when_no_mirror_was_reached(
     tmp_path: Path,
@@ -270,12 +270,19 @@ def test_the_local_copy_hint_comes_only_when_no_mirror_was_reached(
     kinds: list[str],
     hint: bool,
 ) -> None:
+    """A folder that holds another file under the name (another dataset's) was found: the
+    hint to point MNISTKIT_MIRROR at a local copy, as if offline, misled."""
     urls = {
         "empty folder": str(tmp_path / "empty"),
+        "wrong file": str(tmp_path / "wrong"),
         "refused": refused_url,
         "e404": mirror_server.url("e404"),
     }
     (tmp_path / "empty").mkdir()
+    (tmp_path / "wrong").mkdir()
+    (tmp_path / "wrong" / one_file[0].name).write_bytes(b"another file altogether")
     with pytest.raises(MnistkitError) as error:
         fetch(tmp_path / "raw", [urls[kind] for kind in kinds], files=one_file, log=lambda line: None)
+    wrong_folder = f"{tmp_path / 'wrong'} holds another file under this name (its line above says which)"
+    assert str(error.value).endswith(wrong_folder) is ("wrong file" in kinds)
     assert str(error.value).endswith(LOCAL_COPY_HINT) is hint

@@ -124,6 +124,10 @@ async function predict(body, name) {
   if (request !== latestRequest) return;
   if (response.ok) {
     showReading(reply);
+  } else if (response.status === 422 && name === "drawing") {
+    // A first stroke can be too little to read (a dot, a short line): not an error yet.
+    resetReading("Keep drawing");
+    showStatus("");
   } else {
     resetReading("Could not read it");
     showStatus(reply.error || response.statusText, true);
