@@ -54,9 +54,9 @@ def recognised_dataset(arrays: Mapping[str, np.ndarray]) -> str | None:
     that record no name: Keras' `fashion_mnist.load_data()`, an `np.savez` of it."""
     for key in ("test_labels", "train_labels"):
         labels = arrays.get(key)
-        if isinstance(labels, np.ndarray) and labels.dtype == np.uint8 and labels.ndim == 1:
-            for dataset, _ in published_as(labels):
-                return dataset
+        uint8_row = isinstance(labels, np.ndarray) and labels.dtype == np.uint8 and labels.ndim == 1
+        if uint8_row and (known := published_as(labels)):
+            return known[0][0]
     return None
 
 

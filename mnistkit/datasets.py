@@ -403,6 +403,12 @@ DATASETS: dict[str, DatasetSpec] = {
 DATASET_NAMES = tuple(DATASETS)
 
 
+def dataset_option(name: str) -> str:
+    """The `--dataset NAME` a command needs for this dataset, as the commands' hints write it:
+    nothing for MNIST, the default."""
+    return "" if name == DEFAULT_DATASET else f" --dataset {name}"
+
+
 def dataset_spec(name: str) -> DatasetSpec:
     """The dataset called `name`; the error lists the names there are."""
     try:

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from mnistkit.archives import extract_members
 from mnistkit.atomic import atomic_write, make_output_folder
-from mnistkit.datasets import DEFAULT_DATASET, DatasetSpec, ExpectedFile, dataset_spec
+from mnistkit.datasets import DEFAULT_DATASET, DatasetSpec, ExpectedFile, dataset_option, dataset_spec
 from mnistkit.errors import MnistkitError
 from mnistkit.mirrors import DEFAULT_CACHE_DIR, DEFAULT_MIN_RATE_BYTES_PER_S, DEFAULT_TIMEOUT_S, MIRROR_ENV
 from mnistkit.transport import (
@@ -47,7 +47,7 @@ def local_copy_hint(dataset: DatasetSpec) -> str:
     """The last words of a fetch that reached no mirror: how to use a local copy instead."""
     downloads = dataset.downloads
     what = "the four .gz files" if len(downloads) == 4 else " and ".join(entry.name for entry in downloads)
-    option = "" if dataset.name == DEFAULT_DATASET else f" --dataset {dataset.name}"
+    option = dataset_option(dataset.name)
     return (
         f"no mirror could be reached (is this machine offline?); to use a local copy, point {MIRROR_ENV} "
         f"(or --mirror) at a folder holding {what}: {MIRROR_ENV}=/path/to/folder mnistkit fetch{option}"

@@ -22,7 +22,14 @@ from typing import BinaryIO
 
 import numpy as np
 
-from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE, DatasetSpec, dataset_spec, known_content
+from mnistkit.datasets import (
+    DEFAULT_DATASET,
+    IMAGE_SHAPE,
+    DatasetSpec,
+    dataset_option,
+    dataset_spec,
+    known_content,
+)
 from mnistkit.decompress import CorruptData, GunzipStream, UnxzStream, decompressed
 from mnistkit.errors import MnistkitError
 from mnistkit.inputs import open_input
@@ -165,25 +172,22 @@ def _check_whose(path: Path, array: np.ndarray, spec: DatasetSpec, expected_name
     known = published_as(array)
     if not known or (spec.name, expected_name) in known:
         return
-    named = "" if spec.name == DEFAULT_DATASET else f" --dataset {spec.name}"
-    refetch = f"mnistkit fetch{named} --force --out {path.parent}"
+    refetch = f"mnistkit fetch{dataset_option(spec.name)} --force --out {path.parent}"
     dataset, name = next(((d, n) for d, n in known if d == spec.name), known[0])
     if dataset == spec.name:
         raise MnistkitError(
             f"{path}: holds {spec.title}'s {name}, not its {expected_name}: are the training and "
             f"test files swapped? (`{refetch}` puts verified copies there)"
         )
-    option = "" if dataset == DEFAULT_DATASET else f" --dataset {dataset}"
     raise MnistkitError(
         f"{path}: holds {dataset_spec(dataset).title}'s {name}, not {spec.title}'s; parse it with "
-        f"`mnistkit parse-to-npz{option}`, or fetch {spec.title} into another folder (or over these "
-        f"files: `{refetch}`)"
+        f"`mnistkit parse-to-npz{dataset_option(dataset)}`, or fetch {spec.title} into another "
+        f"folder (or over these files: `{refetch}`)"
     )
 
 
 def _refetch_hint(raw_dir: Path, spec: DatasetSpec) -> str:
-    option = "" if spec.name == DEFAULT_DATASET else f" --dataset {spec.name}"
-    return f"; `mnistkit fetch{option} --out {raw_dir}` puts a verified copy there"
+    return f"; `mnistkit fetch{dataset_option(spec.name)} --out {raw_dir}` puts a verified copy there"
 
 
 def _class_labels(labels_path: Path, table: np.ndarray, spec: DatasetSpec) -> np.ndarray:
@@ -220,7 +224,7 @@ def read_mnist_dir(
     spec = dataset_spec(dataset)
     raw_dir = Path(raw_dir)
     if raw_dir.is_file():
-        option = "" if spec.name == DEFAULT_DATASET else f" --dataset {spec.name}"
+        option = dataset_option(spec.name)
         raise MnistkitError(
             f"{raw_dir}: is a file; parse-to-npz reads the folder holding the four {spec.title} IDX files "
             f"(`mnistkit fetch{option} --out data/raw` fills one: "
