@@ -159,6 +159,11 @@ def _names_this_machine(name: str) -> bool:
         return False
 
 
+def _host_and_port(host: str, port: int) -> str:
+    """HOST:PORT as a URL writes it: an IPv6 address in brackets ([::1]:8000, not ::1:8000)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _static_files() -> dict[str, tuple[bytes, str]]:
     """The page's files, by URL path, read once from the installed package."""
     folder = resources.files("mnistkit") / "web"
@@ -206,7 +211,9 @@ class DigitServer(ThreadingHTTPServer):
         try:
             super().__init__((host, port), _RequestHandler)
         except OSError as error:
-            raise MnistkitError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+            raise MnistkitError(
+                f"cannot listen on {_host_and_port(host, port)}: {error.strerror or error}"
+            ) from None
         self.loopback_only = ipaddress.ip_address(self.server_address[0]).is_loopback
 
     @property
@@ -215,7 +222,7 @@ class DigitServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         if ipaddress.ip_address(host).is_unspecified:
             host = "127.0.0.1" if self.address_family == socket.AF_INET else "::1"
-        return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+        return f"http://{_host_and_port(host, port)}/"
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Start a thread for the connection once one of `max_connections` slots is free."""
@@ -319,7 +326,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             with self.server.prediction_slots, self.server.decoding_pixels.held(declared_pixels(content)):
                 result = prediction_json(self.server.checkpoint, content, self._upload_name())
         except MnistkitError as error:
-            self._send_error_json(HTTPStatus.UNPROCESSABLE_ENTITY, str(error))
+            self._send_error_json(HTTPStatus.UNPROCESSABLE_ENTITY, str(error) + self._form_hint(content))
             return
         except Exception:
             self._send_error_json(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error; the server logged it")
@@ -374,6 +381,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         with contextlib.suppress(OSError):  # a closed or broken stderr (`2>&1 | head -1`): answers go on
             super().log_message(format, *args)
+
+    def _form_hint(self, content: bytes) -> str:
+        """Why an image sent as form data may not decode: `curl -d @digit.png` drops the file's
+        line breaks (every image format has some), where --data-binary sends it whole."""
+        form = self.headers.get_content_type() == "application/x-www-form-urlencoded"
+        if form and b"\n" not in content and b"\r" not in content:
+            return " (sent with curl -d? it drops the file's line breaks: use --data-binary @FILE)"
+        return ""
 
     def _upload_name(self) -> str:
         """The name errors give the image: `?name=` (the page sends the file's name) or `upload`."""

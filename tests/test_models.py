@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import loss_and_accuracy
 
-from mnistkit import architectures, inference, models
+from mnistkit import architectures, inference, models, steps
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint
 from mnistkit.errors import MnistkitError
 
@@ -170,6 +170,27 @@ def test_gradients_match_finite_differences(name: str, synthetic_data) -> None:
             numeric = float(central_difference(params, direction, 1e-6))
             analytic = float(np.sum(np.asarray(grads[tensor]) * direction[tensor]))
             assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-8), tensor
+
+
+@pytest.mark.parametrize("parts", [2, 3, 4])
+def test_a_batch_cut_into_parts_has_the_whole_batchs_gradient(parts: int, synthetic_data) -> None:
+    """The CNN's inner scan over parts of a batch (two parts a turn, and a last odd one) sums
+    to the gradient and totals of the batch in one piece; padding slots (weight 0) count nowhere."""
+    architecture = {**ARCHITECTURES["cnn-stride-2"]}
+    params = {k: jnp.asarray(v) for k, v in _random_params(architecture).items()}
+    x = jnp.asarray(inference.normalize(synthetic_data["train_images"][:12], {"kind": "unit"}))
+    labels = jnp.asarray(synthetic_data["train_labels"][:12])
+    weights = jnp.asarray([1.0] * 10 + [0.0] * 2)
+    whole, (whole_loss, whole_correct, _) = steps._batch_gradients(architecture, 0.1, 1)(
+        params, {}, x, labels, weights
+    )
+    cut, (cut_loss, cut_correct, _) = steps._batch_gradients(architecture, 0.1, parts)(
+        params, {}, x, labels, weights
+    )
+    for name in whole:
+        np.testing.assert_allclose(cut[name], whole[name], rtol=1e-5, atol=1e-7, err_msg=name)
+    assert float(cut_loss) == pytest.approx(float(whole_loss), rel=1e-6)
+    assert float(cut_correct) == float(whole_correct)
 
 
 def test_init_draws_what_the_seed_trainer_draws() -> None:

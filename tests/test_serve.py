@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import functools
 import http.client
 import io
@@ -318,6 +319,15 @@ def test_body_limits_and_lengths(start_server, large_digit_model: Path) -> None:
         server, "POST", "/api/predict", digit_png(1), {"Content-Type": "multipart/form-data; boundary=x"}
     )
     assert form[0] == 415 and "--data-binary" in json.loads(form[2])["error"]
+    # curl -d @FILE sends a form's content type and drops the file's line breaks; --data-binary
+    # sends the same content type with the file whole.
+    as_form = {"Content-Type": "application/x-www-form-urlencoded"}
+    assert call(server, "POST", "/api/predict", digit_png(1), as_form)[0] == 200
+    without_line_breaks = digit_png(1).replace(b"\r", b"").replace(b"\n", b"")
+    stripped = call(server, "POST", "/api/predict", without_line_breaks, as_form)
+    assert stripped[0] == 422 and "use --data-binary @FILE" in json.loads(stripped[2])["error"]
+    garbage = call(server, "POST", "/api/predict", b"not an image\n", as_form)
+    assert garbage[0] == 422 and "--data-binary" not in json.loads(garbage[2])["error"]
 
 
 def _trickle(server: DigitServer, prefix: bytes, trickle: bytes, results: dict, key: str) -> None:
@@ -457,6 +467,16 @@ def test_serve_binds_loopback_by_default_and_names_busy_ports(start_server, larg
         result.output
         == f"Error: cannot listen on 127.0.0.1:{server.server_address[1]}: Address already in use\n"
     )
+    with contextlib.ExitStack() as stack:  # a port taken on ::1; where IPv6 is off, any port fails
+        try:
+            taken = stack.enter_context(socket.create_server(("::1", 0), family=socket.AF_INET6))
+            port = taken.getsockname()[1]
+        except OSError:
+            port = server.server_address[1]
+        result = CliRunner().invoke(
+            cli, ["serve", str(large_digit_model), "--host", "::1", "--port", str(port)]
+        )
+    assert result.exit_code == 1 and result.output.startswith(f"Error: cannot listen on [::1]:{port}: ")
     missing = CliRunner().invoke(cli, ["serve", "missing.safetensors"])
     assert missing.exit_code == 1 and missing.output == "Error: missing.safetensors: no such file\n"
 
