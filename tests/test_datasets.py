@@ -153,6 +153,24 @@ def test_make_gives_each_dataset_its_own_files() -> None:
     assert len(set(every_file)) == len(every_file)
 
 
+def test_make_bench_refuses_another_dataset_before_making_anything(tmp_path: Path) -> None:
+    """The bench's aims are MNIST's: with DATASET=fashion-mnist it says so at once, instead of
+    fetching Fashion-MNIST and then measuring MNIST."""
+    make = ["make", "-s", "--no-print-directory", "-f", str(REPO_ROOT / "Makefile"), "-C", str(tmp_path)]
+    result = subprocess.run([*make, "bench", "DATASET=fashion-mnist"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "make bench: measures MNIST, not DATASET=fashion-mnist; run it without DATASET" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+    planned = subprocess.run(
+        ["make", "-s", "--no-print-directory", "-n", "bench"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert ".venv/bin/python scripts/bench_train.py data/mnist.npz --raw data/raw" in planned
+
+
 @pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
 def test_make_help_lists_every_commented_target_by_its_files(dataset: str) -> None:
     """`make help` names every target the Makefile describes, grouped recipes too, by the
