@@ -32,9 +32,8 @@ from mnistkit.arrays import (
     dataset_name,
     file_sha256,
     load_arrays,
-    named_as,
+    named_if_unnamed,
     names_dataset,
-    recognised_dataset,
     save_arrays,
 )
 from mnistkit.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -191,8 +190,8 @@ def _checked(
     """The arrays, or those of an .npz given by its path, checked as `mnistkit` checks an
     .npz: float images in [0, 1] would otherwise train a model that guesses. Keras'
     `load_data()` pairs ((x_train, y_train), (x_test, y_test)) are taken too. Arrays that name
-    no dataset are named after the published dataset whose labels they hold; if none, bare
-    ones (those pairs, a dict of one's own) are named `dataset`'s when it is given."""
+    no dataset are named after the published dataset whose labels they hold; if none,
+    `dataset`'s when it is given."""
     source = _source(arrays)
     if isinstance(arrays, str | os.PathLike):
         arrays = load_arrays(arrays, splits=splits)
@@ -210,9 +209,7 @@ def _checked(
             f"an .npz's path or Keras' ((x_train, y_train), (x_test, y_test)), not a {type(arrays).__name__}"
         )
     arrays = {key: _labels_as_uint8(key, np.asarray(value)) for key, value in arrays.items()}
-    if not names_dataset(arrays):  # an .npz without names holds MNIST, unless it holds another's labels
-        found = recognised_dataset(arrays) or (dataset if source == "arrays" else None)
-        arrays = arrays if found is None else named_as(arrays, found)
+    arrays = named_if_unnamed(arrays, dataset)
     check_arrays(arrays, source, splits)
     return arrays
 
@@ -225,9 +222,9 @@ def _source(arrays: Any) -> str:
 def _checked_for(
     checkpoint: Checkpoint, arrays: Mapping[str, np.ndarray] | str | os.PathLike[str], splits: Sequence[str]
 ) -> dict:
-    """`_checked` arrays that hold the model's classes. Arrays that name no dataset (Keras'
-    `fashion_mnist.load_data()`, a dict of one's own) are taken as the model's; an `.npz`
-    names its dataset, MNIST when it records none."""
+    """`_checked` arrays that hold the model's classes. Arrays or an `.npz` that name no
+    dataset and hold no published dataset's labels (a part of Keras'
+    `fashion_mnist.load_data()`, a dict of one's own) are taken as the model's."""
     source = _source(arrays)
     checked = _checked(arrays, splits, checkpoint.dataset if checkpoint.dataset in DATASETS else None)
     check_same_classes(checkpoint, checked, source)

@@ -66,6 +66,16 @@ def named_as(arrays: Mapping[str, np.ndarray], dataset: str) -> dict[str, np.nda
     return {**arrays, "dataset": np.array(spec.name), "class_names": np.array(spec.class_names)}
 
 
+def named_if_unnamed(arrays: Mapping[str, np.ndarray], dataset: str | None) -> dict[str, np.ndarray]:
+    """Arrays that name no dataset, named after the published dataset whose labels they hold,
+    or else `dataset`'s (a part of KMNIST saved with `np.savez`, with `train --dataset kmnist`
+    or a KMNIST model); as they are when they name one, or with neither."""
+    if names_dataset(arrays):
+        return dict(arrays)
+    found = recognised_dataset(arrays) or dataset
+    return dict(arrays) if found is None else named_as(arrays, found)
+
+
 def recorded_dataset(path: str | os.PathLike[str]) -> str:
     """The dataset an `.npz` file records (or holds the published labels of), read without its
     images, so that a preset can take that dataset's settings; MNIST when it records none or

@@ -574,6 +574,12 @@ def _shown(value: object) -> str:
 @click.option("--seed", type=int, help="Seed of the initial weights and the data order [default: 0].")
 @click.option("--seeds", help="Train an ensemble, one model per seed, in one compiled program, e.g. 0,1,2,3.")
 @click.option("--ensemble", type=int, help="Train an ensemble of K models: seeds --seed to --seed + K - 1.")
+@click.option(
+    "--dataset",
+    type=click.Choice(DATASET_NAMES),
+    help="The dataset of an .npz that names none (not made by parse-to-npz), such as part of "
+    "KMNIST saved with numpy [default: MNIST's digits; with --resume, the checkpoint's].",
+)
 @_output_option("--history", help="Write one JSON line per epoch here ('-': stdout).")
 @click.option(
     "--resume",
@@ -621,6 +627,7 @@ def train(
     data: str,
     output: str,
     preset: str | None,
+    dataset: str | None,
     history: str | None,
     resume: str | None,
     restart: bool,
@@ -659,6 +666,7 @@ def train(
       mnistkit train data/mnist.npz -o models/2d.safetensors --preset embedding
       mnistkit train data/mnist.npz -o models/cnn.safetensors --resume models/cnn.safetensors --epochs 12
       mnistkit train data/mnist.npz -o models/cnn5.safetensors --preset cnn --ensemble 5
+      mnistkit train kmnist-part.npz -o models/kmnist.safetensors --dataset kmnist
       mnistkit train data/mnist.npz -o x.safetensors --preset cnn --epochs 3 --show-config
       mnistkit train data/mnist.npz -o models/model.safetensors \\
           --coordinator host0:8476 --num-processes 2 --process-id 0
@@ -686,7 +694,7 @@ def train(
     given = {name: value for name, value in options.items() if value is not None}
     if resume is not None:
         check_resume_options({**given, **({"preset": preset} if preset else {})})
-    config = config_from_options(preset, given, recorded_dataset(data)) if resume is None else None
+    config = config_from_options(preset, given, dataset or recorded_dataset(data)) if resume is None else None
     if show_config and config is not None:
         _print_config(config)
         return
@@ -706,6 +714,7 @@ def train(
             show_config,
             writer,
             history=history,
+            dataset=dataset,
             devices=devices,
             restart=restart,
             save_every=save_every,
@@ -723,7 +732,7 @@ def _train_files(
     **train_options,
 ) -> None:
     """The files around `training.train`: the arrays, the checkpoint to --resume, the progress."""
-    from mnistkit.arrays import file_sha256, load_arrays
+    from mnistkit.arrays import dataset_name, file_sha256, load_arrays, named_if_unnamed
     from mnistkit.checkpoint import load_checkpoint
     from mnistkit.config import resume_config
     from mnistkit.parallel import cluster_run
@@ -737,7 +746,10 @@ def _train_files(
     if show_config:
         _print_config(config)
         return
-    arrays = load_arrays(data)
+    dataset = train_options.pop("dataset")
+    arrays = named_if_unnamed(load_arrays(data), dataset or (checkpoint and checkpoint.dataset))
+    if dataset is not None and dataset_name(arrays) != dataset:
+        raise MnistkitError(f"{data}: holds {dataset_name(arrays)}, not --dataset {dataset}")
     on_tty = sys.stderr.isatty() and writer
     with cluster_run():
         run_training(
@@ -758,6 +770,17 @@ def _print_config(config) -> None:
     import json
 
     click.echo(json.dumps(config.to_dict(), indent=2))
+
+
+def _arrays_for_model(checkpoint, data: Path, split: str) -> dict:
+    """The split of DATA with the model's classes; an .npz that names no dataset and holds no
+    published one's labels (a part of KMNIST saved with numpy) is taken as the model's."""
+    from mnistkit.arrays import load_arrays, named_if_unnamed
+    from mnistkit.evaluation import check_same_classes
+
+    arrays = named_if_unnamed(load_arrays(data, splits=(split,)), checkpoint.dataset)
+    check_same_classes(checkpoint, arrays, str(data))
+    return arrays
 
 
 def _training_progress(on_tty: bool):
@@ -911,7 +934,6 @@ def eval_command(
     from mnistkit.atomic import write_text_atomic
     from mnistkit.checkpoint import load_checkpoint
     from mnistkit.evaluation import (
-        check_same_classes,
         dataset_class_names,
         evaluate_arrays,
         evaluate_images,
@@ -938,11 +960,8 @@ def eval_command(
             _refuse_overwriting(json_path, "--json", path)
         evaluation = evaluate_images(checkpoint, labelled, report)
     else:
-        from mnistkit.arrays import load_arrays
-
-        arrays = load_arrays(data, splits=(split,))
         source = str(data)
-        check_same_classes(checkpoint, arrays, source)
+        arrays = _arrays_for_model(checkpoint, data, split)
         evaluation = evaluate_arrays(checkpoint, arrays[f"{split}_images"], arrays[f"{split}_labels"])
     if evaluation.skipped:
         click.echo(
@@ -1094,7 +1113,7 @@ def render_samples_command(
       mnistkit render-samples data/mnist.npz -o samples.png --export-dir samples \\
           | mnistkit predict models/model.safetensors -
     """
-    from mnistkit.arrays import class_names, load_arrays
+    from mnistkit.arrays import class_names, load_arrays, named_if_unnamed
     from mnistkit.checkpoint import load_checkpoint
     from mnistkit.render import SampleOptions, export_digits, samples_picture, save_picture
 
@@ -1103,8 +1122,9 @@ def render_samples_command(
             "-o - writes the picture to stdout, where --export-dir lists its files; give -o FILE"
         )
     sample_options = SampleOptions(classes=classes or None, **options)
-    arrays = load_arrays(data, splits=(sample_options.split,))
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
+    arrays = load_arrays(data, splits=(sample_options.split,))
+    arrays = named_if_unnamed(arrays, checkpoint and checkpoint.dataset)
     model_name = checkpoint_path.name if checkpoint_path else ""
     grid, indices = samples_picture(arrays, sample_options, checkpoint, data.name, model_name)
     split = sample_options.split
@@ -1157,9 +1177,8 @@ def render_confusion_command(
       mnistkit eval models/model.safetensors data/mnist.npz --json - \\
           | mnistkit render-confusion --metrics - -o confusion.png
     """
-    from mnistkit.arrays import load_arrays
     from mnistkit.checkpoint import load_checkpoint
-    from mnistkit.evaluation import check_same_classes, read_confusion
+    from mnistkit.evaluation import read_confusion
     from mnistkit.inputs import read_text
     from mnistkit.plots import confusion_from_model, confusion_image
     from mnistkit.render import save_picture
@@ -1172,8 +1191,7 @@ def render_confusion_command(
         source_name = Path(source).name
     else:
         checkpoint = load_checkpoint(checkpoint_path)
-        arrays = load_arrays(data, splits=(split,))
-        check_same_classes(checkpoint, arrays, str(data))
+        arrays = _arrays_for_model(checkpoint, data, split)
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         confusion = confusion_from_model(checkpoint, images, labels, split, checkpoint_path.name, data.name)
         source_name = f"{checkpoint_path.name} on {data.name}"
@@ -1228,16 +1246,13 @@ def render_embedding_command(
       mnistkit train data/mnist.npz -o models/2d.safetensors --preset embedding
       mnistkit render-embedding models/2d.safetensors data/mnist.npz -o reports/embedding.png
     """
-    from mnistkit.arrays import load_arrays
     from mnistkit.checkpoint import load_checkpoint
-    from mnistkit.evaluation import check_same_classes
     from mnistkit.plots import bottleneck_layer, embedding_image
     from mnistkit.render import save_picture
 
     checkpoint = load_checkpoint(checkpoint_path)
     bottleneck_layer(checkpoint, str(checkpoint_path))
-    arrays = load_arrays(data, splits=(split,))
-    check_same_classes(checkpoint, arrays, str(data))
+    arrays = _arrays_for_model(checkpoint, data, split)
     images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
     picture = embedding_image(checkpoint, images, labels, count, seed, split, str(checkpoint_path), str(data))
     save_picture(picture, output)

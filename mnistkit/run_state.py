@@ -58,14 +58,16 @@ def state_path(checkpoint_path: str | os.PathLike[str] | None) -> Path | None:
     return path.with_name(path.name + SUFFIX)
 
 
-def fingerprint(config: TrainConfig, data_sha256: str, device_count: int) -> dict[str, Any]:
-    """What must be equal for a state to continue a run exactly, as it reads back from JSON."""
+def fingerprint(config: TrainConfig, data_sha256: str, device_count: int, dataset: str) -> dict[str, Any]:
+    """What must be equal for a state to continue a run exactly, as it reads back from JSON;
+    the dataset too, which the same file holds by `train --dataset` or by default."""
     return json.loads(
         canonical_json(
             {
                 "checkpoint_format_version": FORMAT_VERSION,
                 "config": config.to_dict(),
                 "data_sha256": data_sha256,
+                "dataset": dataset,
                 "devices": device_count,
             }
         )
@@ -136,6 +138,8 @@ def _differences(saved: Any, current: dict[str, Any]) -> str:
         return "mnistkit checkpoint format"
     if saved.get("data_sha256") != current["data_sha256"]:
         return "data file"
+    if saved.get("dataset", current["dataset"]) != current["dataset"]:  # states saved before it was kept
+        return f"dataset ({saved['dataset']} then, {current['dataset']} now)"
     if saved.get("devices") != current["devices"]:
         return f"device count ({saved.get('devices')} then, {current['devices']} now)"
     saved_config = saved.get("config")

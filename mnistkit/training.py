@@ -31,6 +31,7 @@ import optax
 
 from mnistkit import run_state
 from mnistkit.architectures import build_architecture, ensemble_size, member_architecture
+from mnistkit.arrays import dataset_name
 from mnistkit.atomic import check_writable_target
 from mnistkit.checkpoint import Checkpoint, save_checkpoint
 from mnistkit.compile_cache import compile_cache
@@ -124,7 +125,7 @@ def train(
         config = setup.config
         state_file = run_state.state_path(checkpoint_path)
         run_fingerprint = run_state.fingerprint(
-            config, data_sha256 or arrays_sha256, setup.placement.device_count
+            config, data_sha256 or arrays_sha256, setup.placement.device_count, dataset_name(arrays)
         )
         inputs = EpochInputs(config, setup.data.train.size)
         try:

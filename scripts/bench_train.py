@@ -307,7 +307,7 @@ def state_save_seconds(config: TrainConfig, workdir: Path) -> float:
     state = initial_state(config, architecture, make_optimizer(config, 1))
     params, optimizer_state = stacked_tensors(state)
     history = [{"epoch": epoch, "train_loss": 0.1} for epoch in range(config.epochs)]
-    fingerprint = run_state.fingerprint(config, "0" * 64, 1)
+    fingerprint = run_state.fingerprint(config, "0" * 64, 1, "mnist")
     times = []
     for _ in range(3):
         started = time.perf_counter()

@@ -14,6 +14,7 @@ from PIL import Image
 
 import mnistkit
 from mnistkit import api
+from mnistkit.arrays import named_as, save_arrays
 from mnistkit.errors import MnistkitError
 
 
@@ -157,7 +158,7 @@ def test_paths_names_and_integer_labels_are_taken_as_a_notebook_gives_them(
 
 
 def test_arrays_that_name_no_dataset_are_named_by_dataset_or_said_to_be_mnist(
-    synthetic_data, synthetic_npz: Path, capsys
+    synthetic_data, synthetic_npz: Path, tmp_path: Path, capsys
 ) -> None:
     """Keras' `fashion_mnist.load_data()` holds bare arrays: trained as MNIST, such a model
     recorded digit names and read people's pictures as digits."""
@@ -178,10 +179,15 @@ def test_arrays_that_name_no_dataset_are_named_by_dataset_or_said_to_be_mnist(
     )
     assert fashion.checkpoint.class_names[:2] == ["T-shirt/top", "Trouser"]
     assert mnistkit.evaluate(fashion, keras_pairs).count == 200  # bare arrays: the model's dataset
-    with pytest.raises(
-        MnistkitError, match=f"^{re.escape(str(synthetic_npz))}: holds mnist, not dataset='kmnist'$"
-    ):
-        mnistkit.train(synthetic_npz, "logreg", epochs=1, dataset="kmnist")
+    # An .npz that names no dataset is named too; one that names another is refused.
+    kmnist = mnistkit.train(synthetic_npz, "logreg", epochs=1, dataset="kmnist")
+    assert kmnist.checkpoint.dataset == "kmnist" and kmnist.checkpoint.class_names[0] == "o"
+    assert mnistkit.evaluate(kmnist, synthetic_npz).count == 200  # the model's dataset
+    named = tmp_path / "fashion.npz"
+    save_arrays(named, named_as(dict(synthetic_data), "fashion-mnist"))
+    refusal = f"^{re.escape(str(named))}: holds fashion-mnist, not dataset='kmnist'$"
+    with pytest.raises(MnistkitError, match=refusal):
+        mnistkit.train(named, "logreg", epochs=1, dataset="kmnist")
     with pytest.raises(MnistkitError, match=r"^--dataset: 'digits' is not one of mnist, fashion-mnist"):
         mnistkit.train(synthetic_npz, "logreg", epochs=1, dataset="digits")
 

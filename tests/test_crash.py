@@ -228,7 +228,9 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
         result.seconds[name], result.writing_s[name] = timed_reference_run(result, name)
     checkpoint = load_checkpoint(folder / "model.safetensors")
     config = TrainConfig.from_dict(checkpoint.metadata["config"])
-    result.fingerprints["train"] = fingerprint(config, checkpoint.metadata["data_sha256"], 1)
+    result.fingerprints["train"] = fingerprint(
+        config, checkpoint.metadata["data_sha256"], 1, checkpoint.dataset
+    )
     return result
 
 

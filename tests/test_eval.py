@@ -227,20 +227,50 @@ def test_data_of_other_classes_than_the_models_is_refused(
 
 
 def test_arrays_that_name_no_dataset_are_taken_as_the_models(
-    synthetic_data, synthetic_npz: Path, tmp_path
+    synthetic_data, synthetic_npz: Path, tmp_path, monkeypatch
 ) -> None:
-    """Keras' `fashion_mnist.load_data()` names no classes: in Python such arrays are the
-    model's dataset's, while an `.npz` without names holds MNIST's digits, as ever."""
+    """Keras' `fashion_mnist.load_data()`, or a part of it saved with numpy, names no classes:
+    such arrays and files are the model's dataset's, in Python and in the commands, unless
+    they hold a published dataset's labels (MNIST's own digits are refused by a clothes model)."""
+    import hashlib
+    import struct
+
+    from mnistkit import idx
     from mnistkit.datasets import DATASETS
 
     fashion_npz = tmp_path / "fashion.npz"
     names = np.array(DATASETS["fashion-mnist"].class_names)
     np.savez(fashion_npz, **synthetic_data, dataset=np.array("fashion-mnist"), class_names=names)
-    clothes = mnistkit.train(fashion_npz, "logreg", epochs=1, verbose=False)
+    clothes_path = tmp_path / "clothes.safetensors"
+    clothes = mnistkit.train(fashion_npz, "logreg", epochs=1, verbose=False, output=clothes_path)
     keras_pairs = tuple(
         (synthetic_data[f"{split}_images"], synthetic_data[f"{split}_labels"]) for split in ("train", "test")
     )
-    assert mnistkit.evaluate(clothes, keras_pairs).count == len(synthetic_data["test_labels"])
+    count = len(synthetic_data["test_labels"])
+    assert mnistkit.evaluate(clothes, keras_pairs).count == count
     assert mnistkit.draw_samples(keras_pairs, clothes, count=4).size[0] > 0
+    assert mnistkit.evaluate(clothes, synthetic_npz).count == count
+    result = CliRunner().invoke(cli, ["eval", str(clothes_path), str(synthetic_npz), "--json", "-"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["count"] == count
+    picture = tmp_path / "confusion.png"
+    confusion = [
+        "render-confusion",
+        "--model",
+        str(clothes_path),
+        "--data",
+        str(synthetic_npz),
+        "-o",
+        str(picture),
+    ]
+    assert CliRunner().invoke(cli, confusion).exit_code == 0 and picture.stat().st_size > 0
+
+    labels = synthetic_data["test_labels"]  # now standing in for MNIST's published test labels
+    content = hashlib.sha256(struct.pack(">II", 2049, labels.size) + labels.tobytes()).hexdigest()
+    published = {content: (("mnist", "t10k-labels-idx1-ubyte.gz"),)}
+    monkeypatch.setattr(idx, "known_content", lambda digest: published.get(digest, ()))
     with pytest.raises(MnistkitError, match=f"^{re.escape(str(synthetic_npz))}: holds mnist"):
         mnistkit.evaluate(clothes, synthetic_npz)
+    result = CliRunner().invoke(cli, ["eval", str(clothes_path), str(synthetic_npz)])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {synthetic_npz}: holds mnist (0, 1, 2, ...), but the model")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnistkit.arrays import file_sha256
+from mnistkit.arrays import file_sha256, named_as
 from mnistkit.config import config_from_options
 from mnistkit.run_state import METADATA_KEY
 from mnistkit.training import train
@@ -102,6 +102,8 @@ def test_an_ensemble_resumes_to_the_same_bytes(tmp_path: Path, synthetic_data) -
         ({"options": {"lr": 3e-3}}, "another setting: --lr"),
         pytest.param({"options": {"epochs": 5}}, "another setting: --epochs", marks=pytest.mark.slow),
         pytest.param({"data_sha256": "other-data"}, "another data file", marks=pytest.mark.slow),
+        # the same file, said to hold KMNIST (`train --dataset kmnist`): other classes
+        ({"dataset": "kmnist"}, "another dataset (mnist then, kmnist now)"),
     ],
 )
 def test_a_state_of_another_run_is_not_mixed_in(tmp_path: Path, synthetic_data, change, reason) -> None:
@@ -109,7 +111,9 @@ def test_a_state_of_another_run_is_not_mixed_in(tmp_path: Path, synthetic_data, 
         run(synthetic_data, tmp_path, "data-hash", progress=crash_in_epoch(3))
     messages: list[str] = []
     sha = change.pop("data_sha256", "data-hash")
-    run(synthetic_data, tmp_path, sha, messages, **change)
+    dataset = change.pop("dataset", None)
+    arrays = named_as(synthetic_data, dataset) if dataset else synthetic_data
+    run(arrays, tmp_path, sha, messages, **change)
     state = tmp_path / "model.safetensors.resume"
     assert f"{state}: written by a run with {reason}; starting over" in messages
     assert not any(message.startswith("resuming") for message in messages)
@@ -159,7 +163,8 @@ def test_the_cli_resumes_by_itself_and_reports_it(tmp_path: Path, synthetic_npz:
 
 
 def test_a_state_from_before_a_setting_existed_resumes(tmp_path: Path, synthetic_data, reference) -> None:
-    """A state an earlier mnistkit saved lacks the settings added since; it ran at their defaults."""
+    """A state an earlier mnistkit saved lacks the settings added since (it ran at their
+    defaults) and its dataset, which the data file then told alone."""
     with pytest.raises(Crash):
         run(synthetic_data, tmp_path, "data-hash", progress=crash_in_epoch(3))
     state = tmp_path / "model.safetensors.resume"
@@ -167,7 +172,7 @@ def test_a_state_from_before_a_setting_existed_resumes(tmp_path: Path, synthetic
     length = int.from_bytes(data[:8], "little")
     header = json.loads(data[8 : 8 + length])
     metadata = json.loads(header["__metadata__"][METADATA_KEY])
-    del metadata["fingerprint"]["config"]["mirror_average"]
+    del metadata["fingerprint"]["config"]["mirror_average"], metadata["fingerprint"]["dataset"]
     header["__metadata__"][METADATA_KEY] = json.dumps(metadata)
     text = json.dumps(header).encode()
     state.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + length :])

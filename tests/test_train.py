@@ -15,7 +15,7 @@ from faults import HISTORY_KEYS
 
 from mnistkit import train_state, training
 from mnistkit.architectures import build_architecture, check_architecture, param_shapes
-from mnistkit.arrays import file_sha256
+from mnistkit.arrays import file_sha256, named_as, save_arrays
 from mnistkit.checkpoint import load_checkpoint
 from mnistkit.cli import cli
 from mnistkit.config import PRESETS, TrainConfig, config_from_options
@@ -596,3 +596,24 @@ def test_numbers_that_are_not_finite_are_refused_before_any_work(tmp_path: Path,
         TrainConfig(lr=float("inf"))
     with pytest.raises(MnistkitError, match="--weight-decay must be a non-negative number, got nan"):
         TrainConfig(weight_decay=float("nan"))
+
+
+def test_dataset_names_what_an_npz_without_names_holds(
+    tmp_path: Path, synthetic_data, synthetic_npz: Path
+) -> None:
+    """A part of KMNIST saved with numpy names no dataset: `--dataset kmnist` trains it as
+    KMNIST (its classes, its preset settings), and eval takes it as the model's; a file that
+    names another dataset is refused, with nothing written."""
+    output = tmp_path / "kmnist.safetensors"
+    result = run_train(synthetic_npz, "-o", output, "--dataset", "kmnist", "--epochs", "1", *SMALL_MLP)
+    assert result.exit_code == 0, result.output
+    checkpoint = load_checkpoint(output)
+    assert checkpoint.dataset == "kmnist" and checkpoint.class_names[:2] == ["o", "ki"]
+    evaluated = CliRunner().invoke(cli, ["eval", str(output), str(synthetic_npz)])
+    assert evaluated.exit_code == 0, evaluated.output
+    named = tmp_path / "fashion.npz"
+    save_arrays(named, named_as(dict(synthetic_data), "fashion-mnist"))
+    refused = run_train(named, "-o", tmp_path / "no.safetensors", "--dataset", "kmnist", *SMALL_MLP)
+    assert refused.exit_code == 1
+    assert refused.output == f"Error: {named}: holds fashion-mnist, not --dataset kmnist\n"
+    assert not (tmp_path / "no.safetensors").exists()
