@@ -28,6 +28,7 @@ from PIL import Image
 from mnistkit.arrays import (
     SPLITS,
     arrays_sha256,
+    catalogued,
     check_arrays,
     dataset_name,
     file_sha256,
@@ -38,7 +39,7 @@ from mnistkit.arrays import (
 )
 from mnistkit.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from mnistkit.config import PRESETS, TrainConfig, config_from_options
-from mnistkit.datasets import DATASETS, DEFAULT_DATASET, IMAGE_SHAPE, dataset_spec
+from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE, dataset_spec
 from mnistkit.errors import MnistkitError
 from mnistkit.evaluation import Evaluation, check_same_classes, evaluate_arrays
 from mnistkit.image_files import LoadedDigit, load_one
@@ -194,7 +195,7 @@ def _checked(
     `dataset`'s when it is given."""
     source = _source(arrays)
     if isinstance(arrays, str | os.PathLike):
-        arrays = load_arrays(arrays, splits=splits)
+        arrays = load_arrays(arrays, splits=splits, dataset=dataset)
     elif _is_keras_pairs(arrays):
         (train_images, train_labels), (test_images, test_labels) = arrays
         arrays = {
@@ -226,7 +227,7 @@ def _checked_for(
     dataset and hold no published dataset's labels (a part of Keras'
     `fashion_mnist.load_data()`, a dict of one's own) are taken as the model's."""
     source = _source(arrays)
-    checked = _checked(arrays, splits, checkpoint.dataset if checkpoint.dataset in DATASETS else None)
+    checked = _checked(arrays, splits, catalogued(checkpoint.dataset))
     check_same_classes(checkpoint, checked, source)
     return checked
 

@@ -23,7 +23,14 @@ import numpy as np
 
 from mnistkit.architectures import MAX_CLASSES
 from mnistkit.atomic import atomic_write
-from mnistkit.datasets import DEFAULT_DATASET, DIGIT_NAMES, IMAGE_SHAPE, dataset_spec, named_by_digits
+from mnistkit.datasets import (
+    DATASETS,
+    DEFAULT_DATASET,
+    DIGIT_NAMES,
+    IMAGE_SHAPE,
+    dataset_spec,
+    named_by_digits,
+)
 from mnistkit.errors import MnistkitError
 from mnistkit.idx import published_as
 from mnistkit.inputs import open_input, wrong_kind
@@ -64,6 +71,11 @@ def named_as(arrays: Mapping[str, np.ndarray], dataset: str) -> dict[str, np.nda
     """`arrays` with `dataset`'s name and class names recorded."""
     spec = dataset_spec(dataset)
     return {**arrays, "dataset": np.array(spec.name), "class_names": np.array(spec.class_names)}
+
+
+def catalogued(dataset: str) -> str | None:
+    """`dataset` where mnistkit knows it (a model's own dataset may have any name), else None."""
+    return dataset if dataset in DATASETS else None
 
 
 def named_if_unnamed(arrays: Mapping[str, np.ndarray], dataset: str | None) -> dict[str, np.ndarray]:
@@ -202,9 +214,12 @@ def save_arrays(path: str | os.PathLike[str], arrays: dict[str, np.ndarray]) -> 
         np.savez(handle, **{key: arrays[key] for key in _stored_keys(list(arrays), SPLITS)})
 
 
-def load_arrays(path: str | os.PathLike[str], splits: Sequence[str] = SPLITS) -> dict[str, np.ndarray]:
+def load_arrays(
+    path: str | os.PathLike[str], splits: Sequence[str] = SPLITS, dataset: str | None = None
+) -> dict[str, np.ndarray]:
     """Load and validate the arrays of `splits` from an mnistkit `.npz`, with the dataset's
-    names when it records them; object arrays are refused, never unpickled."""
+    names when it records them or holds a published dataset's labels, or else `dataset`'s;
+    object arrays are refused, never unpickled."""
     try:
         with open_input(path, "an .npz file") as handle:
             start = handle.read(16)
@@ -216,9 +231,9 @@ def load_arrays(path: str | os.PathLike[str], splits: Sequence[str] = SPLITS) ->
                 if not set(wanted) <= set(archive.files):
                     raise _other_layout(str(path), sorted(archive.files), splits)
                 arrays = {key: archive[key] for key in _stored_keys(archive.files, splits)}
-        recognised = None if names_dataset(arrays) else recognised_dataset(arrays)
-        if recognised not in (None, DEFAULT_DATASET):  # MNIST's is what a file without names holds
-            arrays = named_as(arrays, recognised)
+        found = None if names_dataset(arrays) else recognised_dataset(arrays) or dataset
+        if found not in (None, DEFAULT_DATASET):  # MNIST's is what a file without names holds
+            arrays = named_as(arrays, found)
         check_arrays(arrays, str(path), splits)
     except ValueError as error:
         if "allow_pickle" in str(error) or "Object arrays" in str(error):

@@ -694,7 +694,10 @@ def train(
     given = {name: value for name, value in options.items() if value is not None}
     if resume is not None:
         check_resume_options({**given, **({"preset": preset} if preset else {})})
-    config = config_from_options(preset, given, dataset or recorded_dataset(data)) if resume is None else None
+    recorded = recorded_dataset(data)
+    if dataset is not None and recorded not in (DEFAULT_DATASET, dataset):  # before --show-config
+        raise MnistkitError(f"{data}: holds {recorded}, not --dataset {dataset}")
+    config = config_from_options(preset, given, dataset or recorded) if resume is None else None
     if show_config and config is not None:
         _print_config(config)
         return
@@ -732,7 +735,7 @@ def _train_files(
     **train_options,
 ) -> None:
     """The files around `training.train`: the arrays, the checkpoint to --resume, the progress."""
-    from mnistkit.arrays import dataset_name, file_sha256, load_arrays, named_if_unnamed
+    from mnistkit.arrays import catalogued, dataset_name, file_sha256, load_arrays
     from mnistkit.checkpoint import load_checkpoint
     from mnistkit.config import resume_config
     from mnistkit.parallel import cluster_run
@@ -747,7 +750,9 @@ def _train_files(
         _print_config(config)
         return
     dataset = train_options.pop("dataset")
-    arrays = named_if_unnamed(load_arrays(data), dataset or (checkpoint and checkpoint.dataset))
+    if checkpoint is not None and dataset not in (None, checkpoint.dataset):
+        raise MnistkitError(f"{resume}: trained on {checkpoint.dataset}, not --dataset {dataset}")
+    arrays = load_arrays(data, dataset=dataset or (checkpoint and catalogued(checkpoint.dataset)))
     if dataset is not None and dataset_name(arrays) != dataset:
         raise MnistkitError(f"{data}: holds {dataset_name(arrays)}, not --dataset {dataset}")
     on_tty = sys.stderr.isatty() and writer
@@ -775,10 +780,10 @@ def _print_config(config) -> None:
 def _arrays_for_model(checkpoint, data: Path, split: str) -> dict:
     """The split of DATA with the model's classes; an .npz that names no dataset and holds no
     published one's labels (a part of KMNIST saved with numpy) is taken as the model's."""
-    from mnistkit.arrays import load_arrays, named_if_unnamed
+    from mnistkit.arrays import catalogued, load_arrays
     from mnistkit.evaluation import check_same_classes
 
-    arrays = named_if_unnamed(load_arrays(data, splits=(split,)), checkpoint.dataset)
+    arrays = load_arrays(data, splits=(split,), dataset=catalogued(checkpoint.dataset))
     check_same_classes(checkpoint, arrays, str(data))
     return arrays
 
@@ -1113,7 +1118,7 @@ def render_samples_command(
       mnistkit render-samples data/mnist.npz -o samples.png --export-dir samples \\
           | mnistkit predict models/model.safetensors -
     """
-    from mnistkit.arrays import class_names, load_arrays, named_if_unnamed
+    from mnistkit.arrays import catalogued, class_names, load_arrays
     from mnistkit.checkpoint import load_checkpoint
     from mnistkit.render import SampleOptions, export_digits, samples_picture, save_picture
 
@@ -1123,8 +1128,8 @@ def render_samples_command(
         )
     sample_options = SampleOptions(classes=classes or None, **options)
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
-    arrays = load_arrays(data, splits=(sample_options.split,))
-    arrays = named_if_unnamed(arrays, checkpoint and checkpoint.dataset)
+    dataset = checkpoint and catalogued(checkpoint.dataset)
+    arrays = load_arrays(data, splits=(sample_options.split,), dataset=dataset)
     model_name = checkpoint_path.name if checkpoint_path else ""
     grid, indices = samples_picture(arrays, sample_options, checkpoint, data.name, model_name)
     split = sample_options.split

@@ -18,6 +18,10 @@ class MnistkitError(Exception):
     """A problem the user can act on; the message names the file and the problem."""
 
 
+class UndecodableImage(MnistkitError):
+    """Bytes that are no image Pillow can decode (as against an image with nothing to read)."""
+
+
 class PictureTooLarge(MnistkitError):
     """A picture refused before it is drawn; the command names its output file."""
 

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE, IMAGE_STYLES
-from mnistkit.errors import MnistkitError
+from mnistkit.errors import MnistkitError, UndecodableImage
 from mnistkit.morphology import to_uint8
 from mnistkit.preprocess import preprocess_digit
 
@@ -104,7 +104,7 @@ def read_grayscale(
     except MnistkitError:
         raise
     except Exception as error:  # Pillow's decoders raise many untyped errors on bad data
-        raise MnistkitError(f"{path}: truncated or corrupted image ({error})") from None
+        raise UndecodableImage(f"{path}: truncated or corrupted image ({error})") from None
 
 
 def _draft(image: Image.Image) -> None:
@@ -150,11 +150,11 @@ def _open_checked(path: Path, content: bytes | None = None) -> Image.Image:
             f"{path}: image has more than {MAX_IMAGE_PIXELS:,} pixels, refused (decompression bomb guard)"
         ) from None
     except UnidentifiedImageError:
-        raise MnistkitError(f"{path}: not an image (Pillow cannot identify the format)") from None
+        raise UndecodableImage(f"{path}: not an image (Pillow cannot identify the format)") from None
     except OSError as error:
-        raise MnistkitError(f"{path}: cannot read: {error.strerror or error}") from None
+        raise UndecodableImage(f"{path}: cannot read: {error.strerror or error}") from None
     except Exception as error:  # a malformed header can break a format plugin in any way
-        raise MnistkitError(f"{path}: corrupted image header ({error})") from None
+        raise UndecodableImage(f"{path}: corrupted image header ({error})") from None
     problem = _size_problem(image.width, image.height)
     if problem:
         image.close()

@@ -50,7 +50,7 @@ import numpy as np
 from mnistkit import __version__
 from mnistkit.architectures import describe
 from mnistkit.checkpoint import Checkpoint, load_checkpoint
-from mnistkit.errors import MnistkitError
+from mnistkit.errors import MnistkitError, UndecodableImage
 from mnistkit.image_files import worker_count
 from mnistkit.images import MAX_IMAGE_PIXELS, declared_pixels, encode_png, load_digit
 
@@ -207,6 +207,7 @@ class DigitServer(ThreadingHTTPServer):
         self.connection_slots = threading.BoundedSemaphore(self.limits.max_connections)
         self.prediction_slots = threading.BoundedSemaphore(self.limits.max_predictions)
         self.decoding_pixels = _PixelBudget(self.limits.max_decoding_pixels)
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1], as URLs write it
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
             super().__init__((host, port), _RequestHandler)
@@ -326,7 +327,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
             with self.server.prediction_slots, self.server.decoding_pixels.held(declared_pixels(content)):
                 result = prediction_json(self.server.checkpoint, content, self._upload_name())
         except MnistkitError as error:
-            self._send_error_json(HTTPStatus.UNPROCESSABLE_ENTITY, str(error) + self._form_hint(content))
+            message = str(error) + self._form_hint(error, content)
+            self._send_error_json(HTTPStatus.UNPROCESSABLE_ENTITY, message)
             return
         except Exception:
             self._send_error_json(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error; the server logged it")
@@ -382,11 +384,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):  # a closed or broken stderr (`2>&1 | head -1`): answers go on
             super().log_message(format, *args)
 
-    def _form_hint(self, content: bytes) -> str:
-        """Why an image sent as form data may not decode: `curl -d @digit.png` drops the file's
-        line breaks (every image format has some), where --data-binary sends it whole."""
+    def _form_hint(self, error: MnistkitError, content: bytes) -> str:
+        """Why bytes sent as form data may not decode: `curl -d @digit.png` drops the file's
+        line breaks (a PNG's signature holds two; a JPEG of any size, some), where
+        --data-binary sends it whole."""
         form = self.headers.get_content_type() == "application/x-www-form-urlencoded"
-        if form and b"\n" not in content and b"\r" not in content:
+        if isinstance(error, UndecodableImage) and form and b"\n" not in content and b"\r" not in content:
             return " (sent with curl -d? it drops the file's line breaks: use --data-binary @FILE)"
         return ""
 

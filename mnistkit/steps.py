@@ -207,7 +207,9 @@ SUB_BATCH = 64
 # Parts whose gradients one turn of the inner scan computes: two parts' are independent, so
 # XLA:CPU runs their matmuls side by side on two cores (12% less time per `fast` step, 5% per
 # `cnn` step on a 2-core Xeon; four at once thrash the cache). The sums are added in the same
-# order, so the result is the same as one part at a time.
+# order: at the presets' batch of 256 (four parts) training writes the bits of one part a
+# turn, while a scan unrolled whole or ending in an odd part (batch 128, 192) may round a few
+# sums otherwise.
 PARTS_AT_ONCE = 2
 
 

@@ -274,3 +274,24 @@ def test_arrays_that_name_no_dataset_are_taken_as_the_models(
     result = CliRunner().invoke(cli, ["eval", str(clothes_path), str(synthetic_npz)])
     assert result.exit_code == 1
     assert result.output.startswith(f"Error: {synthetic_npz}: holds mnist (0, 1, 2, ...), but the model")
+
+
+def test_a_model_of_a_dataset_mnistkit_does_not_know_still_refuses_other_classes(
+    synthetic_data, synthetic_npz: Path, tmp_path
+) -> None:
+    """A model trained on an .npz naming a dataset of its own (three shapes): a file without
+    names is not taken as that dataset, which mnistkit cannot name arrays after."""
+    shapes = tmp_path / "shapes.npz"
+    arrays = {key: value for key, value in synthetic_data.items()}
+    for split in ("train", "test"):
+        arrays[f"{split}_labels"] = (arrays[f"{split}_labels"] % 3).astype(np.uint8)
+    np.savez(shapes, **arrays, dataset=np.array("shapes"), class_names=np.array(["ring", "bar", "cross"]))
+    model = tmp_path / "shapes.safetensors"
+    mnistkit.train(shapes, "logreg", epochs=1, verbose=False, output=model)
+    result = CliRunner().invoke(cli, ["eval", str(model), str(synthetic_npz)])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: {synthetic_npz}: holds mnist (0, 1, 2, ...), but the model was trained on shapes "
+        "(ring, bar, cross, ...)\n"
+    )
+    assert CliRunner().invoke(cli, ["eval", str(model), str(shapes)]).exit_code == 0

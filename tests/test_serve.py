@@ -328,6 +328,13 @@ def test_body_limits_and_lengths(start_server, large_digit_model: Path) -> None:
     assert stripped[0] == 422 and "use --data-binary @FILE" in json.loads(stripped[2])["error"]
     garbage = call(server, "POST", "/api/predict", b"not an image\n", as_form)
     assert garbage[0] == 422 and "--data-binary" not in json.loads(garbage[2])["error"]
+    blank_gif = io.BytesIO()  # an image that decodes, with no line break in it: no word of curl
+    Image.new("L", (40, 40), 255).save(blank_gif, "GIF")
+    assert b"\n" not in blank_gif.getvalue() and b"\r" not in blank_gif.getvalue()
+    blank = call(server, "POST", "/api/predict", blank_gif.getvalue(), as_form)
+    assert blank[0] == 422 and json.loads(blank[2])["error"] == "upload: blank image (no ink found)"
+    empty = call(server, "POST", "/api/predict", b"", as_form)
+    assert empty[0] == 422 and json.loads(empty[2])["error"] == "upload: empty file"
 
 
 def _trickle(server: DigitServer, prefix: bytes, trickle: bytes, results: dict, key: str) -> None:
@@ -476,7 +483,11 @@ def test_serve_binds_loopback_by_default_and_names_busy_ports(start_server, larg
         result = CliRunner().invoke(
             cli, ["serve", str(large_digit_model), "--host", "::1", "--port", str(port)]
         )
+        bracketed = CliRunner().invoke(  # as a URL writes the address
+            cli, ["serve", str(large_digit_model), "--host", "[::1]", "--port", str(port)]
+        )
     assert result.exit_code == 1 and result.output.startswith(f"Error: cannot listen on [::1]:{port}: ")
+    assert bracketed.exit_code == 1 and bracketed.output == result.output
     missing = CliRunner().invoke(cli, ["serve", "missing.safetensors"])
     assert missing.exit_code == 1 and missing.output == "Error: missing.safetensors: no such file\n"
 

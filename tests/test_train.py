@@ -616,4 +616,34 @@ def test_dataset_names_what_an_npz_without_names_holds(
     refused = run_train(named, "-o", tmp_path / "no.safetensors", "--dataset", "kmnist", *SMALL_MLP)
     assert refused.exit_code == 1
     assert refused.output == f"Error: {named}: holds fashion-mnist, not --dataset kmnist\n"
+    shown = run_train(named, "-o", tmp_path / "no.safetensors", "--dataset", "kmnist", "--show-config")
+    assert shown.exit_code == 1 and shown.output == refused.output
     assert not (tmp_path / "no.safetensors").exists()
+    resumed = run_train(
+        synthetic_npz, "-o", output, "--resume", output, "--dataset", "fashion-mnist", "--epochs", "2"
+    )
+    assert resumed.exit_code == 1
+    assert resumed.output == f"Error: {output}: trained on kmnist, not --dataset fashion-mnist\n"
+    assert load_checkpoint(output).dataset == "kmnist"
+
+
+def test_dataset_of_more_than_ten_classes_names_an_npz_before_its_labels_are_checked(
+    tmp_path: Path, synthetic_data
+) -> None:
+    """EMNIST balanced's 47 classes: labels up to 46 are MNIST's digits only by default."""
+    rng = np.random.default_rng(0)
+    arrays = {**synthetic_data}
+    for split in ("train", "test"):
+        arrays[f"{split}_labels"] = rng.integers(0, 47, len(arrays[f"{split}_labels"])).astype(np.uint8)
+        arrays[f"{split}_labels"][:47] = np.arange(47)
+    data = tmp_path / "balanced-part.npz"
+    np.savez(data, **arrays)
+    output = tmp_path / "balanced.safetensors"
+    as_digits = run_train(data, "-o", output, "--epochs", "1", *SMALL_MLP)
+    assert as_digits.exit_code == 1 and "outside 0-9" in as_digits.output
+    result = run_train(data, "-o", output, "--dataset", "emnist-balanced", "--epochs", "1", *SMALL_MLP)
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(output).architecture["num_classes"] == 47
+    evaluated = CliRunner().invoke(cli, ["eval", str(output), str(data), "--json", "-"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["count"] == len(arrays["test_labels"])
