@@ -231,7 +231,9 @@ def load_arrays(
                 if not set(wanted) <= set(archive.files):
                     raise _other_layout(str(path), sorted(archive.files), splits)
                 arrays = {key: archive[key] for key in _stored_keys(archive.files, splits)}
-        arrays = named_if_unnamed(arrays, dataset)
+        found = None if names_dataset(arrays) else recognised_dataset(arrays) or dataset
+        if found not in (None, DEFAULT_DATASET):  # MNIST's is what a file without names holds
+            arrays = named_as(arrays, found)
         check_arrays(arrays, str(path), splits)
     except ValueError as error:
         if "allow_pickle" in str(error) or "Object arrays" in str(error):
