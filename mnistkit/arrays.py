@@ -232,7 +232,8 @@ def load_arrays(
                     raise _other_layout(str(path), sorted(archive.files), splits)
                 arrays = {key: archive[key] for key in _stored_keys(archive.files, splits)}
         found = None if names_dataset(arrays) else recognised_dataset(arrays) or dataset
-        if found not in (None, DEFAULT_DATASET):  # MNIST's is what a file without names holds
+        # As named_if_unnamed, except that MNIST's digits load as the four arrays the file holds.
+        if found not in (None, DEFAULT_DATASET):
             arrays = named_as(arrays, found)
         check_arrays(arrays, str(path), splits)
     except ValueError as error:
