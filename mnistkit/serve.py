@@ -6,7 +6,8 @@ when any program on the machine (or, with --host, the network) can reach it:
 - one thread per connection, at most `max_connections` at once; further clients wait in
   the kernel's listen queue until a thread is free;
 - every request must arrive whole before a deadline (`header_timeout_s` for the request
-  line and headers, `request_timeout_s` for all of it), however slowly the bytes trickle;
+  line and headers, `request_timeout_s` for all of it), however slowly the bytes trickle,
+  or it is answered 408;
 - a body size limit, checked against Content-Length before any of the body is read
   (and before the client sends it, when it asks with `Expect: 100-continue` as curl does);
 - one request per connection, closed with a bounded "lingering close": the server reads
@@ -178,16 +179,24 @@ class _DeadlineReader(io.RawIOBase):
         super().__init__()
         self.connection = connection
         self.deadline = deadline
+        self.received_bytes = 0
+        self.timed_out = False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
         remaining_s = self.deadline - time.monotonic()
-        if remaining_s <= 0:
-            raise TimeoutError("the request did not arrive in time")
-        self.connection.settimeout(remaining_s)
-        return self.connection.recv_into(buffer)
+        try:
+            if remaining_s <= 0:
+                raise TimeoutError("the request did not arrive in time")
+            self.connection.settimeout(remaining_s)
+            received = self.connection.recv_into(buffer)
+        except TimeoutError:
+            self.timed_out = True
+            raise
+        self.received_bytes += received
+        return received
 
 
 class DigitServer(ThreadingHTTPServer):
@@ -283,6 +292,25 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.started = time.monotonic()
         self.reader = _DeadlineReader(self.connection, self.started + self.server.limits.header_timeout_s)
         self.rfile = io.BufferedReader(self.reader)
+        self.answered = False
+        # What a request cut off before its request line is whole is answered and logged with.
+        self.requestline, self.request_version, self.command = "", self.default_request_version, None
+
+    def handle_one_request(self) -> None:
+        """http.server's, except that a request whose line and headers stall past their
+        deadline is answered 408 rather than dropped without a word. A connection that sent
+        nothing (a browser's spare one) is still closed quietly."""
+        super().handle_one_request()  # drops the connection on a read that timed out
+        if self.reader.timed_out and self.reader.received_bytes and not self.answered:
+            self.connection.settimeout(self.server.limits.request_timeout_s)  # for writing the answer
+            seconds = self.server.limits.header_timeout_s
+            self._send_error_json(
+                HTTPStatus.REQUEST_TIMEOUT, f"the request's headers did not arrive within {seconds:g} s"
+            )
+
+    def log_error(self, format: str, *args: Any) -> None:
+        """http.server's one use of it left is a read that timed out: a stalled request is
+        logged with its 408 above, and an idle connection is not worth a line."""
 
     def parse_request(self) -> bool:
         parsed = super().parse_request()  # reads the headers, under the header deadline
@@ -448,6 +476,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _send(
         self, status: HTTPStatus, body: bytes, content_type: str, headers: dict[str, str] | None = None
     ) -> None:
+        self.answered = True
         self.send_response(status)
         if status != HTTPStatus.NO_CONTENT:  # which has neither (RFC 9110)
             self.send_header("Content-Type", content_type)

@@ -362,6 +362,7 @@ def test_slow_clients_are_cut_off_and_others_still_served(server: DigitServer) -
     clients = {
         "silent": (b"", b""),
         "slow headers": (b"GET / HTTP/1.1\r\n", b"X-Slow: " + b"a" * 400),
+        "slow request line": (b"", b"GET /" + b"a" * 400),
         "slow body": (post, b"b" * 1000),
     }
     threads = [
@@ -376,8 +377,10 @@ def test_slow_clients_are_cut_off_and_others_still_served(server: DigitServer) -
         thread.join(10)
     silent_s, silent_answer = results["silent"]
     assert silent_answer == b"" and 0.4 < silent_s < 1.5
-    slow_headers_s, _ = results["slow headers"]
-    assert 0.4 < slow_headers_s < 1.5  # cut at the header deadline although bytes kept coming
+    for key in ("slow headers", "slow request line"):  # cut at the header deadline although bytes kept coming
+        slow_headers_s, slow_headers_answer = results[key]
+        assert status_of(slow_headers_answer) == 408 and 0.4 < slow_headers_s < 1.5
+        assert b"headers did not arrive within 0.5 s" in slow_headers_answer
     slow_body_s, slow_body_answer = results["slow body"]
     assert status_of(slow_body_answer) == 408 and 0.9 < slow_body_s < 2.0
 
