@@ -309,8 +309,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
             )
 
     def log_error(self, format: str, *args: Any) -> None:
-        """http.server's one use of it left is a read that timed out: a stalled request is
-        logged with its 408 above, and an idle connection is not worth a line."""
+        """http.server's one use of it left is a read or write that timed out: a stalled
+        request is logged with its 408 above, an error answer as it is sent, and an idle
+        connection is not worth a line."""
 
     def parse_request(self) -> bool:
         parsed = super().parse_request()  # reads the headers, under the header deadline

@@ -692,6 +692,14 @@ def test_bold_light_digits_on_a_dark_canvas_are_never_taken_for_a_sheet(
         assert load_digit(path).max() == 255, index
 
 
+# Digits with a level stroke about half the picture wide, in a 280 px picture.
+FOUR_SEVEN_AND_TWO = [
+    (4, [(150, 250), (150, 30), (70, 177), (200, 177)]),
+    (7, [(60, 41), (210, 41), (120, 250)]),
+    (2, [(70, 80), (140, 30), (200, 80), (70, 245), (210, 245)]),
+]
+
+
 def drawn_lines(path: Path, size: tuple[int, int], points: list, width: int, paper: int, ink: int) -> Path:
     image = Image.new("L", size, paper)
     ImageDraw.Draw(image).line(points, fill=ink, width=width)
@@ -705,15 +713,15 @@ def test_a_fine_pen_on_a_large_canvas_keeps_every_stroke(
     tmp_path: Path, paper: int, ink: int, suffix: str
 ) -> None:
     """A 4 px line in a 1000 px picture straddles two of the boxes that shrink it to the
-    working size: averaged, its bar faded to half its contrast and the 7 was read as a 1;
+    working size: averaged, its bar faded to half its contrast and the 7 was read as a 1 (as
+    a JPEG of light ink too, while boxes took their most ink-like pixel only where the
+    strokes' boxes typically kept under 0.6 of their contrast rather than 0.9);
     a lone 4 px stroke in 2000 px kept an eighth and a quarter, and the 1 was blank (as a
     JPEG too, which was decoded at an eighth of its size)."""
     seven = [(340, 135), (660, 135), (460, 655)]
     small_seven = [(85, 34), (165, 34), (115, 164)]
     reference = load_digit(drawn_lines(tmp_path / "s7.png", (250, 188), small_seven, 1, paper, ink))
-    # As a JPEG, light ink's 7 reads as a 1 still: its bar's boxes keep just under half the
-    # contrast, and the boxes of its thicker-looking diagonal decide (What is still weak).
-    large = load_digit(drawn_lines(tmp_path / "7.png", (1000, 750), seven, 4, paper, ink))
+    large = load_digit(drawn_lines(tmp_path / f"7{suffix}", (1000, 750), seven, 4, paper, ink))
     assert similarity(large, reference) > 0.95
     one = load_digit(
         drawn_lines(tmp_path / f"1{suffix}", (2000, 1500), [(1000, 420), (1000, 1080)], 4, paper, ink)
@@ -725,6 +733,25 @@ def test_a_fine_pen_on_a_large_canvas_keeps_every_stroke(
         )
         > 0.75
     )
+
+
+@pytest.mark.parametrize("canvas_px", [280, 600, 900])
+@pytest.mark.parametrize("offset_px", [0, 1, 2])
+@pytest.mark.parametrize(("digit", "points"), FOUR_SEVEN_AND_TWO)
+def test_a_digits_thin_level_stroke_keeps_its_contrast(
+    tmp_path: Path, canvas_px: int, offset_px: int, digit: int, points: list
+) -> None:
+    """A 4's crossbar, a 7's top, a 2's base drawn with a 2 px pen, half the picture wide:
+    the boxes that shrink the picture cut such a stroke in two at half its contrast or less
+    while the digit's other strokes kept theirs, so it was taken for a faint ruled line and
+    dropped (the 4 read as 1, the 7 as 1, the 2 as 7)."""
+    scale = canvas_px / 280
+    shifted = [(x * scale, y * scale + offset_px) for x, y in points]
+    drawn = load_digit(drawn_lines(tmp_path / "d.png", (canvas_px, canvas_px), shifted, 2, 255, 0))
+    # The same digit in a picture that is not shrunk, its pen as wide in proportion.
+    pen_px = max(2, round(2 / scale))
+    reference = load_digit(drawn_lines(tmp_path / "r.png", (280, 280), points, pen_px, 255, 0))
+    assert similarity(drawn, reference) > 0.85, f"the {digit}"
 
 
 def test_marks_beside_a_thick_digit_or_dust_on_a_thin_one_change_nothing(tmp_path: Path) -> None:
