@@ -16,6 +16,7 @@ jax is imported only by `train`; everything else runs on numpy and Pillow.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -317,8 +318,8 @@ def load(path: str | os.PathLike[str]) -> Model:
     return Model(load_checkpoint(path))
 
 
-# What predict_images reads: a file's path or bytes, a PIL image, a numpy array.
-ImageSource = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray
+# What predict_images reads: a file's path, bytes or binary file object, a PIL image, a numpy array.
+ImageSource = str | os.PathLike | bytes | bytearray | memoryview | io.IOBase | Image.Image | np.ndarray
 
 
 def predict_images(
@@ -327,10 +328,11 @@ def predict_images(
     preprocess: bool = True,
 ) -> list[Prediction]:
     """`mnistkit predict`: each image (or the one given) prepared as the model's dataset made
-    its images, then predicted. An image is a file's path, a file's bytes (an upload widget's),
-    a PIL image, or a numpy array of any size: gray (H, W) or colour (H, W, 3 or 4), uint8 or
-    floats in [0, 1]. Those in memory are named `<image N>` (N their place in the list, from 0)
-    in `Prediction.path` and in errors. Raises MnistkitError for the first that cannot be read."""
+    its images, then predicted. An image is a file's path, a file's bytes (an upload widget's)
+    or the file open in binary (`open(path, "rb")`, `io.BytesIO`), a PIL image, or a numpy
+    array of any size: gray (H, W) or colour (H, W, 3 or 4), uint8 or floats in [0, 1]. Those
+    in memory are named `<image N>` (N their place in the list, from 0) in `Prediction.path`
+    and in errors. Raises MnistkitError for the first that cannot be read."""
     if isinstance(images, np.ndarray) and (images.ndim == 4 or (images.ndim == 3 and images.shape[2] > 4)):
         images = list(images)  # a stack of images, as test_images[:8]
     elif isinstance(images, ImageSource) or not isinstance(images, Iterable):
@@ -339,8 +341,8 @@ def predict_images(
     for image in images:
         if not isinstance(image, ImageSource):
             raise TypeError(
-                f"predict_images reads image files' paths or bytes, PIL images and numpy arrays, "
-                f"not a {type(image).__name__}"
+                "predict_images reads image files' paths or bytes, files open in binary, PIL images "
+                f"and numpy arrays, not a {type(image).__name__}"
             )
     checkpoint = _model(model).checkpoint
     if all(isinstance(image, str | os.PathLike) for image in images):
@@ -364,6 +366,12 @@ def _load_image(image: ImageSource, place: int, preprocess: bool, style: str) ->
     if isinstance(image, str | os.PathLike):
         return load_one(str(image), preprocess, style)
     name = f"<image {place}>"
+    if isinstance(image, io.IOBase):  # read whole, not line by line as iterating it would
+        image = image.read()
+        if not isinstance(image, bytes):
+            return LoadedDigit(
+                name, None, f'{name}: a file open as text; open it in binary, open(path, "rb")'
+            )
     if isinstance(image, bytes | bytearray | memoryview):
         return load_one(name, preprocess, style, content=bytes(image))
     try:

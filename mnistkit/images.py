@@ -93,6 +93,12 @@ def read_grayscale(
         problem = _size_problem(picture.width, picture.height)
         if problem:
             raise MnistkitError(f"{path}: {problem}")
+        # Opened lazily, then closed: decoding it would fail with an empty message.
+        if getattr(picture, "tile", None) and getattr(picture, "fp", None) is None:
+            raise MnistkitError(
+                f"{path}: the image's file was closed before its pixels were read; call .load() "
+                "inside `with Image.open(...)`, or give the file's path"
+            )
     image = _open_checked(path, content) if picture is None else picture
     try:
         if picture is not None:  # a copy, turned upright; a lazily opened one decodes here

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 import sys
@@ -258,6 +259,21 @@ def test_images_in_memory_are_read_as_their_files_are(tmp_path: Path, large_digi
         )
     assert (paper.size, paper.mode, paper.tobytes()) == before  # the caller's image is left as it was
 
+    # A file open in binary is one image, read whole (iterated, a BytesIO is lines of bytes).
+    with open(tmp_path / "four.png", "rb") as file:
+        assert mnistkit.predict_images(large_digit_model, file)[0].top == from_file.top
+    in_bytes = mnistkit.predict_images(large_digit_model, [io.BytesIO((tmp_path / "four.png").read_bytes())])
+    assert in_bytes[0].top == from_file.top
+    with Image.open(tmp_path / "four.png") as closed_too_soon:
+        pass  # the notebook's slip: the pixels were never read
+    with pytest.raises(MnistkitError, match=re.escape("<image 0>: the image's file was closed before")):
+        mnistkit.predict_images(large_digit_model, closed_too_soon)
+    with (
+        open(tmp_path / "four.png", encoding="latin-1") as text,
+        pytest.raises(MnistkitError, match=re.escape("<image 0>: a file open as text; open it in binary")),
+    ):
+        mnistkit.predict_images(large_digit_model, text)
+
     stack = mnistkit.predict_images(large_digit_model, np.stack([np.asarray(paper)] * 3))
     assert [p.path for p in stack] == ["<image 0>", "<image 1>", "<image 2>"]
 
@@ -282,7 +298,10 @@ def test_images_in_memory_are_read_as_their_files_are(tmp_path: Path, large_digi
         with pytest.raises(MnistkitError, match=re.escape(f"<image 1>: {reason}")):
             mnistkit.predict_images(large_digit_model, [paper, bad])
     for not_an_image in (7, [{"path": "four.png"}], None):
-        with pytest.raises(TypeError, match="predict_images reads image files' paths or bytes, PIL images"):
+        with pytest.raises(
+            TypeError,
+            match="predict_images reads image files' paths or bytes, files open in binary, PIL images",
+        ):
             mnistkit.predict_images(large_digit_model, not_an_image)
 
 
