@@ -104,9 +104,15 @@ def recorded_dataset(path: str | os.PathLike[str]) -> str:
         return DEFAULT_DATASET
 
 
-def class_names(arrays: dict[str, np.ndarray]) -> list[str]:
-    """The name of each class, by label: the recorded ones, MNIST's digits when none are."""
-    return [str(name) for name in arrays["class_names"]] if "class_names" in arrays else list(DIGIT_NAMES)
+def class_names(arrays: Mapping[str, np.ndarray]) -> list[str]:
+    """The name of each class, by label: the recorded ones; where none are, those of the
+    dataset it names (a KMNIST `.npz` saved with `dataset` alone holds kana, not digits), or
+    MNIST's digits."""
+    if "class_names" in arrays:
+        return [str(name) for name in arrays["class_names"]]
+    if "dataset" in arrays and (known := catalogued(str(arrays["dataset"]))):
+        return list(dataset_spec(known).class_names)
+    return list(DIGIT_NAMES)
 
 
 def class_labels(requested: Sequence[str], names: Sequence[str], dataset: str) -> list[int]:

@@ -91,7 +91,7 @@ def test_the_checkpoint_names_its_dataset_classes_and_preprocessing(fashion_mode
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("preset", ["cnn", "cnn-best"])
+@pytest.mark.parametrize("preset", ["cnn", "cnn-best", "3v8"])
 def test_a_handwriting_preset_mirrors_clothes_instead_of_distorting_them(
     preset: str, fashion_npz: Path, synthetic_npz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -148,6 +148,24 @@ def test_eval_names_the_classes(fashion_model: Path, fashion_npz: Path, tmp_path
     assert run("render-confusion", "--metrics", tmp_path / "metrics.json", "-o", picture).exit_code == 0
     with Image.open(picture) as image:
         assert image.size[0] > heat_map_origin(CHOSEN)[0] > 96  # room for "T-shirt/top" on the left
+
+
+def test_a_file_naming_only_its_dataset_holds_that_dataset_s_classes(
+    fashion_model: Path, fashion_npz: Path, tmp_path: Path
+) -> None:
+    """An .npz saved with `dataset` but no `class_names` (a user's own np.savez) holds the
+    named dataset's classes: its clothes were taken for MNIST's digits and refused by eval."""
+    with np.load(fashion_npz) as archive:
+        arrays = {key: archive[key] for key in archive.files if key != "class_names"}
+    named_only = tmp_path / "named-only.npz"
+    np.savez(named_only, **arrays)
+    result = run("eval", fashion_model, named_only)
+    assert result.exit_code == 0, result.output
+    assert "    8  Bag" in result.stdout
+    arrays["dataset"] = np.array("my-own-scans")
+    np.savez(named_only, **arrays)
+    result = run("eval", fashion_model, named_only)
+    assert result.exit_code != 0 and "holds my-own-scans (0, 1, 2, ...)" in result.output
 
 
 def test_predict_on_exported_images_prints_names(
