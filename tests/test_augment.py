@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mnistkit.augment import AUGMENT_FUNCTIONS, ERASE_AREA, SHIFT_PX, make_augment
+from mnistkit.augment import (
+    AUGMENT_FUNCTIONS,
+    ELASTIC_RANK,
+    ELASTIC_SIGMA_PX,
+    ERASE_AREA,
+    SHIFT_PX,
+    _elastic_basis,
+    _gaussian_matrix,
+    _stroke_width,
+    make_augment,
+)
 from mnistkit.config import AUGMENT_KINDS, TrainConfig
 from mnistkit.errors import MnistkitError
 
@@ -56,6 +67,54 @@ def test_erase_blanks_one_rectangle_of_2_to_40_percent_in_about_half_the_images(
         assert box == rows.size  # one filled rectangle
         assert ERASE_AREA[0] * 784 * 0.5 <= rows.size <= ERASE_AREA[1] * 784 * 1.5
     assert 70 <= erased <= 130
+
+
+def test_the_elastic_field_has_the_covariance_of_smoothed_noise() -> None:
+    """The field comes from 8x8 random numbers through a basis instead of 28x28 smoothed by a
+    Gaussian: along each axis the two have the same covariance, to 1e-4 of its largest entry."""
+    smoothing = _gaussian_matrix(28, ELASTIC_SIGMA_PX).astype(np.float64)
+    wanted = smoothing @ smoothing.T
+    basis = _elastic_basis(28, ELASTIC_SIGMA_PX, ELASTIC_RANK).astype(np.float64)
+    assert np.abs(basis @ basis.T - wanted).max() < 1e-4 * wanted.max()
+    fewer = _elastic_basis(28, ELASTIC_SIGMA_PX, ELASTIC_RANK - 3).astype(np.float64)
+    assert np.abs(fewer @ fewer.T - wanted).max() > 1e-3 * wanted.max()
+
+
+@pytest.mark.parametrize("amount", [1.0, -1.0, 0.0])
+def test_strokes_at_full_width_change_are_a_grey_dilation_or_erosion(amount: float) -> None:
+    """Thickened all the way, each pixel is its 3x3 neighbourhood's brightest; thinned, its
+    darkest, brightened back to the image's peak; unchanged at 0."""
+    images = np.random.default_rng(1).uniform(0, 255, (4, 28, 28)).astype(np.float32)
+    images[1] = 0.0
+    windows = np.lib.stride_tricks.sliding_window_view(
+        np.pad(images, ((0, 0), (1, 1), (1, 1)), constant_values=np.nan), (3, 3), axis=(1, 2)
+    )
+    reference = {1.0: np.nanmax, -1.0: np.nanmin, 0.0: lambda w, axis: images}[amount](windows, axis=(-2, -1))
+    reference = (
+        reference
+        * images.max(axis=(1, 2), keepdims=True)
+        / np.maximum(reference.max(axis=(1, 2), keepdims=True), 1.0)
+    )
+    changed = np.asarray(_stroke_width(jnp.asarray(images), jnp.full(4, amount)))
+    np.testing.assert_allclose(changed, reference, rtol=1e-5, atol=1e-3)
+
+
+def _ink_centres(images: np.ndarray) -> np.ndarray:
+    rows, columns = np.mgrid[:28, :28]
+    mass = images.sum(axis=(1, 2))
+    centres = [(images * rows).sum(axis=(1, 2)), (images * columns).sum(axis=(1, 2))]
+    return np.stack(centres, 1) / mass[:, None]
+
+
+def test_a_distortion_moves_a_digit_a_little_and_keeps_its_ink() -> None:
+    images = _asymmetric_images(400)
+    distorted = np.asarray(AUGMENT_FUNCTIONS["distort"](images, jax.random.key(5)))
+    assert distorted.dtype == np.float32 and distorted.min() >= 0 and distorted.max() <= 255
+    moved = np.linalg.norm(_ink_centres(distorted) - _ink_centres(images.astype(np.float32)), axis=1)
+    assert 0.5 < np.median(moved) < 3.0 and moved.max() < 6.0
+    kept = distorted.sum(axis=(1, 2)) / images.sum(axis=(1, 2))
+    assert 0.6 < np.median(kept) < 1.6
+    assert len({distorted[i].tobytes() for i in range(len(distorted))}) == len(distorted)
 
 
 def test_combined_kinds_apply_each_in_turn() -> None:
