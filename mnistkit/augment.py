@@ -92,7 +92,9 @@ def _elastic_basis(size: int, sigma: float, rank: int) -> np.ndarray:
     eigenvalues, eigenvectors = np.linalg.eigh(smoothing @ smoothing.T)
     largest = np.argsort(eigenvalues)[::-1][:rank]
     basis = eigenvectors[:, largest] * np.sqrt(eigenvalues[largest])
-    # An eigenvector's sign is LAPACK's choice: fix it, so that no build flips a seed's fields.
+    # An eigenvector's sign is LAPACK's choice: fix it by the largest entry. (An antisymmetric
+    # direction's two ends tie up to rounding, so another build may still flip one: the same
+    # distribution, other fields for a seed, as other builds' float rounding gives anyway.)
     basis *= np.sign(basis[np.abs(basis).argmax(axis=0), np.arange(rank)])
     return basis.astype(np.float32)
 
@@ -105,10 +107,7 @@ def random_distortion(images: jax.Array, key: jax.Array) -> jax.Array:
     angles = jax.random.uniform(angle_key, (count,), minval=-1.0, maxval=1.0) * math.radians(ROTATION_DEGREES)
     scales = 1.0 + jax.random.uniform(scale_key, (count,), minval=-1.0, maxval=1.0) * SCALE_FRACTION
     shifts = jax.random.uniform(shift_key, (count, 2), minval=-1.0, maxval=1.0) * DISTORT_SHIFT_PX
-    row_basis = jnp.asarray(_elastic_basis(height, ELASTIC_SIGMA_PX, ELASTIC_RANK))
-    column_basis = jnp.asarray(_elastic_basis(width, ELASTIC_SIGMA_PX, ELASTIC_RANK))
-    noise = jax.random.uniform(field_key, (count, 2, ELASTIC_RANK, ELASTIC_RANK), minval=-1.0, maxval=1.0)
-    field = ELASTIC_ALPHA_PX * jnp.einsum("ij,ncjk,lk->ncil", row_basis, noise, column_basis)
+    field = _elastic_field(field_key, count)
     rows, columns = jnp.meshgrid(
         jnp.arange(height, dtype=jnp.float32), jnp.arange(width, dtype=jnp.float32), indexing="ij"
     )
@@ -125,6 +124,16 @@ def random_distortion(images: jax.Array, key: jax.Array) -> jax.Array:
     return _stroke_width(
         distorted, jax.random.uniform(jax.random.fold_in(key, 1), (count,), minval=-1.0, maxval=1.0)
     )
+
+
+def _elastic_field(key: jax.Array, count: int) -> jax.Array:
+    """Each image's displacements (count, 2, 28, 28) in pixels, rows' then columns': uniform
+    noise smoothed by a Gaussian of ELASTIC_SIGMA_PX, drawn through `_elastic_basis`."""
+    height, width = IMAGE_SHAPE
+    row_basis = jnp.asarray(_elastic_basis(height, ELASTIC_SIGMA_PX, ELASTIC_RANK))
+    column_basis = jnp.asarray(_elastic_basis(width, ELASTIC_SIGMA_PX, ELASTIC_RANK))
+    noise = jax.random.uniform(key, (count, 2, ELASTIC_RANK, ELASTIC_RANK), minval=-1.0, maxval=1.0)
+    return ELASTIC_ALPHA_PX * jnp.einsum("ij,ncjk,lk->ncil", row_basis, noise, column_basis)
 
 
 def _stroke_width(images: jax.Array, amounts: jax.Array) -> jax.Array:

@@ -9,11 +9,13 @@ import pytest
 
 from mnistkit.augment import (
     AUGMENT_FUNCTIONS,
+    ELASTIC_ALPHA_PX,
     ELASTIC_RANK,
     ELASTIC_SIGMA_PX,
     ERASE_AREA,
     SHIFT_PX,
     _elastic_basis,
+    _elastic_field,
     _gaussian_matrix,
     _stroke_width,
     make_augment,
@@ -78,6 +80,21 @@ def test_the_elastic_field_has_the_covariance_of_smoothed_noise() -> None:
     assert np.abs(basis @ basis.T - wanted).max() < 1e-4 * wanted.max()
     fewer = _elastic_basis(28, ELASTIC_SIGMA_PX, ELASTIC_RANK - 3).astype(np.float64)
     assert np.abs(fewer @ fewer.T - wanted).max() > 1e-3 * wanted.max()
+
+
+def test_the_elastic_field_is_smoothed_noise_of_its_strength() -> None:
+    """Along a column through the middle, the drawn displacements' covariance is what noise
+    uniform in [-1, 1] smoothed by the Gaussian on both sides has: (alpha^2 / 3) G Gᵀ times the
+    middle entry of G Gᵀ; about 0.8 px apart on average."""
+    field = np.asarray(_elastic_field(jax.random.key(2), 4000), np.float64)
+    assert 0.6 < field.std() < 1.0 and abs(field.mean()) < 0.05
+    smoothing = _gaussian_matrix(28, ELASTIC_SIGMA_PX).astype(np.float64)
+    along_rows = smoothing @ smoothing.T
+    wanted = ELASTIC_ALPHA_PX**2 / 3 * along_rows * along_rows[14, 14]
+    for direction in (0, 1):
+        column = field[:, direction, :, 14]
+        measured = column.T @ column / len(column)
+        assert np.abs(measured - wanted).max() < 0.05 * wanted.max()
 
 
 @pytest.mark.parametrize("amount", [1.0, -1.0, 0.0])
