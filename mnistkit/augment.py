@@ -3,7 +3,7 @@
 - `shift`: each image moved by up to 2 pixels in each direction (whole pixels, uint8 kept);
 - `distort`: what the best MNIST results use (Simard et al. 2003; Cireşan et al. 2010): a
   random rotation (±12°), scale (±12%) and shift (±2.5 px) about the centre, then an elastic
-  distortion (a random displacement field smoothed by a Gaussian of 4 px, about 0.7 px on
+  distortion (a random displacement field smoothed by a Gaussian of 4 px, about 0.8 px on
   average), resampled bilinearly; then strokes thickened or thinned, as a marker's or a
   pencil's are. People's digits vary in stroke more than MNIST's: a model trained so reads
   the people-style images of scripts/people_style.py about a point better;
@@ -36,7 +36,7 @@ ROTATION_DEGREES = 12.0
 SCALE_FRACTION = 0.12
 DISTORT_SHIFT_PX = 2.5
 ELASTIC_SIGMA_PX = 4.0
-ELASTIC_ALPHA_PX = 16.0  # the displacement scale before smoothing: about 0.7 px (std) after it
+ELASTIC_ALPHA_PX = 16.0  # the displacement scale before smoothing: about 0.8 px (std) after it
 ELASTIC_RANK = 8  # of the smoothing's 28 directions, those holding all but 1e-5 of its variance
 
 
