@@ -29,6 +29,7 @@ from mnistkit import __version__
 from mnistkit.atomic import write_bytes_atomic, written_in_place
 from mnistkit.checkpoint import FORMAT_VERSION, canonical_json
 from mnistkit.config import TrainConfig
+from mnistkit.datasets import DEFAULT_DATASET
 from mnistkit.errors import MnistkitError
 
 SUFFIX = ".resume"
@@ -138,8 +139,14 @@ def _differences(saved: Any, current: dict[str, Any]) -> str:
         return "mnistkit checkpoint format"
     if saved.get("data_sha256") != current["data_sha256"]:
         return "data file"
-    if saved.get("dataset", current["dataset"]) != current["dataset"]:  # states saved before it was kept
-        return f"dataset ({saved['dataset']} then, {current['dataset']} now)"
+    # A state saved before the dataset was kept ran on MNIST or on a file that named its own
+    # (`train --dataset` came with the key); only MNIST is sure to be the same, and starting
+    # over costs time where resuming under other classes would cost the model.
+    saved_dataset = saved.get("dataset")
+    if saved_dataset is None and current["dataset"] != DEFAULT_DATASET:
+        return f"dataset (none recorded then, {current['dataset']} now)"
+    if saved_dataset not in (None, current["dataset"]):
+        return f"dataset ({saved_dataset} then, {current['dataset']} now)"
     if saved.get("devices") != current["devices"]:
         return f"device count ({saved.get('devices')} then, {current['devices']} now)"
     saved_config = saved.get("config")

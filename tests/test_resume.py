@@ -162,12 +162,9 @@ def test_the_cli_resumes_by_itself_and_reports_it(tmp_path: Path, synthetic_npz:
     assert [line.split()[1] for line in result.stderr.splitlines() if line.startswith("epoch")] == ["3/3"]
 
 
-def test_a_state_from_before_a_setting_existed_resumes(tmp_path: Path, synthetic_data, reference) -> None:
-    """A state an earlier mnistkit saved lacks the settings added since (it ran at their
-    defaults) and its dataset, which the data file then told alone."""
-    with pytest.raises(Crash):
-        run(synthetic_data, tmp_path, "data-hash", progress=crash_in_epoch(3))
-    state = tmp_path / "model.safetensors.resume"
+def _as_an_earlier_mnistkit_saved_it(state: Path) -> None:
+    """The state without the settings added since (it ran at their defaults) and without its
+    dataset, which the data file then told alone: MNIST, or the dataset the file named."""
     data = state.read_bytes()
     length = int.from_bytes(data[:8], "little")
     header = json.loads(data[8 : 8 + length])
@@ -176,7 +173,32 @@ def test_a_state_from_before_a_setting_existed_resumes(tmp_path: Path, synthetic
     header["__metadata__"][METADATA_KEY] = json.dumps(metadata)
     text = json.dumps(header).encode()
     state.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + length :])
+
+
+def test_a_state_from_before_a_setting_existed_resumes(tmp_path: Path, synthetic_data, reference) -> None:
+    with pytest.raises(Crash):
+        run(synthetic_data, tmp_path, "data-hash", progress=crash_in_epoch(3))
+    state = tmp_path / "model.safetensors.resume"
+    _as_an_earlier_mnistkit_saved_it(state)
     messages: list[str] = []
     run(synthetic_data, tmp_path, "data-hash", messages)
     assert f"resuming from {state}: epoch 2 of 4 was done" in messages
     assert (tmp_path / "model.safetensors").read_bytes() == reference[0]
+
+
+def test_a_state_from_before_the_dataset_was_kept_is_not_resumed_as_another(
+    tmp_path: Path, synthetic_data
+) -> None:
+    """The same file trained with `--dataset kmnist` (its classes read as kana) cannot continue
+    a state that recorded no dataset: that run took the file as MNIST."""
+    with pytest.raises(Crash):
+        run(synthetic_data, tmp_path, "data-hash", progress=crash_in_epoch(3))
+    state = tmp_path / "model.safetensors.resume"
+    _as_an_earlier_mnistkit_saved_it(state)
+    messages: list[str] = []
+    run(named_as(synthetic_data, "kmnist"), tmp_path, "data-hash", messages)
+    assert (
+        f"{state}: written by a run with another dataset (none recorded then, kmnist now); starting over"
+        in messages
+    )
+    assert not any(message.startswith("resuming") for message in messages)
