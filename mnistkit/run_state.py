@@ -4,7 +4,7 @@ run killed by anything (SIGKILL, the OOM killer, a closed laptop) continues wher
 `models/model.safetensors` trains with its state in `models/model.safetensors.resume`: a
 safetensors file of the parameters and optimizer state (with their member axis), and as
 metadata the epochs done, the history so far and the run's fingerprint: the data file's
-SHA-256, every training setting, the device count and the checkpoint format. Rerunning
+SHA-256 and dataset, every training setting, the device count and the checkpoint format. Rerunning
 the same command finds the state, checks the fingerprint and continues; the batch orders
 and augmentation keys of the remaining epochs follow from the seed and the epoch number,
 so the result is the uninterrupted run's, byte for byte. A state with another fingerprint
