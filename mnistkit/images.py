@@ -71,24 +71,43 @@ def load_digit(
         return to_uint8(gray)
     try:
         return preprocess_digit(gray, str(path), IMAGE_STYLES[style])
+    except MnistkitError as error:
+        refusal = error
+    if max(gray.shape) < FRAME_PX:
+        # Smaller than MNIST's own frame, a digit's strokes may be one pixel wide, corner to
+        # corner, which the ink's tests take for specks: read it again enlarged pixel for pixel
+        # (only then: enlarged always, such digits were read worse).
+        factor = -(-2 * FRAME_PX // max(gray.shape))
+        return preprocess_digit(
+            np.kron(gray, np.ones((factor, factor), np.float32)), str(path), IMAGE_STYLES[style]
+        )
+    if not IMAGE_STYLES[style].saturate_ink:
+        raise refusal
+    # A light pen thinner than the boxes that shrank a large picture keeps half its contrast
+    # or less where they cut it, too little to stand out where its other strokes kept theirs
+    # (a grey 2 px line on a 300 px canvas): read it again with every box its most ink-like
+    # pixel (only then: always, and dust or ruled lines beside a thick digit would be ink).
+    inked = read_grayscale(path, content=content, picture=picture, every_box_ink_like=True)
+    if np.array_equal(inked, gray):
+        raise refusal
+    try:
+        return preprocess_digit(inked, str(path), IMAGE_STYLES[style])
     except MnistkitError:
-        if max(gray.shape) >= FRAME_PX:
-            raise
-    # Smaller than MNIST's own frame, a digit's strokes may be one pixel wide, corner to
-    # corner, which the ink's tests take for specks: read it again enlarged pixel for pixel
-    # (only then: enlarged always, such digits were read worse).
-    factor = -(-2 * FRAME_PX // max(gray.shape))
-    return preprocess_digit(
-        np.kron(gray, np.ones((factor, factor), np.float32)), str(path), IMAGE_STYLES[style]
-    )
+        raise refusal from None
 
 
 def read_grayscale(
-    path: Path, shrink: bool = True, content: bytes | None = None, picture: Image.Image | None = None
+    path: Path,
+    shrink: bool = True,
+    content: bytes | None = None,
+    picture: Image.Image | None = None,
+    every_box_ink_like: bool = False,
 ) -> np.ndarray:
     """Decode any image Pillow reads into float32 gray in [0, 1], upright, alpha composited,
-    and with `shrink`, box-averaged down to a longer side of at most WORK_SIDE_PX.
-    The image is the file at `path`, or `content` when given, or `picture` (left as it is)."""
+    and with `shrink`, box-averaged down to a longer side of at most WORK_SIDE_PX (each box
+    its most ink-like pixel instead where the strokes are thinner than the boxes, or with
+    `every_box_ink_like`, everywhere). The image is the file at `path`, or `content` when
+    given, or `picture` (left as it is)."""
     if picture is not None:
         problem = _size_problem(picture.width, picture.height)
         if problem:
@@ -102,13 +121,13 @@ def read_grayscale(
     image = _open_checked(path, content) if picture is None else picture
     try:
         if picture is not None:  # a copy, turned upright; a lazily opened one decodes here
-            return _grayscale(ImageOps.exif_transpose(picture), path, shrink)
+            return _grayscale(ImageOps.exif_transpose(picture), path, shrink, every_box_ink_like)
         with image:
             if shrink and image.format == "JPEG":
                 _draft(image)
             image.load()
             ImageOps.exif_transpose(image, in_place=True)
-            return _grayscale(image, path, shrink)
+            return _grayscale(image, path, shrink, every_box_ink_like)
     except MnistkitError:
         raise
     except Exception as error:  # Pillow's decoders raise many untyped errors on bad data
@@ -128,9 +147,11 @@ def _draft(image: Image.Image) -> None:
         image.draft(mode, (image.width * side // longer, image.height * side // longer))
 
 
-def _grayscale(image: Image.Image, path: Path, shrink: bool) -> np.ndarray:
+def _grayscale(image: Image.Image, path: Path, shrink: bool, every_box_ink_like: bool) -> np.ndarray:
     gray_image = _to_gray_mode(image)
-    gray, alpha = _gray_and_alpha(_shrink_to_work_size(gray_image) if shrink else gray_image)
+    gray, alpha = _gray_and_alpha(
+        _shrink_to_work_size(gray_image, every_box_ink_like) if shrink else gray_image
+    )
     if alpha is not None:
         gray = _composite(gray, alpha, path)
     return gray
@@ -205,7 +226,7 @@ def _to_gray_mode(image: Image.Image) -> Image.Image:
         return image.convert("RGB").convert("L")
 
 
-def _shrink_to_work_size(image: Image.Image) -> Image.Image:
+def _shrink_to_work_size(image: Image.Image, every_box_ink_like: bool) -> Image.Image:
     """Box-average big images down; Pillow weights colour by alpha, so edges stay right.
     Strokes thinner than the boxes keep their contrast (`_thin_strokes_kept`)."""
     factor = -(-max(image.size) // WORK_SIDE_PX)
@@ -214,10 +235,12 @@ def _shrink_to_work_size(image: Image.Image) -> Image.Image:
     averaged = image.reduce(factor)
     if image.mode == "LA":
         return averaged
-    return _thin_strokes_kept(image, averaged, factor)
+    return _thin_strokes_kept(image, averaged, factor, every_box_ink_like)
 
 
-def _thin_strokes_kept(image: Image.Image, averaged: Image.Image, factor: int) -> Image.Image:
+def _thin_strokes_kept(
+    image: Image.Image, averaged: Image.Image, factor: int, every_box_ink_like: bool
+) -> Image.Image:
     """`averaged`, unless it fades the digit's strokes: a box averages a stroke thinner than
     itself into the paper (a 4 px pen line on a 2000 px canvas keeps a quarter of its
     contrast, or two eighths side by side, and a faint line is no ink). The strongest marks
@@ -225,7 +248,9 @@ def _thin_strokes_kept(image: Image.Image, averaged: Image.Image, factor: int) -
     THIN_STROKE_KEPT of their ink's contrast, each box becomes its `factor`-th most ink-like
     pixel instead: the strokes keep their contrast, one working pixel wide at least (and
     preprocessing thickens them as it does a fine pen's), while a speck of dust covering
-    fewer pixels stays paper. A thick digit beside ruled lines or dust keeps `averaged`."""
+    fewer pixels stays paper. A thick digit beside ruled lines or dust keeps `averaged`.
+    `every_box_ink_like` takes each box's pixel whatever the strokes: the second reading of a
+    picture that the first found blank (see `load_digit`)."""
     mean = np.asarray(averaged, np.float32)
     paper = median(mean)
     dark_ink = paper - float(mean.min()) >= float(mean.max()) - paper  # the ink lies farther off
@@ -245,7 +270,7 @@ def _thin_strokes_kept(image: Image.Image, averaged: Image.Image, factor: int) -
         _ink_like(candidates.reshape(len(rows), -1), factor, dark_ink).astype(np.float32) - np.float32(paper)
     )
     kept = np.divide(contrast[strongest], full, out=np.full_like(full, np.inf), where=full > 0)
-    if median(kept) >= THIN_STROKE_KEPT:
+    if median(kept) >= THIN_STROKE_KEPT and not every_box_ink_like:
         return averaged
     every_box = _boxes(np.asarray(image), mean.shape, factor).transpose(0, 2, 1, 3).reshape(mean.size, -1)
     return Image.fromarray(_ink_like(every_box, factor, dark_ink).reshape(mean.shape), averaged.mode)

@@ -609,6 +609,13 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], Path], str]] = {
         lambda p: save(np.random.default_rng(0).normal(200, 3, (90, 90)).astype(np.uint8), p / "n.png"),
         "blank image",
     ),
+    # Large: read a second time with each box its most ink-like pixel, the grain is no ink either.
+    "grainy paper, large": (
+        lambda p: save(
+            np.random.default_rng(0).normal(230, 8, (600, 600)).clip(0, 255).astype(np.uint8), p / "g.png"
+        ),
+        "blank image",
+    ),
     "fully transparent": (lambda p: save(np.zeros((40, 40, 4), np.uint8), p / "tr.png"), "blank image"),
     "symlink loop": (lambda p: os.symlink(p / "loop.png", p / "loop.png") or p / "loop.png", "cannot read"),
 }
@@ -753,6 +760,27 @@ def test_a_digits_thin_level_stroke_keeps_its_contrast(
     pen_px = max(1, round(2 * 250 / canvas_px))
     reference = load_digit(drawn_lines(tmp_path / "r.png", (250, 250), small, pen_px, 255, 0))
     assert similarity(drawn, reference) > 0.95, f"the {digit}"
+
+
+FIVE = [(200, 35), (80, 35), (75, 130), (170, 130), (200, 190), (150, 250), (70, 235)]
+
+
+@pytest.mark.parametrize(
+    ("digit", "points", "canvas_px"),
+    [(5, FIVE, 257), (5, FIVE, 329), (4, FOUR_SEVEN_AND_TWO[0][1], 275), (4, FOUR_SEVEN_AND_TWO[0][1], 374)],
+)
+def test_a_light_thin_pen_on_a_large_canvas_is_read_not_refused_as_blank(
+    tmp_path: Path, digit: int, points: list, canvas_px: int
+) -> None:
+    """A grey 2 px pen (190 on white) on a canvas a little over 256 px: the boxes that shrink
+    it cut most of its strokes in two, which then keep half of a quarter's contrast, under
+    what ink must stand out by, and the digit was refused as a blank image."""
+    scale = 0.8 * canvas_px / 280
+    placed = [(x * scale + 0.1 * canvas_px - 14 * scale, y * scale + 0.1 * canvas_px) for x, y in points]
+    drawn = load_digit(drawn_lines(tmp_path / "d.png", (canvas_px, canvas_px), placed, 2, 255, 190))
+    small = [(x * 250 / canvas_px, y * 250 / canvas_px) for x, y in placed]
+    reference = load_digit(drawn_lines(tmp_path / "r.png", (250, 250), small, 2, 255, 190))
+    assert similarity(drawn, reference) > 0.9, f"the {digit}"
 
 
 def test_marks_beside_a_thick_digit_or_dust_on_a_thin_one_change_nothing(tmp_path: Path) -> None:
