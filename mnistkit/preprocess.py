@@ -403,17 +403,16 @@ def _only_ruled_lines(mask: np.ndarray) -> bool:
     may be a 1 photographed sideways.)"""
     length = max(3, round(mask.shape[1] * RULED_LINE_FRACTION)) | 1
     # Rows merged a 36th of the picture's width at a time (along a third of it a line of a page
-    # turned 3 degrees rises about that much), and columns three at a time (a line stepping
-    # down a row may skip one).
+    # turned 3 degrees rises a 57th, and the line has a width of its own), and columns three at
+    # a time (a line stepping down a row may skip one).
     rows = max(1, round(mask.shape[1] / 36)) | 1
     thickened = sliding_extreme(sliding_extreme(mask.astype(np.uint8), rows, np.maximum, 0), 3, np.maximum, 1)
     lines = sliding_extreme(sliding_extreme(thickened, length, np.minimum, 1), length, np.maximum, 1) > 0
-    elsewhere = _remove_isolated_pixels((mask & ~lines).astype(np.float32))
-    if elsewhere.any():
-        return False
     # Lines one above another in some column (a turned page's run into each other across it).
     starts = np.count_nonzero(lines[1:] & ~lines[:-1], axis=0) + lines[0]
-    return bool(starts.max() >= 2)
+    if starts.max() < 2:
+        return False
+    return not _remove_isolated_pixels((mask & ~lines).astype(np.float32)).any()
 
 
 def _remove_isolated_pixels(ink: np.ndarray) -> np.ndarray:
