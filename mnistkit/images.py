@@ -86,11 +86,11 @@ def load_digit(
     # A light pen thinner than the boxes that shrank a large picture keeps half its contrast
     # or less where they cut it, too little to stand out where its other strokes kept theirs
     # (a grey 2 px line on a 300 px canvas): read it again with every box its most ink-like
-    # pixel (only then: always, and dust or ruled lines beside a thick digit would be ink).
-    inked = read_grayscale(path, content=content, picture=picture, every_box_ink_like=True)
-    if np.array_equal(inked, gray):
-        raise refusal
+    # pixel. Not always: dust and ruled lines beside a thick digit would then be ink.
     try:
+        inked = read_grayscale(path, content=content, picture=picture, every_box_ink_like=True)
+        if np.array_equal(inked, gray):  # not shrunk, or shrunk so already
+            raise refusal
         return preprocess_digit(inked, str(path), IMAGE_STYLES[style])
     except MnistkitError:
         raise refusal from None
@@ -257,6 +257,8 @@ def _thin_strokes_kept(
     contrast = np.abs(mean - np.float32(paper))
     if contrast.max() == 0:
         return averaged
+    if every_box_ink_like:
+        return _every_box_ink_like(image, mean.shape, factor, dark_ink, averaged.mode)
     strongest = contrast >= contrast.max() / 2
     rows, columns = np.nonzero(strongest)
     top, left, bottom, right = rows.min(), columns.min(), rows.max() + 1, columns.max() + 1
@@ -270,10 +272,17 @@ def _thin_strokes_kept(
         _ink_like(candidates.reshape(len(rows), -1), factor, dark_ink).astype(np.float32) - np.float32(paper)
     )
     kept = np.divide(contrast[strongest], full, out=np.full_like(full, np.inf), where=full > 0)
-    if median(kept) >= THIN_STROKE_KEPT and not every_box_ink_like:
+    if median(kept) >= THIN_STROKE_KEPT:
         return averaged
-    every_box = _boxes(np.asarray(image), mean.shape, factor).transpose(0, 2, 1, 3).reshape(mean.size, -1)
-    return Image.fromarray(_ink_like(every_box, factor, dark_ink).reshape(mean.shape), averaged.mode)
+    return _every_box_ink_like(image, mean.shape, factor, dark_ink, averaged.mode)
+
+
+def _every_box_ink_like(
+    image: Image.Image, shape: tuple[int, ...], factor: int, dark_ink: bool, mode: str
+) -> Image.Image:
+    """The picture shrunk with each box its `factor`-th most ink-like pixel."""
+    every_box = _boxes(np.asarray(image), shape, factor).transpose(0, 2, 1, 3).reshape(-1, factor * factor)
+    return Image.fromarray(_ink_like(every_box, factor, dark_ink).reshape(shape), mode)
 
 
 def _boxes(values: np.ndarray, shape: tuple[int, ...], factor: int) -> np.ndarray:

@@ -190,8 +190,6 @@ def _ink_on(
         ink, ink_mask = found
     if not ink_mask.any():
         raise MnistkitError(f"{source}: blank image (no ink found)")
-    if _only_ruled_lines(ink_mask):
-        raise MnistkitError(f"{source}: blank image (only ruled lines, no digit)")
     stroke = ink[ink_mask]
     level = median(stroke)
     if level < MIN_INK_CONTRAST:
@@ -394,25 +392,6 @@ def _faint_ruled_lines(ink: np.ndarray) -> np.ndarray:
     lines = sliding_extreme(sliding_extreme(thickened, length, np.minimum, 1), length, np.maximum, 1)
     lines = np.repeat(lines, LINE_NARROWING, axis=1)[:, :width]
     return np.where(lines < RULED_LINE_MAX_INK * darkest, np.maximum(lines, 0.0), np.float32(0.0))
-
-
-def _only_ruled_lines(mask: np.ndarray) -> bool:
-    """Whether all that stands out is two or more level lines across a third of the picture:
-    an empty ruled page. Its lines are its darkest marks, so they are not taken out as
-    fainter than a digit (`_faint_ruled_lines`), and were read as one. (One such line alone
-    may be a 1 photographed sideways.)"""
-    length = max(3, round(mask.shape[1] * RULED_LINE_FRACTION)) | 1
-    # Rows merged a 36th of the picture's width at a time (along a third of it a line of a page
-    # turned 3 degrees rises a 57th, and the line has a width of its own), and columns three at
-    # a time (a line stepping down a row may skip one).
-    rows = max(1, round(mask.shape[1] / 36)) | 1
-    thickened = sliding_extreme(sliding_extreme(mask.astype(np.uint8), rows, np.maximum, 0), 3, np.maximum, 1)
-    lines = sliding_extreme(sliding_extreme(thickened, length, np.minimum, 1), length, np.maximum, 1) > 0
-    # Lines one above another in some column (a turned page's run into each other across it).
-    starts = np.count_nonzero(lines[1:] & ~lines[:-1], axis=0) + lines[0]
-    if starts.max() < 2:
-        return False
-    return not _remove_isolated_pixels((mask & ~lines).astype(np.float32)).any()
 
 
 def _remove_isolated_pixels(ink: np.ndarray) -> np.ndarray:

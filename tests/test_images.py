@@ -783,35 +783,6 @@ def test_a_light_thin_pen_on_a_large_canvas_is_read_not_refused_as_blank(
     assert similarity(drawn, reference) > 0.9, f"the {digit}"
 
 
-@pytest.mark.parametrize("suffix", [".png", ".jpg"])
-@pytest.mark.parametrize(
-    ("size_px", "rise_px", "level"), [(250, 0, 200), (800, 0, 150), (800, 28, 150), (800, 42, 150)]
-)
-def test_an_empty_ruled_page_is_blank(
-    tmp_path: Path, size_px: int, rise_px: int, level: int, suffix: str
-) -> None:
-    """Ruled lines with nothing written on them, level or on a page turned up to 3 degrees:
-    as the page's darkest marks they were never taken for faint ruled lines, and the page
-    was read as a 0. The same lines with a digit between them still give the digit."""
-    page = Image.new("L", (size_px, size_px), 240)
-    for y in range(size_px // 20, size_px, size_px // 13):
-        ImageDraw.Draw(page).line([(0, y), (size_px, y + rise_px)], fill=level, width=max(1, size_px // 300))
-    page.convert("RGB").save(tmp_path / f"empty{suffix}")
-    with pytest.raises(MnistkitError, match="blank image \\(only ruled lines, no digit\\)"):
-        load_digit(tmp_path / f"empty{suffix}")
-    seven = [
-        (size_px * 0.35, size_px * 0.25),
-        (size_px * 0.7, size_px * 0.25),
-        (size_px * 0.45, size_px * 0.8),
-    ]
-    ImageDraw.Draw(page).line(seven, fill=30, width=size_px // 40)
-    page.convert("RGB").save(tmp_path / f"seven{suffix}")
-    clean = Image.new("L", (size_px, size_px), 240)
-    ImageDraw.Draw(clean).line(seven, fill=30, width=size_px // 40)
-    clean.save(tmp_path / "clean.png")
-    assert similarity(load_digit(tmp_path / f"seven{suffix}"), load_digit(tmp_path / "clean.png")) > 0.9
-
-
 def test_marks_beside_a_thick_digit_or_dust_on_a_thin_one_change_nothing(tmp_path: Path) -> None:
     """Only the digit's strokes decide whether the boxes keep their most ink-like pixel: the
     thin ruled lines beside a thick 7, or its dust, once made every box do so (the lines at
