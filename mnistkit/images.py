@@ -89,7 +89,7 @@ def load_digit(
     # pixel. Not always: dust and ruled lines beside a thick digit would then be ink.
     try:
         inked = read_grayscale(path, content=content, picture=picture, every_box_ink_like=True)
-        if np.array_equal(inked, gray):  # not shrunk, or shrunk so already
+        if np.array_equal(inked, gray):  # not shrunk, or already shrunk that way
             raise refusal
         return preprocess_digit(inked, str(path), IMAGE_STYLES[style])
     except MnistkitError:
