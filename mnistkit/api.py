@@ -16,6 +16,7 @@ jax is imported only by `train`; everything else runs on numpy and Pillow.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import sys
@@ -354,10 +355,11 @@ def predict_images(
         ]
         results = predict_loaded(checkpoint, [loaded], top_k=10)
     predictions = []
-    for result in results:
-        if not isinstance(result, Prediction):
-            raise MnistkitError(result.error)
-        predictions.append(result)
+    with contextlib.closing(results):  # the first bad image stops the workers too
+        for result in results:
+            if not isinstance(result, Prediction):
+                raise MnistkitError(result.error)
+            predictions.append(result)
     return predictions
 
 

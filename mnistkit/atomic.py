@@ -116,6 +116,8 @@ def check_writable_target(path: str | os.PathLike[str]) -> None:
     Missing folders on the way are fine: the write creates them."""
     if is_stdout(path):
         return
+    if os.fspath(path).endswith(("/", os.sep)):  # Path() would drop the slash and write a file
+        raise MnistkitError(f"{os.fspath(path)}: ends in a slash, a folder's name; expected a file path")
     path = Path(path)
     try:
         if path.is_dir():

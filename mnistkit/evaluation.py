@@ -8,6 +8,7 @@ does not grow with the number of images. numpy only, never jax.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -214,19 +215,23 @@ def evaluate_images(
             yield path
 
     position = 0
-    for chunk in load_digits(paths(), preprocess, workers, style=checkpoint.preprocessing):
-        images, digits = [], []
-        for loaded in chunk:
-            digit = digit_of.pop(position)
-            position += 1
-            if loaded.image is None:
-                on_error(loaded.error)
-                continue
-            images.append(loaded.image)
-            digits.append(digit)
-        if images:
-            combined, members = log_probabilities(checkpoint, np.stack(images))
-            evaluation.add(combined, np.array(digits), members)
+    # Closed here and now at Ctrl-C or an error, not when collected: the workers stop with it.
+    with contextlib.closing(
+        load_digits(paths(), preprocess, workers, style=checkpoint.preprocessing)
+    ) as chunks:
+        for chunk in chunks:
+            images, digits = [], []
+            for loaded in chunk:
+                digit = digit_of.pop(position)
+                position += 1
+                if loaded.image is None:
+                    on_error(loaded.error)
+                    continue
+                images.append(loaded.image)
+                digits.append(digit)
+            if images:
+                combined, members = log_probabilities(checkpoint, np.stack(images))
+                evaluation.add(combined, np.array(digits), members)
     return evaluation
 
 

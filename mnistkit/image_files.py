@@ -10,10 +10,13 @@ numpy and Pillow only.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
@@ -27,10 +30,11 @@ from mnistkit.images import load_digit
 from mnistkit.inputs import what_file_is
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
+    from concurrent.futures import Future, ProcessPoolExecutor
 
 CHUNK_SIZE = 256
 POOL_POLL_S = 0.05  # how often a wait for the pool looks for a held Ctrl-C or SIGTERM
+ORPHAN_POLL_S = 0.5  # how often a worker looks whether its parent is still there
 
 
 @dataclass
@@ -91,10 +95,24 @@ def _load_chunk(paths: list[str], preprocess: bool, style: str) -> list[LoadedDi
     return [load_one(path, preprocess, style) for path in paths]
 
 
-def _ignore_interrupts() -> None:
-    """Workers leave SIGINT to the parent, which stops the pool and cleans up."""
+def _start_worker() -> None:
+    """Workers leave SIGINT to the parent, which stops the pool and cleans up, and end at
+    SIGTERM. Their standard output is /dev/null: a reader of the parent's output sees its end
+    when the parent ends. And a worker whose parent is gone (killed outright) ends too,
+    rather than wait for work forever."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    parent = os.getppid()
+    threading.Thread(target=_end_with_parent, args=(parent,), daemon=True).start()
+
+
+def _end_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_POLL_S)
+    os._exit(1)
 
 
 def worker_count() -> int:
@@ -131,11 +149,11 @@ def load_digits(
     from concurrent.futures import ProcessPoolExecutor
 
     context = multiprocessing.get_context(_start_method())
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_interrupts)
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker)
     # Ctrl-C or SIGTERM raising inside the pool's own locks and queues can leave one held and
     # hang the shutdown, so signals are held while the pool is called and taken between calls.
+    in_flight: collections.deque = collections.deque()
     try:
-        in_flight: collections.deque = collections.deque()
         for chunk in itertools.chain([first, second], chunks):
             with interrupts.deferred():
                 in_flight.append(pool.submit(_load_chunk, chunk, preprocess, style))
@@ -145,7 +163,16 @@ def load_digits(
             yield _result(in_flight.popleft())
     finally:
         with interrupts.deferred():
+            if in_flight:  # stopped early (Ctrl-C, an error, a reader that left): stop at once
+                _end_workers(pool)
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _end_workers(pool: ProcessPoolExecutor) -> None:
+    """SIGTERM to the pool's workers, which end at it, rather than wait for their chunks."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(OSError, ValueError):
+            process.terminate()
 
 
 def _result(future: Future) -> list[LoadedDigit]:

@@ -6,6 +6,7 @@ numpy and Pillow only: predict must start fast, so nothing here imports jax.
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import json
 import os
@@ -48,7 +49,8 @@ def predict_paths(
 ) -> Iterator[Prediction | LoadedDigit]:
     """A Prediction for each readable image and the failed LoadedDigit for each other, in order."""
     chunks = load_digits(paths, preprocess, workers, style=checkpoint.preprocessing)
-    return predict_loaded(checkpoint, chunks, top_k=top_k, save_dir=save_dir)
+    with contextlib.closing(chunks):  # closing these predictions stops the pool of workers too
+        yield from predict_loaded(checkpoint, chunks, top_k=top_k, save_dir=save_dir)
 
 
 def predict_loaded(
@@ -180,11 +182,12 @@ def write_predictions(
     results = predict_paths(
         checkpoint, paths, preprocess=preprocess, top_k=top_k, save_dir=save_dir, workers=workers
     )
-    for result in results:
-        if isinstance(result, Prediction):
-            writer.write(result)
-        else:
-            failures += 1
-            errors.write(f"{result.error}\n")
-            errors.flush()
+    with contextlib.closing(results):  # at Ctrl-C, here and now, not when collected
+        for result in results:
+            if isinstance(result, Prediction):
+                writer.write(result)
+            else:
+                failures += 1
+                errors.write(f"{result.error}\n")
+                errors.flush()
     return failures

@@ -118,7 +118,7 @@ def train(
     with compile_cache(log):
         for path in (checkpoint_path, history_path):
             if writer and path is not None:
-                check_writable_target(Path(path))
+                check_writable_target(path)
         if writer and history_path is not None:
             check_history_target(history_path)
         setup = _set_up(arrays, config, data_name, data_sha256, devices, log)

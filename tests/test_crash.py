@@ -15,6 +15,7 @@ SIGINT and SIGTERM (fast tests): exit 130 or 143 with one line, temp files remov
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import random
@@ -23,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -43,7 +45,7 @@ from faults import (
     temp_files,
     write_fetch_table,
 )
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from mnistkit.atomic import pid_alive
 from mnistkit.checkpoint import load_checkpoint
@@ -414,6 +416,98 @@ def test_predict_interrupted_while_writing_exits_with_one_line_and_no_temp(
     lines = assert_interrupted(process, signal_number)
     assert lines == [lines[-1]]
     assert list(output.parent.iterdir()) == []
+
+
+def _large_digit_picture(path: Path) -> Path:
+    """A 6,000 px digit (36 megapixels, under predict's 40): about a tenth of a second to read."""
+    picture = Image.new("L", (6000, 6000), 255)
+    ImageDraw.Draw(picture).line([(2000, 1000), (4000, 1000), (2600, 5000)], fill=0, width=300)
+    picture.save(path, compress_level=1)
+    return path
+
+
+@pytest.mark.parametrize("whole_group", [False, True], ids=["process", "whole-group"])
+def test_predict_interrupted_amid_large_pictures_stops_at_once_without_a_traceback(
+    large_digit_model: Path, tmp_path: Path, whole_group: bool
+) -> None:
+    """Its workers are ended, not waited for: each holds a chunk of 256 pictures (half a
+    minute of work) when Ctrl-C comes."""
+    picture = _large_digit_picture(tmp_path / "seven.png")
+    paths = tmp_path / "paths.txt"
+    paths.write_text(f"{picture}\n" * 2000)
+    with paths.open("rb") as stdin:
+        process = subprocess.Popen(
+            mnistkit_command("predict", large_digit_model, "-"),
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    time.sleep(3)
+    assert process.poll() is None, process.stderr.read().decode()
+    sent = time.monotonic()
+    if whole_group:
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        process.send_signal(signal.SIGINT)
+    lines = assert_interrupted(process, signal.SIGINT)
+    assert time.monotonic() - sent < 10, "predict waited for its workers' chunks"
+    assert lines == [lines[-1]]
+    _assert_group_ends(process.pid)
+
+
+def _group_members(group: int) -> list[int]:
+    """The processes of a process group, from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # The fields after the command's name, which ends at the last ")": state, parent, group.
+            if (
+                entry.name.isdigit()
+                and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) == group
+            ):
+                members.append(int(entry.name))
+    return members
+
+
+def _assert_group_ends(group: int, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        assert time.monotonic() < deadline, "a worker outlived its parent"
+        time.sleep(0.1)
+
+
+def test_predict_killed_outright_leaves_no_worker_to_hold_its_pipe(
+    large_digit_model: Path, tmp_path: Path
+) -> None:
+    """A predict killed with SIGKILL (the OOM killer, `kill -9`) leaves no worker behind: its
+    reader sees the end of the output, and the workers end soon after."""
+    digit = tmp_path / "digit.png"
+    Image.fromarray(synthetic_arrays(1, 1)["test_images"][0]).save(digit)
+    process = subprocess.Popen(
+        mnistkit_command("predict", large_digit_model, "-"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    process.stdin.write(f"{digit}\n".encode() * 600)  # three chunks: the pool of workers
+    process.stdin.flush()  # and left open, so that predict waits for more
+    deadline = time.monotonic() + 60
+    while len(_group_members(process.pid)) < 2:
+        assert process.poll() is None and time.monotonic() < deadline, "no pool of workers started"
+        time.sleep(0.1)
+    process.kill()
+    read = threading.Thread(target=process.stdout.read, daemon=True)
+    read.start()
+    read.join(timeout=10)
+    assert not read.is_alive(), "a worker still holds predict's standard output"
+    process.wait(timeout=10)
+    _assert_group_ends(process.pid)
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

@@ -522,6 +522,19 @@ def test_missing_output_folders_are_made(tmp_path, synthetic_npz):
     )
 
 
+@pytest.mark.parametrize("exists", [False, True], ids=["new", "an-existing-file"])
+def test_an_output_ending_in_a_slash_is_refused_not_written_as_a_file(tmp_path, synthetic_npz, exists):
+    """`-o reports/` names a folder: writing a file `reports` (or over one) breaks what comes next."""
+    target = tmp_path / "reports"
+    if exists:
+        target.write_bytes(b"kept")
+    result = run("render-samples", synthetic_npz, "-o", f"{target}/", "--count", "4")
+    assert result.exit_code == 1
+    expected = f"Error: {target}/: ends in a slash, a folder's name; expected a file path"
+    assert result.output.strip() == expected
+    assert (target.read_bytes() == b"kept") if exists else not target.exists()
+
+
 def test_render_commands_do_not_import_jax(tmp_path, synthetic_npz, logreg_path):
     output = tmp_path / "s.png"
     code = (
