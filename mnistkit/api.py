@@ -298,7 +298,7 @@ def train(
     if isinstance(config, str):
         config, preset = None, preset or config
     if config is None:
-        config = config_from_options(preset, options, dataset_name(arrays))
+        config = config_from_options(preset, _classes_named(options), dataset_name(arrays))
     elif preset or options:
         raise ValueError("give a config, or a preset and options, not both")
     result = run_training(
@@ -368,12 +368,10 @@ def _load_image(image: ImageSource, place: int, preprocess: bool, style: str) ->
     if isinstance(image, str | os.PathLike):
         return load_one(str(image), preprocess, style)
     name = f"<image {place}>"
+    if isinstance(image, io.TextIOBase):  # before reading: an image's bytes are no UTF-8
+        return LoadedDigit(name, None, f'{name}: a file open as text; open it in binary, open(path, "rb")')
     if isinstance(image, io.IOBase):  # read whole, not line by line as iterating it would
         image = image.read()
-        if not isinstance(image, bytes):
-            return LoadedDigit(
-                name, None, f'{name}: a file open as text; open it in binary, open(path, "rb")'
-            )
     if isinstance(image, bytes | bytearray | memoryview):
         return load_one(name, preprocess, style, content=bytes(image))
     try:
@@ -433,6 +431,15 @@ def evaluate(
     return evaluation
 
 
+def _classes_named(options: dict[str, Any]) -> dict[str, Any]:
+    """`digits=`, as the commands' `--digits`, is `classes=`."""
+    if "digits" not in options:
+        return options
+    if "classes" in options:
+        raise ValueError("give classes= or digits= (the same option), not both")
+    return {("classes" if name == "digits" else name): value for name, value in options.items()}
+
+
 def draw_samples(
     arrays: Mapping[str, np.ndarray] | str | os.PathLike[str],
     model: Model | str | os.PathLike[str] | None = None,
@@ -442,7 +449,7 @@ def draw_samples(
     (options as the command's: split, select, count, classes, columns, scale, seed)."""
     from mnistkit.render import SampleOptions, samples_picture
 
-    sample_options = SampleOptions(**options)
+    sample_options = SampleOptions(**_classes_named(options))
     checkpoint = _model(model).checkpoint if model is not None else None
     splits = (sample_options.split,)
     arrays = _checked(arrays, splits) if checkpoint is None else _checked_for(checkpoint, arrays, splits)

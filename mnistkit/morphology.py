@@ -48,6 +48,24 @@ def fill_spans(mask: np.ndarray) -> np.ndarray:
     return np.logical_or.accumulate(mask, axis=1) & np.logical_or.accumulate(mask[:, ::-1], axis=1)[:, ::-1]
 
 
+def rectangularity(mask: np.ndarray) -> float:
+    """The area of `mask` over that of the smallest rectangle holding it, turned by any whole
+    degree: 1 for a rectangle at any angle, pi/4 for an ellipse. A rectangle's extent along a
+    direction is its rows' ends' extent, so those ends are all that is turned."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return 0.0
+    first = np.argmax(mask[rows], axis=1)
+    last = mask.shape[1] - 1 - np.argmax(mask[rows, ::-1], axis=1)
+    y = np.concatenate([rows, rows]).astype(np.float64)
+    x = np.concatenate([first, last]).astype(np.float64)
+    angles = np.deg2rad(np.arange(90.0))[:, None]
+    along = x * np.cos(angles) + y * np.sin(angles)
+    across = y * np.cos(angles) - x * np.sin(angles)
+    areas = (np.ptp(along, axis=1) + 1) * (np.ptp(across, axis=1) + 1)
+    return float(np.count_nonzero(mask) / areas.min())
+
+
 def ring(image: np.ndarray) -> np.ndarray:
     """The outermost pixels, once each."""
     return np.concatenate([image[0], image[-1], image[1:-1, 0], image[1:-1, -1]])

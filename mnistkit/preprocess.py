@@ -34,6 +34,7 @@ from mnistkit.morphology import (
     narrow,
     otsu_threshold,
     quantile,
+    rectangularity,
     ring,
     sliding_extreme,
     square_extreme,
@@ -80,6 +81,10 @@ DESK_MIN_BORDER = 0.75
 DESK_TO_PAPER_THRESHOLD = 0.25
 PAPER_MIN_AREA = 0.3
 PAPER_MIN_BLANK = 0.85
+# A sheet has straight sides: it fills at least this much of the smallest rectangle around it,
+# at any angle; a bold light digit on a dark canvas, filled in, at most about 0.72, an ellipse
+# (a bold 0) 0.785.
+PAPER_MIN_RECTANGULARITY = 0.8
 PAPER_EDGE_PX = 2
 # Marks darker or lighter than the page that cover less than this fraction of it are noise
 # when the ink's colour is decided.
@@ -332,8 +337,9 @@ def _find_paper(gray: np.ndarray, cumulative: np.ndarray) -> np.ndarray | None:
 
     The desk is much darker than the paper and surrounds it (it takes most of the
     picture's outermost pixels). The sheet is the largest light region, filled along its
-    rows and columns (the ink on it becomes part of it); it is large, and light over most of
-    that area: blank paper with straight sides, which a bright digit on a dark canvas is not.
+    rows and columns (the ink on it becomes part of it); it is large, light over most of
+    that area and fills most of a rectangle around it: blank paper with straight sides,
+    which a bright digit on a dark canvas, its holes filled in, is not.
     """
     outer = ring(gray)
     desk_level = median(outer)
@@ -353,6 +359,7 @@ def _find_paper(gray: np.ndarray, cumulative: np.ndarray) -> np.ndarray | None:
         np.count_nonzero(ring(paper)) > (1 - DESK_MIN_BORDER) * outer.size
         or area < PAPER_MIN_AREA * paper.size
         or np.count_nonzero(sheet) < PAPER_MIN_BLANK * area
+        or rectangularity(paper) < PAPER_MIN_RECTANGULARITY
     ):
         return None
     return paper

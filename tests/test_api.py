@@ -268,11 +268,13 @@ def test_images_in_memory_are_read_as_their_files_are(tmp_path: Path, large_digi
         pass  # the notebook's slip: the pixels were never read
     with pytest.raises(MnistkitError, match=re.escape("<image 0>: the image's file was closed before")):
         mnistkit.predict_images(large_digit_model, closed_too_soon)
-    with (
-        open(tmp_path / "four.png", encoding="latin-1") as text,
-        pytest.raises(MnistkitError, match=re.escape("<image 0>: a file open as text; open it in binary")),
-    ):
-        mnistkit.predict_images(large_digit_model, text)
+    as_text = re.escape("<image 0>: a file open as text; open it in binary")
+    for encoding in ("latin-1", "utf-8"):  # as UTF-8, reading it would fail first
+        with (
+            open(tmp_path / "four.png", encoding=encoding) as text,
+            pytest.raises(MnistkitError, match=as_text),
+        ):
+            mnistkit.predict_images(large_digit_model, text)
 
     stack = mnistkit.predict_images(large_digit_model, np.stack([np.asarray(paper)] * 3))
     assert [p.path for p in stack] == ["<image 0>", "<image 1>", "<image 2>"]
@@ -347,6 +349,10 @@ def test_list_settings_are_taken_as_python_gives_them(synthetic_data) -> None:
     """classes=(3, 8), hidden="64,32", channels=[8, 8]: as the command's options would read."""
     three_eight = mnistkit.train(synthetic_data, "logreg", epochs=1, classes=(3, 8), verbose=False)
     assert three_eight.classes == [3, 8]
+    as_digits = mnistkit.train(synthetic_data, "logreg", epochs=1, digits=(3, 8), verbose=False)
+    assert as_digits.classes == [3, 8]  # digits=, as the commands' --digits
+    with pytest.raises(ValueError, match="not both"):
+        mnistkit.train(synthetic_data, "logreg", classes=(3, 8), digits=(3, 8))
     config = api.config_from_options("fast", {"channels": [8, 8], "hidden": "64,32", "classes": "3,8"})
     assert (config.channels, config.hidden, config.classes) == ((8, 8), (64, 32), ("3", "8"))
     assert mnistkit.TrainConfig(classes=(3, 8), hidden=[16]).classes == ("3", "8")
@@ -356,6 +362,7 @@ def test_list_settings_are_taken_as_python_gives_them(synthetic_data) -> None:
         np.asarray(mnistkit.draw_samples(synthetic_data, classes=classes, count=8))
         for classes in ((3, 8), "3,8", ["3", "8"], np.array([3, 8]))
     ]
+    pictures.append(np.asarray(mnistkit.draw_samples(synthetic_data, digits=(3, 8), count=8)))
     assert all(np.array_equal(picture, pictures[0]) for picture in pictures)
     assert not np.array_equal(pictures[0], np.asarray(mnistkit.draw_samples(synthetic_data, count=8)))
     threes = [np.asarray(mnistkit.draw_samples(synthetic_data, classes=c, count=8)) for c in ([3], "3", 3)]

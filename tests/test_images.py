@@ -17,13 +17,13 @@ import pytest
 from conftest import draw_large_digit
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 from mnistkit.checkpoint import load_checkpoint
 from mnistkit.datasets import IMAGE_STYLES
 from mnistkit.errors import MnistkitError
 from mnistkit.images import MAX_IMAGE_PIXELS, load_digit
-from mnistkit.morphology import dilate_disc, label_components, stroke_width_px
+from mnistkit.morphology import dilate_disc, label_components, rectangularity, stroke_width_px
 from mnistkit.preprocess import preprocess_digit
 
 
@@ -697,6 +697,47 @@ def test_bold_light_digits_on_a_dark_canvas_are_never_taken_for_a_sheet(
         path = tmp_path / f"{index}.png"
         Image.fromarray(image).save(path)
         assert load_digit(path).max() == 255, index
+
+
+@pytest.mark.parametrize("angle", [0, 8, 30, 45, 71])
+def test_rectangularity_is_one_for_a_rectangle_at_any_angle_and_pi_over_4_for_an_ellipse(angle: int) -> None:
+    canvas = Image.new("L", (500, 500), 0)
+    canvas.paste(Image.new("L", (300, 180), 255).rotate(angle, expand=True), (40, 40))
+    assert rectangularity(np.asarray(canvas) > 127) > 0.98
+    ellipse = Image.new("L", (500, 500), 0)
+    ImageDraw.Draw(ellipse).ellipse([100, 150, 400, 330], fill=255)
+    assert abs(rectangularity(np.asarray(ellipse.rotate(angle)) > 127) - np.pi / 4) < 0.01
+
+
+def _bold_rings(size: int, stroke: int, rings: list[tuple[float, float, float, float]]) -> Image.Image:
+    """Light rings (a 0, or an 8 as two) with strokes `stroke` px wide on a dark canvas, each
+    ring's box given as fractions of the canvas."""
+    picture = Image.new("L", (size, size), 0)
+    for box in rings:
+        ImageDraw.Draw(picture).ellipse([round(f * size) for f in box], outline=255, width=stroke)
+    return picture
+
+
+@pytest.mark.parametrize(
+    ("size", "stroke", "rings"),
+    [
+        (200, 40, [(0.22, 0.08, 0.78, 0.92)]),
+        (200, 50, [(0.22, 0.08, 0.78, 0.92)]),
+        (28, 6, [(0.25, 0.1, 0.75, 0.9)]),
+        (280, 36, [(0.3, 0.08, 0.7, 0.5), (0.25, 0.46, 0.75, 0.93)]),
+    ],
+    ids=["0-200px-40", "0-200px-50", "0-28px-6", "8-280px-36"],
+)
+def test_a_bold_light_digit_with_holes_reads_as_the_same_digit_dark_on_light(
+    tmp_path: Path, size: int, stroke: int, rings: list
+) -> None:
+    """Filled in, a bold light ring is a large light region with a dark inside, as a sheet on
+    a desk is, but its sides are round: it is read as the digit, not its holes as ink."""
+    light = _bold_rings(size, stroke, rings)
+    light.save(tmp_path / "light.png")
+    ImageOps.invert(light).save(tmp_path / "dark.png")
+    as_light, as_dark = (load_digit(tmp_path / name).astype(np.float64) for name in ("light.png", "dark.png"))
+    assert np.corrcoef(as_light.ravel(), as_dark.ravel())[0, 1] > 0.95
 
 
 # Digits with a level stroke about half the picture wide, in a 280 px picture.
