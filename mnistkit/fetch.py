@@ -218,7 +218,7 @@ def _fetch_file(
     remote_failures = [failure for mirror, failure in failures if _is_remote(mirror)]
     local_wrong = [mirror for mirror, failure in failures if not _is_remote(mirror) and failure.wrong_file]
     if local_wrong:  # the local copy was found, and is not this dataset's: no word of being offline
-        message += f"; {local_wrong[0]} holds another file under this name (its line above says which)"
+        message += f"; the file of this name in {local_wrong[0]} is not this one (its line above says why)"
     elif remote_failures and all(failure.unreachable for failure in remote_failures):
         message += f"; {hint}"
     raise MnistkitError(message)

@@ -165,6 +165,8 @@ def _open_checked(path: Path, content: bytes | None = None) -> Image.Image:
                 f"{path}: is a directory, expected an image file; give its images ({path}/*.png) "
                 f"or their paths on stdin: find {path} -name '*.png' | mnistkit predict CKPT -"
             )
+        if content is None and not path.is_file() and path.exists():  # its size says nothing
+            raise MnistkitError(f"{path}: not a regular file (a device or a pipe), expected an image file")
         if (path.stat().st_size if content is None else len(content)) == 0:
             raise MnistkitError(f"{path}: empty file")
         with warnings.catch_warnings():

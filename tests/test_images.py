@@ -593,6 +593,8 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], Path], str]] = {
     "missing": (lambda p: p / "nope.png", "no such file"),
     "directory": (lambda p: (p / "folder").mkdir() or p / "folder", "is a directory"),
     "empty": (lambda p: ((p / "e.png").write_bytes(b"") and p / "e.png") or p / "e.png", "empty file"),
+    "a pipe": (lambda p: os.mkfifo(p / "f.png") or p / "f.png", "not a regular file (a device or a pipe)"),
+    "a device": (lambda p: Path("/dev/zero"), "not a regular file (a device or a pipe)"),
     "not an image": (lambda p: (p / "n.png").write_text("hello") and p / "n.png", "not an image"),
     "truncated": (lambda p: truncated_png(p / "t.png"), "truncated or corrupted"),
     "bomb": (

@@ -283,6 +283,6 @@ def test_the_local_copy_hint_comes_only_when_no_mirror_was_reached(
     (tmp_path / "wrong" / one_file[0].name).write_bytes(b"another file altogether")
     with pytest.raises(MnistkitError) as error:
         fetch(tmp_path / "raw", [urls[kind] for kind in kinds], files=one_file, log=lambda line: None)
-    wrong_folder = f"{tmp_path / 'wrong'} holds another file under this name (its line above says which)"
+    wrong_folder = f"the file of this name in {tmp_path / 'wrong'} is not this one (its line above says why)"
     assert str(error.value).endswith(wrong_folder) is ("wrong file" in kinds)
     assert str(error.value).endswith(LOCAL_COPY_HINT) is hint
