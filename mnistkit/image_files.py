@@ -10,7 +10,6 @@ numpy and Pillow only.
 from __future__ import annotations
 
 import collections
-import contextlib
 import itertools
 import os
 import signal
@@ -30,7 +29,7 @@ from mnistkit.images import load_digit
 from mnistkit.inputs import what_file_is
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future, ProcessPoolExecutor
+    from concurrent.futures import Future
 
 CHUNK_SIZE = 256
 POOL_POLL_S = 0.05  # how often a wait for the pool looks for a held Ctrl-C or SIGTERM
@@ -163,16 +162,7 @@ def load_digits(
             yield _result(in_flight.popleft())
     finally:
         with interrupts.deferred():
-            if in_flight:  # stopped early (Ctrl-C, an error, a reader that left): stop at once
-                _end_workers(pool)
             pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _end_workers(pool: ProcessPoolExecutor) -> None:
-    """SIGTERM to the pool's workers, which end at it, rather than wait for their chunks."""
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
-        with contextlib.suppress(OSError, ValueError):
-            process.terminate()
 
 
 def _result(future: Future) -> list[LoadedDigit]:
