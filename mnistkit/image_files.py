@@ -35,6 +35,11 @@ CHUNK_SIZE = 256
 POOL_POLL_S = 0.05  # how often a wait for the pool looks for a held Ctrl-C or SIGTERM
 ORPHAN_POLL_S = 0.5  # how often a worker looks whether its parent is still there
 
+# In a worker: the pool's flag, set when its parent stops early (Ctrl-C, an error, a reader
+# that left), so the chunk at hand ends after the image at hand instead of after all 256.
+# A flag in shared memory with no lock: a worker killed while reading it holds nothing.
+_stop_flag: Any = None
+
 
 @dataclass
 class LoadedDigit:
@@ -91,14 +96,22 @@ def load_one(path: str, preprocess: bool, style: str, **in_memory: Any) -> Loade
 
 
 def _load_chunk(paths: list[str], preprocess: bool, style: str) -> list[LoadedDigit]:
-    return [load_one(path, preprocess, style) for path in paths]
+    """The chunk's images; cut short once the parent has stopped, which reads no more."""
+    loaded = []
+    for path in paths:
+        if _stop_flag is not None and _stop_flag.value:
+            break
+        loaded.append(load_one(path, preprocess, style))
+    return loaded
 
 
-def _start_worker() -> None:
+def _start_worker(stop_flag: Any) -> None:
     """Workers leave SIGINT to the parent, which stops the pool and cleans up, and end at
     SIGTERM. Their standard output is /dev/null: a reader of the parent's output sees its end
     when the parent ends. And a worker whose parent is gone (killed outright) ends too,
     rather than wait for work forever."""
+    global _stop_flag
+    _stop_flag = stop_flag
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -148,7 +161,8 @@ def load_digits(
     from concurrent.futures import ProcessPoolExecutor
 
     context = multiprocessing.get_context(_start_method())
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker)
+    stop_flag = context.RawValue("b", 0)
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(stop_flag,))
     # Ctrl-C or SIGTERM raising inside the pool's own locks and queues can leave one held and
     # hang the shutdown, so signals are held while the pool is called and taken between calls.
     in_flight: collections.deque = collections.deque()
@@ -162,6 +176,7 @@ def load_digits(
             yield _result(in_flight.popleft())
     finally:
         with interrupts.deferred():
+            stop_flag.value = 1
             pool.shutdown(wait=True, cancel_futures=True)
 
 

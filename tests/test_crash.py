@@ -45,7 +45,7 @@ from faults import (
     temp_files,
     write_fetch_table,
 )
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from mnistkit.atomic import pid_alive
 from mnistkit.checkpoint import load_checkpoint
@@ -416,6 +416,44 @@ def test_predict_interrupted_while_writing_exits_with_one_line_and_no_temp(
     lines = assert_interrupted(process, signal_number)
     assert lines == [lines[-1]]
     assert list(output.parent.iterdir()) == []
+
+
+def _large_digit_picture(path: Path) -> Path:
+    """A 6,000 px digit (36 megapixels, under predict's 40): about a tenth of a second to read."""
+    picture = Image.new("L", (6000, 6000), 255)
+    ImageDraw.Draw(picture).line([(2000, 1000), (4000, 1000), (2600, 5000)], fill=0, width=300)
+    picture.save(path, compress_level=1)
+    return path
+
+
+@pytest.mark.parametrize("whole_group", [False, True], ids=["process", "whole-group"])
+def test_predict_interrupted_amid_large_pictures_stops_at_once_without_a_traceback(
+    large_digit_model: Path, tmp_path: Path, whole_group: bool
+) -> None:
+    """Its workers drop their chunks after the picture at hand: each holds 256 pictures (half
+    a minute of work) when Ctrl-C comes."""
+    picture = _large_digit_picture(tmp_path / "seven.png")
+    paths = tmp_path / "paths.txt"
+    paths.write_text(f"{picture}\n" * 2000)
+    with paths.open("rb") as stdin:
+        process = subprocess.Popen(
+            mnistkit_command("predict", large_digit_model, "-"),
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    time.sleep(3)
+    assert process.poll() is None, process.stderr.read().decode()
+    sent = time.monotonic()
+    if whole_group:
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        process.send_signal(signal.SIGINT)
+    lines = assert_interrupted(process, signal.SIGINT)
+    assert time.monotonic() - sent < 10, "predict waited for its workers' chunks"
+    assert lines == [lines[-1]]
+    _assert_group_ends(process.pid)
 
 
 def _group_members(group: int) -> list[int]:
