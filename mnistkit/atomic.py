@@ -142,16 +142,23 @@ def _check_folder_can_be(path: Path, folder: Path) -> None:
         raise MnistkitError(f"{path}: output folder {existing} is not writable")
 
 
-def make_output_folder(folder: Path) -> None:
-    """Create `folder` (and its parents) for outputs; one-line errors when that cannot be."""
+def make_output_folder(folder: Path) -> list[Path]:
+    """Create `folder` (and its parents) for outputs; one-line errors when that cannot be.
+    Returns the folders it made, deepest first."""
     if folder.exists() and not folder.is_dir():
         raise MnistkitError(f"{folder}: exists and is not a folder")
     if not folder.is_dir():
         _check_folder_can_be(folder, folder)
+    made = []
+    missing = folder
+    while not missing.exists() and missing != missing.parent:
+        made.append(missing)
+        missing = missing.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise MnistkitError(f"{folder}: cannot create the folder ({error.strerror})") from None
+    return made
 
 
 def describe_write_error(path: Path, error: OSError) -> MnistkitError:
@@ -184,13 +191,14 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
         permissions = stat.S_IMODE(os.stat(path).st_mode) & 0o777
     except OSError:
         permissions = 0o666 & ~_umask()
-    make_output_folder(path.parent)
+    made = make_output_folder(path.parent)
     remove_stale_temp_files(path)
     try:
         fd, temp_name = tempfile.mkstemp(
             prefix=f"{_temp_prefix(path)}{os.getpid()}.", suffix=".tmp", dir=path.parent
         )
     except OSError as error:
+        _remove_empty(made)
         raise describe_write_error(path, error) from None
     try:
         with os.fdopen(fd, mode, encoding=encoding, errors=errors) as handle:
@@ -202,10 +210,19 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
     except BaseException as error:
         with contextlib.suppress(OSError):
             os.unlink(temp_name)
+        _remove_empty(made)
         if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
             raise describe_write_error(path, error) from None
         raise
     _fsync_directory(path.parent)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """The folders a write that failed made for its file: no output, no trace (one that holds
+    something by now, another's output, stays)."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _open_in_place(path: Path, mode: str, encoding: str | None, errors: str | None) -> IO:

@@ -254,6 +254,10 @@ def test_an_output_file_is_written_only_when_every_image_was_read(
     report = tmp_path / "report.json"
     evaluated = run("eval", model, "--labels", labels, "--json", report)
     assert evaluated.returncode == 1 and not report.exists()
+    in_new_folders = tmp_path / "reports" / "today" / "predictions.tsv"
+    assert run("predict", model, digit, tmp_path / "missing.png", "-o", in_new_folders).returncode == 1
+    assert not (tmp_path / "reports").exists(), "the folders made for the output were left behind"
+    assert run("predict", model, digit, "-o", in_new_folders).returncode == 0 and in_new_folders.exists()
 
 
 def test_outputs_are_compared_as_paths_and_options_that_name_no_file_are_not_inputs(
