@@ -17,7 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE, IMAGE_STYLES
 from mnistkit.errors import MnistkitError, UndecodableImage
 from mnistkit.morphology import median, to_uint8
-from mnistkit.preprocess import preprocess_digit
+from mnistkit.preprocess import already_prepared, preprocess_digit
 
 # The decompression-bomb guard: images with more pixels are refused from their header,
 # before any pixel is decoded. 40 megapixels (160 MB as RGBA) holds a 7000x5700 photo.
@@ -69,6 +69,9 @@ def load_digit(
                 "(leave it out to fit the digit into 28x28)"
             )
         return to_uint8(gray)
+    prepared = already_prepared(gray, IMAGE_STYLES[style])
+    if prepared is not None:
+        return prepared
     try:
         return preprocess_digit(gray, str(path), IMAGE_STYLES[style])
     except MnistkitError as error:

@@ -567,6 +567,31 @@ def test_no_preprocess_keeps_a_28x28_image_as_it_is(tmp_path: Path) -> None:
     assert np.array_equal(load_digit(save(digit, tmp_path / "d.png"), preprocess=False), digit)
 
 
+@pytest.mark.parametrize("digit", [0, 2, 4, 7])
+def test_a_digit_already_as_mnist_makes_them_is_read_as_it_is_either_way_round(
+    digit: int, tmp_path: Path
+) -> None:
+    """As MNIST's own test digits, saved as PNGs or given as arrays, are: prepared again they
+    would blur and may move by a pixel."""
+    prepared = preprocess_digit(draw_large_digit(digit).astype(np.float32) / 255, "drawn")
+    assert not np.array_equal(preprocess_digit(prepared.astype(np.float32) / 255, "again"), prepared)
+    assert np.array_equal(load_digit(save(prepared, tmp_path / "light.png")), prepared)
+    assert np.array_equal(load_digit(save(255 - prepared, tmp_path / "dark.png")), prepared)
+
+
+@pytest.mark.parametrize("change", ["moved", "smaller", "faint"])
+def test_a_28x_28_digit_not_as_mnist_makes_them_is_prepared(change: str, tmp_path: Path) -> None:
+    prepared = preprocess_digit(draw_large_digit(3).astype(np.float32) / 255, "drawn")
+    changed = {
+        "moved": np.roll(prepared, 3, axis=1),
+        "smaller": np.asarray(Image.fromarray(prepared).resize((20, 20)).crop((-4, -4, 24, 24))),
+        "faint": prepared // 3,
+    }[change]
+    loaded = load_digit(save(changed, tmp_path / "changed.png"))
+    assert not np.array_equal(loaded, changed)
+    assert_mnist_shaped(loaded)
+
+
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG that declares width x height but holds one tiny IDAT: what a bomb's header says."""
 
