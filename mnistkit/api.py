@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -117,6 +118,11 @@ class Model:
 
 
 def _image_batch(images: np.ndarray) -> np.ndarray:
+    if isinstance(images, str | os.PathLike | bytes | io.IOBase | Image.Image):
+        raise TypeError(
+            f"Model.predict reads uint8 images (N, 28, 28) as MNIST's arrays hold them, not a "
+            f"{type(images).__name__}; for image files and pictures: mnistkit.predict_images(model, images)"
+        )
     images = np.asarray(images)
     if images.shape == IMAGE_SHAPE:
         images = images[None]
@@ -127,6 +133,8 @@ def _image_batch(images: np.ndarray) -> np.ndarray:
         if np.issubdtype(images.dtype, np.floating):  # the tutorials' pixels in [0, 1]
             hints.append("(images * 255).round().astype(np.uint8) for pixels in [0, 1]")
         hint = f" (give {' and '.join(hints)})" if hints else ""
+        if not hints and images.ndim in (2, 3) and min(images.shape[:2]) > 1:  # a picture of its own size
+            hint = "; for a picture of another size: mnistkit.predict_images(model, picture) prepares it"
         raise ValueError(
             f"expected uint8 images of shape (N, 28, 28), got {images.dtype} {images.shape}{hint}"
         )
@@ -189,6 +197,7 @@ def _checked(
     arrays: Mapping[str, np.ndarray] | str | os.PathLike[str],
     splits: Sequence[str],
     dataset: str | None = None,
+    call: str = "arrays",
 ) -> dict:
     """The arrays, or those of an .npz given by its path, checked as `mnistkit` checks an
     .npz: float images in [0, 1] would otherwise train a model that guesses. Keras'
@@ -208,7 +217,7 @@ def _checked(
         }
     elif not isinstance(arrays, Mapping):
         raise TypeError(
-            f"expected a dict of arrays (train_images, train_labels, test_images, test_labels), "
+            f"{call}: the arrays are a dict (train_images, train_labels, test_images, test_labels), "
             f"an .npz's path or Keras' ((x_train, y_train), (x_test, y_test)), not a {type(arrays).__name__}"
         )
     arrays = {key: _labels_as_uint8(key, np.asarray(value)) for key, value in arrays.items()}
@@ -223,13 +232,16 @@ def _source(arrays: Any) -> str:
 
 
 def _checked_for(
-    checkpoint: Checkpoint, arrays: Mapping[str, np.ndarray] | str | os.PathLike[str], splits: Sequence[str]
+    checkpoint: Checkpoint,
+    arrays: Mapping[str, np.ndarray] | str | os.PathLike[str],
+    splits: Sequence[str],
+    call: str,
 ) -> dict:
     """`_checked` arrays that hold the model's classes. Arrays or an `.npz` that name no
     dataset and hold no published dataset's labels (a part of Keras'
     `fashion_mnist.load_data()`, a dict of one's own) are taken as the model's."""
     source = _source(arrays)
-    checked = _checked(arrays, splits, catalogued(checkpoint.dataset))
+    checked = _checked(arrays, splits, catalogued(checkpoint.dataset), call)
     check_same_classes(checkpoint, checked, source)
     return checked
 
@@ -257,8 +269,15 @@ def _labels_as_uint8(key: str, value: np.ndarray) -> np.ndarray:
     return value.astype(np.uint8)
 
 
-def _model(model: Model | str | os.PathLike[str]) -> Model:
-    return model if isinstance(model, Model) else load(model)
+def _model(model: Model | str | os.PathLike[str], call: str) -> Model:
+    """The model given to `call` (its usage, as "evaluate(model, arrays)"), loaded if a path."""
+    if isinstance(model, Model):
+        return model
+    if isinstance(model, str | os.PathLike):
+        return load(model)
+    raise TypeError(
+        f"{call}: the model is a mnistkit.Model or a checkpoint's path, not a {type(model).__name__}"
+    )
 
 
 def train(
@@ -282,11 +301,14 @@ def train(
     `dataset="fashion-mnist"`); without it they are taken as MNIST's digits, with a line saying so."""
     from mnistkit.training import train as run_training
 
-    log = (lambda message: print(message, file=sys.stderr, flush=True)) if verbose else (lambda message: None)
+    def log(message: str) -> None:
+        if verbose:
+            print(_as_keywords(message), file=sys.stderr, flush=True)
+
     is_file, data_name = isinstance(arrays, str | os.PathLike), _source(arrays)
     if dataset is not None:
         dataset_spec(dataset)  # one of those there are
-    checked = _checked(arrays, ("train", "test"), dataset)
+    checked = _checked(arrays, ("train", "test"), dataset, "train(arrays, preset)")
     if dataset is not None and dataset_name(checked) != dataset:
         raise MnistkitError(f"{data_name}: holds {dataset_name(checked)}, not dataset={dataset!r}")
     if not is_file and not names_dataset(checked):
@@ -297,21 +319,36 @@ def train(
     arrays = checked
     if isinstance(config, str):
         config, preset = None, preset or config
-    if config is None:
-        config = config_from_options(preset, _classes_named(options), dataset_name(arrays))
-    elif preset or options:
+    if config is not None and (preset or options):
         raise ValueError("give a config, or a preset and options, not both")
-    result = run_training(
-        arrays,
-        config,
-        output,
-        data_sha256=file_hash,
-        arrays_sha256=array_hash,
-        data_name=data_name,
-        restart=restart,
-        log=log,
-    )
+    try:
+        if config is None:
+            config = config_from_options(preset, _classes_named(options), dataset_name(arrays))
+        result = run_training(
+            arrays,
+            config,
+            output,
+            data_sha256=file_hash,
+            arrays_sha256=array_hash,
+            data_name=data_name,
+            restart=restart,
+            log=log,
+        )
+    except MnistkitError as error:
+        raise MnistkitError(_as_keywords(str(error))) from None
     return Model(result.checkpoint, result.history)
+
+
+def _as_keywords(message: str) -> str:
+    """A message that names the command's options, in train()'s keywords: `--model cnn` is
+    `model="cnn"`, `--lr 0.5` `lr=0.5`, `--batch-size` `batch_size=` (`--classes:` `classes:`)."""
+    message = re.sub(r"(?<![\w-])--(model|optimizer|preset) ([a-z][\w-]*)", r'\1="\2"', message)
+    return re.sub(r"(?<![\w-])--([a-z][a-z-]*)( \d[\d.]*\b|:)?", _as_keyword, message)
+
+
+def _as_keyword(option: re.Match) -> str:
+    name, after = option[1].replace("-", "_"), option[2] or ""
+    return f"{name}:" if after == ":" else f"{name}={after.lstrip()}"
 
 
 def load(path: str | os.PathLike[str]) -> Model:
@@ -334,6 +371,7 @@ def predict_images(
     array of any size: gray (H, W) or colour (H, W, 3 or 4), uint8 or floats in [0, 1]. Those
     in memory are named `<image N>` (N their place in the list, from 0) in `Prediction.path`
     and in errors. Raises MnistkitError for the first that cannot be read."""
+    checkpoint = _model(model, "predict_images(model, images)").checkpoint
     if isinstance(images, np.ndarray) and (images.ndim == 4 or (images.ndim == 3 and images.shape[2] > 4)):
         images = list(images)  # a stack of images, as test_images[:8]
     elif isinstance(images, ImageSource) or not isinstance(images, Iterable):
@@ -345,7 +383,6 @@ def predict_images(
                 "predict_images reads image files' paths or bytes, files open in binary, PIL images "
                 f"and numpy arrays, not a {type(image).__name__}"
             )
-    checkpoint = _model(model).checkpoint
     if all(isinstance(image, str | os.PathLike) for image in images):
         results = predict_paths(checkpoint, map(str, images), preprocess=preprocess, top_k=10)
     else:  # read here, one after the other: a notebook's images are few
@@ -416,9 +453,10 @@ def evaluate(
     does; with nothing left to score, MnistkitError."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    checkpoint = _model(model).checkpoint
+    call = f"evaluate(model, arrays, split={split!r})"
+    checkpoint = _model(model, call).checkpoint
     source = _source(arrays)
-    arrays = _checked_for(checkpoint, arrays, (split,))
+    arrays = _checked_for(checkpoint, arrays, (split,), call)
     evaluation = evaluate_arrays(checkpoint, arrays[f"{split}_images"], arrays[f"{split}_labels"])
     if evaluation.skipped:
         noun = "image" if evaluation.skipped == 1 else "images"
@@ -450,9 +488,13 @@ def draw_samples(
     from mnistkit.render import SampleOptions, samples_picture
 
     sample_options = SampleOptions(**_classes_named(options))
-    checkpoint = _model(model).checkpoint if model is not None else None
+    call = "draw_samples(arrays, model)"
+    checkpoint = _model(model, call).checkpoint if model is not None else None
     splits = (sample_options.split,)
-    arrays = _checked(arrays, splits) if checkpoint is None else _checked_for(checkpoint, arrays, splits)
+    if checkpoint is None:
+        arrays = _checked(arrays, splits, call=call)
+    else:
+        arrays = _checked_for(checkpoint, arrays, splits, call)
     grid, _ = samples_picture(arrays, sample_options, checkpoint, "data", "model")
     return grid.image
 
@@ -483,6 +525,11 @@ def draw_curves(history: Model | Sequence[Mapping[str, Any]] | str | os.PathLike
         records = read_history(*read_text(history, "a history file"))
     else:
         records = history.history if isinstance(history, Model) else history
+    if not (isinstance(records, Sequence) and all(isinstance(r, Mapping) and "epoch" in r for r in records)):
+        raise TypeError(
+            "draw_curves(history): the history is a mnistkit.Model, its .history (a record per "
+            f"epoch) or a history file's path, not a {type(history).__name__}"
+        )
     if not records:
         raise MnistkitError("history: empty history, no epochs to plot")
     return curves_image([{"epoch": r["epoch"], **{key: r.get(key) for key in METRICS}} for r in records])
@@ -497,8 +544,9 @@ def draw_embedding(
     """`mnistkit render-embedding`: digits in the model's 2-unit layer (train it with preset="embedding")."""
     from mnistkit.plots import embedding_image
 
-    checkpoint = _model(model).checkpoint
-    arrays = _checked_for(checkpoint, arrays, (split,))
+    call = "draw_embedding(model, arrays)"
+    checkpoint = _model(model, call).checkpoint
+    arrays = _checked_for(checkpoint, arrays, (split,), call)
     return embedding_image(
         checkpoint, arrays[f"{split}_images"], arrays[f"{split}_labels"], count, split=split
     )
@@ -508,4 +556,4 @@ def draw_weights(model: Model | str | os.PathLike[str]) -> Image.Image:
     """`mnistkit render-weights`: a logreg model's weights as one template per digit."""
     from mnistkit.plots import weights_image
 
-    return weights_image(_model(model).checkpoint)
+    return weights_image(_model(model, "draw_weights(model)").checkpoint)

@@ -149,7 +149,9 @@ def test_paths_names_and_integer_labels_are_taken_as_a_notebook_gives_them(
         MnistkitError, match=r"^arrays: test_labels holds -1, not a class number \(0 to 255\)$"
     ):
         mnistkit.evaluate(model, {**synthetic_data, "test_labels": np.full(200, -1)})
-    with pytest.raises(TypeError, match=r"expected a dict of arrays .* not a list"):
+    with pytest.raises(
+        TypeError, match=r"^evaluate\(model, arrays, split='test'\): the arrays are a dict .* not a list"
+    ):
         mnistkit.evaluate(model, [synthetic_data["test_images"], synthetic_data["test_labels"]])
     digit = tmp_path / "digit.png"
     Image.fromarray(synthetic_data["test_images"][0]).save(digit)
@@ -345,6 +347,19 @@ def test_one_valued_settings_are_read_as_their_options_or_refused_in_one_line() 
         mnistkit.TrainConfig(epochs=2.0)
 
 
+def test_train_names_its_keywords_where_the_command_names_its_options(synthetic_data, capsys) -> None:
+    """The checks are the command's, which speak of `--model` and `--batch-size`."""
+    for options, reason in (
+        ({"hidden": (128,)}, 'model="logreg" has no hidden layers; drop hidden=, or use model="mlp"'),
+        ({"epochs": 0}, "epochs= must be at least 1, got 0"),
+        ({"val_size": 600}, "val_size=600 leaves no training images (600 available)"),
+    ):
+        with pytest.raises(MnistkitError, match=f"^{re.escape(reason)}$"):
+            mnistkit.train(synthetic_data, "logreg", **options)
+    mnistkit.train(synthetic_data, "logreg", epochs=1, batch_size=1000)
+    assert "batch_size=1000 is larger than the 600 training images; using 600" in capsys.readouterr().err
+
+
 def test_list_settings_are_taken_as_python_gives_them(synthetic_data) -> None:
     """classes=(3, 8), hidden="64,32", channels=[8, 8]: as the command's options would read."""
     three_eight = mnistkit.train(synthetic_data, "logreg", epochs=1, classes=(3, 8), verbose=False)
@@ -497,3 +512,58 @@ def test_pictures_of_the_wrong_thing_say_what_they_draw(large_digit_model: Path)
         mnistkit.draw_confusion(mnistkit.load(large_digit_model))
     with pytest.raises(MnistkitError, match=r"^history: empty history, no epochs to plot$"):
         mnistkit.draw_curves([])
+
+
+def test_arguments_swapped_or_of_another_kind_get_the_calls_form(
+    large_digit_model: Path, synthetic_data, tmp_path: Path
+) -> None:
+    """A notebook's usual slips: the model and the arrays swapped, a picture given to
+    Model.predict; each gets the call's form in one line, not a traceback from inside."""
+    model = mnistkit.load(large_digit_model)
+    for call, expected in (
+        (
+            lambda: mnistkit.evaluate(synthetic_data, model),
+            r"^evaluate\(model, arrays, split='test'\): "
+            r"the model is a mnistkit.Model or a checkpoint's path, not a dict$",
+        ),
+        (
+            lambda: mnistkit.draw_samples(model, synthetic_data),
+            r"^draw_samples\(arrays, model\): the model is .* not a dict$",
+        ),
+        (
+            lambda: mnistkit.draw_samples(model),
+            r"^draw_samples\(arrays, model\): the arrays are a dict .* not a Model$",
+        ),
+        (
+            lambda: mnistkit.draw_embedding(synthetic_data, model),
+            r"^draw_embedding\(model, arrays\): the model is .* not a dict$",
+        ),
+        (
+            lambda: mnistkit.draw_weights(synthetic_data),
+            r"^draw_weights\(model\): the model is .* not a dict$",
+        ),
+        (
+            lambda: mnistkit.predict_images(synthetic_data["test_images"][:2], model),
+            r"^predict_images\(model, images\): the model is .* not a ndarray$",
+        ),
+        (
+            lambda: mnistkit.draw_curves(synthetic_data),
+            r"^draw_curves\(history\): the history is .* not a dict$",
+        ),
+        (lambda: mnistkit.draw_curves(model.history[0]), r"^draw_curves\(history\): .* not a dict$"),
+    ):
+        with pytest.raises(TypeError, match=expected):
+            call()
+    picture = Image.fromarray(draw_large_digit(7))
+    path = tmp_path / "seven.png"
+    picture.save(path)
+    for image in (picture, str(path), path, path.read_bytes()):
+        with pytest.raises(
+            TypeError, match=r"for image files and pictures: mnistkit.predict_images\(model, images\)$"
+        ):
+            model.predict(image)
+    with pytest.raises(
+        ValueError, match=r"got uint8 \(160, 160\); for a picture of another size: mnistkit.predict_images"
+    ):
+        model.predict(np.asarray(picture))
+    assert mnistkit.predict_images(model, picture)[0].label == 7
