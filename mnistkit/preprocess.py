@@ -71,6 +71,11 @@ RULED_LINE_FRACTION = 1 / 3
 RULED_LINE_MAX_INK = 0.5
 LINE_NARROWING = 4
 RULED_LINE_MIN_INK = 0.1
+# Ink that is all lines across a third of the picture or more, each at most this much of the
+# picture's longer side thick and rising at most this much per unit of length (a page turned
+# up to about 11 degrees), is an empty ruled page, not a digit.
+RULED_LINE_MAX_THICKNESS = 0.03
+RULED_LINE_MAX_SLOPE = 0.2
 # A photo of a sheet of paper on a desk: the desk is at most this bright relative to the
 # paper and takes at least this fraction of the picture's outermost pixels; the sheet is
 # what is lighter than this fraction of the way from the desk's level to the paper's, takes
@@ -95,6 +100,9 @@ POLARITY_MIN_MARKS = 0.002
 LIT_BORDER_FRACTION = 0.1
 # Ink past a gap at either end of the digit holding less than this fraction of all ink is a speck.
 SPECK_FRACTION = 0.05
+# Ink whose every piece spans less than this fraction of the picture's longer side (or is a
+# ruled line) is specks, not a digit.
+SPECK_MAX_SPAN = 0.02
 # Ink touching the border is dropped when the ink elsewhere is a digit: it spans at least this
 # fraction of the picture's height or width, or weighs at least this fraction of that ink.
 DIGIT_MIN_SPAN = 0.25
@@ -111,6 +119,9 @@ def preprocess_digit(gray: np.ndarray, source: str, style: ImageStyle = MNIST_ST
         ink = _ink_map(gray, source)
         if not ink.any():
             raise MnistkitError(f"{source}: blank image (only isolated specks, no stroke)")
+        reason = _no_stroke(ink > 0)
+        if reason:
+            raise MnistkitError(f"{source}: blank image ({reason})")
         top, bottom = _extent(ink.sum(axis=1))
         left, right = _extent(ink.sum(axis=0))
         ink = ink[top:bottom, left:right]
@@ -431,6 +442,45 @@ def _faint_ruled_lines(ink: np.ndarray) -> np.ndarray:
     lines = sliding_extreme(sliding_extreme(thickened, length, np.minimum, 1), length, np.maximum, 1)
     lines = np.repeat(lines, LINE_NARROWING, axis=1)[:, :width]
     return np.where(lines < RULED_LINE_MAX_INK * darkest, np.maximum(lines, 0.0), np.float32(0.0))
+
+
+def _no_stroke(mask: np.ndarray) -> str | None:
+    """Why the ink is no digit, if it is none: every piece of it a speck (JPEG noise, the
+    broken ends of lines turned a little) or a thin, nearly level line across a third of the
+    picture or more, as an empty page's lines are, which no faint-line test takes out when
+    nothing is darker. A digit written on the lines joins them, or is a piece of its own."""
+    height, width = mask.shape
+    # Ink taller, in some column, than a speck spans or a ruled line is thick is a stroke:
+    # most digits are told so here, with no labelling.
+    tall_px = round(max(SPECK_MAX_SPAN, RULED_LINE_MAX_THICKNESS) * max(height, width)) + 1
+    if height > tall_px:
+        inked = np.cumsum(mask, axis=0, dtype=np.int32)
+        if np.any(inked[tall_px:] - inked[:-tall_px] == tall_px):
+            return None
+    labels, count = label_components(mask)
+    rows, columns = np.nonzero(mask)
+    pieces = labels[rows, columns]
+    extent = {}
+    for name, values, reduce in (
+        ("top", rows, np.minimum),
+        ("bottom", rows, np.maximum),
+        ("left", columns, np.minimum),
+        ("right", columns, np.maximum),
+    ):
+        extent[name] = np.full(count + 1, height + width if reduce is np.minimum else -1)
+        reduce.at(extent[name], pieces, values)
+    length = (extent["right"] - extent["left"] + 1)[1:]
+    rise = (extent["bottom"] - extent["top"] + 1)[1:]
+    thickness = np.bincount(pieces, minlength=count + 1)[1:] / length
+    speck = np.maximum(length, rise) < SPECK_MAX_SPAN * max(height, width)
+    line = (
+        (length >= RULED_LINE_FRACTION * width)
+        & (rise <= RULED_LINE_MAX_SLOPE * length + 1)
+        & (thickness <= RULED_LINE_MAX_THICKNESS * max(height, width))
+    )
+    if not np.all(speck | line):
+        return None
+    return "only ruled lines, no digit" if line.any() else "only specks, no stroke"
 
 
 def _remove_isolated_pixels(ink: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import io
 import os
+import re
 import struct
 import zlib
 from collections.abc import Callable
@@ -380,6 +381,54 @@ def test_photos_of_paper_are_predicted_like_the_clean_digit(model, photographed)
     assert photo_right[clean_right].all(), [
         names[i // 10] for i in np.flatnonzero(clean_right & ~photo_right)
     ]
+
+
+def page_photo(path: Path, seed: int, ruled: bool, desk: bool, digit: int | None = None) -> Path:
+    """A phone photo of a page as scripts/people_style.py takes them (a JPEG), with `digit`
+    written on it in blue or nothing."""
+    rng = np.random.default_rng(seed)
+    size = (int(rng.integers(300, 900)), int(rng.integers(300, 900)))
+    page = people_style.sheet(size, people_style.PAPERS[str(rng.choice(list(people_style.PAPERS)))], rng)
+    if ruled:
+        spacing = round(size[1] * rng.uniform(0.09, 0.16))
+        colour = people_style.RULE_COLOURS[str(rng.choice(list(people_style.RULE_COLOURS)))]
+        people_style.rule_lines(page, spacing, colour, int(rng.integers(1, 3)), int(rng.integers(0, spacing)))
+    if digit is not None:
+        drawn = draw_large_digit(digit, min(size) // 2, size) / 255
+        people_style.put_ink(page, drawn, people_style.PENS["blue"], (0, 0))
+    if desk:
+        photo_size = (round(size[0] * rng.uniform(1.1, 1.4)), round(size[1] * rng.uniform(1.1, 1.4)))
+        surface = people_style.desk_surface(
+            photo_size, people_style.DESKS[str(rng.choice(list(people_style.DESKS)))], rng
+        )
+        centre = (rng.uniform(0.42, 0.58), rng.uniform(0.42, 0.58))
+        page = people_style.on_desk(page, surface, rng.uniform(0.5, 0.9), rng.uniform(-8, 8), centre)
+    photo = people_style.shade(page, rng.uniform(0.05, 0.35), rng.uniform(0, 360))
+    photo += rng.normal(0.0, rng.uniform(1.0, 4.0), photo.shape[:2]).astype(np.float32)[..., None]
+    blur = ImageFilter.GaussianBlur(rng.uniform(0.0, 1.5))
+    Image.fromarray(people_style.to_uint8(photo)).filter(blur).save(path, quality=int(rng.integers(35, 95)))
+    return path
+
+
+@pytest.mark.parametrize(
+    "seed, ruled, desk, reason",
+    [
+        (12, True, False, "only ruled lines, no digit"),
+        (4, True, False, "nothing stands out from the background"),  # nor as its lines, read again
+        (18, True, False, "only ruled lines, no digit"),
+        (25, True, True, "only specks, no stroke"),
+    ],
+)
+def test_an_empty_ruled_page_is_blank_and_a_digit_on_it_is_read(
+    seed: int, ruled: bool, desk: bool, reason: str, tmp_path: Path
+) -> None:
+    """Photos of empty ruled pages once came out as digits: with nothing darker on the page,
+    the lines are the darkest ink, which no faint-line test takes out; on a sheet on a desk,
+    turned a little, the lines taken out in pieces leave their broken ends."""
+    empty = page_photo(tmp_path / "empty.jpg", seed, ruled, desk)
+    with pytest.raises(MnistkitError, match=rf"^{re.escape(str(empty))}: blank image \({reason}\)$"):
+        load_digit(empty)
+    assert_mnist_shaped(load_digit(page_photo(tmp_path / "written.jpg", seed, ruled, desk, digit=4)))
 
 
 def test_something_touching_the_border_is_not_ink_when_the_digit_is_elsewhere(tmp_path: Path) -> None:
