@@ -100,8 +100,7 @@ POLARITY_MIN_MARKS = 0.002
 LIT_BORDER_FRACTION = 0.1
 # Ink past a gap at either end of the digit holding less than this fraction of all ink is a speck.
 SPECK_FRACTION = 0.05
-# Ink whose every piece spans less than this fraction of the picture's longer side (or is a
-# ruled line) is specks, not a digit.
+# A piece of ink spanning less than this fraction of the picture's longer side is a speck.
 SPECK_MAX_SPAN = 0.02
 # Ink touching the border is dropped when the ink elsewhere is a digit: it spans at least this
 # fraction of the picture's height or width, or weighs at least this fraction of that ink.
@@ -119,9 +118,8 @@ def preprocess_digit(gray: np.ndarray, source: str, style: ImageStyle = MNIST_ST
         ink = _ink_map(gray, source)
         if not ink.any():
             raise MnistkitError(f"{source}: blank image (only isolated specks, no stroke)")
-        reason = _no_stroke(ink > 0)
-        if reason:
-            raise MnistkitError(f"{source}: blank image ({reason})")
+        if _only_ruled_lines(ink > 0):
+            raise MnistkitError(f"{source}: blank image (only ruled lines, no digit)")
         top, bottom = _extent(ink.sum(axis=1))
         left, right = _extent(ink.sum(axis=0))
         ink = ink[top:bottom, left:right]
@@ -444,11 +442,11 @@ def _faint_ruled_lines(ink: np.ndarray) -> np.ndarray:
     return np.where(lines < RULED_LINE_MAX_INK * darkest, np.maximum(lines, 0.0), np.float32(0.0))
 
 
-def _no_stroke(mask: np.ndarray) -> str | None:
-    """Why the ink is no digit, if it is none: every piece of it a speck (JPEG noise, the
-    broken ends of lines turned a little) or a thin, nearly level line across a third of the
-    picture or more, as an empty page's lines are, which no faint-line test takes out when
-    nothing is darker. A digit written on the lines joins them, or is a piece of its own."""
+def _only_ruled_lines(mask: np.ndarray) -> bool:
+    """Whether the ink is an empty page's lines: thin, nearly level lines across a third of
+    the picture or more, which no faint-line test takes out when nothing is darker, and
+    specks (JPEG noise, a line's broken ends). A digit written on the lines joins them, or
+    is a piece of its own; a digit of dots alone (a dot-matrix print) has no line."""
     height, width = mask.shape
     # Ink taller, in some column, than a speck spans or a ruled line is thick is a stroke:
     # most digits are told so here, with no labelling.
@@ -456,7 +454,7 @@ def _no_stroke(mask: np.ndarray) -> str | None:
     if height > tall_px:
         inked = np.cumsum(mask, axis=0, dtype=np.int32)
         if np.any(inked[tall_px:] - inked[:-tall_px] == tall_px):
-            return None
+            return False
     labels, count = label_components(mask)
     rows, columns = np.nonzero(mask)
     pieces = labels[rows, columns]
@@ -478,9 +476,7 @@ def _no_stroke(mask: np.ndarray) -> str | None:
         & (rise <= RULED_LINE_MAX_SLOPE * length + 1)
         & (thickness <= RULED_LINE_MAX_THICKNESS * max(height, width))
     )
-    if not np.all(speck | line):
-        return None
-    return "only ruled lines, no digit" if line.any() else "only specks, no stroke"
+    return bool(line.any() and np.all(speck | line))
 
 
 def _remove_isolated_pixels(ink: np.ndarray) -> np.ndarray:
