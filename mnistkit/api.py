@@ -17,6 +17,7 @@ jax is imported only by `train`; everything else runs on numpy and Pillow.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import re
@@ -118,12 +119,21 @@ class Model:
 
 
 def _image_batch(images: np.ndarray) -> np.ndarray:
-    if isinstance(images, str | os.PathLike | bytes | io.IOBase | Image.Image):
+    """Uint8 images (N, 28, 28) from an array, one image, or a list of them (28x28 gray PIL
+    images too, as torchvision's MNIST gives them); files and other pictures are
+    predict_images' to prepare."""
+    to_predict_images = "for image files and pictures: mnistkit.predict_images(model, images)"
+    if isinstance(images, str | os.PathLike | bytes | io.IOBase):
         raise TypeError(
-            f"Model.predict reads uint8 images (N, 28, 28) as MNIST's arrays hold them, not a "
-            f"{type(images).__name__}; for image files and pictures: mnistkit.predict_images(model, images)"
+            f"expected uint8 images (N, 28, 28) as MNIST's arrays hold them, not a "
+            f"{type(images).__name__}; {to_predict_images}"
         )
     images = np.asarray(images)
+    if images.dtype.kind in "USO":  # paths, or objects numpy cannot stack
+        raise TypeError(
+            f"expected uint8 images (N, 28, 28) as MNIST's arrays hold them, not {images.dtype} "
+            f"{images.shape}; {to_predict_images}"
+        )
     if images.shape == IMAGE_SHAPE:
         images = images[None]
     if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE or images.dtype != np.uint8:
@@ -133,7 +143,9 @@ def _image_batch(images: np.ndarray) -> np.ndarray:
         if np.issubdtype(images.dtype, np.floating):  # the tutorials' pixels in [0, 1]
             hints.append("(images * 255).round().astype(np.uint8) for pixels in [0, 1]")
         hint = f" (give {' and '.join(hints)})" if hints else ""
-        if not hints and images.ndim in (2, 3) and min(images.shape[:2]) > 1:  # a picture of its own size
+        if not hints and images.ndim in (3, 4) and images.shape[-1] in (3, 4):
+            hint = "; colour pictures: mnistkit.predict_images(model, images) reads them"
+        elif not hints and images.ndim in (2, 3) and min(images.shape[-2:]) > 1:
             hint = "; for a picture of another size: mnistkit.predict_images(model, picture) prepares it"
         raise ValueError(
             f"expected uint8 images of shape (N, 28, 28), got {images.dtype} {images.shape}{hint}"
@@ -341,14 +353,33 @@ def train(
 
 def _as_keywords(message: str) -> str:
     """A message that names the command's options, in train()'s keywords: `--model cnn` is
-    `model="cnn"`, `--lr 0.5` `lr=0.5`, `--batch-size` `batch_size=` (`--classes:` `classes:`)."""
-    message = re.sub(r"(?<![\w-])--(model|optimizer|preset) ([a-z][\w-]*)", r'\1="\2"', message)
-    return re.sub(r"(?<![\w-])--([a-z][a-z-]*)( \d[\d.]*\b|:)?", _as_keyword, message)
+    `model="cnn"`, `--lr 0.5` `lr=0.5`, `--batch-size` `batch_size=` (`--classes:` `classes:`).
+    Only the options there are, standing as words: a path's `runs/--cnn/` stays as it is."""
+    return _OPTION.sub(_as_keyword, message)
 
 
 def _as_keyword(option: re.Match) -> str:
-    name, after = option[1].replace("-", "_"), option[2] or ""
-    return f"{name}:" if after == ":" else f"{name}={after.lstrip()}"
+    name, value = option["name"].replace("-", "_"), option["value"]
+    if option["colon"]:
+        return f"{name}:"
+    if value is None:
+        return f"{name}="
+    if value[0].isalpha():  # the option's value, or the message's next word
+        return f'{name}="{value}"' if option["name"] in _TEXT_OPTIONS else f"{name}= {value}"
+    return f"{name}={value}"
+
+
+_TEXT_OPTIONS = ("model", "optimizer", "preset")
+_OPTION_NAMES = sorted(
+    {field.name.replace("_", "-") for field in dataclasses.fields(TrainConfig)}
+    | {"preset", "ensemble", "seed", "digits", "resume"},
+    key=len,
+    reverse=True,
+)
+_OPTION = re.compile(
+    rf"(?<![\w/.-])--(?P<name>{'|'.join(_OPTION_NAMES)})(?![\w-])"
+    r"(?:(?P<colon>:)| (?P<value>[-+]?\d[\d.]*(?:e[-+]?\d+)?\b|[a-z][\w-]*))?"
+)
 
 
 def load(path: str | os.PathLike[str]) -> Model:
@@ -525,7 +556,11 @@ def draw_curves(history: Model | Sequence[Mapping[str, Any]] | str | os.PathLike
         records = read_history(*read_text(history, "a history file"))
     else:
         records = history.history if isinstance(history, Model) else history
-    if not (isinstance(records, Sequence) and all(isinstance(r, Mapping) and "epoch" in r for r in records)):
+    if isinstance(records, Iterable) and not isinstance(records, Mapping | str | bytes):
+        records = list(records)  # a generator of records, as a list's
+    if not (
+        isinstance(records, list | tuple) and all(isinstance(r, Mapping) and "epoch" in r for r in records)
+    ):
         raise TypeError(
             "draw_curves(history): the history is a mnistkit.Model, its .history (a record per "
             f"epoch) or a history file's path, not a {type(history).__name__}"

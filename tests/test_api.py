@@ -347,7 +347,9 @@ def test_one_valued_settings_are_read_as_their_options_or_refused_in_one_line() 
         mnistkit.TrainConfig(epochs=2.0)
 
 
-def test_train_names_its_keywords_where_the_command_names_its_options(synthetic_data, capsys) -> None:
+def test_train_names_its_keywords_where_the_command_names_its_options(
+    synthetic_data, capsys, tmp_path: Path
+) -> None:
     """The checks are the command's, which speak of `--model` and `--batch-size`."""
     for options, reason in (
         ({"hidden": (128,)}, 'model="logreg" has no hidden layers; drop hidden=, or use model="mlp"'),
@@ -358,6 +360,9 @@ def test_train_names_its_keywords_where_the_command_names_its_options(synthetic_
             mnistkit.train(synthetic_data, "logreg", **options)
     mnistkit.train(synthetic_data, "logreg", epochs=1, batch_size=1000)
     assert "batch_size=1000 is larger than the 600 training images; using 600" in capsys.readouterr().err
+    named_like_options = tmp_path / "--lr 1" / "--cnn" / "model.safetensors"  # a path is a path
+    mnistkit.train(synthetic_data, "logreg", epochs=1, output=named_like_options)
+    assert str(named_like_options) in capsys.readouterr().err
 
 
 def test_list_settings_are_taken_as_python_gives_them(synthetic_data) -> None:
@@ -557,13 +562,24 @@ def test_arguments_swapped_or_of_another_kind_get_the_calls_form(
     picture = Image.fromarray(draw_large_digit(7))
     path = tmp_path / "seven.png"
     picture.save(path)
-    for image in (picture, str(path), path, path.read_bytes()):
+    for image in (str(path), path, path.read_bytes(), [str(path), str(path)]):
         with pytest.raises(
             TypeError, match=r"for image files and pictures: mnistkit.predict_images\(model, images\)$"
         ):
             model.predict(image)
-    with pytest.raises(
-        ValueError, match=r"got uint8 \(160, 160\); for a picture of another size: mnistkit.predict_images"
+    for image, hint in (
+        (picture, r"got uint8 \(160, 160\); for a picture of another size: mnistkit.predict_images"),
+        (np.asarray(picture), r"got uint8 \(160, 160\); for a picture of another size"),
+        (
+            np.zeros((28, 28, 3), np.uint8),
+            r"got uint8 \(28, 28, 3\); colour pictures: mnistkit.predict_images",
+        ),
     ):
-        model.predict(np.asarray(picture))
+        with pytest.raises(ValueError, match=hint):
+            model.predict_proba(image)
+    digit = synthetic_data["test_images"][0]  # a 28x28 gray PIL image is an image, as torchvision gives them
+    assert model.predict(Image.fromarray(digit)) == model.predict(digit)
+    assert list(mnistkit.draw_curves(record for record in model.history).size) == list(
+        mnistkit.draw_curves(model.history).size
+    )
     assert mnistkit.predict_images(model, picture)[0].label == 7
