@@ -61,7 +61,13 @@ def main() -> None:
     try:
         from mnistkit.cli import cli
 
-        cli(prog_name="mnistkit")
+        interrupts.raise_if_interrupted()  # a signal swallowed while the modules loaded
+        try:
+            cli(prog_name="mnistkit")
+        except SystemExit as done:
+            if done.code in (0, None):  # one swallowed later, where nothing looked for it
+                interrupts.raise_if_interrupted()
+            raise
     except (Interrupted, RuntimeError) as error:
         # Python 3.11 wraps what a class's __set_name__ raises in a RuntimeError: a signal that
         # lands while a dataclass is being made, as the modules load, arrives wrapped.

@@ -6,13 +6,20 @@ training goes on) or halfway through XLA's own bookkeeping (where the process la
 with a segmentation fault). So commands that run jax hold signals inside `deferred()` and
 call `raise_if_interrupted()` where stopping is clean, between compiled chunks of work.
 Every other command takes the signal at once, which is safe in numpy and Pillow code.
+
+A signal raised at once can still land in a weakref callback (importlib's module locks have
+them, so any import): Python swallows the exception there and prints it. Every signal is
+therefore held as well as raised, and one swallowed so is taken, quietly, at the next
+`raise_if_interrupted()`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 from collections.abc import Iterator
+from typing import Any
 
 from mnistkit.errors import Interrupted
 
@@ -21,14 +28,20 @@ _deferring = False
 
 
 def _on_signal(signal_number: int, frame: object) -> None:
-    if _deferring:
-        _held_signals.append(signal_number)
-        return
-    raise Interrupted(signal_number)
+    _held_signals.append(signal_number)
+    if not _deferring:
+        raise Interrupted(signal_number)
+
+
+def _quiet_when_swallowed(unraisable: Any) -> None:
+    """sys.unraisablehook: an `Interrupted` that Python swallowed stays held, unprinted."""
+    if not isinstance(unraisable.exc_value, Interrupted):
+        sys.__unraisablehook__(unraisable)
 
 
 def install() -> None:
     """Turn SIGINT and SIGTERM into `Interrupted` for this process (the CLI's first act)."""
+    sys.unraisablehook = _quiet_when_swallowed
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
 
@@ -39,6 +52,7 @@ def uninstall() -> None:
     in a hook, where Python would print and swallow it."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    sys.unraisablehook = sys.__unraisablehook__
 
 
 def raise_if_interrupted() -> None:
