@@ -10,6 +10,7 @@ numpy and Pillow only.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import os
 import signal
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 CHUNK_SIZE = 256
 POOL_POLL_S = 0.05  # how often a wait for the pool looks for a held Ctrl-C or SIGTERM
 ORPHAN_POLL_S = 0.5  # how often a worker looks whether its parent is still there
+_POOL_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 # In a worker: the pool's flag, set when its parent stops early (Ctrl-C, an error, a reader
 # that left), so the chunk at hand ends after the image at hand instead of after all 256.
@@ -114,6 +116,7 @@ def _start_worker(stop_flag: Any) -> None:
     _stop_flag = stop_flag
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _POOL_SIGNALS)  # blocked since the fork
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.close(devnull)
@@ -168,7 +171,7 @@ def load_digits(
     in_flight: collections.deque = collections.deque()
     try:
         for chunk in itertools.chain([first, second], chunks):
-            with interrupts.deferred():
+            with interrupts.deferred(), _signals_blocked():
                 in_flight.append(pool.submit(_load_chunk, chunk, preprocess, style))
             if len(in_flight) >= 2 * workers:
                 yield _result(in_flight.popleft())
@@ -178,6 +181,18 @@ def load_digits(
         with interrupts.deferred():
             stop_flag.value = 1
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _signals_blocked() -> Iterator[None]:
+    """SIGINT and SIGTERM blocked while the pool may fork its workers, so that a worker never
+    runs the parent's handler before its own are set (`_start_worker` unblocks them); the
+    parent takes one that came meanwhile when they are unblocked."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _POOL_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _result(future: Future) -> list[LoadedDigit]:
