@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import os
 import re
@@ -292,6 +293,22 @@ def _model(model: Model | str | os.PathLike[str], call: str) -> Model:
     )
 
 
+def _in_python_terms(function: Any) -> Any:
+    """`function`'s refusals name its keywords (`_as_keywords`), where the checks it shares
+    with the commands name their options; the error keeps its type."""
+
+    @functools.wraps(function)
+    def refusing_in_python_terms(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except MnistkitError as error:
+            error.args = (_as_keywords(str(error)),)
+            raise
+
+    return refusing_in_python_terms
+
+
+@_in_python_terms
 def train(
     arrays: Mapping[str, np.ndarray] | str | os.PathLike[str],
     config: TrainConfig | str | None = None,
@@ -331,23 +348,20 @@ def train(
     arrays = checked
     if isinstance(config, str):
         config, preset = None, preset or config
-    if config is not None and (preset or options):
+    if config is None:
+        config = config_from_options(preset, _classes_named(options), dataset_name(arrays))
+    elif preset or options:
         raise ValueError("give a config, or a preset and options, not both")
-    try:
-        if config is None:
-            config = config_from_options(preset, _classes_named(options), dataset_name(arrays))
-        result = run_training(
-            arrays,
-            config,
-            output,
-            data_sha256=file_hash,
-            arrays_sha256=array_hash,
-            data_name=data_name,
-            restart=restart,
-            log=log,
-        )
-    except MnistkitError as error:
-        raise MnistkitError(_as_keywords(str(error))) from None
+    result = run_training(
+        arrays,
+        config,
+        output,
+        data_sha256=file_hash,
+        arrays_sha256=array_hash,
+        data_name=data_name,
+        restart=restart,
+        log=log,
+    )
     return Model(result.checkpoint, result.history)
 
 
@@ -355,6 +369,7 @@ def _as_keywords(message: str) -> str:
     """A message that names the command's options, in train()'s keywords: `--model cnn` is
     `model="cnn"`, `--lr 0.5` `lr=0.5`, `--batch-size` `batch_size=` (`--classes:` `classes:`).
     Only the options there are, standing as words: a path's `runs/--cnn/` stays as it is."""
+    message = _NO_PREPROCESS.sub("preprocess=False", _MODEL_PATH.sub("model=", message))
     return _OPTION.sub(_as_keyword, message)
 
 
@@ -369,13 +384,16 @@ def _as_keyword(option: re.Match) -> str:
     return f"{name}={value}"
 
 
-_TEXT_OPTIONS = ("model", "optimizer", "preset")
+_TEXT_OPTIONS = ("model", "optimizer", "preset", "select")
 _OPTION_NAMES = sorted(
     {field.name.replace("_", "-") for field in dataclasses.fields(TrainConfig)}
-    | {"preset", "ensemble", "seed", "digits", "resume"},
+    | {"preset", "ensemble", "seed", "digits", "resume"}
+    | {"select", "min-confidence", "count", "scale", "columns", "split"},  # render-samples
     key=len,
     reverse=True,
 )
+_MODEL_PATH = re.compile(r"(?<![\w/.-])--model CKPT\b")  # render-samples' model, a checkpoint
+_NO_PREPROCESS = re.compile(r"(?<![\w/.-])--no-preprocess\b")
 _OPTION = re.compile(
     rf"(?<![\w/.-])--(?P<name>{'|'.join(_OPTION_NAMES)})(?![\w-])"
     r"(?:(?P<colon>:)| (?P<value>[-+]?\d[\d.]*(?:e[-+]?\d+)?\b|[a-z][\w-]*))?"
@@ -391,6 +409,7 @@ def load(path: str | os.PathLike[str]) -> Model:
 ImageSource = str | os.PathLike | bytes | bytearray | memoryview | io.IOBase | Image.Image | np.ndarray
 
 
+@_in_python_terms
 def predict_images(
     model: Model | str | os.PathLike[str],
     images: Iterable[ImageSource] | ImageSource,
@@ -509,6 +528,7 @@ def _classes_named(options: dict[str, Any]) -> dict[str, Any]:
     return {("classes" if name == "digits" else name): value for name, value in options.items()}
 
 
+@_in_python_terms
 def draw_samples(
     arrays: Mapping[str, np.ndarray] | str | os.PathLike[str],
     model: Model | str | os.PathLike[str] | None = None,
@@ -587,6 +607,7 @@ def draw_embedding(
     )
 
 
+@_in_python_terms
 def draw_weights(model: Model | str | os.PathLike[str]) -> Image.Image:
     """`mnistkit render-weights`: a logreg model's weights as one template per digit."""
     from mnistkit.plots import weights_image

@@ -365,6 +365,25 @@ def test_train_names_its_keywords_where_the_command_names_its_options(
     assert str(named_like_options) in capsys.readouterr().err
 
 
+def test_the_pictures_and_predict_images_name_their_keywords_too(
+    synthetic_data, large_digit_model: Path
+) -> None:
+    for call, reason in (
+        (lambda: mnistkit.draw_samples(synthetic_data, select="mistakes"), 'select="mistakes" needs a model'),
+        (lambda: mnistkit.draw_samples(synthetic_data, count=0), "count= must be at least 1, got 0"),
+        (lambda: mnistkit.draw_weights(large_digit_model), 'this one is mlp (train one with model="logreg")'),
+        (
+            lambda: mnistkit.predict_images(
+                large_digit_model, np.zeros((40, 40), np.uint8), preprocess=False
+            ),
+            "<image 0>: image is 40x40 pixels; preprocess=False needs 28x28",
+        ),
+    ):
+        with pytest.raises(MnistkitError, match=re.escape(reason)) as raised:
+            call()
+        assert "--" not in str(raised.value)
+
+
 def test_list_settings_are_taken_as_python_gives_them(synthetic_data) -> None:
     """classes=(3, 8), hidden="64,32", channels=[8, 8]: as the command's options would read."""
     three_eight = mnistkit.train(synthetic_data, "logreg", epochs=1, classes=(3, 8), verbose=False)
