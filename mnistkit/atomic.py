@@ -131,11 +131,19 @@ def check_writable_target(path: str | os.PathLike[str]) -> None:
     _check_folder_can_be(path, _followed_link(path).parent)
 
 
-def _check_folder_can_be(path: Path, folder: Path) -> None:
+def _missing_folders(folder: Path) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _check_folder_can_be(path: Path, folder: Path, missing: list[Path] | None = None) -> None:
     """`folder` exists, or its nearest existing ancestor is a folder it can be made in."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    missing = _missing_folders(folder) if missing is None else missing
+    existing = missing[-1].parent if missing else folder
     if not existing.is_dir():
         raise MnistkitError(f"{path}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
@@ -147,13 +155,9 @@ def make_output_folder(folder: Path) -> list[Path]:
     Returns the folders it made, deepest first."""
     if folder.exists() and not folder.is_dir():
         raise MnistkitError(f"{folder}: exists and is not a folder")
-    if not folder.is_dir():
-        _check_folder_can_be(folder, folder)
-    made = []
-    missing = folder
-    while not missing.exists() and missing != missing.parent:
-        made.append(missing)
-        missing = missing.parent
+    made = _missing_folders(folder)
+    if made:
+        _check_folder_can_be(folder, folder, made)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
