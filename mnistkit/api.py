@@ -17,11 +17,8 @@ jax is imported only by `train`; everything else runs on numpy and Pillow.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import functools
 import io
 import os
-import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -293,22 +290,6 @@ def _model(model: Model | str | os.PathLike[str], call: str) -> Model:
     )
 
 
-def _in_python_terms(function: Any) -> Any:
-    """`function`'s refusals name its keywords (`_as_keywords`), where the checks it shares
-    with the commands name their options; the error keeps its type."""
-
-    @functools.wraps(function)
-    def refusing_in_python_terms(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return function(*args, **kwargs)
-        except MnistkitError as error:
-            error.args = (_as_keywords(str(error)),)
-            raise
-
-    return refusing_in_python_terms
-
-
-@_in_python_terms
 def train(
     arrays: Mapping[str, np.ndarray] | str | os.PathLike[str],
     config: TrainConfig | str | None = None,
@@ -332,7 +313,7 @@ def train(
 
     def log(message: str) -> None:
         if verbose:
-            print(_as_keywords(message), file=sys.stderr, flush=True)
+            print(message, file=sys.stderr, flush=True)
 
     is_file, data_name = isinstance(arrays, str | os.PathLike), _source(arrays)
     if dataset is not None:
@@ -365,41 +346,6 @@ def train(
     return Model(result.checkpoint, result.history)
 
 
-def _as_keywords(message: str) -> str:
-    """A message that names the command's options, in train()'s keywords: `--model cnn` is
-    `model="cnn"`, `--lr 0.5` `lr=0.5`, `--batch-size` `batch_size=` (`--classes:` `classes:`).
-    Only the options there are, standing as words: a path's `runs/--cnn/` stays as it is."""
-    message = _NO_PREPROCESS.sub("preprocess=False", _MODEL_PATH.sub("model=", message))
-    return _OPTION.sub(_as_keyword, message)
-
-
-def _as_keyword(option: re.Match) -> str:
-    name, value = option["name"].replace("-", "_"), option["value"]
-    if option["colon"]:
-        return f"{name}:"
-    if value is None:
-        return f"{name}="
-    if value[0].isalpha():  # the option's value, or the message's next word
-        return f'{name}="{value}"' if option["name"] in _TEXT_OPTIONS else f"{name}= {value}"
-    return f"{name}={value}"
-
-
-_TEXT_OPTIONS = ("model", "optimizer", "preset", "select")
-_OPTION_NAMES = sorted(
-    {field.name.replace("_", "-") for field in dataclasses.fields(TrainConfig)}
-    | {"preset", "ensemble", "seed", "digits", "resume"}
-    | {"select", "min-confidence", "count", "scale", "columns", "split"},  # render-samples
-    key=len,
-    reverse=True,
-)
-_MODEL_PATH = re.compile(r"(?<![\w/.-])--model CKPT\b")  # render-samples' model, a checkpoint
-_NO_PREPROCESS = re.compile(r"(?<![\w/.-])--no-preprocess\b")
-_OPTION = re.compile(
-    rf"(?<![\w/.-])--(?P<name>{'|'.join(_OPTION_NAMES)})(?![\w-])"
-    r"(?:(?P<colon>:)| (?P<value>[-+]?\d[\d.]*(?:e[-+]?\d+)?\b|[a-z][\w-]*))?"
-)
-
-
 def load(path: str | os.PathLike[str]) -> Model:
     """A checkpoint written by `mnistkit train` (or `Model.save`)."""
     return Model(load_checkpoint(path))
@@ -409,7 +355,6 @@ def load(path: str | os.PathLike[str]) -> Model:
 ImageSource = str | os.PathLike | bytes | bytearray | memoryview | io.IOBase | Image.Image | np.ndarray
 
 
-@_in_python_terms
 def predict_images(
     model: Model | str | os.PathLike[str],
     images: Iterable[ImageSource] | ImageSource,
@@ -528,7 +473,6 @@ def _classes_named(options: dict[str, Any]) -> dict[str, Any]:
     return {("classes" if name == "digits" else name): value for name, value in options.items()}
 
 
-@_in_python_terms
 def draw_samples(
     arrays: Mapping[str, np.ndarray] | str | os.PathLike[str],
     model: Model | str | os.PathLike[str] | None = None,
@@ -607,7 +551,6 @@ def draw_embedding(
     )
 
 
-@_in_python_terms
 def draw_weights(model: Model | str | os.PathLike[str]) -> Image.Image:
     """`mnistkit render-weights`: a logreg model's weights as one template per digit."""
     from mnistkit.plots import weights_image

@@ -34,6 +34,7 @@ from mnistkit.datasets import (
 from mnistkit.errors import MnistkitError
 from mnistkit.idx import published_as
 from mnistkit.inputs import open_input, wrong_kind
+from mnistkit.terms import setting
 
 SPLITS = ("train", "test")
 KEYS = ("train_images", "train_labels", "test_images", "test_labels")
@@ -124,15 +125,17 @@ def class_labels(requested: Sequence[str], names: Sequence[str], dataset: str) -
         elif item.isdigit() and int(item) < len(names):
             labels.append(int(item))
         elif named_by_digits(range(len(names)), names):
-            raise MnistkitError(f"--classes: {item!r} is not a class of {dataset} (0-{len(names) - 1})")
+            raise MnistkitError(
+                f"{setting('classes')}: {item!r} is not a class of {dataset} (0-{len(names) - 1})"
+            )
         else:
             shown = ", ".join(names) if len(names) <= 12 else f"{', '.join(names[:10])}, ..."
             raise MnistkitError(
-                f"--classes: {item!r} is neither a class of {dataset} ({shown}) nor a class number "
-                f"0-{len(names) - 1}"
+                f"{setting('classes')}: {item!r} is neither a class of {dataset} ({shown}) "
+                f"nor a class number 0-{len(names) - 1}"
             )
     if len(set(labels)) != len(labels):
-        raise MnistkitError(f"--classes: {','.join(requested)} names a class twice")
+        raise MnistkitError(f"{setting('classes')}: {','.join(requested)} names a class twice")
     return labels
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from mnistkit.errors import PictureTooLarge
+from mnistkit.terms import setting
 
 RGB = tuple[int, int, int]
 # A picture larger than this (600 MB as RGB) is refused before it is made; the whole test set
@@ -105,7 +106,7 @@ class Canvas:
             raise PictureTooLarge(
                 f"the picture would be {int(width_px)}x{int(height_px)} pixels, over "
                 f"{MAX_PICTURE_PIXELS // 1_000_000} megapixels; draw fewer or smaller digits "
-                "(--count, --scale)"
+                f"({setting('count')}, {setting('scale')})"
             )
         self.size = (int(width_px), int(height_px))
         self.supersample = supersample

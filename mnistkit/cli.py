@@ -32,6 +32,7 @@ from mnistkit.config import INITS, NORMALIZATIONS, OPTIMIZERS, PRESETS, SCHEDULE
 from mnistkit.datasets import DATASET_NAMES, DEFAULT_DATASET, named_by_digits
 from mnistkit.errors import EXIT_BROKEN_PIPE, MnistkitError, PictureTooLarge
 from mnistkit.mirrors import DEFAULT_CACHE_DIR, DEFAULT_MIN_RATE_BYTES_PER_S, DEFAULT_TIMEOUT_S, MIRROR_ENV
+from mnistkit.terms import command_line_terms
 
 
 class MnistkitCommand(click.Command):
@@ -55,7 +56,7 @@ class MnistkitGroup(click.Group):
             return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context):
-        with _failures_as_lines():
+        with _failures_as_lines(), command_line_terms():  # messages name options, not keywords
             return super().invoke(ctx)
 
 
@@ -672,25 +673,10 @@ def train(
           --coordinator host0:8476 --num-processes 2 --process-id 0
     """
     from mnistkit.arrays import recorded_dataset
-    from mnistkit.config import (
-        check_resume_options,
-        config_from_options,
-        parse_flag_list,
-        parse_float_list,
-        parse_int_list,
-        parse_name_list,
-    )
+    from mnistkit.config import check_resume_options, config_from_options
     from mnistkit.interrupts import deferred
 
-    for name in ("hidden", "channels", "kernel_sizes", "strides", "seeds"):
-        if options[name] is not None:
-            options[name] = parse_int_list(options[name], f"--{name.replace('_', '-')}")
-    if options["pools"] is not None:
-        options["pools"] = parse_flag_list(options["pools"], "--pools")
-    if options["adam_betas"] is not None:
-        options["adam_betas"] = parse_float_list(options["adam_betas"], "--adam-betas")
-    if options["classes"] is not None:
-        options["classes"] = parse_name_list(options["classes"], "--classes")
+    # The list options' text ("128,64") is read as the Python API's is, by config_from_options.
     given = {name: value for name, value in options.items() if value is not None}
     if resume is not None:
         check_resume_options({**given, **({"preset": preset} if preset else {})})

@@ -19,6 +19,7 @@ from typing import Any
 from mnistkit.architectures import ACTIVATIONS, MAX_ENSEMBLE_MEMBERS, MODEL_KINDS, MODELS, cnn_shrink_problem
 from mnistkit.datasets import DEFAULT_DATASET
 from mnistkit.errors import MnistkitError
+from mnistkit.terms import setting
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "warmup-cosine", "one-cycle", "epoch-cycles")
@@ -80,64 +81,82 @@ class TrainConfig:
             ("normalize", NORMALIZATIONS),
         ):
             if getattr(self, name) not in choices:
-                raise MnistkitError(f"--{name}: {getattr(self, name)!r} is not one of {', '.join(choices)}")
+                raise MnistkitError(
+                    f"{setting(name)}: {getattr(self, name)!r} is not one of {', '.join(choices)}"
+                )
         kinds = self.augment.split("+")
         known_once = set(kinds) <= set(AUGMENT_KINDS) and len(set(kinds)) == len(kinds)
         if self.augment != "none" and not known_once:
             raise MnistkitError(
-                f"--augment: {self.augment!r} is not none or one or more of {', '.join(AUGMENT_KINDS)} "
-                "joined by +, each once"
+                f"{setting('augment')}: {self.augment!r} is not none or one or more of "
+                f"{', '.join(AUGMENT_KINDS)} joined by +, each once"
             )
         if any(width < 1 for width in self.hidden):
-            raise MnistkitError(f"--hidden: layer widths must be positive, got {_listed(self.hidden)}")
+            raise MnistkitError(
+                f"{setting('hidden')}: layer widths must be positive, got {_listed(self.hidden)}"
+            )
         if self.model == "logreg" and self.hidden:
-            raise MnistkitError("--model logreg has no hidden layers; drop --hidden, or use --model mlp")
+            raise MnistkitError(
+                f"{setting('model', 'logreg')} has no hidden layers; drop {setting('hidden')}, "
+                f"or use {setting('model', 'mlp')}"
+            )
         if self.model == "mlp" and not self.hidden:
-            raise MnistkitError("--model mlp needs hidden layers: give --hidden, e.g. --hidden 128")
+            raise MnistkitError(
+                f"{setting('model', 'mlp')} needs hidden layers: give {setting('hidden')}, "
+                f"e.g. {setting('hidden', 128)}"
+            )
         if self.linear_last_hidden and self.model != "mlp":
-            raise MnistkitError("--linear-last-hidden needs --model mlp")
+            raise MnistkitError(f"{setting('linear_last_hidden')} needs {setting('model', 'mlp')}")
         if (
             len(self.channels) != len(self.kernel_sizes)
             or min(self.channels + self.kernel_sizes, default=0) < 1
         ):
             raise MnistkitError(
-                f"--channels and --kernel-sizes: one positive size each per conv layer, "
-                f"got {_listed(self.channels)} and {_listed(self.kernel_sizes)}"
+                f"{setting('channels')} and {setting('kernel_sizes')}: one positive size each per "
+                f"conv layer, got {_listed(self.channels)} and {_listed(self.kernel_sizes)}"
             )
         if len(self.strides) != len(self.channels) or any(stride not in (1, 2) for stride in self.strides):
             raise MnistkitError(
-                f"--strides: 1 (then a 2x2 max pool) or 2 (no pool) per conv layer ({len(self.channels)}), "
-                f"got {_listed(self.strides)}"
+                f"{setting('strides')}: 1 (then a 2x2 max pool) or 2 (no pool) per conv layer "
+                f"({len(self.channels)}), got {_listed(self.strides)}"
             )
         if self.pools and len(self.pools) != len(self.channels):
             raise MnistkitError(
-                f"--pools: one 0 or 1 per conv layer ({len(self.channels)}), got {_listed(self.pools)}"
+                f"{setting('pools')}: one 0 or 1 per conv layer ({len(self.channels)}), "
+                f"got {_listed(self.pools)}"
             )
         if self.model == "cnn":
             problem = cnn_shrink_problem(MODEL_KINDS["cnn"].build(self, 10))
             if problem is not None:
-                raise MnistkitError(f"--channels, --kernel-sizes, --strides, --pools: {problem}")
+                named = ", ".join(setting(name) for name in ("channels", "kernel_sizes", "strides", "pools"))
+                raise MnistkitError(f"{named}: {problem}")
         if self.batch_norm and self.model != "cnn":
-            raise MnistkitError("--batch-norm needs --model cnn")
+            raise MnistkitError(f"{setting('batch_norm')} needs {setting('model', 'cnn')}")
         if not (len(self.adam_betas) == 2 and all(0 <= beta < 1 for beta in self.adam_betas)):
-            raise MnistkitError(f"--adam-betas: two numbers in [0, 1), got {self.adam_betas}")
+            raise MnistkitError(f"{setting('adam_betas')}: two numbers in [0, 1), got {self.adam_betas}")
         if not 0 <= self.label_smoothing < 1:
-            raise MnistkitError(f"--label-smoothing must lie in [0, 1), got {self.label_smoothing}")
+            raise MnistkitError(
+                f"{setting('label_smoothing')} must lie in [0, 1), got {self.label_smoothing}"
+            )
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
-                raise MnistkitError(f"--{_option(name)} must be at least 1, got {getattr(self, name)}")
+                raise MnistkitError(f"{setting(name)} must be at least 1, got {getattr(self, name)}")
         if not 0 < self.lr < math.inf:
-            raise MnistkitError(f"--lr must be a positive number, got {self.lr}")
+            raise MnistkitError(f"{setting('lr')} must be a positive number, got {self.lr}")
         if not 0 <= self.weight_decay < math.inf:
-            raise MnistkitError(f"--weight-decay must be a non-negative number, got {self.weight_decay}")
+            raise MnistkitError(
+                f"{setting('weight_decay')} must be a non-negative number, got {self.weight_decay}"
+            )
         if self.val_size < 0:
-            raise MnistkitError(f"--val-size must be non-negative, got {self.val_size}")
+            raise MnistkitError(f"{setting('val_size')} must be non-negative, got {self.val_size}")
         classes = self.classes
         if classes and (len(classes) < 2 or len(set(classes)) != len(classes) or not all(classes)):
-            raise MnistkitError(f"--classes: need two or more distinct classes, got {_listed(classes)}")
+            raise MnistkitError(
+                f"{setting('classes')}: need two or more distinct classes, got {_listed(classes)}"
+            )
         if self.seeds and not 2 <= len(set(self.seeds)) == len(self.seeds) <= MAX_ENSEMBLE_MEMBERS:
             raise MnistkitError(
-                f"--seeds: an ensemble needs 2 to {MAX_ENSEMBLE_MEMBERS} distinct seeds, "
+                f"{setting('seeds')}: an ensemble needs 2 to {MAX_ENSEMBLE_MEMBERS} distinct seeds, "
                 f"got {_listed(self.seeds)}"
             )
 
@@ -322,7 +341,7 @@ PRESETS["3v8"] = Preset(
 
 def preset_config(name: str, dataset: str = DEFAULT_DATASET) -> TrainConfig:
     if name not in PRESETS:
-        raise MnistkitError(f"--preset: {name!r} is not one of {', '.join(PRESETS)}")
+        raise MnistkitError(f"{setting('preset')}: {name!r} is not one of {', '.join(PRESETS)}")
     return TrainConfig(**PRESETS[name].settings_for(dataset))
 
 
@@ -330,7 +349,7 @@ def scalar_setting(name: str, value: Any, kind: type | None = None) -> Any:
     """A one-valued setting as TrainConfig holds it, however Python gave it: numpy's numbers,
     an int where a float goes, or text read as the option reads it (epochs="3"); anything else
     (epochs=1.5, val_size=0.1, shift_average="no", augment=None) is refused with one line."""
-    kind, what = kind or type(TrainConfig.__dataclass_fields__[name].default), f"--{_option(name)}"
+    kind, what = kind or type(TrainConfig.__dataclass_fields__[name].default), setting(name)
     if kind is bool:
         if isinstance(value, bool) or _is_numpy_bool(value):
             return bool(value)
@@ -364,10 +383,10 @@ def listed_setting(name: str, value: Any) -> tuple:
     """A list-valued setting as TrainConfig holds it, however Python gave it: hidden=64,
     hidden=[64, 32], a numpy array or "64,32" (read as the option reads it) alike; classes by
     name or label number, (3, 8) or "3,8"; pools as 0s and 1s or bools."""
-    what = f"--{_option(name)}"
+    what = setting(name)
     if isinstance(value, str):
-        parse = {"pools": parse_flag_list, "adam_betas": parse_float_list, "classes": parse_name_list}
-        return parse.get(name, parse_int_list)(value, what) if value.strip() else ()
+        parse = {"pools": _parse_flag_list, "adam_betas": _parse_float_list, "classes": _parse_name_list}
+        return parse.get(name, _parse_int_list)(value, what)
     items = list(value) if isinstance(value, Iterable) else [value]
     try:
         if name == "classes":
@@ -420,14 +439,17 @@ def config_from_options(
     if members is not None:
         members = scalar_setting("ensemble", members, int)
         if "seeds" in options:
-            raise MnistkitError("give --seeds or --ensemble, not both")
+            raise MnistkitError(f"give {setting('seeds')} or {setting('ensemble')}, not both")
         if members < 2:
-            raise MnistkitError(f"--ensemble: an ensemble needs at least 2 members, got {members}")
+            raise MnistkitError(f"{setting('ensemble')}: an ensemble needs at least 2 members, got {members}")
         seed = options.get("seed", base.seed)
         options["seeds"] = tuple(range(seed, seed + members))
     if options.get("model") == "logreg":
         if options.get("activation"):
-            raise MnistkitError("--activation has no effect on --model logreg, which has no hidden layers")
+            raise MnistkitError(
+                f"{setting('activation')} has no effect on {setting('model', 'logreg')}, "
+                "which has no hidden layers"
+            )
         options.setdefault("hidden", ())
     if "channels" in options:  # another number of conv layers: the per-layer lists follow it
         layers = len(options["channels"])
@@ -439,15 +461,18 @@ def config_from_options(
             options.setdefault("pools", ())
     model = options.get("model", base.model)
     if model != "cnn" and (given := [name for name in CNN_SETTINGS if name in options]):
-        raise MnistkitError(f"--{_option(given[0])} applies to --model cnn, not {model}")
+        raise MnistkitError(f"{setting(given[0])} applies to {setting('model', 'cnn')}, not {model}")
     optimizer = options.get("optimizer", base.optimizer)
     if "adam_betas" in options and optimizer not in ("adam", "adamw"):
-        raise MnistkitError(f"--adam-betas applies to --optimizer adam or adamw, not {optimizer}")
+        raise MnistkitError(
+            f"{setting('adam_betas')} applies to {setting('optimizer', 'adam')} or adamw, not {optimizer}"
+        )
     if model != "cnn":  # a CNN preset's batch norm goes with its convolutions
         options.setdefault("batch_norm", False)
     if model == "mlp" and not options.get("hidden", base.hidden):
         raise MnistkitError(
-            f"--model mlp needs hidden layers (the {name} preset has none): give --hidden, e.g. --hidden 128"
+            f"{setting('model', 'mlp')} needs hidden layers (the {name} preset has none): "
+            f"give {setting('hidden')}, e.g. {setting('hidden', 128)}"
         )
     return dataclasses.replace(base, **options)
 
@@ -464,34 +489,34 @@ def resume_config(saved: Mapping[str, Any], source: str, given: Mapping[str, Any
         config = dataclasses.replace(config, epochs=given["epochs"])
     if config.epochs <= done:
         raise MnistkitError(
-            f"{source}: already trained {done} epochs; pass --epochs above {done} to train further"
+            f"{source}: already trained {done} epochs; pass {setting('epochs')} above {done} to train further"
         )
     return config
 
 
 def check_resume_options(given: Mapping[str, Any]) -> None:
     """`--resume` takes no setting but `--epochs`: anything else would mix two runs."""
-    others = sorted(f"--{_option(name)}" for name in given if name != "epochs")
+    others = sorted(setting(name) for name in given if name != "epochs")
     if others:
         raise MnistkitError(
-            f"--resume continues with the checkpoint's own settings; drop {', '.join(others)}"
+            f"{setting('resume')} continues with the checkpoint's own settings; drop {', '.join(others)}"
         )
 
 
-def parse_int_list(text: str, what: str) -> tuple[int, ...]:
+def _parse_int_list(text: str, what: str) -> tuple[int, ...]:
     """'100,200' -> (100, 200); the error names the option."""
     return _parse_list(text, what, int, "integers")
 
 
-def parse_flag_list(text: str, what: str) -> tuple[bool, ...]:
+def _parse_flag_list(text: str, what: str) -> tuple[bool, ...]:
     """'0,1' -> (False, True); the error names the option."""
-    values = parse_int_list(text, what)
+    values = _parse_int_list(text, what)
     if any(value not in (0, 1) for value in values):
         raise MnistkitError(f"{what}: expected comma-separated 0s and 1s, got {text!r}")
     return tuple(value == 1 for value in values)
 
 
-def parse_float_list(text: str, what: str) -> tuple[float, ...]:
+def _parse_float_list(text: str, what: str) -> tuple[float, ...]:
     """'0.7,0.9' -> (0.7, 0.9); the error names the option."""
     return _parse_list(text, what, float, "numbers")
 
@@ -506,11 +531,7 @@ def _parse_list(text: str, what: str, kind: type, kinds: str) -> tuple:
     return values
 
 
-def _option(name: str) -> str:
-    return name.replace("_", "-")
-
-
-def parse_name_list(text: str, what: str) -> tuple[str, ...]:
+def _parse_name_list(text: str, what: str) -> tuple[str, ...]:
     """'3,8' -> ('3', '8'); 'Shirt, T-shirt/top' -> ('Shirt', 'T-shirt/top'); the error names the option."""
     values = tuple(part.strip() for part in text.split(",") if part.strip())
     if not values:

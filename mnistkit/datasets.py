@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnistkit.errors import MnistkitError
+from mnistkit.terms import setting
 
 IMAGE_SHAPE = (28, 28)
 DEFAULT_DATASET = "mnist"
@@ -414,7 +415,7 @@ def dataset_spec(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        raise MnistkitError(f"--dataset: {name!r} is not one of {', '.join(DATASETS)}") from None
+        raise MnistkitError(f"{setting('dataset')}: {name!r} is not one of {', '.join(DATASETS)}") from None
 
 
 @functools.cache

@@ -23,7 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from mnistkit import interrupts
+from mnistkit import interrupts, terms
 from mnistkit.datasets import DEFAULT_DATASET
 from mnistkit.errors import MnistkitError
 from mnistkit.images import load_digit
@@ -107,13 +107,14 @@ def _load_chunk(paths: list[str], preprocess: bool, style: str) -> list[LoadedDi
     return loaded
 
 
-def _start_worker(stop_flag: Any) -> None:
-    """Workers leave SIGINT to the parent, which stops the pool and cleans up, and end at
-    SIGTERM. Their standard output is /dev/null: a reader of the parent's output sees its end
-    when the parent ends. And a worker whose parent is gone (killed outright) ends too,
-    rather than wait for work forever."""
+def _start_worker(stop_flag: Any, command_line: bool) -> None:
+    """Workers name settings as the parent does (`terms`), leave SIGINT to the parent, which
+    stops the pool and cleans up, and end at SIGTERM. Their standard output is /dev/null: a
+    reader of the parent's output sees its end when the parent ends. And a worker whose
+    parent is gone (killed outright) ends too, rather than wait for work forever."""
     global _stop_flag
     _stop_flag = stop_flag
+    terms.use_command_line_terms(command_line)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _POOL_SIGNALS)  # blocked since the fork
@@ -165,7 +166,9 @@ def load_digits(
 
     context = multiprocessing.get_context(_start_method())
     stop_flag = context.RawValue("b", 0)
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(stop_flag,))
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_start_worker, initargs=(stop_flag, terms.on_command_line())
+    )
     # Ctrl-C or SIGTERM raising inside the pool's own locks and queues can leave one held and
     # hang the shutdown, so signals are held while the pool is called and taken between calls.
     in_flight: collections.deque = collections.deque()

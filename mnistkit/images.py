@@ -18,6 +18,7 @@ from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE, IMAGE_STYLES
 from mnistkit.errors import MnistkitError, UndecodableImage
 from mnistkit.morphology import median, to_uint8
 from mnistkit.preprocess import already_prepared, preprocess_digit
+from mnistkit.terms import setting
 
 # The decompression-bomb guard: images with more pixels are refused from their header,
 # before any pixel is decoded. 40 megapixels (160 MB as RGBA) holds a 7000x5700 photo.
@@ -65,7 +66,7 @@ def load_digit(
         if gray.shape != (FRAME_PX, FRAME_PX):
             height, width = gray.shape
             raise MnistkitError(
-                f"{path}: image is {width}x{height} pixels; --no-preprocess needs 28x28 "
+                f"{path}: image is {width}x{height} pixels; {setting('preprocess', False)} needs 28x28 "
                 "(leave it out to fit the digit into 28x28)"
             )
         return to_uint8(gray)

@@ -22,6 +22,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mnistkit.errors import MnistkitError
 from mnistkit.rendezvous import Membership, gather, split_address
+from mnistkit.terms import setting
 
 BATCH_AXIS = "batch"
 _membership: Membership | None = None
@@ -157,25 +158,27 @@ def make_placement(
     if devices is not None:
         if devices > local_count:
             raise MnistkitError(
-                f"--devices {devices}: this process has {local_count} {jax.default_backend()} device(s)"
+                f"{setting('devices', devices)}: this process has {local_count} "
+                f"{jax.default_backend()} device(s)"
             )
         if batch_size % (devices * processes):
             raise MnistkitError(
-                f"--batch-size {batch_size} does not split evenly over {devices * processes} devices "
-                f"({processes} process(es) x {devices}); use a batch size that is a multiple of "
-                f"{devices * processes}, or other --devices"
+                f"{setting('batch_size', batch_size)} does not split evenly over "
+                f"{devices * processes} devices ({processes} process(es) x {devices}); use a batch "
+                f"size that is a multiple of {devices * processes}, or other {setting('devices')}"
             )
         count = devices
     else:
         usable = [n for n in range(1, local_count + 1) if batch_size % (n * processes) == 0]
         if not usable:
             raise MnistkitError(
-                f"--batch-size {batch_size} does not split evenly over the {processes} processes; "
+                f"{setting('batch_size', batch_size)} does not split evenly over the {processes} processes; "
                 f"use a multiple of {processes}"
             )
         count = usable[-1]
         if count < local_count:
-            log(f"using {count} of {local_count} devices per process (they divide --batch-size {batch_size})")
+            divided = setting("batch_size", batch_size)
+            log(f"using {count} of {local_count} devices per process (they divide {divided})")
     mesh_devices = [
         device
         for process in range(processes)

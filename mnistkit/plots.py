@@ -40,6 +40,7 @@ from mnistkit.errors import MnistkitError
 from mnistkit.evaluation import Confusion, evaluate_arrays
 from mnistkit.inference import activation_function, dense_stack, normalize
 from mnistkit.render import model_digits_mask
+from mnistkit.terms import setting
 
 SPLIT_COLOURS = {"train": DIGIT_COLOURS[0], "val": DIGIT_COLOURS[1], "test": DIGIT_COLOURS[2]}
 SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
@@ -180,11 +181,11 @@ def bottleneck_layer(checkpoint: Checkpoint, model_name: str) -> int:
         layers = f"hidden layers: {','.join(map(str, hidden))}" if hidden else "no 2-unit layer"
         raise MnistkitError(
             f"{model_name}: no 2-unit hidden layer to plot ({architecture['model']}, {layers}); "
-            "train one with --preset embedding"
+            f"train one with {setting('preset', 'embedding')}"
         )
     views = [flag for flag in VIEW_FLAGS if architecture.get(flag)]
     if views:
-        options = " and ".join("--" + flag.replace("_", "-") for flag in views)
+        options = " and ".join(setting(flag) for flag in views)
         raise MnistkitError(
             f"{model_name}: predicts from several views of each image, which one map of the "
             f"2-unit layer cannot show; train it without {options}"
@@ -276,13 +277,14 @@ def weights_image(checkpoint: Checkpoint, model_name: str = "the model", scale: 
     architecture = checkpoint.architecture
     if architecture["model"] == "ensemble" and architecture["member"]["model"] == "logreg":
         raise MnistkitError(
-            f"{model_name}: an ensemble of {architecture['members']} logreg models (trained with --ensemble "
-            "or --seeds); weight templates show one model: train it without --ensemble"
+            f"{model_name}: an ensemble of {architecture['members']} logreg models (trained with "
+            f"{setting('ensemble')} or {setting('seeds')}); weight templates show one model: "
+            f"train it without {setting('ensemble')}"
         )
     if architecture["model"] != "logreg":
         raise MnistkitError(
             f"{model_name}: weight templates need a logreg model, this one is "
-            f"{architecture['model']} (train one with --model logreg)"
+            f"{architecture['model']} (train one with {setting('model', 'logreg')})"
         )
     kernel = checkpoint.params["dense_0.kernel"]
     classes = list(checkpoint.classes)

@@ -32,6 +32,7 @@ from mnistkit.config import listed_setting
 from mnistkit.datasets import DIGIT_NAMES, named_by_digits
 from mnistkit.errors import MnistkitError
 from mnistkit.evaluation import check_same_classes
+from mnistkit.terms import setting
 
 SELECTIONS = ("first", "random", "mistakes", "confident-mistakes")
 CAPTION_PX = 13
@@ -106,7 +107,7 @@ def select_samples(
     wrong with at least `min_confidence`.
     """
     if select not in SELECTIONS:
-        raise MnistkitError(f"--select: {select!r} is not one of {', '.join(SELECTIONS)}")
+        raise MnistkitError(f"{setting('select')}: {select!r} is not one of {', '.join(SELECTIONS)}")
     candidates = np.flatnonzero(np.ones(len(labels), bool) if eligible is None else eligible)
     if select == "first":
         return candidates[:count]
@@ -114,7 +115,9 @@ def select_samples(
         rng = np.random.default_rng(seed)
         return np.sort(rng.choice(candidates, size=min(count, len(candidates)), replace=False))
     if predictions is None:
-        raise MnistkitError(f"--select {select} needs a model (--model CKPT)")
+        raise MnistkitError(
+            f"{setting('select', select)} needs a model: give a checkpoint as {setting('model')}"
+        )
     wrong = candidates[predictions.digits[candidates] != labels[candidates]]
     if select == "confident-mistakes":
         wrong = wrong[predictions.confidence[wrong] >= min_confidence]
@@ -275,9 +278,11 @@ class SampleOptions:
             object.__setattr__(self, "classes", listed_setting("classes", self.classes) or None)
         for name, value in (("count", self.count), ("scale", self.scale), ("columns", self.columns)):
             if value < 1:
-                raise MnistkitError(f"--{name} must be at least 1, got {value}")
+                raise MnistkitError(f"{setting(name)} must be at least 1, got {value}")
         if not 0.0 <= self.min_confidence <= 1.0:
-            raise MnistkitError(f"--min-confidence must lie between 0 and 1, got {self.min_confidence}")
+            raise MnistkitError(
+                f"{setting('min_confidence')} must lie between 0 and 1, got {self.min_confidence}"
+            )
 
 
 def samples_picture(

@@ -40,6 +40,7 @@ from mnistkit.errors import Interrupted, MnistkitError
 from mnistkit.history import METRICS, check_history_target, epoch_line, members_range, write_history
 from mnistkit.parallel import Placement, make_placement
 from mnistkit.steps import TrainState, make_evaluate, make_optimizer, make_train_chunk
+from mnistkit.terms import setting
 from mnistkit.train_state import (
     EpochInputs,
     checkpoint_tensors,
@@ -331,7 +332,7 @@ def _train_epoch(
         if not np.isfinite(totals[:, 0]).all():
             raise MnistkitError(
                 f"training diverged: the loss became NaN or infinite in epoch {epoch} with "
-                f"--lr {config.lr:g}; try a lower --lr. No checkpoint was written."
+                f"{setting('lr', config.lr)}; try a lower {setting('lr')}. No checkpoint was written."
             )
         if progress is not None:
             progress(epoch, config.epochs, (chunk + 1) / inputs.chunks)
@@ -346,7 +347,8 @@ def _batch_within_data(config: TrainConfig, size: int, device_count: int, log: L
     if config.batch_size <= size:
         return config
     capped = max(device_count, size // device_count * device_count)
-    log(f"--batch-size {config.batch_size} is larger than the {size} training images; using {capped}")
+    too_large = setting("batch_size", config.batch_size)
+    log(f"{too_large} is larger than the {size} training images; using {capped}")
     return dataclasses.replace(config, batch_size=capped)
 
 

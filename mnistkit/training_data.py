@@ -16,6 +16,7 @@ from mnistkit.arrays import class_labels, class_names, dataset_name
 from mnistkit.config import TrainConfig
 from mnistkit.datasets import DATASETS, DEFAULT_DATASET, named_by_digits
 from mnistkit.errors import MnistkitError
+from mnistkit.terms import setting
 
 # np.bincount widens its input to int64 first: 60,000 images at once took 1.2 s of a 2-core
 # machine, a million pixels at a time 0.1 s.
@@ -80,7 +81,7 @@ def prepare_data(arrays: Mapping[str, np.ndarray], config: TrainConfig, source: 
     if config.val_size:
         if config.val_size >= train.size:
             raise MnistkitError(
-                f"--val-size {config.val_size} leaves no training images ({train.size} available)"
+                f"{setting('val_size', config.val_size)} leaves no training images ({train.size} available)"
             )
         order = np.random.default_rng(config.seed).permutation(train.size)
         val_rows, train_rows = np.sort(order[: config.val_size]), np.sort(order[config.val_size :])

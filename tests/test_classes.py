@@ -221,7 +221,7 @@ def test_classes_by_name_or_number_and_a_clear_error(fashion_npz: Path, tmp_path
     data = prepare_data(arrays, TrainConfig(classes=("Bag", "0")))
     assert data.classes == [8, 0] and data.class_names == ["Bag", "T-shirt/top"]
     with pytest.raises(
-        MnistkitError, match=r"--classes: 'Sandle' is neither a class of fashion-mnist \(T-shirt/top"
+        MnistkitError, match=r"^classes: 'Sandle' is neither a class of fashion-mnist \(T-shirt/top"
     ):
         prepare_data(arrays, TrainConfig(classes=("Bag", "Sandle")))
     with pytest.raises(MnistkitError, match="no training images of class Dress"):

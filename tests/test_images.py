@@ -725,7 +725,7 @@ def test_the_pixel_limit_is_the_documented_one() -> None:
 def test_no_preprocess_names_the_wrong_size(tmp_path: Path) -> None:
     for height, width in ((32, 30), (900, 1000)):
         path = save(np.zeros((height, width), np.uint8), tmp_path / "d.png")
-        expected = rf"d.png: image is {width}x{height} pixels; --no-preprocess needs 28x28"
+        expected = rf"d.png: image is {width}x{height} pixels; preprocess=False needs 28x28"
         with pytest.raises(MnistkitError, match=expected):
             load_digit(path, preprocess=False)
 

@@ -592,9 +592,9 @@ def test_numbers_that_are_not_finite_are_refused_before_any_work(tmp_path: Path,
             result.exit_code == 2
             and f"Invalid value for '{option}': {value} is not a finite number" in result.output
         )
-    with pytest.raises(MnistkitError, match="--lr must be a positive number, got inf"):
+    with pytest.raises(MnistkitError, match=r"^lr must be a positive number, got inf$"):
         TrainConfig(lr=float("inf"))
-    with pytest.raises(MnistkitError, match="--weight-decay must be a non-negative number, got nan"):
+    with pytest.raises(MnistkitError, match=r"^weight_decay must be a non-negative number, got nan$"):
         TrainConfig(weight_decay=float("nan"))
 
 
