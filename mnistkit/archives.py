@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mnistkit.atomic import atomic_write
 from mnistkit.errors import MnistkitError
+from mnistkit.terms import setting
 
 _CHUNK_BYTES = 1 << 20
 
@@ -63,6 +64,7 @@ def extract_members(
                 log(f"{target}: extracted from {archive_path} ({info.file_size} bytes, CRC-32 verified)")
     except (zipfile.BadZipFile, zlib.error, NotImplementedError, EOFError) as error:
         raise MnistkitError(
-            f"{archive_path}: damaged archive ({error}); fetch --force downloads it again"
+            f"{archive_path}: damaged archive ({error}); fetching with {setting('force', True)} "
+            "downloads it again"
         ) from None
     return paths

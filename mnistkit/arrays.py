@@ -117,7 +117,7 @@ def class_names(arrays: Mapping[str, np.ndarray]) -> list[str]:
 
 
 def class_labels(requested: Sequence[str], names: Sequence[str], dataset: str) -> list[int]:
-    """The label of each requested class, given by its name or its number (`--classes`)."""
+    """The label of each requested class (the `classes` setting), given by its name or its number."""
     labels = []
     for item in requested:
         if item in names:

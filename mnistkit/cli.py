@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from mnistkit import __version__
+from mnistkit import __version__, terms
 from mnistkit.architectures import ACTIVATIONS, MODEL_KINDS, MODELS
 from mnistkit.atomic import (
     STDOUT,
@@ -413,14 +413,7 @@ def _preset_help() -> str:
 def _as_options(settings: dict) -> str:
     """{"channels": (32, 64), "batch_norm": True, "shift_average": False} as
     `--channels 32,64 --batch-norm --no-shift-average`."""
-    options = []
-    for name, value in settings.items():
-        option = name.replace("_", "-")
-        if isinstance(value, bool):
-            options.append(f"--{option}" if value else f"--no-{option}")
-        else:
-            options.append(f"--{option} {_shown(value)}")
-    return " ".join(options)
+    return " ".join(terms.option(name, value) for name, value in settings.items())
 
 
 def _from_preset(name: str, help: str) -> str:

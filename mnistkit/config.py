@@ -36,7 +36,7 @@ RENAMED_SETTINGS = {"digits": "classes"}
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every training setting. The defaults are the `mlp` preset, `--model`'s default."""
+    """Every training setting. The defaults are the `mlp` preset, the default model's."""
 
     model: str = "mlp"
     hidden: tuple[int, ...] = (512, 256)
@@ -386,7 +386,7 @@ def listed_setting(name: str, value: Any) -> tuple:
     what = setting(name)
     if isinstance(value, str):
         parse = {"pools": _parse_flag_list, "adam_betas": _parse_float_list, "classes": _parse_name_list}
-        return parse.get(name, _parse_int_list)(value, what)
+        return parse.get(name, _parse_int_list)(value, what) if value.strip() else ()
     items = list(value) if isinstance(value, Iterable) else [value]
     try:
         if name == "classes":
@@ -417,7 +417,7 @@ _SETTING_ITEMS = {
 def config_from_options(
     preset: str | None, options: Mapping[str, Any], dataset: str = DEFAULT_DATASET
 ) -> TrainConfig:
-    """A preset (by default the one named like `--model`, else `mlp`), as it is for `dataset`,
+    """A preset (by default the one named like the model given, else `mlp`), as it is for `dataset`,
     overridden by the options given explicitly. `ensemble: K` stands for seeds `seed` to
     `seed + K - 1`.
 
@@ -504,12 +504,12 @@ def check_resume_options(given: Mapping[str, Any]) -> None:
 
 
 def _parse_int_list(text: str, what: str) -> tuple[int, ...]:
-    """'100,200' -> (100, 200); the error names the option."""
+    """'100,200' -> (100, 200); the error names the setting (`what`)."""
     return _parse_list(text, what, int, "integers")
 
 
 def _parse_flag_list(text: str, what: str) -> tuple[bool, ...]:
-    """'0,1' -> (False, True); the error names the option."""
+    """'0,1' -> (False, True); the error names the setting (`what`)."""
     values = _parse_int_list(text, what)
     if any(value not in (0, 1) for value in values):
         raise MnistkitError(f"{what}: expected comma-separated 0s and 1s, got {text!r}")
@@ -517,7 +517,7 @@ def _parse_flag_list(text: str, what: str) -> tuple[bool, ...]:
 
 
 def _parse_float_list(text: str, what: str) -> tuple[float, ...]:
-    """'0.7,0.9' -> (0.7, 0.9); the error names the option."""
+    """'0.7,0.9' -> (0.7, 0.9); the error names the setting (`what`)."""
     return _parse_list(text, what, float, "numbers")
 
 
@@ -532,7 +532,8 @@ def _parse_list(text: str, what: str, kind: type, kinds: str) -> tuple:
 
 
 def _parse_name_list(text: str, what: str) -> tuple[str, ...]:
-    """'3,8' -> ('3', '8'); 'Shirt, T-shirt/top' -> ('Shirt', 'T-shirt/top'); the error names the option."""
+    """'3,8' -> ('3', '8'); 'Shirt, T-shirt/top' -> ('Shirt', 'T-shirt/top'); the error names
+    the setting (`what`)."""
     values = tuple(part.strip() for part in text.split(",") if part.strip())
     if not values:
         raise MnistkitError(f"{what}: expected comma-separated class names or numbers, got {text!r}")

@@ -28,6 +28,7 @@ from mnistkit.atomic import atomic_write, make_output_folder
 from mnistkit.datasets import DEFAULT_DATASET, DatasetSpec, ExpectedFile, dataset_option, dataset_spec
 from mnistkit.errors import MnistkitError
 from mnistkit.mirrors import DEFAULT_CACHE_DIR, DEFAULT_MIN_RATE_BYTES_PER_S, DEFAULT_TIMEOUT_S, MIRROR_ENV
+from mnistkit.terms import setting
 from mnistkit.transport import (
     Download,
     MirrorFailure,
@@ -50,7 +51,7 @@ def local_copy_hint(dataset: DatasetSpec) -> str:
     option = dataset_option(dataset.name)
     return (
         f"no mirror could be reached (is this machine offline?); to use a local copy, point {MIRROR_ENV} "
-        f"(or --mirror) at a folder holding {what}: {MIRROR_ENV}=/path/to/folder mnistkit fetch{option}"
+        f"at a folder holding {what}: {MIRROR_ENV}=/path/to/folder mnistkit fetch{option}"
     )
 
 
@@ -162,7 +163,7 @@ def _fetch_all(
             if isinstance(problem, AnotherDatasetsFile):
                 raise MnistkitError(
                     f"{target}: {problem}, not this dataset's; fetch into another folder "
-                    "(as make all does: data/NAME/raw), or give --force to replace it"
+                    f"(as make all does: data/NAME/raw), or give {setting('force', True)} to replace it"
                 )
             _remove_invalid(target)
             log(f"{target}: present but invalid ({problem}); removed, fetching a new copy")

@@ -237,6 +237,8 @@ def embedding_image(
 ) -> Image.Image:
     """Digits scattered by the model's 2-unit layer, coloured by their true class, over the
     class the model would predict at each point of that plane."""
+    if count < 1:  # numpy would take -5 from the end, and 0 would fail deep inside
+        raise MnistkitError(f"{setting('count')} must be at least 1, got {count}")
     layer = bottleneck_layer(checkpoint, model_name)
     known = np.flatnonzero(model_digits_mask(checkpoint, labels, model_name, data_name))
     chosen = np.random.default_rng(seed).permutation(known)[:count]

@@ -262,12 +262,12 @@ def export_digits(
 
 @dataclass(frozen=True)
 class SampleOptions:
-    """What `render-samples` shows and how: its options, checked once."""
+    """What `render-samples` (and `draw_samples`) shows and how: its settings, checked once."""
 
     split: str = "test"
     select: str = "first"
     count: int = 64
-    classes: tuple[str, ...] | None = None  # names or numbers, as train's --classes
+    classes: tuple[str, ...] | None = None  # names or numbers, as training's classes
     scale: int = 3
     columns: int = 8
     seed: int = 0

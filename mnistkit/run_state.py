@@ -31,6 +31,7 @@ from mnistkit.checkpoint import FORMAT_VERSION, canonical_json
 from mnistkit.config import TrainConfig
 from mnistkit.datasets import DEFAULT_DATASET
 from mnistkit.errors import MnistkitError
+from mnistkit.terms import setting
 
 SUFFIX = ".resume"
 FORMAT = "mnistkit-run-state"
@@ -158,7 +159,7 @@ def _differences(saved: Any, current: dict[str, Any]) -> str:
             for name in set(current["config"]) | set(saved_config if isinstance(saved_config, dict) else {})
             if not isinstance(saved_config, dict) or saved_config.get(name) != current["config"].get(name)
         )
-        return "setting: " + ", ".join(f"--{name.replace('_', '-')}" for name in changed)
+        return "setting: " + ", ".join(setting(name) for name in changed)
     return ""
 
 

@@ -3,63 +3,68 @@
 
 The checks are shared by the commands and the Python API (TrainConfig's, the pictures',
 predict's), so each names its setting through `setting` and reads right to either caller.
-Pure Python: `--help` imports it.
+The terms are a context variable: a command running in one thread (`serve` started from a
+notebook) leaves the Python calls of the others in Python's terms. Pure Python: `--help`
+imports it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import Iterator
 
 _UNSET = object()
-_on_command_line = False
+_on_command_line = contextvars.ContextVar("mnistkit_command_line_terms", default=False)
 
 
 @contextlib.contextmanager
 def command_line_terms() -> Iterator[None]:
     """Settings named as the commands' options while this lasts: the `mnistkit` group runs
     each command in it."""
-    before = _on_command_line
-    use_command_line_terms(True)
+    token = _on_command_line.set(True)
     try:
         yield
     finally:
-        use_command_line_terms(before)
+        _on_command_line.reset(token)
 
 
 def use_command_line_terms(on: bool) -> None:
-    """From now on, settings are named as options (or not): predict's workers take their
-    parent's terms this way."""
-    global _on_command_line
-    _on_command_line = on
+    """From now on, in this thread, settings are named as options (or not): predict's
+    workers take their parent's terms this way."""
+    _on_command_line.set(on)
 
 
 def on_command_line() -> bool:
-    return _on_command_line
+    return _on_command_line.get()
 
 
 def setting(name: str, value: object = _UNSET) -> str:
-    """The setting `name` (a keyword, as `batch_size`), alone or with a value: `--batch-size`
-    or `batch_size`; `--model cnn` or `model="cnn"`; `--lr 0.5` or `lr=0.5`;
-    `--no-preprocess` or `preprocess=False`."""
-    if not _on_command_line:
-        return name if value is _UNSET else f"{name}={_as_python(value)}"
-    option = "--" + name.replace("_", "-")
+    """The setting `name` (a keyword, as `batch_size`), alone or with a value, in the terms of
+    whoever called: `option` in a command, `keyword` from Python."""
+    return (option if _on_command_line.get() else keyword)(name, value)
+
+
+def option(name: str, value: object = _UNSET) -> str:
+    """`--batch-size`, `--model cnn`, `--lr 0.5`, `--hidden 128,64`; a flag's True is `--flag`
+    and its False `--no-flag` (for the flags that have one: `--no-preprocess`)."""
+    flag = "--" + name.replace("_", "-")
     if value is _UNSET:
-        return option
+        return flag
     if isinstance(value, bool):
-        return option if value else "--no-" + option[2:]
-    return f"{option} {_as_typed(value)}"
+        return flag if value else "--no-" + flag[2:]
+    return f"{flag} {_as_typed(value)}"
 
 
-def _as_python(value: object) -> str:
-    if isinstance(value, str):
-        return f'"{value}"'
-    return format(value, "g") if isinstance(value, float) else repr(value)
+def keyword(name: str, value: object = _UNSET) -> str:
+    """`batch_size`, `model="cnn"`, `lr=0.5`, `hidden=(128, 64)`, `preprocess=False`."""
+    if value is _UNSET:
+        return name
+    return f'{name}="{value}"' if isinstance(value, str) else f"{name}={value}"
 
 
 def _as_typed(value: object) -> str:
     """As one would type it after the option: 0.001, 128,64, cnn."""
     if isinstance(value, tuple | list):
         return ",".join(_as_typed(item) for item in value)
-    return format(value, "g") if isinstance(value, float) else str(value)
+    return str(value)

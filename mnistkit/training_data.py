@@ -59,7 +59,8 @@ class TrainingData:
 
 
 def prepare_data(arrays: Mapping[str, np.ndarray], config: TrainConfig, source: str = "data") -> TrainingData:
-    """Select `--classes`, map labels to class indices, carve the validation split, fix normalization."""
+    """Select the classes trained on, map labels to class indices, carve the validation split,
+    fix normalization."""
     names, dataset = class_names(arrays), dataset_name(arrays)
     classes = class_labels(config.classes, names, dataset) if config.classes else list(range(len(names)))
     lookup = np.full(len(names), -1, np.int32)

@@ -395,6 +395,8 @@ def test_list_settings_are_taken_as_python_gives_them(synthetic_data) -> None:
     config = api.config_from_options("fast", {"channels": [8, 8], "hidden": "64,32", "classes": "3,8"})
     assert (config.channels, config.hidden, config.classes) == ((8, 8), (64, 32), ("3", "8"))
     assert mnistkit.TrainConfig(classes=(3, 8), hidden=[16]).classes == ("3", "8")
+    empty = mnistkit.TrainConfig(model="logreg", hidden="", classes="", seeds=" ")  # text of no items
+    assert (empty.hidden, empty.classes, empty.seeds) == ((), (), ())
     with pytest.raises(MnistkitError, match=r"^hidden: expected comma-separated integers, got 'a,b'$"):
         api.config_from_options("mlp", {"hidden": "a,b"})  # as `--hidden a,b` is refused
     pictures = [

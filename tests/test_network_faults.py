@@ -251,7 +251,7 @@ def test_without_a_network_the_last_line_says_how_to_use_a_local_copy(
     assert len(lines) == len(DEFAULT_MIRRORS) + 1
     assert all("cannot resolve the host name (Name or service not known)" in line for line in lines[:-1])
     assert lines[-1].startswith("Error: ") and lines[-1].endswith(
-        "point MNISTKIT_MIRROR (or --mirror) at a folder holding the four .gz files: "
+        "point MNISTKIT_MIRROR at a folder holding the four .gz files: "
         "MNISTKIT_MIRROR=/path/to/folder mnistkit fetch"
     )
     assert not out_dir.exists()

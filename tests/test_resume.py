@@ -99,8 +99,8 @@ def test_an_ensemble_resumes_to_the_same_bytes(tmp_path: Path, synthetic_data) -
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"options": {"lr": 3e-3}}, "another setting: --lr"),
-        pytest.param({"options": {"epochs": 5}}, "another setting: --epochs", marks=pytest.mark.slow),
+        ({"options": {"lr": 3e-3}}, "another setting: lr"),  # from Python; the command says --lr
+        pytest.param({"options": {"epochs": 5}}, "another setting: epochs", marks=pytest.mark.slow),
         pytest.param({"data_sha256": "other-data"}, "another data file", marks=pytest.mark.slow),
         # the same file, said to hold KMNIST (`train --dataset kmnist`): other classes
         ({"dataset": "kmnist"}, "another dataset (mnist then, kmnist now)"),

@@ -3,6 +3,7 @@ it: `--batch-size 64` in a shell, `batch_size=64` in Python."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +85,36 @@ def test_predicts_workers_name_settings_as_their_parent_does(tmp_path: Path, mon
     assert all("pixels; preprocess=False needs 28x28" in error for error in errors())
     with command_line_terms():
         assert all("pixels; --no-preprocess needs 28x28" in error for error in errors())
+
+
+def test_a_command_in_another_thread_leaves_this_threads_terms_alone() -> None:
+    """`serve` started from a notebook runs its command in a thread; the notebook's own calls
+    still speak Python."""
+    inside, done = threading.Event(), threading.Event()
+    seen = {}
+
+    def command() -> None:
+        with command_line_terms():
+            seen["command"] = setting("epochs", 0)
+            inside.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=command)
+    thread.start()
+    inside.wait(10)
+    try:
+        with pytest.raises(MnistkitError, match=r"^epochs must be at least 1, got 0$"):
+            TrainConfig(epochs=0)
+    finally:
+        done.set()
+        thread.join()
+    assert seen["command"] == "--epochs 0"
+
+
+def test_draw_embedding_refuses_a_count_below_one(synthetic_data, tmp_path: Path) -> None:
+    import mnistkit
+
+    model = mnistkit.train(synthetic_data, "embedding", epochs=1, hidden=(8, 2), verbose=False)
+    for count in (0, -5):
+        with pytest.raises(MnistkitError, match=rf"^count must be at least 1, got {count}$"):
+            mnistkit.draw_embedding(model, synthetic_data, count=count)
