@@ -186,7 +186,7 @@ def load_dataset(
         raise ValueError(f"{folder} is a file: give the folder that holds it, or read it with load_arrays")
     if all(
         (Path(folder) / file).exists() or (Path(folder) / file.removesuffix(".gz")).exists()
-        for file in dataset_spec(name).files.values()
+        for file in dataset_spec(name, "name").files.values()
     ):
         return read_mnist_dir(folder, name)
     folder = Path(folder) if name == DEFAULT_DATASET else Path(folder) / name

@@ -17,7 +17,6 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from mnistkit.errors import PictureTooLarge
-from mnistkit.terms import setting
 
 RGB = tuple[int, int, int]
 # A picture larger than this (600 MB as RGB) is refused before it is made; the whole test set
@@ -99,14 +98,14 @@ def blend(colour: RGB, other: RGB, amount: float) -> RGB:
 
 
 class Canvas:
-    """A white RGB image addressed in final pixels, drawn `supersample` times larger."""
+    """A white RGB image addressed in final pixels, drawn `supersample` times larger.
+    `remedy` says which settings make a picture too large smaller, for the refusal."""
 
-    def __init__(self, width_px: int, height_px: int, supersample: int = 1) -> None:
+    def __init__(self, width_px: int, height_px: int, supersample: int = 1, remedy: str = "") -> None:
         if width_px * height_px * supersample**2 > MAX_PICTURE_PIXELS:
             raise PictureTooLarge(
                 f"the picture would be {int(width_px)}x{int(height_px)} pixels, over "
-                f"{MAX_PICTURE_PIXELS // 1_000_000} megapixels; draw fewer or smaller digits "
-                f"({setting('count')}, {setting('scale')})"
+                f"{MAX_PICTURE_PIXELS // 1_000_000} megapixels" + (f"; {remedy}" if remedy else "")
             )
         self.size = (int(width_px), int(height_px))
         self.supersample = supersample

@@ -410,12 +410,13 @@ def dataset_option(name: str) -> str:
     return "" if name == DEFAULT_DATASET else f" --dataset {name}"
 
 
-def dataset_spec(name: str) -> DatasetSpec:
-    """The dataset called `name`; the error lists the names there are."""
+def dataset_spec(name: str, given_as: str = "dataset") -> DatasetSpec:
+    """The dataset called `name`; the error names the setting it was `given_as` and lists the
+    names there are."""
     try:
         return DATASETS[name]
     except KeyError:
-        raise MnistkitError(f"{setting('dataset')}: {name!r} is not one of {', '.join(DATASETS)}") from None
+        raise MnistkitError(f"{setting(given_as)}: {name!r} is not one of {', '.join(DATASETS)}") from None
 
 
 @functools.cache

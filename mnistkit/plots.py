@@ -295,7 +295,7 @@ def weights_image(checkpoint: Checkpoint, model_name: str = "the model", scale: 
     tile_px, gap_px, margin = 28 * scale, 14, 24
     width = max(len(classes) * (tile_px + gap_px) - gap_px + 2 * margin, 560)
     top = 96
-    canvas = Canvas(width, top + tile_px + 96)
+    canvas = Canvas(width, top + tile_px + 96, remedy=f"draw smaller templates ({setting('scale')})")
     kind = "digit" if checkpoint.digit_classes else "class"
     title = f"What the linear model learned: one weight template per {kind}"
     canvas.text((width / 2, 16), title, TITLE_PX, align="mt")

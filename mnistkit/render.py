@@ -154,7 +154,8 @@ def digit_grid(
     cell_h = digit_px + 6 + lines * line_px + pad
     header_px = 34 + (TITLE_PX if subtitle else 0) + 14
     width = max(columns * cell_w, text_width(title, TITLE_PX), text_width(subtitle, LABEL_PX)) + 2 * margin
-    canvas = Canvas(width, header_px + rows * cell_h + margin)
+    remedy = f"draw fewer or smaller digits ({setting('count')}, {setting('scale')})"
+    canvas = Canvas(width, header_px + rows * cell_h + margin, remedy=remedy)
     canvas.text((width / 2, 14), title, TITLE_PX, align="mt")
     canvas.text((width / 2, 14 + TITLE_PX + 10), subtitle, LABEL_PX, fill=MUTED, align="mt")
     grid_left = (width - columns * cell_w) // 2

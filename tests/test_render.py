@@ -661,4 +661,15 @@ def test_fuzz_metrics_parse_or_say_why(metrics):
 def test_a_picture_too_large_to_make_is_refused_before_it_is_made(tmp_path, synthetic_npz):
     output = tmp_path / "samples.png"
     result = run("render-samples", synthetic_npz, "-o", output, "--scale", "100000")
-    assert_failed_cleanly(result, output, f"{output}: the picture would be", "over 200 megapixels")
+    assert_failed_cleanly(
+        result,
+        output,
+        f"{output}: the picture would be",
+        "over 200 megapixels; draw fewer or smaller digits (--count, --scale)",
+    )
+    model = write_logreg(
+        tmp_path / "lr.safetensors",
+        {"dense_0.kernel": np.zeros((784, 10), np.float32), "dense_0.bias": np.zeros(10, np.float32)},
+    )
+    result = run("render-weights", model, "-o", output, "--scale", "100000")
+    assert_failed_cleanly(result, output, "over 200 megapixels; draw smaller templates (--scale)")

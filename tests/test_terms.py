@@ -118,3 +118,13 @@ def test_draw_embedding_refuses_a_count_below_one(synthetic_data, tmp_path: Path
     for count in (0, -5):
         with pytest.raises(MnistkitError, match=rf"^count must be at least 1, got {count}$"):
             mnistkit.draw_embedding(model, synthetic_data, count=count)
+
+
+def test_a_refusal_names_the_keyword_of_the_call_it_came_through(tmp_path: Path) -> None:
+    import mnistkit
+
+    with pytest.raises(MnistkitError, match=r"^name: 'digits' is not one of mnist, fashion-mnist"):
+        mnistkit.load_dataset("digits", folder=tmp_path)
+    with pytest.raises(MnistkitError, match=r"^dataset: 'digits' is not one of mnist, fashion-mnist"):
+        mnistkit.download(tmp_path, dataset="digits")
+    assert not list(tmp_path.iterdir())
