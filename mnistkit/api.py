@@ -17,6 +17,8 @@ jax is imported only by `train`; everything else runs on numpy and Pillow.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import difflib
 import io
 import os
 import sys
@@ -28,10 +30,10 @@ import numpy as np
 from PIL import Image
 
 from mnistkit.arrays import (
-    SPLITS,
     arrays_sha256,
     catalogued,
     check_arrays,
+    check_split,
     dataset_name,
     file_sha256,
     load_arrays,
@@ -138,8 +140,14 @@ def _image_batch(images: np.ndarray) -> np.ndarray:
         hints = []
         if images.shape[-1:] == (FLAT_PIXELS,):  # the tutorials' flat vectors
             hints.append("images.reshape(-1, 28, 28)")
+        elif images.shape[1:] == (1, *IMAGE_SHAPE):  # torchvision's channel axis
+            hints.append("images[:, 0]")
         if np.issubdtype(images.dtype, np.floating):  # the tutorials' pixels in [0, 1]
             hints.append("(images * 255).round().astype(np.uint8) for pixels in [0, 1]")
+        elif images.dtype == np.bool_:
+            hints.append("images.astype(np.uint8) * 255")
+        elif images.dtype != np.uint8 and np.issubdtype(images.dtype, np.integer):
+            hints.append("images.astype(np.uint8) for pixels 0-255")
         hint = f" (give {' and '.join(hints)})" if hints else ""
         if not hints and images.ndim in (3, 4) and images.shape[-1] in (3, 4):
             hint = "; colour pictures: mnistkit.predict_images(model, images) reads them"
@@ -315,6 +323,7 @@ def train(
         if verbose:
             print(message, file=sys.stderr, flush=True)
 
+    _check_keywords(options, _TRAIN_KEYWORDS, "train()")
     is_file, data_name = isinstance(arrays, str | os.PathLike), _source(arrays)
     if dataset is not None:
         dataset_spec(dataset)  # one of those there are
@@ -446,8 +455,13 @@ def evaluate(
     the arrays, or of an .npz given by its path; the model may be given by its path too).
     Images of classes the model has not are left out, with a line on stderr, as the command
     does; with nothing left to score, MnistkitError."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if not isinstance(split, str):  # evaluate(model, x_test, y_test), as Keras' model.evaluate
+        raise TypeError(
+            f"evaluate(model, arrays, split='test'): split is 'train' or 'test', not a "
+            f"{type(split).__name__}; give images and labels as arrays: "
+            "evaluate(model, {'test_images': images, 'test_labels': labels})"
+        )
+    check_split(split)
     call = f"evaluate(model, arrays, split={split!r})"
     checkpoint = _model(model, call).checkpoint
     source = _source(arrays)
@@ -462,6 +476,28 @@ def evaluate(
     if evaluation.count == 0:
         raise MnistkitError(f"{source}: no {split} images to evaluate")
     return evaluation
+
+
+def _check_keywords(options: Mapping[str, Any], known: Sequence[str], call: str) -> None:
+    """A misspelt keyword (`epoch=3`, `learning_rate=0.1`) refused before any work, as Python
+    refuses one, with the keyword likely meant."""
+    for name in options:
+        if name not in known:
+            likely = [meant for meant in _LIKELY_MEANT.get(name, ()) if meant in known]
+            guess = next(iter(likely or difflib.get_close_matches(name, known, n=1)), None)
+            meant = f"; did you mean {guess}=?" if guess else ""
+            raise TypeError(f"{call} got an unexpected keyword argument {name!r}{meant}")
+
+
+_TRAIN_KEYWORDS = (*(field.name for field in dataclasses.fields(TrainConfig)), "ensemble", "digits")
+_LIKELY_MEANT = {  # names other libraries use
+    "learning_rate": ("lr",),
+    "num_epochs": ("epochs",),
+    "n_epochs": ("epochs",),
+    "hidden_sizes": ("hidden",),
+    "n": ("count",),
+    "num": ("count",),
+}
 
 
 def _classes_named(options: dict[str, Any]) -> dict[str, Any]:
@@ -482,6 +518,9 @@ def draw_samples(
     (options as the command's: split, select, count, classes, columns, scale, seed)."""
     from mnistkit.render import SampleOptions, samples_picture
 
+    _check_keywords(
+        options, (*(field.name for field in dataclasses.fields(SampleOptions)), "digits"), "draw_samples()"
+    )
     sample_options = SampleOptions(**_classes_named(options))
     call = "draw_samples(arrays, model)"
     checkpoint = _model(model, call).checkpoint if model is not None else None
@@ -543,6 +582,7 @@ def draw_embedding(
     """`mnistkit render-embedding`: digits in the model's 2-unit layer (train it with preset="embedding")."""
     from mnistkit.plots import embedding_image
 
+    check_split(split)
     call = "draw_embedding(model, arrays)"
     checkpoint = _model(model, call).checkpoint
     arrays = _checked_for(checkpoint, arrays, (split,), call)

@@ -157,6 +157,12 @@ def _check_names(arrays: dict[str, np.ndarray], source: str) -> None:
         )
 
 
+def check_split(split: str) -> None:
+    """A split's name given by a user (`split="val"`): one of those an .npz holds."""
+    if split not in SPLITS:
+        raise MnistkitError(f"{setting('split')}: {split!r} is not one of {', '.join(SPLITS)}")
+
+
 def check_arrays(arrays: dict[str, np.ndarray], source: str, splits: Sequence[str] = SPLITS) -> None:
     """Raise MnistkitError unless `arrays` holds well-formed arrays of `splits`, labels within
     its classes."""
@@ -229,6 +235,8 @@ def load_arrays(
     """Load and validate the arrays of `splits` from an mnistkit `.npz`, with the dataset's
     names when it records them or holds a published dataset's labels, or else `dataset`'s;
     object arrays are refused, never unpickled."""
+    if isinstance(splits, str):  # splits="test"
+        splits = (splits,)
     try:
         with open_input(path, "an .npz file") as handle:
             start = handle.read(16)

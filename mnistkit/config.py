@@ -433,6 +433,8 @@ def config_from_options(
         else value
         for key, value in options.items()
     }
+    if "model" in options and options["model"] not in MODELS:  # before it is taken for a preset's name
+        raise MnistkitError(f"{setting('model')}: {options['model']!r} is not one of {', '.join(MODELS)}")
     name = preset or options.get("model") or "mlp"
     base = preset_config(name, dataset)
     members = options.pop("ensemble", None)
@@ -469,7 +471,7 @@ def config_from_options(
         )
     if model != "cnn":  # a CNN preset's batch norm goes with its convolutions
         options.setdefault("batch_norm", False)
-    if model == "mlp" and not options.get("hidden", base.hidden):
+    if model == "mlp" and "hidden" not in options and not base.hidden:  # else TrainConfig says why
         raise MnistkitError(
             f"{setting('model', 'mlp')} needs hidden layers (the {name} preset has none): "
             f"give {setting('hidden')}, e.g. {setting('hidden', 128)}"

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mnistkit.arrays import class_labels, class_names, dataset_name
+from mnistkit.arrays import check_split, class_labels, class_names, dataset_name
 from mnistkit.atomic import STDOUT, atomic_write, make_output_folder
 from mnistkit.charts import (
     INK,
@@ -275,6 +275,7 @@ class SampleOptions:
     min_confidence: float = 0.9
 
     def __post_init__(self) -> None:
+        check_split(self.split)
         if self.classes is not None:  # (3, 8) or "3,8" from Python, as train's classes=
             object.__setattr__(self, "classes", listed_setting("classes", self.classes) or None)
         for name, value in (("count", self.count), ("scale", self.scale), ("columns", self.columns)):

@@ -604,3 +604,56 @@ def test_arguments_swapped_or_of_another_kind_get_the_calls_form(
         mnistkit.draw_curves(model.history).size
     )
     assert mnistkit.predict_images(model, picture)[0].label == 7
+
+
+def test_a_learners_slips_get_one_line_that_says_what_was_meant(synthetic_data, capsys) -> None:
+    """The slips of a notebook after a tutorial, each refused before any work with its fix."""
+    for options, error, reason in (
+        (
+            {"epoch": 3},
+            TypeError,
+            "train() got an unexpected keyword argument 'epoch'; did you mean epochs=?",
+        ),
+        ({"learning_rate": 0.1}, TypeError, "keyword argument 'learning_rate'; did you mean lr=?"),
+        ({"batch": 64}, TypeError, "keyword argument 'batch'; did you mean batch_size=?"),
+    ):
+        with pytest.raises(error, match=re.escape(reason)):
+            mnistkit.train(synthetic_data, **options)
+    assert capsys.readouterr().err == ""  # refused before the arrays were looked at
+    with pytest.raises(MnistkitError, match=r"^model: 'CNN' is not one of logreg, mlp, cnn$"):
+        mnistkit.train(synthetic_data, model="CNN")  # not taken for a preset's name
+    with pytest.raises(
+        MnistkitError, match=r'^model="mlp" needs hidden layers: give hidden, e.g. hidden=128$'
+    ):
+        mnistkit.train(synthetic_data, preset="mlp", hidden=[])  # the preset has some: hidden= emptied them
+    with pytest.raises(MnistkitError, match=r"\(the logreg preset has none\)"):
+        mnistkit.train(synthetic_data, "logreg", model="mlp")
+    with pytest.raises(
+        TypeError, match=r"^draw_samples\(\) got an unexpected keyword argument 'n'; did you mean count=\?$"
+    ):
+        mnistkit.draw_samples(synthetic_data, n=10)
+    with pytest.raises(MnistkitError, match=r"^split: 'val' is not one of train, test$"):
+        mnistkit.draw_samples(synthetic_data, split="val")
+
+
+def test_keras_and_torch_habits_get_the_call_that_works(synthetic_data, large_digit_model: Path) -> None:
+    model = mnistkit.load(large_digit_model)
+    images, labels = synthetic_data["test_images"], synthetic_data["test_labels"]
+    given_as_arrays = "evaluate(model, {'test_images': images, 'test_labels': labels})"
+    with pytest.raises(TypeError, match=re.escape(f"give images and labels as arrays: {given_as_arrays}")):
+        mnistkit.evaluate(model, images, labels)  # Keras' model.evaluate(x, y)
+    assert mnistkit.evaluate(model, {"test_images": images, "test_labels": labels}).count == len(labels)
+    for given, hint in (
+        (images[:4].astype(np.int64), "(give images.astype(np.uint8) for pixels 0-255)"),
+        (images[:4] > 100, "(give images.astype(np.uint8) * 255)"),
+        (images[:4, None], "(give images[:, 0])"),  # torchvision's (N, 1, 28, 28)
+    ):
+        with pytest.raises(ValueError, match=re.escape(hint)):
+            model.predict(given)
+    assert np.array_equal(model.predict(images[:4, None][:, 0]), model.predict(images[:4]))
+
+
+def test_load_arrays_takes_one_split_by_its_name(synthetic_npz: Path) -> None:
+    assert sorted(mnistkit.load_arrays(synthetic_npz, splits="test")) == sorted(
+        mnistkit.load_arrays(synthetic_npz, splits=("test",))
+    )
