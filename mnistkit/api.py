@@ -36,6 +36,7 @@ from mnistkit.arrays import (
     check_split,
     dataset_name,
     file_sha256,
+    image_fixes,
     load_arrays,
     named_if_unnamed,
     names_dataset,
@@ -137,17 +138,7 @@ def _image_batch(images: np.ndarray) -> np.ndarray:
     if images.shape == IMAGE_SHAPE:
         images = images[None]
     if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE or images.dtype != np.uint8:
-        hints = []
-        if images.shape[-1:] == (FLAT_PIXELS,):  # the tutorials' flat vectors
-            hints.append("images.reshape(-1, 28, 28)")
-        elif images.shape[1:] == (1, *IMAGE_SHAPE):  # torchvision's channel axis
-            hints.append("images[:, 0]")
-        if np.issubdtype(images.dtype, np.floating):  # the tutorials' pixels in [0, 1]
-            hints.append("(images * 255).round().astype(np.uint8) for pixels in [0, 1]")
-        elif images.dtype == np.bool_:
-            hints.append("images.astype(np.uint8) * 255")
-        elif images.dtype != np.uint8 and np.issubdtype(images.dtype, np.integer):
-            hints.append("images.astype(np.uint8) for pixels 0-255")
+        hints = image_fixes(images)
         hint = f" (give {' and '.join(hints)})" if hints else ""
         if not hints and images.ndim in (3, 4) and images.shape[-1] in (3, 4):
             hint = "; colour pictures: mnistkit.predict_images(model, images) reads them"
@@ -190,6 +181,7 @@ def load_dataset(
     is; files published for another dataset are refused by their content."""
     from mnistkit.idx import read_mnist_dir
 
+    _check_keywords(download_options, _DOWNLOAD_KEYWORDS, "load_dataset()")
     if Path(folder).is_file():
         raise ValueError(f"{folder} is a file: give the folder that holds it, or read it with load_arrays")
     if all(
@@ -208,7 +200,11 @@ def load_dataset(
 def load_mnist(folder: str | os.PathLike[str] = "data", **download_options: Any) -> dict[str, np.ndarray]:
     """MNIST's four arrays, downloaded to `folder`/raw and parsed to `folder`/mnist.npz the
     first time, read from there after (the same files `make all` uses)."""
+    _check_keywords(download_options, _DOWNLOAD_KEYWORDS, "load_mnist()")
     return load_dataset(DEFAULT_DATASET, folder, **download_options)
+
+
+_DOWNLOAD_KEYWORDS = ("mirrors", "force", "timeout_s")  # download()'s that load_dataset passes on
 
 
 def _checked(
@@ -324,6 +320,14 @@ def train(
             print(message, file=sys.stderr, flush=True)
 
     _check_keywords(options, _TRAIN_KEYWORDS, "train()")
+    if isinstance(config, str):
+        if preset not in (None, config):
+            raise ValueError(
+                f"give the preset once: train(arrays, {config!r}) or preset={preset!r}, not both"
+            )
+        config, preset = None, config
+    if config is not None and (preset or options):
+        raise ValueError("give a config, or a preset and options, not both")
     is_file, data_name = isinstance(arrays, str | os.PathLike), _source(arrays)
     if dataset is not None:
         dataset_spec(dataset)  # one of those there are
@@ -336,12 +340,8 @@ def train(
     # command's (recorded in the checkpoint), or the arrays' own.
     file_hash, array_hash = (file_sha256(arrays), "") if is_file else ("", arrays_sha256(checked))
     arrays = checked
-    if isinstance(config, str):
-        config, preset = None, preset or config
     if config is None:
         config = config_from_options(preset, _classes_named(options), dataset_name(arrays))
-    elif preset or options:
-        raise ValueError("give a config, or a preset and options, not both")
     result = run_training(
         arrays,
         config,

@@ -163,28 +163,54 @@ def check_split(split: str) -> None:
         raise MnistkitError(f"{setting('split')}: {split!r} is not one of {', '.join(SPLITS)}")
 
 
+def image_fixes(images: np.ndarray) -> list[str]:
+    """The code that turns the tutorials' images into MNIST's uint8 (N, 28, 28), for a refusal."""
+    fixes = []
+    if images.shape[-1:] == (IMAGE_SHAPE[0] * IMAGE_SHAPE[1],):  # the tutorials' flat vectors
+        fixes.append("images.reshape(-1, 28, 28)")
+    elif images.shape[1:] == (1, *IMAGE_SHAPE):  # torchvision's channel axis
+        fixes.append("images[:, 0]")
+    if np.issubdtype(images.dtype, np.floating):  # the tutorials' pixels in [0, 1]
+        fixes.append("(images * 255).round().astype(np.uint8) for pixels in [0, 1]")
+    elif images.dtype == np.bool_:
+        fixes.append("images.astype(np.uint8) * 255")
+    elif images.dtype != np.uint8 and np.issubdtype(images.dtype, np.integer):
+        fixes.append("images.astype(np.uint8) for pixels 0-255")
+    return fixes
+
+
 def check_arrays(arrays: dict[str, np.ndarray], source: str, splits: Sequence[str] = SPLITS) -> None:
     """Raise MnistkitError unless `arrays` holds well-formed arrays of `splits`, labels within
     its classes."""
     wanted = [f"{split}_{kind}" for split in splits for kind in ("images", "labels")]
     missing = [key for key in wanted if key not in arrays]
     if missing:
-        raise MnistkitError(f"{source}: missing arrays {', '.join(missing)} (expected {', '.join(wanted)})")
+        keras = "; Keras' x_train, y_train, ... are given as ((x_train, y_train), (x_test, y_test))"
+        raise MnistkitError(
+            f"{source}: missing arrays {', '.join(missing)} (expected {', '.join(wanted)})"
+            + (keras if "x_train" in arrays or "x_test" in arrays else "")
+        )
     _check_names(arrays, source)
     top = len(class_names(arrays)) - 1
     for split in splits:
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        for kind, array in (("images", images), ("labels", labels)):
-            key = f"{split}_{kind}"
-            if array.dtype != np.uint8:
-                pixels = " (pixels 0-255, as MNIST's files hold them)" if kind == "images" else ""
-                raise MnistkitError(f"{source}: {key} has dtype {array.dtype}, expected uint8{pixels}")
+        fixes = "".join(f"; give {fix}" for fix in image_fixes(images))
+        if images.dtype != np.uint8:
+            raise MnistkitError(
+                f"{source}: {split}_images has dtype {images.dtype}, expected uint8 "
+                f"(pixels 0-255, as MNIST's files hold them){fixes}"
+            )
+        one_hot = "; give labels.argmax(1) for one-hot labels" if labels.ndim == 2 else ""
+        if labels.dtype != np.uint8:
+            raise MnistkitError(f"{source}: {split}_labels has dtype {labels.dtype}, expected uint8{one_hot}")
         if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
-            raise MnistkitError(f"{source}: {split}_images has shape {images.shape}, expected (N, 28, 28)")
+            raise MnistkitError(
+                f"{source}: {split}_images has shape {images.shape}, expected (N, 28, 28){fixes}"
+            )
         if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
             raise MnistkitError(
                 f"{source}: {split}_labels has shape {labels.shape}, expected ({images.shape[0]},) "
-                f"to match {split}_images"
+                f"to match {split}_images{one_hot}"
             )
         if labels.size and int(labels.max()) > top:
             raise MnistkitError(f"{source}: {split}_labels holds {int(labels.max())}, outside 0-{top}")

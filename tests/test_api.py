@@ -657,3 +657,33 @@ def test_load_arrays_takes_one_split_by_its_name(synthetic_npz: Path) -> None:
     assert sorted(mnistkit.load_arrays(synthetic_npz, splits="test")) == sorted(
         mnistkit.load_arrays(synthetic_npz, splits=("test",))
     )
+
+
+def test_the_arrays_refusals_give_the_fix_for_each_tutorials_habit(synthetic_data) -> None:
+    x, y = synthetic_data["train_images"], synthetic_data["train_labels"]
+    for train_images, train_labels, fix in (
+        (x / 255.0, y, "; give (images * 255).round().astype(np.uint8) for pixels in [0, 1]"),
+        (x.reshape(-1, 784), y, "expected (N, 28, 28); give images.reshape(-1, 28, 28)"),
+        (x[:, None], y, "expected (N, 28, 28); give images[:, 0]"),
+        (x, np.eye(10, dtype=np.float32)[y], "expected uint8; give labels.argmax(1) for one-hot labels"),
+        (x, np.eye(10, dtype=np.int64)[y], "to match train_images; give labels.argmax(1) for one-hot labels"),
+    ):
+        arrays = {**synthetic_data, "train_images": train_images, "train_labels": train_labels}
+        with pytest.raises(MnistkitError, match=re.escape(fix)):
+            mnistkit.train(arrays, "logreg", epochs=1)
+    keras_names = {"x_train": x, "y_train": y, "x_test": x, "y_test": y}
+    with pytest.raises(MnistkitError, match=re.escape("are given as ((x_train, y_train), (x_test, y_test))")):
+        mnistkit.train(keras_names, "logreg", epochs=1)
+
+
+def test_a_preset_or_download_option_given_twice_or_misspelt_is_refused(synthetic_data, tmp_path) -> None:
+    with pytest.raises(
+        ValueError, match=re.escape("give the preset once: train(arrays, 'logreg') or preset='mlp'")
+    ):
+        mnistkit.train(synthetic_data, "logreg", preset="mlp")
+    with pytest.raises(
+        TypeError,
+        match=r"^load_mnist\(\) got an unexpected keyword argument 'mirror'; did you mean mirrors=\?$",
+    ):
+        mnistkit.load_mnist(tmp_path, mirror="/somewhere")  # not only when a download is due
+    assert not list(tmp_path.iterdir())
