@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnistkit.errors import MnistkitError
-from mnistkit.terms import setting
+from mnistkit.terms import on_command_line, setting
 
 IMAGE_SHAPE = (28, 28)
 DEFAULT_DATASET = "mnist"
@@ -408,6 +408,15 @@ def dataset_option(name: str) -> str:
     """The `--dataset NAME` a command needs for this dataset, as the commands' hints write it:
     nothing for MNIST, the default."""
     return "" if name == DEFAULT_DATASET else f" --dataset {name}"
+
+
+def fetch_call(name: str, out: str | Path, force: bool = False) -> str:
+    """What puts this dataset's verified files in `out`, as its caller runs things: the
+    command in a shell, `mnistkit.download(...)` from Python."""
+    if on_command_line():
+        return f"mnistkit fetch{dataset_option(name)}{' --force' if force else ''} --out {out}"
+    dataset = "" if name == DEFAULT_DATASET else f", dataset={name!r}"
+    return f"mnistkit.download({str(out)!r}{dataset}{', force=True' if force else ''})"
 
 
 def dataset_spec(name: str, given_as: str = "dataset") -> DatasetSpec:

@@ -28,7 +28,7 @@ from mnistkit.atomic import atomic_write, make_output_folder
 from mnistkit.datasets import DEFAULT_DATASET, DatasetSpec, ExpectedFile, dataset_option, dataset_spec
 from mnistkit.errors import MnistkitError
 from mnistkit.mirrors import DEFAULT_CACHE_DIR, DEFAULT_MIN_RATE_BYTES_PER_S, DEFAULT_TIMEOUT_S, MIRROR_ENV
-from mnistkit.terms import setting
+from mnistkit.terms import on_command_line, setting
 from mnistkit.transport import (
     Download,
     MirrorFailure,
@@ -45,14 +45,16 @@ Log = Callable[[str], None]
 
 
 def local_copy_hint(dataset: DatasetSpec) -> str:
-    """The last words of a fetch that reached no mirror: how to use a local copy instead."""
+    """The last words of a fetch that reached no mirror: how to use a local copy instead, from
+    a shell or from Python (`download`'s and `load_dataset`'s `mirrors=`)."""
     downloads = dataset.downloads
     what = "the four .gz files" if len(downloads) == 4 else " and ".join(entry.name for entry in downloads)
     option = dataset_option(dataset.name)
-    return (
-        f"no mirror could be reached (is this machine offline?); to use a local copy, point {MIRROR_ENV} "
-        f"at a folder holding {what}: {MIRROR_ENV}=/path/to/folder mnistkit fetch{option}"
-    )
+    offline = "no mirror could be reached (is this machine offline?); to use a local copy, "
+    if not on_command_line():
+        return f'{offline}give mirrors="/path/to/folder" holding {what}, or point {MIRROR_ENV} at it'
+    command = f"{MIRROR_ENV}=/path/to/folder mnistkit fetch{option}"
+    return f"{offline}point {MIRROR_ENV} at a folder holding {what}: {command}"
 
 
 LOCAL_COPY_HINT = local_copy_hint(dataset_spec(DEFAULT_DATASET))

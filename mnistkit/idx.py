@@ -28,11 +28,13 @@ from mnistkit.datasets import (
     DatasetSpec,
     dataset_option,
     dataset_spec,
+    fetch_call,
     known_content,
 )
 from mnistkit.decompress import CorruptData, GunzipStream, UnxzStream, decompressed
 from mnistkit.errors import MnistkitError
 from mnistkit.inputs import open_input
+from mnistkit.terms import on_command_line
 
 # Each IDX type code and the big-endian dtype of its values.
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -172,7 +174,7 @@ def _check_whose(path: Path, array: np.ndarray, spec: DatasetSpec, expected_name
     known = published_as(array)
     if not known or (spec.name, expected_name) in known:
         return
-    refetch = f"mnistkit fetch{dataset_option(spec.name)} --force --out {path.parent}"
+    refetch = fetch_call(spec.name, path.parent, force=True)
     dataset, name = next(((d, n) for d, n in known if d == spec.name), known[0])
     if dataset == spec.name:
         raise MnistkitError(
@@ -180,14 +182,22 @@ def _check_whose(path: Path, array: np.ndarray, spec: DatasetSpec, expected_name
             f"test files swapped? (`{refetch}` puts verified copies there)"
         )
     raise MnistkitError(
-        f"{path}: holds {dataset_spec(dataset).title}'s {name}, not {spec.title}'s; parse it with "
-        f"`mnistkit parse-to-npz{dataset_option(dataset)}`, or fetch {spec.title} into another "
+        f"{path}: holds {dataset_spec(dataset).title}'s {name}, not {spec.title}'s; read it with "
+        f"`{_parse_call(dataset, path.parent)}`, or fetch {spec.title} into another "
         f"folder (or over these files: `{refetch}`)"
     )
 
 
 def _refetch_hint(raw_dir: Path, spec: DatasetSpec) -> str:
-    return f"; `mnistkit fetch{dataset_option(spec.name)} --out {raw_dir}` puts a verified copy there"
+    return f"; `{fetch_call(spec.name, raw_dir)}` puts a verified copy there"
+
+
+def _parse_call(name: str, folder: Path) -> str:
+    """What reads a folder of this dataset's IDX files: `parse-to-npz` in a shell,
+    `load_dataset` from Python."""
+    if on_command_line():
+        return f"mnistkit parse-to-npz{dataset_option(name)}"
+    return f"mnistkit.load_dataset({name!r}, {str(folder)!r})"
 
 
 def _class_labels(labels_path: Path, table: np.ndarray, spec: DatasetSpec) -> np.ndarray:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from mnistkit.datasets import MNIST_FILES
 from mnistkit.errors import MnistkitError
 from mnistkit.idx import read_idx, read_mnist_dir
+from mnistkit.terms import command_line_terms
 
 
 def _gz(data: bytes) -> bytes:
@@ -496,8 +497,11 @@ def test_another_datasets_file_is_known_by_its_content(synthetic_raw_dir: Path, 
     content = hashlib.sha256(gzip.decompress((synthetic_raw_dir / name).read_bytes())).hexdigest()
     monkeypatch.setattr(idx, "known_content", lambda digest: (("mnist", name),) if digest == content else ())
     with pytest.raises(
-        MnistkitError, match=f"{name}: holds MNIST's {name}, not Fashion-MNIST's; parse it with"
-    ):
+        MnistkitError, match=f"{name}: holds MNIST's {name}, not Fashion-MNIST's; read it with"
+    ) as raised:
+        read_mnist_dir(synthetic_raw_dir, "fashion-mnist")
+    assert f"`mnistkit.load_dataset('mnist', '{synthetic_raw_dir}')`" in str(raised.value)  # from Python
+    with command_line_terms(), pytest.raises(MnistkitError, match=r"read it with `mnistkit parse-to-npz`"):
         read_mnist_dir(synthetic_raw_dir, "fashion-mnist")
     assert read_mnist_dir(synthetic_raw_dir, "mnist")["train_images"].shape[1:] == (28, 28)
 
@@ -513,9 +517,14 @@ def test_the_test_splits_file_under_the_training_splits_name_is_refused(
     content = hashlib.sha256(gzip.decompress((synthetic_raw_dir / name).read_bytes())).hexdigest()
     published = {content: (("mnist", test_name),)}
     monkeypatch.setattr(idx, "known_content", lambda digest: published.get(digest, ()))
-    with pytest.raises(MnistkitError) as refused:
+    with command_line_terms(), pytest.raises(MnistkitError) as refused:
         read_mnist_dir(synthetic_raw_dir, "mnist")
     assert str(refused.value) == (
         f"{synthetic_raw_dir / name}: holds MNIST's {test_name}, not its {name}: are the training and test "
         f"files swapped? (`mnistkit fetch --force --out {synthetic_raw_dir}` puts verified copies there)"
+    )
+    with pytest.raises(MnistkitError) as refused:  # from Python: the call that does it
+        read_mnist_dir(synthetic_raw_dir, "mnist")
+    assert str(refused.value).endswith(
+        f"(`mnistkit.download('{synthetic_raw_dir}', force=True)` puts verified copies there)"
     )
