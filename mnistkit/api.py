@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from mnistkit.arrays import (
+    FLAT_PIXELS,
     arrays_sha256,
     catalogued,
     check_arrays,
@@ -50,8 +51,6 @@ from mnistkit.evaluation import Evaluation, check_same_classes, evaluate_arrays
 from mnistkit.image_files import LoadedDigit, load_one
 from mnistkit.mirrors import DEFAULT_CACHE_DIR, MIRROR_ENV, mirror_list, split_mirrors
 from mnistkit.predict import Prediction, predict_loaded, predict_paths
-
-FLAT_PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]  # a digit as the tutorials keep it: one row of 784
 
 __all__ = [
     "PRESETS",
@@ -218,8 +217,8 @@ def _checked(
     `load_data()` pairs ((x_train, y_train), (x_test, y_test)) are taken too. Arrays that name
     no dataset are named after the published dataset whose labels they hold; if none,
     `dataset`'s when it is given."""
-    source = _source(arrays)
-    if isinstance(arrays, str | os.PathLike):
+    source, from_file = _source(arrays), isinstance(arrays, str | os.PathLike)
+    if from_file:
         arrays = load_arrays(arrays, splits=splits, dataset=dataset)
     elif _is_keras_pairs(arrays):
         (train_images, train_labels), (test_images, test_labels) = arrays
@@ -236,7 +235,7 @@ def _checked(
         )
     arrays = {key: _labels_as_uint8(key, np.asarray(value)) for key, value in arrays.items()}
     arrays = named_if_unnamed(arrays, dataset)
-    check_arrays(arrays, source, splits)
+    check_arrays(arrays, source, splits, fixes=not from_file)
     return arrays
 
 
@@ -319,7 +318,9 @@ def train(
         if verbose:
             print(message, file=sys.stderr, flush=True)
 
-    _check_keywords(options, _TRAIN_KEYWORDS, "train()")
+    _check_keywords(
+        options, _TRAIN_KEYWORDS, "train()", ("preset", "output", "restart", "verbose", "dataset")
+    )
     if isinstance(config, str):
         if preset not in (None, config):
             raise ValueError(
@@ -455,11 +456,11 @@ def evaluate(
     the arrays, or of an .npz given by its path; the model may be given by its path too).
     Images of classes the model has not are left out, with a line on stderr, as the command
     does; with nothing left to score, MnistkitError."""
-    if not isinstance(split, str):  # evaluate(model, x_test, y_test), as Keras' model.evaluate
-        raise TypeError(
-            f"evaluate(model, arrays, split='test'): split is 'train' or 'test', not a "
-            f"{type(split).__name__}; give images and labels as arrays: "
-            "evaluate(model, {'test_images': images, 'test_labels': labels})"
+    if not isinstance(split, str):
+        keras = "; give images and labels as arrays: evaluate(model, {'test_images': x, 'test_labels': y})"
+        raise TypeError(  # evaluate(model, x_test, y_test), as Keras' model.evaluate
+            f"evaluate(model, arrays, split='test'): split is 'train' or 'test', got {type(split).__name__}"
+            + (keras if isinstance(arrays, np.ndarray) else "")
         )
     check_split(split)
     call = f"evaluate(model, arrays, split={split!r})"
@@ -478,13 +479,17 @@ def evaluate(
     return evaluation
 
 
-def _check_keywords(options: Mapping[str, Any], known: Sequence[str], call: str) -> None:
-    """A misspelt keyword (`epoch=3`, `learning_rate=0.1`) refused before any work, as Python
-    refuses one, with the keyword likely meant."""
+def _check_keywords(
+    options: Mapping[str, Any], known: Sequence[str], call: str, named: Sequence[str] = ()
+) -> None:
+    """A misspelt keyword (`epoch=3`, `learning_rate=0.1`, `verbos=False`) refused before any
+    work, as Python refuses one, with the keyword likely meant among those `options` may hold
+    (`known`) and the call's `named` parameters."""
+    candidates = (*known, *named)
     for name in options:
         if name not in known:
-            likely = [meant for meant in _LIKELY_MEANT.get(name, ()) if meant in known]
-            guess = next(iter(likely or difflib.get_close_matches(name, known, n=1)), None)
+            likely = [meant for meant in _LIKELY_MEANT.get(name, ()) if meant in candidates]
+            guess = next(iter(likely or difflib.get_close_matches(name, candidates, n=1)), None)
             meant = f"; did you mean {guess}=?" if guess else ""
             raise TypeError(f"{call} got an unexpected keyword argument {name!r}{meant}")
 

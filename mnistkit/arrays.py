@@ -37,6 +37,7 @@ from mnistkit.inputs import open_input, wrong_kind
 from mnistkit.terms import setting
 
 SPLITS = ("train", "test")
+FLAT_PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]  # a digit as the tutorials keep it: one row of 784
 KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 NAME_KEYS = ("dataset", "class_names", "label_column_names")
 MAX_NAME_CHARS = 100
@@ -166,12 +167,17 @@ def check_split(split: str) -> None:
 def image_fixes(images: np.ndarray) -> list[str]:
     """The code that turns the tutorials' images into MNIST's uint8 (N, 28, 28), for a refusal."""
     fixes = []
-    if images.shape[-1:] == (IMAGE_SHAPE[0] * IMAGE_SHAPE[1],):  # the tutorials' flat vectors
+    if images.shape[-1:] == (FLAT_PIXELS,):  # the tutorials' flat vectors
         fixes.append("images.reshape(-1, 28, 28)")
     elif images.shape[1:] == (1, *IMAGE_SHAPE):  # torchvision's channel axis
         fixes.append("images[:, 0]")
-    if np.issubdtype(images.dtype, np.floating):  # the tutorials' pixels in [0, 1]
-        fixes.append("(images * 255).round().astype(np.uint8) for pixels in [0, 1]")
+    elif images.shape[1:] == (*IMAGE_SHAPE, 1):  # Keras' channel axis
+        fixes.append("images[..., 0]")
+    if np.issubdtype(images.dtype, np.floating):
+        if images.size and float(np.nanmax(images)) > 1:  # torchvision's `.data.float()`
+            fixes.append("images.round().astype(np.uint8) for pixels 0-255")
+        else:  # the tutorials' pixels in [0, 1]
+            fixes.append("(images * 255).round().astype(np.uint8) for pixels in [0, 1]")
     elif images.dtype == np.bool_:
         fixes.append("images.astype(np.uint8) * 255")
     elif images.dtype != np.uint8 and np.issubdtype(images.dtype, np.integer):
@@ -179,38 +185,50 @@ def image_fixes(images: np.ndarray) -> list[str]:
     return fixes
 
 
-def check_arrays(arrays: dict[str, np.ndarray], source: str, splits: Sequence[str] = SPLITS) -> None:
+def _label_fix(labels: np.ndarray) -> str:
+    """The code that makes labels one class number each, for a refusal."""
+    if labels.ndim == 2 and labels.shape[1] == 1:  # a column, as scikit-learn and torch keep them
+        return "labels[:, 0]"
+    return "labels.argmax(1) for one-hot labels" if labels.ndim == 2 else ""
+
+
+def check_arrays(
+    arrays: dict[str, np.ndarray], source: str, splits: Sequence[str] = SPLITS, fixes: bool = False
+) -> None:
     """Raise MnistkitError unless `arrays` holds well-formed arrays of `splits`, labels within
-    its classes."""
+    its classes. With `fixes` (arrays given from Python, whose labels are then taken in any
+    integer type), a refusal gives the code that mends the tutorials' arrays."""
     wanted = [f"{split}_{kind}" for split in splits for kind in ("images", "labels")]
     missing = [key for key in wanted if key not in arrays]
     if missing:
         keras = "; Keras' x_train, y_train, ... are given as ((x_train, y_train), (x_test, y_test))"
         raise MnistkitError(
             f"{source}: missing arrays {', '.join(missing)} (expected {', '.join(wanted)})"
-            + (keras if "x_train" in arrays or "x_test" in arrays else "")
+            + (keras if fixes and ("x_train" in arrays or "x_test" in arrays) else "")
         )
     _check_names(arrays, source)
     top = len(class_names(arrays)) - 1
     for split in splits:
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        fixes = "".join(f"; give {fix}" for fix in image_fixes(images))
+        image_fix = "".join(f"; give {fix}" for fix in image_fixes(images)) if fixes else ""
+        label_fix = f"; give {_label_fix(labels)}" if fixes and labels.ndim == 2 else ""
         if images.dtype != np.uint8:
             raise MnistkitError(
                 f"{source}: {split}_images has dtype {images.dtype}, expected uint8 "
-                f"(pixels 0-255, as MNIST's files hold them){fixes}"
+                f"(pixels 0-255, as MNIST's files hold them){image_fix}"
             )
-        one_hot = "; give labels.argmax(1) for one-hot labels" if labels.ndim == 2 else ""
         if labels.dtype != np.uint8:
-            raise MnistkitError(f"{source}: {split}_labels has dtype {labels.dtype}, expected uint8{one_hot}")
+            raise MnistkitError(
+                f"{source}: {split}_labels has dtype {labels.dtype}, expected uint8{label_fix}"
+            )
         if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
             raise MnistkitError(
-                f"{source}: {split}_images has shape {images.shape}, expected (N, 28, 28){fixes}"
+                f"{source}: {split}_images has shape {images.shape}, expected (N, 28, 28){image_fix}"
             )
         if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
             raise MnistkitError(
                 f"{source}: {split}_labels has shape {labels.shape}, expected ({images.shape[0]},) "
-                f"to match {split}_images{one_hot}"
+                f"to match {split}_images{label_fix}"
             )
         if labels.size and int(labels.max()) > top:
             raise MnistkitError(f"{source}: {split}_labels holds {int(labels.max())}, outside 0-{top}")

@@ -57,9 +57,6 @@ def local_copy_hint(dataset: DatasetSpec) -> str:
     return f"{offline}point {MIRROR_ENV} at a folder holding {what}: {command}"
 
 
-LOCAL_COPY_HINT = local_copy_hint(dataset_spec(DEFAULT_DATASET))
-
-
 def _log_to_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 

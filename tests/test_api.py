@@ -639,9 +639,11 @@ def test_a_learners_slips_get_one_line_that_says_what_was_meant(synthetic_data, 
 def test_keras_and_torch_habits_get_the_call_that_works(synthetic_data, large_digit_model: Path) -> None:
     model = mnistkit.load(large_digit_model)
     images, labels = synthetic_data["test_images"], synthetic_data["test_labels"]
-    given_as_arrays = "evaluate(model, {'test_images': images, 'test_labels': labels})"
+    given_as_arrays = "evaluate(model, {'test_images': x, 'test_labels': y})"
     with pytest.raises(TypeError, match=re.escape(f"give images and labels as arrays: {given_as_arrays}")):
         mnistkit.evaluate(model, images, labels)  # Keras' model.evaluate(x, y)
+    with pytest.raises(TypeError, match=r"split is 'train' or 'test', got NoneType$"):
+        mnistkit.evaluate(model, synthetic_data, None)
     assert mnistkit.evaluate(model, {"test_images": images, "test_labels": labels}).count == len(labels)
     for given, hint in (
         (images[:4].astype(np.int64), "(give images.astype(np.uint8) for pixels 0-255)"),
@@ -667,6 +669,9 @@ def test_the_arrays_refusals_give_the_fix_for_each_tutorials_habit(synthetic_dat
         (x[:, None], y, "expected (N, 28, 28); give images[:, 0]"),
         (x, np.eye(10, dtype=np.float32)[y], "expected uint8; give labels.argmax(1) for one-hot labels"),
         (x, np.eye(10, dtype=np.int64)[y], "to match train_images; give labels.argmax(1) for one-hot labels"),
+        (x, y[:, None], "to match train_images; give labels[:, 0]"),  # a column, not one-hot
+        (x[..., None], y, "expected (N, 28, 28); give images[..., 0]"),  # Keras' channel axis
+        (x.astype(np.float32), y, "; give images.round().astype(np.uint8) for pixels 0-255"),
     ):
         arrays = {**synthetic_data, "train_images": train_images, "train_labels": train_labels}
         with pytest.raises(MnistkitError, match=re.escape(fix)):
@@ -674,6 +679,25 @@ def test_the_arrays_refusals_give_the_fix_for_each_tutorials_habit(synthetic_dat
     keras_names = {"x_train": x, "y_train": y, "x_test": x, "y_test": y}
     with pytest.raises(MnistkitError, match=re.escape("are given as ((x_train, y_train), (x_test, y_test))")):
         mnistkit.train(keras_names, "logreg", epochs=1)
+
+
+def test_an_npz_gets_no_python_fix_in_a_shell_or_from_python(synthetic_data, tmp_path: Path) -> None:
+    """A file's labels must be uint8 already, so `labels.argmax(1)` alone would be refused again."""
+    from click.testing import CliRunner
+
+    from mnistkit.cli import cli
+
+    one_hot = tmp_path / "one-hot.npz"
+    np.savez(
+        one_hot,
+        **{**synthetic_data, "test_labels": np.eye(10, dtype=np.uint8)[synthetic_data["test_labels"]]},
+    )
+    result = CliRunner().invoke(cli, ["render-samples", str(one_hot), "-o", str(tmp_path / "s.png")])
+    assert result.exit_code == 1 and re.search(
+        r"expected \(\d+,\) to match test_images$", result.output.rstrip()
+    )
+    with pytest.raises(MnistkitError, match=r"to match test_images$"):
+        mnistkit.draw_samples(one_hot)
 
 
 def test_a_preset_or_download_option_given_twice_or_misspelt_is_refused(synthetic_data, tmp_path) -> None:

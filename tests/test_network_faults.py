@@ -13,8 +13,9 @@ from click.testing import CliRunner
 from conftest import SLOW_PACE, MirrorServer, fetch_table, use_fetch_table
 
 from mnistkit.cli import cli
+from mnistkit.datasets import dataset_spec
 from mnistkit.errors import MnistkitError
-from mnistkit.fetch import LOCAL_COPY_HINT, ExpectedFile, fetch
+from mnistkit.fetch import ExpectedFile, fetch, local_copy_hint
 from mnistkit.mirrors import DEFAULT_MIRRORS
 
 NAME = "t10k-labels-idx1-ubyte.gz"
@@ -285,4 +286,4 @@ def test_the_local_copy_hint_comes_only_when_no_mirror_was_reached(
         fetch(tmp_path / "raw", [urls[kind] for kind in kinds], files=one_file, log=lambda line: None)
     wrong_folder = f"the file of this name in {tmp_path / 'wrong'} is not this one (its line above says why)"
     assert str(error.value).endswith(wrong_folder) is ("wrong file" in kinds)
-    assert str(error.value).endswith(LOCAL_COPY_HINT) is hint
+    assert str(error.value).endswith(local_copy_hint(dataset_spec("mnist"))) is hint
