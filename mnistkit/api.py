@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import inspect
 import io
 import os
 import sys
@@ -203,7 +204,10 @@ def load_mnist(folder: str | os.PathLike[str] = "data", **download_options: Any)
     return load_dataset(DEFAULT_DATASET, folder, **download_options)
 
 
-_DOWNLOAD_KEYWORDS = ("mirrors", "force", "timeout_s")  # download()'s that load_dataset passes on
+# download()'s keywords that load_dataset passes on: all but those it sets itself.
+_DOWNLOAD_KEYWORDS = tuple(
+    sorted(set(inspect.signature(download).parameters) - {"folder", "dataset", "cache_dir"})
+)
 
 
 def _checked(
