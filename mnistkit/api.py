@@ -44,8 +44,8 @@ from mnistkit.arrays import (
     names_dataset,
     save_arrays,
 )
-from mnistkit.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from mnistkit.config import PRESETS, TrainConfig, config_from_options
+from mnistkit.checkpoint import Checkpoint, check_checkpoint_name, load_checkpoint, save_checkpoint
+from mnistkit.config import PRESETS, TrainConfig, check_resume_options, config_from_options, resume_config
 from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE, dataset_spec
 from mnistkit.errors import MnistkitError
 from mnistkit.evaluation import Evaluation, check_same_classes, evaluate_arrays
@@ -109,6 +109,7 @@ class Model:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the checkpoint (atomically), for `mnistkit predict` and friends."""
         checkpoint = self.checkpoint
+        check_checkpoint_name(path)
         save_checkpoint(path, checkpoint.params, checkpoint.metadata, checkpoint.optimizer_state)
 
     def __repr__(self) -> str:
@@ -303,7 +304,11 @@ def train(
     *,
     preset: str | None = None,
     output: str | os.PathLike[str] | None = None,
+    resume: Model | str | os.PathLike[str] | None = None,
     restart: bool = False,
+    history: str | os.PathLike[str] | None = None,
+    save_every: int = 1,
+    devices: int | None = None,
     verbose: bool = True,
     dataset: str | None = None,
     **options: Any,
@@ -313,18 +318,20 @@ def train(
     settings (`epochs=3`, `hidden=(256,)`, `ensemble=5`, ...); `train(arrays, "fast")` names the
     preset. `arrays` may be an .npz's path. With `output`, the checkpoint is written there too,
     and a run stopped midway (Ctrl-C, the notebook's Stop) continues when called again with
-    the same data and settings, unless `restart`. `verbose` prints one line per epoch to stderr.
-    `dataset` names the dataset of arrays that name none (Keras' `fashion_mnist.load_data()`:
-    `dataset="fashion-mnist"`); without it they are taken as MNIST's digits, with a line saying so."""
+    the same data and settings, unless `restart`; `save_every` saves that state every N epochs
+    (0: only when stopped). `resume` (a model, or a checkpoint's path) trains it further with
+    its own settings, to a new total of `epochs`. `history` writes one JSON line per epoch
+    there; `devices` splits each batch over that many devices. `verbose` prints one line per
+    epoch to stderr. `dataset` names the dataset of arrays that name none (Keras'
+    `fashion_mnist.load_data()`: `dataset="fashion-mnist"`); without it they are taken as
+    MNIST's digits, with a line saying so (once)."""
     from mnistkit.training import train as run_training
 
     def log(message: str) -> None:
         if verbose:
             print(message, file=sys.stderr, flush=True)
 
-    _check_keywords(
-        options, _TRAIN_KEYWORDS, "train()", ("preset", "output", "restart", "verbose", "dataset")
-    )
+    _check_keywords(options, _TRAIN_KEYWORDS, "train()", _TRAIN_PARAMETERS)
     if isinstance(config, str):
         if preset not in (None, config):
             raise ValueError(
@@ -333,31 +340,74 @@ def train(
         config, preset = None, config
     if config is not None and (preset or options):
         raise ValueError("give a config, or a preset and options, not both")
+    if isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 0:
+        raise ValueError(f"save_every is a number of epochs, 0 or more, got {save_every!r}")
+    options = _classes_named(options)
+    resumed = None if resume is None else _resumed_model(resume, config, preset, options, dataset)
     is_file, data_name = isinstance(arrays, str | os.PathLike), _source(arrays)
     if dataset is not None:
         dataset_spec(dataset)  # one of those there are
-    checked = _checked(arrays, ("train", "test"), dataset, "train(arrays, preset)")
+    if resumed is None:
+        checked = _checked(arrays, ("train", "test"), dataset, "train(arrays, preset)")
+    else:  # arrays that name no dataset are the model's
+        checked = _checked_for(resumed, arrays, ("train", "test"), "train(arrays, resume=model)")
     if dataset is not None and dataset_name(checked) != dataset:
         raise MnistkitError(f"{data_name}: holds {dataset_name(checked)}, not dataset={dataset!r}")
-    if not is_file and not names_dataset(checked):
+    if resumed is None and not is_file and not names_dataset(checked) and not _said["unnamed arrays"]:
+        _said["unnamed arrays"] = True  # once: a notebook trains on its slice of MNIST again and again
         log(f"arrays name no dataset: taken as {DEFAULT_DATASET}'s digits (dataset= names another)")
     # What the saved state of a run stopped midway is matched by: the `.npz`'s SHA-256, as the
     # command's (recorded in the checkpoint), or the arrays' own.
     file_hash, array_hash = (file_sha256(arrays), "") if is_file else ("", arrays_sha256(checked))
     arrays = checked
-    if config is None:
-        config = config_from_options(preset, _classes_named(options), dataset_name(arrays))
+    if resumed is not None:
+        done = int(resumed.metadata.get("metrics", {}).get("epochs", 0))
+        config = resume_config(resumed.metadata.get("config", {}), _resume_source(resume), options, done)
+    elif config is None:
+        config = config_from_options(preset, options, dataset_name(arrays))
     result = run_training(
         arrays,
         config,
         output,
+        history_path=history,
+        resume_from=resumed,
         data_sha256=file_hash,
         arrays_sha256=array_hash,
         data_name=data_name,
+        devices=devices,
         restart=restart,
+        save_every=save_every,
         log=log,
     )
     return Model(result.checkpoint, result.history)
+
+
+_TRAIN_PARAMETERS = tuple(
+    name for name in inspect.signature(train).parameters if name not in ("arrays", "config", "options")
+)
+_said = {"unnamed arrays": False}  # the lines `train` says once a session
+
+
+def _resumed_model(
+    resume: Model | str | os.PathLike[str],
+    config: TrainConfig | None,
+    preset: str | None,
+    options: Mapping[str, Any],
+    dataset: str | None,
+) -> Checkpoint:
+    """The checkpoint `resume` names, once it is clear nothing given would mix two runs."""
+    if config is not None:
+        raise ValueError("resume= continues with the model's own settings: give no config")
+    check_resume_options({**options, **({"preset": preset} if preset else {})})
+    checkpoint = _model(resume, "train(arrays, resume=model)").checkpoint
+    if dataset not in (None, checkpoint.dataset):
+        source = _resume_source(resume)
+        raise MnistkitError(f"{source}: trained on {checkpoint.dataset}, not dataset={dataset!r}")
+    return checkpoint
+
+
+def _resume_source(resume: Model | str | os.PathLike[str]) -> str:
+    return str(resume) if isinstance(resume, str | os.PathLike) else "resume"
 
 
 def load(path: str | os.PathLike[str]) -> Model:
@@ -494,7 +544,7 @@ def _check_keywords(
         if name not in known:
             likely = [meant for meant in _LIKELY_MEANT.get(name, ()) if meant in candidates]
             guess = next(iter(likely or difflib.get_close_matches(name, candidates, n=1)), None)
-            meant = f"; did you mean {guess}=?" if guess else ""
+            meant = f"; did you mean {guess}=?{_MEANING.get(guess, '')}" if guess else ""
             raise TypeError(f"{call} got an unexpected keyword argument {name!r}{meant}")
 
 
@@ -506,7 +556,10 @@ _LIKELY_MEANT = {  # names other libraries use
     "hidden_sizes": ("hidden",),
     "n": ("count",),
     "num": ("count",),
+    "validation_split": ("val_size",),  # Keras' fraction
+    "val_split": ("val_size",),
 }
+_MEANING = {"val_size": " (a number of training images, as val_size=5000, not a fraction)"}
 
 
 def _classes_named(options: dict[str, Any]) -> dict[str, Any]:

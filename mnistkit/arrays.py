@@ -34,7 +34,7 @@ from mnistkit.datasets import (
 from mnistkit.errors import MnistkitError
 from mnistkit.idx import published_as
 from mnistkit.inputs import open_input, wrong_kind
-from mnistkit.terms import setting
+from mnistkit.terms import on_command_line, setting
 
 SPLITS = ("train", "test")
 FLAT_PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]  # a digit as the tutorials keep it: one row of 784
@@ -250,13 +250,19 @@ def _other_layout(source: str, found: list[str], splits: Sequence[str]) -> Mnist
     message = f"{source}: missing arrays {missing} (it holds {', '.join(found) or 'none'})"
     if set(KERAS_KEYS) <= set(found):
         renames = ", ".join(f"{new}=a[{old!r}]" for old, new in KERAS_KEYS.items())
-        message += (
-            f"; it looks like Keras' mnist.npz. Convert it with: {shlex.quote(sys.executable)} -c "
-            f"\"import numpy as np; a = np.load('{source}'); np.savez('mnist.npz', {renames})\""
+        code = f"import numpy as np; a = np.load('{source}'); np.savez('mnist.npz', {renames})"
+        shell = on_command_line()
+        message += "; it looks like Keras' mnist.npz. Convert it with: " + (
+            f'{shlex.quote(sys.executable)} -c "{code}"' if shell else code
         )
     else:
-        message += "; make one with `mnistkit parse-to-npz`"
+        message += f"; make one with {_npz_maker()}"
     return MnistkitError(message)
+
+
+def _npz_maker() -> str:
+    """What writes an .npz: `parse-to-npz` in a shell, `load_mnist` (data/mnist.npz) from Python."""
+    return "`mnistkit parse-to-npz`" if on_command_line() else "mnistkit.load_mnist('data') (data/mnist.npz)"
 
 
 def _stored_keys(keys: Sequence[str], splits: Sequence[str]) -> list[str]:
@@ -286,7 +292,7 @@ def load_arrays(
             start = handle.read(16)
             handle.seek(0)
             if not start.startswith(b"PK"):
-                raise wrong_kind(path, start, "a valid .npz file", " (make one with `mnistkit parse-to-npz`)")
+                raise wrong_kind(path, start, "a valid .npz file", f" (make one with {_npz_maker()})")
             with np.load(handle, allow_pickle=False) as archive:
                 wanted = [f"{split}_{kind}" for split in splits for kind in ("images", "labels")]
                 if not set(wanted) <= set(archive.files):

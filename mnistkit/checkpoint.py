@@ -97,6 +97,17 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
+def check_checkpoint_name(path: str | os.PathLike[str]) -> None:
+    """A checkpoint is written under a `.safetensors` name (a device such as /dev/null takes
+    any): `model.png` or a habit's `model.pt` would be read as what it is not, by people and
+    by tools that go by the name."""
+    path = Path(path)
+    if path.suffix != ".safetensors" and not (path.exists() and not path.is_file() and not path.is_dir()):
+        raise MnistkitError(
+            f"{path}: a checkpoint is safetensors; name it {path.stem or path.name}.safetensors"
+        )
+
+
 def save_checkpoint(
     path: str | os.PathLike[str],
     params: dict[str, np.ndarray],

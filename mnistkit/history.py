@@ -17,6 +17,7 @@ from typing import Any
 
 from mnistkit.atomic import is_stdout, write_text_atomic, written_in_place
 from mnistkit.errors import MnistkitError
+from mnistkit.terms import setting
 
 SPLITS = ("train", "val", "test")
 METRICS = tuple(f"{split}_{name}" for split in SPLITS for name in ("loss", "accuracy"))
@@ -49,7 +50,7 @@ def check_history_target(path: str | os.PathLike[str]) -> None:
     leave, and the second would find no one to read it."""
     if not is_stdout(path) and Path(path).is_fifo():
         raise MnistkitError(
-            f"{path}: --history is written after every epoch, which a pipe takes once; "
+            f"{path}: {setting('history')} is written after every epoch, which a pipe takes once; "
             "give a file, or - for standard output"
         )
 

@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
@@ -34,7 +33,6 @@ if TYPE_CHECKING:
 
 CHUNK_SIZE = 256
 POOL_POLL_S = 0.05  # how often a wait for the pool looks for a held Ctrl-C or SIGTERM
-ORPHAN_POLL_S = 0.5  # how often a worker looks whether its parent is still there
 _POOL_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 # In a worker: the pool's flag, set when its parent stops early (Ctrl-C, an error, a reader
@@ -121,13 +119,19 @@ def _start_worker(stop_flag: Any, command_line: bool) -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.close(devnull)
-    parent = os.getppid()
-    threading.Thread(target=_end_with_parent, args=(parent,), daemon=True).start()
+    import multiprocessing
+
+    sentinel = multiprocessing.parent_process().sentinel
+    threading.Thread(target=_end_with_parent, args=(sentinel,), daemon=True).start()
 
 
-def _end_with_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(ORPHAN_POLL_S)
+def _end_with_parent(sentinel: int) -> None:
+    """Wait for the parent's end, then end. Its sentinel was made before this worker was, so
+    it tells a parent killed before this worker began too (the worker's own parent then is
+    init already: a parent's pid looked up here would wait for work forever)."""
+    from multiprocessing.connection import wait
+
+    wait([sentinel])
     os._exit(1)
 
 

@@ -33,7 +33,7 @@ from mnistkit import run_state
 from mnistkit.architectures import build_architecture, ensemble_size, member_architecture
 from mnistkit.arrays import dataset_name
 from mnistkit.atomic import check_writable_target
-from mnistkit.checkpoint import Checkpoint, save_checkpoint
+from mnistkit.checkpoint import Checkpoint, check_checkpoint_name, save_checkpoint
 from mnistkit.compile_cache import compile_cache
 from mnistkit.config import TrainConfig
 from mnistkit.errors import Interrupted, MnistkitError
@@ -117,6 +117,8 @@ def train(
     writer = jax.process_index() == 0
     log = log if writer else (lambda message: None)
     with compile_cache(log):
+        if writer and checkpoint_path is not None:
+            check_checkpoint_name(checkpoint_path)
         for path in (checkpoint_path, history_path):
             if writer and path is not None:
                 check_writable_target(path)
@@ -353,7 +355,7 @@ def _batch_within_data(config: TrainConfig, size: int, device_count: int, log: L
 
 
 def _resumed(checkpoint: Checkpoint, setup: Setup) -> tuple[TrainState, list[dict[str, Any]]]:
-    source = "--resume checkpoint"
+    source = f"{setting('resume')} checkpoint"
     saved_sha = checkpoint.metadata.get("data_sha256", "")
     if setup.data_sha256 and saved_sha and saved_sha != setup.data_sha256:
         raise MnistkitError(f"{source}: it was trained on a different data file (SHA-256 {saved_sha[:12]}…)")

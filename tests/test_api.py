@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import subprocess
 import sys
@@ -161,10 +162,12 @@ def test_paths_names_and_integer_labels_are_taken_as_a_notebook_gives_them(
 
 
 def test_arrays_that_name_no_dataset_are_named_by_dataset_or_said_to_be_mnist(
-    synthetic_data, synthetic_npz: Path, tmp_path: Path, capsys
+    synthetic_data, synthetic_npz: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
     """Keras' `fashion_mnist.load_data()` holds bare arrays: trained as MNIST, such a model
-    recorded digit names and read people's pictures as digits."""
+    recorded digit names and read people's pictures as digits. The line says so once a
+    session: a notebook trains on its slice of MNIST again and again."""
+    monkeypatch.setitem(api._said, "unnamed arrays", False)
     keras_pairs = (
         (synthetic_data["train_images"], synthetic_data["train_labels"]),
         (synthetic_data["test_images"], synthetic_data["test_labels"]),
@@ -173,6 +176,8 @@ def test_arrays_that_name_no_dataset_are_named_by_dataset_or_said_to_be_mnist(
     assert (
         "arrays name no dataset: taken as mnist's digits (dataset= names another)" in capsys.readouterr().err
     )
+    mnistkit.train(keras_pairs, "logreg", epochs=1)
+    assert "name no dataset" not in capsys.readouterr().err
     assert (as_mnist.checkpoint.dataset, as_mnist.checkpoint.preprocessing) == ("mnist", "mnist")
     fashion = mnistkit.train(keras_pairs, "logreg", epochs=1, dataset="fashion-mnist")
     assert "name no dataset" not in capsys.readouterr().err
@@ -495,6 +500,53 @@ def test_a_notebook_run_stopped_midway_continues_on_the_same_data_only(
     stopped = stopped_run(synthetic_data, None)
     assert "epoch 1 of 3 was done, but nothing is saved without a checkpoint path" in stopped
     assert "None" not in stopped
+
+
+def test_a_model_trains_further_from_python_as_with_the_commands_resume(
+    tmp_path: Path, synthetic_data, synthetic_npz: Path, capsys
+) -> None:
+    """`train(arrays, resume=model, epochs=3)` continues with the model's own settings, to the
+    bytes of one run of three epochs, and takes the command's history, save_every and devices."""
+    options = {"hidden": 32, "lr": 3e-3, "schedule": "constant", "verbose": False}
+    one_go = tmp_path / "one-go.safetensors"
+    mnistkit.train(synthetic_data, epochs=3, output=one_go, **options)
+    two = mnistkit.train(synthetic_data, epochs=2, **options)
+    history, resumed = tmp_path / "history.jsonl", tmp_path / "resumed.safetensors"
+    three = mnistkit.train(
+        synthetic_data, resume=two, epochs=3, output=resumed, history=history, save_every=0, devices=1
+    )
+    assert "resuming after epoch 2 of 3" in capsys.readouterr().err
+    assert resumed.read_bytes() == one_go.read_bytes()
+    assert [record["epoch"] for record in three.history] == [1, 2, 3]
+    assert [json.loads(line)["epoch"] for line in history.read_text().splitlines()] == [1, 2, 3]
+    # A checkpoint's path too, and an .npz's, as the command takes them.
+    assert mnistkit.train(synthetic_npz, resume=resumed, epochs=4, verbose=False).history[-1]["epoch"] == 4
+
+    with pytest.raises(
+        MnistkitError, match=r"^resume continues with the checkpoint's own settings; drop lr$"
+    ):
+        mnistkit.train(synthetic_data, resume=two, epochs=3, lr=0.1)
+    with pytest.raises(MnistkitError, match=r"; drop preset$"):
+        mnistkit.train(synthetic_data, "cnn", resume=two, epochs=3)
+    with pytest.raises(MnistkitError, match=r"^resume: already trained 2 epochs; pass epochs above 2"):
+        mnistkit.train(synthetic_data, resume=two)
+    with pytest.raises(
+        ValueError, match=r"^resume= continues with the model's own settings: give no config$"
+    ):
+        mnistkit.train(synthetic_data, mnistkit.TrainConfig(epochs=3), resume=two)
+    with pytest.raises(MnistkitError, match=r"^resume: trained on mnist, not dataset='kmnist'$"):
+        mnistkit.train(synthetic_data, resume=two, epochs=3, dataset="kmnist")
+    fashion = named_as(dict(synthetic_data), "fashion-mnist")
+    with pytest.raises(MnistkitError, match=r"^arrays: holds fashion-mnist .* trained on mnist"):
+        mnistkit.train(fashion, resume=two, epochs=3)
+    with pytest.raises(ValueError, match=r"^save_every is a number of epochs, 0 or more, got -1$"):
+        mnistkit.train(synthetic_data, epochs=1, save_every=-1)
+    with pytest.raises(MnistkitError, match=r"^devices=2: this process has 1"):
+        mnistkit.train(synthetic_data, epochs=1, devices=2, verbose=False)
+    with pytest.raises(
+        TypeError, match=re.escape("'validation_split'; did you mean val_size=? (a number of training images")
+    ):
+        mnistkit.train(synthetic_data, validation_split=0.1)
 
 
 def test_nothing_to_score_is_an_error_not_a_zero(

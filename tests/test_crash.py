@@ -510,6 +510,44 @@ def test_predict_killed_outright_leaves_no_worker_to_hold_its_pipe(
     _assert_group_ends(process.pid)
 
 
+@pytest.mark.parametrize("start_method", ["fork", "forkserver"])
+def test_a_worker_whose_parent_died_before_it_began_ends_too(tmp_path: Path, start_method: str) -> None:
+    """The parent killed while its workers still start (the moment predict is killed in,
+    above): a worker that looked for its parent only then found init, and waited for work
+    forever. Forkserver's workers (predict from a notebook that imported jax) end too."""
+    digit = tmp_path / "digit.png"
+    Image.fromarray(synthetic_arrays(1, 1)["test_images"][0]).save(digit)
+    script = f"""
+import os, signal, threading, time
+from mnistkit import image_files
+
+image_files._start_method = lambda: {start_method!r}
+real_start = image_files._start_worker
+
+def start_late(*args):
+    time.sleep(2)  # the parent is gone by now
+    real_start(*args)
+
+image_files._start_worker = start_late
+load = image_files.load_digits([{str(digit)!r}] * 600, workers=2)
+threading.Thread(target=lambda: next(load), daemon=True).start()
+time.sleep(1)
+print(os.getpid(), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    process = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, start_new_session=True
+    )
+    assert process.returncode == -signal.SIGKILL, process.stderr
+    group = int(process.stdout)
+    try:
+        assert _group_members(group), "no worker started"
+        _assert_group_ends(group, timeout_s=20)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+
+
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_fetch_interrupted_mid_download_exits_with_one_line_and_no_temp(
     mirror_server: MirrorServer, tmp_path: Path, signal_number: int

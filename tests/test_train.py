@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -647,3 +648,30 @@ def test_dataset_of_more_than_ten_classes_names_an_npz_before_its_labels_are_che
     evaluated = CliRunner().invoke(cli, ["eval", str(output), str(data), "--json", "-"])
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads(evaluated.stdout)["count"] == len(arrays["test_labels"])
+
+
+def test_a_checkpoint_is_written_under_a_safetensors_name_only(tmp_path: Path, synthetic_npz: Path) -> None:
+    """`-o model.pt` (a PyTorch habit) or `model.save("digit.png")` would name safetensors as
+    what they are not; refused before any training, with the name to give. /dev/null takes it."""
+    import mnistkit
+
+    out = tmp_path / "models"
+    out.mkdir()
+    result = run_train(synthetic_npz, "-o", out / "model.pt", "--preset", "logreg", "--epochs", "1")
+    assert result.exit_code == 1
+    assert (
+        result.stderr
+        == f"Error: {out / 'model.pt'}: a checkpoint is safetensors; name it model.safetensors\n"
+    )
+    assert not list(out.iterdir())
+    result = run_train(synthetic_npz, "-o", "/dev/null", "--preset", "logreg", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    model = mnistkit.train(synthetic_npz, "logreg", epochs=1, verbose=False)
+    for name in ("digit.png", "model"):
+        with pytest.raises(
+            MnistkitError, match=rf"^{re.escape(str(out / name))}: a checkpoint is safetensors"
+        ):
+            model.save(out / name)
+        with pytest.raises(MnistkitError, match="a checkpoint is safetensors"):
+            mnistkit.train(synthetic_npz, "logreg", epochs=1, output=out / name)
+    assert not list(out.iterdir())

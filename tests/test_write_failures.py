@@ -124,11 +124,12 @@ class World:
         or, for `directory`, onto a folder (or, for a folder output, onto a file)."""
         folder = self.case_folder(fault, command)
         is_folder = COMMANDS[command][1]
+        name = "output.safetensors" if command == "train" else "output"  # a checkpoint's name
         if fault == "under-a-file":
-            return folder / "a-file" / "output"
+            return folder / "a-file" / name
         if fault == "directory":
             return folder / ("a-file" if is_folder else "a-folder")
-        return folder if is_folder else folder / "output"
+        return folder if is_folder else folder / name
 
 
 @pytest.fixture(scope="module")
