@@ -49,7 +49,9 @@ from mnistkit.architectures import (
 )
 from mnistkit.arrays import load_arrays
 from mnistkit.config import PRESETS, TrainConfig, config_from_options
+from mnistkit.errors import MnistkitError
 from mnistkit.steps import make_optimizer
+from mnistkit.terms import command_line_terms
 from mnistkit.train_state import EpochInputs, initial_state, stacked_tensors
 from mnistkit.training import train
 
@@ -441,7 +443,11 @@ def main() -> None:
         "--presets", default=",".join(PRESETS), help="the presets to train with their defaults (all)"
     )
     args = parser.parse_args()
-    arrays = load_arrays(args.data)
+    try:
+        with command_line_terms():  # a shell's hints: `mnistkit parse-to-npz`, not load_mnist()
+            arrays = load_arrays(args.data)
+    except MnistkitError as error:
+        raise SystemExit(f"Error: {error}") from None
     raw = args.raw if (args.raw / "t10k-images-idx3-ubyte.gz").exists() else None
     workdir = Path(tempfile.mkdtemp(prefix="mnistkit-bench-"))
     device = jax.devices()[0]

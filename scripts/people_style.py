@@ -35,6 +35,7 @@ from mnistkit.checkpoint import Checkpoint, load_checkpoint
 from mnistkit.errors import MnistkitError
 from mnistkit.idx import read_mnist_dir
 from mnistkit.predict import Prediction, predict_paths
+from mnistkit.terms import command_line_terms
 
 STYLES = ("scan", "phone", "desk", "ruled", "shadow", "transparent")
 PENS = {"black": (25, 25, 35), "blue": (25, 45, 150), "red": (185, 30, 40), "pencil": (105, 105, 110)}
@@ -390,7 +391,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     options = parser.parse_args(argv)
 
     try:
-        arrays = read_mnist_dir(options.mnist)
+        with command_line_terms():  # a shell's hints: `mnistkit fetch`, not mnistkit.download()
+            arrays = read_mnist_dir(options.mnist)
     except MnistkitError as error:
         raise SystemExit(f"Error: {error}") from None
     chosen = choose_digits(len(arrays["test_images"]), options.seed, options.count)
