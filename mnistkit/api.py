@@ -44,6 +44,7 @@ from mnistkit.arrays import (
     names_dataset,
     save_arrays,
 )
+from mnistkit.atomic import same_path, written_in_place
 from mnistkit.checkpoint import Checkpoint, check_checkpoint_name, load_checkpoint, save_checkpoint
 from mnistkit.config import PRESETS, TrainConfig, check_resume_options, config_from_options, resume_config
 from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE, dataset_spec
@@ -342,23 +343,27 @@ def train(
         raise ValueError("give a config, or a preset and options, not both")
     if isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 0:
         raise ValueError(f"save_every is a number of epochs, 0 or more, got {save_every!r}")
+    if devices is not None and (isinstance(devices, bool) or not isinstance(devices, int) or devices < 1):
+        raise ValueError(f"devices is a number of devices, 1 or more, got {devices!r}")
+    _check_files_apart({"output": output, "history": history}, {"arrays": arrays, "resume": resume})
     options = _classes_named(options)
-    resumed = None if resume is None else _resumed_model(resume, config, preset, options, dataset)
-    is_file, data_name = isinstance(arrays, str | os.PathLike), _source(arrays)
     if dataset is not None:
         dataset_spec(dataset)  # one of those there are
+    resumed = None if resume is None else _resumed_model(resume, config, preset, options, dataset)
+    is_file, data_name = isinstance(arrays, str | os.PathLike), _source(arrays)
     if resumed is None:
         checked = _checked(arrays, ("train", "test"), dataset, "train(arrays, preset)")
     else:  # arrays that name no dataset are the model's
         checked = _checked_for(resumed, arrays, ("train", "test"), "train(arrays, resume=model)")
     if dataset is not None and dataset_name(checked) != dataset:
         raise MnistkitError(f"{data_name}: holds {dataset_name(checked)}, not dataset={dataset!r}")
-    if resumed is None and not is_file and not names_dataset(checked) and not _said["unnamed arrays"]:
-        _said["unnamed arrays"] = True  # once: a notebook trains on its slice of MNIST again and again
+    # What a saved state of a run stopped midway and a model to resume are matched by: the
+    # `.npz`'s SHA-256, as the command's, and the arrays' own.
+    file_hash, array_hash = file_sha256(arrays) if is_file else "", arrays_sha256(checked)
+    unnamed = resumed is None and not is_file and not names_dataset(checked)
+    if unnamed and verbose and array_hash not in _told_unnamed:  # once: a notebook trains again and again
+        _told_unnamed.add(array_hash)
         log(f"arrays name no dataset: taken as {DEFAULT_DATASET}'s digits (dataset= names another)")
-    # What the saved state of a run stopped midway is matched by: the `.npz`'s SHA-256, as the
-    # command's (recorded in the checkpoint), or the arrays' own.
-    file_hash, array_hash = (file_sha256(arrays), "") if is_file else ("", arrays_sha256(checked))
     arrays = checked
     if resumed is not None:
         done = int(resumed.metadata.get("metrics", {}).get("epochs", 0))
@@ -385,7 +390,7 @@ def train(
 _TRAIN_PARAMETERS = tuple(
     name for name in inspect.signature(train).parameters if name not in ("arrays", "config", "options")
 )
-_said = {"unnamed arrays": False}  # the lines `train` says once a session
+_told_unnamed: set[str] = set()  # the arrays `train` has said it takes as MNIST's, by their SHA-256
 
 
 def _resumed_model(
@@ -404,6 +409,22 @@ def _resumed_model(
         source = _resume_source(resume)
         raise MnistkitError(f"{source}: trained on {checkpoint.dataset}, not dataset={dataset!r}")
     return checkpoint
+
+
+def _check_files_apart(outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> None:
+    """As a command checks its files: no output is an input file or another output; only
+    `output=` the `resume=` checkpoint's path continues a model in its own file."""
+    written = [(name, path) for name, path in outputs.items() if path is not None]
+    read = [(name, path) for name, path in inputs.items() if isinstance(path, str | os.PathLike)]
+    for index, (name, path) in enumerate(written):
+        for other, other_path in written[:index]:
+            if same_path(path, other_path):
+                raise ValueError(f"{path}: {other}= and {name}= would both write to it")
+        if written_in_place(path):
+            continue
+        for input_name, given in read:
+            if same_path(path, given) and (input_name, name) != ("resume", "output"):
+                raise ValueError(f"{path}: {name}= would overwrite the {input_name} given")
 
 
 def _resume_source(resume: Model | str | os.PathLike[str]) -> str:

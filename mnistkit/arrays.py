@@ -250,13 +250,16 @@ def _other_layout(source: str, found: list[str], splits: Sequence[str]) -> Mnist
     message = f"{source}: missing arrays {missing} (it holds {', '.join(found) or 'none'})"
     if set(KERAS_KEYS) <= set(found):
         renames = ", ".join(f"{new}=a[{old!r}]" for old, new in KERAS_KEYS.items())
-        code = f"import numpy as np; a = np.load('{source}'); np.savez('mnist.npz', {renames})"
-        shell = on_command_line()
-        message += "; it looks like Keras' mnist.npz. Convert it with: " + (
-            f'{shlex.quote(sys.executable)} -c "{code}"' if shell else code
-        )
+        message += "; it looks like Keras' mnist.npz. "
+        if on_command_line():
+            code = f"import numpy as np; a = np.load('{source}'); np.savez('mnist.npz', {renames})"
+            message += f'Convert it with: {shlex.quote(sys.executable)} -c "{code}"'
+        else:
+            message += f"Read it as: a = np.load('{source}'); arrays = dict({renames})"
+    elif on_command_line():
+        message += "; make one with `mnistkit parse-to-npz`"
     else:
-        message += f"; make one with {_npz_maker()}"
+        message += "; give your arrays as a dict of these names, or MNIST's: mnistkit.load_mnist('data')"
     return MnistkitError(message)
 
 
@@ -317,10 +320,11 @@ def load_arrays(
 
 
 def arrays_sha256(arrays: Mapping[str, np.ndarray]) -> str:
-    """SHA-256 of arrays in memory (each one's name, dtype, shape and bytes), which stands for
-    an `.npz`'s `file_sha256` when the data never was a file (a notebook's)."""
+    """SHA-256 of the images and labels in memory (each array's name, dtype, shape and bytes),
+    which stands for an `.npz`'s `file_sha256` when the data never was a file (a notebook's);
+    the dataset's names are left out, as the same arrays may come named or not."""
     digest = hashlib.sha256()
-    for name in sorted(arrays):
+    for name in sorted(key for key in arrays if key.endswith(("_images", "_labels"))):
         array = np.ascontiguousarray(arrays[name])
         digest.update(f"{name} {array.dtype.str} {array.shape}\n".encode())
         digest.update(array)  # its buffer, not a copy

@@ -96,6 +96,16 @@ def is_stdout(path: str | os.PathLike[str]) -> bool:
     return str(path) == STDOUT or os.path.abspath(path) in STDOUT_ALIASES
 
 
+def same_path(path: str | os.PathLike[str], other: str | os.PathLike[str]) -> bool:
+    """The same file, or (where one does not exist yet) the same path however spelled."""
+    if is_stdout(path) or is_stdout(other):
+        return is_stdout(path) and is_stdout(other)
+    try:
+        return os.path.samefile(path, other)
+    except (OSError, ValueError):
+        return os.path.realpath(path) == os.path.realpath(other)
+
+
 def written_in_place(path: str | os.PathLike[str]) -> bool:
     """Whether `path` is a stream or a device rather than a file to replace: `-` and
     /dev/stdout, /dev/null, a pipe, a shell's process substitution (/dev/fd/N)."""

@@ -32,7 +32,7 @@ from safetensors.numpy import save as save_safetensors
 
 from mnistkit import __version__
 from mnistkit.architectures import MAX_CLASSES, check_architecture, param_shapes
-from mnistkit.atomic import write_bytes_atomic
+from mnistkit.atomic import write_bytes_atomic, written_in_place
 from mnistkit.datasets import DEFAULT_DATASET, IMAGE_STYLES, dataset_spec, named_by_digits
 from mnistkit.errors import MnistkitError
 from mnistkit.inputs import read_input, what_file_is, wrong_kind
@@ -98,11 +98,13 @@ def canonical_json(value: Any) -> str:
 
 
 def check_checkpoint_name(path: str | os.PathLike[str]) -> None:
-    """A checkpoint is written under a `.safetensors` name (a device such as /dev/null takes
-    any): `model.png` or a habit's `model.pt` would be read as what it is not, by people and
-    by tools that go by the name."""
+    """A checkpoint file is written under a `.safetensors` name (standard output, a pipe or a
+    device such as /dev/null take it as it is): `model.png` or a habit's `model.pt` would be
+    read as what it is not, by people and by tools that go by the name."""
+    if written_in_place(path) or os.fspath(path).endswith(("/", os.sep)) or Path(path).is_dir():
+        return  # written as it is, or refused by the write as a folder
     path = Path(path)
-    if path.suffix != ".safetensors" and not (path.exists() and not path.is_file() and not path.is_dir()):
+    if not path.name.lower().endswith(".safetensors"):
         raise MnistkitError(
             f"{path}: a checkpoint is safetensors; name it {path.stem or path.name}.safetensors"
         )

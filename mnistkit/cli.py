@@ -26,6 +26,7 @@ from mnistkit.atomic import (
     check_writable_target,
     describe_write_error,
     is_stdout,
+    same_path,
     written_in_place,
 )
 from mnistkit.config import INITS, NORMALIZATIONS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
@@ -143,21 +144,21 @@ def _check_outputs_apart(ctx: click.Context) -> None:
             inputs.extend((param.name, str(item)) for item in values if isinstance(item, str | Path))
     for index, (option, path) in enumerate(outputs):
         for other_option, other_path in outputs[:index]:
-            if _same_path(path, other_path):
+            if same_path(path, other_path):
                 raise MnistkitError(
                     f"{path}: {other_option} and {option} would both write to {_shown_output(path)}"
                 )
         if written_in_place(path):
             continue
         for name, given in inputs:
-            if _same_path(path, given) and not (name == "resume" and option == "-o"):
+            if same_path(path, given) and not (name == "resume" and option == "-o"):
                 raise MnistkitError(f"{path}: {option} would overwrite an input of this command")
 
 
 def _refuse_overwriting(output: str | None, option: str, given: str | Path) -> None:
     """`_check_outputs_apart` for an input the command line names only through another: a
     folder's files, a list's or stdin's paths."""
-    if output is not None and not written_in_place(output) and _same_path(output, str(given)):
+    if output is not None and not written_in_place(output) and same_path(output, str(given)):
         spelled = "" if str(given) == output else f", {given}"
         raise MnistkitError(f"{output}: {option} would overwrite an input of this command{spelled}")
 
@@ -168,18 +169,16 @@ def _not_overwritten(paths: Iterable[str], output: str | None, option: str) -> I
         yield path
 
 
+def _distinct_percent(value: float, other: float) -> str:
+    """`value` as a percentage with the digits that tell it from `other` (99.370% below 99.371%)."""
+    for decimals in range(2, 8):
+        if f"{value:.{decimals}%}" != f"{other:.{decimals}%}":
+            break
+    return f"{value:.{decimals}%}"
+
+
 def _shown_output(path: str) -> str:
     return "standard output" if is_stdout(path) else path
-
-
-def _same_path(path: str, other: str) -> bool:
-    """The same file, or (where one does not exist yet) the same path however spelled."""
-    if is_stdout(path) or is_stdout(other):
-        return is_stdout(path) and is_stdout(other)
-    try:
-        return os.path.samefile(path, other)
-    except (OSError, ValueError):
-        return os.path.realpath(path) == os.path.realpath(other)
 
 
 def _output_option(*names: str, help: str, required: bool = False):
@@ -955,13 +954,16 @@ def eval_command(
     if evaluation.count == 0:
         raise MnistkitError(f"{source}: no images to evaluate")
     table = format_table(evaluation, str(checkpoint_path), f"{source} ({split})")
-    click.echo(table, nl=False, err=json_path == STDOUT)
+    click.echo(table, nl=False, err=json_path is not None and is_stdout(json_path))
     if json_path is not None:
         _keep_only_if_complete(json_path, len(failures))
         report_json = evaluation.to_json(split, str(checkpoint_path), source)
         write_text_atomic(json_path, json.dumps(report_json, indent=2) + "\n")
     if threshold is not None and evaluation.accuracy < threshold:
-        raise MnistkitError(f"accuracy {evaluation.accuracy:.2%} is below --min-accuracy {threshold:.2%}")
+        raise MnistkitError(
+            f"accuracy {_distinct_percent(evaluation.accuracy, threshold)} is below --min-accuracy "
+            f"{_distinct_percent(threshold, evaluation.accuracy)}"
+        )
     if failures:
         sys.exit(1)
 
@@ -1101,9 +1103,9 @@ def render_samples_command(
     from mnistkit.checkpoint import load_checkpoint
     from mnistkit.render import SampleOptions, export_digits, samples_picture, save_picture
 
-    if output == STDOUT and export_dir is not None:
+    if is_stdout(output) and export_dir is not None:
         raise click.UsageError(
-            "-o - writes the picture to stdout, where --export-dir lists its files; give -o FILE"
+            f"-o {output} writes the picture to stdout, where --export-dir lists its files; give -o FILE"
         )
     sample_options = SampleOptions(classes=classes or None, **options)
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None

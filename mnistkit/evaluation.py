@@ -263,14 +263,7 @@ def read_labels(
         raise MnistkitError(f"{base}: is not a folder (--images names the folder of the labelled images)")
     text, _ = read_text(labels_path, "labels")
     labelled = []
-    lines = [
-        (number, line)
-        for number, line in enumerate(text.splitlines(), 1)
-        if line.strip() and not line.startswith("#")
-    ]
-    for index, (number, line) in enumerate(lines):
-        delimiter = "\t" if "\t" in line else ","
-        fields = next(csv.reader([line], delimiter=delimiter))
+    for index, (number, fields) in enumerate(_label_records(text, labels_path)):
         if len(fields) < 2:
             raise MnistkitError(f"{labels_path}:{number}: expected 'path<TAB>digit' or 'path,digit'")
         path, label_text = fields[0], fields[1].strip()
@@ -282,6 +275,34 @@ def read_labels(
     if not labelled:
         raise MnistkitError(f"{labels_path}: no labelled images in the file")
     return labelled
+
+
+def _label_records(text: str, source: Path) -> Iterator[tuple[int, list[str]]]:
+    """Each record's first line number and fields. Lines end at newlines only (a file's name
+    may hold any other character), a quoted field runs across them, blank lines and `#`
+    comments between records are skipped. Fields are tab-separated when the first record has
+    a tab (predict's TSV), comma-separated otherwise (predict's csv, whose header starts
+    `path,`, or a `path,digit` file)."""
+    lines = text.split("\n")
+    delimiter, record, first = None, "", 0
+    for number, line in enumerate(lines, 1):
+        if not record:
+            if not line.strip() or line.startswith("#"):
+                continue
+            first = number
+            if delimiter is None:
+                delimiter = "\t" if "\t" in line and not line.startswith("path,") else ","
+        record += line + "\n"
+        try:
+            fields = next(csv.reader([record], delimiter=delimiter, strict=True))
+        except csv.Error as error:
+            if number == len(lines):
+                unclosed = "unexpected end of data" in str(error)
+                reason = "a quoted field is never closed" if unclosed else str(error)
+                raise MnistkitError(f"{source}:{first}: {reason}") from None
+            continue  # a quoted field that goes on in the next line
+        record = ""
+        yield first, fields
 
 
 def _classes_text(names: dict[int, str]) -> str:

@@ -106,8 +106,6 @@ def fetch(
     """
     spec = dataset_spec(dataset)
     out_dir = Path(out_dir)
-    if not mirrors:
-        raise MnistkitError("no mirror to fetch from")
     for mirror in mirrors:
         check_mirror(mirror)
     archive = spec.archive if files is None else None
@@ -166,6 +164,8 @@ def _fetch_all(
                 )
             _remove_invalid(target)
             log(f"{target}: present but invalid ({problem}); removed, fetching a new copy")
+        if not mirrors:  # only now: files already here need none (an offline job's cache)
+            raise MnistkitError(f"{target}: not here, and no mirror to fetch it from")
         more_files = position < len(downloads) - 1
         download = Download(expected, *bounds)
         _fetch_file(target, download, mirrors, failed_mirrors, more_files, hint, log)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 CHUNK_SIZE = 256
 POOL_POLL_S = 0.05  # how often a wait for the pool looks for a held Ctrl-C or SIGTERM
+ORPHAN_POLL_S = 0.5  # how often a forked worker looks whether its parent is still there
 _POOL_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 # In a worker: the pool's flag, set when its parent stops early (Ctrl-C, an error, a reader
@@ -121,17 +122,22 @@ def _start_worker(stop_flag: Any, command_line: bool) -> None:
     os.close(devnull)
     import multiprocessing
 
-    sentinel = multiprocessing.parent_process().sentinel
-    threading.Thread(target=_end_with_parent, args=(sentinel,), daemon=True).start()
+    parent = multiprocessing.parent_process()
+    threading.Thread(target=_end_with_parent, args=(parent.pid, parent.sentinel), daemon=True).start()
 
 
-def _end_with_parent(sentinel: int) -> None:
-    """Wait for the parent's end, then end. Its sentinel was made before this worker was, so
-    it tells a parent killed before this worker began too (the worker's own parent then is
-    init already: a parent's pid looked up here would wait for work forever)."""
+def _end_with_parent(parent: int, sentinel: int) -> None:
+    """End once the parent has. Its pid and sentinel were taken before this worker began, so
+    a parent killed before then is told too (the pid looked up here is init's by then). A
+    forked worker also watches its own parent's pid: the sentinel's pipe stays open while any
+    later child of the parent that inherited it lives; a forkserver's child has the
+    forkserver as its parent and the sentinel alone."""
     from multiprocessing.connection import wait
 
-    wait([sentinel])
+    forked = os.getppid() == parent
+    while not wait([sentinel], timeout=ORPHAN_POLL_S):
+        if forked and os.getppid() != parent:
+            break
     os._exit(1)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import csv
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -116,10 +115,9 @@ class PredictionWriter:
         self.top_k = top_k
         self.digits = digits
         self.column = "digit" if digits else "label"
-        delimiter = "\t" if output_format == "tsv" else ","
-        self.csv_writer = csv.writer(handle, delimiter=delimiter, lineterminator="\n")
+        self.delimiter = "\t" if output_format == "tsv" else ","
         if output_format == "csv":
-            self.csv_writer.writerow(self.header())
+            self._write_row(self.header())
 
     def header(self) -> list[str]:
         columns = ["path", self.column, "confidence"]
@@ -149,15 +147,21 @@ class PredictionWriter:
         if self.top_k > 1:
             for _, name, probability in prediction.top:
                 fields += [name, f"{probability:.4f}"]
-        if self.output_format == "tsv" and not any(map(_needs_quotes, fields)):
-            self.handle.write("\t".join(fields) + "\n")  # as `cut -f1` and `awk` want them
-        else:
-            self.csv_writer.writerow(fields)
+        self._write_row(fields)
+
+    def _write_row(self, fields: list[str]) -> None:
+        self.handle.write(self.delimiter.join(_field(field, self.delimiter) for field in fields) + "\n")
 
 
-def _needs_quotes(field: str) -> bool:
-    """A TSV field that would break its row, or that a CSV reader would take for quoted."""
-    return field.startswith('"') or any(character in field for character in "\t\r\n")
+def _field(field: str, delimiter: str) -> str:
+    """A field as a CSV reader with `delimiter` and `eval --labels` read it back: quoted where
+    it holds the delimiter, a line break (a carriage return too, which Python's csv writer
+    leaves bare when lines end in a newline) or, in csv, a quote, and where it starts with a
+    quote or `#` (a comment to `eval --labels`); as it is otherwise, as `cut -f1` wants it."""
+    specials = (delimiter, "\r", "\n", *(('"',) if delimiter == "," else ()))
+    if field.startswith(('"', "#")) or any(special in field for special in specials):
+        return '"' + field.replace('"', '""') + '"'
+    return field
 
 
 def write_predictions(

@@ -77,6 +77,7 @@ class Setup:
     train_chunk: Callable[..., tuple[TrainState, jax.Array]]
     evaluate: Callable[[dict[str, jax.Array], Dataset], np.ndarray]
     data_sha256: str
+    arrays_sha256: str = ""  # the arrays' own, which tells them apart when they never were a file
 
     @property
     def members(self) -> int:
@@ -102,8 +103,9 @@ def train(
     """Train per `config` on `devices` local devices of every process (default: all), write
     the checkpoint (when a path is given) and the history atomically, and return both.
 
-    `data_sha256` is the data file's, recorded in the checkpoint; arrays that never were a
-    file give `arrays_sha256` instead, which only tells a saved state of the same run.
+    `data_sha256` is the data file's, recorded in the checkpoint; `arrays_sha256`, the arrays'
+    own (`arrays.arrays_sha256`), is recorded instead when they never were a file. Either
+    tells a saved state of the same run, and a `resume_from` checkpoint trained on other data.
     Every `save_every` epochs (with 0, only when interrupted) the run's state is saved
     beside the checkpoint (`run_state`); the same call after a crash continues from it, unless
     `restart`. In a multi-process run
@@ -117,7 +119,7 @@ def train(
     writer = jax.process_index() == 0
     log = log if writer else (lambda message: None)
     with compile_cache(log):
-        if writer and checkpoint_path is not None:
+        if checkpoint_path is not None:  # in every process: the others would wait for process 0
             check_checkpoint_name(checkpoint_path)
         for path in (checkpoint_path, history_path):
             if writer and path is not None:
@@ -125,6 +127,7 @@ def train(
         if writer and history_path is not None:
             check_history_target(history_path)
         setup = _set_up(arrays, config, data_name, data_sha256, devices, log)
+        setup = dataclasses.replace(setup, arrays_sha256=arrays_sha256)
         config = setup.config
         state_file = run_state.state_path(checkpoint_path)
         run_fingerprint = run_state.fingerprint(
@@ -282,6 +285,8 @@ def _starting_point(
             saved, line = run_state.load_state(state_file, run_fingerprint)
             if saved is not None and saved.epochs_done <= len(history):
                 saved, line = None, ""  # the checkpoint given to --resume is as far along
+            elif saved is not None and not _continues(saved.history, history):
+                saved, line = None, f"{state_file}: a run from another starting point; not continued"
             if line:
                 log(line)
     if saved is not None:
@@ -295,6 +300,17 @@ def _starting_point(
     if jax.process_count() > 1:
         state, history = _as_process_zero(state, history)
     return state, history
+
+
+def _continues(saved: list[dict[str, Any]], resumed: list[dict[str, Any]]) -> bool:
+    """Whether a saved state's history begins with the `--resume` checkpoint's: a state of the
+    same settings and data left by a run from another starting point would be taken for
+    this run's."""
+    return all(
+        {key: value for key, value in earlier.items() if key != "seconds"}
+        == {key: value for key, value in later.items() if key != "seconds"}
+        for earlier, later in zip(resumed, saved[: len(resumed)], strict=True)
+    )
 
 
 def _as_process_zero(
@@ -359,8 +375,13 @@ def _resumed(checkpoint: Checkpoint, setup: Setup) -> tuple[TrainState, list[dic
     saved_sha = checkpoint.metadata.get("data_sha256", "")
     if setup.data_sha256 and saved_sha and saved_sha != setup.data_sha256:
         raise MnistkitError(f"{source}: it was trained on a different data file (SHA-256 {saved_sha[:12]}…)")
-    if checkpoint.architecture != setup.architecture or checkpoint.normalization != setup.data.normalization:
-        raise MnistkitError(f"{source}: its architecture or normalization disagrees with its own settings")
+    saved_arrays = checkpoint.metadata.get("arrays_sha256", "")
+    if setup.arrays_sha256 and saved_arrays and saved_arrays != setup.arrays_sha256:
+        raise MnistkitError(f"{source}: it was trained on other arrays (SHA-256 {saved_arrays[:12]}…)")
+    if checkpoint.architecture != setup.architecture:
+        raise MnistkitError(f"{source}: its architecture disagrees with its own settings")
+    if checkpoint.normalization != setup.data.normalization:  # the mean and spread of other images
+        raise MnistkitError(f"{source}: it was trained on other images (their normalization differs)")
     state = state_from_checkpoint(
         checkpoint.params, checkpoint.optimizer_state, setup.members, setup.optimizer, source
     )
@@ -458,6 +479,7 @@ def _result(setup: Setup, state: TrainState, history: list[dict[str, Any]]) -> T
         "metrics": metrics,
         "history": [{k: v for k, v in record.items() if k != "seconds"} for record in history],
         "data_sha256": setup.data_sha256,
+        **({"arrays_sha256": setup.arrays_sha256} if setup.arrays_sha256 and not setup.data_sha256 else {}),
     }
     params, optimizer_state = checkpoint_tensors(state)
     return TrainResult(Checkpoint(params, metadata, optimizer_state), history)

@@ -20,6 +20,12 @@ from mnistkit.arrays import named_as, save_arrays
 from mnistkit.errors import MnistkitError
 
 
+@pytest.fixture(autouse=True)
+def nothing_said_yet(monkeypatch) -> None:
+    """Each test begins a session: `train` says some lines once a session."""
+    monkeypatch.setattr(api, "_told_unnamed", set())
+
+
 def readme_python_example() -> str:
     blocks = re.findall(r"```python\n(.*?)```", (REPO_ROOT / "README.md").read_text(), re.S)
     assert len(blocks) == 1, "the README has one Python example"
@@ -167,7 +173,6 @@ def test_arrays_that_name_no_dataset_are_named_by_dataset_or_said_to_be_mnist(
     """Keras' `fashion_mnist.load_data()` holds bare arrays: trained as MNIST, such a model
     recorded digit names and read people's pictures as digits. The line says so once a
     session: a notebook trains on its slice of MNIST again and again."""
-    monkeypatch.setitem(api._said, "unnamed arrays", False)
     keras_pairs = (
         (synthetic_data["train_images"], synthetic_data["train_labels"]),
         (synthetic_data["test_images"], synthetic_data["test_labels"]),
@@ -177,7 +182,14 @@ def test_arrays_that_name_no_dataset_are_named_by_dataset_or_said_to_be_mnist(
         "arrays name no dataset: taken as mnist's digits (dataset= names another)" in capsys.readouterr().err
     )
     mnistkit.train(keras_pairs, "logreg", epochs=1)
+    assert "name no dataset" not in capsys.readouterr().err  # said once for these arrays
+    mnistkit.train(synthetic_data, "logreg", epochs=1)  # the same images and labels, as a dict
     assert "name no dataset" not in capsys.readouterr().err
+    fewer = {key: value[:150] for key, value in synthetic_data.items()}  # others: said again
+    mnistkit.train(fewer, "logreg", epochs=1, verbose=False)
+    assert capsys.readouterr().err == ""
+    mnistkit.train(fewer, "logreg", epochs=1)
+    assert "arrays name no dataset" in capsys.readouterr().err  # not used up when not shown
     assert (as_mnist.checkpoint.dataset, as_mnist.checkpoint.preprocessing) == ("mnist", "mnist")
     fashion = mnistkit.train(keras_pairs, "logreg", epochs=1, dataset="fashion-mnist")
     assert "name no dataset" not in capsys.readouterr().err
@@ -522,6 +534,15 @@ def test_a_model_trains_further_from_python_as_with_the_commands_resume(
     # A checkpoint's path too, and an .npz's, as the command takes them.
     assert mnistkit.train(synthetic_npz, resume=resumed, epochs=4, verbose=False).history[-1]["epoch"] == 4
 
+    other = {**synthetic_data, "train_images": 255 - synthetic_data["train_images"]}
+    with pytest.raises(MnistkitError, match=r"^resume checkpoint: it was trained on other arrays \(SHA-256"):
+        mnistkit.train(other, resume=two, epochs=3)
+    with pytest.raises(ValueError, match=r"^.*history.jsonl: history= would overwrite the arrays given$"):
+        mnistkit.train(history, resume=resumed, epochs=5, history=history)
+    with pytest.raises(ValueError, match=r": output= and history= would both write to it$"):
+        mnistkit.train(synthetic_data, epochs=1, output=resumed, history=resumed)
+    with pytest.raises(ValueError, match=r"history= would overwrite the resume given$"):
+        mnistkit.train(synthetic_data, resume=resumed, epochs=5, history=resumed)
     with pytest.raises(
         MnistkitError, match=r"^resume continues with the checkpoint's own settings; drop lr$"
     ):
@@ -543,10 +564,71 @@ def test_a_model_trains_further_from_python_as_with_the_commands_resume(
         mnistkit.train(synthetic_data, epochs=1, save_every=-1)
     with pytest.raises(MnistkitError, match=r"^devices=2: this process has 1"):
         mnistkit.train(synthetic_data, epochs=1, devices=2, verbose=False)
+    for devices in (0, -1, True, "2"):  # -1 aborted the interpreter inside jax
+        with pytest.raises(
+            ValueError, match=rf"^devices is a number of devices, 1 or more, got {devices!r}$"
+        ):
+            mnistkit.train(synthetic_data, epochs=1, devices=devices)
+    with pytest.raises(MnistkitError, match=r"^dataset: 'fashion' is not one of mnist"):
+        mnistkit.train(synthetic_data, resume=two, epochs=3, dataset="fashion")
     with pytest.raises(
         TypeError, match=re.escape("'validation_split'; did you mean val_size=? (a number of training images")
     ):
         mnistkit.train(synthetic_data, validation_split=0.1)
+
+
+def _failing_in_epoch(monkeypatch, epoch: int, error: BaseException) -> None:
+    """Training raises `error` when epoch `epoch` (counted in this call) begins."""
+    from mnistkit import training
+
+    real_epoch, begun = training._train_epoch, []
+
+    def failing(*args, **kwargs):
+        begun.append(1)
+        if len(begun) == epoch:
+            raise error
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(training, "_train_epoch", failing)
+
+
+@pytest.mark.parametrize(("save_every", "kept"), [(1, True), (2, False), (0, False)])
+def test_save_every_says_after_which_epochs_a_crashed_run_can_continue(
+    tmp_path: Path, synthetic_data, monkeypatch, save_every: int, kept: bool
+) -> None:
+    """A crash (an error in epoch 2; a kill is the same) keeps the state of the epochs saved:
+    after epoch 1 with save_every=1, none with 2 or 0 (only when stopped)."""
+    from mnistkit import run_state
+
+    _failing_in_epoch(monkeypatch, 2, RuntimeError("crashed"))
+    output = tmp_path / "model.safetensors"
+    with pytest.raises(RuntimeError, match="crashed"):
+        mnistkit.train(
+            synthetic_data, "logreg", epochs=3, output=output, save_every=save_every, verbose=False
+        )
+    assert run_state.state_path(output).exists() is kept
+
+
+def test_a_saved_state_from_another_starting_point_is_not_continued(
+    tmp_path: Path, synthetic_data, monkeypatch, capsys
+) -> None:
+    """`resume=model, output=path` beside the state of a stopped run of the same settings but
+    another start (a cosine schedule over 4 epochs, where the model's 2 had their own): the
+    model given is trained further, not that run."""
+    options = {"hidden": 16, "lr": 3e-3, "schedule": "cosine", "verbose": False}
+    output = tmp_path / "model.safetensors"
+    with monkeypatch.context() as patch:
+        _failing_in_epoch(patch, 4, KeyboardInterrupt())
+        with pytest.raises(KeyboardInterrupt):
+            mnistkit.train(synthetic_data, epochs=4, output=output, **options)
+    two = mnistkit.train(synthetic_data, epochs=2, **options)
+    further = mnistkit.train(synthetic_data, resume=two, epochs=4, verbose=False)
+    capsys.readouterr()
+    resumed = mnistkit.train(synthetic_data, resume=two, epochs=4, output=output)
+    assert "a run from another starting point; not continued" in capsys.readouterr().err
+    assert resumed.history[:2] == [dict(record, seconds=None) for record in two.history]
+    for name, tensor in further.checkpoint.params.items():
+        np.testing.assert_array_equal(resumed.checkpoint.params[name], tensor)
 
 
 def test_nothing_to_score_is_an_error_not_a_zero(

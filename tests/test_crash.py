@@ -470,6 +470,14 @@ def _group_members(group: int) -> list[int]:
     return members
 
 
+def _running(pid: int) -> bool:
+    """Whether the process runs: a zombie has ended, whether or not it is reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _assert_group_ends(group: int, timeout_s: float = 10) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -517,35 +525,51 @@ def test_a_worker_whose_parent_died_before_it_began_ends_too(tmp_path: Path, sta
     forever. Forkserver's workers (predict from a notebook that imported jax) end too."""
     digit = tmp_path / "digit.png"
     Image.fromarray(synthetic_arrays(1, 1)["test_images"][0]).save(digit)
-    script = f"""
-import os, signal, threading, time
+    started = tmp_path / "started"
+    started.mkdir()
+    # The workers' late start, importable by name: forkserver's workers import what they run.
+    (tmp_path / "late_start.py").write_text(
+        f"""import os, time
 from mnistkit import image_files
 
-image_files._start_method = lambda: {start_method!r}
 real_start = image_files._start_worker
 
 def start_late(*args):
-    time.sleep(2)  # the parent is gone by now
+    open(os.path.join({str(started)!r}, str(os.getpid())), "w").close()
+    time.sleep(2)  # the parent is killed meanwhile
     real_start(*args)
+"""
+    )
+    script = f"""
+import os, signal, sys, threading, time
+sys.path.insert(0, {str(tmp_path)!r})
+import late_start
+from mnistkit import image_files
 
-image_files._start_worker = start_late
+image_files._start_method = lambda: {start_method!r}
+image_files._start_worker = late_start.start_late
 load = image_files.load_digits([{str(digit)!r}] * 600, workers=2)
 threading.Thread(target=lambda: next(load), daemon=True).start()
-time.sleep(1)
-print(os.getpid(), flush=True)
+deadline = time.monotonic() + 30
+while len(os.listdir({str(started)!r})) < 2 and time.monotonic() < deadline:
+    time.sleep(0.05)
 os.kill(os.getpid(), signal.SIGKILL)
 """
-    process = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, start_new_session=True
-    )
-    assert process.returncode == -signal.SIGKILL, process.stderr
-    group = int(process.stdout)
+    with open(tmp_path / "stderr", "wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True
+        )
     try:
-        assert _group_members(group), "no worker started"
-        _assert_group_ends(group, timeout_s=20)
+        assert process.wait(timeout=60) == -signal.SIGKILL, (tmp_path / "stderr").read_text()
+        workers = [int(name) for name in os.listdir(started)]
+        assert len(workers) == 2, (tmp_path / "stderr").read_text()
+        deadline = time.monotonic() + 20
+        while any(_running(worker) for worker in workers):
+            assert time.monotonic() < deadline, "a worker outlived its parent"
+            time.sleep(0.1)
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGKILL)
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

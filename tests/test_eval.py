@@ -81,6 +81,14 @@ def test_eval_table_json_and_gate(large_digit_model: Path, synthetic_npz: Path, 
     assert bad.exit_code == 2 and "neither a fraction" in bad.stderr
 
 
+def test_a_missed_threshold_shows_the_digits_that_tell_it_from_the_accuracy() -> None:
+    """`accuracy 99.37% is below --min-accuracy 99.37%` read as a contradiction in a CI log."""
+    from mnistkit.cli import _distinct_percent
+
+    assert (_distinct_percent(0.9937, 0.99371), _distinct_percent(0.99371, 0.9937)) == ("99.370%", "99.371%")
+    assert _distinct_percent(0.5, 0.6) == "50.00%"
+
+
 def test_eval_on_the_train_split(large_digit_model: Path, synthetic_npz: Path, tmp_path: Path) -> None:
     report = tmp_path / "train.json"
     result = run("eval", large_digit_model, synthetic_npz, "--split", "train", "--json", report)

@@ -182,6 +182,30 @@ def test_cli_uses_the_mirror_variable(
     _assert_holds_exactly(out_dir, fetch_files)
 
 
+def test_no_mirror_is_needed_for_files_already_there(
+    tmp_path: Path,
+    mirror_server: MirrorServer,
+    fetch_files: dict[str, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An offline CI job restores its files and fetches with --no-default-mirrors and no
+    mirror: it was refused ("no mirror to fetch from") with all four valid files there."""
+    use_fetch_table(monkeypatch, fetch_table(fetch_files))
+    monkeypatch.delenv("MNISTKIT_MIRROR", raising=False)
+    out_dir = tmp_path / "raw"
+    args = ["fetch", "--out", str(out_dir), "--no-default-mirrors"]
+    fetched = CliRunner().invoke(cli, [*args, "--mirror", mirror_server.url("good")])
+    assert fetched.exit_code == 0, fetched.output
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [str(out_dir / name) for name in fetch_files]
+    last = out_dir / list(fetch_files)[-1]
+    last.unlink()
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == f"Error: {last}: not here, and no mirror to fetch it from"
+
+
 def test_cli_all_mirrors_failing_exits_non_zero(
     tmp_path: Path,
     mirror_server: MirrorServer,

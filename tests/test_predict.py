@@ -65,6 +65,31 @@ def test_tsv_paths_stay_as_they_are_unless_a_reader_needs_quotes(
     assert [row[0] for row in rows] == names
 
 
+@pytest.mark.parametrize("output_format", ["tsv", "csv"])
+def test_predicts_rows_read_back_by_csv_and_eval_labels_whatever_the_names(
+    large_digit_model: Path, digit_files: list[Path], tmp_path: Path, monkeypatch, output_format: str
+) -> None:
+    """predict's own output, corrected by hand, is a labels file: every legal name comes back,
+    a leading `#` (a comment to eval --labels, which dropped it without a word), a carriage
+    return (left bare by Python's csv writer), a line break, and the characters that
+    str.splitlines() splits at."""
+    monkeypatch.chdir(tmp_path)
+    names = ["#1.png", "cr\r.png", "nl\n.png", "ls\u2028.png", "vt\v.png", "nel\x85.png", 't\tc,q".png']
+    for name in names:
+        Path(name).write_bytes(digit_files[2].read_bytes())  # a 7
+    result = run("predict", large_digit_model, *names, "--format", output_format)
+    assert result.exit_code == 0, result.output
+    rows = list(
+        csv.reader(io.StringIO(result.stdout, newline=""), delimiter="\t" if output_format == "tsv" else ",")
+    )
+    assert [row[0] for row in rows[output_format == "csv" :]] == names
+    labels = tmp_path / f"labels.{output_format}"
+    labels.write_text(result.stdout, newline="")
+    evaluated = run("eval", large_digit_model, "--labels", labels, "--json", "-")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["count"] == len(names)
+
+
 def test_a_broken_file_beside_good_ones(
     large_digit_model: Path, digit_files: list[Path], tmp_path: Path
 ) -> None:

@@ -156,12 +156,30 @@ def test_picture_format_follows_the_file_name(tmp_path: Path, synthetic_npz: Pat
     assert not (tmp_path / "s.gif").exists()
 
 
-def test_export_dir_and_a_picture_on_stdout_cannot_share_it(tmp_path: Path, synthetic_npz: Path) -> None:
+@pytest.mark.parametrize("stdout", ["-", "/dev/stdout"])
+def test_export_dir_and_a_picture_on_stdout_cannot_share_it(
+    tmp_path: Path, synthetic_npz: Path, stdout: str
+) -> None:
     result = CliRunner().invoke(
-        cli, ["render-samples", str(synthetic_npz), "-o", "-", "--export-dir", str(tmp_path / "e")]
+        cli, ["render-samples", str(synthetic_npz), "-o", stdout, "--export-dir", str(tmp_path / "e")]
     )
-    assert result.exit_code == 2 and "--export-dir lists its files" in result.output
+    assert result.exit_code == 2 and f"-o {stdout} writes the picture to stdout" in result.output
     assert not (tmp_path / "e").exists()
+
+
+def test_dev_stdout_is_standard_output_as_dash_is(tmp_path: Path, model: Path, synthetic_npz: Path) -> None:
+    """`eval --json /dev/stdout` printed its table ahead of the JSON on standard output (a
+    file, here, as a redirect makes it), where `--json -` moves the table to stderr."""
+    with open(tmp_path / "metrics.json", "wb") as stdout:
+        process = subprocess.run(
+            mnistkit_command("eval", model, synthetic_npz, "--json", "/dev/stdout"),
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+    assert process.returncode == 0, process.stderr
+    assert json.loads((tmp_path / "metrics.json").read_text())["count"] == 200
+    assert b"accuracy" in process.stderr
 
 
 def test_an_output_never_overwrites_an_input_or_another_output(

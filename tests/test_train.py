@@ -664,9 +664,15 @@ def test_a_checkpoint_is_written_under_a_safetensors_name_only(tmp_path: Path, s
         == f"Error: {out / 'model.pt'}: a checkpoint is safetensors; name it model.safetensors\n"
     )
     assert not list(out.iterdir())
-    result = run_train(synthetic_npz, "-o", "/dev/null", "--preset", "logreg", "--epochs", "1")
-    assert result.exit_code == 0, result.output
+    for stream in ("/dev/null", "-"):  # standard output takes it as it is
+        result = run_train(synthetic_npz, "-o", stream, "--preset", "logreg", "--epochs", "1")
+        assert result.exit_code == 0, result.output
+    (out / "from-stdout.bin").write_bytes(result.stdout_bytes)
+    assert load_checkpoint(out / "from-stdout.bin").architecture["model"] == "logreg"
+    (out / "from-stdout.bin").unlink()
     model = mnistkit.train(synthetic_npz, "logreg", epochs=1, verbose=False)
+    model.save(out / "model.SAFETENSORS")  # as a file system that ignores case names it
+    (out / "model.SAFETENSORS").unlink()
     for name in ("digit.png", "model"):
         with pytest.raises(
             MnistkitError, match=rf"^{re.escape(str(out / name))}: a checkpoint is safetensors"
