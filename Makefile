@@ -9,7 +9,8 @@ MNISTKIT := $(BIN)/mnistkit
 INSTALLED := $(VENV)/.installed
 
 # Training settings; changing one retrains (make all PRESET=cnn, make all EPOCHS=4).
-# MODEL=X alone means the preset named X, as `mnistkit train --model X` does.
+# MODEL=X alone means the preset named X, as `mnistkit train --model X` does; with PRESET=Y
+# too, preset Y with model X, as `--preset Y --model X`.
 # VAL_SIZE training images are held out for the validation curve (VAL_SIZE=0 trains on all).
 PRESET ?= fast
 MODEL ?=
@@ -17,7 +18,9 @@ EPOCHS ?=
 SEED ?= 0
 VAL_SIZE ?= 5000
 TRAIN_ARGS ?=
-train_args := $(if $(MODEL),--model $(MODEL),--preset $(PRESET)) --seed $(SEED) --val-size $(VAL_SIZE) \
+preset_given := $(filter-out file,$(origin PRESET))
+train_args := $(if $(MODEL),--model $(MODEL)) $(if $(MODEL),$(if $(preset_given),--preset $(PRESET)),--preset $(PRESET)) \
+	--seed $(SEED) --val-size $(VAL_SIZE) \
 	$(if $(EPOCHS),--epochs $(EPOCHS)) $(TRAIN_ARGS)
 
 # The dataset: MNIST's files stay where they always were; every other dataset has its own

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from mnistkit import __version__, terms
 from mnistkit.architectures import ACTIVATIONS, MODEL_KINDS, MODELS
@@ -928,6 +929,11 @@ def eval_command(
         raise click.UsageError("give either NPZ or --labels FILE (with --images DIR), not both or neither")
     if images_dir is not None and labels is None:
         raise click.UsageError("--images needs --labels FILE listing each image's digit")
+    if (
+        labels is not None
+        and click.get_current_context().get_parameter_source("split") != ParameterSource.DEFAULT
+    ):
+        raise click.UsageError("--split picks a split of NPZ; --labels lists the images to evaluate")
     threshold = _accuracy_fraction(min_accuracy)
     checkpoint = load_checkpoint(checkpoint_path)
     failures = []

@@ -261,7 +261,7 @@ def read_labels(
     base = Path(images_dir) if images_dir is not None else labels_path.parent
     if not base.is_dir():
         raise MnistkitError(f"{base}: is not a folder (--images names the folder of the labelled images)")
-    text, _ = read_text(labels_path, "labels")
+    text, _ = read_text(labels_path, "labels", paths=True)
     labelled = []
     for index, (number, fields) in enumerate(_label_records(text, labels_path)):
         if len(fields) < 2:

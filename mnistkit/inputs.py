@@ -95,9 +95,11 @@ def read_input(
         return bytes(data)
 
 
-def read_text(path: str | os.PathLike[str], what: str) -> tuple[str, str]:
+def read_text(path: str | os.PathLike[str], what: str, paths: bool = False) -> tuple[str, str]:
     """The UTF-8 text of `path` (`-` reads stdin) and a name for messages; a byte-order mark
-    (as spreadsheets write one at the start of a CSV) is dropped."""
+    (as spreadsheets write one at the start of a CSV) is dropped. Text that lists file names
+    (`paths`) may hold any bytes, as a name may: those that are not UTF-8 come as os.fsdecode
+    gives them, so that the name opens its file."""
     if str(path) == "-":
         text = sys.stdin.read(READ_BLOCK_BYTES)
         if "\x00" in text:  # as for a file: refused from its first bytes
@@ -108,7 +110,7 @@ def read_text(path: str | os.PathLike[str], what: str) -> tuple[str, str]:
         return text.removeprefix("\ufeff"), "<stdin>"
     data = read_input(path, what, MAX_TEXT_BYTES, lambda start: _check_text_start(path, start, what))
     try:
-        return data.decode("utf-8-sig"), str(path)
+        return data.decode("utf-8-sig", errors="surrogateescape" if paths else "strict"), str(path)
     except UnicodeDecodeError:
         kind = what_file_is(data[:16])
         found = f"it is {kind}" if kind else "not UTF-8 text"

@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -128,6 +129,29 @@ def _make_values(dataset: str, expression: str) -> list[str]:
         check=True,
     )
     return result.stdout.split()
+
+
+@pytest.mark.parametrize(
+    ("variables", "environment", "expected"),
+    [
+        ([], {}, "--preset fast"),
+        (["MODEL=cnn"], {}, "--model cnn"),  # the preset named cnn, as --model alone gives
+        (["MODEL=logreg", "PRESET=cnn"], {}, "--model logreg --preset cnn"),  # PRESET was dropped
+        (["MODEL=cnn"], {"PRESET": "mlp"}, "--model cnn --preset mlp"),
+    ],
+)
+def test_make_passes_model_and_preset_as_the_command_takes_them(
+    variables: list[str], environment: dict[str, str], expected: str
+) -> None:
+    make = ["make", "-s", "--no-print-directory", "-f", str(REPO_ROOT / "Makefile")]
+    result = subprocess.run(
+        [*make, "--eval", "print-value: ; @echo $(train_args)", "print-value", *variables],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**{k: v for k, v in os.environ.items() if k not in ("PRESET", "MODEL")}, **environment},
+    )
+    assert " ".join(result.stdout.split()).startswith(f"{expected} --seed 0")
 
 
 def test_make_gives_each_dataset_its_own_files() -> None:

@@ -81,6 +81,14 @@ def test_eval_table_json_and_gate(large_digit_model: Path, synthetic_npz: Path, 
     assert bad.exit_code == 2 and "neither a fraction" in bad.stderr
 
 
+def test_split_with_labels_is_refused_rather_than_ignored(large_digit_model: Path, tmp_path: Path) -> None:
+    (tmp_path / "labels.tsv").write_text("digit.png\t7\n")
+    result = run("eval", large_digit_model, "--labels", tmp_path / "labels.tsv", "--split", "train")
+    assert (
+        result.exit_code == 2 and "--split picks a split of NPZ; --labels lists the images" in result.stderr
+    )
+
+
 def test_a_missed_threshold_shows_the_digits_that_tell_it_from_the_accuracy() -> None:
     """`accuracy 99.37% is below --min-accuracy 99.37%` read as a contradiction in a CI log."""
     from mnistkit.cli import _distinct_percent

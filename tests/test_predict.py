@@ -83,11 +83,18 @@ def test_predicts_rows_read_back_by_csv_and_eval_labels_whatever_the_names(
         csv.reader(io.StringIO(result.stdout, newline=""), delimiter="\t" if output_format == "tsv" else ",")
     )
     assert [row[0] for row in rows[output_format == "csv" :]] == names
+    # A name that is not UTF-8, written as its bytes, comes back too.
+    odd = Path(os.fsdecode(b"caf\xe9.png"))
+    odd.write_bytes(digit_files[2].read_bytes())
+    more = run("predict", large_digit_model, odd, "--format", output_format, "-o", "more")
+    assert more.exit_code == 0, more.output
     labels = tmp_path / f"labels.{output_format}"
-    labels.write_text(result.stdout, newline="")
+    labels.write_bytes(
+        result.stdout_bytes + Path("more").read_bytes().split(b"\n", output_format == "csv")[-1]
+    )
     evaluated = run("eval", large_digit_model, "--labels", labels, "--json", "-")
     assert evaluated.exit_code == 0, evaluated.output
-    assert json.loads(evaluated.stdout)["count"] == len(names)
+    assert json.loads(evaluated.stdout)["count"] == len(names) + 1
 
 
 def test_a_broken_file_beside_good_ones(
