@@ -80,7 +80,13 @@ def _check_paths_not_bytes(first_line: str) -> None:
     first = first_line[:1]
     control = first < " " and first not in "\t\r\n"
     if "\x00" in first_line or (first and control) or first_line.startswith(_IMAGE_STARTS):
-        kind = what_file_is(first_line.encode("utf-8", "surrogateescape")[:16]) or "binary data"
+        kind = what_file_is(first_line.encode("utf-8", "surrogateescape")[:16])
+        if kind is None and first_line.split("\x00", 1)[0].isprintable() and not control:
+            raise MnistkitError(  # a path, then NUL: `find -print0`'s list
+                "-: standard input holds paths ended by NUL bytes (find -print0); `-` reads one path "
+                "per line: give them as arguments with xargs -0 mnistkit predict CKPT"
+            )
+        kind = kind or "binary data"
         raise MnistkitError(
             f"-: standard input holds {kind}, not image paths; `-` reads paths, one per line "
             "(give an image by its path: mnistkit predict CKPT my-digit.png)"

@@ -188,6 +188,19 @@ def test_image_bytes_on_stdin_are_one_line_not_a_path_each(large_digit_model: Pa
     )
 
 
+def test_paths_ended_by_nul_on_stdin_get_the_way_that_reads_them(
+    large_digit_model: Path, digit_files
+) -> None:
+    """`find -print0 | mnistkit predict CKPT -` was told its paths were binary data."""
+    listed = b"".join(bytes(path) + b"\0" for path in digit_files)
+    result = CliRunner().invoke(cli, ["predict", str(large_digit_model), "-"], input=listed)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == (
+        "Error: -: standard input holds paths ended by NUL bytes (find -print0); `-` reads one path "
+        "per line: give them as arguments with xargs -0 mnistkit predict CKPT\n"
+    )
+
+
 def test_no_paths_on_stdin_is_no_rows_and_success(large_digit_model: Path, tmp_path: Path) -> None:
     """`find ... | mnistkit predict CKPT -` that finds nothing: as `xargs -r`, nothing to do."""
     output = tmp_path / "predictions.csv"
