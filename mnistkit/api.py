@@ -21,6 +21,7 @@ import dataclasses
 import difflib
 import inspect
 import io
+import operator
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -341,10 +342,9 @@ def train(
         config, preset = None, config
     if config is not None and (preset or options):
         raise ValueError("give a config, or a preset and options, not both")
-    if isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 0:
-        raise ValueError(f"save_every is a number of epochs, 0 or more, got {save_every!r}")
-    if devices is not None and (isinstance(devices, bool) or not isinstance(devices, int) or devices < 1):
-        raise ValueError(f"devices is a number of devices, 1 or more, got {devices!r}")
+    if devices is not None:
+        devices = _whole_number(devices, "devices", "a number of devices, 1 or more", 1)
+    save_every = _whole_number(save_every, "save_every", "a number of epochs, 0 or more", 0)
     _check_files_apart({"output": output, "history": history}, {"arrays": arrays, "resume": resume})
     options = _classes_named(options)
     if dataset is not None:
@@ -357,13 +357,14 @@ def train(
         checked = _checked_for(resumed, arrays, ("train", "test"), "train(arrays, resume=model)")
     if dataset is not None and dataset_name(checked) != dataset:
         raise MnistkitError(f"{data_name}: holds {dataset_name(checked)}, not dataset={dataset!r}")
-    # What a saved state of a run stopped midway and a model to resume are matched by: the
-    # `.npz`'s SHA-256, as the command's, and the arrays' own.
-    file_hash, array_hash = file_sha256(arrays) if is_file else "", arrays_sha256(checked)
-    unnamed = resumed is None and not is_file and not names_dataset(checked)
-    if unnamed and verbose and array_hash not in _told_unnamed:  # once: a notebook trains again and again
-        _told_unnamed.add(array_hash)
-        log(f"arrays name no dataset: taken as {DEFAULT_DATASET}'s digits (dataset= names another)")
+    if resumed is None and not is_file and not names_dataset(checked) and verbose:
+        told = arrays_sha256(checked)
+        if told not in _told_unnamed:  # once for these arrays: a notebook trains on them again and again
+            _told_unnamed.add(told)
+            log(f"arrays name no dataset: taken as {DEFAULT_DATASET}'s digits (dataset= names another)")
+    # A saved state of a run stopped midway, and the model a run resumes, are matched by the
+    # `.npz`'s SHA-256, as the command's, and by the arrays' own (training.train's).
+    file_hash = file_sha256(arrays) if is_file else ""
     arrays = checked
     if resumed is not None:
         done = int(resumed.metadata.get("metrics", {}).get("epochs", 0))
@@ -377,7 +378,6 @@ def train(
         history_path=history,
         resume_from=resumed,
         data_sha256=file_hash,
-        arrays_sha256=array_hash,
         data_name=data_name,
         devices=devices,
         restart=restart,
@@ -409,6 +409,17 @@ def _resumed_model(
         source = _resume_source(resume)
         raise MnistkitError(f"{source}: trained on {checkpoint.dataset}, not dataset={dataset!r}")
     return checkpoint
+
+
+def _whole_number(value: Any, name: str, what: str, least: int) -> int:
+    """`value` as an int (numpy's integers too), or ValueError naming the keyword."""
+    try:
+        number = operator.index(value)
+    except TypeError:
+        number = None
+    if isinstance(value, bool) or number is None or number < least:
+        raise ValueError(f"{name} is {what}, got {value!r}")
+    return number
 
 
 def _check_files_apart(outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> None:

@@ -15,9 +15,9 @@ import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from click.core import ParameterSource
 
 from mnistkit import __version__, terms
 from mnistkit.architectures import ACTIVATIONS, MODEL_KINDS, MODELS
@@ -35,6 +35,9 @@ from mnistkit.datasets import DATASET_NAMES, DEFAULT_DATASET, named_by_digits
 from mnistkit.errors import EXIT_BROKEN_PIPE, MnistkitError, PictureTooLarge
 from mnistkit.mirrors import DEFAULT_CACHE_DIR, DEFAULT_MIN_RATE_BYTES_PER_S, DEFAULT_TIMEOUT_S, MIRROR_ENV
 from mnistkit.terms import command_line_terms
+
+if TYPE_CHECKING:
+    from fractions import Fraction
 
 
 class MnistkitCommand(click.Command):
@@ -172,7 +175,7 @@ def _not_overwritten(paths: Iterable[str], output: str | None, option: str) -> I
 
 def _distinct_percent(value: float, other: float) -> str:
     """`value` as a percentage with the digits that tell it from `other` (99.370% below 99.371%)."""
-    for decimals in range(2, 8):
+    for decimals in range(2, 12):
         if f"{value:.{decimals}%}" != f"{other:.{decimals}%}":
             break
     return f"{value:.{decimals}%}"
@@ -929,10 +932,7 @@ def eval_command(
         raise click.UsageError("give either NPZ or --labels FILE (with --images DIR), not both or neither")
     if images_dir is not None and labels is None:
         raise click.UsageError("--images needs --labels FILE listing each image's digit")
-    if (
-        labels is not None
-        and click.get_current_context().get_parameter_source("split") != ParameterSource.DEFAULT
-    ):
+    if labels is not None and split != "test":  # --split test, the default, is as good as none
         raise click.UsageError("--split picks a split of NPZ; --labels lists the images to evaluate")
     threshold = _accuracy_fraction(min_accuracy)
     checkpoint = load_checkpoint(checkpoint_path)
@@ -965,24 +965,28 @@ def eval_command(
         _keep_only_if_complete(json_path, len(failures))
         report_json = evaluation.to_json(split, str(checkpoint_path), source)
         write_text_atomic(json_path, json.dumps(report_json, indent=2) + "\n")
-    if threshold is not None and evaluation.accuracy < threshold:
+    if threshold is not None and evaluation.correct < threshold * evaluation.count:  # exactly
         raise MnistkitError(
-            f"accuracy {_distinct_percent(evaluation.accuracy, threshold)} is below --min-accuracy "
-            f"{_distinct_percent(threshold, evaluation.accuracy)}"
+            f"accuracy {_distinct_percent(evaluation.accuracy, float(threshold))} is below "
+            f"--min-accuracy {_distinct_percent(float(threshold), evaluation.accuracy)}"
         )
     if failures:
         sys.exit(1)
 
 
-def _accuracy_fraction(value: float | None) -> float | None:
-    """--min-accuracy as a fraction: 0-1 is a fraction, above 1 up to 100 a percentage."""
+def _accuracy_fraction(value: float | None) -> Fraction | None:
+    """--min-accuracy as an exact fraction (0-1 is a fraction, above 1 up to 100 a percentage):
+    99.04 / 100 in floats is above 619/625, an accuracy of exactly 99.04%."""
     if value is None:
         return None
     if not 0 <= value <= 100:
         raise click.BadParameter(
             f"{value} is neither a fraction 0-1 nor a percentage", param_hint="--min-accuracy"
         )
-    return value / 100 if value > 1 else value
+    from fractions import Fraction
+
+    exact = Fraction(str(value))  # the decimal as given
+    return exact / 100 if value > 1 else exact
 
 
 @cli.command("info", short_help="Describe what a checkpoint holds.")

@@ -83,8 +83,12 @@ class Evaluation:
         return int(self.confusion_matrix.sum())
 
     @property
+    def correct(self) -> int:
+        return int(np.trace(self.confusion_matrix))
+
+    @property
     def accuracy(self) -> float:
-        return float(np.trace(self.confusion_matrix)) / self.count if self.count else 0.0
+        return self.correct / self.count if self.count else 0.0
 
     @property
     def mean_loss(self) -> float:
@@ -271,6 +275,11 @@ def read_labels(
             continue
         if label_text not in label_of:
             raise MnistkitError(f"{labels_path}:{number}: label {label_text!r} is not {_classes_text(names)}")
+        undecoded = any("\udc80" <= character <= "\udcff" for character in path)
+        if undecoded and not (base / path).exists():
+            raise MnistkitError(  # a spreadsheet's Latin-1 for names that are UTF-8 on disk
+                f"{labels_path}:{number}: a name that is not UTF-8 names no file; save the labels as UTF-8"
+            )
         labelled.append((str(base / path), label_of[label_text]))
     if not labelled:
         raise MnistkitError(f"{labels_path}: no labelled images in the file")
@@ -279,30 +288,45 @@ def read_labels(
 
 def _label_records(text: str, source: Path) -> Iterator[tuple[int, list[str]]]:
     """Each record's first line number and fields. Lines end at newlines only (a file's name
-    may hold any other character), a quoted field runs across them, blank lines and `#`
-    comments between records are skipped. Fields are tab-separated when the first record has
-    a tab (predict's TSV), comma-separated otherwise (predict's csv, whose header starts
-    `path,`, or a `path,digit` file)."""
-    lines = text.split("\n")
-    delimiter, record, first = None, "", 0
+    may hold any other character; at carriage returns in a file that has no newline, as old
+    Mac spreadsheets save it), a quoted field runs across them, blank lines and `#` comments
+    between records are skipped. Each record is read with tabs between its fields where that
+    gives two or more (predict's TSV), else with commas (predict's csv, a `path,digit` file)."""
+    lines = text.split("\n") if "\n" in text or "\r" not in text else text.split("\r")
+    record, first = "", 0
     for number, line in enumerate(lines, 1):
         if not record:
             if not line.strip() or line.startswith("#"):
                 continue
             first = number
-            if delimiter is None:
-                delimiter = "\t" if "\t" in line and not line.startswith("path,") else ","
         record += line + "\n"
+        fields = _record_fields(record)
+        if fields is None:  # a quoted field that goes on in the next line
+            if number == len(lines) or len(record) > MAX_RECORD_CHARS:
+                raise MnistkitError(f"{source}:{first}: a quoted field is never closed")
+            continue
+        record = ""
+        yield first, fields
+
+
+# A record longer than any path can be: a quote left open, not a name across lines.
+MAX_RECORD_CHARS = 16384
+
+
+def _record_fields(record: str) -> list[str] | None:
+    """The fields of one record, or None while a quoted field is still open."""
+    open_quote = False
+    for delimiter in ("\t", ",") if "\t" in record else (",",):
         try:
             fields = next(csv.reader([record], delimiter=delimiter, strict=True))
         except csv.Error as error:
-            if number == len(lines):
-                unclosed = "unexpected end of data" in str(error)
-                reason = "a quoted field is never closed" if unclosed else str(error)
-                raise MnistkitError(f"{source}:{first}: {reason}") from None
-            continue  # a quoted field that goes on in the next line
-        record = ""
-        yield first, fields
+            open_quote = open_quote or "unexpected end of data" in str(error)
+            continue
+        if len(fields) >= 2:
+            return fields
+    if open_quote:
+        return None
+    return next(csv.reader([record], delimiter="\t" if "\t" in record else ","))  # as it comes
 
 
 def _classes_text(names: dict[int, str]) -> str:

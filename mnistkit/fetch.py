@@ -162,10 +162,13 @@ def _fetch_all(
                     f"{target}: {problem}, not this dataset's; fetch into another folder "
                     f"(as make all does: data/NAME/raw), or give {setting('force', True)} to replace it"
                 )
+            if not mirrors:  # kept: there is nothing to replace it with
+                raise MnistkitError(f"{target}: present but invalid ({problem}), and no mirror is given")
             _remove_invalid(target)
             log(f"{target}: present but invalid ({problem}); removed, fetching a new copy")
-        if not mirrors:  # only now: files already here need none (an offline job's cache)
-            raise MnistkitError(f"{target}: not here, and no mirror to fetch it from")
+        elif not mirrors:  # only now: files already here need none (an offline job's cache)
+            wanted = f"{setting('force', True)} downloads it again" if target.exists() else "missing"
+            raise MnistkitError(f"{target}: {wanted}, but no mirror is given to fetch it from")
         more_files = position < len(downloads) - 1
         download = Download(expected, *bounds)
         _fetch_file(target, download, mirrors, failed_mirrors, more_files, hint, log)

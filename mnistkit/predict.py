@@ -155,10 +155,10 @@ class PredictionWriter:
 
 def _field(field: str, delimiter: str) -> str:
     """A field as a CSV reader with `delimiter` and `eval --labels` read it back: quoted where
-    it holds the delimiter, a line break (a carriage return too, which Python's csv writer
-    leaves bare when lines end in a newline) or, in csv, a quote, and where it starts with a
+    it holds a tab, a line break (a carriage return too, which Python's csv writer leaves bare
+    when lines end in a newline) or, in csv, a comma or a quote, and where it starts with a
     quote or `#` (a comment to `eval --labels`); as it is otherwise, as `cut -f1` wants it."""
-    specials = (delimiter, "\r", "\n", *(('"',) if delimiter == "," else ()))
+    specials = ("\t", "\r", "\n", *((",", '"') if delimiter == "," else ()))
     if field.startswith(('"', "#")) or any(special in field for special in specials):
         return '"' + field.replace('"', '""') + '"'
     return field

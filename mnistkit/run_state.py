@@ -15,6 +15,7 @@ removes the state. numpy and safetensors only.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -60,9 +61,13 @@ def state_path(checkpoint_path: str | os.PathLike[str] | None) -> Path | None:
     return path.with_name(path.name + SUFFIX)
 
 
-def fingerprint(config: TrainConfig, data_sha256: str, device_count: int, dataset: str) -> dict[str, Any]:
+def fingerprint(
+    config: TrainConfig, data_sha256: str, device_count: int, dataset: str, start: str = ""
+) -> dict[str, Any]:
     """What must be equal for a state to continue a run exactly, as it reads back from JSON;
-    the dataset too, which the same file holds by `train --dataset` or by default."""
+    the dataset too, which the same file holds by `train --dataset` or by default, and where
+    the run started (`start`: "" from scratch, else `starting_point` of the `--resume`
+    checkpoint's history), since runs of the same settings from two starts differ."""
     return json.loads(
         canonical_json(
             {
@@ -71,9 +76,17 @@ def fingerprint(config: TrainConfig, data_sha256: str, device_count: int, datase
                 "data_sha256": data_sha256,
                 "dataset": dataset,
                 "devices": device_count,
+                **({"start": start} if start else {}),
             }
         )
     )
+
+
+def starting_point(history: list[dict[str, Any]]) -> str:
+    """A resumed checkpoint's history (its epochs' figures, without their seconds) as the
+    start of a run: SHA-256 of its canonical JSON."""
+    records = [{key: value for key, value in record.items() if key != "seconds"} for record in history]
+    return hashlib.sha256(canonical_json(records).encode()).hexdigest()
 
 
 def save_state(path: Path, state: RunState, run_fingerprint: dict[str, Any]) -> None:
@@ -106,6 +119,8 @@ def load_state(path: Path, run_fingerprint: dict[str, Any]) -> tuple[RunState | 
             raise ValueError("not a run state")
         saved_fingerprint, epochs_done = metadata["fingerprint"], int(metadata["epochs_done"])
         history = list(metadata["history"])
+        if len(history) != epochs_done or not all(isinstance(record, dict) for record in history):
+            raise ValueError("a history that does not match its epochs")
     except Exception:  # any damage at all: this state cannot be trusted
         return None, f"{path}: unreadable training state, starting over"
     different = _differences(saved_fingerprint, run_fingerprint)
@@ -148,6 +163,8 @@ def _differences(saved: Any, current: dict[str, Any]) -> str:
         return f"dataset (none recorded then, {current['dataset']} now)"
     if saved_dataset not in (None, current["dataset"]):
         return f"dataset ({saved_dataset} then, {current['dataset']} now)"
+    if saved.get("start", "") != current.get("start", ""):
+        return f"starting point (from scratch, or from another {setting('resume')} checkpoint)"
     if saved.get("devices") != current["devices"]:
         return f"device count ({saved.get('devices')} then, {current['devices']} now)"
     saved_config = saved.get("config")

@@ -31,7 +31,7 @@ import optax
 
 from mnistkit import run_state
 from mnistkit.architectures import build_architecture, ensemble_size, member_architecture
-from mnistkit.arrays import dataset_name
+from mnistkit.arrays import arrays_sha256, dataset_name
 from mnistkit.atomic import check_writable_target
 from mnistkit.checkpoint import Checkpoint, check_checkpoint_name, save_checkpoint
 from mnistkit.compile_cache import compile_cache
@@ -77,7 +77,7 @@ class Setup:
     train_chunk: Callable[..., tuple[TrainState, jax.Array]]
     evaluate: Callable[[dict[str, jax.Array], Dataset], np.ndarray]
     data_sha256: str
-    arrays_sha256: str = ""  # the arrays' own, which tells them apart when they never were a file
+    arrays_sha256: str = ""  # the arrays' own: they may come from a file or not
 
     @property
     def members(self) -> int:
@@ -92,7 +92,6 @@ def train(
     history_path: str | Path | None = None,
     resume_from: Checkpoint | None = None,
     data_sha256: str = "",
-    arrays_sha256: str = "",
     data_name: str = "data",
     devices: int | None = None,
     restart: bool = False,
@@ -103,9 +102,9 @@ def train(
     """Train per `config` on `devices` local devices of every process (default: all), write
     the checkpoint (when a path is given) and the history atomically, and return both.
 
-    `data_sha256` is the data file's, recorded in the checkpoint; `arrays_sha256`, the arrays'
-    own (`arrays.arrays_sha256`), is recorded instead when they never were a file. Either
-    tells a saved state of the same run, and a `resume_from` checkpoint trained on other data.
+    `data_sha256` is the data file's ("" for arrays that never were one), recorded in the
+    checkpoint with the arrays' own (`arrays.arrays_sha256`): either tells a saved state of
+    the same run, and a `resume_from` checkpoint trained on other data.
     Every `save_every` epochs (with 0, only when interrupted) the run's state is saved
     beside the checkpoint (`run_state`); the same call after a crash continues from it, unless
     `restart`. In a multi-process run
@@ -127,11 +126,18 @@ def train(
         if writer and history_path is not None:
             check_history_target(history_path)
         setup = _set_up(arrays, config, data_name, data_sha256, devices, log)
-        setup = dataclasses.replace(setup, arrays_sha256=arrays_sha256)
+        setup = dataclasses.replace(setup, arrays_sha256=arrays_sha256(arrays))
         config = setup.config
         state_file = run_state.state_path(checkpoint_path)
+        start = (
+            "" if resume_from is None else run_state.starting_point(resume_from.metadata.get("history", []))
+        )
         run_fingerprint = run_state.fingerprint(
-            config, data_sha256 or arrays_sha256, setup.placement.device_count, dataset_name(arrays)
+            config,
+            data_sha256 or setup.arrays_sha256,
+            setup.placement.device_count,
+            dataset_name(arrays),
+            start,
         )
         inputs = EpochInputs(config, setup.data.train.size)
         try:
@@ -285,8 +291,6 @@ def _starting_point(
             saved, line = run_state.load_state(state_file, run_fingerprint)
             if saved is not None and saved.epochs_done <= len(history):
                 saved, line = None, ""  # the checkpoint given to --resume is as far along
-            elif saved is not None and not _continues(saved.history, history):
-                saved, line = None, f"{state_file}: a run from another starting point; not continued"
             if line:
                 log(line)
     if saved is not None:
@@ -300,17 +304,6 @@ def _starting_point(
     if jax.process_count() > 1:
         state, history = _as_process_zero(state, history)
     return state, history
-
-
-def _continues(saved: list[dict[str, Any]], resumed: list[dict[str, Any]]) -> bool:
-    """Whether a saved state's history begins with the `--resume` checkpoint's: a state of the
-    same settings and data left by a run from another starting point would be taken for
-    this run's."""
-    return all(
-        {key: value for key, value in earlier.items() if key != "seconds"}
-        == {key: value for key, value in later.items() if key != "seconds"}
-        for earlier, later in zip(resumed, saved[: len(resumed)], strict=True)
-    )
 
 
 def _as_process_zero(
@@ -479,7 +472,7 @@ def _result(setup: Setup, state: TrainState, history: list[dict[str, Any]]) -> T
         "metrics": metrics,
         "history": [{k: v for k, v in record.items() if k != "seconds"} for record in history],
         "data_sha256": setup.data_sha256,
-        **({"arrays_sha256": setup.arrays_sha256} if setup.arrays_sha256 and not setup.data_sha256 else {}),
+        "arrays_sha256": setup.arrays_sha256,
     }
     params, optimizer_state = checkpoint_tensors(state)
     return TrainResult(Checkpoint(params, metadata, optimizer_state), history)

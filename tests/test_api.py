@@ -615,20 +615,28 @@ def test_a_saved_state_from_another_starting_point_is_not_continued(
     """`resume=model, output=path` beside the state of a stopped run of the same settings but
     another start (a cosine schedule over 4 epochs, where the model's 2 had their own): the
     model given is trained further, not that run."""
-    options = {"hidden": 16, "lr": 3e-3, "schedule": "cosine", "verbose": False}
+    options = {"hidden": 16, "lr": 3e-3, "schedule": "cosine"}
     output = tmp_path / "model.safetensors"
     with monkeypatch.context() as patch:
         _failing_in_epoch(patch, 4, KeyboardInterrupt())
         with pytest.raises(KeyboardInterrupt):
-            mnistkit.train(synthetic_data, epochs=4, output=output, **options)
-    two = mnistkit.train(synthetic_data, epochs=2, **options)
+            mnistkit.train(synthetic_data, epochs=4, output=output, verbose=False, **options)
+    two = mnistkit.train(synthetic_data, epochs=2, verbose=False, **options)
     further = mnistkit.train(synthetic_data, resume=two, epochs=4, verbose=False)
     capsys.readouterr()
     resumed = mnistkit.train(synthetic_data, resume=two, epochs=4, output=output)
-    assert "a run from another starting point; not continued" in capsys.readouterr().err
+    assert "written by a run with another starting point" in capsys.readouterr().err
     assert resumed.history[:2] == [dict(record, seconds=None) for record in two.history]
     for name, tensor in further.checkpoint.params.items():
         np.testing.assert_array_equal(resumed.checkpoint.params[name], tensor)
+    # The other way round: a run from scratch beside the state a resumed run left.
+    with monkeypatch.context() as patch:
+        _failing_in_epoch(patch, 2, KeyboardInterrupt())  # epoch 3 of 4 done, from `two`
+        with pytest.raises(KeyboardInterrupt):
+            mnistkit.train(synthetic_data, resume=two, epochs=4, output=output, verbose=False)
+    scratch = mnistkit.train(synthetic_data, epochs=4, output=output, **options)
+    assert "written by a run with another starting point" in capsys.readouterr().err
+    assert scratch.history[0]["train_loss"] != two.history[0]["train_loss"]  # the cosine over 4 epochs
 
 
 def test_nothing_to_score_is_an_error_not_a_zero(

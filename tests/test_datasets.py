@@ -138,6 +138,7 @@ def _make_values(dataset: str, expression: str) -> list[str]:
         (["MODEL=cnn"], {}, "--model cnn"),  # the preset named cnn, as --model alone gives
         (["MODEL=logreg", "PRESET=cnn"], {}, "--model logreg --preset cnn"),  # PRESET was dropped
         (["MODEL=cnn"], {"PRESET": "mlp"}, "--model cnn --preset mlp"),
+        (["MODEL=mlp", "PRESET="], {}, "--model mlp"),  # an empty PRESET is none
     ],
 )
 def test_make_passes_model_and_preset_as_the_command_takes_them(

@@ -74,6 +74,8 @@ def test_eval_table_json_and_gate(large_digit_model: Path, synthetic_npz: Path, 
     assert metrics["checkpoint"] == str(large_digit_model) and metrics["data"] == str(synthetic_npz)
 
     assert run("eval", large_digit_model, synthetic_npz, "--min-accuracy", "0.01").exit_code == 0
+    exactly = f"{100 * metrics['accuracy']:g}"  # the accuracy itself, as a percentage: a pass
+    assert run("eval", large_digit_model, synthetic_npz, "--min-accuracy", exactly).exit_code == 0
     failed = run("eval", large_digit_model, synthetic_npz, "--min-accuracy", "100")
     if metrics["accuracy"] < 1.0:
         assert failed.exit_code == 1 and "is below --min-accuracy 100.00%" in failed.stderr
@@ -87,14 +89,22 @@ def test_split_with_labels_is_refused_rather_than_ignored(large_digit_model: Pat
     assert (
         result.exit_code == 2 and "--split picks a split of NPZ; --labels lists the images" in result.stderr
     )
+    result = run("eval", large_digit_model, "--labels", tmp_path / "labels.tsv", "--split", "test")
+    assert "--split" not in result.stderr  # the default, which scripts give: as good as none
 
 
 def test_a_missed_threshold_shows_the_digits_that_tell_it_from_the_accuracy() -> None:
     """`accuracy 99.37% is below --min-accuracy 99.37%` read as a contradiction in a CI log."""
-    from mnistkit.cli import _distinct_percent
+    from fractions import Fraction
+
+    from mnistkit.cli import _accuracy_fraction, _distinct_percent
 
     assert (_distinct_percent(0.9937, 0.99371), _distinct_percent(0.99371, 0.9937)) == ("99.370%", "99.371%")
     assert _distinct_percent(0.5, 0.6) == "50.00%"
+    # 619 of 625 is 99.04% exactly, which 99.04 / 100 in floats is above: a pass, not a failure
+    # that printed "99.0400000% is below --min-accuracy 99.0400000%".
+    assert 99.04 / 100 > 619 / 625
+    assert _accuracy_fraction(99.04) == Fraction(619, 625) and _accuracy_fraction(0.25) == Fraction(1, 4)
 
 
 def test_eval_on_the_train_split(large_digit_model: Path, synthetic_npz: Path, tmp_path: Path) -> None:
@@ -167,6 +177,36 @@ def test_labels_file_forms(tmp_path: Path) -> None:
     assert read_labels(labels, None) == [(str(tmp_path / "a.png"), 3)]
     labels.write_text("a.png\t12\n")
     with pytest.raises(MnistkitError, match=r"labels.csv:1: label '12' is not a digit 0-9"):
+        read_labels(labels, None)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"a.png\t2\nb.png,0\n", [("a.png", 2), ("b.png", 0)]),  # each line as it comes
+        (b"path,digit\na.png\t2\nb.png\t0\n", [("a.png", 2), ("b.png", 0)]),  # a header on a TSV
+        (b"path,digit\ra.png,2\rb.png,0\r", [("a.png", 2), ("b.png", 0)]),  # old Mac line ends
+        (b'"a.png" ,2\n', [("a.png ", 2)]),  # a space after the quotes, as csv takes it
+        (b"path,1.png\t7\t0.8994\n", [("path,1.png", 7)]),  # predict's TSV, a comma in its first name
+        (b'"a\nb.png"\t2\t0.9168\nc.png\t3\t0.9\n', [("a\nb.png", 2), ("c.png", 3)]),  # a line break first
+        (b'"a\tb.png",7,0.9\n', [("a\tb.png", 7)]),  # predict's csv, a tab in a name
+    ],
+)
+def test_labels_files_in_every_form_predict_or_a_person_writes(
+    tmp_path: Path, content: bytes, expected: list[tuple[str, int]]
+) -> None:
+    labels = tmp_path / "labels.txt"
+    labels.write_bytes(content)
+    assert read_labels(labels, None) == [(str(tmp_path / name), digit) for name, digit in expected]
+
+
+def test_a_broken_labels_file_is_one_line_at_once(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_text('a.png,1\n"open,1\n' + "a.png,1\n" * 20000)  # read once, not line by line again
+    with pytest.raises(MnistkitError, match=r"^.*labels.csv:2: a quoted field is never closed$"):
+        read_labels(labels, None)
+    labels.write_bytes("caf\u00e9.png,3\n".encode("latin-1"))  # a spreadsheet's Latin-1 for a UTF-8 name
+    with pytest.raises(MnistkitError, match=r"labels.csv:1: a name that is not UTF-8 names no file; save"):
         read_labels(labels, None)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -199,11 +200,23 @@ def test_no_mirror_is_needed_for_files_already_there(
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [str(out_dir / name) for name in fetch_files]
+    forced = CliRunner().invoke(cli, [*args, "--force"])
+    first = out_dir / next(iter(fetch_files))
+    assert forced.stderr.splitlines()[-1] == (
+        f"Error: {first}: --force downloads it again, but no mirror is given to fetch it from"
+    )
     last = out_dir / list(fetch_files)[-1]
+    last.write_bytes(last.read_bytes()[:-10])  # damaged: kept, since nothing could replace it
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and last.exists()
+    refusal = rf"Error: {re.escape(str(last))}: present but invalid \(.*\), and no mirror is given"
+    assert re.fullmatch(refusal, result.stderr.splitlines()[-1])
     last.unlink()
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1
-    assert result.stderr.splitlines()[-1] == f"Error: {last}: not here, and no mirror to fetch it from"
+    assert (
+        result.stderr.splitlines()[-1] == f"Error: {last}: missing, but no mirror is given to fetch it from"
+    )
 
 
 def test_cli_all_mirrors_failing_exits_non_zero(

@@ -74,7 +74,16 @@ def test_predicts_rows_read_back_by_csv_and_eval_labels_whatever_the_names(
     return (left bare by Python's csv writer), a line break, and the characters that
     str.splitlines() splits at."""
     monkeypatch.chdir(tmp_path)
-    names = ["#1.png", "cr\r.png", "nl\n.png", "ls\u2028.png", "vt\v.png", "nel\x85.png", 't\tc,q".png']
+    names = [
+        "#1.png",
+        "cr\r.png",
+        "nl\n.png",
+        "ls\u2028.png",
+        "vt\v.png",
+        "nel\x85.png",
+        "tab\there.png",
+        't\tc,q".png',
+    ]
     for name in names:
         Path(name).write_bytes(digit_files[2].read_bytes())  # a 7
     result = run("predict", large_digit_model, *names, "--format", output_format)
