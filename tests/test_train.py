@@ -361,6 +361,23 @@ def test_a_batch_larger_than_the_data_is_capped_with_a_line(tmp_path: Path, smal
     assert load_checkpoint(output).metadata["config"]["batch_size"] == 50
 
 
+def test_a_model_of_a_notebooks_arrays_resumes_on_those_arrays_only(tmp_path: Path, synthetic_data) -> None:
+    """A checkpoint trained from arrays in memory records their SHA-256: `--resume` on an
+    .npz of other images is refused, on one of the same arrays it goes on."""
+    import mnistkit
+
+    model = tmp_path / "notebook.safetensors"
+    mnistkit.train(synthetic_data, "logreg", epochs=1, output=model, verbose=False)
+    same, other = tmp_path / "same.npz", tmp_path / "other.npz"
+    np.savez(same, **synthetic_data)
+    np.savez(other, **{**synthetic_data, "train_images": synthetic_data["train_images"][:, :, ::-1]})
+    refused = run_train(other, "-o", tmp_path / "more.safetensors", "--resume", model, "--epochs", "2")
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith("Error: --resume checkpoint: it was trained on other arrays (SHA-256 ")
+    resumed = run_train(same, "-o", tmp_path / "more.safetensors", "--resume", model, "--epochs", "2")
+    assert resumed.exit_code == 0 and "resuming after epoch 1 of 2" in resumed.stderr, resumed.output
+
+
 def test_sgd_resumes_and_equals_the_uninterrupted_run(tmp_path: Path, synthetic_npz: Path) -> None:
     """Plain SGD has no optimizer state; its checkpoint resumes all the same."""
     one_go, resumed = tmp_path / "one-go.safetensors", tmp_path / "resumed.safetensors"
