@@ -809,6 +809,13 @@ def _training_progress(on_tty: bool):
     metavar="DIR",
     help="Write each 28x28 image the model saw into DIR as NNNNNN-STEM.png (NNNNNN: input position).",
 )
+@click.option(
+    "-0",
+    "--null",
+    "null_separated",
+    is_flag=True,
+    help="`-` reads paths ended by NUL bytes, as find -print0 writes them (names may hold line breaks).",
+)
 @_output_option("-o", "--output", help="Write the rows to FILE (atomically) instead of stdout.")
 def predict_command(
     checkpoint_path: Path,
@@ -817,6 +824,7 @@ def predict_command(
     top_k: int,
     no_preprocess: bool,
     save_preprocessed: Path | None,
+    null_separated: bool,
     output: str | None,
 ) -> None:
     """Predict the digit (or class) in each IMAGE: one row per image, in input order.
@@ -826,7 +834,8 @@ def predict_command(
     composited, a light background inverted so ink is bright, background shading
     removed, cropped to the ink, the longer side scaled to 20 px and the centre of mass
     placed at the centre of 28x28 (Fashion-MNIST: the longer side to 28 px, centred,
-    shades kept). `-` reads paths from stdin, one per line (none: no rows, exit 0). Rows:
+    shades kept). `-` reads paths from stdin, one per line (--null: ended by NUL bytes;
+    none: no rows, exit 0). Rows:
     path<TAB>digit<TAB>confidence (--format, --top-k); for classes with names, the
     column is `label` and holds the name. Each bad input (missing, a directory, not an
     image, truncated, over 40 megapixels, blank) is one `path: reason` line on stderr;
@@ -836,6 +845,7 @@ def predict_command(
       mnistkit predict models/model.safetensors my-digit.png
       mnistkit predict models/model.safetensors photos/*.jpg --format csv --top-k 3
       find photos -name '*.png' | mnistkit predict models/model.safetensors - -o predictions.tsv
+      find photos -name '*.png' -print0 | mnistkit predict models/model.safetensors --null -
     """
     from mnistkit.atomic import atomic_write
     from mnistkit.checkpoint import load_checkpoint
@@ -843,7 +853,7 @@ def predict_command(
     from mnistkit.predict import write_predictions
 
     checkpoint = load_checkpoint(checkpoint_path)
-    paths = _not_overwritten(expand_stdin(images, sys.stdin), output, "-o")
+    paths = _not_overwritten(expand_stdin(images, sys.stdin, null_separated), output, "-o")
     with atomic_write(output or STDOUT, "w") as handle:
         failures = write_predictions(
             checkpoint,

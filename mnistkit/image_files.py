@@ -51,22 +51,51 @@ class LoadedDigit:
     error: str | None
 
 
-def expand_stdin(arguments: Iterable[str], stdin: IO[str]) -> Iterator[str]:
-    """The paths given, with `-` replaced by the lines of stdin (blank lines skipped). Bytes
+def expand_stdin(arguments: Iterable[str], stdin: IO[str], null_separated: bool = False) -> Iterator[str]:
+    """The paths given, with `-` replaced by the lines of stdin (blank lines skipped), or with
+    `null_separated` by its NUL-ended paths (`find -print0`), which may hold line breaks. Bytes
     that are not UTF-8 stay as they are, as in a path given as an argument."""
     for argument in arguments:
         if argument == "-":
-            if hasattr(stdin, "reconfigure"):
-                stdin.reconfigure(errors="surrogateescape")
-            for number, line in enumerate(stdin):
-                if number == 0:
-                    _check_paths_not_bytes(line)
-                    line = line.removeprefix("\ufeff")  # as a spreadsheet saves a list
-                path = line.rstrip("\r\n")
-                if path:
-                    yield path
+            yield from (_null_ended_paths(stdin) if null_separated else _line_paths(stdin))
         else:
             yield argument
+
+
+def _line_paths(stdin: IO[str]) -> Iterator[str]:
+    if hasattr(stdin, "reconfigure"):
+        stdin.reconfigure(errors="surrogateescape")
+    for number, line in enumerate(stdin):
+        if number == 0:
+            _check_paths_not_bytes(line)
+            line = line.removeprefix("\ufeff")  # as a spreadsheet saves a list
+        path = line.rstrip("\r\n")
+        if path:
+            yield path
+
+
+def _null_ended_paths(stdin: IO[str]) -> Iterator[str]:
+    """The paths on stdin, each ended by a NUL; the last one's NUL may be missing, as `xargs -0`
+    allows. A pipe's bytes are taken as they come, as lines are."""
+    read = getattr(stdin.buffer, "read1", stdin.buffer.read)
+    pending, first, seen_nul = b"", True, False
+    while chunk := read(1 << 16):
+        *complete, pending = (pending + chunk).split(b"\0")
+        for raw in complete:
+            if first:
+                _check_paths_not_bytes(os.fsdecode(raw))
+            first, seen_nul = False, True
+            if raw:
+                yield os.fsdecode(raw)
+    if not seen_nul and b"\n" in pending.rstrip(b"\r\n"):
+        raise MnistkitError(
+            "-: standard input holds lines, not paths ended by NUL bytes; --null reads what "
+            "find -print0 writes (without --null, `-` reads one path per line)"
+        )
+    if first and pending:
+        _check_paths_not_bytes(os.fsdecode(pending))
+    if last := pending.rstrip(b"\r\n"):
+        yield os.fsdecode(last)
 
 
 # How images begin, as stdin's text shows them: PNG, JPEG.
@@ -84,7 +113,7 @@ def _check_paths_not_bytes(first_line: str) -> None:
         if kind is None and first_line.split("\x00", 1)[0].isprintable() and not control:
             raise MnistkitError(  # a path, then NUL: `find -print0`'s list
                 "-: standard input holds paths ended by NUL bytes (find -print0); `-` reads one path "
-                "per line: give them as arguments with xargs -0 mnistkit predict CKPT"
+                "per line, and with --null (-0) paths ended by NUL: mnistkit predict CKPT --null -"
             )
         kind = kind or "binary data"
         raise MnistkitError(

@@ -206,8 +206,50 @@ def test_paths_ended_by_nul_on_stdin_get_the_way_that_reads_them(
     assert result.exit_code == 1 and result.stdout == ""
     assert result.stderr == (
         "Error: -: standard input holds paths ended by NUL bytes (find -print0); `-` reads one path "
-        "per line: give them as arguments with xargs -0 mnistkit predict CKPT\n"
+        "per line, and with --null (-0) paths ended by NUL: mnistkit predict CKPT --null -\n"
     )
+
+
+def test_null_reads_paths_ended_by_nul_with_line_breaks_and_odd_bytes_in_names(
+    large_digit_model: Path, digit_files: list[Path], tmp_path: Path
+) -> None:
+    """`find -print0 | mnistkit predict CKPT --null -`: each name whole, a line break or a byte
+    that is not UTF-8 in it too; the last NUL may be missing, as `xargs -0` allows."""
+    broken = tmp_path / "two\nlines.png"
+    broken.write_bytes(digit_files[2].read_bytes())  # a 7
+    latin = tmp_path / os.fsdecode(b"caf\xe9.png")
+    latin.write_bytes(digit_files[3].read_bytes())  # a 1
+    names = [digit_files[0], broken, latin, digit_files[1]]
+    listed = b"\0".join(os.fsencode(path) for path in names)
+    for stdin in (listed + b"\0", listed, b"\0" + listed.replace(b"\0", b"\0\0") + b"\0"):
+        output = tmp_path / "predictions.tsv"
+        result = CliRunner().invoke(
+            cli, ["predict", str(large_digit_model), "-0", "-", "-o", str(output)], input=stdin
+        )
+        assert result.exit_code == 0, result.output
+        rows = list(csv.reader(io.StringIO(os.fsdecode(output.read_bytes()), newline=""), delimiter="\t"))
+        assert [row[0] for row in rows] == [str(path) for path in names]
+        assert [row[1] for row in rows] == ["3", "7", "1", "0"]
+
+
+def test_null_told_lines_says_so_and_predicts_nothing(large_digit_model: Path, digit_files) -> None:
+    stdin = "".join(f"{path}\n" for path in digit_files)
+    result = run("predict", large_digit_model, "--null", "-", stdin=stdin)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == (
+        "Error: -: standard input holds lines, not paths ended by NUL bytes; --null reads what "
+        "find -print0 writes (without --null, `-` reads one path per line)\n"
+    )
+    one = run("predict", large_digit_model, "--null", "-", stdin=f"{digit_files[0]}\n")  # as echo gives it
+    assert one.exit_code == 0 and one.stdout.startswith(f"{digit_files[0]}\t3\t"), one.output
+
+
+def test_null_still_refuses_an_image_piped_in(large_digit_model: Path, digit_files) -> None:
+    result = CliRunner().invoke(
+        cli, ["predict", str(large_digit_model), "--null", "-"], input=digit_files[0].read_bytes()
+    )
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.startswith("Error: -: standard input holds a PNG image, not image paths")
 
 
 def test_no_paths_on_stdin_is_no_rows_and_success(large_digit_model: Path, tmp_path: Path) -> None:
