@@ -167,9 +167,10 @@ def _refuse_overwriting(output: str | None, option: str, given: str | Path) -> N
         raise MnistkitError(f"{output}: {option} would overwrite an input of this command{spelled}")
 
 
-def _not_overwritten(paths: Iterable[str], output: str | None, option: str) -> Iterator[str]:
+def _not_overwritten(paths: Iterable[str | None], output: str | None, option: str) -> Iterator[str | None]:
     for path in paths:
-        _refuse_overwriting(output, option, path)
+        if path is not None:  # None: stdin waits (expand_stdin)
+            _refuse_overwriting(output, option, path)
         yield path
 
 
@@ -835,7 +836,7 @@ def predict_command(
     removed, cropped to the ink, the longer side scaled to 20 px and the centre of mass
     placed at the centre of 28x28 (Fashion-MNIST: the longer side to 28 px, centred,
     shades kept). `-` reads paths from stdin, one per line (--null: ended by NUL bytes;
-    none: no rows, exit 0). Rows:
+    none: no rows, exit 0), and answers them as they come. Rows:
     path<TAB>digit<TAB>confidence (--format, --top-k); for classes with names, the
     column is `label` and holds the name. Each bad input (missing, a directory, not an
     image, truncated, over 40 megapixels, blank) is one `path: reason` line on stderr;

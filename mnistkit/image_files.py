@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import itertools
 import os
+import select
 import signal
 import sys
 import threading
@@ -51,10 +51,14 @@ class LoadedDigit:
     error: str | None
 
 
-def expand_stdin(arguments: Iterable[str], stdin: IO[str], null_separated: bool = False) -> Iterator[str]:
+def expand_stdin(
+    arguments: Iterable[str], stdin: IO[str], null_separated: bool = False
+) -> Iterator[str | None]:
     """The paths given, with `-` replaced by the lines of stdin (blank lines skipped), or with
     `null_separated` by its NUL-ended paths (`find -print0`), which may hold line breaks. Bytes
-    that are not UTF-8 stay as they are, as in a path given as an argument."""
+    that are not UTF-8 stay as they are, as in a path given as an argument. A None says that
+    stdin has no more path at the moment, so that what came before is answered now: a
+    program that writes paths as it finds them gets its rows as it goes."""
     for argument in arguments:
         if argument == "-":
             yield from (_null_ended_paths(stdin) if null_separated else _line_paths(stdin))
@@ -62,40 +66,74 @@ def expand_stdin(arguments: Iterable[str], stdin: IO[str], null_separated: bool 
             yield argument
 
 
-def _line_paths(stdin: IO[str]) -> Iterator[str]:
-    if hasattr(stdin, "reconfigure"):
-        stdin.reconfigure(errors="surrogateescape")
-    for number, line in enumerate(stdin):
-        if number == 0:
+def _line_paths(stdin: IO[str]) -> Iterator[str | None]:
+    first = True
+    for record in _records(stdin, b"\n"):
+        if record is None:
+            yield None
+            continue
+        line = os.fsdecode(record)
+        if first:
             _check_paths_not_bytes(line)
-            line = line.removeprefix("\ufeff")  # as a spreadsheet saves a list
-        path = line.rstrip("\r\n")
-        if path:
+            line, first = line.removeprefix("\ufeff"), False  # as a spreadsheet saves a list
+        if path := line.rstrip("\r\n"):
             yield path
 
 
-def _null_ended_paths(stdin: IO[str]) -> Iterator[str]:
+def _null_ended_paths(stdin: IO[str]) -> Iterator[str | None]:
     """The paths on stdin, each ended by a NUL; the last one's NUL may be missing, as `xargs -0`
-    allows. A pipe's bytes are taken as they come, as lines are."""
-    read = getattr(stdin.buffer, "read1", stdin.buffer.read)
-    pending, first, seen_nul = b"", True, False
-    while chunk := read(1 << 16):
-        *complete, pending = (pending + chunk).split(b"\0")
-        for raw in complete:
-            if first:
-                _check_paths_not_bytes(os.fsdecode(raw))
-            first, seen_nul = False, True
-            if raw:
-                yield os.fsdecode(raw)
-    if not seen_nul and b"\n" in pending.rstrip(b"\r\n"):
-        raise MnistkitError(
-            "-: standard input holds lines, not paths ended by NUL bytes; --null reads what "
-            "find -print0 writes (without --null, `-` reads one path per line)"
-        )
-    if first and pending:
-        _check_paths_not_bytes(os.fsdecode(pending))
-    if last := pending.rstrip(b"\r\n"):
-        yield os.fsdecode(last)
+    allows."""
+    first, seen_nul = True, False
+    for record in _records(stdin, b"\0"):
+        if record is None:
+            yield None
+            continue
+        ended = record.endswith(b"\0")
+        if not ended and not seen_nul and b"\n" in record.rstrip(b"\r\n"):
+            raise MnistkitError(
+                "-: standard input holds lines, not paths ended by NUL bytes; --null reads what "
+                "find -print0 writes (without --null, `-` reads one path per line)"
+            )
+        raw = record[:-1] if ended else record.rstrip(b"\r\n")
+        if first:
+            _check_paths_not_bytes(os.fsdecode(raw))
+        first, seen_nul = False, seen_nul or ended
+        if raw:
+            yield os.fsdecode(raw)
+
+
+def _records(stdin: IO[str], separator: bytes) -> Iterator[bytes | None]:
+    """stdin's bytes cut after each `separator` (the last record may lack it), taken as a pipe
+    or terminal gives them, with a None before each read that would wait for more."""
+    source = stdin.buffer
+    read = getattr(source, "read1", source.read)  # read1 keeps nothing back in the buffer
+    descriptor = _descriptor(source)
+    pending = b""
+    while True:
+        if descriptor is not None and not _readable_now(descriptor):
+            yield None
+        data = read(1 << 16)
+        if not data:
+            break
+        *complete, pending = (pending + data).split(separator)
+        for record in complete:
+            yield record + separator
+    if pending:
+        yield pending
+
+
+def _descriptor(source: Any) -> int | None:
+    try:
+        return source.fileno()
+    except (AttributeError, OSError, ValueError):  # an in-memory stream: all of it is there
+        return None
+
+
+def _readable_now(descriptor: int) -> bool:
+    try:
+        return bool(select.select([descriptor], [], [], 0)[0])
+    except (OSError, ValueError):  # Windows selects only sockets: read without asking
+        return True
 
 
 # How images begin, as stdin's text shows them: PNG, JPEG.
@@ -184,28 +222,52 @@ def worker_count() -> int:
 
 
 def load_digits(
-    paths: Iterable[str],
+    paths: Iterable[str | None],
     preprocess: bool = True,
     workers: int | None = None,
     chunk_size: int = CHUNK_SIZE,
     style: str = DEFAULT_DATASET,
 ) -> Iterator[list[LoadedDigit]]:
     """Yield the inputs' images in input order, one chunk at a time, prepared as the dataset
-    named by `style` made its images.
+    named by `style` made its images. A None among `paths` (stdin waits for its writer) ends
+    a chunk, and every chunk before it is yielded before the next path is asked for.
 
     At most two chunks per worker are in flight, so memory does not grow with the
     number of paths.
     """
     workers = worker_count() if workers is None else workers
     chunks = _chunked(paths, chunk_size)
-    first = next(chunks, None)
-    if first is None:
-        return
-    second = next(chunks, None)
-    if second is None or workers < 2:
-        for chunk in itertools.chain([first], [second] if second else [], chunks):
-            yield _load_chunk(chunk, preprocess, style)
-        return
+    pool, stop_flag = None, None
+    # Ctrl-C or SIGTERM raising inside the pool's own locks and queues can leave one held and
+    # hang the shutdown, so signals are held while the pool is called and taken between calls.
+    in_flight: collections.deque = collections.deque()
+    try:
+        upcoming = next(chunks, None)
+        while upcoming is not None:
+            chunk, waits = upcoming
+            upcoming = None if waits else next(chunks, None)
+            if pool is None and (waits or upcoming is None or workers < 2):
+                yield _load_chunk(chunk, preprocess, style)  # alone, or what a wait leaves: here
+            else:
+                if pool is None:
+                    pool, stop_flag = _start_pool(workers)
+                with interrupts.deferred(), _signals_blocked():
+                    in_flight.append(pool.submit(_load_chunk, chunk, preprocess, style))
+                while in_flight and (waits or len(in_flight) >= 2 * workers):
+                    yield _result(in_flight.popleft())
+            if waits:
+                upcoming = next(chunks, None)
+        while in_flight:
+            yield _result(in_flight.popleft())
+    finally:
+        if pool is not None:
+            with interrupts.deferred():
+                stop_flag.value = 1
+                pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _start_pool(workers: int) -> tuple[Any, Any]:
+    """A pool of `workers` processes and the flag that tells them to stop early."""
     import multiprocessing  # here, not at the top: one image should not pay for the pool's imports
     from concurrent.futures import ProcessPoolExecutor
 
@@ -214,21 +276,7 @@ def load_digits(
     pool = ProcessPoolExecutor(
         workers, mp_context=context, initializer=_start_worker, initargs=(stop_flag, terms.on_command_line())
     )
-    # Ctrl-C or SIGTERM raising inside the pool's own locks and queues can leave one held and
-    # hang the shutdown, so signals are held while the pool is called and taken between calls.
-    in_flight: collections.deque = collections.deque()
-    try:
-        for chunk in itertools.chain([first, second], chunks):
-            with interrupts.deferred(), _signals_blocked():
-                in_flight.append(pool.submit(_load_chunk, chunk, preprocess, style))
-            if len(in_flight) >= 2 * workers:
-                yield _result(in_flight.popleft())
-        while in_flight:
-            yield _result(in_flight.popleft())
-    finally:
-        with interrupts.deferred():
-            stop_flag.value = 1
-            pool.shutdown(wait=True, cancel_futures=True)
+    return pool, stop_flag
 
 
 @contextlib.contextmanager
@@ -263,7 +311,15 @@ def _start_method() -> str | None:
     return "forkserver" if "jax" in sys.modules else "fork"
 
 
-def _chunked(items: Iterable[str], size: int) -> Iterator[list[str]]:
-    iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
+def _chunked(items: Iterable[str | None], size: int) -> Iterator[tuple[list[str], bool]]:
+    """Chunks of at most `size` paths, each with whether a None (a wait) came right after it."""
+    chunk: list[str] = []
+    for item in items:
+        if item is not None and len(chunk) < size:
+            chunk.append(item)
+            continue
+        if chunk:
+            yield chunk, item is None
+        chunk = [] if item is None else [item]
+    if chunk:
+        yield chunk, False

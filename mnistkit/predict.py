@@ -39,14 +39,15 @@ class Prediction:
 
 def predict_paths(
     checkpoint: Checkpoint,
-    paths: Iterable[str],
+    paths: Iterable[str | None],
     *,
     preprocess: bool = True,
     top_k: int = 1,
     save_dir: Path | None = None,
     workers: int | None = None,
 ) -> Iterator[Prediction | LoadedDigit]:
-    """A Prediction for each readable image and the failed LoadedDigit for each other, in order."""
+    """A Prediction for each readable image and the failed LoadedDigit for each other, in order;
+    a None among `paths` (stdin waits for its writer) answers every path before it first."""
     chunks = load_digits(paths, preprocess, workers, style=checkpoint.preprocessing)
     with contextlib.closing(chunks):  # closing these predictions stops the pool of workers too
         yield from predict_loaded(checkpoint, chunks, top_k=top_k, save_dir=save_dir)
@@ -166,7 +167,7 @@ def _field(field: str, delimiter: str) -> str:
 
 def write_predictions(
     checkpoint: Checkpoint,
-    paths: Iterable[str],
+    paths: Iterable[str | None],
     output: IO[str],
     errors: IO[str],
     *,
@@ -190,6 +191,7 @@ def write_predictions(
         for result in results:
             if isinstance(result, Prediction):
                 writer.write(result)
+                output.flush()  # each row as it comes, to a pipe too
             else:
                 failures += 1
                 errors.write(f"{result.error}\n")

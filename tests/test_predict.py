@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -314,6 +315,57 @@ def test_the_process_pool_keeps_input_order(digit_files: list[Path], tmp_path: P
     for one, other in zip(serial, pooled, strict=True):
         assert one.error == other.error
         assert (one.image is None and other.image is None) or np.array_equal(one.image, other.image)
+
+
+def test_a_chunk_before_a_wait_is_yielded_before_the_next_path_is_asked_for(
+    digit_files: list[Path],
+) -> None:
+    """A None (stdin has no path now) ends a chunk, and what came before it is answered before
+    the reader waits: with the pool too, whose chunks in flight are drained first."""
+    asked: list[str] = []
+    answered: list[str] = []
+    asked_before_wait = 0
+
+    def paths():
+        nonlocal asked_before_wait
+        for path in [str(p) for p in digit_files] * 3 + [None] + [str(digit_files[0])] * 2 + [None]:
+            if path is None:
+                asked_before_wait = len(asked)
+            else:
+                assert len(answered) >= asked_before_wait, "a path was asked for before the wait's answers"
+                asked.append(path)
+            yield path
+
+    for workers, chunk_size in ((1, 4), (2, 4), (2, 5)):  # 5: a wait right after a full chunk
+        asked.clear()
+        answered.clear()
+        asked_before_wait = 0
+        for chunk in load_digits(paths(), workers=workers, chunk_size=chunk_size):
+            answered.extend(item.path for item in chunk)
+            assert all(item.image is not None for item in chunk)
+        assert answered == asked == [str(p) for p in digit_files] * 3 + [str(digit_files[0])] * 2
+
+
+def test_rows_come_while_stdin_is_still_open(large_digit_model: Path, digit_files: list[Path]) -> None:
+    """`producer | mnistkit predict CKPT -`: each path's row comes when the path does, not when
+    a chunk of 256 is full or the producer ends (a pipe block-buffers Python's stdout)."""
+    for null in (False, True):
+        command = [sys.executable, "-m", "mnistkit", "predict", str(large_digit_model), "-"]
+        process = subprocess.Popen(
+            command + (["--null"] if null else []), stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        try:
+            for path, digit in zip(digit_files[:2], DIGITS, strict=False):
+                process.stdin.write(os.fsencode(path) + (b"\0" if null else b"\n"))
+                process.stdin.flush()
+                ready, _, _ = select.select([process.stdout], [], [], 60)
+                assert ready, f"no row for {path} while stdin is open"
+                assert process.stdout.readline().startswith(f"{path}\t{digit}\t".encode())
+        finally:
+            process.stdin.close()
+            rest = process.stdout.read()
+            assert process.wait(60) == 0
+        assert rest == b""
 
 
 def test_predict_never_imports_jax(large_digit_model: Path, digit_files: list[Path]) -> None:
