@@ -372,8 +372,9 @@ def scatter_chart(
 
 
 def _padded_span(values: np.ndarray) -> tuple[float, float]:
+    """The values' range, 3% wider each way; around a single value (one point), a unit wide."""
     low, high = float(np.min(values)), float(np.max(values))
-    pad = (high - low) * 0.03
+    pad = (high - low) * 0.03 if high > low else max(abs(low) * 0.05, 0.5)
     return low - pad, high + pad
 
 

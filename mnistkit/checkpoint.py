@@ -42,6 +42,7 @@ FORMAT_VERSION = 2  # the newest this version reads and writes
 NAME_KEYS = ("dataset", "class_names", "preprocessing")
 MAX_NAME_CHARS = 100
 METADATA_KEY = "mnistkit"
+RUN_STATE_KEY = "mnistkit-run-state"  # what a run's saved state (run_state.py, OUTPUT.resume) holds instead
 OPTIMIZER_PREFIX = "optimizer."
 MAX_CHECKPOINT_BYTES = 4 << 30
 MAX_HEADER_BYTES = 100 << 20
@@ -195,6 +196,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     data = read_input(path, "a checkpoint", MAX_CHECKPOINT_BYTES, lambda start: _check_start(path, start))
     header = read_header(path, data)
     raw_metadata = header.get("__metadata__")
+    if isinstance(raw_metadata, dict) and RUN_STATE_KEY in raw_metadata:
+        raise MnistkitError(
+            f"{path}: the saved state of a training run that has not finished, not a checkpoint; "
+            "the same train command again goes on from it and writes the checkpoint"
+        )
     if not isinstance(raw_metadata, dict) or METADATA_KEY not in raw_metadata:
         raise MnistkitError(f"{path}: not an mnistkit checkpoint (no '{METADATA_KEY}' metadata)")
     try:

@@ -182,6 +182,17 @@ def _distinct_percent(value: float, other: float) -> str:
     return f"{value:.{decimals}%}"
 
 
+def _percent_as_given(fraction: Fraction) -> str:
+    """An exact fraction as the shortest percentage that is it (99.999%, not 100.00%)."""
+    from fractions import Fraction
+
+    for decimals in range(2, 12):
+        text = f"{float(fraction):.{decimals}%}"
+        if Fraction(text[:-1]) / 100 == fraction:
+            return text
+    return text
+
+
 def _shown_output(path: str) -> str:
     return "standard output" if is_stdout(path) else path
 
@@ -194,6 +205,13 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
     """NaN and infinity pass click's float ranges (every comparison with NaN is false)."""
     if value is not None and not math.isfinite(value):
         raise click.BadParameter(f"{value} is not a finite number", ctx, param)
+    return value
+
+
+def _folder(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """`-` means stdin or stdout elsewhere; a folder named `-` made quietly was a surprise."""
+    if value is not None and str(value) == "-":
+        raise click.BadParameter("`-` is not a folder here (give ./- for a folder of that name)", ctx, param)
     return value
 
 
@@ -261,6 +279,7 @@ def datasets_command(name: str | None, as_json: bool) -> None:
     "--out",
     "out_dir",
     type=click.Path(path_type=Path),
+    callback=_folder,
     help="Folder for the four .gz files (created if missing) [default: data/raw for mnist, "
     "data/NAME/raw for another --dataset].",
 )
@@ -270,6 +289,7 @@ def datasets_command(name: str | None, as_json: bool) -> None:
     default=DEFAULT_CACHE_DIR,
     show_default=True,
     type=click.Path(path_type=Path),
+    callback=_folder,
     help="Folder that keeps an archive holding several datasets (EMNIST's 562 MB zip), so that "
     "each split is extracted from one download.",
 )
@@ -807,6 +827,7 @@ def _training_progress(on_tty: bool):
 @click.option(
     "--save-preprocessed",
     type=click.Path(path_type=Path),
+    callback=_folder,
     metavar="DIR",
     help="Write each 28x28 image the model saw into DIR as NNNNNN-STEM.png (NNNNNN: input position).",
 )
@@ -977,9 +998,10 @@ def eval_command(
         report_json = evaluation.to_json(split, str(checkpoint_path), source)
         write_text_atomic(json_path, json.dumps(report_json, indent=2) + "\n")
     if threshold is not None and evaluation.correct < threshold * evaluation.count:  # exactly
+        given = _percent_as_given(threshold)
         raise MnistkitError(
-            f"accuracy {_distinct_percent(evaluation.accuracy, float(threshold))} is below "
-            f"--min-accuracy {_distinct_percent(float(threshold), evaluation.accuracy)}"
+            f"accuracy {_distinct_percent(evaluation.accuracy, float(given[:-1]) / 100)} is below "
+            f"--min-accuracy {given}"
         )
     if failures:
         sys.exit(1)
@@ -1075,7 +1097,13 @@ def _wrote(output: str, what: str) -> None:
     help="first: in data order; random: a --seed sample; mistakes: the model's misclassified digits, "
     "most confident first; confident-mistakes: only those at or above --min-confidence.",
 )
-@click.option("--count", type=int, default=64, show_default=True, help="Show at most this many digits.")
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Show at most this many digits.",
+)
 @click.option(
     "--classes",
     "--digits",
@@ -1083,14 +1111,16 @@ def _wrote(output: str, what: str) -> None:
     metavar="LIST",
     help="Only images of these classes, by name or number, e.g. 3,8 or 'Shirt,T-shirt/top'.",
 )
-@click.option("--columns", type=int, default=8, show_default=True, help="Digits per row.")
-@click.option("--scale", type=int, default=3, show_default=True, help="Screen pixels per MNIST pixel.")
+@click.option("--columns", type=click.IntRange(min=1), default=8, show_default=True, help="Digits per row.")
+@click.option(
+    "--scale", type=click.IntRange(min=1), default=3, show_default=True, help="Screen pixels per MNIST pixel."
+)
 @click.option(
     "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of --select random."
 )
 @click.option(
     "--min-confidence",
-    type=float,
+    type=click.FloatRange(0, 1),
     callback=_finite,
     default=0.9,
     show_default=True,
@@ -1099,6 +1129,7 @@ def _wrote(output: str, what: str) -> None:
 @click.option(
     "--export-dir",
     type=click.Path(path_type=Path),
+    callback=_folder,
     help="Also write each digit shown as a 28x28 PNG here, named {index:05d}-label{digit}.png "
     "(index within the split); their paths go to stdout.",
 )

@@ -32,6 +32,7 @@ BATCH_SIZE = 1000
 TOP_CONFUSIONS = 10
 TABLE_WIDTH = 80
 NAME_COLUMN_CHARS = 20
+MAX_COUNT = 2**53  # the most images a confusion matrix may count: float64 adds them exactly
 
 
 @dataclass
@@ -266,6 +267,7 @@ def read_labels(
     if not base.is_dir():
         raise MnistkitError(f"{base}: is not a folder (--images names the folder of the labelled images)")
     text, _ = read_text(labels_path, "labels", paths=True)
+    _check_not_json_lines(text, labels_path)
     labelled = []
     for index, (number, fields) in enumerate(_label_records(text, labels_path)):
         if len(fields) < 2:
@@ -284,6 +286,20 @@ def read_labels(
     if not labelled:
         raise MnistkitError(f"{labels_path}: no labelled images in the file")
     return labelled
+
+
+def _check_not_json_lines(text: str, source: Path) -> None:
+    """`predict --format jsonl` output given as labels read as a label '"digit": 7'."""
+    first_line = text.lstrip().split("\n", 1)[0]
+    try:
+        is_json_object = first_line.startswith("{") and isinstance(json.loads(first_line), dict)
+    except ValueError:
+        is_json_object = False
+    if is_json_object:
+        raise MnistkitError(
+            f"{source}: holds JSON lines (as predict --format jsonl writes), not labels; a labels file "
+            "has one path<TAB>digit or path,digit line per image (predict's tsv or csv, corrected by hand)"
+        )
 
 
 def _label_records(text: str, source: Path) -> Iterator[tuple[int, list[str]]]:
@@ -464,10 +480,16 @@ def read_confusion(text: str, source: str) -> Confusion:
         isinstance(rows, list)
         and len(rows) == size
         and all(isinstance(row, list) and len(row) == size for row in rows)
-        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for row in rows for v in row)
+        and all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_COUNT
+            for row in rows
+            for v in row
+        )
+        and sum(sum(row) for row in rows) <= MAX_COUNT
     ):
         raise MnistkitError(
-            f"{source}: 'confusion_matrix' must be {size} rows of {size} non-negative integers, one per class"
+            f"{source}: 'confusion_matrix' must be {size} rows of {size} non-negative integers, one per "
+            "class, that add up to at most 2^53"
         )
     split = metrics.get("split") if isinstance(metrics.get("split"), str) else ""
     return Confusion(list(classes), np.array(rows, dtype=np.int64).reshape(size, size), split, list(names))

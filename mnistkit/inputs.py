@@ -47,6 +47,11 @@ def open_input(path: str | os.PathLike[str], what: str) -> Iterator[BinaryIO]:
             raise MnistkitError(f"{path}: is a directory, expected {what}")
         handle = open(path, "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
+        if str(path) == "-":  # `parse-to-npz -o - | mnistkit train -`: an .npz needs a seekable file
+            raise MnistkitError(
+                f"-: no such file, and {what} is not read from standard input here; save it to a file "
+                "and give that file's path"
+            ) from None
         raise MnistkitError(f"{path}: no such file") from None
     except OSError as error:
         raise MnistkitError(f"{path}: cannot read: {error.strerror or error}") from None

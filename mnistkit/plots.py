@@ -255,7 +255,7 @@ def embedding_image(
     activation_name = {"relu": "ReLU"}.get(checkpoint.architecture.get("activation", "relu"), "tanh")
     which = "(linear)" if _linear(checkpoint.architecture, layer) else f"before {activation_name}"
     digits = checkpoint.digit_classes
-    noun = "digits" if digits else "images"
+    noun = ("digit" if digits else "image") + ("" if len(chosen) == 1 else "s")
     title = f"{len(chosen)} {split} {noun} in the 2-unit layer, over the model's decision regions"
     return scatter_chart(
         points,

@@ -28,7 +28,7 @@ from safetensors.numpy import save as save_safetensors
 
 from mnistkit import __version__
 from mnistkit.atomic import write_bytes_atomic, written_in_place
-from mnistkit.checkpoint import FORMAT_VERSION, canonical_json
+from mnistkit.checkpoint import FORMAT_VERSION, RUN_STATE_KEY, canonical_json
 from mnistkit.config import TrainConfig
 from mnistkit.datasets import DEFAULT_DATASET
 from mnistkit.errors import MnistkitError
@@ -36,7 +36,7 @@ from mnistkit.terms import setting
 
 SUFFIX = ".resume"
 FORMAT = "mnistkit-run-state"
-METADATA_KEY = "mnistkit-run-state"
+METADATA_KEY = RUN_STATE_KEY
 PARAMS_PREFIX = "params."
 OPTIMIZER_PREFIX = "optimizer."
 MAX_STATE_BYTES = 16 << 30

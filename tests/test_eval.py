@@ -97,7 +97,7 @@ def test_a_missed_threshold_shows_the_digits_that_tell_it_from_the_accuracy() ->
     """`accuracy 99.37% is below --min-accuracy 99.37%` read as a contradiction in a CI log."""
     from fractions import Fraction
 
-    from mnistkit.cli import _accuracy_fraction, _distinct_percent
+    from mnistkit.cli import _accuracy_fraction, _distinct_percent, _percent_as_given
 
     assert (_distinct_percent(0.9937, 0.99371), _distinct_percent(0.99371, 0.9937)) == ("99.370%", "99.371%")
     assert _distinct_percent(0.5, 0.6) == "50.00%"
@@ -105,6 +105,13 @@ def test_a_missed_threshold_shows_the_digits_that_tell_it_from_the_accuracy() ->
     # that printed "99.0400000% is below --min-accuracy 99.0400000%".
     assert 99.04 / 100 > 619 / 625
     assert _accuracy_fraction(99.04) == Fraction(619, 625) and _accuracy_fraction(0.25) == Fraction(1, 4)
+    # The threshold as given: 99.999 is not shown as 100.00%, which 99.37% is also below.
+    assert [_percent_as_given(_accuracy_fraction(value)) for value in (99.999, 0.99999, 99, 99.3701)] == [
+        "99.999%",
+        "99.999%",
+        "99.00%",
+        "99.3701%",
+    ]
 
 
 def test_eval_on_the_train_split(large_digit_model: Path, synthetic_npz: Path, tmp_path: Path) -> None:
@@ -208,6 +215,25 @@ def test_a_broken_labels_file_is_one_line_at_once(tmp_path: Path) -> None:
     labels.write_bytes("caf\u00e9.png,3\n".encode("latin-1"))  # a spreadsheet's Latin-1 for a UTF-8 name
     with pytest.raises(MnistkitError, match=r"labels.csv:1: a name that is not UTF-8 names no file; save"):
         read_labels(labels, None)
+
+
+def test_predicts_json_lines_given_as_labels_are_named_for_what_they_are(
+    large_digit_model: Path, tmp_path: Path
+) -> None:
+    """They read as a label '"digit": 7' that is not a digit before."""
+    digit = tmp_path / "seven.png"
+    Image.fromarray(255 - draw_large_digit(7)).save(digit)
+    rows = run("predict", large_digit_model, digit, "--format", "jsonl")
+    assert rows.exit_code == 0, rows.output
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text(rows.stdout)
+    result = run("eval", large_digit_model, "--labels", labels)
+    assert result.exit_code == 1 and result.stderr == (
+        f"Error: {labels}: holds JSON lines (as predict --format jsonl writes), not labels; a labels "
+        "file has one path<TAB>digit or path,digit line per image (predict's tsv or csv, corrected by hand)\n"
+    )
+    labels.write_text("{braces}.png,7\n")  # a name in braces is still a name
+    assert read_labels(labels, None) == [(str(tmp_path / "{braces}.png"), 7)]
 
 
 def test_eval_needs_exactly_one_source(large_digit_model: Path, synthetic_npz: Path, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import write_idx
+from PIL import Image
 
 from mnistkit.architectures import param_shapes
 from mnistkit.checkpoint import save_checkpoint
@@ -54,6 +55,49 @@ def test_swapped_arguments_are_named_for_what_they_are(tmp_path: Path, synthetic
     )
     line = one_error(run("render-samples", model, "-o", tmp_path / "s.png"))
     assert "this is a safetensors file (such as an mnistkit checkpoint), not a valid .npz file" in line
+
+
+def test_dash_for_a_file_read_only_from_disk_says_so(
+    tmp_path: Path, synthetic_npz: Path, monkeypatch
+) -> None:
+    """`parse-to-npz -o - | mnistkit train -`: an .npz (a zip) and a checkpoint are read from
+    files; `-` there is named as standard input, not as a missing file called `-`."""
+    monkeypatch.chdir(tmp_path)
+    model = random_checkpoint(tmp_path / "model.safetensors", MLP)
+    before = sorted(tmp_path.iterdir())
+    for args, what in [
+        (("train", "-", "-o", "m.safetensors"), "an .npz file"),
+        (("eval", model, "-"), "an .npz file"),
+        (("info", "-"), "a checkpoint"),
+    ]:
+        line = one_error(run(*args))
+        assert line == (
+            f"Error: -: no such file, and {what} is not read from standard input here; "
+            "save it to a file and give that file's path"
+        )
+    assert sorted(tmp_path.iterdir()) == before
+    Path("-").write_bytes(synthetic_npz.read_bytes())  # a file named `-` is still that file
+    assert run("eval", model, "-").exit_code == 0
+
+
+def test_dash_for_an_output_folder_is_refused_not_made(
+    tmp_path: Path, synthetic_npz: Path, monkeypatch
+) -> None:
+    """`-` is stdin or stdout everywhere else: a folder named `-` made quietly surprised."""
+    monkeypatch.chdir(tmp_path)
+    model = random_checkpoint(tmp_path / "model.safetensors", MLP)
+    digit = tmp_path / "digit.png"
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(digit)
+    for args in [
+        ("fetch", "--out", "-", "--no-default-mirrors"),
+        ("fetch", "--cache", "-", "--no-default-mirrors"),
+        ("predict", model, digit, "--save-preprocessed", "-"),
+        ("render-samples", synthetic_npz, "-o", "s.png", "--export-dir", "-"),
+    ]:
+        result = run(*args)
+        assert result.exit_code == 2, result.output
+        assert "`-` is not a folder here (give ./- for a folder of that name)" in result.stderr
+        assert not Path("-").exists() and not Path("s.png").exists()
 
 
 def test_parse_to_npz_given_a_file_asks_for_the_folder(tmp_path: Path, synthetic_npz: Path) -> None:

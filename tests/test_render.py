@@ -215,14 +215,34 @@ def test_mistakes_need_a_model(tmp_path, synthetic_npz):
     [
         (["--digits", "3,12"], "--classes: '12' is not a class of mnist (0-9)"),
         (["--classes", "three"], "--classes"),
-        (["--count", "0"], "--count"),
-        (["--scale", "0"], "--scale"),
-        (["--min-confidence", "1.5"], "--min-confidence"),
     ],
 )
 def test_render_samples_rejects_bad_options(tmp_path, synthetic_npz, extra, fragment):
     output = tmp_path / "s.png"
     assert_failed_cleanly(run("render-samples", synthetic_npz, "-o", output, *extra), output, fragment)
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "value"),
+    [
+        ("render-samples", "--count", "0"),
+        ("render-samples", "--columns", "0"),
+        ("render-samples", "--scale", "0"),
+        ("render-samples", "--min-confidence", "1.5"),
+        ("render-embedding", "--count", "0"),
+    ],
+)
+def test_an_option_out_of_its_range_is_a_usage_error(
+    tmp_path, synthetic_npz, logreg_path, command, option, value
+):
+    """Exit 2 with click's usage line, as for every render command's ranges (a script tells a
+    wrong command line from bad data by it)."""
+    output = tmp_path / "s.png"
+    args = [synthetic_npz] if command == "render-samples" else [logreg_path, synthetic_npz]
+    result = run(command, *args, "-o", output, option, value)
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}'" in result.output
+    assert not output.exists()
 
 
 def test_model_whose_digits_are_not_in_the_data(tmp_path, synthetic_data, logreg_params):
@@ -301,6 +321,9 @@ def test_confusion_from_model_matches_eval_json(tmp_path, synthetic_npz, logreg_
         ('{"classes": [0, 1], "confusion_matrix": [[1, 2]]}', "2 rows of 2"),
         ('{"classes": [0, 1], "confusion_matrix": [[1, -2], [0, 3]]}', "non-negative"),
         ('{"classes": [0, 0], "confusion_matrix": [[1, 2], [0, 3]]}', "distinct labels"),
+        # past int64 (an OverflowError's traceback before), and past what float64 adds exactly
+        (f'{{"classes": [0, 1], "confusion_matrix": [[{2**63}, 0], [0, 3]]}}', "at most 2^53"),
+        (f'{{"classes": [0, 1], "confusion_matrix": [[{2**52}, 0], [0, {2**52 + 1}]]}}', "at most 2^53"),
     ],
 )
 def test_render_confusion_rejects_bad_metrics(tmp_path, content, fragment):
@@ -397,7 +420,7 @@ def test_head_reproduces_the_model_from_the_two_unit_layer(tmp_path, synthetic_d
         np.testing.assert_allclose(head_logits(checkpoint, layer, values), logits, rtol=1e-5, atol=1e-5)
 
 
-def test_embedding_plot_shades_the_decision_regions(tmp_path, synthetic_npz, synthetic_data):
+def _half_plane_model(tmp_path: Path, synthetic_data) -> Path:
     """Unit 2 is minus unit 1, split at the median; the head picks 3 when unit 1 is the larger
     after ReLU, so half the plane is 3's region and half 8's."""
     normalization = {"kind": "unit"}
@@ -415,8 +438,13 @@ def test_embedding_plot_shades_the_decision_regions(tmp_path, synthetic_npz, syn
         "normalization": normalization,
         "classes": [3, 8],
     }
-    model, output = tmp_path / "2d.safetensors", tmp_path / "embedding.png"
+    model = tmp_path / "2d.safetensors"
     save_checkpoint(model, params, metadata)
+    return model
+
+
+def test_embedding_plot_shades_the_decision_regions(tmp_path, synthetic_npz, synthetic_data):
+    model, output = _half_plane_model(tmp_path, synthetic_data), tmp_path / "embedding.png"
     result = run("render-embedding", model, synthetic_npz, "-o", output, "--count", 40)
     assert result.exit_code == 0, result.output
     with Image.open(output) as image:
@@ -427,6 +455,20 @@ def test_embedding_plot_shades_the_decision_regions(tmp_path, synthetic_npz, syn
     assert regions <= colours, "both classes' regions appear behind the dots"
     others = {blend(DIGIT_COLOURS[digit], (255, 255, 255), 0.72) for digit in (0, 1, 2, 4, 5, 6, 7, 9)}
     assert not others & colours
+
+
+def test_embedding_of_one_point_is_drawn_around_it(tmp_path, synthetic_npz, synthetic_data):
+    """One image (--count 1) is a range of no width on both axes: drawn, not divided by zero."""
+    model, output = _half_plane_model(tmp_path, synthetic_data), tmp_path / "one.png"
+    result = run("render-embedding", model, synthetic_npz, "-o", output, "--count", 1)
+    assert result.exit_code == 0, result.output
+    with Image.open(output) as image:
+        plot = np.asarray(image.convert("RGB"))[80:600, 100:670].astype(int)
+    nearest = (
+        np.abs(plot - DIGIT_COLOURS[3]).max(axis=2).min(),
+        np.abs(plot - DIGIT_COLOURS[8]).max(axis=2).min(),
+    )
+    assert min(nearest) < 12, "the one dot is drawn"
 
 
 @pytest.mark.parametrize(

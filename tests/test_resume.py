@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from mnistkit.arrays import file_sha256, named_as
+from mnistkit.cli import cli
 from mnistkit.config import config_from_options
 from mnistkit.run_state import METADATA_KEY
 from mnistkit.training import train
@@ -82,6 +84,20 @@ def test_a_crashed_run_resumes_to_the_same_bytes(
     assert (tmp_path / "model.safetensors").read_bytes() == reference[0]
     assert timeless(tmp_path / "history.jsonl") == reference[1]
     assert not state.exists()
+
+
+def test_a_state_given_as_a_checkpoint_is_named_for_what_it_is(tmp_path: Path, synthetic_data) -> None:
+    """`mnistkit info model.safetensors.resume` after a killed run: the state, and what to do."""
+    with pytest.raises(Crash):
+        run(synthetic_data, tmp_path, "data-hash", progress=crash_in_epoch(3))
+    state = tmp_path / "model.safetensors.resume"
+    for command in (["info", str(state)], ["eval", str(state), str(tmp_path / "any.npz")]):
+        result = CliRunner().invoke(cli, command)
+        assert result.exit_code == 1, result.output
+        assert result.stderr == (
+            f"Error: {state}: the saved state of a training run that has not finished, not a "
+            "checkpoint; the same train command again goes on from it and writes the checkpoint\n"
+        )
 
 
 def test_an_ensemble_resumes_to_the_same_bytes(tmp_path: Path, synthetic_data) -> None:
