@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from mnistkit import interrupts
 from mnistkit.arrays import (
     FLAT_PIXELS,
     arrays_sha256,
@@ -49,7 +50,7 @@ from mnistkit.atomic import same_path, written_in_place
 from mnistkit.checkpoint import Checkpoint, check_checkpoint_name, load_checkpoint, save_checkpoint
 from mnistkit.config import PRESETS, TrainConfig, check_resume_options, config_from_options, resume_config
 from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE, dataset_spec
-from mnistkit.errors import MnistkitError
+from mnistkit.errors import Interrupted, MnistkitError
 from mnistkit.evaluation import Evaluation, check_same_classes, evaluate_arrays
 from mnistkit.image_files import LoadedDigit, load_one
 from mnistkit.mirrors import DEFAULT_CACHE_DIR, MIRROR_ENV, mirror_list, split_mirrors
@@ -300,6 +301,9 @@ def _model(model: Model | str | os.PathLike[str], call: str) -> Model:
     )
 
 
+# Stop (SIGINT) raising at once landed in jax's callbacks, where Python swallowed it and
+# training went on, or in its compiler; held, it is taken between chunks of batches.
+@interrupts.held_for_stop
 def train(
     arrays: Mapping[str, np.ndarray] | str | os.PathLike[str],
     config: TrainConfig | str | None = None,
@@ -371,19 +375,24 @@ def train(
         config = resume_config(resumed.metadata.get("config", {}), _resume_source(resume), options, done)
     elif config is None:
         config = config_from_options(preset, options, dataset_name(arrays))
-    result = run_training(
-        arrays,
-        config,
-        output,
-        history_path=history,
-        resume_from=resumed,
-        data_sha256=file_hash,
-        data_name=data_name,
-        devices=devices,
-        restart=restart,
-        save_every=save_every,
-        log=log,
-    )
+    try:
+        result = run_training(
+            arrays,
+            config,
+            output,
+            history_path=history,
+            resume_from=resumed,
+            data_sha256=file_hash,
+            data_name=data_name,
+            devices=devices,
+            restart=restart,
+            save_every=save_every,
+            log=log,
+            progress=lambda epoch, epochs, fraction: interrupts.raise_if_interrupted(),
+        )
+    except Interrupted as stop:
+        log(f"interrupted: {stop.outcome}")
+        raise
     return Model(result.checkpoint, result.history)
 
 

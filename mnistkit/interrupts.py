@@ -16,9 +16,11 @@ therefore held as well as raised, and one swallowed so is taken, quietly, at the
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from mnistkit.errors import Interrupted
@@ -71,3 +73,32 @@ def deferred() -> Iterator[None]:
     finally:
         _deferring = outer
     raise_if_interrupted()
+
+
+def held_for_stop(function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function` for a Python caller (a notebook's Stop) with SIGINT held as `deferred()` holds
+    it for the CLI, taken at `raise_if_interrupted()` and raised from the call as
+    KeyboardInterrupt; the caller's own handler is back afterwards, and a signal that came
+    after the last such call (the work was done) is dropped. Outside the main thread, where
+    no signal arrives, or inside the CLI, which holds signals itself, nothing changes."""
+
+    @functools.wraps(function)
+    def held(*args: Any, **kwargs: Any) -> Any:
+        global _deferring
+        previous = signal.getsignal(signal.SIGINT)
+        if threading.current_thread() is not threading.main_thread() or previous is _on_signal:
+            return function(*args, **kwargs)
+        previous_hook, outer = sys.unraisablehook, _deferring
+        signal.signal(signal.SIGINT, _on_signal)
+        sys.unraisablehook, _deferring = _quiet_when_swallowed, True
+        try:
+            return function(*args, **kwargs)
+        except Interrupted:
+            raise KeyboardInterrupt from None
+        finally:
+            _deferring = outer
+            _held_signals.clear()
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+            sys.unraisablehook = previous_hook
+
+    return held
