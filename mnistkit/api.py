@@ -133,7 +133,14 @@ def _image_batch(images: np.ndarray) -> np.ndarray:
             f"expected uint8 images (N, 28, 28) as MNIST's arrays hold them, not a "
             f"{type(images).__name__}; {to_predict_images}"
         )
-    images = np.asarray(images)
+    try:
+        images = np.asarray(images)
+    except ValueError:  # numpy's "inhomogeneous shape" for a list of pictures of other sizes
+        raise ValueError(
+            f"expected uint8 images (N, 28, 28), got images of different shapes; {to_predict_images}"
+        ) from None
+    if images.shape == (0,):  # [] : no images, no predictions
+        images = np.zeros((0, *IMAGE_SHAPE), np.uint8)
     if images.dtype.kind in "USO":  # paths, or objects numpy cannot stack
         raise TypeError(
             f"expected uint8 images (N, 28, 28) as MNIST's arrays hold them, not {images.dtype} "
@@ -151,6 +158,8 @@ def _image_batch(images: np.ndarray) -> np.ndarray:
         raise ValueError(
             f"expected uint8 images of shape (N, 28, 28), got {images.dtype} {images.shape}{hint}"
         )
+    if images.size and int(images.max()) == 1:  # `(x / 255).astype(np.uint8)`, or `x > 127`
+        raise ValueError("expected pixels 0-255, got only 0 and 1 (give images * 255)")
     return images
 
 
@@ -472,11 +481,17 @@ def predict_images(
     in memory are named `<image N>` (N their place in the list, from 0) in `Prediction.path`
     and in errors. Raises MnistkitError for the first that cannot be read."""
     checkpoint = _model(model, "predict_images(model, images)").checkpoint
+    if isinstance(images, Mapping):  # the arrays' dict: its keys would be taken as paths
+        raise TypeError(
+            "predict_images reads images, not a dict of arrays; for a split of them: "
+            "model.predict(arrays['test_images'])"
+        )
+    images = _as_numpy(images)
     if isinstance(images, np.ndarray) and (images.ndim == 4 or (images.ndim == 3 and images.shape[2] > 4)):
         images = list(images)  # a stack of images, as test_images[:8]
     elif isinstance(images, ImageSource) or not isinstance(images, Iterable):
         images = [images]  # one image; anything else is refused below
-    images = list(images)
+    images = [_as_numpy(image) for image in images]
     for image in images:
         if not isinstance(image, ImageSource):
             raise TypeError(
@@ -498,6 +513,13 @@ def predict_images(
                 raise MnistkitError(result.error)
             predictions.append(result)
     return predictions
+
+
+def _as_numpy(image: Any) -> Any:
+    """A jax or torch array as numpy's; anything else as it is."""
+    if hasattr(image, "__array__") and not isinstance(image, np.ndarray | Image.Image):
+        return np.asarray(image)
+    return image
 
 
 def _load_image(image: ImageSource, place: int, preprocess: bool, style: str) -> LoadedDigit:
@@ -522,6 +544,8 @@ def _array_picture(array: np.ndarray, name: str) -> Image.Image:
     """A numpy image as Pillow holds it: uint8 as it is, floats in [0, 1] scaled to 255."""
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
+    elif array.ndim == 3 and array.shape[0] == 1 and array.shape[2] not in (3, 4):  # torch's (1, H, W)
+        array = array[0]
     if array.ndim in (1, 2) and array.shape[-1] == FLAT_PIXELS:  # no guess: a picture may be 784 wide
         raise MnistkitError(
             f"{name}: array of shape {array.shape}: flat digits, as the tutorials keep them? Give "

@@ -225,6 +225,11 @@ def check_arrays(
             raise MnistkitError(
                 f"{source}: {split}_images has shape {images.shape}, expected (N, 28, 28){image_fix}"
             )
+        if images.size and int(images.max()) == 1:  # `(x / 255).astype(np.uint8)`, or `x > 127`
+            raise MnistkitError(
+                f"{source}: {split}_images holds only pixels 0 and 1, expected 0-255"
+                + ("; give images * 255" if fixes else "")
+            )
         if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
             raise MnistkitError(
                 f"{source}: {split}_labels has shape {labels.shape}, expected ({images.shape[0]},) "

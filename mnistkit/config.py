@@ -491,7 +491,8 @@ def resume_config(saved: Mapping[str, Any], source: str, given: Mapping[str, Any
         config = dataclasses.replace(config, epochs=given["epochs"])
     if config.epochs <= done:
         raise MnistkitError(
-            f"{source}: already trained {done} epochs; pass {setting('epochs')} above {done} to train further"
+            f"{source}: already trained {done} epoch{'' if done == 1 else 's'}; "
+            f"pass {setting('epochs')} above {done} to train further"
         )
     return config
 

@@ -79,6 +79,13 @@ class Evaluation:
         np.add.at(self.confusion_matrix, (true, predicted), 1)
         self.loss_sum += float(-log_probabilities[np.arange(true.size), true].sum())
 
+    def __repr__(self) -> str:  # what a notebook's cell shows: the figures, not the matrix
+        members = f", {len(self.members)} members" if self.members else ""
+        return (
+            f"<Evaluation accuracy {self.accuracy:.2%}, mean loss {self.mean_loss:.4f}, "
+            f"{self.count} images{members}>"
+        )
+
     @property
     def count(self) -> int:
         return int(self.confusion_matrix.sum())

@@ -36,6 +36,9 @@ class Prediction:
     confidence: float
     top: list[tuple[int, str, float]]
 
+    def __repr__(self) -> str:  # what print() shows in a notebook: the answer, not ten tuples
+        return f"<Prediction {self.path}: {self.name} ({self.confidence:.2%})>"
+
 
 def predict_paths(
     checkpoint: Checkpoint,

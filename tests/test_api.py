@@ -47,7 +47,7 @@ def test_the_readme_notebook_example_runs(tmp_path: Path, synthetic_data, monkey
     assert namespace["picture"].size[0] > 300
     assert mnistkit.load("models/notebook.safetensors").architecture["hidden"] == [512, 256]
     out = capsys.readouterr()
-    assert "test accuracy" in out.out and "Prediction(path='my-digit.png', label=" in out.out
+    assert "test accuracy" in out.out and "<Prediction my-digit.png: " in out.out
     # The photo opened with PIL reads as the same file given by its path.
     photo_digit = mnistkit.predict_images(namespace["model"], tmp_path / "my-digit.jpg")[0].name
     assert out.out.splitlines()[-1] == photo_digit
@@ -114,6 +114,13 @@ def test_model_predicts_single_images_and_batches(large_digit_model: Path, synth
     assert repr(model).startswith(
         "<mnistkit.Model mlp, classes [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], test accuracy "
     )
+    assert model.predict([]).shape == (0,)  # no images: no predictions
+    with pytest.raises(ValueError, match=re.escape("got images of different shapes; for image files and")):
+        model.predict([images[0], images[0][:20]])
+    evaluation = mnistkit.evaluate(model, synthetic_data)
+    assert repr(evaluation) == (
+        f"<Evaluation accuracy {evaluation.accuracy:.2%}, mean loss {evaluation.mean_loss:.4f}, 200 images>"
+    )
 
 
 def test_arrays_a_model_would_misread_are_refused_as_an_npz_would_be(
@@ -133,6 +140,21 @@ def test_arrays_a_model_would_misread_are_refused_as_an_npz_would_be(
             mnistkit.evaluate(large_digit_model, {"test_images": bad_images, "test_labels": labels})
     with pytest.raises(MnistkitError, match="arrays: missing arrays test_images, test_labels"):
         mnistkit.train(no_test, "logreg", epochs=1, verbose=False)
+    # `(x / 255).astype(np.uint8)` and `(x > 127).astype(np.uint8)`: uint8, but 0 and 1 only
+    ones = (images > 127).astype(np.uint8)
+    only_0_and_1 = re.escape(
+        "arrays: train_images holds only pixels 0 and 1, expected 0-255; give images * 255"
+    )
+    with pytest.raises(MnistkitError, match=only_0_and_1):
+        mnistkit.train({**synthetic_data, "train_images": ones}, "logreg", epochs=1, verbose=False)
+    with pytest.raises(MnistkitError, match=only_0_and_1.replace("train_images", "test_images")):
+        mnistkit.evaluate(large_digit_model, {"test_images": ones, "test_labels": labels})
+    model = mnistkit.load(large_digit_model)
+    with pytest.raises(
+        ValueError, match=re.escape("expected pixels 0-255, got only 0 and 1 (give images * 255)")
+    ):
+        model.predict(ones[:3])
+    assert model.predict(ones[:3] * 255).shape == (3,)
 
 
 def test_paths_names_and_integer_labels_are_taken_as_a_notebook_gives_them(
@@ -297,6 +319,16 @@ def test_images_in_memory_are_read_as_their_files_are(tmp_path: Path, large_digi
 
     stack = mnistkit.predict_images(large_digit_model, np.stack([np.asarray(paper)] * 3))
     assert [p.path for p in stack] == ["<image 0>", "<image 1>", "<image 2>"]
+    # torch's layout, (N, 1, H, W), and a jax array: the same pictures
+    channel_first = mnistkit.predict_images(large_digit_model, np.stack([np.asarray(paper)] * 2)[:, None])
+    import jax.numpy as jnp
+
+    from_jax = mnistkit.predict_images(large_digit_model, jnp.asarray(np.stack([np.asarray(paper)] * 2)))
+    for prediction in (*channel_first, *from_jax):
+        assert prediction.top == stack[0].top
+    assert repr(stack[0]) == f"<Prediction <image 0>: 4 ({stack[0].confidence:.2%})>"
+    with pytest.raises(TypeError, match=re.escape("predict_images reads images, not a dict of arrays")):
+        mnistkit.predict_images(large_digit_model, {"test_images": np.asarray(paper)[None]})
 
     for bad, reason in (
         (
