@@ -187,8 +187,9 @@ def download(
 def load_dataset(
     name: str = DEFAULT_DATASET, folder: str | os.PathLike[str] = "data", **download_options: Any
 ) -> dict[str, np.ndarray]:
-    """A dataset's arrays (and its `dataset` and `class_names`), downloaded and parsed the first
-    time, read from there after, in the files `make all DATASET=name` uses: `folder`/raw and
+    """A dataset's arrays (for a dataset other than MNIST, with its `dataset` and `class_names`),
+    downloaded and parsed the first time, read from there after, in the files
+    `make all DATASET=name` uses: `folder`/raw and
     `folder`/mnist.npz for MNIST, `folder`/NAME/raw and `folder`/NAME/NAME.npz for the others.
     A folder that holds the dataset's four IDX files itself (such as data/raw) is read as it
     is; files published for another dataset are refused by their content."""
