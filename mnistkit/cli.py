@@ -167,9 +167,11 @@ def _refuse_overwriting(output: str | None, option: str, given: str | Path) -> N
         raise MnistkitError(f"{output}: {option} would overwrite an input of this command{spelled}")
 
 
-def _not_overwritten(paths: Iterable[str | None], output: str | None, option: str) -> Iterator[str | None]:
+def _not_overwritten(paths: Iterable, output: str | None, option: str) -> Iterator:
+    from mnistkit.image_files import StdinWaits
+
     for path in paths:
-        if path is not None:  # None: stdin waits (expand_stdin)
+        if not isinstance(path, StdinWaits):
             _refuse_overwriting(output, option, path)
         yield path
 

@@ -53,11 +53,11 @@ class LoadedDigit:
 
 def expand_stdin(
     arguments: Iterable[str], stdin: IO[str], null_separated: bool = False
-) -> Iterator[str | None]:
+) -> Iterator[str | StdinWaits]:
     """The paths given, with `-` replaced by the lines of stdin (blank lines skipped), or with
     `null_separated` by its NUL-ended paths (`find -print0`), which may hold line breaks. Bytes
-    that are not UTF-8 stay as they are, as in a path given as an argument. A None says that
-    stdin has no more path at the moment, so that what came before is answered now: a
+    that are not UTF-8 stay as they are, as in a path given as an argument. A StdinWaits says
+    that stdin has no more path at the moment, so that what came before is answered now: a
     program that writes paths as it finds them gets its rows as it goes."""
     for argument in arguments:
         if argument == "-":
@@ -66,11 +66,11 @@ def expand_stdin(
             yield argument
 
 
-def _line_paths(stdin: IO[str]) -> Iterator[str | None]:
+def _line_paths(stdin: IO[str]) -> Iterator[str | StdinWaits]:
     first = True
     for record in _records(stdin, b"\n"):
-        if record is None:
-            yield None
+        if isinstance(record, StdinWaits):
+            yield record
             continue
         line = os.fsdecode(record)
         if first:
@@ -80,13 +80,13 @@ def _line_paths(stdin: IO[str]) -> Iterator[str | None]:
             yield path
 
 
-def _null_ended_paths(stdin: IO[str]) -> Iterator[str | None]:
+def _null_ended_paths(stdin: IO[str]) -> Iterator[str | StdinWaits]:
     """The paths on stdin, each ended by a NUL; the last one's NUL may be missing, as `xargs -0`
     allows."""
     first, seen_nul = True, False
     for record in _records(stdin, b"\0"):
-        if record is None:
-            yield None
+        if isinstance(record, StdinWaits):
+            yield record
             continue
         ended = record.endswith(b"\0")
         if not ended and not seen_nul and b"\n" in record.rstrip(b"\r\n"):
@@ -102,24 +102,39 @@ def _null_ended_paths(stdin: IO[str]) -> Iterator[str | None]:
             yield os.fsdecode(raw)
 
 
-def _records(stdin: IO[str], separator: bytes) -> Iterator[bytes | None]:
+@dataclass(frozen=True)
+class StdinWaits:
+    """Among the paths: stdin has no more for the moment (its writer is slow, or a person
+    types them); `ready(timeout)` says whether more came within `timeout` seconds."""
+
+    descriptor: int
+
+    def ready(self, timeout: float) -> bool:
+        return _readable(self.descriptor, timeout)
+
+
+def _records(stdin: IO[str], separator: bytes) -> Iterator[bytes | StdinWaits]:
     """stdin's bytes cut after each `separator` (the last record may lack it), taken as a pipe
-    or terminal gives them, with a None before each read that would wait for more."""
+    or terminal gives them, with a StdinWaits before each read that would wait for more."""
     source = stdin.buffer
     read = getattr(source, "read1", source.read)  # read1 keeps nothing back in the buffer
     descriptor = _descriptor(source)
-    pending = b""
+    pending: list[bytes] = []  # the unended record's pieces, joined once: no copy per read
     while True:
-        if descriptor is not None and not _readable_now(descriptor):
-            yield None
+        if descriptor is not None and not _readable(descriptor, 0):
+            yield StdinWaits(descriptor)
         data = read(1 << 16)
         if not data:
             break
-        *complete, pending = (pending + data).split(separator)
+        *complete, tail = data.split(separator)
+        if complete:
+            complete[0], pending = b"".join([*pending, complete[0]]), []
         for record in complete:
             yield record + separator
+        if tail:
+            pending.append(tail)
     if pending:
-        yield pending
+        yield b"".join(pending)
 
 
 def _descriptor(source: Any) -> int | None:
@@ -129,9 +144,9 @@ def _descriptor(source: Any) -> int | None:
         return None
 
 
-def _readable_now(descriptor: int) -> bool:
+def _readable(descriptor: int, timeout: float) -> bool:
     try:
-        return bool(select.select([descriptor], [], [], 0)[0])
+        return bool(select.select([descriptor], [], [], timeout)[0])
     except (OSError, ValueError):  # Windows selects only sockets: read without asking
         return True
 
@@ -222,15 +237,16 @@ def worker_count() -> int:
 
 
 def load_digits(
-    paths: Iterable[str | None],
+    paths: Iterable[str | StdinWaits],
     preprocess: bool = True,
     workers: int | None = None,
     chunk_size: int = CHUNK_SIZE,
     style: str = DEFAULT_DATASET,
 ) -> Iterator[list[LoadedDigit]]:
     """Yield the inputs' images in input order, one chunk at a time, prepared as the dataset
-    named by `style` made its images. A None among `paths` (stdin waits for its writer) ends
-    a chunk, and every chunk before it is yielded before the next path is asked for.
+    named by `style` made its images. A StdinWaits among `paths` ends a chunk, and every
+    chunk before it is yielded before stdin is waited for; while more paths come, they are
+    read as the workers work.
 
     At most two chunks per worker are in flight, so memory does not grow with the
     number of paths.
@@ -244,18 +260,23 @@ def load_digits(
     try:
         upcoming = next(chunks, None)
         while upcoming is not None:
-            chunk, waits = upcoming
-            upcoming = None if waits else next(chunks, None)
-            if pool is None and (waits or upcoming is None or workers < 2):
+            chunk, wait = upcoming
+            upcoming = None if wait else next(chunks, None)
+            if chunk and pool is None and (wait or upcoming is None or workers < 2):
                 yield _load_chunk(chunk, preprocess, style)  # alone, or what a wait leaves: here
-            else:
+            elif chunk:
                 if pool is None:
                     pool, stop_flag = _start_pool(workers)
                 with interrupts.deferred(), _signals_blocked():
                     in_flight.append(pool.submit(_load_chunk, chunk, preprocess, style))
-                while in_flight and (waits or len(in_flight) >= 2 * workers):
+                while len(in_flight) >= 2 * workers:
                     yield _result(in_flight.popleft())
-            if waits:
+            if wait:
+                while in_flight:  # each chunk done before stdin's next paths come: its rows now
+                    if in_flight[0].done():
+                        yield _result(in_flight.popleft())
+                    elif wait.ready(POOL_POLL_S):
+                        break  # more paths: read them while the workers work
                 upcoming = next(chunks, None)
         while in_flight:
             yield _result(in_flight.popleft())
@@ -311,15 +332,17 @@ def _start_method() -> str | None:
     return "forkserver" if "jax" in sys.modules else "fork"
 
 
-def _chunked(items: Iterable[str | None], size: int) -> Iterator[tuple[list[str], bool]]:
-    """Chunks of at most `size` paths, each with whether a None (a wait) came right after it."""
+def _chunked(items: Iterable[str | StdinWaits], size: int) -> Iterator[tuple[list[str], StdinWaits | None]]:
+    """Chunks of at most `size` paths, each with the StdinWaits that came right after it, if
+    one did (then perhaps with no paths: stdin waited again before a whole path came)."""
     chunk: list[str] = []
     for item in items:
-        if item is not None and len(chunk) < size:
+        if not isinstance(item, StdinWaits) and len(chunk) < size:
             chunk.append(item)
             continue
-        if chunk:
-            yield chunk, item is None
-        chunk = [] if item is None else [item]
+        wait = item if isinstance(item, StdinWaits) else None
+        if chunk or wait:
+            yield chunk, wait
+        chunk = [] if wait else [item]
     if chunk:
-        yield chunk, False
+        yield chunk, None

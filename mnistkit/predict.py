@@ -19,7 +19,7 @@ import numpy as np
 from mnistkit.atomic import make_output_folder, write_bytes_atomic
 from mnistkit.checkpoint import Checkpoint
 from mnistkit.errors import MnistkitError
-from mnistkit.image_files import LoadedDigit, load_digits
+from mnistkit.image_files import LoadedDigit, StdinWaits, load_digits
 from mnistkit.images import encode_png
 
 FORMATS = ("tsv", "csv", "jsonl")
@@ -42,7 +42,7 @@ class Prediction:
 
 def predict_paths(
     checkpoint: Checkpoint,
-    paths: Iterable[str | None],
+    paths: Iterable[str | StdinWaits],
     *,
     preprocess: bool = True,
     top_k: int = 1,
@@ -50,7 +50,7 @@ def predict_paths(
     workers: int | None = None,
 ) -> Iterator[Prediction | LoadedDigit]:
     """A Prediction for each readable image and the failed LoadedDigit for each other, in order;
-    a None among `paths` (stdin waits for its writer) answers every path before it first."""
+    a StdinWaits among `paths` (stdin waits for its writer) answers every path before it first."""
     chunks = load_digits(paths, preprocess, workers, style=checkpoint.preprocessing)
     with contextlib.closing(chunks):  # closing these predictions stops the pool of workers too
         yield from predict_loaded(checkpoint, chunks, top_k=top_k, save_dir=save_dir)
@@ -170,7 +170,7 @@ def _field(field: str, delimiter: str) -> str:
 
 def write_predictions(
     checkpoint: Checkpoint,
-    paths: Iterable[str | None],
+    paths: Iterable[str | StdinWaits],
     output: IO[str],
     errors: IO[str],
     *,

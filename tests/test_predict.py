@@ -21,7 +21,7 @@ from PIL import Image
 from mnistkit.architectures import param_shapes
 from mnistkit.checkpoint import save_checkpoint
 from mnistkit.cli import cli
-from mnistkit.image_files import load_digits
+from mnistkit.image_files import StdinWaits, load_digits
 
 DIGITS = (3, 0, 7, 1, 9)
 
@@ -320,16 +320,19 @@ def test_the_process_pool_keeps_input_order(digit_files: list[Path], tmp_path: P
 def test_a_chunk_before_a_wait_is_yielded_before_the_next_path_is_asked_for(
     digit_files: list[Path],
 ) -> None:
-    """A None (stdin has no path now) ends a chunk, and what came before it is answered before
-    the reader waits: with the pool too, whose chunks in flight are drained first."""
+    """A StdinWaits (stdin has no path now) ends a chunk, and what came before it is answered
+    before stdin is waited for: with the pool too, whose chunks in flight are drained first
+    while no more paths come."""
+    quiet, _ = os.pipe()  # a stdin whose writer is silent
     asked: list[str] = []
     answered: list[str] = []
     asked_before_wait = 0
 
     def paths():
         nonlocal asked_before_wait
-        for path in [str(p) for p in digit_files] * 3 + [None] + [str(digit_files[0])] * 2 + [None]:
-            if path is None:
+        wait = StdinWaits(quiet)
+        for path in [str(p) for p in digit_files] * 3 + [wait, wait] + [str(digit_files[0])] * 2 + [wait]:
+            if isinstance(path, StdinWaits):
                 asked_before_wait = len(asked)
             else:
                 assert len(answered) >= asked_before_wait, "a path was asked for before the wait's answers"
@@ -346,13 +349,41 @@ def test_a_chunk_before_a_wait_is_yielded_before_the_next_path_is_asked_for(
         assert answered == asked == [str(p) for p in digit_files] * 3 + [str(digit_files[0])] * 2
 
 
+def test_paths_that_come_while_the_workers_work_are_read_meanwhile(digit_files: list[Path]) -> None:
+    """At a wait with chunks in flight, paths that come are read and handed to the workers as
+    they work, not after every chunk in flight is done (which left all workers but one idle
+    at each wait of a bursty writer)."""
+    reader, writer = os.pipe()
+    os.write(writer, b"more\n")  # stdin has more by the time it is asked
+    asked: list[str] = []
+
+    def paths():
+        for path in [*map(str, digit_files * 2), StdinWaits(reader), *map(str, digit_files)]:
+            if not isinstance(path, StdinWaits):
+                asked.append(path)
+            yield path
+
+    asked_at_each_chunk = []
+    for chunk in load_digits(paths(), workers=2, chunk_size=5):
+        asked_at_each_chunk.append(len(asked))
+        assert all(item.image is not None for item in chunk)
+    os.close(reader)
+    os.close(writer)
+    # Two chunks in flight at the wait; the first answered after the last paths were read.
+    assert asked_at_each_chunk == [15, 15, 15]
+
+
 def test_rows_come_while_stdin_is_still_open(large_digit_model: Path, digit_files: list[Path]) -> None:
     """`producer | mnistkit predict CKPT -`: each path's row comes when the path does, not when
     a chunk of 256 is full or the producer ends (a pipe block-buffers Python's stdout)."""
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
     for null in (False, True):
         command = [sys.executable, "-m", "mnistkit", "predict", str(large_digit_model), "-"]
         process = subprocess.Popen(
-            command + (["--null"] if null else []), stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            command + (["--null"] if null else []),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=environment,
         )
         try:
             for path, digit in zip(digit_files[:2], DIGITS, strict=False):
@@ -361,11 +392,11 @@ def test_rows_come_while_stdin_is_still_open(large_digit_model: Path, digit_file
                 ready, _, _ = select.select([process.stdout], [], [], 60)
                 assert ready, f"no row for {path} while stdin is open"
                 assert process.stdout.readline().startswith(f"{path}\t{digit}\t".encode())
-        finally:
             process.stdin.close()
-            rest = process.stdout.read()
-            assert process.wait(60) == 0
-        assert rest == b""
+            assert process.stdout.read() == b"" and process.wait(60) == 0
+        finally:
+            process.kill()
+            process.wait()
 
 
 def test_predict_never_imports_jax(large_digit_model: Path, digit_files: list[Path]) -> None:
