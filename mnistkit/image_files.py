@@ -262,8 +262,9 @@ def load_digits(
         while upcoming is not None:
             chunk, wait = upcoming
             upcoming = None if wait else next(chunks, None)
-            if chunk and pool is None and (wait or upcoming is None or workers < 2):
-                yield _load_chunk(chunk, preprocess, style)  # alone, or what a wait leaves: here
+            last = upcoming is None and not wait
+            if chunk and pool is None and (workers < 2 or last or (wait and len(chunk) <= workers)):
+                yield _load_chunk(chunk, preprocess, style)  # alone, or a few before a wait: here
             elif chunk:
                 if pool is None:
                     pool, stop_flag = _start_pool(workers)
