@@ -123,6 +123,7 @@ def _records(stdin: IO[str], separator: bytes) -> Iterator[bytes | StdinWaits]:
     while True:
         if descriptor is not None and not _readable(descriptor, 0):
             yield StdinWaits(descriptor)
+            _readable(descriptor, None)  # wait here: a non-blocking stdin would read as ended
         data = read(1 << 16)
         if not data:
             break

@@ -10,6 +10,7 @@ import os
 import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -397,6 +398,33 @@ def test_rows_come_while_stdin_is_still_open(large_digit_model: Path, digit_file
         finally:
             process.kill()
             process.wait()
+
+
+def test_a_non_blocking_stdin_is_waited_for_not_taken_as_ended(
+    large_digit_model: Path, digit_files: list[Path]
+) -> None:
+    """A parent may hand over a pipe in non-blocking mode: its empty moments are waits too."""
+    reader, writer = os.pipe()
+    os.set_blocking(reader, False)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mnistkit", "predict", str(large_digit_model), "-"],
+        stdin=reader,
+        stdout=subprocess.PIPE,
+    )
+    os.close(reader)
+    try:
+        for path in digit_files[:2]:
+            time.sleep(0.5)  # predict is reading an empty pipe meanwhile
+            os.write(writer, os.fsencode(path) + b"\n")
+        os.close(writer)
+        rows = process.stdout.read().decode().splitlines()
+        assert process.wait(60) == 0
+    finally:
+        process.kill()
+        process.wait()
+    assert [row.split("\t")[:2] for row in rows] == [
+        [str(path), str(digit)] for path, digit in zip(digit_files[:2], DIGITS, strict=False)
+    ]
 
 
 def test_predict_never_imports_jax(large_digit_model: Path, digit_files: list[Path]) -> None:
