@@ -1000,10 +1000,9 @@ def eval_command(
         report_json = evaluation.to_json(split, str(checkpoint_path), source)
         write_text_atomic(json_path, json.dumps(report_json, indent=2) + "\n")
     if threshold is not None and evaluation.correct < threshold * evaluation.count:  # exactly
-        given = _percent_as_given(threshold)
         raise MnistkitError(
-            f"accuracy {_distinct_percent(evaluation.accuracy, float(given[:-1]) / 100)} is below "
-            f"--min-accuracy {given}"
+            f"accuracy {_distinct_percent(evaluation.accuracy, float(threshold))} is below "
+            f"--min-accuracy {_percent_as_given(threshold)}"
         )
     if failures:
         sys.exit(1)
