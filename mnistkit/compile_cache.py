@@ -1,8 +1,8 @@
 """XLA's compiled training programs kept on disk between runs.
 
 A rerun with the same settings and data shapes then loads its programs instead of compiling
-them again: 2 to 3 s of the `fast` preset's first epoch on a 2-core CPU, and 3.7 s down to
-0.46 s on an H200 (fresh processes). The programs are jax's persistent compilation cache; they
+them again: 2 to 3 s of the `fast` preset's first epoch on a 2-core CPU, and 1.6 s down to
+0.65 s on an H200 (fresh processes). The programs are jax's persistent compilation cache; they
 change no result. `MNISTKIT_COMPILE_CACHE` names another folder, or `off` (or empty) turns the
 cache off; a `JAX_COMPILATION_CACHE_DIR` of your own takes precedence. mnistkit's folder is
 kept under LIMIT_BYTES (jax never deletes a program, and its own bound needs the filelock

@@ -198,8 +198,9 @@ def backend_convolution() -> Callable[[jax.Array, jax.Array, int], jax.Array]:
     """The formulation fastest on the backend this process runs on, so no user picks one
     (`make bench` times both). Patches won on both backends measured: a CPU (XLA's own is 7
     to 17 times slower per training step there) and an H200, where these small nets' steps are
-    bound by kernel launches and the patches took 0.62 to 0.92 of XLA's (cuDNN's) time. Other
-    backends (a TPU) get XLA's own, which they are built for."""
+    bound by kernel launches: the patches took 0.62 to 0.94 of XLA's (cuDNN's) time per step,
+    and a fresh `train --preset fast` reached 99.2% after 1.7 s against 1.9 s. Other backends
+    (a TPU) get XLA's own, which they are built for."""
     return conv2d_valid_chwn if jax.default_backend() in ("cpu", "gpu") else conv2d_xla_chwn
 
 

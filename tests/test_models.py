@@ -193,6 +193,27 @@ def test_a_batch_cut_into_parts_has_the_whole_batchs_gradient(parts: int, synthe
     assert float(cut_correct) == float(whole_correct)
 
 
+def test_on_a_gpu_matmuls_skip_triton_and_a_cnn_batch_is_one_piece(monkeypatch, synthetic_data) -> None:
+    """What a GPU gets, run here on the CPU, whose compiler takes XLA's GPU options too (a
+    misspelt option fails the compile): cuBLAS matmuls, since compiling Triton's fusions took
+    most of the first epoch on an H200, and each batch whole, since the parts that keep a
+    CPU's cache warm would only add launches there."""
+    from mnistkit import training
+    from mnistkit.config import config_from_options
+    from mnistkit.parallel import make_placement
+
+    cnn = ARCHITECTURES["cnn"]
+    assert steps.compiler_options() is None
+    assert steps._sub_batches(cnn, 256, make_placement(256)) == 4
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert steps.compiler_options() == {"xla_gpu_enable_triton_gemm": False}
+    assert steps._sub_batches(cnn, 256, make_placement(256)) == 1
+    arrays = {name: array[:512] for name, array in synthetic_data.items()}
+    config = config_from_options("fast", {"epochs": 1, "channels": (4, 8), "hidden": (16,)})
+    result = training.train(arrays, config, log=lambda message: None)  # compiled with the options
+    assert np.isfinite(result.history[0]["train_loss"])
+
+
 def test_init_draws_what_the_seed_trainer_draws() -> None:
     """784-128-10 from PRNGKey(0): the seed's `random.split(key)` then He-normal per layer."""
     architecture = {"model": "mlp", "hidden": [128], "activation": "relu", "num_classes": 10}
@@ -376,7 +397,8 @@ def test_uniform_init_is_pytorchs_default(architecture: dict, partitionable: boo
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_xla_convolution_for_accelerators_computes_the_same(stride: int) -> None:
-    """On a GPU the CNN takes XLA's own convolution (cuDNN); here both run on the CPU."""
+    """Backends other than CPUs and GPUs (a TPU) take XLA's own convolution; here both run on
+    the CPU."""
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((3, 12, 12, 5)), jnp.float32)
     kernel = jnp.asarray(rng.standard_normal((4, 4, 3, 6)), jnp.float32)
