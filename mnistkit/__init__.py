@@ -7,6 +7,17 @@ The Python API (see `mnistkit.api`) loads on first use, so `import mnistkit` sta
     model = mnistkit.train(arrays, preset="mlp", epochs=3)
     model.predict(arrays["test_images"][:5])              # digits
     mnistkit.evaluate(model, arrays).accuracy
+
+The names, each with its own help (`help(mnistkit.train)`):
+
+    load_mnist, load_dataset, load_arrays, download    the data, fetched and verified
+    train, TrainConfig, PRESETS                        a model trained on arrays
+    load, Model                                        a checkpoint; predicts with numpy alone
+    evaluate, predict_images                           figures on a split; your own images
+    draw_samples, draw_curves, draw_confusion,         the pictures, as PIL images
+    draw_embedding, draw_weights
+
+The modules listed under PACKAGE CONTENTS are the machinery behind these and the commands.
 """
 
 __version__ = "0.1.0"

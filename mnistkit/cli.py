@@ -253,7 +253,12 @@ def _dataset_folder(dataset: str) -> str:
 
 @cli.command("datasets", short_help="List the datasets mnistkit fetches and trains on.")
 @click.argument("name", required=False, type=click.Choice(DATASET_NAMES), metavar="[NAME]")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON: every fact mnistkit has of each.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print JSON: every fact mnistkit has of each (a list), or of NAME (one object).",
+)
 def datasets_command(name: str | None, as_json: bool) -> None:
     """List MNIST and its siblings: classes, images, download size, host. With NAME, that
     dataset's class names, files, mirrors and how its images were made.
@@ -262,6 +267,7 @@ def datasets_command(name: str | None, as_json: bool) -> None:
       mnistkit datasets
       mnistkit datasets fashion-mnist
       mnistkit datasets --json
+      mnistkit datasets fashion-mnist --json | jq -r '.class_names[]'
     """
     import json
 
@@ -269,8 +275,8 @@ def datasets_command(name: str | None, as_json: bool) -> None:
     from mnistkit.datasets import DATASETS
 
     if as_json:
-        chosen = [DATASETS[name]] if name else list(DATASETS.values())
-        click.echo(json.dumps([dataset_facts(spec) for spec in chosen], indent=2))
+        facts = dataset_facts(DATASETS[name]) if name else [dataset_facts(spec) for spec in DATASETS.values()]
+        click.echo(json.dumps(facts, indent=2))
     else:
         click.echo(dataset_details(DATASETS[name]) if name else datasets_table(), nl=False)
 

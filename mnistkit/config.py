@@ -345,6 +345,21 @@ def preset_config(name: str, dataset: str = DEFAULT_DATASET) -> TrainConfig:
     return TrainConfig(**PRESETS[name].settings_for(dataset))
 
 
+def settings_that_apply(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """`settings` (a checkpoint's config) less those that shaped neither its model nor its
+    optimizer: a CNN's conv settings on another model, hidden layers on a logreg, Adam's betas
+    on SGD. Every setting is recorded; `info` shows these."""
+    model = settings.get("model", TrainConfig.model)
+    applies = {
+        **dict.fromkeys(CNN_SETTINGS, model == "cnn"),
+        "hidden": model != "logreg",
+        "activation": model != "logreg",
+        "linear_last_hidden": model == "mlp",
+        "adam_betas": settings.get("optimizer", TrainConfig.optimizer) in ("adam", "adamw"),
+    }
+    return {name: value for name, value in settings.items() if applies.get(name, True)}
+
+
 def scalar_setting(name: str, value: Any, kind: type | None = None) -> Any:
     """A one-valued setting as TrainConfig holds it, however Python gave it: numpy's numbers,
     an int where a float goes, or text read as the option reads it (epochs="3"); anything else

@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from mnistkit.checkpoint import load_checkpoint
+from mnistkit.config import settings_that_apply
 
 
 def checkpoint_info(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -45,9 +46,12 @@ def _rounded(name: str, value: Any) -> Any:
 
 
 def format_info(info: dict[str, Any]) -> str:
-    """`key  value` lines, rounded, leaving out what is empty; nested values as compact JSON."""
+    """`key  value` lines, rounded, leaving out what is empty and the settings that did not
+    apply to the model; nested values as compact JSON."""
     lines = []
     for key, value in info.items():
+        if key == "config" and isinstance(value, dict):
+            value = settings_that_apply(value)
         if value in (None, "", [], {}):
             continue
         if key == "tensors":

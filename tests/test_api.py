@@ -90,6 +90,8 @@ def test_load_mnist_reads_a_folder_of_the_raw_files_as_it_is(
 
 def test_the_package_names_the_api_and_stays_light() -> None:
     assert sorted(mnistkit._API) == sorted(api.__all__)
+    listed = set(mnistkit.__doc__.split("The names,")[1].replace(",", " ").split())
+    assert set(mnistkit._API) <= listed  # help(mnistkit) names the API, which loads lazily
     assert callable(mnistkit.train) and callable(mnistkit.evaluate)
     code = "import sys, mnistkit; print(sorted(m for m in ('numpy', 'jax', 'PIL') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -95,6 +95,8 @@ def test_datasets_lists_every_dataset_and_imports_no_numpy() -> None:
     assert rows["fashion-mnist"][-1] == "fashion-mnist.s3-website.eu-central-1.amazonaws.com"
     facts = json.loads(run("datasets", "--json").stdout)
     assert [fact["name"] for fact in facts] == list(DATASETS)
+    one = json.loads(run("datasets", "fashion-mnist", "--json").stdout)  # an object, for jq .class_names
+    assert one == facts[list(DATASETS).index("fashion-mnist")]
     content_sums = {fact["name"]: {entry["sha256"] for entry in fact["downloads"]} for fact in facts}
     assert content_sums["qmnist"] == {None}  # no one has published them: null, not ""
     assert all(len(digest) == 64 for digest in content_sums["fashion-mnist"])

@@ -264,6 +264,23 @@ def test_info_text_is_rounded_and_leaves_out_what_is_empty(large_digit_model: Pa
     assert lines["test_loss"] == str(float(format(metrics["test_loss"], ".4g")))
     assert "val_accuracy" not in lines and "val_loss" not in lines  # not measured: null
     assert "null" not in text and "extra" not in text
+    # An MLP trained with Adam: no conv settings, which shaped nothing; the JSON keeps them all.
+    assert lines["hidden"] == "[64]" and "adam_betas" in lines
+    assert not {"channels", "kernel_sizes", "strides", "batch_norm"} & set(lines)
+    assert "channels" in json.loads(run("info", large_digit_model, "--json").stdout)["config"]
+
+
+def test_info_leaves_out_the_settings_that_shaped_neither_model_nor_optimizer() -> None:
+    import dataclasses
+
+    from mnistkit.config import TrainConfig, settings_that_apply
+
+    logreg = dataclasses.asdict(TrainConfig(model="logreg", hidden=(), optimizer="sgd"))
+    left_out = {"channels", "kernel_sizes", "strides", "pools", "batch_norm"}
+    left_out |= {"hidden", "activation", "linear_last_hidden", "adam_betas"}
+    assert settings_that_apply(logreg) == {k: v for k, v in logreg.items() if k not in left_out}
+    cnn = dataclasses.asdict(TrainConfig(model="cnn", optimizer="adamw"))
+    assert settings_that_apply(cnn) == {k: v for k, v in cnn.items() if k != "linear_last_hidden"}
 
 
 def test_counts_are_singular_when_there_is_one(tmp_path: Path, synthetic_npz: Path) -> None:
