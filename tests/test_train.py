@@ -510,6 +510,23 @@ def test_last_partial_batch_is_trained_and_padding_is_weightless() -> None:
     np.testing.assert_array_equal(real, order)
 
 
+@pytest.mark.parametrize("size", [1, 2, 300, 60_000])
+def test_the_epochs_permutation_is_jaxs_sorted_by_numpy(size: int) -> None:
+    """The shuffle sorts jax's own keys with numpy, for the very order of
+    `jax.random.permutation` (the seed trainer's), also at sizes that take 0, 1 or 2 rounds."""
+    import jax
+
+    for seed in (0, 7):
+        key = jax.random.PRNGKey(seed)
+        next_key, sort_keys, augment_key = train_state._epoch_draw(key, size)
+        key, epoch_key = jax.random.split(key)
+        order = train_state._permutation(np.asarray(sort_keys))
+        assert order.dtype == np.int32
+        np.testing.assert_array_equal(order, np.asarray(jax.random.permutation(epoch_key, size)))
+        np.testing.assert_array_equal(next_key, key)
+        np.testing.assert_array_equal(augment_key, jax.random.fold_in(epoch_key, 1))
+
+
 def test_epochs_follow_the_seed_trainers_key_chain_also_when_resumed() -> None:
     """Epoch k shuffles by `permutation(epoch_key)` after k turns of `key, epoch_key =
     split(key)` from PRNGKey(seed), as the seed trainer; its augmentation key is
