@@ -345,11 +345,11 @@ def preset_config(name: str, dataset: str = DEFAULT_DATASET) -> TrainConfig:
     return TrainConfig(**PRESETS[name].settings_for(dataset))
 
 
-def settings_that_apply(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """`settings` (a checkpoint's config) less those that shaped neither its model nor its
-    optimizer: a CNN's conv settings on another model, hidden layers on a logreg, Adam's betas
-    on SGD. Every setting is recorded; `info` shows these."""
-    model = settings.get("model", TrainConfig.model)
+def settings_that_apply(settings: Mapping[str, Any], model: str | None = None) -> dict[str, Any]:
+    """`settings` (a checkpoint's config) less those that shaped neither its model (`model`,
+    else the one the settings name) nor its optimizer: a CNN's conv settings on another model,
+    hidden layers on a logreg, Adam's betas on SGD. Every setting is recorded; `info` shows these."""
+    model = model or settings.get("model", TrainConfig.model)
     applies = {
         **dict.fromkeys(CNN_SETTINGS, model == "cnn"),
         "hidden": model != "logreg",

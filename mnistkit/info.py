@@ -51,7 +51,9 @@ def format_info(info: dict[str, Any]) -> str:
     lines = []
     for key, value in info.items():
         if key == "config" and isinstance(value, dict):
-            value = settings_that_apply(value)
+            architecture = info.get("architecture")
+            model = architecture.get("model") if isinstance(architecture, dict) else None
+            value = settings_that_apply(value, model)
         if value in (None, "", [], {}):
             continue
         if key == "tensors":

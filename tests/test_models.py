@@ -203,6 +203,7 @@ def test_on_a_gpu_matmuls_skip_triton_and_a_cnn_batch_is_one_piece(monkeypatch, 
     from mnistkit.parallel import make_placement
 
     cnn = ARCHITECTURES["cnn"]
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")  # whatever runs the tests
     assert steps.compiler_options() is None
     assert steps._sub_batches(cnn, 256, make_placement(256)) == 4
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
