@@ -11,6 +11,7 @@ Loading validates keys, dtypes, shapes and label range, and never unpickles
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import os
 import shlex
@@ -152,9 +153,12 @@ def _check_names(arrays: dict[str, np.ndarray], source: str) -> None:
         if not all(0 < len(name) <= MAX_NAME_CHARS and name.isprintable() for name in names):
             raise MnistkitError(f"{source}: {key} holds an empty, unprintable or overlong name")
     names = class_names(arrays)
-    if not 2 <= len(names) <= MAX_CLASSES or len(set(names)) != len(names):
+    if not 2 <= len(names) <= MAX_CLASSES:
+        raise MnistkitError(f"{source}: class_names must be 2 to {MAX_CLASSES} names, got {len(names)}")
+    repeated = [name for name, count in collections.Counter(names).items() if count > 1]
+    if repeated:
         raise MnistkitError(
-            f"{source}: class_names must be 2 to {MAX_CLASSES} distinct names, got {len(names)}"
+            f"{source}: class_names must be distinct; {repeated[0]!r} is there more than once"
         )
 
 

@@ -1170,8 +1170,8 @@ def render_samples_command(
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
     dataset = checkpoint and catalogued(checkpoint.dataset)
     arrays = load_arrays(data, splits=(sample_options.split,), dataset=dataset)
-    model_name = checkpoint_path.name if checkpoint_path else ""
-    grid, indices = samples_picture(arrays, sample_options, checkpoint, data.name, model_name)
+    model_name = str(checkpoint_path) if checkpoint_path else ""  # as given, as eval names them
+    grid, indices = samples_picture(arrays, sample_options, checkpoint, str(data), model_name)
     split = sample_options.split
     exported = []
     if export_dir is not None:
@@ -1238,7 +1238,7 @@ def render_confusion_command(
         checkpoint = load_checkpoint(checkpoint_path)
         arrays = _arrays_for_model(checkpoint, data, split)
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        confusion = confusion_from_model(checkpoint, images, labels, split, checkpoint_path.name, data.name)
+        confusion = confusion_from_model(checkpoint, images, labels, split, str(checkpoint_path), str(data))
         source_name = f"{checkpoint_path.name} on {data.name}"
     save_picture(confusion_image(confusion, source_name), output)
     noun = "digit" if named_by_digits(confusion.classes, confusion.names) else "image"

@@ -265,7 +265,9 @@ def read_labels(
 
     Extra columns are ignored (so predict's own TSV, corrected by hand, is a labels
     file), as are blank lines, `#` comments and a `path,digit` header. Relative paths
-    are resolved against `images_dir`, or against the labels file's folder without one.
+    are resolved against `images_dir`, or against the labels file's folder without one; where
+    no file is there but one is from the current folder, that one: predict's own paths are
+    as it was given them (`predict my-digits/*.png -o my-digits/labels.tsv`).
     """
     names = names if names is not None else {digit: str(digit) for digit in range(10)}
     label_of = {**{str(label): label for label in names}, **{name: label for label, name in names.items()}}
@@ -289,7 +291,10 @@ def read_labels(
             raise MnistkitError(  # a spreadsheet's Latin-1 for names that are UTF-8 on disk
                 f"{labels_path}:{number}: a name that is not UTF-8 names no file; save the labels as UTF-8"
             )
-        labelled.append((str(base / path), label_of[label_text]))
+        in_base = base / path
+        labelled.append(
+            (path if not in_base.exists() and Path(path).exists() else str(in_base), label_of[label_text])
+        )
     if not labelled:
         raise MnistkitError(f"{labels_path}: no labelled images in the file")
     return labelled

@@ -181,11 +181,33 @@ def _check_whose(path: Path, array: np.ndarray, spec: DatasetSpec, expected_name
             f"{path}: holds {spec.title}'s {name}, not its {expected_name}: are the training and "
             f"test files swapped? (`{refetch}` puts verified copies there)"
         )
+    found = f"{path}: holds {dataset_spec(dataset).title}'s {name}, not {spec.title}'s"
+    mixed = _files_of_another_dataset(path, spec, dataset)
+    if mixed:  # no --dataset reads this folder: each hint would send the user to the other
+        raise MnistkitError(
+            f"{found}, and {mixed}: the folder mixes datasets; fetch each into a folder of its "
+            f"own (`{refetch}` puts {spec.title}'s files here)"
+        )
     raise MnistkitError(
-        f"{path}: holds {dataset_spec(dataset).title}'s {name}, not {spec.title}'s; read it with "
-        f"`{_parse_call(dataset, path.parent)}`, or fetch {spec.title} into another "
-        f"folder (or over these files: `{refetch}`)"
+        f"{found}; read it with `{_parse_call(dataset, path.parent)}`, or fetch {spec.title} into "
+        f"another folder (or over these files: `{refetch}`)"
     )
+
+
+def _files_of_another_dataset(path: Path, spec: DatasetSpec, dataset: str) -> str:
+    """The first other file of `path`'s folder (by `spec`'s names) that is a published file
+    of a dataset other than `dataset`, as "NAME is TITLE's"; "" when there is none."""
+    for name in spec.files.values():
+        other = _idx_file(path.parent, name)
+        if other == path or not other.is_file():
+            continue
+        try:
+            known = published_as(read_idx(other, (*MNIST_MAGICS, TABLE_LABELS_MAGIC)))
+        except MnistkitError:
+            continue  # its own problem is told when its turn comes
+        if known and dataset not in {whose for whose, _ in known}:
+            return f"{other.name} is {dataset_spec(known[0][0]).title}'s"
+    return ""
 
 
 def _refetch_hint(raw_dir: Path, spec: DatasetSpec) -> str:

@@ -216,7 +216,8 @@ def _size_problem(width: int, height: int) -> str | None:
             "(decompression bomb guard)"
         )
     if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
-        return f"image is {width}x{height} pixels, too elongated for a digit (over {MAX_ASPECT_RATIO}:1)"
+        shape = f"{width}x{height} pixels"
+        return f"image is {shape}, too elongated for a digit or an object (over {MAX_ASPECT_RATIO}:1)"
     return None
 
 

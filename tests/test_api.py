@@ -341,7 +341,7 @@ def test_images_in_memory_are_read_as_their_files_are(tmp_path: Path, large_digi
         (np.full((30, 30), np.nan), "float pixels must lie in [0, 1]"),
         (np.full((30, 30), 300, np.int32), "int32 pixels must be uint8, 0 to 255, or floats in [0, 1]"),
         (np.zeros((30, 30), np.uint8), "blank image"),
-        (np.zeros((1, 100), np.uint8), "image is 100x1 pixels, too elongated for a digit"),
+        (np.zeros((1, 100), np.uint8), "image is 100x1 pixels, too elongated for a digit or an object"),
         (
             np.zeros((100, 784)),
             "array of shape (100, 784): flat digits, as the tutorials keep them? "

@@ -42,6 +42,8 @@ def _broken(synthetic_data, **changes):
         ({"train_images": np.zeros((600, 784), np.uint8)}, r"shape \(600, 784\)"),
         ({"train_labels": np.zeros(5, np.uint8)}, "to match train_images"),
         ({"test_labels": np.full(200, 10, np.uint8)}, "holds 10, outside 0-9"),
+        ({"class_names": np.array(["a"] * 10)}, "class_names must be distinct; 'a' is there more than once"),
+        ({"class_names": np.array(["a"])}, "class_names must be 2 to 1000 names, got 1"),
     ],
 )
 def test_bad_arrays_are_refused_with_one_line(tmp_path: Path, synthetic_data, changes, message) -> None:

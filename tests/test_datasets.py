@@ -180,13 +180,20 @@ def test_make_gives_each_dataset_its_own_files() -> None:
     assert len(set(every_file)) == len(every_file)
 
 
-def test_make_bench_refuses_another_dataset_before_making_anything(tmp_path: Path) -> None:
-    """The bench's aims are MNIST's: with DATASET=fashion-mnist it says so at once, instead of
-    fetching Fashion-MNIST and then measuring MNIST."""
+@pytest.mark.parametrize(
+    "target, says",
+    [("bench", "measures MNIST"), ("docs", "draws the README's MNIST pictures")],
+)
+def test_make_bench_and_docs_refuse_another_dataset_before_making_anything(
+    tmp_path: Path, target: str, says: str
+) -> None:
+    """The bench's aims and the README's pictures are MNIST's: with DATASET=fashion-mnist each
+    says so at once, instead of fetching Fashion-MNIST and then measuring MNIST, or drawing
+    clothes over the README's digits (and copying MNIST's reports beside them)."""
     make = ["make", "-s", "--no-print-directory", "-f", str(REPO_ROOT / "Makefile"), "-C", str(tmp_path)]
-    result = subprocess.run([*make, "bench", "DATASET=fashion-mnist"], capture_output=True, text=True)
+    result = subprocess.run([*make, target, "DATASET=fashion-mnist"], capture_output=True, text=True)
     assert result.returncode == 2
-    assert "make bench: measures MNIST, not DATASET=fashion-mnist; run it without DATASET" in result.stderr
+    assert f"make {target}: {says}, not DATASET=fashion-mnist; run it without DATASET" in result.stderr
     assert list(tmp_path.iterdir()) == []
     planned = subprocess.run(
         ["make", "-s", "--no-print-directory", "-n", "bench"],

@@ -157,6 +157,22 @@ def test_eval_on_own_labelled_images(large_digit_model: Path, labelled_folder: P
     assert metrics["split"] == "images" and metrics["count"] == 10 and metrics["accuracy"] == 1.0
 
 
+def test_predicts_own_tsv_kept_beside_the_images_is_their_labels(
+    large_digit_model: Path, labelled_folder: Path, monkeypatch
+) -> None:
+    """`predict folder/*.png -o folder/labels.tsv` writes the paths as given, from the folder
+    above: eval looked for folder/folder/d0.png and found no images to evaluate."""
+    monkeypatch.chdir(labelled_folder.parent)
+    images = sorted(str(path.relative_to(labelled_folder.parent)) for path in labelled_folder.glob("*.png"))
+    labels = Path(labelled_folder.name) / "predicted.tsv"
+    assert run("predict", large_digit_model, *images, "-o", labels).exit_code == 0
+    assert labels.read_text().startswith(f"{labelled_folder.name}/d0.png\t")  # paths as given
+    for images_option in ([], ["--images", labelled_folder.name]):
+        result = run("eval", large_digit_model, "--labels", labels, *images_option, "--min-accuracy", "1.0")
+        assert result.exit_code == 0, result.output
+        assert "images 10" in result.stdout
+
+
 def test_an_unreadable_labelled_image_is_reported_and_left_out(
     large_digit_model: Path, labelled_folder: Path
 ) -> None:
@@ -281,6 +297,7 @@ def test_info_leaves_out_the_settings_that_shaped_neither_model_nor_optimizer() 
     assert settings_that_apply(logreg) == {k: v for k, v in logreg.items() if k not in left_out}
     cnn = dataclasses.asdict(TrainConfig(model="cnn", optimizer="adamw"))
     assert settings_that_apply(cnn) == {k: v for k, v in cnn.items() if k != "linear_last_hidden"}
+    assert settings_that_apply({"channels": [4, 8]}, "cnn") == {"channels": [4, 8]}  # naming no model
 
 
 def test_counts_are_singular_when_there_is_one(tmp_path: Path, synthetic_npz: Path) -> None:
@@ -317,7 +334,7 @@ def test_data_of_other_classes_than_the_models_is_refused(
         ("render-confusion", "--model", large_digit_model, "--data", fashion, "-o", tmp_path / "c.png"),
     ):
         result = run(*args)
-        assert result.exit_code == 1 and result.stderr.endswith(f"fashion-mnist.npz: {refused}\n"), args
+        assert result.exit_code == 1 and result.stderr == f"Error: {fashion}: {refused}\n", args
     assert not list(tmp_path.glob("*.png"))
     with pytest.raises(MnistkitError, match=re.escape(f"{fashion}: {refused}")):
         mnistkit.evaluate(large_digit_model, fashion)

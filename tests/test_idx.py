@@ -506,6 +506,38 @@ def test_another_datasets_file_is_known_by_its_content(synthetic_raw_dir: Path, 
     assert read_mnist_dir(synthetic_raw_dir, "mnist")["train_images"].shape[1:] == (28, 28)
 
 
+def test_a_folder_mixing_two_datasets_is_named_so_not_sent_back_and_forth(
+    synthetic_raw_dir: Path, monkeypatch
+) -> None:
+    """Fashion-MNIST's training files beside MNIST's test files: read as MNIST, the hint said
+    to read them as Fashion-MNIST, and read so, to read them as MNIST."""
+    from mnistkit import idx
+
+    def content(name: str) -> str:
+        return hashlib.sha256(gzip.decompress((synthetic_raw_dir / name).read_bytes())).hexdigest()
+
+    published = {
+        content(MNIST_FILES[f"train_{kind}"]): (("fashion-mnist", MNIST_FILES[f"train_{kind}"]),)
+        for kind in ("images", "labels")
+    }
+    published |= {
+        content(MNIST_FILES[f"test_{kind}"]): (("mnist", MNIST_FILES[f"test_{kind}"]),)
+        for kind in ("images", "labels")
+    }
+    monkeypatch.setattr(idx, "known_content", lambda digest: published.get(digest, ()))
+    train, test = MNIST_FILES["train_images"], MNIST_FILES["test_images"]
+    for dataset, first, other, title in (
+        ("mnist", train, test, "MNIST"),
+        ("fashion-mnist", test, train, "Fashion-MNIST"),
+    ):
+        with command_line_terms(), pytest.raises(MnistkitError) as refused:
+            read_mnist_dir(synthetic_raw_dir, dataset)
+        message = str(refused.value)
+        assert message.startswith(f"{synthetic_raw_dir / first}: holds ")
+        assert f"and {other} is " in message and "the folder mixes datasets" in message
+        assert "read it with" not in message and f"puts {title}'s files here" in message
+
+
 def test_the_test_splits_file_under_the_training_splits_name_is_refused(
     synthetic_raw_dir: Path, monkeypatch
 ) -> None:
