@@ -9,8 +9,8 @@ MNISTKIT := $(BIN)/mnistkit
 INSTALLED := $(VENV)/.installed
 
 # Training settings; changing one retrains (make all PRESET=cnn, make all EPOCHS=4).
-# MODEL=X alone means the preset named X, as `mnistkit train --model X` does; with PRESET=Y
-# too, preset Y with model X, as `--preset Y --model X`.
+# MODEL=X alone (logreg, mlp or cnn) means the preset named X, as `mnistkit train --model X`
+# does; with PRESET=Y too, preset Y with model X, as `--preset Y --model X`.
 # VAL_SIZE training images are held out for the validation curve (VAL_SIZE=0 trains on all).
 PRESET ?= fast
 MODEL ?=

@@ -160,6 +160,15 @@ def _check_names(arrays: dict[str, np.ndarray], source: str) -> None:
         raise MnistkitError(
             f"{source}: class_names must be distinct; {repeated[0]!r} is there more than once"
         )
+    known = "dataset" in arrays and catalogued(str(arrays["dataset"]))
+    if known and "class_names" in arrays and names != list(dataset_spec(known).class_names):
+        # a model would record the one dataset with the other's classes, and prepare images for the first
+        owner = next((spec for spec in DATASETS.values() if list(spec.class_names) == names), None)
+        fix = f"they are {owner.title}'s: dataset={owner.name!r}" if owner else "name your data otherwise"
+        raise MnistkitError(
+            f"{source}: class_names ({', '.join(names[:3])}, ...) are not {dataset_spec(known).title}'s, "
+            f"the dataset it names; {fix}"
+        )
 
 
 def check_split(split: str) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mnistkit.arrays import KEYS, load_arrays, save_arrays
+from mnistkit.datasets import FASHION_MNIST
 from mnistkit.errors import MnistkitError
 
 
@@ -44,6 +45,11 @@ def _broken(synthetic_data, **changes):
         ({"test_labels": np.full(200, 10, np.uint8)}, "holds 10, outside 0-9"),
         ({"class_names": np.array(["a"] * 10)}, "class_names must be distinct; 'a' is there more than once"),
         ({"class_names": np.array(["a"])}, "class_names must be 2 to 1000 names, got 1"),
+        (
+            {"dataset": np.array("kmnist"), "class_names": np.array(FASHION_MNIST.class_names)},
+            "class_names .T-shirt/top, Trouser, Pullover, .... are not Kuzushiji-MNIST's, the dataset it "
+            "names; they are Fashion-MNIST's: dataset='fashion-mnist'",
+        ),
     ],
 )
 def test_bad_arrays_are_refused_with_one_line(tmp_path: Path, synthetic_data, changes, message) -> None:
