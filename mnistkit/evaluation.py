@@ -276,11 +276,12 @@ def read_labels(
     if not base.is_dir():
         raise MnistkitError(f"{base}: is not a folder (--images names the folder of the labelled images)")
     text, _ = read_text(labels_path, "labels", paths=True)
-    _check_not_json_lines(text, labels_path)
+    label = "digit" if named_by_digits(names, names.values()) else "class"
+    _check_not_json_lines(text, labels_path, label)
     labelled = []
     for index, (number, fields) in enumerate(_label_records(text, labels_path)):
         if len(fields) < 2:
-            raise MnistkitError(f"{labels_path}:{number}: expected 'path<TAB>digit' or 'path,digit'")
+            raise MnistkitError(f"{labels_path}:{number}: expected 'path<TAB>{label}' or 'path,{label}'")
         path, label_text = fields[0], fields[1].strip()
         if index == 0 and label_text.lower() in ("digit", "label", "class"):
             continue
@@ -300,7 +301,7 @@ def read_labels(
     return labelled
 
 
-def _check_not_json_lines(text: str, source: Path) -> None:
+def _check_not_json_lines(text: str, source: Path, label: str) -> None:
     """`predict --format jsonl` output given as labels read as a label '"digit": 7'."""
     first_line = text.lstrip().split("\n", 1)[0]
     try:
@@ -309,8 +310,8 @@ def _check_not_json_lines(text: str, source: Path) -> None:
         is_json_object = False
     if is_json_object:
         raise MnistkitError(
-            f"{source}: holds JSON lines (as predict --format jsonl writes), not labels; a labels file "
-            "has one path<TAB>digit or path,digit line per image (predict's tsv or csv, corrected by hand)"
+            f"{source}: holds JSON lines (as predict --format jsonl writes), not labels; a labels file has "
+            f"one path<TAB>{label} or path,{label} line per image (predict's tsv or csv, corrected by hand)"
         )
 
 

@@ -231,6 +231,12 @@ def test_a_broken_labels_file_is_one_line_at_once(tmp_path: Path) -> None:
     labels.write_bytes("caf\u00e9.png,3\n".encode("latin-1"))  # a spreadsheet's Latin-1 for a UTF-8 name
     with pytest.raises(MnistkitError, match=r"labels.csv:1: a name that is not UTF-8 names no file; save"):
         read_labels(labels, None)
+    labels.write_text("shirt.png\n")
+    with pytest.raises(MnistkitError, match=r"labels.csv:1: expected 'path<TAB>digit' or 'path,digit'$"):
+        read_labels(labels, None)
+    clothes = dict(enumerate(["T-shirt/top", "Trouser", "Pullover"]))  # a clothes model's labels: classes
+    with pytest.raises(MnistkitError, match=r"labels.csv:1: expected 'path<TAB>class' or 'path,class'$"):
+        read_labels(labels, None, clothes)
 
 
 def test_predicts_json_lines_given_as_labels_are_named_for_what_they_are(
