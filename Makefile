@@ -19,7 +19,7 @@ SEED ?= 0
 VAL_SIZE ?= 5000
 TRAIN_ARGS ?=
 preset_given := $(if $(strip $(PRESET)),$(filter-out file,$(origin PRESET)))
-train_args := $(if $(MODEL),--model $(MODEL)) $(if $(MODEL),$(if $(preset_given),--preset $(PRESET)),--preset $(PRESET)) \
+train_args := $(if $(MODEL),--model $(MODEL)) $(if $(MODEL),$(if $(preset_given),--preset $(PRESET)),$(if $(strip $(PRESET)),--preset $(PRESET))) \
 	--seed $(SEED) --val-size $(VAL_SIZE) \
 	$(if $(EPOCHS),--epochs $(EPOCHS)) $(TRAIN_ARGS)
 

@@ -52,7 +52,7 @@ from mnistkit.config import PRESETS, TrainConfig, check_resume_options, config_f
 from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE, dataset_spec
 from mnistkit.errors import Interrupted, MnistkitError
 from mnistkit.evaluation import Evaluation, check_same_classes, evaluate_arrays
-from mnistkit.image_files import LoadedDigit, load_one
+from mnistkit.image_files import LoadedDigit, load_one, workers_fork
 from mnistkit.mirrors import DEFAULT_CACHE_DIR, MIRROR_ENV, mirror_list, split_mirrors
 from mnistkit.predict import Prediction, predict_loaded, predict_paths
 
@@ -287,13 +287,10 @@ def _is_keras_pairs(arrays: Any) -> bool:
 
 def _labels_as_uint8(key: str, value: np.ndarray) -> np.ndarray:
     """Integer labels of any type (a keras or torchvision habit) as uint8, when they fit."""
-    if (
-        not key.endswith("_labels")
-        or value.dtype == np.uint8
-        or value.dtype.kind not in "iu"
-        or not value.size
-    ):
+    if not key.endswith("_labels") or value.dtype == np.uint8 or value.dtype.kind not in "iu":
         return value
+    if not value.size:
+        return value.astype(np.uint8)
     low, high = int(value.min()), int(value.max())
     if low < 0 or high > 255:
         raise MnistkitError(f"arrays: {key} holds {low if low < 0 else high}, not a class number (0 to 255)")
@@ -500,7 +497,11 @@ def predict_images(
                 f"and numpy arrays, not a {type(image).__name__}"
             )
     if all(isinstance(image, str | os.PathLike) for image in images):
-        results = predict_paths(checkpoint, map(str, images), preprocess=preprocess, top_k=10)
+        # A script that trained first (jax's threads forbid fork) reads its files itself.
+        workers = None if workers_fork() else 1
+        results = predict_paths(
+            checkpoint, map(str, images), preprocess=preprocess, top_k=10, workers=workers
+        )
     else:  # read here, one after the other: a notebook's images are few
         loaded = [
             _load_image(image, place, preprocess, checkpoint.preprocessing)

@@ -278,7 +278,11 @@ def _followed_link(path: Path) -> Path:
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     with atomic_write(path, "wb") as handle:
-        handle.write(data)
+        # stdout's buffer may take part of `data` from a pipe whose reader left, and say so only
+        # in its count: the next write raises BrokenPipeError.
+        remaining = memoryview(data)
+        while remaining:
+            remaining = remaining[handle.write(remaining) :]
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

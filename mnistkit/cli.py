@@ -1138,7 +1138,8 @@ def _wrote(output: str, what: str) -> None:
     type=click.Path(path_type=Path),
     callback=_folder,
     help="Also write each digit shown as a 28x28 PNG here, named {index:05d}-label{digit}.png "
-    "(index within the split); their paths go to stdout.",
+    "(index within the split; {index:05d}-label{class}-{name}.png for named classes, as "
+    "clothes'); their paths go to stdout.",
 )
 def render_samples_command(
     data: Path,

@@ -327,6 +327,12 @@ def _result(future: Future) -> list[LoadedDigit]:
                 interrupts.raise_if_interrupted()
 
 
+def workers_fork() -> bool:
+    """Whether a pool's workers are forked. Forkserver and spawn workers import the caller's
+    `__main__` again: a script without `if __name__ == "__main__":` would run again in each."""
+    return _start_method() == "fork"
+
+
 def _start_method() -> str | None:
     """fork starts workers in milliseconds; it is unsafe once jax's threads run in this process."""
     if sys.platform != "linux":

@@ -271,6 +271,31 @@ def test_arrays_holding_a_published_datasets_labels_are_named_after_it(
     assert recorded_dataset(tmp_path / "saved.npz") == "fashion-mnist"
 
 
+def test_a_script_that_trained_reads_many_files_without_workers_that_would_rerun_it(
+    tmp_path: Path, large_digit_model: Path, synthetic_data, monkeypatch
+) -> None:
+    """After `train`, jax's threads forbid fork, and forkserver or spawn workers import an
+    unguarded script again (it would train again in each): predict_images reads them itself."""
+    import mnistkit.image_files as image_files
+
+    def no_pool(workers: int):
+        raise AssertionError(f"a pool of {workers} workers was started")
+
+    monkeypatch.setattr(image_files, "_start_method", lambda: "forkserver")
+    monkeypatch.setattr(image_files, "_start_pool", no_pool)
+    paths = []
+    for index in range(image_files.CHUNK_SIZE + 20):
+        paths.append(tmp_path / f"{index}.png")
+        Image.fromarray(synthetic_data["test_images"][index % 8]).save(paths[-1])
+    predictions = mnistkit.predict_images(large_digit_model, paths)
+    assert [prediction.path for prediction in predictions] == [str(path) for path in paths]
+    assert predictions[8].top == predictions[0].top
+    empty_labels = {**synthetic_data, "test_images": synthetic_data["test_images"][:0]}
+    empty_labels["test_labels"] = synthetic_data["test_labels"][:0].astype(np.int64)
+    with pytest.raises(MnistkitError, match="no test images"):
+        mnistkit.train(empty_labels, "logreg", epochs=1, verbose=False)
+
+
 def test_images_in_memory_are_read_as_their_files_are(tmp_path: Path, large_digit_model: Path) -> None:
     """A notebook holds its digits as PIL images, arrays or an upload's bytes, not files."""
     ink = draw_large_digit(4, canvas_px=(200, 150), stroke_px=5)

@@ -173,3 +173,26 @@ def test_standard_output_by_its_device_name_is_standard_output(tmp_path: Path) -
     with log.open("a") as stdout:
         subprocess.run([sys.executable, "-c", script], stdout=stdout, check=True, timeout=60)
     assert log.read_text() == "before\nafter\n"
+
+
+def test_stdout_that_takes_part_of_a_write_is_given_the_rest(monkeypatch) -> None:
+    """A pipe's buffer can take part of a checkpoint and say so only in its count (the next
+    write raises BrokenPipeError): every byte is written, or that error is raised."""
+    import io
+
+    class Partial(io.RawIOBase):
+        def __init__(self) -> None:
+            self.taken = bytearray()
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data) -> int:
+            self.taken += bytes(data[:1000])
+            return min(len(data), 1000)
+
+    raw = Partial()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw))
+    data = bytes(range(256)) * 40
+    write_bytes_atomic("-", data)
+    assert bytes(raw.taken) == data
