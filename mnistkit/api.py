@@ -34,6 +34,7 @@ from PIL import Image
 from mnistkit import interrupts
 from mnistkit.arrays import (
     FLAT_PIXELS,
+    UNSTANDARDIZE,
     arrays_sha256,
     catalogued,
     check_arrays,
@@ -41,14 +42,23 @@ from mnistkit.arrays import (
     dataset_name,
     file_sha256,
     image_fixes,
+    labels_as_uint8,
     load_arrays,
     named_if_unnamed,
     names_dataset,
     save_arrays,
+    too_faint,
 )
 from mnistkit.atomic import same_path, written_in_place
 from mnistkit.checkpoint import Checkpoint, check_checkpoint_name, load_checkpoint, save_checkpoint
-from mnistkit.config import PRESETS, TrainConfig, check_resume_options, config_from_options, resume_config
+from mnistkit.config import (
+    PRESETS,
+    TrainConfig,
+    check_resume_options,
+    config_from_options,
+    resume_config,
+    scalar_setting,
+)
 from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE, dataset_spec
 from mnistkit.errors import Interrupted, MnistkitError
 from mnistkit.evaluation import Evaluation, check_same_classes, evaluate_arrays
@@ -158,8 +168,9 @@ def _image_batch(images: np.ndarray) -> np.ndarray:
         raise ValueError(
             f"expected uint8 images of shape (N, 28, 28), got {images.dtype} {images.shape}{hint}"
         )
-    if images.size and int(images.max()) == 1:  # `(x / 255).astype(np.uint8)`, or `x > 127`
-        raise ValueError("expected pixels 0-255, got only 0 and 1 (give images * 255)")
+    faint = too_faint(images)
+    if faint:
+        raise ValueError(f"expected pixels 0-255, got {faint[0]} (give {faint[1]})")
     return images
 
 
@@ -251,7 +262,7 @@ def _checked(
             f"{call}: the arrays are a dict (train_images, train_labels, test_images, test_labels), "
             f"an .npz's path or Keras' ((x_train, y_train), (x_test, y_test)), not a {type(arrays).__name__}"
         )
-    arrays = {key: _labels_as_uint8(key, np.asarray(value)) for key, value in arrays.items()}
+    arrays = labels_as_uint8({key: np.asarray(value) for key, value in arrays.items()}, source)
     arrays = named_if_unnamed(arrays, dataset)
     check_arrays(arrays, source, splits, fixes=not from_file)
     return arrays
@@ -283,18 +294,6 @@ def _is_keras_pairs(arrays: Any) -> bool:
         and len(arrays) == 2
         and all(isinstance(pair, tuple | list) and len(pair) == 2 for pair in arrays)
     )
-
-
-def _labels_as_uint8(key: str, value: np.ndarray) -> np.ndarray:
-    """Integer labels of any type (a keras or torchvision habit) as uint8, when they fit."""
-    if not key.endswith("_labels") or value.dtype == np.uint8 or value.dtype.kind not in "iu":
-        return value
-    if not value.size:
-        return value.astype(np.uint8)
-    low, high = int(value.min()), int(value.max())
-    if low < 0 or high > 255:
-        raise MnistkitError(f"arrays: {key} holds {low if low < 0 else high}, not a class number (0 to 255)")
-    return value.astype(np.uint8)
 
 
 def _model(model: Model | str | os.PathLike[str], call: str) -> Model:
@@ -475,7 +474,8 @@ def predict_images(
     """`mnistkit predict`: each image (or the one given) prepared as the model's dataset made
     its images, then predicted. An image is a file's path, a file's bytes (an upload widget's)
     or the file open in binary (`open(path, "rb")`, `io.BytesIO`), a PIL image, or a numpy
-    array of any size: gray (H, W) or colour (H, W, 3 or 4), uint8 or floats in [0, 1]. Those
+    array of any size: gray (H, W) or colour (H, W, 3 or 4), uint8 or floats in [0, 1] (a
+    stack (N, H, W) is N images, so torch's (3, H, W) colour is given as (H, W, 3)). Those
     in memory are named `<image N>` (N their place in the list, from 0) in `Prediction.path`
     and in errors. Raises MnistkitError for the first that cannot be read."""
     checkpoint = _model(model, "predict_images(model, images)").checkpoint
@@ -561,10 +561,15 @@ def _array_picture(array: np.ndarray, name: str) -> Image.Image:
         array = array.astype(np.uint8) * 255
     elif np.issubdtype(array.dtype, np.floating):
         if not (np.isfinite(array).all() and array.min() >= 0 and array.max() <= 1):
-            raise MnistkitError(f"{name}: float pixels must lie in [0, 1] (or give uint8 pixels, 0 to 255)")
+            fix = "or give uint8 pixels, 0 to 255"
+            if np.isfinite(array).all() and array.min() < 0:  # standardized, as a model's input
+                fix = f"give {UNSTANDARDIZE.format(array='image')}"
+            raise MnistkitError(f"{name}: float pixels must lie in [0, 1] ({fix})")
         array = np.round(array * 255)
     elif not np.issubdtype(array.dtype, np.integer) or array.min() < 0 or array.max() > 255:
         raise MnistkitError(f"{name}: {array.dtype} pixels must be uint8, 0 to 255, or floats in [0, 1]")
+    elif faint := too_faint(array, "image"):  # read as 0-255 it would be a blank page
+        raise MnistkitError(f"{name}: {faint[0]}, expected 0-255 (give {faint[1]})")
     return Image.fromarray(array.astype(np.uint8), "L" if array.ndim == 2 else "RGBA"[: array.shape[2]])
 
 
@@ -712,6 +717,7 @@ def draw_embedding(
     from mnistkit.plots import embedding_image
 
     check_split(split)
+    count = scalar_setting("count", count, int)
     call = "draw_embedding(model, arrays)"
     checkpoint = _model(model, call).checkpoint
     arrays = _checked_for(checkpoint, arrays, (split,), call)

@@ -1,6 +1,7 @@
 """The `.npz` array file between parse-to-npz and everything after it.
 
-Four uint8 arrays under fixed keys, uncompressed, pixels raw; a label is a class's index.
+Four uint8 arrays under fixed keys, uncompressed, pixels raw; a label is a class's index
+(labels of another integer type, as `np.savez` of Keras' arrays writes them, load as uint8).
 Every dataset but MNIST also records its name (`dataset`, a 0-d unicode array) and its
 `class_names` (1-d unicode), so a file without them holds MNIST's digits, unless its labels
 are a published dataset's (Fashion-MNIST saved by Keras' loader or `np.savez`), which names it. QMNIST's whole
@@ -177,6 +178,25 @@ def check_split(split: str) -> None:
         raise MnistkitError(f"{setting('split')}: {split!r} is not one of {', '.join(SPLITS)}")
 
 
+# Standardized pixels back to 0-255: the background is their least value, full ink their most.
+UNSTANDARDIZE = "(({array} - {array}.min()) / ({array}.max() - {array}.min()) * 255).round().astype(np.uint8)"
+
+
+FAINTEST_INK = 16  # scikit-learn's digits reach 16; an MNIST digit's ink reaches 255
+
+
+def too_faint(images: np.ndarray, name: str = "images") -> tuple[str, str] | None:
+    """What uint8 pixels that never pass FAINTEST_INK hold and the code that makes them 0-255
+    (`(x / 255).astype(np.uint8)` and `x > 127` leave 0 and 1, scikit-learn's digits 0-16),
+    or None for pixels that do (or that are all paper)."""
+    high = int(images.max()) if images.size else 0
+    if not 1 <= high <= FAINTEST_INK:
+        return None
+    if high == 1:
+        return "only pixels 0 and 1", f"{name} * 255"
+    return f"only pixels 0 to {high}", f"({name} * (255 / {high})).round().astype(np.uint8)"
+
+
 def image_fixes(images: np.ndarray) -> list[str]:
     """The code that turns the tutorials' images into MNIST's uint8 (N, 28, 28), for a refusal."""
     fixes = []
@@ -187,7 +207,9 @@ def image_fixes(images: np.ndarray) -> list[str]:
     elif images.shape[1:] == (*IMAGE_SHAPE, 1):  # Keras' channel axis
         fixes.append("images[..., 0]")
     if np.issubdtype(images.dtype, np.floating):
-        if images.size and float(np.nanmax(images)) > 1:  # torchvision's `.data.float()`
+        if images.size and float(np.nanmin(images)) < 0:  # torchvision's Normalize((0.1307,), (0.3081,))
+            fixes.append(f"{UNSTANDARDIZE.format(array='images')} for standardized pixels")
+        elif images.size and float(np.nanmax(images)) > 1:  # torchvision's `.data.float()`
             fixes.append("images.round().astype(np.uint8) for pixels 0-255")
         else:  # the tutorials' pixels in [0, 1]
             fixes.append("(images * 255).round().astype(np.uint8) for pixels in [0, 1]")
@@ -202,7 +224,27 @@ def _label_fix(labels: np.ndarray) -> str:
     """The code that makes labels one class number each, for a refusal."""
     if labels.ndim == 2 and labels.shape[1] == 1:  # a column, as scikit-learn and torch keep them
         return "labels[:, 0]"
-    return "labels.argmax(1) for one-hot labels" if labels.ndim == 2 else ""
+    if labels.ndim == 2:
+        return "labels.argmax(1) for one-hot labels"
+    whole = np.issubdtype(labels.dtype, np.floating) and bool(np.all(labels == np.round(labels)))
+    return "labels.astype(np.uint8)" if whole else ""  # a pandas column or a float tensor's
+
+
+def labels_as_uint8(arrays: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+    """The arrays with integer labels of any type (Keras' and torchvision's int64, an int32
+    `np.savez`) as uint8, the type mnistkit keeps them in; a label outside 0-255 is refused."""
+    converted = dict(arrays)
+    for key, labels in arrays.items():
+        if not key.endswith("_labels") or labels.dtype == np.uint8 or labels.dtype.kind not in "iu":
+            continue
+        if labels.size:
+            low, high = int(labels.min()), int(labels.max())
+            if low < 0 or high > 255:
+                raise MnistkitError(
+                    f"{source}: {key} holds {low if low < 0 else high}, not a class number (0 to 255)"
+                )
+        converted[key] = labels.astype(np.uint8)
+    return converted
 
 
 def check_arrays(
@@ -224,7 +266,7 @@ def check_arrays(
     for split in splits:
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         image_fix = "".join(f"; give {fix}" for fix in image_fixes(images)) if fixes else ""
-        label_fix = f"; give {_label_fix(labels)}" if fixes and labels.ndim == 2 else ""
+        label_fix = f"; give {_label_fix(labels)}" if fixes and _label_fix(labels) else ""
         if images.dtype != np.uint8:
             raise MnistkitError(
                 f"{source}: {split}_images has dtype {images.dtype}, expected uint8 "
@@ -238,10 +280,11 @@ def check_arrays(
             raise MnistkitError(
                 f"{source}: {split}_images has shape {images.shape}, expected (N, 28, 28){image_fix}"
             )
-        if images.size and int(images.max()) == 1:  # `(x / 255).astype(np.uint8)`, or `x > 127`
+        faint = too_faint(images)
+        if faint:
             raise MnistkitError(
-                f"{source}: {split}_images holds only pixels 0 and 1, expected 0-255"
-                + ("; give images * 255" if fixes else "")
+                f"{source}: {split}_images holds {faint[0]}, expected 0-255"
+                + (f"; give {faint[1]}" if fixes else "")
             )
         if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
             raise MnistkitError(
@@ -319,6 +362,7 @@ def load_arrays(
                 if not set(wanted) <= set(archive.files):
                     raise _other_layout(str(path), sorted(archive.files), splits)
                 arrays = {key: archive[key] for key in _stored_keys(archive.files, splits)}
+            arrays = labels_as_uint8(arrays, str(path))
         found = None if names_dataset(arrays) else recognised_dataset(arrays) or dataset
         # As named_if_unnamed, except that MNIST's digits load as the four arrays the file holds.
         if found not in (None, DEFAULT_DATASET):

@@ -231,6 +231,18 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
     _fsync_directory(path.parent)
 
 
+@contextlib.contextmanager
+def taken_back_on_failure(paths: list[Path]) -> Iterator[list[Path]]:
+    """Files written one by one (each atomically) that stand or fall together: those in
+    `paths` when the block fails, a full disk or Ctrl-C, are removed."""
+    try:
+        yield paths
+    except BaseException:
+        for path in paths:
+            path.unlink(missing_ok=True)
+        raise
+
+
 def _remove_empty(folders: list[Path]) -> None:
     """The folders a write that failed made for its file: no output, no trace (one that holds
     something by now, another's output, stays)."""

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from mnistkit.arrays import check_split, class_labels, class_names, dataset_name
-from mnistkit.atomic import STDOUT, atomic_write, make_output_folder
+from mnistkit.atomic import STDOUT, atomic_write, make_output_folder, taken_back_on_failure
 from mnistkit.charts import (
     INK,
     LABEL_PX,
@@ -28,7 +28,7 @@ from mnistkit.charts import (
     text_width,
 )
 from mnistkit.checkpoint import Checkpoint
-from mnistkit.config import listed_setting
+from mnistkit.config import listed_setting, scalar_setting
 from mnistkit.datasets import DIGIT_NAMES, named_by_digits
 from mnistkit.errors import MnistkitError
 from mnistkit.evaluation import check_same_classes
@@ -245,7 +245,8 @@ def export_digits(
     names: Sequence[str] = DIGIT_NAMES,
 ) -> list[Path]:
     """Each image as its own 28x28 grayscale PNG, ready for predict: `{index:05d}-label{digit}.png`,
-    or `{index:05d}-label{label}-{name}.png` for classes named otherwise than by their label."""
+    or `{index:05d}-label{label}-{name}.png` for classes named otherwise than by their label;
+    all of them, or none if one fails."""
     make_output_folder(directory)
     paths = [
         directory
@@ -256,8 +257,10 @@ def export_digits(
         )
         for index in indices
     ]
-    for index, path in zip(indices, paths, strict=True):
-        save_picture(Image.fromarray(images[index]), path)
+    with taken_back_on_failure([]) as written:
+        for index, path in zip(indices, paths, strict=True):
+            save_picture(Image.fromarray(images[index]), path)
+            written.append(path)
     return paths
 
 
@@ -278,6 +281,9 @@ class SampleOptions:
         check_split(self.split)
         if self.classes is not None:  # (3, 8) or "3,8" from Python, as train's classes=
             object.__setattr__(self, "classes", listed_setting("classes", self.classes) or None)
+        for name in ("count", "scale", "columns", "seed", "min_confidence"):  # count="16", np.int64(16)
+            kind = float if name == "min_confidence" else int
+            object.__setattr__(self, name, scalar_setting(name, getattr(self, name), kind))
         for name, value in (("count", self.count), ("scale", self.scale), ("columns", self.columns)):
             if value < 1:
                 raise MnistkitError(f"{setting(name)} must be at least 1, got {value}")

@@ -74,7 +74,9 @@ def prepare_data(arrays: Mapping[str, np.ndarray], config: TrainConfig, source: 
     if absent:
         missing = ", ".join(names[classes[index]] for index in absent)
         kind = "digit" if named_by_digits(range(len(names)), names) else "class"
-        raise MnistkitError(f"{source}: no training images of {kind} {missing}")
+        held = tuple(int(label) for index, label in enumerate(classes) if index not in absent)
+        fix = f"; to train on those it holds, give {setting('classes', held)}" if len(held) > 1 else ""
+        raise MnistkitError(f"{source}: no training images of {kind} {missing}{fix}")
     if splits["test"].size == 0:
         among = " of the classes trained on" if config.classes else ""
         raise MnistkitError(f"{source}: no test images{among} to measure the model on")

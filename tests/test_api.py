@@ -153,7 +153,7 @@ def test_arrays_a_model_would_misread_are_refused_as_an_npz_would_be(
         mnistkit.evaluate(large_digit_model, {"test_images": ones, "test_labels": labels})
     model = mnistkit.load(large_digit_model)
     with pytest.raises(
-        ValueError, match=re.escape("expected pixels 0-255, got only 0 and 1 (give images * 255)")
+        ValueError, match=re.escape("expected pixels 0-255, got only pixels 0 and 1 (give images * 255)")
     ):
         model.predict(ones[:3])
     assert model.predict(ones[:3] * 255).shape == (3,)
@@ -939,6 +939,100 @@ def test_the_arrays_refusals_give_the_fix_for_each_tutorials_habit(synthetic_dat
     keras_names = {"x_train": x, "y_train": y, "x_test": x, "y_test": y}
     with pytest.raises(MnistkitError, match=re.escape("are given as ((x_train, y_train), (x_test, y_test))")):
         mnistkit.train(keras_names, "logreg", epochs=1)
+
+
+def test_standardized_and_faint_images_get_the_code_that_undoes_them(
+    large_digit_model: Path, synthetic_data
+) -> None:
+    """A model's input (torchvision's Normalize) and scikit-learn's 0-16 pixels are no MNIST
+    images; the hint each refusal gives, run as written, gives back the images."""
+    images, labels = synthetic_data["test_images"], synthetic_data["test_labels"]
+    model = mnistkit.load(large_digit_model)
+    standardized = ((images / 255.0 - 0.1307) / 0.3081).astype(np.float32)
+    with pytest.raises(ValueError, match=r"\(give (.+) for standardized pixels\)") as refusal:
+        model.predict(standardized)
+    fix = re.search(r"\(give (.+) for standardized pixels\)", str(refusal.value))[1]
+    assert np.array_equal(eval(fix, {"np": np, "images": standardized}), images)
+    with pytest.raises(
+        MnistkitError, match=re.escape("arrays: test_images has dtype float32, expected uint8 (")
+    ):
+        mnistkit.evaluate(model, {"test_images": standardized, "test_labels": labels})
+
+    faint = (images // 16).astype(np.uint8)  # pixels 0-15, as scikit-learn's digits (0-16)
+    with pytest.raises(ValueError, match=re.escape("got only pixels 0 to 15 (give (images * (255 / 15))")):
+        model.predict(faint)
+    with pytest.raises(
+        MnistkitError, match=re.escape("arrays: test_images holds only pixels 0 to 15, expected")
+    ):
+        mnistkit.evaluate(model, {"test_images": faint, "test_labels": labels})
+    mended = (faint * (255 / 15)).round().astype(np.uint8)
+    assert mended.max() == 255 and model.predict(mended).shape == labels.shape
+    assert model.predict(np.zeros((2, 28, 28), np.uint8)).shape == (2,)  # blank pages are no mistake
+
+    picture = np.kron(images[0], np.ones((3, 3), np.uint8))  # 84x84, as a drawing or a photo
+    expected = mnistkit.predict_images(model, picture)[0].top
+    for given, reason in (
+        ((picture // 20).astype(np.uint8), "<image 0>: only pixels 0 to 12, expected 0-255 (give "),
+        ((picture / 255 - 0.1307) / 0.3081, "<image 0>: float pixels must lie in [0, 1] (give "),
+    ):
+        with pytest.raises(MnistkitError, match=re.escape(reason)) as refusal:
+            mnistkit.predict_images(model, given)
+        fix = re.search(r"\(give (.+)\)$", str(refusal.value))[1]
+        mended = eval(fix, {"np": np, "image": given})
+        assert [label for label, _, _ in mnistkit.predict_images(model, mended)[0].top] == [
+            label for label, _, _ in expected
+        ]
+
+
+def test_labels_of_other_types_load_or_get_their_fix(synthetic_data, tmp_path: Path) -> None:
+    """Keras' int64 labels saved with np.savez load as uint8, in a shell and from Python;
+    float labels (a pandas column) get `astype`; data of some classes only gets `classes=`."""
+    from click.testing import CliRunner
+
+    from mnistkit.cli import cli
+
+    int64 = tmp_path / "int64.npz"
+    np.savez(int64, **{**synthetic_data, "test_labels": synthetic_data["test_labels"].astype(np.int64)})
+    loaded = mnistkit.load_arrays(int64)
+    assert loaded["test_labels"].dtype == np.uint8
+    assert np.array_equal(loaded["test_labels"], synthetic_data["test_labels"])
+    result = CliRunner().invoke(cli, ["render-samples", str(int64), "-o", str(tmp_path / "s.png")])
+    assert result.exit_code == 0, result.output
+    negative = tmp_path / "negative.npz"
+    np.savez(
+        negative, **{**synthetic_data, "test_labels": -synthetic_data["test_labels"].astype(np.int64) - 1}
+    )
+    result = CliRunner().invoke(cli, ["render-samples", str(negative), "-o", str(tmp_path / "n.png")])
+    assert result.exit_code == 1
+    assert result.output == f"Error: {negative}: test_labels holds -10, not a class number (0 to 255)\n"
+    assert not (tmp_path / "n.png").exists()
+
+    floats = {**synthetic_data, "train_labels": synthetic_data["train_labels"].astype(np.float64)}
+    with pytest.raises(
+        MnistkitError,
+        match=re.escape("train_labels has dtype float64, expected uint8; give labels.astype(np.uint8)"),
+    ):
+        mnistkit.train(floats, "logreg", epochs=1, verbose=False)
+    halves = {**floats, "train_labels": floats["train_labels"] + 0.5}
+    with pytest.raises(MnistkitError, match=r"train_labels has dtype float64, expected uint8$"):
+        mnistkit.train(halves, "logreg", epochs=1, verbose=False)
+
+    low = synthetic_data["train_labels"] < 5
+    first_five = {
+        **synthetic_data,
+        "train_images": synthetic_data["train_images"][low],
+        "train_labels": synthetic_data["train_labels"][low],
+    }
+    with pytest.raises(
+        MnistkitError,
+        match=re.escape(
+            "no training images of digit 5, 6, 7, 8, 9; "
+            "to train on those it holds, give classes=(0, 1, 2, 3, 4)"
+        ),
+    ):
+        mnistkit.train(first_five, "logreg", epochs=1, verbose=False)
+    model = mnistkit.train(first_five, "logreg", epochs=1, verbose=False, classes=(0, 1, 2, 3, 4))
+    assert model.classes == [0, 1, 2, 3, 4]
 
 
 def test_an_npz_gets_no_python_fix_in_a_shell_or_from_python(synthetic_data, tmp_path: Path) -> None:

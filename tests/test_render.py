@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
+import mnistkit
 from mnistkit.charts import BLUE_WHITE_RED, DIGIT_COLOURS, blend, nice_ticks, tick_labels
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint
 from mnistkit.cli import cli
@@ -715,3 +717,60 @@ def test_a_picture_too_large_to_make_is_refused_before_it_is_made(tmp_path, synt
     )
     result = run("render-weights", model, "-o", output, "--scale", "100000")
     assert_failed_cleanly(result, output, "over 200 megapixels; draw smaller templates (--scale)")
+
+
+def test_the_pictures_take_counts_as_python_gives_them(tmp_path, synthetic_data):
+    """count="16" or np.int64(16), as train's settings take them; a fraction is refused by name."""
+    model = _half_plane_model(tmp_path, synthetic_data)
+    embedding = np.asarray(mnistkit.draw_embedding(model, synthetic_data, count=40))
+    for count in ("40", np.int64(40)):
+        assert np.array_equal(
+            np.asarray(mnistkit.draw_embedding(model, synthetic_data, count=count)), embedding
+        )
+    samples = np.asarray(mnistkit.draw_samples(synthetic_data, count=16, columns=4))
+    as_text = mnistkit.draw_samples(synthetic_data, count="16", columns=np.int32(4))
+    assert np.array_equal(np.asarray(as_text), samples)
+    for bad in (16.5, "many"):
+        with pytest.raises(
+            MnistkitError, match=f"^count: expected a whole number, got {re.escape(repr(bad))}$"
+        ):
+            mnistkit.draw_samples(synthetic_data, count=bad)
+        with pytest.raises(
+            MnistkitError, match=f"^count: expected a whole number, got {re.escape(repr(bad))}$"
+        ):
+            mnistkit.draw_embedding(model, synthetic_data, count=bad)
+
+
+def test_an_export_that_fails_midway_takes_back_the_files_it_wrote_and_draws_nothing(
+    tmp_path, synthetic_npz, synthetic_data
+):
+    """A folder where the third PNG goes stops the export: the first two go too, the picture
+    is not written, and the listing never reaches stdout."""
+    output, export = tmp_path / "samples.png", tmp_path / "exported"
+    labels = synthetic_data["test_labels"]
+    (export / f"00002-label{labels[2]}.png").mkdir(parents=True)
+    result = run("render-samples", synthetic_npz, "-o", output, "--count", 5, "--export-dir", export)
+    assert result.exit_code == 1 and f"00002-label{labels[2]}.png" in result.output
+    assert ".png\n" not in result.stdout
+    assert [path.name for path in export.iterdir()] == [f"00002-label{labels[2]}.png"]
+    assert not output.exists()
+
+
+def test_a_picture_that_cannot_be_written_takes_its_exported_digits_along(
+    tmp_path, synthetic_npz, monkeypatch
+):
+    """The disk fills up at the picture, after the digits were written: they go too."""
+    from mnistkit import render
+
+    output, export, write = tmp_path / "samples.png", tmp_path / "exported", render.save_picture
+
+    def full_disk_at_the_picture(image, path):
+        if Path(path) == output:
+            raise MnistkitError(f"{output}: cannot write: no space left on device")
+        write(image, path)
+
+    monkeypatch.setattr(render, "save_picture", full_disk_at_the_picture)
+    result = run("render-samples", synthetic_npz, "-o", output, "--count", 5, "--export-dir", export)
+    assert result.exit_code == 1 and "no space left on device" in result.output
+    assert ".png\n" not in result.stdout
+    assert list(export.iterdir()) == [] and not output.exists()
