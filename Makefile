@@ -66,8 +66,8 @@ UNFINISHED := $(if $(wildcard $(CKPT).resume),FORCE)
 all: $(REPORTS)/metrics.json $(REPORTS)/samples.png $(REPORTS)/predictions.tsv $(PICTURES) ## run the whole pipeline (DATASET=mnist)
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_./$$() -]+&?:.*## ' $(MAKEFILE_LIST) | sed -e 's/ *&\?:.*## /\t/' \
-		-e 's|$$(RAW)|$(RAW_DIR)/*.gz|; s|$$(CKPT) $$(HISTORY)|$(CKPT)|' \
+	@grep -E '^[a-zA-Z_./$$()% -]+&?:.*## ' $(MAKEFILE_LIST) | sed -e 's/ *&\?:.*## /\t/' \
+		-e 's|$$(RAW)|$(RAW_DIR)/*.gz|; s|$$(MODELS)/%.safetensors $$(MODELS)/%.history.jsonl|$(CKPT)|' \
 		-e 's|$$(REPORTS)|$(REPORTS)|; s|$$(NPZ)|$(NPZ)|' \
 		| awk -F '\t' '{ name[NR] = $$1; what[NR] = $$2; if (length($$1) > width) width = length($$1) } \
 		END { for (i = 1; i <= NR; i++) printf "%-" width + 2 "s%s\n", name[i], what[i] }'
@@ -94,7 +94,10 @@ kept_args := $(strip $(shell cat $(TRAIN_ARGS_FILE) 2>/dev/null))
 new_args := $(strip $(train_args))
 RETRAIN := $(if $(subst $(kept_args),,$(new_args))$(subst $(new_args),,$(kept_args)),FORCE)
 
-$(CKPT) $(HISTORY) &: $(NPZ) $(RETRAIN) $(UNFINISHED) | $(INSTALLED) ## train the model
+# A pattern rule, not a grouped target (`&:`): GNU make 4.3's `make -n` lists nothing of what
+# depends on a grouped target it would remake, and of a pattern rule's files only what depends
+# on the one it reached first (so curves.png names the checkpoint too).
+$(MODELS)/%.safetensors $(MODELS)/%.history.jsonl: $(NPZ) $(RETRAIN) $(UNFINISHED) | $(INSTALLED) ## train the model
 	$(MNISTKIT) train $(NPZ) -o $(CKPT) --history $(HISTORY) $(train_args)
 	@printf '%s\n' '$(subst ','\'',$(new_args))' > $(TRAIN_ARGS_FILE)
 
@@ -113,7 +116,7 @@ $(REPORTS)/mistakes.png: $(NPZ) $(CKPT) | $(INSTALLED) ## the model's most confi
 $(REPORTS)/confusion.png: $(REPORTS)/metrics.json | $(INSTALLED) ## the confusion matrix as a heat map
 	$(MNISTKIT) render-confusion --metrics $(REPORTS)/metrics.json -o $@
 
-$(REPORTS)/curves.png: $(HISTORY) | $(INSTALLED) ## loss and accuracy per epoch
+$(REPORTS)/curves.png: $(HISTORY) $(CKPT) | $(INSTALLED) ## loss and accuracy per epoch
 	@mkdir -p $(REPORTS)
 	$(MNISTKIT) render-curves $(HISTORY) -o $@
 

@@ -174,6 +174,8 @@ def test_make_j4_all_builds_everything_once(tmp_path: Path) -> None:
         [*serial, "-n", "all", "EPOCHS=3"], env=env, capture_output=True, text=True, timeout=60
     )
     assert "run_mnistkit.py train" in more.stdout and "--epochs 3" in more.stdout, more.stdout
+    for after_training in ("eval", "render-samples", "render-confusion", "render-curves", "predict"):
+        assert f"run_mnistkit.py {after_training} " in more.stdout, more.stdout  # as `make all` runs them
     assert subprocess.run([*serial, "-q", "all"], env=env, capture_output=True, timeout=60).returncode == 0
     assert {artifact: (folder / artifact).stat().st_mtime_ns for artifact in ARTIFACTS} == built
     # Without -j, make deleted the history of a run that failed before touching it.
