@@ -287,9 +287,24 @@ def _thin_strokes_kept(
 def _every_box_ink_like(
     image: Image.Image, shape: tuple[int, ...], factor: int, dark_ink: bool, mode: str
 ) -> Image.Image:
-    """The picture shrunk with each box its `factor`-th most ink-like pixel."""
-    every_box = _boxes(np.asarray(image), shape, factor).transpose(0, 2, 1, 3).reshape(-1, factor * factor)
-    return Image.fromarray(_ink_like(every_box, factor, dark_ink).reshape(shape), mode)
+    """The picture shrunk with each box the `factor`-th most ink-like pixel of the window
+    twice its side centred on it. A line one pixel wide that clips a box's corner covers
+    fewer than `factor` of the box's pixels (a 1 px pen on a 900 px canvas came out in
+    pieces), but at least `factor` of the window's; a speck smaller than that stays paper.
+    The window is four boxes of a grid shifted by half a box, each kept as its `factor`
+    most ink-like pixels, among which the window's lie."""
+    rows, columns = shape
+    half = factor // 2
+    values = np.asarray(image)
+    padding = (
+        (half, (rows + 1) * factor - half - values.shape[0]),
+        (half, (columns + 1) * factor - half - values.shape[1]),
+    )
+    shifted = np.pad(values, padding, "edge").reshape(rows + 1, factor, columns + 1, factor)
+    boxes = shifted.transpose(0, 2, 1, 3).reshape(-1, factor * factor)
+    best = _most_ink_like(boxes, factor, dark_ink).reshape(rows + 1, columns + 1, factor)
+    windows = np.concatenate((best[:-1, :-1], best[:-1, 1:], best[1:, :-1], best[1:, 1:]), axis=2)
+    return Image.fromarray(_ink_like(windows.reshape(-1, 4 * factor), factor, dark_ink).reshape(shape), mode)
 
 
 def _boxes(values: np.ndarray, shape: tuple[int, ...], factor: int) -> np.ndarray:
@@ -300,6 +315,13 @@ def _boxes(values: np.ndarray, shape: tuple[int, ...], factor: int) -> np.ndarra
     if padding != ((0, 0), (0, 0)):
         values = np.pad(values, padding, "edge")
     return values.reshape(rows, factor, columns, factor)
+
+
+def _most_ink_like(pixels: np.ndarray, count: int, dark_ink: bool) -> np.ndarray:
+    """Each row's `count` darkest pixels (lightest for light ink), in no order."""
+    if dark_ink:
+        return np.partition(pixels, count - 1, axis=1)[:, :count]
+    return np.partition(pixels, pixels.shape[1] - count, axis=1)[:, pixels.shape[1] - count :]
 
 
 def _ink_like(pixels: np.ndarray, rank: int, dark_ink: bool) -> np.ndarray:

@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageOps
 from mnistkit.checkpoint import load_checkpoint
 from mnistkit.datasets import IMAGE_STYLES
 from mnistkit.errors import MnistkitError
-from mnistkit.images import MAX_IMAGE_PIXELS, load_digit
+from mnistkit.images import MAX_IMAGE_PIXELS, load_digit, read_grayscale
 from mnistkit.morphology import dilate_disc, label_components, rectangularity, stroke_width_px
 from mnistkit.preprocess import preprocess_digit
 
@@ -924,6 +924,33 @@ def test_a_light_thin_pen_on_a_large_canvas_is_read_not_refused_as_blank(
     small = [(x * 250 / canvas_px, y * 250 / canvas_px) for x, y in placed]
     reference = load_digit(drawn_lines(tmp_path / "r.png", (250, 250), small, 2, 255, 190))
     assert similarity(drawn, reference) > 0.9, f"the {digit}"
+
+
+@pytest.mark.parametrize("side", [600, 900, 2000])
+def test_a_one_pixel_line_shrinks_to_one_unbroken_stroke(tmp_path: Path, side: int) -> None:
+    """A box keeps the most ink-like pixel of a window twice its side: a 1 px line that
+    clipped a box's corner covered fewer pixels than the box's side, and came out in pieces
+    (a 1 px pen's digits on 600-900 px canvases were misread). Every slope, one stroke."""
+    for end in [
+        (side - 1, side // 3),
+        (side - 1, side - 1),
+        (side // 3, side - 1),
+        (side * 2 // 3, side - 1),
+    ]:
+        page = Image.new("L", (side, side), 250)
+        ImageDraw.Draw(page).line([(0, 0), end], fill=20, width=1)
+        gray = read_grayscale(save(np.asarray(page), tmp_path / "line.png"), every_box_ink_like=True)
+        assert max(gray.shape) <= 256
+        _, count = label_components(gray < 0.5)
+        assert count == 1, f"a line to {end} on {side} px came out in {count} pieces"
+    speck = Image.new("L", (side, side), 250)
+    factor = -(-side // 256)
+    ImageDraw.Draw(speck).rectangle(
+        [(300, 300), (300 + factor - 2, 300)], fill=20
+    )  # fewer pixels than a side
+    ImageDraw.Draw(speck).line([(0, 0), (side - 1, side // 3)], fill=20, width=1)
+    gray = read_grayscale(save(np.asarray(speck), tmp_path / "speck.png"), every_box_ink_like=True)
+    assert label_components(gray < 0.5)[1] == 1, "a speck stays paper"
 
 
 def test_marks_beside_a_thick_digit_or_dust_on_a_thin_one_change_nothing(tmp_path: Path) -> None:
