@@ -60,6 +60,9 @@ PICTURES := $(REPORTS)/mistakes.png $(REPORTS)/confusion.png $(REPORTS)/curves.p
 .DELETE_ON_ERROR:
 .PRECIOUS: $(CKPT) $(HISTORY)
 UNFINISHED := $(if $(wildcard $(CKPT).resume),FORCE)
+# Train again when the history is gone too: the rule makes both files, and make would find the
+# checkpoint up to date for eval and the samples before curves.png asked for the history.
+NO_HISTORY := $(if $(wildcard $(HISTORY)),,FORCE)
 
 .PHONY: all help venv test test-slow test-browser serve chaos fuzz lint bench docs clean
 
@@ -97,7 +100,7 @@ RETRAIN := $(if $(subst $(kept_args),,$(new_args))$(subst $(new_args),,$(kept_ar
 # A pattern rule, not a grouped target (`&:`): GNU make 4.3's `make -n` lists nothing of what
 # depends on a grouped target it would remake, and of a pattern rule's files only what depends
 # on the one it reached first (so curves.png names the checkpoint too).
-$(MODELS)/%.safetensors $(MODELS)/%.history.jsonl: $(NPZ) $(RETRAIN) $(UNFINISHED) | $(INSTALLED) ## train the model
+$(MODELS)/%.safetensors $(MODELS)/%.history.jsonl: $(NPZ) $(RETRAIN) $(UNFINISHED) $(NO_HISTORY) | $(INSTALLED) ## train the model
 	$(MNISTKIT) train $(NPZ) -o $(CKPT) --history $(HISTORY) $(train_args)
 	@printf '%s\n' '$(subst ','\'',$(new_args))' > $(TRAIN_ARGS_FILE)
 
