@@ -18,6 +18,7 @@ numpy and Pillow only.
 from __future__ import annotations
 
 import itertools
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -112,12 +113,26 @@ DIGIT_MIN_SPAN = 0.25
 CLUTTER_MIN_DIGIT_MASS = 0.2
 
 
+class FoundDigit(NamedTuple):
+    """The digit cut out of a picture (its ink for a digit style, its shades for a product
+    photo's) and where it lay there: rows top to bottom, columns left to right."""
+
+    pixels: np.ndarray
+    box: tuple[int, int, int, int]
+
+
 def preprocess_digit(gray: np.ndarray, source: str, style: ImageStyle = MNIST_STYLE) -> np.ndarray:
     """Float gray [0, 1] of any size -> uint8 28x28, ink bright, as `style` says (MNIST's by default).
     (Thickening thin strokes costs more the larger the picture: `images` hands it at most 256 px.)
 
     Raises MnistkitError("source: blank image ...") when no ink stands out.
     """
+    return fit_digit(find_digit(gray, source, style).pixels, style)
+
+
+def find_digit(gray: np.ndarray, source: str, style: ImageStyle = MNIST_STYLE) -> FoundDigit:
+    """The digit in float gray [0, 1], cut out; raises MnistkitError("source: blank image ...")
+    when no ink stands out."""
     if style.saturate_ink:
         ink = _ink_map(gray, source)
         if not ink.any():
@@ -126,14 +141,18 @@ def preprocess_digit(gray: np.ndarray, source: str, style: ImageStyle = MNIST_ST
             raise MnistkitError(f"{source}: blank image (only ruled lines, no digit)")
         top, bottom = _extent(ink.sum(axis=1))
         left, right = _extent(ink.sum(axis=0))
-        ink = ink[top:bottom, left:right]
-        if style.stroke_px is not None:
-            ink = _thickened(ink, style.stroke_px / style.side_px)
-        return to_uint8(_fit_and_centre(ink, style))
-    ink, mask = _object_map(gray, source)
+        return FoundDigit(ink[top:bottom, left:right], (top, bottom, left, right))
+    shades, mask = _object_map(gray, source)
     rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    top, bottom, left, right = rows[0], rows[-1] + 1, columns[0], columns[-1] + 1
-    return to_uint8(_fit_and_centre(ink[top:bottom, left:right], style))
+    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(columns[0]), int(columns[-1]) + 1
+    return FoundDigit(shades[top:bottom, left:right], (top, bottom, left, right))
+
+
+def fit_digit(pixels: np.ndarray, style: ImageStyle = MNIST_STYLE) -> np.ndarray:
+    """A digit cut out by `find_digit` -> uint8 28x28, its strokes as broad as the style's."""
+    if style.saturate_ink and style.stroke_px is not None:
+        pixels = _thickened(pixels, style.stroke_px / style.side_px)
+    return to_uint8(_fit_and_centre(pixels, style))
 
 
 def already_prepared(gray: np.ndarray, style: ImageStyle = MNIST_STYLE) -> np.ndarray | None:

@@ -926,6 +926,29 @@ def test_a_light_thin_pen_on_a_large_canvas_is_read_not_refused_as_blank(
     assert similarity(drawn, reference) > 0.9, f"the {digit}"
 
 
+@pytest.mark.parametrize(
+    ("page_px", "suffix"),
+    [((1240, 1754), ".png"), ((2480, 3508), ".png"), ((1200, 1200), ".png"), ((4032, 3024), ".jpg")],
+)
+def test_a_small_digit_on_a_large_page_comes_out_as_on_a_small_canvas(
+    page_px: tuple[int, int], suffix: str, tmp_path: Path
+) -> None:
+    """Shrunk whole to 256 px, a page's 100 px digit was some 14 px high: its loops closed up
+    (a 6 on a 1200 px canvas came out as a blob and was read as an 8). It is found again in
+    the page's own pixels (a phone's JPEG decoded large enough), and comes out as the same
+    digit on a canvas of its own size."""
+    for digit in range(10):
+        page = 255 - draw_large_digit(digit, 100, page_px, offset_px=(page_px[0] // 5, -page_px[1] // 4))
+        on_its_own = 255 - draw_large_digit(digit, 100, (200, 200))
+        seen = load_digit(save(page, tmp_path / f"page-{digit}{suffix}", quality=90))
+        expected = load_digit(save(on_its_own, tmp_path / f"own-{digit}.png"))
+        in_memory = load_digit("page", picture=Image.fromarray(page))
+        for image in (seen, in_memory):
+            assert similarity(image, expected) > 0.97, (
+                f"{digit} on {page_px}: {similarity(image, expected):.3f}"
+            )
+
+
 @pytest.mark.parametrize("side", [600, 900, 2000])
 def test_a_one_pixel_line_shrinks_to_one_unbroken_stroke(tmp_path: Path, side: int) -> None:
     """A box keeps the most ink-like pixel of a window twice its side: a 1 px line that
@@ -939,7 +962,7 @@ def test_a_one_pixel_line_shrinks_to_one_unbroken_stroke(tmp_path: Path, side: i
     ]:
         page = Image.new("L", (side, side), 250)
         ImageDraw.Draw(page).line([(0, 0), end], fill=20, width=1)
-        gray = read_grayscale(save(np.asarray(page), tmp_path / "line.png"), every_box_ink_like=True)
+        gray = read_grayscale(save(np.asarray(page), tmp_path / "line.png"), every_box_ink_like=True).pixels
         assert max(gray.shape) <= 256
         _, count = label_components(gray < 0.5)
         assert count == 1, f"a line to {end} on {side} px came out in {count} pieces"
@@ -949,7 +972,7 @@ def test_a_one_pixel_line_shrinks_to_one_unbroken_stroke(tmp_path: Path, side: i
         [(300, 300), (300 + factor - 2, 300)], fill=20
     )  # fewer pixels than a side
     ImageDraw.Draw(speck).line([(0, 0), (side - 1, side // 3)], fill=20, width=1)
-    gray = read_grayscale(save(np.asarray(speck), tmp_path / "speck.png"), every_box_ink_like=True)
+    gray = read_grayscale(save(np.asarray(speck), tmp_path / "speck.png"), every_box_ink_like=True).pixels
     assert label_components(gray < 0.5)[1] == 1, "a speck stays paper"
 
 
