@@ -204,8 +204,9 @@ def _draft(image: Image.Image, region: tuple[float, float, float, float] | None)
     longer = max(image.size)
     side = WORK_SIDE_PX * THIN_STROKE_MIN_FACTOR
     if region is not None:
+        # The region is the upright picture's; the shorter side bounds its sides from below.
         top, bottom, left, right = region
-        region_px = max((bottom - top) * image.height, (right - left) * image.width)
+        region_px = max(bottom - top, right - left) * min(image.size)
         side = WORK_SIDE_PX * longer / max(region_px, 1.0)
     if longer > side:
         mode = "L" if image.mode == "RGB" else image.mode  # the luma Pillow's own "L" computes
