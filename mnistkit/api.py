@@ -204,15 +204,13 @@ def load_dataset(
     `folder`/mnist.npz for MNIST, `folder`/NAME/raw and `folder`/NAME/NAME.npz for the others.
     A folder that holds the dataset's four IDX files itself (such as data/raw) is read as it
     is; files published for another dataset are refused by their content."""
-    from mnistkit.idx import read_mnist_dir
+    from mnistkit.idx import idx_files, read_mnist_dir
 
     _check_keywords(download_options, _DOWNLOAD_KEYWORDS, "load_dataset()")
     if Path(folder).is_file():
         raise ValueError(f"{folder} is a file: give the folder that holds it, or read it with load_arrays")
-    if all(
-        (Path(folder) / file).exists() or (Path(folder) / file.removesuffix(".gz")).exists()
-        for file in dataset_spec(name, "name").files.values()
-    ):
+    dataset_spec(name, "name")  # an unknown name is refused before any file is looked for
+    if all(path.exists() for path in idx_files(folder, name)):
         return read_mnist_dir(folder, name)
     folder = Path(folder) if name == DEFAULT_DATASET else Path(folder) / name
     npz = folder / f"{name}.npz"

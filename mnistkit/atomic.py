@@ -38,8 +38,31 @@ WRITE_ERRNOS = {
 }
 
 
+# The longest file name Linux, macOS and Windows file systems take, in bytes.
+NAME_MAX_BYTES = 255
+# What a temp file's name adds to its target's: `.` before it, `.PID.XXXXXXXX.tmp` after.
+TEMP_NAME_EXTRA_BYTES = 1 + 1 + 7 + 1 + 8 + 4
+
+
+def fitting_name(name: str, extra_bytes: int) -> str:
+    """`name`, or where it and `extra_bytes` more would pass the file systems' limit, its
+    start and a hash of the whole: a name that is legal on its own must still be written
+    through a temp file, and names derived from it (its saved state, `--save-preprocessed`
+    files) must still fit. Distinct names stay distinct."""
+    encoded = os.fsencode(name)
+    if len(encoded) + extra_bytes <= NAME_MAX_BYTES:
+        return name
+    import hashlib
+
+    digest = hashlib.sha256(encoded).hexdigest()[:16]
+    cut = NAME_MAX_BYTES - extra_bytes - len(digest) - 1
+    while cut > 0 and encoded[cut] & 0xC0 == 0x80:  # not inside a UTF-8 character
+        cut -= 1
+    return f"{os.fsdecode(encoded[:cut])}~{digest}"
+
+
 def _temp_prefix(path: Path) -> str:
-    return f".{path.name}."
+    return f".{fitting_name(path.name, TEMP_NAME_EXTRA_BYTES)}."
 
 
 def pid_alive(pid: int) -> bool:
@@ -126,6 +149,8 @@ def check_writable_target(path: str | os.PathLike[str]) -> None:
     Missing folders on the way are fine: the write creates them."""
     if is_stdout(path):
         return
+    if not os.fspath(path):  # Path("") is the current folder
+        raise MnistkitError("an empty path, expected a file path to write")
     if os.fspath(path).endswith(("/", os.sep)):  # Path() would drop the slash and write a file
         raise MnistkitError(f"{os.fspath(path)}: ends in a slash, a folder's name; expected a file path")
     path = Path(path)

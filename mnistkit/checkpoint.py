@@ -35,7 +35,7 @@ from mnistkit.architectures import MAX_CLASSES, check_architecture, param_shapes
 from mnistkit.atomic import write_bytes_atomic, written_in_place
 from mnistkit.datasets import DEFAULT_DATASET, IMAGE_STYLES, dataset_spec, named_by_digits
 from mnistkit.errors import MnistkitError
-from mnistkit.inputs import read_input, what_file_is, wrong_kind
+from mnistkit.inputs import input_path, read_input, what_file_is, wrong_kind
 
 FORMAT = "mnistkit-checkpoint"
 FORMAT_VERSION = 2  # the newest this version reads and writes
@@ -192,7 +192,7 @@ def _check_start(path: Path, start: bytes) -> None:
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read and fully validate a checkpoint; raise MnistkitError naming the problem."""
-    path = Path(path)
+    path = input_path(path, "a checkpoint")
     data = read_input(path, "a checkpoint", MAX_CHECKPOINT_BYTES, lambda start: _check_start(path, start))
     header = read_header(path, data)
     raw_metadata = header.get("__metadata__")

@@ -41,6 +41,16 @@ if TYPE_CHECKING:
     from fractions import Fraction
 
 
+class PathType(click.Path):
+    """A path that is not empty: `Path("")` is the current folder, so an unset shell variable
+    (`mnistkit predict "$MODEL" x.png`) would otherwise name it and fail far from its cause."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value:
+            self.fail("empty path (an unset shell variable?)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 class MnistkitCommand(click.Command):
     """A command whose output paths are checked, before it runs, against its inputs and each
     other: `train data.npz -o data.npz` would replace the data with the model."""
@@ -201,7 +211,9 @@ def _shown_output(path: str) -> str:
 
 
 def _output_option(*names: str, help: str, required: bool = False):
-    return click.option(*names, required=required, callback=_output, metavar="FILE", help=help)
+    return click.option(
+        *names, required=required, type=PathType(), callback=_output, metavar="FILE", help=help
+    )
 
 
 def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
@@ -287,7 +299,7 @@ def datasets_command(name: str | None, as_json: bool) -> None:
 @click.option(
     "--out",
     "out_dir",
-    type=click.Path(path_type=Path),
+    type=PathType(path_type=Path),
     callback=_folder,
     help="Folder for the four .gz files (created if missing) [default: data/raw for mnist, "
     "data/NAME/raw for another --dataset].",
@@ -297,7 +309,7 @@ def datasets_command(name: str | None, as_json: bool) -> None:
     "cache_dir",
     default=DEFAULT_CACHE_DIR,
     show_default=True,
-    type=click.Path(path_type=Path),
+    type=PathType(path_type=Path),
     callback=_folder,
     help="Folder that keeps an archive holding several datasets (EMNIST's 562 MB zip), so that "
     "each split is extracted from one download.",
@@ -394,7 +406,7 @@ def fetch_command(
 
 
 @cli.command("parse-to-npz", short_help="Parse the IDX files into one .npz of arrays.")
-@click.argument("raw_dir", type=click.Path(path_type=Path))
+@click.argument("raw_dir", type=PathType(path_type=Path))
 @_output_option("-o", "--output", required=True, help="The .npz to write ('-': stdout).")
 @_dataset_option
 @click.option(
@@ -464,7 +476,7 @@ def _shown(value: object) -> str:
 
 
 @cli.command(short_help="Train a model: .npz in, safetensors checkpoint out.")
-@click.argument("data", type=click.Path())
+@click.argument("data", type=PathType())
 @_output_option("-o", "--output", required=True, help="Checkpoint to write ('-': stdout).")
 @click.option("--preset", type=click.Choice(list(PRESETS)), help=_preset_help())
 @click.option(
@@ -610,7 +622,7 @@ def _shown(value: object) -> str:
 @_output_option("--history", help="Write one JSON line per epoch here ('-': stdout).")
 @click.option(
     "--resume",
-    type=click.Path(),
+    type=PathType(),
     metavar="CKPT",
     help="Continue training this checkpoint (--epochs: new total).",
 )
@@ -813,8 +825,8 @@ def _training_progress(on_tty: bool):
 
 
 @cli.command("predict", short_help="Predict the digit in each of your images.")
-@click.argument("checkpoint_path", metavar="CKPT", type=click.Path(path_type=Path))
-@click.argument("images", metavar="IMAGE...", nargs=-1, required=True)
+@click.argument("checkpoint_path", metavar="CKPT", type=PathType(path_type=Path))
+@click.argument("images", metavar="IMAGE...", nargs=-1, required=True, type=PathType())
 @click.option(
     "--format",
     "output_format",
@@ -835,7 +847,7 @@ def _training_progress(on_tty: bool):
 )
 @click.option(
     "--save-preprocessed",
-    type=click.Path(path_type=Path),
+    type=PathType(path_type=Path),
     callback=_folder,
     metavar="DIR",
     help="Write each 28x28 image the model saw into DIR as NNNNNN-STEM.png (NNNNNN: input position).",
@@ -910,8 +922,8 @@ def _keep_only_if_complete(output: str | None, failures: int) -> None:
 
 
 @cli.command("eval", short_help="Measure a checkpoint on test data or labelled images.")
-@click.argument("checkpoint_path", metavar="CKPT", type=click.Path(path_type=Path))
-@click.argument("data", metavar="[NPZ]", required=False, type=click.Path(path_type=Path))
+@click.argument("checkpoint_path", metavar="CKPT", type=PathType(path_type=Path))
+@click.argument("data", metavar="[NPZ]", required=False, type=PathType(path_type=Path))
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
 @_output_option(
     "--json", "json_path", help="Write all metrics as JSON to FILE ('-': stdout; the table goes to stderr)."
@@ -925,12 +937,12 @@ def _keep_only_if_complete(output: str | None, failures: int) -> None:
 @click.option(
     "--images",
     "images_dir",
-    type=click.Path(path_type=Path),
+    type=PathType(path_type=Path),
     help="Folder that --labels paths are relative to [default: the labels file's folder].",
 )
 @click.option(
     "--labels",
-    type=click.Path(path_type=Path),
+    type=PathType(path_type=Path),
     help="Evaluate on your own images: lines of path<TAB>label or path,label (a digit, or a class's "
     "name or number).",
 )
@@ -1031,7 +1043,7 @@ def _accuracy_fraction(value: float | None) -> Fraction | None:
 
 
 @cli.command("info", short_help="Describe what a checkpoint holds.")
-@click.argument("checkpoint_path", metavar="CKPT", type=click.Path(path_type=Path))
+@click.argument("checkpoint_path", metavar="CKPT", type=PathType(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of aligned text.")
 def info_command(checkpoint_path: Path, as_json: bool) -> None:
     """Describe a checkpoint: architecture, parameter count, normalization, classes,
@@ -1061,6 +1073,7 @@ def _picture_output(function):
         "-o",
         "--output",
         required=True,
+        type=PathType(),
         callback=_picture_path,
         metavar="FILE",
         help="The picture to write: .png or .jpg ('-': PNG on stdout).",
@@ -1075,11 +1088,11 @@ def _picture_path(ctx: click.Context, param: click.Parameter, value: str) -> str
 
 
 def _picture_checkpoint(function):
-    return click.argument("checkpoint_path", metavar="CKPT", type=click.Path(path_type=Path))(function)
+    return click.argument("checkpoint_path", metavar="CKPT", type=PathType(path_type=Path))(function)
 
 
 def _picture_data(function):
-    return click.argument("data", metavar="NPZ", type=click.Path(path_type=Path))(function)
+    return click.argument("data", metavar="NPZ", type=PathType(path_type=Path))(function)
 
 
 def _wrote(output: str, what: str) -> None:
@@ -1093,7 +1106,7 @@ def _wrote(output: str, what: str) -> None:
     "--model",
     "checkpoint_path",
     metavar="CKPT",
-    type=click.Path(path_type=Path),
+    type=PathType(path_type=Path),
     help="Caption each digit with this model's prediction and confidence; wrong ones in red.",
 )
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
@@ -1136,7 +1149,7 @@ def _wrote(output: str, what: str) -> None:
 )
 @click.option(
     "--export-dir",
-    type=click.Path(path_type=Path),
+    type=PathType(path_type=Path),
     callback=_folder,
     help="Also write each digit shown as a 28x28 PNG here, named {index:05d}-label{digit}.png "
     "(index within the split; {index:05d}-label{class}-{name}.png for named classes, as "
@@ -1191,17 +1204,17 @@ def render_samples_command(
 @_picture_output
 @click.option(
     "--metrics",
-    type=click.Path(allow_dash=True),
+    type=PathType(allow_dash=True),
     help="The JSON written by eval --json ('-' reads stdin).",
 )
 @click.option(
     "--model",
     "checkpoint_path",
     metavar="CKPT",
-    type=click.Path(path_type=Path),
+    type=PathType(path_type=Path),
     help="Compute the matrix from this model on --data instead.",
 )
-@click.option("--data", metavar="NPZ", type=click.Path(path_type=Path), help="The .npz for --model.")
+@click.option("--data", metavar="NPZ", type=PathType(path_type=Path), help="The .npz for --model.")
 @click.option(
     "--split",
     type=click.Choice(["test", "train"]),
@@ -1248,7 +1261,7 @@ def render_confusion_command(
 
 
 @cli.command("render-curves", short_help="Draw loss and accuracy per epoch.")
-@click.argument("history", type=click.Path(allow_dash=True))
+@click.argument("history", type=PathType(allow_dash=True))
 @_picture_output
 def render_curves_command(history: str, output: str) -> None:
     """Draw loss and accuracy per epoch, train, validation and test, from train --history.
@@ -1329,7 +1342,7 @@ def render_weights_command(checkpoint_path: Path, output: str, scale: int) -> No
 
 
 @cli.command("serve", short_help="Serve a page to draw digits and a JSON API.")
-@click.argument("checkpoint_path", metavar="CKPT", type=click.Path(path_type=Path))
+@click.argument("checkpoint_path", metavar="CKPT", type=PathType(path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: all).")
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0: any free port."

@@ -139,11 +139,14 @@ def idx_files(raw_dir: str | os.PathLike[str], dataset: str = DEFAULT_DATASET) -
 
 
 def _idx_file(raw_dir: Path, name: str) -> Path:
-    compressed = raw_dir / name
-    uncompressed = raw_dir / name.removesuffix(".gz")
-    if not compressed.exists() and uncompressed.exists():
-        return uncompressed
-    return compressed
+    """`name` (published gzip-compressed) as `raw_dir` holds it: so named, decompressed, or
+    compressed with xz instead (the reader tells the compression from the bytes); the
+    published name where it holds none of them."""
+    stem = name.removesuffix(".gz")
+    for candidate in (name, stem, f"{stem}.xz"):
+        if (raw_dir / candidate).exists():
+            return raw_dir / candidate
+    return raw_dir / name
 
 
 def _read_kind(path: Path, magic: int) -> np.ndarray:

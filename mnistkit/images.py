@@ -17,6 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE, IMAGE_STYLES, ImageStyle
 from mnistkit.errors import MnistkitError, UndecodableImage
+from mnistkit.inputs import input_path
 from mnistkit.morphology import median, to_uint8
 from mnistkit.preprocess import FoundDigit, already_prepared, find_digit, fit_digit
 from mnistkit.terms import setting
@@ -77,7 +78,7 @@ def load_digit(
     and `path` only names it in errors.
     Raises MnistkitError("path: reason") for any bad input.
     """
-    path = Path(path)
+    path = Path(path) if content is not None or picture is not None else input_path(path, "an image file")
     read = read_grayscale(path, shrink=preprocess, content=content, picture=picture)
     if not preprocess:
         if read.pixels.shape != (FRAME_PX, FRAME_PX):
@@ -404,6 +405,10 @@ def _ink_like(pixels: np.ndarray, rank: int, dark_ink: bool) -> np.ndarray:
     return np.partition(pixels, index, axis=1)[:, index]
 
 
+# The bit depths a 16-bit image's pixels are taken to hold, by the brightest of them.
+DATA_BITS = (8, 10, 12, 14, 16)
+
+
 def _gray_and_alpha(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """Float32 gray in [0, 1] and, for an "LA" image, alpha in [0, 1]."""
     values = np.asarray(image, dtype=np.float32)
@@ -412,11 +417,11 @@ def _gray_and_alpha(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
         return values[..., 0], values[..., 1]
     if image.mode == "L":
         return values / np.float32(255), None
-    # "F" holds 16-bit, 32-bit or float pixels; the range they use tells their scale
-    # (a 16-bit file whose values stay below 256 holds 8-bit data).
+    # "F" holds 16-bit, 32-bit or float pixels; the range they use tells their scale: a
+    # 16-bit file holds a scanner's or a camera's 8, 10, 12 or 14 bits as often as 16.
     values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
     peak = values.max(initial=0.0)
-    top = 1.0 if peak <= 1.0 else 255.0 if peak <= 255.0 else 65535.0
+    top = 1.0 if peak <= 1.0 else next((2.0**bits - 1 for bits in DATA_BITS if peak <= 2**bits - 1), 65535.0)
     return np.clip(values / np.float32(top), 0.0, 1.0), None
 
 

@@ -19,7 +19,7 @@ from mnistkit.errors import MnistkitError
 _SIGNATURES = (
     (b"PK\x03\x04", "a zip archive such as an .npz data file (from parse-to-npz)"),
     (b"\x1f\x8b", "a gzip file (such as a downloaded IDX file)"),
-    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\x89PNG", "a PNG image"),  # its signature's own line break ends a line read from stdin
     (b"\xff\xd8\xff", "a JPEG image"),
     (b"\x00\x00\x08\x03", "an IDX images file"),
     (b"\x00\x00\x08\x01", "an IDX labels file"),
@@ -38,10 +38,18 @@ def what_file_is(start: bytes) -> str | None:
     return None
 
 
+def input_path(path: str | os.PathLike[str], what: str) -> Path:
+    """`path` as a Path, refused when empty: Path("") is the current folder, and an unset
+    variable would be read as it."""
+    if not os.fspath(path):
+        raise MnistkitError(f"an empty path, expected {what}")
+    return Path(path)
+
+
 @contextlib.contextmanager
 def open_input(path: str | os.PathLike[str], what: str) -> Iterator[BinaryIO]:
     """Open `path` for reading in binary; `what` names the expected kind ("a checkpoint")."""
-    path = Path(path)
+    path = input_path(path, what)
     try:
         if path.is_dir():
             raise MnistkitError(f"{path}: is a directory, expected {what}")

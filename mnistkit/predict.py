@@ -16,7 +16,7 @@ from typing import IO
 
 import numpy as np
 
-from mnistkit.atomic import make_output_folder, write_bytes_atomic
+from mnistkit.atomic import fitting_name, make_output_folder, write_bytes_atomic
 from mnistkit.checkpoint import Checkpoint
 from mnistkit.errors import MnistkitError
 from mnistkit.image_files import LoadedDigit, StdinWaits, load_digits
@@ -87,8 +87,10 @@ def predict_loaded(
 
 
 def preprocessed_name(index: int, path: str) -> str:
-    """`--save-preprocessed` file name: the input's position (1-based) and its stem."""
-    return f"{index:06d}-{Path(path).stem}.png"
+    """`--save-preprocessed` file name: the input's position (1-based) and its stem (a long
+    one cut and hashed to fit)."""
+    position = f"{index:06d}-"
+    return f"{position}{fitting_name(Path(path).stem, len(position) + len('.png'))}.png"
 
 
 def _path_json(path: str) -> dict[str, str]:

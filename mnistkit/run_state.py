@@ -27,7 +27,7 @@ from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
 from mnistkit import __version__
-from mnistkit.atomic import write_bytes_atomic, written_in_place
+from mnistkit.atomic import fitting_name, write_bytes_atomic, written_in_place
 from mnistkit.checkpoint import FORMAT_VERSION, RUN_STATE_KEY, canonical_json
 from mnistkit.config import TrainConfig
 from mnistkit.datasets import DEFAULT_DATASET
@@ -58,7 +58,7 @@ def state_path(checkpoint_path: str | os.PathLike[str] | None) -> Path | None:
     if checkpoint_path is None or written_in_place(checkpoint_path):
         return None
     path = Path(checkpoint_path)
-    return path.with_name(path.name + SUFFIX)
+    return path.with_name(fitting_name(path.name, len(SUFFIX)) + SUFFIX)
 
 
 def fingerprint(

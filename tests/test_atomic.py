@@ -20,6 +20,7 @@ from mnistkit.atomic import (
     written_in_place,
 )
 from mnistkit.errors import MnistkitError
+from mnistkit.run_state import state_path
 
 
 def test_content_appears_only_after_success(tmp_path: Path) -> None:
@@ -111,6 +112,37 @@ def test_stale_temp_of_dead_writer_is_swept_live_one_kept(tmp_path: Path) -> Non
     remove_stale_temp_files(target)
     assert not stale.exists()
     assert live.exists()
+
+
+@pytest.mark.parametrize("character", ["p", "ü", "字"])
+def test_the_longest_legal_names_are_written_and_kept_apart(tmp_path: Path, character: str) -> None:
+    """A file name of up to 255 bytes is legal, but `.NAME.PID.XXXXXXXX.tmp` was not: writing
+    it failed with 'File name too long'."""
+    width = len(character.encode())
+    first = tmp_path / (character * ((251 - 1) // width) + "1.tsv")
+    second = tmp_path / (character * ((251 - 1) // width) + "2.tsv")
+    assert 250 <= len(os.fsencode(first.name)) <= 255
+    write_bytes_atomic(first, b"first")
+    write_bytes_atomic(second, b"second")
+    assert first.read_bytes() == b"first" and second.read_bytes() == b"second"
+    assert sorted(tmp_path.iterdir()) == [first, second]
+
+
+def test_a_long_names_stale_temp_is_swept_and_its_derived_names_fit(tmp_path: Path) -> None:
+    target = tmp_path / ("m" * 240 + ".safetensors")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    with pytest.raises(InterruptedError), atomic_write(target) as handle:
+        (temp,) = [entry for entry in tmp_path.iterdir() if entry.name.endswith(".tmp")]
+        handle.write(b"interrupted")
+        raise InterruptedError
+    assert len(os.fsencode(temp.name)) <= 255 and temp.name.startswith(".mmm")
+    stale = temp.with_name(temp.name.replace(f".{os.getpid()}.", f".{int(dead.stdout)}."))
+    stale.write_bytes(b"left by a writer that died")
+    remove_stale_temp_files(target)
+    assert list(tmp_path.iterdir()) == []
+    resumed = state_path(target)
+    assert len(os.fsencode(resumed.name)) <= 255 and resumed.name.endswith(".resume")
+    assert resumed != state_path(target.with_name("m" * 239 + "n.safetensors"))
 
 
 def test_a_pipe_is_written_in_place_and_stays_a_pipe(tmp_path: Path) -> None:

@@ -14,10 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from conftest import idx_bytes
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mnistkit.api import load_dataset
+from mnistkit.cli import cli
 from mnistkit.datasets import MNIST_FILES
 from mnistkit.errors import MnistkitError
 from mnistkit.idx import read_idx, read_mnist_dir
@@ -179,14 +182,21 @@ def test_read_mnist_dir_matches_the_arrays_written(
         np.testing.assert_array_equal(arrays[key], array)
 
 
-def test_uncompressed_files_without_gz_suffix_are_accepted(
-    small_raw_dir: Path, small_data: dict[str, np.ndarray]
+@pytest.mark.parametrize("suffix", ["", ".xz"])
+def test_plain_and_xz_files_are_found_under_their_own_names(
+    small_raw_dir: Path, small_data: dict[str, np.ndarray], suffix: str
 ) -> None:
+    """`xz` of the unpacked files gives `train-images-idx3-ubyte.xz`: it was read only when
+    named `.gz`, and parse-to-npz said the folder held no such file."""
+    compress = lzma.compress if suffix else bytes
     for name in MNIST_FILES.values():
         compressed = small_raw_dir / name
-        compressed.with_suffix("").write_bytes(gzip.decompress(compressed.read_bytes()))
+        compressed.with_suffix(suffix).write_bytes(compress(gzip.decompress(compressed.read_bytes())))
         compressed.unlink()
     np.testing.assert_array_equal(read_mnist_dir(small_raw_dir)["test_images"], small_data["test_images"])
+    result = CliRunner().invoke(cli, ["parse-to-npz", str(small_raw_dir), "-o", str(small_raw_dir / "x.npz")])
+    assert result.exit_code == 0, result.output
+    assert load_dataset(folder=small_raw_dir)["test_labels"].tolist() == small_data["test_labels"].tolist()
 
 
 def _peak_traced_bytes(action: Callable[[], object]) -> int:

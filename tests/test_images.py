@@ -99,6 +99,9 @@ VARIANTS: dict[str, Callable[[int, Path], Path]] = {
     "exif-rotated": lambda d, p: exif_rotated(draw_large_digit(d), p / "r.jpg"),
     "palette": lambda d, p: save(255 - draw_large_digit(d), p / "p.gif", mode="P"),
     "16-bit": lambda d, p: save((255 - draw_large_digit(d)).astype(np.uint16) * 257, p / "w.png"),
+    # A scanner's 12 bits and a light digit on black in 10, in 16-bit files: read as blank before.
+    "12-bit-in-16": lambda d, p: save((255 - draw_large_digit(d)).astype(np.uint16) * 16, p / "w12.png"),
+    "10-bit-light-on-dark": lambda d, p: save(draw_large_digit(d).astype(np.uint16) * 4, p / "w10.png"),
     "gray-alpha": lambda d, p: save(
         np.dstack([np.zeros((160, 160), np.uint8), draw_large_digit(d)]), p / "a.png"
     ),

@@ -17,6 +17,7 @@ from mnistkit.architectures import param_shapes
 from mnistkit.checkpoint import save_checkpoint
 from mnistkit.cli import cli
 from mnistkit.datasets import MNIST_FILES
+from mnistkit.errors import MnistkitError
 
 MLP = {"model": "mlp", "hidden": [16], "activation": "relu", "num_classes": 10}
 UNIT = {"kind": "unit"}
@@ -98,6 +99,51 @@ def test_dash_for_an_output_folder_is_refused_not_made(
         assert result.exit_code == 2, result.output
         assert "`-` is not a folder here (give ./- for a folder of that name)" in result.stderr
         assert not Path("-").exists() and not Path("s.png").exists()
+
+
+def test_an_empty_path_is_a_usage_error_not_the_current_folder(
+    tmp_path: Path, synthetic_npz: Path, monkeypatch
+) -> None:
+    """`Path("")` is `.`: an unset shell variable named the current folder, and parse-to-npz
+    then offered to fetch MNIST into it."""
+    monkeypatch.chdir(tmp_path)
+    model = random_checkpoint(tmp_path / "model.safetensors", MLP)
+    digit = tmp_path / "digit.png"
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(digit)
+    before = sorted(tmp_path.iterdir())
+    for args, named in [
+        (("predict", "", digit), "'CKPT'"),
+        (("predict", model, digit, ""), "'IMAGE...'"),
+        (("predict", model, digit, "-o", ""), "'-o' / '--output'"),
+        (("predict", model, digit, "--save-preprocessed", ""), "'--save-preprocessed'"),
+        (("eval", model, ""), "'[NPZ]'"),
+        (("eval", model, synthetic_npz, "--json", ""), "'--json'"),
+        (("info", ""), "'CKPT'"),
+        (("parse-to-npz", "", "-o", "out.npz"), "'RAW_DIR'"),
+        (("train", "", "-o", "m.safetensors"), "'DATA'"),
+        (("train", synthetic_npz, "-o", ""), "'-o' / '--output'"),
+        (("render-samples", synthetic_npz, "-o", ""), "'-o' / '--output'"),
+        (("render-curves", ""), "'HISTORY'"),
+        (("fetch", "--out", "", "--no-default-mirrors"), "'--out'"),
+    ]:
+        result = run(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert f"Invalid value for {named}: empty path (an unset shell variable?)" in result.stderr, args
+        assert sorted(tmp_path.iterdir()) == before, args
+
+
+def test_an_empty_path_from_python_is_named_as_such(tmp_path: Path, synthetic_npz: Path, monkeypatch) -> None:
+    import mnistkit
+
+    monkeypatch.chdir(tmp_path)
+    model = mnistkit.load(random_checkpoint(tmp_path / "model.safetensors", MLP))
+    for call, message in [
+        (lambda: mnistkit.load(""), "an empty path, expected a checkpoint"),
+        (lambda: mnistkit.predict_images(model, [""]), "an empty path, expected an image file"),
+        (lambda: model.save(""), "an empty path, expected a file path to write"),
+    ]:
+        with pytest.raises(MnistkitError, match=message):
+            call()
 
 
 def test_parse_to_npz_given_a_file_asks_for_the_folder(tmp_path: Path, synthetic_npz: Path) -> None:

@@ -187,14 +187,18 @@ def test_an_output_under_a_file_fails_before_any_work(
     assert result.stderr == f"Error: {output}: {tmp_path / 'a-file'} is a file, not a folder\n"
 
 
-def test_image_bytes_on_stdin_are_one_line_not_a_path_each(large_digit_model: Path, digit_files) -> None:
-    """`cat digit.png | mnistkit predict CKPT -`: the image where its path belongs."""
-    result = CliRunner().invoke(
-        cli, ["predict", str(large_digit_model), "-"], input=digit_files[0].read_bytes()
-    )
+@pytest.mark.parametrize("image_format, kind", [("PNG", "a PNG image"), ("JPEG", "a JPEG image")])
+def test_image_bytes_on_stdin_are_one_line_not_a_path_each(
+    large_digit_model: Path, tmp_path: Path, image_format: str, kind: str
+) -> None:
+    """`cat digit.png | mnistkit predict CKPT -`: the image where its path belongs (a PNG was
+    called binary data: its signature holds a line break, and the first line ends there)."""
+    image = io.BytesIO()
+    Image.fromarray(draw_large_digit(3)).save(image, image_format)
+    result = CliRunner().invoke(cli, ["predict", str(large_digit_model), "-"], input=image.getvalue())
     assert result.exit_code == 1 and result.stdout == ""
     assert result.stderr == (
-        "Error: -: standard input holds binary data, not image paths; `-` reads paths, one per line "
+        f"Error: -: standard input holds {kind}, not image paths; `-` reads paths, one per line "
         "(give an image by its path: mnistkit predict CKPT my-digit.png)\n"
     )
 
@@ -260,6 +264,33 @@ def test_no_paths_on_stdin_is_no_rows_and_success(large_digit_model: Path, tmp_p
     result = run("predict", large_digit_model, "-", "--format", "csv", "-o", output, stdin="")
     assert result.exit_code == 0 and result.stdout == "" and result.stderr == ""
     assert output.read_text() == "path,digit,confidence\n"
+
+
+def test_long_file_names_are_predicted_saved_and_written(
+    large_digit_model: Path, digit_files: list[Path], tmp_path: Path
+) -> None:
+    """A 251-byte input name gave `NNNNNN-NAME.png` 258 bytes: the run stopped at that image,
+    and a 236-byte `-o` name failed ('File name too long'), though both names are legal."""
+    long_inputs = []
+    for digit_file, last in zip(digit_files[:2], "ab", strict=True):
+        long_input = tmp_path / ("d" * 246 + f"{last}.png")
+        long_input.write_bytes(digit_file.read_bytes())
+        long_inputs.append(long_input)
+    saved, output = tmp_path / "seen", tmp_path / ("p" * 236 + ".tsv")
+    result = run(
+        "predict", large_digit_model, *long_inputs, digit_files[2], "--save-preprocessed", saved, "-o", output
+    )
+    assert result.exit_code == 0, result.output
+    assert [row.split("\t")[0] for row in output.read_text().splitlines()] == [
+        *map(str, long_inputs),
+        str(digit_files[2]),
+    ]
+    names = sorted(path.name for path in saved.iterdir())
+    assert len(names) == 3 and names[2] == f"000003-{digit_files[2].stem}.png"
+    assert all(
+        len(os.fsencode(name)) <= 255 and name.startswith(f"00000{place}-ddd")
+        for place, name in zip("12", names[:2], strict=True)
+    )
 
 
 def test_save_preprocessed_writes_what_the_model_saw(
