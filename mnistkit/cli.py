@@ -43,12 +43,14 @@ if TYPE_CHECKING:
 
 class PathType(click.Path):
     """A path that is not empty: `Path("")` is the current folder, so an unset shell variable
-    (`mnistkit predict "$MODEL" x.png`) would otherwise name it and fail far from its cause."""
+    (`mnistkit predict "$MODEL" x.png`) would otherwise name it and fail far from its cause.
+    What the path names is left to the command, which reports a missing or unreadable file
+    in its one line (and predicts the other images), not as a usage error."""
 
     def convert(self, value, param, ctx):
         if isinstance(value, str) and not value:
             self.fail("empty path (an unset shell variable?)", param, ctx)
-        return super().convert(value, param, ctx)
+        return self.coerce_path_result(value)
 
 
 class MnistkitCommand(click.Command):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import draw_large_digit
+from conftest import OBEY_PERMISSIONS, draw_large_digit
 from PIL import Image
 
 from mnistkit.architectures import param_shapes
@@ -264,6 +264,27 @@ def test_no_paths_on_stdin_is_no_rows_and_success(large_digit_model: Path, tmp_p
     result = run("predict", large_digit_model, "-", "--format", "csv", "-o", output, stdin="")
     assert result.exit_code == 0 and result.stdout == "" and result.stderr == ""
     assert output.read_text() == "path,digit,confidence\n"
+
+
+def test_an_unreadable_image_is_its_one_line_and_the_others_are_predicted(
+    large_digit_model: Path, digit_files: list[Path], tmp_path: Path
+) -> None:
+    """A file the user may not read is a bad input like a missing one, not a usage error that
+    stops the whole run (click's own path check did that)."""
+    unreadable = tmp_path / "private.png"
+    unreadable.write_bytes(digit_files[0].read_bytes())
+    unreadable.chmod(0)
+    script = OBEY_PERMISSIONS + ("import sys\nfrom mnistkit.cli import cli\ncli(sys.argv[1:])\n")
+    for args, rows, error in [
+        (["predict", large_digit_model, unreadable, digit_files[1]], 1, f"{unreadable}: cannot read"),
+        (["predict", unreadable, digit_files[1]], 0, f"Error: {unreadable}: cannot read"),
+    ]:
+        result = subprocess.run(
+            [sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 1, result.stderr
+        assert len(result.stdout.splitlines()) == rows and result.stderr.startswith(error), result.stderr
+        assert len(result.stderr.splitlines()) == 1, result.stderr
 
 
 def test_long_file_names_are_predicted_saved_and_written(
