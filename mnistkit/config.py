@@ -16,7 +16,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mnistkit.architectures import ACTIVATIONS, MAX_ENSEMBLE_MEMBERS, MODEL_KINDS, MODELS, cnn_shrink_problem
+from mnistkit.architectures import (
+    ACTIVATIONS,
+    MAX_ENSEMBLE_MEMBERS,
+    MAX_PARAMETERS,
+    MODEL_KINDS,
+    MODELS,
+    build_architecture,
+    cnn_shrink_problem,
+    param_shapes,
+)
 from mnistkit.datasets import DEFAULT_DATASET
 from mnistkit.errors import MnistkitError
 from mnistkit.terms import setting
@@ -25,6 +34,7 @@ OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "warmup-cosine", "one-cycle", "epoch-cycles")
 INITS = ("he", "uniform")
 NORMALIZATIONS = ("unit", "standard")
+MAX_SEED = 2**32 - 1  # jax's PRNGKey keeps 32 bits
 AUGMENT_KINDS = ("shift", "distort", "mirror", "erase")  # combined with +: mirror+shift
 TUPLE_SETTINGS = ("hidden", "channels", "kernel_sizes", "strides", "pools", "adam_betas", "classes", "seeds")
 CNN_SETTINGS = ("channels", "kernel_sizes", "strides", "pools", "batch_norm")
@@ -130,6 +140,13 @@ class TrainConfig:
             if problem is not None:
                 named = ", ".join(setting(name) for name in ("channels", "kernel_sizes", "strides", "pools"))
                 raise MnistkitError(f"{named}: {problem}")
+        parameters = sum(math.prod(shape) for shape in param_shapes(build_architecture(self, 10)).values())
+        if parameters > MAX_PARAMETERS:
+            named = setting("channels" if self.model == "cnn" else "hidden")
+            raise MnistkitError(
+                f"{named}: the model would have {parameters:,} weights, more than the {MAX_PARAMETERS:,} "
+                "a checkpoint holds"
+            )
         if self.batch_norm and self.model != "cnn":
             raise MnistkitError(f"{setting('batch_norm')} needs {setting('model', 'cnn')}")
         if not (len(self.adam_betas) == 2 and all(0 <= beta < 1 for beta in self.adam_betas)):
@@ -154,6 +171,10 @@ class TrainConfig:
             raise MnistkitError(
                 f"{setting('classes')}: need two or more distinct classes, got {_listed(classes)}"
             )
+        outside = [seed for seed in (self.seed, *self.seeds) if not 0 <= seed <= MAX_SEED]
+        if outside:  # jax keeps a seed's low 32 bits: 2**32 would train as seed 0
+            named = setting("seeds" if self.seeds else "seed")
+            raise MnistkitError(f"{named}: seeds lie in 0 to {MAX_SEED}, got {outside[0]}")
         if self.seeds and not 2 <= len(set(self.seeds)) == len(self.seeds) <= MAX_ENSEMBLE_MEMBERS:
             raise MnistkitError(
                 f"{setting('seeds')}: an ensemble needs 2 to {MAX_ENSEMBLE_MEMBERS} distinct seeds, "

@@ -519,6 +519,13 @@ def test_ensemble_resumes_like_training_in_one_go(tmp_path: Path, synthetic_npz:
         (["--seeds", "4"], "--seeds: an ensemble needs 2 to 1024 distinct seeds"),
         (["--ensemble", "1"], "--ensemble: an ensemble needs at least 2 members"),
         (["--ensemble", "2", "--seeds", "0,1"], "give --seeds or --ensemble, not both"),
+        # jax keeps a seed's low 32 bits: these trained as seed 0, and this ensemble's members alike
+        (["--seed", "4294967296"], "--seed: seeds lie in 0 to 4294967295, got 4294967296"),
+        (["--seed", "-1"], "--seed: seeds lie in 0 to 4294967295, got -1"),
+        (["--seeds", "0,4294967296"], "--seeds: seeds lie in 0 to 4294967295, got 4294967296"),
+        (["--seed", "99999999999999999999"], "--seed: seeds lie in 0 to 4294967295"),
+        (["--hidden", "1,99999999999999999999"], "--hidden: the model would have 1,200,000,000,000,000,000,"),
+        (["--model", "cnn", "--channels", "60000,60000"], "--channels: the model would have"),
         (["--coordinator", "nowhere"], "--coordinator: expected HOST:PORT"),
         (["--num-processes", "2", "--process-id", "2"], "--process-id 2 must be below --num-processes 2"),
     ],
