@@ -104,7 +104,8 @@ def save_state(path: Path, state: RunState, run_fingerprint: dict[str, Any]) -> 
 
 
 def load_state(path: Path, run_fingerprint: dict[str, Any]) -> tuple[RunState | None, str]:
-    """The state at `path` if it continues this run, else None; and a line saying which."""
+    """The state at `path` if it continues this run, else None; and a line saying which (for
+    a state not used, why: the caller says where the run starts instead)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -122,10 +123,10 @@ def load_state(path: Path, run_fingerprint: dict[str, Any]) -> tuple[RunState | 
         if len(history) != epochs_done or not all(isinstance(record, dict) for record in history):
             raise ValueError("a history that does not match its epochs")
     except Exception:  # any damage at all: this state cannot be trusted
-        return None, f"{path}: unreadable training state, starting over"
+        return None, f"{path}: unreadable training state"
     different = _differences(saved_fingerprint, run_fingerprint)
     if different:
-        return None, f"{path}: written by a run with another {different}; starting over"
+        return None, f"{path}: written by a run with another {different}"
     state = RunState(
         epochs_done,
         {

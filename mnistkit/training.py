@@ -283,6 +283,9 @@ def _starting_point(
     else:
         state, history = _resumed(resume_from, setup)
         log(f"resuming after epoch {len(history)} of {setup.config.epochs}")
+    # A state not used leaves the run where it was: at the --resume checkpoint (which
+    # `train -o X --resume X` stopped by Ctrl-C has moved on), or at the start.
+    instead = "starting over" if resume_from is None else f"going on after epoch {len(history)}"
     saved = None
     if state_file is not None and jax.process_index() == 0:
         if restart:
@@ -292,7 +295,7 @@ def _starting_point(
             if saved is not None and saved.epochs_done <= len(history):
                 saved, line = None, ""  # the checkpoint given to --resume is as far along
             if line:
-                log(line)
+                log(line if saved is not None else f"{line}; {instead}")
     if saved is not None:
         try:
             state = state_from_stacked(
@@ -300,7 +303,7 @@ def _starting_point(
             )
             history = saved.history
         except MnistkitError as error:
-            log(f"{error}; starting over")
+            log(f"{error}; {instead}")
     if jax.process_count() > 1:
         state, history = _as_process_zero(state, history)
     return state, history

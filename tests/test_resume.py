@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from mnistkit.arrays import file_sha256, named_as
+from mnistkit.checkpoint import load_checkpoint
 from mnistkit.cli import cli
 from mnistkit.config import config_from_options
 from mnistkit.run_state import METADATA_KEY
@@ -135,6 +136,29 @@ def test_a_state_of_another_run_is_not_mixed_in(tmp_path: Path, synthetic_data, 
     assert not any(message.startswith("resuming") for message in messages)
 
 
+def test_a_state_beside_a_checkpoint_that_moved_on_leaves_the_run_going_on_from_it(
+    tmp_path: Path, synthetic_data
+) -> None:
+    """`train -o X --resume X` stopped by Ctrl-C writes X at its last epoch, beside the state
+    of the run that began at X's older epoch. Run again, that state is not used and the run
+    goes on from X: the line said "starting over", as if from scratch."""
+    run(synthetic_data, tmp_path, "data-hash", options={"epochs": 1})
+    first = load_checkpoint(tmp_path / "model.safetensors")
+    with pytest.raises(Crash):
+        run(synthetic_data, tmp_path, "data-hash", resume_from=first, progress=crash_in_epoch(3))
+    moved_on = tmp_path / "moved-on"
+    moved_on.mkdir()
+    run(synthetic_data, moved_on, "data-hash", resume_from=first, options={"epochs": 2})
+    checkpoint = load_checkpoint(moved_on / "model.safetensors")
+    messages: list[str] = []
+    run(synthetic_data, tmp_path, "data-hash", messages, resume_from=checkpoint)
+    state = tmp_path / "model.safetensors.resume"
+    assert f"{state}: written by a run with another starting point" in messages[1]
+    assert messages[1].endswith("; going on after epoch 2"), messages
+    assert not any("starting over" in message for message in messages)
+    assert len(load_checkpoint(tmp_path / "model.safetensors").metadata["history"]) == 4
+
+
 def test_restart_ignores_the_state_and_a_damaged_state_starts_over(
     tmp_path: Path, synthetic_data, reference
 ) -> None:
@@ -150,7 +174,7 @@ def test_restart_ignores_the_state_and_a_damaged_state_starts_over(
     state.write_bytes(state.read_bytes()[:-100])
     messages = []
     run(synthetic_data, tmp_path, "data-hash", messages)
-    assert f"{state}: unreadable training state, starting over" in messages
+    assert f"{state}: unreadable training state; starting over" in messages
     assert (tmp_path / "model.safetensors").read_bytes() == reference[0]
 
 
