@@ -23,6 +23,7 @@ from typing import BinaryIO
 import numpy as np
 
 from mnistkit.datasets import (
+    DATASETS,
     DEFAULT_DATASET,
     IMAGE_SHAPE,
     DatasetSpec,
@@ -213,6 +214,14 @@ def _files_of_another_dataset(path: Path, spec: DatasetSpec, dataset: str) -> st
     return ""
 
 
+def _dataset_held(raw_dir: Path) -> DatasetSpec | None:
+    """The dataset whose four files (by name) `raw_dir` holds, if any."""
+    for spec in DATASETS.values():
+        if all(_idx_file(raw_dir, name).exists() for name in spec.files.values()):
+            return spec
+    return None
+
+
 def _refetch_hint(raw_dir: Path, spec: DatasetSpec) -> str:
     return f"; `{fetch_call(spec.name, raw_dir)}` puts a verified copy there"
 
@@ -277,6 +286,12 @@ def read_mnist_dir(
             images = _read_kind(images_path, IMAGES_MAGIC)
             table = _read_kind(labels_path, TABLE_LABELS_MAGIC if spec.label_columns else LABELS_MAGIC)
         except MnistkitError as error:
+            other = None if images_path.exists() and labels_path.exists() else _dataset_held(raw_dir)
+            if other is not None:  # `--dataset` left out: fetching would put MNIST beside them
+                raise MnistkitError(
+                    f"{error}; the folder holds {other.title}'s files: read them with "
+                    f"`{_parse_call(other.name, raw_dir)}`"
+                ) from None
             raise MnistkitError(f"{error}{_refetch_hint(raw_dir, spec)}") from None
         if images.shape[1:] != IMAGE_SHAPE:
             raise MnistkitError(

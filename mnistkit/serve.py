@@ -51,6 +51,7 @@ import numpy as np
 from mnistkit import __version__
 from mnistkit.architectures import describe
 from mnistkit.checkpoint import Checkpoint, load_checkpoint
+from mnistkit.datasets import DATASETS
 from mnistkit.errors import MnistkitError, UndecodableImage
 from mnistkit.image_files import worker_count
 from mnistkit.images import MAX_IMAGE_PIXELS, declared_pixels, encode_png, load_digit
@@ -138,12 +139,17 @@ def prediction_json(checkpoint: Checkpoint, content: bytes, name: str = UPLOAD_N
 
 
 def model_json(checkpoint: Checkpoint, name: str) -> dict[str, Any]:
-    """The checkpoint's name, its net in words, parameter count and metadata (no tensors)."""
+    """The checkpoint's name, its net in words, parameter count and metadata (no tensors);
+    and for the page's words, whether its classes are digits (MNIST's, QMNIST's, EMNIST's
+    digits) and whether it knows all of its dataset's (else the page names those it knows)."""
+    spec = DATASETS.get(checkpoint.dataset)
     return {
         "name": name,
         "description": describe(checkpoint.architecture),
         "parameters": sum(int(tensor.size) for tensor in checkpoint.params.values()),
         "metadata": checkpoint.metadata,
+        "digits": checkpoint.digit_classes,
+        "all_classes": spec is None or len(checkpoint.classes) == len(spec.class_names),
     }
 
 

@@ -206,6 +206,8 @@ def test_draw_upload_keyboard_and_phone_width(browser, page_url: str, digits: Di
     browser.get(page_url)
     model = browser.find_element(By.ID, "model")
     assert model.text.startswith(digits.checkpoint.name) and "test accuracy" in model.text
+    assert " only" not in model.text  # all ten digits
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Draw a digit" == browser.title.split(" · ")[0]
     for digit, pointer_kind in DRAWN_DIGITS:
         browser.find_element(By.ID, "clear").click()
         draw_strokes(browser, digits.images[digit], pointer_kind)

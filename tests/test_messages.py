@@ -146,6 +146,23 @@ def test_an_empty_path_from_python_is_named_as_such(tmp_path: Path, synthetic_np
             call()
 
 
+def test_parse_to_npz_of_a_siblings_folder_without_dataset_names_the_dataset(
+    tmp_path: Path, synthetic_data
+) -> None:
+    """The hint was `mnistkit fetch --out DIR`, which would put MNIST beside EMNIST's files."""
+    from mnistkit.datasets import dataset_spec
+
+    raw = tmp_path / "emnist-letters"
+    raw.mkdir()
+    for array, name in dataset_spec("emnist-letters").files.items():
+        write_idx(raw / name, synthetic_data[array])
+    line = one_error(run("parse-to-npz", raw, "-o", tmp_path / "x.npz"))
+    assert line == (
+        f"Error: {raw / MNIST_FILES['train_images']}: no such file; the folder holds EMNIST letters's "
+        "files: read them with `mnistkit parse-to-npz --dataset emnist-letters`"
+    )
+
+
 def test_parse_to_npz_given_a_file_asks_for_the_folder(tmp_path: Path, synthetic_npz: Path) -> None:
     line = one_error(run("parse-to-npz", synthetic_npz, "-o", tmp_path / "out.npz"))
     assert line.startswith(

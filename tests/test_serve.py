@@ -196,6 +196,39 @@ def test_a_model_of_two_digits_answers_for_its_classes(start_server, tmp_path: P
     reading = json.loads(body)
     assert status == 200 and reading["classes"] == [3, 8] and len(reading["probabilities"]) == 2
     assert reading["digit"] in (3, 8) and reading["confidence"] == max(reading["probabilities"])
+    model = json.loads(call(start_server(path), "GET", "/api/model")[2])
+    assert model["digits"] is True and model["all_classes"] is False  # the page says "3, 8 only"
+
+
+@pytest.mark.parametrize(
+    ("dataset", "classes", "digits", "all_classes"),
+    [
+        # QMNIST's and EMNIST's digit splits are digits: the page said "Draw or drop a picture"
+        ("qmnist", list(range(10)), True, True),
+        ("emnist-digits", list(range(10)), True, True),
+        ("fashion-mnist", list(range(10)), False, True),
+        # 20 of EMNIST balanced's 47 classes: the page named none, as it did for 10 or more
+        ("emnist-balanced", list(range(20)), False, False),
+    ],
+)
+def test_the_page_is_told_whether_the_classes_are_digits_and_all_of_them(
+    tmp_path: Path, dataset: str, classes: list[int], digits: bool, all_classes: bool
+) -> None:
+    from mnistkit.datasets import dataset_spec
+    from mnistkit.serve import model_json
+
+    architecture = {"model": "logreg", "num_classes": len(classes)}
+    params = {name: np.zeros(shape, np.float32) for name, shape in param_shapes(architecture).items()}
+    metadata = {
+        "architecture": architecture,
+        "normalization": {"kind": "unit"},
+        "classes": classes,
+        "dataset": dataset,
+        "class_names": [dataset_spec(dataset).class_names[label] for label in classes],
+    }
+    save_checkpoint(tmp_path / "m.safetensors", params, metadata)
+    model = model_json(load_checkpoint(tmp_path / "m.safetensors"), "m.safetensors")
+    assert (model["digits"], model["all_classes"]) == (digits, all_classes)
 
 
 BAD_IMAGES = {

@@ -174,7 +174,12 @@ function drawingChanged() {
 function predictDrawing() {
   timer = null;
   firstChangeAt = null;
-  if (hasInk) pad.toBlob((blob) => predict(blob, "drawing"), "image/png");
+  if (!hasInk) return;
+  // toBlob answers later: a Clear or an upload meanwhile makes this drawing's answer stale.
+  const asked = latestRequest;
+  pad.toBlob((blob) => {
+    if (asked === latestRequest) predict(blob, "drawing");
+  }, "image/png");
 }
 
 pad.addEventListener("pointerdown", (event) => {
@@ -263,13 +268,13 @@ async function showModel() {
     const accuracy = metadata.metrics && metadata.metrics.test_accuracy;
     if (typeof accuracy === "number") parts.push(`${(accuracy * 100).toFixed(2)}% test accuracy`);
     if (metadata.dataset !== "mnist") parts.push(metadata.dataset);
-    if (metadata.classes.length < 10) parts.push(`${metadata.class_names.join(", ")} only`);
+    if (!info.all_classes) parts.push(`${metadata.class_names.join(", ")} only`);
     const name = document.createElement("strong");
     name.textContent = info.name;
     model.replaceChildren(name, " · " + parts.join(" · "));
     const preparation = PREPARATION[metadata.preprocessing];
     if (preparation) document.getElementById("preparation").textContent = preparation;
-    if (metadata.dataset !== "mnist") {
+    if (!info.digits) {
       document.title = "Draw a picture · mnistkit";
       document.querySelector("h1").textContent = "Draw or drop a picture";
       document.getElementById("drawing-title").textContent = "Your picture";
