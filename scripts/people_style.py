@@ -361,13 +361,18 @@ def gap_row(
 ) -> list[str]:
     """One table row: accuracy on the digits as MNIST gives them and as people's images (the
     paths, made from the same digits), the gap in points with its 95% interval, and the
-    accuracy in each style."""
+    accuracy in each style. A model of some digits (`3v8`) is measured on those digits."""
     checkpoint = load_checkpoint(checkpoint_path)
-    plain = checkpoint.predict_probabilities(images).argmax(axis=1) == labels
-    people, unreadable = people_style_accuracy(checkpoint, paths, labels)
+    known = np.isin(labels, checkpoint.classes)
+    if not known.any():
+        raise MnistkitError(f"{checkpoint_path}: none of the digits drawn is one of its classes")
+    classes = np.asarray(checkpoint.classes)
+    plain = classes[checkpoint.predict_probabilities(images[known]).argmax(axis=1)] == labels[known]
+    people, unreadable = people_style_accuracy(checkpoint, np.asarray(paths)[known], labels[known])
     if unreadable:
         print(f"{checkpoint_path}: {unreadable} images unreadable (counted as wrong)", file=sys.stderr)
-    by_style = [f"{people[index :: len(STYLES)].mean():.1%}" for index in range(len(STYLES))]
+    styles = np.resize(np.asarray(STYLES), len(paths))[known]  # the styles take turns
+    by_style = [f"{people[styles == style].mean():.1%}" if style in styles else "-" for style in STYLES]
     gap_points, half_width = paired_gap_points(plain, people)
     return [
         str(checkpoint_path),
@@ -378,6 +383,12 @@ def gap_row(
     ]
 
 
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of digits, 1 or more, got {text!r}")
+    return int(text)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="Accuracy on MNIST test digits as MNIST gives them and as people's images.",
@@ -385,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("checkpoints", nargs="+", type=Path, metavar="CKPT")
     parser.add_argument("--mnist", type=Path, required=True, help="folder of the four MNIST .gz files")
-    parser.add_argument("--count", type=int, default=3000, help="test digits to render (default 3000)")
+    parser.add_argument("--count", type=_count, default=3000, help="test digits to render (default 3000)")
     parser.add_argument("--seed", type=int, default=0, help="which digits, and how they look (default 0)")
     parser.add_argument("--keep", type=Path, help="write the images into this folder and keep them")
     options = parser.parse_args(argv)
@@ -393,8 +404,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         with command_line_terms():  # a shell's hints: `mnistkit fetch`, not mnistkit.download()
             arrays = read_mnist_dir(options.mnist)
+            for path in options.checkpoints:  # each is checked before minutes of drawing
+                load_checkpoint(path)
     except MnistkitError as error:
         raise SystemExit(f"Error: {error}") from None
+    if options.count > len(arrays["test_images"]):
+        parser.error(f"--count: at most {len(arrays['test_images'])} test digits")
     chosen = choose_digits(len(arrays["test_images"]), options.seed, options.count)
     images, labels = arrays["test_images"][chosen], arrays["test_labels"][chosen]
     with tempfile.TemporaryDirectory() as temporary:
@@ -403,7 +418,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         paths, _ = write_people_style(
             arrays["test_images"], arrays["test_labels"], folder, options.seed, options.count
         )
-        rows = [gap_row(path, images, labels, paths) for path in options.checkpoints]
+        try:
+            rows = [gap_row(path, images, labels, paths) for path in options.checkpoints]
+        except MnistkitError as error:
+            raise SystemExit(f"Error: {error}") from None
     header = ["checkpoint", "MNIST", "people", "gap", *STYLES]
     widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
     print(f"{options.count} MNIST test digits (seed {options.seed}); gap in points, ± its 95% interval")

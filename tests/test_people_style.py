@@ -1,33 +1,33 @@
-"""The people-style measurement's arithmetic (scripts/people_style.py): the gap between the
-digits as MNIST gives them and as people's images, with its 95% interval."""
+"""scripts/people_style.py's own measurement: the gap row of a checkpoint."""
 
 from __future__ import annotations
 
-import math
+from pathlib import Path
 
 import numpy as np
-import pytest
-from people_style import paired_gap_points
+import people_style
+from conftest import draw_large_digit
+from PIL import Image
+
+from mnistkit.checkpoint import load_checkpoint, save_checkpoint
+from mnistkit.images import load_digit
 
 
-def test_the_gap_counts_the_digits_only_people_style_loses_less_those_it_gains() -> None:
-    plain = np.array([True] * 90 + [False] * 10)
-    people = plain.copy()
-    people[:6] = False  # six digits lost to the people-style drawing
-    people[95] = True  # one that only the drawing gets right
-    gap, half_width = paired_gap_points(plain, people)
-    assert gap == pytest.approx(5.0)
-    # Differences +1 six times, -1 once, 0 otherwise: variance 7/100 - (5/100)^2.
-    assert half_width == pytest.approx(100 * 1.96 * math.sqrt((0.07 - 0.05**2) / 100))
-
-
-def test_digits_read_alike_leave_no_doubt_and_more_digits_narrow_the_interval() -> None:
-    same = np.array([True, False, True, True])
-    assert paired_gap_points(same, same) == (0.0, 0.0)
-    plain = np.ones(300, bool)
-    people = plain.copy()
-    people[::30] = False
-    _, narrow = paired_gap_points(np.tile(plain, 10), np.tile(people, 10))
-    gap, wide = paired_gap_points(plain, people)
-    assert gap == pytest.approx(100 / 30)
-    assert narrow == pytest.approx(wide / math.sqrt(10))
+def test_a_model_of_some_digits_is_measured_on_those_digits(tmp_path: Path, large_digit_model: Path) -> None:
+    """A `3v8` model read MNIST 6.67% and people 20.00% (a gap of -13.33 points): its
+    output's index was taken for the digit, and digits it does not know counted as wrong."""
+    ten = load_checkpoint(large_digit_model)
+    params = {
+        name: value[..., [3, 8]] if value.shape[-1] == 10 else value for name, value in ten.params.items()
+    }
+    three_v_eight = tmp_path / "3v8.safetensors"
+    metadata = {"architecture": {**ten.architecture, "num_classes": 2}, "classes": [3, 8]}
+    save_checkpoint(three_v_eight, params, {**metadata, "normalization": ten.normalization})
+    digits = [3, 8, 1, 5, 8, 3]  # styles take turns: scan, phone, desk, ruled, shadow, transparent
+    paths = []
+    for index, digit in enumerate(digits):
+        paths.append(tmp_path / f"{index}-{digit}.png")
+        Image.fromarray(255 - draw_large_digit(digit)).save(paths[-1])
+    images = np.stack([load_digit(path) for path in paths])
+    row = people_style.gap_row(three_v_eight, images, np.array(digits), paths)
+    assert row[1:] == ["100.00%", "100.00%", "0.00 ± 0.00", "100.0%", "100.0%", "-", "-", "100.0%", "100.0%"]
