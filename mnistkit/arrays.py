@@ -31,6 +31,7 @@ from mnistkit.datasets import (
     DIGIT_NAMES,
     IMAGE_SHAPE,
     dataset_spec,
+    label_named,
     named_by_digits,
 )
 from mnistkit.errors import MnistkitError
@@ -123,8 +124,9 @@ def class_labels(requested: Sequence[str], names: Sequence[str], dataset: str) -
     """The label of each requested class (the `classes` setting), given by its name or its number."""
     labels = []
     for item in requested:
-        if item in names:
-            labels.append(list(names).index(item))
+        named = label_named(item, dict(enumerate(names)))
+        if named is not None:
+            labels.append(named)
         elif item.isdigit() and int(item) < len(names):
             labels.append(int(item))
         elif named_by_digits(range(len(names)), names):

@@ -150,6 +150,15 @@ class DatasetSpec:
         return None if None in sizes else sum(sizes)
 
 
+def label_named(text: str, names: Mapping[int, str]) -> int | None:
+    """The label of the class called `text` (`names`: each label's name); failing that, of the
+    one class whose name differs from it only in case, as EMNIST's letters hold `C` and `c` in
+    one class named `c`; None where there is none."""
+    folded = [label for label, name in names.items() if name.casefold() == text.casefold()]
+    exact = [label for label in folded if names[label] == text]
+    return (exact or folded)[0] if len(exact) == 1 or len(folded) == 1 else None
+
+
 def named_by_digits(labels: Iterable[int], names: Iterable[str]) -> bool:
     """Whether each class is named by its label, as MNIST's digits are: outputs then call the
     classes digits, as they always have; other classes are shown by name."""

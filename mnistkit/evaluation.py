@@ -22,7 +22,7 @@ import numpy as np
 from mnistkit.architectures import MAX_CLASSES, ensemble_size
 from mnistkit.arrays import class_names, dataset_name
 from mnistkit.checkpoint import Checkpoint
-from mnistkit.datasets import DATASETS, named_by_digits
+from mnistkit.datasets import DATASETS, label_named, named_by_digits
 from mnistkit.errors import MnistkitError
 from mnistkit.image_files import load_digits
 from mnistkit.inference import average_log_probabilities, log_softmax, member_logits, normalize
@@ -286,6 +286,8 @@ def read_labels(
         if index == 0 and label_text.lower() in ("digit", "label", "class"):
             continue
         if label_text not in label_of:
+            label_of[label_text] = label_named(label_text, names)
+        if label_of[label_text] is None:
             raise MnistkitError(f"{labels_path}:{number}: label {label_text!r} is not {_classes_text(names)}")
         undecoded = any("\udc80" <= character <= "\udcff" for character in path)
         if undecoded and not (base / path).exists():

@@ -344,3 +344,23 @@ def test_pictures_of_many_named_classes() -> None:
     evaluation.confusion_matrix += np.eye(47, dtype=np.int64) * 400
     picture = confusion_image(Confusion(evaluation.classes, evaluation.confusion_matrix, "test", names))
     assert picture.size[0] < 47 * 54 and picture.size[1] > 47 * 36
+
+
+def test_a_letter_in_either_case_names_its_class_where_one_class_holds_both(tmp_path: Path) -> None:
+    """EMNIST letters hold `C` and `c` in one class, named `c`: `--classes A,B`, a labels file's
+    `C` and `render-samples --classes C` were refused as no class's name."""
+    from mnistkit.arrays import class_labels
+    from mnistkit.datasets import dataset_spec, label_named
+    from mnistkit.evaluation import read_labels
+
+    letters = dataset_spec("emnist-letters").class_names
+    balanced = dict(enumerate(dataset_spec("emnist-balanced").class_names))
+    assert label_named("C", dict(enumerate(letters))) == label_named("c", dict(enumerate(letters))) == 2
+    assert balanced[label_named("c", balanced)] == "C"  # balanced merges c into C
+    assert balanced[label_named("a", balanced)] == "a" and balanced[label_named("A", balanced)] == "A"
+    assert label_named("Bag", dict(enumerate(FASHION_MNIST.class_names))) == 8
+    assert label_named("bag", {}) is None
+    assert class_labels(("A", "b", "25"), letters, "emnist-letters") == [0, 1, 25]
+    (tmp_path / "labels.tsv").write_text("c.png\tC\nk.png\tk\n")
+    labelled = read_labels(tmp_path / "labels.tsv", None, dict(enumerate(letters)))
+    assert [label for _, label in labelled] == [2, 10]
