@@ -287,18 +287,35 @@ def legend_row(canvas: Canvas, centre: tuple[float, float], entries: Sequence[tu
         x += width + spacing_px
 
 
+LEGEND_ROW_PX = LABEL_PX + 10
+
+
+def legend_columns(entries: Sequence[tuple[str, RGB]], height_px: float) -> tuple[int, int]:
+    """How many columns a vertical legend of `entries` takes within `height_px` (its title's
+    row included), and how wide each is: EMNIST's 47 classes do not fit in one."""
+    rows = max(1, int((height_px - (LABEL_PX + 12)) // LEGEND_ROW_PX))
+    width = 18 + max((text_width(label, LABEL_PX) for label, _ in entries), default=0) + 16
+    return math.ceil(len(entries) / rows), width
+
+
 def legend_column(
-    canvas: Canvas, top_left: tuple[float, float], entries: Sequence[tuple[str, RGB]], title: str = ""
+    canvas: Canvas,
+    top_left: tuple[float, float],
+    entries: Sequence[tuple[str, RGB]],
+    title: str,
+    height_px: float = math.inf,
 ) -> None:
-    """A vertical legend of coloured dots, for scatter plots."""
-    x, y = top_left
-    if title:
-        canvas.text((x, y), title, LABEL_PX, align="lt")
-        y += LABEL_PX + 12
-    for label, colour in entries:
-        canvas.dot((x + 6, y + LABEL_PX / 2), 5, colour, outline=INK)
-        canvas.text((x + 18, y + LABEL_PX / 2), label, LABEL_PX, align="lm")
-        y += LABEL_PX + 10
+    """A vertical legend of coloured dots under its title, for scatter plots; in more columns
+    side by side where one would run past `height_px`."""
+    x, top = top_left
+    canvas.text((x, top), title, LABEL_PX, align="lt")
+    columns, width = legend_columns(entries, height_px)
+    per_column = math.ceil(len(entries) / columns) if entries else 0
+    for index, (label, colour) in enumerate(entries):
+        column, row = divmod(index, per_column)
+        left, y = x + column * width, top + LABEL_PX + 12 + row * LEGEND_ROW_PX
+        canvas.dot((left + 6, y + LABEL_PX / 2), 5, colour, outline=INK)
+        canvas.text((left + 18, y + LABEL_PX / 2), label, LABEL_PX, align="lm")
 
 
 def line_charts(
@@ -350,7 +367,9 @@ def scatter_chart(
     every drawn pixel of the plot box, so region borders come out smooth.
     """
     box = (92, 70, 680, 610)
-    canvas = Canvas(860, 680, supersample=2)
+    legend_height = 680 - 20 - box[1]
+    columns, column_px = legend_columns(legend, legend_height)
+    canvas = Canvas(max(860, box[2] + 28 + columns * column_px + 12), 680, supersample=2)
     axes = Axes.around(box, points)
     if background is not None:
         left, top, right, bottom = box
@@ -367,7 +386,7 @@ def scatter_chart(
         canvas.dot(axes.to_px(float(x), float(y)), 2.6, colour, outline=blend(colour, INK, 0.5))
     canvas.rectangle((box[0], box[1], box[2] + 1, box[3] + 1), outline=INK)
     canvas.text((canvas.size[0] / 2, 16), title, TITLE_PX, align="mt")
-    legend_column(canvas, (box[2] + 28, box[1]), legend, title=legend_title)
+    legend_column(canvas, (box[2] + 28, box[1]), legend, title=legend_title, height_px=legend_height)
     return canvas.finish()
 
 

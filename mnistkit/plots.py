@@ -7,6 +7,7 @@ the files the pipeline writes. numpy and Pillow only, never jax.
 
 from __future__ import annotations
 
+import colorsys
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -42,6 +43,8 @@ from mnistkit.inference import activation_function, dense_stack, normalize
 from mnistkit.render import model_digits_mask
 from mnistkit.terms import setting
 
+WEIGHTS_PER_ROW = 13
+GOLDEN_ANGLE_TURNS = 0.381966  # (3 - sqrt 5) / 2 of a turn
 SPLIT_COLOURS = {"train": DIGIT_COLOURS[0], "val": DIGIT_COLOURS[1], "test": DIGIT_COLOURS[2]}
 SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
 
@@ -167,9 +170,15 @@ def curves_image(history: Sequence[dict[str, Any]], source_name: str = "") -> Im
 
 
 def class_colour(label: int) -> tuple[int, int, int]:
-    """The colour of a class by its label: each digit's own, the same in every picture; the ten
-    colours again from label 10 on (a scatter of more classes than that needs names anyway)."""
-    return DIGIT_COLOURS[label % len(DIGIT_COLOURS)]
+    """The colour of a class by its label: each digit's own, the same in every picture; from
+    label 10 on (EMNIST's letters) hues a golden angle apart, so that no two of a scatter's
+    classes share a colour as they did when the ten came round again."""
+    if label < len(DIGIT_COLOURS):
+        return DIGIT_COLOURS[label]
+    hue = (label * GOLDEN_ANGLE_TURNS) % 1.0
+    value = (0.62, 0.78, 0.94)[label % 3]  # neighbouring hues apart in brightness too
+    red, green, blue = colorsys.hsv_to_rgb(hue, 0.75, value)
+    return round(255 * red), round(255 * green), round(255 * blue)
 
 
 def bottleneck_layer(checkpoint: Checkpoint, model_name: str) -> int:
@@ -293,9 +302,15 @@ def weights_image(checkpoint: Checkpoint, model_name: str = "the model", scale: 
     limit = float(np.percentile(np.abs(kernel), 99)) or 1.0
     templates = colour_ramp((kernel.T.reshape(-1, *IMAGE_SHAPE) / limit + 1.0) / 2.0, BLUE_WHITE_RED)
     tile_px, gap_px, margin = 28 * scale, 14, 24
-    width = max(len(classes) * (tile_px + gap_px) - gap_px + 2 * margin, 560)
+    # Rows of at most WEIGHTS_PER_ROW, as even as can be: EMNIST's 47 classes in one row
+    # made a picture 5,956 px wide.
+    rows = math.ceil(len(classes) / WEIGHTS_PER_ROW)
+    per_row = math.ceil(len(classes) / rows)
+    row_px = tile_px + LABEL_PX + 3 + 18
+    width = max(per_row * (tile_px + gap_px) - gap_px + 2 * margin, 560)
     top = 96
-    canvas = Canvas(width, top + tile_px + 96, remedy=f"draw smaller templates ({setting('scale')})")
+    height = top + rows * row_px - (LABEL_PX + 3 + 18) + 96
+    canvas = Canvas(width, height, remedy=f"draw smaller templates ({setting('scale')})")
     kind = "digit" if checkpoint.digit_classes else "class"
     title = f"What the linear model learned: one weight template per {kind}"
     canvas.text((width / 2, 16), title, TITLE_PX, align="mt")
@@ -306,14 +321,16 @@ def weights_image(checkpoint: Checkpoint, model_name: str = "the model", scale: 
         fill=MUTED,
         align="mt",
     )
-    row_left = (width - (len(classes) * (tile_px + gap_px) - gap_px)) / 2
     for index, name in enumerate(checkpoint.class_names):
-        x = row_left + index * (tile_px + gap_px)
-        canvas.text((x + tile_px / 2, top - 6), name, LABEL_PX + 3, align="mb")
-        canvas.paste_array(templates[index], (x, top, x + tile_px, top + tile_px))
-        canvas.rectangle((x - 1, top - 1, x + tile_px + 1, top + tile_px + 1), outline=MUTED)
+        row, column = divmod(index, per_row)
+        in_row = min(per_row, len(classes) - row * per_row)
+        x = (width - (in_row * (tile_px + gap_px) - gap_px)) / 2 + column * (tile_px + gap_px)
+        y = top + row * row_px
+        canvas.text((x + tile_px / 2, y - 6), name, LABEL_PX + 3, align="mb")
+        canvas.paste_array(templates[index], (x, y, x + tile_px, y + tile_px))
+        canvas.rectangle((x - 1, y - 1, x + tile_px + 1, y + tile_px + 1), outline=MUTED)
     bar_w = min(320, width - 2 * margin)
-    bar_left, bar_top = (width - bar_w) / 2, top + tile_px + 22
+    bar_left, bar_top = (width - bar_w) / 2, height - 96 + 22
     ticks = [(0.0, f"{-limit:.3g}"), (0.5, "0"), (1.0, f"{limit:.3g}")]
     colour_bar(
         canvas,

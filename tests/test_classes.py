@@ -346,6 +346,34 @@ def test_pictures_of_many_named_classes() -> None:
     assert picture.size[0] < 47 * 54 and picture.size[1] > 47 * 36
 
 
+def test_a_scatter_of_many_classes_shows_each_in_a_colour_of_its_own() -> None:
+    """EMNIST letters' embedding: the legend ran off the picture after about 22 classes, and
+    the colours came round every ten (a, k and u alike)."""
+    from mnistkit.charts import DIGIT_COLOURS, scatter_chart
+    from mnistkit.plots import class_colour
+
+    colours = [class_colour(label) for label in range(62)]  # EMNIST byclass
+    assert len(set(colours)) == 62 and colours[:10] == list(DIGIT_COLOURS)
+    names = [chr(ord("a") + index % 26) * (1 + index // 26) for index in range(47)]
+    points = np.random.default_rng(0).standard_normal((50, 2))
+    picture = scatter_chart(points, [(0, 0, 0)] * 50, list(zip(names, colours, strict=False)), "t", "x", "y")
+    shown = {tuple(pixel) for pixel in np.asarray(picture.convert("RGB")).reshape(-1, 3)}
+    assert all(colour in shown for colour in colours[:47])
+
+
+def test_weight_templates_of_many_classes_wrap_into_rows() -> None:
+    """EMNIST balanced's 47 templates stood in one row 5,956 px wide."""
+    from mnistkit.checkpoint import Checkpoint
+    from mnistkit.plots import weights_image
+
+    architecture = {"model": "logreg", "num_classes": 47}
+    params = {name: np.ones(shape, np.float32) for name, shape in param_shapes(architecture).items()}
+    names = [f"c{index}" for index in range(47)]
+    metadata = {"architecture": architecture, "classes": list(range(47)), "class_names": names}
+    picture = weights_image(Checkpoint(params, {**metadata, "dataset": "emnist-balanced"}), scale=4)
+    assert picture.size[0] <= 13 * (28 * 4 + 14) + 48 and picture.size[1] >= 4 * 28 * 4
+
+
 def test_a_letter_in_either_case_names_its_class_where_one_class_holds_both(tmp_path: Path) -> None:
     """EMNIST letters hold `C` and `c` in one class, named `c`: `--classes A,B`, a labels file's
     `C` and `render-samples --classes C` were refused as no class's name."""
