@@ -24,9 +24,11 @@ Usage: python scripts/bench_train.py [data/mnist.npz] [--raw data/raw] [--torch-
 from __future__ import annotations
 
 import argparse
+import atexit
 import itertools
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -429,6 +431,20 @@ def devices_run(data: str, devices: int, epochs: int, workdir: Path) -> dict:
     return {"epoch_s": steady([r["seconds"] for r in records]), "losses": [r["train_loss"] for r in records]}
 
 
+def _seeds(text: str) -> list[int]:
+    parts = text.split(",")
+    if not all(part.strip().isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}")
+    return [int(part) for part in parts]
+
+
+def _presets(text: str) -> list[str]:
+    unknown = [name for name in text.split(",") if name not in PRESETS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{unknown[0]!r} is not one of {', '.join(PRESETS)}")
+    return text.split(",")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", nargs="?", default="data/mnist.npz", help="the .npz from parse-to-npz")
@@ -436,11 +452,14 @@ def main() -> None:
         "--raw", type=Path, default=Path("data/raw"), help="the four .gz files (people-style images)"
     )
     parser.add_argument("--torch-python", help="an interpreter with torch, for PyTorch's side")
-    parser.add_argument("--seeds", default="0,1,2", help="seeds of the fast preset's runs")
+    parser.add_argument("--seeds", type=_seeds, default="0,1,2", help="seeds of the fast preset's runs")
     parser.add_argument("--quick", action="store_true", help="one fast seed; no mlp-best, cnn-best, scale")
     parser.add_argument("--skip-best", action="store_true", help="leave out cnn-best (15 minutes)")
     parser.add_argument(
-        "--presets", default=",".join(PRESETS), help="the presets to train with their defaults (all)"
+        "--presets",
+        type=_presets,
+        default=",".join(PRESETS),
+        help="the presets to train with their defaults (all)",
     )
     args = parser.parse_args()
     try:
@@ -450,6 +469,7 @@ def main() -> None:
         raise SystemExit(f"Error: {error}") from None
     raw = args.raw if (args.raw / "t10k-images-idx3-ubyte.gz").exists() else None
     workdir = Path(tempfile.mkdtemp(prefix="mnistkit-bench-"))
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
     device = jax.devices()[0]
     print(
         f"# mnistkit training benchmark: jax {jax.__version__}, {device.platform} ({device.device_kind}), "
@@ -509,7 +529,7 @@ def main() -> None:
         flush=True,
     )
 
-    seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
+    seeds = [0] if args.quick else args.seeds
     targets = (0.99, 0.992)
     curves = [train_preset(arrays, "fast", workdir, seed=seed)["curve"] for seed in seeds]
     fast_rows = [curve_row(str(seed), curve, targets) for seed, curve in zip(seeds, curves, strict=True)]
@@ -531,7 +551,7 @@ def main() -> None:
 
     names = [
         n
-        for n in args.presets.split(",")
+        for n in args.presets
         if not (args.quick and n in ("mlp-best", "cnn-best")) and not (args.skip_best and n == "cnn-best")
     ]
     results = {"seed": seed}

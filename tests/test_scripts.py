@@ -1,12 +1,16 @@
-"""scripts/people_style.py's own measurement: the gap row of a checkpoint."""
+"""The measuring scripts: people_style.py's gap row, and every script's arguments checked
+before minutes of work."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import people_style
-from conftest import draw_large_digit
+import pytest
+from conftest import REPO_ROOT, draw_large_digit
 from PIL import Image
 
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint
@@ -31,3 +35,24 @@ def test_a_model_of_some_digits_is_measured_on_those_digits(tmp_path: Path, larg
     images = np.stack([load_digit(path) for path in paths])
     row = people_style.gap_row(three_v_eight, images, np.array(digits), paths)
     assert row[1:] == ["100.00%", "100.00%", "0.00 ± 0.00", "100.0%", "100.0%", "-", "-", "100.0%", "100.0%"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["bench_train.py", "--presets", "nope"], "argument --presets: 'nope' is not one of logreg,"),
+        (["bench_train.py", "--seeds", "x"], "argument --seeds: expected comma-separated whole numbers"),
+        (["bench_predict.py", "--runs", "0"], "argument --runs: expected a whole number, 1 or more"),
+        (["bench_serve.py", "--clients", "0"], "argument --clients: expected a whole number, 1 or more"),
+        (["people_style.py", "m.safetensors", "--mnist", ".", "--count", "0"], "argument --count:"),
+    ],
+)
+def test_a_scripts_bad_argument_is_a_usage_error_at_once(arguments: list[str], message: str) -> None:
+    """`bench_train.py --presets nope` trained for minutes before it failed; --runs 0 and the
+    like ended in tracebacks."""
+    script = REPO_ROOT / "scripts" / arguments[0]
+    result = subprocess.run(
+        [sys.executable, str(script), *arguments[1:]], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
