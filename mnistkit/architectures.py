@@ -31,8 +31,6 @@ VIEW_FLAGS = ("mirror_average", "shift_average")
 # A pixel down, up, right and left: (pixels, axis) of images (N, height, width).
 ONE_PIXEL_SHIFTS = ((1, 1), (-1, 1), (1, 2), (-1, 2))
 MAX_ENSEMBLE_MEMBERS = 1024
-# The float32 weights that a checkpoint (read up to 4 GiB) holds, all members together.
-MAX_PARAMETERS = 1 << 30
 MAX_CLASSES = 1000
 RUNNING_STATISTICS = ("mean", "var")
 BATCH_NORM_EPSILON = 1e-5  # the same in the JAX model and the numpy forward

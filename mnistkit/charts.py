@@ -303,7 +303,7 @@ def legend_column(
     top_left: tuple[float, float],
     entries: Sequence[tuple[str, RGB]],
     title: str,
-    height_px: float = math.inf,
+    height_px: float,
 ) -> None:
     """A vertical legend of coloured dots under its title, for scatter plots; in more columns
     side by side where one would run past `height_px`."""

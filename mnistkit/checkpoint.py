@@ -31,7 +31,7 @@ from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
 from mnistkit import __version__
-from mnistkit.architectures import MAX_CLASSES, MAX_PARAMETERS, check_architecture, param_shapes
+from mnistkit.architectures import MAX_CLASSES, check_architecture, param_shapes
 from mnistkit.atomic import write_bytes_atomic, written_in_place
 from mnistkit.datasets import DEFAULT_DATASET, IMAGE_STYLES, dataset_spec, named_by_digits
 from mnistkit.errors import MnistkitError
@@ -44,7 +44,9 @@ MAX_NAME_CHARS = 100
 METADATA_KEY = "mnistkit"
 RUN_STATE_KEY = "mnistkit-run-state"  # what a run's saved state (run_state.py, OUTPUT.resume) holds instead
 OPTIMIZER_PREFIX = "optimizer."
-MAX_CHECKPOINT_BYTES = 4 * MAX_PARAMETERS
+# The float32 numbers a checkpoint holds: weights and their optimizer's state, all members'.
+MAX_CHECKPOINT_VALUES = 1 << 30
+MAX_CHECKPOINT_BYTES = 4 * MAX_CHECKPOINT_VALUES
 MAX_HEADER_BYTES = 100 << 20
 SWAPPED_HINT = " (a checkpoint is the .safetensors file `mnistkit train` writes; are two arguments swapped?)"
 _DTYPES = {"F32": np.float32, "I32": np.int32, "F64": np.float64, "I64": np.int64, "U32": np.uint32}

@@ -16,16 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mnistkit.architectures import (
-    ACTIVATIONS,
-    MAX_ENSEMBLE_MEMBERS,
-    MAX_PARAMETERS,
-    MODEL_KINDS,
-    MODELS,
-    build_architecture,
-    cnn_shrink_problem,
-    param_shapes,
-)
+from mnistkit.architectures import ACTIVATIONS, MAX_ENSEMBLE_MEMBERS, MODEL_KINDS, MODELS, cnn_shrink_problem
 from mnistkit.datasets import DEFAULT_DATASET
 from mnistkit.errors import MnistkitError
 from mnistkit.terms import setting
@@ -140,13 +131,6 @@ class TrainConfig:
             if problem is not None:
                 named = ", ".join(setting(name) for name in ("channels", "kernel_sizes", "strides", "pools"))
                 raise MnistkitError(f"{named}: {problem}")
-        parameters = sum(math.prod(shape) for shape in param_shapes(build_architecture(self, 10)).values())
-        if parameters > MAX_PARAMETERS:
-            named = setting("channels" if self.model == "cnn" else "hidden")
-            raise MnistkitError(
-                f"{named}: the model would have {parameters:,} weights, more than the {MAX_PARAMETERS:,} "
-                "a checkpoint holds"
-            )
         if self.batch_norm and self.model != "cnn":
             raise MnistkitError(f"{setting('batch_norm')} needs {setting('model', 'cnn')}")
         if not (len(self.adam_betas) == 2 and all(0 <= beta < 1 for beta in self.adam_betas)):
@@ -481,6 +465,11 @@ def config_from_options(
         if members < 2:
             raise MnistkitError(f"{setting('ensemble')}: an ensemble needs at least 2 members, got {members}")
         seed = options.get("seed", base.seed)
+        if isinstance(seed, int) and seed + members - 1 > MAX_SEED:
+            raise MnistkitError(
+                f"{setting('seed')} {seed} and {setting('ensemble')} {members}: the members' seeds "
+                f"run to {seed + members - 1}, past {MAX_SEED}"
+            )
         options["seeds"] = tuple(range(seed, seed + members))
     if options.get("model") == "logreg":
         if options.get("activation"):

@@ -215,11 +215,14 @@ def _files_of_another_dataset(path: Path, spec: DatasetSpec, dataset: str) -> st
 
 
 def _dataset_held(raw_dir: Path) -> DatasetSpec | None:
-    """The dataset whose four files (by name) `raw_dir` holds, if any."""
-    for spec in DATASETS.values():
-        if all(_idx_file(raw_dir, name).exists() for name in spec.files.values()):
-            return spec
-    return None
+    """The one dataset whose four files (by name) `raw_dir` holds; None where none is, or
+    where the names are several datasets' (MNIST's are Fashion-MNIST's and KMNIST's too)."""
+    held = [
+        spec
+        for spec in DATASETS.values()
+        if all(_idx_file(raw_dir, name).exists() for name in spec.files.values())
+    ]
+    return held[0] if len(held) == 1 else None
 
 
 def _refetch_hint(raw_dir: Path, spec: DatasetSpec) -> str:
@@ -289,7 +292,7 @@ def read_mnist_dir(
             other = None if images_path.exists() and labels_path.exists() else _dataset_held(raw_dir)
             if other is not None:  # `--dataset` left out: fetching would put MNIST beside them
                 raise MnistkitError(
-                    f"{error}; the folder holds {other.title}'s files: read them with "
+                    f"{error}; the folder holds the files of {other.title}: read them with "
                     f"`{_parse_call(other.name, raw_dir)}`"
                 ) from None
             raise MnistkitError(f"{error}{_refetch_hint(raw_dir, spec)}") from None

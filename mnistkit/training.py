@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -30,10 +31,10 @@ import numpy as np
 import optax
 
 from mnistkit import run_state
-from mnistkit.architectures import build_architecture, ensemble_size, member_architecture
+from mnistkit.architectures import build_architecture, ensemble_size, member_architecture, param_shapes
 from mnistkit.arrays import arrays_sha256, dataset_name
 from mnistkit.atomic import check_writable_target
-from mnistkit.checkpoint import Checkpoint, check_checkpoint_name, save_checkpoint
+from mnistkit.checkpoint import MAX_CHECKPOINT_VALUES, Checkpoint, check_checkpoint_name, save_checkpoint
 from mnistkit.compile_cache import compile_cache
 from mnistkit.config import TrainConfig
 from mnistkit.errors import Interrupted, MnistkitError
@@ -241,6 +242,7 @@ def _set_up(
     architecture = build_architecture(config, len(data.classes))
     members, member = ensemble_size(architecture), member_architecture(architecture)
     optimizer = make_optimizer(config, -(-data.train.size // config.batch_size))
+    _check_fits_a_checkpoint(member, members, optimizer)
     if placement.device_count > 1:
         processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
         log(f"data parallel over {placement.device_count} {jax.default_backend()} devices{processes}")
@@ -265,6 +267,25 @@ def _set_up(
         make_evaluate(member, members, data.normalization, placement),
         data_sha256,
     )
+
+
+def _check_fits_a_checkpoint(member: dict[str, Any], members: int, optimizer: Any) -> None:
+    """Settings whose model a checkpoint could not hold are one line here, not a traceback
+    from jax (a width of 10**20) or a checkpoint written and then refused as too large."""
+    shapes = param_shapes(member)
+    weights = members * sum(math.prod(shape) for shape in shapes.values())
+    values = weights
+    if weights <= MAX_CHECKPOINT_VALUES:  # jax's shapes hold no more than int64 does
+        leaves = {name: jax.ShapeDtypeStruct(shape, np.float32) for name, shape in shapes.items()}
+        state = jax.eval_shape(optimizer.init, leaves)
+        values += members * sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(state))
+    if values > MAX_CHECKPOINT_VALUES:
+        fewer = f" or fewer members than {members}" if members > 1 else ""
+        raise MnistkitError(
+            f"the model would keep {values:,} numbers (its {weights:,} weights and their optimizer's "
+            f"state), more than the {MAX_CHECKPOINT_VALUES:,} a checkpoint holds: choose narrower "
+            f"layers{fewer}"
+        )
 
 
 def _starting_point(

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from script_arguments import positive_int
 
 from mnistkit.architectures import param_shapes
 from mnistkit.checkpoint import save_checkpoint
@@ -130,16 +131,14 @@ def throughput(count: int, run: Run) -> str:
     return f"{count / run.wall_s:,.0f} images/s, {1000 * run.cpu_s / count:.2f} CPU ms/image"
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number, 1 or more, got {text!r}")
-    return int(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=_positive, default=7, help="one-PNG runs per model (median reported)")
-    parser.add_argument("--images", type=_positive, default=10_000, help="PNG files for the throughput run")
+    parser.add_argument(
+        "--runs", type=positive_int, default=7, help="one-PNG runs per model (median reported)"
+    )
+    parser.add_argument(
+        "--images", type=positive_int, default=10_000, help="PNG files for the throughput run"
+    )
     options = parser.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     rows = []

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from bench_predict import ENVIRONMENT, MNISTKIT, people_pngs, random_checkpoint
+from script_arguments import positive_int
 
 URL_PATTERN = re.compile(r"http://127\.0\.0\.1:(\d+)/")
 WARM_UP_REQUESTS = 100
@@ -114,18 +115,12 @@ def load(port: int, bodies: list[bytes], requests: int, clients: int, on_request
     return latencies
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number, 1 or more, got {text!r}")
-    return int(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=_positive, default=2000, help="timed requests")
-    parser.add_argument("--clients", type=_positive, default=8, help="client threads sending them")
+    parser.add_argument("--requests", type=positive_int, default=2000, help="timed requests")
+    parser.add_argument("--clients", type=positive_int, default=8, help="client threads sending them")
     parser.add_argument(
-        "--images", type=_positive, default=200, help="distinct PNGs the requests cycle through"
+        "--images", type=positive_int, default=200, help="distinct PNGs the requests cycle through"
     )
     parser.add_argument("--model", type=Path, help="checkpoint to serve [default: the default MLP's shape]")
     options = parser.parse_args()

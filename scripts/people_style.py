@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
+from script_arguments import positive_int
 
 from mnistkit.checkpoint import Checkpoint, load_checkpoint
 from mnistkit.errors import MnistkitError
@@ -383,12 +384,6 @@ def gap_row(
     ]
 
 
-def _count(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of digits, 1 or more, got {text!r}")
-    return int(text)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="Accuracy on MNIST test digits as MNIST gives them and as people's images.",
@@ -396,7 +391,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("checkpoints", nargs="+", type=Path, metavar="CKPT")
     parser.add_argument("--mnist", type=Path, required=True, help="folder of the four MNIST .gz files")
-    parser.add_argument("--count", type=_count, default=3000, help="test digits to render (default 3000)")
+    parser.add_argument(
+        "--count", type=positive_int, default=3000, help="test digits to render (default 3000)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="which digits, and how they look (default 0)")
     parser.add_argument("--keep", type=Path, help="write the images into this folder and keep them")
     options = parser.parse_args(argv)

@@ -144,6 +144,12 @@ def test_an_empty_path_from_python_is_named_as_such(tmp_path: Path, synthetic_np
     ]:
         with pytest.raises(MnistkitError, match=message):
             call()
+    for fetches_into_a_folder in (mnistkit.load_mnist, mnistkit.download):
+        with pytest.raises(ValueError, match="folder: an empty path; give a folder"):
+            fetches_into_a_folder("")
+    with pytest.raises(ValueError, match="folder: an empty path; give a folder"):
+        mnistkit.load_dataset("mnist", "")
+    assert not (tmp_path / "raw").exists()  # nothing fetched here
 
 
 def test_parse_to_npz_of_a_siblings_folder_without_dataset_names_the_dataset(
@@ -158,8 +164,8 @@ def test_parse_to_npz_of_a_siblings_folder_without_dataset_names_the_dataset(
         write_idx(raw / name, synthetic_data[array])
     line = one_error(run("parse-to-npz", raw, "-o", tmp_path / "x.npz"))
     assert line == (
-        f"Error: {raw / MNIST_FILES['train_images']}: no such file; the folder holds EMNIST letters's "
-        "files: read them with `mnistkit parse-to-npz --dataset emnist-letters`"
+        f"Error: {raw / MNIST_FILES['train_images']}: no such file; the folder holds the files of "
+        "EMNIST letters: read them with `mnistkit parse-to-npz --dataset emnist-letters`"
     )
 
 

@@ -37,6 +37,7 @@ let lastPoint = null;
 let timer = null;
 let firstChangeAt = null;
 let latestRequest = 0;
+let clears = 0; // a drawing still being encoded when the pad is cleared (or an upload comes) is gone
 
 function percent(probability) {
   const value = probability * 100;
@@ -143,6 +144,7 @@ function clearPad() {
   clearTimeout(timer);
   timer = null;
   firstChangeAt = null;
+  clears += 1;
   resetReading("Draw to see");
 }
 
@@ -175,10 +177,9 @@ function predictDrawing() {
   timer = null;
   firstChangeAt = null;
   if (!hasInk) return;
-  // toBlob answers later: a Clear or an upload meanwhile makes this drawing's answer stale.
-  const asked = latestRequest;
+  const drawing = clears; // toBlob answers later
   pad.toBlob((blob) => {
-    if (asked === latestRequest) predict(blob, "drawing");
+    if (drawing === clears) predict(blob, "drawing");
   }, "image/png");
 }
 
