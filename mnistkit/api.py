@@ -63,6 +63,7 @@ from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE, dataset_spec
 from mnistkit.errors import Interrupted, MnistkitError
 from mnistkit.evaluation import Evaluation, check_same_classes, evaluate_arrays
 from mnistkit.image_files import LoadedDigit, load_one, workers_fork
+from mnistkit.inputs import input_path
 from mnistkit.mirrors import DEFAULT_CACHE_DIR, MIRROR_ENV, mirror_list, split_mirrors
 from mnistkit.predict import Prediction, predict_loaded, predict_paths
 
@@ -187,7 +188,7 @@ def download(
     then $MNISTKIT_MIRROR, then the dataset's public ones."""
     from mnistkit.fetch import fetch
 
-    _not_empty(folder, "folder")
+    input_path(folder, "a folder")
     if isinstance(mirrors, str):
         mirrors = split_mirrors(mirrors)
     elif isinstance(mirrors, os.PathLike):
@@ -208,7 +209,7 @@ def load_dataset(
     from mnistkit.idx import idx_files, read_mnist_dir
 
     _check_keywords(download_options, _DOWNLOAD_KEYWORDS, "load_dataset()")
-    _not_empty(folder, "folder")
+    input_path(folder, "a folder")
     if Path(folder).is_file():
         raise ValueError(f"{folder} is a file: give the folder that holds it, or read it with load_arrays")
     dataset_spec(name, "name")  # an unknown name is refused before any file is looked for
@@ -227,12 +228,6 @@ def load_mnist(folder: str | os.PathLike[str] = "data", **download_options: Any)
     first time, read from there after (the same files `make all` uses)."""
     _check_keywords(download_options, _DOWNLOAD_KEYWORDS, "load_mnist()")
     return load_dataset(DEFAULT_DATASET, folder, **download_options)
-
-
-def _not_empty(path: str | os.PathLike[str], name: str) -> None:
-    """Path("") is the current folder, where a dataset's files would be fetched unasked."""
-    if not os.fspath(path):
-        raise ValueError(f"{name}: an empty path; give a folder, such as 'data'")
 
 
 # download()'s keywords that load_dataset passes on: all but those it sets itself.

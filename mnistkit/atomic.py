@@ -23,6 +23,7 @@ from typing import IO
 
 from mnistkit import interrupts
 from mnistkit.errors import MnistkitError
+from mnistkit.inputs import input_path
 
 WRITE_ERRNOS = {
     errno.EACCES: "permission denied",
@@ -149,8 +150,7 @@ def check_writable_target(path: str | os.PathLike[str]) -> None:
     Missing folders on the way are fine: the write creates them."""
     if is_stdout(path):
         return
-    if not os.fspath(path):  # Path("") is the current folder
-        raise MnistkitError("an empty path, expected a file path to write")
+    input_path(path, "a file path to write")
     if os.fspath(path).endswith(("/", os.sep)):  # Path() would drop the slash and write a file
         raise MnistkitError(f"{os.fspath(path)}: ends in a slash, a folder's name; expected a file path")
     path = Path(path)

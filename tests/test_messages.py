@@ -145,9 +145,9 @@ def test_an_empty_path_from_python_is_named_as_such(tmp_path: Path, synthetic_np
         with pytest.raises(MnistkitError, match=message):
             call()
     for fetches_into_a_folder in (mnistkit.load_mnist, mnistkit.download):
-        with pytest.raises(ValueError, match="folder: an empty path; give a folder"):
+        with pytest.raises(MnistkitError, match="an empty path, expected a folder"):
             fetches_into_a_folder("")
-    with pytest.raises(ValueError, match="folder: an empty path; give a folder"):
+    with pytest.raises(MnistkitError, match="an empty path, expected a folder"):
         mnistkit.load_dataset("mnist", "")
     assert not (tmp_path / "raw").exists()  # nothing fetched here
 
