@@ -551,21 +551,27 @@ def _parse_float_list(text: str, what: str) -> tuple[float, ...]:
 
 def _parse_list(text: str, what: str, kind: type, kinds: str) -> tuple:
     try:
-        values = tuple(kind(part) for part in text.split(",") if part.strip() != "")
+        values = tuple(kind(part) for part in _comma_separated(text, what, kinds))
     except ValueError:
         raise MnistkitError(f"{what}: expected comma-separated {kinds}, got {text!r}") from None
-    if not values:
-        raise MnistkitError(f"{what}: expected at least one of them, got {text!r}")
     return values
 
 
 def _parse_name_list(text: str, what: str) -> tuple[str, ...]:
     """'3,8' -> ('3', '8'); 'Shirt, T-shirt/top' -> ('Shirt', 'T-shirt/top'); the error names
     the setting (`what`)."""
-    values = tuple(part.strip() for part in text.split(",") if part.strip())
-    if not values:
-        raise MnistkitError(f"{what}: expected comma-separated class names or numbers, got {text!r}")
-    return values
+    return _comma_separated(text, what, "class names or numbers")
+
+
+def _comma_separated(text: str, what: str, kinds: str) -> tuple[str, ...]:
+    """The parts of `text` between commas, stripped. An empty one is refused rather than
+    skipped: `12,,3` is a typo, more likely for `12,6,3` than for `12,3`."""
+    parts = tuple(part.strip() for part in text.split(","))
+    if not any(parts):
+        raise MnistkitError(f"{what}: expected comma-separated {kinds}, got {text!r}")
+    if not all(parts):
+        raise MnistkitError(f"{what}: an empty item between commas in {text!r}")
+    return parts
 
 
 def _listed(values: tuple[int | str | bool, ...]) -> str:

@@ -360,9 +360,9 @@ def paired_gap_points(plain: np.ndarray, people: np.ndarray) -> tuple[float, flo
 def gap_row(
     checkpoint_path: Path, images: np.ndarray, labels: np.ndarray, paths: Sequence[Path]
 ) -> list[str]:
-    """One table row: accuracy on the digits as MNIST gives them and as people's images (the
-    paths, made from the same digits), the gap in points with its 95% interval, and the
-    accuracy in each style. A model of some digits (`3v8`) is measured on those digits."""
+    """One table row: how many digits it reads, its accuracy on them as MNIST gives them and as
+    people's images (the paths, made from the same digits), the gap in points with its 95%
+    interval, and the accuracy in each style. A model of some digits (`3v8`) reads those."""
     checkpoint = load_checkpoint(checkpoint_path)
     known = np.isin(labels, checkpoint.classes)
     if not known.any():
@@ -377,6 +377,7 @@ def gap_row(
     gap_points, half_width = paired_gap_points(plain, people)
     return [
         str(checkpoint_path),
+        str(plain.size),
         f"{plain.mean():.2%}",
         f"{people.mean():.2%}",
         f"{gap_points:.2f} ± {half_width:.2f}",
@@ -419,9 +420,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             rows = [gap_row(path, images, labels, paths) for path in options.checkpoints]
         except MnistkitError as error:
             raise SystemExit(f"Error: {error}") from None
-    header = ["checkpoint", "MNIST", "people", "gap", *STYLES]
+    header = ["checkpoint", "digits", "MNIST", "people", "gap", *STYLES]
     widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
-    print(f"{options.count} MNIST test digits (seed {options.seed}); gap in points, ± its 95% interval")
+    print(f"MNIST test digits (seed {options.seed}) as people's images; gap in points, ± its 95% interval")
     for row in [header, *rows]:
         cells = [row[0].ljust(widths[0])]
         cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]

@@ -307,6 +307,10 @@ def test_embedding_preset_spreads_digits_over_a_linear_two_unit_layer(
         (["--model", "logreg", "--activation", "tanh"], "--activation has no effect on --model logreg"),
         (["--model", "cnn", "--linear-last-hidden"], "--linear-last-hidden needs --model mlp"),
         (["--model", "cnn", "--pools", "0,2"], "--pools: expected comma-separated 0s and 1s, got '0,2'"),
+        (["--hidden", "12,,3"], "--hidden: an empty item between commas in '12,,3'"),
+        (["--hidden", "12,"], "--hidden: an empty item between commas in '12,'"),
+        (["--classes", "3,,8"], "--classes: an empty item between commas in '3,,8'"),
+        (["--hidden", ","], "--hidden: expected comma-separated integers, got ','"),
         (["--model", "cnn", "--pools", "0,1,0"], "--pools: one 0 or 1 per conv layer (2), got 0,1,0"),
         (["--pools", "0,1"], "--pools applies to --model cnn, not mlp"),
         (
