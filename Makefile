@@ -57,8 +57,10 @@ PICTURES := $(REPORTS)/mistakes.png $(REPORTS)/confusion.png $(REPORTS)/curves.p
 # Not train's: make deleted the checkpoint or the history of a run that failed before touching
 # them (`make all PRESET=nope`). A run that stops midway (Ctrl-C) leaves the checkpoint of its
 # last epoch and its state beside it; while that state is there, train runs again and resumes.
+# Nor fetch's: it writes each file whole and verified, and make deleted those a fetch had
+# verified when a later one failed or was interrupted (the next run fetched them all again).
 .DELETE_ON_ERROR:
-.PRECIOUS: $(CKPT) $(HISTORY)
+.PRECIOUS: $(CKPT) $(HISTORY) $(RAW)
 UNFINISHED := $(if $(wildcard $(CKPT).resume),FORCE)
 # Train again when the history is gone too: the rule makes both files, and make would find the
 # checkpoint up to date for eval and the samples before curves.png asked for the history.
@@ -100,7 +102,10 @@ RETRAIN := $(if $(subst $(kept_args),,$(new_args))$(subst $(new_args),,$(kept_ar
 # A pattern rule, not a grouped target (`&:`): GNU make 4.3's `make -n` lists nothing of what
 # depends on a grouped target it would remake, and of a pattern rule's files only what depends
 # on the one it reached first (so curves.png names the checkpoint too).
+# Its pattern takes any name, but the rule trains $(CKPT) alone: another name is refused
+# (`make models/cnn.safetensors` trained models/model.safetensors, and again each time).
 $(MODELS)/%.safetensors $(MODELS)/%.history.jsonl: $(NPZ) $(RETRAIN) $(UNFINISHED) $(NO_HISTORY) | $(INSTALLED) ## train the model
+	$(if $(filter $@,$(CKPT) $(HISTORY)),,$(error make trains $(CKPT) only, not $@: for another file, run $(MNISTKIT) train $(NPZ) -o $@))
 	$(MNISTKIT) train $(NPZ) -o $(CKPT) --history $(HISTORY) $(train_args)
 	@printf '%s\n' '$(subst ','\'',$(new_args))' > $(TRAIN_ARGS_FILE)
 

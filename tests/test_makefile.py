@@ -1,0 +1,70 @@
+"""The Makefile's own rules, where they keep or refuse files: run against a stand-in for
+`mnistkit` that records its arguments, so each test takes a second."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO_ROOT
+
+from mnistkit.datasets import MNIST_FILES
+
+# Fetches two of the four files whole, as fetch writes them, then fails as a mirror that lacks
+# the third would (or as a Ctrl-C would stop it); any other command is only recorded.
+STAND_IN = """
+import sys
+from pathlib import Path
+with open("calls.txt", "a") as calls:
+    calls.write(" ".join(sys.argv[1:]) + "\\n")
+if sys.argv[1] == "fetch":
+    from mnistkit.datasets import MNIST_FILES
+    out = Path(sys.argv[sys.argv.index("--out") + 1])
+    out.mkdir(parents=True, exist_ok=True)
+    for name in list(MNIST_FILES.values())[:2]:
+        (out / name).write_bytes(b"verified")
+    sys.exit(1)
+"""
+
+
+def run_make(folder: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    stand_in = folder / "stand_in.py"
+    stand_in.write_text(STAND_IN)
+    (folder / "pyproject.toml").write_text("")  # older than the venv's mark: nothing to install
+    os.utime(folder / "pyproject.toml", (0, 0))
+    installed = folder / "installed"
+    installed.touch()
+    make = ["make", "--no-print-directory", "-f", str(REPO_ROOT / "Makefile"), "-C", str(folder)]
+    variables = [f"INSTALLED={installed}", f"MNISTKIT={sys.executable} {stand_in}"]
+    return subprocess.run([*make, *variables, *arguments], capture_output=True, text=True, timeout=60)
+
+
+def test_a_failed_fetch_keeps_the_files_it_verified(tmp_path: Path) -> None:
+    """make's .DELETE_ON_ERROR deleted the files fetch had verified when a later one failed,
+    and the next run downloaded them all again."""
+    result = run_make(tmp_path, "data/mnist.npz")
+    assert result.returncode != 0 and result.stdout.count("fetch --dataset mnist") == 1, result.stdout
+    assert "Deleting" not in result.stderr, result.stderr
+    kept = sorted(path.name for path in (tmp_path / "data/raw").iterdir())
+    assert kept == sorted(list(MNIST_FILES.values())[:2])
+
+
+def test_make_trains_no_checkpoint_but_its_own(tmp_path: Path) -> None:
+    """`make models/cnn.safetensors` trained models/model.safetensors, again on each run."""
+    (tmp_path / "data/raw").mkdir(parents=True)
+    for name in MNIST_FILES.values():
+        (tmp_path / "data/raw" / name).write_bytes(b"fetched")
+        os.utime(tmp_path / "data/raw" / name, (0, 0))
+    (tmp_path / "data/mnist.npz").write_bytes(b"parsed")
+    (tmp_path / "models").mkdir()
+    result = run_make(tmp_path, "models/cnn.safetensors")
+    assert result.returncode != 0
+    assert "make trains models/model.safetensors only, not models/cnn.safetensors" in result.stderr
+    assert "-o models/cnn.safetensors" in result.stderr
+    assert not (tmp_path / "calls.txt").exists()
+    assert run_make(tmp_path, "models/model.safetensors").returncode == 0
+    assert (
+        (tmp_path / "calls.txt").read_text().startswith("train data/mnist.npz -o models/model.safetensors ")
+    )
