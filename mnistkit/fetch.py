@@ -194,8 +194,9 @@ def _fetch_file(
     hint: str,
     log: Log,
 ) -> None:
-    """Fetch from the first mirror that delivers; add each remote one that fails to
-    `failed_mirrors` (a local folder's failure costs nothing, and may concern one file)."""
+    """Fetch from the first mirror that delivers; add each remote one that fails, and each
+    local folder that is not there, to `failed_mirrors` (a local folder's other failures cost
+    nothing, and may concern one file)."""
     candidates = [mirror for mirror in mirrors if mirror not in failed_mirrors]
     failures = []
     for mirror in candidates:
@@ -207,8 +208,8 @@ def _fetch_file(
             failures.append((mirror, failure))
             continue
         log(f"{target}: fetched from {source} ({received_bytes} bytes, {verified_by(download.expected)})")
-        for failed_mirror, _ in failures:
-            if _is_remote(failed_mirror):
+        for failed_mirror, failure in failures:
+            if _is_remote(failed_mirror) or failure.unreachable:
                 failed_mirrors.add(failed_mirror)
                 if more_files:
                     log(f"{failed_mirror}: skipped for the rest of this run")
@@ -219,9 +220,14 @@ def _fetch_file(
         tried += f"; {skipped_count} skipped after failing for an earlier file"
     message = f"{target}: every mirror failed ({tried}); nothing was written"
     remote_failures = [failure for mirror, failure in failures if _is_remote(mirror)]
-    local_wrong = [mirror for mirror, failure in failures if not _is_remote(mirror) and failure.wrong_file]
-    if local_wrong:  # the local copy was found, and is not this dataset's: no word of being offline
+    local_failures = [(mirror, failure) for mirror, failure in failures if not _is_remote(mirror)]
+    local_wrong = [mirror for mirror, failure in local_failures if failure.wrong_file]
+    # A local mirror given is no word of being offline: what it lacks is said instead.
+    if local_wrong:  # the local copy was found, and is not this dataset's
         message += f"; the file of this name in {local_wrong[0]} is not this one (its line above says why)"
+    elif local_failures:
+        mirror, failure = local_failures[0]
+        message += f"; the local mirror {mirror}: {failure}"
     elif remote_failures and all(failure.unreachable for failure in remote_failures):
         message += f"; {hint}"
     raise MnistkitError(message)

@@ -44,7 +44,8 @@ class MirrorFailure(Exception):
     """One mirror could not deliver one file; fetch notes why and moves on.
 
     `retryable`: a second try may succeed and costs little (never after a timeout).
-    `unreachable`: no connection was made (no network, unknown host, refused).
+    `unreachable`: no connection was made (no network, unknown host, refused), or a local
+    mirror's folder is not there.
     `wrong_file`: the mirror has a file by that name, but not the one (another dataset's).
     """
 
@@ -196,6 +197,8 @@ def _open_local(source: str) -> tuple[io.BufferedIOBase, int]:
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed by open_source
     except FileNotFoundError:
+        if not path.parent.is_dir():  # the whole mirror is missing, as a host that cannot be reached
+            raise MirrorFailure("no such folder", retryable=False, unreachable=True) from None
         raise MirrorFailure("no such file", retryable=False) from None
     except OSError as error:
         raise MirrorFailure(f"cannot read ({error.strerror or error})", retryable=False) from None

@@ -118,13 +118,54 @@ def test_directory_and_file_url_mirrors(tmp_path: Path, fetch_files: dict[str, b
     mirror_dir.mkdir()
     for name, gz_bytes in fetch_files.items():
         (mirror_dir / name).write_bytes(gz_bytes)
+    (tmp_path / "empty").mkdir()
     table = fetch_table(fetch_files)
     lines: list[str] = []
     fetch(tmp_path / "a", [str(tmp_path / "empty"), str(mirror_dir)], files=table, log=lines.append)
     _assert_holds_exactly(tmp_path / "a", fetch_files)
-    assert len(_lines_naming(lines, "no such file")) == 4
+    assert len(_lines_naming(lines, "no such file")) == 4  # a folder may lack one file: tried for each
     fetch(tmp_path / "b", [mirror_dir.as_uri()], files=table, log=lines.append)
     _assert_holds_exactly(tmp_path / "b", fetch_files)
+
+
+def test_a_local_mirror_that_is_not_there_is_skipped_for_the_other_files(
+    tmp_path: Path, fetch_files: dict[str, bytes]
+) -> None:
+    """A missing folder was tried again for each file, against what --help says of a mirror
+    that failed."""
+    mirror_dir = tmp_path / "mirror"
+    mirror_dir.mkdir()
+    for name, gz_bytes in fetch_files.items():
+        (mirror_dir / name).write_bytes(gz_bytes)
+    missing = str(tmp_path / "nowhere")
+    lines: list[str] = []
+    fetch(tmp_path / "a", [missing, str(mirror_dir)], files=fetch_table(fetch_files), log=lines.append)
+    _assert_holds_exactly(tmp_path / "a", fetch_files)
+    first = next(iter(fetch_files))
+    assert lines[:3] == [
+        f"{first}: {missing}/{first}: no such folder",
+        *_lines_naming(lines[1:2], "fetched from"),
+        f"{missing}: skipped for the rest of this run",
+    ]
+    assert len(_lines_naming(lines, missing)) == 2
+
+
+def test_a_local_mirror_lacking_a_file_is_named_not_taken_for_being_offline(
+    tmp_path: Path, fetch_files: dict[str, bytes]
+) -> None:
+    """fetch said "no mirror could be reached (is this machine offline?)" when the folder given
+    had served the other files and lacked only this one."""
+    mirror_dir = tmp_path / "mirror"
+    mirror_dir.mkdir()
+    for name in list(fetch_files)[:-1]:
+        (mirror_dir / name).write_bytes(fetch_files[name])
+    with pytest.raises(MnistkitError) as error:
+        fetch(tmp_path / "a", [str(mirror_dir)], files=fetch_table(fetch_files), log=lambda line: None)
+    message = str(error.value)
+    assert message.endswith(f"nothing was written; the local mirror {mirror_dir}: no such file"), message
+    assert "offline" not in message
+    with pytest.raises(MnistkitError, match=r"; the local mirror \S+/nowhere: no such folder$"):
+        fetch(tmp_path / "b", [str(tmp_path / "nowhere")], files=fetch_table(fetch_files), log=print)
 
 
 def test_a_local_file_over_the_cap_is_refused(tmp_path: Path, fetch_files: dict[str, bytes]) -> None:

@@ -260,8 +260,18 @@ def test_without_a_network_the_last_line_says_how_to_use_a_local_copy(
 
 @pytest.mark.parametrize(
     "kinds, hint",
-    [(["empty folder", "refused"], True), (["refused", "e404"], False), (["wrong file", "refused"], False)],
-    ids=["refused everywhere", "one mirror answered", "the local copy is another file"],
+    [
+        (["refused"], True),
+        (["empty folder", "refused"], False),
+        (["refused", "e404"], False),
+        (["wrong file", "refused"], False),
+    ],
+    ids=[
+        "refused everywhere",
+        "the local copy lacks it",
+        "one mirror answered",
+        "the local copy is another file",
+    ],
 )
 def test_the_local_copy_hint_comes_only_when_no_mirror_was_reached(
     tmp_path: Path,
@@ -271,8 +281,8 @@ def test_the_local_copy_hint_comes_only_when_no_mirror_was_reached(
     kinds: list[str],
     hint: bool,
 ) -> None:
-    """A folder that holds another file under the name (another dataset's) was found: the
-    hint to point MNISTKIT_MIRROR at a local copy, as if offline, misled."""
+    """A folder that holds another file under the name (another dataset's), or none, was
+    found: the hint to point MNISTKIT_MIRROR at a local copy, as if offline, misled."""
     urls = {
         "empty folder": str(tmp_path / "empty"),
         "wrong file": str(tmp_path / "wrong"),
@@ -286,4 +296,6 @@ def test_the_local_copy_hint_comes_only_when_no_mirror_was_reached(
         fetch(tmp_path / "raw", [urls[kind] for kind in kinds], files=one_file, log=lambda line: None)
     wrong_folder = f"the file of this name in {tmp_path / 'wrong'} is not this one (its line above says why)"
     assert str(error.value).endswith(wrong_folder) is ("wrong file" in kinds)
+    lacking = f"the local mirror {tmp_path / 'empty'}: no such file"
+    assert str(error.value).endswith(lacking) is ("empty folder" in kinds)
     assert str(error.value).endswith(local_copy_hint(dataset_spec("mnist"))) is hint
