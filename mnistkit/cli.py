@@ -499,10 +499,12 @@ def _shown(value: object) -> str:
     help=_from_preset("activation", "The hidden layers' nonlinearity."),
 )
 @click.option(
-    "--linear-last-hidden",
-    is_flag=True,
+    "--linear-last-hidden/--no-linear-last-hidden",
     default=None,
-    help="No activation after the last hidden layer (a linear bottleneck; see --preset embedding).",
+    help=_from_preset(
+        "linear_last_hidden",
+        "No activation after the last hidden layer (a linear bottleneck, as --preset embedding has).",
+    ),
 )
 @click.option(
     "--channels", help=_from_preset("channels", "cnn: the channels of each conv layer, e.g. 24,32.")
@@ -521,10 +523,9 @@ def _shown(value: object) -> str:
     "per pool [default: the preset's; otherwise a pool after each conv of stride 1].",
 )
 @click.option(
-    "--batch-norm",
-    is_flag=True,
+    "--batch-norm/--no-batch-norm",
     default=None,
-    help="cnn: batch normalization in each conv block [default: off].",
+    help=_from_preset("batch_norm", "cnn: batch normalization in each conv block (as cnn-best has)."),
 )
 @click.option(
     "--mirror-average/--no-mirror-average",
@@ -602,10 +603,9 @@ def _shown(value: object) -> str:
     ),
 )
 @click.option(
-    "--eval-test-each-epoch",
-    is_flag=True,
+    "--eval-test-each-epoch/--no-eval-test-each-epoch",
     default=None,
-    help="Report test accuracy every epoch [default: off].",
+    help=_from_preset("eval_test_each_epoch", "Report test accuracy every epoch (as --preset seed does)."),
 )
 @click.option(
     "--init",

@@ -335,6 +335,31 @@ def test_options_that_would_be_ignored_or_harmful_are_errors(
     assert not (tmp_path / "m.safetensors").exists()
 
 
+@pytest.mark.parametrize(
+    ("preset", "option", "name"),
+    [
+        ("cnn-best", "--no-batch-norm", "batch_norm"),
+        ("seed", "--no-eval-test-each-epoch", "eval_test_each_epoch"),
+        ("embedding", "--no-linear-last-hidden", "linear_last_hidden"),
+    ],
+)
+def test_a_presets_switch_can_be_turned_off(tmp_path: Path, preset: str, option: str, name: str) -> None:
+    """Their help said [default: off], though these presets turn them on, and no option
+    turned them off."""
+    for options, value in (([], True), ([option], False)):
+        result = run_train(
+            tmp_path / "unread.npz",
+            "-o",
+            tmp_path / "m.safetensors",
+            "--preset",
+            preset,
+            *options,
+            "--show-config",
+        )
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)[name] is value
+
+
 def test_pools_are_read_per_conv_layer_and_follow_a_new_number_of_layers(tmp_path: Path) -> None:
     options = ["--model", "cnn", "--channels", "8,8,16,16", "--kernel-sizes", "3,3,3,3", "--pools", "0,1,0,1"]
     result = run_train(tmp_path / "unread.npz", "-o", tmp_path / "m.safetensors", *options, "--show-config")
