@@ -38,6 +38,7 @@ from mnistkit.arrays import (
     arrays_sha256,
     catalogued,
     check_arrays,
+    check_finite,
     check_split,
     dataset_name,
     file_sha256,
@@ -134,16 +135,21 @@ class Model:
         return f"<mnistkit.Model {self.architecture['model']}{of}, classes {self.classes}{scored}>"
 
 
+# What Model.predict and predict_images say of the arrays' dict, given where images go.
+_NOT_A_DICT_OF_ARRAYS = "not a dict of arrays; for a split of them: model.predict(arrays['test_images'])"
+
+
 def _image_batch(images: np.ndarray) -> np.ndarray:
     """Uint8 images (N, 28, 28) from an array, one image, or a list of them (28x28 gray PIL
     images too, as torchvision's MNIST gives them); files and other pictures are
     predict_images' to prepare."""
+    expected = "expected uint8 images (N, 28, 28) as MNIST's arrays hold them"
     to_predict_images = "for image files and pictures: mnistkit.predict_images(model, images)"
+    if isinstance(images, Mapping):
+        raise TypeError(f"{expected}, {_NOT_A_DICT_OF_ARRAYS}")
     if isinstance(images, str | os.PathLike | bytes | io.IOBase):
-        raise TypeError(
-            f"expected uint8 images (N, 28, 28) as MNIST's arrays hold them, not a "
-            f"{type(images).__name__}; {to_predict_images}"
-        )
+        raise TypeError(f"{expected}, not a {type(images).__name__}; {to_predict_images}")
+    given = images
     try:
         images = np.asarray(images)
     except ValueError:  # numpy's "inhomogeneous shape" for a list of pictures of other sizes
@@ -152,11 +158,10 @@ def _image_batch(images: np.ndarray) -> np.ndarray:
         ) from None
     if images.shape == (0,):  # [] : no images, no predictions
         images = np.zeros((0, *IMAGE_SHAPE), np.uint8)
-    if images.dtype.kind in "USO":  # paths, or objects numpy cannot stack
-        raise TypeError(
-            f"expected uint8 images (N, 28, 28) as MNIST's arrays hold them, not {images.dtype} "
-            f"{images.shape}; {to_predict_images}"
-        )
+    if images.dtype.kind in "USO":  # paths, objects numpy cannot stack, or no array at all (None)
+        what = f"a {type(given).__name__}" if images.ndim == 0 else f"{images.dtype} {images.shape}"
+        raise TypeError(f"{expected}, not {what}; {to_predict_images}")
+    check_finite(images, "images")
     if images.shape == IMAGE_SHAPE:
         images = images[None]
     if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE or images.dtype != np.uint8:
@@ -480,11 +485,9 @@ def predict_images(
     in memory are named `<image N>` (N their place in the list, from 0) in `Prediction.path`
     and in errors. Raises MnistkitError for the first that cannot be read."""
     checkpoint = _model(model, "predict_images(model, images)").checkpoint
+    preprocess = scalar_setting("preprocess", preprocess, bool)  # "no", being text, is true
     if isinstance(images, Mapping):  # the arrays' dict: its keys would be taken as paths
-        raise TypeError(
-            "predict_images reads images, not a dict of arrays; for a split of them: "
-            "model.predict(arrays['test_images'])"
-        )
+        raise TypeError(f"predict_images reads images, {_NOT_A_DICT_OF_ARRAYS}")
     images = _as_numpy(images)
     if isinstance(images, np.ndarray) and (images.ndim == 4 or (images.ndim == 3 and images.shape[2] > 4)):
         images = list(images)  # a stack of images, as test_images[:8]
@@ -561,10 +564,14 @@ def _array_picture(array: np.ndarray, name: str) -> Image.Image:
     if array.dtype == np.bool_:
         array = array.astype(np.uint8) * 255
     elif np.issubdtype(array.dtype, np.floating):
-        if not (np.isfinite(array).all() and array.min() >= 0 and array.max() <= 1):
-            fix = "or give uint8 pixels, 0 to 255"
-            if np.isfinite(array).all() and array.min() < 0:  # standardized, as a model's input
-                fix = f"give {UNSTANDARDIZE.format(array='image')}"
+        check_finite(array, name)
+        if array.min() < 0 or array.max() > 1:
+            standardized = array.min() < 0  # as a model's input
+            fix = (
+                f"give {UNSTANDARDIZE.format(array='image')}"
+                if standardized
+                else "or give uint8 pixels, 0 to 255"
+            )
             raise MnistkitError(f"{name}: float pixels must lie in [0, 1] ({fix})")
         array = np.round(array * 255)
     elif not np.issubdtype(array.dtype, np.integer) or array.min() < 0 or array.max() > 255:

@@ -199,8 +199,20 @@ def too_faint(images: np.ndarray, name: str = "images") -> tuple[str, str] | Non
     return f"only pixels 0 to {high}", f"({name} * (255 / {high})).round().astype(np.uint8)"
 
 
+def check_finite(images: np.ndarray, name: str) -> None:
+    """Refuse NaN and infinite pixels before any fix is offered: every cast to uint8 would
+    turn them into some pixel unnoticed, and min and max would not be numbers."""
+    if images.dtype.kind in "fc" and not np.isfinite(images).all():
+        raise MnistkitError(
+            f"{name} holds NaN or infinite values, not pixels; "
+            "mend them or leave out the images that hold them"
+        )
+
+
 def image_fixes(images: np.ndarray) -> list[str]:
-    """The code that turns the tutorials' images into MNIST's uint8 (N, 28, 28), for a refusal."""
+    """The code that turns the tutorials' images into MNIST's uint8 (N, 28, 28), for a refusal
+    of finite pixels. A cast is offered only where the shape is right or mended too: it
+    cannot make images of a scalar or of a picture of another size."""
     fixes = []
     if images.shape[-1:] == (FLAT_PIXELS,):  # the tutorials' flat vectors
         fixes.append("images.reshape(-1, 28, 28)")
@@ -208,10 +220,12 @@ def image_fixes(images: np.ndarray) -> list[str]:
         fixes.append("images[:, 0]")
     elif images.shape[1:] == (*IMAGE_SHAPE, 1):  # Keras' channel axis
         fixes.append("images[..., 0]")
+    if not fixes and (images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE):
+        return fixes
     if np.issubdtype(images.dtype, np.floating):
-        if images.size and float(np.nanmin(images)) < 0:  # torchvision's Normalize((0.1307,), (0.3081,))
+        if images.size and float(images.min()) < 0:  # torchvision's Normalize((0.1307,), (0.3081,))
             fixes.append(f"{UNSTANDARDIZE.format(array='images')} for standardized pixels")
-        elif images.size and float(np.nanmax(images)) > 1:  # torchvision's `.data.float()`
+        elif images.size and float(images.max()) > 1:  # torchvision's `.data.float()`
             fixes.append("images.round().astype(np.uint8) for pixels 0-255")
         else:  # the tutorials' pixels in [0, 1]
             fixes.append("(images * 255).round().astype(np.uint8) for pixels in [0, 1]")
@@ -267,6 +281,7 @@ def check_arrays(
     top = len(class_names(arrays)) - 1
     for split in splits:
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        check_finite(images, f"{source}: {split}_images")
         image_fix = "".join(f"; give {fix}" for fix in image_fixes(images)) if fixes else ""
         label_fix = f"; give {_label_fix(labels)}" if fixes and _label_fix(labels) else ""
         if images.dtype != np.uint8:

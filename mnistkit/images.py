@@ -20,7 +20,7 @@ from mnistkit.errors import MnistkitError, UndecodableImage
 from mnistkit.inputs import input_path
 from mnistkit.morphology import median, to_uint8
 from mnistkit.preprocess import FoundDigit, already_prepared, find_digit, fit_digit
-from mnistkit.terms import setting
+from mnistkit.terms import on_command_line, setting
 
 # The decompression-bomb guard: images with more pixels are refused from their header,
 # before any pixel is decoded. 40 megapixels (160 MB as RGBA) holds a 7000x5700 photo.
@@ -235,13 +235,19 @@ def _grayscale(
     return Grayscale(gray, shrunk_image.size != image.size)
 
 
+def _folders_images(path: Path) -> str:
+    """How to give a folder's images in the caller's terms: a shell's glob or stdin, Python's list."""
+    if on_command_line():
+        return f"({path}/*.png) or their paths on stdin: find {path} -name '*.png' | mnistkit predict CKPT -"
+    return f"sorted(pathlib.Path({str(path)!r}).glob('*.png'))"
+
+
 def _open_checked(path: Path, content: bytes | None = None) -> Image.Image:
     """Open lazily (header only) and refuse bombs and strips before any decoding."""
     try:
         if content is None and path.is_dir():
             raise MnistkitError(
-                f"{path}: is a directory, expected an image file; give its images ({path}/*.png) "
-                f"or their paths on stdin: find {path} -name '*.png' | mnistkit predict CKPT -"
+                f"{path}: is a directory, expected an image file; give its images {_folders_images(path)}"
             )
         if content is None and not path.is_file() and path.exists():  # its size says nothing
             raise MnistkitError(f"{path}: not a regular file (a device or a pipe), expected an image file")

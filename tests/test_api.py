@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -363,7 +364,6 @@ def test_images_in_memory_are_read_as_their_files_are(tmp_path: Path, large_digi
             "array of shape (30, 30, 2), expected (H, W) gray or (H, W, 3 or 4)",
         ),
         (np.full((30, 30), 2.0), "float pixels must lie in [0, 1]"),
-        (np.full((30, 30), np.nan), "float pixels must lie in [0, 1]"),
         (np.full((30, 30), 300, np.int32), "int32 pixels must be uint8, 0 to 255, or floats in [0, 1]"),
         (np.zeros((30, 30), np.uint8), "blank image"),
         (np.zeros((1, 100), np.uint8), "image is 100x1 pixels, too elongated for a digit or an object"),
@@ -913,6 +913,69 @@ def test_keras_and_torch_habits_get_the_call_that_works(synthetic_data, large_di
         with pytest.raises(ValueError, match=re.escape(hint)):
             model.predict(given)
     assert np.array_equal(model.predict(images[:4, None][:, 0]), model.predict(images[:4]))
+
+
+def test_predict_names_what_it_got_where_no_images_are(large_digit_model: Path, synthetic_data) -> None:
+    """The arrays' dict, None or a number given to Model.predict: numpy made them an object
+    or a scalar array, and the refusal named that, or offered a cast, which mends no scalar."""
+    model = mnistkit.load(large_digit_model)
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
+            "expected uint8 images (N, 28, 28) as MNIST's arrays hold them, not a dict of arrays; "
+            "for a split of them: model.predict(arrays['test_images'])"
+        ),
+    ):
+        model.predict(synthetic_data)
+    for given, named in ((None, "not a NoneType;"), ({1, 2}, "not a set;")):
+        with pytest.raises(TypeError, match=re.escape(named)):
+            model.predict(given)
+    with pytest.raises(ValueError, match=r"^expected uint8 images of shape \(N, 28, 28\), got int64 \(\)$"):
+        model.predict(5)
+    with pytest.raises(ValueError, match=r"got float64 \(30, 30\); for a picture of another size"):
+        model.predict(np.zeros((30, 30)))  # no cast: it would still be no 28x28 image
+
+
+def test_nan_and_infinite_pixels_are_named_not_cast_away(large_digit_model: Path, synthetic_data) -> None:
+    """Each fix a refusal gives casts to uint8, which makes NaN a pixel unnoticed."""
+    model = mnistkit.load(large_digit_model)
+    images = synthetic_data["test_images"] / 255.0
+    images[0, 5, 5] = np.nan
+    not_pixels = "holds NaN or infinite values, not pixels; mend them or leave out the images that hold them"
+    with pytest.raises(MnistkitError, match=re.escape(f"images {not_pixels}")):
+        model.predict(images)
+    with pytest.raises(MnistkitError, match=re.escape(f"<image 0> {not_pixels}")):
+        mnistkit.predict_images(model, np.full((28, 28), np.inf))
+    all_nan = {**synthetic_data, "test_images": np.full((10, 28, 28), np.nan)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "All-NaN slice encountered" once leaked
+        with pytest.raises(MnistkitError, match=re.escape(f"arrays: test_images {not_pixels}")):
+            mnistkit.evaluate(model, all_nan)
+        with pytest.raises(MnistkitError, match=re.escape(f"arrays: train_images {not_pixels}")):
+            mnistkit.train({**synthetic_data, "train_images": -images}, "logreg", epochs=1, verbose=False)
+
+
+def test_a_folder_given_to_predict_images_gets_pythons_way_to_list_it(
+    large_digit_model: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(MnistkitError) as refusal:
+        mnistkit.predict_images(large_digit_model, [tmp_path])
+    assert str(refusal.value) == (
+        f"{tmp_path}: is a directory, expected an image file; "
+        f"give its images sorted(pathlib.Path({str(tmp_path)!r}).glob('*.png'))"
+    )
+
+
+def test_preprocess_is_true_or_false_not_text(large_digit_model: Path, tmp_path: Path) -> None:
+    """preprocess="no", being text, was true."""
+    path = tmp_path / "seven.png"
+    Image.fromarray(255 - draw_large_digit(7)).save(path)
+    for given in ("no", "False", 0, None):
+        with pytest.raises(
+            MnistkitError, match=rf"^preprocess: expected True or False, got {re.escape(repr(given))}$"
+        ):
+            mnistkit.predict_images(large_digit_model, path, preprocess=given)
+    assert mnistkit.predict_images(large_digit_model, path, preprocess=np.True_)[0].label == 7
 
 
 def test_load_arrays_takes_one_split_by_its_name(synthetic_npz: Path) -> None:
