@@ -1183,6 +1183,8 @@ def render_samples_command(
         raise click.UsageError(
             f"-o {output} writes the picture to stdout, where --export-dir lists its files; give -o FILE"
         )
+    if options["select"].endswith("mistakes") and checkpoint_path is None:
+        raise click.UsageError(f"--select {options['select']} needs a model: give a checkpoint as --model")
     sample_options = SampleOptions(classes=classes or None, **options)
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
     dataset = checkpoint and catalogued(checkpoint.dataset)

@@ -465,6 +465,8 @@ class Confusion:
 def read_confusion(text: str, source: str) -> Confusion:
     """The `classes`, `class_names`, `confusion_matrix` and `split` of the JSON `Evaluation.to_json`
     wrote, checked (`class_names` may be missing, in files of earlier versions)."""
+    if not text.strip():  # json's "Expecting value: line 1 column 1" says less
+        raise MnistkitError(f"{source}: empty, expected the JSON of eval --json")
     try:
         metrics = json.loads(text)
     except ValueError as error:

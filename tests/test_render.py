@@ -206,10 +206,14 @@ def test_render_samples_mistakes_cli(tmp_path, synthetic_npz, synthetic_data, lo
         assert image.mode == "RGB"
 
 
-def test_mistakes_need_a_model(tmp_path, synthetic_npz):
+@pytest.mark.parametrize("select", ["mistakes", "confident-mistakes"])
+def test_mistakes_need_a_model(tmp_path, synthetic_npz, select):
+    """A usage error, exit 2, as other options that cannot be taken together are (it was 1)."""
     output = tmp_path / "mistakes.png"
-    result = run("render-samples", synthetic_npz, "-o", output, "--select", "mistakes")
-    assert_failed_cleanly(result, output, "--model")
+    result = run("render-samples", synthetic_npz, "-o", output, "--select", select)
+    assert result.exit_code == 2, result.output
+    assert f"Error: --select {select} needs a model: give a checkpoint as --model" in result.output
+    assert not output.exists()
 
 
 @pytest.mark.parametrize(
@@ -319,6 +323,7 @@ def test_confusion_from_model_matches_eval_json(tmp_path, synthetic_npz, logreg_
     ("content", "fragment"),
     [
         ("not json", "not a metrics JSON"),
+        ("\n", "metrics.json: empty, expected the JSON of eval --json"),
         ('{"accuracy": 0.9}', "confusion_matrix"),
         ('{"classes": [0, 1], "confusion_matrix": [[1, 2]]}', "2 rows of 2"),
         ('{"classes": [0, 1], "confusion_matrix": [[1, -2], [0, 3]]}', "non-negative"),
