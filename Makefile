@@ -68,12 +68,12 @@ NO_HISTORY := $(if $(wildcard $(HISTORY)),,FORCE)
 
 .PHONY: all help venv test test-slow test-browser serve chaos fuzz lint bench docs clean
 
-all: $(REPORTS)/metrics.json $(REPORTS)/samples.png $(REPORTS)/predictions.tsv $(PICTURES) ## run the whole pipeline (DATASET=mnist)
+all: $(REPORTS)/metrics.json $(REPORTS)/samples.png $(REPORTS)/predictions.tsv $(PICTURES) ## run the whole pipeline (DATASET=$(DATASET))
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_./$$()% -]+&?:.*## ' $(MAKEFILE_LIST) | sed -e 's/ *&\?:.*## /\t/' \
 		-e 's|$$(RAW)|$(RAW_DIR)/*.gz|; s|$$(MODELS)/%.safetensors $$(MODELS)/%.history.jsonl|$(CKPT)|' \
-		-e 's|$$(REPORTS)|$(REPORTS)|; s|$$(NPZ)|$(NPZ)|' \
+		-e 's|$$(REPORTS)|$(REPORTS)|; s|$$(NPZ)|$(NPZ)|; s|$$(DATASET)|$(DATASET)|' \
 		| awk -F '\t' '{ name[NR] = $$1; what[NR] = $$2; if (length($$1) > width) width = length($$1) } \
 		END { for (i = 1; i <= NR; i++) printf "%-" width + 2 "s%s\n", name[i], what[i] }'
 

@@ -228,6 +228,7 @@ def test_make_help_lists_every_commented_target_by_its_files(dataset: str) -> No
     )
     assert {f"{raw[0]}/*.gz", npz[0], checkpoint[0], "all", "test"} <= set(targets)
     assert not any("$" in target or "&" in target for target in targets)
+    assert f"run the whole pipeline (DATASET={dataset})" in result.stdout  # it said mnist for each
 
 
 def test_fashion_mnist_from_a_mirror_that_serves_mnist_under_the_same_names(
