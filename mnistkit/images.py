@@ -7,8 +7,10 @@ Pillow and numpy only: predict imports this module and must start without jax.
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -237,9 +239,25 @@ def _grayscale(
 
 def _folders_images(path: Path) -> str:
     """How to give a folder's images in the caller's terms: a shell's glob or stdin, Python's list."""
+    pattern = _images_pattern(path)
     if on_command_line():
-        return f"({path}/*.png) or their paths on stdin: find {path} -name '*.png' | mnistkit predict CKPT -"
-    return f"sorted(pathlib.Path({str(path)!r}).glob('*.png'))"
+        stdin = f"find {path} -name '{pattern}' | mnistkit predict CKPT -"
+        return f"({path}/{pattern}) or their paths on stdin: {stdin}"
+    return f"sorted(pathlib.Path({str(path)!r}).glob('{pattern}'))"
+
+
+def _images_pattern(folder: Path) -> str:
+    """The glob of the kind of image a folder holds most (a phone's *.JPG), else *.png."""
+    known = Image.registered_extensions()
+    try:
+        suffixes = Counter(
+            entry.suffix
+            for entry in itertools.islice(folder.iterdir(), 10_000)
+            if entry.suffix.lower() in known
+        )
+    except OSError:  # unreadable: the hint is only a hint
+        suffixes = Counter()
+    return f"*{suffixes.most_common(1)[0][0]}" if suffixes else "*.png"
 
 
 def _open_checked(path: Path, content: bytes | None = None) -> Image.Image:
