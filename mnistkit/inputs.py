@@ -120,7 +120,7 @@ def read_text(path: str | os.PathLike[str], what: str, paths: bool = False) -> t
         text += sys.stdin.read(MAX_TEXT_BYTES + 1 - len(text))
         if len(text) > MAX_TEXT_BYTES:
             raise MnistkitError(f"-: more than {MAX_TEXT_BYTES} characters on stdin, too large for {what}")
-        return text.removeprefix("\ufeff"), "<stdin>"
+        return text.removeprefix("\ufeff"), "-"  # as every message names stdin
     data = read_input(path, what, MAX_TEXT_BYTES, lambda start: _check_text_start(path, start, what))
     try:
         return data.decode("utf-8-sig", errors="surrogateescape" if paths else "strict"), str(path)

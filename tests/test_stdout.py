@@ -77,6 +77,11 @@ def test_eval_json_to_stdout_pipes_into_render_confusion(
     with Image.open(tmp_path / "c.png") as image:
         assert image.format == "PNG"
     assert only_inputs_left(tmp_path, model, synthetic_npz, tmp_path / "c.png")
+    # Stdin is `-` in every message, as it is given (this one said <stdin>, others -).
+    broken = run("render-confusion", "--metrics", "-", "-o", tmp_path / "d.png", stdin=b"{}")
+    assert broken.stderr.decode() == (
+        "Error: -: no 'classes' and 'confusion_matrix' (expected the JSON of eval --json)\n"
+    )
 
 
 def test_a_picture_to_stdout_is_png_bytes_and_no_file(tmp_path: Path, synthetic_npz: Path) -> None:
