@@ -102,10 +102,13 @@ RETRAIN := $(if $(subst $(kept_args),,$(new_args))$(subst $(new_args),,$(kept_ar
 # A pattern rule, not a grouped target (`&:`): GNU make 4.3's `make -n` lists nothing of what
 # depends on a grouped target it would remake, and of a pattern rule's files only what depends
 # on the one it reached first (so curves.png names the checkpoint too).
-# Its pattern takes any name, but the rule trains $(CKPT) alone: another name is refused
-# (`make models/cnn.safetensors` trained models/model.safetensors, and again each time).
+# Its pattern takes any name, but the rule trains $(CKPT) alone: another name asked for is
+# refused before anything runs (`make models/cnn.safetensors` trained models/model.safetensors,
+# and again each time; models/fashion-mnist/model.safetensors, MNIST's model there).
+other_models := $(filter-out $(CKPT) $(HISTORY),$(filter $(MODELS)/%.safetensors $(MODELS)/%.history.jsonl,$(MAKECMDGOALS)))
+$(if $(other_models),$(error make trains $(CKPT) for DATASET=$(DATASET), not $(firstword $(other_models)); \
+	for another dataset: make all DATASET=NAME; for another file: $(MNISTKIT) train $(NPZ) -o FILE))
 $(MODELS)/%.safetensors $(MODELS)/%.history.jsonl: $(NPZ) $(RETRAIN) $(UNFINISHED) $(NO_HISTORY) | $(INSTALLED) ## train the model
-	$(if $(filter $@,$(CKPT) $(HISTORY)),,$(error make trains $(CKPT) only, not $@: for another file, run $(MNISTKIT) train $(NPZ) -o $@))
 	$(MNISTKIT) train $(NPZ) -o $(CKPT) --history $(HISTORY) $(train_args)
 	@printf '%s\n' '$(subst ','\'',$(new_args))' > $(TRAIN_ARGS_FILE)
 

@@ -159,9 +159,11 @@ def _image_batch(images: np.ndarray) -> np.ndarray:
     if images.shape == (0,):  # [] : no images, no predictions
         images = np.zeros((0, *IMAGE_SHAPE), np.uint8)
     if images.dtype.kind in "USO":  # paths, objects numpy cannot stack, or no array at all (None)
-        what = f"a {type(given).__name__}" if images.ndim == 0 else f"{images.dtype} {images.shape}"
+        what = f"{images.dtype} {images.shape}"
+        if images.ndim == 0:
+            what = "None" if given is None else f"a {type(given).__name__}"
         raise TypeError(f"{expected}, not {what}; {to_predict_images}")
-    check_finite(images, "images")
+    check_finite(images, "images", ValueError)
     if images.shape == IMAGE_SHAPE:
         images = images[None]
     if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE or images.dtype != np.uint8:

@@ -199,11 +199,12 @@ def too_faint(images: np.ndarray, name: str = "images") -> tuple[str, str] | Non
     return f"only pixels 0 to {high}", f"({name} * (255 / {high})).round().astype(np.uint8)"
 
 
-def check_finite(images: np.ndarray, name: str) -> None:
+def check_finite(images: np.ndarray, name: str, error: type[Exception] = MnistkitError) -> None:
     """Refuse NaN and infinite pixels before any fix is offered: every cast to uint8 would
-    turn them into some pixel unnoticed, and min and max would not be numbers."""
+    turn them into some pixel unnoticed, and min and max would not be numbers. `error` is
+    the caller's kind for a bad array (Model.predict's ValueError)."""
     if images.dtype.kind in "fc" and not np.isfinite(images).all():
-        raise MnistkitError(
+        raise error(
             f"{name} holds NaN or infinite values, not pixels; "
             "mend them or leave out the images that hold them"
         )

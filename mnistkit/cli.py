@@ -372,9 +372,10 @@ def fetch_command(
     yann.lecun.com). A mirror is a folder or URL holding the dataset's files under their
     canonical names; `{dataset}` in it stands for the dataset's name. A mirror that stalls
     for --timeout seconds, or brings less than --min-rate over that long, is abandoned; a
-    quick failure (refused, HTTP 500) is retried once. A mirror that failed is not tried
-    for the other files. A file already present and valid is not downloaded again. The
-    paths of the four files go to stdout; one line per file (and per failed mirror) to stderr.
+    quick failure (refused, HTTP 500) is retried once. A URL that failed, or a folder that
+    is not there, is not tried for the other files. A file already present and valid is
+    not downloaded again. The paths of the four files go to stdout; one line per file (and
+    per failed mirror) to stderr.
 
     \b
       mnistkit fetch --out data/raw

@@ -487,7 +487,8 @@ def config_from_options(
         if base.pools and len(base.pools) != layers:
             options.setdefault("pools", ())
     model = options.get("model", base.model)
-    if model != "cnn" and (given := [name for name in CNN_SETTINGS if name in options]):
+    turned_on = [name for name in CNN_SETTINGS if name in options and options[name] is not False]
+    if model != "cnn" and (given := turned_on):  # --no-batch-norm asks for what other models have
         raise MnistkitError(f"{setting(given[0])} applies to {setting('model', 'cnn')}, not {model}")
     optimizer = options.get("optimizer", base.optimizer)
     if "adam_betas" in options and optimizer not in ("adam", "adamw"):
@@ -524,7 +525,11 @@ def resume_config(saved: Mapping[str, Any], source: str, given: Mapping[str, Any
 
 def check_resume_options(given: Mapping[str, Any]) -> None:
     """`--resume` takes no setting but `--epochs`: anything else would mix two runs."""
-    others = sorted(setting(name) for name in given if name != "epochs")
+    others = sorted(  # a switch as it was given: --no-batch-norm
+        setting(name, value) if isinstance(value, bool) else setting(name)
+        for name, value in given.items()
+        if name != "epochs"
+    )
     if others:
         raise MnistkitError(
             f"{setting('resume')} continues with the checkpoint's own settings; drop {', '.join(others)}"
@@ -570,7 +575,7 @@ def _comma_separated(text: str, what: str, kinds: str) -> tuple[str, ...]:
     if not any(parts):
         raise MnistkitError(f"{what}: expected comma-separated {kinds}, got {text!r}")
     if not all(parts):
-        raise MnistkitError(f"{what}: an empty item between commas in {text!r}")
+        raise MnistkitError(f"{what}: an empty item in {text!r}")
     return parts
 
 

@@ -97,9 +97,9 @@ def fetch(
     again; `force` fetches every file again (the old copy stays until a new one is
     verified). Each file comes from the first mirror that delivers it; a mirror that
     fails gets one retry when the failure may be transient and came quickly, and a
-    remote one is not tried again for the other files. `timeout_s` bounds the
-    connection and each read, and is the window over which a download must average
-    `min_bytes_per_s` (0: no minimum). A dataset that comes in an archive (EMNIST) is
+    remote one, or a local folder that is not there, is not tried again for the other
+    files. `timeout_s` bounds the connection and each read, and is the window over which
+    a download must average `min_bytes_per_s` (0: no minimum). A dataset that comes in an archive (EMNIST) is
     extracted from the archive kept in `cache_dir`, downloaded only when it is not there.
     `files` replaces the dataset's own downloads (tests fetch small files with it).
     Raises MnistkitError when no mirror delivers a file.

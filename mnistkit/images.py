@@ -247,13 +247,14 @@ def _folders_images(path: Path) -> str:
 
 
 def _images_pattern(folder: Path) -> str:
-    """The glob of the kind of image a folder holds most (a phone's *.JPG), else *.png."""
-    known = Image.registered_extensions()
+    """The glob of the kind of image a folder holds most (a phone's *.JPG), else *.png. Only
+    kinds Pillow reads count (it writes PDFs, and reads none)."""
+    readable = {suffix for suffix, kind in Image.registered_extensions().items() if kind in Image.OPEN}
     try:
         suffixes = Counter(
             entry.suffix
             for entry in itertools.islice(folder.iterdir(), 10_000)
-            if entry.suffix.lower() in known
+            if entry.suffix.lower() in readable and entry.is_file()
         )
     except OSError:  # unreadable: the hint is only a hint
         suffixes = Counter()

@@ -196,7 +196,7 @@ def _open_local(source: str) -> tuple[io.BufferedIOBase, int]:
         path = Path(source)
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed by open_source
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         if not path.parent.is_dir():  # the whole mirror is missing, as a host that cannot be reached
             raise MirrorFailure("no such folder", retryable=False, unreachable=True) from None
         raise MirrorFailure("no such file", retryable=False) from None

@@ -148,6 +148,12 @@ def test_a_local_mirror_that_is_not_there_is_skipped_for_the_other_files(
         f"{missing}: skipped for the rest of this run",
     ]
     assert len(_lines_naming(lines, missing)) == 2
+    a_file = tmp_path / "a-file"  # a path mistyped for a folder: a file stands there
+    a_file.write_bytes(b"")
+    lines.clear()
+    fetch(tmp_path / "b", [str(a_file), str(mirror_dir)], files=fetch_table(fetch_files), log=lines.append)
+    assert lines[0] == f"{first}: {a_file}/{first}: no such folder"
+    assert f"{a_file}: skipped for the rest of this run" in lines
 
 
 def test_a_local_mirror_lacking_a_file_is_named_not_taken_for_being_offline(

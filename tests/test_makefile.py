@@ -52,18 +52,20 @@ def test_a_failed_fetch_keeps_the_files_it_verified(tmp_path: Path) -> None:
 
 
 def test_make_trains_no_checkpoint_but_its_own(tmp_path: Path) -> None:
-    """`make models/cnn.safetensors` trained models/model.safetensors, again on each run."""
+    """`make models/cnn.safetensors` trained models/model.safetensors, again on each run;
+    a model of another dataset's folder, without DATASET, was MNIST's."""
     (tmp_path / "data/raw").mkdir(parents=True)
     for name in MNIST_FILES.values():
         (tmp_path / "data/raw" / name).write_bytes(b"fetched")
         os.utime(tmp_path / "data/raw" / name, (0, 0))
     (tmp_path / "data/mnist.npz").write_bytes(b"parsed")
     (tmp_path / "models").mkdir()
-    result = run_make(tmp_path, "models/cnn.safetensors")
-    assert result.returncode != 0
-    assert "make trains models/model.safetensors only, not models/cnn.safetensors" in result.stderr
-    assert "-o models/cnn.safetensors" in result.stderr
-    assert not (tmp_path / "calls.txt").exists()
+    for other in ("models/cnn.safetensors", "models/fashion-mnist/model.safetensors"):
+        result = run_make(tmp_path, other)
+        assert result.returncode != 0
+        assert f"make trains models/model.safetensors for DATASET=mnist, not {other}; " in result.stderr
+        assert "for another dataset: make all DATASET=NAME; for another file: " in result.stderr
+        assert not (tmp_path / "calls.txt").exists()
     assert run_make(tmp_path, "models/model.safetensors").returncode == 0
     assert (
         (tmp_path / "calls.txt").read_text().startswith("train data/mnist.npz -o models/model.safetensors ")

@@ -217,8 +217,10 @@ def test_predict_on_a_folder_suggests_its_files(tmp_path: Path) -> None:
         f"{folder}: is a directory, expected an image file; give its images ({folder}/*.png) "
         f"or their paths on stdin: find {folder} -name '*.png' | mnistkit predict CKPT -\n"
     )
-    for name in ("a.JPG", "b.JPG", "c.png", "notes.txt"):  # a phone's photos, named as it names them
+    for name in ("a.JPG", "b.JPG", "c.png", "notes.txt", "d.pdf", "e.pdf", "f.pdf"):  # a phone's photos
         (folder / name).write_bytes(b"")
+    for name in ("g.png", "h.png"):  # folders, not images
+        (folder / name).mkdir()
     result = run("predict", model, folder)
     assert f"give its images ({folder}/*.JPG) or their paths on stdin: find {folder} -name '*.JPG' |" in (
         result.stderr

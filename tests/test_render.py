@@ -388,6 +388,8 @@ def test_curves_read_stdin_and_a_single_epoch(tmp_path):
     assert result.exit_code == 0, result.output
     with Image.open(output) as image:
         assert colour_present(image, DIGIT_COLOURS[1])
+    broken = run("render-curves", "-", "-o", tmp_path / "broken.png", input="{}\n")
+    assert_failed_cleanly(broken, tmp_path / "broken.png", "Error: - line 1: 'epoch'")  # it said <stdin>
 
 
 @pytest.mark.parametrize(

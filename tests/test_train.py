@@ -19,10 +19,11 @@ from mnistkit.architectures import build_architecture, check_architecture, param
 from mnistkit.arrays import file_sha256, named_as, save_arrays
 from mnistkit.checkpoint import load_checkpoint
 from mnistkit.cli import cli
-from mnistkit.config import PRESETS, TrainConfig, config_from_options
+from mnistkit.config import PRESETS, TrainConfig, check_resume_options, config_from_options
 from mnistkit.errors import MnistkitError
 from mnistkit.history import FIELDS
 from mnistkit.plots import bottleneck_values
+from mnistkit.terms import command_line_terms
 
 SMALL_MLP = ["--hidden", "32", "--lr", "3e-3"]
 
@@ -307,9 +308,9 @@ def test_embedding_preset_spreads_digits_over_a_linear_two_unit_layer(
         (["--model", "logreg", "--activation", "tanh"], "--activation has no effect on --model logreg"),
         (["--model", "cnn", "--linear-last-hidden"], "--linear-last-hidden needs --model mlp"),
         (["--model", "cnn", "--pools", "0,2"], "--pools: expected comma-separated 0s and 1s, got '0,2'"),
-        (["--hidden", "12,,3"], "--hidden: an empty item between commas in '12,,3'"),
-        (["--hidden", "12,"], "--hidden: an empty item between commas in '12,'"),
-        (["--classes", "3,,8"], "--classes: an empty item between commas in '3,,8'"),
+        (["--hidden", "12,,3"], "--hidden: an empty item in '12,,3'"),
+        (["--hidden", "12,"], "--hidden: an empty item in '12,'"),
+        (["--classes", "3,,8"], "--classes: an empty item in '3,,8'"),
         (["--hidden", ","], "--hidden: expected comma-separated integers, got ','"),
         (["--model", "cnn", "--pools", "0,1,0"], "--pools: one 0 or 1 per conv layer (2), got 0,1,0"),
         (["--pools", "0,1"], "--pools applies to --model cnn, not mlp"),
@@ -346,6 +347,17 @@ def test_options_that_would_be_ignored_or_harmful_are_errors(
 def test_a_presets_switch_can_be_turned_off(tmp_path: Path, preset: str, option: str, name: str) -> None:
     """Their help said [default: off], though these presets turn them on, and no option
     turned them off."""
+    if option == "--no-batch-norm":  # asks for what an MLP has: no refusal as a CNN's setting
+        result = run_train(
+            tmp_path / "unread.npz",
+            "-o",
+            tmp_path / "m.safetensors",
+            "--model",
+            "mlp",
+            option,
+            "--show-config",
+        )
+        assert result.exit_code == 0 and json.loads(result.stdout)[name] is False, result.output
     for options, value in (([], True), ([option], False)):
         result = run_train(
             tmp_path / "unread.npz",
@@ -358,6 +370,11 @@ def test_a_presets_switch_can_be_turned_off(tmp_path: Path, preset: str, option:
         )
         assert result.exit_code == 0, result.output
         assert json.loads(result.stdout)[name] is value
+
+
+def test_resume_names_a_switch_as_it_was_given() -> None:
+    with command_line_terms(), pytest.raises(MnistkitError, match=r"; drop --lr, --no-batch-norm$"):
+        check_resume_options({"batch_norm": False, "epochs": 3, "lr": 0.1})
 
 
 def test_pools_are_read_per_conv_layer_and_follow_a_new_number_of_layers(tmp_path: Path) -> None:
