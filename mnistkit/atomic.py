@@ -159,6 +159,8 @@ def check_writable_target(path: str | os.PathLike[str]) -> None:
             raise MnistkitError(f"{path}: is a directory, expected a file path")
     except PermissionError as error:
         raise MnistkitError(f"{path}: cannot reach its folder ({error.strerror})") from None
+    except OSError as error:  # a name over 255 bytes: File name too long
+        raise MnistkitError(f"{path}: cannot be written ({error.strerror or error})") from None
     if written_in_place(path):
         if path.exists() and not os.access(path, os.W_OK):
             raise MnistkitError(f"{path}: is not writable")
@@ -188,14 +190,14 @@ def _check_folder_can_be(path: Path, folder: Path, missing: list[Path] | None = 
 def make_output_folder(folder: Path) -> list[Path]:
     """Create `folder` (and its parents) for outputs; one-line errors when that cannot be.
     Returns the folders it made, deepest first."""
-    if folder.exists() and not folder.is_dir():
-        raise MnistkitError(f"{folder}: exists and is not a folder")
-    made = _missing_folders(folder)
-    if made:
-        _check_folder_can_be(folder, folder, made)
     try:
+        if folder.exists() and not folder.is_dir():
+            raise MnistkitError(f"{folder}: exists and is not a folder")
+        made = _missing_folders(folder)
+        if made:
+            _check_folder_can_be(folder, folder, made)
         folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
+    except OSError as error:  # a name over 255 bytes too: File name too long
         raise MnistkitError(f"{folder}: cannot create the folder ({error.strerror})") from None
     return made
 

@@ -125,8 +125,11 @@ def fetch(
 def _removed_if_left_empty(folder: Path) -> Iterator[None]:
     """The folders a failed fetch made go again while nothing is in them, so a later `make`
     or script does not take an empty data/raw for a fetched one."""
-    folder = Path(os.path.abspath(folder))  # `missing/../raw` makes `missing`, not `raw`
-    made = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
+    given, folder = folder, Path(os.path.abspath(folder))  # `missing/../raw` makes `missing`, not `raw`
+    try:
+        made = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
+    except OSError as error:  # a name over 255 bytes: File name too long
+        raise MnistkitError(f"{given}: cannot create the folder ({error.strerror or error})") from None
     try:
         yield
     except BaseException:

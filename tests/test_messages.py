@@ -263,3 +263,22 @@ def test_info_names_what_it_was_given_instead(tmp_path: Path, synthetic_data, na
     else:
         random_checkpoint(path, MLP)
         assert run("info", path).exit_code == 0
+
+
+def test_an_output_name_over_255_bytes_is_one_line(tmp_path: Path, synthetic_npz: Path) -> None:
+    """Each was a traceback ending in OSError: File name too long."""
+    model = random_checkpoint(tmp_path / "model.safetensors", MLP)
+    picture = tmp_path / "digit.png"
+    Image.fromarray(np.full((28, 28), 255, np.uint8)).save(picture)
+    long = tmp_path / ("c" * 300)
+    commands = [
+        ("render-weights", model, "-o", f"{long}.png"),
+        ("eval", model, synthetic_npz, "--json", f"{long}.json"),
+        ("render-samples", synthetic_npz, "-o", tmp_path / "s.png", "--count", "1", "--export-dir", long),
+        ("predict", model, picture, "--save-preprocessed", long),
+        ("fetch", "--out", long, "--no-default-mirrors", "--mirror", tmp_path),
+    ]
+    for command in commands:
+        line = one_error(run(*command))
+        assert line.startswith(f"Error: {long}") and line.endswith("(File name too long)"), line
+    assert sorted(tmp_path.iterdir()) == sorted([picture, model, synthetic_npz])  # nothing written
