@@ -1184,6 +1184,8 @@ def render_samples_command(
         raise click.UsageError(
             f"-o {output} writes the picture to stdout, where --export-dir lists its files; give -o FILE"
         )
+    if export_dir is not None and Path(os.path.abspath(output)).is_relative_to(os.path.abspath(export_dir)):
+        raise MnistkitError(f"{output}: -o is inside --export-dir {export_dir}, among the digits it lists")
     if options["select"].endswith("mistakes") and checkpoint_path is None:
         raise click.UsageError(f"--select {options['select']} needs a model: give a checkpoint as --model")
     sample_options = SampleOptions(classes=classes or None, **options)
@@ -1223,12 +1225,10 @@ def render_samples_command(
 @click.option(
     "--split",
     type=click.Choice(["test", "train"]),
-    default="test",
-    show_default=True,
-    help="The split of --data to evaluate.",
+    help="The split of --data to evaluate [default: test].",
 )
 def render_confusion_command(
-    output: str, metrics: str | None, checkpoint_path: Path | None, data: Path | None, split: str
+    output: str, metrics: str | None, checkpoint_path: Path | None, data: Path | None, split: str | None
 ) -> None:
     """Draw a confusion matrix as a heat map, the counts written in the cells.
 
@@ -1250,6 +1250,9 @@ def render_confusion_command(
 
     if not ((metrics and not checkpoint_path and not data) or (not metrics and checkpoint_path and data)):
         raise click.UsageError("give either --metrics FILE, or --model CKPT together with --data NPZ")
+    if metrics and split:  # it was left unused: the picture named the split the file holds
+        raise click.UsageError("--split picks a split of --data; --metrics holds the split eval measured")
+    split = split or "test"
     if metrics:
         text, source = read_text(metrics, "a metrics file")
         confusion = read_confusion(text, source)

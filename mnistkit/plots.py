@@ -181,9 +181,20 @@ def class_colour(label: int) -> tuple[int, int, int]:
     return round(255 * red), round(255 * green), round(255 * blue)
 
 
+def _one_model(architecture: dict, model_name: str, member: str, picture: str) -> None:
+    """Refuse an ensemble of the `member` models a picture of one model's `picture` needs."""
+    if architecture["model"] == "ensemble" and architecture["member"]["model"] == member:
+        raise MnistkitError(
+            f"{model_name}: an ensemble of {architecture['members']} {member} models (trained with "
+            f"{setting('ensemble')} or {setting('seeds')}); this picture draws one model's {picture}: "
+            f"train it without {setting('ensemble')}"
+        )
+
+
 def bottleneck_layer(checkpoint: Checkpoint, model_name: str) -> int:
     """The index of the model's last hidden layer with two units."""
     architecture = checkpoint.architecture
+    _one_model(architecture, model_name, "mlp", "2-unit layer")
     hidden = list(architecture.get("hidden", [])) if architecture["model"] == "mlp" else []
     two_unit = [index for index, width in enumerate(hidden) if width == 2]
     if not two_unit:
@@ -286,12 +297,7 @@ def weights_image(checkpoint: Checkpoint, model_name: str = "the model", scale: 
     on one symmetric colour scale so the templates compare; the largest 1% of weights saturate,
     or a few extreme pixels would wash out the rest."""
     architecture = checkpoint.architecture
-    if architecture["model"] == "ensemble" and architecture["member"]["model"] == "logreg":
-        raise MnistkitError(
-            f"{model_name}: an ensemble of {architecture['members']} logreg models (trained with "
-            f"{setting('ensemble')} or {setting('seeds')}); weight templates show one model: "
-            f"train it without {setting('ensemble')}"
-        )
+    _one_model(architecture, model_name, "logreg", "weight templates")
     if architecture["model"] != "logreg":
         raise MnistkitError(
             f"{model_name}: weight templates need a logreg model, this one is "

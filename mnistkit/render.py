@@ -37,6 +37,7 @@ from mnistkit.terms import setting
 SELECTIONS = ("first", "random", "mistakes", "confident-mistakes")
 CAPTION_PX = 13
 PICTURE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+JPEG_MAX_SIDE_PX = 65_500  # libjpeg's limit: Pillow fails past it with "broken data stream"
 
 
 def picture_format(path: str | os.PathLike[str]) -> str:
@@ -52,6 +53,11 @@ def save_picture(image: Image.Image, path: str | os.PathLike[str]) -> None:
     """Write `image` atomically as PNG or JPEG by the path's extension. Pillow adds no
     timestamp, so equal pixels give equal bytes."""
     picture_format_name = picture_format(path)
+    if picture_format_name == "JPEG" and max(image.size) > JPEG_MAX_SIDE_PX:
+        raise MnistkitError(
+            f"{path}: a JPEG is at most {JPEG_MAX_SIDE_PX} pixels a side, and this picture is "
+            f"{image.size[0]}x{image.size[1]}; write it as .png"
+        )
     with atomic_write(path, "wb") as handle:
         if picture_format_name == "JPEG":
             image.convert("RGB").save(handle, format="JPEG", quality=95)
@@ -222,14 +228,21 @@ def samples_title(
         return f"{shown} random {which} of {total}"
     if shown == 0:
         sure = (
-            f" made with at least {min_confidence:.0%} confidence" if select == "confident-mistakes" else ""
+            f" made with at least {_percent(min_confidence)} confidence"
+            if select == "confident-mistakes"
+            else ""
         )
         return f"No mistakes{sure} on {total} {which}"
     if select == "mistakes" and shown == mistakes:
         return f"All {shown} mistakes on {total} {which}, most confident first"
     if select == "mistakes":
         return f"The {shown} most confident of {mistakes} mistakes on {total} {which}"
-    return f"{shown} mistakes made with at least {min_confidence:.0%} confidence, on {total} {which}"
+    return f"{shown} mistakes made with at least {_percent(min_confidence)} confidence, on {total} {which}"
+
+
+def _percent(fraction: float) -> str:
+    """0.996 as 99.6%, not as `:.0%` rounds it, 100%, above the captions' 99.7% it let in."""
+    return f"{100 * fraction:.4g}%"
 
 
 def _file_word(name: str) -> str:

@@ -238,6 +238,14 @@ def test_weights_of_a_logreg_ensemble_say_how_it_was_trained(tmp_path: Path) -> 
     line = one_error(run("render-weights", model, "-o", tmp_path / "w.png"))
     assert "an ensemble of 3 logreg models (trained with --ensemble or --seeds)" in line
     assert "train it without --ensemble" in line
+    # An ensemble of embedding nets was told to train with --preset embedding, as it had been.
+    embedding = {"model": "mlp", "hidden": [8, 2], "activation": "relu", "num_classes": 10}
+    model = random_checkpoint(tmp_path / "embedding3.safetensors", {**ensemble, "member": embedding})
+    line = one_error(run("render-embedding", model, tmp_path / "unread.npz", "-o", tmp_path / "e.png"))
+    assert line.endswith(
+        "an ensemble of 3 mlp models (trained with --ensemble or --seeds); this picture draws one "
+        "model's 2-unit layer: train it without --ensemble"
+    ), line
 
 
 def test_a_damaged_download_points_at_fetch(tmp_path: Path, small_data) -> None:

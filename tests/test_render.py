@@ -29,7 +29,7 @@ from mnistkit.evaluation import read_confusion
 from mnistkit.history import read_history
 from mnistkit.inference import dense_stack, normalize
 from mnistkit.plots import bottleneck_values, confusion_cell_box, head_logits
-from mnistkit.render import SampleOptions, samples_picture
+from mnistkit.render import SampleOptions, samples_picture, samples_title
 
 CLASSES = list(range(10))
 
@@ -342,6 +342,12 @@ def test_render_confusion_rejects_bad_metrics(tmp_path, content, fragment):
 def test_render_confusion_needs_one_source(tmp_path, logreg_path):
     result = run("render-confusion", "-o", tmp_path / "c.png", "--model", logreg_path)
     assert result.exit_code == 2 and "either --metrics" in result.output
+    metrics = tmp_path / "m.json"
+    metrics.write_text("{}")
+    result = run("render-confusion", "-o", tmp_path / "c.png", "--metrics", metrics, "--split", "train")
+    assert (
+        result.exit_code == 2 and "--split picks a split of --data; --metrics holds" in result.output
+    )  # ignored
 
 
 def history_lines(epochs: int, with_validation: bool) -> str:
@@ -781,3 +787,50 @@ def test_a_picture_that_cannot_be_written_takes_its_exported_digits_along(
     assert result.exit_code == 1 and "no space left on device" in result.output
     assert ".png\n" not in result.stdout
     assert list(export.iterdir()) == [] and not output.exists()
+
+
+def test_a_jpeg_too_wide_for_the_format_is_one_line(tmp_path, synthetic_npz):
+    """Past 65,500 pixels a side Pillow's JPEG writer fails: that was a traceback."""
+    output = tmp_path / "wide.jpg"
+    result = run(
+        "render-samples", synthetic_npz, "-o", output, "--count", "200", "--columns", "200", "--scale", "12"
+    )
+    assert_failed_cleanly(result, output, "a JPEG is at most 65500 pixels a side", "; write it as .png")
+    assert (
+        run(
+            "render-samples",
+            synthetic_npz,
+            "-o",
+            tmp_path / "wide.png",
+            "--count",
+            "200",
+            "--columns",
+            "200",
+            "--scale",
+            "12",
+        ).exit_code
+        == 0
+    )
+
+
+@pytest.mark.parametrize(
+    ("threshold", "shown"), [(0.996, "99.6%"), (0.955, "95.5%"), (0.5, "50%"), (0.9999, "99.99%")]
+)
+def test_a_confidence_threshold_is_titled_as_given(threshold, shown):
+    """0.996 was titled 100%, above the 99.7% of the captions it let in."""
+    for count in (0, 3):
+        title = samples_title("confident-mistakes", count, "test", 10000, None, 9, threshold)
+        assert f" made with at least {shown} confidence" in title
+
+
+def test_the_picture_never_goes_among_the_exported_digits(tmp_path, synthetic_npz):
+    """-o ex/00000-label7.png replaced an exported digit with the grid, listed as a digit."""
+    for inside in ("ex/00000-label7.png", "ex/grid.png", "ex/sub/grid.png"):
+        output = tmp_path / inside
+        result = run(
+            "render-samples", synthetic_npz, "--count", "2", "--export-dir", tmp_path / "ex", "-o", output
+        )
+        assert_failed_cleanly(
+            result, output, f"-o is inside --export-dir {tmp_path / 'ex'}, among the digits"
+        )
+        assert not (tmp_path / "ex").exists()
