@@ -437,12 +437,20 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _body_length(self) -> int | None:
         """The announced body length, or None after answering why the body cannot be taken."""
         limit = self.server.limits.max_body_bytes
-        length_text = self.headers.get("Content-Length")
-        if "Transfer-Encoding" in self.headers or length_text is None:
+        # Whitespace around a value is no part of it; two values that differ leave the body's
+        # end in doubt (a request smuggled in after it), so they are refused (RFC 9112 6.3).
+        lengths = {value.strip() for value in self.headers.get_all("Content-Length", [])}
+        if "Transfer-Encoding" in self.headers or not lengths:
             self._send_error_json(
                 HTTPStatus.LENGTH_REQUIRED, "send the image's bytes as the body, with a Content-Length"
             )
             return None
+        if len(lengths) > 1:
+            self._send_error_json(
+                HTTPStatus.BAD_REQUEST, f"Content-Length given as {' and '.join(sorted(lengths))}: which?"
+            )
+            return None
+        (length_text,) = lengths
         if not (length_text.isascii() and length_text.isdigit()):
             self._send_error_json(
                 HTTPStatus.BAD_REQUEST, f"Content-Length {length_text!r} is not a byte count"

@@ -345,9 +345,12 @@ def test_body_limits_and_lengths(start_server, large_digit_model: Path) -> None:
     assert status_of(raw_exchange(server, b"POST /api/predict HTTP/1.0\r\n\r\n")) == 411
     chunked = b"POST /api/predict HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
     assert status_of(raw_exchange(server, chunked)) == 411
-    for length in (b"-5", b"1_000", b"abc"):
+    for length in (b"-5", b"1_000", b"abc", b"5\r\nContent-Length: 7"):
         request = b"POST /api/predict HTTP/1.0\r\nContent-Length: " + length + b"\r\n\r\n"
         assert status_of(raw_exchange(server, request)) == 400
+    for length in (b"3 ", b"3\r\nContent-Length: 3"):  # space around it, or given twice alike: taken
+        request = b"POST /api/predict HTTP/1.0\r\nContent-Length: " + length + b"\r\n\r\nabc"
+        assert status_of(raw_exchange(server, request)) == 422  # read: 3 bytes, not an image
     form = call(
         server, "POST", "/api/predict", digit_png(1), {"Content-Type": "multipart/form-data; boundary=x"}
     )
