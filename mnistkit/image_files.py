@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
 
 CHUNK_SIZE = 256
-POOL_POLL_S = 0.05  # how often a wait for the pool looks for a held Ctrl-C or SIGTERM
+# How often a wait (for the pool, for stdin's next paths) looks for a held Ctrl-C or SIGTERM:
+# one that Python swallowed (`interrupts`) is taken only there.
+SIGNAL_POLL_S = 0.05
 ORPHAN_POLL_S = 0.5  # how often a forked worker looks whether its parent is still there
 _POOL_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
@@ -123,7 +125,10 @@ def _records(stdin: IO[str], separator: bytes) -> Iterator[bytes | StdinWaits]:
     while True:
         if descriptor is not None and not _readable(descriptor, 0):
             yield StdinWaits(descriptor)
-            _readable(descriptor, None)  # wait here: a non-blocking stdin would read as ended
+            # Wait here (a non-blocking stdin would read as ended), but not past a held signal:
+            # a SIGTERM swallowed as it landed left predict waiting for a stdin that stayed open.
+            while not _readable(descriptor, SIGNAL_POLL_S):
+                interrupts.raise_if_interrupted()
         data = read(1 << 16)
         if not data:
             break
@@ -277,8 +282,9 @@ def load_digits(
                 while in_flight:  # each chunk done before stdin's next paths come: its rows now
                     if in_flight[0].done():
                         yield _result(in_flight.popleft())
-                    elif wait.ready(POOL_POLL_S):
+                    elif wait.ready(SIGNAL_POLL_S):
                         break  # more paths: read them while the workers work
+                    interrupts.raise_if_interrupted()
                 upcoming = next(chunks, None)
         while in_flight:
             yield _result(in_flight.popleft())
@@ -315,14 +321,14 @@ def _signals_blocked() -> Iterator[None]:
 
 
 def _result(future: Future) -> list[LoadedDigit]:
-    """The future's result, waited for with signals held and taken every POOL_POLL_S."""
+    """The future's result, waited for with signals held and taken every SIGNAL_POLL_S."""
     # Not the builtin TimeoutError: Python 3.10's futures raise their own.
     from concurrent.futures import TimeoutError as WaitTimedOut
 
     with interrupts.deferred():
         while True:
             try:
-                return future.result(timeout=POOL_POLL_S)
+                return future.result(timeout=SIGNAL_POLL_S)
             except WaitTimedOut:
                 interrupts.raise_if_interrupted()
 

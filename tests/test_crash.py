@@ -657,6 +657,39 @@ def test_a_signal_whose_exception_python_swallows_is_taken_at_the_next_check() -
     assert result.stderr.decode() == ""
 
 
+SWALLOWED_BEFORE_STDIN_WAITS = """
+import io, os, signal, weakref
+from mnistkit import interrupts
+from mnistkit.errors import Interrupted
+from mnistkit.image_files import StdinWaits, expand_stdin
+
+interrupts.install()
+read_end, write_end = os.pipe()  # a stdin that stays open, and brings no more paths
+paths = expand_stdin(["-"], io.TextIOWrapper(io.open(read_end, "rb")))
+assert isinstance(next(paths), StdinWaits)
+class Thing:
+    pass
+thing = Thing()
+reference = weakref.ref(thing, lambda reference: signal.raise_signal(signal.SIGTERM))
+del thing  # the SIGTERM lands in the callback: Python swallows its exception
+try:
+    next(paths)
+except Interrupted as stop:
+    print("taken", stop.exit_code)
+"""
+
+
+def test_a_signal_python_swallowed_ends_the_wait_for_stdins_next_paths() -> None:
+    """predict, reading paths from a stdin left open, once hung at a SIGTERM sent to its
+    process group (in the crash tests, under load): the signal was swallowed as it landed, and
+    the wait for stdin's next paths never looked for it."""
+    result = subprocess.run(
+        [sys.executable, "-c", SWALLOWED_BEFORE_STDIN_WAITS], capture_output=True, timeout=30
+    )
+    assert result.stdout.decode().splitlines() == ["taken 143"], result.stderr.decode()
+    assert result.stderr.decode() == ""
+
+
 @pytest.mark.slow
 def test_a_signal_at_any_moment_of_train_ends_in_one_line_and_130_or_143(
     tmp_path: Path, synthetic_npz: Path, report_figure
