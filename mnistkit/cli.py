@@ -218,6 +218,14 @@ def _output_option(*names: str, help: str, required: bool = False):
     )
 
 
+def _some_items(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A list given as '' (an unset shell variable) is refused, not read as no items: `--classes
+    ""` trained on every class, `--seeds ""` one model, and neither said so."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("empty (an unset shell variable?)", ctx, param)
+    return value
+
+
 def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     """NaN and infinity pass click's float ranges (every comparison with NaN is false)."""
     if value is not None and not math.isfinite(value):
@@ -492,6 +500,7 @@ def _shown(value: object) -> str:
 )
 @click.option(
     "--hidden",
+    callback=_some_items,
     help=_from_preset("hidden", "Hidden layer widths, e.g. 128 or 1024,1024 (for cnn: its dense head)."),
 )
 @click.option(
@@ -508,18 +517,24 @@ def _shown(value: object) -> str:
     ),
 )
 @click.option(
-    "--channels", help=_from_preset("channels", "cnn: the channels of each conv layer, e.g. 24,32.")
+    "--channels",
+    callback=_some_items,
+    help=_from_preset("channels", "cnn: the channels of each conv layer, e.g. 24,32."),
 )
 @click.option(
-    "--kernel-sizes", help=_from_preset("kernel_sizes", "cnn: the kernel side of each conv layer, e.g. 5,3.")
+    "--kernel-sizes",
+    callback=_some_items,
+    help=_from_preset("kernel_sizes", "cnn: the kernel side of each conv layer, e.g. 5,3."),
 )
 @click.option(
     "--strides",
+    callback=_some_items,
     help=_from_preset("strides", "cnn: per conv layer, 1 (then a 2x2 max pool) or 2 (no pool), e.g. 2,1."),
 )
 @click.option(
     "--pools",
     metavar="0,1,...",
+    callback=_some_items,
     help="cnn: per conv layer, 1 for a 2x2 max pool after it, 0 for none, e.g. 0,1,0,1 for two convs "
     "per pool [default: the preset's; otherwise a pool after each conv of stride 1].",
 )
@@ -560,7 +575,10 @@ def _shown(value: object) -> str:
 )
 @click.option("--lr", type=float, callback=_finite, help=_from_preset("lr", "Peak learning rate."))
 @click.option(
-    "--adam-betas", metavar="B1,B2", help=_from_preset("adam_betas", "Adam's and AdamW's moment decays.")
+    "--adam-betas",
+    metavar="B1,B2",
+    callback=_some_items,
+    help=_from_preset("adam_betas", "Adam's and AdamW's moment decays."),
 )
 @click.option(
     "--weight-decay", type=float, callback=_finite, help=_from_preset("weight_decay", "L2 weight decay.")
@@ -590,6 +608,7 @@ def _shown(value: object) -> str:
     "--classes",
     "--digits",
     "classes",
+    callback=_some_items,
     help="Train on these classes only, by name or number: 3,8 (MNIST's digits), 'Shirt,T-shirt/top' "
     "or 0,6 (Fashion-MNIST) [default: all of the data's classes].",
 )
@@ -614,7 +633,11 @@ def _shown(value: object) -> str:
     help=_from_preset("init", "he: He-normal kernels, zero biases; uniform: PyTorch's default."),
 )
 @click.option("--seed", type=int, help="Seed of the initial weights and the data order [default: 0].")
-@click.option("--seeds", help="Train an ensemble, one model per seed, in one compiled program, e.g. 0,1,2,3.")
+@click.option(
+    "--seeds",
+    callback=_some_items,
+    help="Train an ensemble, one model per seed, in one compiled program, e.g. 0,1,2,3.",
+)
 @click.option("--ensemble", type=int, help="Train an ensemble of K models: seeds --seed to --seed + K - 1.")
 @click.option(
     "--dataset",
@@ -1133,6 +1156,7 @@ def _wrote(output: str, what: str) -> None:
     "--digits",
     "classes",
     metavar="LIST",
+    callback=_some_items,
     help="Only images of these classes, by name or number, e.g. 3,8 or 'Shirt,T-shirt/top'.",
 )
 @click.option("--columns", type=click.IntRange(min=1), default=8, show_default=True, help="Digits per row.")

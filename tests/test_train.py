@@ -489,6 +489,18 @@ def test_bad_options_are_one_line_and_no_checkpoint(
     assert not output.exists()
 
 
+@pytest.mark.parametrize(
+    "option",
+    ["--classes", "--digits", "--seeds", "--hidden", "--channels", "--strides", "--pools", "--adam-betas"],
+)
+def test_an_empty_list_is_a_usage_error(tmp_path: Path, synthetic_npz: Path, option: str) -> None:
+    """`--classes "$DIGITS"` with DIGITS unset trained on every class, `--seeds ""` one model."""
+    result = run_train(synthetic_npz, "-o", tmp_path / "model.safetensors", "--model", "cnn", option, " ")
+    assert result.exit_code == 2
+    assert f"'{option}'" in result.stderr and "empty (an unset shell variable?)" in result.stderr
+    assert list(tmp_path.iterdir()) == [synthetic_npz]
+
+
 @pytest.mark.parametrize("option", ["--preset", "--model"])
 def test_an_unknown_preset_or_model_is_the_same_usage_error(
     tmp_path: Path, synthetic_npz: Path, option
