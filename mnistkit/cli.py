@@ -197,17 +197,6 @@ def _distinct_percent(value: float, other: float) -> str:
     return f"{value:.{decimals}%}"
 
 
-def _percent_as_given(fraction: Fraction) -> str:
-    """An exact fraction as the shortest percentage that is it (99.999%, not 100.00%)."""
-    from fractions import Fraction
-
-    for decimals in range(2, 12):
-        text = f"{float(fraction):.{decimals}%}"
-        if Fraction(text[:-1]) / 100 == fraction:
-            return text
-    return text
-
-
 def _shown_output(path: str) -> str:
     return "standard output" if is_stdout(path) else path
 
@@ -500,7 +489,6 @@ def _shown(value: object) -> str:
 )
 @click.option(
     "--hidden",
-    callback=_some_items,
     help=_from_preset("hidden", "Hidden layer widths, e.g. 128 or 1024,1024 (for cnn: its dense head)."),
 )
 @click.option(
@@ -1004,6 +992,7 @@ def eval_command(
         evaluate_arrays,
         evaluate_images,
         format_table,
+        percent_as_given,
         read_labels,
     )
 
@@ -1047,7 +1036,7 @@ def eval_command(
     if threshold is not None and evaluation.correct < threshold * evaluation.count:  # exactly
         raise MnistkitError(
             f"accuracy {_distinct_percent(evaluation.accuracy, float(threshold))} is below "
-            f"--min-accuracy {_percent_as_given(threshold)}"
+            f"--min-accuracy {percent_as_given(threshold)}"
         )
     if failures:
         sys.exit(1)
@@ -1208,7 +1197,7 @@ def render_samples_command(
         raise click.UsageError(
             f"-o {output} writes the picture to stdout, where --export-dir lists its files; give -o FILE"
         )
-    if export_dir is not None and Path(os.path.abspath(output)).is_relative_to(os.path.abspath(export_dir)):
+    if export_dir is not None and Path(os.path.realpath(output)).is_relative_to(os.path.realpath(export_dir)):
         raise MnistkitError(f"{output}: -o is inside --export-dir {export_dir}, among the digits it lists")
     if options["select"].endswith("mistakes") and checkpoint_path is None:
         raise click.UsageError(f"--select {options['select']} needs a model: give a checkpoint as --model")

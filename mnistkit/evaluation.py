@@ -14,6 +14,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +180,17 @@ def _empty_for(checkpoint: Checkpoint) -> Evaluation:
     """No counts yet, for the model's classes and, for an ensemble, each member one by one."""
     members = ensemble_size(checkpoint.architecture)
     return Evaluation.empty(checkpoint.classes, members if members > 1 else 0, checkpoint.class_names)
+
+
+def percent_as_given(fraction: Fraction | float) -> str:
+    """A fraction as the shortest percentage that is it, decimal for decimal (99.999%, not
+    100.00%; a threshold of 0.996 is 99.60%, not the 100% that `:.0%` rounds it to)."""
+    exact = fraction if isinstance(fraction, Fraction) else Fraction(str(fraction))
+    for decimals in range(2, 12):
+        text = f"{float(exact):.{decimals}%}"
+        if Fraction(text[:-1]) / 100 == exact:
+            return text
+    return text
 
 
 def check_same_classes(checkpoint: Checkpoint, arrays: dict[str, np.ndarray], source: str) -> None:

@@ -284,7 +284,6 @@ def load_digits(
                         yield _result(in_flight.popleft())
                     elif wait.ready(SIGNAL_POLL_S):
                         break  # more paths: read them while the workers work
-                    interrupts.raise_if_interrupted()
                 upcoming = next(chunks, None)
         while in_flight:
             yield _result(in_flight.popleft())

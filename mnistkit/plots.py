@@ -194,7 +194,8 @@ def _one_model(architecture: dict, model_name: str, member: str, picture: str) -
 def bottleneck_layer(checkpoint: Checkpoint, model_name: str) -> int:
     """The index of the model's last hidden layer with two units."""
     architecture = checkpoint.architecture
-    _one_model(architecture, model_name, "mlp", "2-unit layer")
+    if 2 in architecture.get("member", {}).get("hidden", []):  # else: no member has one either
+        _one_model(architecture, model_name, "mlp", "2-unit layer")
     hidden = list(architecture.get("hidden", [])) if architecture["model"] == "mlp" else []
     two_unit = [index for index, width in enumerate(hidden) if width == 2]
     if not two_unit:

@@ -31,7 +31,7 @@ from mnistkit.checkpoint import Checkpoint
 from mnistkit.config import listed_setting, scalar_setting
 from mnistkit.datasets import DIGIT_NAMES, named_by_digits
 from mnistkit.errors import MnistkitError
-from mnistkit.evaluation import check_same_classes
+from mnistkit.evaluation import check_same_classes, percent_as_given
 from mnistkit.terms import setting
 
 SELECTIONS = ("first", "random", "mistakes", "confident-mistakes")
@@ -226,23 +226,14 @@ def samples_title(
         return f"The first {shown} of {total} {which}"
     if select == "random":
         return f"{shown} random {which} of {total}"
+    sure = f" made with at least {percent_as_given(min_confidence)} confidence"
     if shown == 0:
-        sure = (
-            f" made with at least {_percent(min_confidence)} confidence"
-            if select == "confident-mistakes"
-            else ""
-        )
-        return f"No mistakes{sure} on {total} {which}"
+        return f"No mistakes{sure if select == 'confident-mistakes' else ''} on {total} {which}"
     if select == "mistakes" and shown == mistakes:
         return f"All {shown} mistakes on {total} {which}, most confident first"
     if select == "mistakes":
         return f"The {shown} most confident of {mistakes} mistakes on {total} {which}"
-    return f"{shown} mistakes made with at least {_percent(min_confidence)} confidence, on {total} {which}"
-
-
-def _percent(fraction: float) -> str:
-    """0.996 as 99.6%, not as `:.0%` rounds it, 100%, above the captions' 99.7% it let in."""
-    return f"{100 * fraction:.4g}%"
+    return f"{shown} mistakes{sure}, on {total} {which}"
 
 
 def _file_word(name: str) -> str:

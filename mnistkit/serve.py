@@ -439,7 +439,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         limit = self.server.limits.max_body_bytes
         # Whitespace around a value is no part of it; two values that differ leave the body's
         # end in doubt (a request smuggled in after it), so they are refused (RFC 9112 6.3).
-        lengths = {value.strip() for value in self.headers.get_all("Content-Length", [])}
+        lengths = {value.strip(" \t") for value in self.headers.get_all("Content-Length", [])}
         if "Transfer-Encoding" in self.headers or not lengths:
             self._send_error_json(
                 HTTPStatus.LENGTH_REQUIRED, "send the image's bytes as the body, with a Content-Length"

@@ -97,7 +97,8 @@ def test_a_missed_threshold_shows_the_digits_that_tell_it_from_the_accuracy() ->
     """`accuracy 99.37% is below --min-accuracy 99.37%` read as a contradiction in a CI log."""
     from fractions import Fraction
 
-    from mnistkit.cli import _accuracy_fraction, _distinct_percent, _percent_as_given
+    from mnistkit.cli import _accuracy_fraction, _distinct_percent
+    from mnistkit.evaluation import percent_as_given
 
     assert (_distinct_percent(0.9937, 0.99371), _distinct_percent(0.99371, 0.9937)) == ("99.370%", "99.371%")
     assert _distinct_percent(0.5, 0.6) == "50.00%"
@@ -106,7 +107,7 @@ def test_a_missed_threshold_shows_the_digits_that_tell_it_from_the_accuracy() ->
     assert 99.04 / 100 > 619 / 625
     assert _accuracy_fraction(99.04) == Fraction(619, 625) and _accuracy_fraction(0.25) == Fraction(1, 4)
     # The threshold as given: 99.999 is not shown as 100.00%, which 99.37% is also below.
-    assert [_percent_as_given(_accuracy_fraction(value)) for value in (99.999, 0.99999, 99, 99.3701)] == [
+    assert [percent_as_given(_accuracy_fraction(value)) for value in (99.999, 0.99999, 99, 99.3701)] == [
         "99.999%",
         "99.999%",
         "99.00%",

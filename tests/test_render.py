@@ -814,7 +814,7 @@ def test_a_jpeg_too_wide_for_the_format_is_one_line(tmp_path, synthetic_npz):
 
 
 @pytest.mark.parametrize(
-    ("threshold", "shown"), [(0.996, "99.6%"), (0.955, "95.5%"), (0.5, "50%"), (0.9999, "99.99%")]
+    ("threshold", "shown"), [(0.996, "99.60%"), (0.955, "95.50%"), (0.5, "50.00%"), (0.99995, "99.995%")]
 )
 def test_a_confidence_threshold_is_titled_as_given(threshold, shown):
     """0.996 was titled 100%, above the 99.7% of the captions it let in."""
@@ -834,3 +834,10 @@ def test_the_picture_never_goes_among_the_exported_digits(tmp_path, synthetic_np
             result, output, f"-o is inside --export-dir {tmp_path / 'ex'}, among the digits"
         )
         assert not (tmp_path / "ex").exists()
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")  # one folder under two names
+    output = tmp_path / "real" / "00000-label7.png"
+    result = run(
+        "render-samples", synthetic_npz, "--count", "2", "--export-dir", tmp_path / "link", "-o", output
+    )
+    assert_failed_cleanly(result, output, "-o is inside --export-dir")

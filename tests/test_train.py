@@ -491,10 +491,11 @@ def test_bad_options_are_one_line_and_no_checkpoint(
 
 @pytest.mark.parametrize(
     "option",
-    ["--classes", "--digits", "--seeds", "--hidden", "--channels", "--strides", "--pools", "--adam-betas"],
+    ["--classes", "--digits", "--seeds", "--channels", "--strides", "--pools", "--adam-betas"],
 )
 def test_an_empty_list_is_a_usage_error(tmp_path: Path, synthetic_npz: Path, option: str) -> None:
-    """`--classes "$DIGITS"` with DIGITS unset trained on every class, `--seeds ""` one model."""
+    """`--classes "$DIGITS"` with DIGITS unset trained on every class, `--seeds ""` one model.
+    (`--hidden ""` stays: a CNN with no dense head asks for it.)"""
     result = run_train(synthetic_npz, "-o", tmp_path / "model.safetensors", "--model", "cnn", option, " ")
     assert result.exit_code == 2
     assert f"'{option}'" in result.stderr and "empty (an unset shell variable?)" in result.stderr
