@@ -63,10 +63,11 @@ from mnistkit.config import (
 from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE, dataset_spec
 from mnistkit.errors import Interrupted, MnistkitError
 from mnistkit.evaluation import Evaluation, check_same_classes, evaluate_arrays
-from mnistkit.image_files import LoadedDigit, load_one, workers_fork
+from mnistkit.image_files import LoadedDigit, load_one
 from mnistkit.inputs import input_path
 from mnistkit.mirrors import DEFAULT_CACHE_DIR, MIRROR_ENV, mirror_list, split_mirrors
 from mnistkit.predict import Prediction, predict_loaded, predict_paths
+from mnistkit.worker_pool import workers_fork
 
 __all__ = [
     "PRESETS",

@@ -10,38 +10,27 @@ numpy and Pillow only.
 from __future__ import annotations
 
 import collections
-import contextlib
+import functools
+import io
+import json
 import os
 import select
-import signal
-import sys
-import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import numpy as np
 
-from mnistkit import interrupts, terms
+from mnistkit import interrupts, terms, worker_pool
 from mnistkit.datasets import DEFAULT_DATASET
 from mnistkit.errors import MnistkitError
-from mnistkit.images import load_digit
+from mnistkit.images import FRAME_PX, load_digit
 from mnistkit.inputs import what_file_is
 
-if TYPE_CHECKING:
-    from concurrent.futures import Future
-
 CHUNK_SIZE = 256
-# How often a wait (for the pool, for stdin's next paths) looks for a held Ctrl-C or SIGTERM:
-# one that Python swallowed (`interrupts`) is taken only there.
-SIGNAL_POLL_S = 0.05
-ORPHAN_POLL_S = 0.5  # how often a forked worker looks whether its parent is still there
-_POOL_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-# In a worker: the pool's flag, set when its parent stops early (Ctrl-C, an error, a reader
-# that left), so the chunk at hand ends after the image at hand instead of after all 256.
-# A flag in shared memory with no lock: a worker killed while reading it holds nothing.
-_stop_flag: Any = None
+# How often a wait for stdin's next paths looks for a held Ctrl-C or SIGTERM, as a wait for
+# the workers does.
+SIGNAL_POLL_S = worker_pool.SIGNAL_POLL_S
 
 
 @dataclass
@@ -191,55 +180,33 @@ def load_one(path: str, preprocess: bool, style: str, **in_memory: Any) -> Loade
 
 
 def _load_chunk(paths: list[str], preprocess: bool, style: str) -> list[LoadedDigit]:
-    """The chunk's images; cut short once the parent has stopped, which reads no more."""
-    loaded = []
-    for path in paths:
-        if _stop_flag is not None and _stop_flag.value:
-            break
-        loaded.append(load_one(path, preprocess, style))
-    return loaded
+    return [load_one(path, preprocess, style) for path in paths]
 
 
-def _start_worker(stop_flag: Any, command_line: bool) -> None:
-    """Workers name settings as the parent does (`terms`), leave SIGINT to the parent, which
-    stops the pool and cleans up, and end at SIGTERM. Their standard output is /dev/null: a
-    reader of the parent's output sees its end when the parent ends. And a worker whose
-    parent is gone (killed outright) ends too, rather than wait for work forever."""
-    global _stop_flag
-    _stop_flag = stop_flag
-    terms.use_command_line_terms(command_line)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _POOL_SIGNALS)  # blocked since the fork
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.close(devnull)
-    import multiprocessing
-
-    parent = multiprocessing.parent_process()
-    threading.Thread(target=_end_with_parent, args=(parent.pid, parent.sentinel), daemon=True).start()
+def _encoded_paths(paths: list[str]) -> bytes:
+    """A chunk of paths as a worker gets it: their bytes, NUL between them."""
+    return b"\0".join(os.fsencode(path) for path in paths)
 
 
-def _end_with_parent(parent: int, sentinel: int) -> None:
-    """End once the parent has. Its pid and sentinel were taken before this worker began, so
-    a parent killed before then is told too (the pid looked up here is init's by then). A
-    forked worker also watches its own parent's pid: the sentinel's pipe stays open while any
-    later child of the parent that inherited it lives; a forkserver's child has the
-    forkserver as its parent and the sentinel alone."""
-    from multiprocessing.connection import wait
-
-    forked = os.getppid() == parent
-    while not wait([sentinel], timeout=ORPHAN_POLL_S):
-        if forked and os.getppid() != parent:
-            break
-    os._exit(1)
+def _load_encoded_chunk(request: bytes, preprocess: bool, style: str) -> bytes:
+    """A worker's answer to `_encoded_paths`: each path's error (or null) as a JSON line, then
+    the images that were read, as one .npy."""
+    loaded = _load_chunk([os.fsdecode(path) for path in request.split(b"\0")], preprocess, style)
+    images = [digit.image for digit in loaded if digit.image is not None]
+    stacked = np.stack(images) if images else np.zeros((0, FRAME_PX, FRAME_PX), np.uint8)
+    answer = io.BytesIO()
+    answer.write(json.dumps([digit.error for digit in loaded]).encode("ascii") + b"\n")
+    np.lib.format.write_array(answer, stacked, allow_pickle=False)
+    return answer.getvalue()
 
 
-def worker_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+def _decoded_chunk(paths: list[str], answer: bytes) -> list[LoadedDigit]:
+    errors_line, _, array = answer.partition(b"\n")
+    images = iter(np.lib.format.read_array(io.BytesIO(array), allow_pickle=False))
+    return [
+        LoadedDigit(path, None if error else next(images), error)
+        for path, error in zip(paths, json.loads(errors_line), strict=True)
+    ]
 
 
 def load_digits(
@@ -257,12 +224,10 @@ def load_digits(
     At most two chunks per worker are in flight, so memory does not grow with the
     number of paths.
     """
-    workers = worker_count() if workers is None else workers
+    workers = worker_pool.count() if workers is None else workers
     chunks = _chunked(paths, chunk_size)
-    pool, stop_flag = None, None
-    # Ctrl-C or SIGTERM raising inside the pool's own locks and queues can leave one held and
-    # hang the shutdown, so signals are held while the pool is called and taken between calls.
-    in_flight: collections.deque = collections.deque()
+    pool = None
+    in_flight: collections.deque[tuple[list[str], int]] = collections.deque()  # chunks and tickets
     try:
         upcoming = next(chunks, None)
         while upcoming is not None:
@@ -273,76 +238,34 @@ def load_digits(
                 yield _load_chunk(chunk, preprocess, style)  # alone, or a few before a wait: here
             elif chunk:
                 if pool is None:
-                    pool, stop_flag = _start_pool(workers)
-                with interrupts.deferred(), _signals_blocked():
-                    in_flight.append(pool.submit(_load_chunk, chunk, preprocess, style))
+                    pool = _start_pool(workers, preprocess, style)
+                in_flight.append((chunk, pool.submit(_encoded_paths(chunk))))
                 while len(in_flight) >= 2 * workers:
-                    yield _result(in_flight.popleft())
+                    chunk, ticket = in_flight.popleft()
+                    yield _decoded_chunk(chunk, pool.result(ticket))
             if wait:
                 while in_flight:  # each chunk done before stdin's next paths come: its rows now
-                    if in_flight[0].done():
-                        yield _result(in_flight.popleft())
+                    if pool.done(in_flight[0][1]):
+                        chunk, ticket = in_flight.popleft()
+                        yield _decoded_chunk(chunk, pool.result(ticket))
                     elif wait.ready(SIGNAL_POLL_S):
                         break  # more paths: read them while the workers work
                 upcoming = next(chunks, None)
         while in_flight:
-            yield _result(in_flight.popleft())
+            chunk, ticket = in_flight.popleft()
+            yield _decoded_chunk(chunk, pool.result(ticket))
     finally:
         if pool is not None:
-            with interrupts.deferred():
-                stop_flag.value = 1
-                pool.shutdown(wait=True, cancel_futures=True)
+            pool.close()
 
 
-def _start_pool(workers: int) -> tuple[Any, Any]:
-    """A pool of `workers` processes and the flag that tells them to stop early."""
-    import multiprocessing  # here, not at the top: one image should not pay for the pool's imports
-    from concurrent.futures import ProcessPoolExecutor
-
-    context = multiprocessing.get_context(_start_method())
-    stop_flag = context.RawValue("b", 0)
-    pool = ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_start_worker, initargs=(stop_flag, terms.on_command_line())
+def _start_pool(workers: int, preprocess: bool, style: str) -> worker_pool.WorkerPool:
+    """Workers that read chunks of paths, naming settings in errors as this process does."""
+    return worker_pool.WorkerPool(
+        workers,
+        functools.partial(_load_encoded_chunk, preprocess=preprocess, style=style),
+        functools.partial(terms.use_command_line_terms, terms.on_command_line()),
     )
-    return pool, stop_flag
-
-
-@contextlib.contextmanager
-def _signals_blocked() -> Iterator[None]:
-    """SIGINT and SIGTERM blocked while the pool may fork its workers, so that a worker never
-    runs the parent's handler before its own are set (`_start_worker` unblocks them); the
-    parent takes one that came meanwhile when they are unblocked."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _POOL_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def _result(future: Future) -> list[LoadedDigit]:
-    """The future's result, waited for with signals held and taken every SIGNAL_POLL_S."""
-    # Not the builtin TimeoutError: Python 3.10's futures raise their own.
-    from concurrent.futures import TimeoutError as WaitTimedOut
-
-    with interrupts.deferred():
-        while True:
-            try:
-                return future.result(timeout=SIGNAL_POLL_S)
-            except WaitTimedOut:
-                interrupts.raise_if_interrupted()
-
-
-def workers_fork() -> bool:
-    """Whether a pool's workers are forked. Forkserver and spawn workers import the caller's
-    `__main__` again: a script without `if __name__ == "__main__":` would run again in each."""
-    return _start_method() == "fork"
-
-
-def _start_method() -> str | None:
-    """fork starts workers in milliseconds; it is unsafe once jax's threads run in this process."""
-    if sys.platform != "linux":
-        return None
-    return "forkserver" if "jax" in sys.modules else "fork"
 
 
 def _chunked(items: Iterable[str | StdinWaits], size: int) -> Iterator[tuple[list[str], StdinWaits | None]]:

@@ -48,12 +48,11 @@ from typing import Any
 
 import numpy as np
 
-from mnistkit import __version__
+from mnistkit import __version__, worker_pool
 from mnistkit.architectures import describe
 from mnistkit.checkpoint import Checkpoint, load_checkpoint
 from mnistkit.datasets import DATASETS
 from mnistkit.errors import MnistkitError, UndecodableImage
-from mnistkit.image_files import worker_count
 from mnistkit.images import MAX_IMAGE_PIXELS, declared_pixels, encode_png, load_digit
 
 DEFAULT_HOST = "127.0.0.1"
@@ -89,7 +88,7 @@ class Limits:
     header_timeout_s: float = 10.0
     request_timeout_s: float = 30.0
     max_connections: int = 32
-    max_predictions: int = field(default_factory=worker_count)
+    max_predictions: int = field(default_factory=worker_pool.count)
     max_decoding_pixels: int = MAX_IMAGE_PIXELS  # of the images decoded at once, together
     linger_s: float = 2.0
 

@@ -278,11 +278,12 @@ def test_a_script_that_trained_reads_many_files_without_workers_that_would_rerun
     """After `train`, jax's threads forbid fork, and forkserver or spawn workers import an
     unguarded script again (it would train again in each): predict_images reads them itself."""
     import mnistkit.image_files as image_files
+    import mnistkit.worker_pool as worker_pool
 
-    def no_pool(workers: int):
+    def no_pool(workers: int, *settings: object):
         raise AssertionError(f"a pool of {workers} workers was started")
 
-    monkeypatch.setattr(image_files, "_start_method", lambda: "forkserver")
+    monkeypatch.setattr(worker_pool, "start_method", lambda: "forkserver")
     monkeypatch.setattr(image_files, "_start_pool", no_pool)
     paths = []
     for index in range(image_files.CHUNK_SIZE + 20):

@@ -430,8 +430,8 @@ def _large_digit_picture(path: Path) -> Path:
 def test_predict_interrupted_amid_large_pictures_stops_at_once_without_a_traceback(
     large_digit_model: Path, tmp_path: Path, whole_group: bool
 ) -> None:
-    """Its workers drop their chunks after the picture at hand: each holds 256 pictures (half
-    a minute of work) when Ctrl-C comes."""
+    """Its workers are ended at once: each holds 256 pictures (half a minute of work) when
+    Ctrl-C comes."""
     picture = _large_digit_picture(tmp_path / "seven.png")
     paths = tmp_path / "paths.txt"
     paths.write_text(f"{picture}\n" * 2000)
@@ -453,6 +453,40 @@ def test_predict_interrupted_amid_large_pictures_stops_at_once_without_a_traceba
     lines = assert_interrupted(process, signal.SIGINT)
     assert time.monotonic() - sent < 10, "predict waited for its workers' chunks"
     assert lines == [lines[-1]]
+    _assert_group_ends(process.pid)
+
+
+def test_predict_with_a_worker_killed_exits_with_one_line_and_no_output(
+    large_digit_model: Path, tmp_path: Path
+) -> None:
+    """A worker killed mid-chunk (the OOM killer): predict says so, where it printed a traceback
+    or, the worker killed halfway through sending its answer, waited forever."""
+    picture = _large_digit_picture(tmp_path / "seven.png")
+    output = tmp_path / "out" / "predictions.tsv"
+    output.parent.mkdir()
+    paths = tmp_path / "paths.txt"
+    paths.write_text(f"{picture}\n" * 2000)
+    with paths.open("rb") as stdin:
+        process = subprocess.Popen(
+            mnistkit_command("predict", large_digit_model, "-", "--output", output),
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 60
+    while not (workers := [pid for pid in _group_members(process.pid) if pid != process.pid]):
+        assert process.poll() is None and time.monotonic() < deadline, "no worker started"
+        time.sleep(0.05)
+    time.sleep(0.5)  # at work on its first chunk
+    os.kill(workers[0], signal.SIGKILL)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1, stderr.decode()
+    assert stderr.decode().splitlines() == [
+        f"Error: worker process {workers[0]} ended before it answered (killed by SIGKILL); "
+        "the images it held were not read"
+    ]
+    assert not output.exists() and temp_files(output.parent) == []
     _assert_group_ends(process.pid)
 
 
@@ -530,24 +564,24 @@ def test_a_worker_whose_parent_died_before_it_began_ends_too(tmp_path: Path, sta
     # The workers' late start, importable by name: forkserver's workers import what they run.
     (tmp_path / "late_start.py").write_text(
         f"""import os, time
-from mnistkit import image_files
+from mnistkit import worker_pool
 
-real_start = image_files._start_worker
+real_serve = worker_pool._serve
 
-def start_late(*args):
+def serve_late(*args):
     open(os.path.join({str(started)!r}, str(os.getpid())), "w").close()
     time.sleep(2)  # the parent is killed meanwhile
-    real_start(*args)
+    real_serve(*args)
 """
     )
     script = f"""
 import os, signal, sys, threading, time
 sys.path.insert(0, {str(tmp_path)!r})
 import late_start
-from mnistkit import image_files
+from mnistkit import image_files, worker_pool
 
-image_files._start_method = lambda: {start_method!r}
-image_files._start_worker = late_start.start_late
+worker_pool.start_method = lambda: {start_method!r}
+worker_pool._serve = late_start.serve_late
 load = image_files.load_digits([{str(digit)!r}] * 600, workers=2)
 threading.Thread(target=lambda: next(load), daemon=True).start()
 deadline = time.monotonic() + 30

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from mnistkit import image_files
+from mnistkit import worker_pool
 from mnistkit.cli import cli
 from mnistkit.config import TrainConfig
 from mnistkit.errors import MnistkitError
@@ -72,7 +72,7 @@ def test_the_same_check_reads_in_the_terms_of_each_caller(tmp_path: Path, synthe
 
 def test_predicts_workers_name_settings_as_their_parent_does(tmp_path: Path, monkeypatch) -> None:
     """Workers start afresh, not forked, once jax is imported: they inherit nothing."""
-    monkeypatch.setattr(image_files, "_start_method", lambda: "forkserver")
+    monkeypatch.setattr(worker_pool, "start_method", lambda: "forkserver")
     paths = []
     for index in range(3):
         paths.append(str(tmp_path / f"{index}.png"))

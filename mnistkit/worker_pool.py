@@ -1,0 +1,228 @@
+"""Worker processes for the work one Python process can't spread over cores (Pillow
+decoding, numpy preprocessing): requests in, results back in the order they were given.
+
+Each worker has a connection of its own, so one that dies (the OOM killer, `kill`, a
+terminal's signal to the whole group) is seen at once as the end of its connection. With
+one result pipe for all workers (concurrent.futures), a worker killed halfway through
+sending a result leaves its parent waiting forever for the rest, and a shutdown waiting on
+that. Stopping early here kills the workers and waits for nothing they hold. Messages are
+bytes: the caller encodes them (no pickle).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from mnistkit import interrupts
+from mnistkit.errors import Interrupted, MnistkitError
+
+# How often a wait for results looks for a held Ctrl-C or SIGTERM: one that Python swallowed
+# (`interrupts`) is taken only there.
+SIGNAL_POLL_S = 0.05
+ORPHAN_POLL_S = 0.5  # how often a forked worker looks whether its parent is still there
+END_WAIT_S = 5.0  # how long a worker sent SIGTERM at close gets before SIGKILL
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@dataclass
+class _Worker:
+    process: Any  # multiprocessing's Process
+    connection: Any  # the parent's end of the worker's duplex Connection
+
+
+class WorkerPool:
+    """`count` processes that each answer a request (bytes) with `work(request)` (bytes), after
+    `initializer()` once. `submit` queues a request and returns its ticket; `result(ticket)`
+    waits for that answer; `close()` ends the workers whatever they were doing."""
+
+    def __init__(
+        self, count: int, work: Callable[[bytes], bytes], initializer: Callable[[], None] | None = None
+    ) -> None:
+        import multiprocessing  # here: one image should not pay for these imports
+
+        context = multiprocessing.get_context(start_method())
+        self._workers: list[_Worker] = []
+        self._idle: list[_Worker] = []
+        self._busy: dict[Any, tuple[_Worker, int]] = {}  # connection -> its worker, its ticket
+        self._queued: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._results: dict[int, bytes] = {}
+        self._tickets = 0
+        try:
+            for _ in range(count):
+                with interrupts.deferred(), _signals_blocked():
+                    connection, worker_end = context.Pipe()
+                    process = context.Process(
+                        target=_serve, args=(worker_end, work, initializer), daemon=True
+                    )
+                    process.start()
+                    worker_end.close()
+                    self._workers.append(_Worker(process, connection))
+                    self._idle.append(self._workers[-1])
+        except BaseException:
+            self.close()
+            raise
+
+    def submit(self, request: bytes) -> int:
+        ticket, self._tickets = self._tickets, self._tickets + 1
+        self._queued.append((ticket, request))
+        with interrupts.deferred():
+            self._dispatch()
+        return ticket
+
+    def done(self, ticket: int) -> bool:
+        """Whether `ticket`'s result is here, taking every result that is ready without waiting."""
+        with interrupts.deferred():
+            self._take(0)
+        return ticket in self._results
+
+    def result(self, ticket: int) -> bytes:
+        """`ticket`'s result, waited for with signals held and taken every SIGNAL_POLL_S."""
+        with interrupts.deferred():
+            while ticket not in self._results:
+                self._take(SIGNAL_POLL_S)
+                interrupts.raise_if_interrupted()
+        return self._results.pop(ticket)
+
+    def close(self) -> None:
+        """End every worker: SIGTERM (a worker ends at once, holding nothing worth keeping),
+        then SIGKILL for one still there after END_WAIT_S."""
+        with interrupts.deferred():
+            for worker in self._workers:
+                worker.connection.close()
+                worker.process.terminate()
+            for worker in self._workers:
+                worker.process.join(END_WAIT_S)
+                if worker.process.exitcode is None:
+                    worker.process.kill()
+                    worker.process.join()
+            self._workers, self._idle, self._busy = [], [], {}
+
+    def _dispatch(self) -> None:
+        """Hand queued requests to idle workers. Only an idle worker gets one: it is reading,
+        so the send never waits on a worker that waits to send its own result."""
+        while self._idle and self._queued:
+            worker = self._idle.pop()
+            ticket, request = self._queued.popleft()
+            try:
+                worker.connection.send_bytes(request)
+            except OSError:
+                self._ended(worker)
+            self._busy[worker.connection] = (worker, ticket)
+
+    def _take(self, timeout_s: float) -> None:
+        """Receive the results that are ready within `timeout_s`; their workers take the next
+        requests."""
+        from multiprocessing.connection import wait
+
+        for connection in wait(list(self._busy), timeout_s):
+            worker, ticket = self._busy.pop(connection)
+            try:
+                self._results[ticket] = connection.recv_bytes()
+            except (EOFError, OSError):
+                self._ended(worker)
+            self._idle.append(worker)
+        self._dispatch()
+
+    def _ended(self, worker: _Worker) -> None:
+        """A worker's connection closed under it: say why it ended. A SIGINT or SIGTERM that
+        ended it (sent to the whole process group, as by `pkill`) stops the caller as one sent
+        to it would."""
+        interrupts.raise_if_interrupted()
+        worker.process.join(END_WAIT_S)
+        code = worker.process.exitcode
+        if code is not None and -code in _STOP_SIGNALS:
+            raise Interrupted(-code)
+        if code is not None and code < 0:
+            how = f"killed by {signal.Signals(-code).name}"
+        else:
+            how = "still running" if code is None else f"exit status {code}"
+        raise MnistkitError(
+            f"worker process {worker.process.pid} ended before it answered ({how}); "
+            "the images it held were not read"
+        )
+
+
+def _serve(connection: Any, work: Callable[[bytes], bytes], initializer: Callable[[], None] | None) -> None:
+    """A worker's life: answer requests until its parent closes the connection or kills it."""
+    _start_worker()
+    if initializer is not None:
+        initializer()
+    while True:
+        try:
+            request = connection.recv_bytes()
+        except EOFError:
+            return
+        connection.send_bytes(work(request))
+
+
+def _start_worker() -> None:
+    """Leave SIGINT to the parent, which stops the workers and cleans up, and end at SIGTERM.
+    Standard output is /dev/null: a reader of the parent's output sees its end when the
+    parent ends. And a worker whose parent is gone (killed outright) ends too, rather than
+    wait for work forever."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked since the fork
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    threading.Thread(target=_end_with_parent, args=(parent.pid, parent.sentinel), daemon=True).start()
+
+
+def _end_with_parent(parent: int, sentinel: int) -> None:
+    """End once the parent has. Its pid and sentinel were taken before this worker began, so
+    a parent killed before then is told too (the pid looked up here is init's by then). A
+    forked worker also watches its own parent's pid: the sentinel's pipe stays open while any
+    later child of the parent that inherited it lives; a forkserver's child has the
+    forkserver as its parent and the sentinel alone."""
+    from multiprocessing.connection import wait
+
+    forked = os.getppid() == parent
+    while not wait([sentinel], timeout=ORPHAN_POLL_S):
+        if forked and os.getppid() != parent:
+            break
+    os._exit(1)
+
+
+@contextlib.contextmanager
+def _signals_blocked() -> Iterator[None]:
+    """SIGINT and SIGTERM blocked while a worker is forked, so that it never runs the parent's
+    handler before its own are set (`_start_worker` unblocks them); the parent takes one that
+    came meanwhile when they are unblocked."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def count() -> int:
+    """The cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def workers_fork() -> bool:
+    """Whether workers are forked. Forkserver and spawn workers import the caller's `__main__`
+    again: a script without `if __name__ == "__main__":` would run again in each."""
+    return start_method() == "fork"
+
+
+def start_method() -> str | None:
+    """fork starts workers in milliseconds; it is unsafe once jax's threads run in this process."""
+    if sys.platform != "linux":
+        return None
+    return "forkserver" if "jax" in sys.modules else "fork"

@@ -1,0 +1,127 @@
+"""The worker processes behind predict and eval: answers in order, and a worker that dies is
+one error at once, never a wait for an answer that will not come."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import synthetic_arrays
+from PIL import Image
+
+from mnistkit.errors import Interrupted, MnistkitError
+from mnistkit.image_files import _decoded_chunk, _load_encoded_chunk, load_digits
+from mnistkit.worker_pool import WorkerPool
+
+ANSWER_BYTES = 64 << 20  # far more than a socket holds: its sender waits for a reader
+
+
+def _reversed(request: bytes) -> bytes:
+    return request[::-1]
+
+
+def _answer_after_marking(request: bytes) -> bytes:
+    """Mark the file named by `request`, then answer with more bytes than a socket holds."""
+    Path(os.fsdecode(request)).touch()
+    return bytes(ANSWER_BYTES)
+
+
+def _waited(call, timeout_s: float = 30):
+    """`call()`'s result or exception, failing the test where it would hang instead."""
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = call()
+        except BaseException as error:
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    assert not thread.is_alive(), f"still waiting after {timeout_s} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def test_answers_come_back_in_the_order_asked_whichever_worker_gave_them() -> None:
+    pool = WorkerPool(3, _reversed)
+    try:
+        tickets = [pool.submit(f"request {index}".encode()) for index in range(20)]
+        assert [pool.result(ticket) for ticket in reversed(tickets)] == [
+            f"request {index}".encode()[::-1] for index in reversed(range(20))
+        ]
+    finally:
+        pool.close()
+    assert not any(worker.process.is_alive() for worker in pool._workers)
+
+
+def test_a_worker_killed_halfway_through_its_answer_is_one_error_not_a_wait(tmp_path: Path) -> None:
+    """The worker has sent part of its answer and waits for its reader when SIGKILL (the OOM
+    killer) comes: concurrent.futures' pool waits forever there for the rest."""
+    marker = tmp_path / "answering"
+    pool = WorkerPool(1, _answer_after_marking)
+    try:
+        ticket = pool.submit(os.fsencode(marker))
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert time.monotonic() < deadline, "the worker never answered"
+            time.sleep(0.01)
+        time.sleep(0.3)  # its answer fills the socket; the rest waits for a reader
+        (worker,) = pool._workers
+        os.kill(worker.process.pid, signal.SIGKILL)
+        with pytest.raises(MnistkitError, match=rf"worker process {worker.process.pid} .*killed by SIGKILL"):
+            _waited(lambda: pool.result(ticket))
+    finally:
+        _waited(pool.close)
+
+
+def test_a_worker_ended_by_sigterm_stops_the_caller_as_sigterm_would(tmp_path: Path) -> None:
+    """`pkill mnistkit` reaches predict's workers as well as predict."""
+    marker = tmp_path / "answering"
+    pool = WorkerPool(2, _answer_after_marking)
+    try:
+        ticket = pool.submit(os.fsencode(marker))
+        while not marker.exists():
+            time.sleep(0.01)
+        (busy, _) = next(iter(pool._busy.values()))
+        os.kill(busy.process.pid, signal.SIGTERM)
+        with pytest.raises(Interrupted) as stopped:
+            _waited(lambda: pool.result(ticket))
+        assert stopped.value.signal_number == signal.SIGTERM
+    finally:
+        _waited(pool.close)
+
+
+def test_an_answer_carries_each_images_pixels_and_each_failures_reason(tmp_path: Path) -> None:
+    images = synthetic_arrays(1, 3)["test_images"]
+    paths = []
+    for index, image in enumerate(images):
+        paths.append(str(tmp_path / f"{index}.png"))
+        Image.fromarray(image).save(paths[-1])
+    paths.insert(1, str(tmp_path / "missing \udcff.png"))  # a name that is not UTF-8
+    answer = _load_encoded_chunk(b"\0".join(os.fsencode(path) for path in paths), False, "mnist")
+    loaded = _decoded_chunk(paths, answer)
+    assert [digit.path for digit in loaded] == paths
+    assert loaded[1].image is None and loaded[1].error.startswith(paths[1])
+    for digit, image in zip([loaded[0], *loaded[2:]], images, strict=True):
+        assert digit.error is None
+        np.testing.assert_array_equal(digit.image, image)
+
+
+def test_load_digits_with_a_worker_killed_stops_with_one_error_and_leaves_no_worker(tmp_path: Path) -> None:
+    digit = tmp_path / "digit.png"
+    Image.fromarray(synthetic_arrays(1, 1)["test_images"][0]).save(digit)
+    chunks = load_digits([str(digit)] * 40, workers=2, chunk_size=4)
+    assert len(next(chunks)) == 4
+    pool = chunks.gi_frame.f_locals["pool"]
+    os.kill(pool._workers[0].process.pid, signal.SIGKILL)
+    with pytest.raises(MnistkitError, match="killed by SIGKILL"):
+        _waited(lambda: list(chunks))
+    assert not any(worker.process.is_alive() for worker in pool._workers)
