@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ SIGNAL_POLL_S = 0.05
 ORPHAN_POLL_S = 0.5  # how often a forked worker looks whether its parent is still there
 END_WAIT_S = 5.0  # how long a worker sent SIGTERM at close gets before SIGKILL
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_ANSWERED, _FAILED = b"\x00", b"\x01"  # an answer's first byte
 
 
 @dataclass
@@ -50,7 +52,7 @@ class WorkerPool:
 
         context = multiprocessing.get_context(start_method())
         self._workers: list[_Worker] = []
-        self._idle: list[_Worker] = []
+        self._idle: collections.deque[_Worker] = collections.deque()  # the longest idle first
         self._busy: dict[Any, tuple[_Worker, int]] = {}  # connection -> its worker, its ticket
         self._queued: collections.deque[tuple[int, bytes]] = collections.deque()
         self._results: dict[int, bytes] = {}
@@ -93,28 +95,29 @@ class WorkerPool:
 
     def close(self) -> None:
         """End every worker: SIGTERM (a worker ends at once, holding nothing worth keeping),
-        then SIGKILL for one still there after END_WAIT_S."""
+        then SIGKILL for one still there after END_WAIT_S. Connections close last: a worker
+        writing to a closed one would print a traceback."""
         with interrupts.deferred():
             for worker in self._workers:
-                worker.connection.close()
                 worker.process.terminate()
             for worker in self._workers:
                 worker.process.join(END_WAIT_S)
                 if worker.process.exitcode is None:
                     worker.process.kill()
                     worker.process.join()
-            self._workers, self._idle, self._busy = [], [], {}
+                worker.connection.close()
+            self._idle, self._busy = collections.deque(), {}
 
     def _dispatch(self) -> None:
         """Hand queued requests to idle workers. Only an idle worker gets one: it is reading,
         so the send never waits on a worker that waits to send its own result."""
         while self._idle and self._queued:
-            worker = self._idle.pop()
+            worker = self._idle.popleft()
             ticket, request = self._queued.popleft()
             try:
                 worker.connection.send_bytes(request)
             except OSError:
-                self._ended(worker)
+                raise self._ended(worker) from None
             self._busy[worker.connection] = (worker, ticket)
 
     def _take(self, timeout_s: float) -> None:
@@ -125,42 +128,52 @@ class WorkerPool:
         for connection in wait(list(self._busy), timeout_s):
             worker, ticket = self._busy.pop(connection)
             try:
-                self._results[ticket] = connection.recv_bytes()
+                answer = connection.recv_bytes()
             except (EOFError, OSError):
-                self._ended(worker)
+                raise self._ended(worker) from None
+            if answer[:1] == _FAILED:
+                raise RuntimeError(
+                    f"worker process {worker.process.pid} failed:\n{answer[1:].decode(errors='replace')}"
+                )
+            self._results[ticket] = answer[1:]
             self._idle.append(worker)
         self._dispatch()
 
-    def _ended(self, worker: _Worker) -> None:
-        """A worker's connection closed under it: say why it ended. A SIGINT or SIGTERM that
-        ended it (sent to the whole process group, as by `pkill`) stops the caller as one sent
-        to it would."""
+    def _ended(self, worker: _Worker) -> BaseException:
+        """The error to raise for a worker whose connection closed under it, saying why it
+        ended. A SIGINT or SIGTERM that ended it (sent to the whole process group, as by
+        `pkill`) stops the caller as one sent to it would."""
         interrupts.raise_if_interrupted()
         worker.process.join(END_WAIT_S)
         code = worker.process.exitcode
         if code is not None and -code in _STOP_SIGNALS:
-            raise Interrupted(-code)
+            return Interrupted(-code)
         if code is not None and code < 0:
             how = f"killed by {signal.Signals(-code).name}"
         else:
             how = "still running" if code is None else f"exit status {code}"
-        raise MnistkitError(
+        return MnistkitError(
             f"worker process {worker.process.pid} ended before it answered ({how}); "
             "the images it held were not read"
         )
 
 
 def _serve(connection: Any, work: Callable[[bytes], bytes], initializer: Callable[[], None] | None) -> None:
-    """A worker's life: answer requests until its parent closes the connection or kills it."""
+    """A worker's life: answer requests until its parent ends it. An answer starts with
+    _ANSWERED, or with _FAILED and the traceback of a bug, which the parent raises."""
     _start_worker()
     if initializer is not None:
         initializer()
     while True:
         try:
             request = connection.recv_bytes()
-        except EOFError:
+        except EOFError:  # the parent was killed: no one holds its end any more
             return
-        connection.send_bytes(work(request))
+        try:
+            answer = _ANSWERED + work(request)
+        except Exception:  # a bug: the parent raises it with this traceback
+            answer = _FAILED + traceback.format_exc().encode(errors="backslashreplace")
+        connection.send_bytes(answer)
 
 
 def _start_worker() -> None:

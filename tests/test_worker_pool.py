@@ -59,6 +59,23 @@ def test_answers_come_back_in_the_order_asked_whichever_worker_gave_them() -> No
         ]
     finally:
         pool.close()
+    assert pool._workers and not any(worker.process.is_alive() for worker in pool._workers)
+
+
+def _failing(request: bytes) -> bytes:
+    raise ZeroDivisionError(request.decode())
+
+
+def test_a_bug_in_a_worker_is_raised_with_its_traceback_and_the_pool_still_closes() -> None:
+    pool = WorkerPool(2, _failing)
+    try:
+        ticket = pool.submit(b"the request")
+        with pytest.raises(
+            RuntimeError, match=r"(?s)worker process \d+ failed:.*ZeroDivisionError: the request"
+        ):
+            _waited(lambda: pool.result(ticket))
+    finally:
+        _waited(pool.close)
     assert not any(worker.process.is_alive() for worker in pool._workers)
 
 
@@ -88,7 +105,9 @@ def test_a_worker_ended_by_sigterm_stops_the_caller_as_sigterm_would(tmp_path: P
     pool = WorkerPool(2, _answer_after_marking)
     try:
         ticket = pool.submit(os.fsencode(marker))
+        deadline = time.monotonic() + 30
         while not marker.exists():
+            assert time.monotonic() < deadline, "the worker never answered"
             time.sleep(0.01)
         (busy, _) = next(iter(pool._busy.values()))
         os.kill(busy.process.pid, signal.SIGTERM)
@@ -124,4 +143,4 @@ def test_load_digits_with_a_worker_killed_stops_with_one_error_and_leaves_no_wor
     os.kill(pool._workers[0].process.pid, signal.SIGKILL)
     with pytest.raises(MnistkitError, match="killed by SIGKILL"):
         _waited(lambda: list(chunks))
-    assert not any(worker.process.is_alive() for worker in pool._workers)
+    assert pool._workers and not any(worker.process.is_alive() for worker in pool._workers)
