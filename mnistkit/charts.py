@@ -170,9 +170,12 @@ class Canvas:
 
 
 def nice_ticks(low: float, high: float, max_ticks: int = 6, integer: bool = False) -> list[float]:
-    """Round ticks (1, 2, 2.5 or 5 times a power of ten) from at or below `low` to at or above `high`."""
-    if not high > low:
-        pad = 1.0 if integer or low == 0 else abs(low) * 0.05
+    """Round ticks (1, 2, 2.5 or 5 times a power of ten) from at or below `low` to at or above `high`.
+    A range narrower than floats can divide into ticks (2.302585092994046 to
+    2.3025850929940463, the loss of a model that learns nothing) is drawn as one value."""
+    size = max(abs(low), abs(high))
+    if not high - low > size * 1e-9 + 1e-200:
+        pad = 1.0 if integer or size < 1e-200 else size * 0.05
         low, high = low - pad, high + pad
     raw_step = (high - low) / max(max_ticks - 1, 1)
     magnitude = 10.0 ** math.floor(math.log10(raw_step))
@@ -181,7 +184,8 @@ def nice_ticks(low: float, high: float, max_ticks: int = 6, integer: bool = Fals
         step = max(1.0, float(round(step)))
     first = math.floor(low / step + 1e-9) * step
     count = math.ceil((high - first) / step - 1e-9) + 1
-    return [round(first + i * step, 10) + 0.0 for i in range(count)]
+    decimals = max(10, 10 - math.floor(math.log10(step)))  # float noise off, a tiny step kept
+    return [round(first + i * step, decimals) + 0.0 for i in range(count)]
 
 
 def tick_labels(ticks: Sequence[float]) -> list[str]:

@@ -145,6 +145,10 @@ def confusion_image(confusion: Confusion, source_name: str = "") -> Image.Image:
 # Training curves -----------------------------------------------------------------------
 
 
+# An axis's ticks and pixels are computed in floats, which overflow past about 1.8e308.
+CHARTABLE_MAGNITUDE = 1e300
+
+
 def curves_image(history: Sequence[dict[str, Any]], source_name: str = "") -> Image.Image:
     """Loss and accuracy per epoch, one line per split that was measured."""
     epochs = [record["epoch"] for record in history]
@@ -158,6 +162,12 @@ def curves_image(history: Sequence[dict[str, Any]], source_name: str = "") -> Im
             values = [record[f"{split}_{metric}"] for record in history]
             if any(v is not None for v in values):
                 scaled = [None if v is None else v * factor for v in values]
+                low, high = min(v for v in values if v is not None), max(v for v in values if v is not None)
+                if not max(-low, high) * factor <= CHARTABLE_MAGNITUDE:
+                    raise MnistkitError(
+                        f"{source_name or 'history'}: {split}_{metric} runs from {low:g} to {high:g}, "
+                        f"beyond the ±{CHARTABLE_MAGNITUDE:g} a chart can hold"
+                    )
                 series.append(Series(SPLIT_NAMES[split], epochs, scaled, colour))
         if series:
             panels.append((panel_title, "epoch", y_title, series))

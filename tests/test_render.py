@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from mnistkit.errors import MnistkitError
 from mnistkit.evaluation import read_confusion
 from mnistkit.history import read_history
 from mnistkit.inference import dense_stack, normalize
-from mnistkit.plots import bottleneck_values, confusion_cell_box, head_logits
+from mnistkit.plots import bottleneck_values, confusion_cell_box, curves_image, head_logits
 from mnistkit.render import SampleOptions, samples_picture, samples_title
 
 CLASSES = list(range(10))
@@ -615,6 +616,43 @@ def test_render_commands_do_not_import_jax(tmp_path, synthetic_npz, logreg_path)
 )
 def test_nice_ticks_cover_the_data_with_round_numbers(low, high, integer, expected):
     assert nice_ticks(low, high, integer=integer) == pytest.approx(expected)
+
+
+def _loss_history(*losses: float) -> list[dict[str, float | None]]:
+    return [
+        {"epoch": epoch, "train_loss": loss, "train_accuracy": 0.5}
+        | dict.fromkeys(["val_loss", "val_accuracy", "test_loss", "test_accuracy"])
+        for epoch, loss in enumerate(losses, 1)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (2.302585092994046, 2.3025850929940463),  # a model that learns nothing: one float apart
+        (1e-300, 2e-300),
+        (0.0, 1e-310),
+        (-1e300, 1e300),
+        (1e300, 1e300),
+    ],
+)
+def test_curves_of_any_losses_a_chart_can_hold_are_drawn(first: float, second: float) -> None:
+    """These raised ZeroDivisionError or OverflowError from the ticks' arithmetic."""
+    assert curves_image(_loss_history(first, second), "h.jsonl").size[0] > 0
+
+
+@given(st.floats(-1e300, 1e300), st.floats(-1e300, 1e300))
+def test_nice_ticks_cover_any_range_a_chart_can_hold(low: float, high: float) -> None:
+    low, high = min(low, high), max(low, high)
+    ticks = nice_ticks(low, high)
+    assert len(ticks) >= 2 and all(math.isfinite(tick) for tick in ticks)
+    slack = (ticks[1] - ticks[0]) * 1e-6  # a millionth of a step: float noise, not a missed tick
+    assert ticks[0] - slack <= low and high <= ticks[-1] + slack
+
+
+def test_curves_past_what_a_chart_can_hold_are_one_error_naming_the_file() -> None:
+    with pytest.raises(MnistkitError, match=r"^h.jsonl: train_loss runs from 1e\+308 to 1e\+308, beyond"):
+        curves_image(_loss_history(1e308), "h.jsonl")
 
 
 def test_tick_labels_use_the_fewest_decimals():
