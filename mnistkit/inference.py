@@ -35,6 +35,11 @@ def activation_function(architecture: Architecture) -> Callable[[np.ndarray], np
     return lambda x: np.maximum(x, 0.0)
 
 
+def _floats(x: np.ndarray) -> np.ndarray:
+    """float32, or float64 as given (`_finite_logits`' second try)."""
+    return x.astype(np.promote_types(x.dtype, np.float32), copy=False)
+
+
 def dense_stack(
     params: Params, architecture: Architecture, inputs: np.ndarray, return_hidden: bool = False
 ) -> np.ndarray | tuple[np.ndarray, list[np.ndarray]]:
@@ -42,7 +47,7 @@ def dense_stack(
     layer's output. `linear_last_hidden`: no activation after the last hidden layer."""
     activation = activation_function(architecture)
     hidden = list(architecture.get("hidden", []))
-    x = inputs.reshape(inputs.shape[0], -1).astype(np.float32, copy=False)
+    x = _floats(inputs.reshape(inputs.shape[0], -1))
     hidden_outputs = []
     for index in range(len(hidden) + 1):
         x = x @ params[f"dense_{index}.kernel"] + params[f"dense_{index}.bias"]
@@ -81,7 +86,7 @@ def _cnn_logits(params: Params, architecture: Architecture, inputs: np.ndarray) 
     """Blocks of valid conv (of stride 1 or 2), 2x2 max pool where `pools` has one, bias (or
     batch norm with its running statistics) and activation; then the dense head."""
     activation = activation_function(architecture)
-    x = inputs.reshape(inputs.shape[0], *IMAGE_SHAPE, 1).astype(np.float32, copy=False)
+    x = _floats(inputs.reshape(inputs.shape[0], *IMAGE_SHAPE, 1))
     for index, (_, stride, pool) in enumerate(cnn_layers(architecture)):
         x = _conv2d_valid(x, params[f"conv_{index}.kernel"], stride)
         if pool:
@@ -116,11 +121,24 @@ def member_logits(params: Params, architecture: Architecture, inputs: np.ndarray
     if any(member.get(flag) for flag in VIEW_FLAGS):
         member_forward = _view_averaged(member_forward)
     if architecture["model"] != "ensemble":
-        return [member_forward(params, member, inputs)]
+        return [_finite_logits(member_forward, params, member, inputs)]
     return [
-        member_forward(member_params(params, index), member, inputs)
+        _finite_logits(member_forward, member_params(params, index), member, inputs)
         for index in range(ensemble_size(architecture))
     ]
+
+
+def _finite_logits(
+    member_forward: Callable, params: Params, member: Architecture, inputs: np.ndarray
+) -> np.ndarray:
+    """A model's logits in float32, or in float64 where float32 overflows: weights near
+    float32's limit (a checkpoint scaled by hand) gave NaN probabilities."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        logits = member_forward(params, member, inputs)
+    if np.isfinite(logits).all():
+        return logits
+    wide = {name: value.astype(np.float64) for name, value in params.items()}
+    return member_forward(wide, member, inputs.astype(np.float64))
 
 
 def _view_averaged(member_forward: Callable) -> Callable:
@@ -131,7 +149,7 @@ def _view_averaged(member_forward: Callable) -> Callable:
         images = inputs.reshape(inputs.shape[0], *IMAGE_SHAPE)
         views = image_views(images, architecture, np)
         log_probs = [log_softmax(member_forward(params, architecture, view)) for view in views]
-        return average_log_probabilities(log_probs).astype(np.float32)
+        return average_log_probabilities(log_probs).astype(inputs.dtype)  # float64 where float32 overflowed
 
     return averaged
 
@@ -150,7 +168,8 @@ def forward(params: Params, architecture: Architecture, inputs: np.ndarray) -> n
     logits = member_logits(params, architecture, inputs)
     if len(logits) == 1:
         return logits[0]
-    return average_log_probabilities([log_softmax(member) for member in logits]).astype(np.float32)
+    averaged = average_log_probabilities([log_softmax(member) for member in logits])
+    return averaged.astype(np.result_type(np.float32, *logits))  # float64 if a member needed it
 
 
 def normalize(images: np.ndarray, normalization: Mapping[str, Any]) -> np.ndarray:

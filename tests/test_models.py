@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +11,7 @@ import pytest
 from conftest import loss_and_accuracy
 
 from mnistkit import architectures, inference, models, steps
+from mnistkit.architectures import member_tensor_name
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint
 from mnistkit.errors import MnistkitError
 
@@ -106,6 +109,37 @@ def test_numpy_inference_matches_jax(name: str, synthetic_data) -> None:
     )
     assert numpy_probabilities.shape == (150, architecture["num_classes"])
     np.testing.assert_allclose(numpy_probabilities, jax_probabilities, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", [*ARCHITECTURES, "mirror-averaged-ensemble"])
+def test_weights_whose_float32_outputs_overflow_still_give_probabilities(name: str, synthetic_data) -> None:
+    """Kernels scaled by 1e20 (a checkpoint edited by hand): float32 logits past 3.4e38 gave NaN
+    probabilities and a NaN loss; the model runs again in float64 instead, without a warning."""
+    if name == "mirror-averaged-ensemble":
+        member = {**ARCHITECTURES["cnn"], "mirror_average": True}
+        architecture, normalization = (
+            {"model": "ensemble", "members": 2, "member": member},
+            NORMALIZATIONS["cnn"],
+        )
+        params = {
+            member_tensor_name(index, tensor): value
+            for index in range(2)
+            for tensor, value in _random_params(member).items()
+        }
+    else:
+        architecture, normalization = ARCHITECTURES[name], NORMALIZATIONS[name]
+        params = _random_params(architecture)
+    params = {
+        name: value * np.float32(1e20) if name.endswith(".kernel") else value
+        for name, value in params.items()
+    }
+    images = synthetic_data["test_images"][:20]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        probabilities = inference.predict_probabilities(params, architecture, normalization, images)
+        logits = inference.member_logits(params, architecture, inference.normalize(images, normalization))
+    assert np.isfinite(probabilities).all() and np.allclose(probabilities.sum(axis=1), 1)
+    assert all(np.isfinite(inference.log_softmax(member)).all() for member in logits)
 
 
 def test_training_evaluation_agrees_with_numpy_over_blocks_chunks_and_padding(
