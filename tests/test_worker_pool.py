@@ -31,6 +31,17 @@ def _answer_after_marking(request: bytes) -> bytes:
     return bytes(ANSWER_BYTES)
 
 
+def _answering(pool: WorkerPool, marker: Path) -> tuple[int, object]:
+    """Ask `pool` for `_answer_after_marking`'s answer; its ticket and worker once it answers."""
+    ticket = pool.submit(os.fsencode(marker))
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        assert time.monotonic() < deadline, "the worker never answered"
+        time.sleep(0.01)
+    (worker, _) = next(iter(pool._busy.values()))
+    return ticket, worker
+
+
 def _waited(call, timeout_s: float = 30):
     """`call()`'s result or exception, failing the test where it would hang instead."""
     outcome: dict[str, object] = {}
@@ -82,16 +93,10 @@ def test_a_bug_in_a_worker_is_raised_with_its_traceback_and_the_pool_still_close
 def test_a_worker_killed_halfway_through_its_answer_is_one_error_not_a_wait(tmp_path: Path) -> None:
     """The worker has sent part of its answer and waits for its reader when SIGKILL (the OOM
     killer) comes: concurrent.futures' pool waits forever there for the rest."""
-    marker = tmp_path / "answering"
     pool = WorkerPool(1, _answer_after_marking)
     try:
-        ticket = pool.submit(os.fsencode(marker))
-        deadline = time.monotonic() + 30
-        while not marker.exists():
-            assert time.monotonic() < deadline, "the worker never answered"
-            time.sleep(0.01)
+        ticket, worker = _answering(pool, tmp_path / "answering")
         time.sleep(0.3)  # its answer fills the socket; the rest waits for a reader
-        (worker,) = pool._workers
         os.kill(worker.process.pid, signal.SIGKILL)
         with pytest.raises(MnistkitError, match=rf"worker process {worker.process.pid} .*killed by SIGKILL"):
             _waited(lambda: pool.result(ticket))
@@ -101,16 +106,10 @@ def test_a_worker_killed_halfway_through_its_answer_is_one_error_not_a_wait(tmp_
 
 def test_a_worker_ended_by_sigterm_stops_the_caller_as_sigterm_would(tmp_path: Path) -> None:
     """`pkill mnistkit` reaches predict's workers as well as predict."""
-    marker = tmp_path / "answering"
     pool = WorkerPool(2, _answer_after_marking)
     try:
-        ticket = pool.submit(os.fsencode(marker))
-        deadline = time.monotonic() + 30
-        while not marker.exists():
-            assert time.monotonic() < deadline, "the worker never answered"
-            time.sleep(0.01)
-        (busy, _) = next(iter(pool._busy.values()))
-        os.kill(busy.process.pid, signal.SIGTERM)
+        ticket, worker = _answering(pool, tmp_path / "answering")
+        os.kill(worker.process.pid, signal.SIGTERM)
         with pytest.raises(Interrupted) as stopped:
             _waited(lambda: pool.result(ticket))
         assert stopped.value.signal_number == signal.SIGTERM
