@@ -241,22 +241,25 @@ def load_digits(
                     pool = _start_pool(workers, preprocess, style)
                 in_flight.append((chunk, pool.submit(_encoded_paths(chunk))))
                 while len(in_flight) >= 2 * workers:
-                    chunk, ticket = in_flight.popleft()
-                    yield _decoded_chunk(chunk, pool.result(ticket))
+                    yield _oldest_answer(pool, in_flight)
             if wait:
                 while in_flight:  # each chunk done before stdin's next paths come: its rows now
                     if pool.done(in_flight[0][1]):
-                        chunk, ticket = in_flight.popleft()
-                        yield _decoded_chunk(chunk, pool.result(ticket))
+                        yield _oldest_answer(pool, in_flight)
                     elif wait.ready(SIGNAL_POLL_S):
                         break  # more paths: read them while the workers work
                 upcoming = next(chunks, None)
         while in_flight:
-            chunk, ticket = in_flight.popleft()
-            yield _decoded_chunk(chunk, pool.result(ticket))
+            yield _oldest_answer(pool, in_flight)
     finally:
         if pool is not None:
             pool.close()
+
+
+def _oldest_answer(pool: worker_pool.WorkerPool, in_flight: collections.deque) -> list[LoadedDigit]:
+    """The images of the oldest chunk in flight, waited for."""
+    chunk, ticket = in_flight.popleft()
+    return _decoded_chunk(chunk, pool.result(ticket))
 
 
 def _start_pool(workers: int, preprocess: bool, style: str) -> worker_pool.WorkerPool:
