@@ -5,8 +5,10 @@ Each worker has a connection of its own, so one that dies (the OOM killer, `kill
 terminal's signal to the whole group) is seen at once as the end of its connection. With
 one result pipe for all workers (concurrent.futures), a worker killed halfway through
 sending a result leaves its parent waiting forever for the rest, and a shutdown waiting on
-that. Stopping early here kills the workers and waits for nothing they hold. Messages are
-bytes: the caller encodes them (no pickle).
+that. An answer is read as its bytes arrive, never waiting on the rest: a worker stopped
+halfway through one (SIGSTOP) leaves Ctrl-C working. Stopping early kills the workers and waits
+for nothing they hold. Messages are bytes, each after its length: the caller encodes them (no
+pickle).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import collections
 import contextlib
 import os
 import signal
+import socket
+import struct
 import sys
 import threading
 import traceback
@@ -32,12 +36,64 @@ ORPHAN_POLL_S = 0.5  # how often a forked worker looks whether its parent is sti
 END_WAIT_S = 5.0  # how long a worker sent SIGTERM at close gets before SIGKILL
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 _ANSWERED, _FAILED = b"\x00", b"\x01"  # an answer's first byte
+_LENGTH = struct.Struct("!Q")  # a message's length in bytes, sent before it
+_READ_BYTES = 1 << 20  # the most one read takes from a socket
+
+
+class _Incoming:
+    """A message as its bytes arrive: its length first, then the bytes themselves."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray(_LENGTH.size)
+        self.filled = 0
+        self.sized = False
+
+    def read_from(self, connection: socket.socket) -> bytearray | None:
+        """Take what `connection` holds now, without waiting; the whole message once it is
+        here, else None. EOFError where the other end closed first."""
+        view = memoryview(self.buffer)
+        while True:
+            if self.filled == len(self.buffer):
+                if self.sized:
+                    return self.buffer
+                (length,) = _LENGTH.unpack(self.buffer)
+                self.buffer, self.filled, self.sized = bytearray(length), 0, True
+                view = memoryview(self.buffer)
+                continue
+            try:
+                count = connection.recv_into(
+                    view[self.filled :], min(_READ_BYTES, len(self.buffer) - self.filled), socket.MSG_DONTWAIT
+                )
+            except BlockingIOError:
+                return None
+            if count == 0:
+                raise EOFError
+            self.filled += count
+
+
+def _send(connection: socket.socket, *parts: bytes) -> None:
+    """One message of `parts`, after its length; an OSError, not SIGPIPE, where the other end
+    has closed."""
+    connection.sendall(_LENGTH.pack(sum(len(part) for part in parts)), socket.MSG_NOSIGNAL)
+    for part in parts:
+        connection.sendall(part, socket.MSG_NOSIGNAL)
+
+
+def _receive(connection: socket.socket) -> bytes:
+    """The next message, waited for (a worker's read of its request)."""
+    from multiprocessing.connection import wait
+
+    incoming = _Incoming()
+    while (message := incoming.read_from(connection)) is None:
+        wait([connection])
+    return bytes(message)
 
 
 @dataclass
 class _Worker:
     process: Any  # multiprocessing's Process
-    connection: Any  # the parent's end of the worker's duplex Connection
+    connection: socket.socket  # the parent's end of the socket pair it shares with the worker
+    answer: _Incoming | None = None  # its answer as it arrives, while it has a request
 
 
 class WorkerPool:
@@ -53,14 +109,14 @@ class WorkerPool:
         context = multiprocessing.get_context(start_method())
         self._workers: list[_Worker] = []
         self._idle: collections.deque[_Worker] = collections.deque()  # the longest idle first
-        self._busy: dict[Any, tuple[_Worker, int]] = {}  # connection -> its worker, its ticket
+        self._busy: dict[socket.socket, tuple[_Worker, int]] = {}  # connection -> its worker, its ticket
         self._queued: collections.deque[tuple[int, bytes]] = collections.deque()
         self._results: dict[int, bytes] = {}
         self._tickets = 0
         try:
             for _ in range(count):
                 with interrupts.deferred(), _signals_blocked():
-                    connection, worker_end = context.Pipe()
+                    connection, worker_end = socket.socketpair()
                     process = context.Process(
                         target=_serve, args=(worker_end, work, initializer), daemon=True
                     )
@@ -94,12 +150,15 @@ class WorkerPool:
         return self._results.pop(ticket)
 
     def close(self) -> None:
-        """End every worker: SIGTERM (a worker ends at once, holding nothing worth keeping),
-        then SIGKILL for one still there after END_WAIT_S. Connections close last: a worker
-        writing to a closed one would print a traceback."""
+        """End every worker: SIGTERM (a worker ends at once, holding nothing worth keeping;
+        SIGCONT, so that a stopped one does too), then SIGKILL for one still there after
+        END_WAIT_S. Connections close last: a worker writing to a closed one would print a
+        traceback."""
         with interrupts.deferred():
             for worker in self._workers:
                 worker.process.terminate()
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.process.pid, signal.SIGCONT)
             for worker in self._workers:
                 worker.process.join(END_WAIT_S)
                 if worker.process.exitcode is None:
@@ -115,27 +174,31 @@ class WorkerPool:
             worker = self._idle.popleft()
             ticket, request = self._queued.popleft()
             try:
-                worker.connection.send_bytes(request)
+                _send(worker.connection, request)
             except OSError:
                 raise self._ended(worker) from None
+            worker.answer = _Incoming()
             self._busy[worker.connection] = (worker, ticket)
 
     def _take(self, timeout_s: float) -> None:
-        """Receive the results that are ready within `timeout_s`; their workers take the next
-        requests."""
+        """Read what has arrived of the answers within `timeout_s`; the workers whose answers
+        are whole take the next requests."""
         from multiprocessing.connection import wait
 
         for connection in wait(list(self._busy), timeout_s):
-            worker, ticket = self._busy.pop(connection)
+            worker, ticket = self._busy[connection]
             try:
-                answer = connection.recv_bytes()
+                answer = worker.answer.read_from(connection)
             except (EOFError, OSError):
                 raise self._ended(worker) from None
+            if answer is None:
+                continue
+            del self._busy[connection]
             if answer[:1] == _FAILED:
                 raise RuntimeError(
                     f"worker process {worker.process.pid} failed:\n{answer[1:].decode(errors='replace')}"
                 )
-            self._results[ticket] = answer[1:]
+            self._results[ticket] = bytes(memoryview(answer)[1:])
             self._idle.append(worker)
         self._dispatch()
 
@@ -158,7 +221,9 @@ class WorkerPool:
         )
 
 
-def _serve(connection: Any, work: Callable[[bytes], bytes], initializer: Callable[[], None] | None) -> None:
+def _serve(
+    connection: socket.socket, work: Callable[[bytes], bytes], initializer: Callable[[], None] | None
+) -> None:
     """A worker's life: answer requests until its parent ends it. An answer starts with
     _ANSWERED, or with _FAILED and the traceback of a bug, which the parent raises."""
     _start_worker()
@@ -166,14 +231,14 @@ def _serve(connection: Any, work: Callable[[bytes], bytes], initializer: Callabl
         initializer()
     while True:
         try:
-            request = connection.recv_bytes()
+            request = _receive(connection)
         except EOFError:  # the parent was killed: no one holds its end any more
             return
         try:
-            answer = _ANSWERED + work(request)
+            answer = (_ANSWERED, work(request))
         except Exception:  # a bug: the parent raises it with this traceback
-            answer = _FAILED + traceback.format_exc().encode(errors="backslashreplace")
-        connection.send_bytes(answer)
+            answer = (_FAILED, traceback.format_exc().encode(errors="backslashreplace"))
+        _send(connection, *answer)
 
 
 def _start_worker() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -115,6 +117,50 @@ def test_a_worker_ended_by_sigterm_stops_the_caller_as_sigterm_would(tmp_path: P
         assert stopped.value.signal_number == signal.SIGTERM
     finally:
         _waited(pool.close)
+
+
+STOPPED_HALFWAY = """
+import os, signal, sys, threading, time
+from pathlib import Path
+from mnistkit import interrupts
+from mnistkit.errors import Interrupted
+from mnistkit.worker_pool import WorkerPool
+
+interrupts.install()
+marker = Path(sys.argv[1])
+def answer(request):
+    marker.touch()
+    return bytes(64 << 20)
+pool = WorkerPool(1, answer)
+ticket = pool.submit(b"")
+while not marker.exists():
+    time.sleep(0.01)
+time.sleep(0.3)  # its answer fills the socket; the rest waits for a reader
+worker = pool._workers[0].process
+os.kill(worker.pid, signal.SIGSTOP)
+threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+try:
+    try:
+        pool.result(ticket)
+    finally:
+        started = time.monotonic()
+        pool.close()
+except Interrupted as stop:
+    seconds = round(time.monotonic() - started)
+    print("taken", stop.exit_code, "and closed by", -worker.exitcode, "in", seconds, "s")
+"""
+
+
+def test_ctrl_c_is_taken_while_a_worker_is_stopped_halfway_through_its_answer(tmp_path: Path) -> None:
+    """A worker stopped (SIGSTOP) with part of its answer sent: the wait for the rest once
+    held Ctrl-C until the worker went on. Now the wait takes it, and close ends the stopped
+    worker by SIGTERM at once, not by SIGKILL after END_WAIT_S."""
+    result = subprocess.run(
+        [sys.executable, "-c", STOPPED_HALFWAY, tmp_path / "answering"], capture_output=True, timeout=60
+    )
+    assert result.stdout.decode().splitlines() == [f"taken 130 and closed by {signal.SIGTERM} in 0 s"], (
+        result.stderr.decode()
+    )
 
 
 def test_an_answer_carries_each_images_pixels_and_each_failures_reason(tmp_path: Path) -> None:
