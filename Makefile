@@ -116,7 +116,10 @@ $(REPORTS)/metrics.json: $(CKPT) $(NPZ) | $(INSTALLED) ## evaluate on the test s
 	@mkdir -p $(REPORTS)
 	$(MNISTKIT) eval $(CKPT) $(NPZ) --json $@
 
-$(REPORTS)/samples.png: $(NPZ) $(CKPT) | $(INSTALLED) ## a grid of test images with predictions
+# The exported PNGs are made with samples.png, and predictions.tsv reads them: when they are
+# gone (rm reports/samples/*), samples.png is made again, or predict would find no image.
+SAMPLES_GONE := $(if $(wildcard $(REPORTS)/samples/*.png),,FORCE)
+$(REPORTS)/samples.png: $(NPZ) $(CKPT) $(SAMPLES_GONE) | $(INSTALLED) ## a grid of test images with predictions
 	@rm -rf $(REPORTS)/samples && mkdir -p $(REPORTS)/samples
 	$(MNISTKIT) render-samples $(NPZ) -o $@ --model $(CKPT) --export-dir $(REPORTS)/samples > /dev/null
 

@@ -13,12 +13,15 @@ from conftest import REPO_ROOT
 from mnistkit.datasets import MNIST_FILES
 
 # Fetches two of the four files whole, as fetch writes them, then fails as a mirror that lacks
-# the third would (or as a Ctrl-C would stop it); any other command is only recorded.
+# the third would (or as a Ctrl-C would stop it); any other command is recorded, and writes
+# the file its -o names.
 STAND_IN = """
 import sys
 from pathlib import Path
 with open("calls.txt", "a") as calls:
     calls.write(" ".join(sys.argv[1:]) + "\\n")
+if "-o" in sys.argv:
+    Path(sys.argv[sys.argv.index("-o") + 1]).write_bytes(b"made")
 if sys.argv[1] == "fetch":
     from mnistkit.datasets import MNIST_FILES
     out = Path(sys.argv[sys.argv.index("--out") + 1])
@@ -70,3 +73,23 @@ def test_make_trains_no_checkpoint_but_its_own(tmp_path: Path) -> None:
     assert (
         (tmp_path / "calls.txt").read_text().startswith("train data/mnist.npz -o models/model.safetensors ")
     )
+
+
+def test_exported_samples_that_are_gone_are_exported_again(tmp_path: Path) -> None:
+    """predictions.tsv reads reports/samples/*.png, made with samples.png: with them deleted,
+    make found everything up to date, and a later predict was given the literal `*.png`."""
+    made = [f"data/raw/{name}" for name in MNIST_FILES.values()] + ["data/mnist.npz"]
+    made += ["models/model.safetensors", "models/model.history.jsonl", "reports/samples.png"]
+    made += ["reports/samples/0.png", "reports/predictions.tsv"]
+    for age, name in enumerate(made):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"made")
+        os.utime(tmp_path / name, (age, age))
+    train_args = run_make(tmp_path, "--eval", "train-args: ; @echo $(new_args)", "train-args").stdout
+    (tmp_path / "models/train-args.txt").write_text(train_args)  # the model was trained so
+    assert run_make(tmp_path, "reports/predictions.tsv").returncode == 0
+    assert not (tmp_path / "calls.txt").exists()  # all up to date
+    (tmp_path / "reports/samples/0.png").unlink()
+    assert run_make(tmp_path, "reports/predictions.tsv").returncode == 0
+    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    assert [call.split()[0] for call in calls] == ["render-samples", "predict"], calls
