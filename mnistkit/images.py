@@ -293,6 +293,9 @@ def _open_checked(path: Path, content: bytes | None = None) -> Image.Image:
     if problem:
         image.close()
         raise MnistkitError(f"{path}: {problem}")
+    # Read, never memory-mapped: Pillow (13.0) maps an uncompressed TIFF turned by its
+    # orientation tag (5 to 8) at the turned size, which scrambles its pixels.
+    image.filename = ""
     return image
 
 

@@ -129,6 +129,38 @@ def test_each_variant_comes_out_mnist_shaped_and_predicted_like_the_clean_digit(
     assert list(varied_digits) == list(clean_digits)
 
 
+# Orientation tag -> how the pixels are stored, for a picture that is upright once turned by it.
+STORED_FOR_ORIENTATION = {
+    1: None,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".png", ".jpg", ".webp"])
+def test_every_orientation_tag_is_turned_upright(suffix: str, tmp_path: Path) -> None:
+    """A scanner's uncompressed grey TIFF with orientation 5 to 8 came out scrambled (Pillow
+    memory-mapped its pixels at the turned size) and was read as another digit."""
+    upright = Image.fromarray(255 - draw_large_digit(7, canvas_px=(180, 120), offset_px=(30, -10)))
+    expected = load_digit(save(np.asarray(upright), tmp_path / "upright.png"))
+    for orientation, stored in STORED_FOR_ORIENTATION.items():
+        pixels = upright if stored is None else upright.transpose(stored)
+        path = tmp_path / f"turned-{orientation}{suffix}"
+        if suffix == ".tif":
+            pixels.save(path, tiffinfo={0x0112: orientation})
+        else:
+            exif = Image.Exif()
+            exif[0x0112] = orientation
+            pixels.save(path, exif=exif, **({"quality": 95} if suffix == ".jpg" else {}))
+        difference = np.abs(load_digit(path).astype(int) - expected).mean()
+        assert difference < (3 if suffix in (".jpg", ".webp") else 0.5), (orientation, difference)
+
+
 def test_preprocessing_is_close_to_the_clean_image_pixel_for_pixel(tmp_path: Path) -> None:
     clean = load_digit(VARIANTS["clean"](4, tmp_path)).astype(float)
     for variant in ("moved", "transparent", "shaded", "exif-rotated"):
