@@ -79,6 +79,16 @@ def _send(connection: socket.socket, *parts: bytes) -> None:
         connection.sendall(part, socket.MSG_NOSIGNAL)
 
 
+def _socket_pair() -> tuple[socket.socket, socket.socket]:
+    """Two connected sockets that wait without a time limit, whatever a caller gave
+    socket.setdefaulttimeout(): with one, a read that finds nothing yet waits for it and then
+    raises TimeoutError, where MSG_DONTWAIT should return at once."""
+    pair = socket.socketpair()
+    for end in pair:
+        end.settimeout(None)
+    return pair
+
+
 def _receive(connection: socket.socket) -> bytes:
     """The next message, waited for (a worker's read of its request)."""
     from multiprocessing.connection import wait
@@ -116,12 +126,16 @@ class WorkerPool:
         try:
             for _ in range(count):
                 with interrupts.deferred(), _signals_blocked():
-                    connection, worker_end = socket.socketpair()
-                    process = context.Process(
-                        target=_serve, args=(worker_end, work, initializer), daemon=True
-                    )
-                    process.start()
-                    worker_end.close()
+                    connection, worker_end = _socket_pair()
+                    with worker_end:  # the worker's end is the worker's alone
+                        try:
+                            process = context.Process(
+                                target=_serve, args=(worker_end, work, initializer), daemon=True
+                            )
+                            process.start()
+                        except BaseException:
+                            connection.close()
+                            raise
                     self._workers.append(_Worker(process, connection))
                     self._idle.append(self._workers[-1])
         except BaseException:
@@ -156,8 +170,8 @@ class WorkerPool:
         traceback."""
         with interrupts.deferred():
             for worker in self._workers:
-                worker.process.terminate()
-                with contextlib.suppress(ProcessLookupError):
+                if worker.process.exitcode is None:  # not reaped: its pid is no other process's
+                    worker.process.terminate()
                     os.kill(worker.process.pid, signal.SIGCONT)
             for worker in self._workers:
                 worker.process.join(END_WAIT_S)
@@ -169,7 +183,8 @@ class WorkerPool:
 
     def _dispatch(self) -> None:
         """Hand queued requests to idle workers. Only an idle worker gets one: it is reading,
-        so the send never waits on a worker that waits to send its own result."""
+        so the send never waits on a worker that waits to send its own result. A request is
+        sent whole (a chunk's paths, less than a socket holds)."""
         while self._idle and self._queued:
             worker = self._idle.popleft()
             ticket, request = self._queued.popleft()
@@ -194,6 +209,7 @@ class WorkerPool:
             if answer is None:
                 continue
             del self._busy[connection]
+            worker.answer = None
             if answer[:1] == _FAILED:
                 raise RuntimeError(
                     f"worker process {worker.process.pid} failed:\n{answer[1:].decode(errors='replace')}"
@@ -226,6 +242,7 @@ def _serve(
 ) -> None:
     """A worker's life: answer requests until its parent ends it. An answer starts with
     _ANSWERED, or with _FAILED and the traceback of a bug, which the parent raises."""
+    connection.settimeout(None)  # as _socket_pair's; a forkserver's child remade the socket
     _start_worker()
     if initializer is not None:
         initializer()

@@ -3,8 +3,10 @@ one error at once, never a wait for an answer that will not come."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -120,23 +122,25 @@ def test_a_worker_ended_by_sigterm_stops_the_caller_as_sigterm_would(tmp_path: P
 
 
 STOPPED_HALFWAY = """
-import os, signal, sys, threading, time
-from pathlib import Path
+import os, signal, socket, threading, time
 from mnistkit import interrupts
 from mnistkit.errors import Interrupted
 from mnistkit.worker_pool import WorkerPool
 
 interrupts.install()
-marker = Path(sys.argv[1])
 def answer(request):
-    marker.touch()
     return bytes(64 << 20)
 pool = WorkerPool(1, answer)
 ticket = pool.submit(b"")
-while not marker.exists():
-    time.sleep(0.01)
-time.sleep(0.3)  # its answer fills the socket; the rest waits for a reader
+connection = pool._workers[0].connection
+while True:  # the worker has begun its answer: 64 MiB, far more than the socket holds
+    try:
+        connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        break
+    except BlockingIOError:
+        time.sleep(0.01)
 worker = pool._workers[0].process
+print(worker.pid, flush=True)
 os.kill(worker.pid, signal.SIGSTOP)
 threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
 try:
@@ -151,16 +155,46 @@ except Interrupted as stop:
 """
 
 
-def test_ctrl_c_is_taken_while_a_worker_is_stopped_halfway_through_its_answer(tmp_path: Path) -> None:
+def test_ctrl_c_is_taken_while_a_worker_is_stopped_halfway_through_its_answer() -> None:
     """A worker stopped (SIGSTOP) with part of its answer sent: the wait for the rest once
     held Ctrl-C until the worker went on. Now the wait takes it, and close ends the stopped
     worker by SIGTERM at once, not by SIGKILL after END_WAIT_S."""
-    result = subprocess.run(
-        [sys.executable, "-c", STOPPED_HALFWAY, tmp_path / "answering"], capture_output=True, timeout=60
+    script = subprocess.Popen(
+        [sys.executable, "-c", STOPPED_HALFWAY],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own group: a stopped worker left by a failure is killed with it
     )
-    assert result.stdout.decode().splitlines() == [f"taken 130 and closed by {signal.SIGTERM} in 0 s"], (
-        result.stderr.decode()
-    )
+    try:
+        stdout, stderr = script.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(script.pid, signal.SIGKILL)
+        script.communicate()
+    lines = stdout.decode().splitlines()
+    assert lines[1:] == [f"taken 130 and closed by {signal.SIGTERM} in 0 s"], stderr.decode()
+
+
+def _reversed_slowly(request: bytes) -> bytes:
+    time.sleep(0.2)
+    return request[::-1]
+
+
+def test_a_default_socket_timeout_changes_nothing() -> None:
+    """A notebook's socket.setdefaulttimeout() reached the pool's sockets: a worker idle for
+    longer died of TimeoutError, and a wait for an answer longer than it was taken for a
+    worker's end."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(0.05)
+    try:
+        pool = WorkerPool(1, _reversed_slowly)
+    finally:
+        socket.setdefaulttimeout(previous)
+    try:
+        time.sleep(0.2)  # idle for longer than the timeout
+        assert _waited(lambda: pool.result(pool.submit(b"request"))) == b"tseuqer"
+    finally:
+        _waited(pool.close)
 
 
 def test_an_answer_carries_each_images_pixels_and_each_failures_reason(tmp_path: Path) -> None:
