@@ -6,11 +6,13 @@ Pillow and numpy only: predict imports this module and must start without jax.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import os
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -183,9 +185,10 @@ def read_grayscale(
     image = _open_checked(path, content) if picture is None else picture
     try:
         if picture is not None:  # a copy, turned upright; a lazily opened one decodes here
-            upright = ImageOps.exif_transpose(picture)
+            with _not_memory_mapped(picture):
+                upright = ImageOps.exif_transpose(picture)
             return _grayscale(upright, path, shrink, every_box_ink_like, region)
-        with image:
+        with image, _not_memory_mapped(image):
             if shrink and image.format == "JPEG":
                 _draft(image, region)
             image.load()
@@ -195,6 +198,22 @@ def read_grayscale(
         raise
     except Exception as error:  # Pillow's decoders raise many untyped errors on bad data
         raise UndecodableImage(f"{path}: truncated or corrupted image ({error})") from None
+
+
+@contextlib.contextmanager
+def _not_memory_mapped(image: Image.Image) -> Iterator[None]:
+    """Pixels decoded inside the block are read, never memory-mapped: Pillow (13.0) maps an
+    uncompressed TIFF turned by its orientation tag (5 to 8) at the turned size, which
+    scrambles them. It maps only what has a file name; a caller's picture gets its name back."""
+    name = getattr(image, "filename", None)
+    if name is None:
+        yield
+        return
+    image.filename = ""
+    try:
+        yield
+    finally:
+        image.filename = name
 
 
 def _draft(image: Image.Image, region: tuple[float, float, float, float] | None) -> None:
@@ -293,9 +312,6 @@ def _open_checked(path: Path, content: bytes | None = None) -> Image.Image:
     if problem:
         image.close()
         raise MnistkitError(f"{path}: {problem}")
-    # Read, never memory-mapped: Pillow (13.0) maps an uncompressed TIFF turned by its
-    # orientation tag (5 to 8) at the turned size, which scrambles its pixels.
-    image.filename = ""
     return image
 
 

@@ -145,7 +145,8 @@ STORED_FOR_ORIENTATION = {
 @pytest.mark.parametrize("suffix", [".tif", ".png", ".jpg", ".webp"])
 def test_every_orientation_tag_is_turned_upright(suffix: str, tmp_path: Path) -> None:
     """A scanner's uncompressed grey TIFF with orientation 5 to 8 came out scrambled (Pillow
-    memory-mapped its pixels at the turned size) and was read as another digit."""
+    memory-mapped its pixels at the turned size) and was read as another digit, from a file
+    and from a notebook's picture alike."""
     upright = Image.fromarray(255 - draw_large_digit(7, canvas_px=(180, 120), offset_px=(30, -10)))
     expected = load_digit(save(np.asarray(upright), tmp_path / "upright.png"))
     for orientation, stored in STORED_FOR_ORIENTATION.items():
@@ -157,8 +158,12 @@ def test_every_orientation_tag_is_turned_upright(suffix: str, tmp_path: Path) ->
             exif = Image.Exif()
             exif[0x0112] = orientation
             pixels.save(path, exif=exif, **({"quality": 95} if suffix == ".jpg" else {}))
-        difference = np.abs(load_digit(path).astype(int) - expected).mean()
-        assert difference < (3 if suffix in (".jpg", ".webp") else 0.5), (orientation, difference)
+        with Image.open(path) as picture:  # a notebook's picture, opened lazily
+            read = {"file": load_digit(path), "picture": load_digit(path, picture=picture)}
+            assert picture.filename == str(path)
+        for how, image in read.items():
+            difference = np.abs(image.astype(int) - expected).mean()
+            assert difference < (3 if suffix in (".jpg", ".webp") else 0.5), (orientation, how, difference)
 
 
 def test_preprocessing_is_close_to_the_clean_image_pixel_for_pixel(tmp_path: Path) -> None:
