@@ -87,13 +87,16 @@ class ImageStyle:
     of the cropped ink scaled to `side_px`, placed by its centre of mass or its box, and its
     stroke levels stretched so the strokes saturate (pen strokes) or kept (photos).
     `stroke_px`, where known, is the dataset's typical stroke width in its 28x28 frame:
-    thinner strokes (a pencil, a fine pen) are drawn thicker to it before scaling."""
+    thinner strokes (a pencil, a fine pen) are drawn thicker to it before scaling. With
+    `drops_rules`, an underline or a box drawn apart from the character is dropped: no
+    digit has a piece that passes the rest at both ends, as a letter's T bar or I's serifs do."""
 
     side_px: int
     by_centre_of_mass: bool
     saturate_ink: bool
     summary: str
     stroke_px: float | None = None
+    drops_rules: bool = False
 
 
 IMAGE_STYLES = {
@@ -103,8 +106,10 @@ IMAGE_STYLES = {
         20,
         True,
         True,
-        "the ink's longer side to 20 px, its centre of mass at the centre, thin strokes thickened",
+        "the ink's longer side to 20 px, its centre of mass at the centre, thin strokes thickened, "
+        "an underline or a box apart from it dropped",
         stroke_px=2.5,
+        drops_rules=True,
     ),
     "emnist": ImageStyle(
         26, False, True, "the ink's longer side to 26 px (a 2 px border at NIST's 128 px), centred"

@@ -109,6 +109,22 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels, int(np.count_nonzero(is_root))
 
 
+def component_boxes(labels: np.ndarray, count: int) -> np.ndarray:
+    """Each of `label_components`' regions' bounding box: row `label` holds top, bottom, left,
+    right (bottom and right one past the last pixel); row 0 is unused."""
+    rows, columns = np.nonzero(labels)
+    order = np.argsort(labels[rows, columns], kind="stable")
+    rows, columns = rows[order], columns[order]
+    starts = np.searchsorted(labels[rows, columns], np.arange(1, count + 1))
+    boxes = np.zeros((count + 1, 4), np.int64)
+    if count:
+        boxes[1:, 0] = np.minimum.reduceat(rows, starts)
+        boxes[1:, 1] = np.maximum.reduceat(rows, starts) + 1
+        boxes[1:, 2] = np.minimum.reduceat(columns, starts)
+        boxes[1:, 3] = np.maximum.reduceat(columns, starts) + 1
+    return boxes
+
+
 def _root(parent: list[int], node: int) -> int:
     """Union-find's root of `node`, halving the path on the way."""
     while parent[node] != node:

@@ -6,7 +6,8 @@ it in a 28x28 frame so that its centre of mass sits at pixel (14, 14). A photo o
 drawing looks nothing like that, so `preprocess_digit` finds the ink first: it finds the sheet
 in a photo of paper lying on a desk, turns a light page dark, measures the ink against the
 page's brightness under it (uneven shading and hard shadows alike), takes out faint ruled
-lines, drops what touches the border when the digit is elsewhere, crops to the ink and then
+lines, drops what touches the border when the digit is elsewhere and an underline or a box
+drawn apart from it, crops to the ink and then
 does what MNIST did. Other datasets made their images otherwise (`datasets.IMAGE_STYLES`,
 chosen by the checkpoint): EMNIST centred each character's box, nearly filling the frame;
 Fashion-MNIST scaled each product photo's longer side to 28 px, centred it and kept its
@@ -26,6 +27,7 @@ from PIL import Image
 from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE, IMAGE_STYLES, ImageStyle
 from mnistkit.errors import MnistkitError
 from mnistkit.morphology import (
+    component_boxes,
     cumulative_histogram,
     dilate_disc,
     erode,
@@ -111,6 +113,20 @@ SPECK_MAX_SPAN = 0.02
 # fraction of the picture's height or width, or weighs at least this fraction of that ink.
 DIGIT_MIN_SPAN = 0.25
 CLUTTER_MIN_DIGIT_MASS = 0.2
+# A piece of ink apart from the digit is a rule (an underline, a line to write on) when it is
+# at most this thick for its length, lies wholly on one side of the digit, reaches past the
+# digit at both ends by this fraction of the digit's extent, and is this many times thinner
+# than the digit is across it.
+RULE_MAX_THICKNESS = 0.1
+RULE_MIN_OVERHANG = 0.2
+RULE_DIGIT_THICKNESSES = 4
+# It is a frame (a form's box) when the digit lies inside it, this fraction of its pixels or
+# more lie along its box's sides, within this fraction of its shorter side (a box
+# photographed a few degrees askew), and each side is inked along this fraction of its
+# length or more.
+FRAME_MIN_ALONG_SIDES = 0.98
+FRAME_SIDE_BAND = 0.08
+FRAME_MIN_SIDE_INKED = 0.9
 
 
 class FoundDigit(NamedTuple):
@@ -135,6 +151,8 @@ def find_digit(gray: np.ndarray, source: str, style: ImageStyle = MNIST_STYLE) -
     when no ink stands out."""
     if style.saturate_ink:
         ink = _ink_map(gray, source)
+        if style.drops_rules:
+            ink = _without_rules(ink)
         if not ink.any():
             raise MnistkitError(f"{source}: blank image (only isolated specks, no stroke)")
         if _only_ruled_lines(ink > 0):
@@ -547,6 +565,98 @@ def _without_clutter(ink: np.ndarray, on_paper: np.ndarray | None) -> np.ndarray
     if span < DIGIT_MIN_SPAN and mass[~clutter].sum() < CLUTTER_MIN_DIGIT_MASS * mass[clutter].sum():
         return ink
     return np.where(clutter[labels], np.float32(0.0), ink)
+
+
+def _without_rules(ink: np.ndarray) -> np.ndarray:
+    """Drop underlines and boxes drawn apart from the digit (a form's field, a line to write
+    on): a straight line wholly on one side of the digit that reaches past it at both ends,
+    or a rectangle around it. A digit has neither, and would otherwise be shrunk into them
+    and read as another (mostly as 0, in a box). One that touches the digit is part of its
+    ink and stays. The digit is the ink that is no straight line (the lines that are left
+    of a thin box whose level sides were taken for ruled lines stand on both sides of it),
+    or, where all of it is, the rest of the ink (a 1 over its underline). Specks say nothing
+    of where the digit is."""
+    mask = ink > 0
+    if not _apart_or_framed(mask):  # most pictures: no need to tell the pieces apart
+        return ink
+    labels, count = label_components(mask)
+    if count < 2:
+        return ink
+    boxes = component_boxes(labels, count)
+    mass = np.bincount(labels.ravel(), ink.ravel(), count + 1)
+    kept = mass >= SPECK_FRACTION * mass.sum()
+    kept[0] = False
+    heights, widths = boxes[:, 1] - boxes[:, 0], boxes[:, 3] - boxes[:, 2]
+    straight = np.minimum(heights, widths) <= RULE_MAX_THICKNESS * np.maximum(heights, widths)
+    dropped = np.zeros(count + 1, bool)
+    while np.count_nonzero(kept) > 1:  # a box around an underlined digit: the box, then the line
+        for label in np.flatnonzero(kept):
+            others = kept & (np.arange(count + 1) != label)
+            digit = boxes[others & ~straight] if (others & ~straight).any() else boxes[others]
+            rest = np.array([digit[:, 0].min(), digit[:, 1].max(), digit[:, 2].min(), digit[:, 3].max()])
+            if _is_rule(boxes[label], rest) or _is_frame(labels == label, boxes[label], rest):
+                kept[label], dropped[label] = False, True
+                break
+        else:
+            break
+    return np.where(dropped[labels], np.float32(0.0), ink) if dropped.any() else ink
+
+
+def _is_rule(box: np.ndarray, rest: np.ndarray) -> bool:
+    """Whether a piece of ink boxed by `box` is a level or upright line beside the digit
+    (boxed by `rest`), longer than it at both ends; boxes are top, bottom, left, right."""
+    for along, across in (((2, 3), (0, 1)), ((0, 1), (2, 3))):  # a level line, an upright one
+        length = box[along[1]] - box[along[0]]
+        thickness = box[across[1]] - box[across[0]]
+        overhang = RULE_MIN_OVERHANG * (rest[along[1]] - rest[along[0]])
+        if (
+            thickness <= RULE_MAX_THICKNESS * length
+            and (box[across[0]] >= rest[across[1]] or box[across[1]] <= rest[across[0]])
+            and box[along[0]] <= rest[along[0]] - overhang
+            and box[along[1]] >= rest[along[1]] + overhang
+            and rest[across[1]] - rest[across[0]] >= RULE_DIGIT_THICKNESSES * thickness
+        ):
+            return True
+    return False
+
+
+def _is_frame(piece: np.ndarray, box: np.ndarray, rest: np.ndarray) -> bool:
+    """Whether `piece` (a mask), boxed by `box`, is a rectangle drawn around the digit, boxed
+    by `rest`."""
+    top, bottom, left, right = box.tolist()
+    if not (top < rest[0] and rest[1] < bottom and left < rest[2] and rest[3] < right):
+        return False
+    frame = piece[top:bottom, left:right]
+    band = _side_band(frame)
+    inner = frame[band:-band, band:-band]
+    if inner.size == 0 or np.count_nonzero(inner) > (1 - FRAME_MIN_ALONG_SIDES) * np.count_nonzero(frame):
+        return False
+    return _sides_inked(frame, band)
+
+
+def _apart_or_framed(mask: np.ndarray) -> bool:
+    """Whether some ink may be a rule or a frame: an empty row or column lies between pieces
+    of it, or the sides of its box are inked as a frame's are."""
+    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return False
+    if rows[-1] - rows[0] + 1 > rows.size or columns[-1] - columns[0] + 1 > columns.size:
+        return True
+    inked = mask[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
+    return _sides_inked(inked, _side_band(inked))
+
+
+def _side_band(frame: np.ndarray) -> int:
+    """How far in from its box's sides a frame's lines may lie: FRAME_SIDE_BAND of its shorter side."""
+    return max(1, round(FRAME_SIDE_BAND * min(frame.shape)))
+
+
+def _sides_inked(frame: np.ndarray, band: int) -> bool:
+    """Whether ink runs along each side of `frame`'s box, within `band` of it, over at least
+    FRAME_MIN_SIDE_INKED of the side's length."""
+    sides = (frame[:band].any(axis=0), frame[-band:].any(axis=0))
+    sides += (frame[:, :band].any(axis=1), frame[:, -band:].any(axis=1))
+    return all(side.mean() >= FRAME_MIN_SIDE_INKED for side in sides)
 
 
 def _fit_and_centre(ink: np.ndarray, style: ImageStyle) -> np.ndarray:
