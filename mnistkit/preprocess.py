@@ -113,10 +113,13 @@ SPECK_MAX_SPAN = 0.02
 # fraction of the picture's height or width, or weighs at least this fraction of that ink.
 DIGIT_MIN_SPAN = 0.25
 CLUTTER_MIN_DIGIT_MASS = 0.2
+# Pieces are told apart by their strokes' cores too, ink of at least this level: the soft
+# edges of a box a few pixels from the digit join the two.
 # A piece of ink apart from the digit is a rule (an underline, a line to write on) when it is
 # at most this thick for its length, lies wholly on one side of the digit, reaches past the
 # digit at both ends by this fraction of the digit's extent, and is this many times thinner
 # than the digit is across it.
+RULE_CORE_INK = 0.5
 RULE_MAX_THICKNESS = 0.1
 RULE_MIN_OVERHANG = 0.2
 RULE_DIGIT_THICKNESSES = 4
@@ -572,23 +575,34 @@ def _without_rules(ink: np.ndarray) -> np.ndarray:
     on): a straight line wholly on one side of the digit that reaches past it at both ends,
     or a rectangle around it. A digit has neither, and would otherwise be shrunk into them
     and read as another (mostly as 0, in a box). One that touches the digit is part of its
-    ink and stays. The digit is the ink that is no straight line (the lines that are left
-    of a thin box whose level sides were taken for ruled lines stand on both sides of it),
-    or, where all of it is, the rest of the ink (a 1 over its underline). Specks say nothing
-    of where the digit is."""
-    mask = ink > 0
-    if not _apart_or_framed(mask):  # most pictures: no need to tell the pieces apart
-        return ink
-    labels, count = label_components(mask)
+    ink and stays. Pieces are told apart by all their ink, then, where nothing was dropped,
+    by their strokes' cores alone (soft edges join a box a few pixels from the digit to it)."""
+    for pieces in (ink > 0, ink >= RULE_CORE_INK):
+        if not _apart_or_framed(pieces):  # most pictures: no need to tell the pieces apart
+            continue
+        labels, count = label_components(pieces)
+        dropped = _rules_and_frames(labels, count, ink)
+        if dropped.any():
+            gone = dropped[labels]  # and the soft edges along them
+            edges = square_extreme(gone, 2 * STROKE_EDGE_PX + 1, np.maximum) & ~(pieces & ~gone)
+            return np.where(edges, np.float32(0.0), ink)
+    return ink
+
+
+def _rules_and_frames(labels: np.ndarray, count: int, ink: np.ndarray) -> np.ndarray:
+    """Which of `labels`' pieces are rules or frames, by label. The digit is the ink that is
+    no straight line (the lines that are left of a thin box whose level sides were taken for
+    ruled lines stand on both sides of it), or, where all of it is, the rest of the ink (a 1
+    over its underline). Specks say nothing of where the digit is."""
+    dropped = np.zeros(count + 1, bool)
     if count < 2:
-        return ink
+        return dropped
     boxes = component_boxes(labels, count)
     mass = np.bincount(labels.ravel(), ink.ravel(), count + 1)
     kept = mass >= SPECK_FRACTION * mass.sum()
     kept[0] = False
     heights, widths = boxes[:, 1] - boxes[:, 0], boxes[:, 3] - boxes[:, 2]
     straight = np.minimum(heights, widths) <= RULE_MAX_THICKNESS * np.maximum(heights, widths)
-    dropped = np.zeros(count + 1, bool)
     while np.count_nonzero(kept) > 1:  # a box around an underlined digit: the box, then the line
         for label in np.flatnonzero(kept):
             others = kept & (np.arange(count + 1) != label)
@@ -599,7 +613,7 @@ def _without_rules(ink: np.ndarray) -> np.ndarray:
                 break
         else:
             break
-    return np.where(dropped[labels], np.float32(0.0), ink) if dropped.any() else ink
+    return dropped
 
 
 def _is_rule(box: np.ndarray, rest: np.ndarray) -> bool:
