@@ -471,12 +471,12 @@ def config_from_options(
                 f"run to {seed + members - 1}, past {MAX_SEED}"
             )
         options["seeds"] = tuple(range(seed, seed + members))
+    if options.get("model", base.model) == "logreg" and options.get("activation"):  # a preset's too
+        raise MnistkitError(
+            f"{setting('activation')} has no effect on {setting('model', 'logreg')}, "
+            "which has no hidden layers"
+        )
     if options.get("model") == "logreg":
-        if options.get("activation"):
-            raise MnistkitError(
-                f"{setting('activation')} has no effect on {setting('model', 'logreg')}, "
-                "which has no hidden layers"
-            )
         options.setdefault("hidden", ())
     if "channels" in options:  # another number of conv layers: the per-layer lists follow it
         layers = len(options["channels"])
@@ -497,6 +497,8 @@ def config_from_options(
         )
     if model != "cnn":  # a CNN preset's batch norm goes with its convolutions
         options.setdefault("batch_norm", False)
+    if model != "mlp":  # and an MLP preset's linear last layer (embedding's) with its hidden layers
+        options.setdefault("linear_last_hidden", False)
     if model == "mlp" and "hidden" not in options and not base.hidden:  # else TrainConfig says why
         raise MnistkitError(
             f"{setting('model', 'mlp')} needs hidden layers (the {name} preset has none): "

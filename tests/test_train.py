@@ -306,6 +306,7 @@ def test_embedding_preset_spreads_digits_over_a_linear_two_unit_layer(
             "--model mlp needs hidden layers (the logreg preset has none)",
         ),
         (["--model", "logreg", "--activation", "tanh"], "--activation has no effect on --model logreg"),
+        (["--preset", "logreg", "--activation", "tanh"], "--activation has no effect on --model logreg"),
         (["--model", "cnn", "--linear-last-hidden"], "--linear-last-hidden needs --model mlp"),
         (["--model", "cnn", "--pools", "0,2"], "--pools: expected comma-separated 0s and 1s, got '0,2'"),
         (["--hidden", "12,,3"], "--hidden: an empty item in '12,,3'"),
@@ -334,6 +335,21 @@ def test_options_that_would_be_ignored_or_harmful_are_errors(
     result = run_train(synthetic_npz, "-o", tmp_path / "m.safetensors", *options)
     assert result.exit_code == 1 and result.stderr.startswith(f"Error: {expected}"), result.output
     assert not (tmp_path / "m.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    ("preset", "model", "dropped"),
+    [("embedding", "logreg", {"hidden": (), "linear_last_hidden": False}), ("embedding", "cnn", {})],
+)
+def test_another_model_leaves_the_presets_settings_that_only_its_own_model_has(
+    preset: str, model: str, dropped: dict
+) -> None:
+    """`--preset embedding --model logreg` said `--linear-last-hidden needs --model mlp`, a
+    setting the user never gave: an MLP preset's linear last layer goes with its hidden layers."""
+    config = config_from_options(preset, {"model": model})
+    assert config.model == model and not config.linear_last_hidden
+    for name, value in dropped.items():
+        assert getattr(config, name) == value
 
 
 @pytest.mark.parametrize(
