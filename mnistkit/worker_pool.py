@@ -170,9 +170,10 @@ class WorkerPool:
         traceback."""
         with interrupts.deferred():
             for worker in self._workers:
-                if worker.process.exitcode is None:  # not reaped: its pid is no other process's
+                if worker.process.exitcode is None:  # not reaped by this process
                     worker.process.terminate()
-                    os.kill(worker.process.pid, signal.SIGCONT)
+                    with contextlib.suppress(ProcessLookupError):  # a forkserver reaped it at SIGTERM
+                        os.kill(worker.process.pid, signal.SIGCONT)
             for worker in self._workers:
                 worker.process.join(END_WAIT_S)
                 if worker.process.exitcode is None:
