@@ -15,6 +15,7 @@ import io
 import json
 import os
 import select
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -28,6 +29,9 @@ from mnistkit.images import FRAME_PX, load_digit
 from mnistkit.inputs import what_file_is
 
 CHUNK_SIZE = 256
+# A chunk read in this process is handed on in pieces, one as soon as this long has passed
+# since the last: the rows of large pictures come as they are read, not a chunk's worth at once.
+PIECE_S = 0.2
 # How often a wait for stdin's next paths looks for a held Ctrl-C or SIGTERM, as a wait for
 # the workers does.
 SIGNAL_POLL_S = worker_pool.SIGNAL_POLL_S
@@ -183,6 +187,19 @@ def _load_chunk(paths: list[str], preprocess: bool, style: str) -> list[LoadedDi
     return [load_one(path, preprocess, style) for path in paths]
 
 
+def _loaded_here(paths: list[str], preprocess: bool, style: str) -> Iterator[list[LoadedDigit]]:
+    """`paths` read in this process, in pieces of what was read within PIECE_S."""
+    piece: list[LoadedDigit] = []
+    started = time.monotonic()
+    for path in paths:
+        piece.append(load_one(path, preprocess, style))
+        if time.monotonic() - started >= PIECE_S:
+            yield piece
+            piece, started = [], time.monotonic()
+    if piece:
+        yield piece
+
+
 def _encoded_paths(paths: list[str]) -> bytes:
     """A chunk of paths as a worker gets it: their bytes, NUL between them."""
     return b"\0".join(os.fsencode(path) for path in paths)
@@ -235,7 +252,7 @@ def load_digits(
             upcoming = None if wait else next(chunks, None)
             last = upcoming is None and not wait
             if chunk and pool is None and (workers < 2 or last or (wait and len(chunk) <= workers)):
-                yield _load_chunk(chunk, preprocess, style)  # alone, or a few before a wait: here
+                yield from _loaded_here(chunk, preprocess, style)  # alone, or a few before a wait
             elif chunk:
                 if pool is None:
                     pool = _start_pool(workers, preprocess, style)
