@@ -88,8 +88,8 @@ class ImageStyle:
     stroke levels stretched so the strokes saturate (pen strokes) or kept (photos).
     `stroke_px`, where known, is the dataset's typical stroke width in its 28x28 frame:
     thinner strokes (a pencil, a fine pen) are drawn thicker to it before scaling. With
-    `drops_rules`, an underline or a box drawn apart from the character is dropped: no
-    digit has a piece that passes the rest at both ends, as a letter's T bar or I's serifs do."""
+    `drops_rules`, an underline or a box drawn apart from the character is dropped: a digit
+    seldom has a piece well past the rest at both ends, as a letter's T bar or I's serifs are."""
 
     side_px: int
     by_centre_of_mass: bool

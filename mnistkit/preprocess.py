@@ -113,20 +113,26 @@ SPECK_MAX_SPAN = 0.02
 # fraction of the picture's height or width, or weighs at least this fraction of that ink.
 DIGIT_MIN_SPAN = 0.25
 CLUTTER_MIN_DIGIT_MASS = 0.2
-# Pieces are told apart by their strokes' cores too, ink of at least this level: the soft
-# edges of a box a few pixels from the digit join the two.
-# A piece of ink apart from the digit is a rule (an underline, a line to write on) when it is
-# at most this thick for its length, lies wholly on one side of the digit, reaches past the
-# digit at both ends by this fraction of the digit's extent, and is this many times thinner
-# than the digit is across it.
+# Pieces of ink are told apart by all of it, and then by their strokes' cores alone, ink of at
+# least this level: the soft edges of a box a few pixels from the digit join the two.
 RULE_CORE_INK = 0.5
+# A piece apart from the digit is a rule (an underline, a line to write on) when it is at most
+# this thick for its length, lies wholly on one side of the digit, reaches past it at both ends
+# by this fraction of the digit's size, is this many times thinner than the digit is across
+# it, and lies at least this fraction of the digit's extent across it away, unless it is under
+# the digit. Lines alongside it at least this fraction as long are no part of the digit.
 RULE_MAX_THICKNESS = 0.1
 RULE_MIN_OVERHANG = 0.2
 RULE_DIGIT_THICKNESSES = 4
-# It is a frame (a form's box) when the digit lies inside it, this fraction of its pixels or
-# more lie along its box's sides, within this fraction of its shorter side (a box
-# photographed a few degrees askew), and each side is inked along this fraction of its
-# length or more.
+RULE_MIN_GAP = 0.15
+RULE_ALONGSIDE = 0.8
+# Rows and columns holding no more inked pixels than this are gaps between pieces of ink (a
+# speck between a digit and its line).
+RULE_SPECK_PX = 2
+# A piece is a frame (a form's box) when the digit lies inside it, this fraction of its pixels
+# or more lie along its box's sides, within this fraction of its shorter side (a box
+# photographed a few degrees askew), and each side is inked along this fraction of its length
+# or more.
 FRAME_MIN_ALONG_SIDES = 0.98
 FRAME_SIDE_BAND = 0.08
 FRAME_MIN_SIDE_INKED = 0.9
@@ -573,11 +579,12 @@ def _without_clutter(ink: np.ndarray, on_paper: np.ndarray | None) -> np.ndarray
 def _without_rules(ink: np.ndarray) -> np.ndarray:
     """Drop underlines and boxes drawn apart from the digit (a form's field, a line to write
     on): a straight line wholly on one side of the digit that reaches past it at both ends,
-    or a rectangle around it. A digit has neither, and would otherwise be shrunk into them
-    and read as another (mostly as 0, in a box). One that touches the digit is part of its
-    ink and stays. Pieces are told apart by all their ink, then, where nothing was dropped,
-    by their strokes' cores alone (soft edges join a box a few pixels from the digit to it)."""
-    for pieces in (ink > 0, ink >= RULE_CORE_INK):
+    or a rectangle around it. A digit seldom has either, and would otherwise be shrunk into
+    them and read as another (mostly as 0, in a box). One that touches the digit is part of
+    its ink and stays. Pieces are told apart by all their ink, then by their strokes' cores
+    alone (soft edges join a box a few pixels from the digit to it)."""
+    for cores in (False, True):
+        pieces = ink >= RULE_CORE_INK if cores else ink > 0
         if not _apart_or_framed(pieces):  # most pictures: no need to tell the pieces apart
             continue
         labels, count = label_components(pieces)
@@ -585,30 +592,42 @@ def _without_rules(ink: np.ndarray) -> np.ndarray:
         if dropped.any():
             gone = dropped[labels]  # and the soft edges along them
             edges = square_extreme(gone, 2 * STROKE_EDGE_PX + 1, np.maximum) & ~(pieces & ~gone)
-            return np.where(edges, np.float32(0.0), ink)
+            ink = np.where(edges, np.float32(0.0), ink)
     return ink
 
 
 def _rules_and_frames(labels: np.ndarray, count: int, ink: np.ndarray) -> np.ndarray:
     """Which of `labels`' pieces are rules or frames, by label. The digit is the ink that is
-    no straight line (the lines that are left of a thin box whose level sides were taken for
-    ruled lines stand on both sides of it), or, where all of it is, the rest of the ink (a 1
-    over its underline). Specks say nothing of where the digit is."""
+    no straight line (the upright sides left of a thin box whose level sides were taken for
+    ruled lines stand on both sides of it), or, where all of it is, the other lines but those
+    alongside the one in question and nearly as long (a 1 between two ruled lines). Specks
+    say nothing of where the digit is."""
     dropped = np.zeros(count + 1, bool)
     if count < 2:
         return dropped
     boxes = component_boxes(labels, count)
     mass = np.bincount(labels.ravel(), ink.ravel(), count + 1)
+    mass[0] = 0.0  # the soft edges around cores
     kept = mass >= SPECK_FRACTION * mass.sum()
     kept[0] = False
     heights, widths = boxes[:, 1] - boxes[:, 0], boxes[:, 3] - boxes[:, 2]
-    straight = np.minimum(heights, widths) <= RULE_MAX_THICKNESS * np.maximum(heights, widths)
+    lengths, level = np.maximum(heights, widths), widths >= heights
+    straight = np.minimum(heights, widths) <= RULE_MAX_THICKNESS * lengths
     while np.count_nonzero(kept) > 1:  # a box around an underlined digit: the box, then the line
         for label in np.flatnonzero(kept):
-            others = kept & (np.arange(count + 1) != label)
-            digit = boxes[others & ~straight] if (others & ~straight).any() else boxes[others]
-            rest = np.array([digit[:, 0].min(), digit[:, 1].max(), digit[:, 2].min(), digit[:, 3].max()])
-            if _is_rule(boxes[label], rest) or _is_frame(labels == label, boxes[label], rest):
+            others = kept.copy()
+            others[label] = False
+            if (others & ~straight).any():
+                digit = others & ~straight
+            else:
+                alongside = straight & (level == level[label]) & (lengths >= RULE_ALONGSIDE * lengths[label])
+                digit = others & ~alongside
+            if not digit.any():
+                continue
+            rest = np.array(
+                [boxes[digit, 0].min(), boxes[digit, 1].max(), boxes[digit, 2].min(), boxes[digit, 3].max()]
+            )
+            if _is_rule(boxes[label], rest) or _is_frame(labels, label, boxes[label], rest):
                 kept[label], dropped[label] = False, True
                 break
         else:
@@ -618,29 +637,39 @@ def _rules_and_frames(labels: np.ndarray, count: int, ink: np.ndarray) -> np.nda
 
 def _is_rule(box: np.ndarray, rest: np.ndarray) -> bool:
     """Whether a piece of ink boxed by `box` is a level or upright line beside the digit
-    (boxed by `rest`), longer than it at both ends; boxes are top, bottom, left, right."""
+    (boxed by `rest`), past it at both ends and, unless it is under it, not close to it (a
+    4's upright stroke written apart from the rest stops short of it); boxes are top, bottom,
+    left, right."""
+    size = max(rest[1] - rest[0], rest[3] - rest[2])
     for along, across in (((2, 3), (0, 1)), ((0, 1), (2, 3))):  # a level line, an upright one
         length = box[along[1]] - box[along[0]]
         thickness = box[across[1]] - box[across[0]]
-        overhang = RULE_MIN_OVERHANG * (rest[along[1]] - rest[along[0]])
+        digit_across = rest[across[1]] - rest[across[0]]
+        if box[across[0]] >= rest[across[1]]:  # under or right of the digit
+            gap = box[across[0]] - rest[across[1]]
+            underline = across == (0, 1)
+        elif box[across[1]] <= rest[across[0]]:  # over or left of it
+            gap, underline = rest[across[0]] - box[across[1]], False
+        else:
+            continue
         if (
             thickness <= RULE_MAX_THICKNESS * length
-            and (box[across[0]] >= rest[across[1]] or box[across[1]] <= rest[across[0]])
-            and box[along[0]] <= rest[along[0]] - overhang
-            and box[along[1]] >= rest[along[1]] + overhang
-            and rest[across[1]] - rest[across[0]] >= RULE_DIGIT_THICKNESSES * thickness
+            and box[along[0]] <= rest[along[0]] - RULE_MIN_OVERHANG * size
+            and box[along[1]] >= rest[along[1]] + RULE_MIN_OVERHANG * size
+            and digit_across >= RULE_DIGIT_THICKNESSES * thickness
+            and (underline or gap >= RULE_MIN_GAP * digit_across)
         ):
             return True
     return False
 
 
-def _is_frame(piece: np.ndarray, box: np.ndarray, rest: np.ndarray) -> bool:
-    """Whether `piece` (a mask), boxed by `box`, is a rectangle drawn around the digit, boxed
-    by `rest`."""
+def _is_frame(labels: np.ndarray, label: int, box: np.ndarray, rest: np.ndarray) -> bool:
+    """Whether the piece `label`, boxed by `box`, is a rectangle drawn around the digit,
+    boxed by `rest`."""
     top, bottom, left, right = box.tolist()
     if not (top < rest[0] and rest[1] < bottom and left < rest[2] and rest[3] < right):
         return False
-    frame = piece[top:bottom, left:right]
+    frame = labels[top:bottom, left:right] == label
     band = _side_band(frame)
     inner = frame[band:-band, band:-band]
     if inner.size == 0 or np.count_nonzero(inner) > (1 - FRAME_MIN_ALONG_SIDES) * np.count_nonzero(frame):
@@ -649,10 +678,11 @@ def _is_frame(piece: np.ndarray, box: np.ndarray, rest: np.ndarray) -> bool:
 
 
 def _apart_or_framed(mask: np.ndarray) -> bool:
-    """Whether some ink may be a rule or a frame: an empty row or column lies between pieces
-    of it, or the sides of its box are inked as a frame's are."""
-    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
+    """Whether some ink may be a rule or a frame: a row or column with no more than a speck
+    of ink lies between pieces of it, or the sides of its box are inked as a frame's are."""
+    rows = np.flatnonzero(np.count_nonzero(mask, axis=1) > RULE_SPECK_PX)
+    columns = np.flatnonzero(np.count_nonzero(mask, axis=0) > RULE_SPECK_PX)
+    if rows.size == 0 or columns.size == 0:
         return False
     if rows[-1] - rows[0] + 1 > rows.size or columns[-1] - columns[0] + 1 > columns.size:
         return True

@@ -172,17 +172,53 @@ def test_a_box_or_an_underline_apart_from_the_digit_is_dropped(mark: str, model,
     assert list(model.predict_probabilities(np.stack(marked)).argmax(axis=1)) == list(range(10))
 
 
-def test_a_piece_of_the_digit_that_does_not_reach_past_it_at_both_ends_stays() -> None:
-    """A 7's bar written apart from its stem lies above it like an underline's mirror, but it
-    ends where the stem begins: only a line longer than the digit at both ends is a rule."""
-    ink = np.zeros((120, 120), np.float32)
-    ink[20:25, 25:76] = 1.0  # the bar
-    for row in range(32, 100):  # the stem, from under the bar's right end down to the left
-        column = 72 - (row - 32) // 2
-        ink[row, column - 2 : column + 3] = 1.0
+def _strokes(
+    *boxes: tuple[int, int, int, int], diagonal: tuple[int, int, int, int] | None = None
+) -> np.ndarray:
+    """Ink of upright rectangles (top, bottom, left, right) and a diagonal stroke 5 px wide
+    from (row, column) to (row, column), on a 200 px square."""
+    ink = np.zeros((200, 200), np.float32)
+    for top, bottom, left, right in boxes:
+        ink[top:bottom, left:right] = 1.0
+    if diagonal is not None:
+        (row0, column0, row1, column1) = diagonal
+        for row in range(min(row0, row1), max(row0, row1)):
+            column = round(column0 + (column1 - column0) * (row - row0) / (row1 - row0))
+            ink[row, column - 2 : column + 3] = 1.0
+    return ink
+
+
+@pytest.mark.parametrize(
+    "ink",
+    [
+        pytest.param(
+            _strokes((20, 25, 25, 76), diagonal=(32, 72, 100, 38)), id="a 7's bar over a slanted stem"
+        ),
+        pytest.param(_strokes((20, 25, 25, 76), (32, 100, 68, 73)), id="a 7's bar just past an upright stem"),
+        pytest.param(
+            _strokes((70, 74, 20, 70), (5, 110, 76, 81), diagonal=(20, 50, 70, 20)),
+            id="a 4's upright stroke written apart, past the rest at both ends",
+        ),
+    ],
+)
+def test_a_piece_of_a_digit_written_apart_from_the_rest_stays(ink: np.ndarray) -> None:
+    """A 7's bar passes its upright stem by a pixel or two, and a 4's upright stroke the rest
+    of the 4 at both ends: only a line well past the digit at both ends (a fifth of its size)
+    and, unless it is under the digit, not close to it is a rule."""
     np.testing.assert_array_equal(preprocess._without_rules(ink), ink)
-    ink[20:25, 76:96] = 1.0  # the same bar drawn on far past the stem: an overline, dropped
-    assert not preprocess._without_rules(ink)[20:25].any()
+
+
+def test_lines_on_both_sides_of_a_1_are_dropped() -> None:
+    """A 1 in a thin box whose level sides were taken out as ruled lines: every piece is a
+    straight line, and each side line is told from the digit by the 1, not by the other."""
+    one = _strokes((50, 150, 96, 104))
+    ink = one + _strokes((5, 195, 5, 7), (5, 195, 193, 195))
+    np.testing.assert_array_equal(preprocess._without_rules(ink), one)
+
+
+def test_an_overline_far_past_the_digit_is_dropped() -> None:
+    bar, stem = _strokes((20, 25, 5, 120)), _strokes(diagonal=(45, 72, 120, 38))
+    np.testing.assert_array_equal(preprocess._without_rules(bar + stem), stem)
 
 
 def test_a_letters_bar_apart_from_its_stem_stays_in_emnists_style() -> None:
@@ -190,10 +226,10 @@ def test_a_letters_bar_apart_from_its_stem_stays_in_emnists_style() -> None:
     would: letters keep every piece (only digit styles drop rules)."""
     page = np.ones((200, 200), np.float32)
     page[40:48, 40:160] = 0.0  # the bar
-    page[60:170, 96:104] = 0.0  # the stem, apart from it
+    page[80:170, 96:104] = 0.0  # the stem, well apart from it
     emnist = preprocess.find_digit(page, "T", IMAGE_STYLES["emnist"])
     assert emnist.box[0] <= 40 and emnist.pixels[:5].any()
-    assert preprocess.find_digit(page, "T", IMAGE_STYLES["mnist"]).box[0] >= 60
+    assert preprocess.find_digit(page, "T", IMAGE_STYLES["mnist"]).box[0] >= 80  # an overline there
 
 
 @pytest.mark.slow
