@@ -2,7 +2,8 @@
 input order.
 
 Images are decoded and preprocessed in a process pool once there are more than a
-chunk of them (one image pays no pool start-up), in bounded chunks so that memory
+chunk of them, or once reading them here has taken HAND_OFF_S (one image pays no pool
+start-up, a few large pictures still get every core), in bounded chunks so that memory
 stays flat for any number of inputs read from stdin. predict and eval share this;
 numpy and Pillow only.
 """
@@ -16,7 +17,7 @@ import json
 import os
 import select
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -32,6 +33,9 @@ CHUNK_SIZE = 256
 # A chunk read in this process is handed on in pieces, one as soon as this long has passed
 # since the last: the rows of large pictures come as they are read, not a chunk's worth at once.
 PIECE_S = 0.2
+# Pictures read here for this long (large ones, slow to decode) hand the rest of their chunk
+# to the workers: starting them costs milliseconds (a forkserver's, a few tenths of a second).
+HAND_OFF_S = 0.5
 # How often a wait for stdin's next paths looks for a held Ctrl-C or SIGTERM, as a wait for
 # the workers does.
 SIGNAL_POLL_S = worker_pool.SIGNAL_POLL_S
@@ -187,17 +191,26 @@ def _load_chunk(paths: list[str], preprocess: bool, style: str) -> list[LoadedDi
     return [load_one(path, preprocess, style) for path in paths]
 
 
-def _loaded_here(paths: list[str], preprocess: bool, style: str) -> Iterator[list[LoadedDigit]]:
-    """`paths` read in this process, in pieces of what was read within PIECE_S."""
+def _loaded_here(
+    paths: list[str], preprocess: bool, style: str, hand_off: bool
+) -> Generator[list[LoadedDigit], None, list[str]]:
+    """`paths` read in this process, in pieces of what was read within PIECE_S. With
+    `hand_off`, reading stops once it has taken HAND_OFF_S and two or more paths are left;
+    returns the paths not read."""
     piece: list[LoadedDigit] = []
-    started = time.monotonic()
-    for path in paths:
+    started = piece_started = time.monotonic()
+    for index, path in enumerate(paths):
         piece.append(load_one(path, preprocess, style))
-        if time.monotonic() - started >= PIECE_S:
+        now = time.monotonic()
+        if hand_off and now - started >= HAND_OFF_S and len(paths) - index > 2:
             yield piece
-            piece, started = [], time.monotonic()
+            return paths[index + 1 :]
+        if now - piece_started >= PIECE_S:
+            yield piece
+            piece, piece_started = [], now
     if piece:
         yield piece
+    return []
 
 
 def _encoded_paths(paths: list[str]) -> bytes:
@@ -238,13 +251,14 @@ def load_digits(
     chunk before it is yielded before stdin is waited for; while more paths come, they are
     read as the workers work.
 
-    At most two chunks per worker are in flight, so memory does not grow with the
-    number of paths.
+    A chunk goes to the workers in 2 x `workers` parts, so that they share its last chunk
+    evenly. In flight are at most two chunks' paths per worker and one chunk more, so memory
+    does not grow with the number of paths.
     """
     workers = worker_pool.count() if workers is None else workers
     chunks = _chunked(paths, chunk_size)
     pool = None
-    in_flight: collections.deque[tuple[list[str], int]] = collections.deque()  # chunks and tickets
+    in_flight: collections.deque[tuple[list[str], int]] = collections.deque()  # parts and tickets
     try:
         upcoming = next(chunks, None)
         while upcoming is not None:
@@ -252,12 +266,16 @@ def load_digits(
             upcoming = None if wait else next(chunks, None)
             last = upcoming is None and not wait
             if chunk and pool is None and (workers < 2 or last or (wait and len(chunk) <= workers)):
-                yield from _loaded_here(chunk, preprocess, style)  # alone, or a few before a wait
-            elif chunk:
+                # Alone, or a few before a wait; what reading here leaves goes to the workers.
+                chunk = yield from _loaded_here(chunk, preprocess, style, hand_off=workers >= 2)
+            if chunk:
                 if pool is None:
                     pool = _start_pool(workers, preprocess, style)
-                in_flight.append((chunk, pool.submit(_encoded_paths(chunk))))
-                while len(in_flight) >= 2 * workers:
+                part_size = -(-len(chunk) // (2 * workers))
+                for start in range(0, len(chunk), part_size):
+                    part = chunk[start : start + part_size]
+                    in_flight.append((part, pool.submit(_encoded_paths(part))))
+                while sum(len(part) for part, _ in in_flight) >= 2 * workers * chunk_size:
                     yield _oldest_answer(pool, in_flight)
             if wait:
                 while in_flight:  # each chunk done before stdin's next paths come: its rows now
@@ -274,7 +292,7 @@ def load_digits(
 
 
 def _oldest_answer(pool: worker_pool.WorkerPool, in_flight: collections.deque) -> list[LoadedDigit]:
-    """The images of the oldest chunk in flight, waited for."""
+    """The images of the oldest part in flight, waited for."""
     chunk, ticket = in_flight.popleft()
     return _decoded_chunk(chunk, pool.result(ticket))
 

@@ -4,7 +4,8 @@ Prints, for the issue's targets (one PNG in at most 0.3 s wall; at least 1,000 i
 for 10,000 people-sized PNGs; peak memory flat from 1,000 to 20,000 images on stdin):
 
 - wall time of `mnistkit predict CKPT one.png`, median of several runs, for an MLP and a CNN;
-- throughput of predict over 10,000 PNGs of a few hundred pixels;
+- throughput of predict over 10,000 PNGs of a few hundred pixels, and over 60 scans of
+  2,000 pixels (too few for a chunk: read where they are slow to read, on every core);
 - peak RSS of predict with 1,000 and 20,000 paths on stdin (the largest single process);
 - throughput of `mnistkit eval` on 60,000 training images.
 
@@ -87,6 +88,21 @@ def people_pngs(folder: Path, count: int) -> list[Path]:
     return paths
 
 
+def large_pngs(folder: Path, count: int) -> list[Path]:
+    """Grainy colour scans, 2,000 pixels square: each about 12 MB of pixels to decode."""
+    grain = np.random.default_rng(0).integers(-8, 9, (2000, 2000, 1), dtype=np.int16)
+    font = ImageFont.load_default(size=1200)
+    paths = []
+    for index in range(count):
+        page = Image.new("RGB", (2000, 2000), (235, 232, 225))
+        ImageDraw.Draw(page).text((500, 300), str(index % 10), fill=(40, 40, 90), font=font)
+        pixels = (np.asarray(page, np.int16) + grain).clip(0, 255).astype(np.uint8)
+        path = folder / f"large-{index:03d}.png"
+        Image.fromarray(pixels).save(path, compress_level=1)  # quick to write, as slow to read
+        paths.append(path)
+    return paths
+
+
 @dataclass
 class Run:
     wall_s: float
@@ -139,6 +155,7 @@ def main() -> None:
     parser.add_argument(
         "--images", type=positive_int, default=10_000, help="PNG files for the throughput run"
     )
+    parser.add_argument("--large", type=positive_int, default=60, help="2,000 px scans for their run")
     options = parser.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     rows = []
@@ -157,6 +174,10 @@ def main() -> None:
             )
         run = run_process([*predict, str(checkpoints["mlp"]), *paths])
         rows.append((f"predict {len(paths):,} PNG arguments, mlp", throughput(len(paths), run)))
+        print(f"writing {options.large} scans of 2,000 px ...", file=sys.stderr)
+        scans = [str(path) for path in large_pngs(folder / "images", options.large)]
+        run = run_process([*predict, str(checkpoints["mlp"]), *scans])
+        rows.append((f"predict {len(scans)} 2,000 px PNG arguments, mlp", throughput(len(scans), run)))
         for count in (1_000, 20_000):
             listing = "".join(f"{paths[i % len(paths)]}\n" for i in range(count))
             run = run_process([*predict, str(checkpoints["mlp"]), "-"], listing)
