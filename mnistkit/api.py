@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import inspect
 import io
 import operator
@@ -47,6 +46,7 @@ from mnistkit.arrays import (
     load_arrays,
     named_if_unnamed,
     names_dataset,
+    on_light_paper,
     save_arrays,
     too_faint,
 )
@@ -67,6 +67,7 @@ from mnistkit.image_files import LoadedDigit, load_one
 from mnistkit.inputs import input_path
 from mnistkit.mirrors import DEFAULT_CACHE_DIR, MIRROR_ENV, mirror_list, split_mirrors
 from mnistkit.predict import Prediction, predict_loaded, predict_paths
+from mnistkit.terms import check_keywords
 from mnistkit.worker_pool import workers_fork
 
 __all__ = [
@@ -165,7 +166,8 @@ def _image_batch(images: np.ndarray) -> np.ndarray:
             what = "None" if given is None else f"a {type(given).__name__}"
         raise TypeError(f"{expected}, not {what}; {to_predict_images}")
     check_finite(images, "images", ValueError)
-    if images.shape == IMAGE_SHAPE:
+    given_one = images.shape == IMAGE_SHAPE
+    if given_one:
         images = images[None]
     if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE or images.dtype != np.uint8:
         hints = image_fixes(images)
@@ -180,6 +182,14 @@ def _image_batch(images: np.ndarray) -> np.ndarray:
     faint = too_faint(images)
     if faint:
         raise ValueError(f"expected pixels 0-255, got {faint[0]} (give {faint[1]})")
+    light = on_light_paper(images)
+    if light:
+        which = "the image" if given_one else f"image {light[0]}"
+        raise ValueError(
+            f"{which} is dark on light paper (its edge averages {light[1]:.0f} of 255), where MNIST's "
+            "are light ink on black: give 255 - images, or mnistkit.predict_images(model, images), "
+            "which prepares pictures as people draw them"
+        )
     return images
 
 
@@ -216,7 +226,7 @@ def load_dataset(
     is; files published for another dataset are refused by their content."""
     from mnistkit.idx import idx_files, read_mnist_dir
 
-    _check_keywords(download_options, _DOWNLOAD_KEYWORDS, "load_dataset()")
+    check_keywords(download_options, _DOWNLOAD_KEYWORDS, "load_dataset()")
     input_path(folder, "a folder")
     if Path(folder).is_file():
         raise ValueError(f"{folder} is a file: give the folder that holds it, or read it with load_arrays")
@@ -234,7 +244,7 @@ def load_dataset(
 def load_mnist(folder: str | os.PathLike[str] = "data", **download_options: Any) -> dict[str, np.ndarray]:
     """MNIST's four arrays, downloaded to `folder`/raw and parsed to `folder`/mnist.npz the
     first time, read from there after (the same files `make all` uses)."""
-    _check_keywords(download_options, _DOWNLOAD_KEYWORDS, "load_mnist()")
+    check_keywords(download_options, _DOWNLOAD_KEYWORDS, "load_mnist()")
     return load_dataset(DEFAULT_DATASET, folder, **download_options)
 
 
@@ -352,7 +362,8 @@ def train(
         if verbose:
             print(message, file=sys.stderr, flush=True)
 
-    _check_keywords(options, _TRAIN_KEYWORDS, "train()", _TRAIN_PARAMETERS)
+    check_keywords(options, _TRAIN_KEYWORDS, "train()", _TRAIN_PARAMETERS)
+    _check_train_call(arrays, config)
     if isinstance(config, str):
         if preset not in (None, config):
             raise ValueError(
@@ -409,6 +420,27 @@ def train(
         log(f"interrupted: {stop.outcome}")
         raise
     return Model(result.checkpoint, result.history)
+
+
+def _check_train_call(arrays: Any, config: Any) -> None:
+    """The arguments of `train(arrays, config)` in the places where they go: a preset named
+    first read as a missing file, and a preset's entry, a dict or a number as the config broke
+    inside training with an AttributeError."""
+    call = "train(arrays, preset)"
+    if isinstance(arrays, str) and arrays in PRESETS and not os.path.exists(arrays):
+        raise TypeError(f"{call}: the arrays come first, then the preset: train(arrays, {arrays!r})")
+    if config is None or isinstance(config, str | TrainConfig):
+        return
+    named = [name for name, preset in PRESETS.items() if preset is config]
+    if named:
+        fix = f"name it: train(arrays, {named[0]!r})"
+    elif isinstance(config, Mapping):
+        fix = "settings go as keywords: train(arrays, **settings)"
+    else:
+        fix = "as train(arrays, 'fast'), or train(arrays, 'mlp', epochs=3)"
+    kind = type(config).__name__
+    article = "an" if kind[0] in "aeiouAEIOU" else "a"
+    raise TypeError(f"{call}: the preset is a name or a TrainConfig, not {article} {kind}; {fix}")
 
 
 _TRAIN_PARAMETERS = tuple(
@@ -616,33 +648,7 @@ def evaluate(
     return evaluation
 
 
-def _check_keywords(
-    options: Mapping[str, Any], known: Sequence[str], call: str, named: Sequence[str] = ()
-) -> None:
-    """A misspelt keyword (`epoch=3`, `learning_rate=0.1`, `verbos=False`) refused before any
-    work, as Python refuses one, with the keyword likely meant among those `options` may hold
-    (`known`) and the call's `named` parameters."""
-    candidates = (*known, *named)
-    for name in options:
-        if name not in known:
-            likely = [meant for meant in _LIKELY_MEANT.get(name, ()) if meant in candidates]
-            guess = next(iter(likely or difflib.get_close_matches(name, candidates, n=1)), None)
-            meant = f"; did you mean {guess}=?{_MEANING.get(guess, '')}" if guess else ""
-            raise TypeError(f"{call} got an unexpected keyword argument {name!r}{meant}")
-
-
 _TRAIN_KEYWORDS = (*(field.name for field in dataclasses.fields(TrainConfig)), "ensemble", "digits")
-_LIKELY_MEANT = {  # names other libraries use
-    "learning_rate": ("lr",),
-    "num_epochs": ("epochs",),
-    "n_epochs": ("epochs",),
-    "hidden_sizes": ("hidden",),
-    "n": ("count",),
-    "num": ("count",),
-    "validation_split": ("val_size",),  # Keras' fraction
-    "val_split": ("val_size",),
-}
-_MEANING = {"val_size": " (a number of training images, as val_size=5000, not a fraction)"}
 
 
 def _classes_named(options: dict[str, Any]) -> dict[str, Any]:
@@ -663,7 +669,7 @@ def draw_samples(
     (options as the command's: split, select, count, classes, columns, scale, seed)."""
     from mnistkit.render import SampleOptions, samples_picture
 
-    _check_keywords(
+    check_keywords(
         options, (*(field.name for field in dataclasses.fields(SampleOptions)), "digits"), "draw_samples()"
     )
     sample_options = SampleOptions(**_classes_named(options))

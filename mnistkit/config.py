@@ -19,7 +19,7 @@ from typing import Any
 from mnistkit.architectures import ACTIVATIONS, MAX_ENSEMBLE_MEMBERS, MODEL_KINDS, MODELS, cnn_shrink_problem
 from mnistkit.datasets import DEFAULT_DATASET
 from mnistkit.errors import MnistkitError
-from mnistkit.terms import setting
+from mnistkit.terms import check_keywords, setting
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "warmup-cosine", "one-cycle", "epoch-cycles")
@@ -67,6 +67,11 @@ class TrainConfig:
     seed: int = 0
     seeds: tuple[int, ...] = ()  # an ensemble: one member per seed, trained at once
 
+    def __new__(cls, *args: Any, **settings: Any) -> TrainConfig:
+        """A misspelt setting (`epoch=3`) gets the one likely meant, as `train` gives it."""
+        check_keywords(settings, [field.name for field in dataclasses.fields(cls)], "TrainConfig()")
+        return super().__new__(cls)
+
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):  # from Python: epochs=np.int64(3), lr=1, seed="1"
             if field.name not in TUPLE_SETTINGS:
@@ -95,6 +100,12 @@ class TrainConfig:
         if any(width < 1 for width in self.hidden):
             raise MnistkitError(
                 f"{setting('hidden')}: layer widths must be positive, got {_listed(self.hidden)}"
+            )
+        if self.model == "logreg" and self.hidden == self.__dataclass_fields__["hidden"].default:
+            raise MnistkitError(  # TrainConfig(model="logreg"): the defaults are the mlp preset's
+                f"{setting('model', 'logreg')} has no hidden layers, and {setting('hidden', self.hidden)} "
+                f"is the mlp preset's default: give {setting('hidden', ())} too, or name the preset, "
+                'as train(arrays, "logreg")'
             )
         if self.model == "logreg" and self.hidden:
             raise MnistkitError(

@@ -89,16 +89,20 @@ def held_for_stop(function: Callable[..., Any]) -> Callable[..., Any]:
         if threading.current_thread() is not threading.main_thread() or previous is _on_signal:
             return function(*args, **kwargs)
         previous_hook, outer = sys.unraisablehook, _deferring
-        signal.signal(signal.SIGINT, _on_signal)
+        # Held before the handler is ours, and given back before it is not: a second Stop landing
+        # between the two raised from this wrapper and left the notebook with mnistkit's handler.
         sys.unraisablehook, _deferring = _quiet_when_swallowed, True
+        signal.signal(signal.SIGINT, _on_signal)
         try:
             return function(*args, **kwargs)
         except Interrupted:
             raise KeyboardInterrupt from None
         finally:
-            _deferring = outer
-            _held_signals.clear()
-            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
-            sys.unraisablehook = previous_hook
+            try:
+                signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+            finally:  # a Stop from here on is the caller's KeyboardInterrupt, raised past this
+                _deferring = outer
+                _held_signals.clear()
+                sys.unraisablehook = previous_hook
 
     return held

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator
+import difflib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 _UNSET = object()
 _on_command_line = contextvars.ContextVar("mnistkit_command_line_terms", default=False)
@@ -68,3 +70,31 @@ def _as_typed(value: object) -> str:
     if isinstance(value, tuple | list):
         return ",".join(_as_typed(item) for item in value)
     return str(value)
+
+
+def check_keywords(
+    options: Mapping[str, Any], known: Sequence[str], call: str, named: Sequence[str] = ()
+) -> None:
+    """A misspelt keyword (`epoch=3`, `learning_rate=0.1`, `verbos=False`) refused before any
+    work, as Python refuses one, with the keyword likely meant among those `options` may hold
+    (`known`) and the call's `named` parameters."""
+    candidates = (*known, *named)
+    for name in options:
+        if name not in known:
+            likely = [meant for meant in _LIKELY_MEANT.get(name, ()) if meant in candidates]
+            guess = next(iter(likely or difflib.get_close_matches(name, candidates, n=1)), None)
+            meant = f"; did you mean {guess}=?{_MEANING.get(guess, '')}" if guess else ""
+            raise TypeError(f"{call} got an unexpected keyword argument {name!r}{meant}")
+
+
+_LIKELY_MEANT = {  # names other libraries use
+    "learning_rate": ("lr",),
+    "num_epochs": ("epochs",),
+    "n_epochs": ("epochs",),
+    "hidden_sizes": ("hidden",),
+    "n": ("count",),
+    "num": ("count",),
+    "validation_split": ("val_size",),  # Keras' fraction
+    "val_split": ("val_size",),
+}
+_MEANING = {"val_size": " (a number of training images, as val_size=5000, not a fraction)"}
