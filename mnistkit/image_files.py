@@ -252,34 +252,39 @@ def load_digits(
     read as the workers work.
 
     A chunk goes to the workers in 2 x `workers` parts, so that they share its last chunk
-    evenly. In flight are at most two chunks' paths per worker and one chunk more, so memory
-    does not grow with the number of paths.
+    evenly, and comes back whole (its rows at once, as few matrix products in this process as
+    whole chunks take: each product's idle BLAS threads spin against the workers); what large
+    pictures leave from reading here comes back part by part. In flight are at most two
+    chunks' paths per worker and one chunk more, so memory does not grow with the number of
+    paths.
     """
     workers = worker_pool.count() if workers is None else workers
     chunks = _chunked(paths, chunk_size)
     pool = None
-    in_flight: collections.deque[tuple[list[str], int]] = collections.deque()  # parts and tickets
+    # Groups of parts, each part's paths with its ticket: a group's images are yielded together.
+    in_flight: collections.deque[list[tuple[list[str], int]]] = collections.deque()
     try:
         upcoming = next(chunks, None)
         while upcoming is not None:
             chunk, wait = upcoming
             upcoming = None if wait else next(chunks, None)
             last = upcoming is None and not wait
-            if chunk and pool is None and (workers < 2 or last or (wait and len(chunk) <= workers)):
+            read_here = pool is None and (workers < 2 or last or (wait and len(chunk) <= workers))
+            if chunk and read_here:
                 # Alone, or a few before a wait; what reading here leaves goes to the workers.
                 chunk = yield from _loaded_here(chunk, preprocess, style, hand_off=workers >= 2)
             if chunk:
                 if pool is None:
                     pool = _start_pool(workers, preprocess, style)
-                part_size = -(-len(chunk) // (2 * workers))
-                for start in range(0, len(chunk), part_size):
-                    part = chunk[start : start + part_size]
-                    in_flight.append((part, pool.submit(_encoded_paths(part))))
-                while sum(len(part) for part, _ in in_flight) >= 2 * workers * chunk_size:
+                parts = _submitted(pool, chunk, 2 * workers)
+                in_flight.extend([[part] for part in parts] if read_here else [parts])
+                while (
+                    sum(len(paths) for group in in_flight for paths, _ in group) >= 2 * workers * chunk_size
+                ):
                     yield _oldest_answer(pool, in_flight)
             if wait:
                 while in_flight:  # each chunk done before stdin's next paths come: its rows now
-                    if pool.done(in_flight[0][1]):
+                    if all(pool.done(ticket) for _, ticket in in_flight[0]):
                         yield _oldest_answer(pool, in_flight)
                     elif wait.ready(SIGNAL_POLL_S):
                         break  # more paths: read them while the workers work
@@ -291,10 +296,20 @@ def load_digits(
             pool.close()
 
 
+def _submitted(pool: worker_pool.WorkerPool, paths: list[str], parts: int) -> list[tuple[list[str], int]]:
+    """`paths` handed to the workers in `parts` parts as equal as can be, each with its ticket."""
+    size = -(-len(paths) // parts)
+    return [
+        (paths[start : start + size], pool.submit(_encoded_paths(paths[start : start + size])))
+        for start in range(0, len(paths), size)
+    ]
+
+
 def _oldest_answer(pool: worker_pool.WorkerPool, in_flight: collections.deque) -> list[LoadedDigit]:
-    """The images of the oldest part in flight, waited for."""
-    chunk, ticket = in_flight.popleft()
-    return _decoded_chunk(chunk, pool.result(ticket))
+    """The images of the oldest group of parts in flight, waited for."""
+    return [
+        digit for paths, ticket in in_flight.popleft() for digit in _decoded_chunk(paths, pool.result(ticket))
+    ]
 
 
 def _start_pool(workers: int, preprocess: bool, style: str) -> worker_pool.WorkerPool:

@@ -217,7 +217,7 @@ def test_load_digits_with_a_worker_killed_stops_with_one_error_and_leaves_no_wor
     digit = tmp_path / "digit.png"
     Image.fromarray(synthetic_arrays(1, 1)["test_images"][0]).save(digit)
     chunks = load_digits([str(digit)] * 40, workers=2, chunk_size=4)
-    assert len(next(chunks)) == 1  # a chunk goes to 2 workers in 4 parts
+    assert len(next(chunks)) == 4
     pool = chunks.gi_frame.f_locals["pool"]
     os.kill(pool._workers[0].process.pid, signal.SIGKILL)
     with pytest.raises(MnistkitError, match="killed by SIGKILL"):
