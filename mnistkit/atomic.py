@@ -234,14 +234,12 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
         permissions = 0o666 & ~_umask()
     made = make_output_folder(path.parent)
     remove_stale_temp_files(path)
+    temp_name = None
     try:
-        fd, temp_name = tempfile.mkstemp(
-            prefix=f"{_temp_prefix(path)}{os.getpid()}.", suffix=".tmp", dir=path.parent
-        )
-    except OSError as error:
-        _remove_empty(made)
-        raise describe_write_error(path, error) from None
-    try:
+        with interrupts.deferred():  # a Ctrl-C as the temp file is made, before it is named here, left it
+            fd, temp_name = tempfile.mkstemp(
+                prefix=f"{_temp_prefix(path)}{os.getpid()}.", suffix=".tmp", dir=path.parent
+            )
         with os.fdopen(fd, mode, encoding=encoding, errors=errors) as handle:
             yield handle
             handle.flush()
@@ -249,24 +247,29 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
         os.chmod(temp_name, permissions)
         os.replace(temp_name, path)
     except BaseException as error:
-        with contextlib.suppress(OSError):
-            os.unlink(temp_name)
+        if temp_name is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temp_name)
         _remove_empty(made)
-        if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
+        if isinstance(error, OSError) and (temp_name is None or error.errno in WRITE_ERRNOS):
             raise describe_write_error(path, error) from None
         raise
     _fsync_directory(path.parent)
 
 
 @contextlib.contextmanager
-def taken_back_on_failure(paths: list[Path]) -> Iterator[list[Path]]:
+def taken_back_on_failure(files: list[Path], folders: list[Path] | None = None) -> Iterator[list[Path]]:
     """Files written one by one (each atomically) that stand or fall together: those in
-    `paths` when the block fails, a full disk or Ctrl-C, are removed."""
+    `files` when the block fails, a full disk or Ctrl-C, are removed, then those of `folders`
+    (made for them, deepest first) that are empty by then. A path goes in before its file is
+    written: a Ctrl-C right after the write would otherwise leave the file."""
     try:
-        yield paths
+        yield files
     except BaseException:
-        for path in paths:
-            path.unlink(missing_ok=True)
+        for path in files:
+            with contextlib.suppress(IsADirectoryError, PermissionError):  # a folder in its place
+                path.unlink(missing_ok=True)
+        _remove_empty(folders or [])
         raise
 
 

@@ -1208,10 +1208,13 @@ def render_samples_command(
     model_name = str(checkpoint_path) if checkpoint_path else ""  # as given, as eval names them
     grid, indices = samples_picture(arrays, sample_options, checkpoint, str(data), model_name)
     split = sample_options.split
-    with taken_back_on_failure([]) as exported:  # a picture that cannot be written takes its digits along
+    exported, written, folders = [], [], []
+    with taken_back_on_failure(written, folders):  # a picture that cannot be written takes its digits along
         if export_dir is not None:
             images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-            exported += export_digits(images, labels, indices, export_dir, class_names(arrays))
+            exported = export_digits(
+                images, labels, indices, export_dir, class_names(arrays), written, folders
+            )
         save_picture(grid.image, output)
     names = class_names(arrays)
     noun = "digit" if named_by_digits(range(len(names)), names) else "image"

@@ -247,11 +247,16 @@ def export_digits(
     indices: np.ndarray,
     directory: Path,
     names: Sequence[str] = DIGIT_NAMES,
+    written: list[Path] | None = None,
+    folders: list[Path] | None = None,
 ) -> list[Path]:
     """Each image as its own 28x28 grayscale PNG, ready for predict: `{index:05d}-label{digit}.png`,
     or `{index:05d}-label{label}-{name}.png` for classes named otherwise than by their label;
-    all of them, or none if one fails."""
-    make_output_folder(directory)
+    all of them, or none if one fails. Each file goes into `written` as it is written, and the
+    folders made for them into `folders`: a caller's taken_back_on_failure lists, that stand
+    or fall with more files (this call's own without them)."""
+    written = [] if written is None else written
+    folders = [] if folders is None else folders
     paths = [
         directory
         / (
@@ -261,10 +266,11 @@ def export_digits(
         )
         for index in indices
     ]
-    with taken_back_on_failure([]) as written:
+    with taken_back_on_failure(written, folders):
+        folders += make_output_folder(directory)
         for index, path in zip(indices, paths, strict=True):
-            save_picture(Image.fromarray(images[index]), path)
             written.append(path)
+            save_picture(Image.fromarray(images[index]), path)
     return paths
 
 
@@ -306,6 +312,8 @@ def samples_picture(
 ) -> tuple[DigitGrid, np.ndarray]:
     """The digit grid `render-samples` draws, and the indices of the digits in it."""
     images, labels = arrays[f"{options.split}_images"], arrays[f"{options.split}_labels"]
+    if len(labels) == 0:  # as eval refuses it; a picture of none looked like a model with no mistakes
+        raise MnistkitError(f"{data_name}: no {options.split} images to show")
     names = class_names(arrays)
     eligible = np.ones(len(labels), bool)
     if options.classes:

@@ -228,3 +228,38 @@ def test_stdout_that_takes_part_of_a_write_is_given_the_rest(monkeypatch) -> Non
     data = bytes(range(256)) * 40
     write_bytes_atomic("-", data)
     assert bytes(raw.taken) == data
+
+
+CTRL_C_AS_THE_TEMP_FILE_IS_MADE = """
+import os, signal, sys, tempfile
+from mnistkit import interrupts
+from mnistkit.atomic import atomic_write
+from mnistkit.errors import Interrupted
+
+make = tempfile.mkstemp
+
+def made_then_stopped(*args, **kwargs):  # Ctrl-C lands as mkstemp returns
+    made = make(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGINT)
+    return made
+
+tempfile.mkstemp = made_then_stopped
+interrupts.install()
+try:
+    with atomic_write(sys.argv[1]) as handle:
+        handle.write(b"never")
+except Interrupted:
+    print("stopped")
+"""
+
+
+def test_ctrl_c_as_the_temp_file_is_made_leaves_no_temp_file(tmp_path: Path) -> None:
+    """The temp file existed before atomic_write had its name: a Ctrl-C in between left it."""
+    result = subprocess.run(
+        [sys.executable, "-c", CTRL_C_AS_THE_TEMP_FILE_IS_MADE, str(tmp_path / "out.bin")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout == "stopped\n", result.stderr
+    assert list(tmp_path.iterdir()) == []
