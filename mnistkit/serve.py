@@ -156,7 +156,7 @@ def _names_this_machine(name: str) -> bool:
     """Whether a Host header's name is this machine: localhost, its host name, or a loopback
     address (127.0.0.2 too). A page elsewhere reaches a loopback server under its own
     domain's name (DNS rebinding), never one of these."""
-    name = name.lower()
+    name = name.lower().removesuffix(".")  # localhost. : the same name, fully qualified
     if name in LOOPBACK_NAMES or name == socket.gethostname().lower():
         return True
     try:
@@ -405,8 +405,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def _checked_path(self) -> str | None:
         """The URL's path; None (after answering 403) when the Host header names another site,
-        which is how a page elsewhere would reach a loopback server (DNS rebinding)."""
-        host = self.headers.get("Host")
+        which is how a page elsewhere would reach a loopback server (DNS rebinding), or (after
+        a 400) when there are two."""
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) > 1:  # RFC 9112: the first and the last would name different sites to different readers
+            self._send_error_json(HTTPStatus.BAD_REQUEST, "a request has one Host header")
+            return None
+        host = hosts[0] if hosts else None
         if self.server.loopback_only and host is not None:
             name = host[: host.index("]") + 1] if host.startswith("[") and "]" in host else host.split(":")[0]
             if not _names_this_machine(name):

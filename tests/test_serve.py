@@ -495,8 +495,13 @@ def test_a_foreign_host_header_is_refused(server: DigitServer) -> None:
         "LOCALHOST",
         "127.0.1.1",
         socket.gethostname(),
+        f"localhost.:{port}",
     ):
-        assert call(server, "GET", "/healthz", headers={"Host": host})[0] == 200
+        assert call(server, "GET", "/healthz", headers={"Host": host})[0] == 200, host
+    for hosts in ((f"127.0.0.1:{port}", "attacker.example"), ("attacker.example", f"127.0.0.1:{port}")):
+        lines = "".join(f"Host: {host}\r\n" for host in hosts)
+        answer = raw_exchange(server, f"GET /healthz HTTP/1.1\r\n{lines}Connection: close\r\n\r\n".encode())
+        assert status_of(answer) == 400 and b"one Host header" in answer, answer
     for foreign in ("127.0.0.1.attacker.example", "localhost.example", f"[::2]:{port}", "10.0.0.1"):
         assert call(server, "GET", "/healthz", headers={"Host": foreign})[0] == 403, foreign
 
