@@ -199,22 +199,6 @@ def too_faint(images: np.ndarray, name: str = "images") -> tuple[str, str] | Non
     return f"only pixels 0 to {high}", f"({name} * (255 / {high})).round().astype(np.uint8)"
 
 
-# The brightest mean of an image's outer two pixels in the datasets' own images (a coat that
-# fills Fashion-MNIST's frame: 137 of 255); dark ink drawn on white is near 255 there.
-LIGHT_PAPER_EDGE = 192
-
-
-def on_light_paper(images: np.ndarray) -> tuple[int, float] | None:
-    """The first of uint8 images (N, 28, 28) drawn dark on light paper, as a person draws a
-    digit, and the mean of its outer two pixels; or None. Every dataset's images are light on
-    black, and a model reads the others as confident nonsense."""
-    edge = np.ones(images.shape[1:], bool)
-    edge[2:-2, 2:-2] = False
-    means = images[:, edge].mean(axis=1) if images.size else np.zeros(0)
-    light = np.flatnonzero(means > LIGHT_PAPER_EDGE)
-    return (int(light[0]), float(means[light[0]])) if light.size else None
-
-
 def check_finite(images: np.ndarray, name: str, error: type[Exception] = MnistkitError) -> None:
     """Refuse NaN and infinite pixels before any fix is offered: every cast to uint8 would
     turn them into some pixel unnoticed, and min and max would not be numbers. `error` is

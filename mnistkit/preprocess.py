@@ -311,8 +311,13 @@ def _object_map(gray: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
     if backdrop > 0.5:
         gray, backdrop = np.float32(1.0) - gray, 1.0 - backdrop
     shades = np.clip(gray - np.float32(backdrop), 0.0, 1.0)
-    rank = shades.size * 99 // 100
-    if float(np.partition(shades.ravel(), rank)[rank]) < MIN_INK_CONTRAST:
+    ranked = np.partition(shades.ravel(), (shades.size * 99 // 100, shades.size * 999 // 1000))
+    if float(ranked[shades.size * 99 // 100]) < MIN_INK_CONTRAST:
+        if float(ranked[shades.size * 999 // 1000]) >= MIN_INK_CONTRAST:  # a small object, far away
+            raise MnistkitError(
+                f"{source}: blank image (what stands out from the background is under 1% of it; "
+                "crop the picture to the object)"
+            )
         raise MnistkitError(f"{source}: blank image (nothing stands out from the background)")
     mask = _remove_isolated_pixels((shades > otsu_threshold(shades) / 2).astype(np.float32)) > 0
     if not mask.any():

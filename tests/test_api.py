@@ -517,11 +517,19 @@ def test_pictures_take_paths_as_the_other_functions_do(
     )
 
 
-STOP_INSIDE_A_GC_CALLBACK = """
+# A notebook's kernel takes Stop as KeyboardInterrupt; a process started in the background by a
+# shell that is not interactive (`make test &`) starts with SIGINT ignored.
+NOTEBOOK_STOP = "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+
+STOP_INSIDE_A_GC_CALLBACK = (
+    """
 import gc, os, signal, sys
 import numpy as np
 import mnistkit
 from mnistkit import training
+"""
+    + NOTEBOOK_STOP
+    + """
 
 rng = np.random.default_rng(0)
 arrays = {}
@@ -557,6 +565,7 @@ options = dict(hidden=(16,), epochs=2, output=sys.argv[1], dataset="mnist")
 model = mnistkit.train(arrays, "mlp", verbose=False, **options)
 print("then", len(model.history), "epochs")
 """
+)
 
 
 def test_the_notebooks_stop_is_never_swallowed_by_jax(tmp_path: Path) -> None:
@@ -576,10 +585,14 @@ def test_the_notebooks_stop_is_never_swallowed_by_jax(tmp_path: Path) -> None:
     assert "Exception ignored" not in result.stderr and "Traceback" not in result.stderr
 
 
-A_SECOND_STOP_AS_TRAIN_ENDS = """
+A_SECOND_STOP_AS_TRAIN_ENDS = (
+    """
 import os, signal
 from mnistkit import interrupts
 from mnistkit.errors import Interrupted
+"""
+    + NOTEBOOK_STOP
+    + """
 
 set_handler = signal.signal
 
@@ -603,6 +616,7 @@ signal.signal = set_handler
 handler_back = signal.getsignal(signal.SIGINT) is signal.default_int_handler
 print(handler_back, interrupts._deferring, interrupts._held_signals)
 """
+)
 
 
 def test_a_second_stop_as_train_ends_leaves_the_notebook_its_own_handler() -> None:

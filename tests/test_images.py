@@ -822,6 +822,21 @@ def test_clothes_already_as_fashion_mnist_makes_them_are_read_as_they_are(tmp_pa
     assert not np.array_equal(loaded, on_backdrop) and loaded.min() == 0
 
 
+def test_a_small_object_far_away_is_told_apart_from_an_empty_photo(tmp_path: Path) -> None:
+    """A clothes model said a 95 px square on a 1000 px photo (0.9% of it) was blank, as if
+    nothing were there: it asks for the object to cover 1% of the picture, and now says so."""
+    photo = np.full((1000, 1000), 230, np.uint8)
+    empty = save(photo, tmp_path / "empty.png")
+    photo[400:495, 400:495] = 20
+    far = save(photo, tmp_path / "far.png")
+    with pytest.raises(MnistkitError, match=r"blank image \(nothing stands out from the background\)$"):
+        load_digit(empty, style="fashion-mnist")
+    with pytest.raises(MnistkitError, match=r"is under 1% of it; crop the picture to the object\)$"):
+        load_digit(far, style="fashion-mnist")
+    cropped = save(photo[300:600, 300:600], tmp_path / "cropped.png")
+    assert load_digit(cropped, style="fashion-mnist").max() >= 200  # its shade, as Fashion-MNIST keeps it
+
+
 @pytest.mark.parametrize("change", ["moved", "smaller", "faint"])
 def test_a_28x_28_digit_not_as_mnist_makes_them_is_prepared(change: str, tmp_path: Path) -> None:
     prepared = preprocess_digit(draw_large_digit(3).astype(np.float32) / 255, "drawn")

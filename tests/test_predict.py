@@ -340,6 +340,20 @@ def test_no_preprocess_takes_28x28_and_names_other_sizes(large_digit_model: Path
     )
 
 
+def test_no_preprocess_refuses_a_digit_drawn_dark_on_white(large_digit_model: Path, tmp_path: Path) -> None:
+    """A person's own 28x28 drawing is black on white: with --no-preprocess it was read as it
+    is, inverted to MNIST's eyes, and given a confident wrong digit."""
+    drawn = tmp_path / "drawn.png"
+    Image.fromarray(255 - draw_large_digit(3, glyph_px=18, canvas_px=(28, 28), stroke_px=2)).save(drawn)
+    result = run("predict", large_digit_model, drawn, "--no-preprocess")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == (
+        f"{drawn}: image is dark on light paper (its edge averages 255 of 255), where --no-preprocess "
+        "takes MNIST-style light ink on black (leave it out to have the picture prepared)\n"
+    )
+    assert run("predict", large_digit_model, drawn).stdout.startswith(f"{drawn}\t3\t")
+
+
 def test_output_digits_are_the_checkpoints_classes(tmp_path: Path, digit_files: list[Path]) -> None:
     architecture = {"model": "logreg", "num_classes": 2}
     params = {name: np.zeros(shape, np.float32) for name, shape in param_shapes(architecture).items()}
