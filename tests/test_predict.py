@@ -543,40 +543,35 @@ def test_every_worker_gets_a_share_of_the_last_chunk(
     assert sizes == [2, 2, 2, 2, 1, 1]
 
 
-def test_pictures_slow_to_read_here_go_to_the_workers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Fewer pictures than a chunk were all read in this process, on one core: 60 large PNGs
-    took as long with two cores as with one."""
+@pytest.fixture
+def slow_digit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A digit's path that takes as long to read as a large picture's (60 ms)."""
     digit = tmp_path / "digit.png"
     Image.fromarray(255 - draw_large_digit(3)).save(digit)
     read = image_files.load_one
 
-    def slowly(*args, **kwargs):  # a large picture's decoding
+    def slowly(*args, **kwargs):
         time.sleep(0.06)
         return read(*args, **kwargs)
 
     monkeypatch.setattr(image_files, "load_one", slowly)
+    return str(digit)
+
+
+def test_pictures_slow_to_read_here_go_to_the_workers(
+    slow_digit: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fewer pictures than a chunk were all read in this process, on one core: 60 large PNGs
+    took as long with two cores as with one."""
     monkeypatch.setattr(image_files, "HAND_OFF_S", 0.1)
     sizes = _parts_sent(monkeypatch)
-    loaded = [item for chunk in load_digits([str(digit)] * 12, workers=2) for item in chunk]
+    loaded = [item for chunk in load_digits([slow_digit] * 12, workers=2) for item in chunk]
     assert len(loaded) == 12 and all(item.image is not None for item in loaded)
     assert len(sizes) == 4 and 2 <= sum(sizes) <= 10, sizes  # the rest, in a part for each of 2 x 2
 
 
-def test_pictures_read_in_this_process_come_in_pieces_as_they_are_read(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_pictures_read_in_this_process_come_in_pieces_as_they_are_read(slow_digit: str) -> None:
     """Fewer pictures than a chunk are read here, one after another: 200 paths to 3000 px PNGs
     gave their rows all at once, after 11.7 s, where `| head -1` waited for every one."""
-    digit = tmp_path / "digit.png"
-    Image.fromarray(255 - draw_large_digit(3)).save(digit)
-    read = image_files.load_one
-
-    def slowly(*args, **kwargs):  # a large picture's decoding
-        time.sleep(0.06)
-        return read(*args, **kwargs)
-
-    monkeypatch.setattr(image_files, "load_one", slowly)
-    sizes = [len(chunk) for chunk in load_digits([str(digit)] * 12, workers=1)]
+    sizes = [len(chunk) for chunk in load_digits([slow_digit] * 12, workers=1)]
     assert sum(sizes) == 12 and len(sizes) >= 2 and sizes[0] < 12, sizes
