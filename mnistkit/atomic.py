@@ -95,6 +95,7 @@ def remove_stale_temp_files(path: Path) -> None:
 
 
 STDOUT = "-"
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)  # a link planted at a temp file's name is not followed
 PIPE_READER_POLL_S = 0.05  # how often a write into a named pipe looks for its reader
 
 
@@ -225,8 +226,6 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
                 raise describe_write_error(Path(path), error) from None
             raise
         return
-    import tempfile  # here, not at the top: it costs predict's startup 7 ms when nothing is written
-
     path = _followed_link(Path(path))
     try:
         permissions = stat.S_IMODE(os.stat(path).st_mode) & 0o777
@@ -234,12 +233,18 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
         permissions = 0o666 & ~_umask()
     made = make_output_folder(path.parent)
     remove_stale_temp_files(path)
-    temp_name = None
+    temp_name = fd = None
     try:
-        with interrupts.deferred():  # a Ctrl-C as the temp file is made, before it is named here, left it
-            fd, temp_name = tempfile.mkstemp(
-                prefix=f"{_temp_prefix(path)}{os.getpid()}.", suffix=".tmp", dir=path.parent
-            )
+        # Named before it is made: a Ctrl-C landing as mkstemp made one, before it said its
+        # name, left the file.
+        for _ in range(100):
+            temp_name = _temp_name(path)
+            with contextlib.suppress(FileExistsError):
+                fd = os.open(temp_name, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o600)
+                break
+        else:
+            temp_name = None  # each name tried was another writer's
+            raise FileExistsError(errno.EEXIST, "no free name for a temp file")
         with os.fdopen(fd, mode, encoding=encoding, errors=errors) as handle:
             yield handle
             handle.flush()
@@ -251,10 +256,16 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
             with contextlib.suppress(OSError):
                 os.unlink(temp_name)
         _remove_empty(made)
-        if isinstance(error, OSError) and (temp_name is None or error.errno in WRITE_ERRNOS):
+        if isinstance(error, OSError) and (fd is None or error.errno in WRITE_ERRNOS):
             raise describe_write_error(path, error) from None
         raise
     _fsync_directory(path.parent)
+
+
+def _temp_name(path: Path) -> str:
+    """A temp file's name beside `path`: `.NAME.PID.RANDOM.tmp`, so that one left by a writer
+    that died is known to `remove_stale_temp_files`."""
+    return str(path.parent / f"{_temp_prefix(path)}{os.getpid()}.{os.urandom(4).hex()}.tmp")
 
 
 @contextlib.contextmanager

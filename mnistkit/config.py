@@ -9,6 +9,7 @@ settings in a blink, and a notebook can build a config before anything heavy is 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import numbers
 import operator
@@ -19,7 +20,7 @@ from typing import Any
 from mnistkit.architectures import ACTIVATIONS, MAX_ENSEMBLE_MEMBERS, MODEL_KINDS, MODELS, cnn_shrink_problem
 from mnistkit.datasets import DEFAULT_DATASET
 from mnistkit.errors import MnistkitError
-from mnistkit.terms import check_keywords, setting
+from mnistkit.terms import check_keywords, on_command_line, setting
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "warmup-cosine", "one-cycle", "epoch-cycles")
@@ -101,7 +102,8 @@ class TrainConfig:
             raise MnistkitError(
                 f"{setting('hidden')}: layer widths must be positive, got {_listed(self.hidden)}"
             )
-        if self.model == "logreg" and self.hidden == self.__dataclass_fields__["hidden"].default:
+        default_hidden = self.hidden == self.__dataclass_fields__["hidden"].default
+        if self.model == "logreg" and default_hidden and not on_command_line():
             raise MnistkitError(  # TrainConfig(model="logreg"): the defaults are the mlp preset's
                 f"{setting('model', 'logreg')} has no hidden layers, and {setting('hidden', self.hidden)} "
                 f"is the mlp preset's default: give {setting('hidden', ())} too, or name the preset, "
@@ -196,6 +198,11 @@ class TrainConfig:
         if unknown:
             raise MnistkitError(f"unknown training settings: {', '.join(unknown)}")
         return cls(**values)  # JSON's lists, and `digits`' numbers, become tuples in __post_init__
+
+
+# help(TrainConfig) and a notebook's hints list the settings, not __new__'s (*args, **settings).
+_SETTINGS = inspect.signature(TrainConfig.__init__)
+TrainConfig.__signature__ = _SETTINGS.replace(parameters=list(_SETTINGS.parameters.values())[1:])
 
 
 @dataclass(frozen=True)

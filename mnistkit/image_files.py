@@ -198,16 +198,18 @@ def _loaded_here(
     `hand_off`, reading stops once it has taken HAND_OFF_S and two or more paths are left;
     returns the paths not read."""
     piece: list[LoadedDigit] = []
-    started = piece_started = time.monotonic()
+    reading_s, piece_started = 0.0, time.monotonic()  # the caller's time between pieces is not reading
     for index, path in enumerate(paths):
+        began = time.monotonic()
         piece.append(load_one(path, preprocess, style))
         now = time.monotonic()
-        if hand_off and now - started >= HAND_OFF_S and len(paths) - index > 2:
+        reading_s += now - began
+        if hand_off and reading_s >= HAND_OFF_S and len(paths) - index > 2:
             yield piece
             return paths[index + 1 :]
         if now - piece_started >= PIECE_S:
             yield piece
-            piece, piece_started = [], now
+            piece, piece_started = [], time.monotonic()
     if piece:
         yield piece
     return []

@@ -89,11 +89,13 @@ def held_for_stop(function: Callable[..., Any]) -> Callable[..., Any]:
         if threading.current_thread() is not threading.main_thread() or previous is _on_signal:
             return function(*args, **kwargs)
         previous_hook, outer = sys.unraisablehook, _deferring
-        # Held before the handler is ours, and given back before it is not: a second Stop landing
-        # between the two raised from this wrapper and left the notebook with mnistkit's handler.
-        sys.unraisablehook, _deferring = _quiet_when_swallowed, True
-        signal.signal(signal.SIGINT, _on_signal)
         try:
+            # Held before the handler is ours (a Stop pending as it is set is raised by the
+            # caller's own handler, in here), and given back before holding ends: a second Stop
+            # between the two raised from this wrapper and left the notebook mnistkit's handler.
+            sys.unraisablehook, _deferring = _quiet_when_swallowed, True
+            _held_signals.clear()  # one a Stop left as the last call ended
+            signal.signal(signal.SIGINT, _on_signal)
             return function(*args, **kwargs)
         except Interrupted:
             raise KeyboardInterrupt from None
@@ -101,8 +103,7 @@ def held_for_stop(function: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
             finally:  # a Stop from here on is the caller's KeyboardInterrupt, raised past this
-                _deferring = outer
+                sys.unraisablehook, _deferring = previous_hook, outer
                 _held_signals.clear()
-                sys.unraisablehook = previous_hook
 
     return held

@@ -269,8 +269,14 @@ def export_digits(
     with taken_back_on_failure(written, folders):
         folders += make_output_folder(directory)
         for index, path in zip(indices, paths, strict=True):
-            written.append(path)
+            # A new file is listed before its write (a Ctrl-C right after it would leave it);
+            # one already there, after (a write that fails keeps it as it was).
+            new = not path.exists()
+            if new:
+                written.append(path)
             save_picture(Image.fromarray(images[index]), path)
+            if not new:
+                written.append(path)
     return paths
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import re
@@ -16,7 +17,7 @@ from conftest import REPO_ROOT, draw_large_digit
 from PIL import Image
 
 import mnistkit
-from mnistkit import api
+from mnistkit import api, terms
 from mnistkit.arrays import named_as, save_arrays
 from mnistkit.errors import MnistkitError
 
@@ -960,6 +961,14 @@ def test_a_learners_slips_get_one_line_that_says_what_was_meant(synthetic_data, 
     ):
         mnistkit.TrainConfig(model="logreg", epochs=15)
     assert mnistkit.TrainConfig(model="logreg", hidden=()).hidden == ()
+    with (
+        terms.command_line_terms(),
+        pytest.raises(  # --hidden 512,256 was typed: no default to blame
+            MnistkitError, match=r"^--model logreg has no hidden layers; drop --hidden, or use --model mlp$"
+        ),
+    ):
+        mnistkit.TrainConfig(model="logreg", hidden=(512, 256))
+    assert list(inspect.signature(mnistkit.TrainConfig).parameters)[:2] == ["model", "hidden"]  # help()'s
     with pytest.raises(MnistkitError, match=r"^split: 'val' is not one of train, test$"):
         mnistkit.draw_samples(synthetic_data, split="val")
 

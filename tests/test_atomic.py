@@ -231,19 +231,20 @@ def test_stdout_that_takes_part_of_a_write_is_given_the_rest(monkeypatch) -> Non
 
 
 CTRL_C_AS_THE_TEMP_FILE_IS_MADE = """
-import os, signal, sys, tempfile
+import os, signal, sys
 from mnistkit import interrupts
 from mnistkit.atomic import atomic_write
 from mnistkit.errors import Interrupted
 
-make = tempfile.mkstemp
+make = os.open
 
-def made_then_stopped(*args, **kwargs):  # Ctrl-C lands as mkstemp returns
-    made = make(*args, **kwargs)
-    os.kill(os.getpid(), signal.SIGINT)
+def made_then_stopped(name, *args, **kwargs):  # Ctrl-C lands as the temp file is made
+    made = make(name, *args, **kwargs)
+    if str(name).endswith(".tmp"):
+        os.kill(os.getpid(), signal.SIGINT)
     return made
 
-tempfile.mkstemp = made_then_stopped
+os.open = made_then_stopped
 interrupts.install()
 try:
     with atomic_write(sys.argv[1]) as handle:
@@ -254,7 +255,7 @@ except Interrupted:
 
 
 def test_ctrl_c_as_the_temp_file_is_made_leaves_no_temp_file(tmp_path: Path) -> None:
-    """The temp file existed before atomic_write had its name: a Ctrl-C in between left it."""
+    """mkstemp made the temp file before atomic_write had its name: a Ctrl-C in between left it."""
     result = subprocess.run(
         [sys.executable, "-c", CTRL_C_AS_THE_TEMP_FILE_IS_MADE, str(tmp_path / "out.bin")],
         capture_output=True,
@@ -263,3 +264,33 @@ def test_ctrl_c_as_the_temp_file_is_made_leaves_no_temp_file(tmp_path: Path) -> 
     )
     assert result.stdout == "stopped\n", result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+SAVED_AFTER_A_HELD_CTRL_C = """
+import contextlib, os, signal, sys
+from mnistkit import interrupts
+from mnistkit.atomic import atomic_write
+from mnistkit.errors import Interrupted
+
+interrupts.install()
+with contextlib.suppress(Interrupted):  # training stopped between chunks by a held Ctrl-C
+    with interrupts.deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+with atomic_write(sys.argv[1]) as handle:  # the last complete epoch, saved on the way out
+    handle.write(b"epoch 1")
+"""
+
+
+def test_the_checkpoint_saved_after_a_held_ctrl_c_is_written(tmp_path: Path) -> None:
+    """A Ctrl-C that stopped training stays held while its last epoch is saved: no write on the
+    way out may be stopped by it (a version that held signals as the temp file was made
+    raised it again there, and no checkpoint was written)."""
+    output = tmp_path / "model.safetensors"
+    result = subprocess.run(
+        [sys.executable, "-c", SAVED_AFTER_A_HELD_CTRL_C, str(output)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert output.read_bytes() == b"epoch 1"

@@ -570,6 +570,17 @@ def test_pictures_slow_to_read_here_go_to_the_workers(
     assert len(sizes) == 4 and 2 <= sum(sizes) <= 10, sizes  # the rest, in a part for each of 2 x 2
 
 
+def test_the_callers_time_between_pieces_is_not_reading(
+    slow_digit: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only reading counts towards handing pictures to the workers: a caller slow between
+    pieces (jax compiling at the first) started them for six quick pictures."""
+    sizes = _parts_sent(monkeypatch)
+    for _ in load_digits([slow_digit] * 6, workers=2):  # 0.36 s of reading, under HAND_OFF_S
+        time.sleep(0.3)
+    assert sizes == []
+
+
 def test_pictures_read_in_this_process_come_in_pieces_as_they_are_read(slow_digit: str) -> None:
     """Fewer pictures than a chunk are read here, one after another: 200 paths to 3000 px PNGs
     gave their rows all at once, after 11.7 s, where `| head -1` waited for every one."""

@@ -828,6 +828,32 @@ def test_a_picture_that_cannot_be_written_takes_its_exported_digits_along(
     assert not export.exists() and not output.exists()  # the folder made for them too
 
 
+def test_an_export_over_an_earlier_one_that_fails_keeps_the_file_it_failed_at(
+    tmp_path, synthetic_npz, monkeypatch
+):
+    """The digit being written when the disk fills up was there from an earlier export: it
+    stays as it was (taking back each file listed before its write removed it)."""
+    from mnistkit import render
+
+    output, export, write = tmp_path / "samples.png", tmp_path / "exported", render.save_picture
+    assert (
+        run("render-samples", synthetic_npz, "-o", output, "--count", 3, "--export-dir", export).exit_code
+        == 0
+    )
+    earlier = {path.name: path.read_bytes() for path in export.iterdir()}
+    third = sorted(earlier)[2]
+
+    def full_disk_at_the_third(image, path):
+        if Path(path).name == third:
+            raise MnistkitError(f"{path}: cannot write: no space left on device")
+        write(image, path)
+
+    monkeypatch.setattr(render, "save_picture", full_disk_at_the_third)
+    result = run("render-samples", synthetic_npz, "-o", output, "--count", 3, "--export-dir", export)
+    assert result.exit_code == 1 and "no space left on device" in result.output
+    assert {path.name: path.read_bytes() for path in export.iterdir()} == {third: earlier[third]}
+
+
 def test_an_empty_split_is_refused_as_eval_refuses_it(tmp_path, synthetic_data):
     """A .npz with no test images drew a picture of none, with exit status 0."""
     npz, output = tmp_path / "empty.npz", tmp_path / "samples.png"

@@ -154,13 +154,20 @@ def test_every_write_goes_through_atomic_write(source: Path) -> None:
             assert target_name in handles.get(call, set()) | buffers, f"{where}: {name} outside atomic_write"
 
 
-def test_temp_files_come_from_mkstemp_only() -> None:
-    used = {}
+def test_temp_files_are_made_in_one_place_and_only_as_new_files() -> None:
+    """atomic.py makes every temp file, as a new file (O_EXCL) that a link planted at its name
+    does not redirect (O_NOFOLLOW), as mkstemp does; no module uses tempfile's own."""
+    used, made = {}, []
     for source in SOURCES:
         for node in ast.walk(parsed(source)):
             if isinstance(node, ast.Attribute) and dotted(node.value) == "tempfile":
                 used.setdefault(node.attr, set()).add(source.name)
-    assert used == {"mkstemp": {"atomic.py"}}
+        for call in calls(parsed(source)):
+            if dotted(call.func) == "os.open" and "O_CREAT" in ast.unparse(call):
+                made.append((source.name, ast.unparse(call)))
+    assert used == {}
+    assert [name for name, _ in made] == ["atomic.py"], made
+    assert all(flag in made[0][1] for flag in ("O_EXCL", "_NO_FOLLOW", "384")), made  # 384: 0o600
 
 
 def test_temp_names_are_unpredictable_and_never_follow_a_planted_link(tmp_path: Path) -> None:
