@@ -2,7 +2,7 @@
 predict's memory over 20,000 images on stdin.
 
 Every concurrent run must end with a valid result and no temp file left: temp names are
-unique per writer (mkstemp, with the pid), and the last rename wins with a whole file.
+unique per writer (the pid and random bytes, O_EXCL), and the last rename wins with a whole file.
 """
 
 from __future__ import annotations

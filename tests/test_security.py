@@ -1,7 +1,7 @@
 """The security rules, held by reading the source and by attacking the real commands.
 
 - Nothing unpickles, evals, executes or runs a shell; every np.load has allow_pickle=False.
-- Every file mnistkit writes goes through atomic.py, whose temp files are mkstemp-made:
+- Every file mnistkit writes goes through atomic.py, whose temp files are made new (O_EXCL, O_NOFOLLOW):
   unpredictable names, created exclusively, never following a planted link.
 - Fetch writes only the four canonical names inside its output folder, whatever a mirror
   answers (names in headers, redirects to other places or schemes, links in a local
