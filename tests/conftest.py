@@ -10,6 +10,7 @@ import http.server
 import os
 import socket
 import struct
+import subprocess
 import sys
 import threading
 from collections import Counter
@@ -68,6 +69,14 @@ requires_real_mnist = pytest.mark.skipif(
 # IDX type codes by dtype; any other array is written as uint8.
 IDX_CODES = {np.dtype(np.int8): 0x09, np.dtype(np.int16): 0x0B, np.dtype(np.int32): 0x0C}
 IDX_CODES |= {np.dtype(np.float32): 0x0D, np.dtype(np.float64): 0x0E}
+
+
+def run_script(script: str, *args: object, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`script` run by a fresh interpreter (its own signal handlers and exit), with `args` as
+    its argv, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:

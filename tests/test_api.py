@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, draw_large_digit
+from conftest import REPO_ROOT, draw_large_digit, run_script
 from PIL import Image
 
 import mnistkit
@@ -574,12 +574,7 @@ def test_the_notebooks_stop_is_never_swallowed_by_jax(tmp_path: Path) -> None:
     printed and swallowed by Python, and training went on to the end; `train` holds it and
     stops at the next chunk of batches, then gives the notebook its handler back."""
     output = tmp_path / "nb.safetensors"
-    result = subprocess.run(
-        [sys.executable, "-c", STOP_INSIDE_A_GC_CALLBACK, str(output)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_script(STOP_INSIDE_A_GC_CALLBACK, output, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["stopped", "handler back: True", "then 2 epochs"], result.stderr
     assert "interrupted: no epoch completed, no checkpoint written" in result.stderr
@@ -624,9 +619,7 @@ def test_a_second_stop_as_train_ends_leaves_the_notebook_its_own_handler() -> No
     """A Stop landing while `train` gave the notebook its handler back raised from there, and left
     mnistkit's handler in place without holding signals: the next Stop inside a jax callback
     was swallowed again."""
-    result = subprocess.run(
-        [sys.executable, "-c", A_SECOND_STOP_AS_TRAIN_ENDS], capture_output=True, text=True, timeout=60
-    )
+    result = run_script(A_SECOND_STOP_AS_TRAIN_ENDS)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["KeyboardInterrupt", "True False []"], result.stderr
 

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import OBEY_PERMISSIONS
+from conftest import OBEY_PERMISSIONS, run_script
 
 from mnistkit.atomic import (
     atomic_write,
@@ -256,12 +256,7 @@ except Interrupted:
 
 def test_ctrl_c_as_the_temp_file_is_made_leaves_no_temp_file(tmp_path: Path) -> None:
     """mkstemp made the temp file before atomic_write had its name: a Ctrl-C in between left it."""
-    result = subprocess.run(
-        [sys.executable, "-c", CTRL_C_AS_THE_TEMP_FILE_IS_MADE, str(tmp_path / "out.bin")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_script(CTRL_C_AS_THE_TEMP_FILE_IS_MADE, tmp_path / "out.bin")
     assert result.stdout == "stopped\n", result.stderr
     assert list(tmp_path.iterdir()) == []
 
@@ -286,11 +281,6 @@ def test_the_checkpoint_saved_after_a_held_ctrl_c_is_written(tmp_path: Path) -> 
     way out may be stopped by it (a version that held signals as the temp file was made
     raised it again there, and no checkpoint was written)."""
     output = tmp_path / "model.safetensors"
-    result = subprocess.run(
-        [sys.executable, "-c", SAVED_AFTER_A_HELD_CTRL_C, str(output)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_script(SAVED_AFTER_A_HELD_CTRL_C, output)
     assert result.returncode == 0, result.stderr
     assert output.read_bytes() == b"epoch 1"
