@@ -307,9 +307,12 @@ def read_labels(
                 f"{labels_path}:{number}: a name that is not UTF-8 names no file; save the labels as UTF-8"
             )
         in_base = base / path
-        labelled.append(
-            (path if not in_base.exists() and Path(path).exists() else str(in_base), label_of[label_text])
-        )
+        image_path = path if not in_base.exists() and Path(path).exists() else str(in_base)
+        if Path(image_path).is_dir():
+            raise MnistkitError(
+                f"{labels_path}:{number}: {image_path} is a folder; a labels file lists one image per line"
+            )
+        labelled.append((image_path, label_of[label_text]))
     if not labelled:
         raise MnistkitError(f"{labels_path}: no labelled images in the file")
     return labelled

@@ -143,11 +143,26 @@ def _idx_file(raw_dir: Path, name: str) -> Path:
     """`name` (published gzip-compressed) as `raw_dir` holds it: so named, decompressed, or
     compressed with xz instead (the reader tells the compression from the bytes); the
     published name where it holds none of them."""
+    return next(iter(_idx_forms(raw_dir, name)), raw_dir / name)
+
+
+def _idx_forms(raw_dir: Path, name: str) -> list[Path]:
+    """Each form of `name` that `raw_dir` holds, the one read first."""
     stem = name.removesuffix(".gz")
-    for candidate in (name, stem, f"{stem}.xz"):
-        if (raw_dir / candidate).exists():
-            return raw_dir / candidate
-    return raw_dir / name
+    return [raw_dir / candidate for candidate in (name, stem, f"{stem}.xz") if (raw_dir / candidate).exists()]
+
+
+def _check_forms_agree(raw_dir: Path, name: str, array: np.ndarray) -> None:
+    """A file kept both compressed and not (`gunzip -k`) is read once; where the two hold
+    different data (one edited or replaced), which is meant is the user's to say."""
+    read, *others = _idx_forms(raw_dir, name)
+    for other in others:
+        held = read_idx(other, (*MNIST_MAGICS, TABLE_LABELS_MAGIC))
+        if held.dtype != array.dtype or not np.array_equal(held, array):
+            raise MnistkitError(
+                f"{other}: holds other data than {read.name} beside it, which would be read; "
+                "keep only the one you mean"
+            )
 
 
 def _read_kind(path: Path, magic: int) -> np.ndarray:
@@ -300,6 +315,8 @@ def read_mnist_dir(
             raise MnistkitError(
                 f"{images_path}: images are {images.shape[1]}x{images.shape[2]} pixels, expected 28x28"
             )
+        _check_forms_agree(raw_dir, spec.files[f"{split}_images"], images)
+        _check_forms_agree(raw_dir, spec.files[f"{split}_labels"], table)
         _check_whose(images_path, images, spec, spec.files[f"{split}_images"])
         _check_whose(labels_path, table, spec, spec.files[f"{split}_labels"])
         labels = _class_labels(labels_path, table, spec)

@@ -313,7 +313,7 @@ def _open_checked(path: Path, content: bytes | None = None) -> Image.Image:
             )
         if content is None and not path.is_file() and path.exists():  # its size says nothing
             raise MnistkitError(f"{path}: not a regular file (a device or a pipe), expected an image file")
-        if (path.stat().st_size if content is None else len(content)) == 0:
+        if len(content) == 0 if content is not None else _is_empty(path):
             raise MnistkitError(f"{path}: empty file")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -337,6 +337,15 @@ def _open_checked(path: Path, content: bytes | None = None) -> Image.Image:
         image.close()
         raise MnistkitError(f"{path}: {problem}")
     return image
+
+
+def _is_empty(path: Path) -> bool:
+    """Whether `path` holds no byte: a size of 0 is read to be sure, since /proc's files
+    and some network file systems give 0 for files that hold something."""
+    if path.stat().st_size:
+        return False
+    with path.open("rb") as handle:
+        return not handle.read(1)
 
 
 def declared_pixels(content: bytes) -> int:

@@ -199,6 +199,26 @@ def test_plain_and_xz_files_are_found_under_their_own_names(
     assert load_dataset(folder=small_raw_dir)["test_labels"].tolist() == small_data["test_labels"].tolist()
 
 
+def test_a_file_kept_both_compressed_and_not_is_read_only_where_both_agree(
+    small_raw_dir: Path, small_data: dict[str, np.ndarray]
+) -> None:
+    """`gunzip -k` keeps both forms; the compressed one was read without a word where the
+    other had been edited since."""
+    labels = small_raw_dir / MNIST_FILES["test_labels"]
+    plain = labels.with_suffix("")
+    plain.write_bytes(gzip.decompress(labels.read_bytes()))
+    np.testing.assert_array_equal(read_mnist_dir(small_raw_dir)["test_labels"], small_data["test_labels"])
+    edited = bytearray(plain.read_bytes())
+    edited[-1] = (edited[-1] + 1) % 10
+    plain.write_bytes(edited)
+    result = CliRunner().invoke(cli, ["parse-to-npz", str(small_raw_dir), "-o", str(small_raw_dir / "x.npz")])
+    assert result.exit_code == 1 and result.stderr == (
+        f"Error: {plain}: holds other data than {labels.name} beside it, which would be read; "
+        "keep only the one you mean\n"
+    )
+    assert not (small_raw_dir / "x.npz").exists()
+
+
 def _peak_traced_bytes(action: Callable[[], object]) -> int:
     tracemalloc.start()
     try:

@@ -878,6 +878,8 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], Path], str]] = {
     "empty": (lambda p: ((p / "e.png").write_bytes(b"") and p / "e.png") or p / "e.png", "empty file"),
     "a pipe": (lambda p: os.mkfifo(p / "f.png") or p / "f.png", "not a regular file (a device or a pipe)"),
     "a device": (lambda p: Path("/dev/zero"), "not a regular file (a device or a pipe)"),
+    # Its size says 0, yet it holds text: read, and not called empty.
+    "/proc's file": (lambda p: Path("/proc/self/status"), "not an image (Pillow cannot identify"),
     "not an image": (lambda p: (p / "n.png").write_text("hello") and p / "n.png", "not an image"),
     "truncated": (lambda p: truncated_png(p / "t.png"), "truncated or corrupted"),
     "bomb": (
