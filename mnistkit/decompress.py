@@ -15,6 +15,9 @@ GZIP_MAGIC = b"\x1f\x8b"
 XZ_MAGIC = b"\xfd7zXZ\x00"
 _INPUT_BYTES = 64 << 10
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
+# Zero bytes after the last gzip member (a tape block's or a `dd conv=sync` padding) are read
+# as gunzip and Python's gzip read them, as nothing; more than this is a tail, refused.
+MAX_GZIP_ZERO_PADDING = 1 << 20
 # xz's decoder allocates the dictionary its header declares (8 MiB for `xz -6`, 64 MiB for
 # `xz -9`); a hostile header may declare 1.5 GiB. Files needing more than this are refused.
 XZ_MEMORY_LIMIT_BYTES = 128 << 20
@@ -28,7 +31,7 @@ class GunzipStream:
     """A gzip stream whose `read(n)` inflates at most n bytes.
 
     Each member is checked (CRC-32 and length) as it ends; several members in a row
-    read as one stream, as gunzip reads them.
+    read as one stream, as gunzip reads them, and zero padding after the last is skipped.
     """
 
     def __init__(self, handle: BinaryIO) -> None:
@@ -48,6 +51,9 @@ class GunzipStream:
                     if self._in_member:
                         raise CorruptData("truncated gzip data (the stream ends before its end marker)")
                     return b""
+            if not self._in_member and self._members_read and self._input[0] == 0:
+                self._skip_zero_padding()
+                return b""
             starting_member, self._in_member = not self._in_member, True
             try:
                 output = self._inflater.decompress(self._input, size)
@@ -64,6 +70,18 @@ class GunzipStream:
                 self._input = self._inflater.unconsumed_tail
             if output:
                 return output
+
+    def _skip_zero_padding(self) -> None:
+        padding = len(self._input)
+        while self._input and padding <= MAX_GZIP_ZERO_PADDING:
+            if self._input.count(0) != len(self._input):
+                raise CorruptData("trailing bytes after the gzip stream's zero padding")
+            self._input = self._handle.read(_INPUT_BYTES)
+            padding += len(self._input)
+        if self._input:
+            raise CorruptData(
+                f"more than {MAX_GZIP_ZERO_PADDING >> 20} MiB of zero bytes after the gzip stream"
+            )
 
 
 def _zlib_reason(error: zlib.error) -> str:

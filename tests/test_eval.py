@@ -203,7 +203,10 @@ def test_labels_file_forms(tmp_path: Path) -> None:
     labels.write_text("a.png,3\nsub,7\n")  # not predict's hint for a folder: eval takes none
     with pytest.raises(MnistkitError) as folder:
         read_labels(labels, None)
-    assert str(folder.value) == f"{labels}:2: {tmp_path / 'sub'} is a folder; a labels file lists one image per line"
+    assert (
+        str(folder.value)
+        == f"{labels}:2: {tmp_path / 'sub'} is a folder; a labels file lists one image per line"
+    )
     labels.write_text("a.png\t12\n")
     with pytest.raises(MnistkitError, match=r"labels.csv:1: label '12' is not a digit 0-9"):
         read_labels(labels, None)

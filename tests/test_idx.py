@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from mnistkit.api import load_dataset
 from mnistkit.cli import cli
 from mnistkit.datasets import MNIST_FILES
+from mnistkit.decompress import MAX_GZIP_ZERO_PADDING
 from mnistkit.errors import MnistkitError
 from mnistkit.idx import read_idx, read_mnist_dir
 from mnistkit.terms import command_line_terms
@@ -64,6 +65,18 @@ FILE_CORRUPTIONS: list[Corruption] = [
     ),
     ("gzip-header", "test_labels", lambda a: b"\x1f\x8b\x09" + bytes(30), "corrupt gzip data"),
     ("gzip-trailing", "train_labels", lambda a: _gz(idx_bytes(a)) + b"junk", "after the gzip stream"),
+    (
+        "gzip-padding-then-junk",
+        "test_labels",
+        lambda a: _gz(idx_bytes(a)) + bytes(512) + b"x",
+        "zero padding",
+    ),
+    (
+        "gzip-endless-zeros",
+        "test_labels",
+        lambda a: _gz(idx_bytes(a)) + bytes(MAX_GZIP_ZERO_PADDING + 1),
+        "more than 1 MiB of zero bytes after the gzip stream",
+    ),
     ("bad-magic", "test_images", lambda a: _gz(idx_bytes(a, magic=2052)), "magic number 2052"),
     ("float-magic", "train_labels", lambda a: idx_bytes(a, magic=0x0D01), "magic number 3329"),
     ("zero-dimension", "test_images", lambda a: _gz(idx_bytes(a[:0])), "zero dimension"),
@@ -129,6 +142,16 @@ def test_multi_member_gzip_reads_as_one_stream(tmp_path: Path) -> None:
     path = tmp_path / "two-members.gz"
     path.write_bytes(_gz(data[:1000]) + _gz(data[1000:]))
     np.testing.assert_array_equal(read_idx(path), _small_array("train_images"))
+
+
+def test_zero_padding_after_the_gzip_stream_is_read_as_gunzip_reads_it(tmp_path: Path) -> None:
+    """A file out of a tar archive or `dd conv=sync` ends in zeros up to a block: gunzip and
+    Python's gzip read it, mnistkit called it trailing bytes."""
+    path = tmp_path / "padded.gz"
+    data = idx_bytes(_small_array("train_labels"))
+    path.write_bytes(_gz(data) + bytes(10240 - len(_gz(data))))
+    assert gzip.decompress(path.read_bytes()) == data
+    np.testing.assert_array_equal(read_idx(path), _small_array("train_labels"))
 
 
 @pytest.mark.parametrize(
