@@ -116,9 +116,11 @@ $(REPORTS)/metrics.json: $(CKPT) $(NPZ) | $(INSTALLED) ## evaluate on the test s
 	@mkdir -p $(REPORTS)
 	$(MNISTKIT) eval $(CKPT) $(NPZ) --json $@
 
-# The exported PNGs are made with samples.png, and predictions.tsv reads them: when they are
-# gone (rm reports/samples/*), samples.png is made again, or predict would find no image.
-SAMPLES_GONE := $(if $(wildcard $(REPORTS)/samples/*.png),,FORCE)
+# The exported PNGs are made with samples.png, and predictions.tsv reads them: when any of
+# them is gone (rm reports/samples/*, or one), samples.png is made again, or predict would
+# find no image, or rows of images no longer there would stand.
+EXPORTED := $(shell cut -f1 $(REPORTS)/predictions.tsv 2>/dev/null)
+SAMPLES_GONE := $(if $(wildcard $(REPORTS)/samples/*.png),,FORCE)$(if $(filter-out $(wildcard $(EXPORTED)),$(EXPORTED)),FORCE)
 $(REPORTS)/samples.png: $(NPZ) $(CKPT) $(SAMPLES_GONE) | $(INSTALLED) ## a grid of test images with predictions
 	@rm -rf $(REPORTS)/samples && mkdir -p $(REPORTS)/samples
 	$(MNISTKIT) render-samples $(NPZ) -o $@ --model $(CKPT) --export-dir $(REPORTS)/samples > /dev/null

@@ -77,19 +77,24 @@ def test_make_trains_no_checkpoint_but_its_own(tmp_path: Path) -> None:
 
 def test_exported_samples_that_are_gone_are_exported_again(tmp_path: Path) -> None:
     """predictions.tsv reads reports/samples/*.png, made with samples.png: with them deleted,
-    make found everything up to date, and a later predict was given the literal `*.png`."""
+    make found everything up to date, and a later predict was given the literal `*.png`; with
+    one deleted, the rows of the rest stood beside the row of an image no longer there."""
     made = [f"data/raw/{name}" for name in MNIST_FILES.values()] + ["data/mnist.npz"]
     made += ["models/model.safetensors", "models/model.history.jsonl", "reports/samples.png"]
-    made += ["reports/samples/0.png", "reports/predictions.tsv"]
+    made += ["reports/samples/0.png", "reports/samples/1.png", "reports/predictions.tsv"]
     for age, name in enumerate(made):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"made")
         os.utime(tmp_path / name, (age, age))
+    (tmp_path / "reports/predictions.tsv").write_text(
+        "reports/samples/0.png\t7\t0.9\nreports/samples/1.png\t2\t0.8\n"
+    )
+    os.utime(tmp_path / "reports/predictions.tsv", (len(made), len(made)))
     train_args = run_make(tmp_path, "--eval", "train-args: ; @echo $(new_args)", "train-args").stdout
     (tmp_path / "models/train-args.txt").write_text(train_args)  # the model was trained so
     assert run_make(tmp_path, "reports/predictions.tsv").returncode == 0
     assert not (tmp_path / "calls.txt").exists()  # all up to date
-    (tmp_path / "reports/samples/0.png").unlink()
+    (tmp_path / "reports/samples/0.png").unlink()  # one of them: its row would stand
     assert run_make(tmp_path, "reports/predictions.tsv").returncode == 0
     calls = (tmp_path / "calls.txt").read_text().splitlines()
     assert [call.split()[0] for call in calls] == ["render-samples", "predict"], calls
