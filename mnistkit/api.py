@@ -46,6 +46,7 @@ from mnistkit.arrays import (
     load_arrays,
     named_if_unnamed,
     names_dataset,
+    on_light_paper,
     save_arrays,
     too_faint,
 )
@@ -63,7 +64,6 @@ from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE, dataset_spec
 from mnistkit.errors import Interrupted, MnistkitError
 from mnistkit.evaluation import Evaluation, check_same_classes, evaluate_arrays
 from mnistkit.image_files import LoadedDigit, load_one
-from mnistkit.images import on_light_paper
 from mnistkit.inputs import input_path
 from mnistkit.mirrors import DEFAULT_CACHE_DIR, MIRROR_ENV, mirror_list, split_mirrors
 from mnistkit.predict import Prediction, predict_loaded, predict_paths

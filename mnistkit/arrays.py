@@ -199,6 +199,27 @@ def too_faint(images: np.ndarray, name: str = "images") -> tuple[str, str] | Non
     return f"only pixels 0 to {high}", f"({name} * (255 / {high})).round().astype(np.uint8)"
 
 
+# The brightest mean of an image's outer two pixels in the datasets' own images (a coat that
+# fills Fashion-MNIST's frame: 137 of 255); dark ink drawn on white is near 255 there.
+LIGHT_PAPER_EDGE = 192
+
+
+def on_light_paper(images: np.ndarray) -> tuple[int, float] | None:
+    """The first of uint8 images (N, 28, 28) drawn dark on light paper, as a person draws a
+    digit, and the mean of its outer two pixels; or None. Every dataset's images are light on
+    black, and a model reads the others as confident nonsense."""
+    means = _edge_means(images)
+    light = np.flatnonzero(means > LIGHT_PAPER_EDGE)
+    return (int(light[0]), float(means[light[0]])) if light.size else None
+
+
+def _edge_means(images: np.ndarray) -> np.ndarray:
+    """The mean of each image's outer two pixels."""
+    edge = np.ones(images.shape[1:], bool)
+    edge[2:-2, 2:-2] = False
+    return images[:, edge].mean(axis=1) if images.size else np.zeros(len(images))
+
+
 def check_finite(images: np.ndarray, name: str, error: type[Exception] = MnistkitError) -> None:
     """Refuse NaN and infinite pixels before any fix is offered: every cast to uint8 would
     turn them into some pixel unnoticed, and min and max would not be numbers. `error` is
@@ -303,6 +324,14 @@ def check_arrays(
             raise MnistkitError(
                 f"{source}: {split}_images holds {faint[0]}, expected 0-255"
                 + (f"; give {faint[1]}" if fixes else "")
+            )
+        light = int((_edge_means(images) > LIGHT_PAPER_EDGE).sum())
+        if light * 2 > len(images):  # a few odd images are noise; most are a convention's
+            raise MnistkitError(
+                f"{source}: {split}_images are drawn dark on light paper ({light} of {len(images)} have "
+                f"edges brighter than {LIGHT_PAPER_EDGE} of 255), where mnistkit's models learn MNIST's "
+                f"light ink on black, as predict prepares pictures; {'give' if fixes else 'save'} "
+                "255 - images"
             )
         if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
             raise MnistkitError(

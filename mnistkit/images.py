@@ -66,22 +66,6 @@ class Grayscale(NamedTuple):
     shrunk: bool
 
 
-# The brightest mean of an image's outer two pixels in the datasets' own images (a coat that
-# fills Fashion-MNIST's frame: 137 of 255); dark ink drawn on white is near 255 there.
-LIGHT_PAPER_EDGE = 192
-
-
-def on_light_paper(images: np.ndarray) -> tuple[int, float] | None:
-    """The first of uint8 images (N, 28, 28) drawn dark on light paper, as a person draws a
-    digit, and the mean of its outer two pixels; or None. Every dataset's images are light on
-    black, and a model reads the others as confident nonsense."""
-    edge = np.ones(images.shape[1:], bool)
-    edge[2:-2, 2:-2] = False
-    means = images[:, edge].mean(axis=1) if images.size else np.zeros(0)
-    light = np.flatnonzero(means > LIGHT_PAPER_EDGE)
-    return (int(light[0]), float(means[light[0]])) if light.size else None
-
-
 def load_digit(
     path: str | os.PathLike[str],
     preprocess: bool = True,
@@ -107,6 +91,8 @@ def load_digit(
                 f"{path}: image is {width}x{height} pixels; {setting('preprocess', False)} needs 28x28 "
                 "(leave it out to fit the digit into 28x28)"
             )
+        from mnistkit.arrays import on_light_paper  # here: predicting photos needs none of arrays
+
         image = to_uint8(read.pixels)
         light = on_light_paper(image[None])
         if light:

@@ -18,7 +18,7 @@ from PIL import Image
 
 import mnistkit
 from mnistkit import api, terms
-from mnistkit.arrays import named_as, save_arrays
+from mnistkit.arrays import load_arrays, named_as, save_arrays
 from mnistkit.errors import MnistkitError
 
 
@@ -657,7 +657,7 @@ def test_a_notebook_run_stopped_midway_continues_on_the_same_data_only(
     assert "epoch 1 of 3 was done" in capsys.readouterr().err
     assert output.read_bytes() == one_go.read_bytes()
 
-    edited = {**synthetic_data, "train_images": 255 - synthetic_data["train_images"]}
+    edited = {**synthetic_data, "train_images": synthetic_data["train_images"][:, ::-1]}
     for arrays, restart in ((edited, False), (synthetic_data, True)):
         stopped_run(synthetic_data, output)
         mnistkit.train(arrays, "logreg", epochs=3, output=output, restart=restart)
@@ -703,7 +703,7 @@ def test_a_model_trains_further_from_python_as_with_the_commands_resume(
     # A checkpoint's path too, and an .npz's, as the command takes them.
     assert mnistkit.train(synthetic_npz, resume=resumed, epochs=4, verbose=False).history[-1]["epoch"] == 4
 
-    other = {**synthetic_data, "train_images": 255 - synthetic_data["train_images"]}
+    other = {**synthetic_data, "train_images": synthetic_data["train_images"][:, ::-1]}
     with pytest.raises(MnistkitError, match=r"^resume checkpoint: it was trained on other arrays \(SHA-256"):
         mnistkit.train(other, resume=two, epochs=3)
     with pytest.raises(ValueError, match=r"^.*history.jsonl: history= would overwrite the arrays given$"):
@@ -1111,6 +1111,38 @@ def test_digits_drawn_dark_on_white_are_refused_with_the_fix(large_digit_model: 
     filled = images.copy()
     filled[:, :, :2] = 255  # ink along one side is no paper: a coat fills Fashion-MNIST's frame
     model.predict(filled)
+
+
+def test_a_split_drawn_dark_on_white_is_refused_for_training_and_evaluation(
+    large_digit_model: Path, synthetic_data, tmp_path: Path
+) -> None:
+    """A model trained on inverted digits trained and evaluated well, then refused its own test
+    images in Model.predict and read every prepared picture inverted."""
+
+    def refusal(split: str) -> str:
+        count = len(synthetic_data[f"{split}_images"])
+        return re.escape(
+            f"{split}_images are drawn dark on light paper ({count} of {count} have edges brighter than "
+            "192 of 255), where mnistkit's models learn MNIST's light ink on black, as predict prepares "
+            "pictures; "
+        )
+
+    inverted = {**synthetic_data, "train_images": 255 - synthetic_data["train_images"]}
+    with pytest.raises(MnistkitError, match=rf"^arrays: {refusal('train')}give 255 - images$"):
+        mnistkit.train(inverted, epochs=1)
+    with pytest.raises(MnistkitError, match=rf"^arrays: {refusal('test')}give 255 - images$"):
+        mnistkit.evaluate(
+            large_digit_model, {**synthetic_data, "test_images": 255 - synthetic_data["test_images"]}
+        )
+    saved = tmp_path / "inverted.npz"
+    np.savez(saved, **inverted)
+    with pytest.raises(
+        MnistkitError, match=rf"^{re.escape(str(saved))}: {refusal('train')}save 255 - images$"
+    ):
+        load_arrays(saved)  # as train, eval and the pictures read an .npz
+    a_few = synthetic_data["test_images"].copy()
+    a_few[:3] = 255 - a_few[:3]  # a few odd images in one's own data are noise, not a convention
+    assert mnistkit.evaluate(large_digit_model, {**synthetic_data, "test_images": a_few}).count == len(a_few)
 
 
 def test_standardized_and_faint_images_get_the_code_that_undoes_them(
