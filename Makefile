@@ -91,13 +91,18 @@ $(RAW) &: | $(INSTALLED) ## download and verify the dataset's four files
 $(NPZ): $(RAW) | $(INSTALLED) ## parse the IDX files into one .npz
 	$(MNISTKIT) parse-to-npz $(RAW_DIR) --dataset $(DATASET) -o $@
 
-# The arguments a model was trained with are written beside it once training has finished;
-# other arguments, or none recorded, train again. They are compared as make reads this file,
-# not by a rule that always runs, so that `make -n` and `make -q` say truly what would run.
+# The arguments a model was trained with, and its checkpoint's checksum, are written beside
+# it once training has finished; other arguments, none recorded, or another checkpoint in its
+# place (one trained by hand with -o $(CKPT), which the reports would describe as make's)
+# train again. They are compared as make reads this file, not by a rule that always runs, so
+# that `make -n` and `make -q` say truly what would run.
 TRAIN_ARGS_FILE := $(MODELS)/train-args.txt
-kept_args := $(strip $(shell cat $(TRAIN_ARGS_FILE) 2>/dev/null))
+kept_args := $(strip $(shell sed -n 1p $(TRAIN_ARGS_FILE) 2>/dev/null))
 new_args := $(strip $(train_args))
-RETRAIN := $(if $(subst $(kept_args),,$(new_args))$(subst $(new_args),,$(kept_args)),FORCE)
+kept_sum := $(strip $(shell sed -n 2p $(TRAIN_ARGS_FILE) 2>/dev/null))
+ckpt_sum := $(if $(kept_sum),$(strip $(shell cksum < $(CKPT) 2>/dev/null)))
+differ = $(subst $(1),,$(2))$(subst $(2),,$(1))
+RETRAIN := $(if $(call differ,$(kept_args),$(new_args))$(call differ,$(kept_sum),$(ckpt_sum)),FORCE)
 
 # A pattern rule, not a grouped target (`&:`): GNU make 4.3's `make -n` lists nothing of what
 # depends on a grouped target it would remake, and of a pattern rule's files only what depends
@@ -110,7 +115,7 @@ $(if $(other_models),$(error make trains $(CKPT) for DATASET=$(DATASET), not $(f
 	for another dataset: make all DATASET=NAME; for another file: $(MNISTKIT) train $(NPZ) -o FILE))
 $(MODELS)/%.safetensors $(MODELS)/%.history.jsonl: $(NPZ) $(RETRAIN) $(UNFINISHED) $(NO_HISTORY) | $(INSTALLED) ## train the model
 	$(MNISTKIT) train $(NPZ) -o $(CKPT) --history $(HISTORY) $(train_args)
-	@printf '%s\n' '$(subst ','\'',$(new_args))' > $(TRAIN_ARGS_FILE)
+	@printf '%s\n%s\n' '$(subst ','\'',$(new_args))' "$$(cksum < $(CKPT))" > $(TRAIN_ARGS_FILE)
 
 $(REPORTS)/metrics.json: $(CKPT) $(NPZ) | $(INSTALLED) ## evaluate on the test set
 	@mkdir -p $(REPORTS)

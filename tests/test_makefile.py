@@ -98,3 +98,25 @@ def test_exported_samples_that_are_gone_are_exported_again(tmp_path: Path) -> No
     assert run_make(tmp_path, "reports/predictions.tsv").returncode == 0
     calls = (tmp_path / "calls.txt").read_text().splitlines()
     assert [call.split()[0] for call in calls] == ["render-samples", "predict"], calls
+
+
+def test_a_checkpoint_trained_by_hand_in_makes_place_is_trained_again(tmp_path: Path) -> None:
+    """`mnistkit train data/mnist.npz -o models/model.safetensors`, then `make all`: make took
+    the newer checkpoint as its own, and the reports described a model it never trained."""
+    made = [f"data/raw/{name}" for name in MNIST_FILES.values()] + ["data/mnist.npz"]
+    for age, name in enumerate(made):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"made")
+        os.utime(tmp_path / name, (age, age))
+    (tmp_path / "models").mkdir()
+    assert run_make(tmp_path, "models/model.safetensors").returncode == 0
+    assert (tmp_path / "calls.txt").read_text().startswith("train ")
+    (tmp_path / "calls.txt").unlink()
+    (tmp_path / "models/model.history.jsonl").write_bytes(b"made")
+    assert run_make(tmp_path, "models/model.safetensors").returncode == 0
+    assert not (tmp_path / "calls.txt").exists()  # make's own: up to date
+    (tmp_path / "models/model.safetensors").write_bytes(b"trained by hand")
+    assert run_make(tmp_path, "models/model.safetensors").returncode == 0
+    assert (
+        (tmp_path / "calls.txt").read_text().startswith("train data/mnist.npz -o models/model.safetensors ")
+    )
