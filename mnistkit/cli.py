@@ -904,6 +904,9 @@ def predict_command(
       find photos -name '*.png' | mnistkit predict models/model.safetensors - -o predictions.tsv
       find photos -name '*.png' -print0 | mnistkit predict models/model.safetensors --null -
     """
+    # One BLAS thread, set before numpy loads OpenBLAS: predict's matrix products are small,
+    # and OpenBLAS's idle threads spin against the workers reading the pictures.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from mnistkit.atomic import atomic_write
     from mnistkit.checkpoint import load_checkpoint
     from mnistkit.image_files import expand_stdin
