@@ -411,6 +411,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if len(hosts) > 1:  # RFC 9112: the first and the last would name different sites to different readers
             self._send_error_json(HTTPStatus.BAD_REQUEST, "a request has one Host header")
             return None
+        if not hosts and self.request_version == "HTTP/1.1":  # RFC 9112 asks a 400 for these
+            self._send_error_json(HTTPStatus.BAD_REQUEST, "an HTTP/1.1 request has a Host header")
+            return None
         host = hosts[0] if hosts else None
         if self.server.loopback_only and host is not None:
             name = host[: host.index("]") + 1] if host.startswith("[") and "]" in host else host.split(":")[0]
@@ -482,7 +485,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 HTTPStatus.REQUEST_TIMEOUT, f"the request did not arrive within {seconds:g} s"
             )
             return None
-        if len(content) < length:  # the client hung up mid-body; nobody is left to answer
+        if len(content) < length:  # the client stopped sending; it may still read the answer
+            self._send_error_json(
+                HTTPStatus.BAD_REQUEST,
+                f"the body ended after {len(content)} of the {length} bytes its Content-Length gives",
+            )
             return None
         if self.headers.get_content_type() == "multipart/form-data":
             self._send_error_json(

@@ -504,6 +504,21 @@ def test_a_foreign_host_header_is_refused(server: DigitServer) -> None:
         assert status_of(answer) == 400 and b"one Host header" in answer, answer
     for foreign in ("127.0.0.1.attacker.example", "localhost.example", f"[::2]:{port}", "10.0.0.1"):
         assert call(server, "GET", "/healthz", headers={"Host": foreign})[0] == 403, foreign
+    answer = raw_exchange(server, b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert status_of(answer) == 400 and b"an HTTP/1.1 request has a Host header" in answer, answer
+    assert status_of(raw_exchange(server, b"GET /healthz HTTP/1.0\r\n\r\n")) == 200  # 1.0 had none
+
+
+def test_a_body_shorter_than_its_content_length_is_answered(server: DigitServer) -> None:
+    """A client that stopped sending (half-closed) was dropped without a word."""
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=10) as connection:
+        connection.sendall(b"POST /api/predict HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\nabc")
+        connection.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    assert status_of(received) == 400
+    assert received.endswith(b'{"error": "the body ended after 3 of the 100 bytes its Content-Length gives"}')
 
 
 def test_serve_binds_loopback_by_default_and_names_busy_ports(start_server, large_digit_model: Path) -> None:
@@ -591,7 +606,10 @@ def test_a_client_that_hangs_up_leaves_no_traceback(server: DigitServer, capfd) 
     body = digit_png(3)
     for _ in range(3):
         with socket.create_connection(server.server_address[:2]) as client:
-            client.sendall(b"POST /api/predict HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            client.sendall(
+                b"POST /api/predict HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n" % len(body)
+                + body
+            )
             client.setsockopt(
                 socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
             )  # closes with a reset
