@@ -33,7 +33,7 @@ from safetensors.numpy import save as save_safetensors
 from mnistkit import __version__
 from mnistkit.architectures import MAX_CLASSES, check_architecture, param_shapes
 from mnistkit.atomic import write_bytes_atomic, written_in_place
-from mnistkit.datasets import DEFAULT_DATASET, IMAGE_STYLES, dataset_spec, named_by_digits
+from mnistkit.datasets import DATASETS, DEFAULT_DATASET, IMAGE_STYLES, dataset_spec, named_by_digits
 from mnistkit.errors import MnistkitError
 from mnistkit.inputs import input_path, read_input, what_file_is, wrong_kind
 
@@ -284,6 +284,12 @@ def _check_names(path: Path, metadata: dict[str, Any], count: int) -> None:
     dataset, names = metadata["dataset"], metadata["class_names"]
     if not _is_name(dataset):
         raise MnistkitError(f"{path}: checkpoint dataset {dataset!r} is not a name")
+    known = DATASETS.get(dataset)  # a dataset of one's own may number its classes as it likes
+    if known is not None and max(metadata["classes"]) >= len(known.class_names):
+        raise MnistkitError(
+            f"{path}: checkpoint classes {metadata['classes']!r} are not labels of {dataset} "
+            f"(0-{len(known.class_names) - 1})"
+        )
     if (
         not isinstance(names, list)
         or len(names) != count

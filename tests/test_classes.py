@@ -284,6 +284,8 @@ VERSION_2 = {"format_version": 2, "classes": [0, 1, 30], "dataset": "emnist-bala
         ),
         ({"classes": [0, 1, 1000]}, "are not distinct labels 0-999"),
         ({"format_version": 1}, "are not distinct digits 0-9"),
+        # eval then said "holds emnist-balanced (...), but the model was trained on emnist-balanced (...)"
+        ({"classes": [0, 1, 47]}, "checkpoint classes [0, 1, 47] are not labels of emnist-balanced (0-46)"),
     ],
 )
 def test_version_2_names_are_checked(tmp_path: Path, change: dict, problem: str) -> None:
