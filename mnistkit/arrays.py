@@ -16,6 +16,7 @@ import collections
 import hashlib
 import os
 import shlex
+import stat
 import sys
 import zipfile
 import zlib
@@ -97,6 +98,8 @@ def recorded_dataset(path: str | os.PathLike[str]) -> str:
     """The dataset an `.npz` file records (or holds the published labels of), read without its
     images, so that a preset can take that dataset's settings; MNIST when it records none or
     cannot be read (`load_arrays` says why)."""
+    if not _in_place(path):
+        return DEFAULT_DATASET
     try:
         with np.load(path, allow_pickle=False) as archive:
             if "dataset" in archive.files:
@@ -398,6 +401,11 @@ def load_arrays(
     object arrays are refused, never unpickled."""
     if isinstance(splits, str):  # splits="test"
         splits = (splits,)
+    if not _in_place(path):
+        raise MnistkitError(
+            f"{path}: not a regular file (a pipe or a device), expected an .npz file, which is read "
+            "in place; save it to a file first"
+        )
     try:
         with open_input(path, "an .npz file") as handle:
             start = handle.read(16)
@@ -426,6 +434,17 @@ def load_arrays(
     except MemoryError:
         raise MnistkitError(f"{path}: an array's header declares more data than fits in memory") from None
     return arrays
+
+
+def _in_place(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` can be read as an .npz is, more than once and by seeking; or names no
+    file (opening it says why). A pipe (`<(cmd)`, a FIFO) is told apart before it is opened:
+    opening one that nothing writes to yet waits, and train does so where signals are held."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return True
+    return stat.S_ISREG(mode) or stat.S_ISDIR(mode)
 
 
 def arrays_sha256(arrays: Mapping[str, np.ndarray]) -> str:

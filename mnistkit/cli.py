@@ -40,6 +40,8 @@ from mnistkit.terms import command_line_terms
 if TYPE_CHECKING:
     from fractions import Fraction
 
+    from mnistkit.checkpoint import Checkpoint
+
 
 class PathType(click.Path):
     """A path that is not empty: `Path("")` is the current folder, so an unset shell variable
@@ -739,6 +741,11 @@ def train(
     if show_config and config is not None:
         _print_config(config)
         return
+    checkpoint = None  # read while a signal still stops at once: a pipe no one writes to yet waits
+    if resume is not None:
+        from mnistkit.checkpoint import load_checkpoint
+
+        checkpoint = load_checkpoint(resume)
     # jax runs from here on: signals are taken between chunks of work (see interrupts.py).
     with deferred():
         writer = True
@@ -751,7 +758,7 @@ def train(
             output,
             config,
             given,
-            resume,
+            (resume, checkpoint),
             show_config,
             writer,
             history=history,
@@ -767,21 +774,20 @@ def _train_files(
     output: str,
     config,
     given: dict,
-    resume: str | None,
+    resumed: tuple[str | None, Checkpoint | None],
     show_config: bool,
     writer: bool,
     **train_options,
 ) -> None:
-    """The files around `training.train`: the arrays, the checkpoint to --resume, the progress."""
+    """The files around `training.train`: the arrays, the checkpoint to --resume (its path and
+    itself), the progress."""
     from mnistkit.arrays import catalogued, dataset_name, file_sha256, load_arrays
-    from mnistkit.checkpoint import load_checkpoint
     from mnistkit.config import resume_config
     from mnistkit.parallel import cluster_run
     from mnistkit.training import train as run_training
 
-    checkpoint = None
-    if resume is not None:
-        checkpoint = load_checkpoint(resume)
+    resume, checkpoint = resumed
+    if checkpoint is not None:
         done = int(checkpoint.metadata.get("metrics", {}).get("epochs", 0))
         config = resume_config(checkpoint.metadata.get("config", {}), resume, given, done)
     if show_config:

@@ -16,7 +16,10 @@ import io
 import json
 import os
 import pickle
+import signal
 import struct
+import subprocess
+import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +28,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import draw_large_digit
+from faults import mnistkit_command
 from hypothesis import given
 from hypothesis import strategies as st
 from numpy.lib import format as npy_format
@@ -506,3 +510,47 @@ def test_an_endless_input_is_refused_from_its_first_bytes(tmp_path: Path, synthe
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 1 and result.stderr.startswith(f"Error: {line}"), (args, result.stderr)
     assert not (tmp_path / "c.png").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_a_pipe_given_as_the_npz_is_refused_before_it_is_opened(
+    command: str, synthetic_npz: Path, large_digit_model: Path, tmp_path: Path
+) -> None:
+    """`mnistkit train FIFO` opened the FIFO where signals are held: with nothing writing to
+    it yet, it waited for ever, deaf to Ctrl-C and SIGTERM. eval said "not a valid .npz file
+    (File or stream is not seekable.)" of valid data."""
+    fifo = tmp_path / "data.npz"
+    os.mkfifo(fifo)
+    first = (
+        ["train", fifo, "-o", tmp_path / "m.safetensors"]
+        if command == "train"
+        else ["eval", large_digit_model, fifo]
+    )
+    result = subprocess.run(mnistkit_command(*first), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and result.stderr == (
+        f"Error: {fifo}: not a regular file (a pipe or a device), expected an .npz file, which is read "
+        "in place; save it to a file first\n"
+    )
+
+
+def test_ctrl_c_stops_train_waiting_for_a_resume_checkpoint_from_a_pipe(
+    synthetic_npz: Path, tmp_path: Path
+) -> None:
+    """The checkpoint to resume was opened where signals are held: a FIFO no one wrote to yet
+    kept train waiting, deaf to Ctrl-C."""
+    fifo = tmp_path / "model.safetensors"
+    os.mkfifo(fifo)
+    command = mnistkit_command("train", synthetic_npz, "-o", tmp_path / "m.safetensors", "--resume", fifo)
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        wchan = Path(f"/proc/{process.pid}/wchan")
+        deadline = time.monotonic() + 30
+        while "partner" not in wchan.read_text() and time.monotonic() < deadline:  # fifo_open's wait
+            time.sleep(0.05)
+        assert "partner" in wchan.read_text(), "train never came to open the pipe"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 130
+        assert process.stderr.read() == "mnistkit: interrupted by SIGINT\n"
+    finally:
+        process.kill()
+        process.wait()
