@@ -133,10 +133,13 @@ def select_samples(
 
 @dataclass(frozen=True)
 class DigitGrid:
-    """The grid picture and, for each digit shown, the box (left, top, right, bottom) of its pixels."""
+    """The grid picture, for each digit shown the box (left, top, right, bottom) of its pixels,
+    and the lines written above them."""
 
     image: Image.Image
     digit_boxes: list[tuple[int, int, int, int]]
+    title: str
+    subtitle: str
 
 
 def digit_grid(
@@ -187,7 +190,7 @@ def digit_grid(
                 (left + digit_px / 2, y), line, CAPTION_PX, fill=WRONG if is_wrong else INK, align="mt"
             )
         boxes.append(box)
-    return DigitGrid(canvas.finish(), boxes)
+    return DigitGrid(canvas.finish(), boxes, title, subtitle)
 
 
 def sample_captions(
@@ -358,6 +361,10 @@ def samples_picture(
         subtitle = f"{model_name} · caption: true label, prediction · confidence; wrong in red"
     if len(indices) == 0:
         subtitle = model_name
+    if len(indices) == 0 and mistakes:  # a threshold past the model's reach (label smoothing caps it)
+        wrong = eligible & (predictions.digits != labels)
+        surest = f"{float(predictions.confidence[wrong].max()):.2%}"
+        subtitle = f"{model_name} · the most confident of its {mistakes} mistakes: {surest}"
     captions, wrong = sample_captions(labels, indices, predictions, names)
     grid = digit_grid(images[indices], captions, wrong, title, subtitle, options.scale, options.columns)
     return grid, indices

@@ -192,6 +192,15 @@ def test_mistake_grid_holds_only_mistakes_most_confident_first(synthetic_data, l
     assert set(confident) == {i for i in all_mistakes if confidence[i] >= threshold}
     _, top_two = samples_picture(synthetic_data, SampleOptions(select="mistakes", count=2), checkpoint)
     assert list(top_two) == list(indices[:2])
+    # Past the model's reach (label smoothing keeps `make all`'s model under 91%): the picture
+    # of none says how sure its surest mistake was.
+    out_of_reach = SampleOptions(select="confident-mistakes", min_confidence=1.0)
+    grid, none = samples_picture(synthetic_data, out_of_reach, checkpoint, model_name="m.safetensors")
+    assert len(none) == 0 and grid.title.startswith("No mistakes made with at least 100.00% confidence")
+    surest = f"{confidence[all_mistakes].max():.2%}"
+    assert (
+        grid.subtitle == f"m.safetensors · the most confident of its {len(all_mistakes)} mistakes: {surest}"
+    )
 
 
 def test_render_samples_mistakes_cli(tmp_path, synthetic_npz, synthetic_data, logreg_path):
