@@ -701,8 +701,8 @@ def train(
     Each option left out comes from the preset (by default the one named like --model).
     One line per epoch goes to stderr; Ctrl-C keeps the last complete epoch. After every
     epoch the run's state is saved to OUTPUT.resume: if the run dies (killed, out of
-    memory, power), the same command continues from the last epoch and writes what the
-    uninterrupted run would have written, byte for byte.
+    memory, power), the same command continues from the last epoch and writes the checkpoint
+    the uninterrupted run would have written, byte for byte (the history's seconds differ).
 
     Each batch is split over all local devices (--devices), with the same result as on
     one. Several processes (hosts) train together with --coordinator, --num-processes and
