@@ -33,7 +33,7 @@ from mnistkit.atomic import (
 )
 from mnistkit.config import INITS, NORMALIZATIONS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
 from mnistkit.datasets import DATASET_NAMES, DEFAULT_DATASET, named_by_digits
-from mnistkit.errors import EXIT_BROKEN_PIPE, MnistkitError, PictureTooLarge
+from mnistkit.errors import EXIT_BELOW_MIN_ACCURACY, EXIT_BROKEN_PIPE, MnistkitError, PictureTooLarge
 from mnistkit.mirrors import DEFAULT_CACHE_DIR, DEFAULT_MIN_RATE_BYTES_PER_S, DEFAULT_TIMEOUT_S, MIRROR_ENV
 from mnistkit.terms import command_line_terms
 
@@ -955,7 +955,8 @@ def _keep_only_if_complete(output: str | None, failures: int) -> None:
     "--min-accuracy",
     type=float,
     callback=_finite,
-    help="Exit 1 when accuracy is below X (a fraction such as 0.975, or a percentage such as 97.5).",
+    help="Exit 3 when accuracy is below X (a fraction such as 0.975, or a percentage such as 97.5); "
+    "1 is kept for input that could not be read.",
 )
 @click.option(
     "--images",
@@ -1043,10 +1044,11 @@ def eval_command(
         report_json = evaluation.to_json(split, str(checkpoint_path), source)
         write_text_atomic(json_path, json.dumps(report_json, indent=2) + "\n")
     if threshold is not None and evaluation.correct < threshold * evaluation.count:  # exactly
-        raise MnistkitError(
-            f"accuracy {_distinct_percent(evaluation.accuracy, float(threshold))} is below "
-            f"--min-accuracy {percent_as_given(threshold)}"
+        accuracy = _distinct_percent(evaluation.accuracy, float(threshold))
+        click.echo(
+            f"Error: accuracy {accuracy} is below --min-accuracy {percent_as_given(threshold)}", err=True
         )
+        sys.exit(1 if failures else EXIT_BELOW_MIN_ACCURACY)
     if failures:
         sys.exit(1)
 

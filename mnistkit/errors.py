@@ -12,6 +12,9 @@ import signal
 # other tools, with 128 + SIGPIPE; the command keeps SIGPIPE ignored, as Python does, so that
 # `serve` outlives a client that goes away.
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+# `eval --min-accuracy` that read everything and found the model below it: a CI gate tells a
+# model too weak from a broken pipeline (1) by the exit status alone.
+EXIT_BELOW_MIN_ACCURACY = 3
 
 
 class MnistkitError(Exception):

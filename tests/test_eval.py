@@ -78,7 +78,8 @@ def test_eval_table_json_and_gate(large_digit_model: Path, synthetic_npz: Path, 
     assert run("eval", large_digit_model, synthetic_npz, "--min-accuracy", exactly).exit_code == 0
     failed = run("eval", large_digit_model, synthetic_npz, "--min-accuracy", "100")
     if metrics["accuracy"] < 1.0:
-        assert failed.exit_code == 1 and "is below --min-accuracy 100.00%" in failed.stderr
+        # 3, not 1: a CI gate tells a model too weak from a file that could not be read
+        assert failed.exit_code == 3 and "is below --min-accuracy 100.00%" in failed.stderr
     bad = run("eval", large_digit_model, synthetic_npz, "--min-accuracy", "250")
     assert bad.exit_code == 2 and "neither a fraction" in bad.stderr
 
@@ -186,6 +187,10 @@ def test_an_unreadable_labelled_image_is_reported_and_left_out(
     assert errors[0].startswith(f"{labelled_folder / 'd4.png'}: not an image")
     assert errors[1] == f"{labelled_folder / 'gone.png'}: no such file"
     assert "images 9" in result.stdout
+    gated = run(
+        "eval", large_digit_model, "--labels", labelled_folder / "labels.tsv", "--min-accuracy", "1.0"
+    )
+    assert gated.exit_code == 1  # images it could not read outweigh the gate's 3
 
 
 def test_labels_file_forms(tmp_path: Path) -> None:
