@@ -89,7 +89,7 @@ def load_digit(
             height, width = read.pixels.shape
             raise MnistkitError(
                 f"{path}: image is {width}x{height} pixels; {setting('preprocess', False)} needs 28x28 "
-                "(leave it out to fit the digit into 28x28)"
+                "(leave it out to have the picture fitted into 28x28)"
             )
         from mnistkit.arrays import on_light_paper  # here: predicting photos needs none of arrays
 

@@ -21,6 +21,7 @@ from mnistkit.checkpoint import Checkpoint
 from mnistkit.errors import MnistkitError
 from mnistkit.image_files import LoadedDigit, StdinWaits, load_digits
 from mnistkit.images import encode_png
+from mnistkit.terms import setting
 
 FORMATS = ("tsv", "csv", "jsonl")
 
@@ -184,7 +185,10 @@ def write_predictions(
 ) -> int:
     """One row per readable image on `output`, one `path: reason` line per bad input on
     `errors`; returns how many inputs failed."""
-    top_k = min(top_k, len(checkpoint.classes))
+    if top_k > len(checkpoint.classes):  # said, since the rows have fewer columns than asked for
+        classes = len(checkpoint.classes)
+        errors.write(f"{setting('top_k', top_k)}: the model knows {classes} classes; giving all {classes}\n")
+        top_k = classes
     if save_dir is not None:
         make_output_folder(save_dir)
     writer = PredictionWriter(output, output_format, top_k, checkpoint.digit_classes)
