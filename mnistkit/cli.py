@@ -931,17 +931,19 @@ def predict_command(
             preprocess=not no_preprocess,
             save_dir=save_preprocessed,
         )
-        _keep_only_if_complete(output, failures)
+        _keep_only_if_complete(output, failures, "; without -o the others' rows go to stdout")
     if failures:
         sys.exit(1)
 
 
-def _keep_only_if_complete(output: str | None, failures: int) -> None:
+def _keep_only_if_complete(output: str | None, failures: int, elsewhere: str = "") -> None:
     """An output FILE is written only when every image was read (its temp file is dropped
     otherwise), so that make never takes it as done; rows on stdout or into a pipe stream
-    as they come."""
+    as they come. `elsewhere` tells where the rest can be had."""
     if failures and output is not None and not written_in_place(output):
-        raise MnistkitError(f"{output}: not written, since {_count(failures, 'image')} could not be read")
+        raise MnistkitError(
+            f"{output}: not written, since {_count(failures, 'image')} could not be read{elsewhere}"
+        )
 
 
 @cli.command("eval", short_help="Measure a checkpoint on test data or labelled images.")

@@ -268,7 +268,8 @@ def test_an_output_file_is_written_only_when_every_image_was_read(
     assert result.returncode == 1 and not output.exists()
     assert (
         result.stderr.decode().splitlines()[-1]
-        == f"Error: {output}: not written, since 1 image could not be read"
+        == f"Error: {output}: not written, since 1 image could not be read; without -o the others' rows go "
+        "to stdout"
     )
     streamed = run("predict", model, digit, tmp_path / "missing.png")
     assert streamed.returncode == 1 and streamed.stdout.decode().startswith(f"{digit}\t")
