@@ -92,17 +92,22 @@ $(NPZ): $(RAW) | $(INSTALLED) ## parse the IDX files into one .npz
 	$(MNISTKIT) parse-to-npz $(RAW_DIR) --dataset $(DATASET) -o $@
 
 # The arguments a model was trained with, and its checkpoint's checksum, are written beside
-# it once training has finished; other arguments, none recorded, or another checkpoint in its
-# place (one trained by hand with -o $(CKPT), which the reports would describe as make's)
-# train again. They are compared as make reads this file, not by a rule that always runs, so
-# that `make -n` and `make -q` say truly what would run.
+# it once training has finished; other arguments, or none recorded, train again. They are
+# compared as make reads this file, not by a rule that always runs, so that `make -n` and
+# `make -q` say truly what would run. A checkpoint in its place that make did not train (one
+# trained by hand with -o $(CKPT), which the reports would describe as make's) stops make
+# before it trains over it.
 TRAIN_ARGS_FILE := $(MODELS)/train-args.txt
 kept_args := $(strip $(shell sed -n 1p $(TRAIN_ARGS_FILE) 2>/dev/null))
 new_args := $(strip $(train_args))
 kept_sum := $(strip $(shell sed -n 2p $(TRAIN_ARGS_FILE) 2>/dev/null))
-ckpt_sum := $(if $(kept_sum),$(strip $(shell cksum < $(CKPT) 2>/dev/null)))
+ckpt_sum := $(if $(kept_sum),$(if $(wildcard $(CKPT)),$(strip $(shell cksum < $(CKPT)))))
 differ = $(subst $(1),,$(2))$(subst $(2),,$(1))
-RETRAIN := $(if $(call differ,$(kept_args),$(new_args))$(call differ,$(kept_sum),$(ckpt_sum)),FORCE)
+# (an unfinished run of make's own has written its last epoch there, and resumes)
+FOREIGN := $(if $(ckpt_sum),$(if $(wildcard $(CKPT).resume),,$(call differ,$(kept_sum),$(ckpt_sum))))
+RETRAIN := $(if $(call differ,$(kept_args),$(new_args))$(FOREIGN),FORCE)
+foreign_checkpoint := make: $(CKPT) is not the model make trained (its checksum is not the one in \
+	$(TRAIN_ARGS_FILE)); move it elsewhere to keep it, or delete it and make trains its own
 
 # A pattern rule, not a grouped target (`&:`): GNU make 4.3's `make -n` lists nothing of what
 # depends on a grouped target it would remake, and of a pattern rule's files only what depends
@@ -114,6 +119,7 @@ other_models := $(filter-out $(CKPT) $(HISTORY),$(filter $(MODELS)/%.safetensors
 $(if $(other_models),$(error make trains $(CKPT) for DATASET=$(DATASET), not $(firstword $(other_models)); \
 	for another dataset: make all DATASET=NAME; for another file: $(MNISTKIT) train $(NPZ) -o FILE))
 $(MODELS)/%.safetensors $(MODELS)/%.history.jsonl: $(NPZ) $(RETRAIN) $(UNFINISHED) $(NO_HISTORY) | $(INSTALLED) ## train the model
+	@$(if $(FOREIGN),echo '$(foreign_checkpoint)' >&2; exit 1)
 	$(MNISTKIT) train $(NPZ) -o $(CKPT) --history $(HISTORY) $(train_args)
 	@printf '%s\n%s\n' '$(subst ','\'',$(new_args))' "$$(cksum < $(CKPT))" > $(TRAIN_ARGS_FILE)
 

@@ -223,6 +223,20 @@ def _edge_means(images: np.ndarray) -> np.ndarray:
     return images[:, edge].mean(axis=1) if images.size else np.zeros(len(images))
 
 
+def check_light_ink(images: np.ndarray, source: str) -> None:
+    """Refuse training images mostly drawn dark on light paper: a model trained on them reads
+    every picture `predict` prepares (light ink on black, as every dataset's) inverted. A few
+    such images among the rest are noise, and pass."""
+    light = int((_edge_means(images) > LIGHT_PAPER_EDGE).sum())
+    if light * 2 > len(images):
+        fix = "invert them (255 - images) in the .npz" if on_command_line() else "give 255 - images"
+        raise MnistkitError(
+            f"{source}: train_images are drawn dark on light paper ({light} of {len(images)} have edges "
+            f"brighter than {LIGHT_PAPER_EDGE} of 255), where mnistkit's models learn MNIST's light ink "
+            f"on black, as predict prepares pictures; {fix}"
+        )
+
+
 def check_finite(images: np.ndarray, name: str, error: type[Exception] = MnistkitError) -> None:
     """Refuse NaN and infinite pixels before any fix is offered: every cast to uint8 would
     turn them into some pixel unnoticed, and min and max would not be numbers. `error` is
@@ -327,14 +341,6 @@ def check_arrays(
             raise MnistkitError(
                 f"{source}: {split}_images holds {faint[0]}, expected 0-255"
                 + (f"; give {faint[1]}" if fixes else "")
-            )
-        light = int((_edge_means(images) > LIGHT_PAPER_EDGE).sum())
-        if light * 2 > len(images):  # a few odd images are noise; most are a convention's
-            raise MnistkitError(
-                f"{source}: {split}_images are drawn dark on light paper ({light} of {len(images)} have "
-                f"edges brighter than {LIGHT_PAPER_EDGE} of 255), where mnistkit's models learn MNIST's "
-                f"light ink on black, as predict prepares pictures; {'give' if fixes else 'save'} "
-                "255 - images"
             )
         if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
             raise MnistkitError(

@@ -191,14 +191,6 @@ def _not_overwritten(paths: Iterable, output: str | None, option: str) -> Iterat
         yield path
 
 
-def _distinct_percent(value: float, other: float) -> str:
-    """`value` as a percentage with the digits that tell it from `other` (99.370% below 99.371%)."""
-    for decimals in range(2, 12):
-        if f"{value:.{decimals}%}" != f"{other:.{decimals}%}":
-            break
-    return f"{value:.{decimals}%}"
-
-
 def _shown_output(path: str) -> str:
     return "standard output" if is_stdout(path) else path
 
@@ -1001,6 +993,7 @@ def eval_command(
     from mnistkit.checkpoint import load_checkpoint
     from mnistkit.evaluation import (
         dataset_class_names,
+        distinct_percent,
         evaluate_arrays,
         evaluate_images,
         format_table,
@@ -1046,7 +1039,7 @@ def eval_command(
         report_json = evaluation.to_json(split, str(checkpoint_path), source)
         write_text_atomic(json_path, json.dumps(report_json, indent=2) + "\n")
     if threshold is not None and evaluation.correct < threshold * evaluation.count:  # exactly
-        accuracy = _distinct_percent(evaluation.accuracy, float(threshold))
+        accuracy = distinct_percent(evaluation.accuracy, float(threshold))
         click.echo(
             f"Error: accuracy {accuracy} is below --min-accuracy {percent_as_given(threshold)}", err=True
         )

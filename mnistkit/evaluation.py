@@ -193,6 +193,14 @@ def percent_as_given(fraction: Fraction | float) -> str:
     return text
 
 
+def distinct_percent(value: float, other: float) -> str:
+    """`value` as a percentage with the digits that tell it from `other` (99.370% below 99.371%)."""
+    for decimals in range(2, 12):
+        if f"{value:.{decimals}%}" != f"{other:.{decimals}%}":
+            break
+    return f"{value:.{decimals}%}"
+
+
 def check_same_classes(checkpoint: Checkpoint, arrays: dict[str, np.ndarray], source: str) -> None:
     """Refuse arrays whose classes are not the model's: a Fashion-MNIST model read 10% of
     MNIST's digits without a word. Another dataset of the same classes (QMNIST's digits for

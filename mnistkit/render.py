@@ -31,7 +31,7 @@ from mnistkit.checkpoint import Checkpoint
 from mnistkit.config import listed_setting, scalar_setting
 from mnistkit.datasets import DIGIT_NAMES, named_by_digits
 from mnistkit.errors import MnistkitError
-from mnistkit.evaluation import check_same_classes, percent_as_given
+from mnistkit.evaluation import check_same_classes, distinct_percent, percent_as_given
 from mnistkit.terms import setting
 
 SELECTIONS = ("first", "random", "mistakes", "confident-mistakes")
@@ -363,7 +363,7 @@ def samples_picture(
         subtitle = model_name
     if len(indices) == 0 and mistakes:  # a threshold past the model's reach (label smoothing caps it)
         wrong = eligible & (predictions.digits != labels)
-        surest = f"{float(predictions.confidence[wrong].max()):.2%}"
+        surest = distinct_percent(float(predictions.confidence[wrong].max()), options.min_confidence)
         subtitle = f"{model_name} · the most confident of its {mistakes} mistakes: {surest}"
     captions, wrong = sample_captions(labels, indices, predictions, names)
     grid = digit_grid(images[indices], captions, wrong, title, subtitle, options.scale, options.columns)

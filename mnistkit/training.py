@@ -32,7 +32,7 @@ import optax
 
 from mnistkit import run_state
 from mnistkit.architectures import build_architecture, ensemble_size, member_architecture, param_shapes
-from mnistkit.arrays import arrays_sha256, dataset_name
+from mnistkit.arrays import arrays_sha256, check_light_ink, dataset_name
 from mnistkit.atomic import check_writable_target
 from mnistkit.checkpoint import MAX_CHECKPOINT_VALUES, Checkpoint, check_checkpoint_name, save_checkpoint
 from mnistkit.compile_cache import compile_cache
@@ -116,6 +116,7 @@ def train(
     raises MnistkitError and writes no checkpoint. Compiled programs are kept on disk for the
     next run (`compile_cache`).
     """
+    check_light_ink(arrays["train_images"], data_name)
     writer = jax.process_index() == 0
     log = log if writer else (lambda message: None)
     with compile_cache(log):

@@ -98,11 +98,11 @@ def test_a_missed_threshold_shows_the_digits_that_tell_it_from_the_accuracy() ->
     """`accuracy 99.37% is below --min-accuracy 99.37%` read as a contradiction in a CI log."""
     from fractions import Fraction
 
-    from mnistkit.cli import _accuracy_fraction, _distinct_percent
-    from mnistkit.evaluation import percent_as_given
+    from mnistkit.cli import _accuracy_fraction
+    from mnistkit.evaluation import distinct_percent, percent_as_given
 
-    assert (_distinct_percent(0.9937, 0.99371), _distinct_percent(0.99371, 0.9937)) == ("99.370%", "99.371%")
-    assert _distinct_percent(0.5, 0.6) == "50.00%"
+    assert (distinct_percent(0.9937, 0.99371), distinct_percent(0.99371, 0.9937)) == ("99.370%", "99.371%")
+    assert distinct_percent(0.5, 0.6) == "50.00%"
     # 619 of 625 is 99.04% exactly, which 99.04 / 100 in floats is above: a pass, not a failure
     # that printed "99.0400000% is below --min-accuracy 99.0400000%".
     assert 99.04 / 100 > 619 / 625

@@ -545,9 +545,14 @@ def test_ctrl_c_stops_train_waiting_for_a_resume_checkpoint_from_a_pipe(
     try:
         wchan = Path(f"/proc/{process.pid}/wchan")
         deadline = time.monotonic() + 30
+        seen = set()
         while "partner" not in wchan.read_text() and time.monotonic() < deadline:  # fifo_open's wait
+            seen.add(wchan.read_text())
             time.sleep(0.05)
-        assert "partner" in wchan.read_text(), "train never came to open the pipe"
+        waiting = "partner" in wchan.read_text()
+        if not waiting and seen <= {"0", ""}:  # gVisor and other sandboxed kernels name no wait
+            pytest.skip("this kernel does not say where a process waits (/proc/PID/wchan)")
+        assert waiting, "train never came to open the pipe"
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 130
         assert process.stderr.read() == "mnistkit: interrupted by SIGINT\n"

@@ -100,9 +100,10 @@ def test_exported_samples_that_are_gone_are_exported_again(tmp_path: Path) -> No
     assert [call.split()[0] for call in calls] == ["render-samples", "predict"], calls
 
 
-def test_a_checkpoint_trained_by_hand_in_makes_place_is_trained_again(tmp_path: Path) -> None:
+def test_a_checkpoint_trained_by_hand_in_makes_place_stops_make(tmp_path: Path) -> None:
     """`mnistkit train data/mnist.npz -o models/model.safetensors`, then `make all`: make took
-    the newer checkpoint as its own, and the reports described a model it never trained."""
+    the newer checkpoint as its own, and the reports described a model it never trained.
+    Training over it would lose it: make stops and says what to do."""
     made = [f"data/raw/{name}" for name in MNIST_FILES.values()] + ["data/mnist.npz"]
     for age, name in enumerate(made):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -116,6 +117,15 @@ def test_a_checkpoint_trained_by_hand_in_makes_place_is_trained_again(tmp_path: 
     assert run_make(tmp_path, "models/model.safetensors").returncode == 0
     assert not (tmp_path / "calls.txt").exists()  # make's own: up to date
     (tmp_path / "models/model.safetensors").write_bytes(b"trained by hand")
+    stopped = run_make(tmp_path, "models/model.safetensors")
+    assert stopped.returncode != 0 and not (tmp_path / "calls.txt").exists()
+    assert stopped.stderr.startswith(
+        "make: models/model.safetensors is not the model make trained (its checksum is not the one in "
+        "models/train-args.txt); move it elsewhere to keep it, or delete it and make trains its own\n"
+    )
+    assert (tmp_path / "models/model.safetensors").read_bytes() == b"trained by hand"
+    (tmp_path / "models/model.safetensors").unlink()
+    assert run_make(tmp_path, "help").stderr == ""  # no checksum of a file that is gone
     assert run_make(tmp_path, "models/model.safetensors").returncode == 0
     assert (
         (tmp_path / "calls.txt").read_text().startswith("train data/mnist.npz -o models/model.safetensors ")

@@ -27,7 +27,7 @@ from mnistkit.checkpoint import load_checkpoint, save_checkpoint
 from mnistkit.cli import cli
 from mnistkit.datasets import DATASETS
 from mnistkit.errors import MnistkitError
-from mnistkit.evaluation import read_confusion
+from mnistkit.evaluation import distinct_percent, read_confusion
 from mnistkit.history import read_history
 from mnistkit.inference import dense_stack, normalize
 from mnistkit.plots import bottleneck_values, confusion_cell_box, curves_image, head_logits
@@ -197,7 +197,7 @@ def test_mistake_grid_holds_only_mistakes_most_confident_first(synthetic_data, l
     out_of_reach = SampleOptions(select="confident-mistakes", min_confidence=1.0)
     grid, none = samples_picture(synthetic_data, out_of_reach, checkpoint, model_name="m.safetensors")
     assert len(none) == 0 and grid.title.startswith("No mistakes made with at least 100.00% confidence")
-    surest = f"{confidence[all_mistakes].max():.2%}"
+    surest = distinct_percent(float(confidence[all_mistakes].max()), 1.0)
     assert (
         grid.subtitle == f"m.safetensors · the most confident of its {len(all_mistakes)} mistakes: {surest}"
     )
