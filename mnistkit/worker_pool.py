@@ -318,7 +318,10 @@ def workers_fork() -> bool:
 
 
 def start_method() -> str | None:
-    """fork starts workers in milliseconds; it is unsafe once jax's threads run in this process."""
+    """fork starts workers in milliseconds; it is unsafe once other threads run in this
+    process: jax's, or a caller's own. OpenBLAS stops its threads before each fork, under the
+    feet of a thread inside a matrix product (a service's threads calling predict_images
+    hung so, each of them in numpy)."""
     if sys.platform != "linux":
         return None
-    return "forkserver" if "jax" in sys.modules else "fork"
+    return "forkserver" if "jax" in sys.modules or threading.active_count() > 1 else "fork"

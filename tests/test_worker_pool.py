@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import synthetic_arrays
+from conftest import run_script, synthetic_arrays
 from PIL import Image
 
 from mnistkit.errors import Interrupted, MnistkitError
@@ -223,3 +223,49 @@ def test_load_digits_with_a_worker_killed_stops_with_one_error_and_leaves_no_wor
     with pytest.raises(MnistkitError, match="killed by SIGKILL"):
         _waited(lambda: list(chunks))
     assert pool._workers and not any(worker.process.is_alive() for worker in pool._workers)
+
+
+FORKS_WITH_THREADS = """
+import threading
+from mnistkit.worker_pool import start_method
+
+print(start_method())
+threading.Thread(target=threading.Event().wait, daemon=True).start()  # a service's thread
+print(start_method())
+"""
+
+
+def test_workers_are_not_forked_while_other_threads_run() -> None:
+    """OpenBLAS stops its threads before each fork: a thread inside a matrix product then
+    waits for ever. A service's 8 threads calling predict_images hung so in 5 of 7 runs."""
+    result = run_script(FORKS_WITH_THREADS)
+    assert result.stdout == "fork\nforkserver\n", result.stderr
+
+
+MANY_THREADS_PREDICTING = """
+import sys
+from concurrent.futures import ThreadPoolExecutor
+import mnistkit
+
+model = mnistkit.load(sys.argv[1])
+paths = sys.argv[2:]
+alone = [prediction.label for prediction in mnistkit.predict_images(model, paths)]
+with ThreadPoolExecutor(8) as threads:
+    calls = threads.map(lambda _: [p.label for p in mnistkit.predict_images(model, paths)], range(16))
+    together = list(calls)
+print(all(labels == alone for labels in together))
+"""
+
+
+def test_threads_reading_many_pictures_at_once_all_get_their_answers(
+    large_digit_model: Path, tmp_path: Path
+) -> None:
+    """More pictures than a chunk start workers in each call; with fork, the threads' matrix
+    products and the forks deadlocked (`predict_images` from a service's threads)."""
+    images = synthetic_arrays(n_test=300, seed=3)["test_images"]
+    paths = []
+    for index, image in enumerate(images):
+        paths.append(tmp_path / f"{index:03d}.png")
+        Image.fromarray(image).save(paths[-1])
+    result = run_script(MANY_THREADS_PREDICTING, large_digit_model, *paths, timeout=300)
+    assert result.stdout == "True\n", result.stderr
