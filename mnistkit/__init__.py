@@ -16,6 +16,7 @@ The names, each with its own help (`help(mnistkit.train)`):
     evaluate, predict_images                           figures on a split; your own images
     draw_samples, draw_curves, draw_confusion,         the pictures, as PIL images
     draw_embedding, draw_weights
+    MnistkitError                                      what a bad file or a failed write raises
 
 The modules listed under PACKAGE CONTENTS are the machinery behind these and the commands.
 """
@@ -25,6 +26,7 @@ __version__ = "0.1.0"
 # The names of `mnistkit.api.__all__` (a test holds the two equal).
 _API = (
     "PRESETS",
+    "MnistkitError",
     "Model",
     "TrainConfig",
     "download",

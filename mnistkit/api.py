@@ -72,6 +72,7 @@ from mnistkit.worker_pool import workers_fork
 
 __all__ = [
     "PRESETS",
+    "MnistkitError",
     "Model",
     "TrainConfig",
     "download",

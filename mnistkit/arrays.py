@@ -271,7 +271,13 @@ def image_fixes(images: np.ndarray) -> list[str]:
     elif images.dtype == np.bool_:
         fixes.append("images.astype(np.uint8) * 255")
     elif images.dtype != np.uint8 and np.issubdtype(images.dtype, np.integer):
-        fixes.append("images.astype(np.uint8) for pixels 0-255")
+        high = int(images.max()) if images.size else 0
+        if high <= 255:
+            fixes.append("images.astype(np.uint8) for pixels 0-255")
+        elif images.dtype == np.uint16:  # a 16-bit scan's: astype would wrap each past 255 around
+            fixes.append("(images // 257).astype(np.uint8) for 16-bit pixels 0-65535")
+        else:
+            fixes.append(f"(images * 255 // {high}).astype(np.uint8) for pixels up to {high}")
     return fixes
 
 

@@ -103,6 +103,14 @@ def test_the_package_names_the_api_and_stays_light() -> None:
     assert {name for name in star if not name.startswith("__")} == set(api.__all__)
 
 
+def test_a_caller_catches_mnistkits_errors_by_the_packages_own_name(tmp_path: Path) -> None:
+    """They were mnistkit.errors.MnistkitError, an internal module's, named nowhere in the README."""
+    with pytest.raises(mnistkit.MnistkitError, match=r"missing.safetensors: no such file$"):
+        mnistkit.load(tmp_path / "missing.safetensors")
+    with pytest.raises(mnistkit.MnistkitError, match=r"^epochs must be at least 1, got 0$"):
+        mnistkit.TrainConfig(epochs=0)
+
+
 def test_model_predicts_single_images_and_batches(large_digit_model: Path, synthetic_data) -> None:
     model = mnistkit.load(large_digit_model)
     images = synthetic_data["test_images"][:5]
@@ -977,6 +985,15 @@ def test_keras_and_torch_habits_get_the_call_that_works(synthetic_data, large_di
     assert mnistkit.evaluate(model, {"test_images": images, "test_labels": labels}).count == len(labels)
     for given, hint in (
         (images[:4].astype(np.int64), "(give images.astype(np.uint8) for pixels 0-255)"),
+        # a 16-bit scan's: astype(np.uint8), offered before, wrapped each pixel past 255 around
+        (
+            images[:4].astype(np.uint16) * 257,
+            "(give (images // 257).astype(np.uint8) for 16-bit pixels 0-65535)",
+        ),
+        (
+            images[:4].astype(np.int32) * 4,
+            "(give (images * 255 // 1020).astype(np.uint8) for pixels up to 1020)",
+        ),
         (images[:4] > 100, "(give images.astype(np.uint8) * 255)"),
         (images[:4, None], "(give images[:, 0])"),  # torchvision's (N, 1, 28, 28)
     ):
