@@ -72,16 +72,16 @@ class GunzipStream:
                 return output
 
     def _skip_zero_padding(self) -> None:
-        padding = len(self._input)
-        while self._input and padding <= MAX_GZIP_ZERO_PADDING:
+        padding = 0
+        while self._input:
             if self._input.count(0) != len(self._input):
                 raise CorruptData("trailing bytes after the gzip stream's zero padding")
-            self._input = self._handle.read(_INPUT_BYTES)
             padding += len(self._input)
-        if self._input:
-            raise CorruptData(
-                f"more than {MAX_GZIP_ZERO_PADDING >> 20} MiB of zero bytes after the gzip stream"
-            )
+            if padding > MAX_GZIP_ZERO_PADDING:
+                raise CorruptData(
+                    f"more than {MAX_GZIP_ZERO_PADDING >> 20} MiB of zero bytes after the gzip stream"
+                )
+            self._input = self._handle.read(_INPUT_BYTES)
 
 
 def _zlib_reason(error: zlib.error) -> str:

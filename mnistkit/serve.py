@@ -412,7 +412,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._send_error_json(HTTPStatus.BAD_REQUEST, "a request has one Host header")
             return None
         if not hosts and self.request_version == "HTTP/1.1":  # RFC 9112 asks a 400 for these
-            self._send_error_json(HTTPStatus.BAD_REQUEST, "an HTTP/1.1 request has a Host header")
+            self._send_error_json(HTTPStatus.BAD_REQUEST, "an HTTP/1.1 request needs a Host header")
             return None
         host = hosts[0] if hosts else None
         if self.server.loopback_only and host is not None:

@@ -505,7 +505,7 @@ def test_a_foreign_host_header_is_refused(server: DigitServer) -> None:
     for foreign in ("127.0.0.1.attacker.example", "localhost.example", f"[::2]:{port}", "10.0.0.1"):
         assert call(server, "GET", "/healthz", headers={"Host": foreign})[0] == 403, foreign
     answer = raw_exchange(server, b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
-    assert status_of(answer) == 400 and b"an HTTP/1.1 request has a Host header" in answer, answer
+    assert status_of(answer) == 400 and b"an HTTP/1.1 request needs a Host header" in answer, answer
     assert status_of(raw_exchange(server, b"GET /healthz HTTP/1.0\r\n\r\n")) == 200  # 1.0 had none
 
 
