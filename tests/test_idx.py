@@ -71,10 +71,10 @@ FILE_CORRUPTIONS: list[Corruption] = [
         lambda a: _gz(idx_bytes(a)) + bytes(512) + b"x",
         "zero padding",
     ),
-    (  # junk right before a MiB of padding ends is junk, not too much padding
-        "gzip-junk-past-most-of-a-mib-of-padding",
+    (  # junk right after a MiB of padding is junk, not too much padding
+        "gzip-junk-after-a-mib-of-padding",
         "test_labels",
-        lambda a: _gz(idx_bytes(a)) + bytes(MAX_GZIP_ZERO_PADDING - 100) + b"x" + bytes(200),
+        lambda a: _gz(idx_bytes(a)) + bytes(MAX_GZIP_ZERO_PADDING) + b"x",
         "trailing bytes after the gzip stream's zero padding",
     ),
     (
