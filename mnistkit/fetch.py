@@ -93,13 +93,14 @@ def fetch(
 ) -> list[Path]:
     """Make `out_dir` hold a verified copy of each of `dataset`'s files; return their paths.
 
-    A file already present and valid is kept; an invalid one is removed and fetched
-    again; `force` fetches every file again (the old copy stays until a new one is
-    verified). Each file comes from the first mirror that delivers it; a mirror that
-    fails gets one retry when the failure may be transient and came quickly, and a
-    remote one, or a local folder that is not there, is not tried again for the other
-    files. `timeout_s` bounds the connection and each read, and is the window over which
-    a download must average `min_bytes_per_s` (0: no minimum). A dataset that comes in an archive (EMNIST) is
+    A file already present and valid is kept; an invalid one is fetched again, and `force`
+    fetches every file again: the old copy stays until a new one is verified, so a failed
+    fetch loses nothing (a genuine copy that fails the check, recompressed, is still there).
+    Each file comes from the first mirror that delivers it; a mirror that fails gets one
+    retry when the failure may be transient and came quickly, and a remote one, or a local
+    folder that is not there, is not tried again for the other files. `timeout_s` bounds the
+    connection and each read, and is the window over which a download must average
+    `min_bytes_per_s` (0: no minimum). A dataset that comes in an archive (EMNIST) is
     extracted from the archive kept in `cache_dir`, downloaded only when it is not there.
     `files` replaces the dataset's own downloads (tests fetch small files with it).
     Raises MnistkitError when no mirror delivers a file.
@@ -167,8 +168,9 @@ def _fetch_all(
                 )
             if not mirrors:  # kept: there is nothing to replace it with
                 raise MnistkitError(f"{target}: present but invalid ({problem}), and no mirror is given")
-            _remove_invalid(target)
-            log(f"{target}: present but invalid ({problem}); removed, fetching a new copy")
+            if target.is_dir():
+                raise MnistkitError(f"{target}: is a directory, expected a file path")
+            log(f"{target}: present but invalid ({problem}); kept until a verified copy replaces it")
         elif not mirrors:  # only now: files already here need none (an offline job's cache)
             wanted = f"{setting('force', True)} downloads it again" if target.exists() else "missing"
             raise MnistkitError(f"{target}: {wanted}, but no mirror is given to fetch it from")
@@ -177,15 +179,6 @@ def _fetch_all(
         _fetch_file(target, download, mirrors, failed_mirrors, more_files, hint, log)
         paths.append(target)
     return paths
-
-
-def _remove_invalid(target: Path) -> None:
-    try:
-        target.unlink(missing_ok=True)
-    except IsADirectoryError:
-        raise MnistkitError(f"{target}: is a directory, expected a file path") from None
-    except OSError as error:
-        raise MnistkitError(f"{target}: invalid, and cannot be removed ({error.strerror})") from None
 
 
 def _fetch_file(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from click.testing import CliRunner
 from conftest import REAL_MNIST_DIR, MirrorServer, fetch_table, requires_real_mnist, use_fetch_table
 
 from mnistkit.cli import cli
-from mnistkit.datasets import MNIST
+from mnistkit.datasets import KMNIST, MNIST
 from mnistkit.errors import MnistkitError
 from mnistkit.fetch import fetch, file_problem
 from mnistkit.mirrors import DEFAULT_MIRRORS, mirror_list
@@ -96,18 +97,23 @@ def test_an_invalid_file_is_replaced_and_force_downloads_again(
     assert mirror_server.hits["good"] == 8
 
 
-def test_every_mirror_failing_leaves_no_file_and_one_line_per_mirror(
+def test_every_mirror_failing_writes_nothing_keeps_the_file_there_and_says_one_line_per_mirror(
     tmp_path: Path, mirror_server: MirrorServer, fetch_files: dict[str, bytes]
 ) -> None:
+    """The invalid file there stays: it was deleted before any mirror had delivered, and a
+    genuine copy that fails the check (KMNIST's, recompressed) was lost so."""
     out_dir = tmp_path / "raw"
     out_dir.mkdir()
-    (out_dir / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"not mnist"))
+    invalid = out_dir / "train-images-idx3-ubyte.gz"
+    invalid.write_bytes(gzip.compress(b"not mnist"))
     lines: list[str] = []
     mirrors = [mirror_server.url("e500"), mirror_server.url("e404"), mirror_server.url("corrupt")]
     with pytest.raises(MnistkitError, match=r"every mirror failed \(3 tried") as error:
         fetch(out_dir, mirrors, files=fetch_table(fetch_files), log=lines.append)
     assert "\n" not in str(error.value)
-    assert list(out_dir.iterdir()) == []  # the folder was there before: it stays
+    assert list(out_dir.iterdir()) == [invalid]
+    assert gzip.decompress(invalid.read_bytes()) == b"not mnist"
+    assert "; kept until a verified copy replaces it" in lines[0]
     mirror_lines = [line for line in lines if "127.0.0.1" in line]
     assert [mirror in line for mirror, line in zip(mirrors, mirror_lines, strict=True)] == [True] * 3
     assert "HTTP 404" in mirror_lines[1]
@@ -286,6 +292,29 @@ def test_cli_all_mirrors_failing_exits_non_zero(
 
 @pytest.mark.slow
 @requires_real_mnist
+@requires_real_mnist
+def test_mnists_files_where_kmnists_belong_are_named_and_kept(tmp_path: Path) -> None:
+    """KMNIST's files are checked by their official bytes alone; MNIST's genuine files under
+    the same names failed that, were deleted, and no mirror (KMNIST's host is down) gave them
+    back."""
+    raw = tmp_path / "raw"
+    shutil.copytree(REAL_MNIST_DIR, raw)
+    before = {path.name: path.read_bytes() for path in raw.iterdir()}
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(
+        cli,
+        ["fetch", "--dataset", "kmnist", "--out", str(raw), "--no-default-mirrors"],
+        env={"MNISTKIT_MIRROR": str(tmp_path / "empty")},
+    )
+    assert result.exit_code == 1
+    first = raw / KMNIST.downloads[0].name
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: {first}: it holds MNIST's {first.name}, not this dataset's; fetch into another folder "
+        "(as make all does: data/NAME/raw), or give --force to replace it"
+    )
+    assert {path.name: path.read_bytes() for path in raw.iterdir()} == before
+
+
 def test_fetch_from_the_real_mirror_directory(tmp_path: Path) -> None:
     out_dir = tmp_path / "raw"
     args = ["fetch", "--out", str(out_dir), "--no-default-mirrors", "--mirror", REAL_MNIST_DIR.as_uri()]
