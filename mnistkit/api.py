@@ -45,10 +45,10 @@ from mnistkit.arrays import (
     labels_as_uint8,
     load_arrays,
     named_if_unnamed,
-    names_dataset,
     on_light_paper,
     save_arrays,
     too_faint,
+    unnamed,
 )
 from mnistkit.atomic import same_path, written_in_place
 from mnistkit.checkpoint import Checkpoint, check_checkpoint_name, load_checkpoint, save_checkpoint
@@ -388,11 +388,12 @@ def train(
         checked = _checked_for(resumed, arrays, ("train", "test"), "train(arrays, resume=model)")
     if dataset is not None and dataset_name(checked) != dataset:
         raise MnistkitError(f"{data_name}: holds {dataset_name(checked)}, not dataset={dataset!r}")
-    if resumed is None and not is_file and not names_dataset(checked) and verbose:
+    if resumed is None and unnamed(checked) and verbose:
         told = arrays_sha256(checked)
         if told not in _told_unnamed:  # once for these arrays: a notebook trains on them again and again
             _told_unnamed.add(told)
-            log(f"arrays name no dataset: taken as {DEFAULT_DATASET}'s digits (dataset= names another)")
+            subject = f"{data_name} names" if is_file else "arrays name"
+            log(f"{subject} no dataset: taken as {DEFAULT_DATASET}'s digits (dataset= names another)")
     # A saved state of a run stopped midway, and the model a run resumes, are matched by the
     # `.npz`'s SHA-256, as the command's, and by the arrays' own (training.train's).
     file_hash = file_sha256(arrays) if is_file else ""

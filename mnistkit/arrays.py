@@ -62,6 +62,12 @@ def names_dataset(arrays: Mapping[str, np.ndarray]) -> bool:
     return "dataset" in arrays or "class_names" in arrays
 
 
+def unnamed(arrays: Mapping[str, np.ndarray]) -> bool:
+    """Arrays that neither name a dataset nor hold a published one's labels: taken as MNIST's
+    digits, which a part of another dataset is not."""
+    return not names_dataset(arrays) and recognised_dataset(arrays) is None
+
+
 def recognised_dataset(arrays: Mapping[str, np.ndarray]) -> str | None:
     """The published dataset whose whole test (or training) labels `arrays` holds, for arrays
     that record no name: Keras' `fashion_mnist.load_data()`, an `np.savez` of it."""

@@ -233,7 +233,12 @@ def test_arrays_that_name_no_dataset_are_named_by_dataset_or_said_to_be_mnist(
     )
     assert fashion.checkpoint.class_names[:2] == ["T-shirt/top", "Trouser"]
     assert mnistkit.evaluate(fashion, keras_pairs).count == 200  # bare arrays: the model's dataset
-    # An .npz that names no dataset is named too; one that names another is refused.
+    # An .npz that names no dataset is said to be MNIST too, or named; one that names another
+    # is refused.
+    part = tmp_path / "part.npz"
+    save_arrays(part, {key: value[:120] for key, value in synthetic_data.items()})
+    mnistkit.train(part, "logreg", epochs=1)
+    assert f"{part} names no dataset: taken as mnist's digits" in capsys.readouterr().err
     kmnist = mnistkit.train(synthetic_npz, "logreg", epochs=1, dataset="kmnist")
     assert kmnist.checkpoint.dataset == "kmnist" and kmnist.checkpoint.class_names[0] == "o"
     assert mnistkit.evaluate(kmnist, synthetic_npz).count == 200  # the model's dataset

@@ -60,6 +60,24 @@ def test_each_model_learns_a_small_synthetic_problem(
     assert numpy_accuracy == pytest.approx(metrics["test_accuracy"], abs=0.01)
 
 
+def test_the_command_says_that_an_npz_naming_no_dataset_is_taken_as_mnist(
+    tmp_path: Path, synthetic_npz: Path, synthetic_data
+) -> None:
+    """A part of Fashion-MNIST saved with numpy names no dataset: the command trained a model of
+    digits on it in silence (Python's train said so), which then read clothes as digits."""
+    result = run_train(synthetic_npz, "-o", tmp_path / "a.safetensors", "--epochs", "1", "--model", "logreg")
+    assert result.exit_code == 0, result.output
+    notice = f"{synthetic_npz}: names no dataset: taken as MNIST's digits (--dataset names another)"
+    assert result.stderr.splitlines().count(notice) == 1
+    named = tmp_path / "fashion.npz"
+    save_arrays(named, named_as(dict(synthetic_data), "fashion-mnist"))
+    for args in ([synthetic_npz, "--dataset", "kmnist"], [named]):
+        result = run_train(*args, "-o", tmp_path / "b.safetensors", "--epochs", "1", "--model", "logreg")
+        assert result.exit_code == 0, result.output
+        assert "names no dataset" not in result.stderr
+    assert load_checkpoint(tmp_path / "b.safetensors").dataset == "fashion-mnist"
+
+
 def test_train_command_writes_a_self_describing_checkpoint_and_history(
     tmp_path: Path, synthetic_npz: Path
 ) -> None:
