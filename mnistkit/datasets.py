@@ -89,7 +89,10 @@ class ImageStyle:
     `stroke_px`, where known, is the dataset's typical stroke width in its 28x28 frame:
     thinner strokes (a pencil, a fine pen) are drawn thicker to it before scaling. With
     `drops_rules`, an underline or a box drawn apart from the character is dropped: a digit
-    seldom has a piece well past the rest at both ends, as a letter's T bar or I's serifs are."""
+    seldom has a piece well past the rest at both ends, as a letter's T bar or I's serifs are.
+    With `white_backdrop`, a picture's transparent pixels are the white the photos were taken
+    on (a product cut out of its photo), not whatever contrasts with its opaque ones (a pen's
+    strokes, light or dark)."""
 
     side_px: int
     by_centre_of_mass: bool
@@ -97,6 +100,7 @@ class ImageStyle:
     summary: str
     stroke_px: float | None = None
     drops_rules: bool = False
+    white_backdrop: bool = False
 
 
 IMAGE_STYLES = {
@@ -114,7 +118,9 @@ IMAGE_STYLES = {
     "emnist": ImageStyle(
         26, False, True, "the ink's longer side to 26 px (a 2 px border at NIST's 128 px), centred"
     ),
-    "fashion-mnist": ImageStyle(28, False, False, "the object's longer side to 28 px, centred, shades kept"),
+    "fashion-mnist": ImageStyle(
+        28, False, False, "the object's longer side to 28 px, centred, shades kept", white_backdrop=True
+    ),
 }
 
 

@@ -83,7 +83,9 @@ def load_digit(
     Raises MnistkitError("path: reason") for any bad input.
     """
     path = Path(path) if content is not None or picture is not None else input_path(path, "an image file")
-    read = read_grayscale(path, shrink=preprocess, content=content, picture=picture)
+    image_style = IMAGE_STYLES[style]
+    white_backdrop = preprocess and image_style.white_backdrop
+    read = read_grayscale(path, preprocess, content, picture, white_backdrop=white_backdrop)
     if not preprocess:
         if read.pixels.shape != (FRAME_PX, FRAME_PX):
             height, width = read.pixels.shape
@@ -102,7 +104,6 @@ def load_digit(
                 "have the picture prepared)"
             )
         return image
-    image_style = IMAGE_STYLES[style]
     prepared = already_prepared(read.pixels, image_style)
     if prepared is not None:
         return prepared
@@ -134,7 +135,13 @@ def _found_digit(
     # (a grey 2 px line on a 300 px canvas): read it again with every box its most ink-like
     # pixel. Not always: dust and ruled lines beside a thick digit would then be ink.
     try:
-        inked = read_grayscale(path, content=content, picture=picture, every_box_ink_like=True).pixels
+        inked = read_grayscale(
+            path,
+            content=content,
+            picture=picture,
+            every_box_ink_like=True,
+            white_backdrop=style.white_backdrop,
+        ).pixels
         if np.array_equal(inked, gray):  # not shrunk, or already shrunk that way
             raise refusal
         return find_digit(inked, str(path), style)
@@ -162,7 +169,9 @@ def _closer_look(
         min(1.0, (right + margin) / width),
     )
     try:
-        closer = read_grayscale(path, content=content, picture=picture, region=region)
+        closer = read_grayscale(
+            path, content=content, picture=picture, region=region, white_backdrop=style.white_backdrop
+        )
         return find_digit(closer.pixels, str(path), style)
     except MnistkitError:
         return digit
@@ -175,10 +184,12 @@ def read_grayscale(
     picture: Image.Image | None = None,
     every_box_ink_like: bool = False,
     region: tuple[float, float, float, float] | None = None,
+    white_backdrop: bool = False,
 ) -> Grayscale:
-    """Decode any image Pillow reads into float32 gray in [0, 1], upright, alpha composited,
-    and with `shrink`, box-averaged down to a longer side of at most WORK_SIDE_PX (each box
-    its most ink-like pixel instead where the strokes are thinner than the boxes, or with
+    """Decode any image Pillow reads into float32 gray in [0, 1], upright, alpha composited
+    (on white with `white_backdrop`, else on what contrasts with the opaque pixels), and with
+    `shrink`, box-averaged down to a longer side of at most WORK_SIDE_PX (each box its most
+    ink-like pixel instead where the strokes are thinner than the boxes, or with
     `every_box_ink_like`, everywhere). The image is the file at `path`, or `content` when
     given, or `picture` (left as it is); with `region` (top, bottom, left, right as fractions
     of the upright image's height and width), only that part of it."""
@@ -197,13 +208,13 @@ def read_grayscale(
         if picture is not None:  # a copy, turned upright; a lazily opened one decodes here
             with _not_memory_mapped(picture):
                 upright = ImageOps.exif_transpose(picture)
-            return _grayscale(upright, path, shrink, every_box_ink_like, region)
+            return _grayscale(upright, path, shrink, every_box_ink_like, region, white_backdrop)
         with image, _not_memory_mapped(image):
             if shrink and image.format == "JPEG":
                 _draft(image, region)
             image.load()
             ImageOps.exif_transpose(image, in_place=True)
-            return _grayscale(image, path, shrink, every_box_ink_like, region)
+            return _grayscale(image, path, shrink, every_box_ink_like, region, white_backdrop)
     except MnistkitError:
         raise
     except Exception as error:  # Pillow's decoders raise many untyped errors on bad data
@@ -251,6 +262,7 @@ def _grayscale(
     shrink: bool,
     every_box_ink_like: bool,
     region: tuple[float, float, float, float] | None,
+    white_backdrop: bool,
 ) -> Grayscale:
     if region is not None:
         top, bottom, left, right = region
@@ -262,7 +274,7 @@ def _grayscale(
     shrunk_image = _shrink_to_work_size(gray_image, every_box_ink_like) if shrink else gray_image
     gray, alpha = _gray_and_alpha(shrunk_image)
     if alpha is not None:
-        gray = _composite(gray, alpha, path)
+        gray = _composite(gray, alpha, path, white_backdrop)
     return Grayscale(gray, shrunk_image.size != image.size)
 
 
@@ -488,15 +500,16 @@ def _gray_and_alpha(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     return np.clip(values / np.float32(top), 0.0, 1.0), None
 
 
-def _composite(gray: np.ndarray, alpha: np.ndarray, path: Path) -> np.ndarray:
-    """Put a transparent drawing on a background that contrasts with what is opaque."""
+def _composite(gray: np.ndarray, alpha: np.ndarray, path: Path, white_backdrop: bool) -> np.ndarray:
+    """Put a transparent picture on white with `white_backdrop`, else on a background that
+    contrasts with what is opaque (a pen's strokes, dark or light)."""
     opacity = float(alpha.sum())
     if opacity < 1.0:
-        raise MnistkitError(f"{path}: blank image (fully transparent, no ink found)")
+        raise MnistkitError(f"{path}: blank image (fully transparent, nothing drawn)")
     if alpha.min() >= 0.99:
         return gray
     opaque_mean = float((gray * alpha).sum()) / opacity
-    background = np.float32(1.0 if opaque_mean < 0.5 else 0.0)
+    background = np.float32(1.0 if white_backdrop or opaque_mean < 0.5 else 0.0)
     return alpha * gray + (np.float32(1.0) - alpha) * background
 
 
