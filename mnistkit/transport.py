@@ -31,6 +31,7 @@ from urllib.parse import urljoin, urlsplit
 
 from mnistkit import __version__
 from mnistkit.datasets import ExpectedFile
+from mnistkit.verify import AnotherDatasetsFile, copy_problem
 
 _CHUNK_BYTES = 64 << 10
 _REDIRECT_SCHEMES = ("http", "https")
@@ -147,20 +148,28 @@ def open_source(
     source: str, expected: ExpectedFile, opener: urllib.request.OpenerDirector, timeout_s: float
 ) -> Iterator[tuple[io.BufferedIOBase, int | None]]:
     """Yield the source's byte stream and the size it announces (None when unknown)."""
-    parts = urlsplit(source)
-    if parts.scheme in ("http", "https"):
-        stream, announced_bytes = _open_http(source, opener, timeout_s)
-    else:
-        stream, announced_bytes = _open_local(source)
+    remote = urlsplit(source).scheme in ("http", "https")
+    stream, announced_bytes = _open_http(source, opener, timeout_s) if remote else _open_local(source)
     with stream:
         if announced_bytes is not None and announced_bytes > expected.max_download_bytes:
-            raise MirrorFailure(
-                f"announces {announced_bytes} bytes, more than the {expected.max_download_bytes} "
-                "any genuine copy may have",
-                retryable=False,
-                wrong_file=True,
-            )
+            problem = None if remote else _other_datasets(stream, expected)
+            if problem is None:
+                verb = "announces" if remote else "is"
+                problem = (
+                    f"{verb} {announced_bytes} bytes, more than the {expected.max_download_bytes} "
+                    "any genuine copy may have"
+                )
+            raise MirrorFailure(problem, retryable=False, wrong_file=True)
         yield stream, announced_bytes
+
+
+def _other_datasets(handle: BinaryIO, expected: ExpectedFile) -> str | None:
+    """What a local file too large to be `expected` holds where it is another dataset's genuine
+    file of the same name (Fashion-MNIST's training images in a folder given for MNIST's),
+    read at the cost of a local read."""
+    problem = copy_problem(handle, expected)
+    handle.seek(0)
+    return problem if isinstance(problem, AnotherDatasetsFile) else None
 
 
 def _open_http(

@@ -56,6 +56,14 @@ def test_fetch_verifies_the_recompressed_files_by_their_content(tmp_path: Path) 
             cli, [*args, "--force", "--mirror", str(mnist_folder)], env={"MNISTKIT_MIRROR": None}
         )
         assert wrong.exit_code == 1 and "it holds MNIST's train-images-idx3-ubyte.gz" in wrong.stderr
+        # The other way round, Fashion's files are larger than any of MNIST's may be: named
+        # all the same, where only their size was (".gz: announces 26421856 bytes").
+        args = ["fetch", "--out", str(tmp_path / "mnist"), "--no-default-mirrors"]
+        wrong = CliRunner().invoke(
+            cli, [*args, "--mirror", str(REAL_FASHION_DIR)], env={"MNISTKIT_MIRROR": None}
+        )
+        assert wrong.exit_code == 1
+        assert f"{REAL_FASHION_DIR / 'train-images-idx3-ubyte.gz'}: it holds Fashion-MNIST's" in wrong.stderr
 
 
 @pytest.mark.skipif(not (REPO_ROOT.parent / "shared" / "mnist").is_dir(), reason="needs ../shared/mnist too")

@@ -189,7 +189,8 @@ def test_a_local_file_over_the_cap_is_refused(tmp_path: Path, fetch_files: dict[
     lines: list[str] = []
     with pytest.raises(MnistkitError):
         fetch(tmp_path / "out", [str(mirror_dir)], files=table, log=lines.append)
-    assert "more than the" in lines[0] and not (tmp_path / "out").exists()
+    assert f"{name}: {mirror_dir / name}: is {3 * len(fetch_files[name])} bytes, more than the" in lines[0]
+    assert not (tmp_path / "out").exists()
 
 
 def test_unsupported_mirror_schemes_are_refused_before_anything_is_written(tmp_path: Path) -> None:
