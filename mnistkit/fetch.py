@@ -153,6 +153,7 @@ def _fetch_all(
 ) -> list[Path]:
     failed_mirrors: set[str] = set()
     paths = []
+    unfetchable = []  # with no mirror: each file missing or invalid, all told of at the end
     for position, expected in enumerate(downloads):
         target = folder / expected.name
         if target.exists() and not force:
@@ -167,17 +168,27 @@ def _fetch_all(
                     f"(as make all does: data/NAME/raw), or give {setting('force', True)} to replace it"
                 )
             if not mirrors:  # kept: there is nothing to replace it with
-                raise MnistkitError(f"{target}: present but invalid ({problem}), and no mirror is given")
+                unfetchable.append(f"{target}: present but invalid ({problem}), and no mirror is given")
+                continue
             if target.is_dir():
                 raise MnistkitError(f"{target}: is a directory, expected a file path")
             log(f"{target}: present but invalid ({problem}); kept until a verified copy replaces it")
         elif not mirrors:  # only now: files already here need none (an offline job's cache)
-            wanted = f"{setting('force', True)} downloads it again" if target.exists() else "missing"
-            raise MnistkitError(f"{target}: {wanted}, but no mirror is given to fetch it from")
+            if target.exists():
+                force_option = setting("force", True)
+                raise MnistkitError(
+                    f"{target}: {force_option} downloads it again, but no mirror is given to fetch it from"
+                )
+            unfetchable.append(f"{target}: missing, but no mirror is given to fetch it from")
+            continue
         more_files = position < len(downloads) - 1
         download = Download(expected, *bounds)
         _fetch_file(target, download, mirrors, failed_mirrors, more_files, hint, log)
         paths.append(target)
+    if unfetchable:
+        for line in unfetchable[:-1]:
+            log(line)
+        raise MnistkitError(unfetchable[-1])
     return paths
 
 
