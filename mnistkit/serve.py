@@ -60,6 +60,8 @@ DEFAULT_PORT = 8000
 DEFAULT_MAX_BODY_BYTES = 8_000_000
 UPLOAD_NAME = "upload"
 MAX_UPLOAD_NAME_CHARS = 200
+_MOST_SIZE_DIGITS = 30  # a larger announced size is told by its count of digits
+_READ_CHUNK_BYTES = 1 << 20  # the most one read of a body takes
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 # A closing connection reads (and drops) at most this many bodies' worth of what the client still sends.
 LINGER_BODIES = 4
@@ -463,14 +465,33 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 HTTPStatus.BAD_REQUEST, f"Content-Length {length_text!r} is not a byte count"
             )
             return None
-        length = int(length_text)
-        if length > limit:
+        digits = length_text.lstrip("0") or "0"
+        # Counted before converted: Python converts no more than 4,300 digits to an int.
+        if len(digits) > len(str(limit)) or int(digits) > limit:
+            size = (
+                f"{int(digits):,} bytes"
+                if len(digits) <= _MOST_SIZE_DIGITS
+                else f"a {len(digits)}-digit size"
+            )
             self._send_error_json(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                f"{self._upload_name()}: {length:,} bytes, more than the limit of {limit:,} (--max-body-mb)",
+                f"{self._upload_name()}: {size}, more than the limit of {limit:,} (--max-body-mb)",
             )
             return None
-        return length
+        return int(digits)
+
+    def _read_up_to(self, length: int) -> bytes:
+        """The body's `length` bytes, or fewer where the client stopped sending, read a chunk at a
+        time: a buffered read of `length` at once takes that much memory before the first byte
+        (MemoryError for a body announced as 100 GB under a --max-body-mb that allows it)."""
+        chunks, remaining = [], length
+        while remaining:
+            chunk = self.rfile.read(min(remaining, _READ_CHUNK_BYTES))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
 
     def _read_body(self) -> bytes | None:
         """The request body, or None after answering why it cannot be taken."""
@@ -478,7 +499,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if length is None:
             return None
         try:
-            content = self.rfile.read(length)
+            content = self._read_up_to(length)
         except TimeoutError:
             seconds = self.server.limits.request_timeout_s
             self._send_error_json(

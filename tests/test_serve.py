@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
 import http.client
 import io
@@ -345,6 +346,15 @@ def test_body_limits_and_lengths(start_server, large_digit_model: Path) -> None:
     assert status_of(raw_exchange(server, b"POST /api/predict HTTP/1.0\r\n\r\n")) == 411
     chunked = b"POST /api/predict HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
     assert status_of(raw_exchange(server, chunked)) == 411
+    # Over 4,300 digits, Python would not convert it: the handler died without an answer.
+    zeros_first = b"POST /api/predict HTTP/1.0\r\nContent-Length: " + b"0" * 5000 + b"3\r\n\r\nabc"
+    assert status_of(raw_exchange(server, zeros_first)) == 422  # read: 3 bytes, not an image
+    nines = b"POST /api/predict HTTP/1.0\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n"
+    answer = raw_exchange(server, nines)
+    assert status_of(answer) == 413
+    assert answer.endswith(
+        b'{"error": "upload: a 5000-digit size, more than the limit of 20,000 (--max-body-mb)"}'
+    )
     for length in (b"-5", b"1_000", b"abc", b"5\r\nContent-Length: 7"):
         request = b"POST /api/predict HTTP/1.0\r\nContent-Length: " + length + b"\r\n\r\n"
         assert status_of(raw_exchange(server, request)) == 400
@@ -519,6 +529,22 @@ def test_a_body_shorter_than_its_content_length_is_answered(server: DigitServer)
             received += chunk
     assert status_of(received) == 400
     assert received.endswith(b'{"error": "the body ended after 3 of the 100 bytes its Content-Length gives"}')
+
+
+def test_a_huge_body_a_limit_allows_is_read_a_chunk_at_a_time(start_server, large_digit_model: Path) -> None:
+    """Read at once, 100 TB announced under --max-body-mb 1000000000 took that much memory
+    before the first byte: MemoryError, and no answer."""
+    server = start_server(large_digit_model, dataclasses.replace(FAST_LIMITS, max_body_bytes=10**15))
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=10) as connection:
+        connection.sendall(b"POST /api/predict HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10" + b"0" * 13)
+        connection.sendall(b"\r\n\r\nabc")
+        connection.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    assert received.endswith(
+        b'the body ended after 3 of the 100000000000000 bytes its Content-Length gives"}'
+    )
 
 
 def test_serve_binds_loopback_by_default_and_names_busy_ports(start_server, large_digit_model: Path) -> None:
