@@ -61,7 +61,7 @@ from mnistkit.config import (
     scalar_setting,
 )
 from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE, dataset_spec
-from mnistkit.errors import Interrupted, MnistkitError
+from mnistkit.errors import BadArrays, Interrupted, MnistkitError
 from mnistkit.evaluation import Evaluation, check_same_classes, evaluate_arrays
 from mnistkit.image_files import LoadedDigit, load_one
 from mnistkit.inputs import input_path
@@ -156,7 +156,7 @@ def _image_batch(images: np.ndarray) -> np.ndarray:
     try:
         images = np.asarray(images)
     except ValueError:  # numpy's "inhomogeneous shape" for a list of pictures of other sizes
-        raise ValueError(
+        raise BadArrays(
             f"expected uint8 images (N, 28, 28), got images of different shapes; {to_predict_images}"
         ) from None
     if images.shape == (0,):  # [] : no images, no predictions
@@ -166,7 +166,7 @@ def _image_batch(images: np.ndarray) -> np.ndarray:
         if images.ndim == 0:
             what = "None" if given is None else f"a {type(given).__name__}"
         raise TypeError(f"{expected}, not {what}; {to_predict_images}")
-    check_finite(images, "images", ValueError)
+    check_finite(images, "images")
     given_one = images.shape == IMAGE_SHAPE
     if given_one:
         images = images[None]
@@ -177,16 +177,16 @@ def _image_batch(images: np.ndarray) -> np.ndarray:
             hint = "; colour pictures: mnistkit.predict_images(model, images) reads them"
         elif not hints and images.ndim in (2, 3) and min(images.shape[-2:]) > 1:
             hint = "; for a picture of another size: mnistkit.predict_images(model, picture) prepares it"
-        raise ValueError(
+        raise BadArrays(
             f"expected uint8 images of shape (N, 28, 28), got {images.dtype} {images.shape}{hint}"
         )
     faint = too_faint(images)
     if faint:
-        raise ValueError(f"expected pixels 0-255, got {faint[0]} (give {faint[1]})")
+        raise BadArrays(f"expected pixels 0-255, got {faint[0]} (give {faint[1]})")
     light = on_light_paper(images)
     if light:
         which = "the image" if given_one else f"image {light[0]}"
-        raise ValueError(
+        raise BadArrays(
             f"{which} is dark on light paper (its edge averages {light[1]:.0f} of 255), where MNIST's "
             "are light ink on black: give 255 - images, or mnistkit.predict_images(model, images), "
             "which prepares pictures as people draw them"
@@ -388,12 +388,11 @@ def train(
         checked = _checked_for(resumed, arrays, ("train", "test"), "train(arrays, resume=model)")
     if dataset is not None and dataset_name(checked) != dataset:
         raise MnistkitError(f"{data_name}: holds {dataset_name(checked)}, not dataset={dataset!r}")
+    tell_unnamed = False
     if resumed is None and unnamed(checked) and verbose:
         told = arrays_sha256(checked)
-        if told not in _told_unnamed:  # once for these arrays: a notebook trains on them again and again
-            _told_unnamed.add(told)
-            subject = f"{data_name} names" if is_file else "arrays name"
-            log(f"{subject} no dataset: taken as {DEFAULT_DATASET}'s digits (dataset= names another)")
+        tell_unnamed = told not in _told_unnamed  # once: a notebook trains on them again and again
+        _told_unnamed.add(told)
     # A saved state of a run stopped midway, and the model a run resumes, are matched by the
     # `.npz`'s SHA-256, as the command's, and by the arrays' own (training.train's).
     file_hash = file_sha256(arrays) if is_file else ""
@@ -412,6 +411,7 @@ def train(
             resume_from=resumed,
             data_sha256=file_hash,
             data_name=data_name,
+            tell_unnamed=tell_unnamed,
             devices=devices,
             restart=restart,
             save_every=save_every,
@@ -576,10 +576,7 @@ def _load_image(image: ImageSource, place: int, preprocess: bool, style: str) ->
         image = image.read()
     if isinstance(image, bytes | bytearray | memoryview):
         return load_one(name, preprocess, style, content=bytes(image))
-    try:
-        picture = image if isinstance(image, Image.Image) else _array_picture(image, name)
-    except MnistkitError as error:
-        return LoadedDigit(name, None, str(error))
+    picture = image if isinstance(image, Image.Image) else _array_picture(image, name)  # or BadArrays
     return load_one(name, preprocess, style, picture=picture)
 
 
@@ -590,12 +587,12 @@ def _array_picture(array: np.ndarray, name: str) -> Image.Image:
     elif array.ndim == 3 and array.shape[0] == 1 and array.shape[2] not in (3, 4):  # torch's (1, H, W)
         array = array[0]
     if array.ndim in (1, 2) and array.shape[-1] == FLAT_PIXELS:  # no guess: a picture may be 784 wide
-        raise MnistkitError(
+        raise BadArrays(
             f"{name}: array of shape {array.shape}: flat digits, as the tutorials keep them? Give "
             f"images.reshape(-1, 28, 28); a picture {FLAT_PIXELS} pixels wide, give as a PIL image"
         )
     if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))) or array.size == 0:
-        raise MnistkitError(
+        raise BadArrays(
             f"{name}: array of shape {array.shape}, expected (H, W) gray or (H, W, 3 or 4) colour"
         )
     if array.dtype == np.bool_:
@@ -609,12 +606,13 @@ def _array_picture(array: np.ndarray, name: str) -> Image.Image:
                 if standardized
                 else "or give uint8 pixels, 0 to 255"
             )
-            raise MnistkitError(f"{name}: float pixels must lie in [0, 1] ({fix})")
+            raise BadArrays(f"{name}: float pixels must lie in [0, 1] ({fix})")
         array = np.round(array * 255)
     elif not np.issubdtype(array.dtype, np.integer) or array.min() < 0 or array.max() > 255:
-        raise MnistkitError(f"{name}: {array.dtype} pixels must be uint8, 0 to 255, or floats in [0, 1]")
+        fix = "; give (image // 257).astype(np.uint8) for 16-bit pixels" if array.dtype == np.uint16 else ""
+        raise BadArrays(f"{name}: {array.dtype} pixels, expected uint8 (0 to 255) or floats in [0, 1]{fix}")
     elif faint := too_faint(array, "image"):  # read as 0-255 it would be a blank page
-        raise MnistkitError(f"{name}: {faint[0]}, expected 0-255 (give {faint[1]})")
+        raise BadArrays(f"{name}: {faint[0]}, expected 0-255 (give {faint[1]})")
     return Image.fromarray(array.astype(np.uint8), "L" if array.ndim == 2 else "RGBA"[: array.shape[2]])
 
 

@@ -35,7 +35,7 @@ from mnistkit.datasets import (
     label_named,
     named_by_digits,
 )
-from mnistkit.errors import MnistkitError
+from mnistkit.errors import BadArrays, MnistkitError
 from mnistkit.idx import published_as
 from mnistkit.inputs import open_input, wrong_kind
 from mnistkit.terms import on_command_line, setting
@@ -243,12 +243,11 @@ def check_light_ink(images: np.ndarray, source: str) -> None:
         )
 
 
-def check_finite(images: np.ndarray, name: str, error: type[Exception] = MnistkitError) -> None:
+def check_finite(images: np.ndarray, name: str) -> None:
     """Refuse NaN and infinite pixels before any fix is offered: every cast to uint8 would
-    turn them into some pixel unnoticed, and min and max would not be numbers. `error` is
-    the caller's kind for a bad array (Model.predict's ValueError)."""
+    turn them into some pixel unnoticed, and min and max would not be numbers."""
     if images.dtype.kind in "fc" and not np.isfinite(images).all():
-        raise error(
+        raise BadArrays(
             f"{name} holds NaN or infinite values, not pixels; "
             "mend them or leave out the images that hold them"
         )
@@ -317,14 +316,14 @@ def labels_as_uint8(arrays: Mapping[str, np.ndarray], source: str) -> dict[str, 
 def check_arrays(
     arrays: dict[str, np.ndarray], source: str, splits: Sequence[str] = SPLITS, fixes: bool = False
 ) -> None:
-    """Raise MnistkitError unless `arrays` holds well-formed arrays of `splits`, labels within
+    """Raise BadArrays unless `arrays` holds well-formed arrays of `splits`, labels within
     its classes. With `fixes` (arrays given from Python, whose labels are then taken in any
     integer type), a refusal gives the code that mends the tutorials' arrays."""
     wanted = [f"{split}_{kind}" for split in splits for kind in ("images", "labels")]
     missing = [key for key in wanted if key not in arrays]
     if missing:
         keras = "; Keras' x_train, y_train, ... are given as ((x_train, y_train), (x_test, y_test))"
-        raise MnistkitError(
+        raise BadArrays(
             f"{source}: missing arrays {', '.join(missing)} (expected {', '.join(wanted)})"
             + (keras if fixes and ("x_train" in arrays or "x_test" in arrays) else "")
         )
@@ -336,36 +335,34 @@ def check_arrays(
         image_fix = "".join(f"; give {fix}" for fix in image_fixes(images)) if fixes else ""
         label_fix = f"; give {_label_fix(labels)}" if fixes and _label_fix(labels) else ""
         if images.dtype != np.uint8:
-            raise MnistkitError(
+            raise BadArrays(
                 f"{source}: {split}_images has dtype {images.dtype}, expected uint8 "
                 f"(pixels 0-255, as MNIST's files hold them){image_fix}"
             )
         if labels.dtype != np.uint8:
-            raise MnistkitError(
-                f"{source}: {split}_labels has dtype {labels.dtype}, expected uint8{label_fix}"
-            )
+            raise BadArrays(f"{source}: {split}_labels has dtype {labels.dtype}, expected uint8{label_fix}")
         if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
-            raise MnistkitError(
+            raise BadArrays(
                 f"{source}: {split}_images has shape {images.shape}, expected (N, 28, 28){image_fix}"
             )
         faint = too_faint(images)
         if faint:
-            raise MnistkitError(
+            raise BadArrays(
                 f"{source}: {split}_images holds {faint[0]}, expected 0-255"
                 + (f"; give {faint[1]}" if fixes else "")
             )
         if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-            raise MnistkitError(
+            raise BadArrays(
                 f"{source}: {split}_labels has shape {labels.shape}, expected ({images.shape[0]},) "
                 f"to match {split}_images{label_fix}"
             )
         if labels.size and int(labels.max()) > top:
-            raise MnistkitError(f"{source}: {split}_labels holds {int(labels.max())}, outside 0-{top}")
+            raise BadArrays(f"{source}: {split}_labels holds {int(labels.max())}, outside 0-{top}")
         columns = arrays.get(f"{split}_label_columns")
         if columns is not None and (
             columns.dtype != np.int32 or columns.ndim != 2 or columns.shape[0] != labels.shape[0]
         ):
-            raise MnistkitError(
+            raise BadArrays(
                 f"{source}: {split}_label_columns is {columns.dtype} {columns.shape}, "
                 f"expected int32 ({labels.shape[0]}, columns)"
             )
@@ -441,6 +438,8 @@ def load_arrays(
         if found not in (None, DEFAULT_DATASET):
             arrays = named_as(arrays, found)
         check_arrays(arrays, str(path), splits)
+    except BadArrays:
+        raise
     except ValueError as error:
         if "allow_pickle" in str(error) or "Object arrays" in str(error):
             raise MnistkitError(f"{path}: holds object arrays, which mnistkit never unpickles") from None

@@ -773,7 +773,7 @@ def _train_files(
 ) -> None:
     """The files around `training.train`: the arrays, the checkpoint to --resume (its path and
     itself), the progress."""
-    from mnistkit.arrays import catalogued, dataset_name, file_sha256, load_arrays, unnamed
+    from mnistkit.arrays import catalogued, dataset_name, file_sha256, load_arrays
     from mnistkit.config import resume_config
     from mnistkit.parallel import cluster_run
     from mnistkit.training import train as run_training
@@ -792,10 +792,6 @@ def _train_files(
     if dataset is not None and dataset_name(arrays) != dataset:
         raise MnistkitError(f"{data}: holds {dataset_name(arrays)}, not --dataset {dataset}")
     on_tty = sys.stderr.isatty() and writer
-    log = _stderr_log(on_tty)
-    if writer and dataset is None and checkpoint is None and unnamed(arrays):
-        # A part of Fashion-MNIST saved with numpy would train, in silence, a model of digits.
-        log(f"{data}: names no dataset: taken as MNIST's digits (--dataset names another)")
     with cluster_run():
         run_training(
             arrays,
@@ -804,7 +800,8 @@ def _train_files(
             resume_from=checkpoint,
             data_sha256=file_sha256(data),
             data_name=data,
-            log=log,
+            tell_unnamed=dataset is None,
+            log=_stderr_log(on_tty),
             progress=_training_progress(on_tty),
             history_path=train_options.pop("history"),
             **train_options,

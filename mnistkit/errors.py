@@ -21,6 +21,11 @@ class MnistkitError(Exception):
     """A problem the user can act on; the message names the file and the problem."""
 
 
+class BadArrays(MnistkitError, ValueError):
+    """Arrays of the wrong shape, type or values: a ValueError too, as numpy's own checks
+    raise, whichever of mnistkit's calls refused them."""
+
+
 class UndecodableImage(MnistkitError):
     """Bytes that are no image Pillow can decode (as against an image with nothing to read)."""
 

@@ -32,7 +32,7 @@ import optax
 
 from mnistkit import run_state
 from mnistkit.architectures import build_architecture, ensemble_size, member_architecture, param_shapes
-from mnistkit.arrays import arrays_sha256, check_light_ink, dataset_name
+from mnistkit.arrays import arrays_sha256, check_light_ink, dataset_name, unnamed
 from mnistkit.atomic import check_writable_target
 from mnistkit.checkpoint import MAX_CHECKPOINT_VALUES, Checkpoint, check_checkpoint_name, save_checkpoint
 from mnistkit.compile_cache import compile_cache
@@ -97,6 +97,7 @@ def train(
     devices: int | None = None,
     restart: bool = False,
     save_every: int = 1,
+    tell_unnamed: bool = False,
     log: Log = _log_to_stderr,
     progress: Progress | None = None,
 ) -> TrainResult:
@@ -111,6 +112,9 @@ def train(
     `restart`. In a multi-process run
     every process calls this with the same arguments; only process 0 logs and writes.
     `progress(epoch, epochs, fraction)` runs after each chunk of batches in every process.
+    With `tell_unnamed`, arrays that name no dataset and hold no published one's labels are
+    said to be taken as MNIST's digits (a part of Fashion-MNIST saved with numpy would
+    otherwise train a model of digits in silence).
     Ctrl-C (KeyboardInterrupt, or `Interrupted` from `progress`) writes the last complete
     epoch's checkpoint, or none before the first, says which, and re-raises. A NaN loss
     raises MnistkitError and writes no checkpoint. Compiled programs are kept on disk for the
@@ -119,6 +123,9 @@ def train(
     check_light_ink(arrays["train_images"], data_name)
     writer = jax.process_index() == 0
     log = log if writer else (lambda message: None)
+    if tell_unnamed and resume_from is None and unnamed(arrays):
+        naming = setting("dataset", "NAME")
+        log(f"{data_name}: names no dataset: taken as MNIST's digits ({naming} names another)")
     with compile_cache(log):
         if checkpoint_path is not None:  # in every process: the others would wait for process 0
             check_checkpoint_name(checkpoint_path)

@@ -213,20 +213,21 @@ def test_arrays_that_name_no_dataset_are_named_by_dataset_or_said_to_be_mnist(
     )
     as_mnist = mnistkit.train(keras_pairs, "logreg", epochs=1)
     assert (
-        "arrays name no dataset: taken as mnist's digits (dataset= names another)" in capsys.readouterr().err
+        'arrays: names no dataset: taken as MNIST\'s digits (dataset="NAME" names another)'
+        in capsys.readouterr().err
     )
     mnistkit.train(keras_pairs, "logreg", epochs=1)
-    assert "name no dataset" not in capsys.readouterr().err  # said once for these arrays
+    assert "names no dataset" not in capsys.readouterr().err  # said once for these arrays
     mnistkit.train(synthetic_data, "logreg", epochs=1)  # the same images and labels, as a dict
-    assert "name no dataset" not in capsys.readouterr().err
+    assert "names no dataset" not in capsys.readouterr().err
     fewer = {key: value[:150] for key, value in synthetic_data.items()}  # others: said again
     mnistkit.train(fewer, "logreg", epochs=1, verbose=False)
     assert capsys.readouterr().err == ""
     mnistkit.train(fewer, "logreg", epochs=1)
-    assert "arrays name no dataset" in capsys.readouterr().err  # not used up when not shown
+    assert "arrays: names no dataset" in capsys.readouterr().err  # not used up when not shown
     assert (as_mnist.checkpoint.dataset, as_mnist.checkpoint.preprocessing) == ("mnist", "mnist")
     fashion = mnistkit.train(keras_pairs, "logreg", epochs=1, dataset="fashion-mnist")
-    assert "name no dataset" not in capsys.readouterr().err
+    assert "names no dataset" not in capsys.readouterr().err
     assert (fashion.checkpoint.dataset, fashion.checkpoint.preprocessing) == (
         "fashion-mnist",
         "fashion-mnist",
@@ -238,7 +239,7 @@ def test_arrays_that_name_no_dataset_are_named_by_dataset_or_said_to_be_mnist(
     part = tmp_path / "part.npz"
     save_arrays(part, {key: value[:120] for key, value in synthetic_data.items()})
     mnistkit.train(part, "logreg", epochs=1)
-    assert f"{part} names no dataset: taken as mnist's digits" in capsys.readouterr().err
+    assert f"{part}: names no dataset: taken as MNIST's digits" in capsys.readouterr().err
     kmnist = mnistkit.train(synthetic_npz, "logreg", epochs=1, dataset="kmnist")
     assert kmnist.checkpoint.dataset == "kmnist" and kmnist.checkpoint.class_names[0] == "o"
     assert mnistkit.evaluate(kmnist, synthetic_npz).count == 200  # the model's dataset
@@ -272,7 +273,7 @@ def test_arrays_holding_a_published_datasets_labels_are_named_after_it(
         (synthetic_data["test_images"], labels.astype(np.int64)),
     )
     clothes = mnistkit.train(keras_pairs, "logreg", epochs=1)
-    assert "name no dataset" not in capsys.readouterr().err
+    assert "names no dataset" not in capsys.readouterr().err
     assert clothes.checkpoint.dataset == clothes.checkpoint.preprocessing == "fashion-mnist"
     with pytest.raises(MnistkitError, match=r"^arrays: holds fashion-mnist, not dataset='mnist'$"):
         mnistkit.train(keras_pairs, "logreg", epochs=1, dataset="mnist")
@@ -381,7 +382,12 @@ def test_images_in_memory_are_read_as_their_files_are(tmp_path: Path, large_digi
             "array of shape (30, 30, 2), expected (H, W) gray or (H, W, 3 or 4)",
         ),
         (np.full((30, 30), 2.0), "float pixels must lie in [0, 1]"),
-        (np.full((30, 30), 300, np.int32), "int32 pixels must be uint8, 0 to 255, or floats in [0, 1]"),
+        (np.full((30, 30), 300, np.int32), "int32 pixels, expected uint8 (0 to 255) or floats in [0, 1]"),
+        (
+            np.full((30, 30), 300, np.uint16),
+            "uint16 pixels, expected uint8 (0 to 255) or floats in [0, 1]; "
+            "give (image // 257).astype(np.uint8)",
+        ),
         (np.zeros((30, 30), np.uint8), "blank image"),
         (np.zeros((1, 100), np.uint8), "image is 100x1 pixels, too elongated for a digit or an object"),
         (
@@ -400,6 +406,28 @@ def test_images_in_memory_are_read_as_their_files_are(tmp_path: Path, large_digi
             match="predict_images reads image files' paths or bytes, files open in binary, PIL images",
         ):
             mnistkit.predict_images(large_digit_model, not_an_image)
+
+
+def test_arrays_any_call_refuses_raise_a_value_error_that_is_a_mnistkit_error(
+    synthetic_data, large_digit_model: Path
+) -> None:
+    """As the README says, arrays of the wrong shape or type raise ValueError: train, evaluate
+    and predict_images raised MnistkitError alone, and Model.predict ValueError alone, so that
+    neither `except` caught all four."""
+    model = mnistkit.load(large_digit_model)
+    floats = synthetic_data["test_images"] / 255.0
+    flat = synthetic_data["test_images"][:3].reshape(-1, 784)
+    calls = {
+        "train": lambda: mnistkit.train(dict(synthetic_data, train_images=floats), "logreg", epochs=1),
+        "evaluate": lambda: mnistkit.evaluate(model, dict(synthetic_data, test_images=floats)),
+        "predict_images": lambda: mnistkit.predict_images(model, flat),
+        "Model.predict": lambda: model.predict(flat),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError) as refused:
+            call()
+        assert isinstance(refused.value, MnistkitError), name
+        assert "reshape(-1, 28, 28)" in str(refused.value) or "* 255).round()" in str(refused.value), name
 
 
 def test_one_valued_settings_are_read_as_their_options_or_refused_in_one_line() -> None:

@@ -67,7 +67,7 @@ def test_the_command_says_that_an_npz_naming_no_dataset_is_taken_as_mnist(
     digits on it in silence (Python's train said so), which then read clothes as digits."""
     result = run_train(synthetic_npz, "-o", tmp_path / "a.safetensors", "--epochs", "1", "--model", "logreg")
     assert result.exit_code == 0, result.output
-    notice = f"{synthetic_npz}: names no dataset: taken as MNIST's digits (--dataset names another)"
+    notice = f"{synthetic_npz}: names no dataset: taken as MNIST's digits (--dataset NAME names another)"
     assert result.stderr.splitlines().count(notice) == 1
     named = tmp_path / "fashion.npz"
     save_arrays(named, named_as(dict(synthetic_data), "fashion-mnist"))
