@@ -239,7 +239,10 @@ def load_dataset(
     if not npz.exists():
         download(folder / "raw", dataset=name, cache_dir=folder.parent / "cache", **download_options)
         save_arrays(npz, read_mnist_dir(folder / "raw", name))
-    return load_arrays(npz)
+    try:
+        return load_arrays(npz)
+    except MnistkitError as error:  # damaged since it was written here: made again if deleted
+        raise type(error)(f"{error}; delete it, and this call makes it again from {folder / 'raw'}") from None
 
 
 def load_mnist(folder: str | os.PathLike[str] = "data", **download_options: Any) -> dict[str, np.ndarray]:
@@ -277,10 +280,15 @@ def _checked(
             "test_images": test_images,
             "test_labels": test_labels,
         }
+    elif _is_one_pair(arrays) and len(splits) == 1:  # evaluate(model, (x_test, y_test))
+        images, labels = arrays
+        arrays = {f"{splits[0]}_images": images, f"{splits[0]}_labels": labels}
     elif not isinstance(arrays, Mapping):
+        one_split = ", or for one split (images, labels)" if len(splits) == 1 else ""
         raise TypeError(
             f"{call}: the arrays are a dict (train_images, train_labels, test_images, test_labels), "
-            f"an .npz's path or Keras' ((x_train, y_train), (x_test, y_test)), not a {type(arrays).__name__}"
+            f"an .npz's path or Keras' ((x_train, y_train), (x_test, y_test)){one_split}, "
+            f"not a {type(arrays).__name__}"
         )
     arrays = labels_as_uint8({key: np.asarray(value) for key, value in arrays.items()}, source)
     arrays = named_if_unnamed(arrays, dataset)
@@ -316,12 +324,26 @@ def _is_keras_pairs(arrays: Any) -> bool:
     )
 
 
+def _is_one_pair(arrays: Any) -> bool:
+    """(images, labels) of one split: two arrays (numpy's, jax's, torch's)."""
+    return (
+        isinstance(arrays, tuple | list)
+        and len(arrays) == 2
+        and all(hasattr(part, "__array__") for part in arrays)
+    )
+
+
 def _model(model: Model | str | os.PathLike[str], call: str) -> Model:
     """The model given to `call` (its usage, as "evaluate(model, arrays)"), loaded if a path."""
     if isinstance(model, Model):
         return model
     if isinstance(model, str | os.PathLike):
         return load(model)
+    if type(model).__qualname__ == Model.__qualname__ and type(model).__module__ == Model.__module__:
+        raise TypeError(
+            f"{call}: the model is a Model of an earlier import of mnistkit (its module was reloaded "
+            "since, as %autoreload does): load or train it again"
+        )
     raise TypeError(
         f"{call}: the model is a mnistkit.Model or a checkpoint's path, not a {type(model).__name__}"
     )
@@ -622,11 +644,12 @@ def evaluate(
     split: str = "test",
 ) -> Evaluation:
     """`mnistkit eval`: accuracy, loss, confusion matrix and per-class figures on a split (of
-    the arrays, or of an .npz given by its path; the model may be given by its path too).
+    the arrays, of an .npz given by its path, or the split's (images, labels); the model may
+    be given by its path too).
     Images of classes the model has not are left out, with a line on stderr, as the command
     does; with nothing left to score, MnistkitError."""
     if not isinstance(split, str):
-        keras = "; give images and labels as arrays: evaluate(model, {'test_images': x, 'test_labels': y})"
+        keras = "; give images and labels as one pair: evaluate(model, (x_test, y_test))"
         raise TypeError(  # evaluate(model, x_test, y_test), as Keras' model.evaluate
             f"evaluate(model, arrays, split='test'): split is 'train' or 'test', got {type(split).__name__}"
             + (keras if isinstance(arrays, np.ndarray) else "")
