@@ -322,11 +322,12 @@ def check_arrays(
     wanted = [f"{split}_{kind}" for split in splits for kind in ("images", "labels")]
     missing = [key for key in wanted if key not in arrays]
     if missing:
-        keras = "; Keras' x_train, y_train, ... are given as ((x_train, y_train), (x_test, y_test))"
-        raise BadArrays(
-            f"{source}: missing arrays {', '.join(missing)} (expected {', '.join(wanted)})"
-            + (keras if fixes and ("x_train" in arrays or "x_test" in arrays) else "")
-        )
+        hint = ""
+        if fixes and ("x_train" in arrays or "x_test" in arrays):
+            hint = "; Keras' x_train, y_train, ... are given as ((x_train, y_train), (x_test, y_test))"
+        elif fixes and all(key.startswith("test_") for key in missing):  # training scores the test split
+            hint = "; add images held out for the test: dict(arrays, test_images=x_test, test_labels=y_test)"
+        raise BadArrays(f"{source}: missing arrays {', '.join(missing)} (expected {', '.join(wanted)}){hint}")
     _check_names(arrays, source)
     top = len(class_names(arrays)) - 1
     for split in splits:

@@ -1064,6 +1064,9 @@ def test_keras_and_torch_habits_get_the_call_that_works(synthetic_data, large_di
         TypeError, match=re.escape("Keras' ((x_train, y_train), (x_test, y_test)), not a tuple")
     ):
         mnistkit.train((images, labels), "logreg")  # training needs both splits
+    held_out = "add images held out for the test: dict(arrays, test_images="
+    with pytest.raises(MnistkitError, match=re.escape(held_out)):
+        mnistkit.train({"train_images": images, "train_labels": labels}, "logreg")
     for given, hint in (
         (images[:4].astype(np.int64), "(give images.astype(np.uint8) for pixels 0-255)"),
         # a 16-bit scan's: astype(np.uint8), offered before, wrapped each pixel past 255 around
