@@ -194,8 +194,10 @@ bench: $(NPZ) | $(INSTALLED) ## measure training, predict and serve speed on MNI
 	$(BIN)/python scripts/bench_predict.py
 	$(BIN)/python scripts/bench_serve.py
 
-docs: all ## redraw the README's pictures (docs/*.png) with the commands it documents
+docs: all $(BROWSER_INSTALLED) ## redraw the README's pictures (docs/*.png) with the commands it documents
 	cp reports/mistakes.png reports/confusion.png reports/curves.png reports/samples.png docs/
+	MNISTKIT_SERVE_SCREENSHOT=docs/serve.png MNISTKIT_SERVE_MODEL=$(CKPT) MNISTKIT_REQUIRE_BROWSER=1 \
+		$(BIN)/pytest -q -m browser
 	$(MNISTKIT) train $(NPZ) -o models/2d.safetensors --preset embedding
 	$(MNISTKIT) render-embedding models/2d.safetensors $(NPZ) -o docs/embedding.png
 	$(MNISTKIT) train $(NPZ) -o models/2d-3v8.safetensors --preset embedding --digits 3,8

@@ -4,7 +4,13 @@
 
 const PAPER = "#ffffff";
 const INK = "#111111";
-const BRUSH_FRACTION = 0.065; // of the pad's side: thick, like MNIST's strokes
+// Of the pad's side: thin, since the server thickens thin strokes to MNIST's width once the
+// digit is scaled. A thick brush (6.5%) filled a small digit's loops: a 1, 3, 7 or 0 drawn in
+// a corner, an eighth of the pad high, read as 8.
+const BRUSH_FRACTION = 0.025;
+// A drawing is sent this many pixels square: the server box-averages larger pictures down to
+// 256 anyway, and the pad's own 560x560 took it three times as long to decode.
+const SENT_PX = 256;
 const DEBOUNCE_MS = 120; // predict this long after the last stroke movement...
 const MAX_WAIT_MS = 350; // ...but at least this often while someone keeps drawing
 
@@ -20,6 +26,9 @@ const answer = document.querySelector(".answer");
 const bars = document.getElementById("bars");
 const statusLine = document.getElementById("status");
 const fileInput = document.getElementById("file");
+const glance = document.getElementById("glance");
+const sent = document.createElement("canvas");
+sent.width = sent.height = SENT_PX;
 
 let classes = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
 let names = classes.map(String); // each class's name: the digit, or "Ankle boot", "k"
@@ -38,6 +47,8 @@ let timer = null;
 let firstChangeAt = null;
 let latestRequest = 0;
 let clears = 0; // a drawing still being encoded when the pad is cleared (or an upload comes) is gone
+let drawingInFlight = false; // one drawing at a time on its way: a slow server gets no pile of them
+let drawingWanted = false; // the pad changed meanwhile: sent when the answer is in
 
 function percent(probability) {
   const value = probability * 100;
@@ -80,6 +91,7 @@ function resetReading(message) {
   }
   seen.hidden = true;
   seenEmpty.hidden = false;
+  glance.textContent = "";
   showStatus("");
 }
 
@@ -94,6 +106,7 @@ function showReading(reading) {
   digitOutput.textContent = reading.label;
   digitOutput.classList.toggle("word", reading.label.length > 2);
   confidenceText.textContent = percent(reading.confidence) + " sure";
+  glance.textContent = `${reading.label} · ${percent(reading.confidence)}`;
   reading.classes.forEach((digit, index) => {
     const row = bars.children[index];
     const probability = reading.probabilities[index];
@@ -144,6 +157,7 @@ function clearPad() {
   clearTimeout(timer);
   timer = null;
   firstChangeAt = null;
+  drawingWanted = false;
   clears += 1;
   resetReading("Draw to see");
 }
@@ -177,9 +191,22 @@ function predictDrawing() {
   timer = null;
   firstChangeAt = null;
   if (!hasInk) return;
+  if (drawingInFlight) {
+    drawingWanted = true;
+    return;
+  }
+  drawingInFlight = true;
   const drawing = clears; // toBlob answers later
-  pad.toBlob((blob) => {
-    if (drawing === clears) predict(blob, "drawing");
+  const sentContext = sent.getContext("2d");
+  sentContext.imageSmoothingQuality = "high";
+  sentContext.drawImage(pad, 0, 0, SENT_PX, SENT_PX);
+  sent.toBlob(async (blob) => {
+    if (drawing === clears) await predict(blob, "drawing");
+    drawingInFlight = false;
+    if (drawingWanted) {
+      drawingWanted = false;
+      predictDrawing();
+    }
   }, "image/png");
 }
 
