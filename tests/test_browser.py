@@ -254,6 +254,26 @@ def test_draw_upload_keyboard_and_phone_width(browser, page_url: str, digits: Di
     browser.switch_to.active_element.send_keys(Keys.ENTER)
     assert browser.find_element(By.ID, "digit").text == "?"  # Enter on Clear cleared the reading
 
+    # One drawing on its way at a time: with each answer 0.8 s late, the pen's every pause sent
+    # one more, and answers came in for drawings long gone.
+    browser.get(page_url)
+    browser.execute_script(
+        "const original = window.fetch;"
+        "Object.assign(window, {inFlight: 0, mostInFlight: 0, drawingsSent: 0});"
+        "window.fetch = async (url, options) => {"
+        "  if (!String(url).includes('name=drawing')) return original(url, options);"
+        "  window.drawingsSent += 1;"
+        "  window.mostInFlight = Math.max(window.mostInFlight, ++window.inFlight);"
+        "  try { await new Promise((done) => setTimeout(done, 800)); return await original(url, options); }"
+        "  finally { window.inFlight -= 1; }"
+        "};"
+    )
+    for _ in range(3):
+        draw_strokes(browser, digits.images[DRAWN_DIGITS[0][0]], "mouse")
+        time.sleep(0.3)
+    wait_for_reading(browser, DRAWN_DIGITS[0][0])
+    assert browser.execute_script("return [window.mostInFlight, window.drawingsSent > 1]") == [1, True]
+
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_text("not a picture")
     browser.find_element(By.ID, "file").send_keys(str(not_an_image))
