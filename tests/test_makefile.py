@@ -15,13 +15,20 @@ from mnistkit.datasets import MNIST_FILES
 # Fetches two of the four files whole, as fetch writes them, then fails as a mirror that lacks
 # the third would (or as a Ctrl-C would stop it); any other command is recorded, and writes
 # the file its -o names.
+# STAND_IN_WRITES gives other bytes to write; STAND_IN_STOPS "before" or "after" writing
+# stops it there as a Ctrl-C would.
 STAND_IN = """
+import os
 import sys
 from pathlib import Path
 with open("calls.txt", "a") as calls:
     calls.write(" ".join(sys.argv[1:]) + "\\n")
+if os.environ.get("STAND_IN_STOPS") == "before":
+    sys.exit(130)
 if "-o" in sys.argv:
-    Path(sys.argv[sys.argv.index("-o") + 1]).write_bytes(b"made")
+    Path(sys.argv[sys.argv.index("-o") + 1]).write_bytes(os.environ.get("STAND_IN_WRITES", "made").encode())
+if os.environ.get("STAND_IN_STOPS") == "after":
+    sys.exit(130)
 if sys.argv[1] == "fetch":
     from mnistkit.datasets import MNIST_FILES
     out = Path(sys.argv[sys.argv.index("--out") + 1])
@@ -32,7 +39,7 @@ if sys.argv[1] == "fetch":
 """
 
 
-def run_make(folder: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+def run_make(folder: Path, *arguments: str, **environment: str) -> subprocess.CompletedProcess[str]:
     stand_in = folder / "stand_in.py"
     stand_in.write_text(STAND_IN)
     (folder / "pyproject.toml").write_text("")  # older than the venv's mark: nothing to install
@@ -41,7 +48,13 @@ def run_make(folder: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
     installed.touch()
     make = ["make", "--no-print-directory", "-f", str(REPO_ROOT / "Makefile"), "-C", str(folder)]
     variables = [f"INSTALLED={installed}", f"MNISTKIT={sys.executable} {stand_in}"]
-    return subprocess.run([*make, *variables, *arguments], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [*make, *variables, *arguments],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **environment},
+    )
 
 
 def test_a_failed_fetch_keeps_the_files_it_verified(tmp_path: Path) -> None:
@@ -130,3 +143,54 @@ def test_a_checkpoint_trained_by_hand_in_makes_place_stops_make(tmp_path: Path) 
     assert (
         (tmp_path / "calls.txt").read_text().startswith("train data/mnist.npz -o models/model.safetensors ")
     )
+
+
+def _trained_by_make(folder: Path) -> None:
+    """The data, and a model make trained from it and recorded."""
+    made = [f"data/raw/{name}" for name in MNIST_FILES.values()] + ["data/mnist.npz"]
+    for age, name in enumerate(made):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"made")
+        os.utime(folder / name, (age, age))
+    assert run_make(folder, "models/model.safetensors").returncode == 0
+    (folder / "models/model.history.jsonl").write_bytes(b"made")  # train's, which the stand-in is not
+    (folder / "calls.txt").unlink()
+
+
+def test_a_run_stopped_between_its_checkpoint_and_its_record_is_makes_own(tmp_path: Path) -> None:
+    """Ctrl-C as train exits, or make itself killed, left the new checkpoint beside the old
+    checksum: every later make refused it as one trained by hand, for ever."""
+    _trained_by_make(tmp_path)
+    stopped = run_make(
+        tmp_path, "models/model.safetensors", "EPOCHS=3", STAND_IN_STOPS="after", STAND_IN_WRITES="3"
+    )
+    assert stopped.returncode != 0 and (tmp_path / "models/model.safetensors").read_bytes() == b"3"
+    (tmp_path / "calls.txt").unlink()
+    again = run_make(tmp_path, "models/model.safetensors", "EPOCHS=3")
+    assert again.returncode == 0, again.stderr
+    assert not (tmp_path / "calls.txt").exists()  # up to date: the model of that run
+    assert run_make(tmp_path, "models/model.safetensors", "EPOCHS=4").returncode == 0
+    assert "--epochs 4" in (tmp_path / "calls.txt").read_text()  # other settings train again
+
+
+def test_a_run_stopped_before_it_wrote_a_checkpoint_trains_again(tmp_path: Path) -> None:
+    """Its settings are recorded as it starts: the model of the settings before is not taken
+    for the one it never wrote."""
+    _trained_by_make(tmp_path)
+    stopped = run_make(tmp_path, "models/model.safetensors", "EPOCHS=3", STAND_IN_STOPS="before")
+    assert stopped.returncode != 0 and (tmp_path / "models/model.safetensors").read_bytes() == b"made"
+    (tmp_path / "calls.txt").unlink()
+    assert run_make(tmp_path, "models/model.safetensors", "EPOCHS=3").returncode == 0
+    assert "--epochs 3" in (tmp_path / "calls.txt").read_text()
+
+
+def test_a_checkpoint_trained_by_hand_and_stopped_midway_stops_make_too(tmp_path: Path) -> None:
+    """Its .resume beside it switched the check off: make took the run for its own, and
+    trained over both."""
+    _trained_by_make(tmp_path)
+    (tmp_path / "models/model.safetensors").write_bytes(b"epoch 65 of 300, by hand")
+    (tmp_path / "models/model.safetensors.resume").write_bytes(b"its state")
+    stopped = run_make(tmp_path, "models/model.safetensors")
+    assert stopped.returncode != 0 and not (tmp_path / "calls.txt").exists()
+    assert stopped.stderr.startswith("make: models/model.safetensors is not the model make trained")
+    assert (tmp_path / "models/model.safetensors.resume").read_bytes() == b"its state"
