@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import stat
 import sys
@@ -78,7 +79,10 @@ def pid_alive(pid: int) -> bool:
 
 
 def remove_stale_temp_files(path: Path) -> None:
-    """Delete temp files for `path` left by writers that no longer run."""
+    """Delete temp files for `path` left by writers that no longer run: their pid runs no
+    process here, and no one holds the file's lock. A writer holds it while it writes, which
+    keeps its file from a sweeper that cannot see its pid (in another container's pid
+    namespace, on another host sharing the folder)."""
     prefix = _temp_prefix(path)
     try:
         entries = list(path.parent.iterdir())
@@ -91,7 +95,12 @@ def remove_stale_temp_files(path: Path) -> None:
         pid_text = name[len(prefix) :].split(".", 1)[0]
         if pid_text.isdigit() and not pid_alive(int(pid_text)):
             with contextlib.suppress(OSError):
-                entry.unlink()
+                fd = os.open(entry, os.O_RDONLY | os.O_NONBLOCK | _NO_FOLLOW)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: still written
+                    entry.unlink()
+                finally:
+                    os.close(fd)
 
 
 STDOUT = "-"
@@ -245,12 +254,22 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
         else:
             temp_name = None  # each name tried was another writer's
             raise FileExistsError(errno.EEXIST, "no free name for a temp file")
+        with contextlib.suppress(OSError):  # a file system without locks: the pid alone tells
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until closed: see the sweep
         with os.fdopen(fd, mode, encoding=encoding, errors=errors) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temp_name, permissions)
-        os.replace(temp_name, path)
+            os.fchmod(handle.fileno(), permissions)
+            try:  # renamed while still locked
+                os.replace(temp_name, path)
+            except FileNotFoundError:
+                if not path.parent.is_dir():
+                    raise
+                raise MnistkitError(
+                    f"{path}: cannot write: its temp file {Path(temp_name).name} was deleted meanwhile, "
+                    "by another process"
+                ) from None
     except BaseException as error:
         if temp_name is not None:
             with contextlib.suppress(OSError):

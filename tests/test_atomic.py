@@ -114,6 +114,31 @@ def test_stale_temp_of_dead_writer_is_swept_live_one_kept(tmp_path: Path) -> Non
     assert live.exists()
 
 
+def test_a_temp_file_still_locked_by_its_writer_is_kept_whatever_its_pid(tmp_path: Path) -> None:
+    """A writer in another container (pid namespace) or on another host has a pid that runs no
+    process here: its temp file was swept as it was written, and its rename failed as
+    'folder does not exist'."""
+    import fcntl
+
+    target = tmp_path / "train-images-idx3-ubyte.gz"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    elsewhere = tmp_path / f".{target.name}.{int(dead.stdout)}.abc123.tmp"
+    elsewhere.write_bytes(b"half a download")
+    with open(elsewhere, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        remove_stale_temp_files(target)
+        assert elsewhere.exists()
+    remove_stale_temp_files(target)  # its writer is gone: no lock, and no process of its pid
+    assert not elsewhere.exists()
+    with pytest.raises(MnistkitError) as refused, atomic_write(target) as handle:
+        handle.write(b"whole")
+        (temp,) = [entry for entry in tmp_path.iterdir() if entry.name.endswith(".tmp")]
+        temp.unlink()  # as such a sweep did
+    assert str(refused.value) == (
+        f"{target}: cannot write: its temp file {temp.name} was deleted meanwhile, by another process"
+    )
+
+
 @pytest.mark.parametrize("character", ["p", "ü", "字"])
 def test_the_longest_legal_names_are_written_and_kept_apart(tmp_path: Path, character: str) -> None:
     """A file name of up to 255 bytes is legal, but `.NAME.PID.XXXXXXXX.tmp` was not: writing
