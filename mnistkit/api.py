@@ -67,6 +67,7 @@ from mnistkit.image_files import LoadedDigit, load_one
 from mnistkit.inputs import input_path
 from mnistkit.mirrors import DEFAULT_CACHE_DIR, MIRROR_ENV, mirror_list, split_mirrors
 from mnistkit.predict import Prediction, predict_loaded, predict_paths
+from mnistkit.run_state import state_path
 from mnistkit.terms import check_keywords
 from mnistkit.worker_pool import workers_fork
 
@@ -398,7 +399,10 @@ def train(
     if devices is not None:
         devices = _whole_number(devices, "devices", "a number of devices, 1 or more", 1)
     save_every = _whole_number(save_every, "save_every", "a number of epochs, 0 or more", 0)
-    _check_files_apart({"output": output, "history": history}, {"arrays": arrays, "resume": resume})
+    _check_files_apart(
+        {"output=": output, "history=": history, "the run state beside output=": state_path(output)},
+        {"arrays": arrays, "resume": resume},
+    )
     options = _classes_named(options)
     if dataset is not None:
         dataset_spec(dataset)  # one of those there are
@@ -503,19 +507,20 @@ def _whole_number(value: Any, name: str, what: str, least: int) -> int:
 
 
 def _check_files_apart(outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> None:
-    """As a command checks its files: no output is an input file or another output; only
-    `output=` the `resume=` checkpoint's path continues a model in its own file."""
+    """As a command checks its files: no output (named as `outputs` name them: "output=") is
+    an input file or another output; only `output=` the `resume=` checkpoint's path continues
+    a model in its own file."""
     written = [(name, path) for name, path in outputs.items() if path is not None]
     read = [(name, path) for name, path in inputs.items() if isinstance(path, str | os.PathLike)]
     for index, (name, path) in enumerate(written):
         for other, other_path in written[:index]:
             if same_path(path, other_path):
-                raise ValueError(f"{path}: {other}= and {name}= would both write to it")
+                raise ValueError(f"{path}: {other} and {name} would both write to it")
         if written_in_place(path):
             continue
         for input_name, given in read:
-            if same_path(path, given) and (input_name, name) != ("resume", "output"):
-                raise ValueError(f"{path}: {name}= would overwrite the {input_name} given")
+            if same_path(path, given) and (input_name, name) != ("resume", "output="):
+                raise ValueError(f"{path}: {name} would overwrite the {input_name} given")
 
 
 def _resume_source(resume: Model | str | os.PathLike[str]) -> str:

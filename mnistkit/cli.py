@@ -161,6 +161,12 @@ def _check_outputs_apart(ctx: click.Context) -> None:
         elif isinstance(param.type, click.Path) or isinstance(param, click.Argument):
             values = value if isinstance(value, tuple | list) else [value]
             inputs.extend((param.name, str(item)) for item in values if isinstance(item, str | Path))
+    if ctx.command.name == "train" and ctx.params.get("output") is not None:
+        from mnistkit.run_state import state_path
+
+        state = state_path(ctx.params["output"])  # written each epoch, deleted at the end
+        if state is not None:
+            outputs.append(("-o's run state", str(state)))
     for index, (option, path) in enumerate(outputs):
         for other_option, other_path in outputs[:index]:
             if same_path(path, other_path):

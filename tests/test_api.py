@@ -230,10 +230,11 @@ def test_paths_names_and_integer_labels_are_taken_as_a_notebook_gives_them(
         MnistkitError, match=r"^arrays: test_labels holds -1, not a class number \(0 to 255\)$"
     ):
         mnistkit.evaluate(model, {**synthetic_data, "test_labels": np.full(200, -1)})
+    images, labels = synthetic_data["test_images"], synthetic_data["test_labels"]
     with pytest.raises(
         TypeError, match=r"^evaluate\(model, arrays, split='test'\): the arrays are a dict .* not a list"
     ):
-        mnistkit.evaluate(model, [synthetic_data["test_images"], synthetic_data["test_labels"]])
+        mnistkit.evaluate(model, [images, labels, labels])
     digit = tmp_path / "digit.png"
     Image.fromarray(synthetic_data["test_images"][0]).save(digit)
     one = mnistkit.predict_images(large_digit_model, digit)
@@ -793,6 +794,15 @@ def test_a_model_trains_further_from_python_as_with_the_commands_resume(
         mnistkit.train(synthetic_data, epochs=1, output=resumed, history=resumed)
     with pytest.raises(ValueError, match=r"history= would overwrite the resume given$"):
         mnistkit.train(synthetic_data, resume=resumed, epochs=5, history=resumed)
+    # The run's state beside the checkpoint, OUTPUT.resume, is written each epoch and deleted
+    # at the end: an input or a history of that name was lost so.
+    state = tmp_path / "m.safetensors.resume"
+    for call in (
+        lambda: mnistkit.train(synthetic_npz, epochs=1, output=tmp_path / "m.safetensors", history=state),
+        lambda: mnistkit.train(state, epochs=1, output=tmp_path / "m.safetensors"),
+    ):
+        with pytest.raises(ValueError, match=r"the run state beside output= (and|would)"):
+            call()
     with pytest.raises(
         MnistkitError, match=r"^resume continues with the checkpoint's own settings; drop lr$"
     ):

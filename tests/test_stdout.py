@@ -192,6 +192,8 @@ def test_an_output_never_overwrites_an_input_or_another_output(
 ) -> None:
     data_bytes, model_bytes = synthetic_npz.read_bytes(), model.read_bytes()
     digit_bytes = digit.read_bytes()
+    data_as_state = tmp_path / "d.safetensors.resume"  # as trained once with -o d.safetensors
+    data_as_state.write_bytes(data_bytes)
     for args, line in (
         (("train", synthetic_npz, "-o", synthetic_npz), f"{synthetic_npz}: -o would overwrite an input"),
         (("predict", model, digit, "-o", digit), f"{digit}: -o would overwrite an input"),
@@ -199,6 +201,21 @@ def test_an_output_never_overwrites_an_input_or_another_output(
         (
             ("train", synthetic_npz, "-o", "-", "--history", "-"),
             "-: -o and --history would both write to standard output",
+        ),
+        (  # the run's state beside the checkpoint, written each epoch and deleted at the end
+            ("train", data_as_state, "-o", tmp_path / "d.safetensors"),
+            f"{data_as_state}: -o's run state would overwrite an input",
+        ),
+        (
+            (
+                "train",
+                synthetic_npz,
+                "-o",
+                tmp_path / "m.safetensors",
+                "--history",
+                tmp_path / "m.safetensors.resume",
+            ),
+            f"{tmp_path / 'm.safetensors.resume'}: --history and -o's run state would both write to",
         ),
         (  # a folder written into is an output too, not "an input"
             ("render-samples", synthetic_npz, "-o", tmp_path / "s.png", "--export-dir", tmp_path / "s.png"),
@@ -213,6 +230,7 @@ def test_an_output_never_overwrites_an_input_or_another_output(
         model_bytes,
         digit_bytes,
     )
+    assert data_as_state.read_bytes() == data_bytes
 
 
 def test_an_input_named_through_another_is_never_overwritten(
