@@ -124,10 +124,17 @@ def _umask() -> int:
 # Paths that name this process's standard output: written as `-` is (a file opened anew
 # through them would be truncated under the shell's redirection).
 STDOUT_ALIASES = ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1")
+# And its standard error: opened anew, such a file kept an offset of its own, and its lines
+# (train --history /dev/stderr 2> log) overwrote the log's.
+STDERR_ALIASES = ("/dev/stderr", "/dev/fd/2", "/proc/self/fd/2")
 
 
 def is_stdout(path: str | os.PathLike[str]) -> bool:
     return str(path) == STDOUT or os.path.abspath(path) in STDOUT_ALIASES
+
+
+def is_stderr(path: str | os.PathLike[str]) -> bool:
+    return os.path.abspath(path) in STDERR_ALIASES
 
 
 def same_path(path: str | os.PathLike[str], other: str | os.PathLike[str]) -> bool:
@@ -221,8 +228,8 @@ def describe_write_error(path: Path, error: OSError) -> MnistkitError:
 def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
     """Yield a file object whose content appears at `path` only if the block succeeds; for `-`,
     standard output (binary data is refused when that is a terminal)."""
-    if is_stdout(path):
-        yield _stdout(mode)
+    if is_stdout(path) or is_stderr(path):
+        yield _standard_stream(path, mode)
         return
     check_writable_target(path)
     encoding, errors = (None, None) if "b" in mode else ("utf-8", "surrogateescape")
@@ -376,10 +383,12 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _stdout(mode: str) -> IO:
+def _standard_stream(path: str | os.PathLike[str], mode: str) -> IO:
+    """Standard output for `-` and its aliases, standard error for its: the streams themselves."""
+    stream, name = (sys.stdout, "output") if is_stdout(path) else (sys.stderr, "error")
     if "b" not in mode:
-        return sys.stdout
-    if sys.stdout.isatty():
-        raise MnistkitError("-: refusing to write binary data to a terminal; redirect standard output")
-    sys.stdout.flush()
-    return sys.stdout.buffer
+        return stream
+    if stream.isatty():
+        raise MnistkitError(f"{path}: refusing to write binary data to a terminal; redirect standard {name}")
+    stream.flush()
+    return stream.buffer

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mnistkit.atomic import is_stdout, write_text_atomic, written_in_place
+from mnistkit.atomic import is_stderr, is_stdout, write_text_atomic, written_in_place
 from mnistkit.errors import MnistkitError
 from mnistkit.terms import setting
 
@@ -48,7 +48,7 @@ def _in_field_order(record: Mapping[str, Any]) -> dict[str, Any]:
 def check_history_target(path: str | os.PathLike[str]) -> None:
     """The history is written after every epoch: a pipe's reader would take the first and
     leave, and the second would find no one to read it."""
-    if not is_stdout(path) and Path(path).is_fifo():
+    if not (is_stdout(path) or is_stderr(path)) and Path(path).is_fifo():
         raise MnistkitError(
             f"{path}: {setting('history')} is written after every epoch, which a pipe takes once; "
             "give a file, or - for standard output"

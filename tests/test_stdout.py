@@ -124,6 +124,28 @@ def test_training_history_and_checkpoint_to_stdout(tmp_path: Path, small_data) -
     assert not (tmp_path / "-").exists()
 
 
+def test_a_history_to_standard_error_goes_between_the_log_lines(tmp_path: Path, synthetic_npz: Path) -> None:
+    """`--history /dev/stderr 2> log` opened the log anew, at an offset of its own: the
+    history's lines and the log's overwrote each other."""
+    log = tmp_path / "log.txt"
+    with open(log, "wb") as stderr:
+        process = subprocess.run(
+            mnistkit_command(
+                "train", synthetic_npz, "-o", tmp_path / "m.safetensors", "--history", "/dev/stderr",
+                "--model", "logreg", "--epochs", "3",
+            ),
+            stdout=subprocess.PIPE, stderr=stderr, timeout=120,
+        )  # fmt: skip
+    assert process.returncode == 0 and process.stdout == b""
+    lines = log.read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    assert [record["epoch"] for record in records] == [1, 2, 3]
+    assert [line.split()[:2] for line in lines if line.startswith("epoch ")] == [
+        ["epoch", "1/3"], ["epoch", "2/3"], ["epoch", "3/3"]
+    ]  # fmt: skip
+    assert lines[-1].startswith("test accuracy")
+
+
 def test_binary_output_refuses_a_terminal(tmp_path: Path, synthetic_npz: Path) -> None:
     """`-o -` with stdout a terminal would print PNG bytes onto the screen: refused, one line."""
     leader, follower = pty.openpty()
