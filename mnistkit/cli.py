@@ -146,6 +146,9 @@ def _output(ctx: click.Context, param: click.Parameter, value: str | None) -> st
 
 # Options that name a folder the command writes into.
 OUTPUT_FOLDERS = ("export_dir", "save_preprocessed")
+# train's line at Ctrl-C or SIGTERM, which it takes between chunks of work: within a compile,
+# seconds passed without a word.
+STOPPING_NOTICE = "stopping once the work in progress ends (a compile may take some seconds)"
 
 
 def _check_outputs_apart(ctx: click.Context) -> None:
@@ -745,7 +748,7 @@ def train(
 
         checkpoint = load_checkpoint(resume)
     # jax runs from here on: signals are taken between chunks of work (see interrupts.py).
-    with deferred():
+    with deferred(notice=STOPPING_NOTICE):
         writer = True
         if distributed or coordinator or num_processes or process_id is not None:
             from mnistkit.parallel import join_cluster

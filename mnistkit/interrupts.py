@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import signal
 import sys
 import threading
@@ -27,12 +28,19 @@ from mnistkit.errors import Interrupted
 
 _held_signals: list[int] = []
 _deferring = False
+_notice: str | None = None  # said at once when a first signal is held: the stop may take seconds
 
 
 def _on_signal(signal_number: int, frame: object) -> None:
     _held_signals.append(signal_number)
     if not _deferring:
         raise Interrupted(signal_number)
+    if _notice is not None and len(_held_signals) == 1:
+        # Written to the descriptor itself: the main thread may be inside sys.stderr's own
+        # write, which a second write into its buffer from here would break.
+        clear = "\r\x1b[K" if sys.stderr.isatty() else ""
+        with contextlib.suppress(OSError):
+            os.write(sys.stderr.fileno(), f"{clear}{_notice}\n".encode())
 
 
 def _quiet_when_swallowed(unraisable: Any) -> None:
@@ -64,14 +72,16 @@ def raise_if_interrupted() -> None:
 
 
 @contextlib.contextmanager
-def deferred() -> Iterator[None]:
-    """Hold signals inside the block; they surface at `raise_if_interrupted()` or at its end."""
-    global _deferring
+def deferred(notice: str | None = None) -> Iterator[None]:
+    """Hold signals inside the block; they surface at `raise_if_interrupted()` or at its end.
+    A `notice` is the line stderr gets as the first one is held."""
+    global _deferring, _notice
     outer, _deferring = _deferring, True
+    outer_notice, _notice = _notice, notice if notice is not None else _notice
     try:
         yield
     finally:
-        _deferring = outer
+        _deferring, _notice = outer, outer_notice
     raise_if_interrupted()
 
 
