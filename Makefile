@@ -174,11 +174,13 @@ $(BROWSER_INSTALLED): $(INSTALLED)
 test-browser: $(BROWSER_INSTALLED) ## the serve page in headless Chromium (apt-get install chromium chromium-driver)
 	$(BIN)/pytest -q -m browser
 
-# The port of `make serve` (make serve PORT=8080).
+# The port and address of `make serve` (make serve PORT=8080; HOST=0.0.0.0 lets other machines
+# in). HOST is taken from make's command line only: a shell's own HOST is the machine's name.
 PORT ?= 8000
+HOST := 127.0.0.1
 
-serve: $(CKPT) | $(INSTALLED) ## draw a digit in the browser and watch the trained model read it (PORT=8000)
-	$(MNISTKIT) serve $(CKPT) --port $(PORT)
+serve: $(CKPT) | $(INSTALLED) ## draw a digit in the browser and watch the trained model read it (PORT=8000, HOST=127.0.0.1)
+	$(MNISTKIT) serve $(CKPT) --host $(HOST) --port $(PORT)
 
 # Kills per stage in `make chaos` (make chaos KILLS=100); the seed is MNISTKIT_CHAOS_SEED.
 KILLS ?= 20

@@ -241,6 +241,17 @@ class DigitServer(ThreadingHTTPServer):
             host = "127.0.0.1" if self.address_family == socket.AF_INET else "::1"
         return f"http://{_host_and_port(host, port)}/"
 
+    @property
+    def network_urls(self) -> list[str]:
+        """Where other machines find the page, listening on every address (0.0.0.0, ::): this
+        machine's own addresses on its networks, which a teacher had to look up for a class."""
+        host, port = self.server_address[:2]
+        if not ipaddress.ip_address(host).is_unspecified:
+            return []  # the one address, which `url` is
+        return [
+            f"http://{_host_and_port(address, port)}/" for address in _network_addresses(self.address_family)
+        ]
+
     def process_request(self, request: Any, client_address: Any) -> None:
         """Start a thread for the connection once one of `max_connections` slots is free."""
         self.connection_slots.acquire()
@@ -561,6 +572,28 @@ class _RequestHandler(BaseHTTPRequestHandler):
         someone draws. Errors are, by `_send_error_json`."""
 
 
+def _network_addresses(family: socket.AddressFamily) -> list[str]:
+    """This machine's addresses that other machines may reach (not loopback, not link-local):
+    the one its default route leaves from (a UDP socket's connect sends nothing), and those
+    its host name resolves to. None offline."""
+    found = []
+    probe = "192.0.2.1" if family == socket.AF_INET else "2001:db8::1"  # documentation addresses
+    with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as udp:
+        udp.connect((probe, 9))
+        found.append(udp.getsockname()[0])
+    with contextlib.suppress(OSError):
+        found += [info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, family)]
+    addresses = []
+    for address in found:
+        parsed = ipaddress.ip_address(address.split("%")[0])
+        if (
+            not (parsed.is_loopback or parsed.is_link_local or parsed.is_unspecified)
+            and address not in addresses
+        ):
+            addresses.append(address)
+    return addresses
+
+
 def make_server(
     checkpoint_path: str | os.PathLike[str],
     host: str = DEFAULT_HOST,
@@ -593,6 +626,8 @@ def serve(
         if server.loopback_only:
             reach = f"listening on {server.server_address[0]} only; --host 0.0.0.0 lets other machines in"
         else:
-            reach = f"listening on {server.server_address[0]}: other machines can reach it"
+            urls = server.network_urls
+            at = f" at {', '.join(urls)}" if urls else ""
+            reach = f"listening on {server.server_address[0]}: other machines can reach it{at}"
         log(f"mnistkit serve: {server.url} ({Path(checkpoint_path).name}; {reach})")
         server.serve_forever()

@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import http.client
 import io
+import ipaddress
 import json
 import os
 import select
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -625,6 +627,51 @@ def test_the_command_prints_its_url_imports_no_jax_writes_nothing_and_stops_on_c
         process.wait()
     assert list(workdir.iterdir()) == [] and list(scratch.iterdir()) == []
     assert sorted(path.name for path in large_digit_model.parent.iterdir()) == ["model.safetensors"]
+
+
+def _has_default_route() -> bool:
+    """Whether the kernel's IPv4 routing table has a default route (Linux's /proc)."""
+    try:
+        rows = Path("/proc/net/route").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    return any(row.split()[1:2] == ["00000000"] for row in rows)
+
+
+def test_listening_on_every_address_names_this_machines_own(large_digit_model: Path) -> None:
+    """`--host 0.0.0.0` printed the loopback URL alone: a teacher had to find the address the
+    class should open. Each one named answers (a machine with no network names none)."""
+    command = [
+        sys.executable,
+        "-m",
+        "mnistkit",
+        "serve",
+        str(large_digit_model),
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "0",
+    ]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stderr.readline().rstrip("\n")
+        port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
+        assert line.startswith(
+            f"mnistkit serve: http://127.0.0.1:{port}/ (model.safetensors; listening on 0.0.0.0: "
+        )
+        reach = line.split("listening on 0.0.0.0: ")[1]
+        assert reach.startswith("other machines can reach it") and reach.endswith(")")
+        urls = reach[len("other machines can reach it at ") : -1].split(", ") if " at " in reach else []
+        assert urls or not _has_default_route()  # an address the default route leaves from, at least
+        for url in urls:
+            address = urllib.parse.urlsplit(url)
+            assert address.port == port and not ipaddress.ip_address(address.hostname).is_loopback
+            connection = http.client.HTTPConnection(address.hostname, port, timeout=10)
+            connection.request("GET", "/healthz")
+            assert connection.getresponse().status == 200, url
+    finally:
+        process.kill()
+        process.wait()
 
 
 def test_a_client_that_hangs_up_leaves_no_traceback(server: DigitServer, capfd) -> None:
