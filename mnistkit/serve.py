@@ -33,6 +33,7 @@ import io
 import ipaddress
 import json
 import os
+import re
 import socket
 import sys
 import threading
@@ -60,6 +61,12 @@ DEFAULT_PORT = 8000
 DEFAULT_MAX_BODY_BYTES = 8_000_000
 UPLOAD_NAME = "upload"
 MAX_UPLOAD_NAME_CHARS = 200
+# What an upload that is no image may be instead (`_upload_hint`).
+_IMAGE_STARTS = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"RIFF", b"BM", b"II*", b"MM\x00*")
+_STRIPPED_STARTS = (b"\x89PNG\x1a", b"\xff\xd8\xff")  # as curl -d leaves them, line breaks dropped
+_BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]+")
+_BASE64_PROBE = 64  # characters of base64 decoded to look at what it holds
+_FORM_FIELD = re.compile(rb"[A-Za-z0-9_.\-\[\]]+=")  # `image=...`
 _MOST_SIZE_DIGITS = 30  # a larger announced size is told by its count of digits
 _READ_CHUNK_BYTES = 1 << 20  # the most one read of a body takes
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
@@ -374,7 +381,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             with self.server.prediction_slots, self.server.decoding_pixels.held(declared_pixels(content)):
                 result = prediction_json(self.server.checkpoint, content, self._upload_name())
         except MnistkitError as error:
-            message = str(error) + self._form_hint(error, content)
+            message = str(error) + _upload_hint(error, content, self.headers.get_content_type())
             self._send_error_json(HTTPStatus.UNPROCESSABLE_ENTITY, message)
             return
         except Exception:
@@ -438,15 +445,6 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         with contextlib.suppress(OSError):  # a closed or broken stderr (`2>&1 | head -1`): answers go on
             super().log_message(format, *args)
-
-    def _form_hint(self, error: MnistkitError, content: bytes) -> str:
-        """Why bytes sent as form data may not decode: `curl -d @digit.png` drops the file's
-        line breaks (a PNG's signature holds two; a JPEG of any size, some), where
-        --data-binary sends it whole."""
-        form = self.headers.get_content_type() == "application/x-www-form-urlencoded"
-        if isinstance(error, UndecodableImage) and form and b"\n" not in content and b"\r" not in content:
-            return " (sent with curl -d? it drops the file's line breaks: use --data-binary @FILE)"
-        return ""
 
     def _upload_name(self) -> str:
         """The name errors give the image: `?name=` (the page sends the file's name) or `upload`."""
@@ -570,6 +568,43 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Successful requests are not logged: the page predicts several times a second as
         someone draws. Errors are, by `_send_error_json`."""
+
+
+def _upload_hint(error: MnistkitError, content: bytes, content_type: str) -> str:
+    """What was sent instead of an image's bytes, where that can be told, and how to send
+    them: base64 text (a canvas's toDataURL(), a data URL), a file whose line breaks
+    `curl -d @FILE` dropped (--data-binary sends it whole), or a form's fields."""
+    if not isinstance(error, UndecodableImage):
+        return ""
+    text = content.strip()
+    if text.startswith(b"data:image/") or (
+        _BASE64_TEXT.fullmatch(text[:_BASE64_PROBE]) and _decoded_start(text).startswith(_IMAGE_STARTS)
+    ):
+        return (
+            " (base64 text, as toDataURL() or a data URL gives it: send the image's bytes, "
+            "base64.b64decode(text) or canvas.toBlob())"
+        )
+    line_breaks = b"\n" in content or b"\r" in content
+    if (
+        content_type == "application/x-www-form-urlencoded"
+        and not line_breaks
+        and content.startswith(_STRIPPED_STARTS)
+    ):
+        return " (sent with curl -d? it drops the file's line breaks: use --data-binary @FILE)"
+    if _FORM_FIELD.match(content):
+        return (
+            " (a form's fields, as requests.post(url, data={...}) sends them: send the image's bytes "
+            "as the body, requests.post(url, data=open(path, 'rb')))"
+        )
+    return ""
+
+
+def _decoded_start(text: bytes) -> bytes:
+    """The first bytes of what base64 `text` holds (b"" where it holds none)."""
+    try:
+        return base64.b64decode(text[: _BASE64_PROBE // 4 * 4])
+    except ValueError:
+        return b""
 
 
 def _network_addresses(family: socket.AddressFamily) -> list[str]:

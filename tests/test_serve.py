@@ -376,6 +376,24 @@ def test_body_limits_and_lengths(start_server, large_digit_model: Path) -> None:
     assert stripped[0] == 422 and "use --data-binary @FILE" in json.loads(stripped[2])["error"]
     garbage = call(server, "POST", "/api/predict", b"not an image\n", as_form)
     assert garbage[0] == 422 and "--data-binary" not in json.loads(garbage[2])["error"]
+    # What else comes instead of an image's bytes is named, with how to send them: each of
+    # these once got the word of curl -d (a one-line SVG sent whole too), or nothing.
+    encoded = base64.b64encode(digit_png(1))
+    for sent, hint in (
+        (b'<svg xmlns="http://www.w3.org/2000/svg"><text>7</text></svg>', ""),
+        (
+            b"image=" + urllib.parse.quote_from_bytes(encoded).encode(),
+            "requests.post(url, data=open(path, 'rb'))",
+        ),
+        (encoded, "base64 text, as toDataURL() or a data URL gives it"),
+        (b"data:image/png;base64," + encoded, "base64.b64decode(text) or canvas.toBlob()"),
+    ):
+        answer = call(server, "POST", "/api/predict", sent, as_form)
+        error = json.loads(answer[2])["error"]
+        assert answer[0] == 422 and "--data-binary" not in error and hint in error, (sent[:30], error)
+        assert error.startswith("upload: not an image (Pillow cannot identify the format)") and (
+            error.endswith(")") if hint else error.endswith("format)")
+        )
     blank_gif = io.BytesIO()  # an image that decodes, with no line break in it: no word of curl
     Image.new("L", (40, 40), 255).save(blank_gif, "GIF")
     assert b"\n" not in blank_gif.getvalue() and b"\r" not in blank_gif.getvalue()
