@@ -1395,20 +1395,36 @@ def render_weights_command(checkpoint_path: Path, output: str, scale: int) -> No
     show_default=True,
     help="Refuse uploads larger than this many megabytes.",
 )
-def serve_command(checkpoint_path: Path, host: str, port: int, max_body_mb: float) -> None:
+@click.option(
+    "--allow-origin",
+    "allow_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="Let web pages at ORIGIN (http://localhost:3000; * for any) call the API. Repeatable.",
+)
+def serve_command(
+    checkpoint_path: Path, host: str, port: int, max_body_mb: float, allow_origins: tuple[str, ...]
+) -> None:
     """Serve a page to draw a digit and watch CKPT read it, and a JSON API, until Ctrl-C.
 
     The page (mouse, touch or pen; or drop an image) shows the ten probabilities live
     and the 28x28 image the model saw. Images are prepared as `predict` prepares them.
     The URL is printed on stderr. API: POST /api/predict with an image's bytes returns
-    {"digit", "confidence", "classes", "probabilities", "preprocessed_png"};
-    GET /api/model, GET /healthz. Listens on 127.0.0.1 only unless --host says otherwise.
+    {"digit", "label", "confidence", "classes", "class_names", "probabilities",
+    "preprocessed_png"}; GET /api/model, GET /healthz. Listens on 127.0.0.1 only unless
+    --host says otherwise; web pages elsewhere may call the API where --allow-origin names
+    them.
 
     \b
       mnistkit serve models/model.safetensors
       mnistkit serve models/model.safetensors --port 8080
+      mnistkit serve models/model.safetensors --host 0.0.0.0
+      mnistkit serve models/model.safetensors --allow-origin http://localhost:3000
       curl --data-binary @my-digit.png http://127.0.0.1:8000/api/predict
     """
-    from mnistkit.serve import Limits, serve
+    from mnistkit.serve import Limits, check_origin, serve
 
-    serve(checkpoint_path, host, port, Limits(max_body_bytes=round(max_body_mb * 1e6)))
+    for origin in allow_origins:  # before the model is read
+        check_origin(origin)
+    limits = Limits(max_body_bytes=round(max_body_mb * 1e6))
+    serve(checkpoint_path, host, port, limits, allow_origins=allow_origins)

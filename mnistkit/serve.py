@@ -39,7 +39,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -221,10 +221,17 @@ class DigitServer(ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(
-        self, checkpoint: Checkpoint, model_name: str, host: str, port: int, limits: Limits | None = None
+        self,
+        checkpoint: Checkpoint,
+        model_name: str,
+        host: str,
+        port: int,
+        limits: Limits | None = None,
+        allow_origins: Sequence[str] = (),
     ) -> None:
         self.checkpoint = checkpoint
         self.limits = limits or Limits()
+        self.allow_origins = frozenset(check_origin(origin) for origin in allow_origins)
         self.model_body = json.dumps(model_json(checkpoint, model_name)).encode()
         self.static_files = _static_files()
         self.connection_slots = threading.BoundedSemaphore(self.limits.max_connections)
@@ -392,10 +399,36 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def do_OPTIONS(self) -> None:
         path = self._checked_path()
         allowed = self._allowed_methods(path) if path is not None else None
-        if allowed is not None:
-            self._send(HTTPStatus.NO_CONTENT, b"", "text/plain", {"Allow": allowed})
+        origin = self.headers.get("Origin")
+        preflight = origin is not None and "Access-Control-Request-Method" in self.headers
+        if allowed is not None and preflight and self._cross_origin_headers() == {}:
+            # A page elsewhere asks whether it may call: without a word here, its fetch failed
+            # in the browser alone ("blocked by CORS policy") and the server's log said nothing.
+            self._send_error_json(
+                HTTPStatus.FORBIDDEN,
+                f"a page at {origin} may not call this server: mnistkit serve --allow-origin {origin}",
+            )
+        elif allowed is not None:
+            headers = {"Allow": allowed}
+            if preflight:
+                headers |= {
+                    "Access-Control-Allow-Methods": allowed,
+                    "Access-Control-Allow-Headers": "Content-Type",
+                    "Access-Control-Max-Age": "600",
+                }
+            self._send(HTTPStatus.NO_CONTENT, b"", "text/plain", headers)
         elif path is not None:
             self._send_error_json(HTTPStatus.NOT_FOUND, f"nothing at {path}")
+
+    def _cross_origin_headers(self) -> dict[str, str]:
+        """What lets the page at the request's Origin read the answer, where --allow-origin
+        names it: none for another (the browser then keeps the answer from that page)."""
+        headers = getattr(self, "headers", None)  # none yet where the request line was bad
+        origin = headers.get("Origin") if headers is not None else None
+        allowed = self.server.allow_origins
+        if origin is None or not ({"*", origin} & allowed):
+            return {}
+        return {"Access-Control-Allow-Origin": "*" if "*" in allowed else origin, "Vary": "Origin"}
 
     def _other_method(self) -> None:
         path = self._checked_path()
@@ -538,7 +571,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
         self.send_header("Connection", "close")
-        for name, value in {**SECURITY_HEADERS, **(headers or {})}.items():
+        for name, value in {**SECURITY_HEADERS, **self._cross_origin_headers(), **(headers or {})}.items():
             self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
@@ -634,10 +667,27 @@ def make_server(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     limits: Limits | None = None,
+    allow_origins: Sequence[str] = (),
 ) -> DigitServer:
-    """Load the checkpoint and bind the server (port 0: any free port); serve with serve_forever()."""
+    """Load the checkpoint and bind the server (port 0: any free port); serve with serve_forever().
+    Pages at `allow_origins` (`http://localhost:3000`, or `*` for any) may call the API."""
     checkpoint_path = Path(checkpoint_path)
-    return DigitServer(load_checkpoint(checkpoint_path), checkpoint_path.name, host, port, limits)
+    return DigitServer(
+        load_checkpoint(checkpoint_path), checkpoint_path.name, host, port, limits, allow_origins
+    )
+
+
+def check_origin(origin: str) -> str:
+    """A web page's origin as browsers send it (`scheme://host[:port]`), or `*`."""
+    parts = urllib.parse.urlsplit(origin)
+    if origin != "*" and not (
+        parts.scheme in ("http", "https") and parts.netloc and not parts.path and not parts.query
+    ):
+        raise MnistkitError(
+            f"--allow-origin: {origin!r} is not an origin; give one as browsers send it, "
+            "as http://localhost:3000 (no path), or * for any"
+        )
+    return origin
 
 
 def _give_back_freed_memory() -> None:
@@ -654,10 +704,11 @@ def serve(
     port: int = DEFAULT_PORT,
     limits: Limits | None = None,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+    allow_origins: Sequence[str] = (),
 ) -> None:
     """Serve the page and the API until interrupted (Ctrl-C raises out of serve_forever)."""
     _give_back_freed_memory()
-    with make_server(checkpoint_path, host, port, limits) as server:
+    with make_server(checkpoint_path, host, port, limits, allow_origins) as server:
         if server.loopback_only:
             reach = f"listening on {server.server_address[0]} only; --host 0.0.0.0 lets other machines in"
         else:

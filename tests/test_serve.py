@@ -647,6 +647,47 @@ def test_the_command_prints_its_url_imports_no_jax_writes_nothing_and_stops_on_c
     assert sorted(path.name for path in large_digit_model.parent.iterdir()) == ["model.safetensors"]
 
 
+def test_pages_elsewhere_call_the_api_where_allow_origin_names_them(large_digit_model: Path) -> None:
+    """A student's page on another port could not call the API (the browser blocked it), and
+    the server's log said nothing of why."""
+    page = "http://localhost:3000"
+    asks = {
+        "Origin": page,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    with make_server(large_digit_model, "127.0.0.1", 0, FAST_LIMITS) as closed:
+        threading.Thread(target=closed.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        status, response, body = call(closed, "OPTIONS", "/api/predict", headers=asks)
+        assert status == 403 and response.getheader("Access-Control-Allow-Origin") is None
+        assert json.loads(body)["error"] == (
+            f"a page at {page} may not call this server: mnistkit serve --allow-origin {page}"
+        )
+        plain = call(closed, "OPTIONS", "/api/predict")  # no page asking: the methods, as before
+        assert plain[0] == 204 and plain[1].getheader("Allow") == "POST, OPTIONS"
+        closed.shutdown()
+    for allowed, answered in (((page,), page), (("*",), "*")):
+        with make_server(large_digit_model, "127.0.0.1", 0, FAST_LIMITS, allow_origins=allowed) as server:
+            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+            status, response, _ = call(server, "OPTIONS", "/api/predict", headers=asks)
+            assert status == 204 and response.getheader("Access-Control-Allow-Origin") == answered
+            assert response.getheader("Access-Control-Allow-Methods") == "POST, OPTIONS"
+            assert response.getheader("Access-Control-Allow-Headers") == "Content-Type"
+            status, response, body = call(server, "POST", "/api/predict", digit_png(1), {"Origin": page})
+            assert status == 200 and response.getheader("Access-Control-Allow-Origin") == answered
+            assert json.loads(body)["digit"] == 1
+            other = call(server, "GET", "/api/model", headers={"Origin": "http://elsewhere.example"})
+            assert other[0] == 200 and other[1].getheader("Access-Control-Allow-Origin") == (
+                "*" if answered == "*" else None
+            )
+            server.shutdown()
+    for origin in ("localhost:3000", "http://localhost:3000/page", "ftp://x"):
+        result = CliRunner().invoke(cli, ["serve", str(large_digit_model), "--allow-origin", origin])
+        assert result.exit_code == 1 and result.output.startswith(
+            f"Error: --allow-origin: {origin!r} is not an origin"
+        )
+
+
 def _has_default_route() -> bool:
     """Whether the kernel's IPv4 routing table has a default route (Linux's /proc)."""
     try:
