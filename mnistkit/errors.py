@@ -35,7 +35,7 @@ class PictureTooLarge(MnistkitError):
 
 
 class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived; a BaseException so that only cleanup code catches it.
+    """SIGINT, SIGTERM or SIGHUP arrived; a BaseException so that only cleanup code catches it.
 
     `outcome` says what the interrupted work kept, for the one line the CLI prints.
     """

@@ -1,4 +1,4 @@
-"""SIGINT and SIGTERM as the `Interrupted` exception, raised only where unwinding is safe.
+"""SIGINT, SIGTERM and SIGHUP as the `Interrupted` exception, raised only where unwinding is safe.
 
 A signal handler that raises lands its exception wherever the main thread happens to be:
 inside one of jax's garbage-collector callbacks (where Python prints and swallows it, and
@@ -50,18 +50,25 @@ def _quiet_when_swallowed(unraisable: Any) -> None:
 
 
 def install() -> None:
-    """Turn SIGINT and SIGTERM into `Interrupted` for this process (the CLI's first act)."""
+    """Turn SIGINT, SIGTERM and SIGHUP into `Interrupted` for this process (the CLI's first
+    act). SIGHUP (the terminal or the ssh session gone) killed train without its last epoch's
+    checkpoint, and predict with its temp file left; one that `nohup` ignores stays ignored,
+    so that the run outlives its terminal."""
     sys.unraisablehook = _quiet_when_swallowed
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, _on_signal)
 
 
 def uninstall() -> None:
-    """Give SIGINT and SIGTERM back their default action (the CLI's last act): a signal in the
+    """Give the signals back their default action (the CLI's last act): a signal in the
     interpreter's shutdown, inside jax's exit hooks, then ends the process rather than raising
     in a hook, where Python would print and swallow it."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if signal.getsignal(signal.SIGHUP) is _on_signal:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
     sys.unraisablehook = sys.__unraisablehook__
 
 

@@ -34,7 +34,7 @@ from mnistkit.errors import Interrupted, MnistkitError
 SIGNAL_POLL_S = 0.05
 ORPHAN_POLL_S = 0.5  # how often a forked worker looks whether its parent is still there
 END_WAIT_S = 5.0  # how long a worker sent SIGTERM at close gets before SIGKILL
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 _ANSWERED, _FAILED = b"\x00", b"\x01"  # an answer's first byte
 _LENGTH = struct.Struct("!Q")  # a message's length in bytes, sent before it
 _READ_BYTES = 1 << 20  # the most one read takes from a socket
@@ -260,11 +260,12 @@ def _serve(
 
 
 def _start_worker() -> None:
-    """Leave SIGINT to the parent, which stops the workers and cleans up, and end at SIGTERM.
-    Standard output is /dev/null: a reader of the parent's output sees its end when the
-    parent ends. And a worker whose parent is gone (killed outright) ends too, rather than
-    wait for work forever."""
+    """Leave SIGINT and SIGHUP to the parent, which stops the workers and cleans up, and end
+    at SIGTERM. Standard output is /dev/null: a reader of the parent's output sees its end
+    when the parent ends. And a worker whose parent is gone (killed outright) ends too, rather
+    than wait for work forever."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the parent's too, as Ctrl-C is
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked since the fork
     devnull = os.open(os.devnull, os.O_WRONLY)

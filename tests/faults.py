@@ -55,7 +55,7 @@ HISTORY_KEYS = {
     "test_accuracy",
     "seconds",
 }
-INTERRUPTED_LINE = re.compile(r"^mnistkit: interrupted by SIG(INT|TERM)(; .+)?$")
+INTERRUPTED_LINE = re.compile(r"^mnistkit: interrupted by SIG(INT|TERM|HUP)(; .+)?$")
 # atomic_write's temp names: .NAME.PID.RANDOM.tmp beside the final NAME.
 TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
 

@@ -387,7 +387,9 @@ def assert_interrupted(process: subprocess.Popen, signal_number: int) -> list[st
     return lines
 
 
-@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "signal_number", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"]
+)
 @pytest.mark.parametrize(
     ("paths", "whole_group"),
     [(3, False), (600, False), (600, True)],
@@ -628,8 +630,12 @@ def test_fetch_interrupted_mid_download_exits_with_one_line_and_no_temp(
 
 
 @pytest.mark.slow
-def test_train_interrupted_after_an_epoch_keeps_that_epoch(tmp_path: Path, synthetic_npz: Path) -> None:
-    """Ctrl-C during training saves the last complete epoch (a valid checkpoint), then exits 130."""
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGHUP], ids=["SIGINT", "SIGHUP"])
+def test_train_interrupted_after_an_epoch_keeps_that_epoch(
+    tmp_path: Path, synthetic_npz: Path, signal_number: int
+) -> None:
+    """Ctrl-C during training saves the last complete epoch (a valid checkpoint), then exits 130;
+    so does SIGHUP, a closed terminal or ssh session, with 129 (it killed train outright)."""
     checkpoint, history = tmp_path / "model.safetensors", tmp_path / "history.jsonl"
     process = subprocess.Popen(
         mnistkit_command(
@@ -647,14 +653,45 @@ def test_train_interrupted_after_an_epoch_keeps_that_epoch(tmp_path: Path, synth
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    interrupt_when(process, history.exists, signal.SIGINT, timeout_s=120)
-    lines = assert_interrupted(process, signal.SIGINT)
-    assert lines[-1].startswith("mnistkit: interrupted by SIGINT; saved the checkpoint of epoch")
+    interrupt_when(process, history.exists, signal_number, timeout_s=120)
+    lines = assert_interrupted(process, signal_number)
+    name = signal.Signals(signal_number).name
+    assert lines[-1].startswith(f"mnistkit: interrupted by {name}; saved the checkpoint of epoch")
     check_artifact(checkpoint)
     check_artifact(history)
     epochs = load_checkpoint(checkpoint).metadata["metrics"]["epochs"]
     assert 1 <= epochs < 400 and len(history.read_text().splitlines()) == epochs
     assert temp_files(tmp_path) == []
+
+
+def test_a_hangup_that_nohup_ignores_stays_ignored(tmp_path: Path, synthetic_npz: Path) -> None:
+    """`nohup mnistkit train ...` must outlive its terminal."""
+    checkpoint, history = tmp_path / "model.safetensors", tmp_path / "history.jsonl"
+    command = [
+        "train",
+        synthetic_npz,
+        "-o",
+        checkpoint,
+        "--history",
+        history,
+        "--hidden",
+        "16",
+        "--epochs",
+        "30",
+    ]
+    as_nohup_starts_it = (
+        "import os, signal, sys; signal.signal(signal.SIGHUP, signal.SIG_IGN); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", as_nohup_starts_it, *mnistkit_command(*command)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    interrupt_when(process, history.exists, signal.SIGHUP, timeout_s=120)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr.decode()
+    assert load_checkpoint(checkpoint).metadata["metrics"]["epochs"] == 30
 
 
 SIGNAL_TRIES = int(os.environ.get("MNISTKIT_SIGNAL_TRIES", "50"))
