@@ -79,11 +79,14 @@ help: ## list the targets
 
 venv: $(INSTALLED) ## create .venv with mnistkit and its dev tools
 
+# Two makes at once in a fresh clone (a CI job started twice) both built .venv, and one
+# failed inside pip: where flock is (Linux), the second waits for the first and finds it made.
+SERIALLY := $(if $(shell command -v flock 2> /dev/null),flock $(VENV).lock)
+
 $(INSTALLED): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $@
+	@$(SERIALLY) sh -c '[ -f $@ ] && [ $@ -nt pyproject.toml ] || { set -x; \
+		$(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet --upgrade pip \
+		&& $(BIN)/pip install --quiet -e ".[dev]" && touch $@; }'
 
 $(RAW) &: | $(INSTALLED) ## download and verify the dataset's four files
 	$(MNISTKIT) fetch --dataset $(DATASET) --out $(RAW_DIR) --cache $(CACHE)
