@@ -561,4 +561,4 @@ def test_the_cnn_presets_predict_from_shifted_digits_but_not_from_shifted_clothe
     assert preset_config("cnn", "fashion-mnist").shift_average is False
     # The help says so in options the command takes.
     assert "--mirror-average --no-shift-average" in _preset_help()
-    assert "2 epochs, about 99.4% (on fashion-mnist: --no-shift-average)" in _preset_help()
+    assert "2 epochs, about 99.4% (trained on fashion-mnist, with --no-shift-average)" in _preset_help()
