@@ -123,9 +123,6 @@ def train(
     check_light_ink(arrays["train_images"], data_name)
     writer = jax.process_index() == 0
     log = log if writer else (lambda message: None)
-    if tell_unnamed and resume_from is None and unnamed(arrays):
-        naming = setting("dataset", "NAME")
-        log(f"{data_name}: names no dataset: taken as MNIST's digits ({naming} names another)")
     with compile_cache(log):
         if checkpoint_path is not None:  # in every process: the others would wait for process 0
             check_checkpoint_name(checkpoint_path)
@@ -135,6 +132,9 @@ def train(
         if writer and history_path is not None:
             check_history_target(history_path)
         setup = _set_up(arrays, config, data_name, data_sha256, devices, log)
+        if tell_unnamed and resume_from is None and unnamed(arrays):  # after the checks: no error follows
+            naming = setting("dataset", "NAME")
+            log(f"{data_name}: names no dataset: taken as MNIST's digits ({naming} names another)")
         setup = dataclasses.replace(setup, arrays_sha256=arrays_sha256(arrays))
         config = setup.config
         state_file = run_state.state_path(checkpoint_path)
