@@ -356,6 +356,30 @@ def test_a_light_product_cut_out_on_transparency_is_read_as_on_white(tmp_path: P
     assert on_white[14, 2] > on_white[14, 25] > 0  # darker on the photo's left: brighter here
 
 
+@pytest.mark.parametrize(
+    "light",
+    [
+        lambda y, x: 1.0 - 0.3 * y,
+        lambda y, x: 1.0 - 0.25 * x,
+        lambda y, x: 1.0 - 0.6 * ((x - 0.5) ** 2 + (y - 0.5) ** 2),
+    ],
+    ids=["falling-down", "falling-across", "dark-corners"],
+)
+def test_a_product_photo_lit_unevenly_is_read_as_one_lit_evenly(tmp_path: Path, light) -> None:
+    """The backdrop was taken as one level: where the light fell off, the backdrop was kept as
+    part of the object (Fashion test images so lit read 66 to 82% against 90%)."""
+    photo = product_photo()
+    rows, columns = np.indices(photo.shape)
+    lit = photo * light(rows / (photo.shape[0] - 1), columns / (photo.shape[1] - 1))
+    for name, picture in (("even.png", photo), ("uneven.png", lit)):
+        Image.fromarray((picture * 255).round().astype(np.uint8)).save(tmp_path / name)
+    even = load_digit(tmp_path / "even.png", style="fashion-mnist").astype(int)
+    uneven = load_digit(tmp_path / "uneven.png", style="fashion-mnist").astype(int)
+    assert ink_rows_and_columns(uneven)[0].tolist() == ink_rows_and_columns(even)[0].tolist()
+    assert ink_rows_and_columns(uneven)[1].tolist() == ink_rows_and_columns(even)[1].tolist()
+    assert np.abs(uneven - even).max() <= 16  # the object's own shades, as the light left them
+
+
 def test_pictures_of_many_named_classes() -> None:
     """EMNIST balanced's 47 classes: a heat map of smaller cells, the names on both axes."""
     names = ["0", "1", "A", "a", "T-shirt/top"] + [f"c{index}" for index in range(42)]
