@@ -54,6 +54,9 @@ def local_copy_hint(dataset: DatasetSpec) -> str:
     if not on_command_line():
         return f'{offline}give mirrors="/path/to/folder" holding {what}, or point {MIRROR_ENV} at it'
     command = f"{MIRROR_ENV}=/path/to/folder mnistkit fetch{option}"
+    if "MAKELEVEL" in os.environ:  # run by make, which is what to run again
+        dataset_variable = "" if dataset.name == DEFAULT_DATASET else f" DATASET={dataset.name}"
+        command = f"{MIRROR_ENV}=/path/to/folder make all{dataset_variable}"
     return f"{offline}point {MIRROR_ENV} at a folder holding {what}: {command}"
 
 

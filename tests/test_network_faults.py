@@ -246,7 +246,9 @@ def test_without_a_network_the_last_line_says_how_to_use_a_local_copy(
 
     monkeypatch.setattr(socket, "getaddrinfo", no_name_resolves)
     out_dir = tmp_path / "raw"
-    result = CliRunner().invoke(cli, ["fetch", "--out", str(out_dir)], env={"MNISTKIT_MIRROR": None})
+    result = CliRunner().invoke(
+        cli, ["fetch", "--out", str(out_dir)], env={"MNISTKIT_MIRROR": None, "MAKELEVEL": None}
+    )
     assert result.exit_code == 1
     lines = result.stderr.splitlines()
     assert len(lines) == len(DEFAULT_MIRRORS) + 1
@@ -299,3 +301,20 @@ def test_the_local_copy_hint_comes_only_when_no_mirror_was_reached(
     lacking = f"the local mirror {tmp_path / 'empty'}: no such file"
     assert str(error.value).endswith(lacking) is ("empty folder" in kinds)
     assert str(error.value).endswith(local_copy_hint(dataset_spec("mnist"))) is hint
+
+
+@pytest.mark.parametrize(("dataset", "made_by_make", "command"), [
+    ("kmnist", True, "MNISTKIT_MIRROR=/path/to/folder make all DATASET=kmnist"),
+    ("mnist", True, "MNISTKIT_MIRROR=/path/to/folder make all"),
+    ("kmnist", False, "MNISTKIT_MIRROR=/path/to/folder mnistkit fetch --dataset kmnist"),
+])  # fmt: skip
+def test_offline_under_make_the_hint_is_to_run_make_again(
+    tmp_path: Path, refused_url: str, dataset: str, made_by_make: bool, command: str
+) -> None:
+    """`make all DATASET=kmnist` offline was told to run `mnistkit fetch`, not make."""
+    args = ["fetch", "--dataset", dataset, "--out", str(tmp_path / "raw"), "--no-default-mirrors"]
+    environment = {"MNISTKIT_MIRROR": None, "MAKELEVEL": "1" if made_by_make else None}
+    result = CliRunner().invoke(cli, [*args, "--mirror", refused_url], env=environment)
+    assert result.exit_code == 1 and result.stderr.splitlines()[-1].endswith(
+        f"holding the four .gz files: {command}"
+    )
