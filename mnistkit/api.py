@@ -395,7 +395,11 @@ def train(
             )
         config, preset = None, config
     if config is not None and (preset or options):
-        raise ValueError("give a config, or a preset and options, not both")
+        changed = ", ".join(f"{name}={value!r}" for name, value in options.items()) or "..."
+        raise ValueError(
+            f"give a config, or a preset and options, not both; a config with other settings is "
+            f"dataclasses.replace(config, {changed})"
+        )
     if devices is not None:
         devices = _whole_number(devices, "devices", "a number of devices, 1 or more", 1)
     save_every = _whole_number(save_every, "save_every", "a number of epochs, 0 or more", 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import io
 import json
@@ -469,6 +470,15 @@ def test_arrays_any_call_refuses_raise_a_value_error_that_is_a_mnistkit_error(
             call()
         assert isinstance(refused.value, MnistkitError), name
         assert "reshape(-1, 28, 28)" in str(refused.value) or "* 255).round()" in str(refused.value), name
+
+
+def test_a_config_and_options_together_get_the_call_that_mends_them(synthetic_data) -> None:
+    """TrainConfig is frozen: `config.epochs = 2` fails, and the refusal said no more."""
+    config = mnistkit.TrainConfig(hidden=(16,), epochs=1)
+    with pytest.raises(ValueError, match=re.escape("dataclasses.replace(config, epochs=2)")):
+        mnistkit.train(synthetic_data, config, epochs=2)
+    changed = mnistkit.train(synthetic_data, dataclasses.replace(config, epochs=2), verbose=False)
+    assert [record["epoch"] for record in changed.history] == [1, 2]
 
 
 def test_one_valued_settings_are_read_as_their_options_or_refused_in_one_line() -> None:
