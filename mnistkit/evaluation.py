@@ -80,6 +80,9 @@ class Evaluation:
         np.add.at(self.confusion_matrix, (true, predicted), 1)
         self.loss_sum += float(-log_probabilities[np.arange(true.size), true].sum())
 
+    def __str__(self) -> str:  # print(evaluation): `mnistkit eval`'s report
+        return format_table(self)
+
     def __repr__(self) -> str:  # what a notebook's cell shows: the figures, not the matrix
         members = f", {len(self.members)} members" if self.members else ""
         return (
@@ -405,14 +408,17 @@ def _wrapped(items: list[str], width: int = TABLE_WIDTH, most: int = 5) -> list[
     return ["  " + "   ".join(line) for line in lines]
 
 
-def format_table(evaluation: Evaluation, checkpoint: str, data: str) -> str:
-    """The report for a terminal: summary, per-class table, confusion matrix; <= 80 columns."""
+def format_table(evaluation: Evaluation, checkpoint: str | None = None, data: str | None = None) -> str:
+    """The report for a terminal: summary, per-class table, confusion matrix; <= 80 columns.
+    The checkpoint and the data are named first where given (eval's report; print(evaluation))."""
     lines = [
-        _fit(f"checkpoint  {checkpoint}"),
-        _fit(f"data        {data}"),
-        f"accuracy {evaluation.accuracy:.2%}  mean loss {evaluation.mean_loss:.4f}  "
-        f"images {evaluation.count}",
+        _fit(f"{label}{name}")
+        for label, name in (("checkpoint  ", checkpoint), ("data        ", data))
+        if name
     ]
+    lines.append(
+        f"accuracy {evaluation.accuracy:.2%}  mean loss {evaluation.mean_loss:.4f}  images {evaluation.count}"
+    )
     if evaluation.members:
         lines += ["", f"ensemble of {len(evaluation.members)}: the line above averages their probabilities"]
         lines += ["member  accuracy  mean loss"]

@@ -472,6 +472,20 @@ def test_arrays_any_call_refuses_raise_a_value_error_that_is_a_mnistkit_error(
         assert "reshape(-1, 28, 28)" in str(refused.value) or "* 255).round()" in str(refused.value), name
 
 
+def test_print_of_an_evaluation_is_evals_report(large_digit_model: Path, synthetic_npz: Path) -> None:
+    """A notebook had the repr's one line, and no way to the command's table."""
+    from click.testing import CliRunner
+
+    from mnistkit.cli import cli
+
+    evaluation = mnistkit.evaluate(large_digit_model, synthetic_npz)
+    command = CliRunner().invoke(cli, ["eval", str(large_digit_model), str(synthetic_npz)])
+    named, report = command.stdout.splitlines(keepends=True)[:2], command.stdout.splitlines(keepends=True)[2:]
+    assert command.exit_code == 0 and named[0].startswith("checkpoint  ") and named[1].startswith("data  ")
+    assert str(evaluation) == "".join(report)
+    assert "confusion matrix" in str(evaluation)
+
+
 def test_a_config_and_options_together_get_the_call_that_mends_them(synthetic_data) -> None:
     """TrainConfig is frozen: `config.epochs = 2` fails, and the refusal said no more."""
     config = mnistkit.TrainConfig(hidden=(16,), epochs=1)
