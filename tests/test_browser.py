@@ -171,6 +171,18 @@ def draw_strokes(
     actions.perform()
 
 
+def tap(driver) -> None:
+    """One touch of the mouse at the pad's centre."""
+    from selenium.webdriver.common.actions import interaction
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.actions.pointer_input import PointerInput
+    from selenium.webdriver.common.by import By
+
+    actions = ActionBuilder(driver, mouse=PointerInput(interaction.POINTER_MOUSE, "mouse"), duration=0)
+    actions.pointer_action.move_to(driver.find_element(By.ID, "pad"), 0, 0).pointer_down().pointer_up()
+    actions.perform()
+
+
 def wait_for_reading(driver, digit: int) -> None:
     """Until the page shows `digit` as its answer, with its bar on top and the 28x28 image loaded."""
     from selenium.webdriver.support.ui import WebDriverWait
@@ -273,6 +285,14 @@ def test_draw_upload_keyboard_and_phone_width(browser, page_url: str, digits: Di
         time.sleep(0.3)
     wait_for_reading(browser, DRAWN_DIGITS[0][0])
     assert browser.execute_script("return [window.mostInFlight, window.drawingsSent > 1]") == [1, True]
+    # A tap is no digit: it was sent, and read as one ("0, 29.6% sure").
+    browser.find_element(By.ID, "clear").click()
+    sent_before = browser.execute_script("return window.drawingsSent")
+    tap(browser)
+    time.sleep(0.6)
+    assert browser.find_element(By.ID, "digit").text == "?"
+    assert browser.find_element(By.ID, "confidence").text == "Keep drawing"
+    assert browser.execute_script("return window.drawingsSent") == sent_before
 
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_text("not a picture")

@@ -11,6 +11,9 @@ const BRUSH_FRACTION = 0.025;
 // A drawing is sent this many pixels square: the server box-averages larger pictures down to
 // 256 anyway, and the pad's own 560x560 took it three times as long to decode.
 const SENT_PX = 256;
+// A drawing whose strokes span less than this many brush widths is a tap or a dot, no digit:
+// it was read as one (a tap, "0, 29.6% sure").
+const LEAST_SPAN_BRUSHES = 3;
 const DEBOUNCE_MS = 120; // predict this long after the last stroke movement...
 const MAX_WAIT_MS = 350; // ...but at least this often while someone keeps drawing
 
@@ -40,6 +43,7 @@ const PREPARATION = {
     "It is prepared as Fashion-MNIST's photos were: its longer side fitted to 28 pixels, centred, shades kept.",
 };
 let hasInk = false;
+let inked = null; // the box the strokes span: {left, top, right, bottom}, in the pad's pixels
 let showingUpload = false;
 let strokePointer = null;
 let lastPoint = null;
@@ -152,6 +156,7 @@ function clearPad() {
   context.fillStyle = PAPER;
   context.fillRect(0, 0, pad.width, pad.height);
   hasInk = false;
+  inked = null;
   showingUpload = false;
   hint.hidden = false;
   clearTimeout(timer);
@@ -170,7 +175,19 @@ function padPoint(event) {
   };
 }
 
+function spanned(point) {
+  inked = inked
+    ? {
+        left: Math.min(inked.left, point.x),
+        top: Math.min(inked.top, point.y),
+        right: Math.max(inked.right, point.x),
+        bottom: Math.max(inked.bottom, point.y),
+      }
+    : { left: point.x, top: point.y, right: point.x, bottom: point.y };
+}
+
 function strokeTo(point) {
+  spanned(point);
   context.beginPath();
   context.moveTo(lastPoint.x, lastPoint.y);
   context.lineTo(point.x, point.y);
@@ -191,6 +208,11 @@ function predictDrawing() {
   timer = null;
   firstChangeAt = null;
   if (!hasInk) return;
+  const span = Math.max(inked.right - inked.left, inked.bottom - inked.top);
+  if (span < LEAST_SPAN_BRUSHES * BRUSH_FRACTION * pad.width) {
+    resetReading("Keep drawing");
+    return;
+  }
   if (drawingInFlight) {
     drawingWanted = true;
     return;
@@ -221,6 +243,7 @@ pad.addEventListener("pointerdown", (event) => {
   context.lineCap = "round";
   context.lineJoin = "round";
   lastPoint = padPoint(event);
+  spanned(lastPoint);
   context.fillStyle = INK; // a dot where the stroke starts
   context.beginPath();
   context.arc(lastPoint.x, lastPoint.y, context.lineWidth / 2, 0, 2 * Math.PI);
