@@ -146,7 +146,7 @@ def _output(ctx: click.Context, param: click.Parameter, value: str | None) -> st
 
 # Options that name a folder the command writes into.
 OUTPUT_FOLDERS = ("export_dir", "save_preprocessed")
-# train's line at Ctrl-C or SIGTERM, which it takes between chunks of work: within a compile,
+# train's line at Ctrl-C, SIGTERM or SIGHUP, which it takes between chunks of work: within a compile,
 # seconds passed without a word.
 STOPPING_NOTICE = "stopping once the work in progress ends (a compile may take some seconds)"
 

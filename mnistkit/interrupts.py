@@ -29,6 +29,7 @@ from mnistkit.errors import Interrupted
 _held_signals: list[int] = []
 _deferring = False
 _notice: str | None = None  # said at once when a first signal is held: the stop may take seconds
+_CLEAR_LINE = "\r\x1b[K"  # a terminal's progress line, cleared before the notice
 
 
 def _on_signal(signal_number: int, frame: object) -> None:
@@ -37,10 +38,10 @@ def _on_signal(signal_number: int, frame: object) -> None:
         raise Interrupted(signal_number)
     if _notice is not None and len(_held_signals) == 1:
         # Written to the descriptor itself: the main thread may be inside sys.stderr's own
-        # write, which a second write into its buffer from here would break.
-        clear = "\r\x1b[K" if sys.stderr.isatty() else ""
+        # write, which a second write into its buffer from here would break (and sys.stderr
+        # is None where descriptor 2 is closed).
         with contextlib.suppress(OSError):
-            os.write(sys.stderr.fileno(), f"{clear}{_notice}\n".encode())
+            os.write(2, f"{_CLEAR_LINE if os.isatty(2) else ''}{_notice}\n".encode())
 
 
 def _quiet_when_swallowed(unraisable: Any) -> None:

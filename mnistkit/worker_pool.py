@@ -221,7 +221,7 @@ class WorkerPool:
 
     def _ended(self, worker: _Worker) -> BaseException:
         """The error to raise for a worker whose connection closed under it, saying why it
-        ended. A SIGINT or SIGTERM that ended it (sent to the whole process group, as by
+        ended. A SIGINT, SIGTERM or SIGHUP that ended it (sent to the whole process group, as by
         `pkill`) stops the caller as one sent to it would."""
         interrupts.raise_if_interrupted()
         worker.process.join(END_WAIT_S)
@@ -294,7 +294,7 @@ def _end_with_parent(parent: int, sentinel: int) -> None:
 
 @contextlib.contextmanager
 def _signals_blocked() -> Iterator[None]:
-    """SIGINT and SIGTERM blocked while a worker is forked, so that it never runs the parent's
+    """SIGINT, SIGTERM and SIGHUP blocked while a worker is forked, so that it never runs the parent's
     handler before its own are set (`_start_worker` unblocks them); the parent takes one that
     came meanwhile when they are unblocked."""
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)

@@ -753,6 +753,12 @@ def test_a_held_signal_is_said_at_once_where_the_block_asks() -> None:
     result = subprocess.run([sys.executable, "-c", HELD_WITH_A_NOTICE], capture_output=True, timeout=60)
     assert result.stdout.decode().splitlines() == ["taken 130"]
     assert result.stderr.decode() == "stopping soon\n"
+    # With standard error closed (2>&-, where sys.stderr is None), the notice is left out: the
+    # handler raised AttributeError wherever the signal landed.
+    closed = ["sh", "-c", f'exec "{sys.executable}" -c "$0" 2>&-', HELD_WITH_A_NOTICE]
+    assert subprocess.run(closed, capture_output=True, timeout=60).stdout.decode().splitlines() == [
+        "taken 130"
+    ]
 
 
 SWALLOWED_BEFORE_STDIN_WAITS = """

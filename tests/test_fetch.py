@@ -295,8 +295,6 @@ def test_cli_all_mirrors_failing_exits_non_zero(
     assert result.stdout == "" and not out_dir.exists()
 
 
-@pytest.mark.slow
-@requires_real_mnist
 @requires_real_mnist
 def test_mnists_files_where_kmnists_belong_are_named_and_kept(tmp_path: Path) -> None:
     """KMNIST's files are checked by their official bytes alone; MNIST's genuine files under
@@ -320,6 +318,8 @@ def test_mnists_files_where_kmnists_belong_are_named_and_kept(tmp_path: Path) ->
     assert {path.name: path.read_bytes() for path in raw.iterdir()} == before
 
 
+@pytest.mark.slow
+@requires_real_mnist
 def test_fetch_from_the_real_mirror_directory(tmp_path: Path) -> None:
     out_dir = tmp_path / "raw"
     args = ["fetch", "--out", str(out_dir), "--no-default-mirrors", "--mirror", REAL_MNIST_DIR.as_uri()]
