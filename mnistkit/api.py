@@ -422,7 +422,6 @@ def train(
     if resumed is None and unnamed(checked) and verbose:
         told = arrays_sha256(checked)
         tell_unnamed = told not in _told_unnamed  # once: a notebook trains on them again and again
-        _told_unnamed.add(told)
     # A saved state of a run stopped midway, and the model a run resumes, are matched by the
     # `.npz`'s SHA-256, as the command's, and by the arrays' own (training.train's).
     file_hash = file_sha256(arrays) if is_file else ""
@@ -448,9 +447,13 @@ def train(
             log=log,
             progress=lambda epoch, epochs, fraction: interrupts.raise_if_interrupted(),
         )
-    except Interrupted as stop:
+    except Interrupted as stop:  # past training's checks: the line was said
+        if tell_unnamed:
+            _told_unnamed.add(told)
         log(f"interrupted: {stop.outcome}")
         raise
+    if tell_unnamed:  # not by a call its checks refused, which says nothing of the arrays
+        _told_unnamed.add(told)
     return Model(result.checkpoint, result.history)
 
 

@@ -93,14 +93,28 @@ def remove_stale_temp_files(path: Path) -> None:
         if not (name.startswith(prefix) and name.endswith(".tmp")):
             continue
         pid_text = name[len(prefix) :].split(".", 1)[0]
-        if pid_text.isdigit() and not pid_alive(int(pid_text)):
+        if pid_text.isdigit() and not pid_alive(int(pid_text)) and not _locked(entry):
             with contextlib.suppress(OSError):
-                fd = os.open(entry, os.O_RDONLY | os.O_NONBLOCK | _NO_FOLLOW)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: still written
-                    entry.unlink()
-                finally:
-                    os.close(fd)
+                entry.unlink()
+
+
+def _locked(path: Path) -> bool:
+    """Whether a writer holds `path`'s lock. Asked with a shared lock, which a file open for
+    reading may take (an exclusive one needs it open for writing on NFS); a file this user
+    may not open (another's, mode 0600) is judged by its pid alone, as before locks."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | _NO_FOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # no locks here: the pid alone tells
+        return False
+    finally:
+        os.close(fd)
+    return False
 
 
 STDOUT = "-"

@@ -404,9 +404,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if allowed is not None and preflight and self._cross_origin_headers() == {}:
             # A page elsewhere asks whether it may call: without a word here, its fetch failed
             # in the browser alone ("blocked by CORS policy") and the server's log said nothing.
+            page = f"at {origin}" if origin != "null" else "opened from a file (Origin: null)"
+            fix = (
+                f"--allow-origin {origin}"
+                if origin != "null"
+                else "--allow-origin '*', or serve the page over http"
+            )
             self._send_error_json(
-                HTTPStatus.FORBIDDEN,
-                f"a page at {origin} may not call this server: mnistkit serve --allow-origin {origin}",
+                HTTPStatus.FORBIDDEN, f"a page {page} may not call this server: mnistkit serve {fix}"
             )
         elif allowed is not None:
             headers = {"Allow": allowed}
@@ -641,25 +646,20 @@ def _decoded_start(text: bytes) -> bytes:
 
 
 def _network_addresses(family: socket.AddressFamily) -> list[str]:
-    """This machine's addresses that other machines may reach (not loopback, not link-local):
-    the one its default route leaves from (a UDP socket's connect sends nothing), and those
-    its host name resolves to. None offline."""
-    found = []
+    """This machine's address that other machines may reach: the one its default route leaves
+    from (a UDP socket's connect sends nothing, and asks no name server), if a socket binds to
+    it here (it is this machine's) and it is no loopback or link-local one; none offline."""
     probe = "192.0.2.1" if family == socket.AF_INET else "2001:db8::1"  # documentation addresses
-    with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as udp:
-        udp.connect((probe, 9))
-        found.append(udp.getsockname()[0])
-    with contextlib.suppress(OSError):
-        found += [info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, family)]
-    addresses = []
-    for address in found:
-        parsed = ipaddress.ip_address(address.split("%")[0])
-        if (
-            not (parsed.is_loopback or parsed.is_link_local or parsed.is_unspecified)
-            and address not in addresses
-        ):
-            addresses.append(address)
-    return addresses
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as udp:
+            udp.connect((probe, 9))
+            address = udp.getsockname()[0]
+        with socket.socket(family, socket.SOCK_DGRAM) as ours:
+            ours.bind((address, 0))
+    except OSError:
+        return []
+    parsed = ipaddress.ip_address(address.split("%")[0])
+    return [] if parsed.is_loopback or parsed.is_link_local or parsed.is_unspecified else [address]
 
 
 def make_server(

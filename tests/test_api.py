@@ -265,6 +265,9 @@ def test_arrays_that_name_no_dataset_are_named_by_dataset_or_said_to_be_mnist(
     fewer = {key: value[:150] for key, value in synthetic_data.items()}  # others: said again
     mnistkit.train(fewer, "logreg", epochs=1, verbose=False)
     assert capsys.readouterr().err == ""
+    with pytest.raises(MnistkitError, match="val_size"):  # refused before the line: not used up
+        mnistkit.train(fewer, "logreg", epochs=1, val_size=10_000)
+    assert capsys.readouterr().err == ""
     mnistkit.train(fewer, "logreg", epochs=1)
     assert "arrays: names no dataset" in capsys.readouterr().err  # not used up when not shown
     assert (as_mnist.checkpoint.dataset, as_mnist.checkpoint.preprocessing) == ("mnist", "mnist")

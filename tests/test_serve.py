@@ -663,6 +663,11 @@ def test_pages_elsewhere_call_the_api_where_allow_origin_names_them(large_digit_
         assert json.loads(body)["error"] == (
             f"a page at {page} may not call this server: mnistkit serve --allow-origin {page}"
         )
+        from_a_file = call(closed, "OPTIONS", "/api/predict", headers={**asks, "Origin": "null"})
+        assert from_a_file[0] == 403 and json.loads(from_a_file[2])["error"] == (
+            "a page opened from a file (Origin: null) may not call this server: "
+            "mnistkit serve --allow-origin '*', or serve the page over http"
+        )  # --allow-origin null, as it said before, is no origin the command takes
         plain = call(closed, "OPTIONS", "/api/predict")  # no page asking: the methods, as before
         assert plain[0] == 204 and plain[1].getheader("Allow") == "POST, OPTIONS"
         closed.shutdown()

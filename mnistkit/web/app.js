@@ -16,6 +16,7 @@ const SENT_PX = 256;
 const LEAST_SPAN_BRUSHES = 3;
 const DEBOUNCE_MS = 120; // predict this long after the last stroke movement...
 const MAX_WAIT_MS = 350; // ...but at least this often while someone keeps drawing
+const ANSWER_WAIT_MS = 35000; // the server's own limit on a request is 30 s
 
 const pad = document.getElementById("pad");
 const context = pad.getContext("2d");
@@ -133,6 +134,7 @@ async function predict(body, name) {
       method: "POST",
       body,
       headers: { "Content-Type": body.type || "application/octet-stream" },
+      signal: AbortSignal.timeout(ANSWER_WAIT_MS), // a phone off its Wi-Fi waits minutes for TCP
     });
     reply = await response.json();
   } catch (error) {
@@ -223,11 +225,16 @@ function predictDrawing() {
   sentContext.imageSmoothingQuality = "high";
   sentContext.drawImage(pad, 0, 0, SENT_PX, SENT_PX);
   sent.toBlob(async (blob) => {
-    if (drawing === clears) await predict(blob, "drawing");
-    drawingInFlight = false;
-    if (drawingWanted) {
-      drawingWanted = false;
-      predictDrawing();
+    try {
+      if (drawing === clears) await predict(blob, "drawing");
+    } finally {
+      // Whatever became of the answer: a drawing left in flight for good stopped every
+      // reading after it until the page was loaded again.
+      drawingInFlight = false;
+      if (drawingWanted) {
+        drawingWanted = false;
+        predictDrawing();
+      }
     }
   }, "image/png");
 }
