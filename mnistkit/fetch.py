@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from mnistkit.archives import extract_members
-from mnistkit.atomic import atomic_write, make_output_folder
+from mnistkit.atomic import atomic_write, fitting_name, make_output_folder
 from mnistkit.datasets import DEFAULT_DATASET, DatasetSpec, ExpectedFile, dataset_option, dataset_spec
 from mnistkit.errors import MnistkitError
 from mnistkit.mirrors import DEFAULT_CACHE_DIR, DEFAULT_MIN_RATE_BYTES_PER_S, DEFAULT_TIMEOUT_S, MIRROR_ENV
@@ -41,6 +41,7 @@ from mnistkit.transport import (
 from mnistkit.verify import AnotherDatasetsFile, copy_problem, file_problem, verified_by
 
 RETRY_DELAY_S = 0.25
+INVALID_SUFFIX = ".invalid"  # an invalid file's name while fetch replaces it
 Log = Callable[[str], None]
 
 
@@ -96,9 +97,10 @@ def fetch(
 ) -> list[Path]:
     """Make `out_dir` hold a verified copy of each of `dataset`'s files; return their paths.
 
-    A file already present and valid is kept; an invalid one is fetched again, and `force`
-    fetches every file again: the old copy stays until a new one is verified, so a failed
-    fetch loses nothing (a genuine copy that fails the check, recompressed, is still there).
+    A file already present and valid is kept; an invalid one is moved aside (NAME.invalid)
+    and fetched again, and `force` fetches every file again: the old copy stays until a new
+    one is verified, so a failed fetch loses nothing (a genuine copy that fails the check,
+    recompressed, is still there).
     Each file comes from the first mirror that delivers it; a mirror that fails gets one
     retry when the failure may be transient and came quickly, and a remote one, or a local
     folder that is not there, is not tried again for the other files. `timeout_s` bounds the
@@ -173,9 +175,8 @@ def _fetch_all(
             if not mirrors:  # kept: there is nothing to replace it with
                 unfetchable.append(f"{target}: present but invalid ({problem}), and no mirror is given")
                 continue
-            if target.is_dir():
-                raise MnistkitError(f"{target}: is a directory, expected a file path")
-            log(f"{target}: present but invalid ({problem}); kept until a verified copy replaces it")
+            moved = f"moved to {_moved_aside(target).name} until a verified copy comes"
+            log(f"{target}: present but invalid ({problem}); {moved}")
         elif not mirrors:  # only now: files already here need none (an offline job's cache)
             if target.exists():
                 force_option = setting("force", True)
@@ -187,12 +188,32 @@ def _fetch_all(
         more_files = position < len(downloads) - 1
         download = Download(expected, *bounds)
         _fetch_file(target, download, mirrors, failed_mirrors, more_files, hint, log)
+        with contextlib.suppress(OSError):
+            _aside_name(target).unlink(missing_ok=True)  # replaced by a verified copy
         paths.append(target)
     if unfetchable:
         for line in unfetchable[:-1]:
             log(line)
         raise MnistkitError(unfetchable[-1])
     return paths
+
+
+def _aside_name(target: Path) -> Path:
+    return target.with_name(fitting_name(target.name, len(INVALID_SUFFIX)) + INVALID_SUFFIX)
+
+
+def _moved_aside(target: Path) -> Path:
+    """Move an invalid file out of its name until a verified copy takes it: deleted first, a
+    genuine copy that fails the check (KMNIST's, recompressed) was lost to a fetch that then
+    failed; left in place, make (which fetches only what is missing) parsed it next."""
+    if target.is_dir():
+        raise MnistkitError(f"{target}: is a directory, expected a file path")
+    aside = _aside_name(target)
+    try:
+        os.replace(target, aside)
+    except OSError as error:
+        raise MnistkitError(f"{target}: invalid, and cannot be moved aside ({error.strerror})") from None
+    return aside
 
 
 def _fetch_file(

@@ -100,8 +100,9 @@ def test_an_invalid_file_is_replaced_and_force_downloads_again(
 def test_every_mirror_failing_writes_nothing_keeps_the_file_there_and_says_one_line_per_mirror(
     tmp_path: Path, mirror_server: MirrorServer, fetch_files: dict[str, bytes]
 ) -> None:
-    """The invalid file there stays: it was deleted before any mirror had delivered, and a
-    genuine copy that fails the check (KMNIST's, recompressed) was lost so."""
+    """The invalid file is kept aside: it was deleted before any mirror had delivered, and a
+    genuine copy that fails the check (KMNIST's, recompressed) was lost so. Not under its
+    name: make, which fetches only what is missing, would parse it."""
     out_dir = tmp_path / "raw"
     out_dir.mkdir()
     invalid = out_dir / "train-images-idx3-ubyte.gz"
@@ -111,9 +112,12 @@ def test_every_mirror_failing_writes_nothing_keeps_the_file_there_and_says_one_l
     with pytest.raises(MnistkitError, match=r"every mirror failed \(3 tried") as error:
         fetch(out_dir, mirrors, files=fetch_table(fetch_files), log=lines.append)
     assert "\n" not in str(error.value)
-    assert list(out_dir.iterdir()) == [invalid]
-    assert gzip.decompress(invalid.read_bytes()) == b"not mnist"
-    assert "; kept until a verified copy replaces it" in lines[0]
+    aside = out_dir / "train-images-idx3-ubyte.gz.invalid"
+    assert list(out_dir.iterdir()) == [aside]
+    assert gzip.decompress(aside.read_bytes()) == b"not mnist"
+    assert lines[0].endswith("; moved to train-images-idx3-ubyte.gz.invalid until a verified copy comes")
+    fetch(out_dir, [mirror_server.url("good")], files=fetch_table(fetch_files), log=lambda line: None)
+    _assert_holds_exactly(out_dir, fetch_files)  # the copy aside went with the verified one
     mirror_lines = [line for line in lines if "127.0.0.1" in line]
     assert [mirror in line for mirror, line in zip(mirrors, mirror_lines, strict=True)] == [True] * 3
     assert "HTTP 404" in mirror_lines[1]
