@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import http.server
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -32,6 +33,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO_ROOT / "build" / "jax-cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+# The commands take SIGHUP as SIGTERM, unless it comes ignored (nohup's): the tests that send
+# it start their commands with it at its default, whether or not the tests run under nohup.
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 # Python run first in a subprocess whose writes must obey file permissions: root writes into
 # read-only folders anyway, through CAP_DAC_OVERRIDE. Dropping that capability (and its two
