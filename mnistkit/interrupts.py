@@ -33,6 +33,8 @@ _CLEAR_LINE = "\r\x1b[K"  # a terminal's progress line, cleared before the notic
 
 
 def _on_signal(signal_number: int, frame: object) -> None:
+    if signal_number == signal.SIGHUP:
+        _away_from_the_terminal()
     _held_signals.append(signal_number)
     if not _deferring:
         raise Interrupted(signal_number)
@@ -42,6 +44,19 @@ def _on_signal(signal_number: int, frame: object) -> None:
         # is None where descriptor 2 is closed).
         with contextlib.suppress(OSError):
             os.write(2, f"{_CLEAR_LINE if os.isatty(2) else ''}{_notice}\n".encode())
+
+
+_terminal_fds: list[int] = []  # the standard descriptors that were a terminal at install()
+
+
+def _away_from_the_terminal() -> None:
+    """A terminal that hung up fails every write to it (EIO): the lines still to come, and the
+    checkpoint written after them, were lost with the process (exit 1). They go to /dev/null."""
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        for fd in _terminal_fds:
+            os.dup2(null, fd)
+        os.close(null)
 
 
 def _quiet_when_swallowed(unraisable: Any) -> None:
@@ -59,6 +74,7 @@ def install() -> None:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        _terminal_fds[:] = [fd for fd in (0, 1, 2) if os.isatty(fd)]
         signal.signal(signal.SIGHUP, _on_signal)
 
 

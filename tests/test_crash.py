@@ -20,6 +20,7 @@ import gzip
 import os
 import random
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -659,6 +660,45 @@ def test_train_interrupted_after_an_epoch_keeps_that_epoch(
     assert lines[-1].startswith(f"mnistkit: interrupted by {name}; saved the checkpoint of epoch")
     check_artifact(checkpoint)
     check_artifact(history)
+    epochs = load_checkpoint(checkpoint).metadata["metrics"]["epochs"]
+    assert 1 <= epochs < 400 and len(history.read_text().splitlines()) == epochs
+    assert temp_files(tmp_path) == []
+
+
+# Starts a command in a session of its own whose controlling terminal is the pty named first:
+# closing the pty's other end then hangs it up, as closing a terminal window or an ssh session does.
+ON_A_TERMINAL = (
+    "import os, sys; os.setsid(); terminal = os.open(sys.argv[1], os.O_RDWR); "
+    "[os.dup2(terminal, fd) for fd in (0, 1, 2)]; os.execv(sys.argv[2], sys.argv[2:])"
+)
+
+
+def test_a_hangup_of_the_terminal_itself_keeps_the_last_epoch(tmp_path: Path, synthetic_npz: Path) -> None:
+    """A terminal gone sends SIGHUP and fails each write to it (EIO): the next log line
+    raised, and train died with exit 1, its last epoch unsaved."""
+    checkpoint, history = tmp_path / "model.safetensors", tmp_path / "history.jsonl"
+    options = ["--history", history, "--hidden", "16", "--epochs", "400"]
+    terminal, its_end = os.openpty()
+    command = [
+        sys.executable,
+        "-c",
+        ON_A_TERMINAL,
+        os.ttyname(its_end),
+        *mnistkit_command("train", synthetic_npz, "-o", checkpoint, *options),
+    ]
+    process = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    os.close(its_end)
+    try:
+        deadline = time.monotonic() + 120
+        while not history.exists() and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):  # read what it writes, as a terminal would
+                if select.select([terminal], [], [], 0.05)[0]:
+                    os.read(terminal, 65536)
+    finally:
+        os.close(terminal)  # the window closed: SIGHUP, and its writes fail from here on
+    assert process.wait(60) == 128 + signal.SIGHUP
     epochs = load_checkpoint(checkpoint).metadata["metrics"]["epochs"]
     assert 1 <= epochs < 400 and len(history.read_text().splitlines()) == epochs
     assert temp_files(tmp_path) == []
