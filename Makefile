@@ -99,23 +99,28 @@ $(NPZ): $(RAW) | $(INSTALLED) ## parse the IDX files into one .npz
 # compared as make reads this file, not by a rule that always runs, so that `make -n` and
 # `make -q` say truly what would run. A checkpoint in its place that make did not train (one
 # trained by hand with -o $(CKPT), which the reports would describe as make's, finished or
-# stopped midway) stops make before it trains over it. While make trains, the second line
-# says so, with the checksum of the checkpoint that was there: a run stopped after it wrote
-# its checkpoint but before this file (Ctrl-C as train exits, make itself killed) has left
-# make's own model, and one stopped before that trains again (or resumes, from its .resume).
+# stopped midway) stops make before it trains over it. While make trains, two more lines say
+# so: the checksum of the checkpoint that was there, and the new arguments. A run stopped
+# after it wrote its checkpoint (Ctrl-C as train exits, make itself killed) has left make's
+# own model, whose record make then writes; one that wrote nothing (refused, failed, stopped
+# in its first epoch) leaves the record of the model before, which stands as it was.
 TRAIN_ARGS_FILE := $(MODELS)/train-args.txt
-kept_args := $(strip $(shell sed -n 1p $(TRAIN_ARGS_FILE) 2>/dev/null))
-new_args := $(strip $(train_args))
-kept_sum := $(strip $(shell sed -n 2p $(TRAIN_ARGS_FILE) 2>/dev/null))
-training_over := $(strip $(shell sed -n 's/^training over //p' $(TRAIN_ARGS_FILE) 2>/dev/null))
-ckpt_sum := $(if $(kept_sum),$(if $(wildcard $(CKPT)),$(strip $(shell cksum < $(CKPT)))))
+train_record = $(strip $(shell sed -n $(1)p $(TRAIN_ARGS_FILE) 2>/dev/null))
+quoted = '$(subst ','\'',$(1))'
 differ = $(subst $(1),,$(2))$(subst $(2),,$(1))
-FOREIGN := $(if $(training_over),,$(if $(ckpt_sum),$(call differ,$(kept_sum),$(ckpt_sum))))
-UNWRITTEN := $(if $(training_over),$(if $(call differ,$(training_over),$(or $(ckpt_sum),none)),,FORCE))
-RETRAIN := $(if $(call differ,$(kept_args),$(new_args))$(FOREIGN)$(UNWRITTEN),FORCE)
+new_args := $(strip $(train_args))
+training_over := $(strip $(shell sed -n '3s/^training over //p' $(TRAIN_ARGS_FILE) 2>/dev/null))
+ckpt_sum := $(if $(call train_record,2)$(training_over),$(if $(wildcard $(CKPT)),$(strip $(shell cksum < $(CKPT)))))
+written := $(if $(training_over),$(call differ,$(training_over),$(or $(ckpt_sum),none)))
+kept_args := $(if $(written),$(call train_record,4),$(call train_record,1))
+kept_sum := $(if $(written),$(ckpt_sum),$(call train_record,2))
+ifneq ($(and $(written),$(if $(wildcard $(CKPT).resume),,finished)),)
+$(shell printf '%s\n%s\n' $(call quoted,$(kept_args)) '$(kept_sum)' > $(TRAIN_ARGS_FILE))
+endif
+FOREIGN := $(if $(ckpt_sum),$(if $(kept_sum),$(call differ,$(kept_sum),$(ckpt_sum))))
+RETRAIN := $(if $(call differ,$(kept_args),$(new_args))$(FOREIGN),FORCE)
 foreign_checkpoint := make: $(CKPT) is not the model make trained (its checksum is not the one in \
 	$(TRAIN_ARGS_FILE)); move it elsewhere to keep it, or delete it and make trains its own
-quoted_args := '$(subst ','\'',$(new_args))'
 
 # A pattern rule, not a grouped target (`&:`): GNU make 4.3's `make -n` lists nothing of what
 # depends on a grouped target it would remake, and of a pattern rule's files only what depends
@@ -128,10 +133,10 @@ $(if $(other_models),$(error make trains $(CKPT) for DATASET=$(DATASET), not $(f
 	for another dataset: make all DATASET=NAME; for another file: $(MNISTKIT) train $(NPZ) -o FILE))
 $(MODELS)/%.safetensors $(MODELS)/%.history.jsonl: $(NPZ) $(RETRAIN) $(UNFINISHED) $(NO_HISTORY) | $(INSTALLED) ## train the model
 	@$(if $(FOREIGN),echo '$(foreign_checkpoint)' >&2; exit 1)
-	@mkdir -p $(MODELS) && printf '%s\ntraining over %s\n' $(quoted_args) \
-		"$$(if [ -f $(CKPT) ]; then cksum < $(CKPT); else echo none; fi)" > $(TRAIN_ARGS_FILE)
+	@mkdir -p $(MODELS) && printf '%s\n%s\ntraining over %s\n%s\n' $(call quoted,$(kept_args)) '$(kept_sum)' \
+		"$$(if [ -f $(CKPT) ]; then cksum < $(CKPT); else echo none; fi)" $(call quoted,$(new_args)) > $(TRAIN_ARGS_FILE)
 	$(MNISTKIT) train $(NPZ) -o $(CKPT) --history $(HISTORY) $(train_args)
-	@printf '%s\n%s\n' $(quoted_args) "$$(cksum < $(CKPT))" > $(TRAIN_ARGS_FILE)
+	@printf '%s\n%s\n' $(call quoted,$(new_args)) "$$(cksum < $(CKPT))" > $(TRAIN_ARGS_FILE)
 
 $(REPORTS)/metrics.json: $(CKPT) $(NPZ) | $(INSTALLED) ## evaluate on the test set
 	@mkdir -p $(REPORTS)

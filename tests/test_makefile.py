@@ -194,3 +194,46 @@ def test_a_checkpoint_trained_by_hand_and_stopped_midway_stops_make_too(tmp_path
     assert stopped.returncode != 0 and not (tmp_path / "calls.txt").exists()
     assert stopped.stderr.startswith("make: models/model.safetensors is not the model make trained")
     assert (tmp_path / "models/model.safetensors.resume").read_bytes() == b"its state"
+
+
+def test_a_run_that_wrote_nothing_leaves_the_model_before_as_it_was(tmp_path: Path) -> None:
+    """`make all EPOCHS=3` refused or stopped before its first checkpoint, then `make all`:
+    the settings of the model there had been overwritten by the run's, and it trained again."""
+    _trained_by_make(tmp_path)
+    stopped = run_make(tmp_path, "models/model.safetensors", "EPOCHS=3", STAND_IN_STOPS="before")
+    assert stopped.returncode != 0
+    (tmp_path / "calls.txt").unlink()
+    assert run_make(tmp_path, "models/model.safetensors").returncode == 0
+    assert not (tmp_path / "calls.txt").exists()  # up to date: the model of the settings before
+
+
+def test_the_record_of_a_stopped_run_is_written_so_a_later_hand_made_model_is_still_refused(
+    tmp_path: Path,
+) -> None:
+    """The mark of a run in progress stayed in the file: a model trained by hand later was
+    taken for that run's."""
+    _trained_by_make(tmp_path)
+    run_make(tmp_path, "models/model.safetensors", "EPOCHS=3", STAND_IN_STOPS="after", STAND_IN_WRITES="3")
+    assert run_make(tmp_path, "models/model.safetensors", "EPOCHS=3").returncode == 0
+    assert len((tmp_path / "models/train-args.txt").read_text().splitlines()) == 2  # a record again
+    (tmp_path / "calls.txt").unlink()
+    (tmp_path / "models/model.safetensors").write_bytes(b"trained by hand")
+    stopped = run_make(tmp_path, "models/model.safetensors", "EPOCHS=4")
+    assert stopped.returncode != 0 and not (tmp_path / "calls.txt").exists()
+    assert stopped.stderr.startswith("make: models/model.safetensors is not the model make trained")
+
+
+def test_a_run_of_makes_stopped_midway_twice_still_resumes(tmp_path: Path) -> None:
+    """Resumed, and stopped again before its next epoch, make's own run was refused as a
+    checkpoint trained by hand."""
+    _trained_by_make(tmp_path)
+    run_make(
+        tmp_path, "models/model.safetensors", "EPOCHS=3", STAND_IN_STOPS="after", STAND_IN_WRITES="epoch 1"
+    )
+    (tmp_path / "models/model.safetensors.resume").write_bytes(b"its state")  # stopped midway
+    again = run_make(tmp_path, "models/model.safetensors", "EPOCHS=3", STAND_IN_STOPS="before")
+    assert "not the model make trained" not in again.stderr
+    (tmp_path / "calls.txt").unlink()
+    resumed = run_make(tmp_path, "models/model.safetensors", "EPOCHS=3")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "--epochs 3" in (tmp_path / "calls.txt").read_text()
