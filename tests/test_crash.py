@@ -729,7 +729,9 @@ def test_a_hangup_that_nohup_ignores_stays_ignored(tmp_path: Path, synthetic_npz
         stderr=subprocess.PIPE,
     )
     interrupt_when(process, history.exists, signal.SIGHUP, timeout_s=120)
+    epochs_at_hangup = len(history.read_text().splitlines())
     _, stderr = process.communicate(timeout=120)
+    assert epochs_at_hangup < 30  # the hangup came while it trained
     assert process.returncode == 0, stderr.decode()
     assert load_checkpoint(checkpoint).metadata["metrics"]["epochs"] == 30
 
