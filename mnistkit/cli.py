@@ -1425,7 +1425,8 @@ def serve_command(
       mnistkit serve models/model.safetensors --allow-origin http://localhost:3000
       curl --data-binary @my-digit.png http://127.0.0.1:8000/api/predict
     """
-    from mnistkit.serve import Limits, check_origin, serve
+    from mnistkit.clients import check_origin
+    from mnistkit.serve import Limits, serve
 
     for origin in allow_origins:  # before the model is read
         check_origin(origin)

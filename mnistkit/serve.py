@@ -33,7 +33,6 @@ import io
 import ipaddress
 import json
 import os
-import re
 import socket
 import sys
 import threading
@@ -52,8 +51,9 @@ import numpy as np
 from mnistkit import __version__, worker_pool
 from mnistkit.architectures import describe
 from mnistkit.checkpoint import Checkpoint, load_checkpoint
+from mnistkit.clients import check_origin, network_addresses, upload_hint
 from mnistkit.datasets import DATASETS
-from mnistkit.errors import MnistkitError, UndecodableImage
+from mnistkit.errors import MnistkitError
 from mnistkit.images import MAX_IMAGE_PIXELS, declared_pixels, encode_png, load_digit
 
 DEFAULT_HOST = "127.0.0.1"
@@ -61,12 +61,6 @@ DEFAULT_PORT = 8000
 DEFAULT_MAX_BODY_BYTES = 8_000_000
 UPLOAD_NAME = "upload"
 MAX_UPLOAD_NAME_CHARS = 200
-# What an upload that is no image may be instead (`_upload_hint`).
-_IMAGE_STARTS = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"RIFF", b"BM", b"II*", b"MM\x00*")
-_STRIPPED_STARTS = (b"\x89PNG\x1a", b"\xff\xd8\xff")  # as curl -d leaves them, line breaks dropped
-_BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]+")
-_BASE64_PROBE = 64  # characters of base64 decoded to look at what it holds
-_FORM_FIELD = re.compile(rb"[A-Za-z0-9_.\-\[\]]+=")  # `image=...`
 _MOST_SIZE_DIGITS = 30  # a larger announced size is told by its count of digits
 _READ_CHUNK_BYTES = 1 << 20  # the most one read of a body takes
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
@@ -263,7 +257,7 @@ class DigitServer(ThreadingHTTPServer):
         if not ipaddress.ip_address(host).is_unspecified:
             return []  # the one address, which `url` is
         return [
-            f"http://{_host_and_port(address, port)}/" for address in _network_addresses(self.address_family)
+            f"http://{_host_and_port(address, port)}/" for address in network_addresses(self.address_family)
         ]
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -388,7 +382,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             with self.server.prediction_slots, self.server.decoding_pixels.held(declared_pixels(content)):
                 result = prediction_json(self.server.checkpoint, content, self._upload_name())
         except MnistkitError as error:
-            message = str(error) + _upload_hint(error, content, self.headers.get_content_type())
+            message = str(error) + upload_hint(error, content, self.headers.get_content_type())
             self._send_error_json(HTTPStatus.UNPROCESSABLE_ENTITY, message)
             return
         except Exception:
@@ -608,60 +602,6 @@ class _RequestHandler(BaseHTTPRequestHandler):
         someone draws. Errors are, by `_send_error_json`."""
 
 
-def _upload_hint(error: MnistkitError, content: bytes, content_type: str) -> str:
-    """What was sent instead of an image's bytes, where that can be told, and how to send
-    them: base64 text (a canvas's toDataURL(), a data URL), a file whose line breaks
-    `curl -d @FILE` dropped (--data-binary sends it whole), or a form's fields."""
-    if not isinstance(error, UndecodableImage):
-        return ""
-    text = content.strip()
-    if text.startswith(b"data:image/") or (
-        _BASE64_TEXT.fullmatch(text[:_BASE64_PROBE]) and _decoded_start(text).startswith(_IMAGE_STARTS)
-    ):
-        return (
-            " (base64 text, as toDataURL() or a data URL gives it: send the image's bytes, "
-            "base64.b64decode(text) or canvas.toBlob())"
-        )
-    line_breaks = b"\n" in content or b"\r" in content
-    if (
-        content_type == "application/x-www-form-urlencoded"
-        and not line_breaks
-        and content.startswith(_STRIPPED_STARTS)
-    ):
-        return " (sent with curl -d? it drops the file's line breaks: use --data-binary @FILE)"
-    if _FORM_FIELD.match(content):
-        return (
-            " (a form's fields, as requests.post(url, data={...}) sends them: send the image's bytes "
-            "as the body, requests.post(url, data=open(path, 'rb')))"
-        )
-    return ""
-
-
-def _decoded_start(text: bytes) -> bytes:
-    """The first bytes of what base64 `text` holds (b"" where it holds none)."""
-    try:
-        return base64.b64decode(text[: _BASE64_PROBE // 4 * 4])
-    except ValueError:
-        return b""
-
-
-def _network_addresses(family: socket.AddressFamily) -> list[str]:
-    """This machine's address that other machines may reach: the one its default route leaves
-    from (a UDP socket's connect sends nothing, and asks no name server), if a socket binds to
-    it here (it is this machine's) and it is no loopback or link-local one; none offline."""
-    probe = "192.0.2.1" if family == socket.AF_INET else "2001:db8::1"  # documentation addresses
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as udp:
-            udp.connect((probe, 9))
-            address = udp.getsockname()[0]
-        with socket.socket(family, socket.SOCK_DGRAM) as ours:
-            ours.bind((address, 0))
-    except OSError:
-        return []
-    parsed = ipaddress.ip_address(address.split("%")[0])
-    return [] if parsed.is_loopback or parsed.is_link_local or parsed.is_unspecified else [address]
-
-
 def make_server(
     checkpoint_path: str | os.PathLike[str],
     host: str = DEFAULT_HOST,
@@ -675,19 +615,6 @@ def make_server(
     return DigitServer(
         load_checkpoint(checkpoint_path), checkpoint_path.name, host, port, limits, allow_origins
     )
-
-
-def check_origin(origin: str) -> str:
-    """A web page's origin as browsers send it (`scheme://host[:port]`), or `*`."""
-    parts = urllib.parse.urlsplit(origin)
-    if origin != "*" and not (
-        parts.scheme in ("http", "https") and parts.netloc and not parts.path and not parts.query
-    ):
-        raise MnistkitError(
-            f"--allow-origin: {origin!r} is not an origin; give one as browsers send it, "
-            "as http://localhost:3000 (no path), or * for any"
-        )
-    return origin
 
 
 def _give_back_freed_memory() -> None:
