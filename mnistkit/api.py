@@ -554,7 +554,8 @@ def predict_images(
     array of any size: gray (H, W) or colour (H, W, 3 or 4), uint8 or floats in [0, 1] (a
     stack (N, H, W) is N images, so torch's (3, H, W) colour is given as (H, W, 3)). Those
     in memory are named `<image N>` (N their place in the list, from 0) in `Prediction.path`
-    and in errors. Raises MnistkitError for the first that cannot be read."""
+    and in errors. Raises MnistkitError for the first that cannot be read (BadArrays, a
+    ValueError too, for an array that is no picture, before any file is read)."""
     checkpoint = _model(model, "predict_images(model, images)").checkpoint
     preprocess = scalar_setting("preprocess", preprocess, bool)  # "no", being text, is true
     if isinstance(images, Mapping):  # the arrays' dict: its keys would be taken as paths
