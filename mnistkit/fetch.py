@@ -30,6 +30,7 @@ from mnistkit.errors import MnistkitError
 from mnistkit.mirrors import DEFAULT_CACHE_DIR, DEFAULT_MIN_RATE_BYTES_PER_S, DEFAULT_TIMEOUT_S, MIRROR_ENV
 from mnistkit.terms import on_command_line, setting
 from mnistkit.transport import (
+    NO_SUCH_FILE,
     Download,
     MirrorFailure,
     Progress,
@@ -258,7 +259,12 @@ def _fetch_file(
         message += f"; the file of this name in {local_wrong[0]} is not this one (its line above says why)"
     elif local_failures:
         mirror, failure = local_failures[0]
-        message += f"; the local mirror {mirror}: {failure}"
+        lacks = str(failure) == NO_SUCH_FILE  # named: EMNIST's folder lacked gzip.zip, not its members
+        message += (
+            f"; the local mirror {mirror} holds no {target.name}"
+            if lacks
+            else f"; the local mirror {mirror}: {failure}"
+        )
     elif remote_failures and all(failure.unreachable for failure in remote_failures):
         message += f"; {hint}"
     raise MnistkitError(message)

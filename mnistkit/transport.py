@@ -33,6 +33,8 @@ from mnistkit import __version__
 from mnistkit.datasets import ExpectedFile
 from mnistkit.verify import AnotherDatasetsFile, copy_problem
 
+NO_SUCH_FILE = "no such file"  # a local mirror's failure for a file it lacks
+
 _CHUNK_BYTES = 64 << 10
 _REDIRECT_SCHEMES = ("http", "https")
 # Connection errors that mean the host could not be reached at all, as when offline.
@@ -208,7 +210,7 @@ def _open_local(source: str) -> tuple[io.BufferedIOBase, int]:
     except (FileNotFoundError, NotADirectoryError):
         if not path.parent.is_dir():  # the whole mirror is missing, as a host that cannot be reached
             raise MirrorFailure("no such folder", retryable=False, unreachable=True) from None
-        raise MirrorFailure("no such file", retryable=False) from None
+        raise MirrorFailure(NO_SUCH_FILE, retryable=False) from None
     except OSError as error:
         raise MirrorFailure(f"cannot read ({error.strerror or error})", retryable=False) from None
     return handle, os.fstat(handle.fileno()).st_size

@@ -298,7 +298,7 @@ def test_the_local_copy_hint_comes_only_when_no_mirror_was_reached(
         fetch(tmp_path / "raw", [urls[kind] for kind in kinds], files=one_file, log=lambda line: None)
     wrong_folder = f"the file of this name in {tmp_path / 'wrong'} is not this one (its line above says why)"
     assert str(error.value).endswith(wrong_folder) is ("wrong file" in kinds)
-    lacking = f"the local mirror {tmp_path / 'empty'}: no such file"
+    lacking = f"the local mirror {tmp_path / 'empty'} holds no {one_file[0].name}"
     assert str(error.value).endswith(lacking) is ("empty folder" in kinds)
     assert str(error.value).endswith(local_copy_hint(dataset_spec("mnist"))) is hint
 
