@@ -252,6 +252,9 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
             with _open_in_place(Path(path), mode, encoding, errors) as handle:
                 yield handle
         except OSError as error:
+            folder = Path(path).parent
+            if error.errno == errno.ENOENT and folder.is_dir():  # /proc/x.png: "folder does not exist"
+                raise MnistkitError(f"{path}: cannot write: no such file, and {folder} makes none") from None
             if error.errno in WRITE_ERRNOS:
                 raise describe_write_error(Path(path), error) from None
             raise

@@ -221,6 +221,15 @@ def test_a_dangling_link_is_replaced_and_no_folder_made_for_it(tmp_path: Path) -
     assert not (tmp_path / "nowhere").exists()
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_a_file_that_a_device_folder_cannot_make_is_named_so() -> None:
+    """`-o /proc/x.png` was told "folder does not exist" of /proc."""
+    with pytest.raises(
+        MnistkitError, match=r"^/proc/x\.png: cannot write: no such file, and /proc makes none$"
+    ):
+        write_bytes_atomic("/proc/x.png", b"picture")
+
+
 def test_standard_output_by_its_device_name_is_standard_output(tmp_path: Path) -> None:
     """`--json /dev/stdout >> log`: written as `-` is, so the shell's log keeps what it held
     (a file opened anew through /dev/stdout would be truncated)."""
