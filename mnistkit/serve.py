@@ -4,7 +4,9 @@ The server is the standard library's ThreadingHTTPServer with the bounds a serve
 when any program on the machine (or, with --host, the network) can reach it:
 
 - one thread per connection, at most `max_connections` at once; further clients wait in
-  the kernel's listen queue until a thread is free;
+  the kernel's listen queue until a thread is free; a machine other than this one holds at
+  most `max_connections_per_client` of them (connected or waiting), so that one student's
+  script that opens sockets and sends nothing cannot stall a class;
 - every request must arrive whole before a deadline (`header_timeout_s` for the request
   line and headers, `request_timeout_s` for all of it), however slowly the bytes trickle,
   or it is answered 408;
@@ -91,6 +93,7 @@ class Limits:
     header_timeout_s: float = 10.0
     request_timeout_s: float = 30.0
     max_connections: int = 32
+    max_connections_per_client: int = 8  # from one other machine; a browser opens six at most
     max_predictions: int = field(default_factory=worker_pool.count)
     max_decoding_pixels: int = MAX_IMAGE_PIXELS  # of the images decoded at once, together
     linger_s: float = 2.0
@@ -229,6 +232,8 @@ class DigitServer(ThreadingHTTPServer):
         self.model_body = json.dumps(model_json(checkpoint, model_name)).encode()
         self.static_files = _static_files()
         self.connection_slots = threading.BoundedSemaphore(self.limits.max_connections)
+        self.clients: dict[str, int] = {}  # connections held (served or waiting), by client address
+        self.clients_lock = threading.Lock()
         self.prediction_slots = threading.BoundedSemaphore(self.limits.max_predictions)
         self.decoding_pixels = _PixelBudget(self.limits.max_decoding_pixels)
         host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1], as URLs write it
@@ -261,12 +266,21 @@ class DigitServer(ThreadingHTTPServer):
         ]
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Start a thread for the connection once one of `max_connections` slots is free."""
-        self.connection_slots.acquire()
+        """Start a thread for the connection once one of `max_connections` slots is free;
+        answer 429 at once to another machine that holds its share of them already."""
+        if not self._admitted(client_address[0]):
+            self._refuse_client(request, client_address[0])
+            return
+        try:
+            self.connection_slots.acquire()
+        except BaseException:
+            self._leave(client_address[0])
+            raise
         try:
             super().process_request(request, client_address)
         except BaseException:
             self.connection_slots.release()
+            self._leave(client_address[0])
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
@@ -274,6 +288,38 @@ class DigitServer(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self.connection_slots.release()
+            self._leave(client_address[0])
+
+    def _admitted(self, address: str) -> bool:
+        """Count a connection from `address`, unless another machine holds its share already."""
+        with self.clients_lock:
+            held = self.clients.get(address, 0)
+            if (
+                held >= self.limits.max_connections_per_client
+                and not ipaddress.ip_address(address).is_loopback
+            ):
+                return False
+            self.clients[address] = held + 1
+            return True
+
+    def _leave(self, address: str) -> None:
+        with self.clients_lock:
+            self.clients[address] -= 1
+            if not self.clients[address]:
+                del self.clients[address]
+
+    def _refuse_client(self, request: socket.socket, address: str) -> None:
+        share = self.limits.max_connections_per_client
+        body = json.dumps(
+            {"error": f"{address} holds {share} connections already, as many as one machine may"}
+        )
+        head = (
+            f"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
+        )
+        with contextlib.suppress(OSError):
+            request.settimeout(0)  # what the socket takes now, or nothing: the accept loop goes on
+            request.send(f"{head}\r\nConnection: close\r\n\r\n{body}".encode())
+        self.shutdown_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hung up (a closed tab, `curl --max-time`) is nothing to report; a

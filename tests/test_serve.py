@@ -35,6 +35,7 @@ from PIL import Image, ImageDraw
 from mnistkit.architectures import param_shapes
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint
 from mnistkit.cli import cli
+from mnistkit.clients import network_addresses
 from mnistkit.images import load_digit
 from mnistkit.predict import predict_paths
 from mnistkit.serve import DigitServer, Limits, make_server
@@ -691,6 +692,39 @@ def test_pages_elsewhere_call_the_api_where_allow_origin_names_them(large_digit_
         assert result.exit_code == 1 and result.output.startswith(
             f"Error: --allow-origin: {origin!r} is not an origin"
         )
+
+
+@pytest.mark.skipif(not network_addresses(socket.AF_INET), reason="needs an address other than loopback")
+def test_another_machine_holds_its_share_of_connections_and_no_more(
+    start_server, large_digit_model: Path
+) -> None:
+    """One student's script that opened sockets and sent nothing held all 32 threads: a plain
+    request then waited 11.7 s (measured). This machine's own clients are never counted."""
+    limits = dataclasses.replace(FAST_LIMITS, max_connections_per_client=2)
+    server = start_server(large_digit_model, limits, host="0.0.0.0")
+    (address,) = network_addresses(socket.AF_INET)
+    port = server.server_address[1]
+    silent = [socket.create_connection((address, port), timeout=5) for _ in range(2)]
+    try:
+        time.sleep(0.2)  # both accepted
+        with socket.create_connection((address, port), timeout=5) as third:
+            answer = b""
+            while chunk := third.recv(65536):
+                answer += chunk
+        assert status_of(answer) == 429
+        assert answer.endswith(
+            b'{"error": "%s holds 2 connections already, as many as one machine may"}' % address.encode()
+        )
+        assert call(server, "GET", "/healthz")[0] == 200  # from 127.0.0.1, beside them
+    finally:
+        for connection in silent:
+            connection.close()
+    deadline = time.monotonic() + 10
+    while server.clients and time.monotonic() < deadline:  # their threads see them close
+        time.sleep(0.05)
+    connection = http.client.HTTPConnection(address, port, timeout=10)
+    connection.request("GET", "/healthz")
+    assert connection.getresponse().status == 200  # its share is free again
 
 
 def _has_default_route() -> bool:
