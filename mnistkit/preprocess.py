@@ -53,6 +53,7 @@ CENTRE_PX = 14.0
 # fraction of the paper's brightness, taken as at least MIN_PAPER_BRIGHTNESS), or the image
 # is blank.
 MIN_INK_CONTRAST = 0.15
+BACKDROP_FITS = 8  # refits of the backdrop's surface at most, each without the object's pixels
 BACKDROP_TOLERANCE = 0.02  # of a border pixel off the backdrop's surface, that it is backdrop all the same
 # Dark ink is measured against its paper's brightness, taken as at least this, within this
 # many pixels of where it stands out (a stroke's antialiased edge).
@@ -308,8 +309,9 @@ def _object_map(gray: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
     Fashion-MNIST keeps a product's, faint and dark parts included.
     """
     border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
-    backdrop = _backdrop_surface(gray)
-    if median(border) > 0.5:  # a light backdrop, whose light falls on the object too
+    light = median(border) > 0.5
+    backdrop = _backdrop_surface(gray, light)
+    if light:  # a light backdrop, whose light falls on the object too
         shades = np.clip(
             np.float32(1.0) - gray / np.maximum(backdrop, np.float32(MIN_INK_CONTRAST)), 0.0, 1.0
         )
@@ -329,24 +331,34 @@ def _object_map(gray: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
     return shades, mask
 
 
-def _backdrop_surface(gray: np.ndarray) -> np.ndarray:
+def _backdrop_surface(gray: np.ndarray, light: bool) -> np.ndarray:
     """The backdrop's level under every pixel: a quadratic surface through the border's
-    pixels, fitted again without those an object reaching the border covers. A phone's photo
-    is lit unevenly (a light falling off across it, darker corners): taken as one level, the
-    backdrop's darker part was kept as part of the object (Fashion test images on white with
-    the light falling to 0.7 across them read 66% against 90%)."""
-    height, width = gray.shape
+    pixels. A phone's photo is lit unevenly (a light falling off across it, darker corners):
+    taken as one level, the backdrop's darker part was kept as part of the object (Fashion
+    test images on white with the light falling to 0.7 across them read 66% against 90%).
+    An object lies on one side of its backdrop (darker than a `light` one), so the surface is
+    fitted again without the border's pixels on that side of it, until none is left: an
+    object that reaches the border would bend it otherwise, and lose its part there. With
+    less than a quarter of the border left, the backdrop is one level, the border's median."""
     rows, columns = np.indices(gray.shape)
     edge = np.zeros(gray.shape, bool)
     edge[[0, -1], :] = edge[:, [0, -1]] = True
-    y, x = rows / max(height - 1, 1), columns / max(width - 1, 1)
+    y, x = rows / max(gray.shape[0] - 1, 1), columns / max(gray.shape[1] - 1, 1)
     terms = np.stack([np.ones_like(x), x, y, x * x, y * y, x * y], axis=-1)
     known, levels = terms[edge], gray[edge].astype(np.float64)
-    weights = np.linalg.lstsq(known, levels, rcond=None)[0]
-    misfit = np.abs(known @ weights - levels)
-    kept = misfit <= max(3 * float(np.median(misfit)), BACKDROP_TOLERANCE)
-    if kept.sum() >= len(levels) // 2:
+    toward_object = -1.0 if light else 1.0
+    ring = np.concatenate([gray[0], gray[1:, -1], gray[-1, -2::-1], gray[-2:0:-1, 0]])  # in order
+    noise = 1.05 * float(np.median(np.abs(np.diff(ring))))  # from neighbours: any fit aside
+    tolerance = max(3 * noise, BACKDROP_TOLERANCE)
+    kept = np.ones(len(levels), bool)
+    for _ in range(BACKDROP_FITS):
+        if kept.sum() < len(levels) // 4:
+            return np.full(gray.shape, np.float32(median(gray[edge])), np.float32)
         weights = np.linalg.lstsq(known[kept], levels[kept], rcond=None)[0]
+        still = toward_object * (levels - known @ weights) <= tolerance  # not on the object's side
+        if np.array_equal(still, kept):
+            break
+        kept = still
     return np.clip(terms @ weights, 0.0, 1.0).astype(np.float32)
 
 

@@ -380,6 +380,21 @@ def test_a_product_photo_lit_unevenly_is_read_as_one_lit_evenly(tmp_path: Path, 
     assert np.abs(uneven - even).max() <= 16  # the object's own shades, as the light left them
 
 
+def test_an_object_that_reaches_the_border_keeps_the_part_there(tmp_path: Path) -> None:
+    """The backdrop's surface, fitted through the border's pixels, bent into a dark garment
+    that reached the picture's edge, and its lower half was taken for backdrop (a T-shirt
+    read as a bag)."""
+    photo = np.ones((160, 200), np.float32)
+    photo[40:, 30:170] = np.linspace(0.1, 0.5, 120, dtype=np.float32)[:, None]  # to the bottom edge
+    framed = np.pad(photo, 30, constant_values=1.0)  # the same on white all round
+    for name, picture in (("reaching.png", photo), ("framed.png", framed)):
+        Image.fromarray((picture * 255).round().astype(np.uint8)).save(tmp_path / name)
+    reaching = load_digit(tmp_path / "reaching.png", style="fashion-mnist").astype(int)
+    framed_seen = load_digit(tmp_path / "framed.png", style="fashion-mnist").astype(int)
+    assert reaching[-6:].mean() > 0.5 * framed_seen[-6:].mean() > 0  # its lower part is there
+    assert np.abs(reaching - framed_seen).mean() < 8
+
+
 def test_pictures_of_many_named_classes() -> None:
     """EMNIST balanced's 47 classes: a heat map of smaller cells, the names on both axes."""
     names = ["0", "1", "A", "a", "T-shirt/top"] + [f"c{index}" for index in range(42)]
