@@ -99,28 +99,31 @@ $(NPZ): $(RAW) | $(INSTALLED) ## parse the IDX files into one .npz
 # compared as make reads this file, not by a rule that always runs, so that `make -n` and
 # `make -q` say truly what would run. A checkpoint in its place that make did not train (one
 # trained by hand with -o $(CKPT), which the reports would describe as make's, finished or
-# stopped midway) stops make before it trains over it. While make trains, two more lines say
-# so: the checksum of the checkpoint that was there, and the new arguments. A run stopped
-# after it wrote its checkpoint (Ctrl-C as train exits, make itself killed) has left make's
-# own model, whose record make then writes; one that wrote nothing (refused, failed, stopped
-# in its first epoch) leaves the record of the model before, which stands as it was.
+# stopped midway, or one with no record beside it) stops make before it trains over it.
+# While make trains, two more lines say so: the checksum of the checkpoint that was there,
+# and the new arguments. As make next reads the file, it turns them into the record they stand
+# for: a run that wrote its checkpoint (stopped after it, as Ctrl-C as train exits or make
+# itself killed leave it; or midway, its .resume beside it) leaves its own model's record; one
+# that wrote nothing (refused, failed, stopped in its first epoch) leaves the record before.
 TRAIN_ARGS_FILE := $(MODELS)/train-args.txt
 train_record = $(strip $(shell sed -n $(1)p $(TRAIN_ARGS_FILE) 2>/dev/null))
 quoted = '$(subst ','\'',$(1))'
 differ = $(subst $(1),,$(2))$(subst $(2),,$(1))
 new_args := $(strip $(train_args))
 training_over := $(strip $(shell sed -n '3s/^training over //p' $(TRAIN_ARGS_FILE) 2>/dev/null))
-ckpt_sum := $(if $(call train_record,2)$(training_over),$(if $(wildcard $(CKPT)),$(strip $(shell cksum < $(CKPT)))))
+ckpt_sum := $(if $(wildcard $(CKPT)),$(strip $(shell cksum < $(CKPT))))
 written := $(if $(training_over),$(call differ,$(training_over),$(or $(ckpt_sum),none)))
 kept_args := $(if $(written),$(call train_record,4),$(call train_record,1))
 kept_sum := $(if $(written),$(ckpt_sum),$(call train_record,2))
-ifneq ($(and $(written),$(if $(wildcard $(CKPT).resume),,finished)),)
-$(shell printf '%s\n%s\n' $(call quoted,$(kept_args)) '$(kept_sum)' > $(TRAIN_ARGS_FILE))
+ifneq ($(training_over),)
+$(shell $(if $(kept_sum),printf '%s\n%s\n' $(call quoted,$(kept_args)) '$(kept_sum)' >,rm -f) $(TRAIN_ARGS_FILE))
 endif
-FOREIGN := $(if $(ckpt_sum),$(if $(kept_sum),$(call differ,$(kept_sum),$(ckpt_sum))))
+recorded := $(shell test -f $(TRAIN_ARGS_FILE) && echo yes)
+FOREIGN := $(if $(ckpt_sum),$(if $(kept_sum),$(call differ,$(kept_sum),$(ckpt_sum)),$(if $(recorded),,none recorded)))
 RETRAIN := $(if $(call differ,$(kept_args),$(new_args))$(FOREIGN),FORCE)
-foreign_checkpoint := make: $(CKPT) is not the model make trained (its checksum is not the one in \
-	$(TRAIN_ARGS_FILE)); move it elsewhere to keep it, or delete it and make trains its own
+foreign_checkpoint := make: $(CKPT) is not the model make trained ($(if $(kept_sum),its checksum is not \
+	the one in $(TRAIN_ARGS_FILE),there is no $(TRAIN_ARGS_FILE))); move it elsewhere to keep it, or delete \
+	it and make trains its own
 
 # A pattern rule, not a grouped target (`&:`): GNU make 4.3's `make -n` lists nothing of what
 # depends on a grouped target it would remake, and of a pattern rule's files only what depends

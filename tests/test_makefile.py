@@ -237,3 +237,33 @@ def test_a_run_of_makes_stopped_midway_twice_still_resumes(tmp_path: Path) -> No
     resumed = run_make(tmp_path, "models/model.safetensors", "EPOCHS=3")
     assert resumed.returncode == 0, resumed.stderr
     assert "--epochs 3" in (tmp_path / "calls.txt").read_text()
+
+
+def test_a_model_made_by_hand_after_a_run_that_wrote_nothing_is_refused(tmp_path: Path) -> None:
+    """The mark of a run that wrote nothing stayed in the file, and any checkpoint later found
+    there, one trained by hand, was taken for that run's, reported on and trained over."""
+    _trained_by_make(tmp_path)
+    run_make(tmp_path, "models/model.safetensors", "EPOCHS=3", STAND_IN_STOPS="before")
+    assert run_make(tmp_path, "models/model.safetensors").returncode == 0  # up to date, as before
+    (tmp_path / "calls.txt").unlink(missing_ok=True)
+    (tmp_path / "models/model.safetensors").write_bytes(b"trained by hand")
+    stopped = run_make(tmp_path, "models/model.safetensors", "EPOCHS=3")
+    assert stopped.returncode != 0 and not (tmp_path / "calls.txt").exists()
+    assert stopped.stderr.startswith("make: models/model.safetensors is not the model make trained")
+
+
+def test_a_model_made_by_hand_before_make_ever_trained_is_refused(tmp_path: Path) -> None:
+    """The README's train example run first, then `make all`: with no record at all, make
+    trained over the model in silence."""
+    made = [f"data/raw/{name}" for name in MNIST_FILES.values()] + ["data/mnist.npz"]
+    for age, name in enumerate(made):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"made")
+        os.utime(tmp_path / name, (age, age))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/model.safetensors").write_bytes(b"trained by hand")
+    stopped = run_make(tmp_path, "models/model.safetensors")
+    assert stopped.returncode != 0 and not (tmp_path / "calls.txt").exists()
+    assert stopped.stderr.startswith(
+        "make: models/model.safetensors is not the model make trained (there is no models/train-args.txt); "
+    )
