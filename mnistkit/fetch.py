@@ -159,7 +159,7 @@ def _fetch_all(
 ) -> list[Path]:
     failed_mirrors: set[str] = set()
     paths = []
-    unfetchable = []  # with no mirror: each file missing or invalid, all told of at the end
+    unfetchable = []  # another dataset's file, or with no mirror one missing or invalid: told at the end
     for position, expected in enumerate(downloads):
         target = folder / expected.name
         if target.exists() and not force:
@@ -168,11 +168,12 @@ def _fetch_all(
                 log(f"{target}: already present and valid, not downloaded again")
                 paths.append(target)
                 continue
-            if isinstance(problem, AnotherDatasetsFile):
-                raise MnistkitError(
+            if isinstance(problem, AnotherDatasetsFile):  # named with the others, at the end
+                unfetchable.append(
                     f"{target}: {problem}, not this dataset's; fetch into another folder "
                     f"(as make all does: data/NAME/raw), or give {setting('force', True)} to replace it"
                 )
+                continue
             if not mirrors:  # kept: there is nothing to replace it with
                 unfetchable.append(f"{target}: present but invalid ({problem}), and no mirror is given")
                 continue

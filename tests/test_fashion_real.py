@@ -79,11 +79,15 @@ def test_another_datasets_files_are_named_and_kept(tmp_path: Path) -> None:
         env={"MNISTKIT_MIRROR": str(REAL_FASHION_DIR)},
     )
     assert fetched.exit_code == 1
-    assert fetched.stderr.splitlines()[-1] == (
-        f"Error: {mnist / 'train-images-idx3-ubyte.gz'}: it holds MNIST's train-images-idx3-ubyte.gz, "
-        "not this dataset's; fetch into another folder (as make all does: data/NAME/raw), or give "
-        "--force to replace it"
+    assert (
+        f"{mnist / 'train-images-idx3-ubyte.gz'}: it holds MNIST's train-images-idx3-ubyte.gz, "
+        + (
+            "not this dataset's; fetch into another folder (as make all does: data/NAME/raw), or give "
+            "--force to replace it"
+        )
+        in fetched.stderr
     )
+    assert sum("it holds MNIST's" in line for line in fetched.stderr.splitlines()) == 4  # each named
     assert {path.name: path.read_bytes() for path in mnist.iterdir()} == before
     parsed = CliRunner().invoke(
         cli, ["parse-to-npz", str(mnist), "--dataset", "fashion-mnist", "-o", str(tmp_path / "f.npz")]
