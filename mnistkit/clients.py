@@ -21,16 +21,32 @@ _FORM_FIELD = re.compile(rb"[A-Za-z0-9_.\-\[\]]+=")  # `image=...`
 
 
 def check_origin(origin: str) -> str:
-    """A web page's origin as browsers send it (`scheme://host[:port]`), or `*`."""
+    """A web page's origin as browsers send it (`scheme://host[:port]`, lower case, no default
+    port), or `*`: given otherwise (HTTP://LOCALHOST, http://localhost:80), it never matched."""
+    if origin == "*":
+        return origin
     parts = urllib.parse.urlsplit(origin)
-    if origin != "*" and not (
-        parts.scheme in ("http", "https") and parts.netloc and not parts.path and not parts.query
+    try:
+        port = parts.port
+    except ValueError:  # a port that is no number
+        port = -1
+    if not (
+        parts.scheme.lower() in ("http", "https")
+        and parts.hostname
+        and "*" not in parts.netloc
+        and port != -1
+        and not parts.path.strip("/")
+        and not parts.query
+        and not parts.username
     ):
         raise MnistkitError(
             f"--allow-origin: {origin!r} is not an origin; give one as browsers send it, "
-            "as http://localhost:3000 (no path), or * for any"
+            "as http://localhost:3000 (no path, no wildcard), or * for any"
         )
-    return origin
+    scheme = parts.scheme.lower()
+    default = {"http": 80, "https": 443}[scheme]
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{scheme}://{host}" + ("" if port in (None, default) else f":{port}")
 
 
 def network_addresses(family: socket.AddressFamily) -> list[str]:

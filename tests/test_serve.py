@@ -687,7 +687,18 @@ def test_pages_elsewhere_call_the_api_where_allow_origin_names_them(large_digit_
                 "*" if answered == "*" else None
             )
             server.shutdown()
-    for origin in ("localhost:3000", "http://localhost:3000/page", "ftp://x"):
+    # As browsers send it: lower case, no default port (given so, it never matched).
+    with make_server(
+        large_digit_model, "127.0.0.1", 0, FAST_LIMITS, ("HTTP://LocalHost:3000", "http://x.org:80")
+    ) as spelled:
+        assert spelled.allow_origins == {"http://localhost:3000", "http://x.org"}
+    for origin in (
+        "localhost:3000",
+        "http://localhost:3000/page",
+        "ftp://x",
+        "http://*.example.com",
+        "http://x:port",
+    ):
         result = CliRunner().invoke(cli, ["serve", str(large_digit_model), "--allow-origin", origin])
         assert result.exit_code == 1 and result.output.startswith(
             f"Error: --allow-origin: {origin!r} is not an origin"
