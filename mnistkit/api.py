@@ -243,7 +243,8 @@ def load_dataset(
     try:
         return load_arrays(npz)
     except MnistkitError as error:  # damaged since it was written here: made again if deleted
-        raise type(error)(f"{error}; delete it, and this call makes it again from {folder / 'raw'}") from None
+        source = f"from {folder / 'raw'}" if (folder / "raw").is_dir() else "from a download"
+        raise type(error)(f"{error}; delete it, and this call makes it again {source}") from None
 
 
 def load_mnist(folder: str | os.PathLike[str] = "data", **download_options: Any) -> dict[str, np.ndarray]:

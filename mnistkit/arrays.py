@@ -428,6 +428,10 @@ def load_arrays(
             handle.seek(0)
             if not start.startswith(b"PK"):
                 raise wrong_kind(path, start, "a valid .npz file", f" (make one with {_npz_maker()})")
+            if not start.startswith((b"PK\x03\x04", b"PK\x05\x06")):  # numpy would try it as a pickle
+                raise MnistkitError(
+                    f"{path}: not a valid .npz file (it starts as a zip archive does, but is none)"
+                )
             with np.load(handle, allow_pickle=False) as archive:
                 wanted = [f"{split}_{kind}" for split in splits for kind in ("images", "labels")]
                 if not set(wanted) <= set(archive.files):

@@ -7,6 +7,7 @@ import inspect
 import io
 import json
 import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -99,6 +100,10 @@ def test_a_damaged_kept_npz_says_how_to_have_it_made_again(tmp_path: Path, fetch
         mnistkit.load_mnist(tmp_path / "data", mirrors=[])
     npz.unlink()
     assert mnistkit.load_mnist(tmp_path / "data", mirrors=[])["train_images"].shape == (30, 28, 28)
+    shutil.rmtree(raw)  # the folder it was parsed from gone too: made from a download
+    npz.write_bytes(npz.read_bytes()[:100])
+    with pytest.raises(MnistkitError, match="; delete it, and this call makes it again from a download$"):
+        mnistkit.load_mnist(tmp_path / "data", mirrors=[])
 
 
 def test_a_model_of_a_module_since_reloaded_is_named_so(large_digit_model: Path) -> None:

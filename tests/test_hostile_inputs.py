@@ -227,6 +227,11 @@ ARRAY_FILES: dict[str, tuple[Callable[[dict, Path], dict[str, bytes | None]] | b
         "not a valid .npz",
     ),
     "not a zip": (b"\x93NUMPY not really", "not a valid .npz"),
+    # numpy takes what is no zip for a pickle: it was said to hold object arrays
+    "PK, then no zip": (
+        b"PK garbage",
+        "not a valid .npz file (it starts as a zip archive does, but is none)",
+    ),
     "empty": (b"", "not a valid .npz"),
 }
 ARRAY_READERS = {
