@@ -102,7 +102,7 @@ def test_a_damaged_kept_npz_says_how_to_have_it_made_again(tmp_path: Path, fetch
     assert mnistkit.load_mnist(tmp_path / "data", mirrors=[])["train_images"].shape == (30, 28, 28)
     shutil.rmtree(raw)  # the folder it was parsed from gone too: made from a download
     npz.write_bytes(npz.read_bytes()[:100])
-    with pytest.raises(MnistkitError, match="; delete it, and this call makes it again from a download$"):
+    with pytest.raises(MnistkitError, match=r"; delete it, and this call makes it again from a download$"):
         mnistkit.load_mnist(tmp_path / "data", mirrors=[])
 
 
