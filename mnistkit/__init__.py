@@ -17,6 +17,8 @@ The names, each with its own help (`help(mnistkit.train)`):
     draw_samples, draw_curves, draw_confusion,         the pictures, as PIL images
     draw_embedding, draw_weights
     MnistkitError                                      what a bad file or a failed write raises
+    BadArrays                                          what arrays of the wrong shape or type
+                                                       raise: a MnistkitError and a ValueError
 
 The modules listed under PACKAGE CONTENTS are the machinery behind these and the commands.
 """
@@ -26,6 +28,7 @@ __version__ = "0.1.0"
 # The names of `mnistkit.api.__all__` (a test holds the two equal).
 _API = (
     "PRESETS",
+    "BadArrays",
     "MnistkitError",
     "Model",
     "TrainConfig",

@@ -73,6 +73,7 @@ from mnistkit.worker_pool import workers_fork
 
 __all__ = [
     "PRESETS",
+    "BadArrays",
     "MnistkitError",
     "Model",
     "TrainConfig",

@@ -474,9 +474,9 @@ def test_arrays_any_call_refuses_raise_a_value_error_that_is_a_mnistkit_error(
         "Model.predict": lambda: model.predict(flat),
     }
     for name, call in calls.items():
-        with pytest.raises(ValueError) as refused:
+        with pytest.raises(mnistkit.BadArrays) as refused:
             call()
-        assert isinstance(refused.value, MnistkitError), name
+        assert isinstance(refused.value, MnistkitError) and isinstance(refused.value, ValueError), name
         assert "reshape(-1, 28, 28)" in str(refused.value) or "* 255).round()" in str(refused.value), name
 
 
