@@ -279,7 +279,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
             temp_name = None  # each name tried was another writer's
             raise FileExistsError(errno.EEXIST, "no free name for a temp file")
         with contextlib.suppress(OSError):  # a file system without locks: the pid alone tells
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until closed: see the sweep
+            fcntl.flock(fd, fcntl.LOCK_EX)  # held until closed (see the sweep); waits out a sweep's probe
         with os.fdopen(fd, mode, encoding=encoding, errors=errors) as handle:
             yield handle
             handle.flush()
