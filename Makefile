@@ -101,22 +101,29 @@ $(NPZ): $(RAW) | $(INSTALLED) ## parse the IDX files into one .npz
 # trained by hand with -o $(CKPT), which the reports would describe as make's, finished or
 # stopped midway, or one with no record beside it) stops make before it trains over it.
 # While make trains, two more lines say so: the checksum of the checkpoint that was there,
-# and the new arguments. As make next reads the file, it turns them into the record they stand
-# for: a run that wrote its checkpoint (stopped after it, as Ctrl-C as train exits or make
-# itself killed leave it; or midway, its .resume beside it) leaves its own model's record; one
-# that wrote nothing (refused, failed, stopped in its first epoch) leaves the record before.
+# with the pid of the shell that trains, and the new arguments. That shell outlives train's
+# Ctrl-C (and make's SIGKILL) to write the record the run stands for: a run that wrote its
+# checkpoint (to its end, or midway with its .resume beside it) its own model's; one that
+# wrote nothing (refused, failed, stopped in its first epoch) the record before. Only where
+# that shell was killed too does make, reading the file, write the record itself.
 TRAIN_ARGS_FILE := $(MODELS)/train-args.txt
 train_record = $(strip $(shell sed -n $(1)p $(TRAIN_ARGS_FILE) 2>/dev/null))
 quoted = '$(subst ','\'',$(1))'
 differ = $(subst $(1),,$(2))$(subst $(2),,$(1))
+checksum = $$(if [ -f $(CKPT) ]; then cksum < $(CKPT); else echo none; fi)
 new_args := $(strip $(train_args))
-training_over := $(strip $(shell sed -n '3s/^training over //p' $(TRAIN_ARGS_FILE) 2>/dev/null))
+training_over := $(strip $(shell sed -n 's/^training over \(.*\) by [0-9]*$$/\1/p' $(TRAIN_ARGS_FILE) 2>/dev/null))
+trainer := $(strip $(shell sed -n 's/^training over .* by \([0-9]*\)$$/\1/p' $(TRAIN_ARGS_FILE) 2>/dev/null))
+trainer_gone := $(if $(trainer),$(shell kill -0 $(trainer) 2> /dev/null || echo gone))
 ckpt_sum := $(if $(wildcard $(CKPT)),$(strip $(shell cksum < $(CKPT))))
-written := $(if $(training_over),$(call differ,$(training_over),$(or $(ckpt_sum),none)))
+written := $(if $(trainer_gone),$(call differ,$(training_over),$(or $(ckpt_sum),none)))
 kept_args := $(if $(written),$(call train_record,4),$(call train_record,1))
 kept_sum := $(if $(written),$(ckpt_sum),$(call train_record,2))
-ifneq ($(training_over),)
-$(shell $(if $(kept_sum),printf '%s\n%s\n' $(call quoted,$(kept_args)) '$(kept_sum)' >,rm -f) $(TRAIN_ARGS_FILE))
+# The record as it stands, or none: lines for the shell to write back.
+record = $(if $(kept_sum),printf '%s\n%s\n' $(call quoted,$(kept_args)) '$(kept_sum)' > $(TRAIN_ARGS_FILE),$(if \
+	$(kept_args),printf '%s\n' $(call quoted,$(kept_args)) > $(TRAIN_ARGS_FILE),rm -f $(TRAIN_ARGS_FILE)))
+ifneq ($(trainer_gone),)
+$(shell $(record))
 endif
 recorded := $(shell test -f $(TRAIN_ARGS_FILE) && echo yes)
 FOREIGN := $(if $(ckpt_sum),$(if $(kept_sum),$(call differ,$(kept_sum),$(ckpt_sum)),$(if $(recorded),,none recorded)))
@@ -124,6 +131,7 @@ RETRAIN := $(if $(call differ,$(kept_args),$(new_args))$(FOREIGN),FORCE)
 foreign_checkpoint := make: $(CKPT) is not the model make trained ($(if $(kept_sum),its checksum is not \
 	the one in $(TRAIN_ARGS_FILE),there is no $(TRAIN_ARGS_FILE))); move it elsewhere to keep it, or delete \
 	it and make trains its own
+train_command = $(MNISTKIT) train $(NPZ) -o $(CKPT) --history $(HISTORY) $(train_args)
 
 # A pattern rule, not a grouped target (`&:`): GNU make 4.3's `make -n` lists nothing of what
 # depends on a grouped target it would remake, and of a pattern rule's files only what depends
@@ -136,10 +144,12 @@ $(if $(other_models),$(error make trains $(CKPT) for DATASET=$(DATASET), not $(f
 	for another dataset: make all DATASET=NAME; for another file: $(MNISTKIT) train $(NPZ) -o FILE))
 $(MODELS)/%.safetensors $(MODELS)/%.history.jsonl: $(NPZ) $(RETRAIN) $(UNFINISHED) $(NO_HISTORY) | $(INSTALLED) ## train the model
 	@$(if $(FOREIGN),echo '$(foreign_checkpoint)' >&2; exit 1)
-	@mkdir -p $(MODELS) && printf '%s\n%s\ntraining over %s\n%s\n' $(call quoted,$(kept_args)) '$(kept_sum)' \
-		"$$(if [ -f $(CKPT) ]; then cksum < $(CKPT); else echo none; fi)" $(call quoted,$(new_args)) > $(TRAIN_ARGS_FILE)
-	$(MNISTKIT) train $(NPZ) -o $(CKPT) --history $(HISTORY) $(train_args)
-	@printf '%s\n%s\n' $(call quoted,$(new_args)) "$$(cksum < $(CKPT))" > $(TRAIN_ARGS_FILE)
+	@mkdir -p $(MODELS); before="$(checksum)"; \
+	printf '%s\n%s\ntraining over %s by %s\n%s\n' $(call quoted,$(kept_args)) '$(kept_sum)' "$$before" $$$$ \
+		$(call quoted,$(new_args)) > $(TRAIN_ARGS_FILE); \
+	trap : INT TERM HUP; echo $(call quoted,$(train_command)); $(train_command); status=$$?; after="$(checksum)"; \
+	if [ "$$after" != "$$before" ]; then printf '%s\n%s\n' $(call quoted,$(new_args)) "$$after" > $(TRAIN_ARGS_FILE); \
+	else $(record); fi; exit $$status
 
 $(REPORTS)/metrics.json: $(CKPT) $(NPZ) | $(INSTALLED) ## evaluate on the test set
 	@mkdir -p $(REPORTS)

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from conftest import REPO_ROOT
@@ -29,6 +31,10 @@ if "-o" in sys.argv:
     Path(sys.argv[sys.argv.index("-o") + 1]).write_bytes(os.environ.get("STAND_IN_WRITES", "made").encode())
 if os.environ.get("STAND_IN_STOPS") == "after":
     sys.exit(130)
+if os.environ.get("STAND_IN_WAITS"):  # written, and still running: for a signal to stop it
+    Path(os.environ["STAND_IN_WAITS"]).touch()
+    import time
+    time.sleep(60)
 if sys.argv[1] == "fetch":
     from mnistkit.datasets import MNIST_FILES
     out = Path(sys.argv[sys.argv.index("--out") + 1])
@@ -244,9 +250,8 @@ def test_a_model_made_by_hand_after_a_run_that_wrote_nothing_is_refused(tmp_path
     there, one trained by hand, was taken for that run's, reported on and trained over."""
     _trained_by_make(tmp_path)
     run_make(tmp_path, "models/model.safetensors", "EPOCHS=3", STAND_IN_STOPS="before")
-    assert run_make(tmp_path, "models/model.safetensors").returncode == 0  # up to date, as before
     (tmp_path / "calls.txt").unlink(missing_ok=True)
-    (tmp_path / "models/model.safetensors").write_bytes(b"trained by hand")
+    (tmp_path / "models/model.safetensors").write_bytes(b"trained by hand")  # no make in between
     stopped = run_make(tmp_path, "models/model.safetensors", "EPOCHS=3")
     assert stopped.returncode != 0 and not (tmp_path / "calls.txt").exists()
     assert stopped.stderr.startswith("make: models/model.safetensors is not the model make trained")
@@ -267,3 +272,48 @@ def test_a_model_made_by_hand_before_make_ever_trained_is_refused(tmp_path: Path
     assert stopped.stderr.startswith(
         "make: models/model.safetensors is not the model make trained (there is no models/train-args.txt); "
     )
+
+
+def test_ctrl_c_to_the_whole_of_make_leaves_the_record_of_what_train_wrote(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches make, its shell and train: the record was written by make's
+    next recipe line, which never ran, so the model train had written was refused as made by
+    hand (or, before the record was kept by make, taken for its own)."""
+    _trained_by_make(tmp_path)
+    waiting = tmp_path / "waiting"
+    stand_in = tmp_path / "stand_in.py"
+    stand_in.write_text(STAND_IN)
+    make = ["make", "--no-print-directory", "-f", str(REPO_ROOT / "Makefile"), "-C", str(tmp_path)]
+    variables = [f"INSTALLED={tmp_path / 'installed'}", f"MNISTKIT={sys.executable} {stand_in}", "EPOCHS=3"]
+    environment = {**os.environ, "STAND_IN_WAITS": str(waiting), "STAND_IN_WRITES": "epoch 3 of 3"}
+    process = subprocess.Popen(
+        [*make, *variables, "models/model.safetensors"],
+        env=environment, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not waiting.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)
+    process.communicate(timeout=30)
+    record = (tmp_path / "models/train-args.txt").read_text().splitlines()
+    assert len(record) == 2 and record[0].endswith("--epochs 3"), record
+    with open(tmp_path / "models/model.safetensors", "rb") as written:
+        assert (
+            record[1]
+            == subprocess.run(["cksum"], stdin=written, capture_output=True, text=True).stdout.strip()
+        )
+    (tmp_path / "calls.txt").unlink()
+    assert run_make(tmp_path, "models/model.safetensors", "EPOCHS=3").returncode == 0
+    assert not (tmp_path / "calls.txt").exists()  # its own model, up to date
+
+
+def test_an_old_one_line_record_outlives_a_run_that_wrote_nothing(tmp_path: Path) -> None:
+    """An earlier make's record has the arguments alone: a run stopped before writing deleted
+    it, and make then refused its own model as one with no record."""
+    _trained_by_make(tmp_path)
+    record = tmp_path / "models/train-args.txt"
+    record.write_text(record.read_text().splitlines()[0] + "\n")  # as make wrote it before
+    run_make(tmp_path, "models/model.safetensors", "EPOCHS=3", STAND_IN_STOPS="before")
+    assert len(record.read_text().splitlines()) == 1
+    (tmp_path / "calls.txt").unlink()
+    assert run_make(tmp_path, "models/model.safetensors").returncode == 0
+    assert not (tmp_path / "calls.txt").exists()
