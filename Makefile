@@ -131,7 +131,7 @@ RETRAIN := $(if $(call differ,$(kept_args),$(new_args))$(FOREIGN),FORCE)
 foreign_checkpoint := make: $(CKPT) is not the model make trained ($(if $(kept_sum),its checksum is not \
 	the one in $(TRAIN_ARGS_FILE),there is no $(TRAIN_ARGS_FILE))); move it elsewhere to keep it, or delete \
 	it and make trains its own
-train_command = $(MNISTKIT) train $(NPZ) -o $(CKPT) --history $(HISTORY) $(train_args)
+train_command = $(strip $(MNISTKIT) train $(NPZ) -o $(CKPT) --history $(HISTORY) $(train_args))
 
 # A pattern rule, not a grouped target (`&:`): GNU make 4.3's `make -n` lists nothing of what
 # depends on a grouped target it would remake, and of a pattern rule's files only what depends

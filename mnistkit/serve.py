@@ -158,6 +158,12 @@ def model_json(checkpoint: Checkpoint, name: str) -> dict[str, Any]:
     }
 
 
+def _is_this_machine(address: str) -> bool:
+    """A loopback client, IPv4's too as a dual-stack socket (--host ::) sees it, ::ffff:127.0.0.1."""
+    parsed = ipaddress.ip_address(address.split("%")[0])
+    return (getattr(parsed, "ipv4_mapped", None) or parsed).is_loopback
+
+
 def _names_this_machine(name: str) -> bool:
     """Whether a Host header's name is this machine: localhost, its host name, or a loopback
     address (127.0.0.2 too). A page elsewhere reaches a loopback server under its own
@@ -294,10 +300,7 @@ class DigitServer(ThreadingHTTPServer):
         """Count a connection from `address`, unless another machine holds its share already."""
         with self.clients_lock:
             held = self.clients.get(address, 0)
-            if (
-                held >= self.limits.max_connections_per_client
-                and not ipaddress.ip_address(address).is_loopback
-            ):
+            if held >= self.limits.max_connections_per_client and not _is_this_machine(address):
                 return False
             self.clients[address] = held + 1
             return True
@@ -319,7 +322,8 @@ class DigitServer(ThreadingHTTPServer):
         with contextlib.suppress(OSError):
             request.settimeout(0)  # what the socket takes now, or nothing: the accept loop goes on
             request.send(f"{head}\r\nConnection: close\r\n\r\n{body}".encode())
-        self.shutdown_request(request)
+            request.shutdown(socket.SHUT_WR)
+        request.close()  # at once: a lingering close, in the accept loop, held every client 2 s
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hung up (a closed tab, `curl --max-time`) is nothing to report; a

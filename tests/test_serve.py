@@ -711,9 +711,9 @@ def test_another_machine_holds_its_share_of_connections_and_no_more(
 ) -> None:
     """One student's script that opened sockets and sent nothing held all 32 threads: a plain
     request then waited 11.7 s (measured). This machine's own clients are never counted."""
-    limits = dataclasses.replace(FAST_LIMITS, max_connections_per_client=2)
+    limits = dataclasses.replace(FAST_LIMITS, max_connections_per_client=2, linger_s=3.0)
     server = start_server(large_digit_model, limits, host="0.0.0.0")
-    (address,) = network_addresses(socket.AF_INET)
+    address = network_addresses(socket.AF_INET)[0]
     port = server.server_address[1]
     silent = [socket.create_connection((address, port), timeout=5) for _ in range(2)]
     try:
@@ -727,6 +727,11 @@ def test_another_machine_holds_its_share_of_connections_and_no_more(
             b'{"error": "%s holds 2 connections already, as many as one machine may"}' % address.encode()
         )
         assert call(server, "GET", "/healthz")[0] == 200  # from 127.0.0.1, beside them
+        # A refused client that keeps its socket open holds no one up: the refusal lingered
+        # 2 s in the loop that accepts every client.
+        silent.append(socket.create_connection((address, port), timeout=5))
+        started = time.monotonic()
+        assert call(server, "GET", "/healthz")[0] == 200 and time.monotonic() - started < 1
     finally:
         for connection in silent:
             connection.close()
