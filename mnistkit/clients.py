@@ -18,35 +18,36 @@ _STRIPPED_STARTS = (b"\x89PNG\x1a", b"\xff\xd8\xff")  # as curl -d leaves them, 
 _BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]+")
 _BASE64_PROBE = 64  # characters of base64 decoded to look at what it holds
 _FORM_FIELD = re.compile(rb"[A-Za-z0-9_.\-\[\]]+=")  # `image=...`
+_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")  # or IPv4
 
 
 def check_origin(origin: str) -> str:
     """A web page's origin as browsers send it (`scheme://host[:port]`, lower case, no default
-    port), or `*`: given otherwise (HTTP://LOCALHOST, http://localhost:80), it never matched."""
+    port, a name in punycode, an IPv6 address compressed), or `*`: given otherwise
+    (HTTP://LOCALHOST, http://localhost:80), it never matched."""
     if origin == "*":
         return origin
-    parts = urllib.parse.urlsplit(origin)
+    refusal = MnistkitError(
+        f"--allow-origin: {origin!r} is not an origin; give one as browsers send it, "
+        "as http://localhost:3000 (no path, no wildcard), or * for any"
+    )
     try:
-        port = parts.port
-    except ValueError:  # a port that is no number
-        port = -1
-    if not (
-        parts.scheme.lower() in ("http", "https")
-        and parts.hostname
-        and "*" not in parts.netloc
-        and port != -1
-        and not parts.path.strip("/")
-        and not parts.query
-        and not parts.username
-    ):
-        raise MnistkitError(
-            f"--allow-origin: {origin!r} is not an origin; give one as browsers send it, "
-            "as http://localhost:3000 (no path, no wildcard), or * for any"
-        )
+        parts = urllib.parse.urlsplit(origin)
+        port, host = parts.port, parts.hostname or ""
+        host = host.encode("idna").decode("ascii") if host else host
+    except (ValueError, UnicodeError):  # a port that is no number, a bracket left open
+        raise refusal from None
     scheme = parts.scheme.lower()
-    default = {"http": 80, "https": 443}[scheme]
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{scheme}://{host}" + ("" if port in (None, default) else f":{port}")
+    named = _HOST_NAME.fullmatch(host) is not None
+    try:
+        host = f"[{ipaddress.IPv6Address(host).compressed}]" if ":" in host else host
+    except ValueError:
+        raise refusal from None
+    if scheme not in ("http", "https") or not (named or ":" in host):
+        raise refusal
+    if parts.path.strip("/") or parts.query or parts.fragment or "@" in parts.netloc:
+        raise refusal
+    return f"{scheme}://{host}" + ("" if port in (None, {"http": 80, "https": 443}[scheme]) else f":{port}")
 
 
 def network_addresses(family: socket.AddressFamily) -> list[str]:

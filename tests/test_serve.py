@@ -35,7 +35,7 @@ from PIL import Image, ImageDraw
 from mnistkit.architectures import param_shapes
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint
 from mnistkit.cli import cli
-from mnistkit.clients import network_addresses
+from mnistkit.clients import check_origin, network_addresses
 from mnistkit.images import load_digit
 from mnistkit.predict import predict_paths
 from mnistkit.serve import DigitServer, Limits, make_server
@@ -692,12 +692,19 @@ def test_pages_elsewhere_call_the_api_where_allow_origin_names_them(large_digit_
         large_digit_model, "127.0.0.1", 0, FAST_LIMITS, ("HTTP://LocalHost:3000", "http://x.org:80")
     ) as spelled:
         assert spelled.allow_origins == {"http://localhost:3000", "http://x.org"}
+    assert [check_origin(origin) for origin in ("http://[0:0::1]:8080", "http://bücher.example")] == [
+        "http://[::1]:8080",
+        "http://xn--bcher-kva.example",
+    ]
     for origin in (
         "localhost:3000",
         "http://localhost:3000/page",
         "ftp://x",
         "http://*.example.com",
         "http://x:port",
+        "http://[::1:80",
+        "http://x;y",
+        "http://:pw@x",
     ):
         result = CliRunner().invoke(cli, ["serve", str(large_digit_model), "--allow-origin", origin])
         assert result.exit_code == 1 and result.output.startswith(
