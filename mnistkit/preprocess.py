@@ -348,18 +348,21 @@ def _backdrop_surface(gray: np.ndarray, light: bool) -> np.ndarray:
     known, levels = terms[edge], gray[edge].astype(np.float64)
     toward_object = -1.0 if light else 1.0
     ring = np.concatenate([gray[0], gray[1:, -1], gray[-1, -2::-1], gray[-2:0:-1, 0]])  # in order
-    noise = 1.05 * float(np.median(np.abs(np.diff(ring))))  # from neighbours: any fit aside
+    noise = 1.05 * float(np.median(np.abs(np.diff(ring)))) if ring.size > 1 else 0.0  # any fit aside
     tolerance = max(3 * noise, BACKDROP_TOLERANCE)
-    kept = np.ones(len(levels), bool)
+    one_level = np.full(gray.shape, np.float32(median(gray[edge])), np.float32)
+    # First without the pixels on the object's side of the border's median: a fit through
+    # them all bent past the backdrop, and each fit without its far side bent further.
+    kept = toward_object * (levels - float(np.median(levels))) <= tolerance
     for _ in range(BACKDROP_FITS):
         if kept.sum() < len(levels) // 4:
-            return np.full(gray.shape, np.float32(median(gray[edge])), np.float32)
+            return one_level
         weights = np.linalg.lstsq(known[kept], levels[kept], rcond=None)[0]
         still = toward_object * (levels - known @ weights) <= tolerance  # not on the object's side
         if np.array_equal(still, kept):
-            break
+            return np.clip(terms @ weights, 0.0, 1.0).astype(np.float32)
         kept = still
-    return np.clip(terms @ weights, 0.0, 1.0).astype(np.float32)
+    return one_level  # a surface that never settled
 
 
 def _ink_bright(gray: np.ndarray, look_for_paper: bool) -> tuple[np.ndarray, np.ndarray | None, bool]:

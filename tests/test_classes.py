@@ -24,7 +24,7 @@ from mnistkit.errors import MnistkitError
 from mnistkit.evaluation import Confusion, Evaluation
 from mnistkit.images import load_digit
 from mnistkit.plots import confusion_image, heat_map_origin
-from mnistkit.preprocess import preprocess_digit
+from mnistkit.preprocess import _object_map, preprocess_digit
 from mnistkit.serve import prediction_json
 
 NAMES = list(FASHION_MNIST.class_names)
@@ -393,6 +393,17 @@ def test_an_object_that_reaches_the_border_keeps_the_part_there(tmp_path: Path) 
     framed_seen = load_digit(tmp_path / "framed.png", style="fashion-mnist").astype(int)
     assert reaching[-6:].mean() > 0.5 * framed_seen[-6:].mean() > 0  # its lower part is there
     assert np.abs(reaching - framed_seen).mean() < 8
+
+
+def test_a_light_object_over_a_third_of_the_border_of_a_dark_backdrop_leaves_it_backdrop() -> None:
+    """A fit through every border pixel bent past the backdrop, and each fit without the pixels
+    beyond it bent further: a fifth of the backdrop was taken for the object."""
+    rng = np.random.default_rng(0)
+    rows, columns = np.mgrid[0:120, 0:120] / 119
+    placed = (columns < 0.6) & (rows < 0.7)
+    photo = np.where(placed, 0.8, 0.1 + 0.05 * rows) + rng.normal(0, 0.01, placed.shape)
+    _, found = _object_map(np.clip(photo, 0, 1).astype(np.float32), "photo")
+    assert found[placed].mean() == 1.0 and found[~placed].mean() < 0.01
 
 
 def test_pictures_of_many_named_classes() -> None:
