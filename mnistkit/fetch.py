@@ -157,28 +157,27 @@ def _fetch_all(
     hint: str,
     log: Log,
 ) -> list[Path]:
-    failed_mirrors: set[str] = set()
-    paths = []
-    unfetchable = []  # another dataset's file, or with no mirror one missing or invalid: told at the end
-    for position, expected in enumerate(downloads):
+    """Look at every file already there first, then fetch: a folder holding another dataset's
+    file is refused before anything is downloaded into it (its other files were fetched first,
+    leaving the folder half one dataset's, half the other's)."""
+    wanted, unfetchable = [], []  # to fetch; lines that stop the run, told all at the end
+    for expected in downloads:
         target = folder / expected.name
         if target.exists() and not force:
             problem = file_problem(target, expected)
             if problem is None:
                 log(f"{target}: already present and valid, not downloaded again")
-                paths.append(target)
-                continue
-            if isinstance(problem, AnotherDatasetsFile):  # named with the others, at the end
+                with contextlib.suppress(OSError):
+                    _aside_name(target).unlink(missing_ok=True)  # a copy put in its place since
+            elif isinstance(problem, AnotherDatasetsFile):
                 unfetchable.append(
                     f"{target}: {problem}, not this dataset's; fetch into another folder "
                     f"(as make all does: data/NAME/raw), or give {setting('force', True)} to replace it"
                 )
-                continue
-            if not mirrors:  # kept: there is nothing to replace it with
+            elif not mirrors:  # kept: there is nothing to replace it with
                 unfetchable.append(f"{target}: present but invalid ({problem}), and no mirror is given")
-                continue
-            moved = f"moved to {_moved_aside(target).name} until a verified copy comes"
-            log(f"{target}: present but invalid ({problem}); {moved}")
+            else:
+                wanted.append((expected, problem))
         elif not mirrors:  # only now: files already here need none (an offline job's cache)
             if target.exists():
                 force_option = setting("force", True)
@@ -186,18 +185,23 @@ def _fetch_all(
                     f"{target}: {force_option} downloads it again, but no mirror is given to fetch it from"
                 )
             unfetchable.append(f"{target}: missing, but no mirror is given to fetch it from")
-            continue
-        more_files = position < len(downloads) - 1
-        download = Download(expected, *bounds)
-        _fetch_file(target, download, mirrors, failed_mirrors, more_files, hint, log)
-        with contextlib.suppress(OSError):
-            _aside_name(target).unlink(missing_ok=True)  # replaced by a verified copy
-        paths.append(target)
+        else:
+            wanted.append((expected, None))
     if unfetchable:
         for line in unfetchable[:-1]:
             log(line)
         raise MnistkitError(unfetchable[-1])
-    return paths
+    failed_mirrors: set[str] = set()
+    for position, (expected, problem) in enumerate(wanted):
+        target = folder / expected.name
+        if problem is not None:
+            moved = f"moved to {_moved_aside(target).name} until a verified copy comes"
+            log(f"{target}: present but invalid ({problem}); {moved}")
+        download = Download(expected, *bounds)
+        _fetch_file(target, download, mirrors, failed_mirrors, position < len(wanted) - 1, hint, log)
+        with contextlib.suppress(OSError):
+            _aside_name(target).unlink(missing_ok=True)  # replaced by a verified copy
+    return [folder / expected.name for expected in downloads]
 
 
 def _aside_name(target: Path) -> Path:

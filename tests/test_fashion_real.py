@@ -89,6 +89,20 @@ def test_another_datasets_files_are_named_and_kept(tmp_path: Path) -> None:
     )
     assert sum("it holds MNIST's" in line for line in fetched.stderr.splitlines()) == 4  # each named
     assert {path.name: path.read_bytes() for path in mnist.iterdir()} == before
+    # Two of MNIST's files alone: refused before Fashion-MNIST's other two were fetched beside them.
+    half = tmp_path / "half"
+    half.mkdir()
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        shutil.copy(mnist / name, half / name)
+    refused = CliRunner().invoke(
+        cli,
+        ["fetch", "--dataset", "fashion-mnist", "--out", str(half), "--no-default-mirrors"],
+        env={"MNISTKIT_MIRROR": str(REAL_FASHION_DIR)},
+    )
+    assert refused.exit_code == 1 and sorted(path.name for path in half.iterdir()) == [
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+    ]
     parsed = CliRunner().invoke(
         cli, ["parse-to-npz", str(mnist), "--dataset", "fashion-mnist", "-o", str(tmp_path / "f.npz")]
     )
