@@ -123,11 +123,7 @@ def test_a_checkpoint_trained_by_hand_in_makes_place_stops_make(tmp_path: Path) 
     """`mnistkit train data/mnist.npz -o models/model.safetensors`, then `make all`: make took
     the newer checkpoint as its own, and the reports described a model it never trained.
     Training over it would lose it: make stops and says what to do."""
-    made = [f"data/raw/{name}" for name in MNIST_FILES.values()] + ["data/mnist.npz"]
-    for age, name in enumerate(made):
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_bytes(b"made")
-        os.utime(tmp_path / name, (age, age))
+    _with_data(tmp_path)
     (tmp_path / "models").mkdir()
     assert run_make(tmp_path, "models/model.safetensors").returncode == 0
     assert (tmp_path / "calls.txt").read_text().startswith("train ")
@@ -151,13 +147,18 @@ def test_a_checkpoint_trained_by_hand_in_makes_place_stops_make(tmp_path: Path) 
     )
 
 
-def _trained_by_make(folder: Path) -> None:
-    """The data, and a model make trained from it and recorded."""
+def _with_data(folder: Path) -> None:
+    """The four files fetch writes and the .npz made from them, each older than the next."""
     made = [f"data/raw/{name}" for name in MNIST_FILES.values()] + ["data/mnist.npz"]
     for age, name in enumerate(made):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(b"made")
         os.utime(folder / name, (age, age))
+
+
+def _trained_by_make(folder: Path) -> None:
+    """The data, and a model make trained from it and recorded."""
+    _with_data(folder)
     assert run_make(folder, "models/model.safetensors").returncode == 0
     (folder / "models/model.history.jsonl").write_bytes(b"made")  # train's, which the stand-in is not
     (folder / "calls.txt").unlink()
@@ -260,11 +261,7 @@ def test_a_model_made_by_hand_after_a_run_that_wrote_nothing_is_refused(tmp_path
 def test_a_model_made_by_hand_before_make_ever_trained_is_refused(tmp_path: Path) -> None:
     """The README's train example run first, then `make all`: with no record at all, make
     trained over the model in silence."""
-    made = [f"data/raw/{name}" for name in MNIST_FILES.values()] + ["data/mnist.npz"]
-    for age, name in enumerate(made):
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_bytes(b"made")
-        os.utime(tmp_path / name, (age, age))
+    _with_data(tmp_path)
     (tmp_path / "models").mkdir()
     (tmp_path / "models/model.safetensors").write_bytes(b"trained by hand")
     stopped = run_make(tmp_path, "models/model.safetensors")
