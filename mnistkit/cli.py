@@ -431,7 +431,8 @@ def parse_to_npz_command(raw_dir: Path, output: str, dataset: str, label_columns
 
     \b
       mnistkit parse-to-npz data/raw -o data/mnist.npz
-      mnistkit parse-to-npz data/fashion-mnist/raw --dataset fashion-mnist -o data/fashion.npz
+      mnistkit parse-to-npz data/fashion-mnist/raw --dataset fashion-mnist \\
+          -o data/fashion-mnist/fashion-mnist.npz
       mnistkit parse-to-npz data/qmnist/raw --dataset qmnist --label-columns -o data/qmnist/qmnist.npz
     """
     from mnistkit.arrays import save_arrays
