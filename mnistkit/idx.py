@@ -252,13 +252,14 @@ def _parse_call(name: str, folder: Path) -> str:
     return f"mnistkit.load_dataset({name!r}, {str(folder)!r})"
 
 
-def _class_labels(labels_path: Path, table: np.ndarray, spec: DatasetSpec) -> np.ndarray:
-    """The class of each image, numbered from 0: QMNIST's first label column, EMNIST letters' label - 1."""
+def _class_labels(labels_path: Path, table: np.ndarray, spec: DatasetSpec, hint: str) -> np.ndarray:
+    """The class of each image, numbered from 0: QMNIST's first label column, EMNIST letters' label - 1.
+    A refusal ends with `hint`, how to put a verified copy there."""
     if spec.label_columns:
         if table.shape[1] != len(spec.label_columns):
             raise MnistkitError(
                 f"{labels_path}: labels have {table.shape[1]} columns, expected {len(spec.label_columns)} "
-                f"({', '.join(spec.label_columns)})"
+                f"({', '.join(spec.label_columns)}){hint}"
             )
         table = table[:, 0]
     low, high = spec.label_offset, spec.label_offset + len(spec.class_names) - 1
@@ -267,7 +268,7 @@ def _class_labels(labels_path: Path, table: np.ndarray, spec: DatasetSpec) -> np
         index = int(out_of_range[0])
         raise MnistkitError(
             f"{labels_path}: label {int(table[index])} at index {index} is outside {low}-{high} "
-            f"({out_of_range.size} of {table.size} labels out of range)"
+            f"({out_of_range.size} of {table.size} labels out of range){hint}"
         )
     return (table - spec.label_offset).astype(np.uint8)
 
@@ -319,7 +320,7 @@ def read_mnist_dir(
         _check_forms_agree(raw_dir, spec.files[f"{split}_labels"], table)
         _check_whose(images_path, images, spec, spec.files[f"{split}_images"])
         _check_whose(labels_path, table, spec, spec.files[f"{split}_labels"])
-        labels = _class_labels(labels_path, table, spec)
+        labels = _class_labels(labels_path, table, spec, _refetch_hint(raw_dir, spec))
         if len(images) != len(labels):
             raise MnistkitError(
                 f"{images_path} holds {len(images)} images but {labels_path.name} holds {len(labels)} labels"
