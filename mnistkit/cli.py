@@ -640,7 +640,9 @@ def _shown(value: object) -> str:
     help="The dataset of an .npz that names none (not made by parse-to-npz), such as part of "
     "KMNIST saved with numpy [default: MNIST's digits; with --resume, the checkpoint's].",
 )
-@_output_option("--history", help="Write one JSON line per epoch here ('-': stdout).")
+@_output_option(
+    "--history", help="Write one JSON line per epoch here ('-': stdout); replaces only an earlier history."
+)
 @click.option(
     "--resume",
     type=PathType(),

@@ -47,11 +47,31 @@ def _in_field_order(record: Mapping[str, Any]) -> dict[str, Any]:
 
 def check_history_target(path: str | os.PathLike[str]) -> None:
     """The history is written after every epoch: a pipe's reader would take the first and
-    leave, and the second would find no one to read it."""
-    if not (is_stdout(path) or is_stderr(path)) and Path(path).is_fifo():
+    leave, and the second would find no one to read it. It replaces a history of an earlier
+    run, never another file: a checkpoint's name given by a slip would lose the model."""
+    if is_stdout(path) or is_stderr(path):
+        return
+    if Path(path).is_fifo():
         raise MnistkitError(
             f"{path}: {setting('history')} is written after every epoch, which a pipe takes once; "
             "give a file, or - for standard output"
+        )
+    if written_in_place(path):  # /dev/null and the like
+        return
+    if str(path).lower().endswith(".safetensors"):
+        raise MnistkitError(
+            f"{path}: {setting('history')} is JSON lines, not a checkpoint; give another name, "
+            "such as models/model.history.jsonl"
+        )
+    try:
+        with open(path, "rb") as file:
+            start = file.read(4096).lstrip()
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        return  # nothing to replace, or check_writable_target's to say
+    if start and not start.startswith(b"{"):
+        raise MnistkitError(
+            f"{path}: holds no training history, and {setting('history')} would replace it; "
+            "give another name, or delete the file first"
         )
 
 

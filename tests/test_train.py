@@ -808,3 +808,44 @@ def test_a_checkpoint_is_written_under_a_safetensors_name_only(tmp_path: Path, s
         with pytest.raises(MnistkitError, match="a checkpoint is safetensors"):
             mnistkit.train(synthetic_npz, "logreg", epochs=1, output=out / name)
     assert not list(out.iterdir())
+
+
+def test_history_never_replaces_a_checkpoint_or_another_file(
+    tmp_path: Path, synthetic_npz: Path, synthetic_data
+) -> None:
+    """--history replaced whatever it named: a checkpoint's name given by a slip lost the model,
+    in a notebook as in a shell. It replaces only a history, and is refused before training."""
+    model = tmp_path / "model.safetensors"
+    assert run_train(synthetic_npz, "-o", model, "--epochs", "1", "--model", "logreg").exit_code == 0
+    data_copy = tmp_path / "copy.npz"
+    data_copy.write_bytes(synthetic_npz.read_bytes())
+    kept = {path: path.read_bytes() for path in (model, data_copy)}
+    other = ("-o", tmp_path / "b.safetensors", "--model", "logreg")
+    result = run_train(synthetic_npz, *other, "--history", model)
+    assert result.exit_code == 1
+    assert f"{model}: --history is JSON lines, not a checkpoint; give another name" in result.stderr
+    result = run_train(synthetic_npz, *other, "--history", data_copy)
+    assert result.exit_code == 1
+    assert f"{data_copy}: holds no training history, and --history would replace it" in result.stderr
+    assert not (tmp_path / "b.safetensors").exists()
+    import mnistkit
+
+    for target, message in ((model, "history is JSON lines"), (data_copy, "holds no training history")):
+        with pytest.raises(MnistkitError, match=message):
+            mnistkit.train(synthetic_data, "logreg", epochs=1, history=target, verbose=False)
+    assert {path: path.read_bytes() for path in kept} == kept
+    history = tmp_path / "history.jsonl"  # an earlier run's history is replaced, as before
+    for epochs in (2, 1):
+        result = run_train(
+            synthetic_npz,
+            "-o",
+            tmp_path / "c.safetensors",
+            "--history",
+            history,
+            "--model",
+            "logreg",
+            "--epochs",
+            str(epochs),
+        )
+        assert result.exit_code == 0, result.output
+        assert len(history.read_text().splitlines()) == epochs
