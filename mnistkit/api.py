@@ -137,7 +137,11 @@ class Model:
         scored = f", test accuracy {accuracy:.2%}" if isinstance(accuracy, float) else ""
         dataset = self.checkpoint.dataset
         of = "" if dataset == DEFAULT_DATASET else f" of {dataset}"
-        return f"<mnistkit.Model {self.architecture['model']}{of}, classes {self.classes}{scored}>"
+        stopped = ""
+        if self.checkpoint.finished is False:
+            planned = self.checkpoint.metadata["config"]["epochs"]
+            stopped = f", stopped after epoch {self.metrics['epochs']} of {planned}"
+        return f"<mnistkit.Model {self.architecture['model']}{of}, classes {self.classes}{scored}{stopped}>"
 
 
 # What Model.predict and predict_images say of the arrays' dict, given where images go.

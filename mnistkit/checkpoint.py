@@ -90,6 +90,17 @@ class Checkpoint:
         """How `predict` prepares a person's image for this model: a key of IMAGE_STYLES."""
         return self.metadata["preprocessing"]
 
+    @property
+    def finished(self) -> bool | None:
+        """Whether the run trained all its epochs (None where the checkpoint does not say). A
+        run writes its checkpoint at every epoch, so one stopped midway (Ctrl-C, a crash)
+        leaves a model that looks finished but for its count of epochs."""
+        done = self.metadata.get("metrics", {}).get("epochs")
+        planned = (self.metadata.get("config") or {}).get("epochs")
+        if not all(isinstance(count, int) and not isinstance(count, bool) for count in (done, planned)):
+            return None
+        return done >= planned
+
     def predict_probabilities(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         from mnistkit.inference import predict_probabilities
 

@@ -29,9 +29,14 @@ def checkpoint_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         "preprocessing": checkpoint.preprocessing,
         "config": metadata.get("config"),
         "metrics": metadata.get("metrics"),
+        "finished": checkpoint.finished,
         "data_sha256": metadata.get("data_sha256"),
         "has_optimizer_state": bool(checkpoint.optimizer_state),
     }
+
+
+def stopped_midway(done: int, planned: int) -> str:
+    return f"no: stopped after epoch {done} of {planned}"
 
 
 def _rounded(name: str, value: Any) -> Any:
@@ -56,6 +61,8 @@ def format_info(info: dict[str, Any]) -> str:
             value = settings_that_apply(value, model)
         if value in (None, "", [], {}):
             continue
+        if key == "finished":
+            value = "yes" if value else stopped_midway(info["metrics"]["epochs"], info["config"]["epochs"])
         if key == "tensors":
             lines.append("tensors")
             lines += [f"  {name:<24} {'x'.join(map(str, shape))}" for name, shape in value.items()]

@@ -738,6 +738,16 @@ def test_a_second_stop_as_train_ends_leaves_the_notebook_its_own_handler() -> No
     assert result.stdout.splitlines() == ["KeyboardInterrupt", "True False []"], result.stderr
 
 
+def info_of(checkpoint: Path, *options: str) -> str:
+    from click.testing import CliRunner
+
+    from mnistkit.cli import cli
+
+    result = CliRunner().invoke(cli, ["info", str(checkpoint), *options])
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
 def test_a_notebook_run_stopped_midway_continues_on_the_same_data_only(
     tmp_path: Path, synthetic_data, monkeypatch, capsys
 ) -> None:
@@ -767,9 +777,15 @@ def test_a_notebook_run_stopped_midway_continues_on_the_same_data_only(
     mnistkit.train(synthetic_data, "logreg", epochs=3, output=one_go, verbose=False)
     output = tmp_path / "stopped.safetensors"
     assert "saved the checkpoint of epoch 1 of 3" in stopped_run(synthetic_data, output)
+    # The stopped run's checkpoint replaced any finished model there: it says it is not one.
+    assert repr(mnistkit.load(output)).endswith(", stopped after epoch 1 of 3>")
+    assert "finished               no: stopped after epoch 1 of 3\n" in info_of(output)
+    assert json.loads(info_of(output, "--json"))["finished"] is False
     mnistkit.train(synthetic_data, "logreg", epochs=3, output=output)
     assert "epoch 1 of 3 was done" in capsys.readouterr().err
     assert output.read_bytes() == one_go.read_bytes()
+    assert "stopped" not in repr(mnistkit.load(output))
+    assert "finished               yes\n" in info_of(output)
 
     edited = {**synthetic_data, "train_images": synthetic_data["train_images"][:, ::-1]}
     for arrays, restart in ((edited, False), (synthetic_data, True)):
