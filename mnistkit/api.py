@@ -332,11 +332,12 @@ def _is_keras_pairs(arrays: Any) -> bool:
 
 
 def _is_one_pair(arrays: Any) -> bool:
-    """(images, labels) of one split: two arrays (numpy's, jax's, torch's)."""
+    """(images, labels) of one split: two arrays (numpy's, jax's, torch's) or lists, as a
+    dict's arrays may be."""
     return (
         isinstance(arrays, tuple | list)
         and len(arrays) == 2
-        and all(hasattr(part, "__array__") for part in arrays)
+        and all(hasattr(part, "__array__") or isinstance(part, list | tuple) for part in arrays)
     )
 
 

@@ -1118,6 +1118,8 @@ def test_keras_and_torch_habits_get_the_call_that_works(synthetic_data, large_di
     assert as_dict.count == len(labels) and np.array_equal(as_pair.confusion_matrix, as_dict.confusion_matrix)
     as_train = mnistkit.evaluate(model, [images[:50], labels[:50]], split="train")
     assert as_train.count == 50
+    for pair in ((images, labels.tolist()), [list(images), list(labels)]):  # lists, as a dict's may be
+        assert np.array_equal(mnistkit.evaluate(model, pair).confusion_matrix, as_dict.confusion_matrix)
     with pytest.raises(
         TypeError, match=re.escape("Keras' ((x_train, y_train), (x_test, y_test)), not a tuple")
     ):
