@@ -218,6 +218,8 @@ def download(
         mirrors = split_mirrors(mirrors)
     elif isinstance(mirrors, os.PathLike):
         mirrors = [os.fspath(mirrors)]
+    else:  # a list of folders may hold pathlib's paths
+        mirrors = [os.fspath(mirror) if isinstance(mirror, os.PathLike) else mirror for mirror in mirrors]
     urls = mirror_list(mirrors, os.environ.get(MIRROR_ENV), dataset=dataset)
     return fetch(folder, urls, force=force, timeout_s=timeout_s, dataset=dataset, cache_dir=cache_dir)
 
@@ -242,14 +244,16 @@ def load_dataset(
         return read_mnist_dir(folder, name)
     folder = Path(folder) if name == DEFAULT_DATASET else Path(folder) / name
     npz = folder / f"{name}.npz"
-    if not npz.exists():
+    if not npz.exists() or download_options.get("force"):  # force: downloaded and parsed again
         download(folder / "raw", dataset=name, cache_dir=folder.parent / "cache", **download_options)
         save_arrays(npz, read_mnist_dir(folder / "raw", name))
     try:
         return load_arrays(npz)
     except MnistkitError as error:  # damaged since it was written here: made again if deleted
         source = f"from {folder / 'raw'}" if (folder / "raw").is_dir() else "from a download"
-        raise type(error)(f"{error}; delete it, and this call makes it again {source}") from None
+        raise type(error)(
+            f"{error}; delete it, and this call makes it again {source} (force=True downloads it too)"
+        ) from None
 
 
 def load_mnist(folder: str | os.PathLike[str] = "data", **download_options: Any) -> dict[str, np.ndarray]:

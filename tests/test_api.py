@@ -95,15 +95,28 @@ def test_a_damaged_kept_npz_says_how_to_have_it_made_again(tmp_path: Path, fetch
     mnistkit.load_mnist(tmp_path / "data", mirrors=[])
     npz.write_bytes(npz.read_bytes()[:100])
     with pytest.raises(
-        MnistkitError, match=re.escape(f"; delete it, and this call makes it again from {raw}")
+        MnistkitError, match=re.escape(f"; delete it, and this call makes it again from {raw} (force=True")
     ):
         mnistkit.load_mnist(tmp_path / "data", mirrors=[])
     npz.unlink()
     assert mnistkit.load_mnist(tmp_path / "data", mirrors=[])["train_images"].shape == (30, 28, 28)
     shutil.rmtree(raw)  # the folder it was parsed from gone too: made from a download
     npz.write_bytes(npz.read_bytes()[:100])
-    with pytest.raises(MnistkitError, match=r"; delete it, and this call makes it again from a download$"):
+    from_a_download = (
+        "; delete it, and this call makes it again from a download (force=True downloads it too)"
+    )
+    with pytest.raises(MnistkitError, match=re.escape(from_a_download) + "$"):
         mnistkit.load_mnist(tmp_path / "data", mirrors=[])
+    mirror = tmp_path / "mirror"  # force=True, as the hint says: downloaded and parsed again
+    mirror.mkdir()
+    for name, data in fetch_files.items():
+        (mirror / name).write_bytes(data)
+    assert mnistkit.load_mnist(tmp_path / "data", mirrors=[mirror], force=True)["train_images"].shape == (
+        30,
+        28,
+        28,
+    )
+    assert mnistkit.load_mnist(tmp_path / "data", mirrors=[])["test_labels"].shape == (10,)
 
 
 def test_a_model_of_a_module_since_reloaded_is_named_so(large_digit_model: Path) -> None:
