@@ -125,6 +125,10 @@ class TrainConfig:
             len(self.channels) != len(self.kernel_sizes)
             or min(self.channels + self.kernel_sizes, default=0) < 1
         ):
+            if self.model != "cnn":  # TrainConfig(channels=(8,)): the model is the mlp
+                raise MnistkitError(
+                    f"{setting('channels')} applies to {setting('model', 'cnn')}, not {self.model}"
+                )
             raise MnistkitError(
                 f"{setting('channels')} and {setting('kernel_sizes')}: one positive size each per "
                 f"conv layer, got {_listed(self.channels)} and {_listed(self.kernel_sizes)}"

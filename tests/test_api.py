@@ -1106,6 +1106,9 @@ def test_a_learners_slips_get_one_line_that_says_what_was_meant(synthetic_data, 
     ):
         mnistkit.TrainConfig(model="logreg", epochs=15)
     assert mnistkit.TrainConfig(model="logreg", hidden=()).hidden == ()
+    # Blamed on the kernel sizes, not given, of conv layers the default model does not have.
+    with pytest.raises(MnistkitError, match=r'^channels applies to model="cnn", not mlp$'):
+        mnistkit.TrainConfig(channels=(8,))
     with (
         terms.command_line_terms(),
         pytest.raises(  # --hidden 512,256 was typed: no default to blame
