@@ -748,15 +748,13 @@ def draw_confusion(evaluation: Evaluation) -> Image.Image:
 
 def draw_curves(history: Model | Sequence[Mapping[str, Any]] | str | os.PathLike[str]) -> Image.Image:
     """`mnistkit render-curves`: loss and accuracy per epoch of a model's training (a model,
-    its history's records, or a `--history` file's path)."""
-    from mnistkit.history import METRICS, read_history
-    from mnistkit.inputs import read_text
+    its history's records, a `--history` file's path or a checkpoint's)."""
+    from mnistkit.history import checked_history, history_records
     from mnistkit.plots import curves_image
 
     if isinstance(history, str | os.PathLike):
-        records = read_history(*read_text(history, "a history file"))
-    else:
-        records = history.history if isinstance(history, Model) else history
+        return curves_image(history_records(history)[0])
+    records = history.history if isinstance(history, Model) else history
     if isinstance(records, Iterable) and not isinstance(records, Mapping | str | bytes):
         records = list(records)  # a generator of records, as a list's
     if not (
@@ -766,9 +764,9 @@ def draw_curves(history: Model | Sequence[Mapping[str, Any]] | str | os.PathLike
             "draw_curves(history): the history is a mnistkit.Model, its .history (a record per "
             f"epoch) or a history file's path, not a {type(history).__name__}"
         )
-    if not records:
-        raise MnistkitError("history: empty history, no epochs to plot")
-    return curves_image([{"epoch": r["epoch"], **{key: r.get(key) for key in METRICS}} for r in records])
+    return curves_image(
+        checked_history([(f"history record {n}", r) for n, r in enumerate(records, 1)], "history")
+    )
 
 
 def draw_embedding(

@@ -68,6 +68,7 @@ BLUE_WHITE_RED: tuple[RGB, ...] = (
 TITLE_PX = 20
 LABEL_PX = 15
 TICK_PX = 13
+SCIENTIFIC_FROM = 1e5  # tick labels from this magnitude on: 2.5e9
 
 
 @functools.cache
@@ -189,12 +190,30 @@ def nice_ticks(low: float, high: float, max_ticks: int = 6, integer: bool = Fals
 
 
 def tick_labels(ticks: Sequence[float]) -> list[str]:
-    """The fewest decimals that tell every tick apart."""
+    """The fewest decimals that tell every tick apart; from 100,000 on, as 2.5e9, which keeps
+    a diverged run's loss inside the margin that its axis title shares."""
+    largest = max((abs(value) for value in ticks), default=0.0)
+    if largest >= SCIENTIFIC_FROM:
+        for decimals in range(7):
+            labels = [_scientific(value, decimals) for value in ticks]
+            if all(
+                abs(float(label) - value) <= 1e-9 * largest
+                for label, value in zip(labels, ticks, strict=True)
+            ):
+                return labels
     for decimals in range(7):
         labels = [f"{value:.{decimals}f}" for value in ticks]
         if all(abs(float(label) - value) < 1e-9 for label, value in zip(labels, ticks, strict=True)):
             return [label.replace("-0", "0") if float(label) == 0 else label for label in labels]
     return [f"{value:g}" for value in ticks]
+
+
+def _scientific(value: float, decimals: int) -> str:
+    """2.5e9 for 2.5e+09 (and 0 for 0)."""
+    if value == 0:
+        return "0"
+    mantissa, exponent = f"{value:.{decimals}e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
 
 
 @dataclass(frozen=True)

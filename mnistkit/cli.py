@@ -1310,21 +1310,21 @@ def render_confusion_command(
 @click.argument("history", type=PathType(allow_dash=True))
 @_picture_output
 def render_curves_command(history: str, output: str) -> None:
-    """Draw loss and accuracy per epoch, train, validation and test, from train --history.
+    """Draw loss and accuracy per epoch, train, validation and test, from train --history
+    (or from the history a checkpoint keeps).
 
     Splits that were not measured (null in every line) are left out; train with
     --val-size N and --eval-test-each-epoch to get all three.
 
     \b
       mnistkit render-curves models/model.history.jsonl -o reports/curves.png
+      mnistkit render-curves models/model.safetensors -o reports/curves.png
     """
-    from mnistkit.history import read_history
-    from mnistkit.inputs import read_text
+    from mnistkit.history import history_records
     from mnistkit.plots import curves_image
     from mnistkit.render import save_picture
 
-    text, source = read_text(history, "a history file")
-    records = read_history(text, source)
+    records, source = history_records(history)
     save_picture(curves_image(records, Path(source).name), output)
     _wrote(output, f"curves of {_count(len(records), 'epoch')}")
 

@@ -81,9 +81,24 @@ def write_history(path: str | os.PathLike[str], records: Sequence[Mapping[str, A
     write_text_atomic(path, history_text(records[-1:] if written_in_place(path) else records))
 
 
+def history_records(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], str]:
+    """The records of a history file (`-`: stdin), or those a checkpoint keeps of its own
+    training, and the source's name."""
+    if str(path).lower().endswith(".safetensors"):
+        from mnistkit.checkpoint import load_checkpoint
+
+        kept = load_checkpoint(path).metadata.get("history") or []
+        numbered = [(f"{path} record {number}", record) for number, record in enumerate(kept, start=1)]
+        return checked_history(numbered, str(path)), str(path)
+    from mnistkit.inputs import read_text
+
+    text, source = read_text(path, "a history file")
+    return read_history(text, source), source
+
+
 def read_history(text: str, source: str) -> list[dict[str, Any]]:
     """The per-epoch records of a history file (epoch and METRICS), checked line by line."""
-    records: list[dict[str, Any]] = []
+    numbered = []
     for line_number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -94,6 +109,15 @@ def read_history(text: str, source: str) -> list[dict[str, Any]]:
             raise MnistkitError(f"{where}: not JSON (expected one JSON object per epoch)") from None
         if not isinstance(record, dict):
             raise MnistkitError(f"{where}: not a JSON object (expected one per epoch)")
+        numbered.append((where, record))
+    return checked_history(numbered, source)
+
+
+def checked_history(numbered: Sequence[tuple[str, Mapping[str, Any]]], source: str) -> list[dict[str, Any]]:
+    """Records, each with where it was found ("h.jsonl line 3"), as charts take them: whole
+    epochs counting up and finite numbers, or None where a split was not measured."""
+    records: list[dict[str, Any]] = []
+    for where, record in numbered:
         epoch = record.get("epoch")
         if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
             raise MnistkitError(f"{where}: 'epoch' must be a whole number from 1, got {epoch!r}")

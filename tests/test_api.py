@@ -643,6 +643,9 @@ def test_pictures_take_paths_as_the_other_functions_do(
     assert (
         mnistkit.draw_weights(tmp_path / "l.safetensors").tobytes() == mnistkit.draw_weights(logreg).tobytes()
     )
+    # A checkpoint's path draws the history it keeps, as the model itself does.
+    curves = mnistkit.draw_curves(logreg).tobytes()
+    assert mnistkit.draw_curves(tmp_path / "l.safetensors").tobytes() == curves
 
 
 # A notebook's kernel takes Stop as KeyboardInterrupt; a process started in the background by a
@@ -1001,6 +1004,20 @@ def test_pictures_of_the_wrong_thing_say_what_they_draw(large_digit_model: Path)
         mnistkit.draw_confusion(mnistkit.load(large_digit_model))
     with pytest.raises(MnistkitError, match=r"^history: empty history, no epochs to plot$"):
         mnistkit.draw_curves([])
+    # Records of one's own are checked as a file's lines are (inside Pillow or charts before).
+    for records, message in (
+        ([{"epoch": 1}], "history: no loss or accuracy values to plot"),
+        (
+            [{"epoch": "1", "train_loss": 0.5}],
+            "history record 1: 'epoch' must be a whole number from 1, got '1'",
+        ),
+        (
+            [{"epoch": 1, "train_loss": 0.5}, {"epoch": 2, "train_loss": float("nan")}],
+            "history record 2: train_loss must be a number or null, got nan",
+        ),
+    ):
+        with pytest.raises(MnistkitError, match="^" + re.escape(message) + "$"):
+            mnistkit.draw_curves(records)
 
 
 def test_arguments_swapped_or_of_another_kind_get_the_calls_form(

@@ -28,7 +28,7 @@ from mnistkit.cli import cli
 from mnistkit.datasets import DATASETS
 from mnistkit.errors import MnistkitError
 from mnistkit.evaluation import distinct_percent, read_confusion
-from mnistkit.history import read_history
+from mnistkit.history import METRICS, read_history
 from mnistkit.inference import dense_stack, normalize
 from mnistkit.plots import bottleneck_values, confusion_cell_box, curves_image, head_logits
 from mnistkit.render import SampleOptions, samples_picture, samples_title
@@ -429,6 +429,22 @@ def test_render_curves_rejects_bad_history(tmp_path, content, fragment):
     assert_failed_cleanly(run("render-curves", history, "-o", output), output, fragment)
 
 
+def test_curves_of_a_checkpoint_are_of_the_history_it_keeps(tmp_path, synthetic_npz):
+    """render-curves of a checkpoint said "not a history file"; the checkpoint keeps its own."""
+    model = tmp_path / "model.safetensors"
+    trained = run("train", synthetic_npz, "-o", model, "--model", "logreg", "--epochs", "2")
+    assert trained.exit_code == 0, trained.output
+    result = run("render-curves", model, "-o", tmp_path / "curves.png")
+    assert result.exit_code == 0, result.output
+    records = load_checkpoint(model).metadata["history"]
+    assert [record["epoch"] for record in records] == [1, 2]
+    expected = curves_image(
+        [{key: record[key] for key in ("epoch", *METRICS)} for record in records], model.name
+    )
+    with Image.open(tmp_path / "curves.png") as image:
+        assert np.array_equal(np.asarray(image.convert("RGB")), np.asarray(expected.convert("RGB")))
+
+
 def test_missing_history_file(tmp_path):
     output = tmp_path / "curves.png"
     assert_failed_cleanly(run("render-curves", tmp_path / "nope.jsonl", "-o", output), output, "no such")
@@ -668,6 +684,16 @@ def test_curves_past_what_a_chart_can_hold_are_one_error_naming_the_file() -> No
 def test_tick_labels_use_the_fewest_decimals():
     assert tick_labels([0.0, 0.05, 0.1]) == ["0.00", "0.05", "0.10"]
     assert tick_labels([-20.0, 0.0, 20.0]) == ["-20", "0", "20"]
+    assert tick_labels([0.0, 2.5e9, 5e9]) == ["0", "2.5e9", "5.0e9"]
+    assert tick_labels([-2e5, 0.0, 2e5]) == ["-2e5", "0", "2e5"]
+
+
+@pytest.mark.parametrize("loss", [3.3e6, 3.3e9, 3.3e20, 1e300])
+def test_a_diverged_runs_loss_axis_stays_inside_the_picture(loss: float) -> None:
+    """From a loss of about a million the axis title, and from a billion the tick labels
+    (0002097152), ran off the picture's left edge."""
+    image = np.asarray(curves_image(_loss_history(loss, loss / 3), "h.jsonl").convert("L"))
+    assert image[:, :4].min() == 255
 
 
 @pytest.mark.slow
