@@ -159,7 +159,7 @@ $(REPORTS)/metrics.json: $(CKPT) $(NPZ) | $(INSTALLED) ## evaluate on the test s
 # them is gone (rm reports/samples/*, or one), samples.png is made again, or predict would
 # find no image, or rows of images no longer there would stand.
 EXPORTED := $(shell cut -f1 $(REPORTS)/predictions.tsv 2>/dev/null)
-SAMPLES_GONE := $(if $(wildcard $(REPORTS)/samples/*.png),,FORCE)$(if $(filter-out $(wildcard $(EXPORTED)),$(EXPORTED)),FORCE)
+SAMPLES_GONE := $(if $(or $(if $(wildcard $(REPORTS)/samples/*.png),,none),$(filter-out $(wildcard $(EXPORTED)),$(EXPORTED))),FORCE)
 $(REPORTS)/samples.png: $(NPZ) $(CKPT) $(SAMPLES_GONE) | $(INSTALLED) ## a grid of test images with predictions
 	@rm -rf $(REPORTS)/samples && mkdir -p $(REPORTS)/samples
 	$(MNISTKIT) render-samples $(NPZ) -o $@ --model $(CKPT) --export-dir $(REPORTS)/samples > /dev/null

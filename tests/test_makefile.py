@@ -117,6 +117,18 @@ def test_exported_samples_that_are_gone_are_exported_again(tmp_path: Path) -> No
     assert run_make(tmp_path, "reports/predictions.tsv").returncode == 0
     calls = (tmp_path / "calls.txt").read_text().splitlines()
     assert [call.split()[0] for call in calls] == ["render-samples", "predict"], calls
+    # All of them gone while predictions.tsv still names them (a Ctrl-C in render-samples,
+    # after the recipe emptied the folder): both reasons at once were a target FORCEFORCE,
+    # "No rule to make target", and every later make failed.
+    (tmp_path / "calls.txt").unlink()
+    for png in (tmp_path / "reports/samples").glob("*.png"):
+        png.unlink()
+    (tmp_path / "reports/predictions.tsv").write_text("reports/samples/0.png\t7\t0.9\n")
+    for arguments in (["-n"], []):
+        result = run_make(tmp_path, *arguments, "reports/predictions.tsv")
+        assert result.returncode == 0, result.stderr
+    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    assert [call.split()[0] for call in calls] == ["render-samples", "predict"], calls
 
 
 def test_a_checkpoint_trained_by_hand_in_makes_place_stops_make(tmp_path: Path) -> None:
