@@ -142,6 +142,11 @@ train_command = $(strip $(MNISTKIT) train $(NPZ) -o $(CKPT) --history $(HISTORY)
 other_models := $(filter-out $(CKPT) $(HISTORY),$(filter $(MODELS)/%.safetensors $(MODELS)/%.history.jsonl,$(MAKECMDGOALS)))
 $(if $(other_models),$(error make trains $(CKPT) for DATASET=$(DATASET), not $(firstword $(other_models)); \
 	for another dataset: make all DATASET=NAME; for another file: $(MNISTKIT) train $(NPZ) -o FILE))
+# -o or --history in TRAIN_ARGS came after make's own and won: the model went elsewhere,
+# make trained again every time, and curves.png drew the history of the model before.
+own_outputs := $(filter -o% --output --output=% --history --history=%,$(TRAIN_ARGS))
+$(if $(own_outputs),$(error TRAIN_ARGS: make names the checkpoint ($(CKPT)) and its history \
+	itself, drop $(firstword $(own_outputs)); for a model of your own: $(MNISTKIT) train $(NPZ) -o FILE))
 $(MODELS)/%.safetensors $(MODELS)/%.history.jsonl: $(NPZ) $(RETRAIN) $(UNFINISHED) $(NO_HISTORY) | $(INSTALLED) ## train the model
 	@$(if $(FOREIGN),echo '$(foreign_checkpoint)' >&2; exit 1)
 	@mkdir -p $(MODELS); before="$(checksum)"; \

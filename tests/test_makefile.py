@@ -88,7 +88,24 @@ def test_make_trains_no_checkpoint_but_its_own(tmp_path: Path) -> None:
         assert f"make trains models/model.safetensors for DATASET=mnist, not {other}; " in result.stderr
         assert "for another dataset: make all DATASET=NAME; for another file: " in result.stderr
         assert not (tmp_path / "calls.txt").exists()
-    assert run_make(tmp_path, "models/model.safetensors").returncode == 0
+    # -o or --history in TRAIN_ARGS came after make's own and won: make trained again each time.
+    for given in (
+        "-o ../mine.safetensors",
+        "--output=m.safetensors",
+        "--history h.jsonl",
+        "--history=h.jsonl",
+    ):
+        result = run_make(tmp_path, "models/model.safetensors", f"TRAIN_ARGS=--epochs 1 {given}")
+        assert result.returncode != 0 and not (tmp_path / "calls.txt").exists()
+        dropped = given.split()[0]
+        assert (
+            "TRAIN_ARGS: make names the checkpoint (models/model.safetensors) and its history "
+            f"itself, drop {dropped}; " in result.stderr
+        )
+    assert (
+        run_make(tmp_path, "models/model.safetensors", "TRAIN_ARGS=--optimizer sgd --hidden 64").returncode
+        == 0
+    )
     assert (
         (tmp_path / "calls.txt").read_text().startswith("train data/mnist.npz -o models/model.safetensors ")
     )
