@@ -363,7 +363,7 @@ def _model(model: Model | str | os.PathLike[str], call: str) -> Model:
 
 # Stop (SIGINT) raising at once landed in jax's callbacks, where Python swallowed it and
 # training went on, or in its compiler; held, it is taken between chunks of batches.
-@interrupts.held_for_stop
+@interrupts.held_for_stop(notice=interrupts.STOPPING_NOTICE)
 def train(
     arrays: Mapping[str, np.ndarray] | str | os.PathLike[str],
     config: TrainConfig | str | None = None,

@@ -146,9 +146,6 @@ def _output(ctx: click.Context, param: click.Parameter, value: str | None) -> st
 
 # Options that name a folder the command writes into.
 OUTPUT_FOLDERS = ("export_dir", "save_preprocessed")
-# train's line at Ctrl-C, SIGTERM or SIGHUP, which it takes between chunks of work: within a compile,
-# seconds passed without a word.
-STOPPING_NOTICE = "stopping once the work in progress ends (a compile may take some seconds)"
 
 
 def _check_outputs_apart(ctx: click.Context) -> None:
@@ -735,7 +732,7 @@ def train(
     """
     from mnistkit.arrays import recorded_dataset
     from mnistkit.config import check_resume_options, config_from_options
-    from mnistkit.interrupts import deferred
+    from mnistkit.interrupts import STOPPING_NOTICE, deferred
 
     # The list options' text ("128,64") is read as the Python API's is, by config_from_options.
     given = {name: value for name, value in options.items() if value is not None}

@@ -26,6 +26,10 @@ from typing import Any
 
 from mnistkit.errors import Interrupted
 
+# train's line at Ctrl-C, SIGTERM or SIGHUP (a notebook's Stop), which it takes between chunks of
+# work: within a compile, seconds passed without a word.
+STOPPING_NOTICE = "stopping once the work in progress ends (a compile may take some seconds)"
+
 _held_signals: list[int] = []
 _deferring = False
 _notice: str | None = None  # said at once when a first signal is held: the stop may take seconds
@@ -38,12 +42,46 @@ def _on_signal(signal_number: int, frame: object) -> None:
     _held_signals.append(signal_number)
     if not _deferring:
         raise Interrupted(signal_number)
-    if _notice is not None and len(_held_signals) == 1:
+    if len(_held_signals) > 1:
+        return
+    if _announcer is not None:
+        _announcer.announce()
+    elif _notice is not None:
         # Written to the descriptor itself: the main thread may be inside sys.stderr's own
         # write, which a second write into its buffer from here would break (and sys.stderr
         # is None where descriptor 2 is closed).
         with contextlib.suppress(OSError):
             os.write(2, f"{_CLEAR_LINE if os.isatty(2) else ''}{_notice}\n".encode())
+
+
+class _Announcer:
+    """A notebook's notice, said on sys.stderr by a thread of its own once `announce()` is
+    called: in a notebook, descriptor 2 is the server's terminal, not the cell, and the signal
+    handler must not write to sys.stderr itself (the main thread may be inside its write)."""
+
+    def __init__(self, notice: str) -> None:
+        self._notice, self._closed = notice, False
+        self._wanted = threading.Event()
+        self._thread = threading.Thread(target=self._say, name="mnistkit stop notice", daemon=True)
+        self._thread.start()
+
+    def announce(self) -> None:
+        self._wanted.set()
+
+    def close(self) -> None:
+        """Said by now, or never: nothing comes after the call's own last line."""
+        self._closed = True
+        self._wanted.set()
+        self._thread.join(timeout=1.0)
+
+    def _say(self) -> None:
+        self._wanted.wait()
+        if not self._closed and sys.stderr is not None:
+            with contextlib.suppress(Exception):  # a closed or broken stream: the notice is a courtesy
+                print(self._notice, file=sys.stderr, flush=True)
+
+
+_announcer: _Announcer | None = None
 
 
 _terminal_fds: list[int] = []  # the standard descriptors that were a terminal at install()
@@ -109,35 +147,45 @@ def deferred(notice: str | None = None) -> Iterator[None]:
     raise_if_interrupted()
 
 
-def held_for_stop(function: Callable[..., Any]) -> Callable[..., Any]:
-    """`function` for a Python caller (a notebook's Stop) with SIGINT held as `deferred()` holds
-    it for the CLI, taken at `raise_if_interrupted()` and raised from the call as
-    KeyboardInterrupt; the caller's own handler is back afterwards, and a signal that came
-    after the last such call (the work was done) is dropped. Outside the main thread, where
-    no signal arrives, or inside the CLI, which holds signals itself, nothing changes."""
+def held_for_stop(notice: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A decorator: the function, for a Python caller (a notebook's Stop), with SIGINT held as
+    `deferred()` holds it for the CLI, taken at `raise_if_interrupted()` and raised from the
+    call as KeyboardInterrupt; a `notice` is said on sys.stderr as the first Stop is held. The
+    caller's own handler is back afterwards, and a signal that came after the last such call
+    (the work was done) is dropped. Outside the main thread, where no signal arrives, or
+    inside the CLI, which holds signals itself, nothing changes."""
 
-    @functools.wraps(function)
-    def held(*args: Any, **kwargs: Any) -> Any:
-        global _deferring
-        previous = signal.getsignal(signal.SIGINT)
-        if threading.current_thread() is not threading.main_thread() or previous is _on_signal:
-            return function(*args, **kwargs)
-        previous_hook, outer = sys.unraisablehook, _deferring
-        try:
-            # Held before the handler is ours (a Stop pending as it is set is raised by the
-            # caller's own handler, in here), and given back before holding ends: a second Stop
-            # between the two raised from this wrapper and left the notebook mnistkit's handler.
-            sys.unraisablehook, _deferring = _quiet_when_swallowed, True
-            _held_signals.clear()  # one a Stop left as the last call ended
-            signal.signal(signal.SIGINT, _on_signal)
-            return function(*args, **kwargs)
-        except Interrupted:
-            raise KeyboardInterrupt from None
-        finally:
+    def decorator(function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def held(*args: Any, **kwargs: Any) -> Any:
+            global _announcer, _deferring
+            previous = signal.getsignal(signal.SIGINT)
+            if threading.current_thread() is not threading.main_thread() or previous is _on_signal:
+                return function(*args, **kwargs)
+            previous_hook, outer, outer_announcer = sys.unraisablehook, _deferring, _announcer
+            announcer = _Announcer(notice) if notice is not None else None
             try:
-                signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
-            finally:  # a Stop from here on is the caller's KeyboardInterrupt, raised past this
-                sys.unraisablehook, _deferring = previous_hook, outer
-                _held_signals.clear()
+                # Held before the handler is ours (a Stop pending as it is set is raised by the
+                # caller's own handler, in here), and given back before holding ends: a second
+                # Stop between the two raised from this wrapper and left the notebook
+                # mnistkit's handler.
+                sys.unraisablehook, _deferring, _announcer = _quiet_when_swallowed, True, announcer
+                _held_signals.clear()  # one a Stop left as the last call ended
+                signal.signal(signal.SIGINT, _on_signal)
+                return function(*args, **kwargs)
+            except Interrupted:
+                raise KeyboardInterrupt from None
+            finally:
+                try:
+                    signal.signal(
+                        signal.SIGINT, previous if previous is not None else signal.default_int_handler
+                    )
+                finally:  # a Stop from here on is the caller's KeyboardInterrupt, raised past this
+                    sys.unraisablehook, _deferring, _announcer = previous_hook, outer, outer_announcer
+                    _held_signals.clear()
+                    if announcer is not None:
+                        announcer.close()
 
-    return held
+        return held
+
+    return decorator

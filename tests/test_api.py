@@ -729,7 +729,7 @@ def second_stop_first(number, handler):  # a second Stop lands as the handler is
 
 signal.signal = second_stop_first
 
-@interrupts.held_for_stop
+@interrupts.held_for_stop()
 def stopped_training():
     os.kill(os.getpid(), signal.SIGINT)
     interrupts.raise_if_interrupted()
@@ -752,6 +752,40 @@ def test_a_second_stop_as_train_ends_leaves_the_notebook_its_own_handler() -> No
     result = run_script(A_SECOND_STOP_AS_TRAIN_ENDS)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["KeyboardInterrupt", "True False []"], result.stderr
+
+
+STOP_DURING_A_COMPILE = (
+    """
+import os, signal, sys, threading, time
+from mnistkit import interrupts
+"""
+    + NOTEBOOK_STOP
+    + """
+
+@interrupts.held_for_stop(notice="stopping once the work in progress ends")
+def compiling_then_stopped():
+    os.kill(os.getpid(), signal.SIGINT)
+    os.kill(os.getpid(), signal.SIGINT)  # a second Stop, pressed as nothing was said
+    time.sleep(0.5)  # the compile: Stop is held
+    print("compiled", file=sys.stderr, flush=True)
+    interrupts.raise_if_interrupted()
+
+try:
+    compiling_then_stopped()
+except KeyboardInterrupt:
+    print("KeyboardInterrupt", threading.active_count())
+"""
+)
+
+
+def test_a_notebooks_stop_during_a_compile_is_answered_at_once() -> None:
+    """A notebook's Stop during train's first compile got no word for seconds, until the
+    "interrupted" line: it is answered at once, in the cell (sys.stderr, not descriptor 2,
+    which is the notebook server's terminal), once however many Stops come."""
+    result = run_script(STOP_DURING_A_COMPILE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["KeyboardInterrupt 1"]
+    assert result.stderr.splitlines() == ["stopping once the work in progress ends", "compiled"]
 
 
 def info_of(checkpoint: Path, *options: str) -> str:
