@@ -68,7 +68,7 @@ from mnistkit.inputs import input_path
 from mnistkit.mirrors import DEFAULT_CACHE_DIR, MIRROR_ENV, mirror_list, split_mirrors
 from mnistkit.predict import Prediction, predict_loaded, predict_paths
 from mnistkit.run_state import state_path
-from mnistkit.terms import check_keywords
+from mnistkit.terms import check_keywords, keywords_checked
 from mnistkit.worker_pool import workers_fork
 
 __all__ = [
@@ -200,6 +200,7 @@ def _image_batch(images: np.ndarray) -> np.ndarray:
     return images
 
 
+@keywords_checked
 def download(
     folder: str | os.PathLike[str] = "data/raw",
     mirrors: Sequence[str] | str | os.PathLike[str] = (),
@@ -259,6 +260,10 @@ def load_dataset(
 def load_mnist(folder: str | os.PathLike[str] = "data", **download_options: Any) -> dict[str, np.ndarray]:
     """MNIST's four arrays, downloaded to `folder`/raw and parsed to `folder`/mnist.npz the
     first time, read from there after (the same files `make all` uses)."""
+    if "dataset" in download_options:  # load_dataset's parameter, not a download option here
+        raise TypeError(
+            f"load_mnist() loads MNIST; for another dataset: load_dataset({download_options['dataset']!r})"
+        )
     check_keywords(download_options, _DOWNLOAD_KEYWORDS, "load_mnist()")
     return load_dataset(DEFAULT_DATASET, folder, **download_options)
 
@@ -545,6 +550,7 @@ def _resume_source(resume: Model | str | os.PathLike[str]) -> str:
     return str(resume) if isinstance(resume, str | os.PathLike) else "resume"
 
 
+@keywords_checked
 def load(path: str | os.PathLike[str]) -> Model:
     """A checkpoint written by `mnistkit train` (or `Model.save`)."""
     return Model(load_checkpoint(path))
@@ -554,6 +560,7 @@ def load(path: str | os.PathLike[str]) -> Model:
 ImageSource = str | os.PathLike | bytes | bytearray | memoryview | io.IOBase | Image.Image | np.ndarray
 
 
+@keywords_checked
 def predict_images(
     model: Model | str | os.PathLike[str],
     images: Iterable[ImageSource] | ImageSource,
@@ -662,6 +669,7 @@ def _array_picture(array: np.ndarray, name: str) -> Image.Image:
     return Image.fromarray(array.astype(np.uint8), "L" if array.ndim == 2 else "RGBA"[: array.shape[2]])
 
 
+@keywords_checked
 def evaluate(
     model: Model | str | os.PathLike[str],
     arrays: Mapping[str, np.ndarray] | str | os.PathLike[str],
@@ -731,6 +739,7 @@ def draw_samples(
     return grid.image
 
 
+@keywords_checked
 def draw_confusion(evaluation: Evaluation) -> Image.Image:
     """`mnistkit render-confusion`: the confusion matrix of an evaluation as a heat map."""
     from mnistkit.evaluation import Confusion
@@ -746,6 +755,7 @@ def draw_confusion(evaluation: Evaluation) -> Image.Image:
     )
 
 
+@keywords_checked
 def draw_curves(history: Model | Sequence[Mapping[str, Any]] | str | os.PathLike[str]) -> Image.Image:
     """`mnistkit render-curves`: loss and accuracy per epoch of a model's training (a model,
     its history's records, a `--history` file's path or a checkpoint's)."""
@@ -769,6 +779,7 @@ def draw_curves(history: Model | Sequence[Mapping[str, Any]] | str | os.PathLike
     )
 
 
+@keywords_checked
 def draw_embedding(
     model: Model | str | os.PathLike[str],
     arrays: Mapping[str, np.ndarray] | str | os.PathLike[str],
@@ -788,6 +799,7 @@ def draw_embedding(
     )
 
 
+@keywords_checked
 def draw_weights(model: Model | str | os.PathLike[str]) -> Image.Image:
     """`mnistkit render-weights`: a logreg model's weights as one template per digit."""
     from mnistkit.plots import weights_image

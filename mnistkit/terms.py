@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import difflib
-from collections.abc import Iterator, Mapping, Sequence
+import functools
+import inspect
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 _UNSET = object()
@@ -86,6 +88,23 @@ def check_keywords(
             meant = f"; did you mean {guess}=?{_MEANING.get(guess, '')}" if guess else ""
             raise TypeError(f"{call} got an unexpected keyword argument {name!r}{meant}")
 
+
+def keywords_checked(function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function` with a misspelt keyword (`evaluate(model, arrays, splt="train")`) refused as
+    `check_keywords` refuses it, with the keyword likely meant: the functions that take
+    `**options` check theirs, and those of fixed parameters said only "unexpected"."""
+    parameters = inspect.signature(function).parameters.values()
+    names = [parameter.name for parameter in parameters if parameter.kind in _KEYWORD_KINDS]
+
+    @functools.wraps(function)
+    def checked(*args: Any, **keywords: Any) -> Any:
+        check_keywords(keywords, names, f"{function.__name__}()")
+        return function(*args, **keywords)
+
+    return checked
+
+
+_KEYWORD_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 _LIKELY_MEANT = {  # names other libraries use
     "learning_rate": ("lr",),

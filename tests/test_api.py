@@ -1120,7 +1120,9 @@ def test_arguments_swapped_or_of_another_kind_get_the_calls_form(
     assert mnistkit.predict_images(model, picture)[0].label == 7
 
 
-def test_a_learners_slips_get_one_line_that_says_what_was_meant(synthetic_data, capsys) -> None:
+def test_a_learners_slips_get_one_line_that_says_what_was_meant(
+    synthetic_data, capsys, large_digit_model: Path
+) -> None:
     """The slips of a notebook after a tutorial, each refused before any work with its fix."""
     for options, error, reason in (
         (
@@ -1146,6 +1148,21 @@ def test_a_learners_slips_get_one_line_that_says_what_was_meant(synthetic_data, 
         TypeError, match=r"^draw_samples\(\) got an unexpected keyword argument 'n'; did you mean count=\?$"
     ):
         mnistkit.draw_samples(synthetic_data, n=10)
+    # The functions of fixed parameters said only "unexpected keyword argument".
+    model = mnistkit.load(large_digit_model)
+    with pytest.raises(
+        TypeError, match=r"^evaluate\(\) got an unexpected keyword argument 'splt'; did you mean split=\?$"
+    ):
+        mnistkit.evaluate(model, synthetic_data, splt="train")
+    with pytest.raises(
+        TypeError, match=r"^draw_embedding\(\) got an unexpected keyword argument 'n'; did you mean count=\?$"
+    ):
+        mnistkit.draw_embedding(model, synthetic_data, n=100)
+    with pytest.raises(
+        TypeError,
+        match=re.escape("load_mnist() loads MNIST; for another dataset: load_dataset('fashion-mnist')"),
+    ):
+        mnistkit.load_mnist("data", dataset="fashion-mnist")
     with pytest.raises(
         TypeError,
         match=r"^TrainConfig\(\) got an unexpected keyword argument 'epoch'; did you mean epochs=\?$",
