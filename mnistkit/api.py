@@ -795,7 +795,12 @@ def draw_embedding(
     checkpoint = _model(model, call).checkpoint
     arrays = _checked_for(checkpoint, arrays, (split,), call)
     return embedding_image(
-        checkpoint, arrays[f"{split}_images"], arrays[f"{split}_labels"], count, split=split
+        checkpoint,
+        arrays[f"{split}_images"],
+        arrays[f"{split}_labels"],
+        count,
+        split=split,
+        model_name=_model_name(model),
     )
 
 
@@ -804,4 +809,9 @@ def draw_weights(model: Model | str | os.PathLike[str]) -> Image.Image:
     """`mnistkit render-weights`: a logreg model's weights as one template per digit."""
     from mnistkit.plots import weights_image
 
-    return weights_image(_model(model, "draw_weights(model)").checkpoint)
+    return weights_image(_model(model, "draw_weights(model)").checkpoint, _model_name(model))
+
+
+def _model_name(model: Model | str | os.PathLike[str]) -> str:
+    """What a picture's errors call the model: its checkpoint's path where one was given."""
+    return str(model) if isinstance(model, str | os.PathLike) else "the model"

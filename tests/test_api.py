@@ -578,7 +578,15 @@ def test_the_pictures_and_predict_images_name_their_keywords_too(
             'select="mistakes" needs a model: give a checkpoint as model',
         ),
         (lambda: mnistkit.draw_samples(synthetic_data, count=0), "count must be at least 1, got 0"),
-        (lambda: mnistkit.draw_weights(large_digit_model), 'this one is mlp (train one with model="logreg")'),
+        (
+            lambda: mnistkit.draw_weights(large_digit_model),  # the file named, not "the model"
+            f"{large_digit_model}: weight templates need a logreg model, this one is mlp "
+            '(train one with model="logreg")',
+        ),
+        (
+            lambda: mnistkit.draw_embedding(large_digit_model, synthetic_data),
+            f"{large_digit_model}: no 2-unit hidden layer to plot",
+        ),
         (
             lambda: mnistkit.predict_images(
                 large_digit_model, np.zeros((40, 40), np.uint8), preprocess=False
