@@ -875,7 +875,8 @@ def _training_progress(on_tty: bool):
     type=PathType(path_type=Path),
     callback=_folder,
     metavar="DIR",
-    help="Write each 28x28 image the model saw into DIR as NNNNNN-STEM.png (NNNNNN: input position).",
+    help="Write each 28x28 image the model saw into DIR as NNNNNN-STEM.png (NNNNNN: input position); "
+    "files already there stay, so give an empty folder to hold this run's alone.",
 )
 @click.option(
     "-0",
@@ -1188,7 +1189,8 @@ def _wrote(output: str, what: str) -> None:
     callback=_folder,
     help="Also write each digit shown as a 28x28 PNG here, named {index:05d}-label{digit}.png "
     "(index within the split; {index:05d}-label{class}-{name}.png for named classes, as "
-    "clothes'); their paths go to stdout.",
+    "clothes'); their paths go to stdout. Files already there stay: give an empty folder to hold "
+    "this run's alone.",
 )
 def render_samples_command(
     data: Path,
