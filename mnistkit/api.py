@@ -137,10 +137,7 @@ class Model:
         scored = f", test accuracy {accuracy:.2%}" if isinstance(accuracy, float) else ""
         dataset = self.checkpoint.dataset
         of = "" if dataset == DEFAULT_DATASET else f" of {dataset}"
-        stopped = ""
-        if self.checkpoint.finished is False:
-            planned = self.checkpoint.metadata["config"]["epochs"]
-            stopped = f", stopped after epoch {self.metrics['epochs']} of {planned}"
+        stopped = f", {self.checkpoint.stopped_midway}" if self.checkpoint.stopped_midway else ""
         return f"<mnistkit.Model {self.architecture['model']}{of}, classes {self.classes}{scored}{stopped}>"
 
 
@@ -337,6 +334,8 @@ def _is_keras_pairs(arrays: Any) -> bool:
         isinstance(arrays, tuple | list)
         and len(arrays) == 2
         and all(isinstance(pair, tuple | list) and len(pair) == 2 for pair in arrays)
+        # images first in each pair, not a label: ([image, image], [3, 7]) is one split's pair
+        and all(np.ndim(pair[0]) >= 2 for pair in arrays)
     )
 
 

@@ -93,18 +93,33 @@ class Checkpoint:
     @property
     def finished(self) -> bool | None:
         """Whether the run trained all its epochs (None where the checkpoint does not say). A
-        run writes its checkpoint at every epoch, so one stopped midway (Ctrl-C, a crash)
-        leaves a model that looks finished but for its count of epochs."""
+        run stopped midway (Ctrl-C, a notebook's Stop) writes the checkpoint of its last
+        finished epoch, a model that looks finished but for its count of epochs."""
+        epochs = self._epochs()
+        return None if epochs is None else epochs[0] >= epochs[1]
+
+    @property
+    def stopped_midway(self) -> str:
+        """ "stopped after epoch 1 of 2" for a run that did not finish, else ""."""
+        epochs = self._epochs()
+        return stopped_after(*epochs) if epochs is not None and epochs[0] < epochs[1] else ""
+
+    def _epochs(self) -> tuple[int, int] | None:
+        """(epochs trained, epochs the run was set to), where the metadata says."""
         done = self.metadata.get("metrics", {}).get("epochs")
         planned = (self.metadata.get("config") or {}).get("epochs")
         if not all(isinstance(count, int) and not isinstance(count, bool) for count in (done, planned)):
             return None
-        return done >= planned
+        return done, planned
 
     def predict_probabilities(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         from mnistkit.inference import predict_probabilities
 
         return predict_probabilities(self.params, self.architecture, self.normalization, images, batch_size)
+
+
+def stopped_after(done: int, planned: int) -> str:
+    return f"stopped after epoch {done} of {planned}"
 
 
 def canonical_json(value: Any) -> str:

@@ -127,7 +127,8 @@ class TrainConfig:
         ):
             if self.model != "cnn":  # TrainConfig(channels=(8,)): the model is the mlp
                 raise MnistkitError(
-                    f"{setting('channels')} applies to {setting('model', 'cnn')}, not {self.model}"
+                    f"{setting('channels')} and {setting('kernel_sizes')} apply to "
+                    f"{setting('model', 'cnn')}, not {self.model}"
                 )
             raise MnistkitError(
                 f"{setting('channels')} and {setting('kernel_sizes')}: one positive size each per "

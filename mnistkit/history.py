@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mnistkit.atomic import is_stderr, is_stdout, write_text_atomic, written_in_place
 from mnistkit.errors import MnistkitError
 from mnistkit.terms import setting
@@ -58,21 +60,40 @@ def check_history_target(path: str | os.PathLike[str]) -> None:
         )
     if written_in_place(path):  # /dev/null and the like
         return
-    if str(path).lower().endswith(".safetensors"):
+    if _checkpoint_name(path):
         raise MnistkitError(
             f"{path}: {setting('history')} is JSON lines, not a checkpoint; give another name, "
             "such as models/model.history.jsonl"
         )
     try:
         with open(path, "rb") as file:
-            start = file.read(4096).lstrip()
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
+            start = file.read(FIRST_RECORD_BYTES)
+    except OSError:
         return  # nothing to replace, or check_writable_target's to say
-    if start and not start.startswith(b"{"):
+    if start.strip() and not _begins_a_history(start):
         raise MnistkitError(
             f"{path}: holds no training history, and {setting('history')} would replace it; "
             "give another name, or delete the file first"
         )
+
+
+# A history's first line (an epoch's record, an ensemble's with each member's) fits in this.
+FIRST_RECORD_BYTES = 1 << 16
+
+
+def _begins_a_history(start: bytes) -> bool:
+    """Whether a file's first bytes are an epoch's record: a metrics JSON, a notebook or a
+    config begins with "{" too."""
+    first_line = start.lstrip().split(b"\n", 1)[0]
+    try:
+        record = json.loads(first_line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and "epoch" in record
+
+
+def _checkpoint_name(path: str | os.PathLike[str]) -> bool:
+    return str(path).lower().endswith(".safetensors")
 
 
 def write_history(path: str | os.PathLike[str], records: Sequence[Mapping[str, Any]]) -> None:
@@ -84,7 +105,7 @@ def write_history(path: str | os.PathLike[str], records: Sequence[Mapping[str, A
 def history_records(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], str]:
     """The records of a history file (`-`: stdin), or those a checkpoint keeps of its own
     training, and the source's name."""
-    if str(path).lower().endswith(".safetensors"):
+    if _checkpoint_name(path):
         from mnistkit.checkpoint import load_checkpoint
 
         kept = load_checkpoint(path).metadata.get("history") or []
@@ -117,7 +138,8 @@ def checked_history(numbered: Sequence[tuple[str, Mapping[str, Any]]], source: s
     """Records, each with where it was found ("h.jsonl line 3"), as charts take them: whole
     epochs counting up and finite numbers, or None where a split was not measured."""
     records: list[dict[str, Any]] = []
-    for where, record in numbered:
+    for where, given in numbered:
+        record = {key: _plain(value) for key, value in given.items()}  # a notebook's np.float32
         epoch = record.get("epoch")
         if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
             raise MnistkitError(f"{where}: 'epoch' must be a whole number from 1, got {epoch!r}")
@@ -137,6 +159,15 @@ def checked_history(numbered: Sequence[tuple[str, Mapping[str, Any]]], source: s
     if all(record[key] is None for record in records for key in METRICS):
         raise MnistkitError(f"{source}: no loss or accuracy values to plot")
     return records
+
+
+def _plain(value: Any) -> Any:
+    """numpy's and jax's scalars (np.int64(3), np.float32(0.5), a 0-d array) as Python's."""
+    if hasattr(value, "__array__") and not isinstance(value, bool | int | float):
+        array = np.asarray(value)
+        if array.ndim == 0 and array.dtype.kind in "iuf":
+            return array.item()
+    return value
 
 
 def members_range(record: Mapping[str, Any], split: str) -> str:

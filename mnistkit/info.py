@@ -6,7 +6,7 @@ import json
 import os
 from typing import Any
 
-from mnistkit.checkpoint import load_checkpoint
+from mnistkit.checkpoint import load_checkpoint, stopped_after
 from mnistkit.config import settings_that_apply
 
 
@@ -35,10 +35,6 @@ def checkpoint_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     }
 
 
-def stopped_midway(done: int, planned: int) -> str:
-    return f"no: stopped after epoch {done} of {planned}"
-
-
 def _rounded(name: str, value: Any) -> Any:
     """Accuracies as percentages with two decimals, other floats to four significant digits."""
     if isinstance(value, float):
@@ -62,7 +58,11 @@ def format_info(info: dict[str, Any]) -> str:
         if value in (None, "", [], {}):
             continue
         if key == "finished":
-            value = "yes" if value else stopped_midway(info["metrics"]["epochs"], info["config"]["epochs"])
+            value = (
+                "yes"
+                if value
+                else f"no: {stopped_after(info['metrics']['epochs'], info['config']['epochs'])}"
+            )
         if key == "tensors":
             lines.append("tensors")
             lines += [f"  {name:<24} {'x'.join(map(str, shape))}" for name, shape in value.items()]

@@ -63,16 +63,20 @@ class _Announcer:
         self._notice, self._closed = notice, False
         self._wanted = threading.Event()
         self._thread = threading.Thread(target=self._say, name="mnistkit stop notice", daemon=True)
+
+    def start(self) -> None:
         self._thread.start()
 
     def announce(self) -> None:
         self._wanted.set()
 
     def close(self) -> None:
-        """Said by now, or never: nothing comes after the call's own last line."""
+        """Said by now, or never: nothing comes after the call's own last line. (A Stop raised
+        inside start() may have left the thread started or not.)"""
         self._closed = True
         self._wanted.set()
-        self._thread.join(timeout=1.0)
+        if self._thread.ident is not None:
+            self._thread.join(timeout=1.0)
 
     def _say(self) -> None:
         self._wanted.wait()
@@ -150,10 +154,11 @@ def deferred(notice: str | None = None) -> Iterator[None]:
 def held_for_stop(notice: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """A decorator: the function, for a Python caller (a notebook's Stop), with SIGINT held as
     `deferred()` holds it for the CLI, taken at `raise_if_interrupted()` and raised from the
-    call as KeyboardInterrupt; a `notice` is said on sys.stderr as the first Stop is held. The
-    caller's own handler is back afterwards, and a signal that came after the last such call
-    (the work was done) is dropped. Outside the main thread, where no signal arrives, or
-    inside the CLI, which holds signals itself, nothing changes."""
+    call as KeyboardInterrupt; a `notice` is said on sys.stderr as the first Stop is held
+    (unless the call is given verbose=False). The caller's own handler is back afterwards,
+    and a signal that came after the last such call (the work was done) is dropped. Outside
+    the main thread, where no signal arrives, or inside the CLI, which holds signals itself,
+    nothing changes."""
 
     def decorator(function: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(function)
@@ -163,12 +168,15 @@ def held_for_stop(notice: str | None = None) -> Callable[[Callable[..., Any]], C
             if threading.current_thread() is not threading.main_thread() or previous is _on_signal:
                 return function(*args, **kwargs)
             previous_hook, outer, outer_announcer = sys.unraisablehook, _deferring, _announcer
-            announcer = _Announcer(notice) if notice is not None else None
+            announcer = None
             try:
                 # Held before the handler is ours (a Stop pending as it is set is raised by the
                 # caller's own handler, in here), and given back before holding ends: a second
                 # Stop between the two raised from this wrapper and left the notebook
                 # mnistkit's handler.
+                if notice is not None and kwargs.get("verbose", True) is not False:
+                    announcer = _Announcer(notice)
+                    announcer.start()
                 sys.unraisablehook, _deferring, _announcer = _quiet_when_swallowed, True, announcer
                 _held_signals.clear()  # one a Stop left as the last call ended
                 signal.signal(signal.SIGINT, _on_signal)

@@ -771,17 +771,18 @@ from mnistkit import interrupts
     + """
 
 @interrupts.held_for_stop(notice="stopping once the work in progress ends")
-def compiling_then_stopped():
+def compiling_then_stopped(verbose=True):
     os.kill(os.getpid(), signal.SIGINT)
     os.kill(os.getpid(), signal.SIGINT)  # a second Stop, pressed as nothing was said
     time.sleep(0.5)  # the compile: Stop is held
     print("compiled", file=sys.stderr, flush=True)
     interrupts.raise_if_interrupted()
 
-try:
-    compiling_then_stopped()
-except KeyboardInterrupt:
-    print("KeyboardInterrupt", threading.active_count())
+for verbose in (True, False):
+    try:
+        compiling_then_stopped(verbose=verbose)
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt", threading.active_count())
 """
 )
 
@@ -792,8 +793,8 @@ def test_a_notebooks_stop_during_a_compile_is_answered_at_once() -> None:
     which is the notebook server's terminal), once however many Stops come."""
     result = run_script(STOP_DURING_A_COMPILE)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["KeyboardInterrupt 1"]
-    assert result.stderr.splitlines() == ["stopping once the work in progress ends", "compiled"]
+    assert result.stdout.splitlines() == ["KeyboardInterrupt 1"] * 2
+    assert result.stderr.splitlines() == ["stopping once the work in progress ends", "compiled", "compiled"]
 
 
 def info_of(checkpoint: Path, *options: str) -> str:
@@ -1047,6 +1048,15 @@ def test_pictures_of_the_wrong_thing_say_what_they_draw(large_digit_model: Path)
     with pytest.raises(MnistkitError, match=r"^history: empty history, no epochs to plot$"):
         mnistkit.draw_curves([])
     # Records of one's own are checked as a file's lines are (inside Pillow or charts before).
+    # A notebook's own loop writes numpy's scalars: drawn as Python's numbers are.
+    as_numpy = [
+        {"epoch": np.int64(1), "train_loss": np.float32(0.5)},
+        {"epoch": 2, "train_loss": np.float64(0.25)},
+    ]
+    assert (
+        mnistkit.draw_curves(as_numpy).tobytes()
+        == mnistkit.draw_curves([{"epoch": 1, "train_loss": 0.5}, {"epoch": 2, "train_loss": 0.25}]).tobytes()
+    )
     for records, message in (
         ([{"epoch": 1}], "history: no loss or accuracy values to plot"),
         (
@@ -1183,8 +1193,9 @@ def test_a_learners_slips_get_one_line_that_says_what_was_meant(
         mnistkit.TrainConfig(model="logreg", epochs=15)
     assert mnistkit.TrainConfig(model="logreg", hidden=()).hidden == ()
     # Blamed on the kernel sizes, not given, of conv layers the default model does not have.
-    with pytest.raises(MnistkitError, match=r'^channels applies to model="cnn", not mlp$'):
-        mnistkit.TrainConfig(channels=(8,))
+    for given in ({"channels": (8,)}, {"kernel_sizes": (5,)}):
+        with pytest.raises(MnistkitError, match=r'^channels and kernel_sizes apply to model="cnn", not mlp$'):
+            mnistkit.TrainConfig(**given)
     with (
         terms.command_line_terms(),
         pytest.raises(  # --hidden 512,256 was typed: no default to blame
@@ -1212,6 +1223,8 @@ def test_keras_and_torch_habits_get_the_call_that_works(synthetic_data, large_di
     assert as_train.count == 50
     for pair in ((images, labels.tolist()), [list(images), list(labels)]):  # lists, as a dict's may be
         assert np.array_equal(mnistkit.evaluate(model, pair).confusion_matrix, as_dict.confusion_matrix)
+    two = mnistkit.evaluate(model, ([images[0], images[1]], [int(labels[0]), int(labels[1])]))
+    assert two.count == 2  # not Keras' two pairs, (x_train, y_train) an image and another
     with pytest.raises(
         TypeError, match=re.escape("Keras' ((x_train, y_train), (x_test, y_test)), not a tuple")
     ):

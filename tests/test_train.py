@@ -819,14 +819,17 @@ def test_history_never_replaces_a_checkpoint_or_another_file(
     assert run_train(synthetic_npz, "-o", model, "--epochs", "1", "--model", "logreg").exit_code == 0
     data_copy = tmp_path / "copy.npz"
     data_copy.write_bytes(synthetic_npz.read_bytes())
-    kept = {path: path.read_bytes() for path in (model, data_copy)}
+    metrics = tmp_path / "metrics.json"  # JSON, but no history: a notebook's .ipynb is such a file
+    metrics.write_text('{"accuracy": 0.9,\n "count": 10}\n')
+    kept = {path: path.read_bytes() for path in (model, data_copy, metrics)}
     other = ("-o", tmp_path / "b.safetensors", "--model", "logreg")
     result = run_train(synthetic_npz, *other, "--history", model)
     assert result.exit_code == 1
     assert f"{model}: --history is JSON lines, not a checkpoint; give another name" in result.stderr
-    result = run_train(synthetic_npz, *other, "--history", data_copy)
-    assert result.exit_code == 1
-    assert f"{data_copy}: holds no training history, and --history would replace it" in result.stderr
+    for target in (data_copy, metrics):
+        result = run_train(synthetic_npz, *other, "--history", target)
+        assert result.exit_code == 1
+        assert f"{target}: holds no training history, and --history would replace it" in result.stderr
     assert not (tmp_path / "b.safetensors").exists()
     import mnistkit
 
