@@ -189,10 +189,8 @@ def _refuse_overwriting(output: str | None, option: str, given: str | Path) -> N
 
 
 def _not_overwritten(paths: Iterable, output: str | None, option: str) -> Iterator:
-    from mnistkit.image_files import StdinWaits
-
     for path in paths:
-        if not isinstance(path, StdinWaits):
+        if isinstance(path, str):  # not stdin's wait for more, nor its image
             _refuse_overwriting(output, option, path)
         yield path
 
@@ -904,7 +902,8 @@ def predict_command(
     removed, cropped to the ink, the longer side scaled to 20 px and the centre of mass
     placed at the centre of 28x28 (Fashion-MNIST: the longer side to 28 px, centred,
     shades kept). `-` reads paths from stdin, one per line (--null: ended by NUL bytes;
-    none: no rows, exit 0), and answers them as they come. Rows:
+    none: no rows, exit 0), and answers them as they come; where stdin holds an image's
+    bytes, `-` is that image. Rows:
     path<TAB>digit<TAB>confidence (--format, --top-k); for classes with names, the
     column is `label` and holds the name. Each bad input (missing, a directory, not an
     image, truncated, over 40 megapixels, blank) is one `path: reason` line on stderr;
@@ -915,14 +914,15 @@ def predict_command(
       mnistkit predict models/model.safetensors photos/*.jpg --format csv --top-k 3
       find photos -name '*.png' | mnistkit predict models/model.safetensors - -o predictions.tsv
       find photos -name '*.png' -print0 | mnistkit predict models/model.safetensors --null -
+      curl -s https://example.org/digit.png | mnistkit predict models/model.safetensors -
     """
     # One BLAS thread, set before numpy loads OpenBLAS: predict's matrix products are small,
     # and OpenBLAS's idle threads spin against the workers reading the pictures.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from mnistkit.atomic import atomic_write
     from mnistkit.checkpoint import load_checkpoint
-    from mnistkit.image_files import expand_stdin
     from mnistkit.predict import write_predictions
+    from mnistkit.stdin_inputs import expand_stdin
 
     checkpoint = load_checkpoint(checkpoint_path)
     paths = _not_overwritten(expand_stdin(images, sys.stdin, null_separated), output, "-o")

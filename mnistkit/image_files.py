@@ -15,19 +15,18 @@ import functools
 import io
 import json
 import os
-import select
 import time
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
-from mnistkit import interrupts, terms, worker_pool
+from mnistkit import terms, worker_pool
 from mnistkit.datasets import DEFAULT_DATASET
 from mnistkit.errors import MnistkitError
 from mnistkit.images import FRAME_PX, load_digit
-from mnistkit.inputs import what_file_is
+from mnistkit.stdin_inputs import SIGNAL_POLL_S, STDIN_NAME, StdinImage, StdinWaits
 
 CHUNK_SIZE = 256
 # A chunk read in this process is handed on in pieces, one as soon as this long has passed
@@ -36,9 +35,6 @@ PIECE_S = 0.2
 # Pictures read here for this long (large ones, slow to decode) hand the rest of their chunk
 # to the workers: starting them costs milliseconds (a forkserver's, a few tenths of a second).
 HAND_OFF_S = 0.5
-# How often a wait for stdin's next paths looks for a held Ctrl-C or SIGTERM, as a wait for
-# the workers does.
-SIGNAL_POLL_S = worker_pool.SIGNAL_POLL_S
 
 
 @dataclass
@@ -48,134 +44,6 @@ class LoadedDigit:
     path: str
     image: np.ndarray | None
     error: str | None
-
-
-def expand_stdin(
-    arguments: Iterable[str], stdin: IO[str], null_separated: bool = False
-) -> Iterator[str | StdinWaits]:
-    """The paths given, with `-` replaced by the lines of stdin (blank lines skipped), or with
-    `null_separated` by its NUL-ended paths (`find -print0`), which may hold line breaks. Bytes
-    that are not UTF-8 stay as they are, as in a path given as an argument. A StdinWaits says
-    that stdin has no more path at the moment, so that what came before is answered now: a
-    program that writes paths as it finds them gets its rows as it goes."""
-    for argument in arguments:
-        if argument == "-":
-            yield from (_null_ended_paths(stdin) if null_separated else _line_paths(stdin))
-        else:
-            yield argument
-
-
-def _line_paths(stdin: IO[str]) -> Iterator[str | StdinWaits]:
-    first = True
-    for record in _records(stdin, b"\n"):
-        if isinstance(record, StdinWaits):
-            yield record
-            continue
-        line = os.fsdecode(record)
-        if first:
-            _check_paths_not_bytes(line)
-            line, first = line.removeprefix("\ufeff"), False  # as a spreadsheet saves a list
-        if path := line.rstrip("\r\n"):
-            yield path
-
-
-def _null_ended_paths(stdin: IO[str]) -> Iterator[str | StdinWaits]:
-    """The paths on stdin, each ended by a NUL; the last one's NUL may be missing, as `xargs -0`
-    allows."""
-    first, seen_nul = True, False
-    for record in _records(stdin, b"\0"):
-        if isinstance(record, StdinWaits):
-            yield record
-            continue
-        ended = record.endswith(b"\0")
-        if not ended and not seen_nul and b"\n" in record.rstrip(b"\r\n"):
-            raise MnistkitError(
-                "-: standard input holds lines, not paths ended by NUL bytes; --null reads what "
-                "find -print0 writes (without --null, `-` reads one path per line)"
-            )
-        raw = record[:-1] if ended else record.rstrip(b"\r\n")
-        if first:
-            _check_paths_not_bytes(os.fsdecode(raw))
-        first, seen_nul = False, seen_nul or ended
-        if raw:
-            yield os.fsdecode(raw)
-
-
-@dataclass(frozen=True)
-class StdinWaits:
-    """Among the paths: stdin has no more for the moment (its writer is slow, or a person
-    types them); `ready(timeout)` says whether more came within `timeout` seconds."""
-
-    descriptor: int
-
-    def ready(self, timeout: float) -> bool:
-        return _readable(self.descriptor, timeout)
-
-
-def _records(stdin: IO[str], separator: bytes) -> Iterator[bytes | StdinWaits]:
-    """stdin's bytes cut after each `separator` (the last record may lack it), taken as a pipe
-    or terminal gives them, with a StdinWaits before each read that would wait for more."""
-    source = stdin.buffer
-    read = getattr(source, "read1", source.read)  # read1 keeps nothing back in the buffer
-    descriptor = _descriptor(source)
-    pending: list[bytes] = []  # the unended record's pieces, joined once: no copy per read
-    while True:
-        if descriptor is not None and not _readable(descriptor, 0):
-            yield StdinWaits(descriptor)
-            # Wait here (a non-blocking stdin would read as ended), but not past a held signal:
-            # a SIGTERM swallowed as it landed left predict waiting for a stdin that stayed open.
-            while not _readable(descriptor, SIGNAL_POLL_S):
-                interrupts.raise_if_interrupted()
-        data = read(1 << 16)
-        if not data:
-            break
-        *complete, tail = data.split(separator)
-        if complete:
-            complete[0], pending = b"".join([*pending, complete[0]]), []
-        for record in complete:
-            yield record + separator
-        if tail:
-            pending.append(tail)
-    if pending:
-        yield b"".join(pending)
-
-
-def _descriptor(source: Any) -> int | None:
-    try:
-        return source.fileno()
-    except (AttributeError, OSError, ValueError):  # an in-memory stream: all of it is there
-        return None
-
-
-def _readable(descriptor: int, timeout: float) -> bool:
-    try:
-        return bool(select.select([descriptor], [], [], timeout)[0])
-    except (OSError, ValueError):  # Windows selects only sockets: read without asking
-        return True
-
-
-# How images begin, as stdin's text shows them: PNG, JPEG.
-_IMAGE_STARTS = ("\udc89PNG", "\udcff\udcd8\udcff")
-
-
-def _check_paths_not_bytes(first_line: str) -> None:
-    """`cat digit.png | mnistkit predict CKPT -` sends the image, where paths belong. A path
-    list is text: no NUL, no control character first (gzip and zip files start with one), and
-    not an image's first bytes."""
-    first = first_line[:1]
-    control = first < " " and first not in "\t\r\n"
-    if "\x00" in first_line or (first and control) or first_line.startswith(_IMAGE_STARTS):
-        kind = what_file_is(first_line.encode("utf-8", "surrogateescape")[:16])
-        if kind is None and first_line.split("\x00", 1)[0].isprintable() and not control:
-            raise MnistkitError(  # a path, then NUL: `find -print0`'s list
-                "-: standard input holds paths ended by NUL bytes (find -print0); `-` reads one path "
-                "per line, and with --null (-0) paths ended by NUL: mnistkit predict CKPT --null -"
-            )
-        kind = kind or "binary data"
-        raise MnistkitError(
-            f"-: standard input holds {kind}, not image paths; `-` reads paths, one per line "
-            "(give an image by its path: mnistkit predict CKPT my-digit.png)"
-        )
 
 
 def load_one(path: str, preprocess: bool, style: str, **in_memory: Any) -> LoadedDigit:
@@ -242,14 +110,15 @@ def _decoded_chunk(paths: list[str], answer: bytes) -> list[LoadedDigit]:
 
 
 def load_digits(
-    paths: Iterable[str | StdinWaits],
+    paths: Iterable[str | StdinWaits | StdinImage],
     preprocess: bool = True,
     workers: int | None = None,
     chunk_size: int = CHUNK_SIZE,
     style: str = DEFAULT_DATASET,
 ) -> Iterator[list[LoadedDigit]]:
     """Yield the inputs' images in input order, one chunk at a time, prepared as the dataset
-    named by `style` made its images. A StdinWaits among `paths` ends a chunk, and every
+    named by `style` made its images (a StdinImage as the image named `-`). A StdinWaits among
+    `paths` ends a chunk, and every
     chunk before it is yielded before stdin is waited for; while more paths come, they are
     read as the workers work.
 
@@ -284,12 +153,17 @@ def load_digits(
                     sum(len(paths) for group in in_flight for paths, _ in group) >= 2 * workers * chunk_size
                 ):
                     yield _oldest_answer(pool, in_flight)
-            if wait:
+            if isinstance(wait, StdinImage):
+                while in_flight:  # the paths before it answered first, in input order
+                    yield _oldest_answer(pool, in_flight)
+                yield [load_one(STDIN_NAME, preprocess, style, content=wait.content)]
+            elif wait:
                 while in_flight:  # each chunk done before stdin's next paths come: its rows now
                     if all(pool.done(ticket) for _, ticket in in_flight[0]):
                         yield _oldest_answer(pool, in_flight)
                     elif wait.ready(SIGNAL_POLL_S):
                         break  # more paths: read them while the workers work
+            if wait:
                 upcoming = next(chunks, None)
         while in_flight:
             yield _oldest_answer(pool, in_flight)
@@ -323,15 +197,18 @@ def _start_pool(workers: int, preprocess: bool, style: str) -> worker_pool.Worke
     )
 
 
-def _chunked(items: Iterable[str | StdinWaits], size: int) -> Iterator[tuple[list[str], StdinWaits | None]]:
-    """Chunks of at most `size` paths, each with the StdinWaits that came right after it, if
-    one did (then perhaps with no paths: stdin waited again before a whole path came)."""
+def _chunked(
+    items: Iterable[str | StdinWaits | StdinImage], size: int
+) -> Iterator[tuple[list[str], StdinWaits | StdinImage | None]]:
+    """Chunks of at most `size` paths, each with the StdinWaits or StdinImage that came right
+    after it, if one did (then perhaps with no paths: stdin waited again before a whole path
+    came)."""
     chunk: list[str] = []
     for item in items:
-        if not isinstance(item, StdinWaits) and len(chunk) < size:
+        if isinstance(item, str) and len(chunk) < size:
             chunk.append(item)
             continue
-        wait = item if isinstance(item, StdinWaits) else None
+        wait = None if isinstance(item, str) else item
         if chunk or wait:
             yield chunk, wait
         chunk = [] if wait else [item]

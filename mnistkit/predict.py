@@ -19,8 +19,9 @@ import numpy as np
 from mnistkit.atomic import fitting_name, make_output_folder, write_bytes_atomic
 from mnistkit.checkpoint import Checkpoint
 from mnistkit.errors import MnistkitError
-from mnistkit.image_files import LoadedDigit, StdinWaits, load_digits
+from mnistkit.image_files import LoadedDigit, load_digits
 from mnistkit.images import encode_png
+from mnistkit.stdin_inputs import STDIN_NAME, StdinImage, StdinWaits
 from mnistkit.terms import setting
 
 FORMATS = ("tsv", "csv", "jsonl")
@@ -43,7 +44,7 @@ class Prediction:
 
 def predict_paths(
     checkpoint: Checkpoint,
-    paths: Iterable[str | StdinWaits],
+    paths: Iterable[str | StdinWaits | StdinImage],
     *,
     preprocess: bool = True,
     top_k: int = 1,
@@ -51,7 +52,8 @@ def predict_paths(
     workers: int | None = None,
 ) -> Iterator[Prediction | LoadedDigit]:
     """A Prediction for each readable image and the failed LoadedDigit for each other, in order;
-    a StdinWaits among `paths` (stdin waits for its writer) answers every path before it first."""
+    a StdinWaits among `paths` (stdin waits for its writer) answers every path before it first;
+    a StdinImage is the image that stdin held, named `-`."""
     chunks = load_digits(paths, preprocess, workers, style=checkpoint.preprocessing)
     with contextlib.closing(chunks):  # closing these predictions stops the pool of workers too
         yield from predict_loaded(checkpoint, chunks, top_k=top_k, save_dir=save_dir)
@@ -89,9 +91,10 @@ def predict_loaded(
 
 def preprocessed_name(index: int, path: str) -> str:
     """`--save-preprocessed` file name: the input's position (1-based) and its stem (a long
-    one cut and hashed to fit)."""
+    one cut and hashed to fit); the image that stdin held is `stdin`."""
     position = f"{index:06d}-"
-    return f"{position}{fitting_name(Path(path).stem, len(position) + len('.png'))}.png"
+    stem = "stdin" if path == STDIN_NAME else Path(path).stem
+    return f"{position}{fitting_name(stem, len(position) + len('.png'))}.png"
 
 
 def _path_json(path: str) -> dict[str, str]:
@@ -173,7 +176,7 @@ def _field(field: str, delimiter: str) -> str:
 
 def write_predictions(
     checkpoint: Checkpoint,
-    paths: Iterable[str | StdinWaits],
+    paths: Iterable[str | StdinWaits | StdinImage],
     output: IO[str],
     errors: IO[str],
     *,

@@ -807,7 +807,7 @@ SWALLOWED_BEFORE_STDIN_WAITS = """
 import io, os, signal, weakref
 from mnistkit import interrupts
 from mnistkit.errors import Interrupted
-from mnistkit.image_files import StdinWaits, expand_stdin
+from mnistkit.stdin_inputs import StdinWaits, expand_stdin
 
 interrupts.install()
 read_end, write_end = os.pipe()  # a stdin that stays open, and brings no more paths

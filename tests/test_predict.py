@@ -23,7 +23,8 @@ from mnistkit import image_files
 from mnistkit.architectures import param_shapes
 from mnistkit.checkpoint import save_checkpoint
 from mnistkit.cli import cli
-from mnistkit.image_files import StdinWaits, load_digits
+from mnistkit.image_files import load_digits
+from mnistkit.stdin_inputs import StdinWaits
 
 DIGITS = (3, 0, 7, 1, 9)
 
@@ -188,19 +189,84 @@ def test_an_output_under_a_file_fails_before_any_work(
     assert result.stderr == f"Error: {output}: {tmp_path / 'a-file'} is a file, not a folder\n"
 
 
-@pytest.mark.parametrize("image_format, kind", [("PNG", "a PNG image"), ("JPEG", "a JPEG image")])
-def test_image_bytes_on_stdin_are_one_line_not_a_path_each(
-    large_digit_model: Path, tmp_path: Path, image_format: str, kind: str
+@pytest.mark.parametrize("image_format", ["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM"])
+@pytest.mark.parametrize("null", [[], ["--null"]])
+def test_an_image_piped_in_is_predicted_as_the_image_named_dash(
+    large_digit_model: Path, image_format: str, null: list[str]
 ) -> None:
-    """`cat digit.png | mnistkit predict CKPT -`: the image where its path belongs (a PNG was
-    called binary data: its signature holds a line break, and the first line ends there)."""
+    """`curl -s URL | mnistkit predict CKPT -`: the image's bytes where paths could be (these
+    were refused; BMP and TIFF, a few letters and then a NUL, were taken for `find -print0`'s
+    paths)."""
     image = io.BytesIO()
-    Image.fromarray(draw_large_digit(3)).save(image, image_format)
-    result = CliRunner().invoke(cli, ["predict", str(large_digit_model), "-"], input=image.getvalue())
+    Image.fromarray(255 - draw_large_digit(3)).save(image, image_format)
+    result = CliRunner().invoke(cli, ["predict", str(large_digit_model), *null, "-"], input=image.getvalue())
+    assert result.exit_code == 0, result.output
+    name, digit, confidence = result.stdout.rstrip("\n").split("\t")
+    assert (name, digit) == ("-", "3") and float(confidence) > 0.5
+    assert result.stderr == ""
+
+
+def test_an_image_piped_in_keeps_its_place_among_paths_and_its_name_when_saved(
+    large_digit_model: Path, digit_files: list[Path], tmp_path: Path
+) -> None:
+    saved = tmp_path / "seen"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "predict",
+            str(large_digit_model),
+            *map(str, [digit_files[0], "-", digit_files[1]]),
+            "--save-preprocessed",
+            str(saved),
+        ],
+        input=digit_files[2].read_bytes(),  # a 7
+    )
+    assert result.exit_code == 0, result.output
+    rows = [line.split("\t")[:2] for line in result.stdout.splitlines()]
+    assert rows == [[str(digit_files[0]), "3"], ["-", "7"], [str(digit_files[1]), "0"]]
+    assert sorted(path.name for path in saved.iterdir()) == [
+        "000001-0-digit3.png",
+        "000002-stdin.png",
+        "000003-1-digit0.png",
+    ]
+
+
+def test_binary_data_piped_in_that_is_no_image_is_one_line_naming_stdin(large_digit_model: Path) -> None:
+    """Once read as paths, such bytes gave a line for each 'path' between their line breaks."""
+    noise = np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    result = CliRunner().invoke(cli, ["predict", str(large_digit_model), "-"], input=b"Q" + noise)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == "-: not an image (Pillow cannot identify the format)\n"
+
+
+@pytest.mark.parametrize(
+    "content, kind",
+    [
+        (b"\x1f\x8b\x08\x00" + bytes(40), "a gzip file (such as a downloaded IDX file)"),
+        (b"PK\x03\x04" + bytes(40), "a zip archive such as an .npz data file (from parse-to-npz)"),
+    ],
+)
+def test_files_piped_in_by_mistake_are_named(large_digit_model: Path, content: bytes, kind: str) -> None:
+    result = CliRunner().invoke(cli, ["predict", str(large_digit_model), "-"], input=content)
     assert result.exit_code == 1 and result.stdout == ""
     assert result.stderr == (
-        f"Error: -: standard input holds {kind}, not image paths; `-` reads paths, one per line "
-        "(give an image by its path: mnistkit predict CKPT my-digit.png)\n"
+        f"Error: -: standard input holds {kind}, not an image nor image paths; `-` reads an "
+        "image's bytes, or paths, one per line\n"
+    )
+
+
+def test_an_image_piped_in_too_large_to_hold_is_refused(
+    large_digit_model: Path, digit_files: list[Path], monkeypatch
+) -> None:
+    from mnistkit import stdin_inputs
+
+    monkeypatch.setattr(stdin_inputs, "MAX_IMAGE_BYTES", 100)
+    result = CliRunner().invoke(
+        cli, ["predict", str(large_digit_model), "-"], input=digit_files[0].read_bytes()
+    )
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == (
+        "Error: -: standard input holds more than 100 bytes, too large for one image (give it by its path)\n"
     )
 
 
@@ -249,14 +315,6 @@ def test_null_told_lines_says_so_and_predicts_nothing(large_digit_model: Path, d
     )
     one = run("predict", large_digit_model, "--null", "-", stdin=f"{digit_files[0]}\n")  # as echo gives it
     assert one.exit_code == 0 and one.stdout.startswith(f"{digit_files[0]}\t3\t"), one.output
-
-
-def test_null_still_refuses_an_image_piped_in(large_digit_model: Path, digit_files) -> None:
-    result = CliRunner().invoke(
-        cli, ["predict", str(large_digit_model), "--null", "-"], input=digit_files[0].read_bytes()
-    )
-    assert result.exit_code == 1 and result.stdout == ""
-    assert result.stderr.startswith("Error: -: standard input holds a PNG image, not image paths")
 
 
 def test_no_paths_on_stdin_is_no_rows_and_success(large_digit_model: Path, tmp_path: Path) -> None:

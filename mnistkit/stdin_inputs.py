@@ -1,0 +1,210 @@
+"""What `-` gives predict on stdin: image paths as their writer sends them, or one image's bytes.
+
+A list of paths is text. `find photos | mnistkit predict CKPT -` is answered path by path as
+the paths come; `curl -s URL | mnistkit predict CKPT -` sends the image itself, which is read
+whole as the image named `-`. Other files piped by mistake (a gzip, an .npz, a checkpoint) are
+refused by name. Standard library only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import select
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from mnistkit import interrupts, worker_pool
+from mnistkit.errors import MnistkitError
+from mnistkit.inputs import what_file_is
+
+STDIN_NAME = "-"
+# How often a wait for stdin's next paths looks for a held Ctrl-C or SIGTERM, as a wait for
+# the workers does.
+SIGNAL_POLL_S = worker_pool.SIGNAL_POLL_S
+READ_BYTES = 1 << 16
+# An image on stdin is held in memory whole; the most that a picture within the pixel limit
+# takes uncompressed (40 megapixels of RGBA) is 160 MB.
+MAX_IMAGE_BYTES = 200_000_000
+# How the formats Pillow reads most begin: PNG, JPEG, GIF, TIFF (both byte orders), BMP and
+# WebP by a few bytes further on. Any other image shows itself as binary.
+_IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # not in a path, but for the oddest
+
+
+@dataclass(frozen=True)
+class StdinWaits:
+    """Among the paths: stdin has no more for the moment (its writer is slow, or a person
+    types them); `ready(timeout)` says whether more came within `timeout` seconds."""
+
+    descriptor: int
+
+    def ready(self, timeout: float) -> bool:
+        return _readable(self.descriptor, timeout)
+
+
+@dataclass(frozen=True)
+class StdinImage:
+    """Among the paths: `-` gave an image's bytes, read as the image named `-`."""
+
+    content: bytes = field(repr=False)
+
+
+def expand_stdin(
+    arguments: Iterable[str], stdin: IO[str], null_separated: bool = False
+) -> Iterator[str | StdinWaits | StdinImage]:
+    """The paths given, with `-` replaced by the lines of stdin (blank lines skipped), or with
+    `null_separated` by its NUL-ended paths (`find -print0`), which may hold line breaks. Bytes
+    that are not UTF-8 stay as they are, as in a path given as an argument. A StdinWaits says
+    that stdin has no more path at the moment, so that what came before is answered now: a
+    program that writes paths as it finds them gets its rows as it goes. Where stdin holds an
+    image's bytes instead, `-` is that one image, a StdinImage."""
+    for argument in arguments:
+        if argument == STDIN_NAME:
+            yield from _stdin_items(stdin, null_separated)
+        else:
+            yield argument
+
+
+def _stdin_items(stdin: IO[str], null_separated: bool) -> Iterator[str | StdinWaits | StdinImage]:
+    """Told by stdin's first bytes: its paths, or the image it holds."""
+    blocks = _blocks(stdin)
+    for first in blocks:
+        if isinstance(first, StdinWaits):
+            yield first
+            continue
+        rest = itertools.chain([first], blocks)
+        if _holds_an_image(first, null_separated):
+            yield _whole_image(rest)
+        elif null_separated:
+            yield from _null_ended_paths(_records(rest, b"\0"))
+        else:
+            yield from _line_paths(_records(rest, b"\n"))
+        return
+
+
+def _holds_an_image(start: bytes, null_separated: bool) -> bool:
+    """Whether stdin, which begins with `start`, holds an image (or other binary data, which
+    Pillow will refuse as not an image) rather than a list of paths: text, whose first path
+    holds no control character."""
+    if start.startswith(_IMAGE_SIGNATURES) or (start[:4], start[8:12]) == (b"RIFF", b"WEBP"):
+        return True
+    if start[:2] == b"BM" and start[6:10] == b"\0\0\0\0":  # BMP: its reserved bytes
+        return True
+    first_path = start.split(b"\0" if null_separated else b"\n", 1)[0]
+    if not _CONTROL.search(first_path) and (null_separated or b"\0" not in start):
+        return False  # (a NUL never is in a path)
+    kind = what_file_is(start[:16])
+    if kind is not None:
+        raise MnistkitError(
+            f"-: standard input holds {kind}, not an image nor image paths; `-` reads an image's "
+            "bytes, or paths, one per line"
+        )
+    if not null_separated and not _CONTROL.search(start.replace(b"\0", b"")):
+        raise MnistkitError(  # text between NULs: `find -print0`'s list
+            "-: standard input holds paths ended by NUL bytes (find -print0); `-` reads one path "
+            "per line, and with --null (-0) paths ended by NUL: mnistkit predict CKPT --null -"
+        )
+    return True
+
+
+def _whole_image(blocks: Iterator[bytes | StdinWaits]) -> StdinImage:
+    """All of stdin as one image's bytes: an image is whole only at the end of stdin."""
+    pieces, size = [], 0
+    for block in blocks:
+        if isinstance(block, StdinWaits):
+            continue
+        pieces.append(block)
+        size += len(block)
+        if size > MAX_IMAGE_BYTES:
+            raise MnistkitError(
+                f"-: standard input holds more than {MAX_IMAGE_BYTES:,} bytes, too large for one "
+                "image (give it by its path)"
+            )
+    return StdinImage(b"".join(pieces))
+
+
+def _line_paths(records: Iterator[bytes | StdinWaits]) -> Iterator[str | StdinWaits]:
+    first = True
+    for record in records:
+        if isinstance(record, StdinWaits):
+            yield record
+            continue
+        line = os.fsdecode(record)
+        if first:
+            line, first = line.removeprefix("\ufeff"), False  # as a spreadsheet saves a list
+        if path := line.rstrip("\r\n"):
+            yield path
+
+
+def _null_ended_paths(records: Iterator[bytes | StdinWaits]) -> Iterator[str | StdinWaits]:
+    """The paths on stdin, each ended by a NUL; the last one's NUL may be missing, as `xargs -0`
+    allows."""
+    seen_nul = False
+    for record in records:
+        if isinstance(record, StdinWaits):
+            yield record
+            continue
+        ended = record.endswith(b"\0")
+        if not ended and not seen_nul and b"\n" in record.rstrip(b"\r\n"):
+            raise MnistkitError(
+                "-: standard input holds lines, not paths ended by NUL bytes; --null reads what "
+                "find -print0 writes (without --null, `-` reads one path per line)"
+            )
+        seen_nul = seen_nul or ended
+        if raw := record[:-1] if ended else record.rstrip(b"\r\n"):
+            yield os.fsdecode(raw)
+
+
+def _blocks(stdin: IO[str]) -> Iterator[bytes | StdinWaits]:
+    """stdin's bytes as a pipe or terminal gives them, with a StdinWaits before each read that
+    would wait for more."""
+    source = stdin.buffer
+    read = getattr(source, "read1", source.read)  # read1 keeps nothing back in the buffer
+    descriptor = _descriptor(source)
+    while True:
+        if descriptor is not None and not _readable(descriptor, 0):
+            yield StdinWaits(descriptor)
+            # Wait here (a non-blocking stdin would read as ended), but not past a held signal:
+            # a SIGTERM swallowed as it landed left predict waiting for a stdin that stayed open.
+            while not _readable(descriptor, SIGNAL_POLL_S):
+                interrupts.raise_if_interrupted()
+        data = read(READ_BYTES)
+        if not data:
+            return
+        yield data
+
+
+def _records(blocks: Iterable[bytes | StdinWaits], separator: bytes) -> Iterator[bytes | StdinWaits]:
+    """The blocks' bytes cut after each `separator` (the last record may lack it), the waits
+    between them kept."""
+    pending: list[bytes] = []  # the unended record's pieces, joined once: no copy per read
+    for data in blocks:
+        if isinstance(data, StdinWaits):
+            yield data
+            continue
+        *complete, tail = data.split(separator)
+        if complete:
+            complete[0], pending = b"".join([*pending, complete[0]]), []
+        for record in complete:
+            yield record + separator
+        if tail:
+            pending.append(tail)
+    if pending:
+        yield b"".join(pending)
+
+
+def _descriptor(source: Any) -> int | None:
+    try:
+        return source.fileno()
+    except (AttributeError, OSError, ValueError):  # an in-memory stream: all of it is there
+        return None
+
+
+def _readable(descriptor: int, timeout: float) -> bool:
+    try:
+        return bool(select.select([descriptor], [], [], timeout)[0])
+    except (OSError, ValueError):  # Windows selects only sockets: read without asking
+        return True
