@@ -172,14 +172,24 @@ def _check_names(arrays: dict[str, np.ndarray], source: str) -> None:
         raise MnistkitError(
             f"{source}: class_names must be distinct; {repeated[0]!r} is there more than once"
         )
-    known = "dataset" in arrays and catalogued(str(arrays["dataset"]))
+    # A model would record the one dataset with the other's classes, and prepare pictures for
+    # the first: MNIST's where no dataset is named.
+    named = str(arrays["dataset"]) if "dataset" in arrays else None
+    known = catalogued(named or DEFAULT_DATASET)
     if known and "class_names" in arrays and names != list(dataset_spec(known).class_names):
-        # a model would record the one dataset with the other's classes, and prepare images for the first
         owner = next((spec for spec in DATASETS.values() if list(spec.class_names) == names), None)
-        fix = f"they are {owner.title}'s: dataset={owner.name!r}" if owner else "name your data otherwise"
+        if owner:
+            fix = f"they are {owner.title}'s: dataset={owner.name!r}"
+        else:
+            fix = (
+                "name your data otherwise"
+                if named
+                else "record your dataset's name with them: dataset='shapes'"
+            )
+        which = "the dataset it names" if named else "the dataset taken where none is named"
         raise MnistkitError(
             f"{source}: class_names ({', '.join(names[:3])}, ...) are not {dataset_spec(known).title}'s, "
-            f"the dataset it names; {fix}"
+            f"{which}; {fix}"
         )
 
 
@@ -358,7 +368,10 @@ def check_arrays(
                 f"to match {split}_images{label_fix}"
             )
         if labels.size and int(labels.max()) > top:
-            raise BadArrays(f"{source}: {split}_labels holds {int(labels.max())}, outside 0-{top}")
+            own = (
+                "" if names_dataset(arrays) else "; classes of your own are named by class_names and dataset"
+            )
+            raise BadArrays(f"{source}: {split}_labels holds {int(labels.max())}, outside 0-{top}{own}")
         columns = arrays.get(f"{split}_label_columns")
         if columns is not None and (
             columns.dtype != np.int32 or columns.ndim != 2 or columns.shape[0] != labels.shape[0]

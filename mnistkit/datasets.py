@@ -81,6 +81,9 @@ def labels_bytes(count: int, columns: int = 0) -> int:
     return 8 + count if not columns else 12 + 4 * count * columns
 
 
+UNKNOWN_STYLE = "none"
+
+
 @dataclass(frozen=True)
 class ImageStyle:
     """How a dataset's images were made from the original drawings or photos: the longer side
@@ -92,7 +95,8 @@ class ImageStyle:
     seldom has a piece well past the rest at both ends, as a letter's T bar or I's serifs are.
     With `white_backdrop`, a picture's transparent pixels are the white the photos were taken
     on (a product cut out of its photo), not whatever contrasts with its opaque ones (a pen's
-    strokes, light or dark)."""
+    strokes, light or dark). With `as_is`, nothing is known of how they were made (a dataset
+    of a user's own): an image is taken as it is, 28x28 as the dataset's own."""
 
     side_px: int
     by_centre_of_mass: bool
@@ -101,6 +105,7 @@ class ImageStyle:
     stroke_px: float | None = None
     drops_rules: bool = False
     white_backdrop: bool = False
+    as_is: bool = False
 
 
 IMAGE_STYLES = {
@@ -120,6 +125,11 @@ IMAGE_STYLES = {
     ),
     "fashion-mnist": ImageStyle(
         28, False, False, "the object's longer side to 28 px, centred, shades kept", white_backdrop=True
+    ),
+    # A dataset mnistkit does not know: preparing its pictures as digits hollowed a user's
+    # filled shapes into rings and read them with confidence.
+    UNKNOWN_STYLE: ImageStyle(
+        28, False, False, "none: 28x28 images taken as they are, as the dataset's own", as_is=True
     ),
 }
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from mnistkit.architectures import MAX_CLASSES, ensemble_size
-from mnistkit.arrays import class_names, dataset_name
+from mnistkit.arrays import catalogued, class_names, dataset_name, names_dataset
 from mnistkit.checkpoint import Checkpoint
 from mnistkit.datasets import DATASETS, label_named, named_by_digits
 from mnistkit.errors import MnistkitError
@@ -214,9 +214,15 @@ def check_same_classes(checkpoint: Checkpoint, arrays: dict[str, np.ndarray], so
         for label, name in zip(checkpoint.classes, checkpoint.class_names, strict=True)
     ):
         model_names = ", ".join(checkpoint.class_names[:3])
+        own = not catalogued(checkpoint.dataset) and not names_dataset(arrays)
+        fix = (
+            f"; arrays of it record its name: dataset={checkpoint.dataset!r}, and its class_names"
+            if own
+            else ""
+        )
         raise MnistkitError(
             f"{source}: holds {dataset_name(arrays)} ({', '.join(names[:3])}, ...), "
-            f"but the model was trained on {checkpoint.dataset} ({model_names}, ...)"
+            f"but the model was trained on {checkpoint.dataset} ({model_names}, ...){fix}"
         )
 
 

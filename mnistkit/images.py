@@ -77,26 +77,32 @@ def load_digit(
     dataset named by `style` (a key of IMAGE_STYLES) prepared its images.
 
     With `preprocess=False` the file must already be a 28x28 MNIST-style image; it is
-    only converted to grayscale. When the image is in memory, `content` holds its bytes (an
-    upload to `mnistkit serve`) or `picture` the image itself (a notebook's, left as it is),
-    and `path` only names it in errors.
+    only converted to grayscale, as any image is for a style `as_is`. When the image is in
+    memory, `content` holds its bytes (an upload to `mnistkit serve`) or `picture` the image
+    itself (a notebook's, left as it is), and `path` only names it in errors.
     Raises MnistkitError("path: reason") for any bad input.
     """
     path = Path(path) if content is not None or picture is not None else input_path(path, "an image file")
     image_style = IMAGE_STYLES[style]
     white_backdrop = preprocess and image_style.white_backdrop
-    read = read_grayscale(path, preprocess, content, picture, white_backdrop=white_backdrop)
-    if not preprocess:
+    read = read_grayscale(
+        path, preprocess and not image_style.as_is, content, picture, white_backdrop=white_backdrop
+    )
+    if not preprocess or image_style.as_is:
         if read.pixels.shape != (FRAME_PX, FRAME_PX):
             height, width = read.pixels.shape
-            raise MnistkitError(
-                f"{path}: image is {width}x{height} pixels; {setting('preprocess', False)} needs 28x28 "
-                "(leave it out to have the picture fitted into 28x28)"
+            why = (
+                "the model takes 28x28 images as they are, as its dataset's own (mnistkit does not "
+                "know how that dataset made its images from pictures)"
+                if image_style.as_is
+                else f"{setting('preprocess', False)} needs 28x28 (leave it out to have the picture "
+                "fitted into 28x28)"
             )
+            raise MnistkitError(f"{path}: image is {width}x{height} pixels; {why}")
         from mnistkit.arrays import on_light_paper  # here: predicting photos needs none of arrays
 
         image = to_uint8(read.pixels)
-        light = on_light_paper(image[None])
+        light = not image_style.as_is and on_light_paper(image[None])
         if light:
             raise MnistkitError(
                 f"{path}: image is dark on light paper (its edge averages {light[1]:.0f} of 255), where "

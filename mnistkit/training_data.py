@@ -14,7 +14,7 @@ import numpy as np
 
 from mnistkit.arrays import class_labels, class_names, dataset_name
 from mnistkit.config import TrainConfig
-from mnistkit.datasets import DATASETS, DEFAULT_DATASET, named_by_digits
+from mnistkit.datasets import DATASETS, UNKNOWN_STYLE, named_by_digits
 from mnistkit.errors import MnistkitError
 from mnistkit.terms import setting
 
@@ -47,14 +47,14 @@ class TrainingData:
 
     def class_metadata(self) -> dict[str, Any]:
         """What the checkpoint says of the classes: labels, names, dataset, and how to prepare
-        a person's image for them (as the dataset's images were made; MNIST's for a dataset
-        mnistkit does not know)."""
-        spec = DATASETS.get(self.dataset, DATASETS[DEFAULT_DATASET])
+        a person's image for them (as the dataset's images were made; taken as they are for a
+        dataset mnistkit does not know)."""
+        spec = DATASETS.get(self.dataset)
         return {
             "classes": self.classes,
             "class_names": self.class_names,
             "dataset": self.dataset,
-            "preprocessing": spec.image_style,
+            "preprocessing": spec.image_style if spec else UNKNOWN_STYLE,
         }
 
 

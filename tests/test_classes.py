@@ -339,6 +339,86 @@ def test_predict_prepares_an_image_by_the_checkpoint_s_dataset(fashion_model: Pa
     assert not np.array_equal(load_digit(photo, style="fashion-mnist"), load_digit(photo))
 
 
+@pytest.fixture(scope="module")
+def shapes_arrays() -> dict[str, np.ndarray]:
+    """A dataset of a user's own: filled discs, squares and bars, bright on black."""
+    rng = np.random.default_rng(5)
+    arrays = {}
+    for split, count in (("train", 150), ("test", 30)):
+        labels = np.arange(count, dtype=np.uint8) % 3
+        images = np.zeros((count, 28, 28), np.uint8)
+        for image, label in zip(images, labels, strict=True):
+            top, left = rng.integers(4, 9, 2)
+            canvas = Image.new("L", (28, 28), 0)
+            draw = ImageDraw.Draw(canvas)
+            box = (int(left), int(top), int(left) + 14, int(top) + 14)
+            if label == 0:
+                draw.ellipse(box, fill=255)
+            else:  # a square, or a bar: its middle third
+                draw.rectangle((box[0], box[1] + 5 * (label - 1), box[2], box[3] - 5 * (label - 1)), fill=255)
+            image[:] = np.asarray(canvas)
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
+    return arrays
+
+
+def test_a_model_of_a_dataset_mnistkit_does_not_know_takes_images_as_they_are(
+    shapes_arrays: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    """Prepared as MNIST's digits, a user's filled shapes were hollowed into rings and read with
+    confidence (a filled circle: `ring 0.82`), or refused as blank."""
+    import mnistkit
+
+    data = tmp_path / "shapes.npz"
+    np.savez(
+        data, **shapes_arrays, dataset=np.array("shapes"), class_names=np.array(["disc", "square", "bar"])
+    )
+    model = tmp_path / "shapes.safetensors"
+    mnistkit.train(str(data), "logreg", epochs=3, verbose=False, output=model)
+    assert load_checkpoint(model).preprocessing == "none"
+    pictures = []
+    for index in range(6):
+        path = tmp_path / f"own-{index}.png"
+        Image.fromarray(shapes_arrays["test_images"][index]).save(path)
+        pictures.append(path)
+    result = run("predict", model, *pictures, "--format", "jsonl")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    expected = mnistkit.load(model).predict_proba(shapes_arrays["test_images"][:6])
+    np.testing.assert_allclose([row["confidence"] for row in rows], expected.max(axis=1), atol=1e-6)
+    large = tmp_path / "large.png"
+    Image.fromarray(np.kron(shapes_arrays["test_images"][0], np.ones((4, 4), np.uint8))).save(large)
+    result = run("predict", model, large)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == (
+        f"{large}: image is 112x112 pixels; the model takes 28x28 images as they are, as its dataset's "
+        "own (mnistkit does not know how that dataset made its images from pictures)\n"
+    )
+
+
+def test_class_names_without_a_dataset_are_refused_before_training(
+    shapes_arrays: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    """Such a file trained as MNIST's digits named otherwise: with more than ten classes all
+    its epochs ran before saving was refused; with fewer, the model said it was MNIST's."""
+    data = tmp_path / "named.npz"
+    np.savez(data, **shapes_arrays, class_names=np.array(["disc", "square", "bar"]))
+    result = run("train", data, "-o", tmp_path / "m.safetensors", "--epochs", "1")
+    assert result.exit_code == 1 and not (tmp_path / "m.safetensors").exists()
+    assert result.output == (
+        f"Error: {data}: class_names (disc, square, bar, ...) are not MNIST's, the dataset taken where "
+        "none is named; record your dataset's name with them: dataset='shapes'\n"
+    )
+    many = {key: value for key, value in shapes_arrays.items()}
+    many["train_labels"] = (np.arange(150) % 12).astype(np.uint8)
+    np.savez(data, **many)
+    result = run("train", data, "-o", tmp_path / "m.safetensors")
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: {data}: train_labels holds 11, outside 0-9; classes of your own are named by "
+        "class_names and dataset\n"
+    )
+
+
 def test_a_light_product_cut_out_on_transparency_is_read_as_on_white(tmp_path: Path) -> None:
     """Fashion-MNIST's photos were taken on white. A light garment cut out of its photo was put
     on black, as a light pen's strokes are, which inverted its shades (80.5% against 89.5% on

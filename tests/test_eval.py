@@ -428,6 +428,6 @@ def test_a_model_of_a_dataset_mnistkit_does_not_know_still_refuses_other_classes
     assert result.exit_code == 1
     assert result.output == (
         f"Error: {synthetic_npz}: holds mnist (0, 1, 2, ...), but the model was trained on shapes "
-        "(ring, bar, cross, ...)\n"
+        "(ring, bar, cross, ...); arrays of it record its name: dataset='shapes', and its class_names\n"
     )
     assert CliRunner().invoke(cli, ["eval", str(model), str(shapes)]).exit_code == 0
