@@ -35,7 +35,6 @@ from mnistkit.arrays import (
     FLAT_PIXELS,
     UNSTANDARDIZE,
     arrays_sha256,
-    catalogued,
     check_arrays,
     check_finite,
     check_split,
@@ -276,15 +275,16 @@ def _checked(
     splits: Sequence[str],
     dataset: str | None = None,
     call: str = "arrays",
+    names: Sequence[str] | None = None,
 ) -> dict:
     """The arrays, or those of an .npz given by its path, checked as `mnistkit` checks an
     .npz: float images in [0, 1] would otherwise train a model that guesses. Keras'
     `load_data()` pairs ((x_train, y_train), (x_test, y_test)) are taken too. Arrays that name
     no dataset are named after the published dataset whose labels they hold; if none,
-    `dataset`'s when it is given."""
+    `dataset`'s when it is given (with `names`, where mnistkit does not know it)."""
     source, from_file = _source(arrays), isinstance(arrays, str | os.PathLike)
     if from_file:
-        arrays = load_arrays(arrays, splits=splits, dataset=dataset)
+        arrays = load_arrays(arrays, splits=splits, dataset=dataset, names=names)
     elif _is_keras_pairs(arrays):
         (train_images, train_labels), (test_images, test_labels) = arrays
         arrays = {
@@ -304,7 +304,7 @@ def _checked(
             f"not a {type(arrays).__name__}"
         )
     arrays = labels_as_uint8({key: np.asarray(value) for key, value in arrays.items()}, source)
-    arrays = named_if_unnamed(arrays, dataset)
+    arrays = named_if_unnamed(arrays, dataset, names)
     check_arrays(arrays, source, splits, fixes=not from_file)
     return arrays
 
@@ -324,7 +324,8 @@ def _checked_for(
     dataset and hold no published dataset's labels (a part of Keras'
     `fashion_mnist.load_data()`, a dict of one's own) are taken as the model's."""
     source = _source(arrays)
-    checked = _checked(arrays, splits, catalogued(checkpoint.dataset), call)
+    dataset, names = checkpoint.naming()
+    checked = _checked(arrays, splits, dataset, call, names)
     check_same_classes(checkpoint, checked, source)
     return checked
 

@@ -79,10 +79,13 @@ def recognised_dataset(arrays: Mapping[str, np.ndarray]) -> str | None:
     return None
 
 
-def named_as(arrays: Mapping[str, np.ndarray], dataset: str) -> dict[str, np.ndarray]:
-    """`arrays` with `dataset`'s name and class names recorded."""
-    spec = dataset_spec(dataset)
-    return {**arrays, "dataset": np.array(spec.name), "class_names": np.array(spec.class_names)}
+def named_as(
+    arrays: Mapping[str, np.ndarray], dataset: str, names: Sequence[str] | None = None
+) -> dict[str, np.ndarray]:
+    """`arrays` with `dataset`'s name and class names recorded: `names`, for a dataset
+    mnistkit does not know (a model's own)."""
+    names = dataset_spec(dataset).class_names if names is None else names
+    return {**arrays, "dataset": np.array(dataset), "class_names": np.array(names)}
 
 
 def catalogued(dataset: str) -> str | None:
@@ -90,14 +93,19 @@ def catalogued(dataset: str) -> str | None:
     return dataset if dataset in DATASETS else None
 
 
-def named_if_unnamed(arrays: Mapping[str, np.ndarray], dataset: str | None) -> dict[str, np.ndarray]:
+def named_if_unnamed(
+    arrays: Mapping[str, np.ndarray], dataset: str | None, names: Sequence[str] | None = None
+) -> dict[str, np.ndarray]:
     """Arrays that name no dataset, named after the published dataset whose labels they hold,
     or else `dataset`'s (a part of KMNIST saved with `np.savez`, with `train --dataset kmnist`
-    or a KMNIST model); as they are when they name one, or with neither."""
+    or a KMNIST model; `names` are the classes of a dataset mnistkit does not know); as they
+    are when they name one, or with neither."""
     if names_dataset(arrays):
         return dict(arrays)
-    found = recognised_dataset(arrays) or dataset
-    return dict(arrays) if found is None else named_as(arrays, found)
+    recognised = recognised_dataset(arrays)
+    if recognised or dataset is None:
+        return dict(arrays) if recognised is None else named_as(arrays, recognised)
+    return named_as(arrays, dataset, names)
 
 
 def recorded_dataset(path: str | os.PathLike[str]) -> str:
@@ -423,11 +431,15 @@ def save_arrays(path: str | os.PathLike[str], arrays: dict[str, np.ndarray]) -> 
 
 
 def load_arrays(
-    path: str | os.PathLike[str], splits: Sequence[str] = SPLITS, dataset: str | None = None
+    path: str | os.PathLike[str],
+    splits: Sequence[str] = SPLITS,
+    dataset: str | None = None,
+    names: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Load and validate the arrays of `splits` from an mnistkit `.npz`, with the dataset's
-    names when it records them or holds a published dataset's labels, or else `dataset`'s;
-    object arrays are refused, never unpickled."""
+    names when it records them or holds a published dataset's labels, or else `dataset`'s
+    (`names`: the classes of one mnistkit does not know); object arrays are refused, never
+    unpickled."""
     if isinstance(splits, str):  # splits="test"
         splits = (splits,)
     if not _in_place(path):
@@ -451,10 +463,9 @@ def load_arrays(
                     raise _other_layout(str(path), sorted(archive.files), splits)
                 arrays = {key: archive[key] for key in _stored_keys(archive.files, splits)}
             arrays = labels_as_uint8(arrays, str(path))
-        found = None if names_dataset(arrays) else recognised_dataset(arrays) or dataset
         # As named_if_unnamed, except that MNIST's digits load as the four arrays the file holds.
-        if found not in (None, DEFAULT_DATASET):
-            arrays = named_as(arrays, found)
+        if dataset_name(named := named_if_unnamed(arrays, dataset, names)) != DEFAULT_DATASET:
+            arrays = named
         check_arrays(arrays, str(path), splits)
     except BadArrays:
         raise

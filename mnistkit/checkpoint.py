@@ -85,6 +85,16 @@ class Checkpoint:
         """Whether each class is named by its label (MNIST's digits)."""
         return named_by_digits(self.classes, self.class_names)
 
+    def naming(self) -> tuple[str | None, tuple[str, ...] | None]:
+        """What arrays that name no dataset are taken as for this model: its dataset, and where
+        mnistkit does not know that dataset, its classes' names by label (told only where the
+        model was trained on all its classes); (None, None) where they cannot be told."""
+        if self.dataset in DATASETS:
+            return self.dataset, None
+        if self.classes == list(range(len(self.classes))):
+            return self.dataset, tuple(self.class_names)
+        return None, None
+
     @property
     def preprocessing(self) -> str:
         """How `predict` prepares a person's image for this model: a key of IMAGE_STYLES."""

@@ -827,10 +827,11 @@ def _print_config(config) -> None:
 def _arrays_for_model(checkpoint, data: Path, split: str) -> dict:
     """The split of DATA with the model's classes; an .npz that names no dataset and holds no
     published one's labels (a part of KMNIST saved with numpy) is taken as the model's."""
-    from mnistkit.arrays import catalogued, load_arrays
+    from mnistkit.arrays import load_arrays
     from mnistkit.evaluation import check_same_classes
 
-    arrays = load_arrays(data, splits=(split,), dataset=catalogued(checkpoint.dataset))
+    dataset, names = checkpoint.naming()
+    arrays = load_arrays(data, splits=(split,), dataset=dataset, names=names)
     check_same_classes(checkpoint, arrays, str(data))
     return arrays
 
@@ -1210,7 +1211,7 @@ def render_samples_command(
       mnistkit render-samples data/mnist.npz -o samples.png --export-dir samples \\
           | mnistkit predict models/model.safetensors -
     """
-    from mnistkit.arrays import catalogued, class_names, load_arrays
+    from mnistkit.arrays import class_names, load_arrays
     from mnistkit.checkpoint import load_checkpoint
     from mnistkit.render import SampleOptions, export_digits, samples_picture, save_picture
 
@@ -1224,8 +1225,8 @@ def render_samples_command(
         raise click.UsageError(f"--select {options['select']} needs a model: give a checkpoint as --model")
     sample_options = SampleOptions(classes=classes or None, **options)
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
-    dataset = checkpoint and catalogued(checkpoint.dataset)
-    arrays = load_arrays(data, splits=(sample_options.split,), dataset=dataset)
+    dataset, names = checkpoint.naming() if checkpoint else (None, None)
+    arrays = load_arrays(data, splits=(sample_options.split,), dataset=dataset, names=names)
     model_name = str(checkpoint_path) if checkpoint_path else ""  # as given, as eval names them
     grid, indices = samples_picture(arrays, sample_options, checkpoint, str(data), model_name)
     split = sample_options.split

@@ -412,22 +412,36 @@ def test_arrays_that_name_no_dataset_are_taken_as_the_models(
     assert result.output.startswith(f"Error: {synthetic_npz}: holds mnist (0, 1, 2, ...), but the model")
 
 
-def test_a_model_of_a_dataset_mnistkit_does_not_know_still_refuses_other_classes(
+def test_arrays_without_names_are_taken_as_the_own_dataset_of_a_model(
     synthetic_data, synthetic_npz: Path, tmp_path
 ) -> None:
-    """A model trained on an .npz naming a dataset of its own (three shapes): a file without
-    names is not taken as that dataset, which mnistkit cannot name arrays after."""
+    """A model trained on an .npz naming a dataset of its own (three shapes): the same arrays
+    without names are taken as that dataset, as for a dataset mnistkit knows (they were refused
+    as MNIST's digits); labels past its classes are not, nor arrays for a model of some of them."""
     shapes = tmp_path / "shapes.npz"
     arrays = {key: value for key, value in synthetic_data.items()}
     for split in ("train", "test"):
         arrays[f"{split}_labels"] = (arrays[f"{split}_labels"] % 3).astype(np.uint8)
     np.savez(shapes, **arrays, dataset=np.array("shapes"), class_names=np.array(["ring", "bar", "cross"]))
+    bare = tmp_path / "bare.npz"
+    np.savez(bare, **arrays)
     model = tmp_path / "shapes.safetensors"
     mnistkit.train(shapes, "logreg", epochs=1, verbose=False, output=model)
+    named = CliRunner().invoke(cli, ["eval", str(model), str(shapes)])
+    assert named.exit_code == 0, named.output
+    result = CliRunner().invoke(cli, ["eval", str(model), str(bare)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[2:] == named.stdout.splitlines()[2:]  # after the two files' names
+    pair = (arrays["test_images"], arrays["test_labels"])
+    assert mnistkit.evaluate(model, pair).accuracy == mnistkit.evaluate(model, shapes).accuracy
     result = CliRunner().invoke(cli, ["eval", str(model), str(synthetic_npz)])
     assert result.exit_code == 1
+    assert result.output == f"Error: {synthetic_npz}: test_labels holds 9, outside 0-2\n"
+    some = tmp_path / "some.safetensors"
+    mnistkit.train(shapes, "logreg", epochs=1, classes="ring,cross", verbose=False, output=some)
+    result = CliRunner().invoke(cli, ["eval", str(some), str(bare)])
+    assert result.exit_code == 1
     assert result.output == (
-        f"Error: {synthetic_npz}: holds mnist (0, 1, 2, ...), but the model was trained on shapes "
-        "(ring, bar, cross, ...); arrays of it record its name: dataset='shapes', and its class_names\n"
+        f"Error: {bare}: holds mnist (0, 1, 2, ...), but the model was trained on shapes "
+        "(ring, cross, ...); arrays of it record its name: dataset='shapes', and its class_names\n"
     )
-    assert CliRunner().invoke(cli, ["eval", str(model), str(shapes)]).exit_code == 0
