@@ -29,10 +29,15 @@ Params = Mapping[str, np.ndarray]
 CNN_CHUNK = 64
 
 
+# One per name of architectures.ACTIVATIONS, as models.ACTIVATION_FUNCTIONS computes it in jax.
+ACTIVATION_FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "relu": lambda x: np.maximum(x, 0.0),
+    "tanh": np.tanh,
+}
+
+
 def activation_function(architecture: Architecture) -> Callable[[np.ndarray], np.ndarray]:
-    if architecture.get("activation", "relu") == "tanh":
-        return np.tanh
-    return lambda x: np.maximum(x, 0.0)
+    return ACTIVATION_FUNCTIONS[architecture.get("activation", "relu")]
 
 
 def _floats(x: np.ndarray) -> np.ndarray:

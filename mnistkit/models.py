@@ -136,8 +136,12 @@ def _row_groups(sizes: list[int]) -> list[list[int]]:
     return groups
 
 
+# One per name of architectures.ACTIVATIONS, as inference.ACTIVATION_FUNCTIONS computes it in numpy.
+ACTIVATION_FUNCTIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh}
+
+
 def _activation(architecture: Architecture):
-    return jnp.tanh if architecture.get("activation", "relu") == "tanh" else jax.nn.relu
+    return ACTIVATION_FUNCTIONS[architecture.get("activation", "relu")]
 
 
 def dense_stack(

@@ -283,7 +283,8 @@ def embedding_image(
     legend = [
         (name, class_colour(label)) for label, name in zip(classes, checkpoint.class_names, strict=True)
     ]
-    activation_name = {"relu": "ReLU"}.get(checkpoint.architecture.get("activation", "relu"), "tanh")
+    activation = checkpoint.architecture.get("activation", "relu")
+    activation_name = {"relu": "ReLU"}.get(activation, activation)
     which = "(linear)" if _linear(checkpoint.architecture, layer) else f"before {activation_name}"
     digits = checkpoint.digit_classes
     noun = ("digit" if digits else "image") + ("" if len(chosen) == 1 else "s")

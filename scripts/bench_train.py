@@ -46,7 +46,7 @@ from mnistkit.architectures import (
     build_architecture,
     cnn_feature_size,
     cnn_kernel_sizes,
-    cnn_strides,
+    cnn_layers,
     member_architecture,
 )
 from mnistkit.arrays import load_arrays
@@ -159,12 +159,10 @@ def matmul_flops_per_epoch(architecture: dict, examples: int) -> float:
     layers = []  # (rows per example, inner size, output size) of each layer's matmul
     if architecture["model"] == "cnn":
         side, channels = 28, 1
-        for out, size, stride in zip(
-            architecture["channels"], cnn_kernel_sizes(architecture), cnn_strides(architecture), strict=True
-        ):
+        for out, (size, stride, pool) in zip(architecture["channels"], cnn_layers(architecture), strict=True):
             out_side = (side - size) // stride + 1
             layers.append((out_side * out_side, size * size * channels, out))
-            side, channels = (out_side // 2 if stride == 1 else out_side), out
+            side, channels = (out_side // 2 if pool else out_side), out
         widths = [cnn_feature_size(architecture), *architecture["hidden"], architecture["num_classes"]]
     else:
         widths = [784, *architecture.get("hidden", []), architecture["num_classes"]]

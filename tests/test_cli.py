@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import subprocess
 import sys
 
 import click
 import pytest
 from click.testing import CliRunner
+from conftest import REPO_ROOT
 
 from mnistkit.cli import cli
-from mnistkit.config import PRESETS, config_from_options
+from mnistkit.config import PRESETS, TrainConfig, config_from_options
+from mnistkit.datasets import DATASETS
 
 JAX_FREE_COMMANDS = ("fetch", "parse-to-npz", "predict", "eval", "info", "render-samples")
 
@@ -74,6 +78,25 @@ def test_train_help_shows_every_option_with_help_and_the_presets() -> None:
     for name, preset in PRESETS.items():
         assert f"{name}: {preset.summary}" in text
     assert "--epochs INTEGER Passes over the training images. [default: the preset's; mlp: 8]" in text
+
+
+def test_every_training_setting_is_an_option_of_train() -> None:
+    """A setting whose option went missing trained from Python alone, and no test noticed."""
+    options = {param.name for param in cli.commands["train"].params}
+    assert [field.name for field in dataclasses.fields(TrainConfig) if field.name not in options] == []
+
+
+def _readme_section_rows(heading: str) -> set[str]:
+    """The first column's `names` of the tables under README's `heading`, to the next heading."""
+    text = (REPO_ROOT / "README.md").read_text()
+    section = text.split(f"\n{heading}\n", 1)[1].split("\n#", 1)[0]
+    return set(re.findall(r"^\| `([^`]+)` \|", section, re.M))
+
+
+def test_the_readme_lists_every_preset_and_every_dataset() -> None:
+    """Both tables are written by hand; a preset or a dataset added to the code alone was missed."""
+    assert set(PRESETS) <= _readme_section_rows("### train")
+    assert set(DATASETS) <= _readme_section_rows("## Datasets: MNIST's siblings")
 
 
 def test_show_config_prints_the_merged_settings_and_trains_nothing(tmp_path) -> None:

@@ -111,6 +111,28 @@ def test_numpy_inference_matches_jax(name: str, synthetic_data) -> None:
     np.testing.assert_allclose(numpy_probabilities, jax_probabilities, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("activation", architectures.ACTIVATIONS)
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_every_activation_is_computed_alike_by_jax_and_numpy(
+    activation: str, model: str, synthetic_data
+) -> None:
+    """An activation added to one side only (numpy fell back to ReLU for any other name) made
+    `eval` of a checkpoint disagree with `train`'s figures, without a word."""
+    assert (
+        set(models.ACTIVATION_FUNCTIONS)
+        == set(inference.ACTIVATION_FUNCTIONS)
+        == set(architectures.ACTIVATIONS)
+    )
+    architecture = {**ARCHITECTURES[model], "activation": activation}
+    params = _random_params(architecture)
+    images = synthetic_data["test_images"][:40]
+    logits = np.asarray(
+        models.apply(params, architecture, jnp.asarray(inference.normalize(images, STANDARD)))
+    )
+    probabilities = inference.predict_probabilities(params, architecture, STANDARD, images)
+    np.testing.assert_allclose(probabilities, np.asarray(jax.nn.softmax(logits)), atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("name", [*ARCHITECTURES, "mirror-averaged-ensemble"])
 def test_weights_whose_float32_outputs_overflow_still_give_probabilities(name: str, synthetic_data) -> None:
     """Kernels scaled by 1e20 (a checkpoint edited by hand): float32 logits past 3.4e38 gave NaN

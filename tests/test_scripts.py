@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import bench_train
 import numpy as np
 import people_style
 import pytest
@@ -83,3 +84,16 @@ def test_a_scripts_bad_argument_is_a_usage_error_at_once(arguments: list[str], m
     )
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_bench_counts_a_cnn_s_matmuls_where_its_pools_are() -> None:
+    """`cnn-best` pools after its second and fourth convs; counted as if after each conv, its
+    image shrank below 1x1 and the count came out 3.7e11 a digit."""
+    from mnistkit.architectures import build_architecture
+    from mnistkit.config import preset_config
+
+    architecture = build_architecture(preset_config("cnn-best"), 10)
+    # (rows, inner, outputs) per example: 28 -> 26 -> 24, pool 12 -> 10 -> 8, pool 4; 4*4*48 -> 256 -> 10
+    layers = [(26 * 26, 9, 24), (24 * 24, 9 * 24, 24), (10 * 10, 9 * 24, 48), (8 * 8, 9 * 48, 48)]
+    macs = [rows * inner * out for rows, inner, out in [*layers, (1, 768, 256), (1, 256, 10)]]
+    assert bench_train.matmul_flops_per_epoch(architecture, 3) == 2 * 3 * (2 * sum(macs) + sum(macs[1:]))

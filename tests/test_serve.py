@@ -902,3 +902,16 @@ def test_huge_pictures_are_decoded_one_at_a_time_and_their_memory_given_back(
     finally:
         process.kill()
         process.wait()
+
+
+def test_the_page_says_how_each_kind_of_model_prepares_a_drawing() -> None:
+    """The page's sentence for each checkpoint `preprocessing`: a style without one left the
+    page saying how MNIST's digits were made."""
+    import re
+
+    import mnistkit.serve
+    from mnistkit.datasets import IMAGE_STYLES
+
+    script = (Path(mnistkit.serve.__file__).parent / "web" / "app.js").read_text()
+    table = script.split("const PREPARATION = {", 1)[1].split("};", 1)[0]
+    assert set(re.findall(r'^  "?([a-z-]+)"?:', table, re.M)) == set(IMAGE_STYLES)

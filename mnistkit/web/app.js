@@ -42,6 +42,8 @@ const PREPARATION = {
   emnist: "It is prepared as EMNIST's characters were: its longer side fitted to 26 pixels, centred in 28×28.",
   "fashion-mnist":
     "It is prepared as Fashion-MNIST's photos were: its longer side fitted to 28 pixels, centred, shades kept.",
+  none:
+    "mnistkit does not know how this model's dataset made its images: it reads 28×28 pictures as they are, as the dataset's own, and refuses others (a drawing on the pad among them).",
 };
 let hasInk = false;
 let inked = null; // the box the strokes span: {left, top, right, bottom}, in the pad's pixels
