@@ -848,6 +848,11 @@ def _training_progress(on_tty: bool):
     return progress
 
 
+_no_preprocess_option = click.option(
+    "--no-preprocess", is_flag=True, help="The images are MNIST-style 28x28 already: only grayscale."
+)
+
+
 @cli.command("predict", short_help="Predict the digit in each of your images.")
 @click.argument("checkpoint_path", metavar="CKPT", type=PathType(path_type=Path))
 @click.argument("images", metavar="IMAGE...", nargs=-1, required=True, type=PathType())
@@ -866,9 +871,7 @@ def _training_progress(on_tty: bool):
     show_default=True,
     help="Also list the K likeliest digits.",
 )
-@click.option(
-    "--no-preprocess", is_flag=True, help="The images are MNIST-style 28x28 already: only grayscale."
-)
+@_no_preprocess_option
 @click.option(
     "--save-preprocessed",
     type=PathType(path_type=Path),
@@ -979,6 +982,7 @@ def _keep_only_if_complete(output: str | None, failures: int, elsewhere: str = "
     help="Evaluate on your own images: lines of path<TAB>label or path,label (a digit, or a class's "
     "name or number).",
 )
+@_no_preprocess_option
 def eval_command(
     checkpoint_path: Path,
     data: Path | None,
@@ -987,6 +991,7 @@ def eval_command(
     min_accuracy: float | None,
     images_dir: Path | None,
     labels: Path | None,
+    no_preprocess: bool,
 ) -> None:
     """Evaluate CKPT on a split of NPZ, or on your own labelled images.
 
@@ -1022,6 +1027,8 @@ def eval_command(
         raise click.UsageError("--images needs --labels FILE listing each image's digit")
     if labels is not None and split != "test":  # --split test, the default, is as good as none
         raise click.UsageError("--split picks a split of NPZ; --labels lists the images to evaluate")
+    if no_preprocess and labels is None:
+        raise click.UsageError("--no-preprocess is for the images of --labels; NPZ's are 28x28 already")
     threshold = _accuracy_fraction(min_accuracy)
     checkpoint = load_checkpoint(checkpoint_path)
     failures = []
@@ -1035,7 +1042,7 @@ def eval_command(
         labelled = read_labels(labels, images_dir, dataset_class_names(checkpoint))
         for path, _ in labelled:
             _refuse_overwriting(json_path, "--json", path)
-        evaluation = evaluate_images(checkpoint, labelled, report)
+        evaluation = evaluate_images(checkpoint, labelled, report, preprocess=not no_preprocess)
     else:
         source = str(data)
         arrays = _arrays_for_model(checkpoint, data, split)

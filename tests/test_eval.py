@@ -159,6 +159,29 @@ def test_eval_on_own_labelled_images(large_digit_model: Path, labelled_folder: P
     assert metrics["split"] == "images" and metrics["count"] == 10 and metrics["accuracy"] == 1.0
 
 
+def test_eval_takes_labelled_images_as_they_are_with_no_preprocess(
+    large_digit_model: Path, synthetic_data, tmp_path: Path
+) -> None:
+    """As `predict --no-preprocess` reads them: 28x28 images, only made grayscale (eval had no
+    such option, so its figures were of the images prepared again)."""
+    images = synthetic_data["test_images"][:20]
+    lines = []
+    for index, image in enumerate(images):
+        Image.fromarray(np.roll(image, 3, axis=1)).save(tmp_path / f"{index}.png")  # off-centre
+        lines.append(f"{index}.png\t{synthetic_data['test_labels'][index]}\n")
+    (tmp_path / "labels.tsv").write_text("".join(lines))
+    labels, report = tmp_path / "labels.tsv", tmp_path / "raw.json"
+    result = run("eval", large_digit_model, "--labels", labels, "--no-preprocess", "--json", report)
+    assert result.exit_code == 0, result.output
+    model = mnistkit.load(large_digit_model)
+    expected = model.predict(np.roll(images, 3, axis=2)) == synthetic_data["test_labels"][:20]
+    assert json.loads(report.read_text())["accuracy"] == expected.mean()
+    prepared = run("eval", large_digit_model, "--labels", labels, "--json", "-")
+    assert json.loads(prepared.stdout)["accuracy"] != expected.mean()  # the option is what tells
+    refused = run("eval", large_digit_model, tmp_path / "data.npz", "--no-preprocess")
+    assert refused.exit_code == 2 and "--no-preprocess is for the images of --labels" in refused.output
+
+
 def test_predicts_own_tsv_kept_beside_the_images_is_their_labels(
     large_digit_model: Path, labelled_folder: Path, monkeypatch
 ) -> None:
