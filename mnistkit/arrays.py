@@ -404,6 +404,11 @@ def _other_layout(source: str, found: list[str], splits: Sequence[str]) -> Mnist
             message += f'Convert it with: {shlex.quote(sys.executable)} -c "{code}"'
         else:
             message += f"Read it as: a = np.load('{source}'); arrays = dict({renames})"
+    elif not any(key.startswith("test_") for key in found) and any(key.startswith("train_") for key in found):
+        message += (
+            "; beside them, save images held out from training, to score the model, as test_images, "
+            "test_labels"
+        )
     elif on_command_line():
         message += "; make one with `mnistkit parse-to-npz`"
     else:

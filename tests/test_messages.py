@@ -196,6 +196,17 @@ def test_a_keras_npz_comes_with_a_command_that_converts_it(tmp_path: Path, synth
     assert run("render-samples", tmp_path / "mnist.npz", "-o", tmp_path / "s.png").exit_code == 0
 
 
+def test_a_training_set_alone_is_told_to_hold_some_out(tmp_path: Path, synthetic_data) -> None:
+    """A dataset of one's own with no test split was told to make an .npz with parse-to-npz,
+    which reads only MNIST's kind of files."""
+    alone = tmp_path / "mine.npz"
+    np.savez(alone, train_images=synthetic_data["train_images"], train_labels=synthetic_data["train_labels"])
+    assert one_error(run("train", alone, "-o", tmp_path / "m.safetensors")) == (
+        f"Error: {alone}: missing arrays test_images, test_labels (it holds train_images, train_labels); "
+        "beside them, save images held out from training, to score the model, as test_images, test_labels"
+    )
+
+
 def test_eval_needs_only_the_test_arrays(tmp_path: Path, synthetic_data) -> None:
     model = random_checkpoint(tmp_path / "model.safetensors", MLP)
     test_only = tmp_path / "test-only.npz"
