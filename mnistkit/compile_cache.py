@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -81,10 +82,14 @@ def compile_cache(log: Callable[[str], None]) -> Iterator[Path | None]:
 
 def _problem(folder: Path) -> str | None:
     """Why `folder` (made if missing) will not do, or None. Checked where it really is, so a
-    link that someone else owns cannot point jax elsewhere later."""
+    link that someone else owns cannot point jax elsewhere later, and so are the folders above
+    it: another user who may rename entries in one of them could swap the cache for a folder
+    of their own while a run uses it (a folder anyone writes to with its sticky bit set, as
+    /tmp, lets each rename only their own)."""
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        status = folder.resolve(strict=True).stat()
+        real = folder.resolve(strict=True)
+        status = real.stat()
     except OSError as error:
         return f"cannot be made ({error.strerror})"
     if not hasattr(os, "getuid"):
@@ -92,7 +97,15 @@ def _problem(folder: Path) -> str | None:
     if status.st_uid != os.getuid():
         return "belongs to another user"
     if status.st_mode & 0o022:
-        return f"others may write to it (chmod go-w {folder.resolve()})"
+        return f"others may write to it (chmod go-w {real})"
+    for above in real.parents:
+        status = above.stat()
+        if status.st_uid not in (0, os.getuid()):
+            return f"the folder above it, {above}, belongs to another user"
+        # (Group-writable passes: with a umask of 002, as Fedora gives, a user's folders are
+        # writable by the group of that user alone.)
+        if status.st_mode & stat.S_IWOTH and not status.st_mode & stat.S_ISVTX:
+            return f"others may rename what the folder above it, {above}, holds (chmod o-w {above})"
     return None
 
 

@@ -84,6 +84,21 @@ def test_a_folder_others_can_write_is_not_trusted(synthetic_npz, tmp_path):
     assert f"compile cache {shared}: others may write to it (chmod go-w {shared})" in result.stderr
 
 
+def test_a_folder_under_one_others_may_rename_in_is_not_trusted(tmp_path):
+    """The folder was checked alone: another user could rename it away, and put their own in
+    its place, while a run used it. Under a sticky folder such as /tmp, no one else can."""
+    shared = tmp_path / "shared"
+    (shared / "mnistkit").mkdir(mode=0o755, parents=True)
+    shared.chmod(0o777)
+    assert compile_cache._problem(shared / "mnistkit" / "xla") == (
+        f"others may rename what the folder above it, {shared}, holds (chmod o-w {shared})"
+    )
+    shared.chmod(0o775)  # a umask of 002: the group is the user's own
+    assert compile_cache._problem(shared / "mnistkit" / "xla") is None
+    shared.chmod(0o1777)
+    assert compile_cache._problem(shared / "mnistkit" / "xla") is None
+
+
 def test_a_link_is_followed_to_the_folder_it_names(synthetic_npz, tmp_path):
     (tmp_path / "real").mkdir(mode=0o700)
     (tmp_path / "link").symlink_to(tmp_path / "real")
