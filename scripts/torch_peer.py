@@ -35,8 +35,12 @@ def mnist_train_images(directory: str | None) -> np.ndarray:
 
 
 def build_net(architecture: dict) -> nn.Module:
-    """mnistkit's cnn (valid convs; stride 1 then a 2x2 max pool, or stride 2; bias or batch
-    norm; ReLU), or its dense stack (logreg, mlp)."""
+    """mnistkit's cnn (valid convs, each followed by a 2x2 max pool where `pools` says, by
+    default after each conv of stride 1; bias or batch norm; its activation), or its dense
+    stack (logreg, mlp)."""
+    if architecture.get("linear_last_hidden"):
+        raise SystemExit("torch_peer.py: a linear last hidden layer is not built here")
+    activation = {"relu": nn.ReLU, "tanh": nn.Tanh}[architecture.get("activation", "relu")]
     layers: list[nn.Module] = []
     channels, side = 1, 28
     if architecture["model"] == "cnn":
@@ -44,22 +48,23 @@ def build_net(architecture: dict) -> nn.Module:
             "kernel_sizes", [architecture.get("kernel_size")] * len(architecture["channels"])
         )
         strides = architecture.get("strides", [1] * len(architecture["channels"]))
-        for out, size, stride in zip(architecture["channels"], sizes, strides, strict=True):
+        pools = architecture.get("pools", [stride == 1 for stride in strides])
+        for out, size, stride, pool in zip(architecture["channels"], sizes, strides, pools, strict=True):
             layers.append(
                 nn.Conv2d(channels, out, size, stride=stride, bias=not architecture.get("batch_norm"))
             )
             side = (side - size) // stride + 1
-            if stride == 1:
+            if pool:
                 layers.append(nn.MaxPool2d(2))
                 side //= 2
             if architecture.get("batch_norm"):
                 layers.append(nn.BatchNorm2d(out))
-            layers.append(nn.ReLU())
+            layers.append(activation())
             channels = out
     layers.append(nn.Flatten())
     width = channels * side * side
     for hidden in architecture.get("hidden", []):
-        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        layers += [nn.Linear(width, hidden), activation()]
         width = hidden
     layers.append(nn.Linear(width, architecture["num_classes"]))
     return nn.Sequential(*layers)
