@@ -28,10 +28,17 @@ READ_BYTES = 1 << 16
 # An image on stdin is held in memory whole; the most that a picture within the pixel limit
 # takes uncompressed (40 megapixels of RGBA) is 160 MB.
 MAX_IMAGE_BYTES = 200_000_000
-# How the formats Pillow reads most begin: PNG, JPEG, GIF, TIFF (both byte orders), BMP and
-# WebP by a few bytes further on. Any other image shows itself as binary.
-_IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
+# How the formats Pillow reads most begin: PNG, JPEG, TIFF (both byte orders); GIF, BMP, WebP
+# and Netpbm need a few bytes more (`_image_start`). Any other image shows itself as binary.
+_IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*")
+# Netpbm (PBM, PGM, PPM, as text or binary): its magic number, then its width and height.
+_NETPBM = re.compile(rb"P[1-6]\s+(#[^\n]*\n\s*)*\d+\s+\d+\s")
+_UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # not in a path, but for the oddest
+# Bytes enough to tell an image from a list of paths (WebP's signature ends at byte 12).
+TELLING_BYTES = 32
+# How images begin that no path does; read on until TELLING_BYTES where stdin starts so.
+_BINARY_STARTS = (*_IMAGE_SIGNATURES, b"GIF87a", b"GIF89a", b"RIFF")
 
 
 @dataclass(frozen=True)
@@ -70,32 +77,50 @@ def expand_stdin(
 
 def _stdin_items(stdin: IO[str], null_separated: bool) -> Iterator[str | StdinWaits | StdinImage]:
     """Told by stdin's first bytes: its paths, or the image it holds."""
-    blocks = _blocks(stdin)
-    for first in blocks:
-        if isinstance(first, StdinWaits):
-            yield first
+    separator = b"\0" if null_separated else b"\n"
+    blocks, start = _blocks(stdin), b""
+    for block in blocks:
+        if isinstance(block, StdinWaits):
+            yield block
             continue
-        rest = itertools.chain([first], blocks)
-        if _holds_an_image(first, null_separated):
-            yield _whole_image(rest)
-        elif null_separated:
-            yield from _null_ended_paths(_records(rest, b"\0"))
-        else:
-            yield from _line_paths(_records(rest, b"\n"))
+        start += block
+        if _enough_to_tell(start, separator):
+            break
+    if not start:
         return
+    rest = itertools.chain([start], blocks)
+    if _stdin_holds(start, null_separated) == "image":
+        yield _whole_image(rest)
+    elif null_separated:
+        yield from _null_ended_paths(_records(rest, b"\0"))
+    else:
+        yield from _line_paths(_records(rest, b"\n"))
 
 
-def _holds_an_image(start: bytes, null_separated: bool) -> bool:
-    """Whether stdin, which begins with `start`, holds an image (or other binary data, which
-    Pillow will refuse as not an image) rather than a list of paths: text, whose first path
-    holds no control character."""
-    if start.startswith(_IMAGE_SIGNATURES) or (start[:4], start[8:12]) == (b"RIFF", b"WEBP"):
+def _enough_to_tell(start: bytes, separator: bytes) -> bool:
+    """Whether `start` tells an image from paths: a slow writer's first bytes may be too few
+    (a PNG's first three), while a path typed at a terminal is whole at its end."""
+    if len(start) >= TELLING_BYTES:
         return True
-    if start[:2] == b"BM" and start[6:10] == b"\0\0\0\0":  # BMP: its reserved bytes
-        return True
+    begun = any(sign.startswith(start) or start.startswith(sign) for sign in _BINARY_STARTS)
+    return separator in start and not begun
+
+
+def _stdin_holds(start: bytes, null_separated: bool) -> str:
+    """What stdin, which begins with `start`, holds: "image" (or other binary data, which
+    Pillow will refuse as not an image) or "paths", text; files piped in by mistake are
+    refused by name."""
+    if _image_start(start):
+        return "image"
+    if start.startswith(_UTF16_MARKS):
+        raise MnistkitError(
+            "-: standard input holds UTF-16 text; `-` reads paths in UTF-8, one per line "
+            "(iconv -f UTF-16 -t UTF-8 turns one into the other)"
+        )
     first_path = start.split(b"\0" if null_separated else b"\n", 1)[0]
-    if not _CONTROL.search(first_path) and (null_separated or b"\0" not in start):
-        return False  # (a NUL never is in a path)
+    binary = _CONTROL.match(start) or (_CONTROL.search(first_path) and not _is_utf8(first_path))
+    if not binary and (null_separated or b"\0" not in start):
+        return "paths"  # (a path may hold any byte but NUL, a control character seldom)
     kind = what_file_is(start[:16])
     if kind is not None:
         raise MnistkitError(
@@ -107,6 +132,25 @@ def _holds_an_image(start: bytes, null_separated: bool) -> bool:
             "-: standard input holds paths ended by NUL bytes (find -print0); `-` reads one path "
             "per line, and with --null (-0) paths ended by NUL: mnistkit predict CKPT --null -"
         )
+    return "image"
+
+
+def _image_start(start: bytes) -> bool:
+    """Whether `start` is how an image file of a format Pillow reads begins."""
+    if start.startswith(_IMAGE_SIGNATURES) or (start[:4], start[8:12]) == (b"RIFF", b"WEBP"):
+        return True
+    if start[:2] == b"BM" and start[6:10] == b"\0\0\0\0":  # BMP: its reserved bytes
+        return True
+    if start.startswith((b"GIF87a", b"GIF89a")):  # its size and flags next, seldom all text
+        return not start[6:13].isascii() or not start[6:13].decode("ascii").isprintable()
+    return bool(_NETPBM.match(start))
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
     return True
 
 

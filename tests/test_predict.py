@@ -189,7 +189,7 @@ def test_an_output_under_a_file_fails_before_any_work(
     assert result.stderr == f"Error: {output}: {tmp_path / 'a-file'} is a file, not a folder\n"
 
 
-@pytest.mark.parametrize("image_format", ["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM"])
+@pytest.mark.parametrize("image_format", ["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"])
 @pytest.mark.parametrize("null", [[], ["--null"]])
 def test_an_image_piped_in_is_predicted_as_the_image_named_dash(
     large_digit_model: Path, image_format: str, null: list[str]
@@ -229,6 +229,89 @@ def test_an_image_piped_in_keeps_its_place_among_paths_and_its_name_when_saved(
         "000002-stdin.png",
         "000003-1-digit0.png",
     ]
+
+
+@pytest.mark.parametrize(
+    "first_bytes, content",
+    [(3, "png"), (6, "png"), (8, "webp"), (3, "print0")],  # 6: the PNG's first line, its own
+)
+def test_what_stdin_holds_is_told_when_its_first_bytes_come_alone(
+    large_digit_model: Path, digit_files: list[Path], first_bytes: int, content: str
+) -> None:
+    """Told from a slow writer's first read, a PNG was read as paths (a line for each of its
+    'lines'), a WebP and a `find -print0` list as each other."""
+    if content == "print0":
+        data = b"".join(os.fsencode(path) + b"\0" for path in digit_files[:2])
+    else:
+        picture = io.BytesIO()
+        Image.open(digit_files[2]).save(picture, content)
+        data = picture.getvalue()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mnistkit", "predict", str(large_digit_model), "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        process.stdin.write(data[:first_bytes])
+        process.stdin.flush()
+        time.sleep(0.5)  # predict has read those bytes alone by now
+        process.stdin.write(data[first_bytes:])
+        process.stdin.close()
+        stdout, stderr = process.stdout.read().decode(), process.stderr.read().decode()
+        code = process.wait(60)
+    finally:
+        process.kill()
+        process.wait()
+    if content == "print0":
+        assert code == 1 and stdout == "" and "paths ended by NUL bytes (find -print0)" in stderr
+    else:
+        assert (code, stdout.split("\t")[:2], stderr) == (0, ["-", "7"], "")
+
+
+def _netpbm(image: np.ndarray, kind: str) -> bytes:
+    """A digit as Netpbm: Pillow's binary PGM or PBM, or a text PGM with a comment."""
+    if kind == "text":
+        rows = "\n".join(" ".join(map(str, row)) for row in image)
+        return f"P2\n# drawn by a test\n{image.shape[1]} {image.shape[0]}\n255\n{rows}\n".encode()
+    picture = io.BytesIO()
+    Image.fromarray(image).convert("1" if kind == "bits" else "L").save(picture, "PPM")
+    return picture.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["bytes", "bits", "text"])
+def test_netpbm_piped_in_is_an_image_however_plain_its_bytes(large_digit_model: Path, kind: str) -> None:
+    """A PGM of pixels 0 and 255 holds no control character but NUL, a PBM or a text PGM
+    none: they were taken for `find -print0`'s paths or for paths, one a line."""
+    digit = np.where(255 - draw_large_digit(3) > 127, 255, 0).astype(np.uint8)
+    for null in ([], ["--null"]):
+        result = CliRunner().invoke(
+            cli, ["predict", str(large_digit_model), *null, "-"], input=_netpbm(digit, kind)
+        )
+        assert result.exit_code == 0, result.output
+        assert result.stdout.split("\t")[:2] == ["-", "3"]
+
+
+def test_paths_that_look_odd_are_still_paths(large_digit_model: Path, digit_files: list[Path]) -> None:
+    """A first path holding a control character, or beginning as a GIF does, is a path; a
+    list in UTF-16 (as Notepad saves one) is told so, not taken for `find -print0`'s."""
+    escaped = digit_files[0].with_name("a\x1bb.png")
+    escaped.write_bytes(digit_files[0].read_bytes())
+    gif_like = digit_files[1].with_name("GIF89a-scan.png")
+    gif_like.write_bytes(digit_files[1].read_bytes())
+    result = run("predict", large_digit_model, "-", stdin=f"{escaped}\n{gif_like}\n")
+    assert result.exit_code == 0, result.output
+    assert [row.split("\t")[:2] for row in result.stdout.splitlines()] == [
+        [str(escaped), "3"],
+        [str(gif_like), "0"],
+    ]
+    listed = f"{digit_files[0]}\n".encode("utf-16")
+    result = CliRunner().invoke(cli, ["predict", str(large_digit_model), "-"], input=listed)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == (
+        "Error: -: standard input holds UTF-16 text; `-` reads paths in UTF-8, one per line "
+        "(iconv -f UTF-16 -t UTF-8 turns one into the other)\n"
+    )
 
 
 def test_binary_data_piped_in_that_is_no_image_is_one_line_naming_stdin(large_digit_model: Path) -> None:
