@@ -180,25 +180,31 @@ def _check_names(arrays: dict[str, np.ndarray], source: str) -> None:
         raise MnistkitError(
             f"{source}: class_names must be distinct; {repeated[0]!r} is there more than once"
         )
-    # A model would record the one dataset with the other's classes, and prepare pictures for
-    # the first: MNIST's where no dataset is named.
+    check_names_fit(arrays, source)
+
+
+def check_names_fit(arrays: Mapping[str, np.ndarray], source: str, training: bool = False) -> None:
+    """Refuse class_names that are not those of the dataset the arrays name: a model would
+    record the one dataset with the other's classes, and prepare pictures for the first. Where
+    none is named the arrays are MNIST's; `training` refuses other names then too (such a model
+    said it was MNIST's digits), where reading them stays open to the models trained so."""
     named = str(arrays["dataset"]) if "dataset" in arrays else None
     known = catalogued(named or DEFAULT_DATASET)
-    if known and "class_names" in arrays and names != list(dataset_spec(known).class_names):
-        owner = next((spec for spec in DATASETS.values() if list(spec.class_names) == names), None)
-        if owner:
-            fix = f"they are {owner.title}'s: dataset={owner.name!r}"
-        else:
-            fix = (
-                "name your data otherwise"
-                if named
-                else "record your dataset's name with them: dataset='shapes'"
-            )
-        which = "the dataset it names" if named else "the dataset taken where none is named"
-        raise MnistkitError(
-            f"{source}: class_names ({', '.join(names[:3])}, ...) are not {dataset_spec(known).title}'s, "
-            f"{which}; {fix}"
-        )
+    names = class_names(arrays)
+    if "class_names" not in arrays or not known or names == list(dataset_spec(known).class_names):
+        return
+    if named is None and not training:
+        return
+    owner = next((spec for spec in DATASETS.values() if list(spec.class_names) == names), None)
+    if owner:
+        fix = f"they are {owner.title}'s: dataset={owner.name!r}"
+    else:
+        fix = "name your data otherwise" if named else "record your dataset's name too: dataset='shapes'"
+    which = "the dataset it names" if named else "the dataset taken where none is named"
+    raise MnistkitError(
+        f"{source}: class_names ({', '.join(names[:3])}, ...) are not {dataset_spec(known).title}'s, "
+        f"{which}; {fix}"
+    )
 
 
 def check_split(split: str) -> None:

@@ -88,10 +88,11 @@ class Checkpoint:
     def naming(self) -> tuple[str | None, tuple[str, ...] | None]:
         """What arrays that name no dataset are taken as for this model: its dataset, and where
         mnistkit does not know that dataset, its classes' names by label (told only where the
-        model was trained on all its classes); (None, None) where they cannot be told."""
+        model was trained on all its classes, as its settings say); (None, None) where they
+        cannot be told."""
         if self.dataset in DATASETS:
             return self.dataset, None
-        if self.classes == list(range(len(self.classes))):
+        if self.metadata.get("config", {}).get("classes") == []:
             return self.dataset, tuple(self.class_names)
         return None, None
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from mnistkit.arrays import class_labels, class_names, dataset_name
+from mnistkit.arrays import check_names_fit, class_labels, class_names, dataset_name
 from mnistkit.config import TrainConfig
 from mnistkit.datasets import DATASETS, UNKNOWN_STYLE, named_by_digits
 from mnistkit.errors import MnistkitError
@@ -61,6 +61,7 @@ class TrainingData:
 def prepare_data(arrays: Mapping[str, np.ndarray], config: TrainConfig, source: str = "data") -> TrainingData:
     """Select the classes trained on, map labels to class indices, carve the validation split,
     fix normalization."""
+    check_names_fit(arrays, source, training=True)
     names, dataset = class_names(arrays), dataset_name(arrays)
     classes = class_labels(config.classes, names, dataset) if config.classes else list(range(len(names)))
     lookup = np.full(len(names), -1, np.int32)

@@ -395,6 +395,26 @@ def test_a_model_of_a_dataset_mnistkit_does_not_know_takes_images_as_they_are(
     )
 
 
+def test_a_model_trained_on_class_names_without_a_dataset_still_reads_its_file(
+    shapes_arrays: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    """Such files trained until 2026-12-07, into models that say they are MNIST's with other
+    names: eval and the pictures still take the file they were trained on."""
+    import mnistkit
+
+    named, names = tmp_path / "named.npz", np.array(["disc", "square", "bar"])
+    np.savez(named, **shapes_arrays, dataset=np.array("shapes"), class_names=names)
+    model = tmp_path / "old.safetensors"
+    mnistkit.train(str(named), "logreg", epochs=1, verbose=False, output=model)
+    trained = load_checkpoint(model)
+    save_checkpoint(model, trained.params, {**trained.metadata, "dataset": "mnist", "preprocessing": "mnist"})
+    names_only = tmp_path / "names-only.npz"
+    np.savez(names_only, **shapes_arrays, class_names=names)
+    result = run("eval", model, names_only)
+    assert result.exit_code == 0, result.output
+    assert run("render-samples", names_only, "--model", model, "-o", tmp_path / "s.png").exit_code == 0
+
+
 def test_class_names_without_a_dataset_are_refused_before_training(
     shapes_arrays: dict[str, np.ndarray], tmp_path: Path
 ) -> None:
@@ -406,7 +426,7 @@ def test_class_names_without_a_dataset_are_refused_before_training(
     assert result.exit_code == 1 and not (tmp_path / "m.safetensors").exists()
     assert result.output == (
         f"Error: {data}: class_names (disc, square, bar, ...) are not MNIST's, the dataset taken where "
-        "none is named; record your dataset's name with them: dataset='shapes'\n"
+        "none is named; record your dataset's name too: dataset='shapes'\n"
     )
     many = {key: value for key, value in shapes_arrays.items()}
     many["train_labels"] = (np.arange(150) % 12).astype(np.uint8)

@@ -460,11 +460,13 @@ def test_arrays_without_names_are_taken_as_the_own_dataset_of_a_model(
     result = CliRunner().invoke(cli, ["eval", str(model), str(synthetic_npz)])
     assert result.exit_code == 1
     assert result.output == f"Error: {synthetic_npz}: test_labels holds 9, outside 0-2\n"
-    some = tmp_path / "some.safetensors"
-    mnistkit.train(shapes, "logreg", epochs=1, classes="ring,cross", verbose=False, output=some)
-    result = CliRunner().invoke(cli, ["eval", str(some), str(bare)])
-    assert result.exit_code == 1
-    assert result.output == (
-        f"Error: {bare}: holds mnist (0, 1, 2, ...), but the model was trained on shapes "
-        "(ring, cross, ...); arrays of it record its name: dataset='shapes', and its class_names\n"
-    )
+    for chosen in ("ring,cross", "ring,bar"):  # the first two: all a model knows of its dataset
+        some = tmp_path / "some.safetensors"
+        mnistkit.train(shapes, "logreg", epochs=1, classes=chosen, verbose=False, output=some)
+        result = CliRunner().invoke(cli, ["eval", str(some), str(bare)])
+        assert result.exit_code == 1
+        assert result.output == (
+            f"Error: {bare}: holds mnist (0, 1, 2, ...), but the model was trained on shapes "
+            f"({chosen.replace(',', ', ')}, ...); arrays of it record its name: dataset='shapes', and "
+            "its class_names\n"
+        )
