@@ -320,3 +320,62 @@ def test_draw_upload_keyboard_and_phone_width(browser, page_url: str, digits: Di
     save_screenshot(browser, tmp_path / "serve-phone.png")
     later_errors = console_errors(browser)
     assert len(later_errors) == 1 and "api/predict" in later_errors[0] and "422" in later_errors[0]
+
+
+def _bars_and_discs(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A dataset of one's own: 28x28 light strokes on black, a level bar (0) or a ring (1)."""
+    from PIL import ImageDraw
+
+    images = np.zeros((count, 28, 28), np.uint8)
+    labels = (np.arange(count) % 2).astype(np.uint8)
+    for image, label in zip(images, labels, strict=True):
+        canvas = Image.new("L", (28, 28), 0)
+        draw = ImageDraw.Draw(canvas)
+        left, top = (int(value) for value in rng.integers(3, 8, 2))
+        if label == 0:
+            draw.line((left, top + 8, left + 16, top + 8), fill=255, width=3)
+        else:
+            draw.ellipse((left, top, left + 16, top + 16), outline=255, width=3)
+        image[:] = np.asarray(canvas)
+    return images, labels
+
+
+def test_a_model_of_one_s_own_dataset_reads_the_pad_as_its_images_are(
+    browser, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Such a model takes 28x28 images as they are: the pad was sent as a 256 px drawing, dark
+    on white, which it refused at every stroke."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    import mnistkit
+
+    folder = tmp_path_factory.mktemp("own-dataset")
+    rng = np.random.default_rng(2)
+    (train_images, train_labels), (test_images, test_labels) = (_bars_and_discs(n, rng) for n in (400, 100))
+    arrays = {
+        "train_images": train_images, "train_labels": train_labels,
+        "test_images": test_images, "test_labels": test_labels,
+        "dataset": np.array("strokes"), "class_names": np.array(["bar", "ring"]),
+    }  # fmt: skip
+    checkpoint = folder / "strokes.safetensors"
+    mnistkit.train(arrays, "mlp", epochs=4, verbose=False, output=checkpoint)
+    command = [sys.executable, "-m", "mnistkit", "serve", str(checkpoint), "--port", "0"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        url = re.search(r"http://127\.0\.0\.1:\d+/", process.stderr.readline()).group(0)
+        browser.set_window_size(*DESKTOP_PX)
+        browser.get(url)
+        WebDriverWait(browser, 10).until(lambda driver: "strokes" in driver.find_element(By.ID, "model").text)
+        for label, name in enumerate(("bar", "ring")):
+            browser.find_element(By.ID, "clear").click()
+            image = _bars_and_discs(2, np.random.default_rng(5))[0][label]
+            draw_strokes(browser, np.kron(image, np.ones((2, 2), np.uint8)), "mouse", box=(0, 0, 1))
+            time.sleep(0.3)
+            WebDriverWait(browser, 10).until(
+                lambda driver, name=name: driver.find_element(By.ID, "digit").text == name
+            )
+            assert browser.find_element(By.ID, "status").text == ""
+    finally:
+        process.terminate()
+        process.wait(10)

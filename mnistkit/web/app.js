@@ -11,6 +11,11 @@ const BRUSH_FRACTION = 0.025;
 // A drawing is sent this many pixels square: the server box-averages larger pictures down to
 // 256 anyway, and the pad's own 560x560 took it three times as long to decode.
 const SENT_PX = 256;
+// A model of a dataset mnistkit does not know takes 28x28 images as they are, bright on black
+// as training took them: the pad is sent so, scaled whole, with a brush as wide as MNIST's
+// strokes are in that frame (2.5 px).
+const AS_IS_PX = 28;
+const AS_IS_BRUSH_FRACTION = 2.5 / AS_IS_PX;
 // A drawing whose strokes span less than this many brush widths is a tap or a dot, no digit:
 // it was read as one (a tap, "0, 29.6% sure").
 const LEAST_SPAN_BRUSHES = 3;
@@ -33,6 +38,8 @@ const fileInput = document.getElementById("file");
 const glance = document.getElementById("glance");
 const sent = document.createElement("canvas");
 sent.width = sent.height = SENT_PX;
+let brushFraction = BRUSH_FRACTION;
+let takenAsIs = false; // the model's checkpoint says `preprocessing: none`
 
 let classes = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
 let names = classes.map(String); // each class's name: the digit, or "Ankle boot", "k"
@@ -43,7 +50,7 @@ const PREPARATION = {
   "fashion-mnist":
     "It is prepared as Fashion-MNIST's photos were: its longer side fitted to 28 pixels, centred, shades kept.",
   none:
-    "mnistkit does not know how this model's dataset made its images: it reads 28×28 pictures as they are, as the dataset's own, and refuses others (a drawing on the pad among them).",
+    "mnistkit does not know how this model's dataset made its images: the pad is sent as they are, 28×28, light on black, and a picture dropped must be 28×28 already.",
 };
 let hasInk = false;
 let inked = null; // the box the strokes span: {left, top, right, bottom}, in the pad's pixels
@@ -208,12 +215,23 @@ function drawingChanged() {
   timer = setTimeout(predictDrawing, Math.max(0, Math.min(DEBOUNCE_MS, firstChangeAt + MAX_WAIT_MS - now)));
 }
 
+// Dark strokes on white paper made light strokes on black, in place.
+function invert(sentContext, side) {
+  const pixels = sentContext.getImageData(0, 0, side, side);
+  for (let index = 0; index < pixels.data.length; index += 4) {
+    for (let channel = 0; channel < 3; channel += 1) {
+      pixels.data[index + channel] = 255 - pixels.data[index + channel];
+    }
+  }
+  sentContext.putImageData(pixels, 0, 0);
+}
+
 function predictDrawing() {
   timer = null;
   firstChangeAt = null;
   if (!hasInk) return;
   const span = Math.max(inked.right - inked.left, inked.bottom - inked.top);
-  if (span < LEAST_SPAN_BRUSHES * BRUSH_FRACTION * pad.width) {
+  if (span < LEAST_SPAN_BRUSHES * brushFraction * pad.width) {
     resetReading("Keep drawing");
     return;
   }
@@ -223,9 +241,12 @@ function predictDrawing() {
   }
   drawingInFlight = true;
   const drawing = clears; // toBlob answers later
+  const side = takenAsIs ? AS_IS_PX : SENT_PX;
+  sent.width = sent.height = side;
   const sentContext = sent.getContext("2d");
   sentContext.imageSmoothingQuality = "high";
-  sentContext.drawImage(pad, 0, 0, SENT_PX, SENT_PX);
+  sentContext.drawImage(pad, 0, 0, side, side);
+  if (takenAsIs) invert(sentContext, side);
   sent.toBlob(async (blob) => {
     try {
       if (drawing === clears) await predict(blob, "drawing");
@@ -248,7 +269,7 @@ pad.addEventListener("pointerdown", (event) => {
   pad.setPointerCapture(event.pointerId);
   strokePointer = event.pointerId;
   context.strokeStyle = INK;
-  context.lineWidth = pad.width * BRUSH_FRACTION;
+  context.lineWidth = pad.width * brushFraction;
   context.lineCap = "round";
   context.lineJoin = "round";
   lastPoint = padPoint(event);
@@ -332,6 +353,8 @@ async function showModel() {
     const name = document.createElement("strong");
     name.textContent = info.name;
     model.replaceChildren(name, " · " + parts.join(" · "));
+    takenAsIs = metadata.preprocessing === "none";
+    brushFraction = takenAsIs ? AS_IS_BRUSH_FRACTION : BRUSH_FRACTION;
     const preparation = PREPARATION[metadata.preprocessing];
     if (preparation) document.getElementById("preparation").textContent = preparation;
     if (!info.digits) {
