@@ -337,7 +337,7 @@ def _check_names(path: Path, metadata: dict[str, Any], count: int) -> None:
     if metadata["preprocessing"] not in IMAGE_STYLES:
         raise MnistkitError(
             f"{path}: checkpoint preprocessing {metadata['preprocessing']!r} is not one of "
-            f"{', '.join(IMAGE_STYLES)}"
+            f"{', '.join(IMAGE_STYLES)} (a newer mnistkit may have written it: upgrade mnistkit)"
         )
 
 

@@ -280,7 +280,8 @@ VERSION_2 = {"format_version": 2, "classes": [0, 1, 30], "dataset": "emnist-bala
         ({"dataset": 7}, "checkpoint dataset 7 is not a name"),
         (
             {"preprocessing": "polaroid"},
-            "preprocessing 'polaroid' is not one of mnist, emnist, fashion-mnist",
+            "preprocessing 'polaroid' is not one of mnist, emnist, fashion-mnist, none (a newer "
+            "mnistkit may have written it: upgrade mnistkit)",
         ),
         ({"classes": [0, 1, 1000]}, "are not distinct labels 0-999"),
         ({"format_version": 1}, "are not distinct digits 0-9"),
