@@ -189,6 +189,11 @@ def check_names_fit(arrays: Mapping[str, np.ndarray], source: str, training: boo
     none is named the arrays are MNIST's; `training` refuses other names then too (such a model
     said it was MNIST's digits), where reading them stays open to the models trained so."""
     named = str(arrays["dataset"]) if "dataset" in arrays else None
+    spelled = next((name for name in DATASETS if named and name == named.lower() != named), None)
+    if spelled:  # read as a dataset of one's own, its pictures would be taken as they are
+        raise MnistkitError(
+            f"{source}: dataset {named!r} is spelled {spelled!r} (mnistkit's names are lower case)"
+        )
     known = catalogued(named or DEFAULT_DATASET)
     names = class_names(arrays)
     if "class_names" not in arrays or not known or names == list(dataset_spec(known).class_names):

@@ -50,6 +50,10 @@ def _broken(synthetic_data, **changes):
             "class_names .T-shirt/top, Trouser, Pullover, .... are not Kuzushiji-MNIST's, the dataset it "
             "names; they are Fashion-MNIST's: dataset='fashion-mnist'",
         ),
+        (  # a dataset of one's own, whose pictures a model would take as they are
+            {"dataset": np.array("Fashion-MNIST")},
+            "dataset 'Fashion-MNIST' is spelled 'fashion-mnist' .mnistkit's names are lower case.",
+        ),
     ],
 )
 def test_bad_arrays_are_refused_with_one_line(tmp_path: Path, synthetic_data, changes, message) -> None:
