@@ -117,8 +117,9 @@ def _stdin_holds(start: bytes, null_separated: bool) -> str:
             "-: standard input holds UTF-16 text; `-` reads paths in UTF-8, one per line "
             "(iconv -f UTF-16 -t UTF-8 turns one into the other)"
         )
-    first_path = start.split(b"\0" if null_separated else b"\n", 1)[0]
-    binary = _CONTROL.match(start) or (_CONTROL.search(first_path) and not _is_utf8(first_path))
+    records = start.split(b"\0" if null_separated else b"\n")
+    first_path = next((record for record in records if record.strip(b"\r\n")), b"")
+    binary = _CONTROL.match(first_path) or (_CONTROL.search(first_path) and not _is_utf8(first_path))
     if not binary and (null_separated or b"\0" not in start):
         return "paths"  # (a path may hold any byte but NUL, a control character seldom)
     kind = what_file_is(start[:16])
