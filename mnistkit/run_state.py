@@ -14,7 +14,6 @@ removes the state. numpy and safetensors only.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -90,17 +89,29 @@ def starting_point(history: list[dict[str, Any]]) -> str:
 
 
 def save_state(path: Path, state: RunState, run_fingerprint: dict[str, Any]) -> None:
+    tensors = {PARAMS_PREFIX + name: np.ascontiguousarray(value) for name, value in state.params.items()}
+    for name, value in state.optimizer_state.items():
+        tensors[OPTIMIZER_PREFIX + name] = np.ascontiguousarray(value).reshape(np.shape(value))
     metadata = {
         "format": FORMAT,
         "mnistkit_version": __version__,
         "fingerprint": run_fingerprint,
         "epochs_done": state.epochs_done,
         "history": state.history,
+        "tensors_sha256": _tensors_sha256(tensors),
     }
-    tensors = {PARAMS_PREFIX + name: np.ascontiguousarray(value) for name, value in state.params.items()}
-    for name, value in state.optimizer_state.items():
-        tensors[OPTIMIZER_PREFIX + name] = np.ascontiguousarray(value).reshape(np.shape(value))
     write_bytes_atomic(path, save_safetensors(tensors, metadata={METADATA_KEY: canonical_json(metadata)}))
+
+
+def _tensors_sha256(tensors: dict[str, np.ndarray]) -> str:
+    """The tensors' names, types, shapes and bytes as one digest: a bit flipped on the disk
+    would resume a run that ends with another model, without a word."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        value = tensors[name]
+        digest.update(canonical_json([name, value.dtype.str, list(value.shape)]).encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()
 
 
 def load_state(path: Path, run_fingerprint: dict[str, Any]) -> tuple[RunState | None, str]:
@@ -122,6 +133,8 @@ def load_state(path: Path, run_fingerprint: dict[str, Any]) -> tuple[RunState | 
         history = list(metadata["history"])
         if len(history) != epochs_done or not all(isinstance(record, dict) for record in history):
             raise ValueError("a history that does not match its epochs")
+        if "tensors_sha256" in metadata and metadata["tensors_sha256"] != _tensors_sha256(tensors):
+            raise ValueError("tensors that are not those written")  # (states before 2026-12-07 have none)
     except Exception:  # any damage at all: this state cannot be trusted
         return None, f"{path}: unreadable training state"
     different = _differences(saved_fingerprint, run_fingerprint)
@@ -181,7 +194,14 @@ def _differences(saved: Any, current: dict[str, Any]) -> str:
     return ""
 
 
-def remove_state(path: Path | None) -> None:
-    if path is not None:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+def remove_state(path: Path | None) -> bool:
+    """Remove the state at `path`; whether there was one."""
+    if path is None:
+        return False
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as error:
+        raise MnistkitError(f"{path}: cannot remove the saved training state: {error.strerror}") from None
+    return True

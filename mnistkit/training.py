@@ -175,9 +175,10 @@ def train(
                 history = completed[1]
                 if writer:
                     saves_state = save_every > 0 and (epoch % save_every == 0 or epoch == config.epochs)
-                    _keep_epoch(
-                        state, history, state_file if saves_state else None, run_fingerprint, history_path
-                    )
+                    if saves_state or epoch == config.epochs:
+                        _keep_epoch(
+                            state, history, state_file if saves_state else None, run_fingerprint, history_path
+                        )
                     saved_at = epoch if saves_state else saved_at
                 log(epoch_line(record, config.epochs))  # last: an epoch reported is an epoch kept
         except (KeyboardInterrupt, Interrupted) as stop:
@@ -187,7 +188,7 @@ def train(
                 # too, so that the same call continues from the checkpoint just written (and
                 # make, seeing the state, runs it again).
                 with contextlib.suppress(OSError, MnistkitError):  # the interrupt stays the news
-                    _keep_epoch(*completed, state_file, run_fingerprint, None)
+                    _keep_epoch(*completed, state_file, run_fingerprint, history_path)
             if isinstance(stop, Interrupted):
                 stop.outcome = outcome
             else:
@@ -215,7 +216,8 @@ def _keep_epoch(
     history_path: str | Path | None,
 ) -> None:
     """Write what an epoch leaves: the run's state (first, so that a history line never
-    outruns it) and the history file."""
+    outruns it) and the history file. Called only where the state is saved, or for the last
+    epoch: a run killed between saves leaves the history that goes with what it keeps."""
     if state_file is not None:
         params, optimizer_state = stacked_tensors(state)
         run_state.save_state(
@@ -318,7 +320,8 @@ def _starting_point(
     saved = None
     if state_file is not None and jax.process_index() == 0:
         if restart:
-            run_state.remove_state(state_file)
+            if run_state.remove_state(state_file):
+                log(f"{state_file}: removed, as {setting('restart', True)} asks; starting over")
         else:
             saved, line = run_state.load_state(state_file, run_fingerprint)
             if saved is not None and saved.epochs_done <= len(history):

@@ -167,15 +167,60 @@ def test_restart_ignores_the_state_and_a_damaged_state_starts_over(
         run(synthetic_data, tmp_path, "data-hash", progress=crash_in_epoch(3))
     messages: list[str] = []
     run(synthetic_data, tmp_path, "data-hash", messages, restart=True)
-    assert not any("resum" in message for message in messages)
+    assert not any(message.startswith("resuming") for message in messages)
+    assert f"{state}: removed, as restart=True asks; starting over" in messages
     assert (tmp_path / "model.safetensors").read_bytes() == reference[0]
+    for damage in ("truncated", "a bit flipped in a tensor"):
+        with pytest.raises(Crash):
+            run(synthetic_data, tmp_path, "data-hash", progress=crash_in_epoch(3))
+        data = bytearray(state.read_bytes())
+        if damage == "truncated":
+            del data[-100:]
+        else:  # a saved state's tensors were resumed whatever their bytes had become
+            data[-100] ^= 0x10
+        state.write_bytes(bytes(data))
+        messages = []
+        run(synthetic_data, tmp_path, "data-hash", messages)
+        assert f"{state}: unreadable training state; starting over" in messages, damage
+        assert (tmp_path / "model.safetensors").read_bytes() == reference[0]
+
+
+def test_a_run_killed_between_saves_leaves_the_history_of_the_model_it_keeps(
+    tmp_path: Path, synthetic_data
+) -> None:
+    """With --save-every 2, the history was written after every epoch: a run killed after its
+    first left the model before beside a history of the run that died."""
+    output = tmp_path / "model.safetensors"
+    run(synthetic_data, tmp_path, "data-hash", options={"epochs": 2}, save_every=2)
+    kept = (output.read_bytes(), (tmp_path / "history.jsonl").read_bytes())
+
+    def killed_after_epoch_1(message: str) -> None:
+        if message.startswith("epoch 1/3"):
+            raise Crash
+
     with pytest.raises(Crash):
-        run(synthetic_data, tmp_path, "data-hash", progress=crash_in_epoch(3))
-    state.write_bytes(state.read_bytes()[:-100])
-    messages = []
-    run(synthetic_data, tmp_path, "data-hash", messages)
-    assert f"{state}: unreadable training state; starting over" in messages
-    assert (tmp_path / "model.safetensors").read_bytes() == reference[0]
+        train(
+            synthetic_data,
+            config_from_options(None, {**OPTIONS, "epochs": 3}),
+            output,
+            history_path=tmp_path / "history.jsonl",
+            data_sha256="data-hash",
+            log=killed_after_epoch_1,
+            save_every=2,
+        )
+    assert (output.read_bytes(), (tmp_path / "history.jsonl").read_bytes()) == kept
+    assert not (tmp_path / "model.safetensors.resume").exists()
+
+
+def test_restart_with_a_folder_where_the_state_goes_is_one_line(tmp_path: Path, synthetic_npz: Path) -> None:
+    output = tmp_path / "model.safetensors"
+    (tmp_path / "model.safetensors.resume").mkdir()
+    result = CliRunner().invoke(cli, ["train", str(synthetic_npz), "-o", str(output), "--restart"])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == (
+        f"Error: {output}.resume: cannot remove the saved training state: Is a directory"
+    )
+    assert "Traceback" not in result.output
 
 
 def test_the_cli_resumes_by_itself_and_reports_it(tmp_path: Path, synthetic_npz: Path) -> None:
