@@ -103,9 +103,9 @@ def named_if_unnamed(
     if names_dataset(arrays):
         return dict(arrays)
     recognised = recognised_dataset(arrays)
-    if recognised or dataset is None:
-        return dict(arrays) if recognised is None else named_as(arrays, recognised)
-    return named_as(arrays, dataset, names)
+    if recognised is not None:
+        return named_as(arrays, recognised)
+    return dict(arrays) if dataset is None else named_as(arrays, dataset, names)
 
 
 def recorded_dataset(path: str | os.PathLike[str]) -> str:

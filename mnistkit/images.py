@@ -84,11 +84,11 @@ def load_digit(
     """
     path = Path(path) if content is not None or picture is not None else input_path(path, "an image file")
     image_style = IMAGE_STYLES[style]
-    white_backdrop = preprocess and image_style.white_backdrop
+    as_is = not preprocess or image_style.as_is
     read = read_grayscale(
-        path, preprocess and not image_style.as_is, content, picture, white_backdrop=white_backdrop
+        path, not as_is, content, picture, white_backdrop=not as_is and image_style.white_backdrop
     )
-    if not preprocess or image_style.as_is:
+    if as_is:
         if read.pixels.shape != (FRAME_PX, FRAME_PX):
             height, width = read.pixels.shape
             why = (
