@@ -229,8 +229,10 @@ def _folder(ctx: click.Context, param: click.Parameter, value: Path | None) -> P
 
 def _stderr_log(on_tty: bool):
     """Log lines for stderr; on a terminal each first clears the progress line."""
+    from mnistkit.interrupts import on_the_terminal
+
     prefix = "\r\x1b[K" if on_tty else ""
-    return lambda message: click.echo(prefix + message, err=True)
+    return lambda message: on_the_terminal(lambda: click.echo(prefix + message, err=True))
 
 
 def _size_text(size_bytes: int) -> str:
@@ -838,12 +840,13 @@ def _arrays_for_model(checkpoint, data: Path, split: str) -> dict:
 
 def _training_progress(on_tty: bool):
     """After each chunk of batches: take a held Ctrl-C, and on a terminal show how far the epoch is."""
-    from mnistkit.interrupts import raise_if_interrupted
+    from mnistkit.interrupts import on_the_terminal, raise_if_interrupted
 
     def progress(epoch: int, epochs: int, fraction: float) -> None:
         raise_if_interrupted()
         if on_tty:
-            click.echo(f"\r\x1b[Kepoch {epoch}/{epochs} {100 * fraction:3.0f}%", err=True, nl=False)
+            line = f"\r\x1b[Kepoch {epoch}/{epochs} {100 * fraction:3.0f}%"
+            on_the_terminal(lambda: click.echo(line, err=True, nl=False))
 
     return progress
 

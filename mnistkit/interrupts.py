@@ -16,6 +16,7 @@ therefore held as well as raised, and one swallowed so is taken, quietly, at the
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import signal
@@ -99,6 +100,20 @@ def _away_from_the_terminal() -> None:
         for fd in _terminal_fds:
             os.dup2(null, fd)
         os.close(null)
+
+
+def on_the_terminal(write: Callable[[], None]) -> None:
+    """Run `write`, a line for stderr. The kernel fails a hung-up terminal's writes (EIO) before
+    it sends the SIGHUP, and a shell sends its jobs theirs later still, or never (`disown`):
+    such a write ended train with exit 1, its last epoch unsaved. Its line is dropped, the
+    terminal's descriptors go to /dev/null as the SIGHUP's would, and the run goes on until
+    that signal, if any, stops it where stopping is clean."""
+    try:
+        write()
+    except OSError as error:
+        if error.errno != errno.EIO or not _terminal_fds:
+            raise
+        _away_from_the_terminal()
 
 
 def _quiet_when_swallowed(unraisable: Any) -> None:

@@ -704,6 +704,48 @@ def test_a_hangup_of_the_terminal_itself_keeps_the_last_epoch(tmp_path: Path, sy
     assert temp_files(tmp_path) == []
 
 
+# The same, with the pty not the command's controlling terminal: closing the other end fails its
+# writes (EIO) and sends no SIGHUP, as for a job its shell never hangs up (`disown`), and as for
+# every command in the moment between the kernel failing the writes and sending the signal.
+ON_A_TERMINAL_NOT_ITS_OWN = (
+    "import os, sys; terminal = os.open(sys.argv[1], os.O_RDWR | os.O_NOCTTY); "
+    "[os.dup2(terminal, fd) for fd in (0, 1, 2)]; os.execv(sys.argv[2], sys.argv[2:])"
+)
+
+
+def test_a_terminal_gone_without_a_hangup_signal_lets_training_finish(
+    tmp_path: Path, synthetic_npz: Path
+) -> None:
+    """The next write to the terminal failed with EIO, and train died with exit 1, its last
+    epoch unsaved (CI saw it once: the write came between the kernel's EIO and its SIGHUP)."""
+    checkpoint, history = tmp_path / "model.safetensors", tmp_path / "history.jsonl"
+    options = ["--history", history, "--hidden", "16", "--epochs", "12"]
+    terminal, its_end = os.openpty()
+    command = [
+        sys.executable,
+        "-c",
+        ON_A_TERMINAL_NOT_ITS_OWN,
+        os.ttyname(its_end),
+        *mnistkit_command("train", synthetic_npz, "-o", checkpoint, *options),
+    ]
+    process = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    os.close(its_end)
+    try:
+        deadline = time.monotonic() + 120
+        while not history.exists() and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if select.select([terminal], [], [], 0.05)[0]:
+                    os.read(terminal, 65536)
+    finally:
+        os.close(terminal)
+    assert process.wait(120) == 0
+    assert load_checkpoint(checkpoint).metadata["metrics"]["epochs"] == 12
+    assert len(history.read_text().splitlines()) == 12
+    assert temp_files(tmp_path) == []
+
+
 def test_a_hangup_that_nohup_ignores_stays_ignored(tmp_path: Path, synthetic_npz: Path) -> None:
     """`nohup mnistkit train ...` must outlive its terminal."""
     checkpoint, history = tmp_path / "model.safetensors", tmp_path / "history.jsonl"
