@@ -137,6 +137,10 @@ def load_state(path: Path, run_fingerprint: dict[str, Any]) -> tuple[RunState | 
             raise ValueError("tensors that are not those written")  # (states before 2026-12-07 have none)
     except Exception:  # any damage at all: this state cannot be trusted
         return None, f"{path}: unreadable training state"
+    if isinstance(saved_fingerprint, dict) and run_fingerprint.get("start") == starting_point(history):
+        # `train -o X --resume X` stopped: X was written with this state, and starts this run
+        # where the state stands
+        saved_fingerprint = {**saved_fingerprint, "start": run_fingerprint["start"]}
     different = _differences(saved_fingerprint, run_fingerprint)
     if different:
         return None, f"{path}: written by a run with another {different}"

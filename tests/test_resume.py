@@ -159,6 +159,37 @@ def test_a_state_beside_a_checkpoint_that_moved_on_leaves_the_run_going_on_from_
     assert len(load_checkpoint(tmp_path / "model.safetensors").metadata["history"]) == 4
 
 
+def stop_in_epoch(doomed_epoch: int):
+    """A Ctrl-C in the middle of `doomed_epoch`: train saves the epochs done and raises it."""
+
+    def progress(epoch: int, epochs: int, fraction: float) -> None:
+        if epoch == doomed_epoch and fraction >= 0.5:
+            raise KeyboardInterrupt
+
+    return progress
+
+
+def test_a_run_onto_its_own_resume_checkpoint_stopped_and_run_again_goes_on_in_silence(
+    tmp_path: Path, synthetic_data
+) -> None:
+    """`train -o X --resume X` stopped by Ctrl-C writes X and its state at the same epoch. The
+    same command again said the state was "written by a run with another starting point",
+    though X was its own."""
+    run(synthetic_data, tmp_path, "data-hash", options={"epochs": 1})
+    output = tmp_path / "model.safetensors"
+    first = load_checkpoint(output)
+    uninterrupted = tmp_path / "uninterrupted"
+    uninterrupted.mkdir()
+    run(synthetic_data, uninterrupted, "data-hash", resume_from=first)
+    with pytest.raises(KeyboardInterrupt):
+        run(synthetic_data, tmp_path, "data-hash", resume_from=first, progress=stop_in_epoch(3))
+    messages: list[str] = []
+    run(synthetic_data, tmp_path, "data-hash", messages, resume_from=load_checkpoint(output))
+    assert messages[0] == "resuming after epoch 2 of 4"
+    assert not any("written by a run" in message for message in messages), messages
+    assert output.read_bytes() == (uninterrupted / "model.safetensors").read_bytes()
+
+
 def test_restart_ignores_the_state_and_a_damaged_state_starts_over(
     tmp_path: Path, synthetic_data, reference
 ) -> None:
