@@ -923,6 +923,10 @@ def predict_command(
       find photos -name '*.png' -print0 | mnistkit predict models/model.safetensors --null -
       curl -s https://example.org/digit.png | mnistkit predict models/model.safetensors -
     """
+    if images.count("-") > 1:  # the second found stdin read to its end: its paths went missing
+        raise click.BadParameter(
+            "`-` given twice; standard input can be read only once", param_hint="IMAGE..."
+        )
     # One BLAS thread, set before numpy loads OpenBLAS: predict's matrix products are small,
     # and OpenBLAS's idle threads spin against the workers reading the pictures.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

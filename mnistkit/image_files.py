@@ -52,7 +52,33 @@ def load_one(path: str, preprocess: bool, style: str, **in_memory: Any) -> Loade
     try:
         return LoadedDigit(path, load_digit(path, preprocess, style=style, **in_memory), None)
     except MnistkitError as error:
-        return LoadedDigit(path, None, str(error))
+        message = str(error)
+        if message.startswith(f"{path}: "):
+            message = f"{shell_quoted(path)}{message[len(path) :]}"
+        return LoadedDigit(path, None, message)
+
+
+_ESCAPES = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def shell_quoted(path: str) -> str:
+    """`path` for a `path: reason` line: as it is where it prints on one line, else quoted as
+    bash's $'...' (as GNU ls quotes it), which a shell reads back as the name. Written as it
+    is, a line break split the line in two, and a byte that is not UTF-8 matched neither the
+    name's bytes nor jsonl's `path`."""
+    if path.isprintable():
+        return path
+    quoted = []
+    for character in path:
+        if character in _ESCAPES:
+            quoted.append(_ESCAPES[character])
+        elif 0xDC80 <= ord(character) <= 0xDCFF:  # a byte that is not UTF-8, as Python keeps it
+            quoted.append(f"\\x{ord(character) - 0xDC00:02x}")
+        elif not character.isprintable():
+            quoted.extend(f"\\x{byte:02x}" for byte in character.encode("utf-8", "surrogatepass"))
+        else:
+            quoted.append(character)
+    return "$'" + "".join(quoted) + "'"
 
 
 def _load_chunk(paths: list[str], preprocess: bool, style: str) -> list[LoadedDigit]:

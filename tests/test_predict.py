@@ -165,6 +165,36 @@ def test_jsonl_holds_a_file_name_that_is_not_utf8_as_strict_json_readers_take_it
     assert second == {"path": str(digit_files[3]), "digit": 1, "confidence": second["confidence"]}
 
 
+def test_a_bad_image_with_a_name_that_does_not_print_is_still_one_line_a_shell_reads_back(
+    large_digit_model: Path, digit_files: list[Path], tmp_path: Path
+) -> None:
+    """A line break in a bad image's name split its `path: reason` line in two, and a byte that
+    is not UTF-8 came out as neither its byte nor jsonl's `path`: a script could not tell
+    which inputs failed."""
+    names = [b"bad\nline: x.png", b"bad-\xff.png", b"tab\there 'quoted' \\ back.png"]
+    bad = [tmp_path / os.fsdecode(name) for name in names]
+    for path in bad:
+        path.write_bytes(b"not an image at all")
+    result = run("predict", large_digit_model, bad[0], digit_files[2], bad[1], bad[2])
+    assert result.exit_code == 1 and len(result.stdout.splitlines()) == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 3, result.stderr
+    for line, path in zip(lines, bad, strict=True):
+        quoted, reason = line.split("': ", 1)
+        assert quoted.startswith("$'") and reason.startswith("not an image"), line
+        shell = subprocess.run(["bash", "-c", f"printf %s {quoted}'"], capture_output=True, check=True)
+        assert shell.stdout == os.fsencode(path)
+    plain = run("predict", large_digit_model, tmp_path / "café missing.png")
+    assert plain.stderr == f"{tmp_path}/café missing.png: no such file\n"  # as it is where it prints
+
+
+def test_dash_given_twice_is_a_usage_error(large_digit_model: Path, digit_files: list[Path]) -> None:
+    """The second `-` found stdin read to its end: the paths it stood for went missing, exit 0."""
+    result = run("predict", large_digit_model, "-", digit_files[0], "-", stdin=f"{digit_files[1]}\n")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "`-` given twice; standard input can be read only once" in result.stderr
+
+
 def test_paths_from_stdin_and_output_file(
     large_digit_model: Path, digit_files: list[Path], tmp_path: Path
 ) -> None:
