@@ -27,7 +27,7 @@ from mnistkit.datasets import DATASETS, label_named, named_by_digits
 from mnistkit.errors import MnistkitError
 from mnistkit.image_files import load_digits
 from mnistkit.inference import average_log_probabilities, log_softmax, member_logits, normalize
-from mnistkit.inputs import read_text
+from mnistkit.inputs import json_path, read_text
 
 BATCH_SIZE = 1000
 TOP_CONFUSIONS = 10
@@ -150,8 +150,8 @@ class Evaluation:
             "confusion_matrix": self.confusion_matrix.tolist(),
             "per_class": self.per_class(),
             "top_confusions": self.top_confusions(),
-            "checkpoint": checkpoint,
-            "data": data,
+            **json_path("checkpoint", checkpoint),
+            **json_path("data", data),
             **members,
         }
 

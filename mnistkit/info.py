@@ -8,6 +8,7 @@ from typing import Any
 
 from mnistkit.checkpoint import load_checkpoint, stopped_after
 from mnistkit.config import settings_that_apply
+from mnistkit.inputs import json_path
 
 
 def checkpoint_info(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -16,7 +17,7 @@ def checkpoint_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     checkpoint = load_checkpoint(path)
     metadata = checkpoint.metadata
     return {
-        "checkpoint": str(path),
+        **json_path("checkpoint", os.fsdecode(path)),
         "format_version": metadata.get("format_version"),
         "mnistkit_version": metadata.get("mnistkit_version"),
         "architecture": checkpoint.architecture,

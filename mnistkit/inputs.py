@@ -5,6 +5,7 @@ checkpoint belongs, say, when two arguments were swapped).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import stat
@@ -24,6 +25,18 @@ _SIGNATURES = (
     (b"\x00\x00\x08\x03", "an IDX images file"),
     (b"\x00\x00\x08\x01", "an IDX labels file"),
 )
+
+
+def json_path(key: str, path: str) -> dict[str, str]:
+    """A path as JSON output holds it, under `key`. A file name that is not UTF-8 (its bytes
+    kept as lone surrogates, which strict JSON readers refuse) is shown with U+FFFD, and its
+    bytes are under `key`_bytes, base64, to open it by."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = os.fsencode(path)
+        return {key: raw.decode("utf-8", "replace"), f"{key}_bytes": base64.b64encode(raw).decode("ascii")}
+    return {key: path}
 
 
 def what_file_is(start: bytes) -> str | None:

@@ -5,10 +5,8 @@ numpy and Pillow only: predict must start fast, so nothing here imports jax.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from mnistkit.checkpoint import Checkpoint
 from mnistkit.errors import MnistkitError
 from mnistkit.image_files import LoadedDigit, load_digits
 from mnistkit.images import encode_png
+from mnistkit.inputs import json_path
 from mnistkit.stdin_inputs import STDIN_NAME, StdinImage, StdinWaits
 from mnistkit.terms import setting
 
@@ -97,18 +96,6 @@ def preprocessed_name(index: int, path: str) -> str:
     return f"{position}{fitting_name(stem, len(position) + len('.png'))}.png"
 
 
-def _path_json(path: str) -> dict[str, str]:
-    """A path as JSON holds it. A file name that is not UTF-8 (its bytes kept as lone
-    surrogates, which strict JSON readers refuse) is shown with U+FFFD in `path`, and its
-    bytes are in `path_bytes`, base64, to open it by."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        raw = os.fsencode(path)
-        return {"path": raw.decode("utf-8", "replace"), "path_bytes": base64.b64encode(raw).decode("ascii")}
-    return {"path": path}
-
-
 class PredictionWriter:
     """Rows in one of FORMATS: csv via the csv module, jsonl one object a line, tsv as it is
     but for a field that needs a CSV reader's quotes.
@@ -142,7 +129,7 @@ class PredictionWriter:
     def write(self, prediction: Prediction) -> None:
         if self.output_format == "jsonl":
             record = {
-                **_path_json(prediction.path),
+                **json_path("path", prediction.path),
                 **self._class_json(prediction.label, prediction.name),
                 "confidence": round(prediction.confidence, 6),
             }

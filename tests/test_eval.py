@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +86,35 @@ def test_eval_table_json_and_gate(large_digit_model: Path, synthetic_npz: Path, 
         assert failed.exit_code == 3 and "is below --min-accuracy 100.00%" in failed.stderr
     bad = run("eval", large_digit_model, synthetic_npz, "--min-accuracy", "250")
     assert bad.exit_code == 2 and "neither a fraction" in bad.stderr
+
+
+def test_json_reports_name_files_that_are_not_utf8_as_strict_json_readers_take_them(
+    large_digit_model: Path, synthetic_npz: Path, tmp_path: Path
+) -> None:
+    """eval --json and info --json wrote such a name as lone surrogates (`"caf\\udce9"`), which
+    strict readers refuse and Python cannot encode; predict's jsonl already did it this way."""
+    model = tmp_path / os.fsdecode(b"mod\xe8le.safetensors")
+    data = tmp_path / os.fsdecode(b"donn\xe9es.npz")
+    model.write_bytes(large_digit_model.read_bytes())
+    data.write_bytes(synthetic_npz.read_bytes())
+    report = tmp_path / "metrics.json"
+    # In a process of its own: click's test runner writes stdout as strict UTF-8, a terminal not
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "mnistkit", "eval", model, data, "--json", report], capture_output=True
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    info = run("info", model, "--json")
+    assert info.exit_code == 0, info.output
+    for fields, key, path in [
+        (json.loads(report.read_bytes().decode("utf-8")), "checkpoint", model),
+        (json.loads(report.read_bytes().decode("utf-8")), "data", data),
+        (json.loads(info.stdout), "checkpoint", model),
+    ]:
+        fields[key].encode("utf-8")  # no lone surrogate
+        assert fields[key].endswith("\ufffdle.safetensors" if key == "checkpoint" else "\ufffdes.npz")
+        assert base64.b64decode(fields[f"{key}_bytes"]) == os.fsencode(path)
+    plain = json.loads(run("info", large_digit_model, "--json").stdout)
+    assert plain["checkpoint"] == str(large_digit_model) and "checkpoint_bytes" not in plain
 
 
 def test_split_with_labels_is_refused_rather_than_ignored(large_digit_model: Path, tmp_path: Path) -> None:
