@@ -463,6 +463,9 @@ def train(
             log=log,
             progress=lambda epoch, epochs, fraction: interrupts.raise_if_interrupted(),
         )
+        # A Stop held through the last evaluation and save: it was said to be taken, and a
+        # sweep's loop went on to its next run as if it had never come.
+        interrupts.raise_if_interrupted(_trained_to_the_end(output))
     except Interrupted as stop:  # past training's checks: the line was said
         if tell_unnamed:
             _told_unnamed.add(told)
@@ -471,6 +474,12 @@ def train(
     if tell_unnamed:  # not by a call its checks refused, which says nothing of the arrays
         _told_unnamed.add(told)
     return Model(result.checkpoint, result.history)
+
+
+def _trained_to_the_end(output: str | os.PathLike[str] | None) -> str:
+    if output is not None:
+        return f"training had ended; the model is saved to {output}"
+    return "training had ended; the model is not returned (train(..., output=PATH) keeps it)"
 
 
 def _check_train_call(arrays: Any, config: Any) -> None:

@@ -787,6 +787,7 @@ def _train_files(
     itself), the progress."""
     from mnistkit.arrays import catalogued, dataset_name, file_sha256, load_arrays
     from mnistkit.config import resume_config
+    from mnistkit.interrupts import raise_if_interrupted
     from mnistkit.parallel import cluster_run
     from mnistkit.training import train as run_training
 
@@ -818,6 +819,10 @@ def _train_files(
             history_path=train_options.pop("history"),
             **train_options,
         )
+    # A signal held through the last evaluation: taken now, with what the run kept.
+    raise_if_interrupted(
+        f"training had ended; its checkpoint is written to {'stdout' if is_stdout(output) else output}"
+    )
 
 
 def _print_config(config) -> None:

@@ -146,10 +146,11 @@ def uninstall() -> None:
     sys.unraisablehook = sys.__unraisablehook__
 
 
-def raise_if_interrupted() -> None:
-    """Raise `Interrupted` for the first signal held since `deferred()` began, if any."""
+def raise_if_interrupted(outcome: str = "") -> None:
+    """Raise `Interrupted` for the first signal held since `deferred()` began, if any; `outcome`
+    says what the work kept."""
     if _held_signals:
-        raise Interrupted(_held_signals[0])
+        raise Interrupted(_held_signals[0], outcome)
 
 
 @contextlib.contextmanager

@@ -787,6 +787,61 @@ for verbose in (True, False):
 )
 
 
+STOP_AS_TRAINING_ENDS = (
+    """
+import os, signal, sys
+import numpy as np
+import mnistkit
+"""
+    + NOTEBOOK_STOP
+    + """
+
+rng = np.random.default_rng(0)
+arrays = {}
+for split, n in (("train", 300), ("test", 50)):
+    arrays[f"{split}_images"] = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    arrays[f"{split}_labels"] = np.arange(n, dtype=np.uint8) % 10
+
+class StopAtTheLastLine:  # Stop pressed as the last evaluation ends, after the last chunk
+    def __init__(self, stream):
+        self.stream = stream
+    def write(self, text):
+        if text.startswith("test accuracy"):
+            os.kill(os.getpid(), signal.SIGINT)
+        return self.stream.write(text)
+    def flush(self):
+        self.stream.flush()
+
+sys.stderr = StopAtTheLastLine(sys.stderr)
+for output in (None, sys.argv[1]):
+    for learning_rate in (0.1, 0.05):  # a sweep
+        try:
+            mnistkit.train(arrays, "mlp", hidden=(16,), epochs=1, lr=learning_rate, output=output,
+                           dataset="mnist")
+            print("returned", learning_rate)
+        except KeyboardInterrupt:
+            print("stopped", learning_rate)
+            break
+"""
+)
+
+
+def test_a_notebooks_stop_as_training_ends_stops_the_sweep(tmp_path: Path) -> None:
+    """A Stop held through train's last evaluation was dropped: the notice said it would be
+    taken, the call returned, and the sweep's loop went on to its next run."""
+    output = tmp_path / "nb.safetensors"
+    result = run_script(STOP_AS_TRAINING_ENDS, output, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["stopped 0.1", "stopped 0.1"], result.stderr
+    lines = result.stderr.splitlines()
+    assert (
+        "interrupted: training had ended; the model is not returned (train(..., output=PATH) keeps it)"
+        in lines
+    )
+    assert f"interrupted: training had ended; the model is saved to {output}" in lines
+    assert len(mnistkit.load(output).history) == 1
+
+
 def test_a_notebooks_stop_during_a_compile_is_answered_at_once() -> None:
     """A notebook's Stop during train's first compile got no word for seconds, until the
     "interrupted" line: it is answered at once, in the cell (sys.stderr, not descriptor 2,

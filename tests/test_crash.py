@@ -746,6 +746,54 @@ def test_a_terminal_gone_without_a_hangup_signal_lets_training_finish(
     assert temp_files(tmp_path) == []
 
 
+# train with a Ctrl-C pressed as its final checkpoint is saved: held, as every signal is while
+# jax runs, with no chunk of batches left to take it at.
+CTRL_C_AS_THE_LAST_CHECKPOINT_IS_SAVED = """
+import os, signal, sys
+from mnistkit import training
+from mnistkit.__main__ import main
+
+save_checkpoint = training.save_checkpoint
+
+def saved_then_stopped(*args, **kwargs):
+    save_checkpoint(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGINT)
+
+training.save_checkpoint = saved_then_stopped
+sys.argv = ["mnistkit", *sys.argv[1:]]
+main()
+"""
+
+
+def test_ctrl_c_as_training_ends_says_the_checkpoint_is_written(tmp_path: Path, synthetic_npz: Path) -> None:
+    """The line was a bare `interrupted by SIGINT`, as if the run had kept nothing."""
+    checkpoint = tmp_path / "model.safetensors"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CTRL_C_AS_THE_LAST_CHECKPOINT_IS_SAVED,
+            "train",
+            synthetic_npz,
+            "-o",
+            checkpoint,
+            "--hidden",
+            "16",
+            "--epochs",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=STAGE_TIMEOUT_S,
+    )
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"mnistkit: interrupted by SIGINT; training had ended; its checkpoint is written to {checkpoint}"
+    )
+    check_artifact(checkpoint)
+    assert load_checkpoint(checkpoint).metadata["metrics"]["epochs"] == 1
+
+
 def test_a_hangup_that_nohup_ignores_stays_ignored(tmp_path: Path, synthetic_npz: Path) -> None:
     """`nohup mnistkit train ...` must outlive its terminal."""
     checkpoint, history = tmp_path / "model.safetensors", tmp_path / "history.jsonl"
