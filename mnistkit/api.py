@@ -155,6 +155,13 @@ def _image_batch(images: np.ndarray) -> np.ndarray:
     if isinstance(images, str | os.PathLike | bytes | io.IOBase):
         raise TypeError(f"{expected}, not a {type(images).__name__}; {to_predict_images}")
     given = images
+    pictures = [images] if isinstance(images, Image.Image) else images if isinstance(images, list) else []
+    if any(isinstance(picture, Image.Image) and picture.mode == "P" for picture in pictures):
+        # numpy reads its palette's indices, which are no brightness: confident nonsense
+        raise BadArrays(
+            f"{expected}, not a palette image (mode P), whose pixels are indices into its colours; "
+            "give picture.convert('L'), or mnistkit.predict_images(model, images)"
+        )
     try:
         images = np.asarray(images)
     except ValueError:  # numpy's "inhomogeneous shape" for a list of pictures of other sizes

@@ -168,18 +168,16 @@ def _check_names(arrays: dict[str, np.ndarray], source: str) -> None:
         array = arrays[key]
         if array.dtype.kind != "U" or array.ndim != ndim:
             wanted = "a unicode string" if ndim == 0 else "a 1-d array of unicode strings"
-            raise MnistkitError(f"{source}: {key} is {array.dtype} {array.shape}, expected {wanted}")
+            raise BadArrays(f"{source}: {key} is {array.dtype} {array.shape}, expected {wanted}")
         names = [str(name) for name in array.ravel()]
         if not all(0 < len(name) <= MAX_NAME_CHARS and name.isprintable() for name in names):
-            raise MnistkitError(f"{source}: {key} holds an empty, unprintable or overlong name")
+            raise BadArrays(f"{source}: {key} holds an empty, unprintable or overlong name")
     names = class_names(arrays)
     if not 2 <= len(names) <= MAX_CLASSES:
-        raise MnistkitError(f"{source}: class_names must be 2 to {MAX_CLASSES} names, got {len(names)}")
+        raise BadArrays(f"{source}: class_names must be 2 to {MAX_CLASSES} names, got {len(names)}")
     repeated = [name for name, count in collections.Counter(names).items() if count > 1]
     if repeated:
-        raise MnistkitError(
-            f"{source}: class_names must be distinct; {repeated[0]!r} is there more than once"
-        )
+        raise BadArrays(f"{source}: class_names must be distinct; {repeated[0]!r} is there more than once")
     check_names_fit(arrays, source)
 
 
@@ -265,7 +263,7 @@ def check_light_ink(images: np.ndarray, source: str) -> None:
     light = int((_edge_means(images) > LIGHT_PAPER_EDGE).sum())
     if light * 2 > len(images):
         fix = "invert them (255 - images) in the .npz" if on_command_line() else "give 255 - images"
-        raise MnistkitError(
+        raise BadArrays(
             f"{source}: train_images are drawn dark on light paper ({light} of {len(images)} have edges "
             f"brighter than {LIGHT_PAPER_EDGE} of 255), where mnistkit's models learn MNIST's light ink "
             f"on black, as predict prepares pictures; {fix}"
@@ -335,7 +333,7 @@ def labels_as_uint8(arrays: Mapping[str, np.ndarray], source: str) -> dict[str, 
         if labels.size:
             low, high = int(labels.min()), int(labels.max())
             if low < 0 or high > 255:
-                raise MnistkitError(
+                raise BadArrays(
                     f"{source}: {key} holds {low if low < 0 else high}, not a class number (0 to 255)"
                 )
         converted[key] = labels.astype(np.uint8)

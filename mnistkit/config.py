@@ -15,6 +15,7 @@ import numbers
 import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from mnistkit.architectures import ACTIVATIONS, MAX_ENSEMBLE_MEMBERS, MODEL_KINDS, MODELS, cnn_shrink_problem
@@ -213,12 +214,19 @@ TrainConfig.__signature__ = _SETTINGS.replace(parameters=list(_SETTINGS.paramete
 @dataclass(frozen=True)
 class Preset:
     summary: str
-    settings: dict[str, Any]
+    settings: Mapping[str, Any]
     # Settings that differ on another dataset: clothes are mirrored, not distorted like handwriting.
-    on_dataset: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    on_dataset: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Read-only, as TrainConfig is: a notebook's PRESETS["seed"].settings["epochs"] = 1
+        # changed every later train(arrays, "seed") in the session.
+        object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
+        on_dataset = {name: MappingProxyType(dict(settings)) for name, settings in self.on_dataset.items()}
+        object.__setattr__(self, "on_dataset", MappingProxyType(on_dataset))
 
     def settings_for(self, dataset: str) -> dict[str, Any]:
-        return self.settings | self.on_dataset.get(dataset, {})
+        return {**self.settings, **self.on_dataset.get(dataset, {})}
 
 
 # What `cnn` and `fast` share: the small net and the recipe of tuomaso/train_mnist_fast (wide
@@ -237,7 +245,7 @@ SMALL_CNN_RECIPE = {
 
 
 # Named starting points; explicit options override them. `--model X` alone means preset X.
-PRESETS: dict[str, Preset] = {
+_PRESETS: dict[str, Preset] = {
     "logreg": Preset(
         "the fast.ai lesson's logistic regression, 784->10",
         {
@@ -359,12 +367,13 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 # The 3-vs-8 tutorial's task: an MLP stops near 99%, the CNN gets past 99.5%.
-PRESETS["3v8"] = Preset(
+_PRESETS["3v8"] = Preset(
     "the CNN on digits 3 and 8 only",
-    {**PRESETS["cnn"].settings, "classes": ("3", "8")},
+    {**_PRESETS["cnn"].settings, "classes": ("3", "8")},
     # Classes 3 and 8 of clothes (Dress, Bag) are mirrored, as cnn's clothes are.
-    {name: dict(settings) for name, settings in PRESETS["cnn"].on_dataset.items()},
+    _PRESETS["cnn"].on_dataset,
 )
+PRESETS: Mapping[str, Preset] = MappingProxyType(_PRESETS)
 
 
 def preset_config(name: str, dataset: str = DEFAULT_DATASET) -> TrainConfig:

@@ -491,6 +491,17 @@ def test_arrays_any_call_refuses_raise_a_value_error_that_is_a_mnistkit_error(
             call()
         assert isinstance(refused.value, MnistkitError) and isinstance(refused.value, ValueError), name
         assert "reshape(-1, 28, 28)" in str(refused.value) or "* 255).round()" in str(refused.value), name
+    # Wrong values, not only shapes and types: these raised MnistkitError alone.
+    labels = synthetic_data["train_labels"].astype(np.int64)
+    refused_values = [
+        (dict(synthetic_data, train_labels=labels - 1), "holds -1, not a class number"),
+        (dict(synthetic_data, train_labels=labels + 290), "not a class number"),
+        (dict(synthetic_data, train_images=255 - synthetic_data["train_images"]), "dark on light paper"),
+        (dict(synthetic_data, class_names=np.array(["a", "a"])), "class_names must be"),
+    ]
+    for arrays, message in refused_values:
+        with pytest.raises(mnistkit.BadArrays, match=message):
+            mnistkit.train(arrays, "logreg", epochs=1)
 
 
 def test_print_of_an_evaluation_is_evals_report(large_digit_model: Path, synthetic_npz: Path) -> None:
@@ -1187,6 +1198,15 @@ def test_arguments_swapped_or_of_another_kind_get_the_calls_form(
             model.predict_proba(image)
     digit = synthetic_data["test_images"][0]  # a 28x28 gray PIL image is an image, as torchvision gives them
     assert model.predict(Image.fromarray(digit)) == model.predict(digit)
+    # The same digit as a palette image, whose pixels numpy reads as indices: it was predicted
+    # from them, silently wrong.
+    inverted = Image.fromarray(255 - digit).convert("P")  # index 255 - level holds level
+    inverted.putpalette(bytes(level for level in range(255, -1, -1) for _ in range(3)))
+    assert np.array_equal(np.asarray(inverted.convert("L")), digit)
+    for given in (inverted, [inverted]):
+        with pytest.raises(ValueError, match=r"not a palette image \(mode P\).*picture.convert\('L'\)"):
+            model.predict(given)
+    assert model.predict(inverted.convert("L")) == model.predict(digit)
     assert list(mnistkit.draw_curves(record for record in model.history).size) == list(
         mnistkit.draw_curves(model.history).size
     )
@@ -1593,3 +1613,18 @@ def test_a_preset_or_download_option_given_twice_or_misspelt_is_refused(syntheti
     ):
         mnistkit.load_mnist(tmp_path, mirror="/somewhere")  # not only when a download is due
     assert not list(tmp_path.iterdir())
+
+
+def test_presets_are_read_only_as_train_config_is() -> None:
+    """`PRESETS["seed"].settings["epochs"] = 1` in a notebook was taken, and every later
+    train(arrays, "seed") in the session trained one epoch."""
+    preset = mnistkit.PRESETS["cnn"]
+    for mapping, key in (
+        (preset.settings, "epochs"),
+        (preset.on_dataset["fashion-mnist"], "augment"),
+        (mnistkit.PRESETS, "mine"),
+    ):
+        with pytest.raises(TypeError, match="does not support item assignment"):
+            mapping[key] = 1
+    config = mnistkit.TrainConfig(**{**preset.settings, "epochs": 1})  # a preset changed is a config
+    assert config.epochs == 1 and config.channels == preset.settings["channels"]
