@@ -670,6 +670,14 @@ def test_pictures_take_paths_as_the_other_functions_do(
 # A notebook's kernel takes Stop as KeyboardInterrupt; a process started in the background by a
 # shell that is not interactive (`make test &`) starts with SIGINT ignored.
 NOTEBOOK_STOP = "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+# Arrays of noise for a notebook's script, as `arrays` (numpy imported as np).
+NOISE_ARRAYS = """
+rng = np.random.default_rng(0)
+arrays = {}
+for split, n in (("train", 300), ("test", 50)):
+    arrays[f"{split}_images"] = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    arrays[f"{split}_labels"] = np.arange(n, dtype=np.uint8) % 10
+"""
 
 STOP_INSIDE_A_GC_CALLBACK = (
     """
@@ -679,13 +687,8 @@ import mnistkit
 from mnistkit import training
 """
     + NOTEBOOK_STOP
+    + NOISE_ARRAYS
     + """
-
-rng = np.random.default_rng(0)
-arrays = {}
-for split, n in (("train", 300), ("test", 50)):
-    arrays[f"{split}_images"] = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-    arrays[f"{split}_labels"] = np.arange(n, dtype=np.uint8) % 10
 sent = []
 
 def stop_inside_gc(phase, info):  # as Stop lands when jax's gc callback runs
@@ -805,13 +808,8 @@ import numpy as np
 import mnistkit
 """
     + NOTEBOOK_STOP
+    + NOISE_ARRAYS
     + """
-
-rng = np.random.default_rng(0)
-arrays = {}
-for split, n in (("train", 300), ("test", 50)):
-    arrays[f"{split}_images"] = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-    arrays[f"{split}_labels"] = np.arange(n, dtype=np.uint8) % 10
 
 class StopAtTheLastLine:  # Stop pressed as the last evaluation ends, after the last chunk
     def __init__(self, stream):

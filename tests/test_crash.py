@@ -673,37 +673,6 @@ ON_A_TERMINAL = (
 )
 
 
-def test_a_hangup_of_the_terminal_itself_keeps_the_last_epoch(tmp_path: Path, synthetic_npz: Path) -> None:
-    """A terminal gone sends SIGHUP and fails each write to it (EIO): the next log line
-    raised, and train died with exit 1, its last epoch unsaved."""
-    checkpoint, history = tmp_path / "model.safetensors", tmp_path / "history.jsonl"
-    options = ["--history", history, "--hidden", "16", "--epochs", "400"]
-    terminal, its_end = os.openpty()
-    command = [
-        sys.executable,
-        "-c",
-        ON_A_TERMINAL,
-        os.ttyname(its_end),
-        *mnistkit_command("train", synthetic_npz, "-o", checkpoint, *options),
-    ]
-    process = subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    os.close(its_end)
-    try:
-        deadline = time.monotonic() + 120
-        while not history.exists() and time.monotonic() < deadline:
-            with contextlib.suppress(OSError):  # read what it writes, as a terminal would
-                if select.select([terminal], [], [], 0.05)[0]:
-                    os.read(terminal, 65536)
-    finally:
-        os.close(terminal)  # the window closed: SIGHUP, and its writes fail from here on
-    assert process.wait(60) == 128 + signal.SIGHUP
-    epochs = load_checkpoint(checkpoint).metadata["metrics"]["epochs"]
-    assert 1 <= epochs < 400 and len(history.read_text().splitlines()) == epochs
-    assert temp_files(tmp_path) == []
-
-
 # The same, with the pty not the command's controlling terminal: closing the other end fails its
 # writes (EIO) and sends no SIGHUP, as for a job its shell never hangs up (`disown`), and as for
 # every command in the moment between the kernel failing the writes and sending the signal.
@@ -713,20 +682,19 @@ ON_A_TERMINAL_NOT_ITS_OWN = (
 )
 
 
-def test_a_terminal_gone_without_a_hangup_signal_lets_training_finish(
-    tmp_path: Path, synthetic_npz: Path
-) -> None:
-    """The next write to the terminal failed with EIO, and train died with exit 1, its last
-    epoch unsaved (CI saw it once: the write came between the kernel's EIO and its SIGHUP)."""
-    checkpoint, history = tmp_path / "model.safetensors", tmp_path / "history.jsonl"
-    options = ["--history", history, "--hidden", "16", "--epochs", "12"]
+def train_then_close_its_terminal(starter: str, data: Path, folder: Path, epochs: int) -> int:
+    """Train on a pty (started by `starter`), read its output as a terminal would, and close
+    the terminal once the first epoch is kept, as a window or an ssh session closes; the
+    command's exit status."""
+    checkpoint, history = folder / "model.safetensors", folder / "history.jsonl"
+    options = ["--history", history, "--hidden", "16", "--epochs", str(epochs)]
     terminal, its_end = os.openpty()
     command = [
         sys.executable,
         "-c",
-        ON_A_TERMINAL_NOT_ITS_OWN,
+        starter,
         os.ttyname(its_end),
-        *mnistkit_command("train", synthetic_npz, "-o", checkpoint, *options),
+        *mnistkit_command("train", data, "-o", checkpoint, *options),
     ]
     process = subprocess.Popen(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -739,10 +707,27 @@ def test_a_terminal_gone_without_a_hangup_signal_lets_training_finish(
                 if select.select([terminal], [], [], 0.05)[0]:
                     os.read(terminal, 65536)
     finally:
-        os.close(terminal)
-    assert process.wait(120) == 0
-    assert load_checkpoint(checkpoint).metadata["metrics"]["epochs"] == 12
-    assert len(history.read_text().splitlines()) == 12
+        os.close(terminal)  # its writes fail from here on, and a controlling terminal sends SIGHUP
+    return process.wait(120)
+
+
+def test_a_hangup_of_the_terminal_itself_keeps_the_last_epoch(tmp_path: Path, synthetic_npz: Path) -> None:
+    """A terminal gone sends SIGHUP and fails each write to it (EIO): the next log line
+    raised, and train died with exit 1, its last epoch unsaved."""
+    assert train_then_close_its_terminal(ON_A_TERMINAL, synthetic_npz, tmp_path, 400) == 128 + signal.SIGHUP
+    epochs = load_checkpoint(tmp_path / "model.safetensors").metadata["metrics"]["epochs"]
+    assert 1 <= epochs < 400 and len((tmp_path / "history.jsonl").read_text().splitlines()) == epochs
+    assert temp_files(tmp_path) == []
+
+
+def test_a_terminal_gone_without_a_hangup_signal_lets_training_finish(
+    tmp_path: Path, synthetic_npz: Path
+) -> None:
+    """The next write to the terminal failed with EIO, and train died with exit 1, its last
+    epoch unsaved (CI saw it once: the write came between the kernel's EIO and its SIGHUP)."""
+    assert train_then_close_its_terminal(ON_A_TERMINAL_NOT_ITS_OWN, synthetic_npz, tmp_path, 12) == 0
+    assert load_checkpoint(tmp_path / "model.safetensors").metadata["metrics"]["epochs"] == 12
+    assert len((tmp_path / "history.jsonl").read_text().splitlines()) == 12
     assert temp_files(tmp_path) == []
 
 
