@@ -88,6 +88,20 @@ def start_server() -> Iterator[Callable[..., DigitServer]]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+        connections_done(server)
+
+
+def connections_done(server: DigitServer, timeout_s: float = 30) -> None:
+    """Wait until every connection's thread has ended (each frees its slot last). A thread logs
+    its error answer after sending it: one the scheduler left waiting for some tens of
+    milliseconds wrote its line into whatever captured stderr next, the capfd of the test that
+    ran after, or a CliRunner's output."""
+    deadline = time.monotonic() + timeout_s
+    for _ in range(server.limits.max_connections):
+        free = server.connection_slots.acquire(timeout=max(deadline - time.monotonic(), 0))
+        assert free, f"a connection's thread still runs {timeout_s} s after its test"
+    for _ in range(server.limits.max_connections):
+        server.connection_slots.release()
 
 
 @pytest.fixture
@@ -672,6 +686,7 @@ def test_pages_elsewhere_call_the_api_where_allow_origin_names_them(large_digit_
         plain = call(closed, "OPTIONS", "/api/predict")  # no page asking: the methods, as before
         assert plain[0] == 204 and plain[1].getheader("Allow") == "POST, OPTIONS"
         closed.shutdown()
+        connections_done(closed)  # its 403s logged before the commands below capture stderr
     for allowed, answered in (((page,), page), (("*",), "*")):
         with make_server(large_digit_model, "127.0.0.1", 0, FAST_LIMITS, allow_origins=allowed) as server:
             threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -807,9 +822,7 @@ def test_a_client_that_hangs_up_leaves_no_traceback(server: DigitServer, capfd) 
             client.setsockopt(
                 socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
             )  # closes with a reset
-    deadline = time.monotonic() + 10
-    while server.connection_slots._value < server.limits.max_connections and time.monotonic() < deadline:
-        time.sleep(0.01)  # until the three connections' threads are done
+    connections_done(server)  # the three connections' threads
     assert call(server, "GET", "/healthz")[0] == 200
     assert capfd.readouterr().err == ""
 
