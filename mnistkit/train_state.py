@@ -168,8 +168,13 @@ def _permutation(sort_keys: np.ndarray) -> np.ndarray:
     return order
 
 
+def batches_per_epoch(size: int, batch_size: int) -> int:
+    """Training steps an epoch takes: the last batch may be partial."""
+    return -(-size // batch_size)
+
+
 def chunks_per_epoch(size: int, batch_size: int) -> int:
-    batches = -(-size // batch_size)
+    batches = batches_per_epoch(size, batch_size)
     per_chunk = -(-batches // CHUNKS_PER_EPOCH)
     return -(-batches // per_chunk)
 
@@ -181,7 +186,7 @@ def epoch_batches(order: np.ndarray, batch_size: int, chunks: int) -> tuple[np.n
     the last batch partial; the slots past the end have weight 0.
     """
     size = len(order)
-    batches = -(-size // batch_size)
+    batches = batches_per_epoch(size, batch_size)
     per_chunk = -(-batches // chunks)
     slots = chunks * per_chunk * batch_size
     indices = np.zeros(slots, np.int32)

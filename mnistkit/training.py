@@ -40,10 +40,18 @@ from mnistkit.config import TrainConfig
 from mnistkit.errors import Interrupted, MnistkitError
 from mnistkit.history import METRICS, check_history_target, epoch_line, members_range, write_history
 from mnistkit.parallel import Placement, make_placement
-from mnistkit.steps import TrainState, make_evaluate, make_optimizer, make_train_chunk
+from mnistkit.steps import (
+    TrainState,
+    epoch_learning_rates,
+    make_evaluate,
+    make_optimizer,
+    make_train_chunk,
+    steps_taken,
+)
 from mnistkit.terms import setting
 from mnistkit.train_state import (
     EpochInputs,
+    batches_per_epoch,
     checkpoint_tensors,
     initial_state,
     stacked_tensors,
@@ -152,6 +160,9 @@ def train(
         try:
             state, history = _starting_point(setup, resume_from, state_file, run_fingerprint, restart, log)
             inputs.start_at(len(history) + 1)
+            steps_per_epoch = batches_per_epoch(setup.data.train.size, config.batch_size)
+            first_step, epochs_left = steps_taken(state.opt_state), config.epochs - len(history)
+            learning_rates = epoch_learning_rates(config, steps_per_epoch, first_step, epochs_left)
             state = setup.placement.put_replicated(state)
         except BaseException:
             inputs.close()
@@ -170,7 +181,8 @@ def train(
         started_at = saved_at = len(history)
         try:
             for epoch in range(len(history) + 1, config.epochs + 1):
-                state, record = _train_epoch(setup, state, epoch, inputs, progress)
+                rates = learning_rates[epoch - started_at - 1]
+                state, record = _train_epoch(setup, state, epoch, rates, inputs, progress)
                 completed = (state, [*history, record])
                 history = completed[1]
                 if writer:
@@ -251,7 +263,7 @@ def _set_up(
     )
     architecture = build_architecture(config, len(data.classes))
     members, member = ensemble_size(architecture), member_architecture(architecture)
-    optimizer = make_optimizer(config, -(-data.train.size // config.batch_size))
+    optimizer = make_optimizer(config)
     _check_fits_a_checkpoint(member, members, optimizer)
     if placement.device_count > 1:
         processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
@@ -355,14 +367,21 @@ def _as_process_zero(
 
 
 def _train_epoch(
-    setup: Setup, state: TrainState, epoch: int, inputs: EpochInputs, progress: Progress | None
+    setup: Setup,
+    state: TrainState,
+    epoch: int,
+    learning_rates: np.ndarray,
+    inputs: EpochInputs,
+    progress: Progress | None,
 ) -> tuple[TrainState, dict[str, Any]]:
-    """One epoch, chunk by chunk; the new state and the epoch's history record."""
+    """One epoch, chunk by chunk, at the given rate for each of its steps; the new state and
+    the epoch's history record."""
     config, placement, data = setup.config, setup.placement, setup.data
     started = time.perf_counter()
     indices, weights, augment_keys = inputs.next_epoch(more_to_come=epoch < config.epochs)
     augment_keys = placement.put(augment_keys, placement.replicated)
     batches, per_chunk = placement.split(3, 2), indices.shape[-2]
+    learning_rates = np.resize(learning_rates, inputs.chunks * per_chunk)  # the padding's are unused
     totals = np.zeros((setup.members, 2), np.float64)
     for chunk in range(inputs.chunks):
         state, chunk_totals = setup.train_chunk(
@@ -371,6 +390,7 @@ def _train_epoch(
             data.train.labels,
             placement.put(indices[chunk], batches),
             placement.put(weights[chunk], batches),
+            placement.put(learning_rates[chunk * per_chunk : (chunk + 1) * per_chunk], placement.replicated),
             augment_keys,
             placement.put(np.int32(chunk * per_chunk), placement.replicated),
         )

@@ -188,6 +188,7 @@ def mnistkit_ms_per_step(
     inputs.close()
     indices, weights = indices[:, :, :steps], weights[:, :, :steps]
     keys, batches = placement.put(keys, placement.replicated), placement.split(3, 2)
+    rates = np.full(indices.shape[-2], setup.config.lr, np.float32)
     times = []
     for chunk in [0, *range(min(rounds, indices.shape[0]))]:  # the first call compiles
         started = time.perf_counter()
@@ -197,6 +198,7 @@ def mnistkit_ms_per_step(
             setup.data.train.labels,
             placement.put(indices[chunk], batches),
             placement.put(weights[chunk], batches),
+            placement.put(rates, placement.replicated),
             keys,
             placement.put(np.int32(0), placement.replicated),
         )
@@ -306,7 +308,7 @@ def train_preset(arrays, name: str, workdir: Path, **options) -> dict:
 def state_save_seconds(config: TrainConfig, workdir: Path) -> float:
     """What writing the resumable state after an epoch costs (median of 3 writes)."""
     architecture = member_architecture(build_architecture(config, len(config.classes) or 10))
-    state = initial_state(config, architecture, make_optimizer(config, 1))
+    state = initial_state(config, architecture, make_optimizer(config))
     params, optimizer_state = stacked_tensors(state)
     history = [{"epoch": epoch, "train_loss": 0.1} for epoch in range(config.epochs)]
     fingerprint = run_state.fingerprint(config, "0" * 64, 1, "mnist")

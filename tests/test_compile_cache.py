@@ -12,9 +12,12 @@ import jax
 from mnistkit import compile_cache
 
 
-def train_fresh(npz: Path, output: Path, cache_setting: str | None) -> subprocess.CompletedProcess:
+def train_fresh(
+    npz: Path, output: Path, cache_setting: str | None, *settings: str
+) -> subprocess.CompletedProcess:
     """`mnistkit train` in a fresh process with no JAX cache setting of its own (the tests'
-    conftest gives them one), and MNISTKIT_COMPILE_CACHE as given."""
+    conftest gives them one), and MNISTKIT_COMPILE_CACHE as given; one epoch unless
+    `settings` say otherwise."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
     environment.pop(compile_cache.CACHE_ENV, None)
     environment["HOME"] = str(output.parent / "home")
@@ -22,7 +25,7 @@ def train_fresh(npz: Path, output: Path, cache_setting: str | None) -> subproces
     if cache_setting is not None:
         environment[compile_cache.CACHE_ENV] = cache_setting
     command = [sys.executable, "-m", "mnistkit", "train", str(npz), "-o", str(output)]
-    command += ["--model", "mlp", "--hidden", "16", "--epochs", "1", "--save-every", "0"]
+    command += ["--model", "mlp", "--hidden", "16", "--epochs", "1", "--save-every", "0", *settings]
     return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=120)
 
 
@@ -60,6 +63,25 @@ def test_a_rerun_loads_the_programs_and_trains_the_same_model(synthetic_npz, tmp
     assert (tmp_path / "first.safetensors").read_bytes() == model
     assert (tmp_path / "second.safetensors").read_bytes() == model
     assert "cache" not in first.stderr + second.stderr  # no warning from jax's cache
+
+
+def test_a_sweep_of_rates_schedules_and_epochs_runs_the_programs_compiled_for_the_first(
+    synthetic_npz, tmp_path
+):
+    cached = tmp_path / "home" / ".cache" / "mnistkit" / "xla"
+    first = train_fresh(synthetic_npz, tmp_path / "first.safetensors", None, "--lr", "0.01")
+    assert first.returncode == 0, first.stderr
+    written = {path: path.stat().st_mtime_ns for path in entries(cached)}
+    sweep = {"lr": ("--lr", "0.003"), "schedule": ("--schedule", "one-cycle"), "epochs": ("--epochs", "3")}
+    for name, settings in sweep.items():
+        run = train_fresh(synthetic_npz, tmp_path / f"{name}.safetensors", None, *settings)
+        assert run.returncode == 0, run.stderr
+        kept = {path: path.stat().st_mtime_ns for path in entries(cached)}
+        assert {path: kept[path] for path in written} == written, name  # loaded, not compiled
+        new = {path.name.split("-")[0] for path in kept.keys() - written.keys()}
+        assert new <= {"jit_learning_rate_schedule"}, name  # only the rates, a program of 5 kB
+    models = {name: (tmp_path / f"{name}.safetensors").read_bytes() for name in ["first", *sweep]}
+    assert len(set(models.values())) == len(models)  # each setting trained a model of its own
 
 
 def test_a_folder_under_a_file_leaves_training_as_it_was(synthetic_npz, tmp_path):
