@@ -315,11 +315,13 @@ def test_ctrl_c_to_the_whole_of_make_leaves_the_record_of_what_train_wrote(tmp_p
         [*make, *variables, "models/model.safetensors"],
         env=environment, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # a margin for the heaviest load: it takes 2 s alone
     while not waiting.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    # Sent before train started, the Ctrl-C would stop the shell's trap instead, and train run on.
+    assert waiting.exists(), "train never started"
     os.killpg(process.pid, signal.SIGINT)
-    process.communicate(timeout=30)
+    process.communicate(timeout=120)
     record = (tmp_path / "models/train-args.txt").read_text().splitlines()
     assert len(record) == 2 and record[0].endswith("--epochs 3"), record
     with open(tmp_path / "models/model.safetensors", "rb") as written:
