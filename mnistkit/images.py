@@ -31,6 +31,9 @@ from mnistkit.terms import on_command_line, setting
 MAX_IMAGE_PIXELS = 40_000_000
 # A digit is never a thin strip; 1x100000 pixels is a hostile file, not a digit.
 MAX_ASPECT_RATIO = 50
+# The major brands of HEIF files whose pictures are HEVC, which Pillow does not decode
+# (AVIF, HEIF's AV1 kind, it reads).
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1")
 # Larger images are box-averaged down to at most this longer side before the ink is
 # found: the digit ends at 20 pixels, but a pencil line on a digit a third of the page high
 # must stay a few pixels wide to be found whole (at 128 px, people-style digits drawn with
@@ -331,7 +334,7 @@ def _open_checked(path: Path, content: bytes | None = None) -> Image.Image:
             f"{path}: image has more than {MAX_IMAGE_PIXELS:,} pixels, refused (decompression bomb guard)"
         ) from None
     except UnidentifiedImageError:
-        raise UndecodableImage(f"{path}: not an image (Pillow cannot identify the format)") from None
+        raise UndecodableImage(f"{path}: {_unidentified(path, content)}") from None
     except OSError as error:
         raise UndecodableImage(f"{path}: cannot read: {error.strerror or error}") from None
     except Exception as error:  # a malformed header can break a format plugin in any way
@@ -341,6 +344,18 @@ def _open_checked(path: Path, content: bytes | None = None) -> Image.Image:
         image.close()
         raise MnistkitError(f"{path}: {problem}")
     return image
+
+
+def _unidentified(path: Path, content: bytes | None) -> str:
+    """Why Pillow could not open a file. An iPhone's photo is HEIC by default: an image all
+    the same, so "not an image" would send its owner looking for the wrong mistake."""
+    if content is None:
+        with contextlib.suppress(OSError), path.open("rb") as handle:
+            content = handle.read(12)
+    start = content or b""
+    if start[4:8] == b"ftyp" and start[8:12] in HEIF_BRANDS:
+        return "a HEIC/HEIF photo, which Pillow does not read: save it as JPEG or PNG"
+    return "not an image (Pillow cannot identify the format)"
 
 
 def _is_empty(path: Path) -> bool:

@@ -881,6 +881,14 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], Path], str]] = {
     # Its size says 0, yet it holds text: read, and not called empty.
     "/proc's file": (lambda p: Path("/proc/self/status"), "not an image (Pillow cannot identify"),
     "not an image": (lambda p: (p / "n.png").write_text("hello") and p / "n.png", "not an image"),
+    # An iPhone's photo: an image Pillow cannot read, not "not an image".
+    "a HEIC photo": (
+        lambda p: (
+            (p / "IMG_0001.HEIC").write_bytes(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(200))
+            and p / "IMG_0001.HEIC"
+        ),
+        "a HEIC/HEIF photo, which Pillow does not read: save it as JPEG or PNG",
+    ),
     "truncated": (lambda p: truncated_png(p / "t.png"), "truncated or corrupted"),
     "bomb": (
         lambda p: (p / "b.png").write_bytes(png_header_only(100_000, 100_000)) and p / "b.png",
