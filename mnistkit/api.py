@@ -176,7 +176,8 @@ def _image_batch(images: np.ndarray) -> np.ndarray:
             what = "None" if given is None else f"a {type(given).__name__}"
         raise TypeError(f"{expected}, not {what}; {to_predict_images}")
     check_finite(images, "images")
-    given_one = images.shape == IMAGE_SHAPE
+    given_shape = images.shape
+    given_one = given_shape == IMAGE_SHAPE
     if given_one:
         images = images[None]
     if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE or images.dtype != np.uint8:
@@ -186,9 +187,7 @@ def _image_batch(images: np.ndarray) -> np.ndarray:
             hint = "; colour pictures: mnistkit.predict_images(model, images) reads them"
         elif not hints and images.ndim in (2, 3) and min(images.shape[-2:]) > 1:
             hint = "; for a picture of another size: mnistkit.predict_images(model, picture) prepares it"
-        raise BadArrays(
-            f"expected uint8 images of shape (N, 28, 28), got {images.dtype} {images.shape}{hint}"
-        )
+        raise BadArrays(f"expected uint8 images of shape (N, 28, 28), got {images.dtype} {given_shape}{hint}")
     faint = too_faint(images)
     if faint:
         raise BadArrays(f"expected pixels 0-255, got {faint[0]} (give {faint[1]})")

@@ -1345,6 +1345,15 @@ def test_predict_names_what_it_got_where_no_images_are(large_digit_model: Path, 
         model.predict(np.zeros((30, 30)))  # no cast: it would still be no 28x28 image
 
 
+def test_predict_names_the_shape_of_one_image_as_given(large_digit_model: Path, synthetic_data) -> None:
+    """The JAX lab's one digit as floats in [0, 1], (28, 28): the refusal named (1, 28, 28), a
+    shape the learner never made."""
+    model = mnistkit.load(large_digit_model)
+    digit = synthetic_data["test_images"][0].astype(np.float32) / 255
+    with pytest.raises(ValueError, match=r"got float32 \(28, 28\) \(give \(images \* 255\)"):
+        model.predict(digit)
+
+
 def test_nan_and_infinite_pixels_are_named_not_cast_away(large_digit_model: Path, synthetic_data) -> None:
     """Each fix a refusal gives casts to uint8, which makes NaN a pixel unnoticed."""
     model = mnistkit.load(large_digit_model)
