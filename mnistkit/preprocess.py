@@ -99,6 +99,11 @@ PAPER_MIN_BLANK = 0.85
 # at any angle; a bold light digit on a dark canvas, filled in, at most about 0.72, an ellipse
 # (a bold 0) 0.785.
 PAPER_MIN_RECTANGULARITY = 0.8
+# A smaller sheet (a sticky note, a slip of paper, a sheet photographed from afar) is one down
+# to this fraction of the picture where it is straighter still: a bold light 1 on a dark
+# canvas is as light and fills 0.83 to 0.86 of its rectangle, sheets on desks 0.95 or more.
+SMALL_PAPER_MIN_AREA = 0.05
+SMALL_PAPER_MIN_RECTANGULARITY = 0.9
 PAPER_EDGE_PX = 2
 # Marks darker or lighter than the page that cover less than this fraction of it are noise
 # when the ink's colour is decided.
@@ -473,7 +478,18 @@ def _darker_than_the_page_around(gray: np.ndarray) -> np.ndarray:
 
 def _find_paper(gray: np.ndarray, cumulative: np.ndarray) -> np.ndarray | None:
     """Where the sheet lies in a photo of a sheet of paper on a darker desk, or None when
-    the picture is not one.
+    the picture is not one: a sheet of PAPER_MIN_AREA or more, else a smaller one."""
+    paper = _sheet_of(gray, cumulative, PAPER_MIN_AREA, PAPER_MIN_RECTANGULARITY)
+    if paper is None:
+        paper = _sheet_of(gray, cumulative, SMALL_PAPER_MIN_AREA, SMALL_PAPER_MIN_RECTANGULARITY)
+    return paper
+
+
+def _sheet_of(
+    gray: np.ndarray, cumulative: np.ndarray, min_area: float, min_rectangularity: float
+) -> np.ndarray | None:
+    """Where a sheet of at least `min_area` of the picture lies, filling at least
+    `min_rectangularity` of a rectangle around it, or None.
 
     The desk is much darker than the paper and surrounds it (it takes most of the
     picture's outermost pixels). The sheet is the largest light region, filled along its
@@ -483,7 +499,7 @@ def _find_paper(gray: np.ndarray, cumulative: np.ndarray) -> np.ndarray | None:
     """
     outer = ring(gray)
     desk_level = median(outer)
-    paper_level = quantile(cumulative, 1.0 - PAPER_MIN_AREA / 2)
+    paper_level = quantile(cumulative, 1.0 - min_area / 2)
     if desk_level > DESK_MAX_BRIGHTNESS * paper_level or paper_level - desk_level < MIN_INK_CONTRAST:
         return None
     light = gray > np.float32(desk_level + DESK_TO_PAPER_THRESHOLD * (paper_level - desk_level))
@@ -497,9 +513,9 @@ def _find_paper(gray: np.ndarray, cumulative: np.ndarray) -> np.ndarray | None:
     area = np.count_nonzero(paper)
     if (
         np.count_nonzero(ring(paper)) > (1 - DESK_MIN_BORDER) * outer.size
-        or area < PAPER_MIN_AREA * paper.size
+        or area < min_area * paper.size
         or np.count_nonzero(sheet) < PAPER_MIN_BLANK * area
-        or rectangularity(paper) < PAPER_MIN_RECTANGULARITY
+        or rectangularity(paper) < min_rectangularity
     ):
         return None
     return paper

@@ -356,6 +356,15 @@ PHOTOS: dict[str, dict] = {
         "pen": "blue",
         "stroke_px": 1,
     },
+    # Sheets under 30% of the frame, the size of a sticky note on a desk, were taken for a
+    # light digit: the sheet itself, read as a 0.
+    "walnut desk, a small sheet 12% of the frame": {"desk": "walnut", "area": 0.12, "centre": (0.4, 0.45)},
+    "black desk, a small sheet 6% of the frame, rotated 5 degrees": {
+        "desk": "black",
+        "area": 0.06,
+        "angle_deg": 5,
+        "centre": (0.6, 0.4),
+    },
     "hard shadow across the digit": {"shadow": (0.45, 25, 0.02)},
     "hard shadow on a desk": {"desk": "walnut", "area": 0.75, "shadow": (0.4, 110, -0.05)},
     "most of the page in shadow": {"shadow": (0.5, 20, -0.15)},
