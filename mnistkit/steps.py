@@ -120,22 +120,27 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     return base
 
 
-def epoch_learning_rates(
-    config: TrainConfig, steps_per_epoch: int, first_step: int, epochs: int
-) -> np.ndarray:
-    """The learning rates (float32) of the steps of `epochs` epochs, (epochs, steps_per_epoch),
-    from optimizer step `first_step` on. Each is worked out alone, in a loop, as a schedule
-    inside the training step was: vectorized, XLA's cosine differs in the last bit of a few."""
+def epoch_learning_rates(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], np.ndarray]:
+    """`rates(first_step)`: the learning rates (float32) of an epoch's steps from optimizer
+    step `first_step` on. Each is worked out alone, in a loop, as a schedule inside the
+    training step was (vectorized, XLA's cosine differs in the last bit of a few), an epoch
+    at a time, so that `--epochs 1000000` stopped by Ctrl-C costs nothing up front."""
     rate = learning_rate(config, steps_per_epoch)
     if not callable(rate):
-        return np.full((epochs, steps_per_epoch), rate, np.float32)
+        return lambda first_step: np.full(steps_per_epoch, rate, np.float32)
 
+    @jax.jit
     def learning_rate_schedule(counts: jax.Array) -> jax.Array:  # a program of 50 ms to compile
         return jax.lax.map(rate, counts)
 
-    counts = np.arange(first_step, first_step + epochs * steps_per_epoch, dtype=np.int32)  # as optax's
-    rates = jax.jit(learning_rate_schedule)(counts)
-    return np.asarray(rates, np.float32).reshape(epochs, steps_per_epoch)
+    offsets = np.arange(steps_per_epoch, dtype=np.int64)
+    last_count = np.iinfo(np.int32).max  # where optax's int32 count stops
+
+    def rates(first_step: int) -> np.ndarray:
+        counts = np.minimum(first_step + offsets, last_count).astype(np.int32)
+        return np.asarray(learning_rate_schedule(counts), np.float32)
+
+    return rates
 
 
 def steps_taken(opt_state: Any) -> int:

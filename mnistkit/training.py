@@ -161,8 +161,7 @@ def train(
             state, history = _starting_point(setup, resume_from, state_file, run_fingerprint, restart, log)
             inputs.start_at(len(history) + 1)
             steps_per_epoch = batches_per_epoch(setup.data.train.size, config.batch_size)
-            first_step, epochs_left = steps_taken(state.opt_state), config.epochs - len(history)
-            learning_rates = epoch_learning_rates(config, steps_per_epoch, first_step, epochs_left)
+            learning_rates, step = epoch_learning_rates(config, steps_per_epoch), steps_taken(state.opt_state)
             state = setup.placement.put_replicated(state)
         except BaseException:
             inputs.close()
@@ -181,8 +180,8 @@ def train(
         started_at = saved_at = len(history)
         try:
             for epoch in range(len(history) + 1, config.epochs + 1):
-                rates = learning_rates[epoch - started_at - 1]
-                state, record = _train_epoch(setup, state, epoch, rates, inputs, progress)
+                state, record = _train_epoch(setup, state, epoch, learning_rates(step), inputs, progress)
+                step += steps_per_epoch
                 completed = (state, [*history, record])
                 history = completed[1]
                 if writer:
