@@ -188,6 +188,27 @@ def test_a_bad_image_with_a_name_that_does_not_print_is_still_one_line_a_shell_r
     assert plain.stderr == f"{tmp_path}/café missing.png: no such file\n"  # as it is where it prints
 
 
+def test_a_bad_image_is_named_as_given_as_its_row_would_be(
+    large_digit_model: Path, digit_files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`find . -print0 | xargs -0 mnistkit predict` gives every path as `./NAME`: a bad one's
+    line named it `NAME` (no script matched it to its input), and one with a line break in
+    its name went unquoted, its line split in two."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "not-an-image.png").write_bytes(b"not an image at all")
+    (tmp_path / "line\nbreak.png").write_bytes(b"not an image at all")
+    good = f"./{digit_files[0].name}"
+    given = ["./not-an-image.png", good, ".//line\nbreak.png", "./missing.png", "scans//missing.png"]
+    result = run("predict", large_digit_model, *given)
+    assert result.exit_code == 1 and result.stdout.split("\t")[0] == good
+    assert result.stderr.splitlines() == [
+        "./not-an-image.png: not an image (Pillow cannot identify the format)",
+        "$'.//line\\nbreak.png': not an image (Pillow cannot identify the format)",
+        "./missing.png: no such file",
+        "scans//missing.png: no such file",
+    ]
+
+
 def test_dash_given_twice_is_a_usage_error(large_digit_model: Path, digit_files: list[Path]) -> None:
     """The second `-` found stdin read to its end: the paths it stood for went missing, exit 0."""
     result = run("predict", large_digit_model, "-", digit_files[0], "-", stdin=f"{digit_files[1]}\n")
