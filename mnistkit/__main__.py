@@ -1,14 +1,17 @@
 """The `mnistkit` command (and `python -m mnistkit`): signal handling first, then the CLI.
 
 The handlers go in before click and the commands are imported, so a Ctrl-C at any moment
-after the interpreter starts ends in exit 130 (143 for SIGTERM) and one line.
+after the interpreter starts ends in one line and status 130 (143 for SIGTERM).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import errno
 import io
 import os
+import signal
 import sys
 
 
@@ -46,10 +49,29 @@ def _hold_closed_descriptors() -> None:
                 os.close(devnull)
 
 
+_ended_by: list[int] = []  # the signal (SIGINT, SIGTERM, SIGHUP, SIGPIPE) that ended the command
+
+
+def _die_of_the_signal() -> None:
+    """The last exit hook (registered first): a command a signal ended dies of it, once Python
+    has run the others (jax's among them). Its status reads 128 + N all the same, but bash
+    goes on with a loop (`for f in *; do mnistkit ...; done`) past a Ctrl-C its command
+    took and exited 130 from, and xargs starts its next command after an exit 141 where it
+    stops at one that SIGPIPE killed."""
+    if not _ended_by:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a reader gone: what is left goes nowhere
+            stream.flush()
+    signal.signal(_ended_by[0], signal.SIG_DFL)
+    os.kill(os.getpid(), _ended_by[0])
+
+
 def main() -> None:
     from mnistkit import interrupts
-    from mnistkit.errors import Interrupted
+    from mnistkit.errors import EXIT_BROKEN_PIPE, Interrupted
 
+    atexit.register(_die_of_the_signal)
     _hold_closed_descriptors()
     if sys.stderr is None:  # `2>&-`: messages go nowhere, exit statuses still tell
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the process's own stream)
@@ -67,6 +89,8 @@ def main() -> None:
         except SystemExit as done:
             if done.code in (0, None):  # one swallowed later, where nothing looked for it
                 interrupts.raise_if_interrupted()
+            if done.code == EXIT_BROKEN_PIPE:  # a reader that stopped early
+                _ended_by.append(signal.SIGPIPE)
             raise
     except (Interrupted, RuntimeError) as error:
         # Python 3.11 wraps what a class's __set_name__ raises in a RuntimeError: a signal that
@@ -78,6 +102,7 @@ def main() -> None:
             print(stop.line(), file=sys.stderr, flush=True)
         except OSError:  # stderr's reader is gone (`2>&1 | head -1`): the status still tells
             sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (so that exiting flushes nothing there)
+        _ended_by.append(stop.signal_number)
         sys.exit(stop.exit_code)
     finally:
         interrupts.uninstall()

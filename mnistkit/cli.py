@@ -67,7 +67,8 @@ class MnistkitCommand(click.Command):
 class MnistkitGroup(click.Group):
     """Turns MnistkitError into one line on stderr and exit status 1, never a traceback; so
     too a standard output that cannot be written (a full disk). A reader that stops early
-    (`| head`) ends the command quietly with 141, as SIGPIPE ends other tools."""
+    (`| head`) ends the command quietly with 141 (the `mnistkit` process then dies of SIGPIPE, as
+    other tools do)."""
 
     command_class = MnistkitCommand
 

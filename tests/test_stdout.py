@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pty
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -274,7 +275,7 @@ def test_an_input_named_through_another_is_never_overwritten(
     assert {path: path.read_bytes() for path in before} == before
 
 
-def test_a_reader_that_stops_early_ends_the_command_quietly_with_141(
+def test_a_reader_that_stops_early_ends_the_command_quietly_as_sigpipe_ends_other_tools(
     tmp_path: Path, model: Path, digit: Path
 ) -> None:
     paths = tmp_path / "paths.txt"
@@ -288,8 +289,50 @@ def test_a_reader_that_stops_early_ends_the_command_quietly_with_141(
         )
         first = process.stdout.readline()
         process.stdout.close()  # as `| head -1` does
-        assert process.wait(timeout=120) == 141
+        assert process.wait(timeout=120) == -signal.SIGPIPE  # status 141 to a shell
     assert first.decode().startswith(f"{digit}\t") and process.stderr.read() == b""
+
+
+def test_xargs_stops_at_a_reader_gone_as_it_stops_for_other_tools(model: Path, digit: Path) -> None:
+    """xargs starts its next command after one that exited 141, and stops at one that SIGPIPE
+    killed: `xargs -0 mnistkit predict CKPT | head` went on through every batch of the list."""
+    reader, writer = os.pipe()
+    os.close(reader)  # gone before the first row, as `| head -1` is once it has its line
+    try:
+        result = subprocess.run(
+            ["xargs", "-0", "-n", "1", *mnistkit_command("predict", model)],
+            input=f"{digit}\0".encode() * 3,
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            timeout=120,
+        )
+    finally:
+        os.close(writer)
+    assert result.returncode == 125, result.stderr  # xargs: a command was killed by a signal
+    assert result.stderr.decode().count("terminated by signal 13") == 1, result.stderr
+
+
+def test_ctrl_c_ends_a_shell_loop_around_the_command(model: Path, digit: Path) -> None:
+    """The terminal's Ctrl-C reaches the shell and the command alike, and bash ends its loop
+    only where the command died of SIGINT: one that took it and exited 130 left
+    `for folder in *; do mnistkit predict ...; done` going on with the next folder."""
+    loop = 'for round in 1 2; do "$@"; echo "round $round ended with $?" >&2; done'
+    process = subprocess.Popen(
+        ["bash", "-c", loop, "bash", *mnistkit_command("predict", model, "-")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # a process group of its own, as a terminal's job is
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # not ignored, as in a job
+    )
+    process.stdin.write(f"{digit}\n".encode())
+    process.stdin.flush()
+    assert process.stdout.readline().startswith(f"{digit}\t".encode())  # running, its handlers in
+    os.killpg(process.pid, signal.SIGINT)
+    process.stdin.close()  # a second round would find no paths, and end
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == -signal.SIGINT, stderr
+    assert stderr == "mnistkit: interrupted by SIGINT\n"
 
 
 def test_a_full_standard_output_is_one_line(model: Path) -> None:
