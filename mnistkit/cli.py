@@ -933,9 +933,7 @@ def predict_command(
         raise click.BadParameter(
             "`-` given twice; standard input can be read only once", param_hint="IMAGE..."
         )
-    # One BLAS thread, set before numpy loads OpenBLAS: predict's matrix products are small,
-    # and OpenBLAS's idle threads spin against the workers reading the pictures.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    _one_blas_thread()
     from mnistkit.atomic import atomic_write
     from mnistkit.checkpoint import load_checkpoint
     from mnistkit.predict import write_predictions
@@ -957,6 +955,13 @@ def predict_command(
         _keep_only_if_complete(output, failures, "; without -o the others' rows go to stdout")
     if failures:
         sys.exit(1)
+
+
+def _one_blas_thread() -> None:
+    """One BLAS thread unless OPENBLAS_NUM_THREADS says otherwise, set before numpy loads
+    OpenBLAS, for the commands that read image files: their matrix products are small, and
+    OpenBLAS's idle threads spin against the workers reading the pictures."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def _keep_only_if_complete(output: str | None, failures: int, elsewhere: str = "") -> None:
@@ -1020,6 +1025,8 @@ def eval_command(
           | mnistkit render-confusion --metrics - -o confusion.png
       mnistkit eval models/model.safetensors --images my-digits --labels my-digits/labels.tsv
     """
+    if labels is not None:  # an .npz's larger products keep OpenBLAS's threads
+        _one_blas_thread()
     import json
 
     from mnistkit.atomic import write_text_atomic
