@@ -31,6 +31,7 @@ from mnistkit.errors import Interrupted
 # work: within a compile, seconds passed without a word.
 STOPPING_NOTICE = "stopping once the work in progress ends (a compile may take some seconds)"
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, `kill`, the terminal gone
 _held_signals: list[int] = []
 _deferring = False
 _notice: str | None = None  # said at once when a first signal is held: the stop may take seconds
@@ -125,24 +126,25 @@ def _quiet_when_swallowed(unraisable: Any) -> None:
 def install() -> None:
     """Turn SIGINT, SIGTERM and SIGHUP into `Interrupted` for this process (the CLI's first
     act). SIGHUP (the terminal or the ssh session gone) killed train without its last epoch's
-    checkpoint, and predict with its temp file left; one that `nohup` ignores stays ignored,
-    so that the run outlives its terminal."""
+    checkpoint, and predict with its temp file left. One that comes ignored stays ignored, as
+    Python leaves SIGINT: nohup's SIGHUP, so that the run outlives its terminal, and the SIGINT
+    that a shell script's background job (`mnistkit predict ... &`) starts without, so that a
+    Ctrl-C for the script in the foreground leaves the job running."""
     sys.unraisablehook = _quiet_when_swallowed
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
-    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+    for signal_number in STOP_SIGNALS:
+        if signal.getsignal(signal_number) is not signal.SIG_IGN:
+            signal.signal(signal_number, _on_signal)
+    if signal.getsignal(signal.SIGHUP) is _on_signal:
         _terminal_fds[:] = [fd for fd in (0, 1, 2) if os.isatty(fd)]
-        signal.signal(signal.SIGHUP, _on_signal)
 
 
 def uninstall() -> None:
-    """Give the signals back their default action (the CLI's last act): a signal in the
+    """Give the signals taken back their default action (the CLI's last act): a signal in the
     interpreter's shutdown, inside jax's exit hooks, then ends the process rather than raising
     in a hook, where Python would print and swallow it."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if signal.getsignal(signal.SIGHUP) is _on_signal:
-        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    for signal_number in STOP_SIGNALS:
+        if signal.getsignal(signal_number) is _on_signal:
+            signal.signal(signal_number, signal.SIG_DFL)
     sys.unraisablehook = sys.__unraisablehook__
 
 

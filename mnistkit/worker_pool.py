@@ -34,7 +34,6 @@ from mnistkit.errors import Interrupted, MnistkitError
 SIGNAL_POLL_S = 0.05
 ORPHAN_POLL_S = 0.5  # how often a forked worker looks whether its parent is still there
 END_WAIT_S = 5.0  # how long a worker sent SIGTERM at close gets before SIGKILL
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 _ANSWERED, _FAILED = b"\x00", b"\x01"  # an answer's first byte
 _LENGTH = struct.Struct("!Q")  # a message's length in bytes, sent before it
 _READ_BYTES = 1 << 20  # the most one read takes from a socket
@@ -226,7 +225,7 @@ class WorkerPool:
         interrupts.raise_if_interrupted()
         worker.process.join(END_WAIT_S)
         code = worker.process.exitcode
-        if code is not None and -code in _STOP_SIGNALS:
+        if code is not None and -code in interrupts.STOP_SIGNALS:
             return Interrupted(-code)
         if code is not None and code < 0:
             how = f"killed by {signal.Signals(-code).name}"
@@ -267,7 +266,7 @@ def _start_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the parent's too, as Ctrl-C is
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked since the fork
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, interrupts.STOP_SIGNALS)  # blocked since the fork
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.close(devnull)
@@ -297,7 +296,7 @@ def _signals_blocked() -> Iterator[None]:
     """SIGINT, SIGTERM and SIGHUP blocked while a worker is forked, so that it never runs the parent's
     handler before its own are set (`_start_worker` unblocks them); the parent takes one that
     came meanwhile when they are unblocked."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, interrupts.STOP_SIGNALS)
     try:
         yield
     finally:

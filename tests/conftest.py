@@ -34,9 +34,13 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO_ROOT / "build" / "ja
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
-# The commands take SIGHUP as SIGTERM, unless it comes ignored (nohup's): the tests that send
-# it start their commands with it at its default, whether or not the tests run under nohup.
+# The commands take SIGINT, SIGTERM and SIGHUP unless they come ignored (nohup's SIGHUP, a
+# shell script's background job's SIGINT): the tests that send them start their commands with
+# them at their default, whether or not the tests run under nohup or in the background.
 signal.signal(signal.SIGHUP, signal.SIG_DFL)
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops pytest; SIG_DFL at exec
+if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 # Python run first in a subprocess whose writes must obey file permissions: root writes into
 # read-only folders anyway, through CAP_DAC_OVERRIDE. Dropping that capability (and its two

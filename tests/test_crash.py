@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MirrorServer, idx_bytes, synthetic_arrays, write_idx
+from conftest import MirrorServer, draw_large_digit, idx_bytes, synthetic_arrays, write_idx
 from faults import (
     INTERRUPTED_LINE,
     TABLE_ENV,
@@ -810,6 +810,36 @@ def test_a_hangup_that_nohup_ignores_stays_ignored(tmp_path: Path, synthetic_npz
     assert epochs_at_hangup < 30  # the hangup came while it trained
     assert process.returncode == 0, stderr.decode()
     assert load_checkpoint(checkpoint).metadata["metrics"]["epochs"] == 30
+
+
+def test_a_ctrl_c_that_a_background_job_ignores_stays_ignored(
+    large_digit_model: Path, tmp_path: Path
+) -> None:
+    """A shell script's background job (`mnistkit predict CKPT - < list > rows &`) starts with
+    SIGINT ignored, so that a Ctrl-C for the script in the foreground leaves it running; predict
+    took it anyway and stopped halfway through its list."""
+    digit = tmp_path / "seven.png"
+    Image.fromarray(255 - draw_large_digit(7)).save(digit)
+    as_a_script_backgrounds_it = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    command = mnistkit_command("predict", large_digit_model, "-")
+    process = subprocess.Popen(
+        [sys.executable, "-c", as_a_script_backgrounds_it, *command],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdin.write(f"{digit}\n".encode())
+    process.stdin.flush()
+    assert process.stdout.readline().startswith(f"{digit}\t7\t".encode())  # running, its handlers in
+    process.send_signal(signal.SIGINT)
+    process.stdin.write(f"{digit}\n".encode())
+    process.stdin.close()
+    rest, stderr = process.stdout.read(), process.stderr.read().decode()
+    assert process.wait(timeout=60) == 0 and stderr == "", stderr
+    assert rest.decode().startswith(f"{digit}\t7\t")
 
 
 SIGNAL_TRIES = int(os.environ.get("MNISTKIT_SIGNAL_TRIES", "50"))

@@ -323,7 +323,6 @@ def test_ctrl_c_ends_a_shell_loop_around_the_command(model: Path, digit: Path) -
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,  # a process group of its own, as a terminal's job is
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # not ignored, as in a job
     )
     process.stdin.write(f"{digit}\n".encode())
     process.stdin.flush()
