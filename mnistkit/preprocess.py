@@ -93,17 +93,25 @@ RULED_LINE_MAX_SLOPE = 0.2
 DESK_MAX_BRIGHTNESS = 0.7
 DESK_MIN_BORDER = 0.75
 DESK_TO_PAPER_THRESHOLD = 0.25
-PAPER_MIN_AREA = 0.3
 PAPER_MIN_BLANK = 0.85
-# A sheet has straight sides: it fills at least this much of the smallest rectangle around it,
-# at any angle; a bold light digit on a dark canvas, filled in, at most about 0.72, an ellipse
-# (a bold 0) 0.785.
-PAPER_MIN_RECTANGULARITY = 0.8
-# A smaller sheet (a sticky note, a slip of paper, a sheet photographed from afar) is one down
-# to this fraction of the picture where it is straighter still: a bold light 1 on a dark
-# canvas is as light and fills 0.83 to 0.86 of its rectangle, sheets on desks 0.95 or more.
-SMALL_PAPER_MIN_AREA = 0.05
-SMALL_PAPER_MIN_RECTANGULARITY = 0.9
+
+
+class SheetRule(NamedTuple):
+    """What a light region must be to be taken for a sheet on a desk: at least `min_area` of
+    the picture, filling at least `min_rectangularity` of the smallest rectangle around it at
+    any angle (a sheet has straight sides)."""
+
+    min_area: float
+    min_rectangularity: float
+
+
+# A bold light digit on a dark canvas, filled in, fills at most about 0.72 of its rectangle,
+# an ellipse (a bold 0) 0.785.
+LARGE_SHEET = SheetRule(0.3, 0.8)
+# A smaller sheet (a sticky note, a slip of paper, a sheet photographed from afar) is one
+# where it is straighter still: a bold light 1 on a dark canvas is as light and fills 0.83
+# to 0.86 of its rectangle, sheets on desks 0.95 or more.
+SMALL_SHEET = SheetRule(0.05, 0.9)
 PAPER_EDGE_PX = 2
 # Marks darker or lighter than the page that cover less than this fraction of it are noise
 # when the ink's colour is decided.
@@ -478,18 +486,13 @@ def _darker_than_the_page_around(gray: np.ndarray) -> np.ndarray:
 
 def _find_paper(gray: np.ndarray, cumulative: np.ndarray) -> np.ndarray | None:
     """Where the sheet lies in a photo of a sheet of paper on a darker desk, or None when
-    the picture is not one: a sheet of PAPER_MIN_AREA or more, else a smaller one."""
-    paper = _sheet_of(gray, cumulative, PAPER_MIN_AREA, PAPER_MIN_RECTANGULARITY)
-    if paper is None:
-        paper = _sheet_of(gray, cumulative, SMALL_PAPER_MIN_AREA, SMALL_PAPER_MIN_RECTANGULARITY)
-    return paper
+    the picture is not one: a large sheet, else a small one."""
+    paper = _sheet_of(gray, cumulative, LARGE_SHEET)
+    return paper if paper is not None else _sheet_of(gray, cumulative, SMALL_SHEET)
 
 
-def _sheet_of(
-    gray: np.ndarray, cumulative: np.ndarray, min_area: float, min_rectangularity: float
-) -> np.ndarray | None:
-    """Where a sheet of at least `min_area` of the picture lies, filling at least
-    `min_rectangularity` of a rectangle around it, or None.
+def _sheet_of(gray: np.ndarray, cumulative: np.ndarray, rule: SheetRule) -> np.ndarray | None:
+    """Where a sheet as `rule` says lies, or None.
 
     The desk is much darker than the paper and surrounds it (it takes most of the
     picture's outermost pixels). The sheet is the largest light region, filled along its
@@ -499,7 +502,7 @@ def _sheet_of(
     """
     outer = ring(gray)
     desk_level = median(outer)
-    paper_level = quantile(cumulative, 1.0 - min_area / 2)
+    paper_level = quantile(cumulative, 1.0 - rule.min_area / 2)
     if desk_level > DESK_MAX_BRIGHTNESS * paper_level or paper_level - desk_level < MIN_INK_CONTRAST:
         return None
     light = gray > np.float32(desk_level + DESK_TO_PAPER_THRESHOLD * (paper_level - desk_level))
@@ -513,9 +516,9 @@ def _sheet_of(
     area = np.count_nonzero(paper)
     if (
         np.count_nonzero(ring(paper)) > (1 - DESK_MIN_BORDER) * outer.size
-        or area < min_area * paper.size
+        or area < rule.min_area * paper.size
         or np.count_nonzero(sheet) < PAPER_MIN_BLANK * area
-        or rectangularity(paper) < min_rectangularity
+        or rectangularity(paper) < rule.min_rectangularity
     ):
         return None
     return paper

@@ -124,7 +124,8 @@ def epoch_learning_rates(config: TrainConfig, steps_per_epoch: int) -> Callable[
     """`rates(first_step)`: the learning rates (float32) of an epoch's steps from optimizer
     step `first_step` on. Each is worked out alone, in a loop, as a schedule inside the
     training step was (vectorized, XLA's cosine differs in the last bit of a few), an epoch
-    at a time, so that `--epochs 1000000` stopped by Ctrl-C costs nothing up front."""
+    at a time, so that `--epochs 1000000` stopped by Ctrl-C costs nothing up front (but with
+    `epoch-cycles`, which joins a piece for every epoch)."""
     rate = learning_rate(config, steps_per_epoch)
     if not callable(rate):
         return lambda first_step: np.full(steps_per_epoch, rate, np.float32)
@@ -202,10 +203,11 @@ def make_train_chunk(
     """The compiled training step over a run of batches, for `members` models of `architecture`.
 
     `train_chunk(state, images, labels, batch_indices (K, B, n), batch_weights (K, B, n),
-    learning_rates (K,), keys (K, 2), first_batch)` returns the new state and each member's
-    [loss sum, correct count] (K, 2) over the run. A batch whose weights are all zero is
-    padding: the state passes through it unchanged. Indices and weights are split along
-    their batch axis over the devices, everything else replicated.
+    learning_rates (B,), keys (K, 2), first_batch)`, for K members and B batches of n,
+    returns the new state and each member's [loss sum, correct count] (K, 2) over the run. A
+    batch whose weights are all zero is padding: the state passes through it unchanged.
+    Indices and weights are split along their batch axis over the devices, everything else
+    replicated.
     """
     architecture = dict(architecture)
     normalization = dict(normalization)
