@@ -65,7 +65,7 @@ from mnistkit.evaluation import Evaluation, check_same_classes, evaluate_arrays
 from mnistkit.image_files import LoadedDigit, load_one
 from mnistkit.inputs import input_path
 from mnistkit.mirrors import DEFAULT_CACHE_DIR, MIRROR_ENV, mirror_list, split_mirrors
-from mnistkit.predict import Prediction, predict_loaded, predict_paths
+from mnistkit.predict import Prediction, Unreadable, predict_loaded, predict_paths
 from mnistkit.run_state import state_path
 from mnistkit.terms import check_keywords, keywords_checked
 from mnistkit.worker_pool import workers_fork
@@ -580,17 +580,22 @@ def predict_images(
     model: Model | str | os.PathLike[str],
     images: Iterable[ImageSource] | ImageSource,
     preprocess: bool = True,
-) -> list[Prediction]:
+    errors: str = "raise",
+) -> list[Prediction] | list[Prediction | Unreadable]:
     """`mnistkit predict`: each image (or the one given) prepared as the model's dataset made
     its images, then predicted. An image is a file's path, a file's bytes (an upload widget's)
     or the file open in binary (`open(path, "rb")`, `io.BytesIO`), a PIL image, or a numpy
     array of any size: gray (H, W) or colour (H, W, 3 or 4), uint8 or floats in [0, 1] (a
     stack (N, H, W) is N images, so torch's (3, H, W) colour is given as (H, W, 3)). Those
     in memory are named `<image N>` (N their place in the list, from 0) in `Prediction.path`
-    and in errors. Raises MnistkitError for the first that cannot be read (BadArrays, a
-    ValueError too, for an array that is no picture, before any file is read)."""
+    and in errors. Raises MnistkitError for the first that cannot be read, or with
+    `errors="keep"` puts an `Unreadable` (`path`, `error`) in its place and reads on, as the
+    command does (a service's batch of uploads with one broken). An array that is no picture
+    raises BadArrays, a ValueError too, either way, before any file is read."""
     checkpoint = _model(model, "predict_images(model, images)").checkpoint
     preprocess = scalar_setting("preprocess", preprocess, bool)  # "no", being text, is true
+    if errors not in ("raise", "keep"):
+        raise MnistkitError(f'errors={errors!r} is not one of "raise", "keep"')
     if isinstance(images, Mapping):  # the arrays' dict: its keys would be taken as paths
         raise TypeError(f"predict_images reads images, {_NOT_A_DICT_OF_ARRAYS}")
     images = _as_numpy(images)
@@ -617,12 +622,15 @@ def predict_images(
             for place, image in enumerate(images)
         ]
         results = predict_loaded(checkpoint, [loaded], top_k=10)
-    predictions = []
+    predictions: list[Prediction | Unreadable] = []
     with contextlib.closing(results):  # the first bad image stops the workers too
         for result in results:
-            if not isinstance(result, Prediction):
+            if isinstance(result, Prediction):
+                predictions.append(result)
+            elif errors == "keep":
+                predictions.append(Unreadable(result.path, result.error))
+            else:
                 raise MnistkitError(result.error)
-            predictions.append(result)
     return predictions
 
 

@@ -36,9 +36,19 @@ class Prediction:
     name: str
     confidence: float
     top: list[tuple[int, str, float]]
+    error = None  # as an Unreadable's, so that a list of both is sorted by `answer.error`
 
     def __repr__(self) -> str:  # what print() shows in a notebook: the answer, not ten tuples
         return f"<Prediction {self.path}: {self.name} ({self.confidence:.2%})>"
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """An image that could not be read, in its place among the predictions (`predict_images`
+    with `errors="keep"`): its name and `error`, the line `mnistkit predict` prints for it."""
+
+    path: str
+    error: str
 
 
 def predict_paths(

@@ -378,6 +378,35 @@ def test_a_script_that_trained_reads_many_files_without_workers_that_would_rerun
         mnistkit.train(empty_labels, "logreg", epochs=1, verbose=False)
 
 
+def test_a_batch_with_unreadable_images_is_read_on_with_errors_keep(
+    tmp_path: Path, large_digit_model: Path, synthetic_data
+) -> None:
+    """A service's batch of uploads with one broken: the first bad image raised and the rest
+    went unread, so it read them one call at a time; `errors="keep"` answers each in its place."""
+    digits = []
+    for index in range(3):
+        digits.append(tmp_path / f"{index}.png")
+        Image.fromarray(synthetic_data["test_images"][index]).save(digits[-1])
+    broken = tmp_path / "broken.png"
+    broken.write_text("not a picture")
+    batch = [digits[0], broken, digits[1], b"\x89PNG truncated", digits[2]]
+    with pytest.raises(MnistkitError, match=re.escape(f"{broken}: not an image")):
+        mnistkit.predict_images(large_digit_model, batch)
+    answers = mnistkit.predict_images(large_digit_model, batch, errors="keep")
+    alone = [mnistkit.predict_images(large_digit_model, digit)[0] for digit in digits]
+    names = [str(digits[0]), str(broken), str(digits[1]), "<image 3>", str(digits[2])]
+    assert [answer.path for answer in answers] == names
+    read = [answer for answer in answers if not answer.error]
+    assert [(answer.path, answer.label) for answer in read] == [(one.path, one.label) for one in alone]
+    confidences = [one.confidence for one in alone]
+    assert [answer.confidence for answer in read] == pytest.approx(confidences, rel=1e-5)
+    unreadable = [answer for answer in answers if answer.error]
+    assert [answer.error.split(": ")[0] for answer in unreadable] == [str(broken), "<image 3>"]
+    assert all(not hasattr(answer, "label") for answer in unreadable)
+    with pytest.raises(MnistkitError, match=re.escape('errors=\'skip\' is not one of "raise", "keep"')):
+        mnistkit.predict_images(large_digit_model, batch, errors="skip")
+
+
 def test_images_in_memory_are_read_as_their_files_are(tmp_path: Path, large_digit_model: Path) -> None:
     """A notebook holds its digits as PIL images, arrays or an upload's bytes, not files."""
     ink = draw_large_digit(4, canvas_px=(200, 150), stroke_px=5)
