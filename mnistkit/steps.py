@@ -5,9 +5,9 @@ Every model trained is a member of an ensemble, possibly of one: parameters, opt
 state, batch orders and augmentation keys carry a leading member axis, and `over_members`
 maps a one-model function over it. The chunk is one jitted `lax.scan` over a run of
 batches, a pure function of (state, images, labels, batch indices, batch weights, learning
-rates, key) with the dataset passed as arguments (closing over it would bake it into the program and
-cost seconds of compile). Every batch slot carries weights, so the last partial batch
-trains exactly like the seed trainer's, and padding slots leave the state untouched.
+rates, key) with the dataset passed as arguments (closing over it would bake it into the
+program and cost seconds of compile). Every batch slot carries weights, so the last partial
+batch trains exactly like the seed trainer's, and padding slots leave the state untouched.
 """
 
 from __future__ import annotations
@@ -124,8 +124,8 @@ def epoch_learning_rates(config: TrainConfig, steps_per_epoch: int) -> Callable[
     """`rates(first_step)`: the learning rates (float32) of an epoch's steps from optimizer
     step `first_step` on. Each is worked out alone, in a loop, as a schedule inside the
     training step was (vectorized, XLA's cosine differs in the last bit of a few), an epoch
-    at a time, so that `--epochs 1000000` stopped by Ctrl-C costs nothing up front (but with
-    `epoch-cycles`, which joins a piece for every epoch)."""
+    at a time, so that `--epochs 1000000` stopped by Ctrl-C costs nothing up front (except
+    with `epoch-cycles`, whose pieces, one an epoch, are all worked out for every step)."""
     rate = learning_rate(config, steps_per_epoch)
     if not callable(rate):
         return lambda first_step: np.full(steps_per_epoch, rate, np.float32)
