@@ -122,6 +122,9 @@ class WorkerPool:
         self._queued: collections.deque[tuple[int, bytes]] = collections.deque()
         self._results: dict[int, bytes] = {}
         self._tickets = 0
+        # A SIGTERM this process came with ignored (`trap '' TERM`) stays ignored in the workers
+        # too: one sent to the whole group killed them, and the caller took their end for its own.
+        self._term_ignored = signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
         try:
             for _ in range(count):
                 with interrupts.deferred(), _signals_blocked():
@@ -129,7 +132,9 @@ class WorkerPool:
                     with worker_end:  # the worker's end is the worker's alone
                         try:
                             process = context.Process(
-                                target=_serve, args=(worker_end, work, initializer), daemon=True
+                                target=_serve,
+                                args=(worker_end, work, initializer, self._term_ignored),
+                                daemon=True,
                             )
                             process.start()
                         except BaseException:
@@ -164,13 +169,16 @@ class WorkerPool:
 
     def close(self) -> None:
         """End every worker: SIGTERM (a worker ends at once, holding nothing worth keeping;
-        SIGCONT, so that a stopped one does too), then SIGKILL for one still there after
-        END_WAIT_S. Connections close last: a worker writing to a closed one would print a
-        traceback."""
+        SIGCONT, so that a stopped one does too), or SIGKILL where the workers ignore SIGTERM
+        as this process does, then SIGKILL for one still there after END_WAIT_S. Connections
+        close last: a worker writing to a closed one would print a traceback."""
         with interrupts.deferred():
             for worker in self._workers:
                 if worker.process.exitcode is None:  # not reaped by this process
-                    worker.process.terminate()
+                    if self._term_ignored:
+                        worker.process.kill()
+                    else:
+                        worker.process.terminate()
                     with contextlib.suppress(ProcessLookupError):  # a forkserver reaped it at SIGTERM
                         os.kill(worker.process.pid, signal.SIGCONT)
             for worker in self._workers:
@@ -238,12 +246,15 @@ class WorkerPool:
 
 
 def _serve(
-    connection: socket.socket, work: Callable[[bytes], bytes], initializer: Callable[[], None] | None
+    connection: socket.socket,
+    work: Callable[[bytes], bytes],
+    initializer: Callable[[], None] | None,
+    term_ignored: bool = False,
 ) -> None:
     """A worker's life: answer requests until its parent ends it. An answer starts with
     _ANSWERED, or with _FAILED and the traceback of a bug, which the parent raises."""
     connection.settimeout(None)  # as _socket_pair's; a forkserver's child remade the socket
-    _start_worker()
+    _start_worker(term_ignored)
     if initializer is not None:
         initializer()
     while True:
@@ -258,14 +269,14 @@ def _serve(
         _send(connection, *answer)
 
 
-def _start_worker() -> None:
+def _start_worker(term_ignored: bool = False) -> None:
     """Leave SIGINT and SIGHUP to the parent, which stops the workers and cleans up, and end
-    at SIGTERM. Standard output is /dev/null: a reader of the parent's output sees its end
-    when the parent ends. And a worker whose parent is gone (killed outright) ends too, rather
-    than wait for work forever."""
+    at SIGTERM, unless the parent ignores it. Standard output is /dev/null: a reader of the
+    parent's output sees its end when the parent ends. And a worker whose parent is gone
+    (killed outright) ends too, rather than wait for work forever."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the parent's too, as Ctrl-C is
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN if term_ignored else signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, interrupts.STOP_SIGNALS)  # blocked since the fork
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)

@@ -175,6 +175,46 @@ def test_ctrl_c_is_taken_while_a_worker_is_stopped_halfway_through_its_answer() 
     assert lines[1:] == [f"taken 130 and closed by {signal.SIGTERM} in 0 s"], stderr.decode()
 
 
+TERM_IGNORED = """
+import os, signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as `trap '' TERM` starts the command
+from mnistkit import interrupts
+from mnistkit.worker_pool import WorkerPool
+
+interrupts.install()
+def answer(request):
+    return request[::-1]
+pool = WorkerPool(2, answer)
+assert pool.result(pool.submit(b"ab")) == b"ba"
+os.killpg(os.getpid(), signal.SIGTERM)  # to the whole group, as `kill -TERM -PGID` sends it
+time.sleep(0.5)
+print(pool.result(pool.submit(b"request")).decode(), flush=True)
+started = time.monotonic()
+pool.close()
+print("closed by", -pool._workers[0].process.exitcode, "in", round(time.monotonic() - started), "s")
+"""
+
+
+def test_a_sigterm_the_caller_ignores_leaves_its_workers_working() -> None:
+    """A command started with SIGTERM ignored leaves it ignored (`interrupts.install`), but its
+    workers took it: a SIGTERM to the whole group killed them, and the caller stopped as if
+    SIGTERM had ended it. They ignore it as well now, and close ends them with SIGKILL at once."""
+    script = subprocess.Popen(
+        [sys.executable, "-c", TERM_IGNORED],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own group, for its SIGTERM to the group
+    )
+    try:
+        stdout, stderr = script.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(script.pid, signal.SIGKILL)
+        script.communicate()
+    assert script.returncode == 0, stderr.decode()
+    assert stdout.decode().splitlines() == ["tseuqer", f"closed by {signal.SIGKILL} in 0 s"], stderr.decode()
+
+
 def _reversed_slowly(request: bytes) -> bytes:
     time.sleep(0.2)
     return request[::-1]
