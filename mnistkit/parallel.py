@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from mnistkit.errors import MnistkitError
+from mnistkit.errors import Interrupted, MnistkitError
 from mnistkit.rendezvous import Membership, gather, split_address
 from mnistkit.terms import setting
 
@@ -86,6 +86,12 @@ def cluster_run() -> Iterator[None]:
         return
     try:
         yield
+    except (Interrupted, KeyboardInterrupt):
+        # Ctrl-C reaches every process of a run started from one terminal: the first to end
+        # killed itself by the signal at once, and the others, still in their exit hooks,
+        # took its end for a death (exit 1 and a second line after the interrupt's).
+        _membership.leave()
+        raise
     except MnistkitError:
         raise
     except Exception:

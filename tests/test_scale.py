@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -307,6 +308,20 @@ def test_a_process_that_ends_on_an_error_is_a_stopped_process() -> None:
     assert me.stops == ["process 1 of 2 stopped; stopping this one too, without a final checkpoint"]
 
 
+def test_a_process_that_leaves_on_its_own_stop_is_not_ended_by_the_others() -> None:
+    """Ctrl-C stops every process of a run: one that has said its line and is leaving is not
+    ended again, with exit status 1 and a second line, by another that went first. The others
+    still see it go as a stop."""
+    coordinator = f"127.0.0.1:{free_port()}"
+    other = participant(coordinator, 2, 1)
+    me = InThread(coordinator, 2, 0)
+    assert other.stdout.readline() == "joined\n"
+    me.joined()
+    me.membership.leave()
+    other.communicate("", timeout=5)  # it goes too, without a "done"
+    assert not me.membership.wait_for_a_stop(0.5) and me.stops == []
+
+
 def test_missing_processes_are_named_within_the_timeout() -> None:
     """Process 0 gives up first and says who is missing; a process that gives up while it
     waits for the start says so; one that finds no process 0 says that."""
@@ -449,6 +464,30 @@ def test_a_process_killed_mid_training_ends_the_other_with_one_line(
         # service first (an E and an F line, from C++); the watcher's line still ends it.
         assert after_training[-1] == line and "Traceback" not in stderr, stderr
     assert not outputs[0].exists() and not outputs[1].exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_both_processes_ends_each_by_it_with_one_line(tmp_path: Path, scale_npz: Path) -> None:
+    """A terminal's Ctrl-C reaches every process of a run started there. Process 1, the first
+    to die of it, was taken by process 0 for a death: exit status 1 and an `Error:` line
+    after its own interrupt's."""
+    output = tmp_path / "model.safetensors"
+    cluster = ["--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", "2"]
+    processes = [
+        mnistkit_process("train", scale_npz, "-o", output, *TRAIN_OPTIONS, "--epochs", "500", *cluster,
+                         "--process-id", str(index))
+        for index in range(2)
+    ]  # fmt: skip
+    for line in processes[0].stderr:
+        if re.match(r"epoch +2/500", line):
+            break
+    for process in processes:
+        process.send_signal(signal.SIGINT)
+    logs = [process.communicate(timeout=120)[1] for process in processes]
+    assert [process.returncode for process in processes] == [-signal.SIGINT] * 2, logs
+    interrupted = [line for line in logs[0].splitlines() if not line.startswith("epoch")]
+    assert interrupted[-1].startswith("mnistkit: interrupted by SIGINT; saved the checkpoint of epoch "), logs
+    assert "Error" not in logs[0] and output.exists()
 
 
 def train(*args: str | Path) -> None:
