@@ -159,20 +159,8 @@ def test_ctrl_c_is_taken_while_a_worker_is_stopped_halfway_through_its_answer() 
     """A worker stopped (SIGSTOP) with part of its answer sent: the wait for the rest once
     held Ctrl-C until the worker went on. Now the wait takes it, and close ends the stopped
     worker by SIGTERM at once, not by SIGKILL after END_WAIT_S."""
-    script = subprocess.Popen(
-        [sys.executable, "-c", STOPPED_HALFWAY],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # its own group: a stopped worker left by a failure is killed with it
-    )
-    try:
-        stdout, stderr = script.communicate(timeout=60)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(script.pid, signal.SIGKILL)
-        script.communicate()
-    lines = stdout.decode().splitlines()
-    assert lines[1:] == [f"taken 130 and closed by {signal.SIGTERM} in 0 s"], stderr.decode()
+    _, stdout, stderr = run_in_a_group_of_its_own(STOPPED_HALFWAY)
+    assert stdout.splitlines()[1:] == [f"taken 130 and closed by {signal.SIGTERM} in 0 s"], stderr
 
 
 TERM_IGNORED = """
@@ -199,20 +187,24 @@ def test_a_sigterm_the_caller_ignores_leaves_its_workers_working() -> None:
     """A command started with SIGTERM ignored leaves it ignored (`interrupts.install`), but its
     workers took it: a SIGTERM to the whole group killed them, and the caller stopped as if
     SIGTERM had ended it. They ignore it as well now, and close ends them with SIGKILL at once."""
-    script = subprocess.Popen(
-        [sys.executable, "-c", TERM_IGNORED],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # its own group, for its SIGTERM to the group
+    returncode, stdout, stderr = run_in_a_group_of_its_own(TERM_IGNORED)
+    assert returncode == 0, stderr
+    assert stdout.splitlines() == ["tseuqer", f"closed by {signal.SIGKILL} in 0 s"], stderr
+
+
+def run_in_a_group_of_its_own(script: str) -> tuple[int, str, str]:
+    """`script` run by Python in a process group of its own (for a SIGTERM to the group, and so
+    that a worker a failure leaves stopped is killed with it): its status, stdout and stderr."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
     )
     try:
-        stdout, stderr = script.communicate(timeout=60)
+        stdout, stderr = process.communicate(timeout=60)
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(script.pid, signal.SIGKILL)
-        script.communicate()
-    assert script.returncode == 0, stderr.decode()
-    assert stdout.decode().splitlines() == ["tseuqer", f"closed by {signal.SIGKILL} in 0 s"], stderr.decode()
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+    return process.returncode, stdout.decode(), stderr.decode()
 
 
 def _reversed_slowly(request: bytes) -> bytes:
