@@ -36,7 +36,7 @@ class Prediction:
     name: str
     confidence: float
     top: list[tuple[int, str, float]]
-    error = None  # as an Unreadable's, so that a list of both is sorted by `answer.error`
+    error = None  # as an Unreadable's is its line: a list of both is filtered by `answer.error`
 
     def __repr__(self) -> str:  # what print() shows in a notebook: the answer, not ten tuples
         return f"<Prediction {self.path}: {self.name} ({self.confidence:.2%})>"
