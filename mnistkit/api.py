@@ -405,8 +405,9 @@ def train(
     from mnistkit.training import train as run_training
 
     def log(message: str) -> None:
-        if verbose:
-            print(message, file=sys.stderr, flush=True)
+        if verbose:  # one write: the stop notice's thread may write at any moment
+            sys.stderr.write(f"{message}\n")
+            sys.stderr.flush()
 
     check_keywords(options, _TRAIN_KEYWORDS, "train()", _TRAIN_PARAMETERS)
     _check_train_call(arrays, config)
@@ -475,6 +476,7 @@ def train(
     except Interrupted as stop:  # past training's checks: the line was said
         if tell_unnamed:
             _told_unnamed.add(told)
+        interrupts.settle_notice()
         log(f"interrupted: {stop.outcome}")
         raise
     if tell_unnamed:  # not by a call its checks refused, which says nothing of the arrays

@@ -72,6 +72,12 @@ class _Announcer:
     def announce(self) -> None:
         self._wanted.set()
 
+    def settle(self) -> None:
+        """Wait for a notice already wanted to be said: said from its thread as the call wrote
+        its own "interrupted" line, the two ran into one line."""
+        if self._wanted.is_set() and self._thread.ident is not None:
+            self._thread.join(timeout=1.0)
+
     def close(self) -> None:
         """Said by now, or never: nothing comes after the call's own last line. (A Stop raised
         inside start() may have left the thread started or not.)"""
@@ -84,7 +90,8 @@ class _Announcer:
         self._wanted.wait()
         if not self._closed and sys.stderr is not None:
             with contextlib.suppress(Exception):  # a closed or broken stream: the notice is a courtesy
-                print(self._notice, file=sys.stderr, flush=True)
+                sys.stderr.write(f"{self._notice}\n")  # one write: a line of the main thread's
+                sys.stderr.flush()  # may come at any moment
 
 
 _announcer: _Announcer | None = None
@@ -146,6 +153,12 @@ def uninstall() -> None:
         if signal.getsignal(signal_number) is _on_signal:
             signal.signal(signal_number, signal.SIG_DFL)
     sys.unraisablehook = sys.__unraisablehook__
+
+
+def settle_notice() -> None:
+    """Before a Python caller's own line about a stop: the notice, if it is due, said first."""
+    if _announcer is not None:
+        _announcer.settle()
 
 
 def raise_if_interrupted(outcome: str = "") -> None:

@@ -22,6 +22,7 @@ import mnistkit
 from mnistkit import api, terms
 from mnistkit.arrays import load_arrays, named_as, save_arrays
 from mnistkit.errors import MnistkitError
+from mnistkit.interrupts import STOPPING_NOTICE
 
 
 @pytest.fixture(autouse=True)
@@ -832,7 +833,7 @@ for verbose in (True, False):
 
 STOP_AS_TRAINING_ENDS = (
     """
-import os, signal, sys
+import os, signal, sys, threading, time
 import numpy as np
 import mnistkit
 """
@@ -846,7 +847,11 @@ class StopAtTheLastLine:  # Stop pressed as the last evaluation ends, after the 
     def write(self, text):
         if text.startswith("test accuracy"):
             os.kill(os.getpid(), signal.SIGINT)
-        return self.stream.write(text)
+            time.sleep(0.3)  # the notice's thread writes first, and slowly:
+        written = self.stream.write(text)
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(0.6)  # the call's own line comes while it writes
+        return written
     def flush(self):
         self.stream.flush()
 
@@ -866,12 +871,14 @@ for output in (None, sys.argv[1]):
 
 def test_a_notebooks_stop_as_training_ends_stops_the_sweep(tmp_path: Path) -> None:
     """A Stop held through train's last evaluation was dropped: the notice said it would be
-    taken, the call returned, and the sweep's loop went on to its next run."""
+    taken, the call returned, and the sweep's loop went on to its next run. The notice, said
+    from a thread of its own, ran into the call's "interrupted" line."""
     output = tmp_path / "nb.safetensors"
     result = run_script(STOP_AS_TRAINING_ENDS, output, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["stopped 0.1", "stopped 0.1"], result.stderr
     lines = result.stderr.splitlines()
+    assert lines.count(STOPPING_NOTICE) == 2, result.stderr
     assert (
         "interrupted: training had ended; the model is not returned (train(..., output=PATH) keeps it)"
         in lines
