@@ -18,7 +18,6 @@ import os
 import time
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,10 +52,9 @@ def load_one(path: str, preprocess: bool, style: str, **in_memory: Any) -> Loade
     try:
         return LoadedDigit(path, load_digit(path, preprocess, style=style, **in_memory), None)
     except MnistkitError as error:
-        # load_digit names the file as a Path prints it (`./a.png` as `a.png`, `scans//a.png` as
-        # `scans/a.png`): the line names it as given, as its row would, so that a script
-        # matching failures to its list (`find . -print0 | xargs -0 ...`) finds each one.
-        message, named = str(error), f"{Path(path)}: "
+        # load_digit names the file as given; a name that does not print on one line is
+        # quoted, as in the row (a line break split the line in two).
+        message, named = str(error), f"{path}: "
         if message.startswith(named):
             message = f"{shell_quoted(path)}: {message[len(named) :]}"
         return LoadedDigit(path, None, message)

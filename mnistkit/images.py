@@ -83,9 +83,12 @@ def load_digit(
     only converted to grayscale, as any image is for a style `as_is`. When the image is in
     memory, `content` holds its bytes (an upload to `mnistkit serve`) or `picture` the image
     itself (a notebook's, left as it is), and `path` only names it in errors.
-    Raises MnistkitError("path: reason") for any bad input.
+    Raises MnistkitError("path: reason") for any bad input, naming `path` as given (`./a.png`,
+    not pathlib's `a.png`), as a row of predict's output does.
     """
-    path = Path(path) if content is not None or picture is not None else input_path(path, "an image file")
+    if content is None and picture is None:
+        input_path(path, "an image file")  # refused when empty
+    path = os.fspath(path)  # opened as given: pathlib read `a.png/` as the file `a.png`
     image_style = IMAGE_STYLES[style]
     as_is = not preprocess or image_style.as_is
     read = read_grayscale(
@@ -124,11 +127,11 @@ def load_digit(
 
 
 def _found_digit(
-    path: Path, gray: np.ndarray, content: bytes | None, picture: Image.Image | None, style: ImageStyle
+    path: str, gray: np.ndarray, content: bytes | None, picture: Image.Image | None, style: ImageStyle
 ) -> FoundDigit:
     """`find_digit`, and where it finds none, a second reading that may."""
     try:
-        return find_digit(gray, str(path), style)
+        return find_digit(gray, path, style)
     except MnistkitError as error:
         refusal = error
     if max(gray.shape) < FRAME_PX:
@@ -136,7 +139,7 @@ def _found_digit(
         # corner, which the ink's tests take for specks: read it again enlarged pixel for pixel
         # (only then: enlarged always, such digits were read worse).
         factor = -(-2 * FRAME_PX // max(gray.shape))
-        return find_digit(np.kron(gray, np.ones((factor, factor), np.float32)), str(path), style)
+        return find_digit(np.kron(gray, np.ones((factor, factor), np.float32)), path, style)
     if not style.saturate_ink:
         raise refusal
     # A light pen thinner than the boxes that shrank a large picture keeps half its contrast
@@ -153,13 +156,13 @@ def _found_digit(
         ).pixels
         if np.array_equal(inked, gray):  # not shrunk, or already shrunk that way
             raise refusal
-        return find_digit(inked, str(path), style)
+        return find_digit(inked, path, style)
     except MnistkitError:
         raise refusal from None
 
 
 def _closer_look(
-    path: Path,
+    path: str,
     shape: tuple[int, ...],
     digit: FoundDigit,
     content: bytes | None,
@@ -181,13 +184,13 @@ def _closer_look(
         closer = read_grayscale(
             path, content=content, picture=picture, region=region, white_backdrop=style.white_backdrop
         )
-        return find_digit(closer.pixels, str(path), style)
+        return find_digit(closer.pixels, path, style)
     except MnistkitError:
         return digit
 
 
 def read_grayscale(
-    path: Path,
+    path: str,
     shrink: bool = True,
     content: bytes | None = None,
     picture: Image.Image | None = None,
@@ -267,7 +270,7 @@ def _draft(image: Image.Image, region: tuple[float, float, float, float] | None)
 
 def _grayscale(
     image: Image.Image,
-    path: Path,
+    path: str,
     shrink: bool,
     every_box_ink_like: bool,
     region: tuple[float, float, float, float] | None,
@@ -287,23 +290,23 @@ def _grayscale(
     return Grayscale(gray, shrunk_image.size != image.size)
 
 
-def _folders_images(path: Path) -> str:
+def _folders_images(path: str) -> str:
     """How to give a folder's images in the caller's terms: a shell's glob or stdin, Python's list."""
     pattern = _images_pattern(path)
     if on_command_line():
         stdin = f"find {path} -name '{pattern}' | mnistkit predict CKPT -"
         return f"({path}/{pattern}) or their paths on stdin: {stdin}"
-    return f"sorted(pathlib.Path({str(path)!r}).glob('{pattern}'))"
+    return f"sorted(pathlib.Path({path!r}).glob('{pattern}'))"
 
 
-def _images_pattern(folder: Path) -> str:
+def _images_pattern(folder: str) -> str:
     """The glob of the kind of image a folder holds most (a phone's *.JPG), else *.png. Only
     kinds Pillow reads count (it writes PDFs, and reads none)."""
     readable = {suffix for suffix, kind in Image.registered_extensions().items() if kind in Image.OPEN}
     try:
         suffixes = Counter(
             entry.suffix
-            for entry in itertools.islice(folder.iterdir(), 10_000)
+            for entry in itertools.islice(Path(folder).iterdir(), 10_000)
             if entry.suffix.lower() in readable and entry.is_file()
         )
     except OSError:  # unreadable: the hint is only a hint
@@ -311,14 +314,14 @@ def _images_pattern(folder: Path) -> str:
     return f"*{suffixes.most_common(1)[0][0]}" if suffixes else "*.png"
 
 
-def _open_checked(path: Path, content: bytes | None = None) -> Image.Image:
+def _open_checked(path: str, content: bytes | None = None) -> Image.Image:
     """Open lazily (header only) and refuse bombs and strips before any decoding."""
     try:
-        if content is None and path.is_dir():
+        if content is None and os.path.isdir(path):
             raise MnistkitError(
                 f"{path}: is a directory, expected an image file; give its images {_folders_images(path)}"
             )
-        if content is None and not path.is_file() and path.exists():  # its size says nothing
+        if content is None and not os.path.isfile(path) and os.path.exists(path):  # its size says nothing
             raise MnistkitError(f"{path}: not a regular file (a device or a pipe), expected an image file")
         if len(content) == 0 if content is not None else _is_empty(path):
             raise MnistkitError(f"{path}: empty file")
@@ -346,11 +349,11 @@ def _open_checked(path: Path, content: bytes | None = None) -> Image.Image:
     return image
 
 
-def _unidentified(path: Path, content: bytes | None) -> str:
+def _unidentified(path: str, content: bytes | None) -> str:
     """Why Pillow could not open a file. An iPhone's photo is HEIC by default: an image all
     the same, so "not an image" would send its owner looking for the wrong mistake."""
     if content is None:
-        with contextlib.suppress(OSError), path.open("rb") as handle:
+        with contextlib.suppress(OSError), open(path, "rb") as handle:
             content = handle.read(12)
     start = content or b""
     if start[4:8] == b"ftyp" and start[8:12] in HEIF_BRANDS:
@@ -358,12 +361,12 @@ def _unidentified(path: Path, content: bytes | None) -> str:
     return "not an image (Pillow cannot identify the format)"
 
 
-def _is_empty(path: Path) -> bool:
+def _is_empty(path: str) -> bool:
     """Whether `path` holds no byte: a size of 0 is read to be sure, since /proc's files
     and some network file systems give 0 for files that hold something."""
-    if path.stat().st_size:
+    if os.stat(path).st_size:
         return False
-    with path.open("rb") as handle:
+    with open(path, "rb") as handle:
         return not handle.read(1)
 
 
@@ -371,7 +374,7 @@ def declared_pixels(content: bytes) -> int:
     """The pixels an image's header declares, read without decoding; 0 for an image that
     `load_digit` refuses before decoding (it says why)."""
     try:
-        with _open_checked(Path("image"), content) as image:
+        with _open_checked("image", content) as image:
             return image.width * image.height
     except MnistkitError:
         return 0
@@ -521,7 +524,7 @@ def _gray_and_alpha(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     return np.clip(values / np.float32(top), 0.0, 1.0), None
 
 
-def _composite(gray: np.ndarray, alpha: np.ndarray, path: Path, white_backdrop: bool) -> np.ndarray:
+def _composite(gray: np.ndarray, alpha: np.ndarray, path: str, white_backdrop: bool) -> np.ndarray:
     """Put a transparent picture on white with `white_backdrop`, else on a background that
     contrasts with what is opaque (a pen's strokes, dark or light)."""
     opacity = float(alpha.sum())

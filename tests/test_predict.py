@@ -209,6 +209,16 @@ def test_a_bad_image_is_named_as_given_as_its_row_would_be(
     ]
 
 
+def test_a_file_named_as_a_folder_is_refused_as_cat_refuses_it(
+    large_digit_model: Path, digit_files: list[Path]
+) -> None:
+    """`predict digit.png/` read the file: pathlib drops a trailing slash, where the system
+    (and cat) refuse a file's name given as a folder's."""
+    result = run("predict", large_digit_model, f"{digit_files[0]}/", digit_files[1])
+    assert result.exit_code == 1 and result.stdout.split("\t")[0] == str(digit_files[1])
+    assert result.stderr.splitlines() == [f"{digit_files[0]}/: cannot read: Not a directory"]
+
+
 def test_dash_given_twice_is_a_usage_error(large_digit_model: Path, digit_files: list[Path]) -> None:
     """The second `-` found stdin read to its end: the paths it stood for went missing, exit 0."""
     result = run("predict", large_digit_model, "-", digit_files[0], "-", stdin=f"{digit_files[1]}\n")
