@@ -164,9 +164,11 @@ def test_every_readme_command_runs_as_written(after_make_all: dict[str, str]) ->
 
 
 def assert_serves(command: str, work: Path, env: dict[str, str]) -> None:
-    """`serve` runs until Ctrl-C: it must print its URL, then end by it (status 130)."""
+    """`serve` runs until Ctrl-C: it must print its URL, then end by it (status 130). It
+    listens on any free port: the README's may be another server's on the machine that runs
+    the tests (a developer's on 8080 failed them), and click takes the last `--port` given."""
     process = subprocess.Popen(
-        ["bash", "-c", f"exec {command}"], cwd=work, env=env, stderr=subprocess.PIPE, text=True
+        ["bash", "-c", f"exec {command} --port 0"], cwd=work, env=env, stderr=subprocess.PIPE, text=True
     )
     line = process.stderr.readline()
     assert line.startswith("mnistkit serve: http://127.0.0.1:"), line
