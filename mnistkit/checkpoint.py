@@ -219,12 +219,15 @@ def read_header(path: Path, data: bytes) -> dict[str, Any]:
     return header
 
 
+def begins_a_checkpoint(start: bytes) -> bool:
+    """Whether a file's first 9 bytes or more are a safetensors header's length and its `{`."""
+    return 0 < int.from_bytes(start[:8], "little") <= MAX_HEADER_BYTES and start[8:9] == b"{"
+
+
 def _check_start(path: Path, start: bytes) -> None:
     """A checkpoint begins with its header's length, then the header's `{`: anything else is
     refused before more is read (a pipe or a device has no size to check first)."""
-    if len(start) >= 9 and not (
-        0 < int.from_bytes(start[:8], "little") <= MAX_HEADER_BYTES and start[8:9] == b"{"
-    ):
+    if len(start) >= 9 and not begins_a_checkpoint(start):
         read_header(path, start)  # says what it is, as for a whole file
         raise MnistkitError(f"{path}: not a safetensors checkpoint")
 

@@ -96,6 +96,20 @@ def _checkpoint_name(path: str | os.PathLike[str]) -> bool:
     return str(path).lower().endswith(".safetensors")
 
 
+def _holds_a_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """A checkpoint copied to a name of its own (`model.bak`), told by its first bytes: those
+    of a regular file only, since a pipe's would be gone for read_text."""
+    from mnistkit.checkpoint import begins_a_checkpoint
+
+    if str(path) == "-" or not os.path.isfile(path):
+        return False
+    try:
+        with open(path, "rb") as file:
+            return begins_a_checkpoint(file.read(9))
+    except OSError:
+        return False  # read_text says why
+
+
 def write_history(path: str | os.PathLike[str], records: Sequence[Mapping[str, Any]]) -> None:
     """The whole history so far, replacing the file; on stdout (`-`) or a device, only the
     newest line."""
@@ -105,7 +119,7 @@ def write_history(path: str | os.PathLike[str], records: Sequence[Mapping[str, A
 def history_records(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], str]:
     """The records of a history file (`-`: stdin), or those a checkpoint keeps of its own
     training, and the source's name."""
-    if _checkpoint_name(path):
+    if _checkpoint_name(path) or _holds_a_checkpoint(path):
         from mnistkit.checkpoint import load_checkpoint
 
         kept = load_checkpoint(path).metadata.get("history") or []

@@ -445,6 +445,23 @@ def test_curves_of_a_checkpoint_are_of_the_history_it_keeps(tmp_path, synthetic_
         assert np.array_equal(np.asarray(image.convert("RGB")), np.asarray(expected.convert("RGB")))
 
 
+def test_curves_of_a_checkpoint_copied_to_another_name(tmp_path, synthetic_npz):
+    """A checkpoint kept as `model.bak` was refused as "not a history file (it is a
+    safetensors file (such as an mnistkit checkpoint))", where info and predict read it."""
+    model = tmp_path / "model.safetensors"
+    assert run("train", synthetic_npz, "-o", model, "--model", "logreg", "--epochs", "2").exit_code == 0
+    backup = tmp_path / "model.bak"
+    backup.write_bytes(model.read_bytes())
+    result = run("render-curves", backup, "-o", tmp_path / "curves.png")
+    assert result.exit_code == 0, result.output
+    records = load_checkpoint(backup).metadata["history"]
+    expected = curves_image(
+        [{key: record[key] for key in ("epoch", *METRICS)} for record in records], backup.name
+    )
+    with Image.open(tmp_path / "curves.png") as image:
+        assert np.array_equal(np.asarray(image.convert("RGB")), np.asarray(expected.convert("RGB")))
+
+
 def test_missing_history_file(tmp_path):
     output = tmp_path / "curves.png"
     assert_failed_cleanly(run("render-curves", tmp_path / "nope.jsonl", "-o", output), output, "no such")
