@@ -25,6 +25,7 @@ from mnistkit.arrays import catalogued, class_names, dataset_name, names_dataset
 from mnistkit.checkpoint import Checkpoint
 from mnistkit.datasets import DATASETS, label_named, named_by_digits
 from mnistkit.errors import MnistkitError
+from mnistkit.history import FIRST_RECORD_BYTES, begins_a_history
 from mnistkit.image_files import load_digits
 from mnistkit.inference import average_log_probabilities, log_softmax, member_logits, normalize
 from mnistkit.inputs import json_path, read_text
@@ -505,6 +506,10 @@ def read_confusion(text: str, source: str) -> Confusion:
     try:
         metrics = json.loads(text)
     except ValueError as error:
+        if begins_a_history(text[:FIRST_RECORD_BYTES].encode()):
+            raise MnistkitError(
+                f"{source}: a training history (train --history), not the JSON of eval --json"
+            ) from None
         raise MnistkitError(f"{source}: not a metrics JSON file ({error})") from None
     if not isinstance(metrics, dict) or "confusion_matrix" not in metrics or "classes" not in metrics:
         raise MnistkitError(

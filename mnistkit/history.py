@@ -70,7 +70,7 @@ def check_history_target(path: str | os.PathLike[str]) -> None:
             start = file.read(FIRST_RECORD_BYTES)
     except OSError:
         return  # nothing to replace, or check_writable_target's to say
-    if start.strip() and not _begins_a_history(start):
+    if start.strip() and not begins_a_history(start):
         raise MnistkitError(
             f"{path}: holds no training history, and {setting('history')} would replace it; "
             "give another name, or delete the file first"
@@ -81,7 +81,7 @@ def check_history_target(path: str | os.PathLike[str]) -> None:
 FIRST_RECORD_BYTES = 1 << 16
 
 
-def _begins_a_history(start: bytes) -> bool:
+def begins_a_history(start: bytes) -> bool:
     """Whether a file's first bytes are an epoch's record: a metrics JSON, a notebook or a
     config begins with "{" too."""
     first_line = start.lstrip().split(b"\n", 1)[0]
@@ -141,11 +141,26 @@ def read_history(text: str, source: str) -> list[dict[str, Any]]:
         try:
             record = json.loads(line)
         except ValueError:
-            raise MnistkitError(f"{where}: not JSON (expected one JSON object per epoch)") from None
+            raise _not_a_history(text, source, where) from None
         if not isinstance(record, dict):
             raise MnistkitError(f"{where}: not a JSON object (expected one per epoch)")
         numbered.append((where, record))
     return checked_history(numbered, source)
+
+
+def _not_a_history(text: str, source: str, where: str) -> MnistkitError:
+    """A line that is not JSON, or a whole file that is JSON over several lines: eval --json's
+    metrics given by a slip, which "line 1: not JSON" would misname."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return MnistkitError(f"{where}: not JSON (expected one JSON object per epoch)")
+    metrics = isinstance(document, dict) and "confusion_matrix" in document
+    kind = "the metrics of eval --json" if metrics else "JSON"
+    return MnistkitError(
+        f"{source}: {kind}, not a training history (one JSON object per epoch, as train --history "
+        "writes; a checkpoint keeps its own)"
+    )
 
 
 def checked_history(numbered: Sequence[tuple[str, Mapping[str, Any]]], source: str) -> list[dict[str, Any]]:

@@ -429,6 +429,23 @@ def test_render_curves_rejects_bad_history(tmp_path, content, fragment):
     assert_failed_cleanly(run("render-curves", history, "-o", output), output, fragment)
 
 
+def test_curves_and_confusion_name_each_others_file(tmp_path):
+    """eval --json's metrics given to render-curves were "line 1: not JSON", and a history
+    given to render-confusion json's own "Extra data: line 2 column 1"."""
+    metrics, history = tmp_path / "metrics.json", tmp_path / "history.jsonl"
+    metrics.write_text(json.dumps({"classes": [0, 1], "confusion_matrix": [[3, 1], [0, 4]]}, indent=2))
+    history.write_text(history_lines(2, with_validation=True))
+    output = tmp_path / "picture.png"
+    assert_failed_cleanly(
+        run("render-curves", metrics, "-o", output), output, f"{metrics}: the metrics of eval --json, not"
+    )
+    assert_failed_cleanly(
+        run("render-confusion", "--metrics", history, "-o", output),
+        output,
+        f"{history}: a training history (train --history), not the JSON of eval --json",
+    )
+
+
 def test_curves_of_a_checkpoint_are_of_the_history_it_keeps(tmp_path, synthetic_npz):
     """render-curves of a checkpoint said "not a history file"; the checkpoint keeps its own."""
     model = tmp_path / "model.safetensors"
