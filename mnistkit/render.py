@@ -334,8 +334,11 @@ def samples_picture(
     if checkpoint is not None:
         check_same_classes(checkpoint, arrays, data_name)
         eligible &= model_digits_mask(checkpoint, labels, model_name, data_name)
-        if not eligible.any():
-            raise MnistkitError(f"{model_name}: the model knows none of the digits asked for")
+        if not eligible.any():  # only --classes can leave none of the model's own
+            raise MnistkitError(
+                f"{model_name}: {setting('classes')} {','.join(options.classes or ())} names none of "
+                f"the model's classes ({', '.join(checkpoint.class_names)})"
+            )
         predictions = predict_digits(checkpoint, images)
     indices = select_samples(
         labels, options.count, options.select, eligible, predictions, options.seed, options.min_confidence

@@ -267,6 +267,24 @@ def test_a_version_1_checkpoint_means_mnist_digits_whatever_else_it_holds(tmp_pa
     assert checkpoint.class_names == ["1", "2", "7"] and checkpoint.dataset == "mnist"
 
 
+def test_render_samples_of_classes_the_model_does_not_know_names_them(
+    fashion_npz: Path, tmp_path: Path
+) -> None:
+    """`--classes Bag` for a model of tops, trousers and pullovers said "the model knows none
+    of the digits asked for": digits, for clothes, and neither side named."""
+    model = _raw_checkpoint(
+        tmp_path / "tops.safetensors",
+        {"format_version": 2, "classes": [0, 1, 2], "dataset": "fashion-mnist",
+         "class_names": NAMES[:3], "preprocessing": "fashion-mnist"},
+    )  # fmt: skip
+    output = tmp_path / "samples.png"
+    result = run("render-samples", fashion_npz, "-o", output, "--model", model, "--classes", "Bag")
+    assert result.exit_code == 1 and not output.exists()
+    assert result.output == (
+        f"Error: {model}: --classes Bag names none of the model's classes (T-shirt/top, Trouser, Pullover)\n"
+    )
+
+
 VERSION_2 = {"format_version": 2, "classes": [0, 1, 30], "dataset": "emnist-balanced",
              "class_names": ["0", "1", "U"], "preprocessing": "emnist"}  # fmt: skip
 
