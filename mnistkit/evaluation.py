@@ -456,8 +456,7 @@ def format_table(evaluation: Evaluation, checkpoint: str | None = None, data: st
     else:
         lines += [
             "",
-            f"confusion matrix: {len(evaluation.classes)} classes are too many for 80 columns; "
-            "see --json or render-confusion",
+            f"confusion matrix: too wide for {TABLE_WIDTH} columns; see --json or render-confusion",
         ]
     confusions = evaluation.top_confusions()
     if confusions:

@@ -21,7 +21,7 @@ from mnistkit.architectures import param_shapes
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint
 from mnistkit.cli import cli
 from mnistkit.errors import MnistkitError
-from mnistkit.evaluation import Evaluation, read_labels
+from mnistkit.evaluation import Evaluation, format_table, read_labels
 
 EVAL_KEYS = {
     "split",
@@ -61,6 +61,15 @@ def test_metrics_from_a_known_confusion() -> None:
         {"true": 2, "predicted": 1, "count": 2},
         {"true": 0, "predicted": 1, "count": 1},
     ]
+
+
+def test_the_table_of_many_classes_keeps_to_80_columns() -> None:
+    """EMNIST's 47 classes leave out the confusion matrix, and the line saying so fits too."""
+    evaluation = Evaluation.empty(list(range(47)), class_names=[f"class {label}" for label in range(47)])
+    evaluation.add(np.log(np.full((47, 47), 1 / 47)), np.arange(47))
+    table = format_table(evaluation, "models/emnist.safetensors", "data/emnist-balanced.npz")
+    assert "see --json or render-confusion" in table
+    assert max(len(line) for line in table.splitlines()) <= 80
 
 
 def test_eval_table_json_and_gate(large_digit_model: Path, synthetic_npz: Path, tmp_path: Path) -> None:
