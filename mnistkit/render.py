@@ -224,7 +224,7 @@ def samples_title(
     noun: str = "digits",
 ) -> str:
     """`digits`: the names of the classes shown when not all are; `noun`: what the images are."""
-    which = f"{split} {noun}" if not digits else f"{split} {noun} {', '.join(digits)}"
+    which = f"{split} {noun}" if not digits else f"{split} {noun} ({', '.join(digits)})"
     if select == "first":
         return f"The first {shown} of {total} {which}"
     if select == "random":

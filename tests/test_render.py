@@ -1006,3 +1006,9 @@ def test_the_picture_never_goes_among_the_exported_digits(tmp_path, synthetic_np
         "render-samples", synthetic_npz, "--count", "2", "--export-dir", tmp_path / "link", "-o", output
     )
     assert_failed_cleanly(result, output, "-o is inside --export-dir")
+
+
+def test_a_title_of_some_classes_sets_their_names_apart() -> None:
+    """ "2000 test images T-shirt/top, Shirt" ran the class names into the noun."""
+    title = samples_title("first", 64, "test", 2000, ("T-shirt/top", "Shirt"), None, 0.9, "images")
+    assert title == "The first 64 of 2000 test images (T-shirt/top, Shirt)"
