@@ -322,6 +322,59 @@ def test_draw_upload_keyboard_and_phone_width(browser, page_url: str, digits: Di
     assert len(later_errors) == 1 and "api/predict" in later_errors[0] and "422" in later_errors[0]
 
 
+def inked(driver, x: float, y: float) -> bool:
+    """Whether the pad holds ink near (x, y), fractions of its side."""
+    return driver.execute_script(
+        "const pad = document.getElementById('pad');"
+        "const pixels = pad.getContext('2d').getImageData(arguments[0] * pad.width - 4,"
+        " arguments[1] * pad.height - 4, 8, 8).data;"
+        "return pixels.some((value, index) => index % 4 === 0 && value < 128);",
+        x,
+        y,
+    )
+
+
+def test_a_second_finger_or_a_hand_by_the_pen_leaves_the_stroke_alone(browser, page_url: str) -> None:
+    """A second pointer down while a stroke is drawn took the stroke over: it left a dot, and
+    what the first finger (or pen) went on drawing was lost, a 7 read as 5."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.actions import interaction
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.actions.pointer_actions import PointerActions
+    from selenium.webdriver.common.actions.pointer_input import PointerInput
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.set_window_size(*DESKTOP_PX)
+    browser.get(page_url)
+    canvas = browser.find_element(By.ID, "pad")
+    side_px = canvas.size["width"]
+
+    def at(x: float, y: float) -> tuple[int, int]:  # from the canvas's centre, as W3C actions measure
+        return round((x - 0.5) * side_px), round((y - 0.5) * side_px)
+
+    kinds = {"touch": interaction.POINTER_TOUCH, "pen": interaction.POINTER_PEN}
+    for kind in kinds:
+        browser.find_element(By.ID, "clear").click()
+        actions = ActionBuilder(browser, mouse=PointerInput(kinds[kind], f"drawing {kind}"), duration=0)
+        drawing = actions.pointer_action
+        other_finger = actions.add_pointer_input(interaction.POINTER_TOUCH, f"other {kind}")
+        other = PointerActions(other_finger, duration=0)
+        # Tick by tick: the other finger comes down and lifts in the middle of the stroke.
+        drawing.move_to(canvas, *at(0.3, 0.2)).pointer_down().move_to(canvas, *at(0.7, 0.2))
+        other.pause(0).pause(0).move_to(canvas, *at(0.15, 0.85))
+        drawing.pause(0).pause(0)
+        other.pointer_down().pointer_up()
+        drawing.move_to(canvas, *at(0.6, 0.5)).move_to(canvas, *at(0.5, 0.8)).pointer_up()
+        other.pause(0).pause(0).pause(0)
+        actions.perform()  # which may return before the stroke's last events are handled
+        try:
+            WebDriverWait(browser, 3, poll_frequency=0.05).until(lambda driver: inked(driver, 0.55, 0.65))
+        except TimeoutException:
+            pytest.fail(f"{kind}: the stroke stopped when the other finger came")
+        assert not inked(browser, 0.15, 0.85), f"{kind}: the other finger left a dot"
+
+
 def _bars_and_discs(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A dataset of one's own: 28x28 light strokes on black, a level bar (0) or a ring (1)."""
     from PIL import ImageDraw

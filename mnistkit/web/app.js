@@ -265,6 +265,9 @@ function predictDrawing() {
 pad.addEventListener("pointerdown", (event) => {
   if (event.pointerType === "mouse" && event.button !== 0) return;
   event.preventDefault();
+  // One stroke at a time: a second finger, or a hand resting by the pen, took the stroke over,
+  // left a dot, and what the first went on drawing was lost.
+  if (strokePointer !== null && event.pointerId !== strokePointer) return;
   if (showingUpload) clearPad();
   pad.setPointerCapture(event.pointerId);
   strokePointer = event.pointerId;
@@ -288,7 +291,8 @@ pad.addEventListener("pointermove", (event) => {
   drawingChanged();
 });
 
-for (const type of ["pointerup", "pointercancel"]) {
+// lostpointercapture too: a stroke whose end never came would keep every other pointer out.
+for (const type of ["pointerup", "pointercancel", "lostpointercapture"]) {
   pad.addEventListener(type, (event) => {
     if (event.pointerId === strokePointer) strokePointer = null;
   });
