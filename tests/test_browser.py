@@ -106,15 +106,20 @@ def digits(browser_ready, request: pytest.FixtureRequest, tmp_path_factory) -> D
     return _fixture_digits(request.getfixturevalue("large_digit_model"))
 
 
-@pytest.fixture(scope="module")
-def page_url(digits: Digits) -> Iterator[str]:
-    """`mnistkit serve` as a user starts it, on a free port."""
-    command = [sys.executable, "-m", "mnistkit", "serve", str(digits.checkpoint), "--port", "0"]
+def start_serve(checkpoint: Path) -> tuple[subprocess.Popen, str]:
+    """`mnistkit serve` as a user starts it, on a free port, and the URL it prints."""
+    command = [sys.executable, "-m", "mnistkit", "serve", str(checkpoint), "--port", "0"]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     line = process.stderr.readline()
     match = re.search(r"http://127\.0\.0\.1:\d+/", line)
     assert match, f"no URL in {line!r}"
-    yield match.group(0)
+    return process, match.group(0)
+
+
+@pytest.fixture(scope="module")
+def page_url(digits: Digits) -> Iterator[str]:
+    process, url = start_serve(digits.checkpoint)
+    yield url
     process.terminate()
     process.wait(10)
 
@@ -375,6 +380,38 @@ def test_a_second_finger_or_a_hand_by_the_pen_leaves_the_stroke_alone(browser, p
         assert not inked(browser, 0.15, 0.85), f"{kind}: the other finger left a dot"
 
 
+def test_a_phone_shows_that_the_server_is_gone(browser, digits: Digits) -> None:
+    """With serve stopped, the page went on showing the last answer, for a drawing no longer on
+    the pad, and said 'No answer' only in the status line, below the pad, out of sight on a phone."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    digit = DRAWN_DIGITS[0][0]
+    process, url = start_serve(digits.checkpoint)
+    try:
+        browser.set_window_size(*PHONE_PX)
+        browser.get(url)
+        draw_strokes(browser, digits.images[digit], "touch")
+        time.sleep(0.3)
+        wait_for_reading(browser, digit)
+    finally:
+        process.terminate()
+        process.wait(10)
+    draw_strokes(browser, digits.images[digit], "touch", box=(0.3, 0.3, 0.4))
+    glance = browser.find_element(By.ID, "glance")
+    WebDriverWait(browser, 10, poll_frequency=0.05).until(lambda driver: glance.text == "No answer")
+    assert browser.find_element(By.ID, "digit").text == "?"
+    assert not browser.find_element(By.ID, "seen").is_displayed()
+    browser.execute_script("window.scrollTo(0, 0)")
+    assert browser.execute_script(
+        "const box = arguments[0].getBoundingClientRect();"
+        "return box.top >= 0 && box.bottom <= innerHeight && box.right <= innerWidth;",
+        glance,
+    ), "the glance is not on screen with the pad"
+    assert "serve still running" in browser.find_element(By.ID, "status").text
+    browser.get_log("browser")  # its refused requests are no other test's errors
+
+
 def _bars_and_discs(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A dataset of one's own: 28x28 light strokes on black, a level bar (0) or a ring (1)."""
     from PIL import ImageDraw
@@ -413,10 +450,8 @@ def test_a_model_of_one_s_own_dataset_reads_the_pad_as_its_images_are(
     }  # fmt: skip
     checkpoint = folder / "strokes.safetensors"
     mnistkit.train(arrays, "mlp", epochs=4, verbose=False, output=checkpoint)
-    command = [sys.executable, "-m", "mnistkit", "serve", str(checkpoint), "--port", "0"]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    process, url = start_serve(checkpoint)
     try:
-        url = re.search(r"http://127\.0\.0\.1:\d+/", process.stderr.readline()).group(0)
         browser.set_window_size(*DESKTOP_PX)
         browser.get(url)
         WebDriverWait(browser, 10).until(lambda driver: "strokes" in driver.find_element(By.ID, "model").text)

@@ -106,12 +106,23 @@ function resetReading(message) {
   seen.hidden = true;
   seenEmpty.hidden = false;
   glance.textContent = "";
+  glance.classList.remove("error");
   showStatus("");
 }
 
 function showStatus(message, isError = false) {
   statusLine.textContent = message;
   statusLine.classList.toggle("error", isError);
+}
+
+// The answer shown was for a picture before this one, so it goes; and the glance says what went
+// wrong, since on a phone the status line lies below the pad, out of sight (with the server
+// gone, the page kept the last answer there and said nothing else).
+function showProblem(reading, message) {
+  resetReading(reading);
+  showStatus(message, true);
+  glance.textContent = reading;
+  glance.classList.add("error");
 }
 
 function showReading(reading) {
@@ -121,6 +132,7 @@ function showReading(reading) {
   digitOutput.classList.toggle("word", reading.label.length > 2);
   confidenceText.textContent = percent(reading.confidence) + " sure";
   glance.textContent = `${reading.label} · ${percent(reading.confidence)}`;
+  glance.classList.remove("error");
   reading.classes.forEach((digit, index) => {
     const row = bars.children[index];
     const probability = reading.probabilities[index];
@@ -147,7 +159,9 @@ async function predict(body, name) {
     });
     reply = await response.json();
   } catch (error) {
-    if (request === latestRequest) showStatus("No answer from the server: is mnistkit serve still running?", true);
+    if (request === latestRequest) {
+      showProblem("No answer", "No answer from the server: is mnistkit serve still running?");
+    }
     return;
   }
   if (request !== latestRequest) return;
@@ -158,8 +172,7 @@ async function predict(body, name) {
     resetReading("Keep drawing");
     showStatus("");
   } else {
-    resetReading("Could not read it");
-    showStatus(reply.error || response.statusText, true);
+    showProblem("Could not read it", reply.error || response.statusText);
   }
 }
 
