@@ -37,6 +37,7 @@ TRACE_LEVEL = 200
 TRACE_MARGIN = 0.1  # of the canvas, on each side, as a person leaves around a digit
 DESKTOP_PX = (1100, 900)
 PHONE_PX = (390, 844)
+SIDEWAYS_PHONE_PX = (844, 340)  # a 390 px tall phone less its browser's bar
 
 
 def _missing_browser() -> str | None:
@@ -410,6 +411,34 @@ def test_a_phone_shows_that_the_server_is_gone(browser, digits: Digits) -> None:
     ), "the glance is not on screen with the pad"
     assert "serve still running" in browser.find_element(By.ID, "status").text
     browser.get_log("browser")  # its refused requests are no other test's errors
+
+
+def test_a_phone_turned_sideways_shows_the_whole_pad(browser, page_url: str, digits: Digits) -> None:
+    """Turned sideways, a phone showed the pad's upper half: a digit could be drawn whole only
+    after scrolling, which on a phone only a touch outside the pad does."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    digit = DRAWN_DIGITS[1][0]
+    width, height = SIDEWAYS_PHONE_PX  # the page's own size, as a phone's browser gives it
+    metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": True}
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    try:
+        browser.get(page_url)
+        assert browser.execute_script("return innerHeight") == height
+        model = browser.find_element(By.ID, "model")  # its line as long as it will be
+        WebDriverWait(browser, 10).until(lambda driver: not model.text.startswith("Loading"))
+        top, bottom = browser.execute_script(
+            "const box = arguments[0].getBoundingClientRect(); return [box.top, box.bottom];",
+            browser.find_element(By.ID, "pad"),
+        )
+        assert top >= 0 and bottom <= height and bottom - top >= 200, (top, bottom)  # a pad to draw on
+        draw_strokes(browser, digits.images[digit], "touch")
+        time.sleep(0.3)
+        wait_for_reading(browser, digit)
+        assert browser.execute_script("return scrollY") == 0
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def _bars_and_discs(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
