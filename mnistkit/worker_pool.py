@@ -249,7 +249,7 @@ def _serve(
     connection: socket.socket,
     work: Callable[[bytes], bytes],
     initializer: Callable[[], None] | None,
-    term_ignored: bool = False,
+    term_ignored: bool,
 ) -> None:
     """A worker's life: answer requests until its parent ends it. An answer starts with
     _ANSWERED, or with _FAILED and the traceback of a bug, which the parent raises."""
@@ -269,7 +269,7 @@ def _serve(
         _send(connection, *answer)
 
 
-def _start_worker(term_ignored: bool = False) -> None:
+def _start_worker(term_ignored: bool) -> None:
     """Leave SIGINT and SIGHUP to the parent, which stops the workers and cleans up, and end
     at SIGTERM, unless the parent ignores it. Standard output is /dev/null: a reader of the
     parent's output sees its end when the parent ends. And a worker whose parent is gone
