@@ -108,22 +108,24 @@ def named_if_unnamed(
     return dict(arrays) if dataset is None else named_as(arrays, dataset, names)
 
 
-def recorded_dataset(path: str | os.PathLike[str]) -> str:
-    """The dataset an `.npz` file records (or holds the published labels of), read without its
-    images, so that a preset can take that dataset's settings; MNIST when it records none or
-    cannot be read (`load_arrays` says why)."""
+def recorded_naming(path: str | os.PathLike[str], dataset: str | None = None) -> tuple[str, list[str] | None]:
+    """The dataset an `.npz` file records (or holds the published labels of, or else
+    `dataset`) and its class names, read without its images: a preset takes that dataset's
+    settings, and `--show-config` checks `--classes` as training will. MNIST and no names
+    when it cannot be read (`load_arrays` says why)."""
     if not _in_place(path):
-        return DEFAULT_DATASET
+        return DEFAULT_DATASET, None
     try:
         with np.load(path, allow_pickle=False) as archive:
-            if "dataset" in archive.files:
-                return dataset_name({"dataset": archive["dataset"]})
-            if "class_names" in archive.files:
-                return DEFAULT_DATASET
-            labels = {key: archive[key] for key in ("test_labels", "train_labels") if key in archive.files}
-            return recognised_dataset(labels) or DEFAULT_DATASET
+            keys = ("dataset", "class_names", "test_labels", "train_labels")
+            small = {key: archive[key] for key in keys if key in archive.files}
     except (OSError, EOFError, ValueError, zipfile.BadZipFile, NotImplementedError, RuntimeError, zlib.error):
-        return DEFAULT_DATASET
+        return DEFAULT_DATASET, None
+    named = named_if_unnamed(small, dataset)
+    try:
+        return dataset_name(named), class_names(named)
+    except TypeError:  # class names that are not a row: load_arrays says so
+        return dataset_name(named), None
 
 
 def class_names(arrays: Mapping[str, np.ndarray]) -> list[str]:

@@ -731,7 +731,7 @@ def train(
       mnistkit train data/mnist.npz -o models/model.safetensors \\
           --coordinator host0:8476 --num-processes 2 --process-id 0
     """
-    from mnistkit.arrays import recorded_dataset
+    from mnistkit.arrays import class_labels, recorded_naming
     from mnistkit.config import check_resume_options, config_from_options
     from mnistkit.interrupts import STOPPING_NOTICE, deferred
 
@@ -739,11 +739,13 @@ def train(
     given = {name: value for name, value in options.items() if value is not None}
     if resume is not None:
         check_resume_options({**given, **({"preset": preset} if preset else {})})
-    recorded = recorded_dataset(data)
+    recorded, names = recorded_naming(data, dataset)
     if dataset is not None and recorded not in (DEFAULT_DATASET, dataset):  # before --show-config
         raise MnistkitError(f"{data}: holds {recorded}, not --dataset {dataset}")
     config = config_from_options(preset, given, dataset or recorded) if resume is None else None
     if show_config and config is not None:
+        if config.classes and names is not None:  # as training will
+            class_labels(config.classes, names, recorded)
         _print_config(config)
         return
     checkpoint = None  # read while a signal still stops at once: a pipe no one writes to yet waits

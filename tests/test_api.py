@@ -326,7 +326,7 @@ def test_arrays_holding_a_published_datasets_labels_are_named_after_it(
     import struct
 
     from mnistkit import idx
-    from mnistkit.arrays import load_arrays, recorded_dataset
+    from mnistkit.arrays import load_arrays, recorded_naming
 
     labels = synthetic_data["test_labels"]
     content = hashlib.sha256(struct.pack(">II", 2049, labels.size) + labels.tobytes()).hexdigest()
@@ -348,7 +348,7 @@ def test_arrays_holding_a_published_datasets_labels_are_named_after_it(
         mnistkit.evaluate(digits, keras_pairs)  # bare arrays are the model's dataset, unless known
     np.savez(tmp_path / "saved.npz", **synthetic_data)  # names nothing, as an np.savez of them
     assert str(load_arrays(tmp_path / "saved.npz")["dataset"]) == "fashion-mnist"
-    assert recorded_dataset(tmp_path / "saved.npz") == "fashion-mnist"
+    assert recorded_naming(tmp_path / "saved.npz")[0] == "fashion-mnist"
 
 
 def test_a_script_that_trained_reads_many_files_without_workers_that_would_rerun_it(

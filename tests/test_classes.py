@@ -229,6 +229,32 @@ def test_classes_by_name_or_number_and_a_clear_error(fashion_npz: Path, tmp_path
     assert TrainConfig.from_dict({"digits": [3, 8]}).classes == ("3", "8")  # a checkpoint from before
 
 
+def test_show_config_refuses_the_classes_training_would_refuse(
+    fashion_npz: Path, synthetic_npz: Path, tmp_path: Path
+) -> None:
+    """`--show-config` printed the settings and exited 0 for a class the data does not have,
+    so a script checking its settings first went on to a training that failed."""
+    output = tmp_path / "m.safetensors"
+    for data, classes, wrong, options in (
+        (fashion_npz, "Tshirt,Shirt", "Tshirt", ()),
+        (synthetic_npz, "3,12", "12", ()),
+        (synthetic_npz, "3,ki", "ki", ()),
+        (synthetic_npz, "o,kana", "kana", ("--dataset", "kmnist")),
+    ):
+        shown = run("train", data, "-o", output, "--classes", classes, *options, "--show-config")
+        trained = run("train", data, "-o", output, "--classes", classes, *options, "--epochs", "1")
+        assert shown.exit_code == trained.exit_code == 1, (shown.output, trained.output)
+        assert shown.output == trained.output and shown.output.startswith(f"Error: --classes: '{wrong}' is ")
+    assert not output.exists()
+    for data, classes, options in (
+        (fashion_npz, "T-shirt/top,Bag", ()),
+        (synthetic_npz, "o,ki", ("--dataset", "kmnist")),
+    ):
+        shown = run("train", data, "-o", output, "--classes", classes, *options, "--show-config")
+        assert shown.exit_code == 0, shown.output
+        assert json.loads(shown.stdout)["classes"] == classes.split(",")
+
+
 # Checkpoint format versions --------------------------------------------------------------
 
 ARCHITECTURE = {"model": "logreg", "num_classes": 3}

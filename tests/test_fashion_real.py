@@ -182,13 +182,13 @@ def test_the_published_arrays_are_known_without_names_and_swapped_files_are_refu
     """Keras' `fashion_mnist.load_data()`, or an `np.savez` of it, names no dataset: such an
     .npz trained a digit model on clothes. And the test files under the training files' names
     parsed silently, to a model trained on the test images."""
-    from mnistkit.arrays import KEYS, recorded_dataset
+    from mnistkit.arrays import KEYS, recorded_naming
     from mnistkit.idx import read_mnist_dir
 
     arrays = read_mnist_dir(REAL_FASHION_DIR, "fashion-mnist")
     np.savez(tmp_path / "bare.npz", **{key: arrays[key] for key in KEYS})
     assert str(load_arrays(tmp_path / "bare.npz")["dataset"]) == "fashion-mnist"
-    assert recorded_dataset(tmp_path / "bare.npz") == "fashion-mnist"  # the preset's settings for clothes
+    assert recorded_naming(tmp_path / "bare.npz")[0] == "fashion-mnist"  # the preset's settings for clothes
 
     swapped = tmp_path / "swapped"
     swapped.mkdir()
