@@ -195,9 +195,9 @@ def _image_batch(images: np.ndarray) -> np.ndarray:
     if light:
         which = "the image" if given_one else f"image {light[0]}"
         raise BadArrays(
-            f"{which} is dark on light paper (its edge averages {light[1]:.0f} of 255), where MNIST's "
-            "are light ink on black: give 255 - images, or mnistkit.predict_images(model, images), "
-            "which prepares pictures as people draw them"
+            f"{which} is dark on light paper (its edge averages {light[1]:.0f} of 255), where the "
+            "model's dataset has them light on black: give 255 - images, or "
+            "mnistkit.predict_images(model, images), which prepares pictures as people draw them"
         )
     return images
 

@@ -267,8 +267,8 @@ def check_light_ink(images: np.ndarray, source: str) -> None:
         fix = "invert them (255 - images) in the .npz" if on_command_line() else "give 255 - images"
         raise BadArrays(
             f"{source}: train_images are drawn dark on light paper ({light} of {len(images)} have edges "
-            f"brighter than {LIGHT_PAPER_EDGE} of 255), where mnistkit's models learn MNIST's light ink "
-            f"on black, as predict prepares pictures; {fix}"
+            f"brighter than {LIGHT_PAPER_EDGE} of 255), where mnistkit's models learn light on black, "
+            f"as every dataset has them and predict prepares pictures; {fix}"
         )
 
 

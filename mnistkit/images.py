@@ -112,8 +112,8 @@ def load_digit(
         if light:
             raise MnistkitError(
                 f"{path}: image is dark on light paper (its edge averages {light[1]:.0f} of 255), where "
-                f"{setting('preprocess', False)} takes MNIST-style light ink on black (leave it out to "
-                "have the picture prepared)"
+                f"{setting('preprocess', False)} takes pictures light on black, as the model's dataset "
+                "has them (leave it out to have the picture prepared)"
             )
         return image
     prepared = already_prepared(read.pixels, image_style)

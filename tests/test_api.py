@@ -1506,7 +1506,8 @@ def test_training_images_drawn_dark_on_white_are_refused(
     count = len(synthetic_data["train_images"])
     refusal = re.escape(
         f"train_images are drawn dark on light paper ({count} of {count} have edges brighter than 192 of "
-        "255), where mnistkit's models learn MNIST's light ink on black, as predict prepares pictures; "
+        "255), where mnistkit's models learn light on black, as every dataset has them and predict prepares "
+        "pictures; "
     )
     inverted = {**synthetic_data, "train_images": 255 - synthetic_data["train_images"]}
     with pytest.raises(MnistkitError, match=rf"^arrays: {refusal}give 255 - images$"):

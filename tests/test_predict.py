@@ -551,7 +551,8 @@ def test_no_preprocess_refuses_a_digit_drawn_dark_on_white(large_digit_model: Pa
     assert result.exit_code == 1 and result.stdout == ""
     assert result.stderr == (
         f"{drawn}: image is dark on light paper (its edge averages 255 of 255), where --no-preprocess "
-        "takes MNIST-style light ink on black (leave it out to have the picture prepared)\n"
+        "takes pictures light on black, as the model's dataset has them (leave it out to have the picture "
+        "prepared)\n"
     )
     assert run("predict", large_digit_model, drawn).stdout.startswith(f"{drawn}\t3\t")
 
