@@ -1381,6 +1381,8 @@ def render_embedding_command(
       mnistkit train data/mnist.npz -o models/2d.safetensors --preset embedding
       mnistkit render-embedding models/2d.safetensors data/mnist.npz -o reports/embedding.png
     """
+    import numpy as np
+
     from mnistkit.checkpoint import load_checkpoint
     from mnistkit.plots import bottleneck_layer, embedding_image
     from mnistkit.render import save_picture
@@ -1391,8 +1393,9 @@ def render_embedding_command(
     images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
     picture = embedding_image(checkpoint, images, labels, count, seed, split, str(checkpoint_path), str(data))
     save_picture(picture, output)
-    noun = "digits" if checkpoint.digit_classes else "images"
-    _wrote(output, f"{split} {noun} in the 2-unit layer of {checkpoint_path.name}")
+    plotted = min(count, int(np.isin(labels, checkpoint.classes).sum()))
+    noun = "digit" if checkpoint.digit_classes else "image"
+    _wrote(output, f"{_count(plotted, f'{split} {noun}')} in the 2-unit layer of {checkpoint_path.name}")
 
 
 @cli.command("render-weights", short_help="Draw a logreg model's weights as digit templates.")

@@ -523,6 +523,12 @@ def test_embedding_plot_shades_the_decision_regions(tmp_path, synthetic_npz, syn
     model, output = _half_plane_model(tmp_path, synthetic_data), tmp_path / "embedding.png"
     result = run("render-embedding", model, synthetic_npz, "-o", output, "--count", 40)
     assert result.exit_code == 0, result.output
+    assert result.stderr == f"{output}: 40 test digits in the 2-unit layer of 2d.safetensors\n"
+    every = run("render-embedding", model, synthetic_npz, "-o", output, "--count", 100_000)
+    threes_and_eights = int(np.isin(synthetic_data["test_labels"], [3, 8]).sum())
+    assert (
+        every.stderr == f"{output}: {threes_and_eights} test digits in the 2-unit layer of 2d.safetensors\n"
+    )
     with Image.open(output) as image:
         assert image.mode == "RGB" and image.size == (860, 680)
         plot = np.asarray(image)[80:600, 100:670].reshape(-1, 3)
