@@ -135,11 +135,21 @@ def confusion_image(confusion: Confusion, source_name: str = "") -> Image.Image:
     canvas.text((canvas.size[0] / 2, 48), summary, LABEL_PX, fill=MUTED, align="mt")
     if source_name:
         canvas.text((canvas.size[0] / 2, 70), source_name, TICK_PX, fill=MUTED, align="mt")
+    bar_left = left + plot_px + 24
+    bar = (bar_left, top, bar_left + 16, top + plot_px)
+    colour_bar(canvas, bar, BLUES, count_ticks(peak), "count (log scale)")
+    return canvas.finish()
+
+
+def count_ticks(peak: int) -> list[tuple[float, str]]:
+    """The log-scale colour bar's ticks: 0, the powers of ten up to the largest count, and that
+    count at the top, unless a power of ten already stands next to it (a matrix of 20 images
+    showed only 0 and 1)."""
     ticks = [(0.0, "0")]
     ticks += [(math.log1p(v) / math.log1p(peak), str(v)) for v in (1, 10, 100, 1000, 10000) if v <= peak]
-    bar_left = left + plot_px + 24
-    colour_bar(canvas, (bar_left, top, bar_left + 16, top + plot_px), BLUES, ticks, "count (log scale)")
-    return canvas.finish()
+    if ticks[-1][0] < 0.9:
+        ticks.append((1.0, str(peak)))
+    return ticks
 
 
 # Training curves -----------------------------------------------------------------------

@@ -30,7 +30,7 @@ from mnistkit.errors import MnistkitError
 from mnistkit.evaluation import distinct_percent, read_confusion
 from mnistkit.history import METRICS, read_history
 from mnistkit.inference import dense_stack, normalize
-from mnistkit.plots import bottleneck_values, confusion_cell_box, curves_image, head_logits
+from mnistkit.plots import bottleneck_values, confusion_cell_box, count_ticks, curves_image, head_logits
 from mnistkit.render import SampleOptions, samples_picture, samples_title
 
 CLASSES = list(range(10))
@@ -328,6 +328,23 @@ def test_confusion_from_model_matches_eval_json(tmp_path, synthetic_npz, logreg_
         np.testing.assert_array_equal(
             np.asarray(a)[top:bottom, left:right], np.asarray(b)[top:bottom, left:right]
         )
+
+
+@pytest.mark.parametrize(
+    ("peak", "labels"),
+    [
+        (1, ["0", "1"]),
+        (3, ["0", "1", "3"]),  # a matrix of 20 images: its bar said only 0 and 1
+        (11, ["0", "1", "10"]),  # 11 would stand on 10
+        (980, ["0", "1", "10", "100", "980"]),
+        (50_000, ["0", "1", "10", "100", "1000", "10000", "50000"]),
+    ],
+)
+def test_the_colour_bar_names_the_largest_count_unless_a_tick_stands_there(peak, labels):
+    ticks = count_ticks(peak)
+    assert [label for _, label in ticks] == labels
+    positions = [position for position, _ in ticks]
+    assert positions[0] == 0 and positions[-1] > 0.9 and positions[-1] - positions[-2] > 0.09
 
 
 @pytest.mark.parametrize(
