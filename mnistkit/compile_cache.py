@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import jax
@@ -85,8 +85,15 @@ def _problem(folder: Path) -> str | None:
     link that someone else owns cannot point jax elsewhere later, and so are the folders above
     it: another user who may rename entries in one of them could swap the cache for a folder
     of their own while a run uses it (a folder anyone writes to with its sticky bit set, as
-    /tmp, lets each rename only their own)."""
+    /tmp, lets each rename only their own). Those that exist are checked before any is made,
+    so a refused place is left as it was."""
+    nearest = next(path for path in (folder, *folder.parents) if os.path.lexists(path))
     try:
+        if nearest != folder and hasattr(os, "getuid"):
+            nearest_real = nearest.resolve(strict=True)
+            problem = _open_to_others((nearest_real, *nearest_real.parents))
+            if problem is not None:
+                return problem
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         real = folder.resolve(strict=True)
         status = real.stat()
@@ -98,7 +105,12 @@ def _problem(folder: Path) -> str | None:
         return "belongs to another user"
     if status.st_mode & 0o022:
         return f"others may write to it (chmod go-w {real})"
-    for above in real.parents:
+    return _open_to_others(real.parents)
+
+
+def _open_to_others(folders_above: Iterable[Path]) -> str | None:
+    """Why a cache under these folders could be swapped by another user, or None."""
+    for above in folders_above:
         status = above.stat()
         if status.st_uid not in (0, os.getuid()):
             return f"the folder above it, {above}, belongs to another user"

@@ -115,6 +115,13 @@ def test_a_folder_under_one_others_may_rename_in_is_not_trusted(tmp_path):
     assert compile_cache._problem(shared / "mnistkit" / "xla") == (
         f"others may rename what the folder above it, {shared}, holds (chmod o-w {shared})"
     )
+    empty = tmp_path / "empty"
+    empty.mkdir(mode=0o777)
+    empty.chmod(0o777)
+    assert compile_cache._problem(empty / "mnistkit" / "xla") == (
+        f"others may rename what the folder above it, {empty}, holds (chmod o-w {empty})"
+    )
+    assert list(empty.iterdir()) == [], "a refused place is left as it was"
     shared.chmod(0o775)  # a umask of 002: the group is the user's own
     assert compile_cache._problem(shared / "mnistkit" / "xla") is None
     shared.chmod(0o1777)
