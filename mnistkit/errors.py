@@ -37,13 +37,15 @@ class PictureTooLarge(MnistkitError):
 class Interrupted(BaseException):
     """SIGINT, SIGTERM or SIGHUP arrived; a BaseException so that only cleanup code catches it.
 
-    `outcome` says what the interrupted work kept, for the one line the CLI prints.
+    `outcome` says what the interrupted work kept, for the one line the CLI prints; `process`,
+    the other process of a multi-process run that the signal reached, when it was another.
     """
 
-    def __init__(self, signal_number: int, outcome: str = "") -> None:
+    def __init__(self, signal_number: int, outcome: str = "", process: int | None = None) -> None:
         super().__init__(signal_number)
         self.signal_number = signal_number
         self.outcome = outcome
+        self.process = process
 
     @property
     def exit_code(self) -> int:
@@ -51,4 +53,5 @@ class Interrupted(BaseException):
 
     def line(self) -> str:
         name = signal.Signals(self.signal_number).name
-        return f"mnistkit: interrupted by {name}" + (f"; {self.outcome}" if self.outcome else "")
+        whom = "" if self.process is None else f"process {self.process} was "
+        return f"mnistkit: {whom}interrupted by {name}" + (f"; {self.outcome}" if self.outcome else "")

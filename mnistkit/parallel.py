@@ -101,6 +101,29 @@ def cluster_run() -> Iterator[None]:
     _membership.finish()
 
 
+def stop_together(progress: Callable[..., None], *arguments: Any) -> None:
+    """Run `progress(*arguments)`, which raises `Interrupted` for a signal this process holds; in a run of
+    several processes, each one raises after the same step when any one does. One that
+    stopped alone (`kill -INT` to it, or Ctrl-C to the one in the foreground) left the others
+    waiting for it in their next step, and gloo aborted them ("collective mismatch")."""
+    if jax.process_count() == 1:
+        progress(*arguments)
+        return
+    from jax.experimental import multihost_utils
+
+    held = None
+    try:
+        progress(*arguments)
+    except Interrupted as stop:
+        held = stop
+    signals = np.asarray(multihost_utils.process_allgather(np.int32(held.signal_number if held else 0)))
+    if held is not None:
+        raise held
+    stopped = np.flatnonzero(signals)
+    if stopped.size:
+        raise Interrupted(int(signals[stopped[0]]), process=int(stopped[0]))
+
+
 def _launcher_settings(
     coordinator: str | None, num_processes: int | None, process_id: int | None, timeout_s: int
 ) -> tuple[str | None, int | None, int | None]:

@@ -39,7 +39,7 @@ from mnistkit.compile_cache import compile_cache
 from mnistkit.config import TrainConfig
 from mnistkit.errors import Interrupted, MnistkitError
 from mnistkit.history import METRICS, check_history_target, epoch_line, members_range, write_history
-from mnistkit.parallel import Placement, make_placement
+from mnistkit.parallel import Placement, make_placement, stop_together
 from mnistkit.steps import (
     TrainState,
     epoch_learning_rates,
@@ -400,7 +400,7 @@ def _train_epoch(
                 f"{setting('lr', config.lr)}; try a lower {setting('lr')}. No checkpoint was written."
             )
         if progress is not None:
-            progress(epoch, config.epochs, (chunk + 1) / inputs.chunks)
+            stop_together(progress, epoch, config.epochs, (chunk + 1) / inputs.chunks)
     jax.block_until_ready(state)
     seconds = time.perf_counter() - started
     return state, _epoch_record(setup, epoch, totals / data.train.size, state, seconds)

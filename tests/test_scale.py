@@ -30,6 +30,7 @@ from mnistkit.cli import cli
 from mnistkit.errors import MnistkitError
 from mnistkit.inference import member_params, predict_probabilities
 from mnistkit.rendezvous import gather
+from mnistkit.run_state import state_path
 
 # A small run through every path the devices share: shuffled batches, the last one partial,
 # shift augmentation, and the test set evaluated each epoch in split blocks.
@@ -223,6 +224,7 @@ def test_two_processes_train_like_one_and_only_the_first_writes(
 PARTICIPANT = """
 import sys
 from mnistkit.rendezvous import gather
+from mnistkit.run_state import state_path
 membership = gather(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), 10)
 membership.watch()
 print("joined", flush=True)
@@ -488,6 +490,38 @@ def test_ctrl_c_to_both_processes_ends_each_by_it_with_one_line(tmp_path: Path, 
     interrupted = [line for line in logs[0].splitlines() if not line.startswith("epoch")]
     assert interrupted[-1].startswith("mnistkit: interrupted by SIGINT; saved the checkpoint of epoch "), logs
     assert "Error" not in logs[0] and output.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signalled", [1, 0], ids=["SIGTERM to process 1", "SIGINT to process 0"])
+def test_a_stop_sent_to_one_process_stops_every_one_at_the_same_step(
+    tmp_path: Path, scale_npz: Path, signalled: int
+) -> None:
+    """`kill -INT` to one process of a run (or Ctrl-C to the one in the foreground): it stopped
+    alone, and the others, waiting for it in their next step, were aborted inside gloo
+    (SIGABRT, "collective mismatch"). Every process now stops after the same step, process 0
+    keeps the last complete epoch, and the same command continues from it."""
+    output = tmp_path / "model.safetensors"
+    stop = (signal.SIGINT, signal.SIGTERM)[signalled]
+    cluster = ["--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", "2"]
+    command = ["train", scale_npz, "-o", output, *TRAIN_OPTIONS, "--epochs", "500", *cluster]
+    processes = [mnistkit_process(*command, "--process-id", str(index)) for index in range(2)]
+    for line in processes[0].stderr:
+        if re.match(r"epoch +2/500", line):
+            break
+    processes[signalled].send_signal(stop)
+    logs = [process.communicate(timeout=120)[1] for process in processes]
+    assert [process.returncode for process in processes] == [-stop] * 2, logs
+    kept = int(load_checkpoint(output).metadata["metrics"]["epochs"])
+    assert kept >= 2 and state_path(output).exists()  # what the same command continues from
+    last_lines = [log.splitlines()[-1] for log in logs]
+    name = signal.Signals(stop).name
+    saved = f"saved the checkpoint of epoch {kept} of 500 to {output}"
+    assert last_lines[signalled] == f"mnistkit: interrupted by {name}; {saved}", logs
+    assert last_lines[1 - signalled] == f"mnistkit: process {signalled} was interrupted by {name}; {saved}", (
+        logs
+    )
+    assert "Error" not in logs[0] + logs[1] and "abort" not in (logs[0] + logs[1]).lower()
 
 
 def train(*args: str | Path) -> None:
