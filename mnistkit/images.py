@@ -21,7 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnistkit.datasets import DEFAULT_DATASET, IMAGE_SHAPE, IMAGE_STYLES, ImageStyle
 from mnistkit.errors import MnistkitError, UndecodableImage
-from mnistkit.inputs import input_path
+from mnistkit.inputs import input_path, what_file_is
 from mnistkit.morphology import median, to_uint8
 from mnistkit.preprocess import FoundDigit, already_prepared, find_digit, fit_digit
 from mnistkit.terms import on_command_line, setting
@@ -351,13 +351,18 @@ def _open_checked(path: str, content: bytes | None = None) -> Image.Image:
 
 def _unidentified(path: str, content: bytes | None) -> str:
     """Why Pillow could not open a file. An iPhone's photo is HEIC by default: an image all
-    the same, so "not an image" would send its owner looking for the wrong mistake."""
+    the same, so "not an image" would send its owner looking for the wrong mistake; nor does
+    it name an .npz or a checkpoint given where an image belongs, as another command's input
+    is named."""
     if content is None:
         with contextlib.suppress(OSError), open(path, "rb") as handle:
-            content = handle.read(12)
+            content = handle.read(16)
     start = content or b""
     if start[4:8] == b"ftyp" and start[8:12] in HEIF_BRANDS:
         return "a HEIC/HEIF photo, which Pillow does not read: save it as JPEG or PNG"
+    kind = what_file_is(start[:16])
+    if kind is not None and not kind.endswith(" image"):
+        return f"{kind}, not an image"
     return "not an image (Pillow cannot identify the format)"
 
 

@@ -898,6 +898,16 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], Path], str]] = {
         ),
         "a HEIC/HEIF photo, which Pillow does not read: save it as JPEG or PNG",
     ),
+    # The data file or the checkpoint given where an image belongs: named, as a swapped
+    # argument is named, rather than "not an image" alone.
+    "an .npz": (
+        lambda p: np.savez(p / "mnist.npz", train_images=np.zeros((1, 28, 28), np.uint8)) or p / "mnist.npz",
+        "a zip archive such as an .npz data file (from parse-to-npz), not an image",
+    ),
+    "a checkpoint": (
+        lambda p: (p / "m.safetensors").write_bytes(b"\x02\0\0\0\0\0\0\0{}") and p / "m.safetensors",
+        "a safetensors file (such as an mnistkit checkpoint), not an image",
+    ),
     "truncated": (lambda p: truncated_png(p / "t.png"), "truncated or corrupted"),
     "bomb": (
         lambda p: (p / "b.png").write_bytes(png_header_only(100_000, 100_000)) and p / "b.png",
