@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 from mnistkit.datasets import DEFAULT_DATASET, MNIST, dataset_spec
 
@@ -27,7 +28,14 @@ DEFAULT_MIN_RATE_BYTES_PER_S = 1000
 
 
 def split_mirrors(text: str) -> list[str]:
-    """The mirrors in one string, separated by spaces or commas (as $MNISTKIT_MIRROR holds them)."""
+    """The mirrors in one string, separated by spaces or commas (as $MNISTKIT_MIRROR holds them).
+
+    A string that is the path of a folder is that one folder, whatever its name holds: cut at
+    its spaces, `MNISTKIT_MIRROR="/srv/my data/mnist"` was two folders that are not there.
+    """
+    whole = text.strip()
+    if re.search(r"[\s,]", whole) and Path(whole).is_dir():
+        return [whole]
     return [mirror for mirror in re.split(r"[\s,]+", text) if mirror]
 
 

@@ -242,6 +242,24 @@ def test_cli_uses_the_mirror_variable(
     _assert_holds_exactly(out_dir, fetch_files)
 
 
+def test_the_mirror_variable_takes_a_folder_whose_name_holds_a_space(
+    tmp_path: Path, fetch_files: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`MNISTKIT_MIRROR="/srv/my data/mnist"` was cut at its space into two folders that are
+    not there, and fetch failed with "the local mirror /srv/my: no such folder"."""
+    use_fetch_table(monkeypatch, fetch_table(fetch_files))
+    folder = tmp_path / "my data, ü"
+    folder.mkdir()
+    for name, gz_bytes in fetch_files.items():
+        (folder / name).write_bytes(gz_bytes)
+    out_dir = tmp_path / "raw"
+    args = ["fetch", "--out", str(out_dir), "--no-default-mirrors"]
+    result = CliRunner().invoke(cli, args, env={"MNISTKIT_MIRROR": f" {folder} "})
+    assert result.exit_code == 0, result.output
+    _assert_holds_exactly(out_dir, fetch_files)
+    assert mirror_list([], f"{tmp_path} http://x/", use_defaults=False) == [str(tmp_path), "http://x/"]
+
+
 def test_no_mirror_is_needed_for_files_already_there(
     tmp_path: Path,
     mirror_server: MirrorServer,
