@@ -307,6 +307,7 @@ def photo(
     angle_deg: float = 0.0,
     centre: tuple[float, float] = (0.5, 0.5),
     rules: str | None = None,
+    squared: bool = False,
     shadow: tuple[float, float, float] | None = None,
     shading: float = 0.0,
     pen: str = "black",
@@ -315,12 +316,14 @@ def photo(
 ) -> np.ndarray:
     """A phone photo (RGB) of `digit` drawn with `pen` (strokes `stroke_px` wider than the
     font's) on white paper, drawn with scripts/people_style.py: the sheet lying on a `desk`
-    and covering `area` of the frame, ruled lines, a hard `shadow` (darkening, angle,
-    offset) across the picture, light falling off by `shading`."""
+    and covering `area` of the frame, ruled lines (`squared`: upright ones too), a hard
+    `shadow` (darkening, angle, offset) across the picture, light falling off by `shading`."""
     rng = np.random.default_rng(digit)
     page = people_style.sheet(PAGE_PX, people_style.PAPERS["white"], rng)
     if rules is not None:
         people_style.rule_lines(page, 22, people_style.RULE_COLOURS[rules], 2, 9)
+        if squared:
+            people_style.rule_lines(page.transpose(1, 0, 2), 22, people_style.RULE_COLOURS[rules], 2, 9)
     coverage = draw_large_digit(digit, glyph_px, PAGE_PX, stroke_px=stroke_px) / 255
     people_style.put_ink(page, coverage, people_style.PENS[pen], (0, 0))
     if desk is not None:
@@ -384,6 +387,26 @@ PHOTOS: dict[str, dict] = {
         "desk": "slate",
         "area": 0.8,
         "angle_deg": 3,
+    },
+    # Lines slanting more than three rows across the page stayed in as ink, and so did the
+    # upright lines of squared paper: the digit was read inside a grid the size of the page.
+    "blue ruled paper on a desk, turned 8 degrees, blue pen": {
+        "rules": "blue",
+        "pen": "blue",
+        "stroke_px": 1,
+        "desk": "slate",
+        "area": 0.9,
+        "angle_deg": 8,
+    },
+    "blue squared paper, black pen": {"rules": "blue", "squared": True, "stroke_px": 2},
+    "grey squared paper on a desk, turned -6 degrees, blue pen": {
+        "rules": "grey",
+        "squared": True,
+        "pen": "blue",
+        "stroke_px": 2,
+        "desk": "walnut",
+        "area": 0.9,
+        "angle_deg": -6,
     },
     "grey ruled paper on a desk, blue pen": {
         "rules": "grey",
