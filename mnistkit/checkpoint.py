@@ -133,6 +133,15 @@ def stopped_after(done: int, planned: int) -> str:
     return f"stopped after epoch {done} of {planned}"
 
 
+def unfinished_note(checkpoint: Checkpoint, name: str) -> str:
+    """The line eval, predict and serve say on stderr about a model whose training stopped
+    midway (killed by a timeout, Ctrl-C), else "": its answers look like a finished model's,
+    and a script that only measured it went on with half a model."""
+    if not checkpoint.stopped_midway:
+        return ""
+    return f"{name}: note: an unfinished model, its training {checkpoint.stopped_midway}"
+
+
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
 

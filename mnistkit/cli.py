@@ -942,6 +942,7 @@ def predict_command(
     from mnistkit.stdin_inputs import expand_stdin
 
     checkpoint = load_checkpoint(checkpoint_path)
+    _note_if_unfinished(checkpoint, checkpoint_path)
     paths = _not_overwritten(expand_stdin(images, sys.stdin, null_separated), output, "-o")
     with atomic_write(output or STDOUT, "w") as handle:
         failures = write_predictions(
@@ -957,6 +958,13 @@ def predict_command(
         _keep_only_if_complete(output, failures, "; without -o the others' rows go to stdout")
     if failures:
         sys.exit(1)
+
+
+def _note_if_unfinished(checkpoint, checkpoint_path: Path) -> None:
+    from mnistkit.checkpoint import unfinished_note
+
+    if note := unfinished_note(checkpoint, str(checkpoint_path)):
+        click.echo(note, err=True)
 
 
 def _one_blas_thread() -> None:
@@ -1053,6 +1061,7 @@ def eval_command(
         raise click.UsageError("--no-preprocess is for the images of --labels; NPZ's are 28x28 already")
     threshold = _accuracy_fraction(min_accuracy)
     checkpoint = load_checkpoint(checkpoint_path)
+    _note_if_unfinished(checkpoint, checkpoint_path)
     failures = []
     if labels is not None:
         split, source = "images", str(images_dir or labels)
@@ -1080,7 +1089,10 @@ def eval_command(
     click.echo(table, nl=False, err=json_path is not None and is_stdout(json_path))
     if json_path is not None:
         _keep_only_if_complete(json_path, len(failures))
-        report_json = evaluation.to_json(split, str(checkpoint_path), source)
+        report_json = {
+            **evaluation.to_json(split, str(checkpoint_path), source),
+            "finished": checkpoint.finished,
+        }
         write_text_atomic(json_path, json.dumps(report_json, indent=2) + "\n")
     if threshold is not None and evaluation.correct < threshold * evaluation.count:  # exactly
         accuracy = distinct_percent(evaluation.accuracy, float(threshold))

@@ -52,7 +52,7 @@ import numpy as np
 
 from mnistkit import __version__, worker_pool
 from mnistkit.architectures import describe
-from mnistkit.checkpoint import Checkpoint, load_checkpoint
+from mnistkit.checkpoint import Checkpoint, load_checkpoint, unfinished_note
 from mnistkit.clients import check_origin, network_addresses, upload_hint
 from mnistkit.datasets import DATASETS
 from mnistkit.errors import MnistkitError
@@ -693,4 +693,6 @@ def serve(
             at = f" at {', '.join(urls)}" if urls else ""
             reach = f"listening on {server.server_address[0]}: other machines can reach it{at}"
         log(f"mnistkit serve: {server.url} ({Path(checkpoint_path).name}; {reach})")
+        if note := unfinished_note(server.checkpoint, str(checkpoint_path)):
+            log(note)
         server.serve_forever()

@@ -35,6 +35,7 @@ EVAL_KEYS = {
     "top_confusions",
     "checkpoint",
     "data",
+    "finished",
 }
 
 
@@ -85,6 +86,7 @@ def test_eval_table_json_and_gate(large_digit_model: Path, synthetic_npz: Path, 
     assert [row["support"] for row in metrics["per_class"]] == matrix.sum(axis=1).tolist()
     assert f"accuracy {metrics['accuracy']:.2%}" in result.stdout
     assert metrics["checkpoint"] == str(large_digit_model) and metrics["data"] == str(synthetic_npz)
+    assert metrics["finished"] is True and result.stderr == ""
 
     assert run("eval", large_digit_model, synthetic_npz, "--min-accuracy", "0.01").exit_code == 0
     exactly = f"{100 * metrics['accuracy']:g}"  # the accuracy itself, as a percentage: a pass
@@ -95,6 +97,43 @@ def test_eval_table_json_and_gate(large_digit_model: Path, synthetic_npz: Path, 
         assert failed.exit_code == 3 and "is below --min-accuracy 100.00%" in failed.stderr
     bad = run("eval", large_digit_model, synthetic_npz, "--min-accuracy", "250")
     assert bad.exit_code == 2 and "neither a fraction" in bad.stderr
+
+
+def test_a_model_whose_training_stopped_midway_is_named_so_by_eval_predict_and_serve(
+    large_digit_model: Path, synthetic_npz: Path, tmp_path: Path
+) -> None:
+    """A train killed by `timeout` (SIGTERM) leaves the checkpoint of its last epoch. eval
+    measured it, predict read with it and serve served it without a word, so a CI job that
+    only gated on `eval --min-accuracy` went on with half a model."""
+    model = load_checkpoint(large_digit_model)
+    metadata = dict(model.metadata)
+    done = metadata["metrics"]["epochs"]
+    metadata["config"] = {**metadata["config"], "epochs": done + 4}
+    unfinished = tmp_path / "unfinished.safetensors"
+    save_checkpoint(unfinished, model.params, metadata)
+    note = f"{unfinished}: note: an unfinished model, its training stopped after epoch {done} of {done + 4}\n"
+    report = tmp_path / "metrics.json"
+    evaluated = run("eval", unfinished, synthetic_npz, "--json", report, "--min-accuracy", "0.01")
+    assert evaluated.exit_code == 0 and evaluated.stderr == note
+    assert json.loads(report.read_text())["finished"] is False
+    digit = tmp_path / "3.png"
+    Image.fromarray(255 - draw_large_digit(3)).save(digit)
+    predicted = run("predict", unfinished, digit)
+    assert predicted.exit_code == 0 and predicted.stderr == note and predicted.stdout.startswith(f"{digit}\t")
+    assert run("predict", large_digit_model, digit).stderr == ""
+
+    from mnistkit.serve import serve
+
+    lines = []
+
+    def stop_after_the_log(line: str) -> None:
+        lines.append(line)
+        if len(lines) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        serve(unfinished, port=0, log=stop_after_the_log)
+    assert lines[1] == note.rstrip("\n")
 
 
 def test_json_reports_name_files_that_are_not_utf8_as_strict_json_readers_take_them(
