@@ -26,7 +26,7 @@ from mnistkit import terms, worker_pool
 from mnistkit.datasets import DEFAULT_DATASET
 from mnistkit.errors import MnistkitError
 from mnistkit.images import FRAME_PX, load_digit
-from mnistkit.stdin_inputs import SIGNAL_POLL_S, STDIN_NAME, StdinImage, StdinWaits
+from mnistkit.stdin_inputs import SIGNAL_POLL_S, PipedImage, StdinWaits
 
 CHUNK_SIZE = 256
 # A chunk read in this process is handed on in pieces, one as soon as this long has passed
@@ -138,14 +138,14 @@ def _decoded_chunk(paths: list[str], answer: bytes) -> list[LoadedDigit]:
 
 
 def load_digits(
-    paths: Iterable[str | StdinWaits | StdinImage],
+    paths: Iterable[str | StdinWaits | PipedImage],
     preprocess: bool = True,
     workers: int | None = None,
     chunk_size: int = CHUNK_SIZE,
     style: str = DEFAULT_DATASET,
 ) -> Iterator[list[LoadedDigit]]:
     """Yield the inputs' images in input order, one chunk at a time, prepared as the dataset
-    named by `style` made its images (a StdinImage as the image named `-`). A StdinWaits among
+    named by `style` made its images (a PipedImage as the image its name names). A StdinWaits among
     `paths` ends a chunk, and every
     chunk before it is yielded before stdin is waited for; while more paths come, they are
     read as the workers work.
@@ -181,10 +181,10 @@ def load_digits(
                     sum(len(paths) for group in in_flight for paths, _ in group) >= 2 * workers * chunk_size
                 ):
                     yield _oldest_answer(pool, in_flight)
-            if isinstance(wait, StdinImage):
+            if isinstance(wait, PipedImage):
                 while in_flight:  # the paths before it answered first, in input order
                     yield _oldest_answer(pool, in_flight)
-                yield [load_one(STDIN_NAME, preprocess, style, content=wait.content)]
+                yield [load_one(wait.name, preprocess, style, content=wait.content)]
             elif wait:
                 while in_flight:  # each chunk done before stdin's next paths come: its rows now
                     if all(pool.done(ticket) for _, ticket in in_flight[0]):
@@ -226,9 +226,9 @@ def _start_pool(workers: int, preprocess: bool, style: str) -> worker_pool.Worke
 
 
 def _chunked(
-    items: Iterable[str | StdinWaits | StdinImage], size: int
-) -> Iterator[tuple[list[str], StdinWaits | StdinImage | None]]:
-    """Chunks of at most `size` paths, each with the StdinWaits or StdinImage that came right
+    items: Iterable[str | StdinWaits | PipedImage], size: int
+) -> Iterator[tuple[list[str], StdinWaits | PipedImage | None]]:
+    """Chunks of at most `size` paths, each with the StdinWaits or PipedImage that came right
     after it, if one did (then perhaps with no paths: stdin waited again before a whole path
     came)."""
     chunk: list[str] = []

@@ -20,7 +20,7 @@ from mnistkit.errors import MnistkitError
 from mnistkit.image_files import LoadedDigit, load_digits
 from mnistkit.images import encode_png
 from mnistkit.inputs import json_path
-from mnistkit.stdin_inputs import STDIN_NAME, StdinImage, StdinWaits
+from mnistkit.stdin_inputs import STDIN_NAME, PipedImage, StdinWaits
 from mnistkit.terms import setting
 
 FORMATS = ("tsv", "csv", "jsonl")
@@ -53,7 +53,7 @@ class Unreadable:
 
 def predict_paths(
     checkpoint: Checkpoint,
-    paths: Iterable[str | StdinWaits | StdinImage],
+    paths: Iterable[str | StdinWaits | PipedImage],
     *,
     preprocess: bool = True,
     top_k: int = 1,
@@ -62,7 +62,7 @@ def predict_paths(
 ) -> Iterator[Prediction | LoadedDigit]:
     """A Prediction for each readable image and the failed LoadedDigit for each other, in order;
     a StdinWaits among `paths` (stdin waits for its writer) answers every path before it first;
-    a StdinImage is the image that stdin held, named `-`."""
+    a PipedImage is the image that a pipe held (stdin's, named `-`)."""
     chunks = load_digits(paths, preprocess, workers, style=checkpoint.preprocessing)
     with contextlib.closing(chunks):  # closing these predictions stops the pool of workers too
         yield from predict_loaded(checkpoint, chunks, top_k=top_k, save_dir=save_dir)
@@ -173,7 +173,7 @@ def _field(field: str, delimiter: str) -> str:
 
 def write_predictions(
     checkpoint: Checkpoint,
-    paths: Iterable[str | StdinWaits | StdinImage],
+    paths: Iterable[str | StdinWaits | PipedImage],
     output: IO[str],
     errors: IO[str],
     *,

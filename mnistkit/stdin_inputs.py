@@ -3,7 +3,8 @@
 A list of paths is text. `find photos | mnistkit predict CKPT -` is answered path by path as
 the paths come; `curl -s URL | mnistkit predict CKPT -` sends the image itself, which is read
 whole as the image named `-`. Other files piped by mistake (a gzip, an .npz, a checkpoint) are
-refused by name. Standard library only.
+refused by name. A pipe given by its path (`<(curl -s URL)`) is read whole as one image too.
+Standard library only.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import itertools
 import os
 import re
 import select
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -53,29 +55,56 @@ class StdinWaits:
 
 
 @dataclass(frozen=True)
-class StdinImage:
-    """Among the paths: `-` gave an image's bytes, read as the image named `-`."""
+class PipedImage:
+    """Among the paths: an image's bytes from a pipe, `-` or one given by its path (`<(cmd)`,
+    `/dev/stdin`), read as the image named `name`."""
 
     content: bytes = field(repr=False)
+    name: str = STDIN_NAME
 
 
 def expand_stdin(
     arguments: Iterable[str], stdin: IO[str], null_separated: bool = False
-) -> Iterator[str | StdinWaits | StdinImage]:
+) -> Iterator[str | StdinWaits | PipedImage]:
     """The paths given, with `-` replaced by the lines of stdin (blank lines skipped), or with
     `null_separated` by its NUL-ended paths (`find -print0`), which may hold line breaks. Bytes
     that are not UTF-8 stay as they are, as in a path given as an argument. A StdinWaits says
     that stdin has no more path at the moment, so that what came before is answered now: a
     program that writes paths as it finds them gets its rows as it goes. Where stdin holds an
-    image's bytes instead, `-` is that one image, a StdinImage."""
+    image's bytes instead, `-` is that one image, a PipedImage."""
     for argument in arguments:
         if argument == STDIN_NAME:
             yield from _stdin_items(stdin, null_separated)
+        elif _is_pipe(argument):
+            yield _piped_image(argument)
         else:
             yield argument
 
 
-def _stdin_items(stdin: IO[str], null_separated: bool) -> Iterator[str | StdinWaits | StdinImage]:
+def _is_pipe(path: str) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def _piped_image(path: str) -> PipedImage:
+    """The image in a pipe given by its path (`<(curl -s URL)`, `/dev/stdin`), read whole
+    once, as `-`'s: it was refused as no regular file, since a pipe cannot be read twice, nor
+    by a worker, as a file is."""
+    try:
+        with open(path, "rb") as pipe:
+            content = pipe.read(MAX_IMAGE_BYTES + 1)
+    except OSError as error:
+        raise MnistkitError(f"{path}: cannot read: {error.strerror}") from None
+    if len(content) > MAX_IMAGE_BYTES:
+        raise MnistkitError(
+            f"{path}: the pipe holds more than {MAX_IMAGE_BYTES:,} bytes, too large for one image"
+        )
+    return PipedImage(content, path)
+
+
+def _stdin_items(stdin: IO[str], null_separated: bool) -> Iterator[str | StdinWaits | PipedImage]:
     """Told by stdin's first bytes: its paths, or the image it holds."""
     separator = b"\0" if null_separated else b"\n"
     blocks, start = _blocks(stdin), b""
@@ -155,7 +184,7 @@ def _is_utf8(data: bytes) -> bool:
     return True
 
 
-def _whole_image(blocks: Iterator[bytes | StdinWaits]) -> StdinImage:
+def _whole_image(blocks: Iterator[bytes | StdinWaits]) -> PipedImage:
     """All of stdin as one image's bytes: an image is whole only at the end of stdin."""
     pieces, size = [], 0
     for block in blocks:
@@ -168,7 +197,7 @@ def _whole_image(blocks: Iterator[bytes | StdinWaits]) -> StdinImage:
                 f"-: standard input holds more than {MAX_IMAGE_BYTES:,} bytes, too large for one "
                 "image (give it by its path)"
             )
-    return StdinImage(b"".join(pieces))
+    return PipedImage(b"".join(pieces))
 
 
 def _line_paths(records: Iterator[bytes | StdinWaits]) -> Iterator[str | StdinWaits]:
