@@ -401,7 +401,12 @@ def train(
     there; `devices` splits each batch over that many devices. `verbose` prints one line per
     epoch to stderr. `dataset` names the dataset of arrays that name none (Keras'
     `fashion_mnist.load_data()`: `dataset="fashion-mnist"`); without it they are taken as
-    MNIST's digits, with a line saying so (once)."""
+    MNIST's digits, with a line saying so (once).
+
+    The presets (`mnistkit.PRESETS`): logreg, seed, mlp, mlp-best, fast, cnn, cnn-best,
+    embedding, 3v8. The options are the settings of `mnistkit.TrainConfig` (its help lists
+    each), spelled as the command's options with `_` for `-`: `train(arrays, "cnn",
+    epochs=3, lr=1e-3, augment="distort")`."""
     from mnistkit.training import train as run_training
 
     def log(message: str) -> None:
@@ -679,11 +684,12 @@ def _array_picture(array: np.ndarray, name: str) -> Image.Image:
         check_finite(array, name)
         if array.min() < 0 or array.max() > 1:
             standardized = array.min() < 0  # as a model's input
-            fix = (
-                f"give {UNSTANDARDIZE.format(array='image')}"
-                if standardized
-                else "or give uint8 pixels, 0 to 255"
-            )
+            if standardized:
+                fix = f"give {UNSTANDARDIZE.format(array='image')}"
+            elif array.max() <= 255:  # pixels 0-255 kept as floats, as a tutorial's arrays
+                fix = "pixels 0 to 255 as floats: give image / 255"
+            else:
+                fix = "or give uint8 pixels, 0 to 255"
             raise BadArrays(f"{name}: float pixels must lie in [0, 1] ({fix})")
         array = np.round(array * 255)
     elif not np.issubdtype(array.dtype, np.integer) or array.min() < 0 or array.max() > 255:

@@ -44,6 +44,9 @@ SPLITS = ("train", "test")
 FLAT_PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]  # a digit as the tutorials keep it: one row of 784
 KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 NAME_KEYS = ("dataset", "class_names", "label_column_names")
+# A validation split of one's own, which training refuses rather than ignores (it holds out
+# its own from the training images): loaded along with the training split, to be named.
+VALIDATION_KEYS = ("val_images", "val_labels")
 MAX_NAME_CHARS = 100
 KERAS_KEYS = {
     "x_train": "train_images",
@@ -477,7 +480,12 @@ def load_arrays(
                 wanted = [f"{split}_{kind}" for split in splits for kind in ("images", "labels")]
                 if not set(wanted) <= set(archive.files):
                     raise _other_layout(str(path), sorted(archive.files), splits)
-                arrays = {key: archive[key] for key in _stored_keys(archive.files, splits)}
+                own_validation = [
+                    key for key in VALIDATION_KEYS if key in archive.files and "train" in splits
+                ]
+                arrays = {
+                    key: archive[key] for key in [*_stored_keys(archive.files, splits), *own_validation]
+                }
             arrays = labels_as_uint8(arrays, str(path))
         # As named_if_unnamed, except that MNIST's digits load as the four arrays the file holds.
         if dataset_name(named := named_if_unnamed(arrays, dataset, names)) != DEFAULT_DATASET:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from mnistkit.arrays import check_names_fit, class_labels, class_names, dataset_name
+from mnistkit.arrays import VALIDATION_KEYS, check_names_fit, class_labels, class_names, dataset_name
 from mnistkit.config import TrainConfig
 from mnistkit.datasets import DATASETS, UNKNOWN_STYLE, named_by_digits
 from mnistkit.errors import MnistkitError
@@ -62,6 +62,12 @@ def prepare_data(arrays: Mapping[str, np.ndarray], config: TrainConfig, source: 
     """Select the classes trained on, map labels to class indices, carve the validation split,
     fix normalization."""
     check_names_fit(arrays, source, training=True)
+    if own_validation := [key for key in VALIDATION_KEYS if key in arrays]:
+        raise MnistkitError(
+            f"{source}: holds {' and '.join(own_validation)}, which training does not read: it holds "
+            f"out its validation split from the training images ({setting('val_size')}); add yours to "
+            "train_images and train_labels, or leave them out"
+        )
     names, dataset = class_names(arrays), dataset_name(arrays)
     classes = class_labels(config.classes, names, dataset) if config.classes else list(range(len(names)))
     lookup = np.full(len(names), -1, np.int32)

@@ -154,6 +154,9 @@ def test_the_package_names_the_api_and_stays_light() -> None:
     assert sorted(mnistkit._API) == sorted(api.__all__)
     listed = set(mnistkit.__doc__.split("The names,")[1].replace(",", " ").split())
     assert set(mnistkit._API) <= listed  # help(mnistkit) names the API, which loads lazily
+    presets = mnistkit.train.__doc__.split("The presets (`mnistkit.PRESETS`):")[1].split(".")[0]
+    named = sorted(name.strip() for name in presets.split(","))
+    assert named == sorted(mnistkit.PRESETS)  # help(mnistkit.train) names every preset, and no other
     assert callable(mnistkit.train) and callable(mnistkit.evaluate)
     code = "import sys, mnistkit; print(sorted(m for m in ('numpy', 'jax', 'PIL') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -1533,6 +1536,41 @@ def test_training_images_drawn_dark_on_white_are_refused(
     ).shape == (2,)
 
 
+def test_a_validation_split_of_ones_own_is_refused_not_ignored(synthetic_data, tmp_path: Path) -> None:
+    """A tutorial keeps its own X_val, y_val: given as val_images and val_labels, from Python or
+    in an .npz, they were dropped without a word, and the history's val_* stayed empty."""
+    from click.testing import CliRunner
+
+    from mnistkit.cli import cli
+
+    own = {
+        **synthetic_data,
+        "val_images": synthetic_data["test_images"],
+        "val_labels": synthetic_data["test_labels"],
+    }
+    with pytest.raises(
+        MnistkitError,
+        match=re.escape(
+            "arrays: holds val_images and val_labels, which training does not read: it holds out its "
+            "validation split from the training images (val_size); add yours to train_images and "
+            "train_labels, or leave them out"
+        ),
+    ):
+        mnistkit.train(own, "logreg", epochs=1)
+    saved = tmp_path / "own.npz"
+    np.savez(saved, **own)
+    output = tmp_path / "m.safetensors"
+    result = CliRunner().invoke(
+        cli, ["train", str(saved), "-o", str(output), "--preset", "logreg", "--epochs", "1"]
+    )
+    assert result.exit_code == 1 and not output.exists()
+    assert result.output.startswith(
+        f"Error: {saved}: holds val_images and val_labels, which training does not"
+    )
+    assert "(--val-size)" in result.output
+    assert mnistkit.evaluate(mnistkit.train(synthetic_data, "logreg", epochs=1), saved).count > 0
+
+
 def test_standardized_and_faint_images_get_the_code_that_undoes_them(
     large_digit_model: Path, synthetic_data
 ) -> None:
@@ -1566,10 +1604,14 @@ def test_standardized_and_faint_images_get_the_code_that_undoes_them(
     for given, reason in (
         ((picture // 20).astype(np.uint8), "<image 0>: only pixels 0 to 12, expected 0-255 (give "),
         ((picture / 255 - 0.1307) / 0.3081, "<image 0>: float pixels must lie in [0, 1] (give "),
+        (
+            picture.astype(np.float32),
+            "<image 0>: float pixels must lie in [0, 1] (pixels 0 to 255 as floats: give ",
+        ),
     ):
         with pytest.raises(MnistkitError, match=re.escape(reason)) as refusal:
             mnistkit.predict_images(model, given)
-        fix = re.search(r"\(give (.+)\)$", str(refusal.value))[1]
+        fix = re.search(r"give (.+)\)$", str(refusal.value))[1]
         mended = eval(fix, {"np": np, "image": given})
         assert [label for label, _, _ in mnistkit.predict_images(model, mended)[0].top] == [
             label for label, _, _ in expected
