@@ -32,6 +32,7 @@ from PIL import Image
 
 from mnistkit import interrupts
 from mnistkit.arrays import (
+    FAINTEST_INK,
     FLAT_PIXELS,
     UNSTANDARDIZE,
     arrays_sha256,
@@ -686,7 +687,7 @@ def _array_picture(array: np.ndarray, name: str) -> Image.Image:
             standardized = array.min() < 0  # as a model's input
             if standardized:
                 fix = f"give {UNSTANDARDIZE.format(array='image')}"
-            elif array.max() <= 255:  # pixels 0-255 kept as floats, as a tutorial's arrays
+            elif FAINTEST_INK < array.max() <= 255:  # pixels 0-255 kept as floats, as a tutorial's
                 fix = "pixels 0 to 255 as floats: give image / 255"
             else:
                 fix = "or give uint8 pixels, 0 to 255"

@@ -127,7 +127,7 @@ def recorded_naming(path: str | os.PathLike[str], dataset: str | None = None) ->
     named = named_if_unnamed(small, dataset)
     try:
         return dataset_name(named), class_names(named)
-    except TypeError:  # class names that are not a row: load_arrays says so
+    except TypeError:  # class names that are not a row: training refuses them, and says why
         return dataset_name(named), None
 
 

@@ -351,9 +351,9 @@ def _open_checked(path: str, content: bytes | None = None) -> Image.Image:
 
 def _unidentified(path: str, content: bytes | None) -> str:
     """Why Pillow could not open a file. An iPhone's photo is HEIC by default: an image all
-    the same, so "not an image" would send its owner looking for the wrong mistake; nor does
-    it name an .npz or a checkpoint given where an image belongs, as another command's input
-    is named."""
+    the same, so "not an image" would send its owner looking for the wrong mistake; and an
+    .npz or a checkpoint given where an image belongs is named, as another command's input
+    is."""
     if content is None:
         with contextlib.suppress(OSError), open(path, "rb") as handle:
             content = handle.read(16)

@@ -9,9 +9,9 @@ checksums turn away another dataset's files of the same name.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
-from pathlib import Path
 
 from mnistkit.datasets import DEFAULT_DATASET, MNIST, dataset_spec
 
@@ -34,7 +34,7 @@ def split_mirrors(text: str) -> list[str]:
     its spaces, `MNISTKIT_MIRROR="/srv/my data/mnist"` was two folders that are not there.
     """
     whole = text.strip()
-    if re.search(r"[\s,]", whole) and Path(whole).is_dir():
+    if re.search(r"[\s,]", whole) and os.path.isdir(whole):  # any error: no such folder
         return [whole]
     return [mirror for mirror in re.split(r"[\s,]+", text) if mirror]
 

@@ -89,9 +89,9 @@ RULED_LINE_MAX_SLOPE = 0.2
 # this many lines, in a picture at least this many pixels on its shorter side (a box drawn
 # round a digit has two, and a small drawing's faint stroke edges are no grid).
 GRID_MIN_LINES = 3
+GRID_MIN_SIDE_PX = 64
 # The slant of ruled lines is looked for among about this many of the faint pixels first.
 SLANT_SAMPLE_PIXELS = 1500
-GRID_MIN_SIDE_PX = 64
 # A photo of a sheet of paper on a desk: the desk is at most this bright relative to the
 # paper and takes at least this fraction of the picture's outermost pixels; the sheet is
 # what is lighter than this fraction of the way from the desk's level to the paper's, takes
@@ -564,8 +564,9 @@ def _faint_lines_along_rows(ink: np.ndarray) -> tuple[np.ndarray, int]:
     kept them apart, and the lines stayed in as ink). Then a horizontal opening of the ink
     keeps what is at least that long (neighbouring rows merged); what it keeps is a ruled
     line, not a digit's stroke, where it is fainter than half the darkest ink. Lines stay
-    lines when the picture is narrowed four times, so the opening runs on that, and only
-    where some row holds enough faint ink for a line (most pictures have none).
+    lines when the picture is narrowed four times, so the slant and the opening are found on
+    that; the opening runs only where some row, lined up, holds enough faint ink for a line
+    (most pictures have none).
     """
     width = ink.shape[1]
     narrowed = narrow(ink, LINE_NARROWING)

@@ -3,7 +3,7 @@
 A list of paths is text. `find photos | mnistkit predict CKPT -` is answered path by path as
 the paths come; `curl -s URL | mnistkit predict CKPT -` sends the image itself, which is read
 whole as the image named `-`. Other files piped by mistake (a gzip, an .npz, a checkpoint) are
-refused by name. A pipe given by its path (`<(curl -s URL)`) is read whole as one image too.
+refused by name. A shell's pipe given by its path (`<(curl -s URL)`) is read whole as one image too.
 Standard library only.
 """
 
@@ -75,23 +75,28 @@ def expand_stdin(
     for argument in arguments:
         if argument == STDIN_NAME:
             yield from _stdin_items(stdin, null_separated)
-        elif _is_pipe(argument):
+        elif _is_open_pipe(argument):
             yield _piped_image(argument)
         else:
             yield argument
 
 
-def _is_pipe(path: str) -> bool:
+def _is_open_pipe(path: str) -> bool:
+    """Whether `path` is a pipe a shell hands over already open at its writer's end: `<(cmd)`
+    (/dev/fd/63) or a piped stdin named /dev/stdin. A named pipe (mkfifo) is not: opening it
+    waits for a writer that may never come, so it stays refused as no regular file."""
     try:
-        return stat.S_ISFIFO(os.stat(path).st_mode)
+        return stat.S_ISFIFO(os.stat(path).st_mode) and os.path.basename(os.path.realpath(path)).startswith(
+            "pipe:["
+        )
     except (OSError, ValueError):
         return False
 
 
 def _piped_image(path: str) -> PipedImage:
-    """The image in a pipe given by its path (`<(curl -s URL)`, `/dev/stdin`), read whole
-    once, as `-`'s: it was refused as no regular file, since a pipe cannot be read twice, nor
-    by a worker, as a file is."""
+    """The image in a shell's pipe given by its path (`<(curl -s URL)`, `/dev/stdin`), read
+    whole once, as `-`'s: it was refused as no regular file, since a pipe cannot be read
+    twice, nor by a worker, as a file is."""
     try:
         with open(path, "rb") as pipe:
             content = pipe.read(MAX_IMAGE_BYTES + 1)

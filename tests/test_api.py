@@ -1616,6 +1616,8 @@ def test_standardized_and_faint_images_get_the_code_that_undoes_them(
         assert [label for label, _, _ in mnistkit.predict_images(model, mended)[0].top] == [
             label for label, _, _ in expected
         ]
+    with pytest.raises(MnistkitError, match=re.escape("(or give uint8 pixels, 0 to 255)")):
+        mnistkit.predict_images(model, (picture // 20).astype(np.float32))  # / 255 would be too faint
 
 
 def test_labels_of_other_types_load_or_get_their_fix(synthetic_data, tmp_path: Path) -> None:

@@ -258,6 +258,8 @@ def test_the_mirror_variable_takes_a_folder_whose_name_holds_a_space(
     assert result.exit_code == 0, result.output
     _assert_holds_exactly(out_dir, fetch_files)
     assert mirror_list([], f"{tmp_path} http://x/", use_defaults=False) == [str(tmp_path), "http://x/"]
+    too_long = "x" * 300  # asking whether the whole is a folder fails (ENAMETOOLONG): no folder
+    assert mirror_list([], f"{too_long} http://x/", use_defaults=False) == [too_long, "http://x/"]
 
 
 def test_no_mirror_is_needed_for_files_already_there(

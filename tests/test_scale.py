@@ -224,7 +224,6 @@ def test_two_processes_train_like_one_and_only_the_first_writes(
 PARTICIPANT = """
 import sys
 from mnistkit.rendezvous import gather
-from mnistkit.run_state import state_path
 membership = gather(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), 10)
 membership.watch()
 print("joined", flush=True)
