@@ -1393,11 +1393,9 @@ def render_embedding_command(
       mnistkit train data/mnist.npz -o models/2d.safetensors --preset embedding
       mnistkit render-embedding models/2d.safetensors data/mnist.npz -o reports/embedding.png
     """
-    import numpy as np
-
     from mnistkit.checkpoint import load_checkpoint
     from mnistkit.plots import bottleneck_layer, embedding_image
-    from mnistkit.render import save_picture
+    from mnistkit.render import model_digits_mask, save_picture
 
     checkpoint = load_checkpoint(checkpoint_path)
     bottleneck_layer(checkpoint, str(checkpoint_path))
@@ -1405,7 +1403,7 @@ def render_embedding_command(
     images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
     picture = embedding_image(checkpoint, images, labels, count, seed, split, str(checkpoint_path), str(data))
     save_picture(picture, output)
-    plotted = min(count, int(np.isin(labels, checkpoint.classes).sum()))
+    plotted = min(count, int(model_digits_mask(checkpoint, labels, str(checkpoint_path), str(data)).sum()))
     noun = "digit" if checkpoint.digit_classes else "image"
     _wrote(output, f"{_count(plotted, f'{split} {noun}')} in the 2-unit layer of {checkpoint_path.name}")
 

@@ -576,9 +576,10 @@ def _faint_lines_along_rows(ink: np.ndarray) -> tuple[np.ndarray, int]:
     def faint(values: np.ndarray) -> np.ndarray:
         return (values > RULED_LINE_MIN_INK * darkest) & (values < RULED_LINE_MAX_INK * darkest)
 
-    if np.count_nonzero(faint(narrowed)) < length:
+    faint_before = faint(narrowed)
+    if np.count_nonzero(faint_before) < length:
         return np.zeros_like(ink), 0
-    shifts = _slant_shifts(faint(narrowed))
+    shifts = _slant_shifts(faint_before)
     thickened = sliding_extreme(_shifted_columns(narrowed, shifts), 3, np.maximum, 0)
     if np.count_nonzero(faint(thickened), axis=1).max() < length:
         return np.zeros_like(ink), 0
